@@ -1,0 +1,3 @@
+//! The shibafu command line.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! An N-node shibafu lab on one machine.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! The shibafu cluster API server.
+
+fn main() {}

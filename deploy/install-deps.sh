@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs everything the build, the demo and the tests need on a fresh Debian machine.
+# Idempotent: packages already present are not fetched again.
+set -euo pipefail
+pkgs=(etcd-server etcd-client protobuf-compiler libprotobuf-dev iproute2 nftables bind9-dnsutils knot-dnsutils
+      iputils-ping iperf3 procps util-linux psmisc jq curl dnsmasq-base)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# etcd-server's package starts a system etcd on the host; shibafu runs its own inside namespaces.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
+  systemctl stop etcd || true
+  systemctl disable etcd >/dev/null 2>&1 || true
+fi
+command -v cargo >/dev/null || { echo "install-deps: cargo not found (install the Rust toolchain)" >&2; exit 1; }
+echo "install-deps: ok"

@@ -1,0 +1,3 @@
+//! The per-host shibafu agent.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Forwarding: conditional and default upstreams, TTL cache, in-flight coalescing, serve-stale.

@@ -1,0 +1,135 @@
+//! Typed etcd keys of the v1 schema: formatting and parsing `/shibafu/v1/...` paths.
+
+use std::fmt;
+
+/// Prefix of every key shibafu writes.
+pub const ROOT: &str = "/shibafu/v1/";
+
+/// A key of the v1 schema.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    /// `/shibafu/v1/networks/<net>`
+    Network(String),
+    /// `/shibafu/v1/nodes/<node>`
+    Node(String),
+    /// `/shibafu/v1/ipam/<net>/blocks/<cidr with '_' for '/'>`
+    IpamBlock {
+        /// Network name.
+        network: String,
+        /// Block CIDR as text, `172.21.0.0/28`.
+        cidr: String,
+    },
+    /// `/shibafu/v1/endpoints/<net>/<id>`
+    Endpoint {
+        /// Network name.
+        network: String,
+        /// Endpoint id.
+        id: String,
+    },
+    /// `/shibafu/v1/health/<net>/<id>`
+    Health {
+        /// Network name.
+        network: String,
+        /// Endpoint id.
+        id: String,
+    },
+    /// `/shibafu/v1/policies/<name>`
+    Policy(String),
+    /// `/shibafu/v1/links/<a>+<b>`
+    Link(String, String),
+}
+
+impl Key {
+    /// Parses a full key; `None` for anything outside the v1 schema.
+    pub fn parse(s: &str) -> Option<Key> {
+        let rest = s.strip_prefix(ROOT)?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        let nonempty = |p: &str| !p.is_empty();
+        match parts.as_slice() {
+            ["networks", n] if nonempty(n) => Some(Key::Network(n.to_string())),
+            ["nodes", n] if nonempty(n) => Some(Key::Node(n.to_string())),
+            ["ipam", n, "blocks", c] if nonempty(n) && nonempty(c) => Some(Key::IpamBlock {
+                network: n.to_string(),
+                cidr: c.replace('_', "/"),
+            }),
+            ["endpoints", n, id] if nonempty(n) && nonempty(id) => Some(Key::Endpoint {
+                network: n.to_string(),
+                id: id.to_string(),
+            }),
+            ["health", n, id] if nonempty(n) && nonempty(id) => Some(Key::Health {
+                network: n.to_string(),
+                id: id.to_string(),
+            }),
+            ["policies", n] if nonempty(n) => Some(Key::Policy(n.to_string())),
+            ["links", ab] => {
+                let (a, b) = ab.split_once('+')?;
+                (nonempty(a) && nonempty(b)).then(|| Key::Link(a.to_string(), b.to_string()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Prefix of all endpoints of one network.
+    pub fn endpoints_of(network: &str) -> String {
+        format!("{ROOT}endpoints/{network}/")
+    }
+
+    /// Prefix of all IPAM blocks of one network.
+    pub fn blocks_of(network: &str) -> String {
+        format!("{ROOT}ipam/{network}/blocks/")
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Network(n) => write!(f, "{ROOT}networks/{n}"),
+            Key::Node(n) => write!(f, "{ROOT}nodes/{n}"),
+            Key::IpamBlock { network, cidr } => {
+                write!(f, "{ROOT}ipam/{network}/blocks/{}", cidr.replace('/', "_"))
+            }
+            Key::Endpoint { network, id } => write!(f, "{ROOT}endpoints/{network}/{id}"),
+            Key::Health { network, id } => write!(f, "{ROOT}health/{network}/{id}"),
+            Key::Policy(n) => write!(f, "{ROOT}policies/{n}"),
+            Key::Link(a, b) => write!(f, "{ROOT}links/{a}+{b}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let keys = [
+            Key::Network("frontend".into()),
+            Key::Node("node1".into()),
+            Key::IpamBlock {
+                network: "f".into(),
+                cidr: "172.21.0.0/28".into(),
+            },
+            Key::Endpoint {
+                network: "f".into(),
+                id: "node1-web".into(),
+            },
+            Key::Health {
+                network: "f".into(),
+                id: "node1-web".into(),
+            },
+            Key::Policy("p".into()),
+            Key::Link("a".into(), "b".into()),
+        ];
+        for k in keys {
+            assert_eq!(Key::parse(&k.to_string()), Some(k));
+        }
+    }
+
+    #[test]
+    fn rejects_foreign_keys() {
+        assert_eq!(Key::parse("/other/v1/networks/x"), None);
+        assert_eq!(Key::parse("/shibafu/v1/networks/"), None);
+        assert_eq!(Key::parse("/shibafu/v1/endpoints/x"), None);
+        assert_eq!(Key::parse("/shibafu/v1/links/ab"), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! Shared harness for the host and lab tiers: namespace and lab guards.
