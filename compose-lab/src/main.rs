@@ -1,3 +1,189 @@
-//! An N-node shibafu lab on one machine.
+//! `shibafu-lab`: an N-node shibafu lab on one machine. Network namespaces are the hosts, a
+//! bridge in a "switch" namespace is the underlay, and real etcd, coordinator, agents and an
+//! upstream DNS server run inside them. The machine's own namespace is never touched.
 
-fn main() {}
+mod components;
+mod down;
+mod exec;
+mod faults;
+mod layout;
+mod netns;
+mod probe;
+mod procs;
+mod spec;
+mod state;
+mod status;
+mod up;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::layout::Layout;
+use crate::spec::LabSpec;
+use crate::state::{LabLock, LabState};
+
+/// An N-node shibafu lab on one machine (network namespaces as hosts).
+#[derive(Parser)]
+#[command(name = "shibafu-lab", version, about)]
+struct Cli {
+    /// Lab name: namespaces, state directory and underlay subnet derive from it.
+    #[arg(long, global = true, env = "SHIBAFU_LAB", default_value = "lab")]
+    name: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the lab and start etcd, the coordinator, the upstream DNS and one agent per node.
+    Up {
+        /// Number of nodes (node1..nodeN); default 3, or what SPEC says.
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Lab spec (YAML): nodes, networks to create, upstream DNS records.
+        spec: Option<PathBuf>,
+    },
+    /// Remove every namespace, link, process and file of the lab (safe to run twice).
+    Down,
+    /// Show what runs where.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command inside a lab host (a node, or `ctl`), with the shibafu CLI pointed at it.
+    Exec {
+        /// Node name, or `ctl` (etcd, coordinator, DNS) or `sw` (the switch).
+        node: String,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Stop a node's agent (leaving its namespace and containers), or etcd, coordinator, dns.
+    Stop {
+        /// Node name, `etcd`, `coordinator` or `dns`.
+        component: String,
+    },
+    /// Start a stopped component again with the same flags.
+    Start {
+        /// Node name, `etcd`, `coordinator` or `dns`.
+        component: String,
+    },
+    /// Cut a node's underlay link.
+    Partition {
+        /// Node name.
+        node: String,
+    },
+    /// Restore a node's underlay link.
+    Heal {
+        /// Node name.
+        node: String,
+    },
+}
+
+/// Where lab state directories live.
+fn state_root() -> PathBuf {
+    std::env::var_os("SHIBAFU_LAB_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/shibafu-lab"))
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "shibafu-lab: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    // SAFETY: geteuid has no preconditions.
+    anyhow::ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "shibafu-lab needs root (it creates network namespaces): run it with sudo"
+    );
+    let root = state_root();
+    let layout = Layout::new(&cli.name, &root)?;
+    let mut out = std::io::stdout().lock();
+    match cli.cmd {
+        Cmd::Up { nodes, spec } => {
+            let spec = match spec {
+                Some(p) => LabSpec::parse(
+                    &std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                )?,
+                None => LabSpec::default(),
+            };
+            let st = up::up(&layout, &spec, nodes)?;
+            status::print_table(&status::collect(&layout, &st), &mut out)?;
+            writeln!(
+                out,
+                "\nexplore: shibafu-lab --name {n} exec node1 -- shibafu node ls\nstop:    shibafu-lab --name {n} down",
+                n = layout.name
+            )?;
+        }
+        Cmd::Down => {
+            let lock = LabLock::acquire(&layout)?;
+            let st = LabState::load(&layout).unwrap_or_else(|e| {
+                tracing::warn!(error = %format!("{e:#}"), "unreadable state file; sweeping by name");
+                None
+            });
+            let problems = down::teardown(&layout, st.as_ref());
+            lock.remove();
+            down::remove_root_if_empty(&root);
+            if !problems.is_empty() {
+                anyhow::bail!(
+                    "lab {:?} removed with problems:\n  {}",
+                    layout.name,
+                    problems.join("\n  ")
+                );
+            }
+            tracing::info!(lab = %layout.name, "lab removed");
+        }
+        Cmd::Status { json } => {
+            let st = LabState::load_existing(&layout)?;
+            let s = status::collect(&layout, &st);
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
+            } else {
+                status::print_table(&s, &mut out)?;
+            }
+        }
+        Cmd::Exec { node, cmd } => {
+            let st = LabState::load_existing(&layout)?;
+            let bins = components::Bins::find()?;
+            drop(out);
+            return exec::run(&layout, &bins, &st, &node, &cmd);
+        }
+        Cmd::Stop { component } => with_state(&layout, |st| faults::stop(&layout, st, &component))?,
+        Cmd::Start { component } => {
+            with_state(&layout, |st| faults::start(&layout, st, &component))?
+        }
+        Cmd::Partition { node } => with_state(&layout, |st| faults::partition(&layout, st, &node))?,
+        Cmd::Heal { node } => with_state(&layout, |st| faults::heal(&layout, st, &node))?,
+    }
+    Ok(0)
+}
+
+fn with_state(
+    layout: &Layout,
+    f: impl FnOnce(&mut LabState) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let _lock = LabLock::acquire(layout)?;
+    let mut st = LabState::load_existing(layout)?;
+    f(&mut st)
+}

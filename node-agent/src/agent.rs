@@ -1,10 +1,224 @@
-//! The agent daemon: an actix System wiring the store, network, DNS and runtime actors.
+//! The agent daemon: an actix System wiring the store actor and the local API.
+//!
+//! On SIGTERM or SIGINT the agent stops serving and exits, leaving the dataplane and containers
+//! as they are: a restarted agent adopts them. Its lease is left to expire (so a quick restart
+//! is invisible to the cluster) unless `--deregister` is given.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::{Actor, Addr};
+use anyhow::Context;
+use futures::FutureExt;
+use shibafu_overlay::model::{Node, SCHEMA_VERSION};
+use shibafu_overlay::store::{EtcdStore, Store};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::api::{self, ApiState};
+use crate::messages::Deregister;
+use crate::store_actor::{Connector, StoreActor, StoreConfig};
 
 /// Flags of `shibafu-agent run`.
-#[derive(clap::Args)]
-pub struct RunArgs {}
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// This node's name (a DNS label), unique in the cluster.
+    #[arg(long)]
+    node: String,
+    /// etcd endpoints, comma-separated (`http://10.0.0.2:2379,http://10.0.0.3:2379`).
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    etcd: Vec<String>,
+    /// This node's underlay address: the VTEP of every VXLAN device here.
+    #[arg(long)]
+    underlay: IpAddr,
+    /// Directory for the agent's state (containers, pinned namespaces).
+    #[arg(long, default_value = "/var/lib/shibafu")]
+    state_dir: PathBuf,
+    /// Unix socket of the local API.
+    #[arg(long, default_value = "/run/shibafu/agent.sock")]
+    api_socket: PathBuf,
+    /// Upstream DNS server for names outside the cluster, `IP` or `IP:PORT` (repeatable).
+    #[arg(long = "upstream-dns", value_parser = parse_upstream)]
+    upstream_dns: Vec<SocketAddr>,
+    /// Lease TTL in seconds: a node whose agent stops disappears from the cluster after this.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    lease_ttl: u64,
+    /// On SIGTERM, remove this node from the cluster at once (revoke its lease) instead of
+    /// letting the lease expire.
+    #[arg(long)]
+    deregister: bool,
+}
 
-/// Runs the agent until SIGTERM.
-pub fn run(_args: RunArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{s:?} is not IP or IP:PORT (e.g. 10.0.0.2 or 10.0.0.2:5353)"))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn etcd_connector(endpoints: Vec<String>) -> Connector {
+    Arc::new(move || {
+        let endpoints = endpoints.clone();
+        async move {
+            let store = EtcdStore::connect(&endpoints).await?;
+            Ok(Arc::new(store) as Arc<dyn Store>)
+        }
+        .boxed()
+    })
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_tracing();
+    shibafu_overlay::model::validate_name(&args.node)
+        .with_context(|| format!("--node {:?}", args.node))?;
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("creating --state-dir {}", args.state_dir.display()))?;
+    let started_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let cfg = StoreConfig {
+        node: Node {
+            schema: SCHEMA_VERSION,
+            name: args.node.clone(),
+            underlay: args.underlay,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            wg_pubkey: None,
+            started_at,
+        },
+        lease_ttl: Duration::from_secs(args.lease_ttl),
+        upstream_dns: args.upstream_dns.clone(),
+    };
+    let system = actix::System::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    system.block_on(async {
+        let listener = api::bind(&args.api_socket)
+            .with_context(|| format!("binding --api-socket {}", args.api_socket.display()))?;
+        let store = StoreActor::new(cfg, etcd_connector(args.etcd.clone())).start();
+        let router = api::router(ApiState {
+            status: store.clone().recipient(),
+            networks: store.clone().recipient(),
+        });
+        let mut api_stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = api_stop.wait_for(|s| *s).await;
+        };
+        actix_rt::spawn(async move {
+            if let Err(e) = api::serve(listener, router, shutdown).await {
+                error!(error = %e, "local API stopped");
+            }
+        });
+        actix_rt::spawn(wait_for_signal(store, args.deregister, stop_tx));
+        info!(node = %args.node, socket = %args.api_socket.display(), etcd = %args.etcd.join(","), "agent running");
+        anyhow::Ok(())
+    })?;
+    system.run().context("running the actor system")?;
+    let _ = std::fs::remove_file(&args.api_socket);
+    info!("agent stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT, then stops the API and the System (after revoking the lease
+/// when asked to deregister).
+async fn wait_for_signal(store: Addr<StoreActor>, deregister: bool, stop: watch::Sender<bool>) {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot install signal handlers; stop the agent with SIGKILL");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    info!(
+        signal = name,
+        deregister, "stopping; dataplane and containers stay as they are"
+    );
+    if deregister {
+        match store.send(Deregister).await {
+            Ok(Ok(())) => info!("node deregistered"),
+            Ok(Err(e)) => warn!(error = %e, "deregistering failed; the lease expires on its own"),
+            Err(e) => warn!(error = %e, "deregistering failed; the lease expires on its own"),
+        }
+    }
+    let _ = stop.send(true);
+    actix::System::current().stop();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_dns_defaults_to_port_53() {
+        assert_eq!(
+            parse_upstream("10.0.0.2"),
+            Ok("10.0.0.2:53".parse().expect("addr"))
+        );
+        assert_eq!(
+            parse_upstream("10.0.0.2:5353"),
+            Ok("10.0.0.2:5353".parse().expect("addr"))
+        );
+        assert_eq!(
+            parse_upstream("fd00::1"),
+            Ok("[fd00::1]:53".parse().expect("addr"))
+        );
+        assert!(parse_upstream("dns.example").is_err());
+    }
+
+    #[test]
+    fn flags_parse_with_defaults() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let t = T::try_parse_from([
+            "x",
+            "--node",
+            "node1",
+            "--underlay",
+            "10.0.0.11",
+            "--etcd",
+            "http://a:2379,http://b:2379",
+            "--upstream-dns",
+            "10.0.0.2",
+            "--upstream-dns",
+            "10.0.0.3:5353",
+        ])
+        .expect("parse");
+        assert_eq!(t.run.etcd, ["http://a:2379", "http://b:2379"]);
+        assert_eq!(t.run.lease_ttl, 5);
+        assert_eq!(t.run.upstream_dns.len(), 2);
+        assert!(!t.run.deregister);
+        assert!(T::try_parse_from([
+            "x",
+            "--node",
+            "n",
+            "--underlay",
+            "10.0.0.1",
+            "--lease-ttl",
+            "0"
+        ])
+        .is_err());
+    }
 }

@@ -2,7 +2,12 @@
 //! engine on its own, for tests and benchmarks).
 
 mod agent;
+mod api;
 mod dns_cmd;
+mod messages;
+mod registration;
+mod shim_cmd;
+mod store_actor;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +25,9 @@ enum Cmd {
     Run(agent::RunArgs),
     /// Serve DNS on its own: authoritative zones from a records file, optional forwarding.
     Dns(dns_cmd::DnsArgs),
+    /// Internal: run one container from its spec file (started by the agent).
+    #[command(hide = true)]
+    Shim(shim_cmd::ShimArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -27,5 +35,6 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Run(args) => agent::run(args),
         Cmd::Dns(args) => dns_cmd::run(args),
+        Cmd::Shim(args) => shim_cmd::run(args),
     }
 }

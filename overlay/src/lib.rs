@@ -3,6 +3,13 @@
 //! Pure core first (model, IPAM, planning, DNS answering); adapters at the edge (etcd, netlink,
 //! sockets) behind small traits.
 
+pub mod api;
+pub mod container;
 pub mod dns;
+pub mod firewall;
 pub mod model;
+pub mod netlink;
+pub mod netns;
+pub mod plan;
+pub mod state;
 pub mod store;

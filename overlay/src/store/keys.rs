@@ -37,6 +37,9 @@ pub enum Key {
     Policy(String),
     /// `/shibafu/v1/links/<a>+<b>`
     Link(String, String),
+    /// `/shibafu/v1/guards/<name>`: bumped by every change of a kind (such as `networks`) so a
+    /// transaction can compare its mod revision and lose to a concurrent change.
+    Guard(String),
 }
 
 impl Key {
@@ -61,6 +64,7 @@ impl Key {
                 id: id.to_string(),
             }),
             ["policies", n] if nonempty(n) => Some(Key::Policy(n.to_string())),
+            ["guards", n] if nonempty(n) => Some(Key::Guard(n.to_string())),
             ["links", ab] => {
                 let (a, b) = ab.split_once('+')?;
                 (nonempty(a) && nonempty(b)).then(|| Key::Link(a.to_string(), b.to_string()))
@@ -92,6 +96,7 @@ impl fmt::Display for Key {
             Key::Health { network, id } => write!(f, "{ROOT}health/{network}/{id}"),
             Key::Policy(n) => write!(f, "{ROOT}policies/{n}"),
             Key::Link(a, b) => write!(f, "{ROOT}links/{a}+{b}"),
+            Key::Guard(n) => write!(f, "{ROOT}guards/{n}"),
         }
     }
 }
@@ -119,6 +124,7 @@ mod tests {
             },
             Key::Policy("p".into()),
             Key::Link("a".into(), "b".into()),
+            Key::Guard("networks".into()),
         ];
         for k in keys {
             assert_eq!(Key::parse(&k.to_string()), Some(k));

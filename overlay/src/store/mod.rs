@@ -3,7 +3,14 @@
 //! The trait is the raw key-value contract (get, list, CAS transactions, leases, watch from a
 //! revision); typed access to the schema goes through [`keys::Key`] and [`crate::model`].
 
+pub mod etcd;
 pub mod keys;
+pub mod memory;
+pub mod watch;
+
+pub use etcd::EtcdStore;
+pub use memory::MemoryStore;
+pub use watch::{watch_changes, watch_changes_with, Backoff, ClusterChange, ClusterChangeStream};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;

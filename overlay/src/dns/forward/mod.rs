@@ -1,1 +1,373 @@
 //! Forwarding: conditional and default upstreams, TTL cache, in-flight coalescing, serve-stale.
+//!
+//! [`Forwarder::resolve`] answers a parsed query; [`Forwarder::answer_from_cache`] answers a raw
+//! query packet from a fresh cache entry without allocating, for the server's UDP loop. Both
+//! echo the asker's id and question spelling, set RA and age TTLs by the time spent in cache.
+
+mod answer;
+mod cache;
+mod coalesce;
+mod config;
+#[cfg(test)]
+mod fake_upstream;
+mod stats;
+#[cfg(test)]
+mod tests;
+mod upstream;
+mod wire;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+
+pub use answer::{ADVERTISED_UDP_SIZE, STALE_TTL};
+pub use config::{ConfigError, ForwardConfig};
+pub use stats::{ForwardStats, UpstreamStats};
+pub use upstream::UpstreamError;
+
+use answer::{Answer, TtlClamp, TtlMode};
+use cache::{Cache, Lookup};
+use coalesce::{follow, InFlight, Role};
+use config::Routes;
+use stats::{Counters, TryOutcome};
+use wire::Key;
+
+/// Caches at least this large are split into shards with their own locks.
+const SHARDED_FROM: usize = 1024;
+const SHARDS: usize = 16;
+
+/// Why a query could not be answered by forwarding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    /// The query is not one this forwarder handles (answer FORMERR or REFUSED).
+    #[error("query not forwarded: {0}")]
+    BadQuery(&'static str),
+    /// No upstream is configured for the name (answer REFUSED).
+    #[error("no upstream is configured for {0}")]
+    NoRoute(String),
+    /// Every upstream of the route failed and nothing stale was cached (answer SERVFAIL).
+    #[error("all {tried} upstream(s) failed for {qname}; last error: {last}")]
+    AllFailed {
+        /// The name asked.
+        qname: String,
+        /// Upstreams tried.
+        tried: usize,
+        /// How the last one failed.
+        #[source]
+        last: UpstreamError,
+    },
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// Transport a raw query arrived on; UDP answers must fit the asker's payload size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Datagram: at most 512 bytes, or the EDNS payload size up to [`ADVERTISED_UDP_SIZE`].
+    Udp,
+    /// Stream: any size.
+    Tcp,
+}
+
+type Outcome = Result<Arc<Answer>, ForwardError>;
+
+struct Shard {
+    cache: Cache<Arc<Answer>>,
+    hits: u64,
+    misses: u64,
+}
+
+/// The forwarding resolver. Clones share one cache, one in-flight table and one set of counters.
+#[derive(Clone)]
+pub struct Forwarder {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    routes: Routes,
+    timeout: Duration,
+    clamp: TtlClamp,
+    shards: Box<[Mutex<Shard>]>,
+    in_flight: InFlight<Outcome>,
+    counters: Counters,
+    clock: Clock,
+}
+
+impl Forwarder {
+    /// A forwarder for `cfg`. Settings [`ForwardConfig::validate`] rejects are repaired or
+    /// skipped with a warning (bad zones dropped, min TTL capped at max TTL).
+    pub fn new(cfg: ForwardConfig) -> Forwarder {
+        if let Err(e) = cfg.validate() {
+            tracing::warn!(error = %e, "forwarding configuration repaired");
+        }
+        let routes = Routes::new(&cfg);
+        let shard_count = if cfg.cache_size >= SHARDED_FROM {
+            SHARDS
+        } else {
+            1
+        };
+        let per_shard = cfg.cache_size.div_ceil(shard_count);
+        let shards = (0..shard_count)
+            .map(|_| {
+                Mutex::new(Shard {
+                    cache: Cache::new(per_shard, cfg.stale_for),
+                    hits: 0,
+                    misses: 0,
+                })
+            })
+            .collect();
+        Forwarder {
+            inner: Arc::new(Inner {
+                counters: Counters::new(routes.upstreams()),
+                routes,
+                timeout: cfg.timeout.max(Duration::from_millis(1)),
+                clamp: TtlClamp {
+                    min: cfg.min_ttl.min(cfg.max_ttl),
+                    max: cfg.max_ttl,
+                },
+                shards,
+                in_flight: InFlight::default(),
+                clock: Clock::default(),
+            }),
+        }
+    }
+
+    /// True when some upstream serves `qname` (a conditional forwarder or a default upstream).
+    pub fn has_route(&self, qname: &Name) -> bool {
+        Key::name_only(qname).is_some_and(|k| self.inner.routes.route(k.name()).is_some())
+    }
+
+    /// Answers `query` from the cache or its upstreams: the response carries the query's id,
+    /// RD/CD bits and question as asked, RA set, an OPT record when the query had one.
+    pub async fn resolve(&self, query: &Message) -> Result<Message, ForwardError> {
+        let [question] = query.queries.as_slice() else {
+            return Err(ForwardError::BadQuery("exactly one question is required"));
+        };
+        if query.metadata.op_code != OpCode::Query {
+            return Err(ForwardError::BadQuery(
+                "only standard queries are forwarded",
+            ));
+        }
+        if matches!(
+            question.query_type(),
+            RecordType::AXFR | RecordType::IXFR | RecordType::OPT
+        ) {
+            return Err(ForwardError::BadQuery("zone transfers are not forwarded"));
+        }
+        let dnssec_ok = query.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        let key =
+            Key::from_query(question, dnssec_ok).ok_or(ForwardError::BadQuery("name too long"))?;
+        let (answer, mode) = self.inner.answer(question, &key, dnssec_ok).await?;
+        Ok(answer.to_message(query, mode))
+    }
+
+    /// Answers the raw query `packet` from a fresh cache entry into `out` (cleared first; its
+    /// allocation is reused, nothing else is allocated). False when it cannot: not cached or
+    /// stale, a query shape it does not handle, or too large for UDP; then use [`Self::resolve`].
+    /// Call it only for names outside the server's own zones.
+    pub fn answer_from_cache(
+        &self,
+        packet: &[u8],
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let Some(q) = wire::parse_query(packet) else {
+            return false;
+        };
+        let limit = match (transport, q.edns) {
+            (Transport::Tcp, _) => usize::from(u16::MAX),
+            (Transport::Udp, None) => 512,
+            (Transport::Udp, Some(e)) => usize::from(e.payload.clamp(512, ADVERTISED_UDP_SIZE)),
+        };
+        let now = self.inner.clock.now();
+        let mut shard = self.inner.shard(q.key.as_bytes());
+        let Lookup::Fresh { value, age } = shard.cache.get(q.key.as_bytes(), now) else {
+            return false;
+        };
+        if !value.write_wire(packet, &q, TtlMode::Aged(age), out) || out.len() > limit {
+            return false;
+        }
+        shard.hits += 1;
+        true
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> ForwardStats {
+        let (mut hits, mut misses, mut entries) = (0, 0, 0);
+        for shard in self.inner.shards.iter() {
+            let s = lock(shard);
+            hits += s.hits;
+            misses += s.misses;
+            entries += s.cache.len();
+        }
+        self.inner.counters.snapshot(hits, misses, entries)
+    }
+
+    #[cfg(test)]
+    fn advance_clock(&self, by: Duration) {
+        self.inner.clock.advance(by);
+    }
+}
+
+impl Inner {
+    fn shard(&self, key: &[u8]) -> MutexGuard<'_, Shard> {
+        // FNV-1a: cheap, and the shard's map applies its own keyed hash afterwards.
+        let h = key.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        lock(&self.shards[(h % self.shards.len() as u64) as usize])
+    }
+
+    /// The answer for `question` and how to render its TTLs; from the cache, the in-flight
+    /// query, the upstreams, or stale.
+    async fn answer(
+        &self,
+        question: &Query,
+        key: &Key,
+        dnssec_ok: bool,
+    ) -> Result<(Arc<Answer>, TtlMode), ForwardError> {
+        let route = self
+            .routes
+            .route(key.name())
+            .ok_or_else(|| ForwardError::NoRoute(question.name().to_string()))?;
+        loop {
+            let stale = {
+                let mut shard = self.shard(key.as_bytes());
+                let lookup = shard.cache.get(key.as_bytes(), self.clock.now());
+                let stale = match lookup {
+                    Lookup::Fresh { value, age } => {
+                        let hit = (value.clone(), TtlMode::Aged(age));
+                        shard.hits += 1;
+                        return Ok(hit);
+                    }
+                    Lookup::Stale { value, recheck } => Some((value.clone(), recheck)),
+                    Lookup::Miss => None,
+                };
+                shard.misses += 1;
+                stale
+            };
+            let stale = match stale {
+                Some((value, false)) => return Ok(self.serve_stale(question, value)),
+                Some((value, true)) => Some(value),
+                None => None,
+            };
+            let outcome = match self.in_flight.join(key.as_bytes()) {
+                Role::Leader(lead) => {
+                    let outcome = self.ask_upstreams(question, dnssec_ok, route).await;
+                    let mut shard = self.shard(key.as_bytes());
+                    let now = self.clock.now();
+                    match &outcome {
+                        Ok(a) => shard
+                            .cache
+                            .insert(key.as_bytes(), a.clone(), secs(a.ttl()), now),
+                        Err(_) => shard.cache.note_refresh_failure(key.as_bytes(), now),
+                    }
+                    drop(shard);
+                    lead.finish(outcome.clone());
+                    outcome
+                }
+                Role::Follower(rx) => {
+                    self.counters.coalesced();
+                    match follow(rx).await {
+                        Some(outcome) => outcome,
+                        // The leader was cancelled: start over (cache, then lead or follow).
+                        None => continue,
+                    }
+                }
+            };
+            return match (outcome, stale) {
+                (Ok(answer), _) => Ok((answer, TtlMode::Aged(0))),
+                (Err(_), Some(value)) => Ok(self.serve_stale(question, value)),
+                (Err(e), None) => Err(e),
+            };
+        }
+    }
+
+    fn serve_stale(&self, question: &Query, value: Arc<Answer>) -> (Arc<Answer>, TtlMode) {
+        self.counters.stale_served();
+        tracing::debug!(qname = %question.name(), qtype = %question.query_type(), outcome = "stale", "served stale answer");
+        (value, TtlMode::Stale)
+    }
+
+    /// Tries the route's upstreams in order until one gives a usable answer.
+    async fn ask_upstreams(&self, question: &Query, dnssec_ok: bool, route: &[usize]) -> Outcome {
+        let mut asked = Query::query(question.name().to_lowercase(), question.query_type());
+        asked.set_query_class(question.query_class());
+        let mut last = UpstreamError::Io("no upstream tried".into());
+        for &i in route {
+            let Some(&addr) = self.routes.upstreams().get(i) else {
+                continue;
+            };
+            let result = upstream::exchange(addr, &asked, dnssec_ok, self.timeout)
+                .await
+                .and_then(|ex| {
+                    let answer = Answer::from_upstream(&ex.response, &asked, self.clamp)
+                        .map_err(|e| UpstreamError::Malformed(e.to_string()))?;
+                    Ok((answer, ex.via_tcp))
+                });
+            let (qname, qtype) = (asked.name(), asked.query_type());
+            match result {
+                Ok((answer, via_tcp)) => {
+                    let outcome = if via_tcp {
+                        TryOutcome::AnsweredOverTcp
+                    } else {
+                        TryOutcome::Answered
+                    };
+                    self.counters.upstream_try(i, outcome);
+                    tracing::debug!(upstream = %addr, %qname, %qtype, outcome = "answer", rcode = %answer.rcode(), ttl = answer.ttl(), tcp = via_tcp, "upstream answered");
+                    return Ok(Arc::new(answer));
+                }
+                Err(e) => {
+                    let outcome = if matches!(e, UpstreamError::Timeout(_)) {
+                        TryOutcome::TimedOut
+                    } else {
+                        TryOutcome::Failed
+                    };
+                    self.counters.upstream_try(i, outcome);
+                    tracing::debug!(upstream = %addr, %qname, %qtype, outcome = "failed", error = %e, "upstream failed");
+                    last = e;
+                }
+            }
+        }
+        Err(ForwardError::AllFailed {
+            qname: question.name().to_string(),
+            tried: route.len(),
+            last,
+        })
+    }
+}
+
+fn secs(s: u32) -> Duration {
+    Duration::from_secs(u64::from(s))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The forwarder's time source: the monotonic clock, which tests can push forward.
+#[derive(Default)]
+struct Clock {
+    #[cfg(test)]
+    skew_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Clock {
+    fn now(&self) -> Instant {
+        let now = Instant::now();
+        #[cfg(test)]
+        let now =
+            now + Duration::from_millis(self.skew_ms.load(std::sync::atomic::Ordering::Relaxed));
+        now
+    }
+
+    #[cfg(test)]
+    fn advance(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.skew_ms
+            .fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}

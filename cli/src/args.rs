@@ -1,0 +1,275 @@
+//! Command-line syntax of `shibafu` (clap derive). Container commands (`run`, `exec`, `ps`,
+//! `logs`, `stop`, `rm`) and `network attach/detach/connect-networks/isolate` join [`Command`]
+//! and [`NetworkCmd`] in their own modules; they talk to the local agent (`--agent`).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Default coordinator address.
+pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7480";
+/// Default unix socket of the local agent's API.
+pub const DEFAULT_AGENT: &str = "/run/shibafu/agent.sock";
+
+/// shibafu: multi-host container networks with per-network DNS.
+#[derive(Debug, Parser)]
+#[command(name = "shibafu", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Coordinator API address (cluster commands).
+    #[arg(
+        long,
+        global = true,
+        env = "SHIBAFU_COORDINATOR",
+        default_value = DEFAULT_COORDINATOR,
+        value_name = "URL"
+    )]
+    pub coordinator: String,
+    /// Unix socket of this host's agent API (container commands).
+    #[arg(
+        long,
+        global = true,
+        env = "SHIBAFU_AGENT",
+        default_value = DEFAULT_AGENT,
+        value_name = "PATH"
+    )]
+    pub agent: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage networks.
+    Network {
+        /// Network subcommand.
+        #[command(subcommand)]
+        cmd: NetworkCmd,
+    },
+    /// Inspect cluster nodes.
+    Node {
+        /// Node subcommand.
+        #[command(subcommand)]
+        cmd: NodeCmd,
+    },
+    /// Check that the coordinator and this host's agent answer.
+    Status,
+}
+
+/// `shibafu network ...`
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network spanning every node.
+    Create(CreateArgs),
+    /// List networks.
+    #[command(visible_alias = "list")]
+    Ls(ListArgs),
+    /// Show one network as JSON.
+    Inspect {
+        /// Network name.
+        name: String,
+    },
+    /// Remove a network.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Network name.
+        name: String,
+        /// Also remove the endpoints still attached to it.
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+/// Flags of `shibafu network create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Network name (a DNS label: lowercase letters, digits, '-').
+    pub name: String,
+    /// IPv4 subnet, such as 172.21.0.0/24; the gateway (and DNS server) is its first address.
+    pub subnet: String,
+    /// IPv6 subnet, such as fd00:21::/64.
+    #[arg(long, value_name = "CIDR")]
+    pub subnet6: Option<String>,
+    /// DNS zone of the network [default: NAME.local].
+    #[arg(long, value_name = "ZONE")]
+    pub zone: Option<String>,
+    /// Overlay MTU [default: underlay MTU - 50].
+    #[arg(long, value_name = "N")]
+    pub mtu: Option<u32>,
+    /// No route out of the cluster.
+    #[arg(long)]
+    pub internal: bool,
+    /// Upstream DNS server for names outside the zone (repeatable).
+    #[arg(long = "forwarder", value_name = "IP[:PORT]")]
+    pub forwarders: Vec<String>,
+}
+
+/// Output format of list commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns.
+    Table,
+    /// A JSON array.
+    Json,
+}
+
+/// Flags of list commands.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// `shibafu node ...`
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// List the nodes whose agent is alive.
+    #[command(visible_alias = "list")]
+    Ls(ListArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("shibafu").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn network_create_with_every_flag() {
+        let cli = parse(&[
+            "network",
+            "create",
+            "backend",
+            "172.22.0.0/24",
+            "--subnet6",
+            "fd00:22::/64",
+            "--zone",
+            "be.local",
+            "--mtu",
+            "1400",
+            "--internal",
+            "--forwarder",
+            "10.0.0.53",
+            "--forwarder",
+            "10.0.0.54:5353",
+        ])
+        .expect("parse");
+        let Command::Network {
+            cmd: NetworkCmd::Create(c),
+        } = cli.command
+        else {
+            panic!("not network create: {cli:?}");
+        };
+        assert_eq!(
+            (c.name.as_str(), c.subnet.as_str()),
+            ("backend", "172.22.0.0/24")
+        );
+        assert_eq!(c.subnet6.as_deref(), Some("fd00:22::/64"));
+        assert_eq!(c.zone.as_deref(), Some("be.local"));
+        assert_eq!(c.mtu, Some(1400));
+        assert!(c.internal);
+        assert_eq!(c.forwarders, ["10.0.0.53", "10.0.0.54:5353"]);
+    }
+
+    #[test]
+    fn create_needs_name_and_subnet() {
+        assert!(parse(&["network", "create", "frontend"]).is_err());
+        assert!(parse(&["network", "create", "f", "10.0.0.0/24", "--mtu", "big"]).is_err());
+        let c = parse(&["network", "create", "f", "10.0.0.0/24"]).expect("minimal");
+        let Command::Network {
+            cmd: NetworkCmd::Create(c),
+        } = c.command
+        else {
+            panic!("not create");
+        };
+        assert!(c.subnet6.is_none() && c.zone.is_none() && !c.internal && c.forwarders.is_empty());
+    }
+
+    #[test]
+    fn ls_formats_and_aliases() {
+        let cli = parse(&["network", "ls"]).expect("ls");
+        assert!(matches!(
+            cli.command,
+            Command::Network {
+                cmd: NetworkCmd::Ls(ListArgs {
+                    format: Format::Table
+                })
+            }
+        ));
+        let cli = parse(&["network", "list", "--format", "json"]).expect("list");
+        assert!(matches!(
+            cli.command,
+            Command::Network {
+                cmd: NetworkCmd::Ls(ListArgs {
+                    format: Format::Json
+                })
+            }
+        ));
+        assert!(parse(&["network", "ls", "--format", "yaml"]).is_err());
+        let cli = parse(&["node", "ls", "--format", "json"]).expect("node ls");
+        assert!(matches!(
+            cli.command,
+            Command::Node {
+                cmd: NodeCmd::Ls(ListArgs {
+                    format: Format::Json
+                })
+            }
+        ));
+    }
+
+    #[test]
+    fn rm_and_inspect() {
+        let cli = parse(&["network", "rm", "backend", "--force"]).expect("rm");
+        assert!(
+            matches!(cli.command, Command::Network { cmd: NetworkCmd::Rm { ref name, force: true } } if name == "backend")
+        );
+        let cli = parse(&["network", "rm", "-f", "x"]).expect("rm -f");
+        assert!(matches!(
+            cli.command,
+            Command::Network {
+                cmd: NetworkCmd::Rm { force: true, .. }
+            }
+        ));
+        let cli = parse(&["network", "rm", "x"]).expect("rm");
+        assert!(matches!(
+            cli.command,
+            Command::Network {
+                cmd: NetworkCmd::Rm { force: false, .. }
+            }
+        ));
+        let cli = parse(&["network", "inspect", "x"]).expect("inspect");
+        assert!(
+            matches!(cli.command, Command::Network { cmd: NetworkCmd::Inspect { ref name } } if name == "x")
+        );
+        assert!(parse(&["network", "inspect"]).is_err());
+    }
+
+    #[test]
+    fn global_addresses_anywhere() {
+        let cli =
+            parse(&["network", "ls", "--coordinator", "http://10.0.0.1:7480"]).expect("after");
+        assert_eq!(cli.coordinator, "http://10.0.0.1:7480");
+        let cli = parse(&["--agent", "/tmp/a.sock", "node", "ls"]).expect("before");
+        assert_eq!(cli.agent, "/tmp/a.sock");
+    }
+
+    #[test]
+    fn defaults_without_env() {
+        // The variables may be set by whoever runs the tests; only check when they are not.
+        if std::env::var_os("SHIBAFU_COORDINATOR").is_none()
+            && std::env::var_os("SHIBAFU_AGENT").is_none()
+        {
+            let cli = parse(&["node", "ls"]).expect("parse");
+            assert_eq!(cli.coordinator, DEFAULT_COORDINATOR);
+            assert_eq!(cli.agent, DEFAULT_AGENT);
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,106 @@
+//! `shibafu status`: can this host reach the coordinator and its agent, and which versions
+//! answer. Both serve `GET /v1/health`.
+
+use std::io::Write;
+
+use anyhow::Context as _;
+use shibafu_overlay::api::{Client, ClientError, Health};
+
+use crate::context::Context;
+use crate::output;
+
+/// Probes both servers, prints one row each; fails when either does not answer.
+pub async fn run(ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
+    let coordinator = probe(ctx.coordinator().map(|c| c.client().clone())).await;
+    let agent = probe(ctx.agent()).await;
+    let probes = [("coordinator", coordinator), ("agent", agent)];
+    let rows: Vec<Vec<String>> = probes
+        .iter()
+        .map(|(name, (addr, result))| vec![name.to_string(), addr.clone(), status_cell(result)])
+        .collect();
+    out.write_all(output::table(&["COMPONENT", "ADDRESS", "STATUS"], &rows).as_bytes())
+        .context("cannot write to stdout")?;
+    let errors: Vec<String> = probes
+        .iter()
+        .filter_map(|(_, (_, r))| r.as_ref().err().map(ToString::to_string))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!(errors.join("\nerror: "))
+    }
+}
+
+/// The address probed and what it answered.
+async fn probe(client: Result<Client, ClientError>) -> (String, Result<Health, ClientError>) {
+    match client {
+        Ok(c) => (c.target().to_string(), c.get("/v1/health").await),
+        Err(e) => ("-".to_string(), Err(e)),
+    }
+}
+
+fn status_cell(result: &Result<Health, ClientError>) -> String {
+    match result {
+        Ok(h) => format!("{} ({})", h.status, h.version),
+        Err(ClientError::Unreachable { .. }) => "unreachable".to_string(),
+        Err(ClientError::Timeout { .. }) => "timeout".to_string(),
+        Err(ClientError::BadAddress { .. }) => "bad address".to_string(),
+        Err(_) => "error".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shibafu_overlay::api::{ApiError, ErrorKind, Target};
+
+    use super::*;
+
+    #[test]
+    fn cells() {
+        let ok = Ok(Health {
+            status: "ok".into(),
+            version: "0.1.0".into(),
+        });
+        assert_eq!(status_cell(&ok), "ok (0.1.0)");
+        let down = Err(ClientError::Unreachable {
+            peer: "agent".into(),
+            target: Target::Unix("/x".into()),
+            reason: "No such file or directory".into(),
+            hint: "h".into(),
+        });
+        assert_eq!(status_cell(&down), "unreachable");
+        let api = Err(ClientError::Api(ApiError::new(
+            ErrorKind::Unavailable,
+            "etcd down",
+        )));
+        assert_eq!(status_cell(&api), "error");
+    }
+
+    #[tokio::test]
+    async fn unreachable_servers_fail_with_both_messages() {
+        let dir = std::env::temp_dir().join(format!("shibafu-status-{}", std::process::id()));
+        let ctx = Context::new(
+            "http://127.0.0.1:1".into(),
+            dir.join("missing.sock").display().to_string(),
+        );
+        let mut out = Vec::new();
+        let err = run(&ctx, &mut out).await.expect_err("nothing answers");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.starts_with("COMPONENT     ADDRESS"), "{text}");
+        assert!(text.contains("coordinator   http://127.0.0.1:1"), "{text}");
+        assert!(
+            text.lines()
+                .all(|l| l.starts_with("COMPONENT") || l.ends_with("unreachable")),
+            "{text}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("cannot reach coordinator at http://127.0.0.1:1: "),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("\nerror: cannot reach agent at unix:"),
+            "{msg}"
+        );
+    }
+}

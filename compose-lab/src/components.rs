@@ -1,0 +1,175 @@
+//! The lab's daemons: where their binaries are and the exact command line of each (etcd, the
+//! coordinator, the upstream DNS server, one agent per node).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::layout::{Layout, ETCD_CLIENT_PORT, ETCD_PEER_PORT};
+use crate::state::ProcSpec;
+
+/// Lease TTL (seconds) the lab's agents register with: a stopped node disappears this fast.
+pub const LAB_LEASE_TTL: u32 = 5;
+
+/// Binaries the lab runs.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    /// Directory of the shibafu binaries (put first on PATH for `exec`).
+    pub dir: PathBuf,
+    /// `shibafu-agent`.
+    pub agent: PathBuf,
+    /// `shibafu-coordinator`.
+    pub coordinator: PathBuf,
+    /// `shibafu` (the CLI).
+    pub cli: PathBuf,
+    /// `etcd`.
+    pub etcd: PathBuf,
+}
+
+impl Bins {
+    /// Finds the binaries: shibafu's in `SHIBAFU_BIN_DIR` or beside this program, etcd in
+    /// `SHIBAFU_ETCD` or on PATH.
+    pub fn find() -> anyhow::Result<Bins> {
+        let dir = match std::env::var_os("SHIBAFU_BIN_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => std::env::current_exe()
+                .context("locating shibafu-lab")?
+                .parent()
+                .context("shibafu-lab has no parent directory")?
+                .to_path_buf(),
+        };
+        let need = |name: &str| -> anyhow::Result<PathBuf> {
+            let p = dir.join(name);
+            anyhow::ensure!(
+                p.is_file(),
+                "{} not found: build it (`cargo build --workspace --bins`) or set SHIBAFU_BIN_DIR",
+                p.display()
+            );
+            Ok(p)
+        };
+        let etcd = match std::env::var_os("SHIBAFU_ETCD") {
+            Some(p) => PathBuf::from(p),
+            None => on_path("etcd").context(
+                "etcd not found on PATH: run deploy/install-deps.sh (Debian package etcd-server)",
+            )?,
+        };
+        Ok(Bins {
+            agent: need("shibafu-agent")?,
+            coordinator: need("shibafu-coordinator")?,
+            cli: need("shibafu")?,
+            etcd,
+            dir,
+        })
+    }
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn proc(
+    layout: &Layout,
+    netns: String,
+    program: &Path,
+    component: &str,
+    args: Vec<String>,
+) -> ProcSpec {
+    ProcSpec {
+        netns,
+        program: program.to_path_buf(),
+        args,
+        env: vec![(
+            "RUST_LOG".into(),
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )],
+        log: layout.log_file(component),
+        pid: None,
+    }
+}
+
+/// etcd on the control host: clients on the underlay and loopback, peers on loopback only.
+pub fn etcd(layout: &Layout, bins: &Bins) -> ProcSpec {
+    let ctl = layout.ctl_addr();
+    let peer = format!("http://127.0.0.1:{ETCD_PEER_PORT}");
+    let args = vec![
+        "--name".into(),
+        "ctl".into(),
+        "--data-dir".into(),
+        layout.dir.join("etcd").display().to_string(),
+        "--listen-client-urls".into(),
+        format!("http://{ctl}:{ETCD_CLIENT_PORT},http://127.0.0.1:{ETCD_CLIENT_PORT}"),
+        "--advertise-client-urls".into(),
+        layout.etcd_url(),
+        "--listen-peer-urls".into(),
+        peer.clone(),
+        "--initial-advertise-peer-urls".into(),
+        peer.clone(),
+        "--initial-cluster".into(),
+        format!("ctl={peer}"),
+        "--initial-cluster-token".into(),
+        format!("shibafu-lab-{}", layout.name),
+    ];
+    proc(layout, layout.ctl_ns(), &bins.etcd, "etcd", args)
+}
+
+/// The coordinator on the control host.
+pub fn coordinator(layout: &Layout, bins: &Bins) -> ProcSpec {
+    let args = vec![
+        "--listen".into(),
+        format!("{}:{}", layout.ctl_addr(), crate::layout::COORDINATOR_PORT),
+        "--etcd".into(),
+        layout.etcd_url(),
+    ];
+    proc(
+        layout,
+        layout.ctl_ns(),
+        &bins.coordinator,
+        "coordinator",
+        args,
+    )
+}
+
+/// The upstream ("external") DNS server on the control host: shibafu's own engine, standalone.
+pub fn upstream_dns(layout: &Layout, bins: &Bins, zones: &[String]) -> ProcSpec {
+    let mut args = vec![
+        "dns".into(),
+        "--listen".into(),
+        layout.dns_addr(),
+        "--records".into(),
+        records_path(layout).display().to_string(),
+    ];
+    for z in zones {
+        args.extend(["--zone".into(), z.clone()]);
+    }
+    proc(layout, layout.ctl_ns(), &bins.agent, "dns", args)
+}
+
+/// Records file of the upstream DNS server.
+pub fn records_path(layout: &Layout) -> PathBuf {
+    layout.dir.join("upstream.records")
+}
+
+/// The agent of node `node` (0-based index `i`).
+pub fn agent(layout: &Layout, bins: &Bins, node: &str, i: usize) -> ProcSpec {
+    let args = vec![
+        "run".into(),
+        "--node".into(),
+        node.into(),
+        "--etcd".into(),
+        layout.etcd_url(),
+        "--underlay".into(),
+        layout.node_addr(i).to_string(),
+        "--state-dir".into(),
+        layout.node_dir(node).display().to_string(),
+        "--api-socket".into(),
+        layout.api_socket(node).display().to_string(),
+        "--upstream-dns".into(),
+        layout.dns_addr(),
+        "--lease-ttl".into(),
+        LAB_LEASE_TTL.to_string(),
+    ];
+    proc(layout, layout.node_ns(node), &bins.agent, node, args)
+}

@@ -1,0 +1,78 @@
+//! Faults on demand: stop and start one component (a node's agent, etcd, the coordinator, the
+//! upstream DNS), cut and restore a node's underlay link. Namespaces, containers and the
+//! dataplane of a node are never touched.
+
+use anyhow::{bail, Context};
+
+use crate::layout::Layout;
+use crate::netns;
+use crate::procs;
+use crate::state::LabState;
+use crate::up;
+
+/// Stops a component with SIGTERM (SIGKILL after a grace period); a stopped one stays stopped.
+pub fn stop(layout: &Layout, st: &mut LabState, key: &str) -> anyhow::Result<()> {
+    let spec = component(st, key)?;
+    match spec.pid {
+        Some(pid) if procs::is_running(pid, &spec.program) => {
+            procs::stop(pid, &spec.program, procs::STOP_GRACE);
+            tracing::info!(component = key, pid, "stopped");
+        }
+        _ => tracing::info!(component = key, "already stopped"),
+    }
+    component_mut(st, key)?.pid = None;
+    st.save(layout)
+}
+
+/// Starts a stopped component again with the same command line and waits until it answers.
+pub fn start(layout: &Layout, st: &mut LabState, key: &str) -> anyhow::Result<()> {
+    let spec = component(st, key)?.clone();
+    if let Some(pid) = spec.pid {
+        if procs::is_running(pid, &spec.program) {
+            bail!("{key} is already running (pid {pid}): stop it first with `shibafu-lab --name {} stop {key}`", layout.name);
+        }
+    }
+    up::start(layout, st, key, spec)
+}
+
+/// Cuts a node off the underlay: its switch port goes down (its own link keeps its address).
+pub fn partition(layout: &Layout, st: &mut LabState, node: &str) -> anyhow::Result<()> {
+    set_port(layout, st, node, false)
+}
+
+/// Restores a partitioned node's underlay link.
+pub fn heal(layout: &Layout, st: &mut LabState, node: &str) -> anyhow::Result<()> {
+    set_port(layout, st, node, true)
+}
+
+fn set_port(layout: &Layout, st: &mut LabState, node: &str, up: bool) -> anyhow::Result<()> {
+    let port = st.node(node)?.switch_port.clone();
+    let state = if up { "up" } else { "down" };
+    netns::ip(&layout.switch_ns(), &["link", "set", &port, state])?;
+    if let Some(n) = st.nodes.iter_mut().find(|n| n.name == node) {
+        n.partitioned = !up;
+    }
+    tracing::info!(node, port = %port, link = state, "underlay link set");
+    st.save(layout)
+}
+
+fn component<'a>(st: &'a LabState, key: &str) -> anyhow::Result<&'a crate::state::ProcSpec> {
+    st.procs.get(key).with_context(|| unknown(st, key))
+}
+
+fn component_mut<'a>(
+    st: &'a mut LabState,
+    key: &str,
+) -> anyhow::Result<&'a mut crate::state::ProcSpec> {
+    let msg = unknown(st, key);
+    st.procs.get_mut(key).context(msg)
+}
+
+fn unknown(st: &LabState, key: &str) -> String {
+    let keys: Vec<&str> = st.procs.keys().map(String::as_str).collect();
+    format!(
+        "lab {:?} has no component {key:?} (components: {})",
+        st.name,
+        keys.join(", ")
+    )
+}

@@ -1,0 +1,243 @@
+//! Everything a lab's name determines: namespace names, underlay addresses, ports, state paths.
+//!
+//! Pure: two labs with different names never share a namespace, a state directory or an
+//! underlay subnet, so they run side by side.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// Longest accepted lab name (namespace names stay short and readable).
+pub const MAX_LAB_NAME: usize = 16;
+/// Names a node may not take: they name the lab's own components.
+pub const RESERVED_NAMES: [&str; 5] = ["sw", "ctl", "etcd", "coordinator", "dns"];
+/// Most nodes one lab holds (addresses .11 to .210 of the underlay /24).
+pub const MAX_NODES: usize = 200;
+
+/// Port of etcd's client API on the control host.
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+/// Port of etcd's peer API (loopback of the control host only).
+pub const ETCD_PEER_PORT: u16 = 2380;
+/// Port of the coordinator's HTTP API on the control host.
+pub const COORDINATOR_PORT: u16 = 7480;
+/// Port of the lab's upstream DNS server on the control host.
+pub const DNS_PORT: u16 = 53;
+
+/// Errors in a lab or node name.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LayoutError {
+    /// The lab name is empty, too long or has other characters than `a-z0-9`.
+    #[error("invalid lab name {0:?}: use 1-16 lowercase letters or digits (no '-': it separates namespace name parts)")]
+    InvalidLabName(String),
+    /// A node name that is not a DNS label or is reserved.
+    #[error("invalid node name {0:?}: use a DNS label (lowercase letters, digits, '-') other than sw, ctl, etcd, coordinator, dns")]
+    InvalidNodeName(String),
+    /// Too many or no nodes.
+    #[error("a lab holds 1 to 200 nodes, not {0}")]
+    NodeCount(usize),
+}
+
+/// Checks a lab name.
+pub fn validate_lab_name(name: &str) -> Result<(), LayoutError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_LAB_NAME
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(LayoutError::InvalidLabName(name.to_string()))
+    }
+}
+
+/// Checks a node name.
+pub fn validate_node_name(name: &str) -> Result<(), LayoutError> {
+    let b = name.as_bytes();
+    let label = !b.is_empty()
+        && b.len() <= 63
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+    if label && !RESERVED_NAMES.contains(&name) {
+        Ok(())
+    } else {
+        Err(LayoutError::InvalidNodeName(name.to_string()))
+    }
+}
+
+/// The derived layout of one lab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Lab name.
+    pub name: String,
+    /// State directory of this lab.
+    pub dir: PathBuf,
+    /// First three octets of the underlay /24.
+    net: [u8; 3],
+}
+
+impl Layout {
+    /// The layout of lab `name` with its state directory under `root`.
+    pub fn new(name: &str, root: &Path) -> Result<Layout, LayoutError> {
+        validate_lab_name(name)?;
+        let h = fnv1a(name.as_bytes());
+        // 10.64.0.0 - 10.127.255.0: a private range unlikely to meet anything else, though the
+        // lab's namespaces never route anywhere outside the lab anyway.
+        let net = [10, 64 + (h % 64) as u8, (h >> 8) as u8];
+        Ok(Layout {
+            name: name.to_string(),
+            dir: root.join(name),
+            net,
+        })
+    }
+
+    /// Prefix of every namespace of this lab (lab names have no '-', so prefixes never nest).
+    pub fn prefix(&self) -> String {
+        format!("sf-{}-", self.name)
+    }
+
+    /// The switch namespace (holds the underlay bridge).
+    pub fn switch_ns(&self) -> String {
+        format!("{}sw", self.prefix())
+    }
+
+    /// The control host namespace (etcd, coordinator, upstream DNS).
+    pub fn ctl_ns(&self) -> String {
+        format!("{}ctl", self.prefix())
+    }
+
+    /// The namespace of a node.
+    pub fn node_ns(&self, node: &str) -> String {
+        format!("{}{node}", self.prefix())
+    }
+
+    /// The underlay subnet, `10.x.y.0/24`.
+    pub fn subnet(&self) -> String {
+        format!("{}/24", self.addr(0))
+    }
+
+    /// Underlay address of the control host.
+    pub fn ctl_addr(&self) -> Ipv4Addr {
+        self.addr(2)
+    }
+
+    /// Underlay address of the node with 0-based index `i`.
+    pub fn node_addr(&self, i: usize) -> Ipv4Addr {
+        // MAX_NODES keeps 11 + i within one octet.
+        self.addr(11 + (i % MAX_NODES) as u8)
+    }
+
+    /// etcd client URL as seen from inside the lab.
+    pub fn etcd_url(&self) -> String {
+        format!("http://{}:{ETCD_CLIENT_PORT}", self.ctl_addr())
+    }
+
+    /// Coordinator URL as seen from inside the lab.
+    pub fn coordinator_url(&self) -> String {
+        format!("http://{}:{COORDINATOR_PORT}", self.ctl_addr())
+    }
+
+    /// The upstream DNS server as `ip:port`.
+    pub fn dns_addr(&self) -> String {
+        format!("{}:{DNS_PORT}", self.ctl_addr())
+    }
+
+    /// State directory of one node's agent.
+    pub fn node_dir(&self, node: &str) -> PathBuf {
+        self.dir.join("nodes").join(node)
+    }
+
+    /// The agent API socket of one node.
+    pub fn api_socket(&self, node: &str) -> PathBuf {
+        self.node_dir(node).join("agent.sock")
+    }
+
+    /// The lab's state file.
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join("lab.json")
+    }
+
+    /// Log file of a component.
+    pub fn log_file(&self, component: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{component}.log"))
+    }
+
+    /// Lock file serialising lab commands (beside the state directory, removed by `down`).
+    pub fn lock_file(&self) -> PathBuf {
+        let mut p = self.dir.clone().into_os_string();
+        p.push(".lock");
+        PathBuf::from(p)
+    }
+
+    /// Value of the `SHIBAFU_LAB_MARK` variable every lab process carries.
+    pub fn mark(&self) -> String {
+        format!("SHIBAFU_LAB_MARK={}", self.name)
+    }
+
+    fn addr(&self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(self.net[0], self.net[1], self.net[2], host)
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(name: &str) -> Layout {
+        Layout::new(name, Path::new("/run/shibafu-lab")).expect("layout")
+    }
+
+    #[test]
+    fn names_derive_from_the_lab_name() {
+        let l = layout("lab");
+        assert_eq!(l.switch_ns(), "sf-lab-sw");
+        assert_eq!(l.ctl_ns(), "sf-lab-ctl");
+        assert_eq!(l.node_ns("node1"), "sf-lab-node1");
+        assert_eq!(l.dir, Path::new("/run/shibafu-lab/lab"));
+        assert_eq!(l.lock_file(), Path::new("/run/shibafu-lab/lab.lock"));
+        assert_eq!(
+            l.api_socket("node2"),
+            Path::new("/run/shibafu-lab/lab/nodes/node2/agent.sock")
+        );
+        assert!(l.subnet().starts_with("10.") && l.subnet().ends_with(".0/24"));
+        assert_eq!(l.etcd_url(), format!("http://{}:2379", l.ctl_addr()));
+    }
+
+    #[test]
+    fn different_labs_get_different_subnets_and_prefixes() {
+        let (a, b) = (layout("a"), layout("b"));
+        assert_ne!(a.subnet(), b.subnet());
+        assert!(!b.node_ns("x").starts_with(&a.prefix()));
+    }
+
+    #[test]
+    fn node_addresses_are_distinct_and_in_the_subnet() {
+        let l = layout("lab");
+        let addrs: std::collections::BTreeSet<_> = (0..MAX_NODES).map(|i| l.node_addr(i)).collect();
+        assert_eq!(addrs.len(), MAX_NODES);
+        assert!(!addrs.contains(&l.ctl_addr()));
+        let base = l.subnet().trim_end_matches("0/24").to_string();
+        assert!(addrs.iter().all(|a| a.to_string().starts_with(&base)));
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        assert!(validate_lab_name("lab2").is_ok());
+        for bad in ["", "Lab", "a-b", "a_b", &"x".repeat(17)] {
+            assert_eq!(
+                validate_lab_name(bad),
+                Err(LayoutError::InvalidLabName(bad.to_string()))
+            );
+        }
+        assert!(validate_node_name("node-1").is_ok());
+        assert!(validate_node_name("ctl").is_err());
+        assert!(validate_node_name("Node").is_err());
+    }
+}

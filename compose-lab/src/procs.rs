@@ -1,0 +1,159 @@
+//! Processes of the lab: start a daemon inside a namespace (detached, logging to a file), check
+//! that a pid is still the process we started, stop it, and find stray lab processes.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::netns;
+use crate::state::ProcSpec;
+
+/// How long a stopped process gets between SIGTERM and SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Starts `spec` detached (own session, stdin from /dev/null, output appended to its log) inside
+/// its namespace, with `mark` (`KEY=VALUE`) in its environment.
+pub fn spawn(spec: &ProcSpec, mark: &str) -> anyhow::Result<Child> {
+    let ns = File::open(netns::path(&spec.netns))
+        .with_context(|| format!("opening namespace {}", spec.netns))?;
+    if let Some(dir) = spec.log.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.log)
+        .with_context(|| format!("opening log {}", spec.log.display()))?;
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    if let Some((k, v)) = mark.split_once('=') {
+        cmd.env(k, v);
+    }
+    let fd = ns.as_raw_fd();
+    // SAFETY: only async-signal-safe syscalls (setns, setsid) between fork and exec; `ns` stays
+    // open in the parent until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {} in {}", spec.program.display(), spec.netns))?;
+    drop(ns);
+    Ok(child)
+}
+
+/// Is `pid` alive (and not a zombie)?
+pub fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may itself hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}
+
+/// Is `pid` alive and running `program` (guards against a recycled pid)?
+pub fn is_running(pid: u32, program: &Path) -> bool {
+    if !alive(pid) {
+        return false;
+    }
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    Path::new(std::ffi::OsStr::from_bytes(argv0)) == program
+}
+
+/// Sends `sig` to `pid`, ignoring a pid that is already gone.
+pub fn signal(pid: u32, sig: i32) {
+    let Ok(p) = i32::try_from(pid) else { return };
+    // SAFETY: kill(2) on a positive pid.
+    unsafe {
+        libc::kill(p, sig);
+    }
+}
+
+/// Waits until none of `pids` is alive, up to `timeout`; true if they all exited.
+pub fn wait_gone(pids: &[u32], timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if pids.iter().all(|p| !alive(*p)) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Stops `pid` if it still runs `program`: SIGTERM, then SIGKILL after `grace`.
+pub fn stop(pid: u32, program: &Path, grace: Duration) {
+    if !is_running(pid, program) {
+        return;
+    }
+    signal(pid, libc::SIGTERM);
+    if !wait_gone(&[pid], grace) {
+        tracing::warn!(pid, program = %program.display(), "did not stop on SIGTERM; killing");
+        signal(pid, libc::SIGKILL);
+        wait_gone(&[pid], Duration::from_secs(2));
+    }
+}
+
+/// Pids whose environment holds `mark` (`KEY=VALUE`), except this process and its ancestors.
+pub fn pids_with_mark(mark: &str) -> Vec<u32> {
+    let exempt = ancestors();
+    netns::all_pids()
+        .into_iter()
+        .filter(|pid| !exempt.contains(pid))
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == mark.as_bytes()))
+        })
+        .collect()
+}
+
+/// This process and every ancestor (never killed by a sweep).
+pub fn ancestors() -> Vec<u32> {
+    let mut out = vec![std::process::id()];
+    let mut pid = std::process::id();
+    while pid > 1 {
+        let Some(ppid) = parent_of(pid) else { break };
+        out.push(ppid);
+        pid = ppid;
+    }
+    out
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The last `n` lines of a log file, for error messages.
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

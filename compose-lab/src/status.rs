@@ -1,0 +1,115 @@
+//! `shibafu-lab status`: what runs where, as a table or JSON.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::layout::Layout;
+use crate::procs;
+use crate::state::LabState;
+
+/// One row of the status.
+#[derive(Debug, Serialize)]
+pub struct ComponentStatus {
+    /// Component (`etcd`, `coordinator`, `dns`, or a node name for its agent).
+    pub name: String,
+    /// Namespace it runs in.
+    pub netns: String,
+    /// Underlay address of its host.
+    pub addr: String,
+    /// Pid, when running.
+    pub pid: Option<u32>,
+    /// Whether the process runs.
+    pub running: bool,
+    /// Whether the node's underlay link is cut.
+    pub partitioned: bool,
+}
+
+/// The whole status.
+#[derive(Debug, Serialize)]
+pub struct LabStatus {
+    /// Lab name.
+    pub name: String,
+    /// State directory.
+    pub dir: String,
+    /// Underlay subnet.
+    pub subnet: String,
+    /// etcd client URL.
+    pub etcd_url: String,
+    /// Coordinator URL.
+    pub coordinator_url: String,
+    /// Upstream DNS server.
+    pub dns_addr: String,
+    /// Whether `up` finished.
+    pub ready: bool,
+    /// Components.
+    pub components: Vec<ComponentStatus>,
+}
+
+/// Collects the status of a lab.
+pub fn collect(layout: &Layout, st: &LabState) -> LabStatus {
+    let ctl_addr = layout.ctl_addr().to_string();
+    let components = st
+        .procs
+        .iter()
+        .map(|(name, p)| {
+            let node = st.nodes.iter().find(|n| &n.name == name);
+            let running = p.pid.is_some_and(|pid| procs::is_running(pid, &p.program));
+            ComponentStatus {
+                name: name.clone(),
+                netns: p.netns.clone(),
+                addr: node.map_or(ctl_addr.clone(), |n| n.addr.clone()),
+                pid: p.pid.filter(|_| running),
+                running,
+                partitioned: node.is_some_and(|n| n.partitioned),
+            }
+        })
+        .collect();
+    LabStatus {
+        name: st.name.clone(),
+        dir: layout.dir.display().to_string(),
+        subnet: st.subnet.clone(),
+        etcd_url: st.etcd_url.clone(),
+        coordinator_url: st.coordinator_url.clone(),
+        dns_addr: st.dns_addr.clone(),
+        ready: st.ready,
+        components,
+    }
+}
+
+/// Prints the status as a table.
+pub fn print_table(s: &LabStatus, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "lab {} ({}): underlay {}, state {}",
+        s.name,
+        if s.ready { "up" } else { "incomplete" },
+        s.subnet,
+        s.dir
+    )?;
+    writeln!(
+        out,
+        "etcd {}  coordinator {}  upstream dns {}",
+        s.etcd_url, s.coordinator_url, s.dns_addr
+    )?;
+    writeln!(
+        out,
+        "{:<14} {:<22} {:<15} {:<8} STATE",
+        "COMPONENT", "NAMESPACE", "ADDRESS", "PID"
+    )?;
+    for c in &s.components {
+        let state = match (c.running, c.partitioned) {
+            (true, false) => "running",
+            (true, true) => "running, partitioned",
+            (false, false) => "stopped",
+            (false, true) => "stopped, partitioned",
+        };
+        let pid = c.pid.map_or("-".to_string(), |p| p.to_string());
+        writeln!(
+            out,
+            "{:<14} {:<22} {:<15} {:<8} {state}",
+            c.name, c.netns, c.addr, pid
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,286 @@
+//! `shibafu-lab up`: build the topology, start etcd, the coordinator, the upstream DNS server
+//! and one agent per node, wait until every agent sees every node, create the spec's networks.
+//! A failure anywhere tears down everything made so far.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::components::{self, Bins};
+use crate::down;
+use crate::layout::{Layout, COORDINATOR_PORT, ETCD_CLIENT_PORT};
+use crate::netns;
+use crate::probe;
+use crate::procs;
+use crate::spec::LabSpec;
+use crate::state::{LabLock, LabState, NodeState, ProcSpec};
+
+/// Name of the bridge in the switch namespace.
+const SWITCH_BRIDGE: &str = "br0";
+/// Name of every host's underlay interface.
+const UPLINK: &str = "eth0";
+/// How long one daemon may take to become ready.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Brings a lab up; on failure removes whatever it made and returns the error.
+pub fn up(layout: &Layout, spec: &LabSpec, nodes: Option<usize>) -> anyhow::Result<LabState> {
+    let names = spec.node_names(nodes)?;
+    let bins = Bins::find()?;
+    let _lock = LabLock::acquire(layout)?;
+    refuse_if_present(layout)?;
+    fs::create_dir_all(layout.dir.join("logs"))
+        .with_context(|| format!("creating {}", layout.dir.display()))?;
+    let mut st = LabState {
+        name: layout.name.clone(),
+        subnet: layout.subnet(),
+        etcd_url: layout.etcd_url(),
+        coordinator_url: layout.coordinator_url(),
+        dns_addr: layout.dns_addr(),
+        ..LabState::default()
+    };
+    st.save(layout)?;
+    match build(layout, spec, &names, &bins, &mut st) {
+        Ok(()) => {
+            st.ready = true;
+            st.save(layout)?;
+            Ok(st)
+        }
+        Err(e) => {
+            let problems = down::teardown(layout, Some(&st));
+            for p in &problems {
+                tracing::error!(problem = %p, "cleanup after failed up");
+            }
+            Err(e.context(format!(
+                "lab {:?} failed to come up; what it made was removed{}",
+                layout.name,
+                if problems.is_empty() {
+                    ""
+                } else {
+                    " (with problems, see above)"
+                }
+            )))
+        }
+    }
+}
+
+fn refuse_if_present(layout: &Layout) -> anyhow::Result<()> {
+    let leftovers = netns::list_with_prefix(&layout.prefix());
+    if layout.state_file().exists() || !leftovers.is_empty() {
+        bail!(
+            "lab {:?} is already up (state {}, namespaces: {}): use it, or remove it first with `shibafu-lab --name {} down`",
+            layout.name,
+            layout.dir.display(),
+            if leftovers.is_empty() { "none".to_string() } else { leftovers.join(" ") },
+            layout.name
+        );
+    }
+    Ok(())
+}
+
+fn build(
+    layout: &Layout,
+    spec: &LabSpec,
+    names: &[String],
+    bins: &Bins,
+    st: &mut LabState,
+) -> anyhow::Result<()> {
+    tracing::info!(lab = %layout.name, nodes = names.len(), subnet = %layout.subnet(), "building topology");
+    let switch = layout.switch_ns();
+    add_netns(layout, st, &switch)?;
+    netns::ip(&switch, &["link", "add", SWITCH_BRIDGE, "type", "bridge"])?;
+    netns::ip(&switch, &["link", "set", SWITCH_BRIDGE, "up"])?;
+
+    let ctl = layout.ctl_ns();
+    add_netns(layout, st, &ctl)?;
+    plug(&switch, &ctl, "p0", &layout.ctl_addr().to_string())?;
+
+    for (i, name) in names.iter().enumerate() {
+        let ns = layout.node_ns(name);
+        add_netns(layout, st, &ns)?;
+        let port = format!("p{}", i + 1);
+        let addr = layout.node_addr(i).to_string();
+        plug(&switch, &ns, &port, &addr)?;
+        netns::sysctl(&ns, "net/ipv4/ip_forward", "1")?;
+        netns::sysctl(&ns, "net/ipv6/conf/all/forwarding", "1")?;
+        // A default route toward the control host, as real hosts have one; the control host
+        // does not forward, so nothing leaves the lab.
+        netns::ip(
+            &ns,
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                &layout.ctl_addr().to_string(),
+            ],
+        )?;
+        let dir = layout.node_dir(name);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        st.nodes.push(NodeState {
+            name: name.clone(),
+            netns: ns,
+            addr,
+            switch_port: port,
+            api_socket: layout.api_socket(name),
+            partitioned: false,
+        });
+        st.save(layout)?;
+    }
+
+    fs::write(components::records_path(layout), spec.records_file())
+        .context("writing the upstream DNS records")?;
+    start(
+        layout,
+        st,
+        "dns",
+        components::upstream_dns(layout, bins, &spec.upstream_dns.zones),
+    )?;
+    start(layout, st, "etcd", components::etcd(layout, bins))?;
+    start(
+        layout,
+        st,
+        "coordinator",
+        components::coordinator(layout, bins),
+    )?;
+    for (i, name) in names.iter().enumerate() {
+        let spec = components::agent(layout, bins, name, i);
+        spawn_recorded(layout, st, name, spec)?;
+    }
+    for name in names {
+        wait_ready(layout, st, name)?;
+    }
+    wait_agents_see_all(st)?;
+    for net in &spec.networks {
+        create_network(layout, bins, st, &net.create_args())?;
+    }
+    Ok(())
+}
+
+fn add_netns(layout: &Layout, st: &mut LabState, ns: &str) -> anyhow::Result<()> {
+    // Recorded first, so a failure halfway through creating it is still cleaned up.
+    st.namespaces.push(ns.to_string());
+    st.save(layout)?;
+    netns::add(ns)
+}
+
+/// Links host namespace `host` to the switch: a veth pair born with one end (`port`) in the
+/// switch and the other (`eth0`) in the host, which gets `addr`/24.
+fn plug(switch: &str, host: &str, port: &str, addr: &str) -> anyhow::Result<()> {
+    netns::ip(
+        switch,
+        &[
+            "link", "add", port, "type", "veth", "peer", "name", UPLINK, "netns", host,
+        ],
+    )?;
+    netns::ip(
+        switch,
+        &["link", "set", port, "master", SWITCH_BRIDGE, "up"],
+    )?;
+    netns::ip(host, &["addr", "add", &format!("{addr}/24"), "dev", UPLINK])?;
+    netns::ip(host, &["link", "set", UPLINK, "up"])
+}
+
+/// Starts component `key` and waits until it is ready.
+pub fn start(layout: &Layout, st: &mut LabState, key: &str, spec: ProcSpec) -> anyhow::Result<()> {
+    spawn_recorded(layout, st, key, spec)?;
+    wait_ready(layout, st, key)
+}
+
+fn spawn_recorded(
+    layout: &Layout,
+    st: &mut LabState,
+    key: &str,
+    mut spec: ProcSpec,
+) -> anyhow::Result<()> {
+    let child = procs::spawn(&spec, &layout.mark())?;
+    tracing::info!(component = key, pid = child.id(), netns = %spec.netns, "started");
+    spec.pid = Some(child.id());
+    st.procs.insert(key.to_string(), spec);
+    st.save(layout)
+}
+
+/// Waits until component `key` answers: etcd's /health, the coordinator's port, the DNS
+/// server's SOA, an agent's API.
+pub fn wait_ready(layout: &Layout, st: &LabState, key: &str) -> anyhow::Result<()> {
+    let spec = st
+        .procs
+        .get(key)
+        .with_context(|| format!("no component {key:?}"))?;
+    let pid = spec.pid.with_context(|| format!("{key} is not running"))?;
+    let watch = Some((pid, spec.log.as_path()));
+    let ctl = layout.ctl_ns();
+    let what = format!("{key} (pid {pid})");
+    match key {
+        "etcd" => {
+            let addr = SocketAddr::new(layout.ctl_addr().into(), ETCD_CLIENT_PORT);
+            probe::wait_ready(&what, START_TIMEOUT, watch, || {
+                let (code, body) = probe::http_get_in(&ctl, addr, "/health")?;
+                Ok(code == 200 && body.contains("true"))
+            })
+        }
+        "coordinator" => {
+            let addr = SocketAddr::new(layout.ctl_addr().into(), COORDINATOR_PORT);
+            probe::wait_ready(&what, START_TIMEOUT, watch, || {
+                Ok(probe::http_get_in(&ctl, addr, "/").is_ok())
+            })
+        }
+        "dns" => {
+            let server: SocketAddr = layout.dns_addr().parse()?;
+            let zone = crate::spec::UpstreamDnsSpec::default().zones[0].clone();
+            probe::wait_ready(&what, START_TIMEOUT, watch, || {
+                probe::dns_answers_in(&ctl, server, &zone)
+            })
+        }
+        node => {
+            let socket = st.node(node)?.api_socket.clone();
+            probe::wait_ready(&what, START_TIMEOUT, watch, || {
+                Ok(probe::http_get_unix(&socket, "/v1/status")?.0 == 200)
+            })
+        }
+    }
+}
+
+fn wait_agents_see_all(st: &LabState) -> anyhow::Result<()> {
+    let want = st.nodes.len();
+    for node in &st.nodes {
+        let spec = st.procs.get(&node.name).context("agent missing")?;
+        let watch = spec.pid.map(|p| (p, spec.log.as_path()));
+        probe::wait_ready(
+            &format!("agent of {} seeing all {want} nodes", node.name),
+            START_TIMEOUT,
+            watch,
+            || {
+                let (_, body) = probe::http_get_unix(&node.api_socket, "/v1/status")?;
+                let v: serde_json::Value = serde_json::from_str(&body)?;
+                let connected = v["etcd_connected"].as_bool().unwrap_or(false);
+                let seen = v["nodes"].as_array().map_or(0, Vec::len);
+                Ok(connected && seen == want)
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn create_network(
+    layout: &Layout,
+    bins: &Bins,
+    st: &LabState,
+    args: &[String],
+) -> anyhow::Result<()> {
+    let node = st.nodes.first().context("lab has no nodes")?;
+    let out = crate::exec::command(layout, bins, st, &node.name, &bins.cli, args)?
+        .output()
+        .context("running shibafu network create")?;
+    if !out.status.success() {
+        bail!(
+            "`shibafu {}` failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    tracing::info!(args = %args.join(" "), "created");
+    Ok(())
+}

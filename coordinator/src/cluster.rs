@@ -1,0 +1,261 @@
+//! The coordinator's operations on cluster state, over the [`Store`] trait: create, list,
+//! inspect and remove networks, list nodes. Stateless: several coordinators may run against one
+//! etcd; concurrent writers are serialised by transactions, never by memory.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use shibafu_overlay::api::{ApiError, CreateNetwork, ErrorKind, NodeInfo, RemovedNetwork};
+use shibafu_overlay::model::{Endpoint, Network, Node, SCHEMA_VERSION};
+use shibafu_overlay::store::keys::{Key, ROOT};
+use shibafu_overlay::store::{Compare, KeyValue, Store, StoreError, TxnOp};
+use tracing::{debug, info, warn};
+
+use crate::validate;
+
+/// Attempts of a transaction that keeps losing to concurrent changes.
+const MAX_ATTEMPTS: u32 = 16;
+/// Operations per etcd transaction (etcd's default `--max-txn-ops`).
+pub const MAX_TXN_OPS: usize = 128;
+/// Name of the guard key every network creation bumps.
+const NETWORKS_GUARD: &str = "networks";
+/// Attached endpoints named in a "has endpoints" message.
+const NAMED_ENDPOINTS: usize = 5;
+
+/// Maps a store failure to an API error (503 when etcd is out of reach).
+pub fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Unavailable(reason) => ApiError::new(
+            ErrorKind::Unavailable,
+            format!(
+                "cluster store unavailable: {reason} (is etcd running and reachable from the coordinator? check --etcd)"
+            ),
+        ),
+        other => ApiError::new(ErrorKind::Internal, format!("cluster store error: {other}")),
+    }
+}
+
+/// Decodes every value of `kvs` whose key `accept`s; malformed values are logged and skipped.
+fn decode_all<T: DeserializeOwned>(kvs: &[KeyValue], accept: impl Fn(&Key) -> bool) -> Vec<T> {
+    kvs.iter()
+        .filter(|kv| Key::parse(&kv.key).is_some_and(|k| accept(&k)))
+        .filter_map(|kv| match serde_json::from_slice(&kv.value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                warn!(key = %kv.key, error = %e, "skipping malformed value");
+                None
+            }
+        })
+        .collect()
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(v)
+        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("cannot encode value: {e}")))
+}
+
+async fn backoff(attempt: u32) {
+    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt + 1))).await;
+}
+
+/// Every network, sorted by name.
+pub async fn list_networks(store: &dyn Store) -> Result<Vec<Network>, ApiError> {
+    let (kvs, _) = store
+        .list(&format!("{ROOT}networks/"))
+        .await
+        .map_err(store_error)?;
+    let mut nets: Vec<Network> = decode_all(&kvs, |k| matches!(k, Key::Network(_)));
+    nets.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(nets)
+}
+
+/// One network with the mod revision of its key.
+async fn read_network(store: &dyn Store, name: &str) -> Result<(Network, i64), ApiError> {
+    let key = Key::Network(name.to_string()).to_string();
+    let kv = store.get(&key).await.map_err(store_error)?;
+    let kv = kv.ok_or_else(|| ApiError::not_found(format!("no network named {name:?}")))?;
+    let net = serde_json::from_slice(&kv.value).map_err(|e| {
+        warn!(key = %key, error = %e, "malformed network value");
+        ApiError::new(
+            ErrorKind::Internal,
+            format!("network {name:?} is stored malformed ({e}); remove it with --force"),
+        )
+    })?;
+    Ok((net, kv.mod_revision))
+}
+
+/// One network by name.
+pub async fn get_network(store: &dyn Store, name: &str) -> Result<Network, ApiError> {
+    read_network(store, name).await.map(|(n, _)| n)
+}
+
+/// Validates and creates a network, allocating its VNI. Two concurrent creations cannot both
+/// win: each compares the networks guard key and bumps it in the same transaction.
+pub async fn create_network(store: &dyn Store, req: &CreateNetwork) -> Result<Network, ApiError> {
+    let mut network = validate::network_from_request(req)?;
+    let guard = Key::Guard(NETWORKS_GUARD.to_string()).to_string();
+    let key = Key::Network(network.name.clone()).to_string();
+    for attempt in 0..MAX_ATTEMPTS {
+        // Read the guard first: any creation committed after this read fails our compare.
+        let guard_cmp = match store.get(&guard).await.map_err(store_error)? {
+            Some(kv) => Compare::ModRevision(guard.clone(), kv.mod_revision),
+            None => Compare::Absent(guard.clone()),
+        };
+        let existing = list_networks(store).await?;
+        validate::check_conflicts(&network, &existing)?;
+        network.vni = validate::free_vni(&existing)?;
+        let guard_value = encode(&serde_json::json!({
+            "schema": SCHEMA_VERSION,
+            "last": network.name,
+        }))?;
+        let ops = vec![
+            TxnOp::Put {
+                key: guard.clone(),
+                value: guard_value,
+                lease: None,
+            },
+            TxnOp::Put {
+                key: key.clone(),
+                value: encode(&network)?,
+                lease: None,
+            },
+        ];
+        let compares = vec![guard_cmp, Compare::Absent(key.clone())];
+        if store.txn(compares, ops).await.map_err(store_error)? {
+            info!(network = %network.name, subnet = %network.subnet, vni = network.vni, "network created");
+            return Ok(network);
+        }
+        debug!(network = %network.name, attempt, "create lost to a concurrent change; retrying");
+        backoff(attempt).await;
+    }
+    Err(ApiError::new(
+        ErrorKind::Conflict,
+        format!(
+            "network {:?}: too many concurrent network changes; try again",
+            network.name
+        ),
+    ))
+}
+
+/// Removes a network. Refuses while endpoints are attached unless `force`, which also removes
+/// them. The network's IPAM blocks, health entries and links go with it.
+pub async fn remove_network(
+    store: &dyn Store,
+    name: &str,
+    force: bool,
+) -> Result<RemovedNetwork, ApiError> {
+    for attempt in 0..MAX_ATTEMPTS {
+        let plan = plan_removal(store, name, force).await?;
+        let total = plan.ops.len();
+        let compare = vec![Compare::ModRevision(plan.key.clone(), plan.revision)];
+        if total <= MAX_TXN_OPS {
+            if store.txn(compare, plan.ops).await.map_err(store_error)? {
+                info!(network = %name, force, ops = total, "network removed");
+                return Ok(plan.removed);
+            }
+        } else {
+            // Too many keys for one transaction: remove the network itself atomically first
+            // (agents tear down on that), then its leftovers in batches.
+            let first = vec![TxnOp::Delete(plan.key.clone())];
+            if store.txn(compare, first).await.map_err(store_error)? {
+                for chunk in plan.ops[1..].chunks(MAX_TXN_OPS) {
+                    store
+                        .txn(Vec::new(), chunk.to_vec())
+                        .await
+                        .map_err(store_error)?;
+                }
+                info!(network = %name, force, ops = total, "network removed in batches");
+                return Ok(plan.removed);
+            }
+        }
+        debug!(network = %name, attempt, "remove lost to a concurrent change; retrying");
+        backoff(attempt).await;
+    }
+    Err(ApiError::new(
+        ErrorKind::Conflict,
+        format!("network {name:?}: too many concurrent changes; try again"),
+    ))
+}
+
+/// What removing one network deletes; the network key comes first.
+struct Removal {
+    key: String,
+    revision: i64,
+    ops: Vec<TxnOp>,
+    removed: RemovedNetwork,
+}
+
+async fn plan_removal(store: &dyn Store, name: &str, force: bool) -> Result<Removal, ApiError> {
+    let (_, revision) = read_network(store, name).await?;
+    let key = Key::Network(name.to_string()).to_string();
+    let list = |prefix: String| async move { store.list(&prefix).await.map_err(store_error) };
+    let (endpoints, _) = list(Key::endpoints_of(name)).await?;
+    if !endpoints.is_empty() && !force {
+        return Err(has_endpoints(name, &endpoints));
+    }
+    let (health, _) = list(format!("{ROOT}health/{name}/")).await?;
+    let (blocks, _) = list(Key::blocks_of(name)).await?;
+    let (links, _) = list(format!("{ROOT}links/")).await?;
+    let links: Vec<KeyValue> = links
+        .into_iter()
+        .filter(|kv| matches!(Key::parse(&kv.key), Some(Key::Link(a, b)) if a == name || b == name))
+        .collect();
+    let mut ops = vec![TxnOp::Delete(key.clone())];
+    for kv in endpoints.iter().chain(&health).chain(&blocks).chain(&links) {
+        ops.push(TxnOp::Delete(kv.key.clone()));
+    }
+    Ok(Removal {
+        key,
+        revision,
+        ops,
+        removed: RemovedNetwork {
+            name: name.to_string(),
+            endpoints: endpoints.len(),
+            ipam_blocks: blocks.len(),
+            links: links.len(),
+        },
+    })
+}
+
+fn has_endpoints(name: &str, endpoints: &[KeyValue]) -> ApiError {
+    let decoded: Vec<Endpoint> = decode_all(endpoints, |_| true);
+    let mut names: Vec<String> = decoded
+        .iter()
+        .take(NAMED_ENDPOINTS)
+        .map(|e| format!("{} on {}", e.name, e.node))
+        .collect();
+    if endpoints.len() > names.len() {
+        names.push(format!("{} more", endpoints.len() - names.len()));
+    }
+    let count = endpoints.len();
+    let plural = if count == 1 { "" } else { "s" };
+    ApiError::new(
+        ErrorKind::HasEndpoints,
+        format!(
+            "network {name:?} has {count} endpoint{plural} attached ({}): detach them first, or remove with --force",
+            names.join(", ")
+        ),
+    )
+}
+
+/// Every registered (live) node, sorted by name; ages by unix time `now`.
+pub async fn list_nodes(store: &dyn Store, now: u64) -> Result<Vec<NodeInfo>, ApiError> {
+    let (kvs, _) = store
+        .list(&format!("{ROOT}nodes/"))
+        .await
+        .map_err(store_error)?;
+    let nodes: Vec<Node> = decode_all(&kvs, |k| matches!(k, Key::Node(_)));
+    let mut infos: Vec<NodeInfo> = nodes.iter().map(|n| NodeInfo::from_node(n, now)).collect();
+    infos.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(infos)
+}
+
+/// Checks that the store answers.
+pub async fn check_store(store: &dyn Store) -> Result<(), ApiError> {
+    let guard = Key::Guard(NETWORKS_GUARD.to_string()).to_string();
+    store.get(&guard).await.map_err(store_error).map(|_| ())
+}
+
+#[cfg(test)]
+#[path = "cluster_tests.rs"]
+mod tests;

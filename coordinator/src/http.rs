@@ -1,0 +1,150 @@
+//! The HTTP/JSON surface of the coordinator: routes, body extraction and error mapping. The
+//! handlers are thin: every decision lives in [`crate::cluster`].
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use shibafu_overlay::api::{ApiError, CreateNetwork, ErrorKind, Health, NodeInfo, RemovedNetwork};
+use shibafu_overlay::model::Network;
+use shibafu_overlay::store::Store;
+use tracing::{info, instrument, warn};
+
+use crate::cluster;
+
+/// Shared state of the handlers: only the store (the coordinator keeps no state of its own).
+#[derive(Clone)]
+pub struct AppState {
+    store: Arc<dyn Store>,
+}
+
+/// An [`ApiError`] as an HTTP response: its status and its JSON body.
+pub struct HttpError(pub ApiError);
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> HttpError {
+        HttpError(e)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            warn!(kind = ?self.0.kind, error = %self.0.error, "request failed");
+        } else {
+            info!(kind = ?self.0.kind, error = %self.0.error, "request rejected");
+        }
+        (status, Json(self.0)).into_response()
+    }
+}
+
+type Answer<T> = Result<T, HttpError>;
+
+/// The coordinator's routes over `store`.
+pub fn router(store: Arc<dyn Store>) -> Router {
+    Router::new()
+        .route("/v1/networks", get(list_networks).post(create_network))
+        .route(
+            "/v1/networks/{name}",
+            get(get_network).delete(remove_network),
+        )
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/health", get(health))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(AppState { store })
+}
+
+#[instrument(name = "create_network", skip_all, fields(method = "POST", network))]
+async fn create_network(
+    State(st): State<AppState>,
+    body: Result<Json<CreateNetwork>, JsonRejection>,
+) -> Answer<(StatusCode, Json<Network>)> {
+    let Json(req) =
+        body.map_err(|r| ApiError::invalid(format!("invalid request body: {}", r.body_text())))?;
+    tracing::Span::current().record("network", req.name.as_str());
+    let net = cluster::create_network(st.store.as_ref(), &req).await?;
+    Ok((StatusCode::CREATED, Json(net)))
+}
+
+#[instrument(name = "list_networks", skip_all, fields(method = "GET"))]
+async fn list_networks(State(st): State<AppState>) -> Answer<Json<Vec<Network>>> {
+    Ok(Json(cluster::list_networks(st.store.as_ref()).await?))
+}
+
+#[instrument(name = "get_network", skip_all, fields(method = "GET", network = %name))]
+async fn get_network(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Answer<Json<Network>> {
+    Ok(Json(cluster::get_network(st.store.as_ref(), &name).await?))
+}
+
+/// Query of `DELETE /v1/networks/{name}`.
+#[derive(Debug, Deserialize)]
+struct RemoveQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+#[instrument(name = "remove_network", skip_all, fields(method = "DELETE", network = %name))]
+async fn remove_network(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    query: Result<Query<RemoveQuery>, QueryRejection>,
+) -> Answer<Json<RemovedNetwork>> {
+    let Query(q) = query.map_err(|r| {
+        ApiError::invalid(format!(
+            "invalid query: {} (use ?force=true or ?force=false)",
+            r.body_text()
+        ))
+    })?;
+    Ok(Json(
+        cluster::remove_network(st.store.as_ref(), &name, q.force).await?,
+    ))
+}
+
+#[instrument(name = "list_nodes", skip_all, fields(method = "GET"))]
+async fn list_nodes(State(st): State<AppState>) -> Answer<Json<Vec<NodeInfo>>> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Ok(Json(cluster::list_nodes(st.store.as_ref(), now).await?))
+}
+
+#[instrument(name = "health", skip_all, fields(method = "GET"))]
+async fn health(State(st): State<AppState>) -> Answer<Json<Health>> {
+    cluster::check_store(st.store.as_ref()).await?;
+    Ok(Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    }))
+}
+
+async fn no_route(method: Method, uri: Uri) -> HttpError {
+    HttpError(ApiError::not_found(format!(
+        "no such route: {method} {}",
+        uri.path()
+    )))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let e = ApiError::new(
+        ErrorKind::Invalid,
+        format!("method {method} not allowed on {}", uri.path()),
+    );
+    (StatusCode::METHOD_NOT_ALLOWED, Json(e)).into_response()
+}
+
+#[cfg(test)]
+#[path = "http_tests.rs"]
+mod tests;

@@ -1,0 +1,229 @@
+use axum::body::Body;
+use axum::http::Request;
+use serde_json::{json, Value};
+use shibafu_overlay::api::{ClientError, Coordinator, Target};
+use shibafu_overlay::model::Endpoint;
+use shibafu_overlay::store::keys::Key;
+use shibafu_overlay::store::MemoryStore;
+use tower::ServiceExt;
+
+use super::*;
+
+/// Sends one request through the router; returns status and JSON body.
+async fn call(store: &MemoryStore, method: &str, uri: &str, body: Option<&str>) -> (u16, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .expect("request");
+    let resp = router(Arc::new(store.clone()))
+        .oneshot(req)
+        .await
+        .expect("infallible");
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        panic!(
+            "{method} {uri}: body is not JSON: {:?}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    (status, value)
+}
+
+fn is_error(v: &Value, kind: &str) -> bool {
+    v["kind"] == kind && v["error"].as_str().is_some_and(|s| !s.is_empty())
+}
+
+#[tokio::test]
+async fn network_lifecycle() {
+    let store = MemoryStore::new();
+    let (s, v) = call(
+        &store,
+        "POST",
+        "/v1/networks",
+        Some(r#"{"name":"frontend","subnet":"172.21.0.0/24"}"#),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["name"], "frontend");
+    assert_eq!(v["zone"], "frontend.local");
+    assert_eq!(v["vni"], 4096);
+    let (s, v) = call(&store, "GET", "/v1/networks", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v.as_array().map(Vec::len), Some(1));
+    let (s, v) = call(&store, "GET", "/v1/networks/frontend", None).await;
+    assert_eq!((s, &v["subnet"]), (200, &json!("172.21.0.0/24")));
+    let (s, v) = call(&store, "DELETE", "/v1/networks/frontend", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v,
+        json!({"name": "frontend", "endpoints": 0, "ipam_blocks": 0, "links": 0})
+    );
+    let (s, v) = call(&store, "GET", "/v1/networks/frontend", None).await;
+    assert_eq!(s, 404);
+    assert_eq!(
+        v,
+        json!({"error": "no network named \"frontend\"", "kind": "not_found"})
+    );
+}
+
+#[tokio::test]
+async fn bad_bodies_are_400() {
+    let store = MemoryStore::new();
+    for body in [
+        r#"{"name":"a""#,
+        r#"{"name":"a"}"#,
+        r#"{"name":"a","subnet":"10.0.0.0/24","bogus":1}"#,
+        r#"{"name":"a","subnet":"10.0.0.0/24","mtu":"big"}"#,
+    ] {
+        let (s, v) = call(&store, "POST", "/v1/networks", Some(body)).await;
+        assert_eq!(s, 400, "{body}: {v}");
+        assert!(is_error(&v, "invalid"), "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("invalid request body")),
+            "{v}"
+        );
+    }
+    let (s, v) = call(
+        &store,
+        "POST",
+        "/v1/networks",
+        Some(r#"{"name":"a","subnet":"10.0.0.0/33"}"#),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        v["error"],
+        r#"network "a": invalid subnet "10.0.0.0/33": use CIDR notation such as 172.21.0.0/24"#
+    );
+    assert!(call(&store, "GET", "/v1/networks", None)
+        .await
+        .1
+        .as_array()
+        .is_some_and(Vec::is_empty));
+}
+
+#[tokio::test]
+async fn conflicts_are_409() {
+    let store = MemoryStore::new();
+    let legacy = r#"{"name":"legacy","subnet":"172.22.0.0/16"}"#;
+    assert_eq!(
+        call(&store, "POST", "/v1/networks", Some(legacy)).await.0,
+        201
+    );
+    let (s, v) = call(&store, "POST", "/v1/networks", Some(legacy)).await;
+    assert_eq!(s, 409);
+    assert!(is_error(&v, "duplicate"), "{v}");
+    let (s, v) = call(
+        &store,
+        "POST",
+        "/v1/networks",
+        Some(r#"{"name":"backend","subnet":"172.22.0.0/24"}"#),
+    )
+    .await;
+    assert_eq!(s, 409);
+    assert_eq!(
+        v,
+        json!({"error": "network \"backend\": subnet 172.22.0.0/24 overlaps network \"legacy\" (172.22.0.0/16)", "kind": "overlap"})
+    );
+}
+
+#[tokio::test]
+async fn remove_with_endpoints_needs_force() {
+    let store = MemoryStore::new();
+    call(
+        &store,
+        "POST",
+        "/v1/networks",
+        Some(r#"{"name":"backend","subnet":"172.22.0.0/24"}"#),
+    )
+    .await;
+    let ep: Endpoint = serde_json::from_value(json!({
+        "schema": 1, "id": "node1-api", "network": "backend", "name": "api", "node": "node1",
+        "ipv4": "172.22.0.5", "mac": "02:00:00:00:00:05"
+    }))
+    .expect("endpoint");
+    let key = Key::Endpoint {
+        network: "backend".into(),
+        id: ep.id.clone(),
+    }
+    .to_string();
+    store
+        .put(&key, serde_json::to_vec(&ep).expect("json"), None)
+        .await
+        .expect("put");
+    let (s, v) = call(&store, "DELETE", "/v1/networks/backend", None).await;
+    assert_eq!(s, 409);
+    assert!(is_error(&v, "has_endpoints"), "{v}");
+    let (s, v) = call(&store, "DELETE", "/v1/networks/backend?force=maybe", None).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = call(&store, "DELETE", "/v1/networks/backend?force=true", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["endpoints"], 1);
+    assert!(store.get(&key).await.expect("get").is_none());
+}
+
+#[tokio::test]
+async fn routes_methods_and_health() {
+    let store = MemoryStore::new();
+    let (s, v) = call(&store, "GET", "/v2/nothing", None).await;
+    assert_eq!(s, 404);
+    assert_eq!(v["error"], "no such route: GET /v2/nothing");
+    let (s, v) = call(&store, "PUT", "/v1/networks", None).await;
+    assert_eq!(s, 405);
+    assert!(is_error(&v, "invalid"), "{v}");
+    let (s, v) = call(&store, "GET", "/v1/health", None).await;
+    assert_eq!((s, &v["status"]), (200, &json!("ok")));
+    let (s, v) = call(&store, "GET", "/v1/nodes", None).await;
+    assert_eq!((s, v), (200, json!([])));
+    store.set_available(false);
+    let (s, v) = call(&store, "GET", "/v1/health", None).await;
+    assert_eq!(s, 503);
+    assert!(is_error(&v, "unavailable"), "{v}");
+}
+
+#[tokio::test]
+async fn real_server_with_the_client() {
+    let store = MemoryStore::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::serve(listener, Arc::new(store), async {
+        let _ = stopped.await;
+    }));
+    let c = Coordinator::new(Target::Http(addr.to_string()), "hint");
+    assert_eq!(c.health().await.expect("health").status, "ok");
+    let req = CreateNetwork {
+        name: "frontend".into(),
+        subnet: "172.21.0.0/24".into(),
+        subnet6: Some("fd00:21::/64".into()),
+        ..CreateNetwork::default()
+    };
+    let net = c.create_network(&req).await.expect("create");
+    assert_eq!(
+        net.gateway6().map(|g| g.to_string()),
+        Some("fd00:21::1".into())
+    );
+    assert_eq!(c.list_networks().await.expect("ls"), vec![net.clone()]);
+    assert_eq!(c.get_network("frontend").await.expect("inspect"), net);
+    match c.create_network(&req).await {
+        Err(ClientError::Api(e)) => assert_eq!(e.kind, ErrorKind::Duplicate),
+        other => panic!("expected a duplicate error, got {other:?}"),
+    }
+    assert_eq!(
+        c.remove_network("frontend", true).await.expect("rm").name,
+        "frontend"
+    );
+    let e = c.get_network("a b").await.expect_err("404");
+    assert_eq!(e.to_string(), r#"no network named "a b""#);
+    stop.send(()).expect("stop");
+    server.await.expect("join").expect("clean shutdown");
+}

@@ -1,0 +1,179 @@
+//! Pure validation of network requests: parsing, naming, overlaps with existing networks, VNI
+//! choice. Everything here runs before anything is written.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use shibafu_overlay::api::{ApiError, CreateNetwork, ErrorKind};
+use shibafu_overlay::model::{self, ModelError, Network, SCHEMA_VERSION, VNI_MAX, VNI_MIN};
+
+/// DNS port used for forwarders given without one.
+const DNS_PORT: u16 = 53;
+
+/// Builds and validates the network a request asks for; `vni` is filled in later.
+pub fn network_from_request(req: &CreateNetwork) -> Result<Network, ApiError> {
+    let name = req.name.as_str();
+    model::validate_name(name).map_err(|e| model_error(name, e))?;
+    let invalid = |msg: String| ApiError::invalid(format!("network {name:?}: {msg}"));
+    let subnet = parse_subnet_v4(&req.subnet).map_err(invalid)?;
+    let subnet6 = match req.subnet6.as_deref() {
+        Some(s) => Some(parse_subnet_v6(s).map_err(invalid)?),
+        None => None,
+    };
+    let forwarders = req
+        .forwarders
+        .iter()
+        .map(|f| parse_forwarder(f))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(invalid)?;
+    let zone = match req.zone.as_deref().map(str::trim) {
+        Some(z) => z.strip_suffix('.').unwrap_or(z).to_ascii_lowercase(),
+        None => format!("{name}.local"),
+    };
+    let network = Network {
+        schema: SCHEMA_VERSION,
+        name: name.to_string(),
+        subnet,
+        subnet6,
+        vni: VNI_MIN,
+        zone,
+        mtu: req.mtu,
+        internal: req.internal,
+        forwarders,
+    };
+    network.validate().map_err(|e| model_error(name, e))?;
+    Ok(network)
+}
+
+fn model_error(name: &str, e: ModelError) -> ApiError {
+    match e {
+        ModelError::InvalidName(_) => ApiError::invalid(e.to_string()),
+        other => ApiError::invalid(format!("network {name:?}: {other}")),
+    }
+}
+
+/// Parses an IPv4 subnet in CIDR notation, explaining what is wrong.
+pub fn parse_subnet_v4(s: &str) -> Result<Ipv4Net, String> {
+    let s = s.trim();
+    if let Ok(net) = s.parse::<Ipv4Net>() {
+        return Ok(net);
+    }
+    if s.parse::<Ipv6Net>().is_ok() {
+        return Err(format!(
+            "subnet {s:?} is IPv6: give it as subnet6 (--subnet6) with an IPv4 subnet"
+        ));
+    }
+    if s.parse::<IpAddr>().is_ok() {
+        return Err(format!(
+            "invalid subnet {s:?}: missing prefix length, use CIDR notation such as 172.21.0.0/24"
+        ));
+    }
+    Err(format!(
+        "invalid subnet {s:?}: use CIDR notation such as 172.21.0.0/24"
+    ))
+}
+
+/// Parses an IPv6 subnet in CIDR notation, explaining what is wrong.
+pub fn parse_subnet_v6(s: &str) -> Result<Ipv6Net, String> {
+    let s = s.trim();
+    if let Ok(net) = s.parse::<Ipv6Net>() {
+        return Ok(net);
+    }
+    if s.parse::<Ipv4Net>().is_ok() {
+        return Err(format!("subnet6 {s:?} is IPv4: give it as the subnet"));
+    }
+    Err(format!(
+        "invalid subnet6 {s:?}: use CIDR notation such as fd00:21::/64"
+    ))
+}
+
+/// Parses a DNS forwarder: `IP`, `IP:PORT` or `[IPv6]:PORT`; port 53 when omitted.
+pub fn parse_forwarder(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let addr = if let Ok(ip) = s.parse::<IpAddr>() {
+        SocketAddr::new(ip, DNS_PORT)
+    } else if let Ok(sa) = s.parse::<SocketAddr>() {
+        sa
+    } else {
+        return Err(format!(
+            "invalid forwarder {s:?}: use IP or IP:PORT (for IPv6 with a port: [IP]:PORT)"
+        ));
+    };
+    if addr.port() == 0 {
+        return Err(format!("invalid forwarder {s:?}: port 0"));
+    }
+    Ok(addr)
+}
+
+/// Rejects a new network whose name or zone is taken or whose subnets overlap another's.
+pub fn check_conflicts(new: &Network, existing: &[Network]) -> Result<(), ApiError> {
+    let name = &new.name;
+    for other in existing {
+        if other.name == *name {
+            return Err(ApiError::new(
+                ErrorKind::Duplicate,
+                format!("network {name:?} already exists ({})", other.subnet),
+            ));
+        }
+    }
+    for other in existing {
+        if overlaps_v4(&new.subnet, &other.subnet) {
+            return Err(ApiError::new(
+                ErrorKind::Overlap,
+                format!(
+                    "network {name:?}: subnet {} overlaps network {:?} ({})",
+                    new.subnet, other.name, other.subnet
+                ),
+            ));
+        }
+        if let (Some(a), Some(b)) = (&new.subnet6, &other.subnet6) {
+            if overlaps_v6(a, b) {
+                return Err(ApiError::new(
+                    ErrorKind::Overlap,
+                    format!(
+                        "network {name:?}: subnet6 {a} overlaps network {:?} ({b})",
+                        other.name
+                    ),
+                ));
+            }
+        }
+        if other.zone == new.zone {
+            return Err(ApiError::new(
+                ErrorKind::Duplicate,
+                format!(
+                    "network {name:?}: zone {:?} is already used by network {:?}; choose another zone",
+                    new.zone, other.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Do two IPv4 subnets share an address?
+pub fn overlaps_v4(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// Do two IPv6 subnets share an address?
+pub fn overlaps_v6(a: &Ipv6Net, b: &Ipv6Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// The smallest VNI in `VNI_MIN..=VNI_MAX` no existing network uses.
+pub fn free_vni(existing: &[Network]) -> Result<u32, ApiError> {
+    let used: BTreeSet<u32> = existing.iter().map(|n| n.vni).collect();
+    (VNI_MIN..=VNI_MAX)
+        .find(|v| !used.contains(v))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::Conflict,
+                format!("no free VNI left ({VNI_MIN}..={VNI_MAX} are all used)"),
+            )
+        })
+}
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;

@@ -1,0 +1,135 @@
+//! The API over a real unix socket, with a fake actor behind it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use actix::prelude::*;
+use shibafu_overlay::model::{Network, SCHEMA_VERSION};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::*;
+use crate::messages::AgentStatus;
+
+struct FakeStore;
+
+impl Actor for FakeStore {
+    type Context = Context<Self>;
+}
+
+impl Handler<GetStatus> for FakeStore {
+    type Result = MessageResult<GetStatus>;
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(AgentStatus {
+            node: "node7".into(),
+            underlay: "10.9.9.17".parse().expect("ip"),
+            version: "test".into(),
+            etcd_connected: true,
+            registered: true,
+            revision: 42,
+            networks: vec!["frontend".into()],
+            nodes: vec!["node7".into(), "node8".into()],
+            upstream_dns: vec![],
+        })
+    }
+}
+
+impl Handler<GetNetworks> for FakeStore {
+    type Result = MessageResult<GetNetworks>;
+    fn handle(&mut self, _: GetNetworks, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(vec![Network {
+            schema: SCHEMA_VERSION,
+            name: "frontend".into(),
+            subnet: "172.21.0.0/24".parse().expect("subnet"),
+            subnet6: None,
+            vni: 4096,
+            zone: "frontend.local".into(),
+            mtu: None,
+            internal: false,
+            forwarders: vec![],
+        }])
+    }
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sf-agent-api-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("mkdir");
+    d
+}
+
+async fn get(path: &std::path::Path, url: &str) -> (u16, serde_json::Value) {
+    let mut s = tokio::net::UnixStream::connect(path)
+        .await
+        .expect("connect");
+    let req = format!("GET {url} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8(buf).expect("utf8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("http response");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .expect("status")
+        .parse()
+        .expect("code");
+    (code, serde_json::from_str(body).expect("json body"))
+}
+
+#[test]
+fn serves_status_networks_and_json_errors_on_a_private_socket() {
+    let dir = scratch("serve");
+    let sock = dir.join("agent.sock");
+    // A stale socket left by a killed agent is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&sock).expect("stale socket"));
+    actix::System::new().block_on(async {
+        let fake = FakeStore.start();
+        let listener = bind(&sock).expect("bind over stale socket");
+        let mode = std::fs::metadata(&sock).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let router = router(ApiState {
+            status: fake.clone().recipient(),
+            networks: fake.recipient(),
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = actix_rt::spawn(serve(listener, router, async {
+            let _ = rx.await;
+        }));
+
+        let (code, status) = get(&sock, "/v1/status").await;
+        assert_eq!(code, 200);
+        assert_eq!(status["node"], "node7");
+        assert_eq!(status["etcd_connected"], true);
+        assert_eq!(status["revision"], 42);
+        assert_eq!(status["nodes"], serde_json::json!(["node7", "node8"]));
+
+        let (code, nets) = get(&sock, "/v1/networks").await;
+        assert_eq!(code, 200);
+        assert_eq!(nets[0]["name"], "frontend");
+        assert_eq!(nets[0]["subnet"], "172.21.0.0/24");
+
+        let (code, health) = get(&sock, "/v1/health").await;
+        assert_eq!((code, &health["status"]), (200, &serde_json::json!("ok")));
+
+        let (code, err) = get(&sock, "/v1/nope").await;
+        assert_eq!(code, 404);
+        assert_eq!(err["kind"], "not_found");
+
+        let _ = tx.send(());
+        server.await.expect("join").expect("serve");
+    });
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn refuses_to_replace_a_regular_file() {
+    let dir = scratch("file");
+    let path = dir.join("agent.sock");
+    std::fs::write(&path, b"not a socket").expect("write");
+    let err = actix::System::new()
+        .block_on(async { bind(&path).map(|_| ()) })
+        .expect_err("must refuse");
+    assert!(err.to_string().contains("not a socket"), "{err}");
+    assert_eq!(std::fs::read(&path).expect("still there"), b"not a socket");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}

@@ -1,0 +1,91 @@
+//! Messages between the agent's actors. Public ones are the contract other actors plug into:
+//! subscribe to cluster changes, publish keys this node owns, ask for status.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use actix::{Message, Recipient};
+use serde::{Deserialize, Serialize};
+use shibafu_overlay::model::Network;
+use shibafu_overlay::state::{ClusterState, StateChange};
+use shibafu_overlay::store::keys::Key;
+use shibafu_overlay::store::StoreError;
+
+/// Typed cluster changes, in order, with the whole state they lead to.
+///
+/// The first message after [`Subscribe`] carries no changes, only the state: reconcile from it.
+/// Later ones carry what changed since the previous message.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ClusterChanged {
+    /// What changed, in the order to apply it.
+    pub changes: Vec<StateChange>,
+    /// The cluster state after these changes.
+    pub state: Arc<ClusterState>,
+}
+
+/// Registers a subscriber for [`ClusterChanged`]; it gets the current state at once if the
+/// agent has already listed the cluster.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub Recipient<ClusterChanged>);
+
+/// Publishes a key this node owns (an endpoint, health record...) under the node lease.
+///
+/// The agent remembers it and writes it again whenever the lease is re-granted (after etcd lost
+/// the node), so owned keys live exactly as long as the node. The answer says whether the write
+/// reached the store now; when it did not, the key is still written on re-registration.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct PutOwned {
+    /// The key.
+    pub key: Key,
+    /// The JSON value.
+    pub value: Vec<u8>,
+}
+
+/// Forgets and deletes a key this node owns.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct DeleteOwned {
+    /// The key.
+    pub key: Key,
+}
+
+/// Revokes the node lease (deleting the node and every key it owns); used on `--deregister`.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct Deregister;
+
+/// Asks for the agent's status.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "AgentStatus")]
+pub struct GetStatus;
+
+/// Asks for the networks as this agent sees them.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Vec<Network>")]
+pub struct GetNetworks;
+
+/// Answer of `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// This node's name.
+    pub node: String,
+    /// This node's underlay address.
+    pub underlay: IpAddr,
+    /// Agent version.
+    pub version: String,
+    /// Whether the last exchange with etcd succeeded.
+    pub etcd_connected: bool,
+    /// Whether the node is registered under a live lease.
+    pub registered: bool,
+    /// Store revision of the agent's view of the cluster.
+    pub revision: i64,
+    /// Names of the networks this agent sees.
+    pub networks: Vec<String>,
+    /// Names of the live nodes this agent sees.
+    pub nodes: Vec<String>,
+    /// Upstream DNS servers for names outside the cluster.
+    pub upstream_dns: Vec<SocketAddr>,
+}

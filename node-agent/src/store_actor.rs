@@ -1,0 +1,432 @@
+//! StoreActor: the agent's link to the cluster store.
+//!
+//! It connects (retrying until etcd answers), registers this node under a lease and keeps the
+//! lease alive, re-registering the node and every key it owns whenever etcd lost the lease. It
+//! runs the resilient watch over `/shibafu/v1/`, keeps the typed `ClusterState`, and sends
+//! [`ClusterChanged`] to its subscribers. While etcd is unreachable it keeps serving its last
+//! state and catches up when etcd returns. Handlers never wait: I/O is spawned and its result
+//! comes back as a message.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures::future::BoxFuture;
+use shibafu_overlay::model::{Network, Node};
+use shibafu_overlay::state::{ClusterState, StateChange};
+use shibafu_overlay::store::keys::{Key, ROOT};
+use shibafu_overlay::store::{watch_changes, ClusterChange, Store, StoreError};
+use tracing::{debug, info, warn};
+
+use crate::messages::{
+    AgentStatus, ClusterChanged, DeleteOwned, Deregister, GetNetworks, GetStatus, PutOwned,
+    Subscribe,
+};
+use crate::registration::{self, bounded, Owned};
+
+/// Opens a connection to the store (etcd in the daemon, a memory store in tests).
+pub type Connector =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<Arc<dyn Store>, StoreError>> + Send + Sync>;
+
+/// Longest wait between two connection attempts.
+const MAX_CONNECT_DELAY: Duration = Duration::from_secs(5);
+
+/// What the StoreActor needs to know about this node.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The node record registered under the lease.
+    pub node: Node,
+    /// Lease TTL: a node that stops refreshing disappears from the cluster this long after.
+    pub lease_ttl: Duration,
+    /// Upstream DNS servers (reported in the status).
+    pub upstream_dns: Vec<SocketAddr>,
+}
+
+/// The actor; see the module documentation.
+pub struct StoreActor {
+    cfg: StoreConfig,
+    connect: Connector,
+    connect_delay: Duration,
+    store: Option<Arc<dyn Store>>,
+    lease: Option<i64>,
+    registering: bool,
+    keepalive_inflight: bool,
+    connected: bool,
+    state: Arc<ClusterState>,
+    listed: bool,
+    subscribers: Vec<Recipient<ClusterChanged>>,
+    owned: Owned,
+    owned_gen: u64,
+}
+
+impl StoreActor {
+    /// A StoreActor for `cfg`, reaching the store through `connect`.
+    pub fn new(cfg: StoreConfig, connect: Connector) -> StoreActor {
+        let mut owned = Owned::new();
+        let node_key = Key::Node(cfg.node.name.clone()).to_string();
+        // Serialising a plain struct of strings and numbers cannot fail.
+        owned.insert(node_key, serde_json::to_vec(&cfg.node).unwrap_or_default());
+        StoreActor {
+            cfg,
+            connect,
+            connect_delay: Duration::from_millis(200),
+            store: None,
+            lease: None,
+            registering: false,
+            keepalive_inflight: false,
+            connected: false,
+            state: Arc::new(ClusterState::new()),
+            listed: false,
+            subscribers: Vec::new(),
+            owned,
+            owned_gen: 0,
+        }
+    }
+
+    fn io_limit(&self) -> Duration {
+        self.cfg.lease_ttl.max(Duration::from_secs(2))
+    }
+
+    fn start_connect(&mut self, ctx: &mut Context<Self>) {
+        let connect = self.connect.clone();
+        let me = ctx.address();
+        actix_rt::spawn(async move { me.do_send(Connected(connect().await)) });
+    }
+
+    /// Periodic membership work: register when there is no lease, else refresh it.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        if self.registering || self.keepalive_inflight {
+            return;
+        }
+        let Some(lease) = self.lease else {
+            self.start_registration(store, ctx);
+            return;
+        };
+        self.keepalive_inflight = true;
+        let limit = (self.cfg.lease_ttl / 2).max(Duration::from_secs(1));
+        let me = ctx.address();
+        actix_rt::spawn(async move {
+            let result = bounded(limit, store.keep_alive(lease)).await;
+            me.do_send(KeptAlive { lease, result });
+        });
+    }
+
+    fn start_registration(&mut self, store: Arc<dyn Store>, ctx: &mut Context<Self>) {
+        self.registering = true;
+        let owned = self.owned.clone();
+        let gen = self.owned_gen;
+        let ttl = i64::try_from(self.cfg.lease_ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let limit = self.io_limit();
+        let me = ctx.address();
+        actix_rt::spawn(async move {
+            let keys = owned.keys().cloned().collect();
+            let result = registration::register(store, ttl, owned, limit).await;
+            me.do_send(Registered { result, gen, keys });
+        });
+    }
+
+    fn lease_lost(&mut self, ctx: &mut Context<Self>) {
+        if self.lease.take().is_some() {
+            warn!(node = %self.cfg.node.name, "lease lost: etcd dropped this node; registering again");
+        }
+        self.tick(ctx);
+    }
+
+    fn set_connected(&mut self, connected: bool, why: Option<&StoreError>) {
+        if connected && !self.connected {
+            info!(revision = self.state.revision(), "etcd reachable");
+        } else if !connected && self.connected {
+            let error = why.map(ToString::to_string).unwrap_or_default();
+            warn!(%error, "etcd unreachable: keeping the last known state, retrying");
+        }
+        self.connected = connected;
+    }
+
+    fn status(&self) -> AgentStatus {
+        AgentStatus {
+            node: self.cfg.node.name.clone(),
+            underlay: self.cfg.node.underlay,
+            version: self.cfg.node.version.clone(),
+            etcd_connected: self.connected,
+            registered: self.lease.is_some(),
+            revision: self.state.revision(),
+            networks: self.state.networks().keys().cloned().collect(),
+            nodes: self.state.nodes().keys().cloned().collect(),
+            upstream_dns: self.cfg.upstream_dns.clone(),
+        }
+    }
+}
+
+impl Actor for StoreActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        info!(node = %self.cfg.node.name, underlay = %self.cfg.node.underlay, ttl_secs = self.cfg.lease_ttl.as_secs(), "store actor started");
+        self.start_connect(ctx);
+        let every = (self.cfg.lease_ttl / 3).max(Duration::from_millis(100));
+        ctx.run_interval(every, |act, ctx| act.tick(ctx));
+    }
+}
+
+/// Result of a connection attempt.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Connected(Result<Arc<dyn Store>, StoreError>);
+
+impl Handler<Connected> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Connected, ctx: &mut Context<Self>) {
+        match msg.0 {
+            Ok(store) => {
+                info!("connected to the cluster store");
+                ctx.add_stream(watch_changes(store.clone(), ROOT, None));
+                self.store = Some(store);
+                self.set_connected(true, None);
+                self.tick(ctx);
+            }
+            Err(e) => {
+                self.set_connected(false, Some(&e));
+                debug!(error = %e, delay_ms = self.connect_delay.as_millis() as u64, "connect failed; retrying");
+                let delay = self.connect_delay;
+                self.connect_delay = (delay * 2).min(MAX_CONNECT_DELAY);
+                ctx.run_later(delay, |act, ctx| act.start_connect(ctx));
+            }
+        }
+    }
+}
+
+/// Result of a registration (lease grant + owned keys written).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Registered {
+    result: Result<i64, StoreError>,
+    /// `owned_gen` when the registration started.
+    gen: u64,
+    /// The owned keys it wrote.
+    keys: Vec<String>,
+}
+
+impl Handler<Registered> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Registered, _ctx: &mut Context<Self>) {
+        self.registering = false;
+        let lease = match msg.result {
+            Ok(lease) => lease,
+            Err(e) => {
+                self.set_connected(false, Some(&e));
+                return;
+            }
+        };
+        info!(node = %self.cfg.node.name, lease = format!("{lease:x}"), keys = msg.keys.len(), "node registered");
+        self.lease = Some(lease);
+        self.set_connected(true, None);
+        if msg.gen == self.owned_gen {
+            return;
+        }
+        // Owned keys changed while registering: write the current set, drop what went away.
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let owned = self.owned.clone();
+        let gone: Vec<String> = msg
+            .keys
+            .into_iter()
+            .filter(|k| !owned.contains_key(k))
+            .collect();
+        let limit = self.io_limit();
+        actix_rt::spawn(async move {
+            let res = async {
+                registration::put_all(&store, lease, &owned, limit).await?;
+                registration::delete_all(&store, gone, limit).await
+            };
+            if let Err(e) = res.await {
+                warn!(error = %e, "re-syncing owned keys failed; the next registration retries");
+            }
+        });
+    }
+}
+
+/// Result of one lease refresh.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct KeptAlive {
+    lease: i64,
+    result: Result<i64, StoreError>,
+}
+
+impl Handler<KeptAlive> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: KeptAlive, ctx: &mut Context<Self>) {
+        self.keepalive_inflight = false;
+        if self.lease != Some(msg.lease) {
+            return;
+        }
+        match msg.result {
+            Ok(_) => self.set_connected(true, None),
+            Err(StoreError::LeaseNotFound(_)) => {
+                self.set_connected(true, None);
+                self.lease_lost(ctx);
+            }
+            Err(e) => self.set_connected(false, Some(&e)),
+        }
+    }
+}
+
+impl StreamHandler<ClusterChange> for StoreActor {
+    fn handle(&mut self, change: ClusterChange, ctx: &mut Context<Self>) {
+        let first = !self.listed;
+        self.listed = true;
+        let changes = Arc::make_mut(&mut self.state).apply(&change);
+        debug!(
+            revision = self.state.revision(),
+            changes = changes.len(),
+            "cluster changed"
+        );
+        let me = &self.cfg.node.name;
+        let lost_self = changes
+            .iter()
+            .any(|c| matches!(c, StateChange::NodeDown(n) if &n.name == me));
+        self.subscribers.retain(|s| s.connected());
+        if first || !changes.is_empty() {
+            let msg = ClusterChanged {
+                changes,
+                state: self.state.clone(),
+            };
+            let revision = msg.state.revision();
+            msg.changes.iter().for_each(|c| log_change(c, revision));
+            for s in &self.subscribers {
+                s.do_send(msg.clone());
+            }
+        }
+        if lost_self && self.lease.is_some() && !self.registering {
+            self.lease_lost(ctx);
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        warn!("cluster watch ended");
+    }
+}
+
+/// Logs one typed change: membership and networks at info, the rest at debug.
+fn log_change(change: &StateChange, revision: i64) {
+    use StateChange as C;
+    match change {
+        C::NetworkAdded(n) => {
+            info!(network = %n.name, subnet = %n.subnet, vni = n.vni, revision, "network added")
+        }
+        C::NetworkUpdated { new, .. } => info!(network = %new.name, revision, "network updated"),
+        C::NetworkRemoved(n) => info!(network = %n.name, revision, "network removed"),
+        C::NodeUp(n) => info!(node = %n.name, underlay = %n.underlay, revision, "node up"),
+        C::NodeUpdated { new, .. } => {
+            info!(node = %new.name, underlay = %new.underlay, revision, "node updated")
+        }
+        C::NodeDown(n) => info!(node = %n.name, revision, "node down"),
+        other => debug!(change = ?other, revision, "cluster change"),
+    }
+}
+
+impl Handler<Subscribe> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) {
+        if self.listed {
+            msg.0.do_send(ClusterChanged {
+                changes: Vec::new(),
+                state: self.state.clone(),
+            });
+        }
+        self.subscribers.push(msg.0);
+    }
+}
+
+impl Handler<PutOwned> for StoreActor {
+    type Result = ResponseActFuture<Self, Result<(), StoreError>>;
+
+    fn handle(&mut self, msg: PutOwned, _ctx: &mut Context<Self>) -> Self::Result {
+        let key = msg.key.to_string();
+        self.owned.insert(key.clone(), msg.value.clone());
+        self.owned_gen += 1;
+        let (Some(store), Some(lease), false) = (self.store.clone(), self.lease, self.registering)
+        else {
+            let e = StoreError::Unavailable(format!(
+                "node not registered yet: {key} is written once it is"
+            ));
+            return Box::pin(actix::fut::ready(Err(e)));
+        };
+        let limit = self.io_limit();
+        let put = async move { bounded(limit, store.put(&key, msg.value, Some(lease))).await };
+        Box::pin(put.into_actor(self).map(|res, act, ctx| match res {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if matches!(e, StoreError::LeaseNotFound(_)) {
+                    act.lease_lost(ctx);
+                }
+                Err(e)
+            }
+        }))
+    }
+}
+
+impl Handler<DeleteOwned> for StoreActor {
+    type Result = ResponseFuture<Result<(), StoreError>>;
+
+    fn handle(&mut self, msg: DeleteOwned, _ctx: &mut Context<Self>) -> Self::Result {
+        let key = msg.key.to_string();
+        self.owned.remove(&key);
+        self.owned_gen += 1;
+        let store = self.store.clone();
+        let limit = self.io_limit();
+        Box::pin(async move {
+            let store = store.ok_or_else(|| {
+                StoreError::Unavailable("not connected to the cluster store".into())
+            })?;
+            bounded(limit, store.delete(&key)).await.map(|_| ())
+        })
+    }
+}
+
+impl Handler<Deregister> for StoreActor {
+    type Result = ResponseFuture<Result<(), StoreError>>;
+
+    fn handle(&mut self, _msg: Deregister, _ctx: &mut Context<Self>) -> Self::Result {
+        // Dropping the store also stops the membership ticks: no re-registration after this.
+        let lease = self.lease.take();
+        let store = self.store.take();
+        let limit = self.io_limit();
+        Box::pin(async move {
+            match (store, lease) {
+                (Some(store), Some(lease)) => bounded(limit, store.revoke_lease(lease)).await,
+                _ => Ok(()),
+            }
+        })
+    }
+}
+
+impl Handler<GetStatus> for StoreActor {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _msg: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.status())
+    }
+}
+
+impl Handler<GetNetworks> for StoreActor {
+    type Result = MessageResult<GetNetworks>;
+
+    fn handle(&mut self, _msg: GetNetworks, _ctx: &mut Context<Self>) -> Self::Result {
+        let nets: Vec<Network> = self.state.networks().values().cloned().collect();
+        MessageResult(nets)
+    }
+}
+
+#[cfg(test)]
+#[path = "store_actor_tests.rs"]
+mod tests;

@@ -1,0 +1,68 @@
+//! Typed calls to the coordinator API (`/v1/...`).
+
+use super::client::{Client, ClientError, Target};
+use super::types::{network_path, CreateNetwork, Health, NodeInfo, RemovedNetwork};
+use crate::model::Network;
+
+/// A client of the coordinator API.
+#[derive(Debug, Clone)]
+pub struct Coordinator {
+    client: Client,
+}
+
+impl Coordinator {
+    /// A coordinator client; `hint` is shown when it cannot be reached.
+    pub fn new(target: Target, hint: impl Into<String>) -> Coordinator {
+        Coordinator {
+            client: Client::new(target, "coordinator", hint),
+        }
+    }
+
+    /// Wraps an already configured client.
+    pub fn from_client(client: Client) -> Coordinator {
+        Coordinator { client }
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// `POST /v1/networks`: creates a network; answers it with its VNI and zone filled in.
+    pub async fn create_network(&self, req: &CreateNetwork) -> Result<Network, ClientError> {
+        self.client.post("/v1/networks", req).await
+    }
+
+    /// `GET /v1/networks`: every network, sorted by name.
+    pub async fn list_networks(&self) -> Result<Vec<Network>, ClientError> {
+        self.client.get("/v1/networks").await
+    }
+
+    /// `GET /v1/networks/{name}`.
+    pub async fn get_network(&self, name: &str) -> Result<Network, ClientError> {
+        self.client.get(&network_path(name)).await
+    }
+
+    /// `DELETE /v1/networks/{name}[?force=true]`.
+    pub async fn remove_network(
+        &self,
+        name: &str,
+        force: bool,
+    ) -> Result<RemovedNetwork, ClientError> {
+        let mut path = network_path(name);
+        if force {
+            path.push_str("?force=true");
+        }
+        self.client.delete(&path).await
+    }
+
+    /// `GET /v1/nodes`: every live node, sorted by name.
+    pub async fn list_nodes(&self) -> Result<Vec<NodeInfo>, ClientError> {
+        self.client.get("/v1/nodes").await
+    }
+
+    /// `GET /v1/health`.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.client.get("/v1/health").await
+    }
+}

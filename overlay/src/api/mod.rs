@@ -1,0 +1,15 @@
+//! The shibafu HTTP/JSON APIs as seen by clients: request and response bodies, the shared error
+//! body, a small HTTP/1.1 client (TCP or unix socket), and typed calls to the coordinator.
+
+mod client;
+mod coordinator;
+mod types;
+
+pub use client::{
+    Client, ClientError, RawResponse, Target, UpgradedStream, CONNECT_TIMEOUT, REQUEST_TIMEOUT,
+};
+pub use coordinator::Coordinator;
+pub use types::{
+    encode_segment, network_path, ApiError, CreateNetwork, ErrorKind, Health, NodeInfo,
+    RemovedNetwork,
+};

@@ -1,0 +1,249 @@
+//! Request and response bodies of the coordinator API, and the error body every shibafu API
+//! (coordinator and agent) answers with.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Node;
+
+/// Body of `POST /v1/networks`. Addresses are text: the server parses them once and answers a
+/// clear message for malformed input, whatever client sent it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNetwork {
+    /// Network name, a DNS label.
+    pub name: String,
+    /// IPv4 subnet in CIDR notation, `172.21.0.0/24`.
+    pub subnet: String,
+    /// Optional IPv6 subnet in CIDR notation, `fd00:21::/64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    /// DNS zone; the server defaults it to `<name>.local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Overlay MTU; the agents default it to underlay MTU - 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// No route out of the cluster.
+    #[serde(default)]
+    pub internal: bool,
+    /// Upstream DNS servers, `IP` or `IP:PORT` (`[IPv6]:PORT`); port 53 when omitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forwarders: Vec<String>,
+}
+
+/// Answer of `DELETE /v1/networks/{name}`: what was removed with the network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedNetwork {
+    /// Network name.
+    pub name: String,
+    /// Endpoints removed (non-zero only with `force`).
+    pub endpoints: usize,
+    /// IPAM blocks released.
+    pub ipam_blocks: usize,
+    /// Links to other networks removed.
+    pub links: usize,
+}
+
+/// One node as `GET /v1/nodes` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Node name.
+    pub name: String,
+    /// Underlay address (the VTEP).
+    pub underlay: IpAddr,
+    /// Agent version.
+    pub version: String,
+    /// Unix time (seconds) the agent started.
+    pub started_at: u64,
+    /// Seconds since the agent started, by the coordinator's clock.
+    pub age_secs: u64,
+}
+
+impl NodeInfo {
+    /// Builds the report of `node` at unix time `now` (seconds).
+    pub fn from_node(node: &Node, now: u64) -> NodeInfo {
+        NodeInfo {
+            name: node.name.clone(),
+            underlay: node.underlay,
+            version: node.version.clone(),
+            started_at: node.started_at,
+            age_secs: now.saturating_sub(node.started_at),
+        }
+    }
+}
+
+/// Answer of `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok` when the server and its store answer.
+    pub status: String,
+    /// Server version.
+    pub version: String,
+}
+
+/// What went wrong, as a machine-readable word; decides the HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Malformed or invalid input (400).
+    Invalid,
+    /// No such object or route (404).
+    NotFound,
+    /// An object with that name already exists (409).
+    Duplicate,
+    /// A subnet overlaps another network's (409).
+    Overlap,
+    /// The network still has endpoints attached (409).
+    HasEndpoints,
+    /// A concurrent change won, or a resource (VNIs, addresses) is exhausted (409).
+    Conflict,
+    /// The cluster store cannot be reached (503).
+    Unavailable,
+    /// A bug or an unexpected failure on the server (500).
+    Internal,
+    /// A kind this client does not know (sent by a newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorKind {
+    /// The HTTP status code the server answers with.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::Invalid => 400,
+            ErrorKind::NotFound => 404,
+            ErrorKind::Duplicate
+            | ErrorKind::Overlap
+            | ErrorKind::HasEndpoints
+            | ErrorKind::Conflict => 409,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Internal | ErrorKind::Unknown => 500,
+        }
+    }
+}
+
+/// The error body of every shibafu API: `{"error": "...", "kind": "..."}`. The message is
+/// written for the user and shown as is by the CLI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub struct ApiError {
+    /// Message for the user: what failed and what to do.
+    pub error: String,
+    /// Machine-readable kind.
+    pub kind: ErrorKind,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.error)
+    }
+}
+
+impl ApiError {
+    /// An error of `kind` with a message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError {
+            error: message.into(),
+            kind,
+        }
+    }
+
+    /// A 400 error.
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorKind::Invalid, message)
+    }
+
+    /// A 404 error.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorKind::NotFound, message)
+    }
+
+    /// The HTTP status code of this error.
+    pub fn status(&self) -> u16 {
+        self.kind.status()
+    }
+}
+
+/// Path of one network: `/v1/networks/<name>`, the name percent-encoded.
+pub fn network_path(name: &str) -> String {
+    format!("/v1/networks/{}", encode_segment(name))
+}
+
+/// Percent-encodes one path segment (everything but unreserved characters).
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_shape_and_status() {
+        let e = ApiError::new(ErrorKind::HasEndpoints, "network \"b\" has endpoints");
+        let json = serde_json::to_value(&e).expect("ser");
+        assert_eq!(
+            json,
+            serde_json::json!({"error": "network \"b\" has endpoints", "kind": "has_endpoints"})
+        );
+        assert_eq!(e.status(), 409);
+        assert_eq!(e.to_string(), "network \"b\" has endpoints");
+        assert_eq!(ApiError::invalid("x").status(), 400);
+        assert_eq!(ApiError::not_found("x").status(), 404);
+        assert_eq!(ErrorKind::Unavailable.status(), 503);
+    }
+
+    #[test]
+    fn unknown_error_kind_still_parses() {
+        let e: ApiError =
+            serde_json::from_str(r#"{"error":"later","kind":"quota_exceeded"}"#).expect("de");
+        assert_eq!(e.kind, ErrorKind::Unknown);
+        assert_eq!(e.error, "later");
+    }
+
+    #[test]
+    fn create_network_defaults_and_unknown_fields() {
+        let c: CreateNetwork =
+            serde_json::from_str(r#"{"name":"f","subnet":"172.21.0.0/24"}"#).expect("de");
+        assert_eq!(c.zone, None);
+        assert!(!c.internal && c.forwarders.is_empty() && c.mtu.is_none());
+        assert_eq!(
+            serde_json::to_string(&c).expect("ser"),
+            r#"{"name":"f","subnet":"172.21.0.0/24","internal":false}"#
+        );
+        let typo = serde_json::from_str::<CreateNetwork>(
+            r#"{"name":"f","subnet":"172.21.0.0/24","subnet_6":"fd00::/64"}"#,
+        );
+        assert!(typo.is_err());
+    }
+
+    #[test]
+    fn node_info_age() {
+        let node = Node {
+            schema: 1,
+            name: "node1".into(),
+            underlay: "10.0.0.1".parse().expect("ip"),
+            version: "0.1.0".into(),
+            wg_pubkey: None,
+            started_at: 1000,
+        };
+        assert_eq!(NodeInfo::from_node(&node, 1090).age_secs, 90);
+        assert_eq!(NodeInfo::from_node(&node, 10).age_secs, 0);
+    }
+
+    #[test]
+    fn paths_are_encoded() {
+        assert_eq!(network_path("frontend"), "/v1/networks/frontend");
+        assert_eq!(network_path("a b/c"), "/v1/networks/a%20b%2Fc");
+    }
+}

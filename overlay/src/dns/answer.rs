@@ -1,0 +1,236 @@
+//! Answering one query, bytes in, bytes out: the pure core of the server.
+//!
+//! Local names are answered from the snapshot's prebuilt sections (header patched, question
+//! copied exactly as asked), everything else from [`compose`]; errors follow RFC 1035/6891/8482.
+//! The output buffer is reused between calls, so steady-state answering does not allocate.
+
+use std::net::IpAddr;
+
+use super::encode::Writer;
+use super::snapshot::{compose, Composed, Snapshot};
+use super::wire::{parse_query, rcode, rtype, Edns, Query, Reject, CLASS_IN, HEADER_LEN, MAX_NAME};
+
+/// Wire length of the OPT record we append.
+const OPT_LEN: usize = 11;
+/// Largest DNS message over TCP.
+const TCP_MAX: usize = 65535;
+/// UDP payload size without EDNS (RFC 1035).
+const UDP_CLASSIC: usize = 512;
+
+/// The transport a query came over: it bounds the response size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP: at most 512 bytes, or the EDNS size the client gives (capped by ours).
+    Udp,
+    /// TCP: up to 65535 bytes.
+    Tcp,
+}
+
+/// Server-wide answering settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerConfig {
+    /// Our EDNS UDP payload size: advertised in OPT and the cap on UDP responses.
+    pub max_udp_payload: u16,
+    /// Whether a forwarder exists: sets RA, and out-of-zone queries are handed over instead of
+    /// REFUSED.
+    pub forwarding: bool,
+}
+
+impl Default for AnswerConfig {
+    fn default() -> Self {
+        AnswerConfig { max_udp_payload: 1232, forwarding: false }
+    }
+}
+
+/// What [`respond`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The response is in the output buffer.
+    Reply(Reply),
+    /// Send nothing (no header could be read, or the packet is a response).
+    Drop,
+    /// The name is outside every zone and forwarding is on: the caller forwards the query.
+    Forward,
+}
+
+/// Facts about a response, for metrics and query logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    /// Response code (16 is BADVERS).
+    pub rcode: u16,
+    /// Records in the answer section.
+    pub answers: u16,
+    /// Index of the zone that answered, if one did.
+    pub zone: Option<u16>,
+    /// Whether the answer was copied from prebuilt bytes.
+    pub prebuilt: bool,
+    /// Whether TC was set.
+    pub truncated: bool,
+}
+
+/// Answers `query` from `snap` into `out` (cleared first).
+pub fn respond(
+    snap: &Snapshot,
+    query: &[u8],
+    client: IpAddr,
+    transport: Transport,
+    cfg: &AnswerConfig,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    out.clear();
+    let q = match parse_query(query) {
+        Ok(q) => q,
+        Err(Reject::Silent) => return Outcome::Drop,
+        Err(Reject::NotImp) => return header_only(query, rcode::NOTIMP, cfg, out),
+        Err(Reject::FormErr) => return header_only(query, rcode::FORMERR, cfg, out),
+    };
+    if q.edns.is_some_and(|e| e.version > 0) {
+        return empty_reply(query, &q, rcode::BADVERS, transport, cfg, out);
+    }
+    if q.qclass != CLASS_IN || q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
+        return empty_reply(query, &q, rcode::REFUSED, transport, cfg, out);
+    }
+    let n = q.name_len;
+    let mut key = [0u8; MAX_NAME + 2];
+    key[..n].copy_from_slice(q.name());
+    key[n..n + 2].copy_from_slice(&q.qtype.to_be_bytes());
+    let (zone, prebuilt) = match snap.prebuilt(&key[..n + 2]) {
+        Some(pre) => (pre.zone, Some(pre)),
+        None => match snap.zone_of(q.name()) {
+            Some(zone) => (zone, None),
+            None if cfg.forwarding => return Outcome::Forward,
+            None => return empty_reply(query, &q, rcode::REFUSED, transport, cfg, out),
+        },
+    };
+    out.extend_from_slice(&query[..q.question_end]);
+    let visible = snap.visible(client, zone);
+    let meta = if !visible {
+        hidden_zone(snap, zone, &q, out)
+    } else if let Some(pre) = prebuilt {
+        let packed = pre.pick();
+        out.extend_from_slice(&packed.bytes);
+        let mut meta = packed.meta;
+        meta.additional_at += q.question_end;
+        meta
+    } else {
+        let mut w = Writer::new(out);
+        w.mark_name_at(HEADER_LEN, n);
+        compose(snap, q.name(), q.qtype, 0, &mut w)
+    };
+    let reply = Reply {
+        rcode: meta.rcode,
+        answers: 0,
+        zone: Some(zone),
+        prebuilt: prebuilt.is_some() && visible,
+        truncated: false,
+    };
+    finish(&q, meta, reply, true, limit(&q, transport, cfg), cfg, out)
+}
+
+/// A zone the client may not see looks like a name that does not exist.
+fn hidden_zone(snap: &Snapshot, zone: u16, q: &Query, out: &mut Vec<u8>) -> Composed {
+    let mut w = Writer::new(out);
+    w.mark_name_at(HEADER_LEN, q.name_len);
+    let mut meta = Composed { rcode: rcode::NXDOMAIN, rotations: 1, ..Composed::default() };
+    if let Some(z) = snap.zones.get(usize::from(zone)) {
+        w.record(&z.apex, rtype::SOA, z.negative_ttl, &z.soa);
+        meta.ns = 1;
+    }
+    meta.additional_at = w.len();
+    meta
+}
+
+/// The response size allowed for this query.
+fn limit(q: &Query, transport: Transport, cfg: &AnswerConfig) -> usize {
+    match (transport, q.edns) {
+        (Transport::Tcp, _) => TCP_MAX,
+        (Transport::Udp, None) => UDP_CLASSIC,
+        (Transport::Udp, Some(Edns { payload, .. })) => {
+            usize::from(payload.min(cfg.max_udp_payload)).max(UDP_CLASSIC)
+        }
+    }
+}
+
+/// Header and question only, with `code` (REFUSED, BADVERS, ...).
+fn empty_reply(
+    query: &[u8],
+    q: &Query,
+    code: u16,
+    transport: Transport,
+    cfg: &AnswerConfig,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    out.extend_from_slice(&query[..q.question_end]);
+    let meta = Composed { rcode: code, additional_at: out.len(), rotations: 1, ..Composed::default() };
+    let reply = Reply { rcode: code, answers: 0, zone: None, prebuilt: false, truncated: false };
+    finish(q, meta, reply, false, limit(q, transport, cfg), cfg, out)
+}
+
+/// Header and question with `code`, for answers decided outside the snapshot (a failed forward,
+/// or a forwarded answer too large for UDP when `truncated`). Drops what cannot be parsed.
+pub fn reply_without_records(
+    query: &[u8],
+    code: u16,
+    truncated: bool,
+    transport: Transport,
+    cfg: &AnswerConfig,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    out.clear();
+    let Ok(q) = parse_query(query) else { return Outcome::Drop };
+    out.extend_from_slice(&query[..q.question_end]);
+    let meta = Composed { rcode: code, additional_at: out.len(), rotations: 1, ..Composed::default() };
+    let reply = Reply { rcode: code, answers: 0, zone: None, prebuilt: false, truncated };
+    let limit = if truncated { 0 } else { limit(&q, transport, cfg) };
+    finish(&q, meta, reply, false, limit, cfg, out)
+}
+
+/// Header alone (the question could not be read): FORMERR or NOTIMP.
+fn header_only(query: &[u8], code: u16, cfg: &AnswerConfig, out: &mut Vec<u8>) -> Outcome {
+    out.extend_from_slice(&query[..HEADER_LEN]);
+    out[2] = 0x80 | (query[2] & 0x79);
+    out[3] = if cfg.forwarding { 0x80 } else { 0 } | (code & 0x0f) as u8;
+    out[4..HEADER_LEN].fill(0);
+    Outcome::Reply(Reply { rcode: code, answers: 0, zone: None, prebuilt: false, truncated: false })
+}
+
+/// Fits the message to `limit` (drop the additional section, else truncate with TC), then writes
+/// the header and the OPT record.
+fn finish(
+    q: &Query,
+    mut meta: Composed,
+    mut reply: Reply,
+    authoritative: bool,
+    limit: usize,
+    cfg: &AnswerConfig,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    let opt = if q.edns.is_some() { OPT_LEN } else { 0 };
+    if out.len() + opt > limit {
+        if meta.ar > 0 && meta.additional_at + opt <= limit {
+            out.truncate(meta.additional_at);
+            meta.ar = 0;
+        } else {
+            out.truncate(q.question_end);
+            meta.an = 0;
+            meta.ns = 0;
+            meta.ar = 0;
+            reply.truncated = true;
+        }
+    }
+    let flags = out[2];
+    out[2] = 0x80 | (flags & 0x79) | if authoritative { 0x04 } else { 0 } | if reply.truncated { 0x02 } else { 0 };
+    out[3] = if cfg.forwarding { 0x80 } else { 0 } | (out[3] & 0x10) | (meta.rcode & 0x0f) as u8;
+    reply.answers = meta.an;
+    let ar = meta.ar + u16::from(q.edns.is_some());
+    for (i, v) in [1, meta.an, meta.ns, ar].into_iter().enumerate() {
+        out[4 + 2 * i..6 + 2 * i].copy_from_slice(&v.to_be_bytes());
+    }
+    if let Some(edns) = q.edns {
+        out.extend_from_slice(&[0, 0, rtype::OPT as u8]);
+        out.extend_from_slice(&cfg.max_udp_payload.max(512).to_be_bytes());
+        let do_bit = if edns.dnssec_ok { 0x80 } else { 0 };
+        out.extend_from_slice(&[(meta.rcode >> 4) as u8, 0, do_bit, 0, 0, 0]);
+    }
+    Outcome::Reply(reply)
+}

@@ -1,0 +1,310 @@
+//! Raw DNS wire helpers: cache keys, a strict query parser for the cache-hit path, and the
+//! offsets of record TTLs in an encoded message (so cached answers are patched, not re-encoded).
+
+use std::ops::Range;
+
+use hickory_proto::op::Query;
+use hickory_proto::rr::Name;
+
+/// Longest key: a 255-byte wire name, then qtype, qclass and the DO flag.
+const MAX_KEY: usize = 255 + 5;
+/// Length of the fixed DNS header.
+pub const HEADER_LEN: usize = 12;
+const OPT_TYPE: u16 = 41;
+
+/// A cache key: the lowercased wire-format name, qtype, qclass and the DO flag. Lives on the
+/// stack so building one for a lookup allocates nothing.
+#[derive(Clone)]
+pub struct Key {
+    buf: [u8; MAX_KEY],
+    len: usize,
+    name_len: usize,
+}
+
+impl Key {
+    /// The key of a parsed question; None when the name does not fit the wire format.
+    pub fn from_query(query: &Query, dnssec_ok: bool) -> Option<Key> {
+        let key = Key::name_only(query.name())?;
+        Some(key.finish(
+            u16::from(query.query_type()),
+            u16::from(query.query_class()),
+            dnssec_ok,
+        ))
+    }
+
+    /// A key holding only the lowercased wire form of `name`, for routing.
+    pub fn name_only(name: &Name) -> Option<Key> {
+        let mut key = Key {
+            buf: [0; MAX_KEY],
+            len: 0,
+            name_len: 0,
+        };
+        for label in name.iter() {
+            let n = u8::try_from(label.len())
+                .ok()
+                .filter(|&n| (1..=63).contains(&n))?;
+            key.push(n)?;
+            for &b in label {
+                key.push(b.to_ascii_lowercase())?;
+            }
+        }
+        key.push(0)?;
+        key.name_len = key.len;
+        Some(key)
+    }
+
+    fn push(&mut self, b: u8) -> Option<()> {
+        // A name is at most 255 bytes including the root label.
+        if self.len >= 255 {
+            return None;
+        }
+        self.buf[self.len] = b;
+        self.len += 1;
+        Some(())
+    }
+
+    fn finish(mut self, qtype: u16, qclass: u16, dnssec_ok: bool) -> Key {
+        let end = self.len + 5;
+        self.buf[self.len..end - 1].copy_from_slice(&[
+            (qtype >> 8) as u8,
+            qtype as u8,
+            (qclass >> 8) as u8,
+            qclass as u8,
+        ]);
+        self.buf[end - 1] = u8::from(dnssec_ok);
+        self.len = end;
+        self
+    }
+
+    /// The whole key.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// The lowercased wire-format name, root label included.
+    pub fn name(&self) -> &[u8] {
+        &self.buf[..self.name_len]
+    }
+}
+
+/// Every suffix of a wire-format name at a label boundary, longest first, ending with the root.
+pub fn suffixes(name: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut pos = Some(0usize);
+    std::iter::from_fn(move || {
+        let start = pos?;
+        let len = usize::from(*name.get(start)?);
+        pos = (len != 0).then_some(start + 1 + len);
+        name.get(start..)
+    })
+}
+
+/// EDNS parameters of a query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryEdns {
+    /// The requester's UDP payload size.
+    pub payload: u16,
+    /// The DO (DNSSEC OK) flag.
+    pub dnssec_ok: bool,
+}
+
+/// A plain standard query read straight from the wire.
+pub struct WireQuery {
+    /// Query id.
+    pub id: u16,
+    /// Recursion desired.
+    pub rd: bool,
+    /// Checking disabled.
+    pub cd: bool,
+    /// Byte range of the question (name, type, class) in the packet.
+    pub question: Range<usize>,
+    /// The cache key of the question.
+    pub key: Key,
+    /// The OPT record, when the query has one.
+    pub edns: Option<QueryEdns>,
+}
+
+/// Parses a query with exactly one question and at most an OPT record (EDNS version 0) in its
+/// additional section. Anything else, including compressed question names, yields None so the
+/// caller takes the general path.
+pub fn parse_query(p: &[u8]) -> Option<WireQuery> {
+    let header = p.get(..HEADER_LEN)?;
+    let opcode = (header[2] >> 3) & 0x0f;
+    if header[2] & 0x80 != 0 || opcode != 0 {
+        return None;
+    }
+    let counts = [be16(p, 4)?, be16(p, 6)?, be16(p, 8)?, be16(p, 10)?];
+    if counts[0] != 1 || counts[1] != 0 || counts[2] != 0 || counts[3] > 1 {
+        return None;
+    }
+    let mut key = Key {
+        buf: [0; MAX_KEY],
+        len: 0,
+        name_len: 0,
+    };
+    let mut pos = HEADER_LEN;
+    loop {
+        let n = *p.get(pos)?;
+        if n > 63 {
+            return None;
+        }
+        key.push(n)?;
+        if n == 0 {
+            pos += 1;
+            break;
+        }
+        for &b in p.get(pos + 1..pos + 1 + usize::from(n))? {
+            key.push(b.to_ascii_lowercase())?;
+        }
+        pos += 1 + usize::from(n);
+    }
+    key.name_len = key.len;
+    let (qtype, qclass) = (be16(p, pos)?, be16(p, pos + 2)?);
+    let question = HEADER_LEN..pos + 4;
+    pos += 4;
+    let edns = if counts[3] == 1 {
+        if *p.get(pos)? != 0 || be16(p, pos + 1)? != OPT_TYPE || *p.get(pos + 6)? != 0 {
+            return None;
+        }
+        let edns = QueryEdns {
+            payload: be16(p, pos + 3)?,
+            dnssec_ok: be16(p, pos + 7)? & 0x8000 != 0,
+        };
+        pos += 11 + usize::from(be16(p, pos + 9)?);
+        Some(edns)
+    } else {
+        None
+    };
+    if pos != p.len() {
+        return None;
+    }
+    let dnssec_ok = edns.is_some_and(|e| e.dnssec_ok);
+    Some(WireQuery {
+        id: be16(p, 0)?,
+        rd: header[2] & 0x01 != 0,
+        cd: header[3] & 0x10 != 0,
+        question,
+        key: key.finish(qtype, qclass, dnssec_ok),
+        edns,
+    })
+}
+
+/// Offsets of the TTL field of every record in an encoded message, or None when it does not
+/// parse (the walk checks every bound).
+pub fn ttl_offsets(p: &[u8]) -> Option<Vec<u16>> {
+    let qd = be16(p, 4)?;
+    let rr = u32::from(be16(p, 6)?) + u32::from(be16(p, 8)?) + u32::from(be16(p, 10)?);
+    let mut pos = HEADER_LEN;
+    for _ in 0..qd {
+        pos = skip_name(p, pos)? + 4;
+    }
+    let mut offsets = Vec::with_capacity(rr as usize);
+    for _ in 0..rr {
+        pos = skip_name(p, pos)?;
+        let rdlen = usize::from(be16(p, pos + 8)?);
+        offsets.push(u16::try_from(pos + 4).ok()?);
+        pos += 10 + rdlen;
+    }
+    (pos == p.len()).then_some(offsets)
+}
+
+fn skip_name(p: &[u8], mut pos: usize) -> Option<usize> {
+    loop {
+        let n = *p.get(pos)?;
+        match n & 0xc0 {
+            0xc0 => return p.get(pos + 1).map(|_| pos + 2),
+            0 if n == 0 => return Some(pos + 1),
+            0 => pos += 1 + usize::from(n),
+            _ => return None,
+        }
+    }
+}
+
+/// Big-endian u16 at `at`, if in bounds.
+pub fn be16(p: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*p.get(at)?, *p.get(at + 1)?]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{Edns, Message};
+    use hickory_proto::rr::RecordType;
+
+    fn query_bytes(name: &str, edns: Option<Edns>) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.recursion_desired = true;
+        let name = Name::from_ascii(name).expect("name");
+        m.add_query(Query::query(name, RecordType::AAAA));
+        m.edns = edns;
+        m.to_vec().expect("encode")
+    }
+
+    #[test]
+    fn wire_key_equals_parsed_key_and_ignores_case() {
+        let bytes = query_bytes("WwW.Example.ORG.", None);
+        let q = parse_query(&bytes).expect("parses");
+        let parsed = Message::from_vec(&bytes).expect("decode");
+        let key = Key::from_query(&parsed.queries[0], false).expect("key");
+        assert_eq!(q.key.as_bytes(), key.as_bytes());
+        assert_eq!(q.key.name(), b"\x03www\x07example\x03org\x00");
+        assert_eq!(&bytes[q.question.clone()][1..4], b"WwW");
+        assert!(q.rd && q.edns.is_none());
+    }
+
+    #[test]
+    fn edns_payload_and_do_flag_are_read_and_do_is_part_of_the_key() {
+        let mut edns = Edns::new();
+        edns.set_max_payload(1400).set_dnssec_ok(true);
+        let with = parse_query(&query_bytes("a.test.", Some(edns))).expect("parses");
+        assert_eq!(
+            with.edns,
+            Some(QueryEdns {
+                payload: 1400,
+                dnssec_ok: true
+            })
+        );
+        let without = parse_query(&query_bytes("a.test.", None)).expect("parses");
+        assert_ne!(with.key.as_bytes(), without.key.as_bytes());
+    }
+
+    #[test]
+    fn unusual_queries_are_left_to_the_general_path() {
+        let good = query_bytes("a.test.", None);
+        let mut response = good.clone();
+        response[2] |= 0x80;
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let mut two_questions = good.clone();
+        two_questions[5] = 2;
+        let mut pointer = good.clone();
+        pointer[12] = 0xc0;
+        let mut edns1 = Edns::new();
+        edns1.set_version(1);
+        for bad in [
+            &response[..],
+            &trailing,
+            &two_questions,
+            &pointer,
+            &good[..good.len() - 1],
+            &query_bytes("a.test.", Some(edns1)),
+        ] {
+            assert!(parse_query(bad).is_none());
+        }
+        assert!(parse_query(&good).is_some());
+    }
+
+    #[test]
+    fn suffixes_walk_label_boundaries() {
+        let all: Vec<&[u8]> = suffixes(b"\x01a\x04corp\x00").collect();
+        assert_eq!(all, [&b"\x01a\x04corp\x00"[..], b"\x04corp\x00", b"\x00"]);
+    }
+
+    #[test]
+    fn ttl_offsets_rejects_garbage_without_panicking() {
+        assert!(ttl_offsets(&[0; 5]).is_none());
+        let mut p = query_bytes("a.test.", None);
+        assert_eq!(ttl_offsets(&p), Some(vec![]));
+        p[7] = 1;
+        assert!(ttl_offsets(&p).is_none());
+    }
+}

@@ -1,0 +1,279 @@
+//! Counters and a latency histogram, cheap on the hot path: each UDP thread tallies in plain
+//! integers and adds them to shared atomics once per batch; zone counters are flushed by name.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use super::answer::Reply;
+use super::forward::ForwardStats;
+use super::wire::rcode;
+
+/// Histogram buckets: bucket i counts latencies below 2^i microseconds; the last takes the rest.
+pub(crate) const BUCKETS: usize = 24;
+/// Response codes counted one by one (0..=15, then 16 for BADVERS and anything above).
+const RCODES: usize = 17;
+
+/// What one thread counted since its last flush.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tally {
+    pub(crate) queries: u64,
+    pub(crate) prebuilt: u64,
+    pub(crate) truncated: u64,
+    pub(crate) forwarded: u64,
+    pub(crate) dropped: u64,
+    pub(crate) rcodes: [u64; RCODES],
+    pub(crate) latency: [u64; BUCKETS],
+}
+
+impl Tally {
+    /// Counts one response (queries are counted apart, as received).
+    #[inline]
+    pub(crate) fn reply(&mut self, r: &Reply) {
+        self.prebuilt += u64::from(r.prebuilt);
+        self.truncated += u64::from(r.truncated);
+        self.rcodes[usize::from(r.rcode).min(RCODES - 1)] += 1;
+    }
+
+    /// Counts `n` queries that each took `took`.
+    #[inline]
+    pub(crate) fn latency(&mut self, took: Duration, n: u64) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let bucket = (64 - micros.leading_zeros() as usize).min(BUCKETS - 1);
+        self.latency[bucket] += n;
+    }
+}
+
+/// Per-zone outcome counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ZoneCounts {
+    /// NOERROR answers with records.
+    pub answers: u64,
+    /// NOERROR answers without records (NODATA).
+    pub nodata: u64,
+    /// NXDOMAIN answers (including zones hidden from the requester).
+    pub nxdomain: u64,
+}
+
+impl ZoneCounts {
+    /// Counts one authoritative response.
+    pub(crate) fn count(&mut self, r: &Reply) {
+        match (r.rcode, r.answers) {
+            (rcode::NXDOMAIN, _) => self.nxdomain += 1,
+            (rcode::NOERROR, 0) => self.nodata += 1,
+            (rcode::NOERROR, _) => self.answers += 1,
+            _ => {}
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    queries: AtomicU64,
+    prebuilt: AtomicU64,
+    truncated: AtomicU64,
+    forwarded: AtomicU64,
+    dropped: AtomicU64,
+    rcodes: [AtomicU64; RCODES],
+    latency: [AtomicU64; BUCKETS],
+}
+
+fn add(a: &AtomicU64, v: u64) {
+    if v != 0 {
+        a.fetch_add(v, Relaxed);
+    }
+}
+
+impl Shard {
+    fn add(&self, t: &Tally) {
+        add(&self.queries, t.queries);
+        add(&self.prebuilt, t.prebuilt);
+        add(&self.truncated, t.truncated);
+        add(&self.forwarded, t.forwarded);
+        add(&self.dropped, t.dropped);
+        self.rcodes.iter().zip(&t.rcodes).for_each(|(a, v)| add(a, *v));
+        self.latency.iter().zip(&t.latency).for_each(|(a, v)| add(a, *v));
+    }
+
+    fn read(&self) -> Tally {
+        let mut t = Tally {
+            queries: self.queries.load(Relaxed),
+            prebuilt: self.prebuilt.load(Relaxed),
+            truncated: self.truncated.load(Relaxed),
+            forwarded: self.forwarded.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            ..Tally::default()
+        };
+        t.rcodes.iter_mut().zip(&self.rcodes).for_each(|(v, a)| *v = a.load(Relaxed));
+        t.latency.iter_mut().zip(&self.latency).for_each(|(v, a)| *v = a.load(Relaxed));
+        t
+    }
+}
+
+/// The server's counters, shared by its UDP threads and TCP tasks.
+#[derive(Default)]
+pub struct Metrics {
+    udp: Shard,
+    tcp: Shard,
+    zones: Mutex<BTreeMap<String, ZoneCounts>>,
+}
+
+impl Metrics {
+    /// Adds a UDP thread's tally.
+    pub(crate) fn add_udp(&self, t: &Tally) {
+        self.udp.add(t);
+    }
+
+    /// Adds a TCP tally.
+    pub(crate) fn add_tcp(&self, t: &Tally) {
+        self.tcp.add(t);
+    }
+
+    /// Adds per-zone counts.
+    pub(crate) fn add_zones<'a>(&self, counts: impl Iterator<Item = (&'a str, ZoneCounts)>) {
+        let mut zones = self.zones.lock().unwrap_or_else(PoisonError::into_inner);
+        for (name, c) in counts {
+            let z = zones.entry(name.to_string()).or_default();
+            z.answers += c.answers;
+            z.nodata += c.nodata;
+            z.nxdomain += c.nxdomain;
+        }
+    }
+
+    /// A consistent-enough copy of every counter.
+    pub fn report(&self, forward: Option<ForwardStats>) -> MetricsReport {
+        let (udp, tcp) = (self.udp.read(), self.tcp.read());
+        let sum = |f: fn(&Tally) -> u64| f(&udp) + f(&tcp);
+        let mut rcodes = BTreeMap::new();
+        for (i, name) in RCODE_NAMES.iter().enumerate() {
+            let n = udp.rcodes[i] + tcp.rcodes[i];
+            if n > 0 {
+                rcodes.insert((*name).to_string(), n);
+            }
+        }
+        MetricsReport {
+            queries_udp: udp.queries,
+            queries_tcp: tcp.queries,
+            prebuilt: sum(|t| t.prebuilt),
+            truncated: sum(|t| t.truncated),
+            forwarded: sum(|t| t.forwarded),
+            dropped: sum(|t| t.dropped),
+            rcodes,
+            zones: self.zones.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+            latency: (0..BUCKETS).map(|i| (1u64 << i, udp.latency[i] + tcp.latency[i])).collect(),
+            forward,
+        }
+    }
+}
+
+const RCODE_NAMES: [&str; RCODES] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
+    "NXRRSET", "NOTAUTH", "NOTZONE", "RCODE11", "RCODE12", "RCODE13", "RCODE14", "RCODE15", "BADVERS",
+];
+
+/// A copy of the server's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsReport {
+    /// Queries received over UDP (answered, forwarded or dropped).
+    pub queries_udp: u64,
+    /// Queries received over TCP.
+    pub queries_tcp: u64,
+    /// Answers copied from prebuilt bytes.
+    pub prebuilt: u64,
+    /// Answers sent with TC set.
+    pub truncated: u64,
+    /// Queries handed to the forwarder (including its cache hits).
+    pub forwarded: u64,
+    /// Packets answered with silence (no readable header, or a response).
+    pub dropped: u64,
+    /// Responses by code name (forwarded answers included).
+    pub rcodes: BTreeMap<String, u64>,
+    /// Authoritative outcomes by zone.
+    pub zones: BTreeMap<String, ZoneCounts>,
+    /// Latency histogram: (upper bound in microseconds, count), the last bucket open-ended.
+    pub latency: Vec<(u64, u64)>,
+    /// The forwarder's cache and upstream counters, when there is one.
+    pub forward: Option<ForwardStats>,
+}
+
+impl MetricsReport {
+    /// Renders the report in the Prometheus text exposition format.
+    pub fn to_prometheus(&self) -> String {
+        let mut s = String::new();
+        let mut line = |l: String| {
+            s.push_str(&l);
+            s.push('\n');
+        };
+        line(format!("shibafu_dns_queries_total{{transport=\"udp\"}} {}", self.queries_udp));
+        line(format!("shibafu_dns_queries_total{{transport=\"tcp\"}} {}", self.queries_tcp));
+        line(format!("shibafu_dns_prebuilt_answers_total {}", self.prebuilt));
+        line(format!("shibafu_dns_truncated_total {}", self.truncated));
+        line(format!("shibafu_dns_forwarded_total {}", self.forwarded));
+        line(format!("shibafu_dns_dropped_total {}", self.dropped));
+        for (code, n) in &self.rcodes {
+            line(format!("shibafu_dns_responses_total{{rcode=\"{code}\"}} {n}"));
+        }
+        for (zone, c) in &self.zones {
+            for (outcome, n) in [("answer", c.answers), ("nodata", c.nodata), ("nxdomain", c.nxdomain)] {
+                line(format!("shibafu_dns_zone_responses_total{{zone=\"{zone}\",outcome=\"{outcome}\"}} {n}"));
+            }
+        }
+        let mut cumulative = 0;
+        for (i, (bound, n)) in self.latency.iter().enumerate() {
+            cumulative += n;
+            let le = if i + 1 == self.latency.len() { "+Inf".to_string() } else { format!("{}", *bound as f64 / 1e6) };
+            line(format!("shibafu_dns_latency_seconds_bucket{{le=\"{le}\"}} {cumulative}"));
+        }
+        line(format!("shibafu_dns_latency_seconds_count {cumulative}"));
+        if let Some(f) = &self.forward {
+            line(format!("shibafu_dns_cache_hits_total {}", f.cache_hits));
+            line(format!("shibafu_dns_cache_misses_total {}", f.cache_misses));
+            line(format!("shibafu_dns_cache_entries {}", f.cache_entries));
+            line(format!("shibafu_dns_stale_served_total {}", f.stale_served));
+            line(format!("shibafu_dns_coalesced_total {}", f.coalesced));
+            for u in &f.upstreams {
+                let mut labels = String::new();
+                let _ = write!(labels, "upstream=\"{}\"", u.addr);
+                line(format!("shibafu_dns_upstream_queries_total{{{labels}}} {}", u.queries));
+                line(format!("shibafu_dns_upstream_failures_total{{{labels}}} {}", u.failures));
+                line(format!("shibafu_dns_upstream_timeouts_total{{{labels}}} {}", u.timeouts));
+                line(format!("shibafu_dns_upstream_tcp_retries_total{{{labels}}} {}", u.tcp_retries));
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tallies_add_up_and_render() {
+        let m = Metrics::default();
+        let mut t = Tally::default();
+        let ok = Reply { rcode: 0, answers: 1, zone: Some(0), prebuilt: true, truncated: false };
+        let nx = Reply { rcode: 3, answers: 0, ..ok };
+        t.queries = 2;
+        t.reply(&ok);
+        t.reply(&nx);
+        t.latency(Duration::from_micros(3), 2);
+        m.add_udp(&t);
+        m.add_udp(&t);
+        let mut z = ZoneCounts::default();
+        z.count(&ok);
+        z.count(&nx);
+        m.add_zones([("test.local.", z)].into_iter());
+        let r = m.report(None);
+        assert_eq!(r.queries_udp, 4);
+        assert_eq!(r.prebuilt, 4);
+        assert_eq!(r.rcodes["NXDOMAIN"], 2);
+        assert_eq!(r.latency[2], (4, 4), "3 µs falls in the < 4 µs bucket");
+        assert_eq!(r.zones["test.local."], ZoneCounts { answers: 1, nodata: 0, nxdomain: 1 });
+        let text = r.to_prometheus();
+        assert!(text.contains("shibafu_dns_responses_total{rcode=\"NXDOMAIN\"} 2"), "{text}");
+        assert!(text.contains("shibafu_dns_latency_seconds_count 4"), "{text}");
+    }
+}

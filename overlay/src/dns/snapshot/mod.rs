@@ -1,0 +1,185 @@
+//! The immutable record set one server answers from: zones, names, prebuilt answers, views.
+//!
+//! A [`Snapshot`] is built once by [`SnapshotBuilder`] and published through an
+//! `Arc<ArcSwap<Snapshot>>`; readers never lock and a swap under load loses no query.
+
+mod builder;
+mod compose;
+pub(crate) mod names;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::encode::Rd;
+use super::hash::FastMap;
+use super::wire::label_starts;
+
+pub use builder::SnapshotBuilder;
+pub(crate) use compose::{compose, Composed};
+pub use names::reverse_name;
+
+/// The order in which the records of one rrset (e.g. the A records of a service) are answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AnswerOrder {
+    /// Always in the order the records were added.
+    #[default]
+    Fixed,
+    /// Rotate by one record per answer (round robin over the rrset).
+    RoundRobin,
+    /// Cycle through these orders, each a list of record indexes (in insertion order); indexes
+    /// past the rrset's end are skipped and records not listed follow in insertion order. This is
+    /// the hook for weighted or least-connection policies computed by the caller.
+    Sequence(Vec<Vec<usize>>),
+}
+
+/// What a requester without a `.view()` entry may see.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DefaultView {
+    /// Every zone (the default).
+    #[default]
+    AllZones,
+    /// No zone: every local name is NXDOMAIN for unknown requesters.
+    NoZones,
+}
+
+/// One authoritative zone.
+pub(crate) struct Zone {
+    /// Dotted name, for metrics and logs.
+    pub(crate) name: String,
+    /// Apex in lowercased wire form.
+    pub(crate) apex: Box<[u8]>,
+    /// The apex SOA data.
+    pub(crate) soa: Rd,
+    /// TTL of the SOA in negative answers: min(SOA TTL, SOA minimum) (RFC 2308).
+    pub(crate) negative_ttl: u32,
+}
+
+/// The records at one owner name (empty for an empty non-terminal).
+pub(crate) struct Node {
+    /// Zone index.
+    pub(crate) zone: u16,
+    /// The rrsets, in the order their first record was added.
+    pub(crate) rrsets: Vec<RrSet>,
+    /// Order of the records within each rrset.
+    pub(crate) order: AnswerOrder,
+}
+
+/// Records of one type at one name.
+pub(crate) struct RrSet {
+    /// Record type.
+    pub(crate) rtype: u16,
+    /// TTL (the smallest given for the set).
+    pub(crate) ttl: u32,
+    /// Record data, in insertion order.
+    pub(crate) rdatas: Vec<Rd>,
+}
+
+impl Node {
+    /// The rrset of type `rtype`, if any.
+    pub(crate) fn rrset(&self, rtype: u16) -> Option<&RrSet> {
+        self.rrsets.iter().find(|s| s.rtype == rtype)
+    }
+}
+
+/// Answer sections prebuilt for one (name, type), in each rotation of the answer order.
+pub(crate) struct Prebuilt {
+    /// Zone index of the name.
+    pub(crate) zone: u16,
+    /// One packed answer per rotation.
+    pub(crate) variants: Box<[Packed]>,
+    /// Next rotation to serve.
+    next: AtomicUsize,
+}
+
+impl Prebuilt {
+    /// The packed answer to serve now (advances the rotation when there are several).
+    #[inline]
+    pub(crate) fn pick(&self) -> &Packed {
+        let n = self.variants.len();
+        let i = if n > 1 { self.next.fetch_add(1, Ordering::Relaxed) % n } else { 0 };
+        &self.variants[i]
+    }
+}
+
+/// The sections after the question, ready to copy, with their header counts.
+pub(crate) struct Packed {
+    /// Answer, authority and additional records, compressed against a question at offset 12.
+    pub(crate) bytes: Box<[u8]>,
+    /// What the header says about them.
+    pub(crate) meta: Composed,
+}
+
+/// Which zones each requester may see.
+pub(crate) struct Views {
+    clients: FastMap<IpAddr, Box<[u64]>>,
+    default_all: bool,
+}
+
+impl Views {
+    fn visible(&self, client: IpAddr, zone: u16) -> bool {
+        match self.clients.get(&client.to_canonical()) {
+            Some(bits) => bits
+                .get(usize::from(zone / 64))
+                .is_some_and(|w| w & (1u64 << (zone % 64)) != 0),
+            None => self.default_all,
+        }
+    }
+}
+
+/// An immutable record set: zones, names, prebuilt answers and views.
+pub struct Snapshot {
+    pub(crate) zones: Vec<Zone>,
+    zone_ids: FastMap<Box<[u8]>, u16>,
+    pub(crate) nodes: FastMap<Box<[u8]>, Node>,
+    prebuilt: FastMap<Box<[u8]>, Prebuilt>,
+    views: Option<Views>,
+}
+
+impl Default for Snapshot {
+    /// A snapshot without zones: every query is out of zone.
+    fn default() -> Self {
+        Snapshot {
+            zones: Vec::new(),
+            zone_ids: FastMap::default(),
+            nodes: FastMap::default(),
+            prebuilt: FastMap::default(),
+            views: None,
+        }
+    }
+}
+
+impl Snapshot {
+    /// The zones this snapshot is authoritative for, as dotted names.
+    pub fn zones(&self) -> impl Iterator<Item = &str> {
+        self.zones.iter().map(|z| z.name.as_str())
+    }
+
+    /// Number of owner names (including empty non-terminals and the apexes).
+    pub fn name_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The prebuilt answer for `key` (lowercased wire name followed by the big-endian qtype).
+    #[inline]
+    pub(crate) fn prebuilt(&self, key: &[u8]) -> Option<&Prebuilt> {
+        self.prebuilt.get(key)
+    }
+
+    /// The zone holding `name` (longest match), if any.
+    pub(crate) fn zone_of(&self, name: &[u8]) -> Option<u16> {
+        label_starts(name)
+            .chain(std::iter::once(name.len().saturating_sub(1)))
+            .find_map(|s| self.zone_ids.get(&name[s..]).copied())
+    }
+
+    /// Whether `client` may see `zone`.
+    #[inline]
+    pub(crate) fn visible(&self, client: IpAddr, zone: u16) -> bool {
+        self.views.as_ref().is_none_or(|v| v.visible(client, zone))
+    }
+
+    /// Name of zone `zone` (empty if out of range).
+    pub(crate) fn zone_name(&self, zone: u16) -> &str {
+        self.zones.get(usize::from(zone)).map_or("", |z| z.name.as_str())
+    }
+}

@@ -1,0 +1,238 @@
+//! The UDP loop: one OS thread per socket, recvmmsg/sendmmsg in batches of 64, answers written
+//! into buffers reused from batch to batch (no allocation for local names).
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::ptr::null_mut;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+
+use super::answer::{respond, Outcome, Reply, Transport};
+use super::metrics::{Tally, ZoneCounts};
+use super::server::Shared;
+use super::Snapshot;
+
+/// Datagrams read per recvmmsg call.
+const BATCH: usize = 64;
+/// Largest datagram read (longer ones arrive cut and get FORMERR).
+const PACKET: usize = 4096;
+/// How often zone counters reach the shared metrics.
+const ZONE_FLUSH: Duration = Duration::from_secs(1);
+
+/// Receive and send vectors for one batch; the raw pointers point into the boxed slices, whose
+/// heap storage never moves while the batch lives.
+struct Batch {
+    bufs: Box<[[u8; PACKET]]>,
+    outs: Vec<Vec<u8>>,
+    addrs: Box<[libc::sockaddr_storage]>,
+    iov_in: Box<[libc::iovec]>,
+    hdr_in: Box<[libc::mmsghdr]>,
+    iov_out: Box<[libc::iovec]>,
+    hdr_out: Box<[libc::mmsghdr]>,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        // SAFETY: these libc structs are plain data for which all-zero bytes are valid.
+        let zero_iov = || unsafe { zeroed::<libc::iovec>() };
+        let zero_hdr = || unsafe { zeroed::<libc::mmsghdr>() };
+        let zero_addr = || unsafe { zeroed::<libc::sockaddr_storage>() };
+        let mut b = Batch {
+            bufs: vec![[0u8; PACKET]; BATCH].into_boxed_slice(),
+            outs: (0..BATCH).map(|_| Vec::with_capacity(PACKET)).collect(),
+            addrs: (0..BATCH).map(|_| zero_addr()).collect(),
+            iov_in: (0..BATCH).map(|_| zero_iov()).collect(),
+            hdr_in: (0..BATCH).map(|_| zero_hdr()).collect(),
+            iov_out: (0..BATCH).map(|_| zero_iov()).collect(),
+            hdr_out: (0..BATCH).map(|_| zero_hdr()).collect(),
+        };
+        for i in 0..BATCH {
+            b.iov_in[i].iov_base = b.bufs[i].as_mut_ptr().cast();
+            b.iov_in[i].iov_len = PACKET;
+            let h = &mut b.hdr_in[i].msg_hdr;
+            h.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_iov = &mut b.iov_in[i];
+            h.msg_iovlen = 1;
+            b.hdr_out[i].msg_hdr.msg_iov = &mut b.iov_out[i];
+            b.hdr_out[i].msg_hdr.msg_iovlen = 1;
+        }
+        b
+    }
+
+    /// Reads up to a batch of datagrams; Ok(0) when the read timed out.
+    fn receive(&mut self, fd: i32) -> io::Result<usize> {
+        for h in self.hdr_in.iter_mut() {
+            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_flags = 0;
+        }
+        // SAFETY: hdr_in holds BATCH valid headers whose buffers outlive the call.
+        let n = unsafe {
+            libc::recvmmsg(fd, self.hdr_in.as_mut_ptr(), BATCH as u32, libc::MSG_WAITFORONE, null_mut())
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => Ok(0),
+            _ => Err(e),
+        }
+    }
+
+    /// Queues the answer in `outs[i]` to the sender of datagram `i` as message `slot`.
+    fn queue(&mut self, slot: usize, i: usize) {
+        self.iov_out[slot].iov_base = self.outs[i].as_mut_ptr().cast();
+        self.iov_out[slot].iov_len = self.outs[i].len();
+        let h = &mut self.hdr_out[slot].msg_hdr;
+        h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+        h.msg_namelen = self.hdr_in[i].msg_hdr.msg_namelen;
+    }
+
+    /// Sends the first `count` queued answers; a message the kernel rejects is skipped.
+    fn send(&mut self, fd: i32, count: usize) {
+        let mut sent = 0;
+        while sent < count {
+            // SAFETY: hdr_out[sent..count] are valid headers pointing into live buffers.
+            let r = unsafe {
+                libc::sendmmsg(fd, self.hdr_out[sent..].as_mut_ptr(), (count - sent) as u32, 0)
+            };
+            if r > 0 {
+                sent += r as usize;
+            } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                sent += 1;
+            }
+        }
+    }
+}
+
+/// The requester's address out of a sockaddr the kernel filled.
+fn peer_addr(ss: &libc::sockaddr_storage) -> SocketAddr {
+    match i32::from(ss.ss_family) {
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let sin6 = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(sin6.sin6_port), 0, sin6.sin6_scope_id))
+        }
+        _ => {
+            // SAFETY: AF_INET (the only other family a UDP/IP socket reports) is a sockaddr_in,
+            // and sockaddr_storage is large and aligned enough for it in any case.
+            let sin = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port)))
+        }
+    }
+}
+
+/// Zone counts of the snapshot in use, flushed by name when it changes or every second.
+struct ZoneTally {
+    held: Option<Arc<Snapshot>>,
+    counts: Vec<ZoneCounts>,
+    flushed: Instant,
+}
+
+impl ZoneTally {
+    fn track(&mut self, shared: &Shared, snap: &Arc<Snapshot>) {
+        if self.held.as_ref().is_some_and(|h| Arc::ptr_eq(h, snap)) {
+            return;
+        }
+        self.flush(shared);
+        self.counts = vec![ZoneCounts::default(); snap.zones.len()];
+        self.held = Some(Arc::clone(snap));
+    }
+
+    fn count(&mut self, r: &Reply) {
+        if let Some(c) = r.zone.and_then(|z| self.counts.get_mut(usize::from(z))) {
+            c.count(r);
+        }
+    }
+
+    fn flush(&mut self, shared: &Shared) {
+        self.flushed = Instant::now();
+        let Some(snap) = &self.held else { return };
+        let names = snap.zones.iter().map(|z| z.name.as_str());
+        shared.metrics.add_zones(names.zip(self.counts.iter().copied()));
+        self.counts.iter_mut().for_each(|c| *c = ZoneCounts::default());
+    }
+}
+
+/// Serves `socket` until `stop` is set (checked at least every read timeout).
+pub(crate) fn serve(shared: Arc<Shared>, socket: Arc<UdpSocket>, stop: Arc<AtomicBool>, rt: Handle) {
+    let fd = socket.as_raw_fd();
+    let mut b = Batch::new();
+    let mut zones = ZoneTally { held: None, counts: Vec::new(), flushed: Instant::now() };
+    let mut last_error: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let n = match b.receive(fd) {
+            Ok(n) => n,
+            Err(e) => {
+                if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    tracing::warn!(error = %e, "DNS UDP receive failed");
+                    last_error = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                0
+            }
+        };
+        if n > 0 {
+            let start = Instant::now();
+            let mut tally = Tally { queries: n as u64, ..Tally::default() };
+            let snap = shared.snapshot.load();
+            zones.track(&shared, &snap);
+            let mut slots = 0;
+            for i in 0..n {
+                let len = (b.hdr_in[i].msg_len as usize).min(PACKET);
+                let peer = peer_addr(&b.addrs[i]);
+                let packet = &b.bufs[i][..len];
+                let out = &mut b.outs[i];
+                let reply = match respond(&snap, packet, peer.ip(), Transport::Udp, &shared.answer_cfg, out) {
+                    Outcome::Reply(r) => {
+                        zones.count(&r);
+                        Some(r)
+                    }
+                    Outcome::Drop => {
+                        tally.dropped += 1;
+                        None
+                    }
+                    Outcome::Forward => {
+                        tally.forwarded += 1;
+                        shared.forward_udp(packet, peer, &socket, out, &rt)
+                    }
+                };
+                if let Some(r) = reply {
+                    tally.reply(&r);
+                    if shared.config.query_log {
+                        log_query(packet, peer.ip(), &r, "udp");
+                    }
+                    b.queue(slots, i);
+                    slots += 1;
+                }
+            }
+            drop(snap);
+            b.send(fd, slots);
+            tally.latency(start.elapsed(), n as u64);
+            shared.metrics.add_udp(&tally);
+        }
+        if zones.flushed.elapsed() >= ZONE_FLUSH {
+            zones.flush(&shared);
+        }
+    }
+    zones.flush(&shared);
+}
+
+/// One structured log line per query (only with query logging on).
+pub(crate) fn log_query(packet: &[u8], client: IpAddr, r: &Reply, transport: &'static str) {
+    let (name, qtype) = super::wire::parse_query(packet)
+        .map(|q| (super::wire::name_to_string(q.name()), q.qtype))
+        .unwrap_or_else(|_| (String::from("-"), 0));
+    tracing::info!(
+        target: "shibafu::dns::query",
+        %client, transport, name, qtype, rcode = r.rcode, answers = r.answers, truncated = r.truncated,
+        "query"
+    );
+}

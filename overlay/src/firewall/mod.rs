@@ -1,0 +1,176 @@
+//! Isolation and NAT of shibafu networks with nftables, in shibafu's own table only.
+//!
+//! [`FirewallSpec`] is plain data built from the model (networks, links, the node's uplink);
+//! [`render_ruleset`] turns it into one nft script that replaces `table inet shibafu` atomically
+//! and touches no other table; [`NftFirewall`] applies it with `nft -f -` and remembers the last
+//! spec so [`Firewall::ensure`] can put it back after someone flushed the ruleset.
+
+mod nft;
+mod render;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+pub use nft::NftFirewall;
+pub use render::{render_removal, render_ruleset, rule_comments, TABLE};
+
+use crate::model::{Link, Network};
+
+/// Errors of building or applying the ruleset.
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    /// The uplink name cannot be an interface name.
+    #[error("invalid uplink interface name {0:?}: use 1-15 letters, digits, '.', '_', '-' or '@'")]
+    InvalidUplink(String),
+    /// `nft` could not be started.
+    #[error("cannot run {}: {source}; is nftables installed?", program.display())]
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `nft` refused the script.
+    #[error("nft {action} failed ({status}): {stderr}")]
+    Nft {
+        /// What was attempted.
+        action: String,
+        /// Exit status.
+        status: String,
+        /// Its error output.
+        stderr: String,
+    },
+    /// The namespace could not be entered.
+    #[error(transparent)]
+    Netns(#[from] crate::netns::NetnsError),
+    /// The blocking helper task failed.
+    #[error("firewall helper task failed: {0}")]
+    Task(String),
+}
+
+/// One network as the firewall sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallNetwork {
+    /// Network name.
+    pub name: String,
+    /// Its bridge.
+    pub bridge: String,
+    /// IPv4 subnet.
+    pub subnet: Ipv4Net,
+    /// IPv6 subnet.
+    pub subnet6: Option<Ipv6Net>,
+    /// IPv4 gateway (DNS server).
+    pub gateway: Ipv4Addr,
+    /// IPv6 gateway (DNS server).
+    pub gateway6: Option<Ipv6Addr>,
+    /// No way out of the cluster.
+    pub internal: bool,
+}
+
+/// Everything the ruleset is rendered from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallSpec {
+    /// Networks, sorted by bridge.
+    pub networks: Vec<FirewallNetwork>,
+    /// Linked network pairs as bridge names (each pair once, sorted).
+    pub links: Vec<(String, String)>,
+    /// Interface outbound traffic is masqueraded on; `None` = any non-shibafu interface.
+    pub uplink: Option<String>,
+}
+
+impl FirewallSpec {
+    /// Builds the spec from the model. Links naming unknown networks are ignored.
+    pub fn from_model(networks: &[Network], links: &[Link], uplink: Option<&str>) -> Result<FirewallSpec, FirewallError> {
+        if let Some(u) = uplink {
+            let ok = !u.is_empty()
+                && u.len() <= crate::plan::MAX_IFNAME
+                && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b));
+            if !ok {
+                return Err(FirewallError::InvalidUplink(u.to_string()));
+            }
+        }
+        let mut nets: Vec<FirewallNetwork> = networks
+            .iter()
+            .map(|n| FirewallNetwork {
+                name: n.name.clone(),
+                bridge: n.bridge_name(),
+                subnet: n.subnet,
+                subnet6: n.subnet6,
+                gateway: n.gateway(),
+                gateway6: n.gateway6(),
+                internal: n.internal,
+            })
+            .collect();
+        nets.sort_by(|a, b| a.bridge.cmp(&b.bridge));
+        nets.dedup_by(|a, b| a.bridge == b.bridge);
+        let bridge = |name: &str| nets.iter().find(|n| n.name == name).map(|n| n.bridge.clone());
+        let mut pairs: Vec<(String, String)> = links
+            .iter()
+            .filter_map(|l| {
+                let (a, b) = (bridge(&l.a)?, bridge(&l.b)?);
+                (a != b).then(|| if a < b { (a, b) } else { (b, a) })
+            })
+            .collect();
+        pairs.sort();
+        pairs.dedup();
+        Ok(FirewallSpec { networks: nets, links: pairs, uplink: uplink.map(str::to_string) })
+    }
+}
+
+/// Applies rulesets; the real one runs nft, the fake records.
+#[async_trait]
+pub trait Firewall: Send + Sync {
+    /// Replaces shibafu's table with the ruleset of `spec` (atomically) and remembers `spec`.
+    async fn apply(&self, spec: &FirewallSpec) -> Result<(), FirewallError>;
+    /// Removes shibafu's table (and forgets the spec).
+    async fn remove(&self) -> Result<(), FirewallError>;
+    /// Re-applies the remembered spec if the table is gone or was altered; true if it did.
+    async fn ensure(&self) -> Result<bool, FirewallError>;
+}
+
+/// A [`Firewall`] that only records what it was asked to apply.
+#[derive(Debug, Default)]
+pub struct FakeFirewall {
+    applied: Mutex<Vec<FirewallSpec>>,
+    current: Mutex<Option<FirewallSpec>>,
+}
+
+impl FakeFirewall {
+    /// A fake with nothing applied.
+    pub fn new() -> FakeFirewall {
+        FakeFirewall::default()
+    }
+
+    /// The spec in force, if any.
+    pub fn current(&self) -> Option<FirewallSpec> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Every spec applied so far, in order.
+    pub fn history(&self) -> Vec<FirewallSpec> {
+        self.applied.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[async_trait]
+impl Firewall for FakeFirewall {
+    async fn apply(&self, spec: &FirewallSpec) -> Result<(), FirewallError> {
+        self.applied.lock().unwrap_or_else(|p| p.into_inner()).push(spec.clone());
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(spec.clone());
+        Ok(())
+    }
+
+    async fn remove(&self) -> Result<(), FirewallError> {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
+    }
+
+    async fn ensure(&self) -> Result<bool, FirewallError> {
+        Ok(false)
+    }
+}

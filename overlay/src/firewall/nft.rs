@@ -1,0 +1,133 @@
+//! [`NftFirewall`]: applies rendered rulesets with `nft -f -`, in the current network namespace or
+//! in another one, and re-applies the last one when it went missing.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use tracing::{info, warn};
+
+use super::{render_removal, render_ruleset, rule_comments, Firewall, FirewallError, FirewallSpec, TABLE};
+use crate::netns;
+
+/// The real firewall: runs `nft`.
+#[derive(Debug)]
+pub struct NftFirewall {
+    netns: Option<PathBuf>,
+    program: PathBuf,
+    last: Mutex<Option<FirewallSpec>>,
+}
+
+/// Output of one nft run.
+struct NftOutput {
+    ok: bool,
+    status: String,
+    stdout: String,
+    stderr: String,
+}
+
+fn run_nft(program: &Path, args: &[&str], stdin: Option<&str>) -> Result<NftOutput, FirewallError> {
+    let spawn_err = |source| FirewallError::Spawn { program: program.to_path_buf(), source };
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_err)?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).map_err(spawn_err)?;
+    }
+    let out = child.wait_with_output().map_err(spawn_err)?;
+    Ok(NftOutput {
+        ok: out.status.success(),
+        status: out.status.to_string(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
+}
+
+impl NftFirewall {
+    /// Works on the caller's network namespace (the agent's case).
+    pub fn current() -> NftFirewall {
+        NftFirewall { netns: None, program: PathBuf::from("nft"), last: Mutex::new(None) }
+    }
+
+    /// Works on the network namespace at `path` (tests, labs).
+    pub fn in_netns(path: impl Into<PathBuf>) -> NftFirewall {
+        NftFirewall { netns: Some(path.into()), ..NftFirewall::current() }
+    }
+
+    /// Uses `program` instead of `nft` from PATH.
+    pub fn with_program(mut self, program: impl Into<PathBuf>) -> NftFirewall {
+        self.program = program.into();
+        self
+    }
+
+    /// The spec last applied successfully.
+    pub fn last_applied(&self) -> Option<FirewallSpec> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Checks `spec`'s ruleset with `nft -c` (parsed and validated by the kernel, not committed).
+    pub async fn check(&self, spec: &FirewallSpec) -> Result<(), FirewallError> {
+        let out = self.nft(&["-c", "-f", "-"], Some(render_ruleset(spec))).await?;
+        expect_ok("check", out)
+    }
+
+    async fn nft(&self, args: &[&str], stdin: Option<String>) -> Result<NftOutput, FirewallError> {
+        let program = self.program.clone();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let netns = self.netns.clone();
+        let job = move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            match &netns {
+                // A child inherits the namespace of the thread that spawns it.
+                Some(p) => netns::run_in(p, move || run_nft(&program, &args, stdin.as_deref()))?,
+                None => run_nft(&program, &args, stdin.as_deref()),
+            }
+        };
+        tokio::task::spawn_blocking(job).await.map_err(|e| FirewallError::Task(e.to_string()))?
+    }
+}
+
+fn expect_ok(action: &str, out: NftOutput) -> Result<(), FirewallError> {
+    if out.ok {
+        Ok(())
+    } else {
+        Err(FirewallError::Nft { action: action.to_string(), status: out.status, stderr: out.stderr })
+    }
+}
+
+#[async_trait]
+impl Firewall for NftFirewall {
+    async fn apply(&self, spec: &FirewallSpec) -> Result<(), FirewallError> {
+        let out = self.nft(&["-f", "-"], Some(render_ruleset(spec))).await?;
+        expect_ok("apply", out)?;
+        info!(networks = spec.networks.len(), links = spec.links.len(), "firewall ruleset applied");
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(spec.clone());
+        Ok(())
+    }
+
+    async fn remove(&self) -> Result<(), FirewallError> {
+        let out = self.nft(&["-f", "-"], Some(render_removal())).await?;
+        expect_ok("remove", out)?;
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
+    }
+
+    async fn ensure(&self) -> Result<bool, FirewallError> {
+        let Some(spec) = self.last_applied() else { return Ok(false) };
+        let table: Vec<&str> = TABLE.split(' ').collect();
+        let out = self.nft(&["list", "table", table[0], table[1]], None).await?;
+        let intact = out.ok && rule_comments().iter().all(|c| out.stdout.contains(c.as_str()));
+        if intact {
+            return Ok(false);
+        }
+        warn!("shibafu nftables table missing or altered; re-applying the last ruleset");
+        self.apply(&spec).await?;
+        Ok(true)
+    }
+}

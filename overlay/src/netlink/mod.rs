@@ -1,0 +1,193 @@
+//! The host dataplane at the kernel edge: observe what exists, apply plan ops, with rtnetlink.
+//!
+//! [`Dataplane`] is what the agent's NetworkActor drives: `observe` then [`crate::plan::plan`]
+//! then `apply`, or [`reconcile`] for all three. [`NetlinkDataplane`] is the real one (optionally
+//! working on another namespace as "the host", which is how the host-tier tests use it);
+//! [`FakeDataplane`] simulates the kernel in memory for unit tests of callers.
+
+mod apply;
+mod conn;
+mod fake;
+mod observe;
+mod sysctl;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use rtnetlink::packet_route::address::AddressAttribute;
+use tracing::{debug, warn};
+
+pub use fake::{simulate, FakeDataplane};
+
+use crate::netns::NetnsError;
+use crate::plan::{plan, DesiredHost, ObservedHost, Op};
+
+/// Errors of observing or changing the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    /// A namespace could not be entered.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    /// The netlink socket could not be opened.
+    #[error("cannot open a netlink socket: {0}")]
+    Socket(std::io::Error),
+    /// The kernel refused a request.
+    #[error("{what}: {source}")]
+    Netlink {
+        /// What was being done.
+        what: String,
+        /// The netlink error.
+        source: rtnetlink::Error,
+    },
+    /// A link the op refers to does not exist.
+    #[error("no such link: {0}")]
+    NoSuchLink(String),
+    /// A sysctl could not be read or written.
+    #[error("sysctl {}: {source}", key.display())]
+    Sysctl {
+        /// The /proc/sys path.
+        key: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// No link carries the underlay address.
+    #[error("no interface carries underlay address {0}; check --underlay")]
+    NoUnderlay(IpAddr),
+    /// The simulated kernel of [`FakeDataplane`] refused an op (or was told to).
+    #[error("simulated kernel: {0}")]
+    Simulated(String),
+}
+
+/// One op that failed, and why.
+#[derive(Debug)]
+pub struct OpError {
+    /// The op.
+    pub op: Op,
+    /// The error.
+    pub error: NetlinkError,
+}
+
+/// Outcome of applying a list of ops: every op is tried; failures are collected, not fatal.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    /// Ops that succeeded.
+    pub applied: usize,
+    /// Ops that failed, in order.
+    pub errors: Vec<OpError>,
+}
+
+impl ApplyReport {
+    /// Did every op succeed?
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// The host dataplane: observe the kernel, apply ops.
+#[async_trait]
+pub trait Dataplane: Send + Sync {
+    /// Reads the host state plus the container namespaces `desired` names.
+    async fn observe(&self, desired: &DesiredHost) -> Result<ObservedHost, NetlinkError>;
+    /// Applies `ops` in order, trying every one and reporting each failure.
+    async fn apply(&self, ops: &[Op]) -> ApplyReport;
+}
+
+/// Observes, plans and applies; returns what was done (an empty report if nothing was wrong).
+pub async fn reconcile(dp: &dyn Dataplane, desired: &DesiredHost) -> Result<(Vec<Op>, ApplyReport), NetlinkError> {
+    let observed = dp.observe(desired).await?;
+    let ops = plan(desired, &observed);
+    let report = dp.apply(&ops).await;
+    Ok((ops, report))
+}
+
+/// The real dataplane, with rtnetlink, in the current network namespace or in another one
+/// treated as the host.
+#[derive(Debug, Clone, Default)]
+pub struct NetlinkDataplane {
+    host_netns: Option<PathBuf>,
+}
+
+impl NetlinkDataplane {
+    /// Works on the caller's own network namespace (the agent's case).
+    pub fn current() -> NetlinkDataplane {
+        NetlinkDataplane { host_netns: None }
+    }
+
+    /// Works on the network namespace at `path` as the host (tests, labs).
+    pub fn in_netns(path: impl Into<PathBuf>) -> NetlinkDataplane {
+        NetlinkDataplane { host_netns: Some(path.into()) }
+    }
+
+    fn host(&self) -> Option<&Path> {
+        self.host_netns.as_deref()
+    }
+
+    /// MTU of the interface that carries `underlay` (the overlay MTU is derived from it).
+    pub async fn underlay_mtu(&self, underlay: IpAddr) -> Result<u32, NetlinkError> {
+        let conn = conn::connect(self.host()).await?;
+        let addrs: Vec<_> = conn
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| NetlinkError::Netlink { what: "dump addresses".into(), source })?;
+        let index = addrs
+            .iter()
+            .find(|m| {
+                m.attributes
+                    .iter()
+                    .any(|a| matches!(a, AddressAttribute::Local(ip) | AddressAttribute::Address(ip) if *ip == underlay))
+            })
+            .map(|m| m.header.index)
+            .ok_or(NetlinkError::NoUnderlay(underlay))?;
+        let links = conn::dump_links(&conn.handle).await?;
+        links
+            .iter()
+            .find(|l| l.header.index == index)
+            .map(|l| observe::parse_link(l, &Default::default()).mtu)
+            .ok_or(NetlinkError::NoUnderlay(underlay))
+    }
+}
+
+#[async_trait]
+impl Dataplane for NetlinkDataplane {
+    async fn observe(&self, desired: &DesiredHost) -> Result<ObservedHost, NetlinkError> {
+        let conn = conn::connect(self.host()).await?;
+        observe::observe(&conn.handle, self.host(), desired).await
+    }
+
+    async fn apply(&self, ops: &[Op]) -> ApplyReport {
+        let mut report = ApplyReport::default();
+        if ops.is_empty() {
+            return report;
+        }
+        let mut session = match apply::Session::open(self.host()).await {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = e.to_string();
+                report.errors = ops
+                    .iter()
+                    .map(|op| OpError { op: op.clone(), error: NetlinkError::Socket(std::io::Error::other(msg.clone())) })
+                    .collect();
+                return report;
+            }
+        };
+        for op in ops {
+            match session.apply(op).await {
+                Ok(()) => {
+                    debug!(%op, "applied");
+                    report.applied += 1;
+                }
+                Err(error) => {
+                    warn!(%op, %error, "dataplane op failed");
+                    report.errors.push(OpError { op: op.clone(), error });
+                }
+            }
+        }
+        report
+    }
+}

@@ -1,0 +1,316 @@
+//! Reads the kernel state the plan compares against: shibafu links in the host namespace with
+//! their addresses, VXLAN and bridge FDB entries, permanent neighbours, forwarding switches, and
+//! the named interfaces and default routes inside container namespaces.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::link::{
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteType};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::{Handle, RouteMessageBuilder};
+
+use super::conn::{connect, dump_links, link_name};
+use super::{sysctl, NetlinkError};
+use crate::plan::{
+    is_owned, DesiredHost, LinkKind, MacAddr, ObservedContainer, ObservedFdb, ObservedHost, ObservedLink,
+    ObservedNeigh, ObservedPortFdb, PortFlags,
+};
+
+const NUD_PERMANENT: u16 = 0x80;
+const NUD_NOARP: u16 = 0x40;
+
+/// Observes the host namespace reached by `handle` and the container namespaces `desired` names.
+pub(crate) async fn observe(handle: &Handle, host_netns: Option<&Path>, desired: &DesiredHost) -> Result<ObservedHost, NetlinkError> {
+    let all = dump_links(handle).await?;
+    let names: HashMap<u32, String> =
+        all.iter().filter_map(|m| link_name(m).map(|n| (m.header.index, n.to_string()))).collect();
+    let mut links: Vec<ObservedLink> = all
+        .iter()
+        .filter(|m| link_name(m).is_some_and(is_owned))
+        .map(|m| parse_link(m, &names))
+        .collect();
+    attach_addresses(handle, &mut links).await?;
+    let by_index: HashMap<u32, &ObservedLink> = links.iter().map(|l| (l.index, l)).collect();
+    let (fdb, port_fdb) = observe_fdb(handle, &by_index).await?;
+    let neighbours = observe_neighbours(handle, &by_index).await?;
+    let forwarding4 = sysctl::read_flag(host_netns, sysctl::FORWARD_V4).await?;
+    let forwarding6 = sysctl::read_flag(host_netns, sysctl::FORWARD_V6).await?;
+    let mut containers = Vec::new();
+    for netns in desired.container_netns() {
+        containers.push(observe_container(netns).await);
+    }
+    Ok(ObservedHost { forwarding4, forwarding6, links, fdb, port_fdb, neighbours, containers })
+}
+
+/// Looks into one container namespace; a namespace that cannot be entered is `reachable: false`.
+async fn observe_container(netns: &Path) -> ObservedContainer {
+    let mut out = ObservedContainer {
+        netns: netns.to_path_buf(),
+        reachable: false,
+        links: Vec::new(),
+        default4: Vec::new(),
+        default6: Vec::new(),
+    };
+    let res = async {
+        let conn = connect(Some(netns)).await?;
+        let all = dump_links(&conn.handle).await?;
+        let names: HashMap<u32, String> =
+            all.iter().filter_map(|m| link_name(m).map(|n| (m.header.index, n.to_string()))).collect();
+        let mut links: Vec<ObservedLink> = all.iter().map(|m| parse_link(m, &names)).collect();
+        attach_addresses(&conn.handle, &mut links).await?;
+        let (d4, d6) = default_routes(&conn.handle, &names).await?;
+        Ok::<_, NetlinkError>((links, d4, d6))
+    }
+    .await;
+    match res {
+        Ok((links, d4, d6)) => {
+            out.reachable = true;
+            out.links = links;
+            out.default4 = d4;
+            out.default6 = d6;
+        }
+        Err(e) => tracing::warn!(netns = %netns.display(), error = %e, "cannot observe container namespace"),
+    }
+    out
+}
+
+/// Turns a link message into what the plan compares.
+pub(crate) fn parse_link(m: &LinkMessage, names: &HashMap<u32, String>) -> ObservedLink {
+    let mut l = ObservedLink {
+        name: link_name(m).unwrap_or_default().to_string(),
+        index: m.header.index,
+        kind: LinkKind::Other(String::new()),
+        mtu: 0,
+        mac: None,
+        up: m.header.flags.contains(LinkFlags::Up),
+        master: None,
+        port: None,
+        peer_index: None,
+        addresses: Vec::new(),
+    };
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::Mtu(v) => l.mtu = *v,
+            LinkAttribute::Address(b) => l.mac = MacAddr::from_slice(b),
+            LinkAttribute::Controller(i) => l.master = names.get(i).cloned(),
+            LinkAttribute::Link(i) => l.peer_index = Some(*i),
+            LinkAttribute::LinkInfo(infos) => parse_info(infos, &mut l),
+            _ => {}
+        }
+    }
+    l
+}
+
+fn parse_info(infos: &[LinkInfo], l: &mut ObservedLink) {
+    for info in infos {
+        match info {
+            LinkInfo::Kind(InfoKind::Bridge) => l.kind = LinkKind::Bridge,
+            LinkInfo::Kind(InfoKind::Veth) => l.kind = LinkKind::Veth,
+            LinkInfo::Kind(InfoKind::Vxlan) if !matches!(l.kind, LinkKind::Vxlan { .. }) => {
+                l.kind = LinkKind::Vxlan { vni: 0, local: None, port: 0, learning: true };
+            }
+            LinkInfo::Kind(k) => l.kind = LinkKind::Other(k.to_string()),
+            LinkInfo::Data(InfoData::Vxlan(v)) => {
+                let (mut vni, mut local, mut port, mut learning) = (0, None, 0, true);
+                for x in v {
+                    match x {
+                        InfoVxlan::Id(i) => vni = *i,
+                        InfoVxlan::Local(a) => local = Some(IpAddr::V4(*a)),
+                        InfoVxlan::Local6(a) => local = Some(IpAddr::V6(*a)),
+                        InfoVxlan::Port(p) => port = *p,
+                        InfoVxlan::Learning(b) => learning = *b,
+                        _ => {}
+                    }
+                }
+                l.kind = LinkKind::Vxlan { vni, local, port, learning };
+            }
+            LinkInfo::PortData(InfoPortData::BridgePort(p)) => {
+                let mut flags = PortFlags { neigh_suppress: false, learning: true };
+                for x in p {
+                    match x {
+                        InfoBridgePort::NeighSupress(b) => flags.neigh_suppress = *b,
+                        InfoBridgePort::Learning(b) => flags.learning = *b,
+                        _ => {}
+                    }
+                }
+                l.port = Some(flags);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Fills in the addresses of `links` (IPv6 link-local ones left out: the kernel owns them).
+async fn attach_addresses(handle: &Handle, links: &mut [ObservedLink]) -> Result<(), NetlinkError> {
+    let msgs: Vec<AddressMessage> = handle
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|source| NetlinkError::Netlink { what: "dump addresses".into(), source })?;
+    for m in msgs {
+        let Some(link) = links.iter_mut().find(|l| l.index == m.header.index) else { continue };
+        let local = m.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(ip) => Some(*ip),
+            _ => None,
+        });
+        let addr = local.or_else(|| {
+            m.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            })
+        });
+        let Some(ip) = addr else { continue };
+        if let IpAddr::V6(v6) = ip {
+            if v6.segments()[0] & 0xffc0 == 0xfe80 {
+                continue;
+            }
+        }
+        if let Ok(net) = IpNet::new(ip, m.header.prefix_len) {
+            link.addresses.push(net);
+        }
+    }
+    Ok(())
+}
+
+type FdbLists = (Vec<ObservedFdb>, Vec<ObservedPortFdb>);
+
+/// VXLAN `self` entries (with a destination) and static bridge entries on shibafu VXLAN ports.
+async fn observe_fdb(handle: &Handle, ours: &HashMap<u32, &ObservedLink>) -> Result<FdbLists, NetlinkError> {
+    let msgs: Vec<_> = handle
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Bridge)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|source| NetlinkError::Netlink { what: "dump bridge fdb".into(), source })?;
+    let (mut fdb, mut port_fdb) = (Vec::new(), Vec::new());
+    for m in msgs {
+        let Some(link) = ours.get(&m.header.ifindex) else { continue };
+        if !matches!(link.kind, LinkKind::Vxlan { .. }) {
+            continue;
+        }
+        let mut mac = None;
+        let mut dst = None;
+        let mut has_master = false;
+        for a in &m.attributes {
+            match a {
+                NeighbourAttribute::LinkLayerAddress(b) => mac = MacAddr::from_slice(b),
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => dst = Some(IpAddr::V4(*v4)),
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => dst = Some(IpAddr::V6(*v6)),
+                NeighbourAttribute::Controller(_) => has_master = true,
+                _ => {}
+            }
+        }
+        let Some(mac) = mac else { continue };
+        let state = u16::from(m.header.state);
+        if m.header.flags.contains(NeighbourFlags::Own) || (!has_master && dst.is_some()) {
+            if let Some(vtep) = dst {
+                fdb.push(ObservedFdb { vxlan: link.name.clone(), mac, vtep });
+            }
+        } else if has_master && state & NUD_NOARP != 0 && state & NUD_PERMANENT == 0 {
+            port_fdb.push(ObservedPortFdb { port: link.name.clone(), mac });
+        }
+    }
+    fdb.sort();
+    port_fdb.sort();
+    Ok((fdb, port_fdb))
+}
+
+/// Permanent neighbour entries on shibafu bridges.
+async fn observe_neighbours(handle: &Handle, ours: &HashMap<u32, &ObservedLink>) -> Result<Vec<ObservedNeigh>, NetlinkError> {
+    let mut out = Vec::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let msgs: Vec<_> = handle
+            .neighbours()
+            .get()
+            .set_address_family(family)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| NetlinkError::Netlink { what: "dump neighbours".into(), source })?;
+        for m in msgs {
+            let Some(link) = ours.get(&m.header.ifindex) else { continue };
+            if link.kind != LinkKind::Bridge || m.header.state != NeighbourState::Permanent {
+                continue;
+            }
+            let mut ip = None;
+            let mut mac = None;
+            for a in &m.attributes {
+                match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => ip = Some(IpAddr::V4(*v4)),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => ip = Some(IpAddr::V6(*v6)),
+                    NeighbourAttribute::LinkLayerAddress(b) => mac = MacAddr::from_slice(b),
+                    _ => {}
+                }
+            }
+            if let (Some(ip), Some(mac)) = (ip, mac) {
+                out.push(ObservedNeigh { bridge: link.name.clone(), ip, mac });
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+type Defaults = (Vec<(Ipv4Addr, String)>, Vec<(Ipv6Addr, String)>);
+
+/// Default routes of the main table, as (gateway, interface name).
+async fn default_routes(handle: &Handle, names: &HashMap<u32, String>) -> Result<Defaults, NetlinkError> {
+    let mut d4 = Vec::new();
+    let mut d6 = Vec::new();
+    let requests = [
+        RouteMessageBuilder::<Ipv4Addr>::new().build(),
+        RouteMessageBuilder::<Ipv6Addr>::new().build(),
+    ];
+    for req in requests {
+        let msgs: Vec<_> = handle
+            .route()
+            .get(req)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| NetlinkError::Netlink { what: "dump routes".into(), source })?;
+        for m in msgs {
+            let table = m
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Table(t) => Some(*t),
+                    _ => None,
+                })
+                .unwrap_or(u32::from(m.header.table));
+            if m.header.destination_prefix_length != 0
+                || table != u32::from(RouteHeader::RT_TABLE_MAIN)
+                || m.header.kind != RouteType::Unicast
+            {
+                continue;
+            }
+            let mut gw = None;
+            let mut oif = None;
+            for a in &m.attributes {
+                match a {
+                    RouteAttribute::Gateway(g) => gw = Some(g.clone()),
+                    RouteAttribute::Oif(i) => oif = names.get(i).cloned(),
+                    _ => {}
+                }
+            }
+            match (gw, oif) {
+                (Some(RouteAddress::Inet(g)), Some(dev)) => d4.push((g, dev)),
+                (Some(RouteAddress::Inet6(g)), Some(dev)) => d6.push((g, dev)),
+                _ => {}
+            }
+        }
+    }
+    Ok((d4, d6))
+}

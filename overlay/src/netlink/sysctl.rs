@@ -1,0 +1,39 @@
+//! The few host sysctls the dataplane needs (IP forwarding), read and written in the host
+//! namespace (paths under /proc/sys/net resolve in the namespace of the thread that opens them).
+
+use std::path::{Path, PathBuf};
+
+use super::NetlinkError;
+use crate::netns;
+
+/// IPv4 forwarding switch.
+pub(crate) const FORWARD_V4: &str = "/proc/sys/net/ipv4/ip_forward";
+/// IPv6 forwarding switch (all interfaces).
+pub(crate) const FORWARD_V6: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+
+fn read_now(key: &str) -> Result<bool, std::io::Error> {
+    match std::fs::read_to_string(key) {
+        Ok(s) => Ok(s.trim() == "1"),
+        // IPv6 disabled on this kernel: forwarding is simply off.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads a 0/1 sysctl in `netns` (`None` = the caller's namespace).
+pub(crate) async fn read_flag(netns: Option<&Path>, key: &'static str) -> Result<bool, NetlinkError> {
+    let res = match netns {
+        None => read_now(key),
+        Some(p) => netns::run_in_async(p, move || read_now(key)).await?,
+    };
+    res.map_err(|source| NetlinkError::Sysctl { key: PathBuf::from(key), source })
+}
+
+/// Sets a 0/1 sysctl to 1 in `netns` (`None` = the caller's namespace).
+pub(crate) async fn enable_flag(netns: Option<&Path>, key: &'static str) -> Result<(), NetlinkError> {
+    let res = match netns {
+        None => std::fs::write(key, b"1"),
+        Some(p) => netns::run_in_async(p, move || std::fs::write(key, b"1")).await?,
+    };
+    res.map_err(|source| NetlinkError::Sysctl { key: PathBuf::from(key), source })
+}

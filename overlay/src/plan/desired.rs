@@ -1,0 +1,358 @@
+//! What this host's dataplane should look like, built from cluster state and local attachments.
+//!
+//! Every network in the cluster gets its bridge (and VXLAN device) on every node: the gateway
+//! address must exist for the network's DNS, and routing between linked networks happens on the
+//! sending node, which therefore needs the destination network's bridge too.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+
+use super::names::{gateway_mac, overlay_mtu, veth_host_name, MAX_IFNAME, MIN_MTU, MIN_MTU_V6, VXLAN_PORT};
+use super::{MacAddr, PlanError};
+use crate::model::{Endpoint, Network, Node};
+
+/// The whole desired dataplane of one host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredHost {
+    /// Networks present on this host, sorted by bridge name.
+    pub networks: Vec<DesiredNetwork>,
+    /// Local container interfaces, sorted by (netns, ifname).
+    pub endpoints: Vec<DesiredEndpoint>,
+}
+
+/// One network's bridge (carrying the anycast gateway) and VXLAN device on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredNetwork {
+    /// Network name (for messages).
+    pub name: String,
+    /// Bridge name (`sfbr<vni hex>`).
+    pub bridge: String,
+    /// Bridge MAC: the anycast gateway MAC of the network.
+    pub mac: MacAddr,
+    /// Overlay MTU (bridge, VXLAN, both veth ends).
+    pub mtu: u32,
+    /// IPv4 gateway with the subnet's prefix length.
+    pub gateway4: Ipv4Net,
+    /// IPv6 gateway with the subnet's prefix length.
+    pub gateway6: Option<Ipv6Net>,
+    /// The VXLAN device; `None` on a host without an underlay address (single-host mode).
+    pub vxlan: Option<DesiredVxlan>,
+}
+
+/// A network's VXLAN device and what it must know about remote endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredVxlan {
+    /// Device name (`sfvx<vni hex>`).
+    pub name: String,
+    /// VNI.
+    pub vni: u32,
+    /// Local VTEP (this node's underlay address).
+    pub local: IpAddr,
+    /// UDP port.
+    pub port: u16,
+    /// Remote endpoints, sorted by MAC.
+    pub remotes: Vec<RemoteEndpoint>,
+}
+
+/// A container interface on another node: FDB entry MAC -> VTEP, neighbour entries IP -> MAC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteEndpoint {
+    /// Its MAC.
+    pub mac: MacAddr,
+    /// Its IPv4 address.
+    pub ipv4: Ipv4Addr,
+    /// Its IPv6 address.
+    pub ipv6: Option<Ipv6Addr>,
+    /// Underlay address of its node.
+    pub vtep: IpAddr,
+}
+
+/// A local container interface: a veth pair from the network's bridge into the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredEndpoint {
+    /// Network name.
+    pub network: String,
+    /// Endpoint id.
+    pub endpoint_id: String,
+    /// Host end of the veth (`sfe` + hash).
+    pub host_ifname: String,
+    /// Bridge it is a port of.
+    pub bridge: String,
+    /// Container network namespace path.
+    pub netns: PathBuf,
+    /// Interface name inside the container.
+    pub ifname: String,
+    /// MAC of the container interface.
+    pub mac: MacAddr,
+    /// IPv4 address with the subnet's prefix.
+    pub ipv4: Ipv4Net,
+    /// IPv6 address with the subnet's prefix.
+    pub ipv6: Option<Ipv6Net>,
+    /// MTU of both ends.
+    pub mtu: u32,
+    /// IPv4 default route via this gateway (the container's first network only).
+    pub default4: Option<Ipv4Addr>,
+    /// IPv6 default route via this gateway (the container's first network with IPv6 only).
+    pub default6: Option<Ipv6Addr>,
+}
+
+/// A container (network namespace) on this host and its interfaces in attach order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalContainer {
+    /// Network namespace path.
+    pub netns: PathBuf,
+    /// Interfaces, first = the network of the default route.
+    pub interfaces: Vec<LocalInterface>,
+}
+
+/// One interface of a local container: which endpoint it is and its name inside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalInterface {
+    /// Network name.
+    pub network: String,
+    /// Endpoint id (its record carries addresses and MAC).
+    pub endpoint_id: String,
+    /// Name inside the container, chosen once at attach (see [`super::next_ifname`]).
+    pub ifname: String,
+}
+
+/// Everything [`DesiredHost::build`] reads.
+#[derive(Debug, Clone, Copy)]
+pub struct HostInputs<'a> {
+    /// This node's name.
+    pub node: &'a str,
+    /// This node's underlay address (local VTEP); `None` = single host, no VXLAN.
+    pub underlay: Option<IpAddr>,
+    /// MTU of the underlay interface.
+    pub underlay_mtu: u32,
+    /// Every network of the cluster.
+    pub networks: &'a [Network],
+    /// Every live node.
+    pub nodes: &'a [Node],
+    /// Every endpoint of the cluster (local ones included).
+    pub endpoints: &'a [Endpoint],
+    /// Local containers and their interfaces.
+    pub containers: &'a [LocalContainer],
+}
+
+impl DesiredHost {
+    /// Builds the desired state. Local inconsistencies (an interface naming an unknown network
+    /// or endpoint, a bad MAC or address) fail the whole build so nothing half-right is applied;
+    /// bad remote records are logged and skipped.
+    pub fn build(inp: &HostInputs<'_>) -> Result<DesiredHost, PlanError> {
+        let networks = build_networks(inp)?;
+        let endpoints = build_endpoints(inp, &networks)?;
+        let mut networks: Vec<DesiredNetwork> = networks.into_values().map(|(n, _)| n).collect();
+        add_remotes(inp, &mut networks);
+        networks.sort_by(|a, b| a.bridge.cmp(&b.bridge));
+        Ok(DesiredHost { networks, endpoints })
+    }
+
+    /// Distinct container namespaces this host configures.
+    pub fn container_netns(&self) -> Vec<&Path> {
+        let set: BTreeSet<&Path> = self.endpoints.iter().map(|e| e.netns.as_path()).collect();
+        set.into_iter().collect()
+    }
+
+    /// Does any network carry IPv6 (so IPv6 forwarding is needed)?
+    pub fn has_ipv6(&self) -> bool {
+        self.networks.iter().any(|n| n.gateway6.is_some())
+    }
+
+    /// The network named `name`.
+    pub fn network(&self, name: &str) -> Option<&DesiredNetwork> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+}
+
+type NetworkMap<'a> = BTreeMap<&'a str, (DesiredNetwork, &'a Network)>;
+
+fn build_networks<'a>(inp: &HostInputs<'a>) -> Result<NetworkMap<'a>, PlanError> {
+    let mut out: NetworkMap<'a> = BTreeMap::new();
+    let mut bridges = BTreeSet::new();
+    for net in inp.networks {
+        if let Err(e) = net.validate() {
+            warn!(network = %net.name, error = %e, "skipping invalid network");
+            continue;
+        }
+        if !bridges.insert(net.bridge_name()) {
+            warn!(network = %net.name, vni = net.vni, "skipping network with a duplicate VNI");
+            continue;
+        }
+        let mtu = overlay_mtu(net.mtu, inp.underlay_mtu, inp.underlay);
+        let min = if net.subnet6.is_some() { MIN_MTU_V6 } else { MIN_MTU };
+        if mtu < min {
+            return Err(PlanError::MtuTooSmall { network: net.name.clone(), mtu, min });
+        }
+        let gateway4 = Ipv4Net::new(net.gateway(), net.subnet.prefix_len()).unwrap_or(net.subnet);
+        let gateway6 = net
+            .subnet6
+            .as_ref()
+            .map(|s| Ipv6Net::new(crate::model::first_host_v6(s), s.prefix_len()).unwrap_or(*s));
+        let vxlan = inp.underlay.map(|local| DesiredVxlan {
+            name: net.vxlan_name(),
+            vni: net.vni,
+            local,
+            port: VXLAN_PORT,
+            remotes: Vec::new(),
+        });
+        let d = DesiredNetwork {
+            name: net.name.clone(),
+            bridge: net.bridge_name(),
+            mac: gateway_mac(net.vni),
+            mtu,
+            gateway4,
+            gateway6,
+            vxlan,
+        };
+        out.insert(net.name.as_str(), (d, net));
+    }
+    Ok(out)
+}
+
+fn build_endpoints(inp: &HostInputs<'_>, nets: &NetworkMap<'_>) -> Result<Vec<DesiredEndpoint>, PlanError> {
+    let by_id: BTreeMap<(&str, &str), &Endpoint> =
+        inp.endpoints.iter().map(|e| ((e.network.as_str(), e.id.as_str()), e)).collect();
+    let mut out = Vec::new();
+    let mut host_names = BTreeSet::new();
+    for c in inp.containers {
+        let mut names = BTreeSet::new();
+        let mut has_default6 = false;
+        for (i, li) in c.interfaces.iter().enumerate() {
+            let (dn, net) = nets.get(li.network.as_str()).ok_or_else(|| PlanError::UnknownNetwork {
+                network: li.network.clone(),
+                netns: c.netns.clone(),
+            })?;
+            let ep = by_id
+                .get(&(li.network.as_str(), li.endpoint_id.as_str()))
+                .ok_or_else(|| PlanError::UnknownEndpoint {
+                    network: li.network.clone(),
+                    endpoint: li.endpoint_id.clone(),
+                })?;
+            if ep.node != inp.node {
+                return Err(PlanError::ForeignEndpoint {
+                    endpoint: ep.id.clone(),
+                    node: ep.node.clone(),
+                });
+            }
+            if li.ifname.is_empty() || li.ifname.len() > MAX_IFNAME || li.ifname.contains(['/', ' ', ':']) {
+                return Err(PlanError::InvalidIfname(li.ifname.clone()));
+            }
+            if !names.insert(li.ifname.as_str()) {
+                return Err(PlanError::DuplicateIfname { netns: c.netns.clone(), ifname: li.ifname.clone() });
+            }
+            let mac = parse_mac(ep)?;
+            if !net.subnet.contains(&ep.ipv4) || ep.ipv4 == dn.gateway4.addr() {
+                return Err(PlanError::AddressOutsideSubnet {
+                    endpoint: ep.id.clone(),
+                    addr: ep.ipv4.into(),
+                    subnet: net.subnet.to_string(),
+                });
+            }
+            let ipv6 = match (ep.ipv6, net.subnet6) {
+                (None, _) => None,
+                (Some(a), Some(s)) if s.contains(&a) && Some(a) != net.gateway6() => {
+                    Some(Ipv6Net::new(a, s.prefix_len()).unwrap_or(s))
+                }
+                (Some(a), s) => {
+                    return Err(PlanError::AddressOutsideSubnet {
+                        endpoint: ep.id.clone(),
+                        addr: a.into(),
+                        subnet: s.map(|s| s.to_string()).unwrap_or_else(|| "(no IPv6 subnet)".into()),
+                    })
+                }
+            };
+            let host_ifname = veth_host_name(&li.network, &li.endpoint_id);
+            if !host_names.insert(host_ifname.clone()) {
+                return Err(PlanError::DuplicateAttachment {
+                    network: li.network.clone(),
+                    endpoint: li.endpoint_id.clone(),
+                });
+            }
+            let default6 = match (has_default6, ipv6, dn.gateway6) {
+                (false, Some(_), Some(gw)) => {
+                    has_default6 = true;
+                    Some(gw.addr())
+                }
+                _ => None,
+            };
+            out.push(DesiredEndpoint {
+                network: li.network.clone(),
+                endpoint_id: li.endpoint_id.clone(),
+                host_ifname,
+                bridge: dn.bridge.clone(),
+                netns: c.netns.clone(),
+                ifname: li.ifname.clone(),
+                mac,
+                ipv4: Ipv4Net::new(ep.ipv4, net.subnet.prefix_len()).unwrap_or(net.subnet),
+                ipv6,
+                mtu: dn.mtu,
+                default4: (i == 0).then(|| dn.gateway4.addr()),
+                default6,
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.netns, &a.ifname).cmp(&(&b.netns, &b.ifname)));
+    Ok(out)
+}
+
+fn parse_mac(ep: &Endpoint) -> Result<MacAddr, PlanError> {
+    match ep.mac.parse::<MacAddr>() {
+        Ok(m) if m.is_unicast() => Ok(m),
+        _ => Err(PlanError::InvalidMac { endpoint: ep.id.clone(), mac: ep.mac.clone() }),
+    }
+}
+
+fn add_remotes(inp: &HostInputs<'_>, networks: &mut [DesiredNetwork]) {
+    let Some(local) = inp.underlay else { return };
+    let vteps: BTreeMap<&str, IpAddr> = inp.nodes.iter().map(|n| (n.name.as_str(), n.underlay)).collect();
+    let subnets: BTreeMap<&str, &Network> = inp.networks.iter().map(|n| (n.name.as_str(), n)).collect();
+    for dn in networks.iter_mut() {
+        let Some(net) = subnets.get(dn.name.as_str()) else { continue };
+        let Some(vx) = dn.vxlan.as_mut() else { continue };
+        // Local endpoints' MACs and addresses win over any remote record claiming them.
+        let mut macs = BTreeSet::new();
+        let mut ips = BTreeSet::from([IpAddr::V4(dn.gateway4.addr())]);
+        ips.extend(dn.gateway6.map(|g| IpAddr::V6(g.addr())));
+        for ep in inp.endpoints.iter().filter(|e| e.network == dn.name && e.node == inp.node) {
+            macs.extend(ep.mac.parse::<MacAddr>().ok());
+            ips.insert(IpAddr::V4(ep.ipv4));
+            ips.extend(ep.ipv6.map(IpAddr::V6));
+        }
+        for ep in inp.endpoints.iter().filter(|e| e.network == dn.name && e.node != inp.node) {
+            let skip = |why: &str| warn!(network = %dn.name, endpoint = %ep.id, node = %ep.node, "skipping remote endpoint: {why}");
+            let Some(&vtep) = vteps.get(ep.node.as_str()) else {
+                debug!(network = %dn.name, endpoint = %ep.id, node = %ep.node, "remote endpoint's node is not live");
+                continue;
+            };
+            if vtep.is_ipv4() != local.is_ipv4() || vtep == local {
+                skip("its node's underlay address cannot be reached from this VTEP");
+                continue;
+            }
+            let Ok(mac) = parse_mac(ep) else {
+                skip("invalid MAC");
+                continue;
+            };
+            if !net.subnet.contains(&ep.ipv4) {
+                skip("address outside the subnet");
+                continue;
+            }
+            let ipv6 = ep.ipv6.filter(|a| net.subnet6.is_some_and(|s| s.contains(a)));
+            let v6_taken = ipv6.is_some_and(|a| ips.contains(&IpAddr::V6(a)));
+            if macs.contains(&mac) || ips.contains(&IpAddr::V4(ep.ipv4)) || v6_taken {
+                skip("MAC or address already used by another endpoint");
+                continue;
+            }
+            macs.insert(mac);
+            ips.insert(IpAddr::V4(ep.ipv4));
+            ips.extend(ipv6.map(IpAddr::V6));
+            vx.remotes.push(RemoteEndpoint { mac, ipv4: ep.ipv4, ipv6, vtep });
+        }
+        vx.remotes.sort_by_key(|r| r.mac);
+    }
+}
