@@ -10,10 +10,13 @@ BIN_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/debug
 TIER := scripts/test-tier.sh
 export SHIBAFU_BIN_DIR := $(BIN_DIR)
 
-# Integration test files, one cargo --test per file.
+# Integration test files, one cargo --test per file. In tests/tests, lab_*.rs is the lab tier
+# and every other file the host tier.
 OVERLAY_ITESTS := $(patsubst overlay/tests/%.rs,--test %,$(wildcard overlay/tests/*.rs))
-HOST_TESTS := $(patsubst tests/tests/%.rs,--test %,$(wildcard tests/tests/host_*.rs))
-LAB_TESTS := $(patsubst tests/tests/%.rs,--test %,$(wildcard tests/tests/lab_*.rs))
+LAB_FILES := $(wildcard tests/tests/lab_*.rs)
+HOST_FILES := $(filter-out $(LAB_FILES),$(wildcard tests/tests/*.rs))
+HOST_TESTS := $(patsubst tests/tests/%.rs,--test %,$(HOST_FILES))
+LAB_TESTS := $(patsubst tests/tests/%.rs,--test %,$(LAB_FILES))
 
 .PHONY: build deps lint fmt-check clippy test unit host lab demo demo-down
 
@@ -40,7 +43,7 @@ unit: build
 	$(if $(OVERLAY_ITESTS),$(TIER) unit-overlay $(CARGO) test -p shibafu-overlay $(OVERLAY_ITESTS),@echo "unit-overlay: no integration tests")
 
 host: build
-	$(if $(HOST_TESTS),$(TIER) host $(CARGO) test -p shibafu-tests $(HOST_TESTS),@echo "host: no host_*.rs tests")
+	$(if $(HOST_TESTS),$(TIER) host $(CARGO) test -p shibafu-tests $(HOST_TESTS),@echo "host: no host tier tests")
 
 lab: build
 	$(if $(LAB_TESTS),$(TIER) lab $(CARGO) test -p shibafu-tests $(LAB_TESTS),@echo "lab: no lab_*.rs tests")

@@ -228,7 +228,13 @@ pub fn wait_ready(layout: &Layout, st: &LabState, key: &str) -> anyhow::Result<(
         }
         "dns" => {
             let server: SocketAddr = layout.dns_addr().parse()?;
-            let zone = crate::spec::UpstreamDnsSpec::default().zones[0].clone();
+            let zone = spec
+                .args
+                .iter()
+                .skip_while(|a| *a != "--zone")
+                .nth(1)
+                .cloned()
+                .unwrap_or_default();
             probe::wait_ready(&what, START_TIMEOUT, watch, || {
                 probe::dns_answers_in(&ctl, server, &zone)
             })

@@ -4,6 +4,7 @@
 //! as they are: a restarted agent adopts them. Its lease is left to expire (so a quick restart
 //! is invisible to the cluster) unless `--deregister` is given.
 
+use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -69,6 +70,7 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

@@ -61,7 +61,9 @@ fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
 
 /// `SUFFIX=IP[:PORT]`.
 fn parse_forward_zone(s: &str) -> Result<(String, SocketAddr), String> {
-    let (suffix, upstream) = s.split_once('=').ok_or_else(|| format!("{s:?} is not SUFFIX=IP[:PORT]"))?;
+    let (suffix, upstream) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not SUFFIX=IP[:PORT]"))?;
     if suffix.trim().is_empty() {
         return Err(format!("{s:?} has an empty suffix"));
     }
@@ -74,11 +76,20 @@ fn load(args: &DnsArgs) -> anyhow::Result<Snapshot> {
     for zone in &args.zones {
         builder.zone(zone);
     }
-    let serial = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_secs() as u32);
+    let serial = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs() as u32);
     builder.serial(serial);
     if let Some(path) = &args.records {
-        let text = std::fs::read_to_string(path).with_context(|| format!("read records file {}", path.display()))?;
-        parse_records(&text, &path.display().to_string(), &args.zones, args.default_ttl, &mut builder)?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read records file {}", path.display()))?;
+        parse_records(
+            &text,
+            &path.display().to_string(),
+            &args.zones,
+            args.default_ttl,
+            &mut builder,
+        )?;
     }
     Ok(builder.build()?)
 }
@@ -95,7 +106,11 @@ fn forwarder(args: &DnsArgs) -> anyhow::Result<Option<Forwarder>> {
             None => zones.push((key, vec![*addr])),
         }
     }
-    let cfg = ForwardConfig { upstreams: args.forward.clone(), zones, ..ForwardConfig::default() };
+    let cfg = ForwardConfig {
+        upstreams: args.forward.clone(),
+        zones,
+        ..ForwardConfig::default()
+    };
     cfg.validate().context("invalid forwarding flags")?;
     Ok(Some(Forwarder::new(cfg)))
 }
@@ -104,7 +119,11 @@ fn forwarder(args: &DnsArgs) -> anyhow::Result<Option<Forwarder>> {
 pub fn run(args: DnsArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
     if args.zones.is_empty() {
         bail!("give at least one --zone");
     }
@@ -124,7 +143,10 @@ async fn serve(args: DnsArgs, snapshot: Snapshot) -> anyhow::Result<()> {
         udp.extend(bind_udp_group(*addr, usize::from(args.threads))?);
         tcp.push(bind_tcp(*addr)?);
     }
-    let config = ServerConfig { query_log: args.query_log, ..ServerConfig::default() };
+    let config = ServerConfig {
+        query_log: args.query_log,
+        ..ServerConfig::default()
+    };
     let handle = Arc::new(ArcSwap::from_pointee(snapshot));
     let server = DnsServer::new(handle.clone(), forwarder(&args)?, config);
     let mut hup = signal(SignalKind::hangup()).context("install the SIGHUP handler")?;
@@ -136,7 +158,11 @@ async fn serve(args: DnsArgs, snapshot: Snapshot) -> anyhow::Result<()> {
         let server = server.clone();
         let interval = Duration::from_secs(args.stats_interval);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(if interval.is_zero() { Duration::from_secs(3600) } else { interval });
+            let mut tick = tokio::time::interval(if interval.is_zero() {
+                Duration::from_secs(3600)
+            } else {
+                interval
+            });
             tick.tick().await;
             loop {
                 tokio::select! {
@@ -150,7 +176,11 @@ async fn serve(args: DnsArgs, snapshot: Snapshot) -> anyhow::Result<()> {
             let _ = stop_tx.send(());
         })
     };
-    let mut listen: Vec<String> = udp.iter().filter_map(|s| s.local_addr().ok()).map(|a| a.to_string()).collect();
+    let mut listen: Vec<String> = udp
+        .iter()
+        .filter_map(|s| s.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
     listen.dedup();
     tracing::info!(listen = ?listen, zones = ?server.snapshot().load().zones().collect::<Vec<_>>(), "serving DNS");
     server.run(udp, tcp, async { drop(stop_rx.await) }).await?;
@@ -168,7 +198,10 @@ fn reload(args: &DnsArgs, handle: &ArcSwap<Snapshot>) {
             handle.store(Arc::new(snap));
             tracing::info!(names, "records reloaded");
         }
-        Err(e) => tracing::error!(error = format!("{e:#}"), "reload failed; still serving the previous records"),
+        Err(e) => tracing::error!(
+            error = format!("{e:#}"),
+            "reload failed; still serving the previous records"
+        ),
     }
 }
 

@@ -17,7 +17,9 @@ pub struct ShimArgs {
 /// Runs the container and exits with its code; never starts threads before the fork.
 pub fn run(args: ShimArgs) -> anyhow::Result<()> {
     let dir = args.spec.parent().context("spec file has no directory")?;
-    let spec = ContainerDir::new(dir.to_path_buf()).read_spec().context("read container spec")?;
+    let spec = ContainerDir::new(dir.to_path_buf())
+        .read_spec()
+        .context("read container spec")?;
     let code = shim::run(&spec).with_context(|| format!("container {}", spec.name))?;
     std::process::exit(code)
 }

@@ -223,7 +223,7 @@ impl Handler<Registered> for StoreActor {
                 return;
             }
         };
-        info!(node = %self.cfg.node.name, lease = format!("{lease:x}"), keys = msg.keys.len(), "node registered");
+        info!(node = %self.cfg.node.name, lease = %format_args!("{lease:x}"), keys = msg.keys.len(), "node registered");
         self.lease = Some(lease);
         self.set_connected(true, None);
         if msg.gen == self.owned_gen {

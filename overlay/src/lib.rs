@@ -6,6 +6,7 @@
 pub mod api;
 pub mod container;
 pub mod dns;
+pub mod ipam;
 pub mod firewall;
 pub mod model;
 pub mod netlink;

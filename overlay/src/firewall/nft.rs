@@ -28,7 +28,7 @@ struct NftOutput {
     stderr: String,
 }
 
-fn run_nft(program: &Path, args: &[&str], stdin: Option<&str>) -> Result<NftOutput, FirewallError> {
+fn run_nft(program: &Path, args: &[String], stdin: Option<&str>) -> Result<NftOutput, FirewallError> {
     let spawn_err = |source| FirewallError::Spawn { program: program.to_path_buf(), source };
     let mut child = Command::new(program)
         .args(args)
@@ -82,7 +82,6 @@ impl NftFirewall {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let netns = self.netns.clone();
         let job = move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             match &netns {
                 // A child inherits the namespace of the thread that spawns it.
                 Some(p) => netns::run_in(p, move || run_nft(&program, &args, stdin.as_deref()))?,

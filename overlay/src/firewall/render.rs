@@ -190,7 +190,7 @@ mod tests {
         let s = render_ruleset(&spec(&[], None));
         let pos = |needle: &str| s.find(needle).unwrap_or_else(|| panic!("missing {needle}"));
         assert!(pos("iifname . oifname @allowed accept") < pos("iifname @bridges oifname @bridges drop"));
-        assert!(pos("oifname @bridges drop") > pos("ct state established,related accept"));
+        assert!(pos("\t\toifname @bridges drop") > pos("oifname @bridges ct state established,related accept"));
         assert!(pos("iifname @internal drop") > pos("iifname . oifname @allowed accept"), "internal may still reach linked networks");
         assert!(line_with(&s, "hook forward").contains("policy accept"), "never drop other traffic of the host");
         assert!(line_with(&s, "hook postrouting").contains("type nat"));

@@ -91,8 +91,13 @@ impl<'a> Session<'a> {
                 Ok(idx) => ok_if(&[libc::ENODEV], h.link().del(idx).execute().await),
             },
             Op::CreateBridge { name, mac, mtu } => {
-                let msg = LinkMessageBuilder::<LinkBridge>::new(name).address(mac.octets().to_vec()).mtu(*mtu).build();
-                h.link().add(msg).execute().await.map_err(kernel)
+                let msg = LinkMessageBuilder::<LinkBridge>::new(name).address(mac.octets().to_vec()).build();
+                h.link().add(msg).execute().await.map_err(kernel)?;
+                // The MTU is set as a change after creation: only an MTU changed that way sticks
+                // when the bridge's last port leaves (otherwise it falls back to 1500).
+                let idx = self.host_index(name).await?;
+                let msg = LinkUnspec::new_with_index(idx).mtu(*mtu).build();
+                h.link().set(msg).execute().await.map_err(kernel)
             }
             Op::CreateVxlan { name, vni, local, port, mtu } => {
                 let b = LinkVxlan::new(name, *vni).port(*port).learning(false).mtu(*mtu);

@@ -182,6 +182,21 @@ async fn attach_addresses(handle: &Handle, links: &mut [ObservedLink]) -> Result
     Ok(())
 }
 
+/// The address of a neighbour attribute. In AF_BRIDGE (FDB) messages the parser cannot know the
+/// destination's family and hands raw bytes: 4 or 16 of them are an IPv4 or IPv6 VTEP.
+fn neigh_ip(d: &NeighbourAddress) -> Option<IpAddr> {
+    match d {
+        NeighbourAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        NeighbourAddress::Other(b) => match b.len() {
+            4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+            16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(|a| IpAddr::V6(Ipv6Addr::from(a))),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 type FdbLists = (Vec<ObservedFdb>, Vec<ObservedPortFdb>);
 
 /// VXLAN `self` entries (with a destination) and static bridge entries on shibafu VXLAN ports.
@@ -206,8 +221,7 @@ async fn observe_fdb(handle: &Handle, ours: &HashMap<u32, &ObservedLink>) -> Res
         for a in &m.attributes {
             match a {
                 NeighbourAttribute::LinkLayerAddress(b) => mac = MacAddr::from_slice(b),
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => dst = Some(IpAddr::V4(*v4)),
-                NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => dst = Some(IpAddr::V6(*v6)),
+                NeighbourAttribute::Destination(d) => dst = neigh_ip(d),
                 NeighbourAttribute::Controller(_) => has_master = true,
                 _ => {}
             }
@@ -248,8 +262,7 @@ async fn observe_neighbours(handle: &Handle, ours: &HashMap<u32, &ObservedLink>)
             let mut mac = None;
             for a in &m.attributes {
                 match a {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => ip = Some(IpAddr::V4(*v4)),
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => ip = Some(IpAddr::V6(*v6)),
+                    NeighbourAttribute::Destination(d) => ip = neigh_ip(d),
                     NeighbourAttribute::LinkLayerAddress(b) => mac = MacAddr::from_slice(b),
                     _ => {}
                 }

@@ -16,6 +16,7 @@ use etcd_client::{
 use futures::stream::{self, StreamExt};
 use tokio::sync::Mutex;
 
+use super::keys::ROOT;
 use super::{Compare, KeyValue, Store, StoreError, TxnOp, WatchEvent, WatchStream};
 
 /// Upper bound of one unary call (and of opening a watch).
@@ -35,25 +36,28 @@ pub struct EtcdStore {
 impl EtcdStore {
     /// Connects to etcd (`http://127.0.0.1:2379` style endpoints) and checks it answers.
     pub async fn connect(endpoints: &[String]) -> Result<EtcdStore, StoreError> {
+        let unreachable = |e: StoreError| {
+            let reason = match e {
+                StoreError::Unavailable(msg) => msg,
+                other => other.to_string(),
+            };
+            StoreError::Unavailable(format!(
+                "cannot reach etcd at {} ({reason}): check that etcd runs there",
+                endpoints.join(",")
+            ))
+        };
         let options = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
             .with_keep_alive(PING_INTERVAL, PING_TIMEOUT)
             .with_keep_alive_while_idle(false);
         let client = timed(Client::connect(endpoints, Some(options)))
             .await
-            .map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot reach etcd at {}: {e}",
-                    endpoints.join(",")
-                ))
-            })?;
+            .map_err(unreachable)?;
         let store = EtcdStore {
             client,
             keepers: Mutex::new(HashMap::new()),
         };
-        store.get("/shibafu/v1/").await.map_err(|e| {
-            StoreError::Unavailable(format!("cannot reach etcd at {}: {e}", endpoints.join(",")))
-        })?;
+        store.get(ROOT).await.map_err(unreachable)?;
         Ok(store)
     }
 

@@ -53,6 +53,7 @@ struct Lease {
 
 struct Watcher {
     prefix: String,
+    from: i64,
     tx: mpsc::UnboundedSender<WatchItem>,
 }
 
@@ -160,7 +161,7 @@ impl Inner {
         self.watchers.retain(|w| {
             let mine: Vec<WatchEvent> = events
                 .iter()
-                .filter(|e| event_key(e).starts_with(&w.prefix))
+                .filter(|e| e.revision() >= w.from && event_key(e).starts_with(&w.prefix))
                 .cloned()
                 .collect();
             mine.is_empty() || w.tx.send(Ok(mine)).is_ok()
@@ -339,6 +340,7 @@ impl Store for MemoryStore {
         let (tx, rx) = mpsc::unbounded_channel();
         g.watchers.push(Watcher {
             prefix: prefix.to_string(),
+            from,
             tx,
         });
         let live = stream::unfold(rx, |mut rx| async move {

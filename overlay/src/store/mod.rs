@@ -86,7 +86,7 @@ impl WatchEvent {
 pub enum Compare {
     /// The key does not exist.
     Absent(String),
-    /// The key exists with exactly this mod revision.
+    /// The key exists with exactly this mod revision (which must be > 0).
     ModRevision(String, i64),
     /// The key exists with exactly this value.
     Value(String, Vec<u8>),
@@ -130,6 +130,9 @@ pub trait Store: Send + Sync + 'static {
     async fn keep_alive(&self, lease: i64) -> Result<i64, StoreError>;
     /// Revokes a lease, deleting its keys.
     async fn revoke_lease(&self, lease: i64) -> Result<(), StoreError>;
-    /// Watches a prefix from a revision (inclusive). Yields `Compacted` if that revision is gone.
+    /// Watches a prefix from a revision (inclusive; `0` = from now on). Events come in batches,
+    /// one revision never split over two batches. If that revision is gone, the stream yields
+    /// `Compacted` and ends; on a lost connection it yields `Unavailable` (or just ends).
+    /// Most callers want the resilient [`watch_changes`] instead.
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream, StoreError>;
 }
