@@ -20,4 +20,11 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/d
   systemctl disable etcd >/dev/null 2>&1 || true
 fi
 command -v cargo >/dev/null || { echo "install-deps: cargo not found (install the Rust toolchain)" >&2; exit 1; }
+# `make test` runs rustfmt and clippy: add them to a rustup toolchain that lacks them.
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null || { echo "install-deps: cargo $component missing" >&2; exit 1; }
+    rustup component add "$component"
+  fi
+done
 echo "install-deps: ok"

@@ -9,9 +9,13 @@ BIN=${SHIBAFU_BIN_DIR:-$PWD/target/debug}
 export SHIBAFU_BIN_DIR=$BIN
 LAB=${SHIBAFU_LAB:-demo}
 lab() { "$BIN/shibafu-lab" --name "$LAB" "$@"; }
+# on NODE CMD...: run CMD inside a lab node, quietly (for polling loops).
 on() { local node=$1; shift; lab exec "$node" -- "$@"; }
+# at NODE CMD...: show the command as typed on that node, then run it there.
+at() { local node=$1; shift; printf '\033[2m%s$ %s\033[0m\n' "$node" "$*"; on "$node" "$@"; }
+# host CMD...: show a shibafu-lab command, then run it.
+host() { printf '\033[2m$ shibafu-lab %s\033[0m\n' "$*"; lab "$@"; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
 
 for b in shibafu shibafu-agent shibafu-coordinator shibafu-lab; do
   [ -x "$BIN/$b" ] || { echo "demo: $BIN/$b missing: run 'make build' first" >&2; exit 1; }
@@ -22,16 +26,16 @@ if lab status >/dev/null 2>&1; then
   echo "a lab named '$LAB' is already up: removing it first"
   lab down
 fi
-run lab up --nodes 3
+host up --nodes 3
 
 step "2. Networks, created through the coordinator from node1 (as in the phase plan)"
-run on node1 shibafu network create frontend 172.21.0.0/24
-run on node1 shibafu network create backend 172.22.0.0/24
-run on node1 shibafu network create database 172.23.0.0/24 --internal
+at node1 shibafu network create frontend 172.21.0.0/24
+at node1 shibafu network create backend 172.22.0.0/24
+at node1 shibafu network create database 172.23.0.0/24 --internal
 
 step "3. The cluster as seen from node2"
-run on node2 shibafu network ls
-run on node2 shibafu node ls
+at node2 shibafu network ls
+at node2 shibafu node ls
 
 step "4. Every agent sees every network (each node's local agent API)"
 for n in node1 node2 node3; do
@@ -47,25 +51,25 @@ for n in node1 node2 node3; do
 done
 
 step "5. Bad input is refused with a clear message and changes nothing"
-run on node1 shibafu network create overlap 172.21.0.0/16 || true
-run on node1 shibafu network create Bad_Name 172.30.0.0/24 || true
+at node1 shibafu network create overlap 172.21.0.0/16 || true
+at node1 shibafu network create Bad_Name 172.30.0.0/24 || true
 
 step "6. The lab's own \"external\" DNS (upstream of every agent)"
-run on node1 dig +short @"$(lab status --json | sed -n 's/.*"dns_addr": "\([0-9.]*\):.*/\1/p')" www.example.com A
+at node1 dig +short @"$(lab status --json | sed -n 's/.*"dns_addr": "\([0-9.]*\):.*/\1/p')" www.example.com A
 
 step "7. Node loss: stop node3's agent; its lease expires and the cluster forgets it"
-run lab stop node3
+host stop node3
 for _ in $(seq 100); do
   on node1 shibafu node ls | grep -q node3 || break
   sleep 0.2
 done
-run on node1 shibafu node ls
-run lab start node3
+at node1 shibafu node ls
+host start node3
 for _ in $(seq 100); do
   on node1 shibafu node ls | grep -q node3 && break
   sleep 0.2
 done
-run on node1 shibafu node ls
+at node1 shibafu node ls
 
 step "Done. The lab '$LAB' keeps running:"
 cat <<EOF

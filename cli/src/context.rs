@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use shibafu_overlay::api::{Client, ClientError, Coordinator, Target};
+use shibafu_overlay::api::{Agent, ClientError, Coordinator, Target};
 
 /// Shown when the coordinator cannot be reached.
 pub const COORDINATOR_HINT: &str =
@@ -33,7 +33,7 @@ impl Context {
 
     /// A client of this host's agent API. `--agent` is a socket path (relative paths are
     /// taken from the current directory), `unix:/path` or `http://host:port`.
-    pub fn agent(&self) -> Result<Client, ClientError> {
+    pub fn agent(&self) -> Result<Agent, ClientError> {
         let given = self.agent.as_str();
         let target = if given.contains(':') || given.starts_with('/') {
             given.parse()?
@@ -43,7 +43,7 @@ impl Context {
                 .unwrap_or_else(|_| Path::new(given).to_path_buf());
             Target::Unix(abs)
         };
-        Ok(Client::new(target, "agent", AGENT_HINT))
+        Ok(Agent::new(target, AGENT_HINT))
     }
 }
 
@@ -54,7 +54,7 @@ mod tests {
     #[test]
     fn agent_addresses() {
         let ctx = |a: &str| Context::new("http://127.0.0.1:7480".into(), a.into());
-        let t = |a: &str| ctx(a).agent().expect("agent").target().clone();
+        let t = |a: &str| ctx(a).agent().expect("agent").client().target().clone();
         assert_eq!(
             t("/run/shibafu/agent.sock"),
             Target::Unix("/run/shibafu/agent.sock".into())

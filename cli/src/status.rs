@@ -12,7 +12,7 @@ use crate::output;
 /// Probes both servers, prints one row each; fails when either does not answer.
 pub async fn run(ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
     let coordinator = probe(ctx.coordinator().map(|c| c.client().clone())).await;
-    let agent = probe(ctx.agent()).await;
+    let agent = probe(ctx.agent().map(|a| a.client().clone())).await;
     let probes = [("coordinator", coordinator), ("agent", agent)];
     let rows: Vec<Vec<String>> = probes
         .iter()

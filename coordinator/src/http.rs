@@ -28,7 +28,13 @@ pub struct AppState {
 pub struct HttpError(pub ApiError);
 
 impl From<ApiError> for HttpError {
+    /// Logs the error where `?` converts it: inside the handler's span.
     fn from(e: ApiError) -> HttpError {
+        if e.status() >= 500 {
+            warn!(kind = ?e.kind, error = %e.error, "request failed");
+        } else {
+            info!(kind = ?e.kind, error = %e.error, "request rejected");
+        }
         HttpError(e)
     }
 }
@@ -37,11 +43,6 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
-            warn!(kind = ?self.0.kind, error = %self.0.error, "request failed");
-        } else {
-            info!(kind = ?self.0.kind, error = %self.0.error, "request rejected");
-        }
         (status, Json(self.0)).into_response()
     }
 }

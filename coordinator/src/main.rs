@@ -7,6 +7,7 @@ mod http;
 mod validate;
 
 use std::future::Future;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,9 @@ struct Args {
     /// Seconds between garbage collection passes.
     #[arg(long, env = "SHIBAFU_GC_INTERVAL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     gc_interval: u64,
+    /// Seconds a node must stay unregistered before its IPAM blocks are reclaimed.
+    #[arg(long, env = "SHIBAFU_RECLAIM_GRACE", default_value_t = 60)]
+    reclaim_grace: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,6 +53,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -67,6 +72,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let gc = tokio::spawn(gc::run(
         store.clone(),
         Duration::from_secs(args.gc_interval),
+        Duration::from_secs(args.reclaim_grace),
         stopped,
     ));
     let served = serve(listener, store, shutdown_signal()).await;

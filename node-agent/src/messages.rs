@@ -13,8 +13,10 @@ use shibafu_overlay::store::StoreError;
 
 /// Typed cluster changes, in order, with the whole state they lead to.
 ///
-/// The first message after [`Subscribe`] carries no changes, only the state: reconcile from it.
-/// Later ones carry what changed since the previous message.
+/// A subscriber that joins after the agent first listed the cluster gets one message at once
+/// with no changes and the current state; one that joined before gets the first listing as
+/// additions. Either way `state` is complete: reconcile from it, and use `changes` to act on
+/// what moved since the previous message.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct ClusterChanged {

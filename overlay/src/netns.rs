@@ -36,16 +36,26 @@ pub enum NetnsError {
 }
 
 fn enter(path: &Path) -> Result<(), NetnsError> {
-    let file = File::open(path).map_err(|source| NetnsError::Open { path: path.to_path_buf(), source })?;
+    let file = File::open(path).map_err(|source| NetnsError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
     // SAFETY: setns on a valid open fd; it changes only this (dedicated) thread.
     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
     if rc != 0 {
-        return Err(NetnsError::Enter { path: path.to_path_buf(), source: std::io::Error::last_os_error() });
+        return Err(NetnsError::Enter {
+            path: path.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
 
-fn spawn<T, F>(path: &Path, f: F, done: impl FnOnce(Result<T, NetnsError>) + Send + 'static) -> Result<std::thread::JoinHandle<()>, NetnsError>
+fn spawn<T, F>(
+    path: &Path,
+    f: F,
+    done: impl FnOnce(Result<T, NetnsError>) + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, NetnsError>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
@@ -54,7 +64,9 @@ where
     std::thread::Builder::new()
         .name("sf-netns".into())
         .spawn(move || done(enter(&owned).map(|()| f())))
-        .map_err(|_| NetnsError::Thread { path: path.to_path_buf() })
+        .map_err(|_| NetnsError::Thread {
+            path: path.to_path_buf(),
+        })
 }
 
 /// Runs `f` inside the network namespace at `path` and waits for it (blocking).
@@ -67,7 +79,9 @@ where
     let handle = spawn(path, f, move |r| {
         let _ = tx.send(r);
     })?;
-    let out = rx.recv().map_err(|_| NetnsError::Thread { path: path.to_path_buf() });
+    let out = rx.recv().map_err(|_| NetnsError::Thread {
+        path: path.to_path_buf(),
+    });
     let _ = handle.join();
     out?
 }
@@ -82,7 +96,9 @@ where
     spawn(path, f, move |r| {
         let _ = tx.send(r);
     })?;
-    rx.await.map_err(|_| NetnsError::Thread { path: path.to_path_buf() })?
+    rx.await.map_err(|_| NetnsError::Thread {
+        path: path.to_path_buf(),
+    })?
 }
 
 #[cfg(test)]

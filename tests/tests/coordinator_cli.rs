@@ -446,6 +446,27 @@ fn nodes_env_var_and_unreachable_coordinator() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "envnet\n");
 
+    // `status`: the coordinator answers, the (absent) agent does not.
+    let dir = TempDir::new("noagent");
+    let sock = dir.0.join("agent.sock");
+    let status = shibafu(c.url(), &["status", "--agent", &sock.display().to_string()]);
+    assert_eq!(status.code, 1, "{status:?}");
+    let row = format!("coordinator   {}", c.url());
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.starts_with(&row) && l.ends_with("ok (0.1.0)")),
+        "{status:?}"
+    );
+    assert!(
+        status.stderr.starts_with(&format!(
+            "error: cannot reach agent at unix:{}: ",
+            sock.display()
+        )),
+        "{status:?}"
+    );
+
     let dead = format!("http://127.0.0.1:{}", free_port());
     let out = shibafu(&dead, &["network", "ls"]);
     assert_eq!(out.code, 1, "{out:?}");

@@ -8,9 +8,12 @@ use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shibafu_overlay::model::{Endpoint, Network, Node, SCHEMA_VERSION};
-use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkDataplane};
-use shibafu_overlay::plan::{plan, veth_host_name, DesiredHost, HostInputs, LocalContainer, LocalInterface};
+use shibafu_overlay::firewall::{Firewall, FirewallSpec, NftFirewall};
+use shibafu_overlay::model::{Endpoint, Link, Network, Node, SCHEMA_VERSION};
+use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkDataplane, Scope};
+use shibafu_overlay::plan::{
+    plan, veth_host_name, DesiredHost, HostInputs, LocalContainer, LocalInterface,
+};
 use shibafu_tests::{exec_ok, exec_out, is_root, NetnsGuard};
 
 fn root() -> bool {
@@ -52,7 +55,14 @@ fn ep(id: &str, network: &str, node: &str, ip: &str, ip6: Option<&str>, mac: &st
 }
 
 fn node(name: &str, ip: &str) -> Node {
-    Node { schema: SCHEMA_VERSION, name: name.into(), underlay: ip.parse().expect("ip"), version: "t".into(), wg_pubkey: None, started_at: 0 }
+    Node {
+        schema: SCHEMA_VERSION,
+        name: name.into(),
+        underlay: ip.parse().expect("ip"),
+        version: "t".into(),
+        wg_pubkey: None,
+        started_at: 0,
+    }
 }
 
 fn attach(ns: &NetnsGuard, ifs: &[(&str, &str)]) -> LocalContainer {
@@ -61,33 +71,70 @@ fn attach(ns: &NetnsGuard, ifs: &[(&str, &str)]) -> LocalContainer {
         interfaces: ifs
             .iter()
             .enumerate()
-            .map(|(i, (network, id))| LocalInterface { network: (*network).into(), endpoint_id: (*id).into(), ifname: format!("eth{i}") })
+            .map(|(i, (network, id))| LocalInterface {
+                network: (*network).into(),
+                endpoint_id: (*id).into(),
+                ifname: format!("eth{i}"),
+            })
             .collect(),
     }
 }
 
 /// The desired state of node `node` (underlay MTU 1500) in the given cluster.
-fn desired(node: &str, underlay: Option<IpAddr>, networks: &[Network], nodes: &[Node], endpoints: &[Endpoint], containers: &[LocalContainer]) -> DesiredHost {
-    DesiredHost::build(&HostInputs { node, underlay, underlay_mtu: 1500, networks, nodes, endpoints, containers }).expect("desired state")
+fn desired(
+    node: &str,
+    underlay: Option<IpAddr>,
+    networks: &[Network],
+    nodes: &[Node],
+    endpoints: &[Endpoint],
+    containers: &[LocalContainer],
+) -> DesiredHost {
+    DesiredHost::build(&HostInputs {
+        node,
+        underlay,
+        underlay_mtu: 1500,
+        networks,
+        nodes,
+        endpoints,
+        containers,
+    })
+    .expect("desired state")
 }
 
 /// Applies `d` on `dp`, requires success, and requires a second plan to be empty.
 async fn converge(dp: &NetlinkDataplane, d: &DesiredHost) {
-    let (ops, report) = reconcile(dp, d).await.expect("observe");
-    assert!(report.is_ok(), "apply failed: {:#?}\nops: {ops:#?}", report.errors);
-    let observed = dp.observe(d).await.expect("observe");
+    let (ops, report) = reconcile(dp, d, &Scope::All).await.expect("observe");
+    assert!(
+        report.is_ok(),
+        "apply failed: {:#?}\nops: {ops:#?}",
+        report.errors
+    );
+    let observed = dp.observe(d, &Scope::All).await.expect("observe");
     let again = plan(d, &observed);
-    assert!(again.is_empty(), "second plan not empty: {again:#?}\nobserved: {observed:#?}");
+    assert!(
+        again.is_empty(),
+        "second plan not empty: {again:#?}\nobserved: {observed:#?}"
+    );
 }
 
 fn ping(from: &NetnsGuard, args: &[&str]) -> bool {
-    exec_out(from.cmd("ping").args(["-c", "1", "-W", "1", "-q"]).args(args)).status.success()
+    exec_out(
+        from.cmd("ping")
+            .args(["-c", "1", "-W", "1", "-q"])
+            .args(args),
+    )
+    .status
+    .success()
 }
 
 fn sf_links(host: &NetnsGuard) -> Vec<String> {
     host.ip(&["-o", "link", "show"])
         .lines()
-        .filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n).to_string()))
+        .filter_map(|l| {
+            l.split(": ")
+                .nth(1)
+                .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        })
         .filter(|n| n.starts_with("sf"))
         .collect()
 }
@@ -97,31 +144,76 @@ async fn bridge_attach_ping_ipv6_and_teardown() {
     if !root() {
         return;
     }
-    let (h, c1, c2) = (NetnsGuard::new("dph"), NetnsGuard::new("dpc"), NetnsGuard::new("dpc"));
+    let (h, c1, c2) = (
+        NetnsGuard::new("dph"),
+        NetnsGuard::new("dpc"),
+        NetnsGuard::new("dpc"),
+    );
     let networks = [net("fe", "172.31.0.0/24", Some("fd00:31::/64"), 0x2001)];
     let endpoints = [
-        ep("c1", "fe", "h", "172.31.0.2", Some("fd00:31::2"), "02:00:00:31:00:02"),
-        ep("c2", "fe", "h", "172.31.0.3", Some("fd00:31::3"), "02:00:00:31:00:03"),
+        ep(
+            "c1",
+            "fe",
+            "h",
+            "172.31.0.2",
+            Some("fd00:31::2"),
+            "02:00:00:31:00:02",
+        ),
+        ep(
+            "c2",
+            "fe",
+            "h",
+            "172.31.0.3",
+            Some("fd00:31::3"),
+            "02:00:00:31:00:03",
+        ),
     ];
     let containers = [attach(&c1, &[("fe", "c1")]), attach(&c2, &[("fe", "c2")])];
     let dp = NetlinkDataplane::in_netns(h.path());
-    converge(&dp, &desired("h", None, &networks, &[], &endpoints, &containers)).await;
+    converge(
+        &dp,
+        &desired("h", None, &networks, &[], &endpoints, &containers),
+    )
+    .await;
 
     assert!(ping(&c1, &["172.31.0.3"]), "container to container");
     assert!(ping(&c1, &["172.31.0.1"]), "container to gateway");
-    assert!(ping(&c2, &["-6", "fd00:31::2"]), "IPv6 container to container");
+    assert!(
+        ping(&c2, &["-6", "fd00:31::2"]),
+        "IPv6 container to container"
+    );
     assert!(ping(&c2, &["-6", "fd00:31::1"]), "IPv6 to gateway");
     let eth0 = c1.ip(&["-o", "link", "show", "eth0"]);
-    assert!(eth0.contains("mtu 1450") && eth0.contains("02:00:00:31:00:02"), "{eth0}");
-    assert_eq!(c1.ip(&["route", "show", "default"]).trim(), "default via 172.31.0.1 dev eth0 proto static");
+    assert!(
+        eth0.contains("mtu 1450") && eth0.contains("02:00:00:31:00:02"),
+        "{eth0}"
+    );
+    assert_eq!(
+        c1.ip(&["route", "show", "default"]).trim(),
+        "default via 172.31.0.1 dev eth0 proto static"
+    );
     let br = h.ip(&["-o", "link", "show", "sfbr2001"]);
-    assert!(br.contains("mtu 1450") && br.contains("02:73:66:00:20:01"), "anycast gateway MAC: {br}");
-    assert_eq!(sf_links(&h).len(), 3, "bridge + two veths, no vxlan in single-host mode: {:?}", sf_links(&h));
+    assert!(
+        br.contains("mtu 1450") && br.contains("02:73:66:00:20:01"),
+        "anycast gateway MAC: {br}"
+    );
+    assert_eq!(
+        sf_links(&h).len(),
+        3,
+        "bridge + two veths, no vxlan in single-host mode: {:?}",
+        sf_links(&h)
+    );
 
     converge(&dp, &DesiredHost::default()).await;
     assert!(sf_links(&h).is_empty(), "left behind: {:?}", sf_links(&h));
-    assert!(!h.ip(&["addr"]).contains("172.31."), "gateway address left behind");
-    assert!(!c1.ip(&["-o", "link"]).contains("eth0"), "container interface left behind");
+    assert!(
+        !h.ip(&["addr"]).contains("172.31."),
+        "gateway address left behind"
+    );
+    assert!(
+        !c1.ip(&["-o", "link"]).contains("eth0"),
+        "container interface left behind"
+    );
 }
 
 #[tokio::test]
@@ -129,28 +221,54 @@ async fn multi_network_container_routes_via_first_network() {
     if !root() {
         return;
     }
-    let (h, m, b) = (NetnsGuard::new("dph"), NetnsGuard::new("dpc"), NetnsGuard::new("dpc"));
-    let networks = [net("a", "172.32.0.0/24", None, 0x2101), net("b", "172.33.0.0/24", None, 0x2102)];
+    let (h, m, b) = (
+        NetnsGuard::new("dph"),
+        NetnsGuard::new("dpc"),
+        NetnsGuard::new("dpc"),
+    );
+    let networks = [
+        net("a", "172.32.0.0/24", None, 0x2101),
+        net("b", "172.33.0.0/24", None, 0x2102),
+    ];
     let mut endpoints = vec![
         ep("m", "a", "h", "172.32.0.2", None, "02:00:00:32:00:02"),
         ep("m", "b", "h", "172.33.0.2", None, "02:00:00:33:00:02"),
         ep("b1", "b", "h", "172.33.0.3", None, "02:00:00:33:00:03"),
     ];
-    let mut containers = vec![attach(&m, &[("a", "m"), ("b", "m")]), attach(&b, &[("b", "b1")])];
+    let mut containers = vec![
+        attach(&m, &[("a", "m"), ("b", "m")]),
+        attach(&b, &[("b", "b1")]),
+    ];
     let dp = NetlinkDataplane::in_netns(h.path());
-    converge(&dp, &desired("h", None, &networks, &[], &endpoints, &containers)).await;
+    converge(
+        &dp,
+        &desired("h", None, &networks, &[], &endpoints, &containers),
+    )
+    .await;
 
-    assert_eq!(m.ip(&["route", "show", "default"]).trim(), "default via 172.32.0.1 dev eth0 proto static");
-    assert!(m.ip(&["-o", "addr", "show", "eth1"]).contains("172.33.0.2/24"));
+    assert_eq!(
+        m.ip(&["route", "show", "default"]).trim(),
+        "default via 172.32.0.1 dev eth0 proto static"
+    );
+    assert!(m
+        .ip(&["-o", "addr", "show", "eth1"])
+        .contains("172.33.0.2/24"));
     assert!(ping(&m, &["172.33.0.3"]), "on-link over eth1");
     assert!(ping(&m, &["172.32.0.1"]), "first gateway");
 
     // Detach the first network: its interface goes, the default route moves to the second.
     endpoints.remove(0);
     containers[0].interfaces.remove(0);
-    converge(&dp, &desired("h", None, &networks, &[], &endpoints, &containers)).await;
+    converge(
+        &dp,
+        &desired("h", None, &networks, &[], &endpoints, &containers),
+    )
+    .await;
     assert!(!m.ip(&["-o", "link"]).contains("eth0"));
-    assert_eq!(m.ip(&["route", "show", "default"]).trim(), "default via 172.33.0.1 dev eth1 proto static");
+    assert_eq!(
+        m.ip(&["route", "show", "default"]).trim(),
+        "default via 172.33.0.1 dev eth1 proto static"
+    );
     assert!(ping(&m, &["172.33.0.3"]));
 }
 
@@ -159,7 +277,12 @@ async fn reapply_and_restart_lose_no_packets() {
     if !root() {
         return;
     }
-    let (h, c1, c2, c3) = (NetnsGuard::new("dph"), NetnsGuard::new("dpc"), NetnsGuard::new("dpc"), NetnsGuard::new("dpc"));
+    let (h, c1, c2, c3) = (
+        NetnsGuard::new("dph"),
+        NetnsGuard::new("dpc"),
+        NetnsGuard::new("dpc"),
+        NetnsGuard::new("dpc"),
+    );
     let networks = [net("fe", "172.36.0.0/24", None, 0x2201)];
     let mut endpoints = vec![
         ep("c1", "fe", "h", "172.36.0.2", None, "02:00:00:36:00:02"),
@@ -181,32 +304,49 @@ async fn reapply_and_restart_lose_no_packets() {
     while start.elapsed() < Duration::from_millis(2000) {
         // A fresh dataplane each round is an agent restart: it must find nothing to do.
         let dp = NetlinkDataplane::in_netns(h.path());
-        let ops = plan(&before, &dp.observe(&before).await.expect("observe"));
-        assert!(ops.is_empty(), "restart would touch running containers: {ops:#?}");
+        let ops = plan(
+            &before,
+            &dp.observe(&before, &Scope::All).await.expect("observe"),
+        );
+        assert!(
+            ops.is_empty(),
+            "restart would touch running containers: {ops:#?}"
+        );
         rounds += 1;
     }
     // A change elsewhere while traffic flows touches only the new container.
     endpoints.push(ep("c3", "fe", "h", "172.36.0.4", None, "02:00:00:36:00:04"));
     containers.push(attach(&c3, &[("fe", "c3")]));
     let after = desired("h", None, &networks, &[], &endpoints, &containers);
-    let (ops, report) = reconcile(&NetlinkDataplane::in_netns(h.path()), &after).await.expect("reconcile");
+    let scope = Scope::Only(vec![c3.path()]);
+    let (ops, report) = reconcile(&NetlinkDataplane::in_netns(h.path()), &after, &scope)
+        .await
+        .expect("reconcile");
     assert!(report.is_ok(), "{:#?}", report.errors);
     let c3_veth = veth_host_name("fe", "c3");
     assert!(!ops.is_empty());
     for op in &ops {
         let t = op.to_string();
-        assert!(t.contains(&c3_veth) || t.contains(c3.name()), "touched something else: {t}");
+        assert!(
+            t.contains(&c3_veth) || t.contains(c3.name()),
+            "touched something else: {t}"
+        );
     }
     let out = ping.wait_with_output().expect("ping");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("60 packets transmitted, 60 received"), "lost packets across {rounds} re-plans: {text}");
+    assert!(
+        text.contains("60 packets transmitted, 60 received"),
+        "lost packets across {rounds} re-plans: {text}"
+    );
 }
 
 /// Packets a link of `host` received, from `ip -s -j`.
 fn rx_packets(host: &NetnsGuard, link: &str) -> u64 {
     let out = host.ip(&["-s", "-j", "link", "show", link]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j output");
-    v[0]["stats64"]["rx"]["packets"].as_u64().expect("rx packets")
+    v[0]["stats64"]["rx"]["packets"]
+        .as_u64()
+        .expect("rx packets")
 }
 
 #[tokio::test]
@@ -215,57 +355,164 @@ async fn overlay_two_hosts_vxlan_suppression_mtu_and_routing() {
         return;
     }
     let (h1, h2) = (NetnsGuard::new("dpo"), NetnsGuard::new("dpo"));
-    let (c1, c2, c3) = (NetnsGuard::new("dpc"), NetnsGuard::new("dpc"), NetnsGuard::new("dpc"));
-    h1.ip(&["link", "add", "ul", "type", "veth", "peer", "name", "ul", "netns", h2.name()]);
+    let (c1, c2, c3) = (
+        NetnsGuard::new("dpc"),
+        NetnsGuard::new("dpc"),
+        NetnsGuard::new("dpc"),
+    );
+    h1.ip(&[
+        "link",
+        "add",
+        "ul",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "ul",
+        "netns",
+        h2.name(),
+    ]);
     for (h, a) in [(&h1, "10.200.0.1/24"), (&h2, "10.200.0.2/24")] {
         h.ip(&["addr", "add", a, "dev", "ul"]);
         h.ip(&["link", "set", "ul", "up"]);
     }
-    let (dp1, dp2) = (NetlinkDataplane::in_netns(h1.path()), NetlinkDataplane::in_netns(h2.path()));
+    let (dp1, dp2) = (
+        NetlinkDataplane::in_netns(h1.path()),
+        NetlinkDataplane::in_netns(h2.path()),
+    );
     let u1: IpAddr = "10.200.0.1".parse().expect("ip");
     assert_eq!(dp1.underlay_mtu(u1).await.expect("underlay mtu"), 1500);
 
-    let networks = [net("fe", "172.34.0.0/24", Some("fd00:34::/64"), 0x3001), net("be", "172.35.0.0/24", None, 0x3002)];
+    let networks = [
+        net("fe", "172.34.0.0/24", Some("fd00:34::/64"), 0x3001),
+        net("be", "172.35.0.0/24", None, 0x3002),
+    ];
     let nodes = [node("h1", "10.200.0.1"), node("h2", "10.200.0.2")];
     let c2_mac = "02:00:00:34:00:03";
     let mut endpoints = vec![
-        ep("c1", "fe", "h1", "172.34.0.2", Some("fd00:34::2"), "02:00:00:34:00:02"),
+        ep(
+            "c1",
+            "fe",
+            "h1",
+            "172.34.0.2",
+            Some("fd00:34::2"),
+            "02:00:00:34:00:02",
+        ),
         ep("c2", "fe", "h2", "172.34.0.3", Some("fd00:34::3"), c2_mac),
         ep("c3", "be", "h2", "172.35.0.3", None, "02:00:00:35:00:03"),
     ];
     let on1 = [attach(&c1, &[("fe", "c1")])];
     let on2 = [attach(&c2, &[("fe", "c2")]), attach(&c3, &[("be", "c3")])];
     let u2: IpAddr = "10.200.0.2".parse().expect("ip");
-    converge(&dp1, &desired("h1", Some(u1), &networks, &nodes, &endpoints, &on1)).await;
-    converge(&dp2, &desired("h2", Some(u2), &networks, &nodes, &endpoints, &on2)).await;
+    converge(
+        &dp1,
+        &desired("h1", Some(u1), &networks, &nodes, &endpoints, &on1),
+    )
+    .await;
+    converge(
+        &dp2,
+        &desired("h2", Some(u2), &networks, &nodes, &endpoints, &on2),
+    )
+    .await;
 
     // ARP for the remote container is answered on h1 and never crosses: h2's VXLAN device
     // receives exactly the three echo requests.
     let before = rx_packets(&h2, "sfvx3001");
-    let out = exec_ok(c1.cmd("ping").args(["-c", "3", "-i", "0.2", "-W", "1", "-q", "172.34.0.3"]));
+    let out = exec_ok(
+        c1.cmd("ping")
+            .args(["-c", "3", "-i", "0.2", "-W", "1", "-q", "172.34.0.3"]),
+    );
     assert!(out.contains("3 received"), "{out}");
-    assert_eq!(rx_packets(&h2, "sfvx3001") - before, 3, "only the echo requests crossed the overlay");
+    assert_eq!(
+        rx_packets(&h2, "sfvx3001") - before,
+        3,
+        "only the echo requests crossed the overlay"
+    );
     assert!(c1.ip(&["neigh", "show", "172.34.0.3"]).contains(c2_mac));
 
     assert!(ping(&c1, &["-6", "fd00:34::3"]), "IPv6 across hosts");
-    assert!(ping(&c1, &["-M", "do", "-s", "1372", "172.34.0.3"]), "1400-byte packet with DF");
-    assert!(ping(&c1, &["-M", "do", "-s", "1422", "172.34.0.3"]), "full overlay MTU with DF");
-    assert!(!ping(&c1, &["-M", "do", "-s", "1423", "172.34.0.3"]), "above the overlay MTU must not pass with DF");
-    assert!(ping(&c1, &["172.35.0.3"]), "routing into another network on the sending node, then across");
+    assert!(
+        ping(&c1, &["-M", "do", "-s", "1372", "172.34.0.3"]),
+        "1400-byte packet with DF"
+    );
+    assert!(
+        ping(&c1, &["-M", "do", "-s", "1422", "172.34.0.3"]),
+        "full overlay MTU with DF"
+    );
+    assert!(
+        !ping(&c1, &["-M", "do", "-s", "1423", "172.34.0.3"]),
+        "above the overlay MTU must not pass with DF"
+    );
+    assert!(
+        ping(&c1, &["172.35.0.3"]),
+        "routing into another network on the sending node, then across"
+    );
 
-    let fdb = exec_ok(Command::new("bridge").args(["-n", h1.name(), "fdb", "show", "dev", "sfvx3001"]));
-    assert!(fdb.contains(&format!("{c2_mac} dst 10.200.0.2 self permanent")), "{fdb}");
-    assert!(fdb.contains(&format!("{c2_mac} master sfbr3001 static")), "{fdb}");
-    assert!(!fdb.contains("00:00:00:00:00:00"), "no flooding entry: {fdb}");
-    let port = exec_ok(Command::new("bridge").args(["-n", h1.name(), "-d", "link", "show", "dev", "sfvx3001"]));
-    assert!(port.contains("learning off") && port.contains("neigh_suppress on"), "{port}");
+    // Isolation holds across hosts: each node drops routed traffic between unlinked networks.
+    let fws = [
+        NftFirewall::in_netns(h1.path()),
+        NftFirewall::in_netns(h2.path()),
+    ];
+    for links in [vec![], vec![Link::new("fe", "be")]] {
+        let spec = FirewallSpec::from_model(&networks, &links, None).expect("spec");
+        for fw in &fws {
+            fw.apply(&spec).await.expect("apply firewall");
+        }
+        assert_eq!(
+            ping(&c1, &["172.35.0.3"]),
+            !links.is_empty(),
+            "across networks and hosts, links {links:?}"
+        );
+        assert!(
+            ping(&c1, &["172.34.0.3"]),
+            "same network across hosts always flows"
+        );
+    }
+    for fw in &fws {
+        fw.remove().await.expect("remove firewall");
+    }
+
+    let fdb =
+        exec_ok(Command::new("bridge").args(["-n", h1.name(), "fdb", "show", "dev", "sfvx3001"]));
+    assert!(
+        fdb.contains(&format!("{c2_mac} dst 10.200.0.2 self permanent")),
+        "{fdb}"
+    );
+    assert!(
+        fdb.contains(&format!("{c2_mac} master sfbr3001 static")),
+        "{fdb}"
+    );
+    assert!(
+        !fdb.contains("00:00:00:00:00:00"),
+        "no flooding entry: {fdb}"
+    );
+    let port = exec_ok(Command::new("bridge").args([
+        "-n",
+        h1.name(),
+        "-d",
+        "link",
+        "show",
+        "dev",
+        "sfvx3001",
+    ]));
+    assert!(
+        port.contains("learning off") && port.contains("neigh_suppress on"),
+        "{port}"
+    );
 
     // The remote endpoint goes away: its entries go, and so does reachability.
     endpoints.retain(|e| e.id != "c2");
-    converge(&dp1, &desired("h1", Some(u1), &networks, &nodes, &endpoints, &on1)).await;
-    let fdb = exec_ok(Command::new("bridge").args(["-n", h1.name(), "fdb", "show", "dev", "sfvx3001"]));
+    converge(
+        &dp1,
+        &desired("h1", Some(u1), &networks, &nodes, &endpoints, &on1),
+    )
+    .await;
+    let fdb =
+        exec_ok(Command::new("bridge").args(["-n", h1.name(), "fdb", "show", "dev", "sfvx3001"]));
     assert!(!fdb.contains(c2_mac), "{fdb}");
-    assert!(!h1.ip(&["neigh", "show", "dev", "sfbr3001"]).contains("172.34.0.3"));
+    assert!(!h1
+        .ip(&["neigh", "show", "dev", "sfbr3001"])
+        .contains("172.34.0.3"));
 
     for (dp, h) in [(&dp1, &h1), (&dp2, &h2)] {
         converge(dp, &DesiredHost::default()).await;

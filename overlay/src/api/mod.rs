@@ -1,10 +1,14 @@
 //! The shibafu HTTP/JSON APIs as seen by clients: request and response bodies, the shared error
 //! body, a small HTTP/1.1 client (TCP or unix socket), and typed calls to the coordinator.
 
+mod agent;
 mod client;
 mod coordinator;
 mod types;
 
+pub use agent::{
+    container_path, Agent, Attach, ContainerInfo, InterfaceInfo, LogChunk, RunContainer,
+};
 pub use client::{
     Client, ClientError, RawResponse, Target, UpgradedStream, CONNECT_TIMEOUT, REQUEST_TIMEOUT,
 };

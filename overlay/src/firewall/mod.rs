@@ -85,11 +85,16 @@ pub struct FirewallSpec {
 
 impl FirewallSpec {
     /// Builds the spec from the model. Links naming unknown networks are ignored.
-    pub fn from_model(networks: &[Network], links: &[Link], uplink: Option<&str>) -> Result<FirewallSpec, FirewallError> {
+    pub fn from_model(
+        networks: &[Network],
+        links: &[Link],
+        uplink: Option<&str>,
+    ) -> Result<FirewallSpec, FirewallError> {
         if let Some(u) = uplink {
             let ok = !u.is_empty()
                 && u.len() <= crate::plan::MAX_IFNAME
-                && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b));
+                && u.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b));
             if !ok {
                 return Err(FirewallError::InvalidUplink(u.to_string()));
             }
@@ -108,7 +113,11 @@ impl FirewallSpec {
             .collect();
         nets.sort_by(|a, b| a.bridge.cmp(&b.bridge));
         nets.dedup_by(|a, b| a.bridge == b.bridge);
-        let bridge = |name: &str| nets.iter().find(|n| n.name == name).map(|n| n.bridge.clone());
+        let bridge = |name: &str| {
+            nets.iter()
+                .find(|n| n.name == name)
+                .map(|n| n.bridge.clone())
+        };
         let mut pairs: Vec<(String, String)> = links
             .iter()
             .filter_map(|l| {
@@ -118,7 +127,11 @@ impl FirewallSpec {
             .collect();
         pairs.sort();
         pairs.dedup();
-        Ok(FirewallSpec { networks: nets, links: pairs, uplink: uplink.map(str::to_string) })
+        Ok(FirewallSpec {
+            networks: nets,
+            links: pairs,
+            uplink: uplink.map(str::to_string),
+        })
     }
 }
 
@@ -148,19 +161,28 @@ impl FakeFirewall {
 
     /// The spec in force, if any.
     pub fn current(&self) -> Option<FirewallSpec> {
-        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Every spec applied so far, in order.
     pub fn history(&self) -> Vec<FirewallSpec> {
-        self.applied.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
 #[async_trait]
 impl Firewall for FakeFirewall {
     async fn apply(&self, spec: &FirewallSpec) -> Result<(), FirewallError> {
-        self.applied.lock().unwrap_or_else(|p| p.into_inner()).push(spec.clone());
+        self.applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(spec.clone());
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(spec.clone());
         Ok(())
     }

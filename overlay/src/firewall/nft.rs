@@ -9,7 +9,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use tracing::{info, warn};
 
-use super::{render_removal, render_ruleset, rule_comments, Firewall, FirewallError, FirewallSpec, TABLE};
+use super::{
+    render_removal, render_ruleset, rule_comments, Firewall, FirewallError, FirewallSpec, TABLE,
+};
 use crate::netns;
 
 /// The real firewall: runs `nft`.
@@ -28,11 +30,22 @@ struct NftOutput {
     stderr: String,
 }
 
-fn run_nft(program: &Path, args: &[String], stdin: Option<&str>) -> Result<NftOutput, FirewallError> {
-    let spawn_err = |source| FirewallError::Spawn { program: program.to_path_buf(), source };
+fn run_nft(
+    program: &Path,
+    args: &[String],
+    stdin: Option<&str>,
+) -> Result<NftOutput, FirewallError> {
+    let spawn_err = |source| FirewallError::Spawn {
+        program: program.to_path_buf(),
+        source,
+    };
     let mut child = Command::new(program)
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -52,12 +65,19 @@ fn run_nft(program: &Path, args: &[String], stdin: Option<&str>) -> Result<NftOu
 impl NftFirewall {
     /// Works on the caller's network namespace (the agent's case).
     pub fn current() -> NftFirewall {
-        NftFirewall { netns: None, program: PathBuf::from("nft"), last: Mutex::new(None) }
+        NftFirewall {
+            netns: None,
+            program: PathBuf::from("nft"),
+            last: Mutex::new(None),
+        }
     }
 
     /// Works on the network namespace at `path` (tests, labs).
     pub fn in_netns(path: impl Into<PathBuf>) -> NftFirewall {
-        NftFirewall { netns: Some(path.into()), ..NftFirewall::current() }
+        NftFirewall {
+            netns: Some(path.into()),
+            ..NftFirewall::current()
+        }
     }
 
     /// Uses `program` instead of `nft` from PATH.
@@ -73,7 +93,9 @@ impl NftFirewall {
 
     /// Checks `spec`'s ruleset with `nft -c` (parsed and validated by the kernel, not committed).
     pub async fn check(&self, spec: &FirewallSpec) -> Result<(), FirewallError> {
-        let out = self.nft(&["-c", "-f", "-"], Some(render_ruleset(spec))).await?;
+        let out = self
+            .nft(&["-c", "-f", "-"], Some(render_ruleset(spec)))
+            .await?;
         expect_ok("check", out)
     }
 
@@ -88,7 +110,9 @@ impl NftFirewall {
                 None => run_nft(&program, &args, stdin.as_deref()),
             }
         };
-        tokio::task::spawn_blocking(job).await.map_err(|e| FirewallError::Task(e.to_string()))?
+        tokio::task::spawn_blocking(job)
+            .await
+            .map_err(|e| FirewallError::Task(e.to_string()))?
     }
 }
 
@@ -96,7 +120,11 @@ fn expect_ok(action: &str, out: NftOutput) -> Result<(), FirewallError> {
     if out.ok {
         Ok(())
     } else {
-        Err(FirewallError::Nft { action: action.to_string(), status: out.status, stderr: out.stderr })
+        Err(FirewallError::Nft {
+            action: action.to_string(),
+            status: out.status,
+            stderr: out.stderr,
+        })
     }
 }
 
@@ -105,7 +133,11 @@ impl Firewall for NftFirewall {
     async fn apply(&self, spec: &FirewallSpec) -> Result<(), FirewallError> {
         let out = self.nft(&["-f", "-"], Some(render_ruleset(spec))).await?;
         expect_ok("apply", out)?;
-        info!(networks = spec.networks.len(), links = spec.links.len(), "firewall ruleset applied");
+        info!(
+            networks = spec.networks.len(),
+            links = spec.links.len(),
+            "firewall ruleset applied"
+        );
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(spec.clone());
         Ok(())
     }
@@ -118,10 +150,17 @@ impl Firewall for NftFirewall {
     }
 
     async fn ensure(&self) -> Result<bool, FirewallError> {
-        let Some(spec) = self.last_applied() else { return Ok(false) };
+        let Some(spec) = self.last_applied() else {
+            return Ok(false);
+        };
         let table: Vec<&str> = TABLE.split(' ').collect();
-        let out = self.nft(&["list", "table", table[0], table[1]], None).await?;
-        let intact = out.ok && rule_comments().iter().all(|c| out.stdout.contains(c.as_str()));
+        let out = self
+            .nft(&["list", "table", table[0], table[1]], None)
+            .await?;
+        let intact = out.ok
+            && rule_comments()
+                .iter()
+                .all(|c| out.stdout.contains(c.as_str()));
         if intact {
             return Ok(false);
         }

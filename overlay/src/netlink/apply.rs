@@ -15,8 +15,8 @@ use rtnetlink::packet_route::neighbour::{
 };
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{
-    AddressMessageBuilder, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
-    RouteMessageBuilder,
+    AddressMessageBuilder, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    LinkVxlan, RouteMessageBuilder,
 };
 
 use super::conn::{connect, errno, link_index, Conn};
@@ -37,7 +37,11 @@ pub(crate) struct Session<'a> {
 impl<'a> Session<'a> {
     /// Opens the host connection.
     pub(crate) async fn open(host_netns: Option<&'a Path>) -> Result<Session<'a>, NetlinkError> {
-        Ok(Session { host_netns, host: connect(host_netns).await?, containers: HashMap::new() })
+        Ok(Session {
+            host_netns,
+            host: connect(host_netns).await?,
+            containers: HashMap::new(),
+        })
     }
 
     async fn conn_for(&mut self, link: &LinkRef) -> Result<(&Conn, String), NetlinkError> {
@@ -48,7 +52,10 @@ impl<'a> Session<'a> {
                     let c = connect(Some(netns)).await?;
                     self.containers.insert(netns.clone(), c);
                 }
-                let conn = self.containers.get(netns).ok_or_else(|| NetlinkError::NoSuchLink(link.to_string()))?;
+                let conn = self
+                    .containers
+                    .get(netns)
+                    .ok_or_else(|| NetlinkError::NoSuchLink(link.to_string()))?;
                 Ok((conn, name.clone()))
             }
         }
@@ -70,7 +77,10 @@ impl<'a> Session<'a> {
     /// Applies one op.
     pub(crate) async fn apply(&mut self, op: &Op) -> Result<(), NetlinkError> {
         let what = || op.to_string();
-        let kernel = |source: rtnetlink::Error| NetlinkError::Netlink { what: what(), source };
+        let kernel = |source: rtnetlink::Error| NetlinkError::Netlink {
+            what: what(),
+            source,
+        };
         // Tolerate "already so" replies: EEXIST for adds, gone-already for deletes.
         let ok_if = |codes: &[i32], r: Result<(), rtnetlink::Error>| match r {
             Err(e) if errno(&e).is_some_and(|c| codes.contains(&c)) => Ok(()),
@@ -91,7 +101,9 @@ impl<'a> Session<'a> {
                 Ok(idx) => ok_if(&[libc::ENODEV], h.link().del(idx).execute().await),
             },
             Op::CreateBridge { name, mac, mtu } => {
-                let msg = LinkMessageBuilder::<LinkBridge>::new(name).address(mac.octets().to_vec()).build();
+                let msg = LinkMessageBuilder::<LinkBridge>::new(name)
+                    .address(mac.octets().to_vec())
+                    .build();
                 h.link().add(msg).execute().await.map_err(kernel)?;
                 // The MTU is set as a change after creation: only an MTU changed that way sticks
                 // when the bridge's last port leaves (otherwise it falls back to 1500).
@@ -99,19 +111,36 @@ impl<'a> Session<'a> {
                 let msg = LinkUnspec::new_with_index(idx).mtu(*mtu).build();
                 h.link().set(msg).execute().await.map_err(kernel)
             }
-            Op::CreateVxlan { name, vni, local, port, mtu } => {
-                let b = LinkVxlan::new(name, *vni).port(*port).learning(false).mtu(*mtu);
+            Op::CreateVxlan {
+                name,
+                vni,
+                local,
+                port,
+                mtu,
+            } => {
+                let b = LinkVxlan::new(name, *vni)
+                    .port(*port)
+                    .learning(false)
+                    .mtu(*mtu);
                 let b = match local {
                     IpAddr::V4(a) => b.local(*a),
                     IpAddr::V6(a) => b.local6(*a),
                 };
                 h.link().add(b.build()).execute().await.map_err(kernel)
             }
-            Op::CreateVeth { host, netns, peer, peer_mac, mtu } => {
-                let ns = File::open(netns).map_err(|source| NetlinkError::Netns(crate::netns::NetnsError::Open {
-                    path: netns.clone(),
-                    source,
-                }))?;
+            Op::CreateVeth {
+                host,
+                netns,
+                peer,
+                peer_mac,
+                mtu,
+            } => {
+                let ns = File::open(netns).map_err(|source| {
+                    NetlinkError::Netns(crate::netns::NetnsError::Open {
+                        path: netns.clone(),
+                        source,
+                    })
+                })?;
                 let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
                     .name(peer.clone())
                     .mtu(*mtu)
@@ -134,7 +163,9 @@ impl<'a> Session<'a> {
             }
             Op::SetMac { link, mac } => {
                 let (c, idx) = self.index(link).await?;
-                let msg = LinkUnspec::new_with_index(idx).address(mac.octets().to_vec()).build();
+                let msg = LinkUnspec::new_with_index(idx)
+                    .address(mac.octets().to_vec())
+                    .build();
                 c.handle.link().set(msg).execute().await.map_err(kernel)
             }
             Op::SetUp(link) => {
@@ -148,9 +179,16 @@ impl<'a> Session<'a> {
                 let msg = LinkUnspec::new_with_index(idx).controller(m).build();
                 h.link().set(msg).execute().await.map_err(kernel)
             }
-            Op::SetPortFlags { name, neigh_suppress, learning } => {
+            Op::SetPortFlags {
+                name,
+                neigh_suppress,
+                learning,
+            } => {
                 let idx = self.host_index(name).await?;
-                let msg = LinkBridgePort::new(idx).neigh_suppress(*neigh_suppress).learning(*learning).build();
+                let msg = LinkBridgePort::new(idx)
+                    .neigh_suppress(*neigh_suppress)
+                    .learning(*learning)
+                    .build();
                 h.link().set_port(msg).execute().await.map_err(kernel)
             }
             Op::AddAddress { link, addr } => {
@@ -166,15 +204,30 @@ impl<'a> Session<'a> {
             Op::DelAddress { link, addr } => {
                 let (c, idx) = self.index(link).await?;
                 let msg = address_message(idx, addr);
-                ok_if(&[libc::EADDRNOTAVAIL, libc::ENOENT], c.handle.address().del(msg).execute().await)
+                ok_if(
+                    &[libc::EADDRNOTAVAIL, libc::ENOENT],
+                    c.handle.address().del(msg).execute().await,
+                )
             }
             Op::SetDefaultRoute { link, gateway } => {
                 let (c, idx) = self.index(link).await?;
                 let msg = match gateway {
-                    IpAddr::V4(g) => RouteMessageBuilder::<std::net::Ipv4Addr>::new().gateway(*g).output_interface(idx).build(),
-                    IpAddr::V6(g) => RouteMessageBuilder::<std::net::Ipv6Addr>::new().gateway(*g).output_interface(idx).build(),
+                    IpAddr::V4(g) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                        .gateway(*g)
+                        .output_interface(idx)
+                        .build(),
+                    IpAddr::V6(g) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                        .gateway(*g)
+                        .output_interface(idx)
+                        .build(),
                 };
-                c.handle.route().add(msg).replace().execute().await.map_err(kernel)
+                c.handle
+                    .route()
+                    .add(msg)
+                    .replace()
+                    .execute()
+                    .await
+                    .map_err(kernel)
             }
             Op::AddFdb { vxlan, mac, vtep } => {
                 let idx = self.host_index(vxlan).await?;
@@ -189,7 +242,8 @@ impl<'a> Session<'a> {
             Op::DelFdb { vxlan, mac, vtep } => {
                 let idx = self.host_index(vxlan).await?;
                 let mut msg = fdb_message(idx, *mac, NeighbourFlags::Own);
-                msg.attributes.push(NeighbourAttribute::Destination(neigh_addr(*vtep)));
+                msg.attributes
+                    .push(NeighbourAttribute::Destination(neigh_addr(*vtep)));
                 ok_if(&[libc::ENOENT], h.neighbours().del(msg).execute().await)
             }
             Op::AddPortFdb { port, mac } => {
@@ -220,9 +274,14 @@ impl<'a> Session<'a> {
             Op::DelNeigh { bridge, ip } => {
                 let idx = self.host_index(bridge).await?;
                 let mut msg = NeighbourMessage::default();
-                msg.header.family = if ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+                msg.header.family = if ip.is_ipv4() {
+                    AddressFamily::Inet
+                } else {
+                    AddressFamily::Inet6
+                };
                 msg.header.ifindex = idx;
-                msg.attributes.push(NeighbourAttribute::Destination(neigh_addr(*ip)));
+                msg.attributes
+                    .push(NeighbourAttribute::Destination(neigh_addr(*ip)));
                 ok_if(&[libc::ENOENT], h.neighbours().del(msg).execute().await)
             }
         }
@@ -231,8 +290,14 @@ impl<'a> Session<'a> {
 
 fn address_message(idx: u32, addr: &IpNet) -> rtnetlink::packet_route::address::AddressMessage {
     match addr {
-        IpNet::V4(a) => AddressMessageBuilder::<std::net::Ipv4Addr>::new().index(idx).address(a.addr(), a.prefix_len()).build(),
-        IpNet::V6(a) => AddressMessageBuilder::<std::net::Ipv6Addr>::new().index(idx).address(a.addr(), a.prefix_len()).build(),
+        IpNet::V4(a) => AddressMessageBuilder::<std::net::Ipv4Addr>::new()
+            .index(idx)
+            .address(a.addr(), a.prefix_len())
+            .build(),
+        IpNet::V6(a) => AddressMessageBuilder::<std::net::Ipv6Addr>::new()
+            .index(idx)
+            .address(a.addr(), a.prefix_len())
+            .build(),
     }
 }
 
@@ -241,7 +306,8 @@ fn fdb_message(idx: u32, mac: MacAddr, flags: NeighbourFlags) -> NeighbourMessag
     msg.header.family = AddressFamily::Bridge;
     msg.header.ifindex = idx;
     msg.header.flags = flags;
-    msg.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.octets().to_vec()));
+    msg.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.octets().to_vec()));
     msg
 }
 

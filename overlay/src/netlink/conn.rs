@@ -59,17 +59,31 @@ pub(crate) async fn dump_links(handle: &Handle) -> Result<Vec<LinkMessage>, Netl
         .execute()
         .try_collect()
         .await
-        .map_err(|source| NetlinkError::Netlink { what: "dump links".into(), source })
+        .map_err(|source| NetlinkError::Netlink {
+            what: "dump links".into(),
+            source,
+        })
 }
 
 /// Index of the link named `name`.
 pub(crate) async fn link_index(handle: &Handle, name: &str) -> Result<u32, NetlinkError> {
-    let res = handle.link().get().match_name(name.to_string()).execute().try_next().await;
+    let res = handle
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await;
     match res {
         Ok(Some(m)) => Ok(m.header.index),
         Ok(None) => Err(NetlinkError::NoSuchLink(name.to_string())),
-        Err(e) if errno(&e) == Some(libc::ENODEV) => Err(NetlinkError::NoSuchLink(name.to_string())),
-        Err(source) => Err(NetlinkError::Netlink { what: format!("look up link {name}"), source }),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => {
+            Err(NetlinkError::NoSuchLink(name.to_string()))
+        }
+        Err(source) => Err(NetlinkError::Netlink {
+            what: format!("look up link {name}"),
+            source,
+        }),
     }
 }
 

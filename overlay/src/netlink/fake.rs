@@ -7,10 +7,10 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{ApplyReport, Dataplane, NetlinkError, OpError};
+use super::{ApplyReport, Dataplane, NetlinkError, OpError, Scope};
 use crate::plan::{
-    DesiredHost, IpFamily, LinkKind, LinkRef, MacAddr, ObservedContainer, ObservedFdb, ObservedHost, ObservedLink,
-    ObservedNeigh, ObservedPortFdb, Op, PortFlags,
+    DesiredHost, IpFamily, LinkKind, LinkRef, MacAddr, ObservedContainer, ObservedFdb,
+    ObservedHost, ObservedLink, ObservedNeigh, ObservedPortFdb, Op, PortFlags,
 };
 
 fn new_link(name: &str, index: u32, kind: LinkKind, mtu: u32, mac: MacAddr) -> ObservedLink {
@@ -57,21 +57,39 @@ fn host_exists(s: &ObservedHost, name: &str) -> Result<(), String> {
     }
 }
 
-fn create(s: &mut ObservedHost, name: &str, kind: LinkKind, mtu: u32, mac: Option<MacAddr>) -> Result<u32, String> {
+fn create(
+    s: &mut ObservedHost,
+    name: &str,
+    kind: LinkKind,
+    mtu: u32,
+    mac: Option<MacAddr>,
+) -> Result<u32, String> {
     if s.links.iter().any(|l| l.name == name) {
         return Err(format!("{name}: file exists"));
     }
     let index = next_index(&s.links);
-    s.links.push(new_link(name, index, kind, mtu, mac.unwrap_or_else(|| fake_mac(index))));
+    s.links.push(new_link(
+        name,
+        index,
+        kind,
+        mtu,
+        mac.unwrap_or_else(|| fake_mac(index)),
+    ));
     Ok(index)
 }
 
 fn delete_link(s: &mut ObservedHost, name: &str) {
-    let Some(pos) = s.links.iter().position(|l| l.name == name) else { return };
+    let Some(pos) = s.links.iter().position(|l| l.name == name) else {
+        return;
+    };
     let gone = s.links.remove(pos);
     if gone.kind == LinkKind::Veth {
         for c in &mut s.containers {
-            if let Some(p) = c.links.iter().position(|l| l.peer_index == Some(gone.index) && Some(l.index) == gone.peer_index) {
+            if let Some(p) = c
+                .links
+                .iter()
+                .position(|l| l.peer_index == Some(gone.index) && Some(l.index) == gone.peer_index)
+            {
                 let inner = c.links.remove(p);
                 c.default4.retain(|(_, dev)| *dev != inner.name);
                 c.default6.retain(|(_, dev)| *dev != inner.name);
@@ -98,11 +116,28 @@ pub fn simulate(s: &mut ObservedHost, op: &Op) -> Result<(), String> {
         Op::CreateBridge { name, mac, mtu } => {
             create(s, name, LinkKind::Bridge, *mtu, Some(*mac))?;
         }
-        Op::CreateVxlan { name, vni, local, port, mtu } => {
-            let kind = LinkKind::Vxlan { vni: *vni, local: Some(*local), port: *port, learning: false };
+        Op::CreateVxlan {
+            name,
+            vni,
+            local,
+            port,
+            mtu,
+        } => {
+            let kind = LinkKind::Vxlan {
+                vni: *vni,
+                local: Some(*local),
+                port: *port,
+                learning: false,
+            };
             create(s, name, kind, *mtu, None)?;
         }
-        Op::CreateVeth { host, netns, peer, peer_mac, mtu } => {
+        Op::CreateVeth {
+            host,
+            netns,
+            peer,
+            peer_mac,
+            mtu,
+        } => {
             let c = s
                 .containers
                 .iter()
@@ -126,21 +161,35 @@ pub fn simulate(s: &mut ObservedHost, op: &Op) -> Result<(), String> {
         Op::SetMac { link, mac } => link_mut(s, link)?.mac = Some(*mac),
         Op::SetUp(link) => link_mut(s, link)?.up = true,
         Op::SetMaster { name, master } => {
-            if !s.links.iter().any(|l| &l.name == master && l.kind == LinkKind::Bridge) {
+            if !s
+                .links
+                .iter()
+                .any(|l| &l.name == master && l.kind == LinkKind::Bridge)
+            {
                 return Err(format!("no such bridge: {master}"));
             }
             let l = link_mut(s, &LinkRef::Host(name.clone()))?;
             if l.master.as_deref() != Some(master) {
                 l.master = Some(master.clone());
-                l.port = Some(PortFlags { neigh_suppress: false, learning: true });
+                l.port = Some(PortFlags {
+                    neigh_suppress: false,
+                    learning: true,
+                });
             }
         }
-        Op::SetPortFlags { name, neigh_suppress, learning } => {
+        Op::SetPortFlags {
+            name,
+            neigh_suppress,
+            learning,
+        } => {
             let l = link_mut(s, &LinkRef::Host(name.clone()))?;
             if l.port.is_none() {
                 return Err(format!("{name} is not a bridge port"));
             }
-            l.port = Some(PortFlags { neigh_suppress: *neigh_suppress, learning: *learning });
+            l.port = Some(PortFlags {
+                neigh_suppress: *neigh_suppress,
+                learning: *learning,
+            });
         }
         Op::AddAddress { link, addr } => {
             let l = link_mut(s, link)?;
@@ -154,7 +203,11 @@ pub fn simulate(s: &mut ObservedHost, op: &Op) -> Result<(), String> {
                 return Err("default routes are only set in containers".into());
             };
             link_mut(s, link)?;
-            let c = s.containers.iter_mut().find(|c| &c.netns == netns).ok_or("no such container")?;
+            let c = s
+                .containers
+                .iter_mut()
+                .find(|c| &c.netns == netns)
+                .ok_or("no such container")?;
             match gateway {
                 std::net::IpAddr::V4(g) => c.default4 = vec![(*g, name.clone())],
                 std::net::IpAddr::V6(g) => c.default6 = vec![(*g, name.clone())],
@@ -162,15 +215,24 @@ pub fn simulate(s: &mut ObservedHost, op: &Op) -> Result<(), String> {
         }
         Op::AddFdb { vxlan, mac, vtep } => {
             host_exists(s, vxlan)?;
-            let e = ObservedFdb { vxlan: vxlan.clone(), mac: *mac, vtep: *vtep };
+            let e = ObservedFdb {
+                vxlan: vxlan.clone(),
+                mac: *mac,
+                vtep: *vtep,
+            };
             if !s.fdb.contains(&e) {
                 s.fdb.push(e);
             }
         }
-        Op::DelFdb { vxlan, mac, vtep } => s.fdb.retain(|f| !(&f.vxlan == vxlan && f.mac == *mac && f.vtep == *vtep)),
+        Op::DelFdb { vxlan, mac, vtep } => s
+            .fdb
+            .retain(|f| !(&f.vxlan == vxlan && f.mac == *mac && f.vtep == *vtep)),
         Op::AddPortFdb { port, mac } => {
             host_exists(s, port)?;
-            let e = ObservedPortFdb { port: port.clone(), mac: *mac };
+            let e = ObservedPortFdb {
+                port: port.clone(),
+                mac: *mac,
+            };
             if !s.port_fdb.contains(&e) {
                 s.port_fdb.push(e);
             }
@@ -178,10 +240,17 @@ pub fn simulate(s: &mut ObservedHost, op: &Op) -> Result<(), String> {
         Op::DelPortFdb { port, mac } => s.port_fdb.retain(|f| !(&f.port == port && f.mac == *mac)),
         Op::SetNeigh { bridge, ip, mac } => {
             host_exists(s, bridge)?;
-            s.neighbours.retain(|n| !(&n.bridge == bridge && n.ip == *ip));
-            s.neighbours.push(ObservedNeigh { bridge: bridge.clone(), ip: *ip, mac: *mac });
+            s.neighbours
+                .retain(|n| !(&n.bridge == bridge && n.ip == *ip));
+            s.neighbours.push(ObservedNeigh {
+                bridge: bridge.clone(),
+                ip: *ip,
+                mac: *mac,
+            });
         }
-        Op::DelNeigh { bridge, ip } => s.neighbours.retain(|n| !(&n.bridge == bridge && n.ip == *ip)),
+        Op::DelNeigh { bridge, ip } => s
+            .neighbours
+            .retain(|n| !(&n.bridge == bridge && n.ip == *ip)),
     }
     Ok(())
 }
@@ -218,12 +287,18 @@ impl FakeDataplane {
     /// Removes a container namespace (its veth ends die with it, as in Linux).
     pub fn remove_container(&self, netns: &Path) {
         let mut s = lock(&self.state);
-        let Some(pos) = s.containers.iter().position(|c| c.netns == netns) else { return };
+        let Some(pos) = s.containers.iter().position(|c| c.netns == netns) else {
+            return;
+        };
         let gone = s.containers.remove(pos);
         let hosts: Vec<String> = s
             .links
             .iter()
-            .filter(|h| gone.links.iter().any(|l| l.peer_index == Some(h.index) && h.peer_index == Some(l.index)))
+            .filter(|h| {
+                gone.links
+                    .iter()
+                    .any(|l| l.peer_index == Some(h.index) && h.peer_index == Some(l.index))
+            })
             .map(|h| h.name.clone())
             .collect();
         for h in hosts {
@@ -253,11 +328,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[async_trait]
 impl Dataplane for FakeDataplane {
-    async fn observe(&self, desired: &DesiredHost) -> Result<ObservedHost, NetlinkError> {
+    async fn observe(
+        &self,
+        desired: &DesiredHost,
+        scope: &Scope,
+    ) -> Result<ObservedHost, NetlinkError> {
         let mut s = lock(&self.state).clone();
-        let wanted = desired.container_netns();
-        let mut containers: Vec<ObservedContainer> =
-            s.containers.drain(..).filter(|c| wanted.contains(&c.netns.as_path())).collect();
+        let wanted = scope.select(desired);
+        let mut containers: Vec<ObservedContainer> = s
+            .containers
+            .drain(..)
+            .filter(|c| wanted.contains(&c.netns.as_path()))
+            .collect();
         for w in wanted {
             if !containers.iter().any(|c| c.netns == w) {
                 containers.push(ObservedContainer {
@@ -285,7 +367,10 @@ impl Dataplane for FakeDataplane {
             };
             match res {
                 Ok(()) => report.applied += 1,
-                Err(e) => report.errors.push(OpError { op: op.clone(), error: NetlinkError::Simulated(e) }),
+                Err(e) => report.errors.push(OpError {
+                    op: op.clone(),
+                    error: NetlinkError::Simulated(e),
+                }),
             }
         }
         report
@@ -309,10 +394,10 @@ mod tests {
         dp.add_container("/run/netns/api");
         dp.add_container("/run/netns/cache");
         let d = desired();
-        let (ops, report) = reconcile(&dp, &d).await.expect("reconcile");
+        let (ops, report) = reconcile(&dp, &d, &Scope::All).await.expect("reconcile");
         assert!(report.is_ok(), "{:?}", report.errors);
         assert_eq!(report.applied, ops.len());
-        let (ops, report) = reconcile(&dp, &d).await.expect("reconcile");
+        let (ops, report) = reconcile(&dp, &d, &Scope::All).await.expect("reconcile");
         assert!(ops.is_empty() && report.applied == 0);
     }
 
@@ -322,16 +407,25 @@ mod tests {
         dp.add_container("/run/netns/api");
         dp.fail_ops_matching("sfbr1001");
         let d = desired();
-        let (ops, report) = reconcile(&dp, &d).await.expect("reconcile");
+        let (ops, report) = reconcile(&dp, &d, &Scope::All).await.expect("reconcile");
         // The cache namespace does not exist: its veth fails too, with a clear message.
-        assert!(report.errors.iter().any(|e| e.error.to_string().contains("/run/netns/cache not found")));
+        assert!(report
+            .errors
+            .iter()
+            .any(|e| e.error.to_string().contains("/run/netns/cache not found")));
         let cache_veth = crate::plan::veth_host_name("fe", "n1-cache");
         for e in &report.errors {
             let t = e.op.to_string();
-            assert!(t.contains("1001") || t.contains(&cache_veth) || t.contains("/run/netns/cache"), "unexpected failure: {t}");
+            assert!(
+                t.contains("1001") || t.contains(&cache_veth) || t.contains("/run/netns/cache"),
+                "unexpected failure: {t}"
+            );
         }
         assert_eq!(report.applied + report.errors.len(), ops.len());
-        assert!(dp.state().link("sfbr1000").is_some(), "other networks were still built");
+        assert!(
+            dp.state().link("sfbr1000").is_some(),
+            "other networks were still built"
+        );
         assert_eq!(dp.ops(), ops);
     }
 
@@ -341,9 +435,47 @@ mod tests {
         dp.add_container("/run/netns/api");
         dp.add_container("/run/netns/cache");
         let d = desired();
-        reconcile(&dp, &d).await.expect("reconcile");
+        reconcile(&dp, &d, &Scope::All).await.expect("reconcile");
         let before = dp.state().links.len();
         dp.remove_container(std::path::Path::new("/run/netns/cache"));
         assert_eq!(dp.state().links.len(), before - 1);
+    }
+
+    #[tokio::test]
+    async fn a_scoped_reconcile_looks_only_at_its_containers() {
+        let dp = FakeDataplane::new();
+        dp.add_container("/run/netns/api");
+        dp.add_container("/run/netns/cache");
+        let d = desired();
+        reconcile(&dp, &d, &Scope::All).await.expect("reconcile");
+        let cache_eth0 = LinkRef::Container {
+            netns: "/run/netns/cache".into(),
+            name: "eth0".into(),
+        };
+        let addr = "172.21.0.4/24".parse().expect("net");
+        let report = dp
+            .apply(&[Op::DelAddress {
+                link: cache_eth0.clone(),
+                addr,
+            }])
+            .await;
+        assert!(report.is_ok());
+
+        let api_only = Scope::Only(vec!["/run/netns/api".into()]);
+        let (ops, _) = reconcile(&dp, &d, &api_only).await.expect("reconcile");
+        assert!(
+            ops.is_empty(),
+            "the cache container is out of scope: {ops:#?}"
+        );
+        let cache_only = Scope::Only(vec!["/run/netns/cache".into()]);
+        let (ops, report) = reconcile(&dp, &d, &cache_only).await.expect("reconcile");
+        assert_eq!(
+            ops,
+            vec![Op::AddAddress {
+                link: cache_eth0,
+                addr
+            }]
+        );
+        assert!(report.is_ok());
     }
 }

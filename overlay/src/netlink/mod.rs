@@ -85,18 +85,53 @@ impl ApplyReport {
     }
 }
 
+/// Which container namespaces an observation looks into. The host side is always read whole.
+///
+/// A container left out is left alone by the plan (its veth is neither checked nor touched), so
+/// an attach can observe only the one namespace it changes: the cost of observing stays flat
+/// however many containers the host runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every namespace the desired state names (full resync, agent start).
+    All,
+    /// Only these namespaces (and only those the desired state names).
+    Only(Vec<PathBuf>),
+}
+
+impl Scope {
+    /// The namespaces of `desired` this scope covers.
+    pub fn select<'a>(&self, desired: &'a DesiredHost) -> Vec<&'a Path> {
+        let all = desired.container_netns();
+        match self {
+            Scope::All => all,
+            Scope::Only(only) => all
+                .into_iter()
+                .filter(|p| only.iter().any(|o| o == p))
+                .collect(),
+        }
+    }
+}
+
 /// The host dataplane: observe the kernel, apply ops.
 #[async_trait]
 pub trait Dataplane: Send + Sync {
-    /// Reads the host state plus the container namespaces `desired` names.
-    async fn observe(&self, desired: &DesiredHost) -> Result<ObservedHost, NetlinkError>;
+    /// Reads the host state plus the container namespaces of `desired` within `scope`.
+    async fn observe(
+        &self,
+        desired: &DesiredHost,
+        scope: &Scope,
+    ) -> Result<ObservedHost, NetlinkError>;
     /// Applies `ops` in order, trying every one and reporting each failure.
     async fn apply(&self, ops: &[Op]) -> ApplyReport;
 }
 
-/// Observes, plans and applies; returns what was done (an empty report if nothing was wrong).
-pub async fn reconcile(dp: &dyn Dataplane, desired: &DesiredHost) -> Result<(Vec<Op>, ApplyReport), NetlinkError> {
-    let observed = dp.observe(desired).await?;
+/// Observes (within `scope`), plans and applies; returns the ops and how applying them went.
+pub async fn reconcile(
+    dp: &dyn Dataplane,
+    desired: &DesiredHost,
+    scope: &Scope,
+) -> Result<(Vec<Op>, ApplyReport), NetlinkError> {
+    let observed = dp.observe(desired, scope).await?;
     let ops = plan(desired, &observed);
     let report = dp.apply(&ops).await;
     Ok((ops, report))
@@ -117,7 +152,9 @@ impl NetlinkDataplane {
 
     /// Works on the network namespace at `path` as the host (tests, labs).
     pub fn in_netns(path: impl Into<PathBuf>) -> NetlinkDataplane {
-        NetlinkDataplane { host_netns: Some(path.into()) }
+        NetlinkDataplane {
+            host_netns: Some(path.into()),
+        }
     }
 
     fn host(&self) -> Option<&Path> {
@@ -134,7 +171,10 @@ impl NetlinkDataplane {
             .execute()
             .try_collect()
             .await
-            .map_err(|source| NetlinkError::Netlink { what: "dump addresses".into(), source })?;
+            .map_err(|source| NetlinkError::Netlink {
+                what: "dump addresses".into(),
+                source,
+            })?;
         let index = addrs
             .iter()
             .find(|m| {
@@ -155,9 +195,13 @@ impl NetlinkDataplane {
 
 #[async_trait]
 impl Dataplane for NetlinkDataplane {
-    async fn observe(&self, desired: &DesiredHost) -> Result<ObservedHost, NetlinkError> {
+    async fn observe(
+        &self,
+        desired: &DesiredHost,
+        scope: &Scope,
+    ) -> Result<ObservedHost, NetlinkError> {
         let conn = conn::connect(self.host()).await?;
-        observe::observe(&conn.handle, self.host(), desired).await
+        observe::observe(&conn.handle, self.host(), &scope.select(desired)).await
     }
 
     async fn apply(&self, ops: &[Op]) -> ApplyReport {
@@ -171,7 +215,10 @@ impl Dataplane for NetlinkDataplane {
                 let msg = e.to_string();
                 report.errors = ops
                     .iter()
-                    .map(|op| OpError { op: op.clone(), error: NetlinkError::Socket(std::io::Error::other(msg.clone())) })
+                    .map(|op| OpError {
+                        op: op.clone(),
+                        error: NetlinkError::Socket(std::io::Error::other(msg.clone())),
+                    })
                     .collect();
                 return report;
             }
@@ -184,7 +231,10 @@ impl Dataplane for NetlinkDataplane {
                 }
                 Err(error) => {
                     warn!(%op, %error, "dataplane op failed");
-                    report.errors.push(OpError { op: op.clone(), error });
+                    report.errors.push(OpError {
+                        op: op.clone(),
+                        error,
+                    });
                 }
             }
         }

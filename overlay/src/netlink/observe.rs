@@ -10,9 +10,12 @@ use futures::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVxlan, LinkAttribute, LinkFlags,
+    LinkInfo, LinkMessage,
 };
-use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState,
+};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteType};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
@@ -20,18 +23,24 @@ use rtnetlink::{Handle, RouteMessageBuilder};
 use super::conn::{connect, dump_links, link_name};
 use super::{sysctl, NetlinkError};
 use crate::plan::{
-    is_owned, DesiredHost, LinkKind, MacAddr, ObservedContainer, ObservedFdb, ObservedHost, ObservedLink,
+    is_owned, LinkKind, MacAddr, ObservedContainer, ObservedFdb, ObservedHost, ObservedLink,
     ObservedNeigh, ObservedPortFdb, PortFlags,
 };
 
 const NUD_PERMANENT: u16 = 0x80;
 const NUD_NOARP: u16 = 0x40;
 
-/// Observes the host namespace reached by `handle` and the container namespaces `desired` names.
-pub(crate) async fn observe(handle: &Handle, host_netns: Option<&Path>, desired: &DesiredHost) -> Result<ObservedHost, NetlinkError> {
+/// Observes the host namespace reached by `handle` and the container namespaces `netns`.
+pub(crate) async fn observe(
+    handle: &Handle,
+    host_netns: Option<&Path>,
+    netns: &[&Path],
+) -> Result<ObservedHost, NetlinkError> {
     let all = dump_links(handle).await?;
-    let names: HashMap<u32, String> =
-        all.iter().filter_map(|m| link_name(m).map(|n| (m.header.index, n.to_string()))).collect();
+    let names: HashMap<u32, String> = all
+        .iter()
+        .filter_map(|m| link_name(m).map(|n| (m.header.index, n.to_string())))
+        .collect();
     let mut links: Vec<ObservedLink> = all
         .iter()
         .filter(|m| link_name(m).is_some_and(is_owned))
@@ -44,10 +53,18 @@ pub(crate) async fn observe(handle: &Handle, host_netns: Option<&Path>, desired:
     let forwarding4 = sysctl::read_flag(host_netns, sysctl::FORWARD_V4).await?;
     let forwarding6 = sysctl::read_flag(host_netns, sysctl::FORWARD_V6).await?;
     let mut containers = Vec::new();
-    for netns in desired.container_netns() {
-        containers.push(observe_container(netns).await);
+    for ns in netns {
+        containers.push(observe_container(ns).await);
     }
-    Ok(ObservedHost { forwarding4, forwarding6, links, fdb, port_fdb, neighbours, containers })
+    Ok(ObservedHost {
+        forwarding4,
+        forwarding6,
+        links,
+        fdb,
+        port_fdb,
+        neighbours,
+        containers,
+    })
 }
 
 /// Looks into one container namespace; a namespace that cannot be entered is `reachable: false`.
@@ -62,8 +79,10 @@ async fn observe_container(netns: &Path) -> ObservedContainer {
     let res = async {
         let conn = connect(Some(netns)).await?;
         let all = dump_links(&conn.handle).await?;
-        let names: HashMap<u32, String> =
-            all.iter().filter_map(|m| link_name(m).map(|n| (m.header.index, n.to_string()))).collect();
+        let names: HashMap<u32, String> = all
+            .iter()
+            .filter_map(|m| link_name(m).map(|n| (m.header.index, n.to_string())))
+            .collect();
         let mut links: Vec<ObservedLink> = all.iter().map(|m| parse_link(m, &names)).collect();
         attach_addresses(&conn.handle, &mut links).await?;
         let (d4, d6) = default_routes(&conn.handle, &names).await?;
@@ -77,7 +96,9 @@ async fn observe_container(netns: &Path) -> ObservedContainer {
             out.default4 = d4;
             out.default6 = d6;
         }
-        Err(e) => tracing::warn!(netns = %netns.display(), error = %e, "cannot observe container namespace"),
+        Err(e) => {
+            tracing::warn!(netns = %netns.display(), error = %e, "cannot observe container namespace")
+        }
     }
     out
 }
@@ -115,7 +136,12 @@ fn parse_info(infos: &[LinkInfo], l: &mut ObservedLink) {
             LinkInfo::Kind(InfoKind::Bridge) => l.kind = LinkKind::Bridge,
             LinkInfo::Kind(InfoKind::Veth) => l.kind = LinkKind::Veth,
             LinkInfo::Kind(InfoKind::Vxlan) if !matches!(l.kind, LinkKind::Vxlan { .. }) => {
-                l.kind = LinkKind::Vxlan { vni: 0, local: None, port: 0, learning: true };
+                l.kind = LinkKind::Vxlan {
+                    vni: 0,
+                    local: None,
+                    port: 0,
+                    learning: true,
+                };
             }
             LinkInfo::Kind(k) => l.kind = LinkKind::Other(k.to_string()),
             LinkInfo::Data(InfoData::Vxlan(v)) => {
@@ -130,10 +156,18 @@ fn parse_info(infos: &[LinkInfo], l: &mut ObservedLink) {
                         _ => {}
                     }
                 }
-                l.kind = LinkKind::Vxlan { vni, local, port, learning };
+                l.kind = LinkKind::Vxlan {
+                    vni,
+                    local,
+                    port,
+                    learning,
+                };
             }
             LinkInfo::PortData(InfoPortData::BridgePort(p)) => {
-                let mut flags = PortFlags { neigh_suppress: false, learning: true };
+                let mut flags = PortFlags {
+                    neigh_suppress: false,
+                    learning: true,
+                };
                 for x in p {
                     match x {
                         InfoBridgePort::NeighSupress(b) => flags.neigh_suppress = *b,
@@ -156,9 +190,14 @@ async fn attach_addresses(handle: &Handle, links: &mut [ObservedLink]) -> Result
         .execute()
         .try_collect()
         .await
-        .map_err(|source| NetlinkError::Netlink { what: "dump addresses".into(), source })?;
+        .map_err(|source| NetlinkError::Netlink {
+            what: "dump addresses".into(),
+            source,
+        })?;
     for m in msgs {
-        let Some(link) = links.iter_mut().find(|l| l.index == m.header.index) else { continue };
+        let Some(link) = links.iter_mut().find(|l| l.index == m.header.index) else {
+            continue;
+        };
         let local = m.attributes.iter().find_map(|a| match a {
             AddressAttribute::Local(ip) => Some(*ip),
             _ => None,
@@ -189,8 +228,12 @@ fn neigh_ip(d: &NeighbourAddress) -> Option<IpAddr> {
         NeighbourAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
         NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
         NeighbourAddress::Other(b) => match b.len() {
-            4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(|a| IpAddr::V4(Ipv4Addr::from(a))),
-            16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(|a| IpAddr::V6(Ipv6Addr::from(a))),
+            4 => <[u8; 4]>::try_from(b.as_slice())
+                .ok()
+                .map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+            16 => <[u8; 16]>::try_from(b.as_slice())
+                .ok()
+                .map(|a| IpAddr::V6(Ipv6Addr::from(a))),
             _ => None,
         },
         _ => None,
@@ -200,7 +243,10 @@ fn neigh_ip(d: &NeighbourAddress) -> Option<IpAddr> {
 type FdbLists = (Vec<ObservedFdb>, Vec<ObservedPortFdb>);
 
 /// VXLAN `self` entries (with a destination) and static bridge entries on shibafu VXLAN ports.
-async fn observe_fdb(handle: &Handle, ours: &HashMap<u32, &ObservedLink>) -> Result<FdbLists, NetlinkError> {
+async fn observe_fdb(
+    handle: &Handle,
+    ours: &HashMap<u32, &ObservedLink>,
+) -> Result<FdbLists, NetlinkError> {
     let msgs: Vec<_> = handle
         .neighbours()
         .get()
@@ -208,10 +254,15 @@ async fn observe_fdb(handle: &Handle, ours: &HashMap<u32, &ObservedLink>) -> Res
         .execute()
         .try_collect()
         .await
-        .map_err(|source| NetlinkError::Netlink { what: "dump bridge fdb".into(), source })?;
+        .map_err(|source| NetlinkError::Netlink {
+            what: "dump bridge fdb".into(),
+            source,
+        })?;
     let (mut fdb, mut port_fdb) = (Vec::new(), Vec::new());
     for m in msgs {
-        let Some(link) = ours.get(&m.header.ifindex) else { continue };
+        let Some(link) = ours.get(&m.header.ifindex) else {
+            continue;
+        };
         if !matches!(link.kind, LinkKind::Vxlan { .. }) {
             continue;
         }
@@ -230,10 +281,17 @@ async fn observe_fdb(handle: &Handle, ours: &HashMap<u32, &ObservedLink>) -> Res
         let state = u16::from(m.header.state);
         if m.header.flags.contains(NeighbourFlags::Own) || (!has_master && dst.is_some()) {
             if let Some(vtep) = dst {
-                fdb.push(ObservedFdb { vxlan: link.name.clone(), mac, vtep });
+                fdb.push(ObservedFdb {
+                    vxlan: link.name.clone(),
+                    mac,
+                    vtep,
+                });
             }
         } else if has_master && state & NUD_NOARP != 0 && state & NUD_PERMANENT == 0 {
-            port_fdb.push(ObservedPortFdb { port: link.name.clone(), mac });
+            port_fdb.push(ObservedPortFdb {
+                port: link.name.clone(),
+                mac,
+            });
         }
     }
     fdb.sort();
@@ -242,7 +300,10 @@ async fn observe_fdb(handle: &Handle, ours: &HashMap<u32, &ObservedLink>) -> Res
 }
 
 /// Permanent neighbour entries on shibafu bridges.
-async fn observe_neighbours(handle: &Handle, ours: &HashMap<u32, &ObservedLink>) -> Result<Vec<ObservedNeigh>, NetlinkError> {
+async fn observe_neighbours(
+    handle: &Handle,
+    ours: &HashMap<u32, &ObservedLink>,
+) -> Result<Vec<ObservedNeigh>, NetlinkError> {
     let mut out = Vec::new();
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
         let msgs: Vec<_> = handle
@@ -252,9 +313,14 @@ async fn observe_neighbours(handle: &Handle, ours: &HashMap<u32, &ObservedLink>)
             .execute()
             .try_collect()
             .await
-            .map_err(|source| NetlinkError::Netlink { what: "dump neighbours".into(), source })?;
+            .map_err(|source| NetlinkError::Netlink {
+                what: "dump neighbours".into(),
+                source,
+            })?;
         for m in msgs {
-            let Some(link) = ours.get(&m.header.ifindex) else { continue };
+            let Some(link) = ours.get(&m.header.ifindex) else {
+                continue;
+            };
             if link.kind != LinkKind::Bridge || m.header.state != NeighbourState::Permanent {
                 continue;
             }
@@ -268,7 +334,11 @@ async fn observe_neighbours(handle: &Handle, ours: &HashMap<u32, &ObservedLink>)
                 }
             }
             if let (Some(ip), Some(mac)) = (ip, mac) {
-                out.push(ObservedNeigh { bridge: link.name.clone(), ip, mac });
+                out.push(ObservedNeigh {
+                    bridge: link.name.clone(),
+                    ip,
+                    mac,
+                });
             }
         }
     }
@@ -279,7 +349,10 @@ async fn observe_neighbours(handle: &Handle, ours: &HashMap<u32, &ObservedLink>)
 type Defaults = (Vec<(Ipv4Addr, String)>, Vec<(Ipv6Addr, String)>);
 
 /// Default routes of the main table, as (gateway, interface name).
-async fn default_routes(handle: &Handle, names: &HashMap<u32, String>) -> Result<Defaults, NetlinkError> {
+async fn default_routes(
+    handle: &Handle,
+    names: &HashMap<u32, String>,
+) -> Result<Defaults, NetlinkError> {
     let mut d4 = Vec::new();
     let mut d6 = Vec::new();
     let requests = [
@@ -293,7 +366,10 @@ async fn default_routes(handle: &Handle, names: &HashMap<u32, String>) -> Result
             .execute()
             .try_collect()
             .await
-            .map_err(|source| NetlinkError::Netlink { what: "dump routes".into(), source })?;
+            .map_err(|source| NetlinkError::Netlink {
+                what: "dump routes".into(),
+                source,
+            })?;
         for m in msgs {
             let table = m
                 .attributes

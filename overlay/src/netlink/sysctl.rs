@@ -21,19 +21,31 @@ fn read_now(key: &str) -> Result<bool, std::io::Error> {
 }
 
 /// Reads a 0/1 sysctl in `netns` (`None` = the caller's namespace).
-pub(crate) async fn read_flag(netns: Option<&Path>, key: &'static str) -> Result<bool, NetlinkError> {
+pub(crate) async fn read_flag(
+    netns: Option<&Path>,
+    key: &'static str,
+) -> Result<bool, NetlinkError> {
     let res = match netns {
         None => read_now(key),
         Some(p) => netns::run_in_async(p, move || read_now(key)).await?,
     };
-    res.map_err(|source| NetlinkError::Sysctl { key: PathBuf::from(key), source })
+    res.map_err(|source| NetlinkError::Sysctl {
+        key: PathBuf::from(key),
+        source,
+    })
 }
 
 /// Sets a 0/1 sysctl to 1 in `netns` (`None` = the caller's namespace).
-pub(crate) async fn enable_flag(netns: Option<&Path>, key: &'static str) -> Result<(), NetlinkError> {
+pub(crate) async fn enable_flag(
+    netns: Option<&Path>,
+    key: &'static str,
+) -> Result<(), NetlinkError> {
     let res = match netns {
         None => std::fs::write(key, b"1"),
         Some(p) => netns::run_in_async(p, move || std::fs::write(key, b"1")).await?,
     };
-    res.map_err(|source| NetlinkError::Sysctl { key: PathBuf::from(key), source })
+    res.map_err(|source| NetlinkError::Sysctl {
+        key: PathBuf::from(key),
+        source,
+    })
 }

@@ -12,7 +12,9 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
-use super::names::{gateway_mac, overlay_mtu, veth_host_name, MAX_IFNAME, MIN_MTU, MIN_MTU_V6, VXLAN_PORT};
+use super::names::{
+    gateway_mac, overlay_mtu, veth_host_name, MAX_IFNAME, MIN_MTU, MIN_MTU_V6, VXLAN_PORT,
+};
 use super::{MacAddr, PlanError};
 use crate::model::{Endpoint, Network, Node};
 
@@ -150,7 +152,10 @@ impl DesiredHost {
         let mut networks: Vec<DesiredNetwork> = networks.into_values().map(|(n, _)| n).collect();
         add_remotes(inp, &mut networks);
         networks.sort_by(|a, b| a.bridge.cmp(&b.bridge));
-        Ok(DesiredHost { networks, endpoints })
+        Ok(DesiredHost {
+            networks,
+            endpoints,
+        })
     }
 
     /// Distinct container namespaces this host configures.
@@ -185,9 +190,17 @@ fn build_networks<'a>(inp: &HostInputs<'a>) -> Result<NetworkMap<'a>, PlanError>
             continue;
         }
         let mtu = overlay_mtu(net.mtu, inp.underlay_mtu, inp.underlay);
-        let min = if net.subnet6.is_some() { MIN_MTU_V6 } else { MIN_MTU };
+        let min = if net.subnet6.is_some() {
+            MIN_MTU_V6
+        } else {
+            MIN_MTU
+        };
         if mtu < min {
-            return Err(PlanError::MtuTooSmall { network: net.name.clone(), mtu, min });
+            return Err(PlanError::MtuTooSmall {
+                network: net.name.clone(),
+                mtu,
+                min,
+            });
         }
         let gateway4 = Ipv4Net::new(net.gateway(), net.subnet.prefix_len()).unwrap_or(net.subnet);
         let gateway6 = net
@@ -215,19 +228,27 @@ fn build_networks<'a>(inp: &HostInputs<'a>) -> Result<NetworkMap<'a>, PlanError>
     Ok(out)
 }
 
-fn build_endpoints(inp: &HostInputs<'_>, nets: &NetworkMap<'_>) -> Result<Vec<DesiredEndpoint>, PlanError> {
-    let by_id: BTreeMap<(&str, &str), &Endpoint> =
-        inp.endpoints.iter().map(|e| ((e.network.as_str(), e.id.as_str()), e)).collect();
+fn build_endpoints(
+    inp: &HostInputs<'_>,
+    nets: &NetworkMap<'_>,
+) -> Result<Vec<DesiredEndpoint>, PlanError> {
+    let by_id: BTreeMap<(&str, &str), &Endpoint> = inp
+        .endpoints
+        .iter()
+        .map(|e| ((e.network.as_str(), e.id.as_str()), e))
+        .collect();
     let mut out = Vec::new();
     let mut host_names = BTreeSet::new();
     for c in inp.containers {
         let mut names = BTreeSet::new();
         let mut has_default6 = false;
         for (i, li) in c.interfaces.iter().enumerate() {
-            let (dn, net) = nets.get(li.network.as_str()).ok_or_else(|| PlanError::UnknownNetwork {
-                network: li.network.clone(),
-                netns: c.netns.clone(),
-            })?;
+            let (dn, net) =
+                nets.get(li.network.as_str())
+                    .ok_or_else(|| PlanError::UnknownNetwork {
+                        network: li.network.clone(),
+                        netns: c.netns.clone(),
+                    })?;
             let ep = by_id
                 .get(&(li.network.as_str(), li.endpoint_id.as_str()))
                 .ok_or_else(|| PlanError::UnknownEndpoint {
@@ -240,11 +261,17 @@ fn build_endpoints(inp: &HostInputs<'_>, nets: &NetworkMap<'_>) -> Result<Vec<De
                     node: ep.node.clone(),
                 });
             }
-            if li.ifname.is_empty() || li.ifname.len() > MAX_IFNAME || li.ifname.contains(['/', ' ', ':']) {
+            if li.ifname.is_empty()
+                || li.ifname.len() > MAX_IFNAME
+                || li.ifname.contains(['/', ' ', ':'])
+            {
                 return Err(PlanError::InvalidIfname(li.ifname.clone()));
             }
             if !names.insert(li.ifname.as_str()) {
-                return Err(PlanError::DuplicateIfname { netns: c.netns.clone(), ifname: li.ifname.clone() });
+                return Err(PlanError::DuplicateIfname {
+                    netns: c.netns.clone(),
+                    ifname: li.ifname.clone(),
+                });
             }
             let mac = parse_mac(ep)?;
             if !net.subnet.contains(&ep.ipv4) || ep.ipv4 == dn.gateway4.addr() {
@@ -263,7 +290,9 @@ fn build_endpoints(inp: &HostInputs<'_>, nets: &NetworkMap<'_>) -> Result<Vec<De
                     return Err(PlanError::AddressOutsideSubnet {
                         endpoint: ep.id.clone(),
                         addr: a.into(),
-                        subnet: s.map(|s| s.to_string()).unwrap_or_else(|| "(no IPv6 subnet)".into()),
+                        subnet: s
+                            .map(|s| s.to_string())
+                            .unwrap_or_else(|| "(no IPv6 subnet)".into()),
                     })
                 }
             };
@@ -304,27 +333,47 @@ fn build_endpoints(inp: &HostInputs<'_>, nets: &NetworkMap<'_>) -> Result<Vec<De
 fn parse_mac(ep: &Endpoint) -> Result<MacAddr, PlanError> {
     match ep.mac.parse::<MacAddr>() {
         Ok(m) if m.is_unicast() => Ok(m),
-        _ => Err(PlanError::InvalidMac { endpoint: ep.id.clone(), mac: ep.mac.clone() }),
+        _ => Err(PlanError::InvalidMac {
+            endpoint: ep.id.clone(),
+            mac: ep.mac.clone(),
+        }),
     }
 }
 
 fn add_remotes(inp: &HostInputs<'_>, networks: &mut [DesiredNetwork]) {
     let Some(local) = inp.underlay else { return };
-    let vteps: BTreeMap<&str, IpAddr> = inp.nodes.iter().map(|n| (n.name.as_str(), n.underlay)).collect();
-    let subnets: BTreeMap<&str, &Network> = inp.networks.iter().map(|n| (n.name.as_str(), n)).collect();
+    let vteps: BTreeMap<&str, IpAddr> = inp
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.underlay))
+        .collect();
+    let subnets: BTreeMap<&str, &Network> =
+        inp.networks.iter().map(|n| (n.name.as_str(), n)).collect();
     for dn in networks.iter_mut() {
-        let Some(net) = subnets.get(dn.name.as_str()) else { continue };
-        let Some(vx) = dn.vxlan.as_mut() else { continue };
+        let Some(net) = subnets.get(dn.name.as_str()) else {
+            continue;
+        };
+        let Some(vx) = dn.vxlan.as_mut() else {
+            continue;
+        };
         // Local endpoints' MACs and addresses win over any remote record claiming them.
         let mut macs = BTreeSet::new();
         let mut ips = BTreeSet::from([IpAddr::V4(dn.gateway4.addr())]);
         ips.extend(dn.gateway6.map(|g| IpAddr::V6(g.addr())));
-        for ep in inp.endpoints.iter().filter(|e| e.network == dn.name && e.node == inp.node) {
+        for ep in inp
+            .endpoints
+            .iter()
+            .filter(|e| e.network == dn.name && e.node == inp.node)
+        {
             macs.extend(ep.mac.parse::<MacAddr>().ok());
             ips.insert(IpAddr::V4(ep.ipv4));
             ips.extend(ep.ipv6.map(IpAddr::V6));
         }
-        for ep in inp.endpoints.iter().filter(|e| e.network == dn.name && e.node != inp.node) {
+        for ep in inp
+            .endpoints
+            .iter()
+            .filter(|e| e.network == dn.name && e.node != inp.node)
+        {
             let skip = |why: &str| warn!(network = %dn.name, endpoint = %ep.id, node = %ep.node, "skipping remote endpoint: {why}");
             let Some(&vtep) = vteps.get(ep.node.as_str()) else {
                 debug!(network = %dn.name, endpoint = %ep.id, node = %ep.node, "remote endpoint's node is not live");
@@ -342,7 +391,9 @@ fn add_remotes(inp: &HostInputs<'_>, networks: &mut [DesiredNetwork]) {
                 skip("address outside the subnet");
                 continue;
             }
-            let ipv6 = ep.ipv6.filter(|a| net.subnet6.is_some_and(|s| s.contains(a)));
+            let ipv6 = ep
+                .ipv6
+                .filter(|a| net.subnet6.is_some_and(|s| s.contains(a)));
             let v6_taken = ipv6.is_some_and(|a| ips.contains(&IpAddr::V6(a)));
             if macs.contains(&mac) || ips.contains(&IpAddr::V4(ep.ipv4)) || v6_taken {
                 skip("MAC or address already used by another endpoint");
@@ -351,7 +402,12 @@ fn add_remotes(inp: &HostInputs<'_>, networks: &mut [DesiredNetwork]) {
             macs.insert(mac);
             ips.insert(IpAddr::V4(ep.ipv4));
             ips.extend(ipv6.map(IpAddr::V6));
-            vx.remotes.push(RemoteEndpoint { mac, ipv4: ep.ipv4, ipv6, vtep });
+            vx.remotes.push(RemoteEndpoint {
+                mac,
+                ipv4: ep.ipv4,
+                ipv6,
+                vtep,
+            });
         }
         vx.remotes.sort_by_key(|r| r.mac);
     }

@@ -17,7 +17,10 @@ use super::{IpFamily, LinkRef, MacAddr, Op};
 
 /// The VXLAN port options the plan wants: suppress ARP/ND (answered from the bridge's neighbour
 /// entries), learn nothing (remote MACs come from the cluster state only).
-pub const VXLAN_PORT_FLAGS: PortFlags = PortFlags { neigh_suppress: true, learning: false };
+pub const VXLAN_PORT_FLAGS: PortFlags = PortFlags {
+    neigh_suppress: true,
+    learning: false,
+};
 
 /// Computes the ordered ops that take `observed` to `desired`.
 pub fn plan(desired: &DesiredHost, observed: &ObservedHost) -> Vec<Op> {
@@ -41,16 +44,26 @@ pub fn plan(desired: &DesiredHost, observed: &ObservedHost) -> Vec<Op> {
 /// Host links that stay (right name, right kind, right identity), by name.
 type Kept<'a> = BTreeMap<&'a str, &'a ObservedLink>;
 
-fn stale_links<'a>(desired: &DesiredHost, observed: &'a ObservedHost, ops: &mut Vec<Op>) -> Kept<'a> {
-    let bridges: BTreeMap<&str, &DesiredNetwork> =
-        desired.networks.iter().map(|n| (n.bridge.as_str(), n)).collect();
+fn stale_links<'a>(
+    desired: &DesiredHost,
+    observed: &'a ObservedHost,
+    ops: &mut Vec<Op>,
+) -> Kept<'a> {
+    let bridges: BTreeMap<&str, &DesiredNetwork> = desired
+        .networks
+        .iter()
+        .map(|n| (n.bridge.as_str(), n))
+        .collect();
     let vxlans: BTreeMap<&str, &DesiredVxlan> = desired
         .networks
         .iter()
         .filter_map(|n| n.vxlan.as_ref().map(|v| (v.name.as_str(), v)))
         .collect();
-    let veths: BTreeMap<&str, &DesiredEndpoint> =
-        desired.endpoints.iter().map(|e| (e.host_ifname.as_str(), e)).collect();
+    let veths: BTreeMap<&str, &DesiredEndpoint> = desired
+        .endpoints
+        .iter()
+        .map(|e| (e.host_ifname.as_str(), e))
+        .collect();
 
     let mut kept = Kept::new();
     let mut delete = Vec::new();
@@ -58,10 +71,17 @@ fn stale_links<'a>(desired: &DesiredHost, observed: &'a ObservedHost, ops: &mut 
         let name = link.name.as_str();
         let keep = match &link.kind {
             LinkKind::Bridge => bridges.contains_key(name),
-            LinkKind::Vxlan { vni, local, port, learning } => vxlans
+            LinkKind::Vxlan {
+                vni,
+                local,
+                port,
+                learning,
+            } => vxlans.get(name).is_some_and(|v| {
+                *vni == v.vni && *local == Some(v.local) && *port == v.port && !learning
+            }),
+            LinkKind::Veth => veths
                 .get(name)
-                .is_some_and(|v| *vni == v.vni && *local == Some(v.local) && *port == v.port && !learning),
-            LinkKind::Veth => veths.get(name).is_some_and(|ep| veth_matches(link, ep, observed)),
+                .is_some_and(|ep| veth_matches(link, ep, observed)),
             LinkKind::Other(_) => false,
         };
         if keep {
@@ -100,7 +120,11 @@ fn network_ops(net: &DesiredNetwork, observed: &ObservedHost, kept: &Kept<'_>, o
     want.extend(net.gateway6.map(IpNet::from));
     match kept.get(net.bridge.as_str()) {
         None => {
-            ops.push(Op::CreateBridge { name: net.bridge.clone(), mac: net.mac, mtu: net.mtu });
+            ops.push(Op::CreateBridge {
+                name: net.bridge.clone(),
+                mac: net.mac,
+                mtu: net.mtu,
+            });
             link_fix(&bridge, None, net.mtu, Some(net.mac), &want, ops);
         }
         Some(l) => link_fix(&bridge, Some(l), net.mtu, Some(net.mac), &want, ops),
@@ -124,16 +148,29 @@ fn network_ops(net: &DesiredNetwork, observed: &ObservedHost, kept: &Kept<'_>, o
         .map(|n| (n.ip, n.mac))
         .collect();
     for ip in neigh_have.keys().filter(|ip| !neigh_want.contains_key(ip)) {
-        ops.push(Op::DelNeigh { bridge: net.bridge.clone(), ip: *ip });
+        ops.push(Op::DelNeigh {
+            bridge: net.bridge.clone(),
+            ip: *ip,
+        });
     }
     for (ip, mac) in &neigh_want {
         if neigh_have.get(ip) != Some(mac) {
-            ops.push(Op::SetNeigh { bridge: net.bridge.clone(), ip: *ip, mac: *mac });
+            ops.push(Op::SetNeigh {
+                bridge: net.bridge.clone(),
+                ip: *ip,
+                mac: *mac,
+            });
         }
     }
 }
 
-fn vxlan_ops(net: &DesiredNetwork, vx: &DesiredVxlan, observed: &ObservedHost, kept: &Kept<'_>, ops: &mut Vec<Op>) {
+fn vxlan_ops(
+    net: &DesiredNetwork,
+    vx: &DesiredVxlan,
+    observed: &ObservedHost,
+    kept: &Kept<'_>,
+    ops: &mut Vec<Op>,
+) {
     let link = LinkRef::Host(vx.name.clone());
     let existing = kept.get(vx.name.as_str()).copied();
     match existing {
@@ -153,7 +190,8 @@ fn vxlan_ops(net: &DesiredNetwork, vx: &DesiredVxlan, observed: &ObservedHost, k
             link_fix(&link, Some(l), net.mtu, None, &[], ops);
         }
     }
-    let fdb_want: BTreeSet<(MacAddr, IpAddr)> = vx.remotes.iter().map(|r| (r.mac, r.vtep)).collect();
+    let fdb_want: BTreeSet<(MacAddr, IpAddr)> =
+        vx.remotes.iter().map(|r| (r.mac, r.vtep)).collect();
     let fdb_have: BTreeSet<(MacAddr, IpAddr)> = observed
         .fdb
         .iter()
@@ -161,10 +199,18 @@ fn vxlan_ops(net: &DesiredNetwork, vx: &DesiredVxlan, observed: &ObservedHost, k
         .map(|f| (f.mac, f.vtep))
         .collect();
     for (mac, vtep) in fdb_have.difference(&fdb_want) {
-        ops.push(Op::DelFdb { vxlan: vx.name.clone(), mac: *mac, vtep: *vtep });
+        ops.push(Op::DelFdb {
+            vxlan: vx.name.clone(),
+            mac: *mac,
+            vtep: *vtep,
+        });
     }
     for (mac, vtep) in fdb_want.difference(&fdb_have) {
-        ops.push(Op::AddFdb { vxlan: vx.name.clone(), mac: *mac, vtep: *vtep });
+        ops.push(Op::AddFdb {
+            vxlan: vx.name.clone(),
+            mac: *mac,
+            vtep: *vtep,
+        });
     }
     let port_want: BTreeSet<MacAddr> = vx.remotes.iter().map(|r| r.mac).collect();
     let port_have: BTreeSet<MacAddr> = observed
@@ -174,16 +220,25 @@ fn vxlan_ops(net: &DesiredNetwork, vx: &DesiredVxlan, observed: &ObservedHost, k
         .map(|f| f.mac)
         .collect();
     for mac in port_have.difference(&port_want) {
-        ops.push(Op::DelPortFdb { port: vx.name.clone(), mac: *mac });
+        ops.push(Op::DelPortFdb {
+            port: vx.name.clone(),
+            mac: *mac,
+        });
     }
     for mac in port_want.difference(&port_have) {
-        ops.push(Op::AddPortFdb { port: vx.name.clone(), mac: *mac });
+        ops.push(Op::AddPortFdb {
+            port: vx.name.clone(),
+            mac: *mac,
+        });
     }
 }
 
 fn endpoint_ops(ep: &DesiredEndpoint, observed: &ObservedHost, kept: &Kept<'_>, ops: &mut Vec<Op>) {
     let host = LinkRef::Host(ep.host_ifname.clone());
-    let inner = LinkRef::Container { netns: ep.netns.clone(), name: ep.ifname.clone() };
+    let inner = LinkRef::Container {
+        netns: ep.netns.clone(),
+        name: ep.ifname.clone(),
+    };
     let container = observed.container(&ep.netns);
     let mut want: Vec<IpNet> = vec![ep.ipv4.into()];
     want.extend(ep.ipv6.map(IpNet::from));
@@ -216,25 +271,44 @@ fn endpoint_ops(ep: &DesiredEndpoint, observed: &ObservedHost, kept: &Kept<'_>, 
 /// Ops that give `link` (absent = just created, with its MTU and MAC already right) the wanted
 /// MTU, MAC and addresses, and bring it up. Addresses of `want` are the whole managed set:
 /// others are removed (IPv6 link-local ones are never observed, so never removed).
-fn link_fix(link: &LinkRef, have: Option<&ObservedLink>, mtu: u32, mac: Option<MacAddr>, want: &[IpNet], ops: &mut Vec<Op>) {
+fn link_fix(
+    link: &LinkRef,
+    have: Option<&ObservedLink>,
+    mtu: u32,
+    mac: Option<MacAddr>,
+    want: &[IpNet],
+    ops: &mut Vec<Op>,
+) {
     let empty = Vec::new();
     let (have_addrs, up) = match have {
         None => (&empty, false),
         Some(l) => {
             if l.mtu != mtu {
-                ops.push(Op::SetMtu { link: link.clone(), mtu });
+                ops.push(Op::SetMtu {
+                    link: link.clone(),
+                    mtu,
+                });
             }
             if let Some(m) = mac.filter(|m| l.mac != Some(*m)) {
-                ops.push(Op::SetMac { link: link.clone(), mac: m });
+                ops.push(Op::SetMac {
+                    link: link.clone(),
+                    mac: m,
+                });
             }
             (&l.addresses, l.up)
         }
     };
     for a in have_addrs.iter().filter(|a| !want.contains(a)) {
-        ops.push(Op::DelAddress { link: link.clone(), addr: *a });
+        ops.push(Op::DelAddress {
+            link: link.clone(),
+            addr: *a,
+        });
     }
     for a in want.iter().filter(|a| !have_addrs.contains(a)) {
-        ops.push(Op::AddAddress { link: link.clone(), addr: *a });
+        ops.push(Op::AddAddress {
+            link: link.clone(),
+            addr: *a,
+        });
     }
     if !up {
         ops.push(Op::SetUp(link.clone()));
@@ -242,10 +316,19 @@ fn link_fix(link: &LinkRef, have: Option<&ObservedLink>, mtu: u32, mac: Option<M
 }
 
 /// Ops that make host link `name` a port of `bridge` (with `flags`, when given).
-fn port_fix(name: &str, bridge: &str, have: Option<&ObservedLink>, flags: Option<PortFlags>, ops: &mut Vec<Op>) {
+fn port_fix(
+    name: &str,
+    bridge: &str,
+    have: Option<&ObservedLink>,
+    flags: Option<PortFlags>,
+    ops: &mut Vec<Op>,
+) {
     let attached = have.is_some_and(|l| l.master.as_deref() == Some(bridge));
     if !attached {
-        ops.push(Op::SetMaster { name: name.to_string(), master: bridge.to_string() });
+        ops.push(Op::SetMaster {
+            name: name.to_string(),
+            master: bridge.to_string(),
+        });
     }
     if let Some(f) = flags {
         if !attached || have.and_then(|l| l.port) != Some(f) {
@@ -261,12 +344,18 @@ fn port_fix(name: &str, bridge: &str, have: Option<&ObservedLink>, flags: Option
 fn routes(ep: &DesiredEndpoint, c: Option<&ObservedContainer>, inner: &LinkRef, ops: &mut Vec<Op>) {
     if let Some(gw) = ep.default4 {
         if !c.is_some_and(|c| c.default4.contains(&(gw, ep.ifname.clone()))) {
-            ops.push(Op::SetDefaultRoute { link: inner.clone(), gateway: gw.into() });
+            ops.push(Op::SetDefaultRoute {
+                link: inner.clone(),
+                gateway: gw.into(),
+            });
         }
     }
     if let Some(gw) = ep.default6 {
         if !c.is_some_and(|c| c.default6.contains(&(gw, ep.ifname.clone()))) {
-            ops.push(Op::SetDefaultRoute { link: inner.clone(), gateway: gw.into() });
+            ops.push(Op::SetDefaultRoute {
+                link: inner.clone(),
+                gateway: gw.into(),
+            });
         }
     }
 }

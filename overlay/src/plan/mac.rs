@@ -98,16 +98,29 @@ mod tests {
         assert_eq!(m.to_string(), "02:ab:cd:00:10:ff");
         assert!(m.is_unicast());
         assert!(!MacAddr::ZERO.is_unicast());
-        assert!(!"01:00:5e:00:00:01".parse::<MacAddr>().expect("mac").is_unicast());
+        assert!(!"01:00:5e:00:00:01"
+            .parse::<MacAddr>()
+            .expect("mac")
+            .is_unicast());
     }
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "02:00:00:00:00", "02:00:00:00:00:00:00", "2:00:00:00:00:00", "zz:00:00:00:00:00", "02-00-00-00-00-00"] {
+        for bad in [
+            "",
+            "02:00:00:00:00",
+            "02:00:00:00:00:00:00",
+            "2:00:00:00:00:00",
+            "zz:00:00:00:00:00",
+            "02-00-00-00-00-00",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
         assert_eq!(MacAddr::from_slice(&[1, 2, 3]), None);
-        assert_eq!(MacAddr::from_slice(&[1, 2, 3, 4, 5, 6]), Some(MacAddr([1, 2, 3, 4, 5, 6])));
+        assert_eq!(
+            MacAddr::from_slice(&[1, 2, 3, 4, 5, 6]),
+            Some(MacAddr([1, 2, 3, 4, 5, 6]))
+        );
     }
 
     #[test]

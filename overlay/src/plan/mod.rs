@@ -30,17 +30,18 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 pub use desired::{
-    DesiredEndpoint, DesiredHost, DesiredNetwork, DesiredVxlan, HostInputs, LocalContainer, LocalInterface,
-    RemoteEndpoint,
+    DesiredEndpoint, DesiredHost, DesiredNetwork, DesiredVxlan, HostInputs, LocalContainer,
+    LocalInterface, RemoteEndpoint,
 };
 pub use diff::{plan, VXLAN_PORT_FLAGS};
 pub use mac::{MacAddr, MacParseError};
 pub use names::{
-    gateway_mac, is_owned, next_ifname, overlay_mtu, veth_host_name, MAX_IFNAME, MIN_MTU, MIN_MTU_V6, OWNED_PREFIX,
-    VETH_PREFIX, VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6, VXLAN_PORT,
+    gateway_mac, is_owned, next_ifname, overlay_mtu, veth_host_name, MAX_IFNAME, MIN_MTU,
+    MIN_MTU_V6, OWNED_PREFIX, VETH_PREFIX, VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6, VXLAN_PORT,
 };
 pub use observed::{
-    LinkKind, ObservedContainer, ObservedFdb, ObservedHost, ObservedLink, ObservedNeigh, ObservedPortFdb, PortFlags,
+    LinkKind, ObservedContainer, ObservedFdb, ObservedHost, ObservedLink, ObservedNeigh,
+    ObservedPortFdb, PortFlags,
 };
 pub use ops::{IpFamily, LinkRef, Op};
 
@@ -72,7 +73,9 @@ pub enum PlanError {
         node: String,
     },
     /// An endpoint's MAC is malformed or not unicast.
-    #[error("endpoint {endpoint:?}: invalid MAC {mac:?}; use a unicast address like 02:00:ac:15:00:02")]
+    #[error(
+        "endpoint {endpoint:?}: invalid MAC {mac:?}; use a unicast address like 02:00:ac:15:00:02"
+    )]
     InvalidMac {
         /// The endpoint id.
         endpoint: String,

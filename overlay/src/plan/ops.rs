@@ -209,10 +209,25 @@ impl fmt::Display for Op {
             Op::CreateBridge { name, mac, mtu } => {
                 write!(f, "create bridge {name} (mac {mac}, mtu {mtu})")
             }
-            Op::CreateVxlan { name, vni, local, port, mtu } => {
-                write!(f, "create vxlan {name} (vni {vni}, local {local}, port {port}, mtu {mtu})")
+            Op::CreateVxlan {
+                name,
+                vni,
+                local,
+                port,
+                mtu,
+            } => {
+                write!(
+                    f,
+                    "create vxlan {name} (vni {vni}, local {local}, port {port}, mtu {mtu})"
+                )
             }
-            Op::CreateVeth { host, netns, peer, peer_mac, mtu } => write!(
+            Op::CreateVeth {
+                host,
+                netns,
+                peer,
+                peer_mac,
+                mtu,
+            } => write!(
                 f,
                 "create veth {host} <-> {peer} in {} (mac {peer_mac}, mtu {mtu})",
                 netns.display()
@@ -221,7 +236,11 @@ impl fmt::Display for Op {
             Op::SetMac { link, mac } => write!(f, "set mac of {link} to {mac}"),
             Op::SetUp(link) => write!(f, "set {link} up"),
             Op::SetMaster { name, master } => write!(f, "attach {name} to {master}"),
-            Op::SetPortFlags { name, neigh_suppress, learning } => write!(
+            Op::SetPortFlags {
+                name,
+                neigh_suppress,
+                learning,
+            } => write!(
                 f,
                 "set port {name} neigh_suppress {neigh_suppress} learning {learning}"
             ),
@@ -231,10 +250,14 @@ impl fmt::Display for Op {
                 write!(f, "set default route via {gateway} on {link}")
             }
             Op::AddFdb { vxlan, mac, vtep } => write!(f, "add fdb {mac} dst {vtep} on {vxlan}"),
-            Op::DelFdb { vxlan, mac, vtep } => write!(f, "remove fdb {mac} dst {vtep} from {vxlan}"),
+            Op::DelFdb { vxlan, mac, vtep } => {
+                write!(f, "remove fdb {mac} dst {vtep} from {vxlan}")
+            }
             Op::AddPortFdb { port, mac } => write!(f, "add bridge fdb {mac} on port {port}"),
             Op::DelPortFdb { port, mac } => write!(f, "remove bridge fdb {mac} from port {port}"),
-            Op::SetNeigh { bridge, ip, mac } => write!(f, "set neighbour {ip} -> {mac} on {bridge}"),
+            Op::SetNeigh { bridge, ip, mac } => {
+                write!(f, "set neighbour {ip} -> {mac} on {bridge}")
+            }
             Op::DelNeigh { bridge, ip } => write!(f, "remove neighbour {ip} from {bridge}"),
         }
     }

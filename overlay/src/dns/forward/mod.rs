@@ -214,11 +214,7 @@ impl Forwarder {
 
 impl Inner {
     fn shard(&self, key: &[u8]) -> MutexGuard<'_, Shard> {
-        // FNV-1a: cheap, and the shard's map applies its own keyed hash afterwards.
-        let h = key.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-        lock(&self.shards[(h % self.shards.len() as u64) as usize])
+        lock(&self.shards[shard_index(key, self.shards.len())])
     }
 
     /// The answer for `question` and how to render its TTLs; from the cache, the in-flight
@@ -338,6 +334,27 @@ impl Inner {
             last,
         })
     }
+}
+
+/// Spreads keys over shards from their first 16 and last 8 bytes (where names differ most):
+/// cheap, and only a spread; each shard's map applies its own keyed hash.
+fn shard_index(key: &[u8], shards: usize) -> usize {
+    let word = |b: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..b.len()].copy_from_slice(b);
+        u64::from_le_bytes(w)
+    };
+    let tail = &key[key.len().saturating_sub(8)..];
+    let h = key
+        .chunks(8)
+        .take(2)
+        .chain([tail])
+        .fold(key.len() as u64, |h, c| {
+            (h ^ word(c))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(29)
+        });
+    (h % shards as u64) as usize
 }
 
 fn secs(s: u32) -> Duration {

@@ -54,12 +54,19 @@ impl Key {
     }
 
     fn push(&mut self, b: u8) -> Option<()> {
-        // A name is at most 255 bytes including the root label.
-        if self.len >= 255 {
+        self.extend_lowercase(&[b])
+    }
+
+    /// Appends `bytes` lowercased; None past the 255-byte limit of a name.
+    fn extend_lowercase(&mut self, bytes: &[u8]) -> Option<()> {
+        let end = self.len + bytes.len();
+        if end > 255 {
             return None;
         }
-        self.buf[self.len] = b;
-        self.len += 1;
+        let dst = &mut self.buf[self.len..end];
+        dst.copy_from_slice(bytes);
+        dst.make_ascii_lowercase();
+        self.len = end;
         Some(())
     }
 
@@ -143,19 +150,16 @@ pub fn parse_query(p: &[u8]) -> Option<WireQuery> {
     };
     let mut pos = HEADER_LEN;
     loop {
-        let n = *p.get(pos)?;
+        let n = usize::from(*p.get(pos)?);
         if n > 63 {
             return None;
         }
-        key.push(n)?;
+        // The length byte comes along: at most 63, it is no ASCII letter to lowercase.
+        key.extend_lowercase(p.get(pos..pos + 1 + n)?)?;
+        pos += 1 + n;
         if n == 0 {
-            pos += 1;
             break;
         }
-        for &b in p.get(pos + 1..pos + 1 + usize::from(n))? {
-            key.push(b.to_ascii_lowercase())?;
-        }
-        pos += 1 + usize::from(n);
     }
     key.name_len = key.len;
     let (qtype, qclass) = (be16(p, pos)?, be16(p, pos + 2)?);

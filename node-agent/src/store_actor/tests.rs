@@ -12,7 +12,9 @@ use shibafu_overlay::store::keys::Key;
 use shibafu_overlay::store::{MemoryStore, Store, StoreError};
 
 use super::*;
-use crate::messages::{ClusterChanged, DeleteOwned, Deregister, GetStatus, PutOwned, Subscribe};
+use crate::messages::{
+    ClusterChanged, DeleteOwned, Deregister, GetNetworks, GetStatus, PutOwned, Subscribe,
+};
 
 #[derive(Default, Clone)]
 struct Seen(Arc<Mutex<Vec<ClusterChanged>>>);

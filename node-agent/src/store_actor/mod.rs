@@ -13,16 +13,15 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use futures::future::BoxFuture;
-use shibafu_overlay::model::{Network, Node};
+use shibafu_overlay::model::Node;
 use shibafu_overlay::state::{ClusterState, StateChange};
 use shibafu_overlay::store::keys::{Key, ROOT};
 use shibafu_overlay::store::{watch_changes, ClusterChange, Store, StoreError};
 use tracing::{debug, info, warn};
 
-use crate::messages::{
-    AgentStatus, ClusterChanged, DeleteOwned, Deregister, GetNetworks, GetStatus, PutOwned,
-    Subscribe,
-};
+mod requests;
+
+use crate::messages::ClusterChanged;
 use crate::registration::{self, bounded, Owned};
 
 /// Opens a connection to the store (etcd in the daemon, a memory store in tests).
@@ -58,6 +57,7 @@ pub struct StoreActor {
     subscribers: Vec<Recipient<ClusterChanged>>,
     owned: Owned,
     owned_gen: u64,
+    deregistered: bool,
 }
 
 impl StoreActor {
@@ -81,6 +81,7 @@ impl StoreActor {
             subscribers: Vec::new(),
             owned,
             owned_gen: 0,
+            deregistered: false,
         }
     }
 
@@ -99,7 +100,7 @@ impl StoreActor {
         let Some(store) = self.store.clone() else {
             return;
         };
-        if self.registering || self.keepalive_inflight {
+        if self.registering || self.keepalive_inflight || self.deregistered {
             return;
         }
         let Some(lease) = self.lease else {
@@ -144,20 +145,6 @@ impl StoreActor {
             warn!(%error, "etcd unreachable: keeping the last known state, retrying");
         }
         self.connected = connected;
-    }
-
-    fn status(&self) -> AgentStatus {
-        AgentStatus {
-            node: self.cfg.node.name.clone(),
-            underlay: self.cfg.node.underlay,
-            version: self.cfg.node.version.clone(),
-            etcd_connected: self.connected,
-            registered: self.lease.is_some(),
-            revision: self.state.revision(),
-            networks: self.state.networks().keys().cloned().collect(),
-            nodes: self.state.nodes().keys().cloned().collect(),
-            upstream_dns: self.cfg.upstream_dns.clone(),
-        }
     }
 }
 
@@ -223,6 +210,16 @@ impl Handler<Registered> for StoreActor {
                 return;
             }
         };
+        if self.deregistered {
+            // Deregistered while this registration was in flight: undo it.
+            if let Some(store) = self.store.clone() {
+                let limit = self.io_limit();
+                actix_rt::spawn(async move {
+                    let _ = bounded(limit, store.revoke_lease(lease)).await;
+                });
+            }
+            return;
+        }
         info!(node = %self.cfg.node.name, lease = %format_args!("{lease:x}"), keys = msg.keys.len(), "node registered");
         self.lease = Some(lease);
         self.set_connected(true, None);
@@ -333,100 +330,5 @@ fn log_change(change: &StateChange, revision: i64) {
     }
 }
 
-impl Handler<Subscribe> for StoreActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) {
-        if self.listed {
-            msg.0.do_send(ClusterChanged {
-                changes: Vec::new(),
-                state: self.state.clone(),
-            });
-        }
-        self.subscribers.push(msg.0);
-    }
-}
-
-impl Handler<PutOwned> for StoreActor {
-    type Result = ResponseActFuture<Self, Result<(), StoreError>>;
-
-    fn handle(&mut self, msg: PutOwned, _ctx: &mut Context<Self>) -> Self::Result {
-        let key = msg.key.to_string();
-        self.owned.insert(key.clone(), msg.value.clone());
-        self.owned_gen += 1;
-        let (Some(store), Some(lease), false) = (self.store.clone(), self.lease, self.registering)
-        else {
-            let e = StoreError::Unavailable(format!(
-                "node not registered yet: {key} is written once it is"
-            ));
-            return Box::pin(actix::fut::ready(Err(e)));
-        };
-        let limit = self.io_limit();
-        let put = async move { bounded(limit, store.put(&key, msg.value, Some(lease))).await };
-        Box::pin(put.into_actor(self).map(|res, act, ctx| match res {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                if matches!(e, StoreError::LeaseNotFound(_)) {
-                    act.lease_lost(ctx);
-                }
-                Err(e)
-            }
-        }))
-    }
-}
-
-impl Handler<DeleteOwned> for StoreActor {
-    type Result = ResponseFuture<Result<(), StoreError>>;
-
-    fn handle(&mut self, msg: DeleteOwned, _ctx: &mut Context<Self>) -> Self::Result {
-        let key = msg.key.to_string();
-        self.owned.remove(&key);
-        self.owned_gen += 1;
-        let store = self.store.clone();
-        let limit = self.io_limit();
-        Box::pin(async move {
-            let store = store.ok_or_else(|| {
-                StoreError::Unavailable("not connected to the cluster store".into())
-            })?;
-            bounded(limit, store.delete(&key)).await.map(|_| ())
-        })
-    }
-}
-
-impl Handler<Deregister> for StoreActor {
-    type Result = ResponseFuture<Result<(), StoreError>>;
-
-    fn handle(&mut self, _msg: Deregister, _ctx: &mut Context<Self>) -> Self::Result {
-        // Dropping the store also stops the membership ticks: no re-registration after this.
-        let lease = self.lease.take();
-        let store = self.store.take();
-        let limit = self.io_limit();
-        Box::pin(async move {
-            match (store, lease) {
-                (Some(store), Some(lease)) => bounded(limit, store.revoke_lease(lease)).await,
-                _ => Ok(()),
-            }
-        })
-    }
-}
-
-impl Handler<GetStatus> for StoreActor {
-    type Result = MessageResult<GetStatus>;
-
-    fn handle(&mut self, _msg: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.status())
-    }
-}
-
-impl Handler<GetNetworks> for StoreActor {
-    type Result = MessageResult<GetNetworks>;
-
-    fn handle(&mut self, _msg: GetNetworks, _ctx: &mut Context<Self>) -> Self::Result {
-        let nets: Vec<Network> = self.state.networks().values().cloned().collect();
-        MessageResult(nets)
-    }
-}
-
 #[cfg(test)]
-#[path = "store_actor_tests.rs"]
 mod tests;
