@@ -1,8 +1,8 @@
 //! Rendering of command output: aligned tables, JSON, ages. Pure: every function returns text.
 
 use serde::Serialize;
-use shibafu_overlay::api::NodeInfo;
-use shibafu_overlay::model::Network;
+use shibafu_overlay::api::{ContainerInfo, NodeInfo};
+use shibafu_overlay::model::{Link, Network};
 
 /// Spaces between table columns.
 const GAP: usize = 3;
@@ -10,15 +10,28 @@ const GAP: usize = 3;
 /// Renders rows under headers in left-aligned columns separated by three spaces; the last
 /// column is not padded. Every line ends with a newline.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    let all: Vec<Vec<String>> = std::iter::once(header)
+        .chain(rows.iter().cloned())
+        .collect();
+    columns(&all)
+}
+
+/// Renders rows (of any lengths) in left-aligned columns separated by three spaces, without
+/// a header; the last cell of a row is not padded. Every line ends with a newline.
+pub fn columns(rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = Vec::new();
     for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+        for (i, cell) in row.iter().enumerate() {
+            let w = cell.chars().count();
+            match widths.get_mut(i) {
+                Some(old) => *old = (*old).max(w),
+                None => widths.push(w),
+            }
         }
     }
     let mut out = String::new();
-    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
-    for row in std::iter::once(&header).chain(rows) {
+    for row in rows {
         let last = row.len().saturating_sub(1);
         for (i, cell) in row.iter().enumerate() {
             out.push_str(cell);
@@ -64,6 +77,85 @@ pub fn nodes_table(nodes: &[NodeInfo]) -> String {
     table(&["NAME", "UNDERLAY", "VERSION", "AGE"], &rows)
 }
 
+/// `ps`: NAME STATE NETWORKS ADDRESSES, sorted by name. Lists are comma-separated, in
+/// interface order; `-` stands for none.
+pub fn containers_table(containers: &[ContainerInfo]) -> String {
+    let mut sorted: Vec<&ContainerInfo> = containers.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let rows: Vec<Vec<String>> = sorted
+        .iter()
+        .map(|c| {
+            let networks: Vec<String> = c.interfaces.iter().map(|i| i.network.clone()).collect();
+            let addresses: Vec<String> = c
+                .interfaces
+                .iter()
+                .flat_map(|i| {
+                    std::iter::once(i.ipv4.to_string()).chain(i.ipv6.map(|a| a.to_string()))
+                })
+                .collect();
+            vec![
+                c.name.clone(),
+                state_cell(c),
+                list_cell(&networks),
+                list_cell(&addresses),
+            ]
+        })
+        .collect();
+    table(&["NAME", "STATE", "NETWORKS", "ADDRESSES"], &rows)
+}
+
+fn list_cell(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_string()
+    } else {
+        items.join(",")
+    }
+}
+
+/// The STATE of `ps`: `running`, `exited (CODE)`, `attached`, ... as the agent reports it.
+pub fn state_cell(c: &ContainerInfo) -> String {
+    match (c.state.as_str(), c.exit_code) {
+        ("exited", Some(code)) => format!("exited ({code})"),
+        (state, _) => state.to_string(),
+    }
+}
+
+/// One line per interface, `NAME IFNAME NETWORK IPV4 [IPV6]`, aligned; only the interfaces on
+/// `network` when given. A container without such interfaces prints its name alone.
+pub fn interface_lines(c: &ContainerInfo, network: Option<&str>) -> String {
+    let rows: Vec<Vec<String>> = c
+        .interfaces
+        .iter()
+        .filter(|i| network.is_none_or(|n| i.network == n))
+        .map(|i| {
+            let mut row = vec![
+                c.name.clone(),
+                i.ifname.clone(),
+                i.network.clone(),
+                i.ipv4.to_string(),
+            ];
+            row.extend(i.ipv6.map(|a| a.to_string()));
+            row
+        })
+        .collect();
+    if rows.is_empty() {
+        format!("{}\n", c.name)
+    } else {
+        columns(&rows)
+    }
+}
+
+/// `network links`: NETWORK LINKED, one row per link in canonical order, sorted.
+pub fn links_table(links: &[Link]) -> String {
+    let mut sorted: Vec<&Link> = links.iter().collect();
+    sorted.sort_by(|x, y| (&x.a, &x.b).cmp(&(&y.a, &y.b)));
+    let rows: Vec<Vec<String>> = sorted
+        .iter()
+        .map(|l| vec![l.a.clone(), l.b.clone()])
+        .collect();
+    table(&["NETWORK", "LINKED"], &rows)
+}
+
 /// A duration as its largest whole unit: `42s`, `5m`, `3h`, `2d`.
 pub fn age(secs: u64) -> String {
     match secs {
@@ -83,6 +175,7 @@ pub fn json<T: Serialize>(value: &T) -> Result<String, serde_json::Error> {
 
 #[cfg(test)]
 mod tests {
+    use shibafu_overlay::api::InterfaceInfo;
     use shibafu_overlay::model::SCHEMA_VERSION;
 
     use super::*;
@@ -179,5 +272,136 @@ node2   10.99.0.12   0.1.0     2h
         assert!(text.ends_with("]\n"));
         let back: Vec<Network> = serde_json::from_str(&text).expect("parse");
         assert_eq!(back, nets);
+    }
+
+    fn iface(network: &str, ifname: &str, ipv4: &str, ipv6: Option<&str>) -> InterfaceInfo {
+        InterfaceInfo {
+            network: network.into(),
+            ifname: ifname.into(),
+            ipv4: ipv4.parse().expect("ipv4"),
+            ipv6: ipv6.map(|a| a.parse().expect("ipv6")),
+            mac: "02:00:00:00:00:01".into(),
+        }
+    }
+
+    fn container(
+        name: &str,
+        state: &str,
+        exit: Option<i32>,
+        ifs: Vec<InterfaceInfo>,
+    ) -> ContainerInfo {
+        ContainerInfo {
+            name: name.into(),
+            state: state.into(),
+            pid: (state == "running").then_some(4242),
+            exit_code: exit,
+            command: vec!["sleep".into(), "1000".into()],
+            netns: format!("/run/shibafu/netns/{name}"),
+            interfaces: ifs,
+        }
+    }
+
+    #[test]
+    fn containers_table_sorted_with_states_and_lists() {
+        let list = [
+            container(
+                "web",
+                "running",
+                None,
+                vec![iface("frontend", "eth0", "172.21.0.2", Some("fd00:21::2"))],
+            ),
+            container(
+                "api",
+                "running",
+                None,
+                vec![
+                    iface("backend", "eth0", "172.22.0.2", None),
+                    iface("frontend", "eth1", "172.21.0.3", None),
+                ],
+            ),
+            container("job", "exited", Some(3), vec![]),
+            container(
+                "cni",
+                "attached",
+                None,
+                vec![iface("backend", "eth0", "172.22.0.9", None)],
+            ),
+        ];
+        let expected = "\
+NAME   STATE        NETWORKS           ADDRESSES
+api    running      backend,frontend   172.22.0.2,172.21.0.3
+cni    attached     backend            172.22.0.9
+job    exited (3)   -                  -
+web    running      frontend           172.21.0.2,fd00:21::2
+";
+        assert_eq!(containers_table(&list), expected);
+        assert_eq!(
+            containers_table(&[]),
+            "NAME   STATE   NETWORKS   ADDRESSES\n"
+        );
+    }
+
+    #[test]
+    fn states() {
+        assert_eq!(
+            state_cell(&container("a", "exited", Some(137), vec![])),
+            "exited (137)"
+        );
+        assert_eq!(
+            state_cell(&container("a", "exited", None, vec![])),
+            "exited"
+        );
+        assert_eq!(
+            state_cell(&container("a", "created", None, vec![])),
+            "created"
+        );
+    }
+
+    #[test]
+    fn interface_lines_per_network() {
+        let api = container(
+            "api",
+            "running",
+            None,
+            vec![
+                iface("backend", "eth0", "172.22.0.2", None),
+                iface("frontend", "eth1", "172.21.0.13", Some("fd00:21::d")),
+            ],
+        );
+        let expected = "\
+api   eth0   backend    172.22.0.2
+api   eth1   frontend   172.21.0.13   fd00:21::d
+";
+        assert_eq!(interface_lines(&api, None), expected);
+        assert_eq!(
+            interface_lines(&api, Some("backend")),
+            "api   eth0   backend   172.22.0.2\n"
+        );
+        assert_eq!(interface_lines(&api, Some("database")), "api\n");
+    }
+
+    #[test]
+    fn links_table_sorted() {
+        let links = [
+            Link::new("frontend", "database"),
+            Link::new("frontend", "backend"),
+        ];
+        let expected = "\
+NETWORK    LINKED
+backend    frontend
+database   frontend
+";
+        assert_eq!(links_table(&links), expected);
+        assert_eq!(links_table(&[]), "NETWORK   LINKED\n");
+    }
+
+    #[test]
+    fn columns_without_header_take_ragged_rows() {
+        let rows = vec![
+            vec!["a".to_string(), "bb".to_string()],
+            vec!["ccc".to_string(), "d".to_string(), "e".to_string()],
+        ];
+        assert_eq!(columns(&rows), "a     bb\nccc   d    e\n");
+        assert_eq!(columns(&[]), "");
     }
 }

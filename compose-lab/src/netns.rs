@@ -106,9 +106,13 @@ pub fn ns_id(path: &Path) -> Option<NsId> {
 
 /// Mount points of namespaces (nsfs) at or under `dir`, deepest first.
 pub fn nsfs_mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
+    fs::read_to_string("/proc/self/mountinfo")
+        .map(|info| nsfs_mounts_in(&info, dir))
+        .unwrap_or_default()
+}
+
+/// [`nsfs_mounts_under`] on the text of a mountinfo file.
+fn nsfs_mounts_in(info: &str, dir: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = info
         .lines()
         .filter_map(|line| {
@@ -166,4 +170,29 @@ pub fn all_pids() -> Vec<u32> {
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_pinned_namespaces_under_a_directory_deepest_first() {
+        let info = "\
+22 1 253:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
+610 25 0:4 net:[4026532301] /run/shibafu-lab/x/nodes/node1/netns rw shared:5 - nsfs nsfs rw
+611 25 0:4 net:[4026532302] /run/shibafu-lab/x/nodes/node1/c/web\\040a/netns rw - nsfs nsfs rw
+612 25 0:4 net:[4026532303] /run/netns/sf-x-node1 rw shared:5 - nsfs nsfs rw
+613 25 0:4 net:[4026532304] /run/shibafu-lab/xy/netns rw shared:5 - nsfs nsfs rw
+614 25 0:40 / /run/shibafu-lab/x/tmp rw - tmpfs tmpfs rw
+";
+        let found = nsfs_mounts_in(info, Path::new("/run/shibafu-lab/x"));
+        assert_eq!(
+            found,
+            [
+                PathBuf::from("/run/shibafu-lab/x/nodes/node1/c/web a/netns"),
+                PathBuf::from("/run/shibafu-lab/x/nodes/node1/netns"),
+            ]
+        );
+    }
 }

@@ -157,3 +157,46 @@ pub fn log_tail(path: &Path, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marked_processes_are_found_checked_and_stopped() {
+        let mark = format!("SHIBAFU_LAB_MARK=unit{}", std::process::id());
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .env(
+                "SHIBAFU_LAB_MARK",
+                mark.split_once('=').map_or("", |(_, v)| v),
+            )
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        let found = {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let pids = pids_with_mark(&mark);
+                if pids.contains(&pid) || Instant::now() > deadline {
+                    break pids;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        assert_eq!(found, [pid]);
+        assert!(alive(pid));
+        assert!(
+            !is_running(pid, Path::new("/bin/not-sleep")),
+            "argv0 must match"
+        );
+        assert!(is_running(pid, Path::new("sleep")));
+        stop(pid, Path::new("sleep"), Duration::from_secs(5));
+        let status = child.wait().expect("wait");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGTERM)
+        );
+        assert!(ancestors().contains(&std::process::id()));
+    }
+}

@@ -11,10 +11,11 @@ use shibafu_overlay::store::keys::{Key, ROOT};
 use shibafu_overlay::store::{Compare, KeyValue, Store, StoreError, TxnOp};
 use tracing::{debug, info, warn};
 
+use crate::links::LINKS_GUARD;
 use crate::validate;
 
 /// Attempts of a transaction that keeps losing to concurrent changes.
-const MAX_ATTEMPTS: u32 = 16;
+pub const MAX_ATTEMPTS: u32 = 16;
 /// Operations per etcd transaction (etcd's default `--max-txn-ops`).
 pub const MAX_TXN_OPS: usize = 128;
 /// Name of the guard key every network creation bumps.
@@ -54,7 +55,8 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
         .map_err(|e| ApiError::new(ErrorKind::Internal, format!("cannot encode value: {e}")))
 }
 
-async fn backoff(attempt: u32) {
+/// Waits a little longer after each lost transaction.
+pub async fn backoff(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt + 1))).await;
 }
 
@@ -69,8 +71,8 @@ pub async fn list_networks(store: &dyn Store) -> Result<Vec<Network>, ApiError> 
     Ok(nets)
 }
 
-/// One network with the mod revision of its key.
-async fn read_network(store: &dyn Store, name: &str) -> Result<(Network, i64), ApiError> {
+/// One network with the mod revision of its key; `not_found` when there is none.
+pub async fn read_network(store: &dyn Store, name: &str) -> Result<(Network, i64), ApiError> {
     let key = Key::Network(name.to_string()).to_string();
     let kv = store.get(&key).await.map_err(store_error)?;
     let kv = kv.ok_or_else(|| ApiError::not_found(format!("no network named {name:?}")))?;
@@ -147,7 +149,10 @@ pub async fn remove_network(
     for attempt in 0..MAX_ATTEMPTS {
         let plan = plan_removal(store, name, force).await?;
         let total = plan.ops.len();
-        let compare = vec![Compare::ModRevision(plan.key.clone(), plan.revision)];
+        let compare = vec![
+            Compare::ModRevision(plan.key.clone(), plan.revision),
+            plan.links_guard.clone(),
+        ];
         if total <= MAX_TXN_OPS {
             if store.txn(compare, plan.ops).await.map_err(store_error)? {
                 info!(network = %name, force, ops = total, "network removed");
@@ -181,6 +186,8 @@ pub async fn remove_network(
 struct Removal {
     key: String,
     revision: i64,
+    /// The links guard as read before listing the links: a link made since fails the removal.
+    links_guard: Compare,
     ops: Vec<TxnOp>,
     removed: RemovedNetwork,
 }
@@ -195,6 +202,11 @@ async fn plan_removal(store: &dyn Store, name: &str, force: bool) -> Result<Remo
     }
     let (health, _) = list(format!("{ROOT}health/{name}/")).await?;
     let (blocks, _) = list(Key::blocks_of(name)).await?;
+    let guard = Key::Guard(LINKS_GUARD.to_string()).to_string();
+    let links_guard = match store.get(&guard).await.map_err(store_error)? {
+        Some(kv) => Compare::ModRevision(guard, kv.mod_revision),
+        None => Compare::Absent(guard),
+    };
     let (links, _) = list(format!("{ROOT}links/")).await?;
     let links: Vec<KeyValue> = links
         .into_iter()
@@ -207,6 +219,7 @@ async fn plan_removal(store: &dyn Store, name: &str, force: bool) -> Result<Remo
     Ok(Removal {
         key,
         revision,
+        links_guard,
         ops,
         removed: RemovedNetwork {
             name: name.to_string(),

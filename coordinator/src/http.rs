@@ -8,15 +8,18 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Deserialize;
-use shibafu_overlay::api::{ApiError, CreateNetwork, ErrorKind, Health, NodeInfo, RemovedNetwork};
-use shibafu_overlay::model::Network;
+use shibafu_overlay::api::{
+    ApiError, CreateNetwork, ErrorKind, Health, LinkNetworks, NodeInfo, RemovedNetwork,
+};
+use shibafu_overlay::model::{Link, Network};
 use shibafu_overlay::store::Store;
 use tracing::{info, instrument, warn};
 
 use crate::cluster;
+use crate::links::{self, Linked};
 
 /// Shared state of the handlers: only the store (the coordinator keeps no state of its own).
 #[derive(Clone)]
@@ -57,6 +60,8 @@ pub fn router(store: Arc<dyn Store>) -> Router {
             "/v1/networks/{name}",
             get(get_network).delete(remove_network),
         )
+        .route("/v1/links", get(list_links).post(create_link))
+        .route("/v1/links/{a}/{b}", delete(remove_link))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/health", get(health))
         .fallback(no_route)
@@ -111,6 +116,37 @@ async fn remove_network(
     Ok(Json(
         cluster::remove_network(st.store.as_ref(), &name, q.force).await?,
     ))
+}
+
+#[instrument(name = "create_link", skip_all, fields(method = "POST", a, b))]
+async fn create_link(
+    State(st): State<AppState>,
+    body: Result<Json<LinkNetworks>, JsonRejection>,
+) -> Answer<(StatusCode, Json<Link>)> {
+    let Json(req) =
+        body.map_err(|r| ApiError::invalid(format!("invalid request body: {}", r.body_text())))?;
+    let span = tracing::Span::current();
+    span.record("a", req.a.as_str());
+    span.record("b", req.b.as_str());
+    let (link, linked) = links::create_link(st.store.as_ref(), &req.a, &req.b).await?;
+    let status = match linked {
+        Linked::Created => StatusCode::CREATED,
+        Linked::Existing => StatusCode::OK,
+    };
+    Ok((status, Json(link)))
+}
+
+#[instrument(name = "remove_link", skip_all, fields(method = "DELETE", a = %a, b = %b))]
+async fn remove_link(
+    State(st): State<AppState>,
+    Path((a, b)): Path<(String, String)>,
+) -> Answer<Json<Link>> {
+    Ok(Json(links::remove_link(st.store.as_ref(), &a, &b).await?))
+}
+
+#[instrument(name = "list_links", skip_all, fields(method = "GET"))]
+async fn list_links(State(st): State<AppState>) -> Answer<Json<Vec<Link>>> {
+    Ok(Json(links::list_links(st.store.as_ref()).await?))
 }
 
 #[instrument(name = "list_nodes", skip_all, fields(method = "GET"))]

@@ -227,3 +227,90 @@ async fn real_server_with_the_client() {
     stop.send(()).expect("stop");
     server.await.expect("join").expect("clean shutdown");
 }
+
+async fn with_networks(names: &[(&str, &str)]) -> MemoryStore {
+    let store = MemoryStore::new();
+    for (name, subnet) in names {
+        let body = json!({"name": name, "subnet": subnet}).to_string();
+        let (s, v) = call(&store, "POST", "/v1/networks", Some(&body)).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    store
+}
+
+#[tokio::test]
+async fn link_routes() {
+    let store = with_networks(&[("frontend", "172.21.0.0/24"), ("backend", "172.22.0.0/24")]).await;
+    let body = r#"{"a":"frontend","b":"backend"}"#;
+    let (s, v) = call(&store, "POST", "/v1/links", Some(body)).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v, json!({"schema": 1, "a": "backend", "b": "frontend"}));
+    let (s, v2) = call(&store, "POST", "/v1/links", Some(body)).await;
+    assert_eq!((s, &v2), (200, &v), "linking twice is fine");
+    let (s, list) = call(&store, "GET", "/v1/links", None).await;
+    assert_eq!((s, list), (200, json!([v.clone()])));
+    let (s, gone) = call(&store, "DELETE", "/v1/links/frontend/backend", None).await;
+    assert_eq!((s, gone), (200, v));
+    let (s, v) = call(&store, "DELETE", "/v1/links/frontend/backend", None).await;
+    assert_eq!(s, 404);
+    assert_eq!(
+        v,
+        json!({"error": "networks \"backend\" and \"frontend\" are not linked", "kind": "not_found"})
+    );
+    let (s, list) = call(&store, "GET", "/v1/links", None).await;
+    assert_eq!((s, list), (200, json!([])));
+}
+
+#[tokio::test]
+async fn bad_link_requests() {
+    let store = with_networks(&[("frontend", "172.21.0.0/24")]).await;
+    for (body, status, kind) in [
+        (r#"{"a":"frontend"}"#, 400, "invalid"),
+        (r#"{"a":"frontend","b":"x","c":1}"#, 400, "invalid"),
+        (r#"{"a":"frontend","b":"frontend"}"#, 400, "invalid"),
+        (r#"{"a":"frontend","b":"Nope"}"#, 400, "invalid"),
+        (r#"{"a":"frontend","b":"nope"}"#, 404, "not_found"),
+    ] {
+        let (s, v) = call(&store, "POST", "/v1/links", Some(body)).await;
+        assert_eq!(s, status, "{body}: {v}");
+        assert!(is_error(&v, kind), "{body}: {v}");
+    }
+    let (s, v) = call(&store, "GET", "/v1/links", None).await;
+    assert_eq!((s, v), (200, json!([])));
+    let (s, v) = call(&store, "PUT", "/v1/links/a/b", None).await;
+    assert_eq!(s, 405, "{v}");
+}
+
+#[tokio::test]
+async fn links_through_the_client() {
+    let store = with_networks(&[("frontend", "172.21.0.0/24"), ("backend", "172.22.0.0/24")]).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::serve(listener, Arc::new(store), async {
+        let _ = stopped.await;
+    }));
+    let c = Coordinator::new(Target::Http(addr.to_string()), "hint");
+    let link = c.link_networks("frontend", "backend").await.expect("link");
+    assert_eq!((link.a.as_str(), link.b.as_str()), ("backend", "frontend"));
+    assert_eq!(
+        c.link_networks("backend", "frontend").await.expect("again"),
+        link
+    );
+    assert_eq!(c.list_links().await.expect("ls"), vec![link.clone()]);
+    let removed = c.remove_network("frontend", false).await.expect("rm");
+    assert_eq!(removed.links, 1);
+    assert!(c.list_links().await.expect("ls").is_empty());
+    let e = c
+        .unlink_networks("backend", "frontend")
+        .await
+        .expect_err("404");
+    assert_eq!(
+        e.to_string(),
+        r#"networks "backend" and "frontend" are not linked"#
+    );
+    stop.send(()).expect("stop");
+    server.await.expect("join").expect("clean shutdown");
+}

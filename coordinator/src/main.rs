@@ -4,6 +4,7 @@
 mod cluster;
 mod gc;
 mod http;
+mod links;
 mod validate;
 
 use std::future::Future;

@@ -4,8 +4,11 @@
 mod agent;
 mod api;
 mod dns_cmd;
+mod host;
 mod messages;
+mod network_actor;
 mod registration;
+mod runtime_actor;
 mod shim_cmd;
 mod store_actor;
 

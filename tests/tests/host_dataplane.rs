@@ -319,9 +319,15 @@ async fn reapply_and_restart_lose_no_packets() {
     containers.push(attach(&c3, &[("fe", "c3")]));
     let after = desired("h", None, &networks, &[], &endpoints, &containers);
     let scope = Scope::Only(vec![c3.path()]);
+    let attach_start = Instant::now();
     let (ops, report) = reconcile(&NetlinkDataplane::in_netns(h.path()), &after, &scope)
         .await
         .expect("reconcile");
+    eprintln!(
+        "scoped attach reconcile: {} ops in {:?}",
+        ops.len(),
+        attach_start.elapsed()
+    );
     assert!(report.is_ok(), "{:#?}", report.errors);
     let c3_veth = veth_host_name("fe", "c3");
     assert!(!ops.is_empty());

@@ -192,9 +192,12 @@ fn agents_keep_their_view_without_etcd_and_catch_up_when_it_returns() {
             agent_networks(&lab, &node)
         );
     }
-    assert!(lab
-        .agent_get("node1", "/v1/status")
-        .is_some_and(|s| s["etcd_connected"] == true));
+    assert!(
+        wait_until(Duration::from_secs(10), POLL, || lab
+            .agent_get("node1", "/v1/status")
+            .is_some_and(|s| s["etcd_connected"] == true)),
+        "agent did not report etcd back"
+    );
 }
 
 #[test]
@@ -217,6 +220,42 @@ fn two_labs_run_side_by_side_without_seeing_each_other() {
     assert!(agent_networks(&b, "node1").is_empty());
     let b_nets = b.cli_ok("node1", &["network", "ls", "--format", "json"]);
     assert!(!b_nets.contains("only-in-a"), "{b_nets}");
+}
+
+#[test]
+fn exec_runs_inside_a_node_with_the_cli_pointed_at_it_and_passes_the_exit_code() {
+    if !root_or_skip() {
+        return;
+    }
+    let root_forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("read");
+    let lab = Lab::up(2);
+    let addr = component_field(&lab, "node2", "addr");
+    let ip = lab.exec_ok("node2", &["ip", "-4", "-br", "addr", "show", "eth0"]);
+    assert!(ip.contains(&format!("{addr}/24")), "{ip}");
+    let env = lab.exec_ok(
+        "node2",
+        &["sh", "-c", "echo $SHIBAFU_AGENT $SHIBAFU_COORDINATOR"],
+    );
+    assert!(
+        env.contains("nodes/node2/agent.sock") && env.contains(":7480"),
+        "{env}"
+    );
+    let fwd = lab.exec_ok("node2", &["cat", "/proc/sys/net/ipv4/ip_forward"]);
+    assert_eq!(fwd.trim(), "1", "forwarding is on inside the node");
+    let status = lab.cli_ok("node2", &["status"]);
+    assert!(
+        status.contains("agent") && status.contains("ok"),
+        "{status}"
+    );
+    assert_eq!(
+        lab.exec("node1", &["sh", "-c", "exit 7"]).status.code(),
+        Some(7)
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("read"),
+        root_forwarding,
+        "the machine's own namespace is untouched"
+    );
 }
 
 #[test]

@@ -30,6 +30,10 @@ pub type Connector =
 
 /// Longest wait between two connection attempts.
 const MAX_CONNECT_DELAY: Duration = Duration::from_secs(5);
+/// Upper bound of one store call made by the actor: longer than the etcd store's own per-call
+/// timeout (5 s), so that its clean-up (dropping a dead keepalive stream) runs first; this bound
+/// only catches a store that hangs without timing out itself.
+const STORE_CALL_LIMIT: Duration = Duration::from_secs(6);
 
 /// What the StoreActor needs to know about this node.
 #[derive(Debug, Clone)]
@@ -86,7 +90,7 @@ impl StoreActor {
     }
 
     fn io_limit(&self) -> Duration {
-        self.cfg.lease_ttl.max(Duration::from_secs(2))
+        self.cfg.lease_ttl.max(STORE_CALL_LIMIT)
     }
 
     fn start_connect(&mut self, ctx: &mut Context<Self>) {
@@ -108,7 +112,7 @@ impl StoreActor {
             return;
         };
         self.keepalive_inflight = true;
-        let limit = (self.cfg.lease_ttl / 2).max(Duration::from_secs(1));
+        let limit = self.io_limit();
         let me = ctx.address();
         actix_rt::spawn(async move {
             let result = bounded(limit, store.keep_alive(lease)).await;
@@ -280,6 +284,8 @@ impl StreamHandler<ClusterChange> for StoreActor {
     fn handle(&mut self, change: ClusterChange, ctx: &mut Context<Self>) {
         let first = !self.listed;
         self.listed = true;
+        // A change from the watch is an answer from etcd.
+        self.set_connected(true, None);
         let changes = Arc::make_mut(&mut self.state).apply(&change);
         debug!(
             revision = self.state.revision(),

@@ -1,8 +1,25 @@
 //! Typed calls to the coordinator API (`/v1/...`).
 
+use serde::{Deserialize, Serialize};
+
 use super::client::{Client, ClientError, Target};
-use super::types::{network_path, CreateNetwork, Health, NodeInfo, RemovedNetwork};
-use crate::model::Network;
+use super::types::{encode_segment, network_path, CreateNetwork, Health, NodeInfo, RemovedNetwork};
+use crate::model::{Link, Network};
+
+/// Body of `POST /v1/links`: allow two networks to route to each other (`connect-networks`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkNetworks {
+    /// One network.
+    pub a: String,
+    /// The other network.
+    pub b: String,
+}
+
+/// Path of the link between two networks, in the order given (the server accepts either).
+pub fn link_path(a: &str, b: &str) -> String {
+    format!("/v1/links/{}/{}", encode_segment(a), encode_segment(b))
+}
 
 /// A client of the coordinator API.
 #[derive(Debug, Clone)]
@@ -54,6 +71,25 @@ impl Coordinator {
             path.push_str("?force=true");
         }
         self.client.delete(&path).await
+    }
+
+    /// `POST /v1/links`: links two networks (idempotent); answers the link in canonical order.
+    pub async fn link_networks(&self, a: &str, b: &str) -> Result<Link, ClientError> {
+        let req = LinkNetworks {
+            a: a.to_string(),
+            b: b.to_string(),
+        };
+        self.client.post("/v1/links", &req).await
+    }
+
+    /// `DELETE /v1/links/{a}/{b}`: isolates two linked networks again.
+    pub async fn unlink_networks(&self, a: &str, b: &str) -> Result<Link, ClientError> {
+        self.client.delete(&link_path(a, b)).await
+    }
+
+    /// `GET /v1/links`: every link, sorted.
+    pub async fn list_links(&self) -> Result<Vec<Link>, ClientError> {
+        self.client.get("/v1/links").await
     }
 
     /// `GET /v1/nodes`: every live node, sorted by name.

@@ -12,7 +12,7 @@ pub use agent::{
 pub use client::{
     Client, ClientError, RawResponse, Target, UpgradedStream, CONNECT_TIMEOUT, REQUEST_TIMEOUT,
 };
-pub use coordinator::Coordinator;
+pub use coordinator::{link_path, Coordinator, LinkNetworks};
 pub use types::{
     encode_segment, network_path, ApiError, CreateNetwork, ErrorKind, Health, NodeInfo,
     RemovedNetwork,

@@ -7,8 +7,8 @@
 use std::net::IpAddr;
 
 use super::encode::Writer;
-use super::snapshot::{compose, Composed, Snapshot};
-use super::wire::{parse_query, rcode, rtype, Edns, Query, Reject, CLASS_IN, HEADER_LEN, MAX_NAME};
+use super::snapshot::{compose, Composed, Found, Snapshot};
+use super::wire::{parse_query, rcode, rtype, Edns, Query, Reject, CLASS_IN, HEADER_LEN};
 
 /// Wire length of the OPT record we append.
 const OPT_LEN: usize = 11;
@@ -91,37 +91,41 @@ pub fn respond(
         return empty_reply(query, &q, rcode::REFUSED, transport, cfg, out);
     }
     let n = q.name_len;
-    let mut key = [0u8; MAX_NAME + 2];
-    key[..n].copy_from_slice(q.name());
-    key[n..n + 2].copy_from_slice(&q.qtype.to_be_bytes());
-    let (zone, prebuilt) = match snap.prebuilt(&key[..n + 2]) {
-        Some(pre) => (pre.zone, Some(pre)),
+    let found = snap.prebuilt(q.key());
+    let zone = match &found {
+        Some(Found::Fixed { zone, .. }) => *zone,
+        Some(Found::Rotating(pre)) => pre.zone,
         None => match snap.zone_of(q.name()) {
-            Some(zone) => (zone, None),
+            Some(zone) => zone,
             None if cfg.forwarding => return Outcome::Forward,
             None => return empty_reply(query, &q, rcode::REFUSED, transport, cfg, out),
         },
     };
     out.extend_from_slice(&query[..q.question_end]);
     let visible = snap.visible(client, zone);
-    let meta = if !visible {
-        hidden_zone(snap, zone, &q, out)
-    } else if let Some(pre) = prebuilt {
-        let packed = pre.pick();
-        out.extend_from_slice(&packed.bytes);
-        let mut meta = packed.meta;
-        meta.additional_at += q.question_end;
-        meta
-    } else {
-        let mut w = Writer::new(out);
-        w.mark_name_at(HEADER_LEN, n);
-        compose(snap, q.name(), q.qtype, 0, &mut w)
+    let (mut meta, bytes) = match found {
+        _ if !visible => (hidden_zone(snap, zone, &q, out), None),
+        Some(Found::Fixed { meta, bytes, .. }) => (meta, Some(bytes)),
+        Some(Found::Rotating(pre)) => {
+            let packed = pre.pick();
+            (packed.meta, Some(&packed.bytes[..]))
+        }
+        None => {
+            let mut w = Writer::new(out);
+            w.mark_name_at(HEADER_LEN, n);
+            (compose(snap, q.name(), q.qtype, 0, &mut w), None)
+        }
     };
+    let prebuilt = bytes.is_some();
+    if let Some(bytes) = bytes {
+        out.extend_from_slice(bytes);
+        meta.additional_at += q.question_end;
+    }
     let reply = Reply {
         rcode: meta.rcode,
         answers: 0,
         zone: Some(zone),
-        prebuilt: prebuilt.is_some() && visible,
+        prebuilt,
         truncated: false,
     };
     finish(&q, meta, reply, true, limit(&q, transport, cfg), cfg, out)

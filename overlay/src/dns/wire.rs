@@ -53,8 +53,8 @@ pub(crate) struct Query {
     pub(crate) qtype: u16,
     /// QCLASS.
     pub(crate) qclass: u16,
-    /// The question name, lowercased, in wire form (ends with the root label).
-    pub(crate) lower: [u8; MAX_NAME],
+    /// The question name, lowercased, in wire form (ends with the root label), then QTYPE.
+    pub(crate) lower: [u8; MAX_NAME + 2],
     /// Wire length of `lower`.
     pub(crate) name_len: usize,
     /// The OPT record, when the query had one.
@@ -66,6 +66,12 @@ impl Query {
     #[inline]
     pub(crate) fn name(&self) -> &[u8] {
         &self.lower[..self.name_len]
+    }
+
+    /// The lookup key of prebuilt answers: the lowercased name followed by the big-endian QTYPE.
+    #[inline]
+    pub(crate) fn key(&self) -> &[u8] {
+        &self.lower[..self.name_len + 2]
     }
 }
 
@@ -102,7 +108,7 @@ pub(crate) fn parse_query(p: &[u8]) -> Result<Query, Reject> {
         question_end: 0,
         qtype: 0,
         qclass: 0,
-        lower: [0; MAX_NAME],
+        lower: [0; MAX_NAME + 2],
         name_len: 0,
         edns: None,
     };
@@ -126,6 +132,7 @@ pub(crate) fn parse_query(p: &[u8]) -> Result<Query, Reject> {
         }
     }
     q.qtype = u16_at(p, off).ok_or(Reject::FormErr)?;
+    q.lower[q.name_len..q.name_len + 2].copy_from_slice(&q.qtype.to_be_bytes());
     q.qclass = u16_at(p, off + 2).ok_or(Reject::FormErr)?;
     off += 4;
     q.question_end = off;

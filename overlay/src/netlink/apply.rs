@@ -27,11 +27,13 @@ const NUD_PERMANENT: u16 = 0x80;
 const NUD_NOARP: u16 = 0x40;
 
 /// The connections one apply uses: the host namespace and each container namespace touched.
-/// Dropped at the end of the apply, so no socket pins a container namespace.
+/// Dropped at the end of the apply, so no socket pins a container namespace. Link indexes
+/// looked up are remembered until a link is created or deleted.
 pub(crate) struct Session<'a> {
     host_netns: Option<&'a Path>,
     host: Conn,
     containers: HashMap<PathBuf, Conn>,
+    indexes: HashMap<LinkRef, u32>,
 }
 
 impl<'a> Session<'a> {
@@ -41,6 +43,7 @@ impl<'a> Session<'a> {
             host_netns,
             host: connect(host_netns).await?,
             containers: HashMap::new(),
+            indexes: HashMap::new(),
         })
     }
 
@@ -62,20 +65,41 @@ impl<'a> Session<'a> {
     }
 
     async fn index(&mut self, link: &LinkRef) -> Result<(&Conn, u32), NetlinkError> {
+        let cached = self.indexes.get(link).copied();
         let (conn, name) = self.conn_for(link).await?;
-        let idx = link_index(&conn.handle, &name).await.map_err(|e| match e {
-            NetlinkError::NoSuchLink(_) => NetlinkError::NoSuchLink(link.to_string()),
-            e => e,
-        })?;
+        let idx = match cached {
+            Some(i) => i,
+            None => link_index(&conn.handle, &name).await.map_err(|e| match e {
+                NetlinkError::NoSuchLink(_) => NetlinkError::NoSuchLink(link.to_string()),
+                e => e,
+            })?,
+        };
+        self.indexes.insert(link.clone(), idx);
+        let conn = match link {
+            LinkRef::Host(_) => &self.host,
+            LinkRef::Container { netns, .. } => self
+                .containers
+                .get(netns)
+                .ok_or_else(|| NetlinkError::NoSuchLink(link.to_string()))?,
+        };
         Ok((conn, idx))
     }
 
     async fn host_index(&mut self, name: &str) -> Result<u32, NetlinkError> {
-        link_index(&self.host.handle, name).await
+        Ok(self.index(&LinkRef::Host(name.to_string())).await?.1)
     }
 
     /// Applies one op.
     pub(crate) async fn apply(&mut self, op: &Op) -> Result<(), NetlinkError> {
+        if matches!(
+            op,
+            Op::DeleteLink(_)
+                | Op::CreateBridge { .. }
+                | Op::CreateVxlan { .. }
+                | Op::CreateVeth { .. }
+        ) {
+            self.indexes.clear();
+        }
         let what = || op.to_string();
         let kernel = |source: rtnetlink::Error| NetlinkError::Netlink {
             what: what(),

@@ -9,6 +9,7 @@ mod apply;
 mod conn;
 mod fake;
 mod observe;
+mod parse;
 mod sysctl;
 
 use std::net::IpAddr;
@@ -188,7 +189,7 @@ impl NetlinkDataplane {
         links
             .iter()
             .find(|l| l.header.index == index)
-            .map(|l| observe::parse_link(l, &Default::default()).mtu)
+            .map(|l| parse::parse_link(l, &Default::default()).mtu)
             .ok_or(NetlinkError::NoUnderlay(underlay))
     }
 }

@@ -1,34 +1,68 @@
 //! Reads the kernel state the plan compares against: shibafu links in the host namespace with
 //! their addresses, VXLAN and bridge FDB entries, permanent neighbours, forwarding switches, and
 //! the named interfaces and default routes inside container namespaces.
+//!
+//! The kernel runs one dump at a time per netlink socket, so the dumps of a namespace run in
+//! sequence; container namespaces (each with its own socket) are read several at a time.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use futures::TryStreamExt;
-use ipnet::IpNet;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVxlan, LinkAttribute, LinkFlags,
-    LinkInfo, LinkMessage,
-};
-use rtnetlink::packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState,
-};
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteType};
+use futures::{StreamExt, TryStreamExt};
+use rtnetlink::packet_route::address::AddressMessage;
+use rtnetlink::packet_route::neighbour::NeighbourMessage;
+use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
 use super::conn::{connect, dump_links, link_name};
+use super::parse::{attach_addresses, default_routes, fdb_entries, names, neighbours, parse_link};
 use super::{sysctl, NetlinkError};
-use crate::plan::{
-    is_owned, LinkKind, MacAddr, ObservedContainer, ObservedFdb, ObservedHost, ObservedLink,
-    ObservedNeigh, ObservedPortFdb, PortFlags,
-};
+use crate::plan::{is_owned, ObservedContainer, ObservedHost, ObservedLink};
 
-const NUD_PERMANENT: u16 = 0x80;
-const NUD_NOARP: u16 = 0x40;
+/// Container namespaces read at the same time (each costs a thread while it is entered).
+const CONTAINER_PARALLELISM: usize = 8;
+
+fn dump_err(what: &str) -> impl Fn(rtnetlink::Error) -> NetlinkError + '_ {
+    move |source| NetlinkError::Netlink {
+        what: format!("dump {what}"),
+        source,
+    }
+}
+
+async fn dump_addresses(handle: &Handle) -> Result<Vec<AddressMessage>, NetlinkError> {
+    handle
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(dump_err("addresses"))
+}
+
+async fn dump_neighbours(
+    handle: &Handle,
+    family: AddressFamily,
+) -> Result<Vec<NeighbourMessage>, NetlinkError> {
+    let req = handle.neighbours().get().set_address_family(family);
+    req.execute()
+        .try_collect()
+        .await
+        .map_err(dump_err("neighbours"))
+}
+
+async fn dump_routes(
+    handle: &Handle,
+    req: RouteMessage,
+) -> Result<Vec<RouteMessage>, NetlinkError> {
+    handle
+        .route()
+        .get(req)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(dump_err("routes"))
+}
 
 /// Observes the host namespace reached by `handle` and the container namespaces `netns`.
 pub(crate) async fn observe(
@@ -36,26 +70,33 @@ pub(crate) async fn observe(
     host_netns: Option<&Path>,
     netns: &[&Path],
 ) -> Result<ObservedHost, NetlinkError> {
-    let all = dump_links(handle).await?;
-    let names: HashMap<u32, String> = all
-        .iter()
-        .filter_map(|m| link_name(m).map(|n| (m.header.index, n.to_string())))
-        .collect();
+    let host = async {
+        let all = dump_links(handle).await?;
+        let addrs = dump_addresses(handle).await?;
+        let fdb = dump_neighbours(handle, AddressFamily::Bridge).await?;
+        let mut neigh = dump_neighbours(handle, AddressFamily::Inet).await?;
+        neigh.extend(dump_neighbours(handle, AddressFamily::Inet6).await?);
+        Ok::<_, NetlinkError>((all, addrs, fdb, neigh))
+    };
+    let flags = sysctl::read_flags(host_netns, [sysctl::FORWARD_V4, sysctl::FORWARD_V6]);
+    let containers = futures::stream::iter(netns)
+        .map(|ns| observe_container(ns))
+        .buffered(CONTAINER_PARALLELISM)
+        .collect::<Vec<_>>();
+    let (host, flags, containers) = futures::join!(host, flags, containers);
+    let (all, addrs, fdb_msgs, neighbour_msgs) = host?;
+    let [forwarding4, forwarding6] = flags?;
+
+    let index_names = names(&all);
     let mut links: Vec<ObservedLink> = all
         .iter()
         .filter(|m| link_name(m).is_some_and(is_owned))
-        .map(|m| parse_link(m, &names))
+        .map(|m| parse_link(m, &index_names))
         .collect();
-    attach_addresses(handle, &mut links).await?;
-    let by_index: HashMap<u32, &ObservedLink> = links.iter().map(|l| (l.index, l)).collect();
-    let (fdb, port_fdb) = observe_fdb(handle, &by_index).await?;
-    let neighbours = observe_neighbours(handle, &by_index).await?;
-    let forwarding4 = sysctl::read_flag(host_netns, sysctl::FORWARD_V4).await?;
-    let forwarding6 = sysctl::read_flag(host_netns, sysctl::FORWARD_V6).await?;
-    let mut containers = Vec::new();
-    for ns in netns {
-        containers.push(observe_container(ns).await);
-    }
+    attach_addresses(&mut links, &addrs);
+    let by_index = links.iter().map(|l| (l.index, l)).collect();
+    let (fdb, port_fdb) = fdb_entries(&fdb_msgs, &by_index);
+    let neighbours = neighbours(&neighbour_msgs, &by_index);
     Ok(ObservedHost {
         forwarding4,
         forwarding6,
@@ -69,337 +110,41 @@ pub(crate) async fn observe(
 
 /// Looks into one container namespace; a namespace that cannot be entered is `reachable: false`.
 async fn observe_container(netns: &Path) -> ObservedContainer {
-    let mut out = ObservedContainer {
-        netns: netns.to_path_buf(),
-        reachable: false,
-        links: Vec::new(),
-        default4: Vec::new(),
-        default6: Vec::new(),
-    };
     let res = async {
         let conn = connect(Some(netns)).await?;
-        let all = dump_links(&conn.handle).await?;
-        let names: HashMap<u32, String> = all
-            .iter()
-            .filter_map(|m| link_name(m).map(|n| (m.header.index, n.to_string())))
-            .collect();
-        let mut links: Vec<ObservedLink> = all.iter().map(|m| parse_link(m, &names)).collect();
-        attach_addresses(&conn.handle, &mut links).await?;
-        let (d4, d6) = default_routes(&conn.handle, &names).await?;
-        Ok::<_, NetlinkError>((links, d4, d6))
+        let h = &conn.handle;
+        let all = dump_links(h).await?;
+        let addrs = dump_addresses(h).await?;
+        let r4 = dump_routes(h, RouteMessageBuilder::<Ipv4Addr>::new().build()).await?;
+        let r6 = dump_routes(h, RouteMessageBuilder::<Ipv6Addr>::new().build()).await?;
+        Ok::<_, NetlinkError>((all, addrs, r4, r6))
     }
     .await;
     match res {
-        Ok((links, d4, d6)) => {
-            out.reachable = true;
-            out.links = links;
-            out.default4 = d4;
-            out.default6 = d6;
+        Ok((all, addrs, mut routes, r6)) => {
+            let index_names = names(&all);
+            let mut links: Vec<ObservedLink> =
+                all.iter().map(|m| parse_link(m, &index_names)).collect();
+            attach_addresses(&mut links, &addrs);
+            routes.extend(r6);
+            let (default4, default6) = default_routes(&routes, &index_names);
+            ObservedContainer {
+                netns: netns.to_path_buf(),
+                reachable: true,
+                links,
+                default4,
+                default6,
+            }
         }
         Err(e) => {
-            tracing::warn!(netns = %netns.display(), error = %e, "cannot observe container namespace")
-        }
-    }
-    out
-}
-
-/// Turns a link message into what the plan compares.
-pub(crate) fn parse_link(m: &LinkMessage, names: &HashMap<u32, String>) -> ObservedLink {
-    let mut l = ObservedLink {
-        name: link_name(m).unwrap_or_default().to_string(),
-        index: m.header.index,
-        kind: LinkKind::Other(String::new()),
-        mtu: 0,
-        mac: None,
-        up: m.header.flags.contains(LinkFlags::Up),
-        master: None,
-        port: None,
-        peer_index: None,
-        addresses: Vec::new(),
-    };
-    for a in &m.attributes {
-        match a {
-            LinkAttribute::Mtu(v) => l.mtu = *v,
-            LinkAttribute::Address(b) => l.mac = MacAddr::from_slice(b),
-            LinkAttribute::Controller(i) => l.master = names.get(i).cloned(),
-            LinkAttribute::Link(i) => l.peer_index = Some(*i),
-            LinkAttribute::LinkInfo(infos) => parse_info(infos, &mut l),
-            _ => {}
-        }
-    }
-    l
-}
-
-fn parse_info(infos: &[LinkInfo], l: &mut ObservedLink) {
-    for info in infos {
-        match info {
-            LinkInfo::Kind(InfoKind::Bridge) => l.kind = LinkKind::Bridge,
-            LinkInfo::Kind(InfoKind::Veth) => l.kind = LinkKind::Veth,
-            LinkInfo::Kind(InfoKind::Vxlan) if !matches!(l.kind, LinkKind::Vxlan { .. }) => {
-                l.kind = LinkKind::Vxlan {
-                    vni: 0,
-                    local: None,
-                    port: 0,
-                    learning: true,
-                };
-            }
-            LinkInfo::Kind(k) => l.kind = LinkKind::Other(k.to_string()),
-            LinkInfo::Data(InfoData::Vxlan(v)) => {
-                let (mut vni, mut local, mut port, mut learning) = (0, None, 0, true);
-                for x in v {
-                    match x {
-                        InfoVxlan::Id(i) => vni = *i,
-                        InfoVxlan::Local(a) => local = Some(IpAddr::V4(*a)),
-                        InfoVxlan::Local6(a) => local = Some(IpAddr::V6(*a)),
-                        InfoVxlan::Port(p) => port = *p,
-                        InfoVxlan::Learning(b) => learning = *b,
-                        _ => {}
-                    }
-                }
-                l.kind = LinkKind::Vxlan {
-                    vni,
-                    local,
-                    port,
-                    learning,
-                };
-            }
-            LinkInfo::PortData(InfoPortData::BridgePort(p)) => {
-                let mut flags = PortFlags {
-                    neigh_suppress: false,
-                    learning: true,
-                };
-                for x in p {
-                    match x {
-                        InfoBridgePort::NeighSupress(b) => flags.neigh_suppress = *b,
-                        InfoBridgePort::Learning(b) => flags.learning = *b,
-                        _ => {}
-                    }
-                }
-                l.port = Some(flags);
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Fills in the addresses of `links` (IPv6 link-local ones left out: the kernel owns them).
-async fn attach_addresses(handle: &Handle, links: &mut [ObservedLink]) -> Result<(), NetlinkError> {
-    let msgs: Vec<AddressMessage> = handle
-        .address()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|source| NetlinkError::Netlink {
-            what: "dump addresses".into(),
-            source,
-        })?;
-    for m in msgs {
-        let Some(link) = links.iter_mut().find(|l| l.index == m.header.index) else {
-            continue;
-        };
-        let local = m.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Local(ip) => Some(*ip),
-            _ => None,
-        });
-        let addr = local.or_else(|| {
-            m.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Address(ip) => Some(*ip),
-                _ => None,
-            })
-        });
-        let Some(ip) = addr else { continue };
-        if let IpAddr::V6(v6) = ip {
-            if v6.segments()[0] & 0xffc0 == 0xfe80 {
-                continue;
-            }
-        }
-        if let Ok(net) = IpNet::new(ip, m.header.prefix_len) {
-            link.addresses.push(net);
-        }
-    }
-    Ok(())
-}
-
-/// The address of a neighbour attribute. In AF_BRIDGE (FDB) messages the parser cannot know the
-/// destination's family and hands raw bytes: 4 or 16 of them are an IPv4 or IPv6 VTEP.
-fn neigh_ip(d: &NeighbourAddress) -> Option<IpAddr> {
-    match d {
-        NeighbourAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-        NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-        NeighbourAddress::Other(b) => match b.len() {
-            4 => <[u8; 4]>::try_from(b.as_slice())
-                .ok()
-                .map(|a| IpAddr::V4(Ipv4Addr::from(a))),
-            16 => <[u8; 16]>::try_from(b.as_slice())
-                .ok()
-                .map(|a| IpAddr::V6(Ipv6Addr::from(a))),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-type FdbLists = (Vec<ObservedFdb>, Vec<ObservedPortFdb>);
-
-/// VXLAN `self` entries (with a destination) and static bridge entries on shibafu VXLAN ports.
-async fn observe_fdb(
-    handle: &Handle,
-    ours: &HashMap<u32, &ObservedLink>,
-) -> Result<FdbLists, NetlinkError> {
-    let msgs: Vec<_> = handle
-        .neighbours()
-        .get()
-        .set_address_family(AddressFamily::Bridge)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|source| NetlinkError::Netlink {
-            what: "dump bridge fdb".into(),
-            source,
-        })?;
-    let (mut fdb, mut port_fdb) = (Vec::new(), Vec::new());
-    for m in msgs {
-        let Some(link) = ours.get(&m.header.ifindex) else {
-            continue;
-        };
-        if !matches!(link.kind, LinkKind::Vxlan { .. }) {
-            continue;
-        }
-        let mut mac = None;
-        let mut dst = None;
-        let mut has_master = false;
-        for a in &m.attributes {
-            match a {
-                NeighbourAttribute::LinkLayerAddress(b) => mac = MacAddr::from_slice(b),
-                NeighbourAttribute::Destination(d) => dst = neigh_ip(d),
-                NeighbourAttribute::Controller(_) => has_master = true,
-                _ => {}
-            }
-        }
-        let Some(mac) = mac else { continue };
-        let state = u16::from(m.header.state);
-        if m.header.flags.contains(NeighbourFlags::Own) || (!has_master && dst.is_some()) {
-            if let Some(vtep) = dst {
-                fdb.push(ObservedFdb {
-                    vxlan: link.name.clone(),
-                    mac,
-                    vtep,
-                });
-            }
-        } else if has_master && state & NUD_NOARP != 0 && state & NUD_PERMANENT == 0 {
-            port_fdb.push(ObservedPortFdb {
-                port: link.name.clone(),
-                mac,
-            });
-        }
-    }
-    fdb.sort();
-    port_fdb.sort();
-    Ok((fdb, port_fdb))
-}
-
-/// Permanent neighbour entries on shibafu bridges.
-async fn observe_neighbours(
-    handle: &Handle,
-    ours: &HashMap<u32, &ObservedLink>,
-) -> Result<Vec<ObservedNeigh>, NetlinkError> {
-    let mut out = Vec::new();
-    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-        let msgs: Vec<_> = handle
-            .neighbours()
-            .get()
-            .set_address_family(family)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|source| NetlinkError::Netlink {
-                what: "dump neighbours".into(),
-                source,
-            })?;
-        for m in msgs {
-            let Some(link) = ours.get(&m.header.ifindex) else {
-                continue;
-            };
-            if link.kind != LinkKind::Bridge || m.header.state != NeighbourState::Permanent {
-                continue;
-            }
-            let mut ip = None;
-            let mut mac = None;
-            for a in &m.attributes {
-                match a {
-                    NeighbourAttribute::Destination(d) => ip = neigh_ip(d),
-                    NeighbourAttribute::LinkLayerAddress(b) => mac = MacAddr::from_slice(b),
-                    _ => {}
-                }
-            }
-            if let (Some(ip), Some(mac)) = (ip, mac) {
-                out.push(ObservedNeigh {
-                    bridge: link.name.clone(),
-                    ip,
-                    mac,
-                });
+            tracing::warn!(netns = %netns.display(), error = %e, "cannot observe container namespace");
+            ObservedContainer {
+                netns: netns.to_path_buf(),
+                reachable: false,
+                links: Vec::new(),
+                default4: Vec::new(),
+                default6: Vec::new(),
             }
         }
     }
-    out.sort();
-    Ok(out)
-}
-
-type Defaults = (Vec<(Ipv4Addr, String)>, Vec<(Ipv6Addr, String)>);
-
-/// Default routes of the main table, as (gateway, interface name).
-async fn default_routes(
-    handle: &Handle,
-    names: &HashMap<u32, String>,
-) -> Result<Defaults, NetlinkError> {
-    let mut d4 = Vec::new();
-    let mut d6 = Vec::new();
-    let requests = [
-        RouteMessageBuilder::<Ipv4Addr>::new().build(),
-        RouteMessageBuilder::<Ipv6Addr>::new().build(),
-    ];
-    for req in requests {
-        let msgs: Vec<_> = handle
-            .route()
-            .get(req)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|source| NetlinkError::Netlink {
-                what: "dump routes".into(),
-                source,
-            })?;
-        for m in msgs {
-            let table = m
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    RouteAttribute::Table(t) => Some(*t),
-                    _ => None,
-                })
-                .unwrap_or(u32::from(m.header.table));
-            if m.header.destination_prefix_length != 0
-                || table != u32::from(RouteHeader::RT_TABLE_MAIN)
-                || m.header.kind != RouteType::Unicast
-            {
-                continue;
-            }
-            let mut gw = None;
-            let mut oif = None;
-            for a in &m.attributes {
-                match a {
-                    RouteAttribute::Gateway(g) => gw = Some(g.clone()),
-                    RouteAttribute::Oif(i) => oif = names.get(i).cloned(),
-                    _ => {}
-                }
-            }
-            match (gw, oif) {
-                (Some(RouteAddress::Inet(g)), Some(dev)) => d4.push((g, dev)),
-                (Some(RouteAddress::Inet6(g)), Some(dev)) => d6.push((g, dev)),
-                _ => {}
-            }
-        }
-    }
-    Ok((d4, d6))
 }

@@ -20,16 +20,23 @@ fn read_now(key: &str) -> Result<bool, std::io::Error> {
     }
 }
 
-/// Reads a 0/1 sysctl in `netns` (`None` = the caller's namespace).
-pub(crate) async fn read_flag(
+/// Reads 0/1 sysctls in `netns` (`None` = the caller's namespace), entering it once.
+pub(crate) async fn read_flags<const N: usize>(
     netns: Option<&Path>,
-    key: &'static str,
-) -> Result<bool, NetlinkError> {
-    let res = match netns {
-        None => read_now(key),
-        Some(p) => netns::run_in_async(p, move || read_now(key)).await?,
+    keys: [&'static str; N],
+) -> Result<[bool; N], NetlinkError> {
+    let read_all = move || -> Result<[bool; N], (&'static str, std::io::Error)> {
+        let mut out = [false; N];
+        for (slot, key) in out.iter_mut().zip(keys) {
+            *slot = read_now(key).map_err(|e| (key, e))?;
+        }
+        Ok(out)
     };
-    res.map_err(|source| NetlinkError::Sysctl {
+    let res = match netns {
+        None => read_all(),
+        Some(p) => netns::run_in_async(p, read_all).await?,
+    };
+    res.map_err(|(key, source)| NetlinkError::Sysctl {
         key: PathBuf::from(key),
         source,
     })

@@ -339,21 +339,22 @@ impl Inner {
 /// Spreads keys over shards from their first 16 and last 8 bytes (where names differ most):
 /// cheap, and only a spread; each shard's map applies its own keyed hash.
 fn shard_index(key: &[u8], shards: usize) -> usize {
-    let word = |b: &[u8]| {
+    let word = |from: usize, to: usize| {
+        let b = key.get(from.min(to)..to).unwrap_or_default();
         let mut w = [0u8; 8];
         w[..b.len()].copy_from_slice(b);
         u64::from_le_bytes(w)
     };
-    let tail = &key[key.len().saturating_sub(8)..];
-    let h = key
-        .chunks(8)
-        .take(2)
-        .chain([tail])
-        .fold(key.len() as u64, |h, c| {
-            (h ^ word(c))
-                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                .rotate_left(29)
-        });
+    let len = key.len();
+    let h = [
+        word(0, len.min(8)),
+        word(8, len.min(16)),
+        word(len.saturating_sub(8), len),
+    ]
+    .into_iter()
+    .fold(len as u64, |h, w| {
+        (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
+    });
     (h % shards as u64) as usize
 }
 

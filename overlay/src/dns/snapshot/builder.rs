@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::atomic::AtomicUsize;
 
 use hickory_proto::rr::RData;
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
 use super::compose::compose;
 use super::names::{name_to_wire, text_to_wire};
+use super::table::Table;
 use super::{AnswerOrder, DefaultView, Node, Packed, Prebuilt, RrSet, Snapshot, Views, Zone};
 use crate::dns::encode::{Rd, Writer};
 use crate::dns::hash::FastMap;
@@ -282,7 +282,7 @@ fn convert(rdata: &RData) -> Result<(u16, Rd), String> {
 /// Prebuilds the answer sections of every (name, type) worth serving from bytes: the types at
 /// each name plus A and AAAA everywhere (NODATA answers included, glibc asks for both).
 fn prebuild(snap: &mut Snapshot) {
-    let mut table = FastMap::default();
+    let mut table = Vec::new();
     let mut buf = Vec::with_capacity(512);
     for (name, node) in &snap.nodes {
         let mut types: Vec<u16> = node.rrsets.iter().map(|s| s.rtype).collect();
@@ -307,8 +307,8 @@ fn prebuild(snap: &mut Snapshot) {
                 variants.push(Packed { bytes: buf[sections..].into(), meta });
             }
             let key = [&name[..], &qtype.to_be_bytes()].concat().into_boxed_slice();
-            table.insert(key, Prebuilt { zone: node.zone, variants: variants.into(), next: AtomicUsize::new(0) });
+            table.push((key, Prebuilt::new(node.zone, variants)));
         }
     }
-    snap.prebuilt = table;
+    snap.prebuilt = Table::build(table);
 }

@@ -6,6 +6,7 @@
 mod builder;
 mod compose;
 pub(crate) mod names;
+mod table;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +18,8 @@ use super::wire::label_starts;
 pub use builder::SnapshotBuilder;
 pub(crate) use compose::{compose, Composed};
 pub use names::reverse_name;
+pub(crate) use table::Found;
+use table::Table;
 
 /// The order in which the records of one rrset (e.g. the A records of a service) are answered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -131,7 +134,7 @@ pub struct Snapshot {
     pub(crate) zones: Vec<Zone>,
     zone_ids: FastMap<Box<[u8]>, u16>,
     pub(crate) nodes: FastMap<Box<[u8]>, Node>,
-    prebuilt: FastMap<Box<[u8]>, Prebuilt>,
+    prebuilt: Table,
     views: Option<Views>,
 }
 
@@ -142,7 +145,7 @@ impl Default for Snapshot {
             zones: Vec::new(),
             zone_ids: FastMap::default(),
             nodes: FastMap::default(),
-            prebuilt: FastMap::default(),
+            prebuilt: Table::default(),
             views: None,
         }
     }
@@ -161,7 +164,7 @@ impl Snapshot {
 
     /// The prebuilt answer for `key` (lowercased wire name followed by the big-endian qtype).
     #[inline]
-    pub(crate) fn prebuilt(&self, key: &[u8]) -> Option<&Prebuilt> {
+    pub(crate) fn prebuilt(&self, key: &[u8]) -> Option<Found<'_>> {
         self.prebuilt.get(key)
     }
 

@@ -1,0 +1,448 @@
+//! The host side of the NetworkActor: attaches workloads to networks (IPAM, endpoint records,
+//! veths), detaches them, and reconciles the kernel with the cluster state by diff. Plain async
+//! code over small traits (dataplane, firewall, store publisher), so it is unit-tested with fakes.
+
+pub mod book;
+mod publish;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use shibafu_overlay::firewall::{Firewall, FirewallError, FirewallSpec};
+use shibafu_overlay::ipam::{ipv6_for, Ipam, IpamError};
+use shibafu_overlay::model::{self, Endpoint, Network, SCHEMA_VERSION};
+use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkError, Scope};
+use shibafu_overlay::plan::{next_ifname, DesiredHost, HostInputs, LocalContainer, LocalInterface, PlanError};
+use shibafu_overlay::state::ClusterState;
+use tracing::{info, warn};
+
+use book::{Book, BookError, Entry, Iface};
+pub use publish::{Publisher, StorePublisher};
+
+/// Errors of attaching, detaching and reconciling.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// A name that is not a DNS label.
+    #[error(transparent)]
+    Name(#[from] model::ModelError),
+    /// The network does not exist.
+    #[error("unknown network {0:?}; see `shibafu network ls`")]
+    UnknownNetwork(String),
+    /// The workload does not exist here.
+    #[error("no container or attachment named {0:?} on this node; see `shibafu ps`")]
+    UnknownWorkload(String),
+    /// The name is taken.
+    #[error("name {name:?} is already used on network {network:?} (node {node}); pick another name")]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// The network.
+        network: String,
+        /// The node that has it.
+        node: String,
+    },
+    /// The same network twice, or attaching to a network the workload is already on.
+    #[error("{name:?} is already attached to network {network:?}")]
+    AlreadyAttached {
+        /// The workload.
+        name: String,
+        /// The network.
+        network: String,
+    },
+    /// A workload of that name exists with another namespace.
+    #[error("{0:?} already exists on this node with another namespace; pick another name")]
+    Exists(String),
+    /// No network given.
+    #[error("give at least one network")]
+    NoNetwork,
+    /// Address management refused.
+    #[error("network {network:?}: {source}")]
+    Ipam {
+        /// The network.
+        network: String,
+        /// The IPAM error.
+        source: IpamError,
+    },
+    /// The desired state could not be built.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The kernel could not be read.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    /// Some ops failed.
+    #[error("dataplane: {0}")]
+    Apply(String),
+    /// The firewall could not be applied.
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    /// The local book could not be saved.
+    #[error(transparent)]
+    Book(#[from] BookError),
+}
+
+/// What to attach: a workload (by name and namespace) to networks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttachRequest {
+    /// Workload name (DNS label).
+    pub name: String,
+    /// Its network namespace file.
+    pub netns: PathBuf,
+    /// True for containers this agent runs.
+    pub container: bool,
+    /// Networks, in interface order.
+    pub networks: Vec<String>,
+    /// Fixed IPv4 address on the first network.
+    pub ip: Option<Ipv4Addr>,
+    /// Extra DNS names.
+    pub aliases: Vec<String>,
+    /// Service name.
+    pub service: Option<String>,
+    /// Service port.
+    pub port: Option<u16>,
+}
+
+/// Fixed facts about this host.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Node name.
+    pub node: String,
+    /// Underlay address (VTEP); `None` = single-host, no VXLAN.
+    pub underlay: Option<IpAddr>,
+    /// MTU of the underlay interface.
+    pub underlay_mtu: u32,
+}
+
+/// The host dataplane owner; see the module documentation.
+pub struct Host {
+    cfg: HostConfig,
+    dp: Arc<dyn Dataplane>,
+    fw: Arc<dyn Firewall>,
+    ipam: Ipam,
+    publisher: Arc<dyn Publisher>,
+    book: Book,
+    state: Arc<ClusterState>,
+    firewall: Option<FirewallSpec>,
+}
+
+/// MAC of an endpoint: locally administered, derived from its IPv4 address (unique per network).
+pub fn endpoint_mac(ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}
+
+impl Host {
+    /// A host over its parts; call [`Host::restore`] before serving requests.
+    pub fn new(
+        cfg: HostConfig,
+        dp: Arc<dyn Dataplane>,
+        fw: Arc<dyn Firewall>,
+        ipam: Ipam,
+        publisher: Arc<dyn Publisher>,
+        book: Book,
+    ) -> Host {
+        Host { cfg, dp, fw, ipam, publisher, book, state: Arc::new(ClusterState::new()), firewall: None }
+    }
+
+    /// The local workloads.
+    pub fn book(&self) -> &Book {
+        &self.book
+    }
+
+    /// The networks of a workload's interfaces, in interface order (those still known).
+    pub fn networks_of(&self, entry: &Entry) -> Vec<Network> {
+        entry.interfaces.iter().filter_map(|i| self.state.networks().get(&i.endpoint.network).cloned()).collect()
+    }
+
+    /// Takes a new cluster state (reconcile afterwards).
+    pub fn set_state(&mut self, state: Arc<ClusterState>) {
+        self.state = state;
+    }
+
+    fn network(&self, name: &str) -> Result<Network, HostError> {
+        self.state.networks().get(name).cloned().ok_or_else(|| HostError::UnknownNetwork(name.to_string()))
+    }
+
+    /// After a start: tells IPAM which addresses the book uses and publishes its endpoints again
+    /// (under the new lease), so a restart changes nothing for running workloads.
+    pub async fn restore(&mut self) {
+        let mut used: std::collections::BTreeMap<String, Vec<Ipv4Addr>> = Default::default();
+        for ep in self.book.endpoints() {
+            used.entry(ep.network.clone()).or_default().push(ep.ipv4);
+        }
+        for (net, ips) in used {
+            match self.network(&net) {
+                Ok(n) => {
+                    if let Err(e) = self.ipam.recover(&n, &ips).await {
+                        warn!(network = %net, error = %e, "IPAM recovery failed");
+                    }
+                }
+                Err(_) => warn!(network = %net, "local endpoints on a network that no longer exists"),
+            }
+        }
+        let eps: Vec<Endpoint> = self.book.endpoints().cloned().collect();
+        for ep in &eps {
+            if let Err(e) = self.publisher.put(ep).await {
+                warn!(network = %ep.network, endpoint = %ep.id, error = %e, "re-publishing endpoint failed; retried on reconnect");
+            }
+        }
+        info!(workloads = self.book.entries().count(), endpoints = eps.len(), "local state restored");
+    }
+
+    /// Attaches a workload to networks; on any failure nothing of it is left behind.
+    pub async fn attach(&mut self, req: AttachRequest) -> Result<Entry, HostError> {
+        model::validate_name(&req.name)?;
+        if req.networks.is_empty() {
+            return Err(HostError::NoNetwork);
+        }
+        for a in &req.aliases {
+            model::validate_name(a)?;
+        }
+        let existing = self.book.get(&req.name).cloned();
+        if let Some(e) = &existing {
+            if e.netns != req.netns {
+                return Err(HostError::Exists(req.name.clone()));
+            }
+        }
+        let mut seen: BTreeSet<&str> = existing
+            .iter()
+            .flat_map(|e| e.interfaces.iter().map(|i| i.endpoint.network.as_str()))
+            .collect();
+        let mut nets = Vec::new();
+        for n in &req.networks {
+            let net = self.network(n)?;
+            if !seen.insert(n.as_str()) {
+                return Err(HostError::AlreadyAttached { name: req.name.clone(), network: n.clone() });
+            }
+            if let Some(other) = self.state.endpoints().get(&(n.clone(), req.name.clone())) {
+                if other.node != self.cfg.node || existing.is_none() {
+                    return Err(HostError::NameTaken {
+                        name: req.name.clone(),
+                        network: n.clone(),
+                        node: other.node.clone(),
+                    });
+                }
+            }
+            nets.push(net);
+        }
+        let mut entry = existing.clone().unwrap_or(Entry {
+            name: req.name.clone(),
+            netns: req.netns.clone(),
+            container: req.container,
+            interfaces: vec![],
+        });
+        let mut new_eps = Vec::new();
+        for (i, net) in nets.iter().enumerate() {
+            let requested = if i == 0 { req.ip } else { None };
+            match self.new_endpoint(net, &req, requested).await {
+                Ok(ep) => new_eps.push(ep),
+                Err(e) => {
+                    self.release_all(&nets, &new_eps).await;
+                    return Err(e);
+                }
+            }
+        }
+        for ep in &new_eps {
+            let ifname = next_ifname(entry.interfaces.iter().map(|i| i.ifname.as_str()));
+            entry.interfaces.push(Iface { ifname, endpoint: ep.clone() });
+        }
+        self.book.insert(entry.clone());
+        if let Err(e) = self.apply_local(&entry.netns).await {
+            self.rollback(existing, &nets, &new_eps).await;
+            return Err(e);
+        }
+        for ep in &new_eps {
+            if let Err(e) = self.publisher.put(ep).await {
+                warn!(network = %ep.network, endpoint = %ep.id, error = %e, "endpoint not published yet; retried on reconnect");
+            }
+        }
+        info!(name = %req.name, networks = ?req.networks, "attached");
+        Ok(entry)
+    }
+
+    async fn new_endpoint(&self, net: &Network, req: &AttachRequest, ip: Option<Ipv4Addr>) -> Result<Endpoint, HostError> {
+        let ipam_err = |source| HostError::Ipam { network: net.name.clone(), source };
+        let ipv4 = self.ipam.allocate(net, ip).await.map_err(ipam_err)?;
+        let ipv6 = match ipv6_for(net, ipv4) {
+            Ok(v6) => v6,
+            Err(e) => {
+                let _ = self.ipam.release(net, ipv4).await;
+                return Err(ipam_err(e));
+            }
+        };
+        Ok(Endpoint {
+            schema: SCHEMA_VERSION,
+            id: req.name.clone(),
+            network: net.name.clone(),
+            name: req.name.clone(),
+            aliases: req.aliases.clone(),
+            node: self.cfg.node.clone(),
+            ipv4,
+            ipv6,
+            mac: endpoint_mac(ipv4),
+            service: req.service.clone(),
+            port: req.port,
+            weight: 1,
+        })
+    }
+
+    async fn release_all(&self, nets: &[Network], eps: &[Endpoint]) {
+        for ep in eps {
+            if let Some(n) = nets.iter().find(|n| n.name == ep.network) {
+                if let Err(e) = self.ipam.release(n, ep.ipv4).await {
+                    warn!(network = %n.name, ip = %ep.ipv4, error = %e, "releasing address failed");
+                }
+            }
+        }
+    }
+
+    async fn rollback(&mut self, previous: Option<Entry>, nets: &[Network], eps: &[Endpoint]) {
+        let name = eps.first().map(|e| e.name.clone()).unwrap_or_default();
+        let netns = match previous {
+            Some(p) => {
+                let netns = p.netns.clone();
+                self.book.insert(p);
+                netns
+            }
+            None => match self.book.remove(&name) {
+                Some(e) => e.netns,
+                None => return,
+            },
+        };
+        if let Err(e) = self.apply_local(&netns).await {
+            warn!(name = %name, error = %e, "undoing a failed attach left errors");
+        }
+        self.release_all(nets, eps).await;
+    }
+
+    /// Detaches a workload from one network, or from all when `network` is `None`; returns
+    /// what it had. Every step is tried; the first error is reported.
+    pub async fn detach(&mut self, name: &str, network: Option<&str>) -> Result<Entry, HostError> {
+        let entry = self.book.get(name).cloned().ok_or_else(|| HostError::UnknownWorkload(name.to_string()))?;
+        let (gone, kept): (Vec<Iface>, Vec<Iface>) =
+            entry.interfaces.iter().cloned().partition(|i| network.is_none_or(|n| i.endpoint.network == n));
+        if gone.is_empty() {
+            return Err(HostError::UnknownWorkload(format!("{name} on network {}", network.unwrap_or(""))));
+        }
+        if kept.is_empty() {
+            self.book.remove(name);
+        } else {
+            self.book.insert(Entry { interfaces: kept, ..entry.clone() });
+        }
+        let result = self.apply_local(&entry.netns).await;
+        for i in &gone {
+            let ep = &i.endpoint;
+            if let Err(e) = self.publisher.delete(&ep.network, &ep.id).await {
+                warn!(network = %ep.network, endpoint = %ep.id, error = %e, "endpoint record not deleted");
+            }
+            if let Some(n) = self.state.networks().get(&ep.network) {
+                if let Err(e) = self.ipam.release(n, ep.ipv4).await {
+                    warn!(network = %ep.network, ip = %ep.ipv4, error = %e, "releasing address failed");
+                }
+            }
+        }
+        info!(name, network = network.unwrap_or("*"), "detached");
+        result.map(|()| entry)
+    }
+
+    /// Saves the book and applies the desired state for one namespace (plus the host side).
+    async fn apply_local(&mut self, netns: &std::path::Path) -> Result<(), HostError> {
+        self.book.save()?;
+        self.reconcile(Scope::Only(vec![netns.to_path_buf()])).await
+    }
+
+    /// Builds the desired state from the cluster and the book, and applies the difference.
+    pub async fn reconcile(&mut self, scope: Scope) -> Result<(), HostError> {
+        let desired = self.desired()?;
+        let (ops, report) = reconcile(self.dp.as_ref(), &desired, &scope).await?;
+        if !ops.is_empty() {
+            info!(ops = ops.len(), applied = report.applied, failed = report.errors.len(), "dataplane reconciled");
+        }
+        self.reconcile_firewall().await?;
+        if report.is_ok() {
+            Ok(())
+        } else {
+            let msgs: Vec<String> = report.errors.iter().map(|e| format!("{:?}: {}", e.op, e.error)).collect();
+            Err(HostError::Apply(msgs.join("; ")))
+        }
+    }
+
+    async fn reconcile_firewall(&mut self) -> Result<(), HostError> {
+        let networks: Vec<Network> = self.state.networks().values().cloned().collect();
+        let links: Vec<model::Link> = self.state.links().values().cloned().collect();
+        let spec = FirewallSpec::from_model(&networks, &links, None)?;
+        if self.firewall.as_ref() != Some(&spec) {
+            self.fw.apply(&spec).await?;
+            self.firewall = Some(spec);
+        } else if self.fw.ensure().await? {
+            warn!("shibafu's nftables table was changed or removed by someone else; restored");
+        }
+        Ok(())
+    }
+
+    fn desired(&self) -> Result<DesiredHost, HostError> {
+        let networks: Vec<Network> = self.state.networks().values().cloned().collect();
+        let nodes: Vec<model::Node> = self.state.nodes().values().cloned().collect();
+        let own: Vec<Endpoint> = self.book.endpoints().cloned().collect();
+        let mut endpoints: Vec<Endpoint> =
+            self.state.endpoints().values().filter(|e| e.node != self.cfg.node).cloned().collect();
+        endpoints.extend(own);
+        let containers: Vec<LocalContainer> = self
+            .book
+            .entries()
+            .filter(|e| e.interfaces.iter().all(|i| self.state.networks().contains_key(&i.endpoint.network)))
+            .map(|e| LocalContainer {
+                netns: e.netns.clone(),
+                interfaces: e
+                    .interfaces
+                    .iter()
+                    .map(|i| LocalInterface {
+                        network: i.endpoint.network.clone(),
+                        endpoint_id: i.endpoint.id.clone(),
+                        ifname: i.ifname.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(DesiredHost::build(&HostInputs {
+            node: &self.cfg.node,
+            underlay: self.cfg.underlay,
+            underlay_mtu: self.cfg.underlay_mtu,
+            networks: &networks,
+            nodes: &nodes,
+            endpoints: &endpoints,
+            containers: &containers,
+        })?)
+    }
+}
+
+impl HostError {
+    /// The API error for this failure (the message is the user's, the kind sets the status).
+    pub fn to_api(&self) -> shibafu_overlay::api::ApiError {
+        use shibafu_overlay::api::{ApiError, ErrorKind};
+        let kind = match self {
+            HostError::Name(_) | HostError::NoNetwork => ErrorKind::Invalid,
+            HostError::Ipam { source, .. } => match source {
+                IpamError::Store(_) => ErrorKind::Unavailable,
+                IpamError::AddressTaken { .. } | IpamError::Exhausted { .. } | IpamError::Contention { .. } => {
+                    ErrorKind::Conflict
+                }
+                IpamError::OwnedByOtherNode { .. } => ErrorKind::Conflict,
+                _ => ErrorKind::Invalid,
+            },
+            HostError::UnknownNetwork(_) | HostError::UnknownWorkload(_) => ErrorKind::NotFound,
+            HostError::NameTaken { .. } | HostError::AlreadyAttached { .. } | HostError::Exists(_) => {
+                ErrorKind::Duplicate
+            }
+            HostError::Plan(_)
+            | HostError::Netlink(_)
+            | HostError::Apply(_)
+            | HostError::Firewall(_)
+            | HostError::Book(_) => ErrorKind::Internal,
+        };
+        ApiError::new(kind, self.to_string())
+    }
+}

@@ -1,0 +1,175 @@
+//! The prebuilt-answer table, laid out for the hot path: an open-addressing index of 8-byte
+//! slots over one byte arena where each entry holds its key, zone, header counts and answer
+//! bytes together. A hit reads one slot and one contiguous entry (instead of chasing a map
+//! bucket, a boxed key and boxed answers).
+
+use std::hash::Hasher;
+
+use super::{Composed, Packed, Prebuilt};
+use crate::dns::hash::FastHasher;
+
+/// Entry kinds in the arena.
+const FIXED: u8 = 0;
+const ROTATING: u8 = 1;
+
+/// What a lookup found.
+pub(crate) enum Found<'a> {
+    /// One answer, always the same.
+    Fixed {
+        /// Zone index of the name.
+        zone: u16,
+        /// Header counts of `bytes`.
+        meta: Composed,
+        /// The sections after the question.
+        bytes: &'a [u8],
+    },
+    /// Several rotations of an answer (an ordered rrset).
+    Rotating(&'a Prebuilt),
+}
+
+/// Prebuilt answers by key (lowercased wire name followed by the big-endian qtype).
+#[derive(Default)]
+pub(crate) struct Table {
+    /// 0 when empty, else the key hash's high half << 32 | (arena offset + 1).
+    slots: Box<[u64]>,
+    arena: Box<[u8]>,
+    rotating: Box<[Prebuilt]>,
+}
+
+fn hash(key: &[u8]) -> u64 {
+    let mut h = FastHasher::default();
+    h.write(key);
+    h.finish()
+}
+
+fn u16_le(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+impl Table {
+    /// Lays out `entries`; answers longer than 65535 bytes or keys longer than 255 are skipped
+    /// (the general path answers those).
+    pub(crate) fn build(entries: Vec<(Box<[u8]>, Prebuilt)>) -> Table {
+        let mut arena = Vec::new();
+        let mut rotating = Vec::new();
+        let mut placed = Vec::with_capacity(entries.len());
+        for (key, pre) in entries {
+            let Ok(klen) = u8::try_from(key.len()) else { continue };
+            let offset = arena.len();
+            arena.push(klen);
+            arena.extend_from_slice(&key);
+            arena.extend_from_slice(&pre.zone.to_le_bytes());
+            match &pre.variants[..] {
+                [one] if u16::try_from(one.bytes.len()).is_ok() => {
+                    arena.push(FIXED);
+                    let m = &one.meta;
+                    for v in [m.rcode, m.an, m.ns, m.ar, m.additional_at as u16, one.bytes.len() as u16] {
+                        arena.extend_from_slice(&v.to_le_bytes());
+                    }
+                    arena.extend_from_slice(&one.bytes);
+                }
+                _ => {
+                    arena.push(ROTATING);
+                    arena.extend_from_slice(&(rotating.len() as u32).to_le_bytes());
+                    rotating.push(pre);
+                }
+            }
+            placed.push((hash(&key), offset));
+        }
+        let mut slots = vec![0u64; (placed.len() * 2).next_power_of_two().max(16)].into_boxed_slice();
+        let mask = slots.len() - 1;
+        for (h, offset) in placed {
+            let mut i = h as usize & mask;
+            while slots[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            slots[i] = (h & 0xffff_ffff_0000_0000) | (offset as u64 + 1);
+        }
+        Table { slots, arena: arena.into_boxed_slice(), rotating: rotating.into_boxed_slice() }
+    }
+
+    /// The entry for `key`.
+    #[inline]
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Found<'_>> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let h = hash(key);
+        let mask = self.slots.len() - 1;
+        let mut i = h as usize & mask;
+        loop {
+            let slot = self.slots[i];
+            if slot == 0 {
+                return None;
+            }
+            if slot >> 32 == h >> 32 {
+                let off = (slot & 0xffff_ffff) as usize - 1;
+                let klen = usize::from(self.arena[off]);
+                if klen == key.len() && &self.arena[off + 1..off + 1 + klen] == key {
+                    return Some(self.decode(off + 1 + klen));
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn decode(&self, at: usize) -> Found<'_> {
+        let a = &self.arena;
+        let zone = u16_le(a, at);
+        if a[at + 2] == ROTATING {
+            let idx = u32::from_le_bytes([a[at + 3], a[at + 4], a[at + 5], a[at + 6]]) as usize;
+            return Found::Rotating(&self.rotating[idx]);
+        }
+        let f = |k: usize| u16_le(a, at + 3 + 2 * k);
+        let meta = Composed {
+            rcode: f(0),
+            an: f(1),
+            ns: f(2),
+            ar: f(3),
+            additional_at: usize::from(f(4)),
+            rotations: 1,
+        };
+        let start = at + 15;
+        Found::Fixed { zone, meta, bytes: &a[start..start + usize::from(f(5))] }
+    }
+}
+
+impl Prebuilt {
+    /// A prebuilt entry for `zone` with these rotations.
+    pub(crate) fn new(zone: u16, variants: Vec<Packed>) -> Prebuilt {
+        Prebuilt { zone, variants: variants.into(), next: Default::default() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packed(bytes: &[u8], an: u16) -> Packed {
+        Packed { bytes: bytes.into(), meta: Composed { an, rotations: 1, additional_at: bytes.len(), ..Composed::default() } }
+    }
+
+    #[test]
+    fn finds_every_key_and_nothing_else() {
+        let entries: Vec<_> = (0..500u32)
+            .map(|i| {
+                let key: Box<[u8]> = format!("k{i}").into_bytes().into();
+                let variants = if i % 7 == 0 { vec![packed(b"a", 1), packed(b"b", 1)] } else { vec![packed(&i.to_le_bytes(), 2)] };
+                (key, Prebuilt::new(i as u16, variants))
+            })
+            .collect();
+        let t = Table::build(entries);
+        for i in 0..500u32 {
+            match t.get(format!("k{i}").as_bytes()) {
+                Some(Found::Fixed { zone, meta, bytes }) => {
+                    assert_eq!((zone, meta.an, bytes), (i as u16, 2, &i.to_le_bytes()[..]));
+                }
+                Some(Found::Rotating(p)) => assert_eq!((p.zone, p.variants.len(), i % 7), (i as u16, 2, 0)),
+                None => panic!("k{i} missing"),
+            }
+        }
+        assert!(t.get(b"k500").is_none());
+        assert!(t.get(b"").is_none());
+        assert!(Table::default().get(b"k1").is_none());
+    }
+}
