@@ -1,8 +1,15 @@
-//! Command-line syntax of `shibafu` (clap derive). Container commands (`run`, `exec`, `ps`,
-//! `logs`, `stop`, `rm`) and `network attach/detach/connect-networks/isolate` join [`Command`]
-//! and [`NetworkCmd`] in their own modules; they talk to the local agent (`--agent`).
+//! Command-line syntax of `shibafu` (clap derive). The flags of container commands (`run`,
+//! `exec`, `ps`, `logs`, `stop`, `rm`) and of `network attach/detach` live with their
+//! commands; those talk to the local agent (`--agent`), the rest to the coordinator.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::attach::{AttachArgs, DetachArgs};
+use crate::exec::ExecArgs;
+use crate::lifecycle::{RmArgs, StopArgs};
+use crate::logs::LogsArgs;
+use crate::ps::PsArgs;
+use crate::run::RunArgs;
 
 /// Default coordinator address.
 pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7480";
@@ -53,6 +60,19 @@ pub enum Command {
     },
     /// Check that the coordinator and this host's agent answer.
     Status,
+    /// Start a container on this host and follow its output (-d: in the background).
+    Run(RunArgs),
+    /// Run a command inside a running container.
+    Exec(ExecArgs),
+    /// List the containers on this host.
+    Ps(PsArgs),
+    /// Print a container's output.
+    Logs(LogsArgs),
+    /// Stop containers: SIGTERM, then SIGKILL after the grace period.
+    Stop(StopArgs),
+    /// Remove containers with their endpoints, addresses and namespaces.
+    #[command(visible_alias = "remove")]
+    Rm(RmArgs),
 }
 
 /// `shibafu network ...`
@@ -77,6 +97,26 @@ pub enum NetworkCmd {
         #[arg(short, long)]
         force: bool,
     },
+    /// Attach an existing network namespace to a network on this host.
+    Attach(AttachArgs),
+    /// Detach a namespace attached with `network attach`.
+    Detach(DetachArgs),
+    /// Let two networks route to each other (they are isolated by default).
+    ConnectNetworks {
+        /// One network.
+        a: String,
+        /// The other network.
+        b: String,
+    },
+    /// Isolate two linked networks again.
+    Isolate {
+        /// One network.
+        a: String,
+        /// The other network.
+        b: String,
+    },
+    /// List the linked networks.
+    Links(ListArgs),
 }
 
 /// Flags of `shibafu network create`.

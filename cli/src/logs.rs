@@ -8,16 +8,27 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use shibafu_overlay::api::{ClientError, LogChunk};
-use tokio::time::Instant;
+use std::time::Instant;
 
 use crate::context::Context;
 
-/// Pause between two polls of a log that has no new output.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// Pause between two attempts while the agent cannot be reached.
-const RETRY_INTERVAL: Duration = Duration::from_millis(500);
-/// How long a follower keeps trying while the agent cannot be reached (an agent restart).
-pub const AGENT_OUTAGE: Duration = Duration::from_secs(30);
+/// How often a follower asks for more, and how long it waits for an agent that went away.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    /// Pause between two polls of a log that has no new output.
+    pub poll: Duration,
+    /// Pause between two attempts while the agent cannot be reached.
+    pub retry: Duration,
+    /// How long to keep trying while the agent cannot be reached (an agent restart).
+    pub outage: Duration,
+}
+
+/// The pacing of `logs -f` and `run`: 50 ms polls, 30 s of patience for an agent restart.
+pub const PACING: Pacing = Pacing {
+    poll: Duration::from_millis(50),
+    retry: Duration::from_millis(500),
+    outage: Duration::from_secs(30),
+};
 
 /// Flags of `shibafu logs`.
 #[derive(Debug, Args)]
@@ -34,7 +45,7 @@ pub async fn run(args: LogsArgs, ctx: &Context, out: &mut dyn Write) -> anyhow::
     let agent = ctx.agent()?;
     let fetch = |offset| agent.logs(&args.name, offset);
     if args.follow {
-        follow(fetch, out).await.map(|_| ())
+        follow(fetch, out, PACING).await.map(|_| ())
     } else {
         print_available(fetch, out).await
     }
@@ -57,10 +68,14 @@ where
     }
 }
 
-/// Writes the log from the start as it grows, polling every [`POLL_INTERVAL`] while there is
+/// Writes the log from the start as it grows, polling every `pacing.poll` while there is
 /// nothing new, until the container has exited and everything is written; returns its exit
-/// code. Rides out an agent that cannot be reached for up to [`AGENT_OUTAGE`].
-pub async fn follow<F, Fut>(mut fetch: F, out: &mut dyn Write) -> anyhow::Result<i32>
+/// code. Rides out an agent that cannot be reached for up to `pacing.outage`.
+pub async fn follow<F, Fut>(
+    mut fetch: F,
+    out: &mut dyn Write,
+    pacing: Pacing,
+) -> anyhow::Result<i32>
 where
     F: FnMut(u64) -> Fut,
     Fut: Future<Output = Result<LogChunk, ClientError>>,
@@ -72,14 +87,14 @@ where
             Ok(chunk) => chunk,
             Err(e @ (ClientError::Unreachable { .. } | ClientError::Timeout { .. })) => {
                 let since = *unreachable_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= AGENT_OUTAGE {
+                if since.elapsed() >= pacing.outage {
                     return Err(anyhow::Error::new(e).context(format!(
-                        "stopped following the log after {}s without an answer",
-                        AGENT_OUTAGE.as_secs()
+                        "stopped following the log after {:?} without an answer",
+                        pacing.outage
                     )));
                 }
                 tracing::debug!(error = %e, "agent unreachable while following; retrying");
-                tokio::time::sleep(RETRY_INTERVAL).await;
+                tokio::time::sleep(pacing.retry).await;
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -92,7 +107,7 @@ where
             if let Some(code) = chunk.exit_code {
                 return Ok(code);
             }
-            tokio::time::sleep(POLL_INTERVAL).await;
+            tokio::time::sleep(pacing.poll).await;
         }
     }
 }
@@ -114,6 +129,13 @@ mod tests {
     use shibafu_overlay::api::{ApiError, Target};
 
     use super::*;
+
+    /// Millisecond pacing, one second of patience: quick tests, same logic.
+    const FAST: Pacing = Pacing {
+        poll: Duration::from_millis(1),
+        retry: Duration::from_millis(1),
+        outage: Duration::from_secs(1),
+    };
 
     fn chunk(data: &str, next: u64, exit: Option<i32>) -> Result<LogChunk, ClientError> {
         Ok(LogChunk {
@@ -161,7 +183,7 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn follow_streams_until_exit_and_drained() {
         let script = Script::new(vec![
             chunk("hello\n", 6, None),
@@ -171,27 +193,30 @@ mod tests {
             chunk("", 12, Some(3)),
         ]);
         let mut out = Vec::new();
-        let code = follow(script.fetch(), &mut out).await.expect("follow");
+        let code = follow(script.fetch(), &mut out, FAST)
+            .await
+            .expect("follow");
         assert_eq!(code, 3);
         assert_eq!(String::from_utf8(out).expect("utf8"), "hello\nworld\n");
         assert_eq!(script.asked(), [0, 6, 6, 9, 12]);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn follow_polls_at_the_interval_while_idle() {
+    #[tokio::test]
+    async fn follow_keeps_polling_while_idle() {
         let script = Script::new(vec![
             chunk("", 0, None),
             chunk("", 0, None),
             chunk("", 0, None),
             chunk("", 0, Some(0)),
         ]);
-        let start = Instant::now();
-        let code = follow(script.fetch(), &mut Vec::new()).await.expect("follow");
+        let code = follow(script.fetch(), &mut Vec::new(), FAST)
+            .await
+            .expect("follow");
         assert_eq!(code, 0);
-        assert_eq!(start.elapsed(), POLL_INTERVAL * 3);
+        assert_eq!(script.asked(), [0, 0, 0, 0]);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn follow_rides_out_a_short_agent_outage() {
         let script = Script::new(vec![
             chunk("a", 1, None),
@@ -201,32 +226,47 @@ mod tests {
             chunk("", 2, Some(1)),
         ]);
         let mut out = Vec::new();
-        assert_eq!(follow(script.fetch(), &mut out).await.expect("follow"), 1);
+        assert_eq!(
+            follow(script.fetch(), &mut out, FAST)
+                .await
+                .expect("follow"),
+            1
+        );
         assert_eq!(out, b"ab");
         assert_eq!(script.asked(), [0, 1, 1, 1, 2]);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn follow_gives_up_after_a_long_outage() {
-        let tries = (AGENT_OUTAGE.as_millis() / RETRY_INTERVAL.as_millis()) as usize + 2;
-        let script = Script::new((0..tries).map(|_| unreachable()).collect());
-        let e = follow(script.fetch(), &mut Vec::new())
+        let patience = Pacing {
+            poll: Duration::from_millis(1),
+            retry: Duration::from_millis(20),
+            outage: Duration::from_millis(50),
+        };
+        // Far more failures than fit in the outage: the follower must stop on its own.
+        let script = Script::new((0..1000).map(|_| unreachable()).collect());
+        let e = follow(script.fetch(), &mut Vec::new(), patience)
             .await
             .expect_err("gave up");
         let msg = format!("{e:#}");
         assert!(
-            msg.starts_with("stopped following the log after 30s without an answer: cannot reach agent"),
+            msg.starts_with(
+                "stopped following the log after 50ms without an answer: cannot reach agent"
+            ),
             "{msg}"
         );
+        assert!(script.asked().len() < 1000);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn follow_stops_on_api_errors() {
         let script = Script::new(vec![
             chunk("x", 1, None),
-            Err(ClientError::Api(ApiError::not_found("no container named \"t\""))),
+            Err(ClientError::Api(ApiError::not_found(
+                "no container named \"t\"",
+            ))),
         ]);
-        let e = follow(script.fetch(), &mut Vec::new())
+        let e = follow(script.fetch(), &mut Vec::new(), FAST)
             .await
             .expect_err("removed");
         assert_eq!(e.to_string(), "no container named \"t\"");
@@ -240,12 +280,16 @@ mod tests {
             chunk("", 8, None),
         ]);
         let mut out = Vec::new();
-        print_available(script.fetch(), &mut out).await.expect("logs");
+        print_available(script.fetch(), &mut out)
+            .await
+            .expect("logs");
         assert_eq!(out, b"one\ntwo\n");
         assert_eq!(script.asked(), [0, 4, 8]);
         let empty = Script::new(vec![chunk("", 0, Some(0))]);
         let mut out = Vec::new();
-        print_available(empty.fetch(), &mut out).await.expect("empty");
+        print_available(empty.fetch(), &mut out)
+            .await
+            .expect("empty");
         assert!(out.is_empty());
     }
 }

@@ -1,11 +1,19 @@
 //! The shibafu command line: cluster commands go to the coordinator, container commands to this
-//! host's agent. Errors print `error: ...` on stderr and exit with status 1.
+//! host's agent. Errors print `error: ...` on stderr and exit with status 1; `run` and `exec`
+//! exit with the container command's status.
 
 mod args;
+mod attach;
 mod context;
+mod exec;
+mod lifecycle;
+mod links;
+mod logs;
 mod network;
 mod node;
 mod output;
+mod ps;
+mod run;
 mod status;
 
 use std::io::{IsTerminal, Write};
@@ -26,7 +34,7 @@ fn main() -> ExitCode {
             .init();
     }
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             // Nothing more can be reported if stderr itself is gone.
             let _ = writeln!(std::io::stderr(), "error: {e:#}");
@@ -35,20 +43,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs one command; returns the process exit status.
+fn run(cli: Cli) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let ctx = Context::new(cli.coordinator, cli.agent);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    runtime.block_on(async {
-        match cli.command {
+    let code = runtime.block_on(async {
+        let done = match cli.command {
             Command::Network { cmd } => network::run(cmd, &ctx, &mut out).await,
             Command::Node { cmd } => node::run(cmd, &ctx, &mut out).await,
             Command::Status => status::run(&ctx, &mut out).await,
-        }
+            Command::Run(args) => return run::run(args, &ctx, &mut out).await,
+            Command::Exec(args) => return exec::run(args, &ctx).await,
+            Command::Ps(args) => ps::run(args, &ctx, &mut out).await,
+            Command::Logs(args) => logs::run(args, &ctx, &mut out).await,
+            Command::Stop(args) => lifecycle::stop(args, &ctx, &mut out).await,
+            Command::Rm(args) => lifecycle::rm(args, &ctx, &mut out).await,
+        };
+        done.map(|()| 0)
     })?;
     out.flush()?;
-    Ok(())
+    Ok(code)
 }

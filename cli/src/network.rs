@@ -1,38 +1,56 @@
-//! `shibafu network create|ls|inspect|rm`: cluster-wide network management via the
-//! coordinator.
+//! `shibafu network ...`: cluster-wide network management via the coordinator; `attach` and
+//! `detach` go to this host's agent, links to [`crate::links`].
 
 use std::io::Write;
 
 use anyhow::Context as _;
-use shibafu_overlay::api::CreateNetwork;
+use shibafu_overlay::api::{Coordinator, CreateNetwork};
 
 use crate::args::{CreateArgs, Format, NetworkCmd};
 use crate::context::Context;
-use crate::output;
+use crate::{attach, links, output};
 
 /// Runs one network subcommand, writing its output to `out`.
 pub async fn run(cmd: NetworkCmd, ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
-    let coordinator = ctx.coordinator()?;
     let text = match cmd {
         NetworkCmd::Create(args) => {
-            let net = coordinator.create_network(&create_request(args)).await?;
+            let net = ctx
+                .coordinator()?
+                .create_network(&create_request(args))
+                .await?;
             format!("{}\n", net.name)
         }
         NetworkCmd::Ls(args) => {
-            let nets = coordinator.list_networks().await?;
+            let nets = ctx.coordinator()?.list_networks().await?;
             match args.format {
                 Format::Table => output::networks_table(&nets),
                 Format::Json => output::json(&nets)?,
             }
         }
-        NetworkCmd::Inspect { name } => output::json(&coordinator.get_network(&name).await?)?,
+        NetworkCmd::Inspect { name } => inspect(&ctx.coordinator()?, &name).await?,
         NetworkCmd::Rm { name, force } => {
-            let removed = coordinator.remove_network(&name, force).await?;
+            let removed = ctx.coordinator()?.remove_network(&name, force).await?;
             format!("{}\n", removed.name)
         }
+        NetworkCmd::Attach(args) => return attach::attach(args, ctx, out).await,
+        NetworkCmd::Detach(args) => return attach::detach(args, ctx, out).await,
+        NetworkCmd::ConnectNetworks { a, b } => return links::connect(&a, &b, ctx, out).await,
+        NetworkCmd::Isolate { a, b } => return links::isolate(&a, &b, ctx, out).await,
+        NetworkCmd::Links(args) => return links::list(args.format, ctx, out).await,
     };
     out.write_all(text.as_bytes())
         .context("cannot write to stdout")
+}
+
+/// `network inspect`: the stored network as JSON, plus `links`, the networks linked to it.
+async fn inspect(coordinator: &Coordinator, name: &str) -> anyhow::Result<String> {
+    let net = coordinator.get_network(name).await?;
+    let linked = links::peers(&coordinator.list_links().await?, name);
+    let mut value = serde_json::to_value(&net)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("links".to_string(), serde_json::json!(linked));
+    }
+    Ok(output::json(&value)?)
 }
 
 /// The API request of `network create`; the coordinator validates every field.

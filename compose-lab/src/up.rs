@@ -28,7 +28,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn up(layout: &Layout, spec: &LabSpec, nodes: Option<usize>) -> anyhow::Result<LabState> {
     let names = spec.node_names(nodes)?;
     let bins = Bins::find()?;
-    let _lock = LabLock::acquire(layout)?;
+    let lock = LabLock::acquire(layout)?;
     refuse_if_present(layout)?;
     fs::create_dir_all(layout.dir.join("logs"))
         .with_context(|| format!("creating {}", layout.dir.display()))?;
@@ -49,6 +49,10 @@ pub fn up(layout: &Layout, spec: &LabSpec, nodes: Option<usize>) -> anyhow::Resu
         }
         Err(e) => {
             let problems = down::teardown(layout, Some(&st));
+            lock.remove();
+            if let Some(root) = layout.dir.parent() {
+                down::remove_root_if_empty(root);
+            }
             for p in &problems {
                 tracing::error!(problem = %p, "cleanup after failed up");
             }

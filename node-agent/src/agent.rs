@@ -20,7 +20,16 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::api::{self, ApiState};
-use crate::messages::Deregister;
+use crate::dns_actor::DnsActor;
+use crate::host::book::Book;
+use crate::host::{Host, HostConfig, StorePublisher};
+use crate::lazy_store::LazyStore;
+use crate::messages::{Deregister, Subscribe};
+use crate::network_actor::NetworkActor;
+use crate::runtime_actor::{NetworkRecipients, RuntimeActor, RuntimeRecipients};
+use shibafu_overlay::firewall::NftFirewall;
+use shibafu_overlay::ipam::Ipam;
+use shibafu_overlay::netlink::NetlinkDataplane;
 use crate::store_actor::{Connector, StoreActor, StoreConfig};
 
 /// Flags of `shibafu-agent run`.
@@ -112,10 +121,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     system.block_on(async {
         let listener = api::bind(&args.api_socket)
             .with_context(|| format!("binding --api-socket {}", args.api_socket.display()))?;
-        let store = StoreActor::new(cfg, etcd_connector(args.etcd.clone())).start();
+        let connector = etcd_connector(args.etcd.clone());
+        let store = StoreActor::new(cfg, connector.clone()).start();
+        let (network, runtime) = start_workload_actors(&args, &store, connector).await?;
         let router = api::router(ApiState {
             status: store.clone().recipient(),
             networks: store.clone().recipient(),
+            network,
+            runtime,
         });
         let mut api_stop = stop_rx.clone();
         let shutdown = async move {
@@ -134,6 +147,46 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&args.api_socket);
     info!("agent stopped");
     Ok(())
+}
+
+/// Starts the NetworkActor (over the real dataplane and nftables) and the RuntimeActor, and
+/// subscribes the NetworkActor to cluster changes.
+async fn start_workload_actors(
+    args: &RunArgs,
+    store: &Addr<StoreActor>,
+    connector: Connector,
+) -> anyhow::Result<(NetworkRecipients, RuntimeRecipients)> {
+    let dp = NetlinkDataplane::current();
+    let underlay_mtu = match dp.underlay_mtu(args.underlay).await {
+        Ok(mtu) => mtu,
+        Err(e) => {
+            warn!(error = %e, "cannot read the underlay MTU; assuming 1500");
+            1500
+        }
+    };
+    let book = Book::load(&args.state_dir).context("loading local state")?;
+    let lazy: Arc<dyn Store> = Arc::new(LazyStore::new(connector));
+    let host = Host::new(
+        HostConfig { node: args.node.clone(), underlay: Some(args.underlay), underlay_mtu },
+        Arc::new(dp),
+        Arc::new(NftFirewall::current()),
+        Ipam::new(lazy, args.node.clone()),
+        Arc::new(StorePublisher { put: store.clone().recipient(), delete: store.clone().recipient() }),
+        book,
+    );
+    let net = NetworkActor::new(host).start();
+    store.do_send(Subscribe(net.clone().recipient()));
+    let dns = DnsActor::new(args.upstream_dns.clone(), 53).start();
+    store.do_send(Subscribe(dns.recipient()));
+    let recipients = NetworkRecipients {
+        attach: net.clone().recipient(),
+        detach: net.clone().recipient(),
+        list: net.recipient(),
+    };
+    let agent_bin = std::env::current_exe().context("locating the agent binary for container shims")?;
+    let runtime = RuntimeActor::new(args.state_dir.clone(), agent_bin, recipients.clone()).start();
+    info!(underlay_mtu, "network and runtime actors started");
+    Ok((recipients, RuntimeRecipients::of(&runtime)))
 }
 
 /// Waits for SIGTERM or SIGINT, then stops the API and the System (after revoking the lease

@@ -3,8 +3,11 @@
 
 mod agent;
 mod api;
+mod dns_actor;
 mod dns_cmd;
+mod dns_zones;
 mod host;
+mod lazy_store;
 mod messages;
 mod network_actor;
 mod registration;

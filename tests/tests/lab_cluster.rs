@@ -315,16 +315,17 @@ fn a_failed_up_removes_what_it_made() {
         return;
     }
     let name = unique_name("t");
+    // A private state root: after the failed up it must be gone entirely.
+    let root = std::env::temp_dir().join(format!("sf-labroot-{name}"));
     let mut up = Command::new(shibafu_tests::bin("shibafu-lab"));
     up.env("SHIBAFU_BIN_DIR", shibafu_tests::bin_dir())
+        .env("SHIBAFU_LAB_ROOT", &root)
         .env("SHIBAFU_ETCD", "/bin/false")
         .args(["--name", &name, "up", "--nodes", "2"]);
     let err = exec_fails(&mut up);
     assert!(err.contains("etcd") && err.contains("removed"), "{err}");
     assert!(namespace_names(&format!("sf-{name}-")).is_empty());
-    let status =
-        exec_out(Command::new(shibafu_tests::bin("shibafu-lab")).args(["--name", &name, "status"]));
-    assert!(!status.status.success(), "no state left behind");
+    assert!(!root.exists(), "{} left behind", root.display());
 }
 
 #[test]

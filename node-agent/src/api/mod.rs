@@ -5,6 +5,7 @@
 //! answers; they hold no state of their own. Errors use the shared body
 //! `{"error": "...", "kind": "..."}` of `shibafu_overlay::api::ApiError`.
 
+mod containers;
 mod status;
 
 use std::fs;
@@ -22,6 +23,7 @@ use shibafu_overlay::api::{ApiError, ErrorKind};
 use tokio::net::UnixListener;
 
 use crate::messages::{GetNetworks, GetStatus};
+use crate::runtime_actor::{NetworkRecipients, RuntimeRecipients};
 
 /// What the handlers reach: the actors answering each kind of request.
 #[derive(Clone)]
@@ -30,6 +32,10 @@ pub struct ApiState {
     pub status: Recipient<GetStatus>,
     /// Answers `GET /v1/networks`.
     pub networks: Recipient<GetNetworks>,
+    /// Attachments (NetworkActor).
+    pub network: NetworkRecipients,
+    /// Containers (RuntimeActor).
+    pub runtime: RuntimeRecipients,
 }
 
 /// Shared state as handlers see it.
@@ -39,6 +45,7 @@ pub type SharedState = Arc<ApiState>;
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .merge(status::routes())
+        .merge(containers::routes())
         .fallback(|| async { ApiFailure(ApiError::not_found("no such API endpoint")) })
         .with_state(Arc::new(state))
 }

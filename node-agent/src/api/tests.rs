@@ -8,7 +8,11 @@ use shibafu_overlay::model::{Network, SCHEMA_VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
+use crate::host::book::Entry;
+use crate::host::HostError;
 use crate::messages::AgentStatus;
+use crate::network_actor::{AttachWorkload, DetachWorkload, ListWorkloads};
+use crate::runtime_actor::RuntimeActor;
 
 struct FakeStore;
 
@@ -76,6 +80,34 @@ async fn get(path: &std::path::Path, url: &str) -> (u16, serde_json::Value) {
     (code, serde_json::from_str(body).expect("json body"))
 }
 
+/// A NetworkActor stand-in with no workloads.
+struct NoHost;
+
+impl Actor for NoHost {
+    type Context = Context<Self>;
+}
+
+impl Handler<AttachWorkload> for NoHost {
+    type Result = Result<(Entry, Vec<Network>), HostError>;
+    fn handle(&mut self, m: AttachWorkload, _: &mut Context<Self>) -> Self::Result {
+        Err(HostError::UnknownNetwork(m.0.networks.join(",")))
+    }
+}
+
+impl Handler<DetachWorkload> for NoHost {
+    type Result = Result<Entry, HostError>;
+    fn handle(&mut self, m: DetachWorkload, _: &mut Context<Self>) -> Self::Result {
+        Err(HostError::UnknownWorkload(m.name))
+    }
+}
+
+impl Handler<ListWorkloads> for NoHost {
+    type Result = Vec<Entry>;
+    fn handle(&mut self, _: ListWorkloads, _: &mut Context<Self>) -> Self::Result {
+        vec![]
+    }
+}
+
 #[test]
 fn serves_status_networks_and_json_errors_on_a_private_socket() {
     let dir = scratch("serve");
@@ -87,9 +119,18 @@ fn serves_status_networks_and_json_errors_on_a_private_socket() {
         let listener = bind(&sock).expect("bind over stale socket");
         let mode = std::fs::metadata(&sock).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        let host = NoHost.start();
+        let net = NetworkRecipients {
+            attach: host.clone().recipient(),
+            detach: host.clone().recipient(),
+            list: host.recipient(),
+        };
+        let runtime = RuntimeActor::new(dir.clone(), "/bin/false".into(), net.clone()).start();
         let router = router(ApiState {
             status: fake.clone().recipient(),
             networks: fake.recipient(),
+            network: net,
+            runtime: RuntimeRecipients::of(&runtime),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = actix_rt::spawn(serve(listener, router, async {
@@ -110,6 +151,13 @@ fn serves_status_networks_and_json_errors_on_a_private_socket() {
 
         let (code, health) = get(&sock, "/v1/health").await;
         assert_eq!((code, &health["status"]), (200, &serde_json::json!("ok")));
+
+        let (code, list) = get(&sock, "/v1/containers").await;
+        assert_eq!((code, list), (200, serde_json::json!([])));
+        let (code, err) = get(&sock, "/v1/containers/ghost").await;
+        assert_eq!((code, &err["kind"]), (404, &serde_json::json!("not_found")));
+        let (code, err) = get(&sock, "/v1/containers/ghost/logs?offset=0").await;
+        assert_eq!(code, 404, "{err}");
 
         let (code, err) = get(&sock, "/v1/nope").await;
         assert_eq!(code, 404);

@@ -34,6 +34,7 @@ pub fn create(path: &Path) -> Result<(), ContainerError> {
             if libc::unshare(libc::CLONE_NEWNET) != 0 {
                 return Err(ContainerError::last_os("unshare(CLONE_NEWNET)"));
             }
+            loopback_up()?;
             let src = std::ffi::CString::new(format!("/proc/self/task/{}/ns/net", libc::gettid()))
                 .map_err(|_| ContainerError::InvalidCommand("ns path".into()))?;
             if libc::mount(
@@ -55,6 +56,34 @@ pub fn create(path: &Path) -> Result<(), ContainerError> {
         let _ = fs::remove_file(path);
     }
     res
+}
+
+/// Sets `lo` up in the calling thread's network namespace (a new namespace has it down).
+///
+/// # Safety
+/// Plain socket and ioctl calls; call on the thread whose namespace is meant.
+unsafe fn loopback_up() -> Result<(), ContainerError> {
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(ContainerError::last_os("socket for lo"));
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *s as libc::c_char;
+        }
+        let ok = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) == 0 && {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) == 0
+        };
+        let err = ContainerError::last_os("set lo up");
+        libc::close(fd);
+        if ok {
+            Ok(())
+        } else {
+            Err(err)
+        }
+    }
 }
 
 /// True if `path` is a pinned network namespace (a bind mount of an nsfs inode).

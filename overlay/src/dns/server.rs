@@ -221,8 +221,12 @@ pub(crate) fn reply_of(out: &[u8]) -> Reply {
 
 fn socket_for(addr: SocketAddr, ty: Type, protocol: Protocol) -> std::io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), ty, Some(protocol))?;
+    // Freebind: the agent binds gateway addresses that its bridges may not carry yet.
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
+        socket.set_freebind_v6(true)?;
+    } else {
+        socket.set_freebind_v4(true)?;
     }
     Ok(socket)
 }

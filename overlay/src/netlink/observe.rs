@@ -6,7 +6,7 @@
 //! sequence; container namespaces (each with its own socket) are read several at a time.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use futures::{StreamExt, TryStreamExt};
 use rtnetlink::packet_route::address::AddressMessage;
@@ -79,8 +79,9 @@ pub(crate) async fn observe(
         Ok::<_, NetlinkError>((all, addrs, fdb, neigh))
     };
     let flags = sysctl::read_flags(host_netns, [sysctl::FORWARD_V4, sysctl::FORWARD_V6]);
-    let containers = futures::stream::iter(netns)
-        .map(|ns| observe_container(ns))
+    let owned: Vec<PathBuf> = netns.iter().map(|p| p.to_path_buf()).collect();
+    let containers = futures::stream::iter(owned)
+        .map(observe_container)
         .buffered(CONTAINER_PARALLELISM)
         .collect::<Vec<_>>();
     let (host, flags, containers) = futures::join!(host, flags, containers);
@@ -109,7 +110,8 @@ pub(crate) async fn observe(
 }
 
 /// Looks into one container namespace; a namespace that cannot be entered is `reachable: false`.
-async fn observe_container(netns: &Path) -> ObservedContainer {
+async fn observe_container(netns: PathBuf) -> ObservedContainer {
+    let netns = netns.as_path();
     let res = async {
         let conn = connect(Some(netns)).await?;
         let h = &conn.handle;

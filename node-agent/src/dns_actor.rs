@@ -1,0 +1,134 @@
+//! DnsActor: every network's DNS server on this node. It rebuilds the cluster snapshot on each
+//! change and swaps it in (the packet path never waits on it), and keeps one server per network
+//! listening on the network's gateway addresses, port 53, UDP and TCP, forwarding other names to
+//! the network's forwarders, then the node's upstreams. Listeners are changed by diff: a network
+//! whose gateway and forwarders are unchanged keeps its sockets.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use arc_swap::ArcSwap;
+use shibafu_overlay::dns::forward::{ForwardConfig, Forwarder};
+use shibafu_overlay::dns::{bind_tcp, bind_udp, DnsServer, ServerConfig, Snapshot, SnapshotBuilder};
+use shibafu_overlay::model::Network;
+use shibafu_overlay::state::ClusterState;
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use crate::dns_zones::build_snapshot;
+use crate::messages::ClusterChanged;
+
+/// What a network's server listens on and forwards to; a change restarts that server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Listen {
+    addrs: Vec<IpAddr>,
+    forwarders: Vec<SocketAddr>,
+}
+
+struct Running {
+    listen: Listen,
+    stop: oneshot::Sender<()>,
+}
+
+/// The actor; see the module documentation.
+pub struct DnsActor {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    upstreams: Vec<SocketAddr>,
+    port: u16,
+    servers: BTreeMap<String, Running>,
+}
+
+impl DnsActor {
+    /// The actor, forwarding to the node's `upstreams` (after each network's own forwarders).
+    pub fn new(upstreams: Vec<SocketAddr>, port: u16) -> DnsActor {
+        let empty = SnapshotBuilder::new().build().unwrap_or_default();
+        DnsActor { snapshot: Arc::new(ArcSwap::from_pointee(empty)), upstreams, port, servers: BTreeMap::new() }
+    }
+
+    fn listen_of(&self, n: &Network) -> Listen {
+        let mut addrs = vec![IpAddr::V4(n.gateway())];
+        addrs.extend(n.gateway6().map(IpAddr::V6));
+        let mut forwarders = n.forwarders.clone();
+        forwarders.extend(self.upstreams.iter().filter(|u| !n.forwarders.contains(u)));
+        Listen { addrs, forwarders }
+    }
+
+    fn start_server(&self, network: &str, listen: &Listen) -> Option<oneshot::Sender<()>> {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        for ip in &listen.addrs {
+            let at = SocketAddr::new(*ip, self.port);
+            match (bind_udp(at), bind_tcp(at)) {
+                (Ok(u), Ok(t)) => {
+                    udp.push(u);
+                    tcp.push(t);
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    warn!(network, addr = %at, error = %e, "cannot listen for DNS");
+                    return None;
+                }
+            }
+        }
+        let forwarder = (!listen.forwarders.is_empty())
+            .then(|| Forwarder::new(ForwardConfig { upstreams: listen.forwarders.clone(), ..Default::default() }));
+        let server = DnsServer::new(self.snapshot.clone(), forwarder, ServerConfig::default());
+        let (tx, rx) = oneshot::channel::<()>();
+        let name = network.to_string();
+        actix_rt::spawn(async move {
+            let stopped = async {
+                let _ = rx.await;
+            };
+            if let Err(e) = server.run(udp, tcp, stopped).await {
+                warn!(network = %name, error = %e, "DNS server stopped");
+            }
+        });
+        info!(network, addrs = ?listen.addrs, forwarders = ?listen.forwarders, "DNS listening");
+        Some(tx)
+    }
+
+    fn reconcile_servers(&mut self, state: &ClusterState) {
+        let wanted: BTreeMap<String, Listen> =
+            state.networks().values().map(|n| (n.name.clone(), self.listen_of(n))).collect();
+        let stale: Vec<String> = self
+            .servers
+            .iter()
+            .filter(|(name, r)| wanted.get(*name) != Some(&r.listen))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some(r) = self.servers.remove(&name) {
+                let _ = r.stop.send(());
+                info!(network = %name, "DNS listener stopped");
+            }
+        }
+        for (name, listen) in wanted {
+            if self.servers.contains_key(&name) {
+                continue;
+            }
+            if let Some(stop) = self.start_server(&name, &listen) {
+                self.servers.insert(name, Running { listen, stop });
+            }
+        }
+    }
+}
+
+impl Actor for DnsActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<ClusterChanged> for DnsActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ClusterChanged, _ctx: &mut Context<Self>) {
+        match build_snapshot(&msg.state) {
+            Ok(snap) => {
+                debug!(names = snap.name_count(), revision = msg.state.revision(), "DNS snapshot swapped");
+                self.snapshot.store(Arc::new(snap));
+            }
+            Err(e) => warn!(error = %e, "cannot build the DNS snapshot; still answering from the previous one"),
+        }
+        self.reconcile_servers(&msg.state);
+    }
+}
