@@ -4,7 +4,9 @@
 use std::io::Write;
 
 use anyhow::Context as _;
+use serde::Serialize;
 use shibafu_overlay::api::{Coordinator, CreateNetwork};
+use shibafu_overlay::model::Network;
 
 use crate::args::{CreateArgs, Format, NetworkCmd};
 use crate::context::Context;
@@ -42,15 +44,24 @@ pub async fn run(cmd: NetworkCmd, ctx: &Context, out: &mut dyn Write) -> anyhow:
         .context("cannot write to stdout")
 }
 
-/// `network inspect`: the stored network as JSON, plus `links`, the networks linked to it.
+/// What `network inspect` shows: the stored network, then the networks linked to it.
+#[derive(Debug, Serialize)]
+pub struct Inspected<'a> {
+    /// The network as stored.
+    #[serde(flatten)]
+    pub network: &'a Network,
+    /// Names of the networks linked to it, sorted.
+    pub links: Vec<String>,
+}
+
+/// `network inspect`: the stored network as JSON, plus `links`.
 async fn inspect(coordinator: &Coordinator, name: &str) -> anyhow::Result<String> {
-    let net = coordinator.get_network(name).await?;
-    let linked = links::peers(&coordinator.list_links().await?, name);
-    let mut value = serde_json::to_value(&net)?;
-    if let Some(obj) = value.as_object_mut() {
-        obj.insert("links".to_string(), serde_json::json!(linked));
-    }
-    Ok(output::json(&value)?)
+    let network = coordinator.get_network(name).await?;
+    let links = links::peers(&coordinator.list_links().await?, name);
+    Ok(output::json(&Inspected {
+        network: &network,
+        links,
+    })?)
 }
 
 /// The API request of `network create`; the coordinator validates every field.
@@ -72,6 +83,37 @@ mod tests {
 
     use super::*;
     use crate::args::{Cli, Command};
+
+    #[test]
+    fn inspect_keeps_the_stored_order_and_adds_links() {
+        let network: Network = serde_json::from_value(serde_json::json!({
+            "schema": 1, "name": "frontend", "subnet": "172.21.0.0/24", "vni": 4096,
+            "zone": "frontend.local", "internal": false
+        }))
+        .expect("network");
+        let text = output::json(&Inspected {
+            network: &network,
+            links: vec!["backend".into()],
+        })
+        .expect("json");
+        assert_eq!(
+            text,
+            r#"{
+  "schema": 1,
+  "name": "frontend",
+  "subnet": "172.21.0.0/24",
+  "vni": 4096,
+  "zone": "frontend.local",
+  "internal": false,
+  "links": [
+    "backend"
+  ]
+}
+"#
+        );
+        let back: Network = serde_json::from_str(&text).expect("still a network");
+        assert_eq!(back, network);
+    }
 
     #[test]
     fn request_carries_every_flag() {

@@ -1,5 +1,6 @@
 //! The DNS server on real loopback sockets: UDP and pipelined TCP, idle timeout, snapshot swaps,
 //! several listeners on one server, counters, clean shutdown.
+#![allow(clippy::unwrap_used)] // test inputs are fixed; a failed unwrap is a failed test
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -10,13 +11,19 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
-use shibafu_overlay::dns::{bind_tcp, bind_udp, bind_udp_group, DnsServer, ServerConfig, Snapshot, SnapshotBuilder};
+use shibafu_overlay::dns::{
+    bind_tcp, bind_udp, bind_udp_group, DnsServer, ServerConfig, Snapshot, SnapshotBuilder,
+};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 fn snapshot(ip: &str) -> Snapshot {
     let mut b = SnapshotBuilder::new();
-    b.zone("test.local").record("web.test.local", 30, RData::try_from_str(RecordType::A, ip).unwrap());
+    b.zone("test.local").record(
+        "web.test.local",
+        30,
+        RData::try_from_str(RecordType::A, ip).unwrap(),
+    );
     b.build().unwrap()
 }
 
@@ -29,7 +36,10 @@ fn query(id: u16, name: &str) -> Vec<u8> {
 
 fn first_answer(bytes: &[u8]) -> String {
     let m = Message::from_vec(bytes).expect("parseable");
-    m.answers.first().map(|r| r.data.to_string()).unwrap_or_else(|| format!("{:?}", m.metadata.response_code))
+    m.answers
+        .first()
+        .map(|r| r.data.to_string())
+        .unwrap_or_else(|| format!("{:?}", m.metadata.response_code))
 }
 
 struct Running {
@@ -43,21 +53,35 @@ struct Running {
 async fn start(config: ServerConfig, udp_sockets: Vec<UdpSocket>) -> Running {
     let handle = Arc::new(ArcSwap::from_pointee(snapshot("10.0.0.1")));
     let server = DnsServer::new(handle, None, config);
-    let udp = udp_sockets.iter().map(|s| s.local_addr().unwrap()).collect();
+    let udp = udp_sockets
+        .iter()
+        .map(|s| s.local_addr().unwrap())
+        .collect();
     let listener = bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
     let tcp = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel();
     let s = server.clone();
     let task = tokio::spawn(async move {
-        s.run(udp_sockets, vec![listener], async { drop(rx.await) }).await.unwrap();
+        s.run(udp_sockets, vec![listener], async { drop(rx.await) })
+            .await
+            .unwrap();
     });
-    Running { server, udp, tcp, stop: Some(tx), task }
+    Running {
+        server,
+        udp,
+        tcp,
+        stop: Some(tx),
+        task,
+    }
 }
 
 impl Running {
     async fn stop(mut self) {
         let _ = self.stop.take().map(|s| s.send(()));
-        tokio::time::timeout(Duration::from_secs(5), &mut self.task).await.expect("stops").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+            .await
+            .expect("stops")
+            .unwrap();
     }
 }
 
@@ -76,11 +100,24 @@ async fn udp_ask(server: SocketAddr, packet: Vec<u8>) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_answers_follow_snapshot_swaps() {
-    let r = start(ServerConfig::default(), vec![bind_udp("127.0.0.1:0".parse().unwrap()).unwrap()]).await;
-    assert_eq!(first_answer(&udp_ask(r.udp[0], query(1, "web.test.local.")).await), "10.0.0.1");
+    let r = start(
+        ServerConfig::default(),
+        vec![bind_udp("127.0.0.1:0".parse().unwrap()).unwrap()],
+    )
+    .await;
+    assert_eq!(
+        first_answer(&udp_ask(r.udp[0], query(1, "web.test.local.")).await),
+        "10.0.0.1"
+    );
     r.server.snapshot().store(Arc::new(snapshot("10.0.0.2")));
-    assert_eq!(first_answer(&udp_ask(r.udp[0], query(2, "web.test.local.")).await), "10.0.0.2");
-    assert_eq!(first_answer(&udp_ask(r.udp[0], query(3, "nope.test.local.")).await), "NXDomain");
+    assert_eq!(
+        first_answer(&udp_ask(r.udp[0], query(2, "web.test.local.")).await),
+        "10.0.0.2"
+    );
+    assert_eq!(
+        first_answer(&udp_ask(r.udp[0], query(3, "nope.test.local.")).await),
+        "NXDomain"
+    );
     r.stop().await;
 }
 
@@ -93,7 +130,14 @@ async fn tcp_serves_pipelined_queries_on_one_connection() {
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut burst = Vec::new();
         for id in 1..=3u16 {
-            let q = query(id, if id == 2 { "nope.test.local." } else { "web.test.local." });
+            let q = query(
+                id,
+                if id == 2 {
+                    "nope.test.local."
+                } else {
+                    "web.test.local."
+                },
+            );
             burst.extend_from_slice(&(q.len() as u16).to_be_bytes());
             burst.extend_from_slice(&q);
         }
@@ -111,13 +155,23 @@ async fn tcp_serves_pipelined_queries_on_one_connection() {
     })
     .await
     .unwrap();
-    assert_eq!(answers, [(1, ResponseCode::NoError), (2, ResponseCode::NXDomain), (3, ResponseCode::NoError)]);
+    assert_eq!(
+        answers,
+        [
+            (1, ResponseCode::NoError),
+            (2, ResponseCode::NXDomain),
+            (3, ResponseCode::NoError)
+        ]
+    );
     r.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_tcp_connections_are_closed() {
-    let config = ServerConfig { tcp_idle_timeout: Duration::from_millis(200), ..ServerConfig::default() };
+    let config = ServerConfig {
+        tcp_idle_timeout: Duration::from_millis(200),
+        ..ServerConfig::default()
+    };
     let r = start(config, Vec::new()).await;
     let tcp = r.tcp;
     let read = tokio::task::spawn_blocking(move || {
@@ -128,7 +182,11 @@ async fn idle_tcp_connections_are_closed() {
     })
     .await
     .unwrap();
-    assert_eq!(read.expect("closed, not timed out"), 0, "EOF after the idle timeout");
+    assert_eq!(
+        read.expect("closed, not timed out"),
+        0,
+        "EOF after the idle timeout"
+    );
     r.stop().await;
 }
 
@@ -137,7 +195,11 @@ async fn several_listeners_share_one_server_and_its_counters() {
     let mut sockets = bind_udp_group("127.0.0.1:0".parse().unwrap(), 2).unwrap();
     sockets.push(bind_udp("127.0.0.2:0".parse().unwrap()).unwrap());
     let r = start(ServerConfig::default(), sockets).await;
-    assert_eq!(r.udp[0].port(), r.udp[1].port(), "one port for a SO_REUSEPORT group");
+    assert_eq!(
+        r.udp[0].port(),
+        r.udp[1].port(),
+        "one port for a SO_REUSEPORT group"
+    );
     for (i, addr) in r.udp.iter().enumerate() {
         for j in 0..4 {
             let a = udp_ask(*addr, query((i * 10 + j) as u16, "web.test.local.")).await;
@@ -147,7 +209,11 @@ async fn several_listeners_share_one_server_and_its_counters() {
     let answered = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
             let report = r.server.report();
-            if report.zones.get("test.local.").is_some_and(|z| z.answers == 12) {
+            if report
+                .zones
+                .get("test.local.")
+                .is_some_and(|z| z.answers == 12)
+            {
                 return report;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -61,6 +61,10 @@ pub struct StoreActor {
     subscribers: Vec<Recipient<ClusterChanged>>,
     owned: Owned,
     owned_gen: u64,
+    /// An owned key could not be written or deleted while etcd was away: once etcd answers
+    /// again, register anew (new lease, every owned key written; the old lease takes stale keys
+    /// with it when it expires).
+    owned_dirty: bool,
     deregistered: bool,
 }
 
@@ -85,6 +89,7 @@ impl StoreActor {
             subscribers: Vec::new(),
             owned,
             owned_gen: 0,
+            owned_dirty: false,
             deregistered: false,
         }
     }
@@ -270,6 +275,13 @@ impl Handler<KeptAlive> for StoreActor {
             return;
         }
         match msg.result {
+            Ok(_) if self.owned_dirty => {
+                self.set_connected(true, None);
+                self.owned_dirty = false;
+                info!("etcd is back: registering again to write the keys changed meanwhile");
+                self.lease = None;
+                self.tick(ctx);
+            }
             Ok(_) => self.set_connected(true, None),
             Err(StoreError::LeaseNotFound(_)) => {
                 self.set_connected(true, None);

@@ -62,6 +62,8 @@ impl Handler<PutOwned> for StoreActor {
             Err(e) => {
                 if matches!(e, StoreError::LeaseNotFound(_)) {
                     act.lease_lost(ctx);
+                } else {
+                    act.owned_dirty = true;
                 }
                 Err(e)
             }
@@ -70,7 +72,7 @@ impl Handler<PutOwned> for StoreActor {
 }
 
 impl Handler<DeleteOwned> for StoreActor {
-    type Result = ResponseFuture<Result<(), StoreError>>;
+    type Result = ResponseActFuture<Self, Result<(), StoreError>>;
 
     fn handle(&mut self, msg: DeleteOwned, _ctx: &mut Context<Self>) -> Self::Result {
         let key = msg.key.to_string();
@@ -78,12 +80,19 @@ impl Handler<DeleteOwned> for StoreActor {
         self.owned_gen += 1;
         let store = self.store.clone();
         let limit = self.io_limit();
-        Box::pin(async move {
+        let delete = async move {
             let store = store.ok_or_else(|| {
                 StoreError::Unavailable("not connected to the cluster store".into())
             })?;
             bounded(limit, store.delete(&key)).await.map(|_| ())
-        })
+        };
+        Box::pin(delete.into_actor(self).map(|res, act, _ctx| {
+            // A key not deleted now goes with the old lease once the node re-registers.
+            if res.is_err() {
+                act.owned_dirty = true;
+            }
+            res
+        }))
     }
 }
 

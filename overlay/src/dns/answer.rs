@@ -38,7 +38,10 @@ pub struct AnswerConfig {
 
 impl Default for AnswerConfig {
     fn default() -> Self {
-        AnswerConfig { max_udp_payload: 1232, forwarding: false }
+        AnswerConfig {
+            max_udp_payload: 1232,
+            forwarding: false,
+        }
     }
 }
 
@@ -135,7 +138,11 @@ pub fn respond(
 fn hidden_zone(snap: &Snapshot, zone: u16, q: &Query, out: &mut Vec<u8>) -> Composed {
     let mut w = Writer::new(out);
     w.mark_name_at(HEADER_LEN, q.name_len);
-    let mut meta = Composed { rcode: rcode::NXDOMAIN, rotations: 1, ..Composed::default() };
+    let mut meta = Composed {
+        rcode: rcode::NXDOMAIN,
+        rotations: 1,
+        ..Composed::default()
+    };
     if let Some(z) = snap.zones.get(usize::from(zone)) {
         w.record(&z.apex, rtype::SOA, z.negative_ttl, &z.soa);
         meta.ns = 1;
@@ -165,8 +172,19 @@ fn empty_reply(
     out: &mut Vec<u8>,
 ) -> Outcome {
     out.extend_from_slice(&query[..q.question_end]);
-    let meta = Composed { rcode: code, additional_at: out.len(), rotations: 1, ..Composed::default() };
-    let reply = Reply { rcode: code, answers: 0, zone: None, prebuilt: false, truncated: false };
+    let meta = Composed {
+        rcode: code,
+        additional_at: out.len(),
+        rotations: 1,
+        ..Composed::default()
+    };
+    let reply = Reply {
+        rcode: code,
+        answers: 0,
+        zone: None,
+        prebuilt: false,
+        truncated: false,
+    };
     finish(q, meta, reply, false, limit(q, transport, cfg), cfg, out)
 }
 
@@ -181,11 +199,28 @@ pub fn reply_without_records(
     out: &mut Vec<u8>,
 ) -> Outcome {
     out.clear();
-    let Ok(q) = parse_query(query) else { return Outcome::Drop };
+    let Ok(q) = parse_query(query) else {
+        return Outcome::Drop;
+    };
     out.extend_from_slice(&query[..q.question_end]);
-    let meta = Composed { rcode: code, additional_at: out.len(), rotations: 1, ..Composed::default() };
-    let reply = Reply { rcode: code, answers: 0, zone: None, prebuilt: false, truncated };
-    let limit = if truncated { 0 } else { limit(&q, transport, cfg) };
+    let meta = Composed {
+        rcode: code,
+        additional_at: out.len(),
+        rotations: 1,
+        ..Composed::default()
+    };
+    let reply = Reply {
+        rcode: code,
+        answers: 0,
+        zone: None,
+        prebuilt: false,
+        truncated,
+    };
+    let limit = if truncated {
+        0
+    } else {
+        limit(&q, transport, cfg)
+    };
     finish(&q, meta, reply, false, limit, cfg, out)
 }
 
@@ -195,7 +230,13 @@ fn header_only(query: &[u8], code: u16, cfg: &AnswerConfig, out: &mut Vec<u8>) -
     out[2] = 0x80 | (query[2] & 0x79);
     out[3] = if cfg.forwarding { 0x80 } else { 0 } | (code & 0x0f) as u8;
     out[4..HEADER_LEN].fill(0);
-    Outcome::Reply(Reply { rcode: code, answers: 0, zone: None, prebuilt: false, truncated: false })
+    Outcome::Reply(Reply {
+        rcode: code,
+        answers: 0,
+        zone: None,
+        prebuilt: false,
+        truncated: false,
+    })
 }
 
 /// Fits the message to `limit` (drop the additional section, else truncate with TC), then writes
@@ -223,7 +264,10 @@ fn finish(
         }
     }
     let flags = out[2];
-    out[2] = 0x80 | (flags & 0x79) | if authoritative { 0x04 } else { 0 } | if reply.truncated { 0x02 } else { 0 };
+    out[2] = 0x80
+        | (flags & 0x79)
+        | if authoritative { 0x04 } else { 0 }
+        | if reply.truncated { 0x02 } else { 0 };
     out[3] = if cfg.forwarding { 0x80 } else { 0 } | (out[3] & 0x10) | (meta.rcode & 0x0f) as u8;
     reply.answers = meta.an;
     let ar = meta.ar + u16::from(q.edns.is_some());

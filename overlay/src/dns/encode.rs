@@ -30,7 +30,11 @@ pub(crate) struct Writer<'a> {
 impl<'a> Writer<'a> {
     /// A writer appending to `buf`, which already holds the header and question.
     pub(crate) fn new(buf: &'a mut Vec<u8>) -> Self {
-        Writer { buf, marks: [0; MAX_MARKS], marked: 0 }
+        Writer {
+            buf,
+            marks: [0; MAX_MARKS],
+            marked: 0,
+        }
     }
 
     /// Current length of the message.
@@ -136,10 +140,14 @@ fn names_equal_at(buf: &[u8], mut off: usize, suffix: &[u8]) -> bool {
     let mut i = 0;
     let mut hops = 0;
     loop {
-        let Some(&len) = buf.get(off) else { return false };
+        let Some(&len) = buf.get(off) else {
+            return false;
+        };
         if len & 0xc0 == 0xc0 {
             hops += 1;
-            let Some(&low) = buf.get(off + 1) else { return false };
+            let Some(&low) = buf.get(off + 1) else {
+                return false;
+            };
             if hops > 64 {
                 return false;
             }

@@ -93,8 +93,14 @@ impl Shard {
         add(&self.truncated, t.truncated);
         add(&self.forwarded, t.forwarded);
         add(&self.dropped, t.dropped);
-        self.rcodes.iter().zip(&t.rcodes).for_each(|(a, v)| add(a, *v));
-        self.latency.iter().zip(&t.latency).for_each(|(a, v)| add(a, *v));
+        self.rcodes
+            .iter()
+            .zip(&t.rcodes)
+            .for_each(|(a, v)| add(a, *v));
+        self.latency
+            .iter()
+            .zip(&t.latency)
+            .for_each(|(a, v)| add(a, *v));
     }
 
     fn read(&self) -> Tally {
@@ -106,8 +112,14 @@ impl Shard {
             dropped: self.dropped.load(Relaxed),
             ..Tally::default()
         };
-        t.rcodes.iter_mut().zip(&self.rcodes).for_each(|(v, a)| *v = a.load(Relaxed));
-        t.latency.iter_mut().zip(&self.latency).for_each(|(v, a)| *v = a.load(Relaxed));
+        t.rcodes
+            .iter_mut()
+            .zip(&self.rcodes)
+            .for_each(|(v, a)| *v = a.load(Relaxed));
+        t.latency
+            .iter_mut()
+            .zip(&self.latency)
+            .for_each(|(v, a)| *v = a.load(Relaxed));
         t
     }
 }
@@ -161,8 +173,14 @@ impl Metrics {
             forwarded: sum(|t| t.forwarded),
             dropped: sum(|t| t.dropped),
             rcodes,
-            zones: self.zones.lock().unwrap_or_else(PoisonError::into_inner).clone(),
-            latency: (0..BUCKETS).map(|i| (1u64 << i, udp.latency[i] + tcp.latency[i])).collect(),
+            zones: self
+                .zones
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            latency: (0..BUCKETS)
+                .map(|i| (1u64 << i, udp.latency[i] + tcp.latency[i]))
+                .collect(),
             forward,
         }
     }
@@ -170,7 +188,8 @@ impl Metrics {
 
 const RCODE_NAMES: [&str; RCODES] = [
     "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
-    "NXRRSET", "NOTAUTH", "NOTZONE", "RCODE11", "RCODE12", "RCODE13", "RCODE14", "RCODE15", "BADVERS",
+    "NXRRSET", "NOTAUTH", "NOTZONE", "RCODE11", "RCODE12", "RCODE13", "RCODE14", "RCODE15",
+    "BADVERS",
 ];
 
 /// A copy of the server's counters.
@@ -206,25 +225,48 @@ impl MetricsReport {
             s.push_str(&l);
             s.push('\n');
         };
-        line(format!("shibafu_dns_queries_total{{transport=\"udp\"}} {}", self.queries_udp));
-        line(format!("shibafu_dns_queries_total{{transport=\"tcp\"}} {}", self.queries_tcp));
-        line(format!("shibafu_dns_prebuilt_answers_total {}", self.prebuilt));
+        line(format!(
+            "shibafu_dns_queries_total{{transport=\"udp\"}} {}",
+            self.queries_udp
+        ));
+        line(format!(
+            "shibafu_dns_queries_total{{transport=\"tcp\"}} {}",
+            self.queries_tcp
+        ));
+        line(format!(
+            "shibafu_dns_prebuilt_answers_total {}",
+            self.prebuilt
+        ));
         line(format!("shibafu_dns_truncated_total {}", self.truncated));
         line(format!("shibafu_dns_forwarded_total {}", self.forwarded));
         line(format!("shibafu_dns_dropped_total {}", self.dropped));
         for (code, n) in &self.rcodes {
-            line(format!("shibafu_dns_responses_total{{rcode=\"{code}\"}} {n}"));
+            line(format!(
+                "shibafu_dns_responses_total{{rcode=\"{code}\"}} {n}"
+            ));
         }
         for (zone, c) in &self.zones {
-            for (outcome, n) in [("answer", c.answers), ("nodata", c.nodata), ("nxdomain", c.nxdomain)] {
-                line(format!("shibafu_dns_zone_responses_total{{zone=\"{zone}\",outcome=\"{outcome}\"}} {n}"));
+            for (outcome, n) in [
+                ("answer", c.answers),
+                ("nodata", c.nodata),
+                ("nxdomain", c.nxdomain),
+            ] {
+                line(format!(
+                    "shibafu_dns_zone_responses_total{{zone=\"{zone}\",outcome=\"{outcome}\"}} {n}"
+                ));
             }
         }
         let mut cumulative = 0;
         for (i, (bound, n)) in self.latency.iter().enumerate() {
             cumulative += n;
-            let le = if i + 1 == self.latency.len() { "+Inf".to_string() } else { format!("{}", *bound as f64 / 1e6) };
-            line(format!("shibafu_dns_latency_seconds_bucket{{le=\"{le}\"}} {cumulative}"));
+            let le = if i + 1 == self.latency.len() {
+                "+Inf".to_string()
+            } else {
+                format!("{}", *bound as f64 / 1e6)
+            };
+            line(format!(
+                "shibafu_dns_latency_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            ));
         }
         line(format!("shibafu_dns_latency_seconds_count {cumulative}"));
         if let Some(f) = &self.forward {
@@ -236,10 +278,22 @@ impl MetricsReport {
             for u in &f.upstreams {
                 let mut labels = String::new();
                 let _ = write!(labels, "upstream=\"{}\"", u.addr);
-                line(format!("shibafu_dns_upstream_queries_total{{{labels}}} {}", u.queries));
-                line(format!("shibafu_dns_upstream_failures_total{{{labels}}} {}", u.failures));
-                line(format!("shibafu_dns_upstream_timeouts_total{{{labels}}} {}", u.timeouts));
-                line(format!("shibafu_dns_upstream_tcp_retries_total{{{labels}}} {}", u.tcp_retries));
+                line(format!(
+                    "shibafu_dns_upstream_queries_total{{{labels}}} {}",
+                    u.queries
+                ));
+                line(format!(
+                    "shibafu_dns_upstream_failures_total{{{labels}}} {}",
+                    u.failures
+                ));
+                line(format!(
+                    "shibafu_dns_upstream_timeouts_total{{{labels}}} {}",
+                    u.timeouts
+                ));
+                line(format!(
+                    "shibafu_dns_upstream_tcp_retries_total{{{labels}}} {}",
+                    u.tcp_retries
+                ));
             }
         }
         s
@@ -254,8 +308,18 @@ mod tests {
     fn tallies_add_up_and_render() {
         let m = Metrics::default();
         let mut t = Tally::default();
-        let ok = Reply { rcode: 0, answers: 1, zone: Some(0), prebuilt: true, truncated: false };
-        let nx = Reply { rcode: 3, answers: 0, ..ok };
+        let ok = Reply {
+            rcode: 0,
+            answers: 1,
+            zone: Some(0),
+            prebuilt: true,
+            truncated: false,
+        };
+        let nx = Reply {
+            rcode: 3,
+            answers: 0,
+            ..ok
+        };
         t.queries = 2;
         t.reply(&ok);
         t.reply(&nx);
@@ -271,9 +335,22 @@ mod tests {
         assert_eq!(r.prebuilt, 4);
         assert_eq!(r.rcodes["NXDOMAIN"], 2);
         assert_eq!(r.latency[2], (4, 4), "3 µs falls in the < 4 µs bucket");
-        assert_eq!(r.zones["test.local."], ZoneCounts { answers: 1, nodata: 0, nxdomain: 1 });
+        assert_eq!(
+            r.zones["test.local."],
+            ZoneCounts {
+                answers: 1,
+                nodata: 0,
+                nxdomain: 1
+            }
+        );
         let text = r.to_prometheus();
-        assert!(text.contains("shibafu_dns_responses_total{rcode=\"NXDOMAIN\"} 2"), "{text}");
-        assert!(text.contains("shibafu_dns_latency_seconds_count 4"), "{text}");
+        assert!(
+            text.contains("shibafu_dns_responses_total{rcode=\"NXDOMAIN\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shibafu_dns_latency_seconds_count 4"),
+            "{text}"
+        );
     }
 }

@@ -34,15 +34,25 @@ pub fn parse_records(
     let zone_wires: Vec<Box<[u8]>> = zones.iter().filter_map(|z| text_to_wire(z).ok()).collect();
     let mut parsed = Vec::new();
     for (i, raw) in text.lines().enumerate() {
-        let err = |message: String| RecordsError { source_name: source_name.to_string(), line: i + 1, message };
+        let err = |message: String| RecordsError {
+            source_name: source_name.to_string(),
+            line: i + 1,
+            message,
+        };
         let line = strip_comment(raw).trim();
         if line.is_empty() {
             continue;
         }
         let (name, ttl, rdata) = parse_line(line, default_ttl).map_err(err)?;
         let wire = text_to_wire(name).map_err(|e| err(format!("bad name {name:?}: {e}")))?;
-        if !zone_wires.iter().any(|z| wire.ends_with(z) && label_boundary(&wire, z.len())) {
-            return Err(err(format!("{name} is outside every zone ({}); add --zone for it", zones.join(", "))));
+        if !zone_wires
+            .iter()
+            .any(|z| wire.ends_with(z) && label_boundary(&wire, z.len()))
+        {
+            return Err(err(format!(
+                "{name} is outside every zone ({}); add --zone for it",
+                zones.join(", ")
+            )));
         }
         parsed.push((name.to_string(), ttl, rdata));
     }
@@ -56,7 +66,9 @@ pub fn parse_records(
 /// Whether the last `suffix_len` bytes of `wire` start at a label boundary.
 fn label_boundary(wire: &[u8], suffix_len: usize) -> bool {
     let start = wire.len() - suffix_len;
-    super::wire::label_starts(wire).chain(std::iter::once(wire.len() - 1)).any(|s| s == start)
+    super::wire::label_starts(wire)
+        .chain(std::iter::once(wire.len() - 1))
+        .any(|s| s == start)
 }
 
 /// The line without its comment (a `#` or `;` outside double quotes).
@@ -89,7 +101,9 @@ fn parse_line(line: &str, default_ttl: u32) -> Result<(&str, u32, RData), String
     let mut tok = next();
     let mut ttl = default_ttl;
     if tok.bytes().all(|b| b.is_ascii_digit()) && !tok.is_empty() {
-        ttl = tok.parse().map_err(|_| format!("TTL {tok} is out of range (at most 4294967295)"))?;
+        ttl = tok
+            .parse()
+            .map_err(|_| format!("TTL {tok} is out of range (at most 4294967295)"))?;
         tok = next();
     }
     if tok.eq_ignore_ascii_case("IN") {
@@ -104,7 +118,8 @@ fn parse_line(line: &str, default_ttl: u32) -> Result<(&str, u32, RData), String
     if data.is_empty() {
         return Err(format!("{rtype} record without data"));
     }
-    let rdata = RData::try_from_str(rtype, data).map_err(|e| format!("bad {rtype} data {data:?}: {e}"))?;
+    let rdata =
+        RData::try_from_str(rtype, data).map_err(|e| format!("bad {rtype} data {data:?}: {e}"))?;
     Ok((name, ttl, rdata))
 }
 
@@ -126,20 +141,30 @@ mod tests {
             \n\
             txt.test.local 30 IN TXT \"a;b#c\" \"two\"\n\
             5.0.0.10.in-addr.arpa PTR test.local.\n";
-        assert_eq!(parse(text).unwrap(), 5);
+        assert_eq!(parse(text).expect("valid"), 5);
     }
 
     #[test]
     fn errors_name_the_file_and_line() {
-        let e = parse("test.local A 10.0.0.5\nweb.test.local AAAA nonsense\n").unwrap_err();
+        let e = parse("test.local A 10.0.0.5\nweb.test.local AAAA nonsense\n")
+            .expect_err("must be rejected");
         assert_eq!(e.line, 2);
         assert!(e.to_string().starts_with("recs:2: bad AAAA data"), "{e}");
-        let e = parse("other.zone A 10.0.0.1").unwrap_err();
+        let e = parse("other.zone A 10.0.0.1").expect_err("must be rejected");
         assert!(e.message.contains("outside every zone"), "{e}");
-        let e = parse("xtest.local A 10.0.0.1").unwrap_err();
+        let e = parse("xtest.local A 10.0.0.1").expect_err("must be rejected");
         assert!(e.message.contains("outside every zone"), "{e}");
-        assert!(parse("a.test.local BOGUS 1").unwrap_err().message.contains("unknown record type"));
-        assert!(parse("a.test.local 60").unwrap_err().message.contains("type is missing"));
-        assert!(parse("a.test.local A").unwrap_err().message.contains("without data"));
+        assert!(parse("a.test.local BOGUS 1")
+            .expect_err("must be rejected")
+            .message
+            .contains("unknown record type"));
+        assert!(parse("a.test.local 60")
+            .expect_err("must be rejected")
+            .message
+            .contains("type is missing"));
+        assert!(parse("a.test.local A")
+            .expect_err("must be rejected")
+            .message
+            .contains("without data"));
     }
 }

@@ -67,11 +67,25 @@ pub struct DnsServer {
 impl DnsServer {
     /// A server answering from `snapshot` (publish updates with `snapshot.store(...)`), handing
     /// names outside its zones to `forwarder` (REFUSED without one).
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, forwarder: Option<Forwarder>, config: ServerConfig) -> Self {
-        let answer_cfg = AnswerConfig { max_udp_payload: config.max_udp_payload, forwarding: forwarder.is_some() };
+    pub fn new(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        forwarder: Option<Forwarder>,
+        config: ServerConfig,
+    ) -> Self {
+        let answer_cfg = AnswerConfig {
+            max_udp_payload: config.max_udp_payload,
+            forwarding: forwarder.is_some(),
+        };
         let forward_slots = Arc::new(Semaphore::new(config.max_forwards_in_flight));
         DnsServer {
-            shared: Arc::new(Shared { snapshot, forwarder, config, answer_cfg, metrics: Metrics::default(), forward_slots }),
+            shared: Arc::new(Shared {
+                snapshot,
+                forwarder,
+                config,
+                answer_cfg,
+                metrics: Metrics::default(),
+                forward_slots,
+            }),
         }
     }
 
@@ -82,7 +96,9 @@ impl DnsServer {
 
     /// Current counters, with the forwarder's.
     pub fn report(&self) -> MetricsReport {
-        self.shared.metrics.report(self.shared.forwarder.as_ref().map(Forwarder::stats))
+        self.shared
+            .metrics
+            .report(self.shared.forwarder.as_ref().map(Forwarder::stats))
     }
 
     /// Serves `udp` (a thread each) and `tcp` (tokio tasks) until `shutdown` resolves, then stops
@@ -98,8 +114,14 @@ impl DnsServer {
         let mut result = Ok(());
         for socket in udp {
             let what = format!("start the UDP thread for {:?}", socket.local_addr().ok());
-            let io = |source| DnsError::Io { what: what.clone(), source };
-            if let Err(e) = socket.set_read_timeout(Some(Duration::from_millis(200))).map_err(io) {
+            let io = |source| DnsError::Io {
+                what: what.clone(),
+                source,
+            };
+            if let Err(e) = socket
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .map_err(io)
+            {
                 result = Err(e);
                 break;
             }
@@ -124,7 +146,9 @@ impl DnsServer {
         }
         tasks.abort_all();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
+        let _ =
+            tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())))
+                .await;
         result
     }
 }
@@ -145,7 +169,14 @@ impl Shared {
             return Some(reply_of(out));
         }
         let Ok(permit) = self.forward_slots.clone().try_acquire_owned() else {
-            return match reply_without_records(packet, rcode::SERVFAIL, false, Transport::Udp, &self.answer_cfg, out) {
+            return match reply_without_records(
+                packet,
+                rcode::SERVFAIL,
+                false,
+                Transport::Udp,
+                &self.answer_cfg,
+                out,
+            ) {
                 Outcome::Reply(r) => Some(r),
                 _ => None,
             };
@@ -160,7 +191,11 @@ impl Shared {
                 if shared.config.query_log {
                     udp::log_query(&packet, peer.ip(), &r, "udp");
                 }
-                let _ = SockRef::from(&*socket).send_to_with_flags(&out, &SockAddr::from(peer), libc::MSG_DONTWAIT);
+                let _ = SockRef::from(&*socket).send_to_with_flags(
+                    &out,
+                    &SockAddr::from(peer),
+                    libc::MSG_DONTWAIT,
+                );
             }
             drop(permit);
         });
@@ -169,19 +204,34 @@ impl Shared {
 
     /// Resolves `packet` through the forwarder into `out`: its answer, TC when too large for
     /// UDP, REFUSED without a route, SERVFAIL when every upstream failed.
-    pub(crate) async fn forward(&self, packet: &[u8], transport: Transport, out: &mut Vec<u8>) -> Option<Reply> {
+    pub(crate) async fn forward(
+        &self,
+        packet: &[u8],
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> Option<Reply> {
         let fwd = self.forwarder.as_ref()?;
         let code = match Message::from_vec(packet) {
             Err(_) => rcode::FORMERR,
             Ok(query) => match fwd.resolve(&query).await {
                 Ok(resp) => match resp.to_vec() {
-                    Ok(bytes) if transport == Transport::Tcp || bytes.len() <= udp_limit(&query, &self.answer_cfg) => {
+                    Ok(bytes)
+                        if transport == Transport::Tcp
+                            || bytes.len() <= udp_limit(&query, &self.answer_cfg) =>
+                    {
                         *out = bytes;
                         return Some(reply_of(out));
                     }
                     Ok(_) => {
                         let code = u16::from(resp.metadata.response_code) & 0x0f;
-                        return match reply_without_records(packet, code, true, transport, &self.answer_cfg, out) {
+                        return match reply_without_records(
+                            packet,
+                            code,
+                            true,
+                            transport,
+                            &self.answer_cfg,
+                            out,
+                        ) {
                             Outcome::Reply(r) => Some(r),
                             _ => None,
                         };
@@ -204,12 +254,17 @@ impl Shared {
 
 /// The UDP size a forwarded answer may take for this query.
 fn udp_limit(query: &Message, cfg: &AnswerConfig) -> usize {
-    query.edns.as_ref().map_or(512, |e| usize::from(e.max_payload().min(cfg.max_udp_payload)).max(512))
+    query.edns.as_ref().map_or(512, |e| {
+        usize::from(e.max_payload().min(cfg.max_udp_payload)).max(512)
+    })
 }
 
 /// Facts about a response already encoded (for counters and logs).
 pub(crate) fn reply_of(out: &[u8]) -> Reply {
-    let field = |i: usize| out.get(i..i + 2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    let field = |i: usize| {
+        out.get(i..i + 2)
+            .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+    };
     Reply {
         rcode: u16::from(out.get(3).map_or(0, |b| b & 0x0f)),
         answers: field(6),
@@ -261,7 +316,10 @@ pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, DnsError> {
 /// Binds `count` UDP sockets to one address with SO_REUSEPORT (the kernel spreads requesters
 /// over them; serve each on its own thread). Port 0 picks one free port for all of them.
 pub fn bind_udp_group(addr: SocketAddr, count: usize) -> Result<Vec<UdpSocket>, DnsError> {
-    let io = |source| DnsError::Io { what: format!("bind UDP {addr}"), source };
+    let io = |source| DnsError::Io {
+        what: format!("bind UDP {addr}"),
+        source,
+    };
     let mut bound = addr;
     let mut sockets = Vec::new();
     for _ in 0..count.max(1) {
@@ -281,7 +339,10 @@ pub fn bind_udp_group(addr: SocketAddr, count: usize) -> Result<Vec<UdpSocket>, 
 
 /// Binds a TCP listener (SO_REUSEADDR, backlog 1024) for [`DnsServer::run`]; needs a runtime.
 pub fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, DnsError> {
-    let io = |source| DnsError::Io { what: format!("bind TCP {addr}"), source };
+    let io = |source| DnsError::Io {
+        what: format!("bind TCP {addr}"),
+        source,
+    };
     let socket = socket_for(addr, Type::STREAM, Protocol::TCP).map_err(io)?;
     socket.set_reuse_address(true).map_err(io)?;
     socket.bind(&addr.into()).map_err(io)?;

@@ -43,20 +43,35 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, _permit: OwnedSemaphorePermit) {
+async fn connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+) {
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel(QUEUE);
     let idle = shared.config.tcp_idle_timeout;
-    tokio::join!(read_queries(&shared, rd, peer, tx), write_answers(wr, rx, idle));
+    tokio::join!(
+        read_queries(&shared, rd, peer, tx),
+        write_answers(wr, rx, idle)
+    );
 }
 
 /// Reads queries until EOF, an error or the idle timeout; answers go to `tx`.
-async fn read_queries(shared: &Arc<Shared>, mut rd: OwnedReadHalf, peer: SocketAddr, tx: mpsc::Sender<Vec<u8>>) {
+async fn read_queries(
+    shared: &Arc<Shared>,
+    mut rd: OwnedReadHalf,
+    peer: SocketAddr,
+    tx: mpsc::Sender<Vec<u8>>,
+) {
     let idle = shared.config.tcp_idle_timeout;
     let mut forwards = JoinSet::new();
     loop {
-        let Ok(Ok(len)) = timeout(idle, rd.read_u16()).await else { break };
+        let Ok(Ok(len)) = timeout(idle, rd.read_u16()).await else {
+            break;
+        };
         let mut query = vec![0u8; usize::from(len)];
         if !matches!(timeout(idle, rd.read_exact(&mut query)).await, Ok(Ok(_))) {
             break;
@@ -64,15 +79,27 @@ async fn read_queries(shared: &Arc<Shared>, mut rd: OwnedReadHalf, peer: SocketA
         while forwards.try_join_next().is_some() {}
         let start = Instant::now();
         let mut out = Vec::new();
-        let mut tally = Tally { queries: 1, ..Tally::default() };
+        let mut tally = Tally {
+            queries: 1,
+            ..Tally::default()
+        };
         let reply = {
             let snap = shared.snapshot.load();
-            match respond(&snap, &query, peer.ip(), Transport::Tcp, &shared.answer_cfg, &mut out) {
+            match respond(
+                &snap,
+                &query,
+                peer.ip(),
+                Transport::Tcp,
+                &shared.answer_cfg,
+                &mut out,
+            ) {
                 Outcome::Reply(r) => {
                     if let Some(z) = r.zone {
                         let mut counts = ZoneCounts::default();
                         counts.count(&r);
-                        shared.metrics.add_zones(std::iter::once((snap.zone_name(z), counts)));
+                        shared
+                            .metrics
+                            .add_zones(std::iter::once((snap.zone_name(z), counts)));
                     }
                     Some(r)
                 }
@@ -82,17 +109,17 @@ async fn read_queries(shared: &Arc<Shared>, mut rd: OwnedReadHalf, peer: SocketA
                 }
                 Outcome::Forward => {
                     tally.forwarded += 1;
-                    let cached = shared
-                        .forwarder
-                        .as_ref()
-                        .is_some_and(|f| f.answer_from_cache(&query, forward::Transport::Tcp, &mut out));
+                    let cached = shared.forwarder.as_ref().is_some_and(|f| {
+                        f.answer_from_cache(&query, forward::Transport::Tcp, &mut out)
+                    });
                     if cached {
                         Some(reply_of(&out))
                     } else {
                         let (shared, tx, query) = (shared.clone(), tx.clone(), query.clone());
                         forwards.spawn(async move {
                             let mut out = Vec::new();
-                            if let Some(r) = shared.forward(&query, Transport::Tcp, &mut out).await {
+                            if let Some(r) = shared.forward(&query, Transport::Tcp, &mut out).await
+                            {
                                 finish(&shared, &query, peer, &r, start);
                                 let _ = tx.send(out).await;
                             }
@@ -125,7 +152,11 @@ fn finish(shared: &Shared, query: &[u8], peer: SocketAddr, r: &Reply, start: Ins
 }
 
 /// Writes answers as they come, several per write when they queue up.
-async fn write_answers(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>, idle: std::time::Duration) {
+async fn write_answers(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    idle: std::time::Duration,
+) {
     let mut buf = Vec::new();
     while let Some(first) = rx.recv().await {
         buf.clear();

@@ -73,14 +73,22 @@ impl Batch {
         }
         // SAFETY: hdr_in holds BATCH valid headers whose buffers outlive the call.
         let n = unsafe {
-            libc::recvmmsg(fd, self.hdr_in.as_mut_ptr(), BATCH as u32, libc::MSG_WAITFORONE, null_mut())
+            libc::recvmmsg(
+                fd,
+                self.hdr_in.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_WAITFORONE,
+                null_mut(),
+            )
         };
         if n >= 0 {
             return Ok(n as usize);
         }
         let e = io::Error::last_os_error();
         match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => Ok(0),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => {
+                Ok(0)
+            }
             _ => Err(e),
         }
     }
@@ -100,7 +108,12 @@ impl Batch {
         while sent < count {
             // SAFETY: hdr_out[sent..count] are valid headers pointing into live buffers.
             let r = unsafe {
-                libc::sendmmsg(fd, self.hdr_out[sent..].as_mut_ptr(), (count - sent) as u32, 0)
+                libc::sendmmsg(
+                    fd,
+                    self.hdr_out[sent..].as_mut_ptr(),
+                    (count - sent) as u32,
+                    0,
+                )
             };
             if r > 0 {
                 sent += r as usize;
@@ -116,14 +129,21 @@ fn peer_addr(ss: &libc::sockaddr_storage) -> SocketAddr {
     match i32::from(ss.ss_family) {
         libc::AF_INET6 => {
             // SAFETY: the family says this storage holds a sockaddr_in6.
-            let sin6 = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let sin6 =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(sin6.sin6_port), 0, sin6.sin6_scope_id))
+            SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                0,
+                sin6.sin6_scope_id,
+            ))
         }
         _ => {
             // SAFETY: AF_INET (the only other family a UDP/IP socket reports) is a sockaddr_in,
             // and sockaddr_storage is large and aligned enough for it in any case.
-            let sin = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
             SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port)))
         }
@@ -157,16 +177,29 @@ impl ZoneTally {
         self.flushed = Instant::now();
         let Some(snap) = &self.held else { return };
         let names = snap.zones.iter().map(|z| z.name.as_str());
-        shared.metrics.add_zones(names.zip(self.counts.iter().copied()));
-        self.counts.iter_mut().for_each(|c| *c = ZoneCounts::default());
+        shared
+            .metrics
+            .add_zones(names.zip(self.counts.iter().copied()));
+        self.counts
+            .iter_mut()
+            .for_each(|c| *c = ZoneCounts::default());
     }
 }
 
 /// Serves `socket` until `stop` is set (checked at least every read timeout).
-pub(crate) fn serve(shared: Arc<Shared>, socket: Arc<UdpSocket>, stop: Arc<AtomicBool>, rt: Handle) {
+pub(crate) fn serve(
+    shared: Arc<Shared>,
+    socket: Arc<UdpSocket>,
+    stop: Arc<AtomicBool>,
+    rt: Handle,
+) {
     let fd = socket.as_raw_fd();
     let mut b = Batch::new();
-    let mut zones = ZoneTally { held: None, counts: Vec::new(), flushed: Instant::now() };
+    let mut zones = ZoneTally {
+        held: None,
+        counts: Vec::new(),
+        flushed: Instant::now(),
+    };
     let mut last_error: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         let n = match b.receive(fd) {
@@ -182,7 +215,10 @@ pub(crate) fn serve(shared: Arc<Shared>, socket: Arc<UdpSocket>, stop: Arc<Atomi
         };
         if n > 0 {
             let start = Instant::now();
-            let mut tally = Tally { queries: n as u64, ..Tally::default() };
+            let mut tally = Tally {
+                queries: n as u64,
+                ..Tally::default()
+            };
             let snap = shared.snapshot.load();
             zones.track(&shared, &snap);
             let mut slots = 0;
@@ -191,7 +227,14 @@ pub(crate) fn serve(shared: Arc<Shared>, socket: Arc<UdpSocket>, stop: Arc<Atomi
                 let peer = peer_addr(&b.addrs[i]);
                 let packet = &b.bufs[i][..len];
                 let out = &mut b.outs[i];
-                let reply = match respond(&snap, packet, peer.ip(), Transport::Udp, &shared.answer_cfg, out) {
+                let reply = match respond(
+                    &snap,
+                    packet,
+                    peer.ip(),
+                    Transport::Udp,
+                    &shared.answer_cfg,
+                    out,
+                ) {
                     Outcome::Reply(r) => {
                         zones.count(&r);
                         Some(r)

@@ -130,14 +130,29 @@ impl SnapshotBuilder {
         Ok(snap)
     }
 
-    fn add_record(&self, snap: &mut Snapshot, name: &str, ttl: u32, rdata: &RData) -> Result<(), DnsError> {
+    fn add_record(
+        &self,
+        snap: &mut Snapshot,
+        name: &str,
+        ttl: u32,
+        rdata: &RData,
+    ) -> Result<(), DnsError> {
         let owner = wire_of(name)?;
         let Some(zone) = snap.zone_of(&owner) else {
             let zones: Vec<&str> = snap.zones().collect();
-            return Err(DnsError::OutsideZones { name: name_to_string(&owner), zones: zones.join(", ") });
+            return Err(DnsError::OutsideZones {
+                name: name_to_string(&owner),
+                zones: zones.join(", "),
+            });
         };
-        let (ty, rd) = convert(rdata).map_err(|reason| DnsError::Encode { name: name.to_string(), reason })?;
-        let conflict = |reason: &str| DnsError::Conflict { name: name_to_string(&owner), reason: reason.into() };
+        let (ty, rd) = convert(rdata).map_err(|reason| DnsError::Encode {
+            name: name.to_string(),
+            reason,
+        })?;
+        let conflict = |reason: &str| DnsError::Conflict {
+            name: name_to_string(&owner),
+            reason: reason.into(),
+        };
         if ty == rtype::SOA && snap.zones[usize::from(zone)].apex != owner {
             return Err(conflict("an SOA record may only stand at a zone apex"));
         }
@@ -148,18 +163,26 @@ impl SnapshotBuilder {
         });
         let has_cname = node.rrset(rtype::CNAME).is_some();
         let has_other = node.rrsets.iter().any(|s| s.rtype != rtype::CNAME);
-        if (ty == rtype::CNAME && (has_other || has_cname)) || (ty != rtype::CNAME && has_cname) {
-            return Err(conflict("a CNAME cannot stand beside other records or another CNAME"));
+        if has_cname || (ty == rtype::CNAME && has_other) {
+            return Err(conflict(
+                "a CNAME cannot stand beside other records or another CNAME",
+            ));
         }
         match node.rrsets.iter_mut().find(|s| s.rtype == ty) {
-            Some(_) if ty == rtype::SOA => return Err(conflict("a zone has exactly one SOA record")),
+            Some(_) if ty == rtype::SOA => {
+                return Err(conflict("a zone has exactly one SOA record"))
+            }
             Some(set) => {
                 set.ttl = set.ttl.min(ttl);
                 if !set.rdatas.contains(&rd) {
                     set.rdatas.push(rd);
                 }
             }
-            None => node.rrsets.push(RrSet { rtype: ty, ttl, rdatas: vec![rd] }),
+            None => node.rrsets.push(RrSet {
+                rtype: ty,
+                ttl,
+                rdatas: vec![rd],
+            }),
         }
         Ok(())
     }
@@ -172,22 +195,46 @@ impl SnapshotBuilder {
                 rrsets: Vec::new(),
                 order: AnswerOrder::Fixed,
             });
-            let ns_name = [&[2u8, b'n', b's'][..], &zone.apex].concat().into_boxed_slice();
+            let ns_name = [&[2u8, b'n', b's'][..], &zone.apex]
+                .concat()
+                .into_boxed_slice();
             if node.rrset(rtype::SOA).is_none() {
-                let rname = [&b"\x0ahostmaster"[..], &zone.apex].concat().into_boxed_slice();
+                let rname = [&b"\x0ahostmaster"[..], &zone.apex]
+                    .concat()
+                    .into_boxed_slice();
                 let mut tail = [0u8; 20];
-                let values = [self.serial, MADE_UP_SOA_TIMERS[0], MADE_UP_SOA_TIMERS[1], MADE_UP_SOA_TIMERS[2], self.negative_ttl];
+                let values = [
+                    self.serial,
+                    MADE_UP_SOA_TIMERS[0],
+                    MADE_UP_SOA_TIMERS[1],
+                    MADE_UP_SOA_TIMERS[2],
+                    self.negative_ttl,
+                ];
                 for (chunk, v) in tail.chunks_exact_mut(4).zip(values) {
                     chunk.copy_from_slice(&v.to_be_bytes());
                 }
                 let soa = Rd::Soa(ns_name.clone(), rname, tail);
-                node.rrsets.insert(0, RrSet { rtype: rtype::SOA, ttl: MADE_UP_TTL, rdatas: vec![soa] });
+                node.rrsets.insert(
+                    0,
+                    RrSet {
+                        rtype: rtype::SOA,
+                        ttl: MADE_UP_TTL,
+                        rdatas: vec![soa],
+                    },
+                );
             }
             if node.rrset(rtype::NS).is_none() {
-                node.rrsets.push(RrSet { rtype: rtype::NS, ttl: MADE_UP_TTL, rdatas: vec![Rd::Name(ns_name)] });
+                node.rrsets.push(RrSet {
+                    rtype: rtype::NS,
+                    ttl: MADE_UP_TTL,
+                    rdatas: vec![Rd::Name(ns_name)],
+                });
             }
             let Some(soa_set) = node.rrset(rtype::SOA) else {
-                return Err(DnsError::Conflict { name: zone.name.clone(), reason: "zone without SOA".into() });
+                return Err(DnsError::Conflict {
+                    name: zone.name.clone(),
+                    reason: "zone without SOA".into(),
+                });
             };
             if let Some(Rd::Soa(_, _, tail)) = soa_set.rdatas.first() {
                 let minimum = u32::from_be_bytes([tail[16], tail[17], tail[18], tail[19]]);
@@ -205,7 +252,9 @@ impl SnapshotBuilder {
         let words = snap.zones.len().div_ceil(64).max(1);
         let mut clients: FastMap<IpAddr, Box<[u64]>> = FastMap::default();
         for (client, zones) in &self.views {
-            let bits = clients.entry(*client).or_insert_with(|| vec![0u64; words].into_boxed_slice());
+            let bits = clients
+                .entry(*client)
+                .or_insert_with(|| vec![0u64; words].into_boxed_slice());
             for zone in zones {
                 let id = wire_of(zone)
                     .ok()
@@ -214,12 +263,18 @@ impl SnapshotBuilder {
                 bits[usize::from(id / 64)] |= 1u64 << (id % 64);
             }
         }
-        Ok(Some(Views { clients, default_all: self.default_view == DefaultView::AllZones }))
+        Ok(Some(Views {
+            clients,
+            default_all: self.default_view == DefaultView::AllZones,
+        }))
     }
 }
 
 fn wire_of(name: &str) -> Result<Box<[u8]>, DnsError> {
-    text_to_wire(name).map_err(|reason| DnsError::InvalidName { name: name.to_string(), reason })
+    text_to_wire(name).map_err(|reason| DnsError::InvalidName {
+        name: name.to_string(),
+        reason,
+    })
 }
 
 /// Every name between an owner and its zone apex exists (RFC 8020): NODATA, not NXDOMAIN.
@@ -238,7 +293,14 @@ fn add_empty_non_terminals(snap: &mut Snapshot) {
         }
     }
     for (name, zone) in missing {
-        snap.nodes.insert(name, Node { zone, rrsets: Vec::new(), order: AnswerOrder::Fixed });
+        snap.nodes.insert(
+            name,
+            Node {
+                zone,
+                rrsets: Vec::new(),
+                order: AnswerOrder::Fixed,
+            },
+        );
     }
 }
 
@@ -261,7 +323,13 @@ fn convert(rdata: &RData) -> Result<(u16, Rd), String> {
         }
         RData::SOA(soa) => {
             let mut tail = [0u8; 20];
-            let values = [soa.serial, soa.refresh as u32, soa.retry as u32, soa.expire as u32, soa.minimum];
+            let values = [
+                soa.serial,
+                soa.refresh as u32,
+                soa.retry as u32,
+                soa.expire as u32,
+                soa.minimum,
+            ];
             for (chunk, v) in tail.chunks_exact_mut(4).zip(values) {
                 chunk.copy_from_slice(&v.to_be_bytes());
             }
@@ -304,9 +372,14 @@ fn prebuild(snap: &mut Snapshot) {
                 let mut meta = compose(snap, name, qtype, variants.len(), &mut w);
                 count = meta.rotations;
                 meta.additional_at -= sections;
-                variants.push(Packed { bytes: buf[sections..].into(), meta });
+                variants.push(Packed {
+                    bytes: buf[sections..].into(),
+                    meta,
+                });
             }
-            let key = [&name[..], &qtype.to_be_bytes()].concat().into_boxed_slice();
+            let key = [&name[..], &qtype.to_be_bytes()]
+                .concat()
+                .into_boxed_slice();
             table.push((key, Prebuilt::new(node.zone, variants)));
         }
     }

@@ -37,7 +37,10 @@ pub(crate) fn compose(
     variant: usize,
     w: &mut Writer<'_>,
 ) -> Composed {
-    let mut c = Composed { rotations: 1, ..Composed::default() };
+    let mut c = Composed {
+        rotations: 1,
+        ..Composed::default()
+    };
     let mut visited: [&[u8]; MAX_CHAIN] = [&[]; MAX_CHAIN];
     let mut current = qname;
     for hop in 0..MAX_CHAIN {
@@ -52,7 +55,11 @@ pub(crate) fn compose(
             }
             break;
         };
-        let wanted = if qtype == rtype::ANY { any_rrset(node) } else { node.rrset(qtype) };
+        let wanted = if qtype == rtype::ANY {
+            any_rrset(node)
+        } else {
+            node.rrset(qtype)
+        };
         if let Some(set) = wanted {
             c.an += write_rrset(w, current, set, &node.order, variant);
             c.rotations = rotations(&node.order, set.rdatas.len());

@@ -99,7 +99,11 @@ impl Prebuilt {
     #[inline]
     pub(crate) fn pick(&self) -> &Packed {
         let n = self.variants.len();
-        let i = if n > 1 { self.next.fetch_add(1, Ordering::Relaxed) % n } else { 0 };
+        let i = if n > 1 {
+            self.next.fetch_add(1, Ordering::Relaxed) % n
+        } else {
+            0
+        };
         &self.variants[i]
     }
 }
@@ -183,6 +187,8 @@ impl Snapshot {
 
     /// Name of zone `zone` (empty if out of range).
     pub(crate) fn zone_name(&self, zone: u16) -> &str {
-        self.zones.get(usize::from(zone)).map_or("", |z| z.name.as_str())
+        self.zones
+            .get(usize::from(zone))
+            .map_or("", |z| z.name.as_str())
     }
 }

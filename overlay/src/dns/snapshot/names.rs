@@ -20,7 +20,9 @@ pub(crate) fn text_to_wire(text: &str) -> Result<Box<[u8]>, String> {
                 return Err(format!("label {label:?} is longer than 63 bytes"));
             }
             if !label.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(format!("label {label:?} holds a blank or a non-ASCII character"));
+                return Err(format!(
+                    "label {label:?} holds a blank or a non-ASCII character"
+                ));
             }
             wire.push(label.len() as u8);
             wire.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
@@ -28,7 +30,10 @@ pub(crate) fn text_to_wire(text: &str) -> Result<Box<[u8]>, String> {
     }
     wire.push(0);
     if wire.len() > MAX_NAME {
-        return Err(format!("name is {} bytes long in wire form, over 255", wire.len()));
+        return Err(format!(
+            "name is {} bytes long in wire form, over 255",
+            wire.len()
+        ));
     }
     Ok(wire.into_boxed_slice())
 }
@@ -76,25 +81,36 @@ mod tests {
 
     #[test]
     fn text_names_are_lowercased_and_the_final_dot_is_optional() {
-        let a = text_to_wire("Web.Test.Local.").unwrap();
-        let b = text_to_wire("web.test.local").unwrap();
+        let a = text_to_wire("Web.Test.Local.").expect("valid");
+        let b = text_to_wire("web.test.local").expect("valid");
         assert_eq!(a, b);
         assert_eq!(&a[..], b"\x03web\x04test\x05local\x00");
-        assert_eq!(&text_to_wire(".").unwrap()[..], b"\x00");
+        assert_eq!(&text_to_wire(".").expect("valid")[..], b"\x00");
     }
 
     #[test]
     fn bad_text_names_are_rejected_with_a_reason() {
-        assert!(text_to_wire("a..b").unwrap_err().contains("empty label"));
-        assert!(text_to_wire(&"x".repeat(64)).unwrap_err().contains("63"));
-        assert!(text_to_wire(&["abcdefghi"; 30].join(".")).unwrap_err().contains("255"));
-        assert!(text_to_wire("a b.c").unwrap_err().contains("blank"));
+        assert!(text_to_wire("a..b")
+            .expect_err("must be rejected")
+            .contains("empty label"));
+        assert!(text_to_wire(&"x".repeat(64))
+            .expect_err("must be rejected")
+            .contains("63"));
+        assert!(text_to_wire(&["abcdefghi"; 30].join("."))
+            .expect_err("must be rejected")
+            .contains("255"));
+        assert!(text_to_wire("a b.c")
+            .expect_err("must be rejected")
+            .contains("blank"));
     }
 
     #[test]
     fn reverse_names_for_both_families() {
-        assert_eq!(reverse_name("10.0.0.5".parse().unwrap()), "5.0.0.10.in-addr.arpa.");
-        let v6 = reverse_name("fd00::5".parse().unwrap());
+        assert_eq!(
+            reverse_name("10.0.0.5".parse().expect("valid")),
+            "5.0.0.10.in-addr.arpa."
+        );
+        let v6 = reverse_name("fd00::5".parse().expect("valid"));
         assert!(v6.starts_with("5.0.0.0.0.0.0.0."));
         assert!(v6.ends_with("0.0.d.f.ip6.arpa."));
         assert_eq!(v6.split('.').count(), 32 + 3);

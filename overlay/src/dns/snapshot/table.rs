@@ -54,7 +54,9 @@ impl Table {
         let mut rotating = Vec::new();
         let mut placed = Vec::with_capacity(entries.len());
         for (key, pre) in entries {
-            let Ok(klen) = u8::try_from(key.len()) else { continue };
+            let Ok(klen) = u8::try_from(key.len()) else {
+                continue;
+            };
             let offset = arena.len();
             arena.push(klen);
             arena.extend_from_slice(&key);
@@ -63,7 +65,14 @@ impl Table {
                 [one] if u16::try_from(one.bytes.len()).is_ok() => {
                     arena.push(FIXED);
                     let m = &one.meta;
-                    for v in [m.rcode, m.an, m.ns, m.ar, m.additional_at as u16, one.bytes.len() as u16] {
+                    for v in [
+                        m.rcode,
+                        m.an,
+                        m.ns,
+                        m.ar,
+                        m.additional_at as u16,
+                        one.bytes.len() as u16,
+                    ] {
                         arena.extend_from_slice(&v.to_le_bytes());
                     }
                     arena.extend_from_slice(&one.bytes);
@@ -76,7 +85,8 @@ impl Table {
             }
             placed.push((hash(&key), offset));
         }
-        let mut slots = vec![0u64; (placed.len() * 2).next_power_of_two().max(16)].into_boxed_slice();
+        let mut slots =
+            vec![0u64; (placed.len() * 2).next_power_of_two().max(16)].into_boxed_slice();
         let mask = slots.len() - 1;
         for (h, offset) in placed {
             let mut i = h as usize & mask;
@@ -85,7 +95,11 @@ impl Table {
             }
             slots[i] = (h & 0xffff_ffff_0000_0000) | (offset as u64 + 1);
         }
-        Table { slots, arena: arena.into_boxed_slice(), rotating: rotating.into_boxed_slice() }
+        Table {
+            slots,
+            arena: arena.into_boxed_slice(),
+            rotating: rotating.into_boxed_slice(),
+        }
     }
 
     /// The entry for `key`.
@@ -130,14 +144,22 @@ impl Table {
             rotations: 1,
         };
         let start = at + 15;
-        Found::Fixed { zone, meta, bytes: &a[start..start + usize::from(f(5))] }
+        Found::Fixed {
+            zone,
+            meta,
+            bytes: &a[start..start + usize::from(f(5))],
+        }
     }
 }
 
 impl Prebuilt {
     /// A prebuilt entry for `zone` with these rotations.
     pub(crate) fn new(zone: u16, variants: Vec<Packed>) -> Prebuilt {
-        Prebuilt { zone, variants: variants.into(), next: Default::default() }
+        Prebuilt {
+            zone,
+            variants: variants.into(),
+            next: Default::default(),
+        }
     }
 }
 
@@ -146,7 +168,15 @@ mod tests {
     use super::*;
 
     fn packed(bytes: &[u8], an: u16) -> Packed {
-        Packed { bytes: bytes.into(), meta: Composed { an, rotations: 1, additional_at: bytes.len(), ..Composed::default() } }
+        Packed {
+            bytes: bytes.into(),
+            meta: Composed {
+                an,
+                rotations: 1,
+                additional_at: bytes.len(),
+                ..Composed::default()
+            },
+        }
     }
 
     #[test]
@@ -154,7 +184,11 @@ mod tests {
         let entries: Vec<_> = (0..500u32)
             .map(|i| {
                 let key: Box<[u8]> = format!("k{i}").into_bytes().into();
-                let variants = if i % 7 == 0 { vec![packed(b"a", 1), packed(b"b", 1)] } else { vec![packed(&i.to_le_bytes(), 2)] };
+                let variants = if i % 7 == 0 {
+                    vec![packed(b"a", 1), packed(b"b", 1)]
+                } else {
+                    vec![packed(&i.to_le_bytes(), 2)]
+                };
                 (key, Prebuilt::new(i as u16, variants))
             })
             .collect();
@@ -164,7 +198,9 @@ mod tests {
                 Some(Found::Fixed { zone, meta, bytes }) => {
                     assert_eq!((zone, meta.an, bytes), (i as u16, 2, &i.to_le_bytes()[..]));
                 }
-                Some(Found::Rotating(p)) => assert_eq!((p.zone, p.variants.len(), i % 7), (i as u16, 2, 0)),
+                Some(Found::Rotating(p)) => {
+                    assert_eq!((p.zone, p.variants.len(), i % 7), (i as u16, 2, 0))
+                }
                 None => panic!("k{i} missing"),
             }
         }

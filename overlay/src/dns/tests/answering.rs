@@ -27,7 +27,11 @@ fn question_case_is_echoed_byte_for_byte_and_matching_ignores_it() {
     let resp = ask_raw(&snap, &packet, Transport::Udp).unwrap();
     let question_end = 12 + "WeB.TeSt.LoCaL.".len() + 1 + 4;
     assert_eq!(&resp[12..question_end], &packet[12..question_end]);
-    assert_eq!(&resp[question_end..question_end + 2], &[0xc0, 12], "owner points at the question");
+    assert_eq!(
+        &resp[question_end..question_end + 2],
+        &[0xc0, 12],
+        "owner points at the question"
+    );
     let r = hickory_proto::op::Message::from_vec(&resp).unwrap();
     assert_eq!(datas(&r.answers), ["fd00::5"]);
 }
@@ -63,7 +67,10 @@ fn missing_name_is_nxdomain_with_the_soa_and_empty_non_terminals_exist() {
 fn cname_chains_are_followed_inside_the_zones() {
     let snap = sample();
     let r = ask(&snap, &query("Alias.test.local.", RecordType::A));
-    assert_eq!(datas(&r.answers), ["alias2.test.local.", "web.test.local.", "10.0.0.6"]);
+    assert_eq!(
+        datas(&r.answers),
+        ["alias2.test.local.", "web.test.local.", "10.0.0.6"]
+    );
     assert_eq!(r.answers[0].name.to_string(), "alias.test.local.");
     assert_eq!(r.answers[2].name.to_string(), "web.test.local.");
     let r = ask(&snap, &query("alias.test.local.", RecordType::CNAME));
@@ -84,7 +91,10 @@ fn cname_to_a_missing_local_name_is_nxdomain_and_to_a_foreign_name_stops() {
     assert_eq!(datas(&r.answers), ["www.example.org."]);
     assert!(r.authorities.is_empty());
     let r = ask(&snap, &query("loop1.test.local.", RecordType::A));
-    assert_eq!(datas(&r.answers), ["loop2.test.local.", "loop1.test.local."]);
+    assert_eq!(
+        datas(&r.answers),
+        ["loop2.test.local.", "loop1.test.local."]
+    );
 }
 
 #[test]
@@ -103,7 +113,9 @@ fn ptr_for_ipv4_and_ipv6() {
 fn srv_answers_carry_the_target_addresses_as_additional_records() {
     let snap = sample();
     let r = ask(&snap, &query("_http._tcp.web.test.local.", RecordType::SRV));
-    let RData::SRV(srv) = &r.answers[0].data else { panic!("not SRV") };
+    let RData::SRV(srv) = &r.answers[0].data else {
+        panic!("not SRV")
+    };
     assert_eq!((srv.priority, srv.weight, srv.port), (10, 5, 8080));
     assert_eq!(srv.target.to_string(), "web.test.local.");
     let mut extra = datas(&r.additionals);
@@ -115,10 +127,17 @@ fn srv_answers_carry_the_target_addresses_as_additional_records() {
 fn txt_soa_and_ns_at_the_apex() {
     let snap = sample();
     let r = ask(&snap, &query("txt.test.local.", RecordType::TXT));
-    let RData::TXT(txt) = &r.answers[0].data else { panic!("not TXT") };
-    assert_eq!(txt.txt_data.iter().map(|s| &s[..]).collect::<Vec<_>>(), [&b"hello world"[..], b"second"]);
+    let RData::TXT(txt) = &r.answers[0].data else {
+        panic!("not TXT")
+    };
+    assert_eq!(
+        txt.txt_data.iter().map(|s| &s[..]).collect::<Vec<_>>(),
+        [&b"hello world"[..], b"second"]
+    );
     let r = ask(&snap, &query("test.local.", RecordType::SOA));
-    let RData::SOA(soa) = &r.answers[0].data else { panic!("not SOA") };
+    let RData::SOA(soa) = &r.answers[0].data else {
+        panic!("not SOA")
+    };
     assert_eq!(soa.mname.to_string(), "ns.test.local.");
     assert_eq!(soa.minimum, 5);
     let r = ask(&snap, &query("test.local.", RecordType::NS));
@@ -131,7 +150,13 @@ fn round_robin_rotates_the_rrset_and_fixed_keeps_it() {
     let firsts: Vec<String> = (0..6)
         .map(|_| datas(&ask(&snap, &query("svc.test.local.", RecordType::A)).answers)[0].clone())
         .collect();
-    assert_eq!(firsts[..3].iter().collect::<std::collections::BTreeSet<_>>().len(), 3);
+    assert_eq!(
+        firsts[..3]
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        3
+    );
     assert_eq!(firsts[..3], firsts[3..]);
     let r = ask(&snap, &query("svc.test.local.", RecordType::A));
     assert_eq!(r.answers.len(), 3);
@@ -145,9 +170,16 @@ fn a_sequence_order_cycles_through_the_given_permutations() {
     let mut b = crate::dns::SnapshotBuilder::new();
     b.zone("z.local");
     for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
-        b.record("w.z.local", 5, RData::try_from_str(RecordType::A, ip).unwrap());
+        b.record(
+            "w.z.local",
+            5,
+            RData::try_from_str(RecordType::A, ip).unwrap(),
+        );
     }
-    b.order("w.z.local", crate::dns::AnswerOrder::Sequence(vec![vec![2, 0, 1], vec![1]]));
+    b.order(
+        "w.z.local",
+        crate::dns::AnswerOrder::Sequence(vec![vec![2, 0, 1], vec![1]]),
+    );
     let snap = b.build().unwrap();
     let a = datas(&ask(&snap, &query("w.z.local.", RecordType::A)).answers);
     let b = datas(&ask(&snap, &query("w.z.local.", RecordType::A)).answers);

@@ -15,12 +15,28 @@ fn shared() -> &'static Snapshot {
 }
 
 fn seeds() -> Vec<Vec<u8>> {
-    let names = ["test.local.", "Web.Test.Local.", "alias.test.local.", "big.test.local.", "x.example.org."];
-    let types = [RecordType::A, RecordType::AAAA, RecordType::SRV, RecordType::ANY, RecordType::PTR];
+    let names = [
+        "test.local.",
+        "Web.Test.Local.",
+        "alias.test.local.",
+        "big.test.local.",
+        "x.example.org.",
+    ];
+    let types = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::SRV,
+        RecordType::ANY,
+        RecordType::PTR,
+    ];
     let mut v = Vec::new();
     for (i, n) in names.iter().enumerate() {
         v.push(query(n, types[i]).to_vec().unwrap());
-        v.push(with_edns(query(n, types[(i + 1) % types.len()]), 1232, 0).to_vec().unwrap());
+        v.push(
+            with_edns(query(n, types[(i + 1) % types.len()]), 1232, 0)
+                .to_vec()
+                .unwrap(),
+        );
     }
     v
 }
@@ -31,7 +47,12 @@ fn check(snap: &Snapshot, packet: &[u8], transport: Transport) -> Result<(), Tes
     prop_assert_eq!(answer.is_some(), answerable);
     if let Some(bytes) = answer {
         let parsed = Message::from_vec(&bytes);
-        prop_assert!(parsed.is_ok(), "unparseable response {:02x?} to {:02x?}", bytes, packet);
+        prop_assert!(
+            parsed.is_ok(),
+            "unparseable response {:02x?} to {:02x?}",
+            bytes,
+            packet
+        );
         prop_assert_eq!(&bytes[..2], &packet[..2]);
         prop_assert!(bytes[2] & 0x80 != 0, "QR set");
         if transport == Transport::Udp {

@@ -9,18 +9,26 @@ use crate::dns::answer::{respond, AnswerConfig, Outcome, Transport};
 #[test]
 fn edns_is_echoed_with_our_payload_size_and_absent_without_it() {
     let snap = sample();
-    let r = ask(&snap, &with_edns(query("test.local.", RecordType::A), 4096, 0));
+    let r = ask(
+        &snap,
+        &with_edns(query("test.local.", RecordType::A), 4096, 0),
+    );
     let edns = r.edns.expect("an OPT record");
     assert_eq!(edns.max_payload(), 1232);
     assert_eq!(edns.version(), 0);
     assert_eq!(r.answers.len(), 1);
-    assert!(ask(&snap, &query("test.local.", RecordType::A)).edns.is_none());
+    assert!(ask(&snap, &query("test.local.", RecordType::A))
+        .edns
+        .is_none());
 }
 
 #[test]
 fn edns_version_above_zero_is_badvers_with_an_opt() {
     let snap = sample();
-    let r = ask(&snap, &with_edns(query("test.local.", RecordType::A), 1232, 1));
+    let r = ask(
+        &snap,
+        &with_edns(query("test.local.", RecordType::A), 1232, 1),
+    );
     assert_eq!(u16::from(r.metadata.response_code), 16, "BADVERS");
     assert!(r.answers.is_empty());
     assert_eq!(r.edns.expect("OPT").version(), 0);
@@ -29,7 +37,9 @@ fn edns_version_above_zero_is_badvers_with_an_opt() {
 #[test]
 fn unknown_edns_options_are_ignored() {
     let snap = sample();
-    let mut bytes = with_edns(query("test.local.", RecordType::A), 1232, 0).to_vec().unwrap();
+    let mut bytes = with_edns(query("test.local.", RecordType::A), 1232, 0)
+        .to_vec()
+        .unwrap();
     // Append an option (code 65001, 3 bytes) to the OPT record's RDATA.
     let rdlen_at = bytes.len() - 2;
     bytes[rdlen_at..].copy_from_slice(&7u16.to_be_bytes());
@@ -38,7 +48,10 @@ fn unknown_edns_options_are_ignored() {
     assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     assert_eq!(r.answers.len(), 1);
     let code = hickory_proto::rr::rdata::opt::EdnsCode::from(65001);
-    assert!(r.edns.expect("OPT").options().get(code).is_none(), "options are not echoed");
+    assert!(
+        r.edns.expect("OPT").options().get(code).is_none(),
+        "options are not echoed"
+    );
 }
 
 #[test]
@@ -50,9 +63,16 @@ fn too_large_for_udp_is_truncated_and_complete_over_tcp() {
     assert_eq!(r.queries.len(), 1);
     let big_edns = with_edns(query("big.test.local.", RecordType::A), 65000, 0);
     let raw = ask_raw(&snap, &big_edns.to_vec().unwrap(), Transport::Udp).unwrap();
-    assert!(raw.len() <= 1232, "UDP answers are capped by our own payload size");
+    assert!(
+        raw.len() <= 1232,
+        "UDP answers are capped by our own payload size"
+    );
     assert!(Message::from_vec(&raw).unwrap().metadata.truncation);
-    let tcp = ask_raw(&snap, &query("big.test.local.", RecordType::A).to_vec().unwrap(), Transport::Tcp);
+    let tcp = ask_raw(
+        &snap,
+        &query("big.test.local.", RecordType::A).to_vec().unwrap(),
+        Transport::Tcp,
+    );
     let r = Message::from_vec(&tcp.unwrap()).unwrap();
     assert!(!r.metadata.truncation);
     assert_eq!(r.answers.len(), 100);
@@ -61,17 +81,27 @@ fn too_large_for_udp_is_truncated_and_complete_over_tcp() {
 #[test]
 fn additional_records_are_dropped_before_truncating() {
     let mut b = crate::dns::SnapshotBuilder::new();
-    b.zone("z.local")
-        .record("_x._udp.z.local", 5, RData::try_from_str(RecordType::SRV, "0 0 53 t.z.local.").unwrap());
+    b.zone("z.local").record(
+        "_x._udp.z.local",
+        5,
+        RData::try_from_str(RecordType::SRV, "0 0 53 t.z.local.").unwrap(),
+    );
     for i in 0..40 {
-        b.record("t.z.local", 5, RData::try_from_str(RecordType::A, &format!("10.0.0.{i}")).unwrap());
+        b.record(
+            "t.z.local",
+            5,
+            RData::try_from_str(RecordType::A, &format!("10.0.0.{i}")).unwrap(),
+        );
     }
     let snap = b.build().unwrap();
     let small = ask(&snap, &query("_x._udp.z.local.", RecordType::SRV));
     assert!(!small.metadata.truncation);
     assert_eq!(small.answers.len(), 1);
     assert!(small.additionals.is_empty());
-    let large = ask(&snap, &with_edns(query("_x._udp.z.local.", RecordType::SRV), 1232, 0));
+    let large = ask(
+        &snap,
+        &with_edns(query("_x._udp.z.local.", RecordType::SRV), 1232, 0),
+    );
     assert_eq!(large.additionals.len(), 40);
 }
 
@@ -91,14 +121,28 @@ fn malformed_packets_get_formerr_when_a_header_is_readable() {
     let mut none = good.clone();
     none[5] = 0;
     assert_eq!(formerr(&none[..12]), ResponseCode::FormErr, "QDCOUNT 0");
-    assert_eq!(formerr(&good[..good.len() - 1]), ResponseCode::FormErr, "cut question");
+    assert_eq!(
+        formerr(&good[..good.len() - 1]),
+        ResponseCode::FormErr,
+        "cut question"
+    );
     let mut trailing = good.clone();
     trailing.push(0);
-    assert_eq!(formerr(&trailing), ResponseCode::FormErr, "trailing garbage");
+    assert_eq!(
+        formerr(&trailing),
+        ResponseCode::FormErr,
+        "trailing garbage"
+    );
     let mut pointer = good[..12].to_vec();
     pointer.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
-    assert_eq!(formerr(&pointer), ResponseCode::FormErr, "pointer in the question");
-    let mut two_opts = with_edns(query("test.local.", RecordType::A), 1232, 0).to_vec().unwrap();
+    assert_eq!(
+        formerr(&pointer),
+        ResponseCode::FormErr,
+        "pointer in the question"
+    );
+    let mut two_opts = with_edns(query("test.local.", RecordType::A), 1232, 0)
+        .to_vec()
+        .unwrap();
     let opt = two_opts[two_opts.len() - 11..].to_vec();
     two_opts.extend_from_slice(&opt);
     two_opts[11] = 2;
@@ -139,20 +183,32 @@ fn zone_transfers_foreign_names_and_classes_are_refused() {
     assert!(!r.metadata.authoritative);
     let mut ch = query("version.bind.", RecordType::TXT);
     ch.queries[0].set_query_class(hickory_proto::rr::DNSClass::CH);
-    assert_eq!(ask(&snap, &ch).metadata.response_code, ResponseCode::Refused);
+    assert_eq!(
+        ask(&snap, &ch).metadata.response_code,
+        ResponseCode::Refused
+    );
 }
 
 #[test]
 fn with_forwarding_ra_is_set_and_foreign_names_are_handed_over() {
     let snap = sample();
-    let cfg = AnswerConfig { forwarding: true, ..AnswerConfig::default() };
+    let cfg = AnswerConfig {
+        forwarding: true,
+        ..AnswerConfig::default()
+    };
     let mut out = Vec::new();
     let local = query("test.local.", RecordType::A).to_vec().unwrap();
-    assert!(matches!(respond(&snap, &local, CLIENT, Transport::Udp, &cfg, &mut out), Outcome::Reply(_)));
+    assert!(matches!(
+        respond(&snap, &local, CLIENT, Transport::Udp, &cfg, &mut out),
+        Outcome::Reply(_)
+    ));
     let r = Message::from_vec(&out).unwrap();
     assert!(r.metadata.recursion_available && r.metadata.authoritative);
     let foreign = query("www.example.org.", RecordType::A).to_vec().unwrap();
-    assert_eq!(respond(&snap, &foreign, CLIENT, Transport::Udp, &cfg, &mut out), Outcome::Forward);
+    assert_eq!(
+        respond(&snap, &foreign, CLIENT, Transport::Udp, &cfg, &mut out),
+        Outcome::Forward
+    );
 }
 
 #[test]

@@ -36,7 +36,14 @@ fn rcode_for(snap: &Snapshot, client: &str, name: &str) -> (ResponseCode, usize)
     let mut out = Vec::new();
     let client: IpAddr = client.parse().unwrap();
     let q = query(name, RecordType::A).to_vec().unwrap();
-    let Outcome::Reply(_) = respond(snap, &q, client, Transport::Udp, &AnswerConfig::default(), &mut out) else {
+    let Outcome::Reply(_) = respond(
+        snap,
+        &q,
+        client,
+        Transport::Udp,
+        &AnswerConfig::default(),
+        &mut out,
+    ) else {
         panic!("no reply")
     };
     let r = Message::from_vec(&out).unwrap();
@@ -46,31 +53,66 @@ fn rcode_for(snap: &Snapshot, client: &str, name: &str) -> (ResponseCode, usize)
 #[test]
 fn a_container_sees_only_the_zones_of_its_networks() {
     let snap = two_networks(DefaultView::AllZones);
-    assert_eq!(rcode_for(&snap, "172.21.0.2", "api.frontend.local."), (ResponseCode::NoError, 1));
-    assert_eq!(rcode_for(&snap, "172.21.0.2", "postgres.backend.local."), (ResponseCode::NXDomain, 0));
-    assert_eq!(rcode_for(&snap, "172.22.0.3", "postgres.backend.local."), (ResponseCode::NoError, 1));
-    assert_eq!(rcode_for(&snap, "172.22.0.3", "web.frontend.local."), (ResponseCode::NXDomain, 0));
-    assert_eq!(rcode_for(&snap, "::ffff:172.21.0.2", "postgres.backend.local."), (ResponseCode::NXDomain, 0));
+    assert_eq!(
+        rcode_for(&snap, "172.21.0.2", "api.frontend.local."),
+        (ResponseCode::NoError, 1)
+    );
+    assert_eq!(
+        rcode_for(&snap, "172.21.0.2", "postgres.backend.local."),
+        (ResponseCode::NXDomain, 0)
+    );
+    assert_eq!(
+        rcode_for(&snap, "172.22.0.3", "postgres.backend.local."),
+        (ResponseCode::NoError, 1)
+    );
+    assert_eq!(
+        rcode_for(&snap, "172.22.0.3", "web.frontend.local."),
+        (ResponseCode::NXDomain, 0)
+    );
+    assert_eq!(
+        rcode_for(&snap, "::ffff:172.21.0.2", "postgres.backend.local."),
+        (ResponseCode::NXDomain, 0)
+    );
 }
 
 #[test]
 fn unknown_requesters_get_the_default_view() {
     let all = two_networks(DefaultView::AllZones);
-    assert_eq!(rcode_for(&all, "127.0.0.1", "postgres.backend.local."), (ResponseCode::NoError, 1));
+    assert_eq!(
+        rcode_for(&all, "127.0.0.1", "postgres.backend.local."),
+        (ResponseCode::NoError, 1)
+    );
     let none = two_networks(DefaultView::NoZones);
-    assert_eq!(rcode_for(&none, "127.0.0.1", "postgres.backend.local."), (ResponseCode::NXDomain, 0));
-    assert_eq!(rcode_for(&none, "127.0.0.1", "nothing.frontend.local."), (ResponseCode::NXDomain, 0));
+    assert_eq!(
+        rcode_for(&none, "127.0.0.1", "postgres.backend.local."),
+        (ResponseCode::NXDomain, 0)
+    );
+    assert_eq!(
+        rcode_for(&none, "127.0.0.1", "nothing.frontend.local."),
+        (ResponseCode::NXDomain, 0)
+    );
 }
 
 #[test]
 fn views_add_up_for_a_container_on_two_networks() {
     let mut b = SnapshotBuilder::new();
-    b.zone("f.local").zone("b.local").record("x.f.local", 5, a("10.0.0.1")).record("y.b.local", 5, a("10.0.1.1"));
+    b.zone("f.local")
+        .zone("b.local")
+        .record("x.f.local", 5, a("10.0.0.1"))
+        .record("y.b.local", 5, a("10.0.1.1"));
     let ip: IpAddr = "10.0.0.9".parse().unwrap();
-    b.view(ip, &["f.local"]).view(ip, &["b.local"]).default_view(DefaultView::NoZones);
+    b.view(ip, &["f.local"])
+        .view(ip, &["b.local"])
+        .default_view(DefaultView::NoZones);
     let snap = b.build().unwrap();
-    assert_eq!(rcode_for(&snap, "10.0.0.9", "x.f.local.").0, ResponseCode::NoError);
-    assert_eq!(rcode_for(&snap, "10.0.0.9", "y.b.local.").0, ResponseCode::NoError);
+    assert_eq!(
+        rcode_for(&snap, "10.0.0.9", "x.f.local.").0,
+        ResponseCode::NoError
+    );
+    assert_eq!(
+        rcode_for(&snap, "10.0.0.9", "y.b.local.").0,
+        ResponseCode::NoError
+    );
 }
 
 #[test]
@@ -80,11 +122,17 @@ fn bad_snapshots_are_refused_with_the_reason() {
     assert!(matches!(b.build(), Err(DnsError::OutsideZones { .. })));
     let mut b = SnapshotBuilder::new();
     let cname = RData::try_from_str(RecordType::CNAME, "y.z.local.").unwrap();
-    b.zone("z.local").record("x.z.local", 5, a("10.0.0.1")).record("x.z.local", 5, cname);
+    b.zone("z.local")
+        .record("x.z.local", 5, a("10.0.0.1"))
+        .record("x.z.local", 5, cname);
     let err = b.build().err().expect("a conflict");
-    assert!(err.to_string().contains("CNAME cannot stand beside"), "{err}");
+    assert!(
+        err.to_string().contains("CNAME cannot stand beside"),
+        "{err}"
+    );
     let mut b = SnapshotBuilder::new();
-    b.zone("z.local").view("10.0.0.1".parse().unwrap(), &["nope.local"]);
+    b.zone("z.local")
+        .view("10.0.0.1".parse().unwrap(), &["nope.local"]);
     assert!(matches!(b.build(), Err(DnsError::UnknownZone(_))));
     let mut b = SnapshotBuilder::new();
     b.zone("z..local");
@@ -94,12 +142,23 @@ fn bad_snapshots_are_refused_with_the_reason() {
 #[test]
 fn given_soa_sets_the_negative_ttl() {
     let mut b = SnapshotBuilder::new();
-    let soa = RData::try_from_str(RecordType::SOA, "ns1.z.local. admin.z.local. 7 3600 600 86400 30").unwrap();
+    let soa = RData::try_from_str(
+        RecordType::SOA,
+        "ns1.z.local. admin.z.local. 7 3600 600 86400 30",
+    )
+    .unwrap();
     b.zone("z.local").record("z.local", 20, soa);
     let snap = b.build().unwrap();
     let mut out = Vec::new();
     let q = query("nope.z.local.", RecordType::A).to_vec().unwrap();
-    respond(&snap, &q, super::CLIENT, Transport::Udp, &AnswerConfig::default(), &mut out);
+    respond(
+        &snap,
+        &q,
+        super::CLIENT,
+        Transport::Udp,
+        &AnswerConfig::default(),
+        &mut out,
+    );
     let r = Message::from_vec(&out).unwrap();
     assert_eq!(r.authorities[0].ttl, 20, "min(SOA TTL 20, minimum 30)");
 }
@@ -108,7 +167,9 @@ fn given_soa_sets_the_negative_ttl() {
 fn swapping_snapshots_under_load_never_fails_a_query() {
     let handle = Arc::new(ArcSwap::from_pointee(two_networks(DefaultView::AllZones)));
     let stop = Arc::new(AtomicBool::new(false));
-    let q = query("web.frontend.local.", RecordType::A).to_vec().unwrap();
+    let q = query("web.frontend.local.", RecordType::A)
+        .to_vec()
+        .unwrap();
     let readers: Vec<_> = (0..2)
         .map(|_| {
             let (handle, stop, q) = (handle.clone(), stop.clone(), q.clone());
@@ -117,7 +178,14 @@ fn swapping_snapshots_under_load_never_fails_a_query() {
                 let mut answered = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let snap = handle.load();
-                    let r = respond(&snap, &q, super::CLIENT, Transport::Udp, &AnswerConfig::default(), &mut out);
+                    let r = respond(
+                        &snap,
+                        &q,
+                        super::CLIENT,
+                        Transport::Udp,
+                        &AnswerConfig::default(),
+                        &mut out,
+                    );
                     assert!(matches!(r, Outcome::Reply(x) if x.rcode == 0));
                     answered += 1;
                 }
