@@ -53,3 +53,4 @@ demo: deps build
 
 demo-down:
 	$(BIN_DIR)/shibafu-lab --name demo down
+	rm -rf /tmp/shibafu-demo

@@ -71,6 +71,38 @@ pub struct Reply {
     pub truncated: bool,
 }
 
+/// A query read ahead of answering: parsed, its lookup hash computed and the first cache line
+/// of its lookup requested, so the UDP loop can overlap the cache misses of a whole batch.
+pub(crate) struct Prepared {
+    parsed: Result<Query, Reject>,
+    hash: u64,
+}
+
+impl Prepared {
+    /// Parses `packet` and prefetches its prebuilt-table slot in `snap`.
+    #[inline]
+    pub(crate) fn new(snap: &Snapshot, packet: &[u8]) -> Prepared {
+        let parsed = parse_query(packet);
+        let hash = match &parsed {
+            Ok(q) => {
+                let h = snap.key_hash(q.key());
+                snap.prefetch_slot(h);
+                h
+            }
+            Err(_) => 0,
+        };
+        Prepared { parsed, hash }
+    }
+
+    /// Prefetches the prebuilt entry (second stage, once the slot had time to arrive).
+    #[inline]
+    pub(crate) fn prefetch_entry(&self, snap: &Snapshot) {
+        if self.parsed.is_ok() {
+            snap.prefetch_entry(self.hash);
+        }
+    }
+}
+
 /// Answers `query` from `snap` into `out` (cleared first).
 pub fn respond(
     snap: &Snapshot,
@@ -80,34 +112,48 @@ pub fn respond(
     cfg: &AnswerConfig,
     out: &mut Vec<u8>,
 ) -> Outcome {
+    let prepared = Prepared::new(snap, query);
+    respond_prepared(snap, query, &prepared, client, transport, cfg, out)
+}
+
+/// [`respond`] for a query already [`Prepared`] from the same `query` bytes.
+pub(crate) fn respond_prepared(
+    snap: &Snapshot,
+    query: &[u8],
+    prepared: &Prepared,
+    client: IpAddr,
+    transport: Transport,
+    cfg: &AnswerConfig,
+    out: &mut Vec<u8>,
+) -> Outcome {
     out.clear();
-    let q = match parse_query(query) {
+    let q = match &prepared.parsed {
         Ok(q) => q,
         Err(Reject::Silent) => return Outcome::Drop,
         Err(Reject::NotImp) => return header_only(query, rcode::NOTIMP, cfg, out),
         Err(Reject::FormErr) => return header_only(query, rcode::FORMERR, cfg, out),
     };
     if q.edns.is_some_and(|e| e.version > 0) {
-        return empty_reply(query, &q, rcode::BADVERS, transport, cfg, out);
+        return empty_reply(query, q, rcode::BADVERS, transport, cfg, out);
     }
     if q.qclass != CLASS_IN || q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
-        return empty_reply(query, &q, rcode::REFUSED, transport, cfg, out);
+        return empty_reply(query, q, rcode::REFUSED, transport, cfg, out);
     }
     let n = q.name_len;
-    let found = snap.prebuilt(q.key());
+    let found = snap.prebuilt(q.key(), prepared.hash);
     let zone = match &found {
         Some(Found::Fixed { zone, .. }) => *zone,
         Some(Found::Rotating(pre)) => pre.zone,
         None => match snap.zone_of(q.name()) {
             Some(zone) => zone,
             None if cfg.forwarding => return Outcome::Forward,
-            None => return empty_reply(query, &q, rcode::REFUSED, transport, cfg, out),
+            None => return empty_reply(query, q, rcode::REFUSED, transport, cfg, out),
         },
     };
     out.extend_from_slice(&query[..q.question_end]);
     let visible = snap.visible(client, zone);
     let (mut meta, bytes) = match found {
-        _ if !visible => (hidden_zone(snap, zone, &q, out), None),
+        _ if !visible => (hidden_zone(snap, zone, q, out), None),
         Some(Found::Fixed { meta, bytes, .. }) => (meta, Some(bytes)),
         Some(Found::Rotating(pre)) => {
             let packed = pre.pick();
@@ -131,7 +177,7 @@ pub fn respond(
         prebuilt,
         truncated: false,
     };
-    finish(&q, meta, reply, true, limit(&q, transport, cfg), cfg, out)
+    finish(q, meta, reply, true, limit(q, transport, cfg), cfg, out)
 }
 
 /// A zone the client may not see looks like a name that does not exist.

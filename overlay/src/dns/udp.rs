@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
-use super::answer::{respond, Outcome, Reply, Transport};
+use super::answer::{respond_prepared, Outcome, Prepared, Reply, Transport};
 use super::metrics::{Tally, ZoneCounts};
 use super::server::Shared;
 use super::Snapshot;
@@ -201,6 +201,7 @@ pub(crate) fn serve(
         flushed: Instant::now(),
     };
     let mut last_error: Option<Instant> = None;
+    let mut prepared = Vec::with_capacity(BATCH);
     while !stop.load(Ordering::Relaxed) {
         let n = match b.receive(fd) {
             Ok(n) => n,
@@ -222,14 +223,21 @@ pub(crate) fn serve(
             let snap = shared.snapshot.load();
             zones.track(&shared, &snap);
             let mut slots = 0;
+            prepared.clear();
             for i in 0..n {
+                let len = (b.hdr_in[i].msg_len as usize).min(PACKET);
+                prepared.push(Prepared::new(&snap, &b.bufs[i][..len]));
+            }
+            prepared.iter().for_each(|p| p.prefetch_entry(&snap));
+            for (i, prep) in prepared.iter().enumerate() {
                 let len = (b.hdr_in[i].msg_len as usize).min(PACKET);
                 let peer = peer_addr(&b.addrs[i]);
                 let packet = &b.bufs[i][..len];
                 let out = &mut b.outs[i];
-                let reply = match respond(
+                let reply = match respond_prepared(
                     &snap,
                     packet,
+                    prep,
                     peer.ip(),
                     Transport::Udp,
                     &shared.answer_cfg,

@@ -166,10 +166,29 @@ impl Snapshot {
         self.nodes.len()
     }
 
-    /// The prebuilt answer for `key` (lowercased wire name followed by the big-endian qtype).
+    /// The hash under which prebuilt answers are filed for `key` (lowercased wire name followed
+    /// by the big-endian qtype).
     #[inline]
-    pub(crate) fn prebuilt(&self, key: &[u8]) -> Option<Found<'_>> {
-        self.prebuilt.get(key)
+    pub(crate) fn key_hash(&self, key: &[u8]) -> u64 {
+        table::hash(key)
+    }
+
+    /// Starts loading what a lookup of a key with hash `h` reads first.
+    #[inline]
+    pub(crate) fn prefetch_slot(&self, h: u64) {
+        self.prebuilt.prefetch_slot(h);
+    }
+
+    /// Starts loading the prebuilt entry of a key with hash `h` (after [`Self::prefetch_slot`]).
+    #[inline]
+    pub(crate) fn prefetch_entry(&self, h: u64) {
+        self.prebuilt.prefetch_entry(h);
+    }
+
+    /// The prebuilt answer for `key`, whose [`Self::key_hash`] is `h`.
+    #[inline]
+    pub(crate) fn prebuilt(&self, key: &[u8], h: u64) -> Option<Found<'_>> {
+        self.prebuilt.get_hashed(key, h)
     }
 
     /// The zone holding `name` (longest match), if any.
