@@ -27,10 +27,10 @@ use crate::lazy_store::LazyStore;
 use crate::messages::{Deregister, Subscribe};
 use crate::network_actor::NetworkActor;
 use crate::runtime_actor::{NetworkRecipients, RuntimeActor, RuntimeRecipients};
+use crate::store_actor::{Connector, StoreActor, StoreConfig};
 use shibafu_overlay::firewall::NftFirewall;
 use shibafu_overlay::ipam::Ipam;
 use shibafu_overlay::netlink::NetlinkDataplane;
-use crate::store_actor::{Connector, StoreActor, StoreConfig};
 
 /// Flags of `shibafu-agent run`.
 #[derive(clap::Args, Debug)]
@@ -167,11 +167,18 @@ async fn start_workload_actors(
     let book = Book::load(&args.state_dir).context("loading local state")?;
     let lazy: Arc<dyn Store> = Arc::new(LazyStore::new(connector));
     let host = Host::new(
-        HostConfig { node: args.node.clone(), underlay: Some(args.underlay), underlay_mtu },
+        HostConfig {
+            node: args.node.clone(),
+            underlay: Some(args.underlay),
+            underlay_mtu,
+        },
         Arc::new(dp),
         Arc::new(NftFirewall::current()),
         Ipam::new(lazy, args.node.clone()),
-        Arc::new(StorePublisher { put: store.clone().recipient(), delete: store.clone().recipient() }),
+        Arc::new(StorePublisher {
+            put: store.clone().recipient(),
+            delete: store.clone().recipient(),
+        }),
         book,
     );
     let net = NetworkActor::new(host).start();
@@ -183,7 +190,8 @@ async fn start_workload_actors(
         detach: net.clone().recipient(),
         list: net.recipient(),
     };
-    let agent_bin = std::env::current_exe().context("locating the agent binary for container shims")?;
+    let agent_bin =
+        std::env::current_exe().context("locating the agent binary for container shims")?;
     let runtime = RuntimeActor::new(args.state_dir.clone(), agent_bin, recipients.clone()).start();
     info!(underlay_mtu, "network and runtime actors started");
     Ok((recipients, RuntimeRecipients::of(&runtime)))

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use shibafu_overlay::dns::forward::{ForwardConfig, Forwarder};
-use shibafu_overlay::dns::{bind_tcp, bind_udp, DnsServer, ServerConfig, Snapshot, SnapshotBuilder};
+use shibafu_overlay::dns::{
+    bind_tcp, bind_udp, DnsServer, ServerConfig, Snapshot, SnapshotBuilder,
+};
 use shibafu_overlay::model::Network;
 use shibafu_overlay::state::ClusterState;
 use tokio::sync::oneshot;
@@ -44,7 +46,12 @@ impl DnsActor {
     /// The actor, forwarding to the node's `upstreams` (after each network's own forwarders).
     pub fn new(upstreams: Vec<SocketAddr>, port: u16) -> DnsActor {
         let empty = SnapshotBuilder::new().build().unwrap_or_default();
-        DnsActor { snapshot: Arc::new(ArcSwap::from_pointee(empty)), upstreams, port, servers: BTreeMap::new() }
+        DnsActor {
+            snapshot: Arc::new(ArcSwap::from_pointee(empty)),
+            upstreams,
+            port,
+            servers: BTreeMap::new(),
+        }
     }
 
     fn listen_of(&self, n: &Network) -> Listen {
@@ -71,8 +78,12 @@ impl DnsActor {
                 }
             }
         }
-        let forwarder = (!listen.forwarders.is_empty())
-            .then(|| Forwarder::new(ForwardConfig { upstreams: listen.forwarders.clone(), ..Default::default() }));
+        let forwarder = (!listen.forwarders.is_empty()).then(|| {
+            Forwarder::new(ForwardConfig {
+                upstreams: listen.forwarders.clone(),
+                ..Default::default()
+            })
+        });
         let server = DnsServer::new(self.snapshot.clone(), forwarder, ServerConfig::default());
         let (tx, rx) = oneshot::channel::<()>();
         let name = network.to_string();
@@ -89,8 +100,11 @@ impl DnsActor {
     }
 
     fn reconcile_servers(&mut self, state: &ClusterState) {
-        let wanted: BTreeMap<String, Listen> =
-            state.networks().values().map(|n| (n.name.clone(), self.listen_of(n))).collect();
+        let wanted: BTreeMap<String, Listen> = state
+            .networks()
+            .values()
+            .map(|n| (n.name.clone(), self.listen_of(n)))
+            .collect();
         let stale: Vec<String> = self
             .servers
             .iter()
@@ -124,10 +138,16 @@ impl Handler<ClusterChanged> for DnsActor {
     fn handle(&mut self, msg: ClusterChanged, _ctx: &mut Context<Self>) {
         match build_snapshot(&msg.state) {
             Ok(snap) => {
-                debug!(names = snap.name_count(), revision = msg.state.revision(), "DNS snapshot swapped");
+                debug!(
+                    names = snap.name_count(),
+                    revision = msg.state.revision(),
+                    "DNS snapshot swapped"
+                );
                 self.snapshot.store(Arc::new(snap));
             }
-            Err(e) => warn!(error = %e, "cannot build the DNS snapshot; still answering from the previous one"),
+            Err(e) => {
+                warn!(error = %e, "cannot build the DNS snapshot; still answering from the previous one")
+            }
         }
         self.reconcile_servers(&msg.state);
     }

@@ -29,7 +29,11 @@ pub fn reverse_zone_v6(net: &Ipv6Net) -> String {
     let nibbles = usize::from(net.prefix_len() / 4);
     let o = net.network().octets();
     let all: Vec<u8> = o.iter().flat_map(|b| [b >> 4, b & 0x0f]).collect();
-    let mut labels: Vec<String> = all[..nibbles].iter().rev().map(|n| format!("{n:x}")).collect();
+    let mut labels: Vec<String> = all[..nibbles]
+        .iter()
+        .rev()
+        .map(|n| format!("{n:x}"))
+        .collect();
     labels.push("ip6.arpa".into());
     labels.join(".")
 }
@@ -59,9 +63,17 @@ fn add_endpoint(b: &mut SnapshotBuilder, n: &Network, e: &Endpoint) {
             b.record(&at, RECORD_TTL, RData::AAAA(AAAA(v6)));
         }
     }
-    b.record(&reverse_name(IpAddr::V4(e.ipv4)), RECORD_TTL, RData::PTR(PTR(target.clone())));
+    b.record(
+        &reverse_name(IpAddr::V4(e.ipv4)),
+        RECORD_TTL,
+        RData::PTR(PTR(target.clone())),
+    );
     if let Some(v6) = e.ipv6 {
-        b.record(&reverse_name(IpAddr::V6(v6)), RECORD_TTL, RData::PTR(PTR(target)));
+        b.record(
+            &reverse_name(IpAddr::V6(v6)),
+            RECORD_TTL,
+            RData::PTR(PTR(target)),
+        );
     }
 }
 
@@ -76,7 +88,11 @@ fn add_service(b: &mut SnapshotBuilder, n: &Network, service: &str, members: &[&
             let weight = u16::try_from(e.weight).unwrap_or(u16::MAX);
             for proto in ["_tcp", "_udp"] {
                 let srv = format!("_{service}.{proto}.{}.", n.zone);
-                b.record(&srv, RECORD_TTL, RData::SRV(SRV::new(0, weight, port, target.clone())));
+                b.record(
+                    &srv,
+                    RECORD_TTL,
+                    RData::SRV(SRV::new(0, weight, port, target.clone())),
+                );
             }
         }
     }
@@ -100,7 +116,10 @@ pub fn build_snapshot(state: &ClusterState) -> Result<Snapshot, DnsError> {
             if let Some(s) = e.service.as_deref() {
                 services.entry(s).or_default().push(e);
             }
-            containers.entry((e.node.as_str(), e.name.as_str())).or_default().insert(n.name.as_str());
+            containers
+                .entry((e.node.as_str(), e.name.as_str()))
+                .or_default()
+                .insert(n.name.as_str());
         }
         for (s, members) in services {
             add_service(&mut b, n, s, &members);
@@ -109,9 +128,14 @@ pub fn build_snapshot(state: &ClusterState) -> Result<Snapshot, DnsError> {
     // A container sees the zones of every network it is on, asking from any of its addresses.
     for n in state.networks().values() {
         for e in state.endpoints_of(&n.name) {
-            let Some(nets) = containers.get(&(e.node.as_str(), e.name.as_str())) else { continue };
-            let zones: Vec<String> =
-                nets.iter().filter_map(|m| state.networks().get(*m)).flat_map(zones_of).collect();
+            let Some(nets) = containers.get(&(e.node.as_str(), e.name.as_str())) else {
+                continue;
+            };
+            let zones: Vec<String> = nets
+                .iter()
+                .filter_map(|m| state.networks().get(*m))
+                .flat_map(zones_of)
+                .collect();
             b.view(IpAddr::V4(e.ipv4), &zones);
             if let Some(v6) = e.ipv6 {
                 b.view(IpAddr::V6(v6), &zones);
@@ -127,9 +151,18 @@ mod tests {
 
     #[test]
     fn reverse_zones_round_to_label_boundaries() {
-        assert_eq!(reverse_zone_v4(&"172.22.0.0/24".parse().expect("net")), "0.22.172.in-addr.arpa");
-        assert_eq!(reverse_zone_v4(&"10.1.0.0/20".parse().expect("net")), "1.10.in-addr.arpa");
-        assert_eq!(reverse_zone_v6(&"fd00:22::/64".parse().expect("net")), "0.0.0.0.0.0.0.0.2.2.0.0.0.0.d.f.ip6.arpa");
+        assert_eq!(
+            reverse_zone_v4(&"172.22.0.0/24".parse().expect("net")),
+            "0.22.172.in-addr.arpa"
+        );
+        assert_eq!(
+            reverse_zone_v4(&"10.1.0.0/20".parse().expect("net")),
+            "1.10.in-addr.arpa"
+        );
+        assert_eq!(
+            reverse_zone_v6(&"fd00:22::/64".parse().expect("net")),
+            "0.0.0.0.0.0.0.0.2.2.0.0.0.0.d.f.ip6.arpa"
+        );
     }
 }
 
@@ -179,10 +212,22 @@ mod snapshot_tests {
         let mut kvs = Vec::new();
         let mut push = |k: Key, v: Vec<u8>| {
             let rev = kvs.len() as i64 + 2;
-            kvs.push(KeyValue { key: k.to_string(), value: v, create_revision: rev, mod_revision: rev, lease: 0 });
+            kvs.push(KeyValue {
+                key: k.to_string(),
+                value: v,
+                create_revision: rev,
+                mod_revision: rev,
+                lease: 0,
+            });
         };
-        for n in [network("backend", "172.22.0.0/24"), network("frontend", "172.21.0.0/24")] {
-            push(Key::Network(n.name.clone()), serde_json::to_vec(&n).expect("json"));
+        for n in [
+            network("backend", "172.22.0.0/24"),
+            network("frontend", "172.21.0.0/24"),
+        ] {
+            push(
+                Key::Network(n.name.clone()),
+                serde_json::to_vec(&n).expect("json"),
+            );
         }
         for e in [
             endpoint("backend", "postgres", "172.22.0.5", None),
@@ -192,7 +237,13 @@ mod snapshot_tests {
             endpoint("frontend", "web2", "172.21.0.12", Some("web")),
             endpoint("frontend", "client", "172.21.0.20", None),
         ] {
-            push(Key::Endpoint { network: e.network.clone(), id: e.id.clone() }, serde_json::to_vec(&e).expect("json"));
+            push(
+                Key::Endpoint {
+                    network: e.network.clone(),
+                    id: e.id.clone(),
+                },
+                serde_json::to_vec(&e).expect("json"),
+            );
         }
         let mut st = ClusterState::new();
         let revision = kvs.len() as i64 + 1;
@@ -206,7 +257,14 @@ mod snapshot_tests {
         let bytes = q.to_vec().expect("encode");
         let mut out = Vec::new();
         let client: IpAddr = client.parse().expect("client");
-        match respond(snap, &bytes, client, Transport::Udp, &AnswerConfig::default(), &mut out) {
+        match respond(
+            snap,
+            &bytes,
+            client,
+            Transport::Udp,
+            &AnswerConfig::default(),
+            &mut out,
+        ) {
             Outcome::Reply(_) => Message::from_vec(&out).expect("parse answer"),
             other => panic!("no reply: {other:?}"),
         }
@@ -220,28 +278,67 @@ mod snapshot_tests {
     fn containers_see_only_their_networks() {
         let snap = build_snapshot(&state()).expect("build");
         // api is on both networks: it resolves postgres on backend.
-        let m = ask(&snap, "172.21.0.6", "postgres.backend.local.", RecordType::A);
+        let m = ask(
+            &snap,
+            "172.21.0.6",
+            "postgres.backend.local.",
+            RecordType::A,
+        );
         assert_eq!(addrs(&m), ["172.22.0.5"]);
         // client is only on frontend: backend names do not exist for it.
-        let m = ask(&snap, "172.21.0.20", "postgres.backend.local.", RecordType::A);
+        let m = ask(
+            &snap,
+            "172.21.0.20",
+            "postgres.backend.local.",
+            RecordType::A,
+        );
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
         let m = ask(&snap, "172.21.0.20", "api.frontend.local.", RecordType::A);
         assert_eq!(addrs(&m), ["172.21.0.6"]);
-        let m = ask(&snap, "172.22.0.5", "postgres-alias.backend.local.", RecordType::A);
+        let m = ask(
+            &snap,
+            "172.22.0.5",
+            "postgres-alias.backend.local.",
+            RecordType::A,
+        );
         assert_eq!(addrs(&m), ["172.22.0.5"]);
     }
 
     #[test]
     fn ptr_and_services() {
         let snap = build_snapshot(&state()).expect("build");
-        let m = ask(&snap, "172.22.0.6", "5.0.22.172.in-addr.arpa.", RecordType::PTR);
+        let m = ask(
+            &snap,
+            "172.22.0.6",
+            "5.0.22.172.in-addr.arpa.",
+            RecordType::PTR,
+        );
         assert_eq!(addrs(&m), ["postgres.backend.local."]);
-        let first = addrs(&ask(&snap, "172.21.0.20", "web.frontend.local.", RecordType::A));
-        let second = addrs(&ask(&snap, "172.21.0.20", "web.frontend.local.", RecordType::A));
+        let first = addrs(&ask(
+            &snap,
+            "172.21.0.20",
+            "web.frontend.local.",
+            RecordType::A,
+        ));
+        let second = addrs(&ask(
+            &snap,
+            "172.21.0.20",
+            "web.frontend.local.",
+            RecordType::A,
+        ));
         assert_eq!(first.len(), 2);
         assert_ne!(first[0], second[0], "service answers do not rotate");
-        let m = ask(&snap, "172.21.0.20", "_web._tcp.frontend.local.", RecordType::SRV);
+        let m = ask(
+            &snap,
+            "172.21.0.20",
+            "_web._tcp.frontend.local.",
+            RecordType::SRV,
+        );
         assert_eq!(m.answers.len(), 2);
-        assert!(addrs(&m).iter().all(|s| s.contains("8080")), "{:?}", addrs(&m));
+        assert!(
+            addrs(&m).iter().all(|s| s.contains("8080")),
+            "{:?}",
+            addrs(&m)
+        );
     }
 }

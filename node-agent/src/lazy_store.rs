@@ -18,7 +18,10 @@ pub struct LazyStore {
 impl LazyStore {
     /// A store that calls `connect` when first needed.
     pub fn new(connect: Connector) -> LazyStore {
-        LazyStore { connect, inner: OnceCell::new() }
+        LazyStore {
+            connect,
+            inner: OnceCell::new(),
+        }
     }
 
     async fn get_store(&self) -> Result<&Arc<dyn Store>, StoreError> {

@@ -52,7 +52,11 @@ pub struct NetworkActor {
 impl NetworkActor {
     /// The actor over a host (restored on the first cluster state).
     pub fn new(host: Host) -> NetworkActor {
-        NetworkActor { host: Arc::new(Mutex::new(host)), inbox: Arc::default(), restored: false }
+        NetworkActor {
+            host: Arc::new(Mutex::new(host)),
+            inbox: Arc::default(),
+            restored: false,
+        }
     }
 }
 
@@ -71,7 +75,9 @@ impl Actor for NetworkActor {
     }
 }
 
-fn lock_inbox(inbox: &StdMutex<Option<Arc<ClusterState>>>) -> std::sync::MutexGuard<'_, Option<Arc<ClusterState>>> {
+fn lock_inbox(
+    inbox: &StdMutex<Option<Arc<ClusterState>>>,
+) -> std::sync::MutexGuard<'_, Option<Arc<ClusterState>>> {
     inbox.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -88,16 +94,24 @@ impl Handler<ClusterChanged> for NetworkActor {
         let (host, inbox) = (self.host.clone(), self.inbox.clone());
         actix_rt::spawn(async move {
             let mut host = host.lock().await;
-            let Some(state) = lock_inbox(&inbox).take() else { return };
+            let Some(state) = lock_inbox(&inbox).take() else {
+                return;
+            };
             host.set_state(state);
             if first {
                 host.restore().await;
             }
-            let scope = if first { Scope::All } else { Scope::Only(vec![]) };
+            let scope = if first {
+                Scope::All
+            } else {
+                Scope::Only(vec![])
+            };
             match host.reconcile(scope).await {
                 Ok(()) if first => info!("dataplane adopted"),
                 Ok(()) => {}
-                Err(e) => warn!(error = %e, "reconcile failed; retried on the next change or resync"),
+                Err(e) => {
+                    warn!(error = %e, "reconcile failed; retried on the next change or resync")
+                }
             }
         });
     }
@@ -122,7 +136,12 @@ impl Handler<DetachWorkload> for NetworkActor {
 
     fn handle(&mut self, msg: DetachWorkload, _ctx: &mut Context<Self>) -> Self::Result {
         let host = self.host.clone();
-        Box::pin(async move { host.lock().await.detach(&msg.name, msg.network.as_deref()).await })
+        Box::pin(async move {
+            host.lock()
+                .await
+                .detach(&msg.name, msg.network.as_deref())
+                .await
+        })
     }
 }
 

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use actix::prelude::*;
-use shibafu_overlay::api::{ApiError, ContainerInfo, ErrorKind, InterfaceInfo, LogChunk, RunContainer};
+use shibafu_overlay::api::{
+    ApiError, ContainerInfo, ErrorKind, InterfaceInfo, LogChunk, RunContainer,
+};
 use shibafu_overlay::container::etc_files::{self, Attachment};
 use shibafu_overlay::container::state::{ContainerDir, Status};
 use shibafu_overlay::container::{launch, netns_file, ContainerSpec};
@@ -90,7 +92,11 @@ pub struct RuntimeActor {
 impl RuntimeActor {
     /// The actor; `agent_bin` is the binary whose `shim` subcommand runs containers.
     pub fn new(state_dir: PathBuf, agent_bin: PathBuf, net: NetworkRecipients) -> RuntimeActor {
-        RuntimeActor { state_dir, agent_bin, net }
+        RuntimeActor {
+            state_dir,
+            agent_bin,
+            net,
+        }
     }
 }
 
@@ -106,7 +112,10 @@ impl Actor for RuntimeActor {
 }
 
 fn mailbox(e: MailboxError) -> ApiError {
-    ApiError::new(ErrorKind::Internal, format!("agent is shutting down ({e}); retry"))
+    ApiError::new(
+        ErrorKind::Internal,
+        format!("agent is shutting down ({e}); retry"),
+    )
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -119,11 +128,20 @@ fn netns_path(state_dir: &Path, name: &str) -> PathBuf {
 
 /// Containers whose process has exited but which still hold network endpoints.
 async fn detach_exited(state_dir: &Path, net: &NetworkRecipients) {
-    let Ok(entries) = net.list.send(ListWorkloads).await else { return };
+    let Ok(entries) = net.list.send(ListWorkloads).await else {
+        return;
+    };
     for e in entries.into_iter().filter(|e| e.container) {
         if let Status::Exited(code) = ContainerDir::under(state_dir, &e.name).status() {
             info!(container = %e.name, code, "container exited; detaching it");
-            if let Ok(Err(err)) = net.detach.send(DetachWorkload { name: e.name.clone(), network: None }).await {
+            if let Ok(Err(err)) = net
+                .detach
+                .send(DetachWorkload {
+                    name: e.name.clone(),
+                    network: None,
+                })
+                .await
+            {
                 warn!(container = %e.name, error = %err, "detaching an exited container failed");
             }
             if let Err(err) = netns_file::remove(&e.netns) {
@@ -191,13 +209,22 @@ fn etc_attachments(entry: &Entry, nets: &[Network]) -> Vec<Attachment> {
             let n = nets.iter().find(|n| n.name == i.endpoint.network)?;
             let mut addrs = vec![IpAddr::V4(i.endpoint.ipv4)];
             addrs.extend(i.endpoint.ipv6.map(IpAddr::V6));
-            Some(Attachment { zone: n.zone.clone(), gateway: IpAddr::V4(n.gateway()), addrs })
+            Some(Attachment {
+                zone: n.zone.clone(),
+                gateway: IpAddr::V4(n.gateway()),
+                addrs,
+            })
         })
         .collect()
 }
 
 /// The whole `run`: validate, pin a namespace, attach, write files, start; undo on failure.
-async fn run(state_dir: PathBuf, agent_bin: PathBuf, net: NetworkRecipients, req: RunContainer) -> Result<ContainerInfo, ApiError> {
+async fn run(
+    state_dir: PathBuf,
+    agent_bin: PathBuf,
+    net: NetworkRecipients,
+    req: RunContainer,
+) -> Result<ContainerInfo, ApiError> {
     model::validate_name(&req.name).map_err(|e| ApiError::invalid(e.to_string()))?;
     if req.command.is_empty() {
         return Err(ApiError::invalid("give a command to run (after --)"));
@@ -211,7 +238,9 @@ async fn run(state_dir: PathBuf, agent_bin: PathBuf, net: NetworkRecipients, req
     }
     if let Some(root) = &req.rootfs {
         if !Path::new(root).is_dir() {
-            return Err(ApiError::invalid(format!("--rootfs {root}: not a directory")));
+            return Err(ApiError::invalid(format!(
+                "--rootfs {root}: not a directory"
+            )));
         }
     }
     let netns = netns_path(&state_dir, &req.name);
@@ -227,7 +256,13 @@ async fn run(state_dir: PathBuf, agent_bin: PathBuf, net: NetworkRecipients, req
         service: req.service.clone(),
         port: req.port,
     };
-    let (entry, nets) = match net.attach.send(AttachWorkload(attach)).await.map_err(mailbox).and_then(|r| r.map_err(|e| e.to_api())) {
+    let (entry, nets) = match net
+        .attach
+        .send(AttachWorkload(attach))
+        .await
+        .map_err(mailbox)
+        .and_then(|r| r.map_err(|e| e.to_api()))
+    {
         Ok(v) => v,
         Err(e) => {
             let _ = netns_file::remove(&netns);
@@ -236,13 +271,20 @@ async fn run(state_dir: PathBuf, agent_bin: PathBuf, net: NetworkRecipients, req
     };
     let started = start(&dir, &agent_bin, &req, &netns, &entry, &nets).await;
     if let Err(e) = started {
-        let _ = net.detach.send(DetachWorkload { name: req.name.clone(), network: None }).await;
+        let _ = net
+            .detach
+            .send(DetachWorkload {
+                name: req.name.clone(),
+                network: None,
+            })
+            .await;
         let _ = netns_file::remove(&netns);
         let _ = dir.remove();
         return Err(e);
     }
     info!(container = %req.name, networks = ?req.networks, "container started");
-    info_of(&state_dir, &req.name, Some(&entry)).ok_or_else(|| internal("container vanished while starting"))
+    info_of(&state_dir, &req.name, Some(&entry))
+        .ok_or_else(|| internal("container vanished while starting"))
 }
 
 async fn start(
@@ -262,8 +304,13 @@ async fn start(
         command: req.command.clone(),
         env: req.env.clone(),
     };
-    dir.prepare(&spec, &etc_files::resolv_conf(&atts), &etc_files::hosts(&req.name, &atts), &etc_files::hostname(&req.name))
-        .map_err(internal)?;
+    dir.prepare(
+        &spec,
+        &etc_files::resolv_conf(&atts),
+        &etc_files::hosts(&req.name, &atts),
+        &etc_files::hostname(&req.name),
+    )
+    .map_err(internal)?;
     let (bin, d) = (agent_bin.to_path_buf(), dir.clone());
     tokio::task::spawn_blocking(move || launch::start(&bin, &d, START_TIMEOUT))
         .await
@@ -286,24 +333,52 @@ fn read_log(path: &Path, offset: u64) -> Result<(String, u64), ApiError> {
     Ok((String::from_utf8_lossy(&buf).into_owned(), next))
 }
 
-async fn lookup(state_dir: &Path, net: &NetworkRecipients, name: &str) -> Result<ContainerInfo, ApiError> {
+async fn lookup(
+    state_dir: &Path,
+    net: &NetworkRecipients,
+    name: &str,
+) -> Result<ContainerInfo, ApiError> {
     let entries = net.list.send(ListWorkloads).await.map_err(mailbox)?;
     let entry = entries.iter().find(|e| e.name == name);
-    info_of(state_dir, name, entry).ok_or_else(|| ApiError::not_found(format!("no container named {name:?} on this node; see `shibafu ps -a`")))
+    info_of(state_dir, name, entry).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no container named {name:?} on this node; see `shibafu ps -a`"
+        ))
+    })
 }
 
-async fn remove(state_dir: PathBuf, net: NetworkRecipients, name: String, force: bool) -> Result<ContainerInfo, ApiError> {
+async fn remove(
+    state_dir: PathBuf,
+    net: NetworkRecipients,
+    name: String,
+    force: bool,
+) -> Result<ContainerInfo, ApiError> {
     let info = lookup(&state_dir, &net, &name).await?;
     let dir = ContainerDir::under(&state_dir, &name);
     if info.state == "running" {
         if !force {
-            return Err(ApiError::new(ErrorKind::Conflict, format!("container {name:?} is running: stop it first or use `shibafu rm -f {name}`")));
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "container {name:?} is running: stop it first or use `shibafu rm -f {name}`"
+                ),
+            ));
         }
         let d = dir.clone();
-        tokio::task::spawn_blocking(move || launch::stop(&d, Duration::from_secs(2))).await.map_err(internal)?;
+        tokio::task::spawn_blocking(move || launch::stop(&d, Duration::from_secs(2)))
+            .await
+            .map_err(internal)?;
     }
     if !info.interfaces.is_empty() {
-        match net.detach.send(DetachWorkload { name: name.clone(), network: None }).await.map_err(mailbox)? {
+        match net
+            .detach
+            .send(DetachWorkload {
+                name: name.clone(),
+                network: None,
+            })
+            .await
+            .map_err(mailbox)?
+        {
             Ok(_) | Err(crate::host::HostError::UnknownWorkload(_)) => {}
             Err(e) => return Err(e.to_api()),
         }
@@ -319,7 +394,12 @@ async fn remove(state_dir: PathBuf, net: NetworkRecipients, name: String, force:
 impl Handler<Run> for RuntimeActor {
     type Result = ResponseFuture<Result<ContainerInfo, ApiError>>;
     fn handle(&mut self, msg: Run, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(run(self.state_dir.clone(), self.agent_bin.clone(), self.net.clone(), msg.0))
+        Box::pin(run(
+            self.state_dir.clone(),
+            self.agent_bin.clone(),
+            self.net.clone(),
+            msg.0,
+        ))
     }
 }
 
@@ -329,11 +409,18 @@ impl Handler<List> for RuntimeActor {
         let (dir, net) = (self.state_dir.clone(), self.net.clone());
         Box::pin(async move {
             let entries = net.list.send(ListWorkloads).await.map_err(mailbox)?;
-            let mut names: std::collections::BTreeSet<String> = entries.iter().map(|e| e.name.clone()).collect();
+            let mut names: std::collections::BTreeSet<String> =
+                entries.iter().map(|e| e.name.clone()).collect();
             if let Ok(rd) = std::fs::read_dir(dir.join("containers")) {
-                names.extend(rd.flatten().filter_map(|d| d.file_name().into_string().ok()));
+                names.extend(
+                    rd.flatten()
+                        .filter_map(|d| d.file_name().into_string().ok()),
+                );
             }
-            Ok(names.iter().filter_map(|n| info_of(&dir, n, entries.iter().find(|e| &e.name == n))).collect())
+            Ok(names
+                .iter()
+                .filter_map(|n| info_of(&dir, n, entries.iter().find(|e| &e.name == n)))
+                .collect())
         })
     }
 }
@@ -354,8 +441,13 @@ impl Handler<Logs> for RuntimeActor {
             let info = lookup(&dir, &net, &msg.name).await?;
             // Read the exit code before the log, so a chunk carrying it is the complete rest.
             let exit_code = info.exit_code;
-            let (data, next_offset) = read_log(&ContainerDir::under(&dir, &msg.name).log(), msg.offset)?;
-            Ok(LogChunk { data, next_offset, exit_code })
+            let (data, next_offset) =
+                read_log(&ContainerDir::under(&dir, &msg.name).log(), msg.offset)?;
+            Ok(LogChunk {
+                data,
+                next_offset,
+                exit_code,
+            })
         })
     }
 }
@@ -379,7 +471,12 @@ impl Handler<Stop> for RuntimeActor {
 impl Handler<Remove> for RuntimeActor {
     type Result = ResponseFuture<Result<ContainerInfo, ApiError>>;
     fn handle(&mut self, msg: Remove, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(remove(self.state_dir.clone(), self.net.clone(), msg.name, msg.force))
+        Box::pin(remove(
+            self.state_dir.clone(),
+            self.net.clone(),
+            msg.name,
+            msg.force,
+        ))
     }
 }
 

@@ -6,8 +6,8 @@
 pub mod api;
 pub mod container;
 pub mod dns;
-pub mod ipam;
 pub mod firewall;
+pub mod ipam;
 pub mod model;
 pub mod netlink;
 pub mod netns;

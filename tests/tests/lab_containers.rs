@@ -44,8 +44,14 @@ fn ctl_addr(lab: &Lab) -> String {
 
 /// Keys under a prefix in the lab's etcd (`shibafu-lab exec` points etcdctl at it).
 fn etcd_keys(lab: &Lab, prefix: &str) -> Vec<String> {
-    let out = lab.exec_ok("node1", &["etcdctl", "get", "--prefix", "--keys-only", prefix]);
-    out.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+    let out = lab.exec_ok(
+        "node1",
+        &["etcdctl", "get", "--prefix", "--keys-only", prefix],
+    );
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]

@@ -304,7 +304,12 @@ fn services_rotate_over_instances_on_three_nodes() {
         .map(String::from)
         .collect();
     assert_ne!(first.first(), second.first(), "answers do not rotate");
-    let srv = in_container_out(&lab, "node2", "client", &["dig", "+short", "_web._tcp.frontend.local", "SRV"]);
+    let srv = in_container_out(
+        &lab,
+        "node2",
+        "client",
+        &["dig", "+short", "_web._tcp.frontend.local", "SRV"],
+    );
     assert_eq!(srv.lines().count(), 3, "{srv}");
     lab.down();
 }

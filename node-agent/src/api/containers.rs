@@ -7,7 +7,9 @@ use axum::extract::{Path, Query, State};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use shibafu_overlay::api::{ApiError, Attach, ContainerInfo, InterfaceInfo, LogChunk, RunContainer};
+use shibafu_overlay::api::{
+    ApiError, Attach, ContainerInfo, InterfaceInfo, LogChunk, RunContainer,
+};
 
 use super::{ApiFailure, SharedState};
 use crate::host::AttachRequest;
@@ -49,8 +51,20 @@ struct OffsetQuery {
     offset: u64,
 }
 
-async fn logs(State(s): State<SharedState>, Path(name): Path<String>, Query(q): Query<OffsetQuery>) -> Answer<LogChunk> {
-    answer(s.runtime.logs.send(Logs { name, offset: q.offset }).await?)
+async fn logs(
+    State(s): State<SharedState>,
+    Path(name): Path<String>,
+    Query(q): Query<OffsetQuery>,
+) -> Answer<LogChunk> {
+    answer(
+        s.runtime
+            .logs
+            .send(Logs {
+                name,
+                offset: q.offset,
+            })
+            .await?,
+    )
 }
 
 #[derive(Deserialize)]
@@ -63,8 +77,20 @@ fn default_grace() -> u64 {
     10
 }
 
-async fn stop(State(s): State<SharedState>, Path(name): Path<String>, Query(q): Query<GraceQuery>) -> Answer<ContainerInfo> {
-    answer(s.runtime.stop.send(Stop { name, grace: q.grace }).await?)
+async fn stop(
+    State(s): State<SharedState>,
+    Path(name): Path<String>,
+    Query(q): Query<GraceQuery>,
+) -> Answer<ContainerInfo> {
+    answer(
+        s.runtime
+            .stop
+            .send(Stop {
+                name,
+                grace: q.grace,
+            })
+            .await?,
+    )
 }
 
 #[derive(Deserialize)]
@@ -73,8 +99,20 @@ struct ForceQuery {
     force: bool,
 }
 
-async fn remove(State(s): State<SharedState>, Path(name): Path<String>, Query(q): Query<ForceQuery>) -> Answer<ContainerInfo> {
-    answer(s.runtime.remove.send(Remove { name, force: q.force }).await?)
+async fn remove(
+    State(s): State<SharedState>,
+    Path(name): Path<String>,
+    Query(q): Query<ForceQuery>,
+) -> Answer<ContainerInfo> {
+    answer(
+        s.runtime
+            .remove
+            .send(Remove {
+                name,
+                force: q.force,
+            })
+            .await?,
+    )
 }
 
 fn attached_info(entry: &crate::host::book::Entry) -> ContainerInfo {
@@ -118,10 +156,26 @@ async fn attach(State(s): State<SharedState>, Json(req): Json<Attach>) -> Answer
         port: None,
     };
     let res = s.network.attach.send(AttachWorkload(r)).await?;
-    answer(res.map(|(entry, _)| attached_info(&entry)).map_err(|e| e.to_api()))
+    answer(
+        res.map(|(entry, _)| attached_info(&entry))
+            .map_err(|e| e.to_api()),
+    )
 }
 
-async fn detach(State(s): State<SharedState>, Path((network, name)): Path<(String, String)>) -> Answer<ContainerInfo> {
-    let res = s.network.detach.send(DetachWorkload { name, network: Some(network) }).await?;
-    answer(res.map(|entry| attached_info(&entry)).map_err(|e| e.to_api()))
+async fn detach(
+    State(s): State<SharedState>,
+    Path((network, name)): Path<(String, String)>,
+) -> Answer<ContainerInfo> {
+    let res = s
+        .network
+        .detach
+        .send(DetachWorkload {
+            name,
+            network: Some(network),
+        })
+        .await?;
+    answer(
+        res.map(|entry| attached_info(&entry))
+            .map_err(|e| e.to_api()),
+    )
 }

@@ -65,8 +65,11 @@ impl Book {
         let path = state_dir.join("local.json");
         let entries = match fs::read(&path) {
             Ok(data) => {
-                let list: Vec<Entry> = serde_json::from_slice(&data)
-                    .map_err(|e| BookError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+                let list: Vec<Entry> =
+                    serde_json::from_slice(&data).map_err(|e| BookError::Corrupt {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
                 list.into_iter().map(|e| (e.name.clone(), e)).collect()
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
@@ -85,7 +88,10 @@ impl Book {
         let tmp = self.path.with_extension("tmp");
         fs::write(&tmp, data)
             .and_then(|()| fs::rename(&tmp, &self.path))
-            .map_err(|source| BookError::Io { path: self.path.clone(), source })
+            .map_err(|source| BookError::Io {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     /// The entry named `name`.
@@ -110,7 +116,9 @@ impl Book {
 
     /// Every endpoint this node published.
     pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
-        self.entries.values().flat_map(|e| e.interfaces.iter().map(|i| &i.endpoint))
+        self.entries
+            .values()
+            .flat_map(|e| e.interfaces.iter().map(|i| &i.endpoint))
     }
 }
 
@@ -145,7 +153,10 @@ mod tests {
             name: "api".into(),
             netns: dir.join("netns/api"),
             container: true,
-            interfaces: vec![Iface { ifname: "eth0".into(), endpoint: endpoint("api") }],
+            interfaces: vec![Iface {
+                ifname: "eth0".into(),
+                endpoint: endpoint("api"),
+            }],
         });
         b.save().expect("save");
         let again = Book::load(&dir).expect("load");

@@ -16,7 +16,9 @@ use shibafu_overlay::firewall::{Firewall, FirewallError, FirewallSpec};
 use shibafu_overlay::ipam::{ipv6_for, Ipam, IpamError};
 use shibafu_overlay::model::{self, Endpoint, Network, SCHEMA_VERSION};
 use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkError, Scope};
-use shibafu_overlay::plan::{next_ifname, DesiredHost, HostInputs, LocalContainer, LocalInterface, PlanError};
+use shibafu_overlay::plan::{
+    next_ifname, DesiredHost, HostInputs, LocalContainer, LocalInterface, PlanError,
+};
 use shibafu_overlay::state::ClusterState;
 use tracing::{info, warn};
 
@@ -36,7 +38,9 @@ pub enum HostError {
     #[error("no container or attachment named {0:?} on this node; see `shibafu ps`")]
     UnknownWorkload(String),
     /// The name is taken.
-    #[error("name {name:?} is already used on network {network:?} (node {node}); pick another name")]
+    #[error(
+        "name {name:?} is already used on network {network:?} (node {node}); pick another name"
+    )]
     NameTaken {
         /// The name.
         name: String,
@@ -144,7 +148,16 @@ impl Host {
         publisher: Arc<dyn Publisher>,
         book: Book,
     ) -> Host {
-        Host { cfg, dp, fw, ipam, publisher, book, state: Arc::new(ClusterState::new()), firewall: None }
+        Host {
+            cfg,
+            dp,
+            fw,
+            ipam,
+            publisher,
+            book,
+            state: Arc::new(ClusterState::new()),
+            firewall: None,
+        }
     }
 
     /// The local workloads.
@@ -154,7 +167,11 @@ impl Host {
 
     /// The networks of a workload's interfaces, in interface order (those still known).
     pub fn networks_of(&self, entry: &Entry) -> Vec<Network> {
-        entry.interfaces.iter().filter_map(|i| self.state.networks().get(&i.endpoint.network).cloned()).collect()
+        entry
+            .interfaces
+            .iter()
+            .filter_map(|i| self.state.networks().get(&i.endpoint.network).cloned())
+            .collect()
     }
 
     /// Takes a new cluster state (reconcile afterwards).
@@ -163,7 +180,11 @@ impl Host {
     }
 
     fn network(&self, name: &str) -> Result<Network, HostError> {
-        self.state.networks().get(name).cloned().ok_or_else(|| HostError::UnknownNetwork(name.to_string()))
+        self.state
+            .networks()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| HostError::UnknownNetwork(name.to_string()))
     }
 
     /// After a start: tells IPAM which addresses the book uses and publishes its endpoints again
@@ -180,7 +201,9 @@ impl Host {
                         warn!(network = %net, error = %e, "IPAM recovery failed");
                     }
                 }
-                Err(_) => warn!(network = %net, "local endpoints on a network that no longer exists"),
+                Err(_) => {
+                    warn!(network = %net, "local endpoints on a network that no longer exists")
+                }
             }
         }
         let eps: Vec<Endpoint> = self.book.endpoints().cloned().collect();
@@ -189,7 +212,11 @@ impl Host {
                 warn!(network = %ep.network, endpoint = %ep.id, error = %e, "re-publishing endpoint failed; retried on reconnect");
             }
         }
-        info!(workloads = self.book.entries().count(), endpoints = eps.len(), "local state restored");
+        info!(
+            workloads = self.book.entries().count(),
+            endpoints = eps.len(),
+            "local state restored"
+        );
     }
 
     /// Attaches a workload to networks; on any failure nothing of it is left behind.
@@ -215,7 +242,10 @@ impl Host {
         for n in &req.networks {
             let net = self.network(n)?;
             if !seen.insert(n.as_str()) {
-                return Err(HostError::AlreadyAttached { name: req.name.clone(), network: n.clone() });
+                return Err(HostError::AlreadyAttached {
+                    name: req.name.clone(),
+                    network: n.clone(),
+                });
             }
             if let Some(other) = self.state.endpoints().get(&(n.clone(), req.name.clone())) {
                 if other.node != self.cfg.node || existing.is_none() {
@@ -247,7 +277,10 @@ impl Host {
         }
         for ep in &new_eps {
             let ifname = next_ifname(entry.interfaces.iter().map(|i| i.ifname.as_str()));
-            entry.interfaces.push(Iface { ifname, endpoint: ep.clone() });
+            entry.interfaces.push(Iface {
+                ifname,
+                endpoint: ep.clone(),
+            });
         }
         self.book.insert(entry.clone());
         if let Err(e) = self.apply_local(&entry.netns).await {
@@ -263,8 +296,16 @@ impl Host {
         Ok(entry)
     }
 
-    async fn new_endpoint(&self, net: &Network, req: &AttachRequest, ip: Option<Ipv4Addr>) -> Result<Endpoint, HostError> {
-        let ipam_err = |source| HostError::Ipam { network: net.name.clone(), source };
+    async fn new_endpoint(
+        &self,
+        net: &Network,
+        req: &AttachRequest,
+        ip: Option<Ipv4Addr>,
+    ) -> Result<Endpoint, HostError> {
+        let ipam_err = |source| HostError::Ipam {
+            network: net.name.clone(),
+            source,
+        };
         let ipv4 = self.ipam.allocate(net, ip).await.map_err(ipam_err)?;
         let ipv6 = match ipv6_for(net, ipv4) {
             Ok(v6) => v6,
@@ -321,16 +362,29 @@ impl Host {
     /// Detaches a workload from one network, or from all when `network` is `None`; returns
     /// what it had. Every step is tried; the first error is reported.
     pub async fn detach(&mut self, name: &str, network: Option<&str>) -> Result<Entry, HostError> {
-        let entry = self.book.get(name).cloned().ok_or_else(|| HostError::UnknownWorkload(name.to_string()))?;
-        let (gone, kept): (Vec<Iface>, Vec<Iface>) =
-            entry.interfaces.iter().cloned().partition(|i| network.is_none_or(|n| i.endpoint.network == n));
+        let entry = self
+            .book
+            .get(name)
+            .cloned()
+            .ok_or_else(|| HostError::UnknownWorkload(name.to_string()))?;
+        let (gone, kept): (Vec<Iface>, Vec<Iface>) = entry
+            .interfaces
+            .iter()
+            .cloned()
+            .partition(|i| network.is_none_or(|n| i.endpoint.network == n));
         if gone.is_empty() {
-            return Err(HostError::UnknownWorkload(format!("{name} on network {}", network.unwrap_or(""))));
+            return Err(HostError::UnknownWorkload(format!(
+                "{name} on network {}",
+                network.unwrap_or("")
+            )));
         }
         if kept.is_empty() {
             self.book.remove(name);
         } else {
-            self.book.insert(Entry { interfaces: kept, ..entry.clone() });
+            self.book.insert(Entry {
+                interfaces: kept,
+                ..entry.clone()
+            });
         }
         let result = self.apply_local(&entry.netns).await;
         for i in &gone {
@@ -359,13 +413,22 @@ impl Host {
         let desired = self.desired()?;
         let (ops, report) = reconcile(self.dp.as_ref(), &desired, &scope).await?;
         if !ops.is_empty() {
-            info!(ops = ops.len(), applied = report.applied, failed = report.errors.len(), "dataplane reconciled");
+            info!(
+                ops = ops.len(),
+                applied = report.applied,
+                failed = report.errors.len(),
+                "dataplane reconciled"
+            );
         }
         self.reconcile_firewall().await?;
         if report.is_ok() {
             Ok(())
         } else {
-            let msgs: Vec<String> = report.errors.iter().map(|e| format!("{:?}: {}", e.op, e.error)).collect();
+            let msgs: Vec<String> = report
+                .errors
+                .iter()
+                .map(|e| format!("{:?}: {}", e.op, e.error))
+                .collect();
             Err(HostError::Apply(msgs.join("; ")))
         }
     }
@@ -387,13 +450,22 @@ impl Host {
         let networks: Vec<Network> = self.state.networks().values().cloned().collect();
         let nodes: Vec<model::Node> = self.state.nodes().values().cloned().collect();
         let own: Vec<Endpoint> = self.book.endpoints().cloned().collect();
-        let mut endpoints: Vec<Endpoint> =
-            self.state.endpoints().values().filter(|e| e.node != self.cfg.node).cloned().collect();
+        let mut endpoints: Vec<Endpoint> = self
+            .state
+            .endpoints()
+            .values()
+            .filter(|e| e.node != self.cfg.node)
+            .cloned()
+            .collect();
         endpoints.extend(own);
         let containers: Vec<LocalContainer> = self
             .book
             .entries()
-            .filter(|e| e.interfaces.iter().all(|i| self.state.networks().contains_key(&i.endpoint.network)))
+            .filter(|e| {
+                e.interfaces
+                    .iter()
+                    .all(|i| self.state.networks().contains_key(&i.endpoint.network))
+            })
             .map(|e| LocalContainer {
                 netns: e.netns.clone(),
                 interfaces: e
@@ -427,16 +499,16 @@ impl HostError {
             HostError::Name(_) | HostError::NoNetwork => ErrorKind::Invalid,
             HostError::Ipam { source, .. } => match source {
                 IpamError::Store(_) => ErrorKind::Unavailable,
-                IpamError::AddressTaken { .. } | IpamError::Exhausted { .. } | IpamError::Contention { .. } => {
-                    ErrorKind::Conflict
-                }
+                IpamError::AddressTaken { .. }
+                | IpamError::Exhausted { .. }
+                | IpamError::Contention { .. } => ErrorKind::Conflict,
                 IpamError::OwnedByOtherNode { .. } => ErrorKind::Conflict,
                 _ => ErrorKind::Invalid,
             },
             HostError::UnknownNetwork(_) | HostError::UnknownWorkload(_) => ErrorKind::NotFound,
-            HostError::NameTaken { .. } | HostError::AlreadyAttached { .. } | HostError::Exists(_) => {
-                ErrorKind::Duplicate
-            }
+            HostError::NameTaken { .. }
+            | HostError::AlreadyAttached { .. }
+            | HostError::Exists(_) => ErrorKind::Duplicate,
             HostError::Plan(_)
             | HostError::Netlink(_)
             | HostError::Apply(_)

@@ -37,12 +37,24 @@ impl Publisher for StorePublisher {
             key: ep.id.clone(),
             reason: e.to_string(),
         })?;
-        let key = Key::Endpoint { network: ep.network.clone(), id: ep.id.clone() };
-        self.put.send(PutOwned { key, value }).await.map_err(mailbox)?
+        let key = Key::Endpoint {
+            network: ep.network.clone(),
+            id: ep.id.clone(),
+        };
+        self.put
+            .send(PutOwned { key, value })
+            .await
+            .map_err(mailbox)?
     }
 
     async fn delete(&self, network: &str, id: &str) -> Result<(), StoreError> {
-        let key = Key::Endpoint { network: network.to_string(), id: id.to_string() };
-        self.delete.send(DeleteOwned { key }).await.map_err(mailbox)?
+        let key = Key::Endpoint {
+            network: network.to_string(),
+            id: id.to_string(),
+        };
+        self.delete
+            .send(DeleteOwned { key })
+            .await
+            .map_err(mailbox)?
     }
 }

@@ -54,13 +54,25 @@ fn state_with(nets: &[Network], remote: &[Endpoint]) -> Arc<ClusterState> {
     let mut rev = 1;
     let mut push = |key: String, value: Vec<u8>| {
         rev += 1;
-        kvs.push(KeyValue { key, value, create_revision: rev, mod_revision: rev, lease: 0 });
+        kvs.push(KeyValue {
+            key,
+            value,
+            create_revision: rev,
+            mod_revision: rev,
+            lease: 0,
+        });
     };
     for n in nets {
-        push(Key::Network(n.name.clone()).to_string(), serde_json::to_vec(n).expect("json"));
+        push(
+            Key::Network(n.name.clone()).to_string(),
+            serde_json::to_vec(n).expect("json"),
+        );
     }
     for e in remote {
-        let k = Key::Endpoint { network: e.network.clone(), id: e.id.clone() };
+        let k = Key::Endpoint {
+            network: e.network.clone(),
+            id: e.id.clone(),
+        };
         push(k.to_string(), serde_json::to_vec(e).expect("json"));
     }
     let mut st = ClusterState::new();
@@ -87,7 +99,11 @@ fn fixture(tag: &str, state: Arc<ClusterState>) -> Fixture {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let dp = Arc::new(FakeDataplane::new());
     let publisher = Arc::new(FakePublisher::default());
-    let cfg = HostConfig { node: "node1".into(), underlay: Some("10.0.0.1".parse().expect("ip")), underlay_mtu: 1500 };
+    let cfg = HostConfig {
+        node: "node1".into(),
+        underlay: Some("10.0.0.1".parse().expect("ip")),
+        underlay_mtu: 1500,
+    };
     let mut host = Host::new(
         cfg,
         dp.clone(),
@@ -97,7 +113,12 @@ fn fixture(tag: &str, state: Arc<ClusterState>) -> Fixture {
         Book::load(&dir).expect("book"),
     );
     host.set_state(state);
-    Fixture { host, dp, publisher, dir }
+    Fixture {
+        host,
+        dp,
+        publisher,
+        dir,
+    }
 }
 
 fn req(name: &str, nets: &[&str]) -> AttachRequest {
@@ -111,17 +132,34 @@ fn req(name: &str, nets: &[&str]) -> AttachRequest {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 #[test]
 fn attach_two_networks_gives_eth0_eth1_and_publishes() {
     rt().block_on(async {
-        let st = state_with(&[network("backend", "172.22.0.0/24", 4097), network("frontend", "172.21.0.0/24", 4096)], &[]);
+        let st = state_with(
+            &[
+                network("backend", "172.22.0.0/24", 4097),
+                network("frontend", "172.21.0.0/24", 4096),
+            ],
+            &[],
+        );
         let mut f = fixture("two", st);
         f.dp.add_container("/run/test/api");
-        let e = f.host.attach(req("api", &["backend", "frontend"])).await.expect("attach");
-        let names: Vec<_> = e.interfaces.iter().map(|i| (i.ifname.as_str(), i.endpoint.network.as_str())).collect();
+        let e = f
+            .host
+            .attach(req("api", &["backend", "frontend"]))
+            .await
+            .expect("attach");
+        let names: Vec<_> = e
+            .interfaces
+            .iter()
+            .map(|i| (i.ifname.as_str(), i.endpoint.network.as_str()))
+            .collect();
         assert_eq!(names, [("eth0", "backend"), ("eth1", "frontend")]);
         assert_eq!(e.interfaces[0].endpoint.ipv4.to_string(), "172.22.0.2");
         assert_eq!(e.interfaces[0].endpoint.mac, "02:42:ac:16:00:02");
@@ -155,12 +193,24 @@ fn bad_input_leaves_nothing() {
         let st = state_with(&[network("backend", "172.22.0.0/24", 4097)], &[remote]);
         let mut f = fixture("bad", st);
         f.dp.add_container("/run/test/db");
-        assert!(matches!(f.host.attach(req("api", &["nope"])).await, Err(HostError::UnknownNetwork(_))));
-        assert!(matches!(f.host.attach(req("Bad_Name", &["backend"])).await, Err(HostError::Name(_))));
-        assert!(matches!(f.host.attach(req("db", &["backend"])).await, Err(HostError::NameTaken { .. })));
+        assert!(matches!(
+            f.host.attach(req("api", &["nope"])).await,
+            Err(HostError::UnknownNetwork(_))
+        ));
+        assert!(matches!(
+            f.host.attach(req("Bad_Name", &["backend"])).await,
+            Err(HostError::Name(_))
+        ));
+        assert!(matches!(
+            f.host.attach(req("db", &["backend"])).await,
+            Err(HostError::NameTaken { .. })
+        ));
         let mut outside = req("x", &["backend"]);
         outside.ip = Some("10.9.9.9".parse().expect("ip"));
-        assert!(matches!(f.host.attach(outside).await, Err(HostError::Ipam { .. })));
+        assert!(matches!(
+            f.host.attach(outside).await,
+            Err(HostError::Ipam { .. })
+        ));
         assert_eq!(f.host.book().entries().count(), 0);
         assert!(f.publisher.records.lock().expect("lock").is_empty());
     });
@@ -173,19 +223,36 @@ fn failed_dataplane_rolls_back_and_detach_releases() {
         let mut f = fixture("fail", st);
         f.dp.add_container("/run/test/a");
         f.dp.fail_ops_matching("in /run/test/a ");
-        assert!(matches!(f.host.attach(req("a", &["backend"])).await, Err(HostError::Apply(_))));
+        assert!(matches!(
+            f.host.attach(req("a", &["backend"])).await,
+            Err(HostError::Apply(_))
+        ));
         assert_eq!(f.host.book().entries().count(), 0);
         assert!(f.publisher.records.lock().expect("lock").is_empty());
         // The address the failed attach took was given back: the next attach gets it.
         f.dp.add_container("/run/test/b");
-        let b = f.host.attach(req("b", &["backend"])).await.expect("attach b");
+        let b = f
+            .host
+            .attach(req("b", &["backend"]))
+            .await
+            .expect("attach b");
         assert_eq!(b.interfaces[0].endpoint.ipv4.to_string(), "172.22.0.2");
         f.host.detach("b", None).await.expect("detach");
         assert_eq!(f.host.book().entries().count(), 0);
         assert!(f.publisher.records.lock().expect("lock").is_empty());
-        assert!(f.dp.state().links.iter().all(|l| !l.name.starts_with("sfe")), "veth left behind");
+        assert!(
+            f.dp.state()
+                .links
+                .iter()
+                .all(|l| !l.name.starts_with("sfe")),
+            "veth left behind"
+        );
         f.dp.add_container("/run/test/c");
-        let b = f.host.attach(req("c", &["backend"])).await.expect("attach c");
+        let b = f
+            .host
+            .attach(req("c", &["backend"]))
+            .await
+            .expect("attach c");
         assert_eq!(b.interfaces[0].endpoint.ipv4.to_string(), "172.22.0.2");
     });
 }

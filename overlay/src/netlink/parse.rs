@@ -237,10 +237,7 @@ pub(crate) fn neighbours(
 pub(crate) type DefaultRoutes = (Vec<(Ipv4Addr, String)>, Vec<(Ipv6Addr, String)>);
 
 /// Default routes of the main table, as (gateway, interface name).
-pub(crate) fn default_routes(
-    msgs: &[RouteMessage],
-    names: &HashMap<u32, String>,
-) -> DefaultRoutes {
+pub(crate) fn default_routes(msgs: &[RouteMessage], names: &HashMap<u32, String>) -> DefaultRoutes {
     let mut d4 = Vec::new();
     let mut d6 = Vec::new();
     for m in msgs {
