@@ -6,8 +6,10 @@
 # Usage (repo root, as root): bench/attach.sh [N containers, default 40]
 #   ANCHORS=PATH     attach-anchors.sh (default ../shared/bench/attach-anchors.sh)
 #   NO_BUILD=1       skip `cargo build --release` (binaries must be in target/release)
-#   UNDERLAY=dummy   give the agent a dummy underlay interface (10.254.0.1/24, MTU 1500) instead
-#                    of 127.0.0.1
+#   UNDERLAY=lo      use 127.0.0.1 as the agent's underlay (its MTU 65536 makes the network MTU
+#                    65486); default: a veth pair inside the host namespace (the dummy driver
+#                    may be missing), one end 10.254.0.1/24 with MTU 1500, so the network MTU is
+#                    1450 as on a real host
 #   AGENT_LOG=FILTER tracing filter of the agent (default info); its log is kept in $KEEP if set
 #   KEEP=DIR         copy the setup's logs (etcd, coordinator, agent) there after the run
 #
@@ -19,8 +21,8 @@ set -euo pipefail
 
 # ---------------------------------------------------------------- setup (inside the host netns)
 if [ "${1:-}" = "--setup" ]; then
-  DIR=$2 N=$3 ROOT=$4
-  BIN=$ROOT/target/release
+  DIR=$2 N=$3
+  BIN=$DIR/bin
   PIDS=()
   stop_all() {
     local p
@@ -35,9 +37,10 @@ if [ "${1:-}" = "--setup" ]; then
     echo "setup: $what did not come up" >&2; exit 1
   }
   underlay=127.0.0.1
-  if [ "${UNDERLAY:-}" = dummy ]; then
-    ip link add sfbunder type dummy
+  if [ "${UNDERLAY:-dummy}" != lo ]; then
+    ip link add sfbunder mtu 1500 type veth peer name sfbunder2 mtu 1500
     ip addr add 10.254.0.1/24 dev sfbunder
+    ip link set sfbunder2 up
     ip link set sfbunder up
     underlay=10.254.0.1
   fi
@@ -91,8 +94,11 @@ cleanup() {
   rm -rf "$DIR"
 }
 trap cleanup EXIT
-SETUP="bash $ROOT/bench/attach.sh --setup $DIR $N $ROOT"
-CMD="SHIBAFU_AGENT=unix:$DIR/agent.sock $ROOT/target/release/shibafu network attach bench --netns {NETNS} --name c{I}"
+# A private copy of the binaries: a concurrent rebuild of target/ cannot change them mid-run.
+mkdir "$DIR/bin"
+cp target/release/shibafu target/release/shibafu-agent target/release/shibafu-coordinator "$DIR/bin/"
+SETUP="bash $ROOT/bench/attach.sh --setup $DIR $N"
+CMD="SHIBAFU_AGENT=unix:$DIR/agent.sock $DIR/bin/shibafu network attach bench --netns {NETNS} --name c{I}"
 echo "# attach latency, N=$N, $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 SETUP_WAIT=${SETUP_WAIT:-8} bash "$ANCHORS" "$N" "shibafu|$CMD|$SETUP" | tee "$DIR/out"
 [ -e "$DIR/ready" ] || { echo "shibafu setup never became ready; its log:" >&2; cat "$DIR"/*.log >&2 || true; exit 1; }

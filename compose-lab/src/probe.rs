@@ -35,10 +35,11 @@ pub fn http_get_unix(socket: &Path, path: &str) -> anyhow::Result<(u16, String)>
 }
 
 fn exchange(s: &mut (impl Read + Write), path: &str) -> anyhow::Result<(u16, String)> {
-    write!(
-        s,
+    // One write: a peer that reads the request once must see all of it.
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: application/json\r\n\r\n"
-    )?;
+    );
+    s.write_all(request.as_bytes())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);
@@ -141,7 +142,12 @@ mod tests {
         let (mut client, mut server) = UnixStream::pair().expect("pair");
         let peer = std::thread::spawn(move || {
             let mut req = [0u8; 512];
-            let n = server.read(&mut req).expect("read request");
+            let mut n = 0;
+            while !req[..n].ends_with(b"\r\n\r\n") {
+                let got = server.read(&mut req[n..]).expect("read request");
+                assert!(got > 0, "request ended early");
+                n += got;
+            }
             server
                 .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 7\r\n\r\n{\"a\":1}")
                 .expect("write response");

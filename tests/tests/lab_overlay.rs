@@ -340,3 +340,48 @@ fn rm_and_network_rm_leave_nothing() {
     assert!(!ps.contains("postgres"), "{ps}");
     lab.down();
 }
+
+#[test]
+fn ipv6_works_across_nodes() {
+    if !is_root() {
+        return;
+    }
+    let lab = Lab::up(2);
+    lab.cli_ok(
+        "node1",
+        &[
+            "network",
+            "create",
+            "dual",
+            "172.24.0.0/24",
+            "--subnet6",
+            "fd00:24::/64",
+        ],
+    );
+    run(&lab, "node1", "six1", &["dual"], &[]);
+    run(&lab, "node2", "six2", &["dual"], &[]);
+    let aaaa = in_container_out(
+        &lab,
+        "node1",
+        "six1",
+        &["dig", "+short", "six2.dual.local", "AAAA"],
+    );
+    assert!(
+        aaaa.trim().starts_with("fd00:24::"),
+        "no AAAA for six2: {aaaa}"
+    );
+    let reach = || {
+        in_container(
+            &lab,
+            "node1",
+            "six1",
+            &["ping", "-6", "-c1", "-W2", aaaa.trim()],
+        )
+    };
+    // IPv6 duplicate address detection may hold the address for a moment after start.
+    assert!(
+        wait_until(Duration::from_secs(5), POLL, reach),
+        "ping6 across nodes failed"
+    );
+    lab.down();
+}

@@ -71,27 +71,28 @@ pub struct Reply {
     pub truncated: bool,
 }
 
-/// A query read ahead of answering: parsed, its lookup hash computed and the first cache line
-/// of its lookup requested, so the UDP loop can overlap the cache misses of a whole batch.
+/// A query read ahead of answering: parsed and its lookup hash computed, so the UDP loop can
+/// prefetch the lookups of the next queries of a batch while it answers this one.
 pub(crate) struct Prepared {
     parsed: Result<Query, Reject>,
     hash: u64,
 }
 
 impl Prepared {
-    /// Parses `packet` and prefetches its prebuilt-table slot in `snap`.
+    /// Parses `packet` and computes its prebuilt-table hash.
     #[inline]
     pub(crate) fn new(snap: &Snapshot, packet: &[u8]) -> Prepared {
         let parsed = parse_query(packet);
-        let hash = match &parsed {
-            Ok(q) => {
-                let h = snap.key_hash(q.key());
-                snap.prefetch_slot(h);
-                h
-            }
-            Err(_) => 0,
-        };
+        let hash = parsed.as_ref().map_or(0, |q| snap.key_hash(q.key()));
         Prepared { parsed, hash }
+    }
+
+    /// Prefetches the table slot (first stage).
+    #[inline]
+    pub(crate) fn prefetch_slot(&self, snap: &Snapshot) {
+        if self.parsed.is_ok() {
+            snap.prefetch_slot(self.hash);
+        }
     }
 
     /// Prefetches the prebuilt entry (second stage, once the slot had time to arrive).

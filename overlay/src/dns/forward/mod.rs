@@ -155,7 +155,9 @@ impl Forwarder {
             question.query_type(),
             RecordType::AXFR | RecordType::IXFR | RecordType::OPT
         ) {
-            return Err(ForwardError::BadQuery("zone transfers are not forwarded"));
+            return Err(ForwardError::BadQuery(
+                "zone transfers and OPT questions are not forwarded",
+            ));
         }
         let dnssec_ok = query.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
         let key =
@@ -164,10 +166,11 @@ impl Forwarder {
         Ok(answer.to_message(query, mode))
     }
 
-    /// Answers the raw query `packet` from a fresh cache entry into `out` (cleared first; its
-    /// allocation is reused, nothing else is allocated). False when it cannot: not cached or
-    /// stale, a query shape it does not handle, or too large for UDP; then use [`Self::resolve`].
-    /// Call it only for names outside the server's own zones.
+    /// Answers the raw query `packet` from a fresh cache entry into `out` (replacing its
+    /// contents, reusing its allocation; nothing else is allocated). False when it cannot: not
+    /// cached or stale, a query shape it does not handle, or too large for UDP; then `out` holds
+    /// nothing useful and the caller uses [`Self::resolve`]. Call it only for names outside the
+    /// server's own zones.
     pub fn answer_from_cache(
         &self,
         packet: &[u8],

@@ -139,7 +139,10 @@ async fn conditional_forwarders_longest_label_wise_suffix_wins() {
 #[tokio::test]
 async fn identical_concurrent_queries_share_one_upstream_query() {
     let up = FakeUpstream::start(www(), Behaviour::Answer, Duration::from_millis(150)).await;
-    let fwd = Forwarder::new(config(&[&up]));
+    let fwd = Forwarder::new(ForwardConfig {
+        timeout: Duration::from_secs(5),
+        ..config(&[&up])
+    });
     let asks = (0..20).map(|i| {
         let fwd = fwd.clone();
         let qname = if i % 2 == 0 {
