@@ -151,6 +151,7 @@ async fn detach_exited(state_dir: &Path, net: &NetworkRecipients) {
     }
 }
 
+/// The API view of a workload's interfaces.
 fn interfaces(entry: Option<&Entry>) -> Vec<InterfaceInfo> {
     entry
         .map(|e| {
@@ -168,22 +169,26 @@ fn interfaces(entry: Option<&Entry>) -> Vec<InterfaceInfo> {
         .unwrap_or_default()
 }
 
+/// The API view of a namespace attached from elsewhere.
+pub fn attached_info(entry: &Entry) -> ContainerInfo {
+    ContainerInfo {
+        name: entry.name.clone(),
+        state: "attached".into(),
+        pid: None,
+        exit_code: None,
+        command: vec![],
+        netns: entry.netns.display().to_string(),
+        interfaces: interfaces(Some(entry)),
+    }
+}
+
 /// The API view of a container directory (and its book entry, if attached).
 fn info_of(state_dir: &Path, name: &str, entry: Option<&Entry>) -> Option<ContainerInfo> {
     let dir = ContainerDir::under(state_dir, name);
     let spec = dir.read_spec().ok();
     if spec.is_none() {
         // An attachment from outside: no container directory.
-        let e = entry?;
-        return Some(ContainerInfo {
-            name: name.to_string(),
-            state: "attached".into(),
-            pid: None,
-            exit_code: None,
-            command: vec![],
-            netns: e.netns.display().to_string(),
-            interfaces: interfaces(Some(e)),
-        });
+        return entry.map(attached_info);
     }
     let (state, pid, exit_code) = match dir.status() {
         Status::Created => ("created", None, None),

@@ -7,14 +7,12 @@ use axum::extract::{Path, Query, State};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use shibafu_overlay::api::{
-    ApiError, Attach, ContainerInfo, InterfaceInfo, LogChunk, RunContainer,
-};
+use shibafu_overlay::api::{ApiError, Attach, ContainerInfo, LogChunk, RunContainer};
 
 use super::{ApiFailure, SharedState};
 use crate::host::AttachRequest;
 use crate::network_actor::{AttachWorkload, DetachWorkload};
-use crate::runtime_actor::{Get, List, Logs, Remove, Run, Stop};
+use crate::runtime_actor::{attached_info, Get, List, Logs, Remove, Run, Stop};
 
 /// Routes of this module.
 pub fn routes() -> Router<SharedState> {
@@ -113,28 +111,6 @@ async fn remove(
             })
             .await?,
     )
-}
-
-fn attached_info(entry: &crate::host::book::Entry) -> ContainerInfo {
-    ContainerInfo {
-        name: entry.name.clone(),
-        state: "attached".into(),
-        pid: None,
-        exit_code: None,
-        command: vec![],
-        netns: entry.netns.display().to_string(),
-        interfaces: entry
-            .interfaces
-            .iter()
-            .map(|i| InterfaceInfo {
-                network: i.endpoint.network.clone(),
-                ifname: i.ifname.clone(),
-                ipv4: i.endpoint.ipv4,
-                ipv6: i.endpoint.ipv6,
-                mac: i.endpoint.mac.clone(),
-            })
-            .collect(),
-    }
 }
 
 async fn attach(State(s): State<SharedState>, Json(req): Json<Attach>) -> Answer<ContainerInfo> {
