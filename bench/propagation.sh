@@ -29,10 +29,12 @@ W=$(mktemp -d /tmp/sfbprop.XXXX)
 LAB_STARTED=
 POLLER_PID=
 WATCH_PID=
+STAMP_PID=
 cleanup() {
   local rc=$?
   exec 3>&- 4<&-
-  if [ -n "$WATCH_PID" ]; then kill "$WATCH_PID" 2>/dev/null || true; wait "$WATCH_PID" 2>/dev/null || true; fi
+  local p
+  for p in $WATCH_PID $STAMP_PID; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   if [ -n "$POLLER_PID" ]; then kill "$POLLER_PID" 2>/dev/null || true; wait "$POLLER_PID" 2>/dev/null || true; fi
   if [ -n "$LAB_STARTED" ]; then "$W/bin/shibafu-lab" --name "$LAB" down >"$W/down.log" 2>&1 || cat "$W/down.log" >&2; fi
   if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp "$W"/results "$W"/*.log "$KEEP"/ 2>/dev/null || true; fi
@@ -113,11 +115,17 @@ read -r -t 15 -u 4 _ t _ || { echo "poller did not answer" >&2; cat "$W/poller.l
 
 # A watcher on the control host stamps each endpoint key as etcd delivers it: the commit time,
 # within a fraction of a millisecond, to split the figure into node1's part and node3's part.
+mkfifo "$W/watch"
 ip netns exec "sf-$LAB-ctl" env ETCDCTL_API=3 etcdctl --endpoints "$ETCD" watch --prefix \
-  /shibafu/v1/endpoints/bench/ 2>"$W/watch.log" | while IFS= read -r line; do
-    case $line in /shibafu/v1/endpoints/bench/*) echo "${EPOCHREALTIME/./} ${line##*/}" ;; esac
-  done >"$W/etcd.events" &
+  /shibafu/v1/endpoints/bench/ >"$W/watch" 2>"$W/watch.log" &
 WATCH_PID=$!
+/usr/bin/python3 -c '
+import sys, time
+for line in iter(sys.stdin.readline, ""):
+    if line.startswith("/shibafu/v1/endpoints/bench/"):
+        print(time.time_ns() // 1000, line.strip().rsplit("/", 1)[1], flush=True)
+' <"$W/watch" >"$W/etcd.events" &
+STAMP_PID=$!
 sleep 0.5
 
 echo "# propagation node1 -> node3, N=$N, $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -26,6 +26,7 @@ pub(crate) struct Tally {
     pub(crate) dropped: u64,
     pub(crate) rcodes: [u64; RCODES],
     pub(crate) latency: [u64; BUCKETS],
+    pub(crate) latency_us: u64,
 }
 
 impl Tally {
@@ -43,6 +44,7 @@ impl Tally {
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         let bucket = (64 - micros.leading_zeros() as usize).min(BUCKETS - 1);
         self.latency[bucket] += n;
+        self.latency_us = self.latency_us.saturating_add(micros.saturating_mul(n));
     }
 }
 
@@ -78,6 +80,7 @@ struct Shard {
     dropped: AtomicU64,
     rcodes: [AtomicU64; RCODES],
     latency: [AtomicU64; BUCKETS],
+    latency_us: AtomicU64,
 }
 
 fn add(a: &AtomicU64, v: u64) {
@@ -93,6 +96,7 @@ impl Shard {
         add(&self.truncated, t.truncated);
         add(&self.forwarded, t.forwarded);
         add(&self.dropped, t.dropped);
+        add(&self.latency_us, t.latency_us);
         self.rcodes
             .iter()
             .zip(&t.rcodes)
@@ -110,6 +114,7 @@ impl Shard {
             truncated: self.truncated.load(Relaxed),
             forwarded: self.forwarded.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
+            latency_us: self.latency_us.load(Relaxed),
             ..Tally::default()
         };
         t.rcodes
@@ -181,6 +186,7 @@ impl Metrics {
             latency: (0..BUCKETS)
                 .map(|i| (1u64 << i, udp.latency[i] + tcp.latency[i]))
                 .collect(),
+            latency_sum_us: sum(|t| t.latency_us),
             forward,
         }
     }
@@ -212,7 +218,10 @@ pub struct MetricsReport {
     /// Authoritative outcomes by zone.
     pub zones: BTreeMap<String, ZoneCounts>,
     /// Latency histogram: (upper bound in microseconds, count), the last bucket open-ended.
+    /// UDP latency is the time from reading a batch to sending its answers.
     pub latency: Vec<(u64, u64)>,
+    /// Sum of all latencies, in microseconds.
+    pub latency_sum_us: u64,
     /// The forwarder's cache and upstream counters, when there is one.
     pub forward: Option<ForwardStats>,
 }
@@ -220,42 +229,49 @@ pub struct MetricsReport {
 impl MetricsReport {
     /// Renders the report in the Prometheus text exposition format.
     pub fn to_prometheus(&self) -> String {
-        let mut s = String::new();
-        let mut line = |l: String| {
-            s.push_str(&l);
-            s.push('\n');
+        let mut out = String::new();
+        let counter = |out: &mut String, name: &str, samples: &[(String, u64)]| {
+            family(out, name, "counter", samples)
         };
-        line(format!(
-            "shibafu_dns_queries_total{{transport=\"udp\"}} {}",
-            self.queries_udp
-        ));
-        line(format!(
-            "shibafu_dns_queries_total{{transport=\"tcp\"}} {}",
-            self.queries_tcp
-        ));
-        line(format!(
-            "shibafu_dns_prebuilt_answers_total {}",
-            self.prebuilt
-        ));
-        line(format!("shibafu_dns_truncated_total {}", self.truncated));
-        line(format!("shibafu_dns_forwarded_total {}", self.forwarded));
-        line(format!("shibafu_dns_dropped_total {}", self.dropped));
-        for (code, n) in &self.rcodes {
-            line(format!(
-                "shibafu_dns_responses_total{{rcode=\"{code}\"}} {n}"
-            ));
-        }
+        let transports = [
+            ("transport=\"udp\"", self.queries_udp),
+            ("transport=\"tcp\"", self.queries_tcp),
+        ];
+        counter(&mut out, "shibafu_dns_queries_total", &labelled(transports));
+        counter(
+            &mut out,
+            "shibafu_dns_prebuilt_answers_total",
+            &plain(self.prebuilt),
+        );
+        counter(
+            &mut out,
+            "shibafu_dns_truncated_total",
+            &plain(self.truncated),
+        );
+        counter(
+            &mut out,
+            "shibafu_dns_forwarded_total",
+            &plain(self.forwarded),
+        );
+        counter(&mut out, "shibafu_dns_dropped_total", &plain(self.dropped));
+        let rcodes: Vec<_> = self
+            .rcodes
+            .iter()
+            .map(|(c, n)| (format!("rcode=\"{c}\""), *n))
+            .collect();
+        counter(&mut out, "shibafu_dns_responses_total", &rcodes);
+        let mut zones = Vec::new();
         for (zone, c) in &self.zones {
             for (outcome, n) in [
                 ("answer", c.answers),
                 ("nodata", c.nodata),
                 ("nxdomain", c.nxdomain),
             ] {
-                line(format!(
-                    "shibafu_dns_zone_responses_total{{zone=\"{zone}\",outcome=\"{outcome}\"}} {n}"
-                ));
+                zones.push((format!("zone=\"{zone}\",outcome=\"{outcome}\""), n));
             }
         }
+        counter(&mut out, "shibafu_dns_zone_responses_total", &zones);
+        let _ = writeln!(out, "# TYPE shibafu_dns_latency_seconds histogram");
         let mut cumulative = 0;
         for (i, (bound, n)) in self.latency.iter().enumerate() {
             cumulative += n;
@@ -264,39 +280,94 @@ impl MetricsReport {
             } else {
                 format!("{}", *bound as f64 / 1e6)
             };
-            line(format!(
+            let _ = writeln!(
+                out,
                 "shibafu_dns_latency_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-            ));
+            );
         }
-        line(format!("shibafu_dns_latency_seconds_count {cumulative}"));
+        let _ = writeln!(
+            out,
+            "shibafu_dns_latency_seconds_sum {}",
+            self.latency_sum_us as f64 / 1e6
+        );
+        let _ = writeln!(out, "shibafu_dns_latency_seconds_count {cumulative}");
         if let Some(f) = &self.forward {
-            line(format!("shibafu_dns_cache_hits_total {}", f.cache_hits));
-            line(format!("shibafu_dns_cache_misses_total {}", f.cache_misses));
-            line(format!("shibafu_dns_cache_entries {}", f.cache_entries));
-            line(format!("shibafu_dns_stale_served_total {}", f.stale_served));
-            line(format!("shibafu_dns_coalesced_total {}", f.coalesced));
-            for u in &f.upstreams {
-                let mut labels = String::new();
-                let _ = write!(labels, "upstream=\"{}\"", u.addr);
-                line(format!(
-                    "shibafu_dns_upstream_queries_total{{{labels}}} {}",
-                    u.queries
-                ));
-                line(format!(
-                    "shibafu_dns_upstream_failures_total{{{labels}}} {}",
-                    u.failures
-                ));
-                line(format!(
-                    "shibafu_dns_upstream_timeouts_total{{{labels}}} {}",
-                    u.timeouts
-                ));
-                line(format!(
-                    "shibafu_dns_upstream_tcp_retries_total{{{labels}}} {}",
-                    u.tcp_retries
-                ));
-            }
+            counter(
+                &mut out,
+                "shibafu_dns_cache_hits_total",
+                &plain(f.cache_hits),
+            );
+            counter(
+                &mut out,
+                "shibafu_dns_cache_misses_total",
+                &plain(f.cache_misses),
+            );
+            family(
+                &mut out,
+                "shibafu_dns_cache_entries",
+                "gauge",
+                &plain(f.cache_entries as u64),
+            );
+            counter(
+                &mut out,
+                "shibafu_dns_stale_served_total",
+                &plain(f.stale_served),
+            );
+            counter(&mut out, "shibafu_dns_coalesced_total", &plain(f.coalesced));
+            let per = |get: fn(&super::forward::UpstreamStats) -> u64| -> Vec<(String, u64)> {
+                f.upstreams
+                    .iter()
+                    .map(|u| (format!("upstream=\"{}\"", u.addr), get(u)))
+                    .collect()
+            };
+            counter(
+                &mut out,
+                "shibafu_dns_upstream_queries_total",
+                &per(|u| u.queries),
+            );
+            counter(
+                &mut out,
+                "shibafu_dns_upstream_failures_total",
+                &per(|u| u.failures),
+            );
+            counter(
+                &mut out,
+                "shibafu_dns_upstream_timeouts_total",
+                &per(|u| u.timeouts),
+            );
+            counter(
+                &mut out,
+                "shibafu_dns_upstream_tcp_retries_total",
+                &per(|u| u.tcp_retries),
+            );
         }
-        s
+        out
+    }
+}
+
+fn plain(v: u64) -> Vec<(String, u64)> {
+    vec![(String::new(), v)]
+}
+
+fn labelled<const N: usize>(samples: [(&str, u64); N]) -> Vec<(String, u64)> {
+    samples
+        .iter()
+        .map(|(l, v)| ((*l).to_string(), *v))
+        .collect()
+}
+
+/// One metric family: its TYPE line, then a sample per label set (empty labels: none).
+fn family(out: &mut String, name: &str, kind: &str, samples: &[(String, u64)]) {
+    if samples.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
     }
 }
 
@@ -346,6 +417,14 @@ mod tests {
         let text = r.to_prometheus();
         assert!(
             text.contains("shibafu_dns_responses_total{rcode=\"NXDOMAIN\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE shibafu_dns_responses_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shibafu_dns_latency_seconds_sum 0.000012"),
             "{text}"
         );
         assert!(

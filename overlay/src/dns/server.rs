@@ -109,6 +109,10 @@ impl DnsServer {
         tcp: Vec<TcpListener>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), DnsError> {
+        let rt = Handle::try_current().map_err(|e| DnsError::Io {
+            what: "start the DNS server (it needs a tokio runtime)".into(),
+            source: std::io::Error::other(e),
+        })?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let mut result = Ok(());
@@ -125,7 +129,7 @@ impl DnsServer {
                 result = Err(e);
                 break;
             }
-            let (shared, stop, rt) = (self.shared.clone(), stop.clone(), Handle::current());
+            let (shared, stop, rt) = (self.shared.clone(), stop.clone(), rt.clone());
             let spawned = std::thread::Builder::new()
                 .name("dns-udp".into())
                 .spawn(move || udp::serve(shared, Arc::new(socket), stop, rt));

@@ -161,6 +161,12 @@ impl SnapshotBuilder {
             rrsets: Vec::new(),
             order: AnswerOrder::Fixed,
         });
+        if node
+            .rrset(rtype::CNAME)
+            .is_some_and(|s| ty == rtype::CNAME && s.rdatas.contains(&rd))
+        {
+            return Ok(());
+        }
         let has_cname = node.rrset(rtype::CNAME).is_some();
         let has_other = node.rrsets.iter().any(|s| s.rtype != rtype::CNAME);
         if has_cname || (ty == rtype::CNAME && has_other) {
