@@ -392,10 +392,15 @@ fn exited_containers_leave_dns_and_rm_leaves_nothing() {
                 .contains(": sf")),
             "{node} kept shibafu links"
         );
-        let rules = lab.exec_ok(node, &["nft", "list", "ruleset"]);
+        // The firewall is re-rendered right after the links go.
+        let clean = || {
+            !lab.exec_ok(node, &["nft", "list", "ruleset"])
+                .contains("sfbr")
+        };
         assert!(
-            !rules.contains("sfbr"),
-            "{node} kept rules for removed networks:\n{rules}"
+            wait_until(Duration::from_secs(5), POLL, clean),
+            "{node} kept rules for removed networks:\n{}",
+            lab.exec_ok(node, &["nft", "list", "ruleset"])
         );
     }
     lab.down();
