@@ -99,7 +99,7 @@ mkdir "$DIR/bin"
 cp target/release/shibafu target/release/shibafu-agent target/release/shibafu-coordinator "$DIR/bin/"
 SETUP="bash $ROOT/bench/attach.sh --setup $DIR $N"
 CMD="SHIBAFU_AGENT=unix:$DIR/agent.sock $DIR/bin/shibafu network attach bench --netns {NETNS} --name c{I}"
-echo "# attach latency, N=$N, $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# attach latency, N=$N, $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo no-git)$(git diff --quiet HEAD 2>/dev/null || echo +dirty), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 SETUP_WAIT=${SETUP_WAIT:-8} bash "$ANCHORS" "$N" "shibafu|$CMD|$SETUP" | tee "$DIR/out"
 [ -e "$DIR/ready" ] || { echo "shibafu setup never became ready; its log:" >&2; cat "$DIR"/*.log >&2 || true; exit 1; }
 grep -q "^shibafu .*n=$N\$" "$DIR/out" || { echo "shibafu did not finish all $N attaches" >&2; exit 1; }

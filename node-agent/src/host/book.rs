@@ -81,7 +81,7 @@ impl Book {
     /// Writes the book atomically.
     pub fn save(&self) -> Result<(), BookError> {
         let list: Vec<&Entry> = self.entries.values().collect();
-        let data = serde_json::to_vec_pretty(&list).map_err(|e| BookError::Corrupt {
+        let data = serde_json::to_vec(&list).map_err(|e| BookError::Corrupt {
             path: self.path.clone(),
             reason: e.to_string(),
         })?;

@@ -420,7 +420,8 @@ impl Host {
                 "dataplane reconciled"
             );
         }
-        self.reconcile_firewall().await?;
+        // Checking that nobody altered the table forks `nft`: only on full resyncs.
+        self.reconcile_firewall(matches!(scope, Scope::All)).await?;
         if report.is_ok() {
             Ok(())
         } else {
@@ -433,14 +434,14 @@ impl Host {
         }
     }
 
-    async fn reconcile_firewall(&mut self) -> Result<(), HostError> {
+    async fn reconcile_firewall(&mut self, check: bool) -> Result<(), HostError> {
         let networks: Vec<Network> = self.state.networks().values().cloned().collect();
         let links: Vec<model::Link> = self.state.links().values().cloned().collect();
         let spec = FirewallSpec::from_model(&networks, &links, None)?;
         if self.firewall.as_ref() != Some(&spec) {
             self.fw.apply(&spec).await?;
             self.firewall = Some(spec);
-        } else if self.fw.ensure().await? {
+        } else if check && self.fw.ensure().await? {
             warn!("shibafu's nftables table was changed or removed by someone else; restored");
         }
         Ok(())
