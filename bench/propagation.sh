@@ -128,7 +128,7 @@ for line in iter(sys.stdin.readline, ""):
 STAMP_PID=$!
 sleep 0.5
 
-echo "# propagation node1 -> node3, N=$N, $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# propagation node1 -> node3, N=$N, $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo no-git)$(git diff --quiet HEAD 2>/dev/null || echo +dirty), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 : >"$W/results"
 for ((i = 1; i <= N; i++)); do
   echo "p$i" >&3
