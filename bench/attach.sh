@@ -37,7 +37,7 @@ if [ "${1:-}" = "--setup" ]; then
     echo "setup: $what did not come up" >&2; exit 1
   }
   underlay=127.0.0.1
-  if [ "${UNDERLAY:-dummy}" != lo ]; then
+  if [ "${UNDERLAY:-veth}" != lo ]; then
     ip link add sfbunder mtu 1500 type veth peer name sfbunder2 mtu 1500
     ip addr add 10.254.0.1/24 dev sfbunder
     ip link set sfbunder2 up

@@ -7,10 +7,12 @@
 #   NO_BUILD=1      skip `cargo build --release` (binaries must be in target/release)
 #   LAB=NAME        lab name (default bovl)
 #   LIMIT=PATH      vxlan-limit.sh (default ../shared/bench/vxlan-limit.sh)
-#   INVESTIGATE=1   after the rounds, also: shibafu with its nftables table deleted in both lab
-#                   nodes (inside their namespaces only; the agent restores it on its next resync)
-#                   and the same rounds again (a run marked * saw the table come back), plus
-#                   offloads and conntrack figures
+#   INVESTIGATE=1   after the rounds, the same rounds again under variants changed inside the two
+#                   lab node namespaces only, each undone after: no-nftables (shibafu's table
+#                   deleted; the agent restores it on its next resync, a run marked * saw it come
+#                   back), no-br-nf (bridge-nf-call-ip{,6}tables=0: bridged frames skip the inet
+#                   hooks), notrack (same-network container traffic and VXLAN's outer UDP
+#                   skip conntrack, shibafu's table kept); plus offloads, MTUs, conntrack figures
 #
 # Each round runs shibafu then the limit (or the other way round on even rounds), R rounds each;
 # prints every run, the means and the ratio shibafu / limit (goal >= 0.95). Gbit/s is iperf3's
@@ -82,7 +84,7 @@ run_shibafu() {
 }
 run_limit() { bash "$LIMIT" "$S" | tail -1; }
 MTU=$(on node1 "$SF" exec cli cat /sys/class/net/eth0/mtu)
-echo "# overlay throughput, $R rounds x $S s, $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# overlay throughput, $R rounds x $S s, $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo no-git)$(git diff --quiet HEAD 2>/dev/null || echo +dirty), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# shibafu: cli (node1) -> srv $SRV_IP (node2), container MTU $MTU; limit: $LIMIT (overlay MTU 1450)"
 rounds() { # LABEL: R alternating rounds, prints each run, appends to $W/LABEL.sf / $W/LABEL.lim
   local label=$1 r a b
@@ -115,18 +117,23 @@ brnf_restore() {
   done
   BRNF_SAVED=()
 }
-notrack_vxlan_on() { # VXLAN's outer UDP packets skip conntrack (a table of the bench's own)
+notrack_on() { # same-network container traffic (bridged frames seen through br_netfilter) and
+  # VXLAN's outer UDP skip conntrack: a table of the bench's own, at raw priority
   local n
   for n in node1 node2; do
     ip netns exec "sf-$LAB-$n" nft -f - <<'NFT'
 table inet sfbenchraw {
-  chain pre { type filter hook prerouting priority raw; udp dport 4789 notrack; }
+  chain pre {
+    type filter hook prerouting priority raw;
+    ip saddr 10.79.0.0/24 ip daddr 10.79.0.0/24 ip daddr != 10.79.0.1 notrack
+    udp dport 4789 notrack
+  }
   chain out { type filter hook output priority raw; udp dport 4789 notrack; }
 }
 NFT
   done
 }
-notrack_vxlan_off() { in_nodes nft delete table inet sfbenchraw; }
+notrack_off() { in_nodes nft delete table inet sfbenchraw; }
 report_nodes() {
   local n d
   for n in node1 node2; do
@@ -150,8 +157,7 @@ if [ -n "${INVESTIGATE:-}" ]; then
   report_nodes
   NO_NFT=1; rounds no-nftables; NO_NFT=
   brnf_off; rounds no-br-nf; brnf_restore
-  notrack_vxlan_on; rounds notrack-vxlan; notrack_vxlan_off
-  brnf_off; notrack_vxlan_on; rounds both; notrack_vxlan_off; brnf_restore
+  notrack_on; rounds notrack; notrack_off
   echo "# after the variants (table back in place on the next agent resync):"
   report_nodes
 fi

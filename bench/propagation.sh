@@ -37,7 +37,7 @@ cleanup() {
   for p in $WATCH_PID $STAMP_PID; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   if [ -n "$POLLER_PID" ]; then kill "$POLLER_PID" 2>/dev/null || true; wait "$POLLER_PID" 2>/dev/null || true; fi
   if [ -n "$LAB_STARTED" ]; then "$W/bin/shibafu-lab" --name "$LAB" down >"$W/down.log" 2>&1 || cat "$W/down.log" >&2; fi
-  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp "$W"/results "$W"/*.log "$KEEP"/ 2>/dev/null || true; fi
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp "$W"/results "$W"/etcd.events "$W"/*.log "$KEEP"/ 2>/dev/null || true; fi
   rm -rf "$W"
   exit $rc
 }
@@ -113,8 +113,9 @@ echo probe >&3
 read -r -t 15 -u 4 _ t _ || { echo "poller did not answer" >&2; cat "$W/poller.log" >&2; exit 1; }
 [ "$t" != timeout ] || { echo "poller cannot resolve probe.bench.local" >&2; exit 1; }
 
-# A watcher on the control host stamps each endpoint key as etcd delivers it: the commit time,
-# within a fraction of a millisecond, to split the figure into node1's part and node3's part.
+# A watcher on the control host stamps each endpoint key as etcd delivers it: roughly the commit
+# time (the watcher itself can lag by several ms), to split the figure into node1's part and
+# node3's part.
 mkfifo "$W/watch"
 ip netns exec "sf-$LAB-ctl" env ETCDCTL_API=3 etcdctl --endpoints "$ETCD" watch --prefix \
   /shibafu/v1/endpoints/bench/ >"$W/watch" 2>"$W/watch.log" &
@@ -153,8 +154,8 @@ on node3 "$W/bin/shibafu" rm -f probe >/dev/null
 # results: name t_return_us t_answer_us tries latency_from_return_us run_duration_us
 #   from_run_start_us from_etcd_commit_us (the last two added below)
 stats() { # LABEL COLUMN: nearest-rank percentiles of a column of $W/results, in ms
-  awk -v c="$2" '{ print $c }' "$W/results" | sort -n | awk -v n="$N" -v label="$1" '
-    function rank(p,  r) { r = int(p * n + 0.999999); return r < 1 ? 1 : r }
+  awk -v c="$2" '$c ~ /^-?[0-9]+$/ { print $c }' "$W/results" | sort -n | awk -v label="$1" '
+    function rank(p,  r) { r = int(p * NR + 0.999999); return r < 1 ? 1 : r }
     { v[NR] = $1 / 1000; s += $1 / 1000 }
     END {
       printf "%-34s n=%d min=%.2f p50=%.2f p90=%.2f p99=%.2f max=%.2f mean=%.2f\n",
