@@ -43,26 +43,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-# A private copy of the binaries: a concurrent rebuild of target/ cannot change them mid-run.
-mkdir "$W/bin"
-for b in shibafu shibafu-agent shibafu-coordinator shibafu-lab; do cp "target/release/$b" "$W/bin/"; done
-export SHIBAFU_BIN_DIR=$W/bin
-LABCMD=("$W/bin/shibafu-lab" --name "$LAB")
-if "${LABCMD[@]}" status >/dev/null 2>&1; then
-  echo "lab $LAB is already up; remove it with: target/release/shibafu-lab --name $LAB down" >&2
-  exit 1
-fi
-LAB_STARTED=1
-"${LABCMD[@]}" up --nodes 3 >"$W/up.log" 2>&1 || { cat "$W/up.log" >&2; exit 1; }
-STATE=$("${LABCMD[@]}" status --json)
-COORD=$(sed -n 's/.*"coordinator_url": *"\([^"]*\)".*/\1/p' <<<"$STATE")
-ETCD=$(sed -n 's/.*"etcd_url": *"\([^"]*\)".*/\1/p' <<<"$STATE")
-LABDIR=$(sed -n 's/.*"dir": *"\([^"]*\)".*/\1/p' <<<"$STATE")
-on() { # NODE CMD...: run CMD in NODE's namespace with the CLI pointed at its agent
-  local node=$1; shift
-  ip netns exec "sf-$LAB-$node" env SHIBAFU_COORDINATOR="$COORD" \
-    SHIBAFU_AGENT="unix:$LABDIR/nodes/$node/agent.sock" "$@"
-}
+. bench/lab-lib.sh
+lab_bench_up 3
 on node1 "$W/bin/shibafu" network create bench 10.78.0.0/16 >/dev/null
 on node3 "$W/bin/shibafu" run -d --name probe --network bench -- sleep 3600 >/dev/null
 
