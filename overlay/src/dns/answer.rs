@@ -2,12 +2,14 @@
 //!
 //! Local names are answered from the snapshot's prebuilt sections (header patched, question
 //! copied exactly as asked), everything else from [`compose`]; errors follow RFC 1035/6891/8482.
+//! Views apply to the question's zone and to every zone a CNAME chain enters: a chain stops
+//! before a zone the requester may not see.
 //! The output buffer is reused between calls, so steady-state answering does not allocate.
 
 use std::net::IpAddr;
 
 use super::encode::Writer;
-use super::snapshot::{compose, Composed, Found, Snapshot};
+use super::snapshot::{compose, Composed, Cut, Found, Snapshot};
 use super::wire::{parse_query, rcode, rtype, Edns, Query, Reject, CLASS_IN, HEADER_LEN};
 
 /// Wire length of the OPT record we append.
@@ -144,7 +146,7 @@ pub(crate) fn respond_prepared(
     let found = snap.prebuilt(q.key(), prepared.hash);
     let zone = match &found {
         Some(Found::Fixed { zone, .. }) => *zone,
-        Some(Found::Rotating(pre)) => pre.zone,
+        Some(Found::Varying(pre)) => pre.zone,
         None => match snap.zone_of(q.name()) {
             Some(zone) => zone,
             None if cfg.forwarding => return Outcome::Forward,
@@ -156,14 +158,18 @@ pub(crate) fn respond_prepared(
     let (mut meta, bytes) = match found {
         _ if !visible => (hidden_zone(snap, zone, q, out), None),
         Some(Found::Fixed { meta, bytes, .. }) => (meta, Some(bytes)),
-        Some(Found::Rotating(pre)) => {
+        Some(Found::Varying(pre)) => {
             let packed = pre.pick();
-            (packed.meta, Some(&packed.bytes[..]))
+            match pre.cut_for(|zone| snap.visible(client, zone)) {
+                None => (packed.meta, Some(&packed.bytes[..])),
+                Some(cut) => (cut.meta(), Some(&packed.bytes[..cut.at])),
+            }
         }
         None => {
             let mut w = Writer::new(out);
             w.mark_name_at(HEADER_LEN, n);
-            (compose(snap, q.name(), q.qtype, 0, &mut w), None)
+            let sees = |cut: Cut| snap.visible(client, cut.zone);
+            (compose(snap, q.name(), q.qtype, 0, &mut w, sees), None)
         }
     };
     let prebuilt = bytes.is_some();

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use hickory_proto::rr::RData;
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use super::compose::compose;
+use super::compose::{compose, Cut};
 use super::names::{name_to_wire, text_to_wire};
 use super::table::Table;
 use super::{AnswerOrder, DefaultView, Node, Packed, Prebuilt, RrSet, Snapshot, Views, Zone};
@@ -354,10 +354,12 @@ fn convert(rdata: &RData) -> Result<(u16, Rd), String> {
 }
 
 /// Prebuilds the answer sections of every (name, type) worth serving from bytes: the types at
-/// each name plus A and AAAA everywhere (NODATA answers included, glibc asks for both).
+/// each name plus A and AAAA everywhere (NODATA answers included, glibc asks for both). With
+/// views, each answer also keeps where its CNAME chain enters other zones, to be cut per requester.
 fn prebuild(snap: &mut Snapshot) {
     let mut table = Vec::new();
     let mut buf = Vec::with_capacity(512);
+    let views = snap.views.is_some();
     for (name, node) in &snap.nodes {
         let mut types: Vec<u16> = node.rrsets.iter().map(|s| s.rtype).collect();
         types.extend([rtype::A, rtype::AAAA]);
@@ -365,8 +367,10 @@ fn prebuild(snap: &mut Snapshot) {
         types.dedup();
         for qtype in types {
             let mut variants = Vec::new();
+            let mut cuts = Vec::new();
             let mut count = 1;
             while variants.len() < count {
+                cuts.clear();
                 buf.clear();
                 buf.resize(HEADER_LEN, 0);
                 buf.extend_from_slice(name);
@@ -375,7 +379,15 @@ fn prebuild(snap: &mut Snapshot) {
                 let sections = buf.len();
                 let mut w = Writer::new(&mut buf);
                 w.mark_name_at(HEADER_LEN, name.len());
-                let mut meta = compose(snap, name, qtype, variants.len(), &mut w);
+                let mut meta = compose(snap, name, qtype, variants.len(), &mut w, |cut| {
+                    if views {
+                        cuts.push(Cut {
+                            at: cut.at - sections,
+                            ..cut
+                        });
+                    }
+                    true
+                });
                 count = meta.rotations;
                 meta.additional_at -= sections;
                 variants.push(Packed {
@@ -386,7 +398,7 @@ fn prebuild(snap: &mut Snapshot) {
             let key = [&name[..], &qtype.to_be_bytes()]
                 .concat()
                 .into_boxed_slice();
-            table.push((key, Prebuilt::new(node.zone, variants)));
+            table.push((key, Prebuilt::new(node.zone, variants, cuts)));
         }
     }
     snap.prebuilt = Table::build(table);

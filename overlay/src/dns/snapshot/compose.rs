@@ -1,5 +1,8 @@
 //! Composing the sections of an authoritative answer: CNAME chains, NODATA vs NXDOMAIN,
 //! minimal ANY, additional addresses for SRV/MX/NS targets.
+//!
+//! A chain may lead into another zone; the caller decides at each such step whether it goes on
+//! (views). Stopping there leaves the CNAMEs written so far, exactly as for an out-of-zone target.
 
 use super::{AnswerOrder, Node, RrSet, Snapshot};
 use crate::dns::encode::{Rd, Writer};
@@ -28,14 +31,40 @@ pub(crate) struct Composed {
     pub(crate) rotations: usize,
 }
 
+/// A step where a CNAME chain enters another zone: the answer cut here holds the chain so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cut {
+    /// The zone entered.
+    pub(crate) zone: u16,
+    /// Where the records from that zone start (right after the CNAME pointing into it).
+    pub(crate) at: usize,
+    /// Answer records before that point.
+    pub(crate) an: u16,
+}
+
+impl Cut {
+    /// The header facts of the answer cut here: NOERROR and the CNAMEs only, as for a target
+    /// outside our zones.
+    pub(crate) fn meta(&self) -> Composed {
+        Composed {
+            an: self.an,
+            additional_at: self.at,
+            rotations: 1,
+            ..Composed::default()
+        }
+    }
+}
+
 /// Writes the answer, authority and additional sections for `qname`/`qtype` after the question
-/// already in `w`, using rotation `variant` of the answered rrset's order.
+/// already in `w`, using rotation `variant` of the answered rrset's order. Where the CNAME chain
+/// enters another zone, `enter` says whether to go on; if not, the answer ends before it.
 pub(crate) fn compose(
     snap: &Snapshot,
     qname: &[u8],
     qtype: u16,
     variant: usize,
     w: &mut Writer<'_>,
+    mut enter: impl FnMut(Cut) -> bool,
 ) -> Composed {
     let mut c = Composed {
         rotations: 1,
@@ -43,16 +72,24 @@ pub(crate) fn compose(
     };
     let mut visited: [&[u8]; MAX_CHAIN] = [&[]; MAX_CHAIN];
     let mut current = qname;
+    let mut previous_zone = None;
     for hop in 0..MAX_CHAIN {
         if visited[..hop].contains(&current) {
             break;
         }
         visited[hop] = current;
-        let Some(node) = snap.nodes.get(current) else {
-            if let Some(zone) = snap.zone_of(current) {
-                c.rcode = rcode::NXDOMAIN;
-                negative(snap, zone, w, &mut c);
-            }
+        let found = snap.nodes.get(current);
+        let Some(zone) = found.map(|n| n.zone).or_else(|| snap.zone_of(current)) else {
+            break;
+        };
+        let at = w.len();
+        if previous_zone.is_some_and(|p| p != zone) && !enter(Cut { zone, at, an: c.an }) {
+            break;
+        }
+        previous_zone = Some(zone);
+        let Some(node) = found else {
+            c.rcode = rcode::NXDOMAIN;
+            negative(snap, zone, w, &mut c);
             break;
         };
         let wanted = if qtype == rtype::ANY {

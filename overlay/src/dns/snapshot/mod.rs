@@ -16,7 +16,7 @@ use super::hash::FastMap;
 use super::wire::label_starts;
 
 pub use builder::SnapshotBuilder;
-pub(crate) use compose::{compose, Composed};
+pub(crate) use compose::{compose, Composed, Cut};
 pub use names::reverse_name;
 pub(crate) use table::Found;
 use table::Table;
@@ -90,11 +90,20 @@ pub(crate) struct Prebuilt {
     pub(crate) zone: u16,
     /// One packed answer per rotation.
     pub(crate) variants: Box<[Packed]>,
+    /// Where the CNAME chain enters other zones (offsets into every variant's bytes, which share
+    /// the chain); empty when the snapshot has no views or the chain stays in one zone.
+    cuts: Box<[Cut]>,
     /// Next rotation to serve.
     next: AtomicUsize,
 }
 
 impl Prebuilt {
+    /// The first cut into a zone `sees` rejects: where the answer ends for that requester.
+    #[inline]
+    pub(crate) fn cut_for(&self, sees: impl Fn(u16) -> bool) -> Option<&Cut> {
+        self.cuts.iter().find(|cut| !sees(cut.zone))
+    }
+
     /// The packed answer to serve now (advances the rotation when there are several).
     #[inline]
     pub(crate) fn pick(&self) -> &Packed {

@@ -5,12 +5,12 @@
 
 use std::hash::Hasher;
 
-use super::{Composed, Packed, Prebuilt};
+use super::{Composed, Cut, Packed, Prebuilt};
 use crate::dns::hash::FastHasher;
 
 /// Entry kinds in the arena.
 const FIXED: u8 = 0;
-const ROTATING: u8 = 1;
+const VARYING: u8 = 1;
 
 /// What a lookup found.
 pub(crate) enum Found<'a> {
@@ -23,8 +23,9 @@ pub(crate) enum Found<'a> {
         /// The sections after the question.
         bytes: &'a [u8],
     },
-    /// Several rotations of an answer (an ordered rrset).
-    Rotating(&'a Prebuilt),
+    /// An answer that varies per query: several rotations (an ordered rrset), or a CNAME chain
+    /// into other zones, cut per view.
+    Varying(&'a Prebuilt),
 }
 
 /// Prebuilt answers by key (lowercased wire name followed by the big-endian qtype).
@@ -33,7 +34,7 @@ pub(crate) struct Table {
     /// 0 when empty, else the key hash's high half << 32 | (arena offset + 1).
     slots: Box<[u64]>,
     arena: Box<[u8]>,
-    rotating: Box<[Prebuilt]>,
+    varying: Box<[Prebuilt]>,
 }
 
 /// The hash the table files `key` under.
@@ -65,7 +66,7 @@ impl Table {
     /// (the general path answers those).
     pub(crate) fn build(entries: Vec<(Box<[u8]>, Prebuilt)>) -> Table {
         let mut arena = Vec::new();
-        let mut rotating = Vec::new();
+        let mut varying = Vec::new();
         let mut placed = Vec::with_capacity(entries.len());
         for (key, pre) in entries {
             let Ok(klen) = u8::try_from(key.len()) else {
@@ -76,7 +77,7 @@ impl Table {
             arena.extend_from_slice(&key);
             arena.extend_from_slice(&pre.zone.to_le_bytes());
             match &pre.variants[..] {
-                [one] if u16::try_from(one.bytes.len()).is_ok() => {
+                [one] if pre.cuts.is_empty() && u16::try_from(one.bytes.len()).is_ok() => {
                     arena.push(FIXED);
                     let m = &one.meta;
                     for v in [
@@ -92,9 +93,9 @@ impl Table {
                     arena.extend_from_slice(&one.bytes);
                 }
                 _ => {
-                    arena.push(ROTATING);
-                    arena.extend_from_slice(&(rotating.len() as u32).to_le_bytes());
-                    rotating.push(pre);
+                    arena.push(VARYING);
+                    arena.extend_from_slice(&(varying.len() as u32).to_le_bytes());
+                    varying.push(pre);
                 }
             }
             placed.push((hash(&key), offset));
@@ -112,7 +113,7 @@ impl Table {
         Table {
             slots,
             arena: arena.into_boxed_slice(),
-            rotating: rotating.into_boxed_slice(),
+            varying: varying.into_boxed_slice(),
         }
     }
 
@@ -175,9 +176,9 @@ impl Table {
     fn decode(&self, at: usize) -> Found<'_> {
         let a = &self.arena;
         let zone = u16_le(a, at);
-        if a[at + 2] == ROTATING {
+        if a[at + 2] == VARYING {
             let idx = u32::from_le_bytes([a[at + 3], a[at + 4], a[at + 5], a[at + 6]]) as usize;
-            return Found::Rotating(&self.rotating[idx]);
+            return Found::Varying(&self.varying[idx]);
         }
         let f = |k: usize| u16_le(a, at + 3 + 2 * k);
         let meta = Composed {
@@ -198,11 +199,12 @@ impl Table {
 }
 
 impl Prebuilt {
-    /// A prebuilt entry for `zone` with these rotations.
-    pub(crate) fn new(zone: u16, variants: Vec<Packed>) -> Prebuilt {
+    /// A prebuilt entry for `zone` with these rotations and the cuts of its CNAME chain.
+    pub(crate) fn new(zone: u16, variants: Vec<Packed>, cuts: Vec<Cut>) -> Prebuilt {
         Prebuilt {
             zone,
             variants: variants.into(),
+            cuts: cuts.into(),
             next: Default::default(),
         }
     }
@@ -234,17 +236,29 @@ mod tests {
                 } else {
                     vec![packed(&i.to_le_bytes(), 2)]
                 };
-                (key, Prebuilt::new(i as u16, variants))
+                let cuts = if i % 11 == 0 {
+                    vec![Cut {
+                        zone: 1,
+                        at: 0,
+                        an: 0,
+                    }]
+                } else {
+                    Vec::new()
+                };
+                (key, Prebuilt::new(i as u16, variants, cuts))
             })
             .collect();
         let t = Table::build(entries);
         for i in 0..500u32 {
             match t.get(format!("k{i}").as_bytes()) {
                 Some(Found::Fixed { zone, meta, bytes }) => {
+                    assert!(i % 7 != 0 && i % 11 != 0, "k{i} should vary");
                     assert_eq!((zone, meta.an, bytes), (i as u16, 2, &i.to_le_bytes()[..]));
                 }
-                Some(Found::Rotating(p)) => {
-                    assert_eq!((p.zone, p.variants.len(), i % 7), (i as u16, 2, 0))
+                Some(Found::Varying(p)) => {
+                    assert_eq!(p.zone, i as u16);
+                    assert!(i % 7 == 0 || i % 11 == 0, "k{i} should be inline");
+                    assert_eq!(p.cut_for(|_| false).is_some(), i % 11 == 0);
                 }
                 None => panic!("k{i} missing"),
             }

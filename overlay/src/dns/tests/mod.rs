@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // test inputs are fixed; a failed unwrap is a failed test
 
 mod answering;
+mod chains;
 mod fuzz;
 mod protocol;
 mod views;
