@@ -101,12 +101,12 @@ impl Handler<ClusterChanged> for NetworkActor {
             if first {
                 host.restore().await;
             }
-            let scope = if first {
-                Scope::All
+            let done = if first {
+                host.reconcile(Scope::All).await
             } else {
-                Scope::Only(vec![])
+                host.reconcile_change().await
             };
-            match host.reconcile(scope).await {
+            match done {
                 Ok(()) if first => info!("dataplane adopted"),
                 Ok(()) => {}
                 Err(e) => {

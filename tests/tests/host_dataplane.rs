@@ -12,7 +12,7 @@ use shibafu_overlay::firewall::{Firewall, FirewallSpec, NftFirewall};
 use shibafu_overlay::model::{Endpoint, Link, Network, Node, SCHEMA_VERSION};
 use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkDataplane, Scope};
 use shibafu_overlay::plan::{
-    plan, veth_host_name, DesiredHost, HostInputs, LocalContainer, LocalInterface,
+    plan, veth_host_name, DesiredHost, HostInputs, LocalContainer, LocalInterface, Op,
 };
 use shibafu_tests::{exec_ok, exec_out, is_root, NetnsGuard};
 
@@ -338,12 +338,49 @@ async fn reapply_and_restart_lose_no_packets() {
             "touched something else: {t}"
         );
     }
+    // An attach on a settled host reads only its own workload: same ops, nothing else touched.
+    let c4 = NetnsGuard::new("dpc");
+    endpoints.push(ep("c4", "fe", "h", "172.36.0.5", None, "02:00:00:36:00:05"));
+    containers.push(attach(&c4, &[("fe", "c4")]));
+    let last = desired("h", None, &networks, &[], &endpoints, &containers);
+    let dp = NetlinkDataplane::in_netns(h.path());
+    let scope = Scope::Workloads(vec![c4.path()]);
+    let (ops, report) = reconcile(&dp, &last, &scope).await.expect("reconcile");
+    assert!(report.is_ok(), "{:#?}", report.errors);
+    let c4_veth = veth_host_name("fe", "c4");
+    assert!(matches!(&ops[0], Op::CreateVeth { host, .. } if *host == c4_veth));
+    for op in &ops {
+        let t = op.to_string();
+        assert!(
+            t.contains(&c4_veth) || t.contains(c4.name()),
+            "touched something else: {t}"
+        );
+    }
+    let (ops, _) = reconcile(&dp, &last, &scope).await.expect("reconcile");
+    assert!(
+        ops.is_empty(),
+        "a second workload pass re-applied: {ops:#?}"
+    );
+    let ops = plan(
+        &last,
+        &dp.observe(&last, &Scope::All).await.expect("observe"),
+    );
+    assert!(
+        ops.is_empty(),
+        "the workload pass left work behind: {ops:#?}"
+    );
+
     let out = ping.wait_with_output().expect("ping");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("60 packets transmitted, 60 received"),
         "lost packets across {rounds} re-plans: {text}"
     );
+    let reach = exec_out(
+        c4.cmd("ping")
+            .args(["-c", "1", "-W", "1", "-q", "172.36.0.2"]),
+    );
+    assert!(reach.status.success(), "c4 cannot reach c1");
 }
 
 /// Packets a link of `host` received, from `ip -s -j`.

@@ -4,6 +4,7 @@
 
 pub mod book;
 mod publish;
+mod reconcile;
 #[cfg(test)]
 mod tests;
 
@@ -15,10 +16,8 @@ use std::sync::Arc;
 use shibafu_overlay::firewall::{Firewall, FirewallError, FirewallSpec};
 use shibafu_overlay::ipam::{ipv6_for, Ipam, IpamError};
 use shibafu_overlay::model::{self, Endpoint, Network, SCHEMA_VERSION};
-use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkError, Scope};
-use shibafu_overlay::plan::{
-    next_ifname, DesiredHost, HostInputs, LocalContainer, LocalInterface, PlanError,
-};
+use shibafu_overlay::netlink::{Dataplane, NetlinkError};
+use shibafu_overlay::plan::{next_ifname, DesiredHost, PlanError};
 use shibafu_overlay::state::ClusterState;
 use tracing::{info, warn};
 
@@ -130,6 +129,8 @@ pub struct Host {
     book: Book,
     state: Arc<ClusterState>,
     firewall: Option<FirewallSpec>,
+    /// The desired state of the last reconcile that applied cleanly.
+    settled: Option<DesiredHost>,
 }
 
 /// MAC of an endpoint: locally administered, derived from its IPv4 address (unique per network).
@@ -157,6 +158,7 @@ impl Host {
             book,
             state: Arc::new(ClusterState::new()),
             firewall: None,
+            settled: None,
         }
     }
 
@@ -283,14 +285,20 @@ impl Host {
             });
         }
         self.book.insert(entry.clone());
-        if let Err(e) = self.apply_local(&entry.netns).await {
+        // The records go to etcd while the kernel work runs; a failed attach deletes them again.
+        let publisher = self.publisher.clone();
+        let publish = async {
+            for ep in &new_eps {
+                if let Err(e) = publisher.put(ep).await {
+                    warn!(network = %ep.network, endpoint = %ep.id, error = %e, "endpoint not published yet; retried on reconnect");
+                }
+            }
+        };
+        let (applied, ()) = futures::join!(self.apply_attach(&entry.netns), publish);
+        if let Err(e) = applied {
+            self.unpublish(&new_eps).await;
             self.rollback(existing, &nets, &new_eps).await;
             return Err(e);
-        }
-        for ep in &new_eps {
-            if let Err(e) = self.publisher.put(ep).await {
-                warn!(network = %ep.network, endpoint = %ep.id, error = %e, "endpoint not published yet; retried on reconnect");
-            }
         }
         info!(name = %req.name, networks = ?req.networks, "attached");
         Ok(entry)
@@ -328,6 +336,14 @@ impl Host {
             port: req.port,
             weight: 1,
         })
+    }
+
+    async fn unpublish(&self, eps: &[Endpoint]) {
+        for ep in eps {
+            if let Err(e) = self.publisher.delete(&ep.network, &ep.id).await {
+                warn!(network = %ep.network, endpoint = %ep.id, error = %e, "endpoint record not deleted");
+            }
+        }
     }
 
     async fn release_all(&self, nets: &[Network], eps: &[Endpoint]) {
@@ -387,11 +403,10 @@ impl Host {
             });
         }
         let result = self.apply_local(&entry.netns).await;
+        let eps: Vec<Endpoint> = gone.iter().map(|i| i.endpoint.clone()).collect();
+        self.unpublish(&eps).await;
         for i in &gone {
             let ep = &i.endpoint;
-            if let Err(e) = self.publisher.delete(&ep.network, &ep.id).await {
-                warn!(network = %ep.network, endpoint = %ep.id, error = %e, "endpoint record not deleted");
-            }
             if let Some(n) = self.state.networks().get(&ep.network) {
                 if let Err(e) = self.ipam.release(n, ep.ipv4).await {
                     warn!(network = %ep.network, ip = %ep.ipv4, error = %e, "releasing address failed");
@@ -400,95 +415,6 @@ impl Host {
         }
         info!(name, network = network.unwrap_or("*"), "detached");
         result.map(|()| entry)
-    }
-
-    /// Saves the book and applies the desired state for one namespace (plus the host side).
-    async fn apply_local(&mut self, netns: &std::path::Path) -> Result<(), HostError> {
-        self.book.save()?;
-        self.reconcile(Scope::Only(vec![netns.to_path_buf()])).await
-    }
-
-    /// Builds the desired state from the cluster and the book, and applies the difference.
-    pub async fn reconcile(&mut self, scope: Scope) -> Result<(), HostError> {
-        let desired = self.desired()?;
-        let (ops, report) = reconcile(self.dp.as_ref(), &desired, &scope).await?;
-        if !ops.is_empty() {
-            info!(
-                ops = ops.len(),
-                applied = report.applied,
-                failed = report.errors.len(),
-                "dataplane reconciled"
-            );
-        }
-        // Checking that nobody altered the table forks `nft`: only on full resyncs.
-        self.reconcile_firewall(matches!(scope, Scope::All)).await?;
-        if report.is_ok() {
-            Ok(())
-        } else {
-            let msgs: Vec<String> = report
-                .errors
-                .iter()
-                .map(|e| format!("{:?}: {}", e.op, e.error))
-                .collect();
-            Err(HostError::Apply(msgs.join("; ")))
-        }
-    }
-
-    async fn reconcile_firewall(&mut self, check: bool) -> Result<(), HostError> {
-        let networks: Vec<Network> = self.state.networks().values().cloned().collect();
-        let links: Vec<model::Link> = self.state.links().values().cloned().collect();
-        let spec = FirewallSpec::from_model(&networks, &links, None)?;
-        if self.firewall.as_ref() != Some(&spec) {
-            self.fw.apply(&spec).await?;
-            self.firewall = Some(spec);
-        } else if check && self.fw.ensure().await? {
-            warn!("shibafu's nftables table was changed or removed by someone else; restored");
-        }
-        Ok(())
-    }
-
-    fn desired(&self) -> Result<DesiredHost, HostError> {
-        let networks: Vec<Network> = self.state.networks().values().cloned().collect();
-        let nodes: Vec<model::Node> = self.state.nodes().values().cloned().collect();
-        let own: Vec<Endpoint> = self.book.endpoints().cloned().collect();
-        let mut endpoints: Vec<Endpoint> = self
-            .state
-            .endpoints()
-            .values()
-            .filter(|e| e.node != self.cfg.node)
-            .cloned()
-            .collect();
-        endpoints.extend(own);
-        let containers: Vec<LocalContainer> = self
-            .book
-            .entries()
-            .filter(|e| {
-                e.interfaces
-                    .iter()
-                    .all(|i| self.state.networks().contains_key(&i.endpoint.network))
-            })
-            .map(|e| LocalContainer {
-                netns: e.netns.clone(),
-                interfaces: e
-                    .interfaces
-                    .iter()
-                    .map(|i| LocalInterface {
-                        network: i.endpoint.network.clone(),
-                        endpoint_id: i.endpoint.id.clone(),
-                        ifname: i.ifname.clone(),
-                    })
-                    .collect(),
-            })
-            .collect();
-        Ok(DesiredHost::build(&HostInputs {
-            node: &self.cfg.node,
-            underlay: self.cfg.underlay,
-            underlay_mtu: self.cfg.underlay_mtu,
-            networks: &networks,
-            nodes: &nodes,
-            endpoints: &endpoints,
-            containers: &containers,
-        })?)
     }
 }
 

@@ -68,6 +68,30 @@ fn state_with(nets: &[Network], remote: &[Endpoint]) -> Arc<ClusterState> {
             serde_json::to_vec(n).expect("json"),
         );
     }
+    for node in remote
+        .iter()
+        .map(|e| &e.node)
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let n = shibafu_overlay::model::Node {
+            schema: SCHEMA_VERSION,
+            name: node.clone(),
+            underlay: if node == "node1" {
+                "10.0.0.1"
+            } else {
+                "10.0.0.2"
+            }
+            .parse()
+            .expect("ip"),
+            version: "test".into(),
+            wg_pubkey: None,
+            started_at: 0,
+        };
+        push(
+            Key::Node(node.clone()).to_string(),
+            serde_json::to_vec(&n).expect("json"),
+        );
+    }
     for e in remote {
         let k = Key::Endpoint {
             network: e.network.clone(),
@@ -254,5 +278,86 @@ fn failed_dataplane_rolls_back_and_detach_releases() {
             .await
             .expect("attach c");
         assert_eq!(b.interfaces[0].endpoint.ipv4.to_string(), "172.22.0.2");
+    });
+}
+
+fn remote(name: &str, ip: &str) -> Endpoint {
+    let ipv4: std::net::Ipv4Addr = ip.parse().expect("ip");
+    Endpoint {
+        schema: SCHEMA_VERSION,
+        id: name.into(),
+        network: "backend".into(),
+        name: name.into(),
+        aliases: vec![],
+        node: "node2".into(),
+        ipv4,
+        ipv6: None,
+        mac: endpoint_mac(ipv4),
+        service: None,
+        port: None,
+        weight: 1,
+    }
+}
+
+#[test]
+fn own_endpoint_echo_does_not_touch_the_kernel() {
+    rt().block_on(async {
+        let nets = [network("backend", "172.22.0.0/24", 4097)];
+        let mut f = fixture("echo", state_with(&nets, &[]));
+        f.dp.add_container("/run/test/api");
+        let api = f
+            .host
+            .attach(req("api", &["backend"]))
+            .await
+            .expect("attach");
+        let seen = f.dp.observations().len();
+        // The watch brings the node's own record back: same desired state, no observation.
+        let own = api.interfaces[0].endpoint.clone();
+        f.host.set_state(state_with(&nets, std::slice::from_ref(&own)));
+        f.host.reconcile_change().await.expect("echo");
+        assert_eq!(f.dp.observations().len(), seen, "the echo read the kernel");
+        // The next attach on the settled host plans only its own workload.
+        f.dp.add_container("/run/test/web");
+        let logged = f.dp.ops().len();
+        f.host.attach(req("web", &["backend"])).await.expect("web");
+        let web = Scope::Workloads(vec!["/run/test/web".into()]);
+        assert_eq!(f.dp.observations().last(), Some(&web));
+        let ops = f.dp.ops();
+        assert!(ops.len() > logged, "nothing applied for web");
+        let veth = shibafu_overlay::plan::veth_host_name("backend", "web");
+        for op in &ops[logged..] {
+            let t = op.to_string();
+            assert!(t.contains("/run/test/web") || t.contains(&veth), "{t}");
+        }
+        f.host.reconcile(Scope::All).await.expect("resync");
+        assert_eq!(
+            f.dp.ops().len(),
+            ops.len(),
+            "the fast attach left work behind"
+        );
+        let seen = f.dp.observations().len();
+        // A remote endpoint does change the dataplane: FDB and neighbour entries appear.
+        let db = remote("db", "172.22.0.66");
+        f.host
+            .set_state(state_with(&nets, &[own.clone(), db.clone()]));
+        f.host.reconcile_change().await.expect("remote");
+        assert_eq!(f.dp.observations().len(), seen + 1);
+        let st = f.dp.state();
+        assert!(
+            st.fdb.iter().any(|e| e.mac.to_string() == db.mac),
+            "no FDB entry for db"
+        );
+        assert!(st
+            .neighbours
+            .iter()
+            .any(|n| n.ip == std::net::IpAddr::V4(db.ipv4)));
+        // After a failed reconcile the next change reads the kernel again, even if unchanged.
+        f.dp.fail_ops_matching("172.22.0.67");
+        let bad = remote("cache", "172.22.0.67");
+        f.host
+            .set_state(state_with(&nets, &[own.clone(), db.clone(), bad.clone()]));
+        assert!(f.host.reconcile_change().await.is_err());
+        f.host.reconcile_change().await.expect_err("still failing");
+        assert_eq!(f.dp.observations().len(), seen + 3);
     });
 }

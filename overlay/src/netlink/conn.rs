@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkExtentMask, LinkMessage};
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::Handle;
 use tokio::task::JoinHandle;
 
@@ -51,11 +52,12 @@ pub(crate) fn errno(e: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
-/// Dumps every link of the connection's namespace.
+/// Dumps every link of the connection's namespace (without statistics, which nothing reads).
 pub(crate) async fn dump_links(handle: &Handle) -> Result<Vec<LinkMessage>, NetlinkError> {
     handle
         .link()
         .get()
+        .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
         .execute()
         .try_collect()
         .await
@@ -65,8 +67,11 @@ pub(crate) async fn dump_links(handle: &Handle) -> Result<Vec<LinkMessage>, Netl
         })
 }
 
-/// Index of the link named `name`.
-pub(crate) async fn link_index(handle: &Handle, name: &str) -> Result<u32, NetlinkError> {
+/// The link named `name`, if it exists.
+pub(crate) async fn get_link(
+    handle: &Handle,
+    name: &str,
+) -> Result<Option<LinkMessage>, NetlinkError> {
     let res = handle
         .link()
         .get()
@@ -75,16 +80,21 @@ pub(crate) async fn link_index(handle: &Handle, name: &str) -> Result<u32, Netli
         .try_next()
         .await;
     match res {
-        Ok(Some(m)) => Ok(m.header.index),
-        Ok(None) => Err(NetlinkError::NoSuchLink(name.to_string())),
-        Err(e) if errno(&e) == Some(libc::ENODEV) => {
-            Err(NetlinkError::NoSuchLink(name.to_string()))
-        }
+        Ok(m) => Ok(m),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
         Err(source) => Err(NetlinkError::Netlink {
             what: format!("look up link {name}"),
             source,
         }),
     }
+}
+
+/// Index of the link named `name`.
+pub(crate) async fn link_index(handle: &Handle, name: &str) -> Result<u32, NetlinkError> {
+    get_link(handle, name)
+        .await?
+        .map(|m| m.header.index)
+        .ok_or_else(|| NetlinkError::NoSuchLink(name.to_string()))
 }
 
 /// The name attribute of a link message.

@@ -261,6 +261,7 @@ pub struct FakeDataplane {
     state: Mutex<ObservedHost>,
     fail: Mutex<Vec<String>>,
     log: Mutex<Vec<Op>>,
+    observed: Mutex<Vec<Scope>>,
 }
 
 impl FakeDataplane {
@@ -316,6 +317,11 @@ impl FakeDataplane {
         lock(&self.log).clone()
     }
 
+    /// The scope of every observation so far, in order.
+    pub fn observations(&self) -> Vec<Scope> {
+        lock(&self.observed).clone()
+    }
+
     /// The whole simulated state (all containers, not only desired ones).
     pub fn state(&self) -> ObservedHost {
         lock(&self.state).clone()
@@ -333,6 +339,7 @@ impl Dataplane for FakeDataplane {
         desired: &DesiredHost,
         scope: &Scope,
     ) -> Result<ObservedHost, NetlinkError> {
+        lock(&self.observed).push(scope.clone());
         let mut s = lock(&self.state).clone();
         let wanted = scope.select(desired);
         let mut containers: Vec<ObservedContainer> = s
@@ -340,7 +347,7 @@ impl Dataplane for FakeDataplane {
             .drain(..)
             .filter(|c| wanted.contains(&c.netns.as_path()))
             .collect();
-        for w in wanted {
+        for &w in &wanted {
             if !containers.iter().any(|c| c.netns == w) {
                 containers.push(ObservedContainer {
                     netns: w.to_path_buf(),
@@ -352,6 +359,20 @@ impl Dataplane for FakeDataplane {
             }
         }
         s.containers = containers;
+        if let Scope::Workloads(_) = scope {
+            // As the real one: only the scoped workloads' host veths, nothing else of the host.
+            let veths: Vec<&str> = desired
+                .endpoints
+                .iter()
+                .filter(|e| wanted.contains(&e.netns.as_path()))
+                .map(|e| e.host_ifname.as_str())
+                .collect();
+            s.links.retain(|l| veths.contains(&l.name.as_str()));
+            s.links.iter_mut().for_each(|l| l.addresses.clear());
+            s.fdb.clear();
+            s.port_fdb.clear();
+            s.neighbours.clear();
+        }
         Ok(s)
     }
 
@@ -378,104 +399,5 @@ impl Dataplane for FakeDataplane {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::netlink::reconcile;
-    use crate::plan::DesiredHost;
-
-    fn desired() -> DesiredHost {
-        let c = crate::plan::tests_support::cluster();
-        DesiredHost::build(&c.inputs()).expect("desired")
-    }
-
-    #[tokio::test]
-    async fn reconcile_converges_then_does_nothing() {
-        let dp = FakeDataplane::new();
-        dp.add_container("/run/netns/api");
-        dp.add_container("/run/netns/cache");
-        let d = desired();
-        let (ops, report) = reconcile(&dp, &d, &Scope::All).await.expect("reconcile");
-        assert!(report.is_ok(), "{:?}", report.errors);
-        assert_eq!(report.applied, ops.len());
-        let (ops, report) = reconcile(&dp, &d, &Scope::All).await.expect("reconcile");
-        assert!(ops.is_empty() && report.applied == 0);
-    }
-
-    #[tokio::test]
-    async fn failures_are_collected_and_the_rest_still_applies() {
-        let dp = FakeDataplane::new();
-        dp.add_container("/run/netns/api");
-        dp.fail_ops_matching("sfbr1001");
-        let d = desired();
-        let (ops, report) = reconcile(&dp, &d, &Scope::All).await.expect("reconcile");
-        // The cache namespace does not exist: its veth fails too, with a clear message.
-        assert!(report
-            .errors
-            .iter()
-            .any(|e| e.error.to_string().contains("/run/netns/cache not found")));
-        let cache_veth = crate::plan::veth_host_name("fe", "n1-cache");
-        for e in &report.errors {
-            let t = e.op.to_string();
-            assert!(
-                t.contains("1001") || t.contains(&cache_veth) || t.contains("/run/netns/cache"),
-                "unexpected failure: {t}"
-            );
-        }
-        assert_eq!(report.applied + report.errors.len(), ops.len());
-        assert!(
-            dp.state().link("sfbr1000").is_some(),
-            "other networks were still built"
-        );
-        assert_eq!(dp.ops(), ops);
-    }
-
-    #[tokio::test]
-    async fn a_vanished_container_takes_its_veth_with_it() {
-        let dp = FakeDataplane::new();
-        dp.add_container("/run/netns/api");
-        dp.add_container("/run/netns/cache");
-        let d = desired();
-        reconcile(&dp, &d, &Scope::All).await.expect("reconcile");
-        let before = dp.state().links.len();
-        dp.remove_container(std::path::Path::new("/run/netns/cache"));
-        assert_eq!(dp.state().links.len(), before - 1);
-    }
-
-    #[tokio::test]
-    async fn a_scoped_reconcile_looks_only_at_its_containers() {
-        let dp = FakeDataplane::new();
-        dp.add_container("/run/netns/api");
-        dp.add_container("/run/netns/cache");
-        let d = desired();
-        reconcile(&dp, &d, &Scope::All).await.expect("reconcile");
-        let cache_eth0 = LinkRef::Container {
-            netns: "/run/netns/cache".into(),
-            name: "eth0".into(),
-        };
-        let addr = "172.21.0.4/24".parse().expect("net");
-        let report = dp
-            .apply(&[Op::DelAddress {
-                link: cache_eth0.clone(),
-                addr,
-            }])
-            .await;
-        assert!(report.is_ok());
-
-        let api_only = Scope::Only(vec!["/run/netns/api".into()]);
-        let (ops, _) = reconcile(&dp, &d, &api_only).await.expect("reconcile");
-        assert!(
-            ops.is_empty(),
-            "the cache container is out of scope: {ops:#?}"
-        );
-        let cache_only = Scope::Only(vec!["/run/netns/cache".into()]);
-        let (ops, report) = reconcile(&dp, &d, &cache_only).await.expect("reconcile");
-        assert_eq!(
-            ops,
-            vec![Op::AddAddress {
-                link: cache_eth0,
-                addr
-            }]
-        );
-        assert!(report.is_ok());
-    }
-}
+#[path = "fake_tests.rs"]
+mod tests;

@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 pub use fake::{simulate, FakeDataplane};
 
 use crate::netns::NetnsError;
-use crate::plan::{plan, DesiredHost, ObservedHost, Op};
+use crate::plan::{plan, plan_workloads, DesiredHost, ObservedHost, Op};
 
 /// Errors of observing or changing the kernel.
 #[derive(Debug, thiserror::Error)]
@@ -86,17 +86,20 @@ impl ApplyReport {
     }
 }
 
-/// Which container namespaces an observation looks into. The host side is always read whole.
+/// What an observation reads and the plan then covers.
 ///
 /// A container left out is left alone by the plan (its veth is neither checked nor touched), so
-/// an attach can observe only the one namespace it changes: the cost of observing stays flat
-/// however many containers the host runs.
+/// an attach can observe only the one namespace it changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
-    /// Every namespace the desired state names (full resync, agent start).
+    /// The whole host side and every namespace the desired state names (full resync, start).
     All,
-    /// Only these namespaces (and only those the desired state names).
+    /// The whole host side and only these namespaces (those the desired state names).
     Only(Vec<PathBuf>),
+    /// Only these namespaces and the host ends of their veths: for a caller that knows the host
+    /// side (bridges, VXLAN, FDB, neighbours) is as its last clean reconcile left it, so the
+    /// cost stays flat however many containers the host runs. See [`plan_workloads`].
+    Workloads(Vec<PathBuf>),
 }
 
 impl Scope {
@@ -105,7 +108,7 @@ impl Scope {
         let all = desired.container_netns();
         match self {
             Scope::All => all,
-            Scope::Only(only) => all
+            Scope::Only(only) | Scope::Workloads(only) => all
                 .into_iter()
                 .filter(|p| only.iter().any(|o| o == p))
                 .collect(),
@@ -133,7 +136,10 @@ pub async fn reconcile(
     scope: &Scope,
 ) -> Result<(Vec<Op>, ApplyReport), NetlinkError> {
     let observed = dp.observe(desired, scope).await?;
-    let ops = plan(desired, &observed);
+    let ops = match scope {
+        Scope::Workloads(_) => plan_workloads(desired, &observed),
+        _ => plan(desired, &observed),
+    };
     let report = dp.apply(&ops).await;
     Ok((ops, report))
 }
@@ -202,7 +208,11 @@ impl Dataplane for NetlinkDataplane {
         scope: &Scope,
     ) -> Result<ObservedHost, NetlinkError> {
         let conn = conn::connect(self.host()).await?;
-        observe::observe(&conn.handle, self.host(), &scope.select(desired)).await
+        let netns = scope.select(desired);
+        match scope {
+            Scope::Workloads(_) => observe::observe_workloads(&conn.handle, desired, &netns).await,
+            _ => observe::observe(&conn.handle, self.host(), &netns).await,
+        }
     }
 
     async fn apply(&self, ops: &[Op]) -> ApplyReport {

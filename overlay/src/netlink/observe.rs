@@ -15,10 +15,10 @@ use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
-use super::conn::{connect, dump_links, link_name};
+use super::conn::{connect, dump_links, get_link, link_name};
 use super::parse::{attach_addresses, default_routes, fdb_entries, names, neighbours, parse_link};
 use super::{sysctl, NetlinkError};
-use crate::plan::{is_owned, ObservedContainer, ObservedHost, ObservedLink};
+use crate::plan::{is_owned, DesiredHost, ObservedContainer, ObservedHost, ObservedLink};
 
 /// Container namespaces read at the same time (each costs a thread while it is entered).
 const CONTAINER_PARALLELISM: usize = 8;
@@ -105,6 +105,58 @@ pub(crate) async fn observe(
         fdb,
         port_fdb,
         neighbours,
+        containers,
+    })
+}
+
+/// Observes only the workloads in `netns`: their namespaces and, on the host, their veth ends
+/// (looked up by name, with their bridges to name the master). Nothing else of the host is read:
+/// the caller knows the host side is as the last reconcile left it, so the cost does not grow
+/// with the number of containers. Host veth addresses are not read (shibafu puts none there; the
+/// full resync checks them).
+pub(crate) async fn observe_workloads(
+    handle: &Handle,
+    desired: &DesiredHost,
+    netns: &[&Path],
+) -> Result<ObservedHost, NetlinkError> {
+    let eps: Vec<_> = desired
+        .endpoints
+        .iter()
+        .filter(|e| netns.contains(&e.netns.as_path()))
+        .collect();
+    let mut wanted: Vec<&str> = eps
+        .iter()
+        .flat_map(|e| [e.host_ifname.as_str(), e.bridge.as_str()])
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let host = async {
+        let mut msgs = Vec::new();
+        for name in wanted {
+            msgs.extend(get_link(handle, name).await?);
+        }
+        Ok::<_, NetlinkError>(msgs)
+    };
+    let owned: Vec<PathBuf> = netns.iter().map(|p| p.to_path_buf()).collect();
+    let containers = futures::stream::iter(owned)
+        .map(observe_container)
+        .buffered(CONTAINER_PARALLELISM)
+        .collect::<Vec<_>>();
+    let (msgs, containers) = futures::join!(host, containers);
+    let msgs = msgs?;
+    let index_names = names(&msgs);
+    let links = msgs
+        .iter()
+        .filter(|m| link_name(m).is_some_and(|n| eps.iter().any(|e| e.host_ifname == n)))
+        .map(|m| parse_link(m, &index_names))
+        .collect();
+    Ok(ObservedHost {
+        forwarding4: true,
+        forwarding6: true,
+        links,
+        fdb: Vec::new(),
+        port_fdb: Vec::new(),
+        neighbours: Vec::new(),
         containers,
     })
 }

@@ -41,6 +41,22 @@ pub fn plan(desired: &DesiredHost, observed: &ObservedHost) -> Vec<Op> {
     ops
 }
 
+/// The ops for the workloads `observed` covers (its container namespaces and the host ends of
+/// their veths), taking the host side (forwarding, bridges, VXLAN, FDB, neighbours) as right:
+/// the plan of an attach on a host whose networks are as the last reconcile left them.
+pub fn plan_workloads(desired: &DesiredHost, observed: &ObservedHost) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let kept = stale_links(desired, observed, &mut ops);
+    for ep in desired
+        .endpoints
+        .iter()
+        .filter(|e| observed.container(&e.netns).is_some())
+    {
+        endpoint_ops(ep, observed, &kept, &mut ops);
+    }
+    ops
+}
+
 /// Host links that stay (right name, right kind, right identity), by name.
 type Kept<'a> = BTreeMap<&'a str, &'a ObservedLink>;
 

@@ -33,7 +33,7 @@ pub use desired::{
     DesiredEndpoint, DesiredHost, DesiredNetwork, DesiredVxlan, HostInputs, LocalContainer,
     LocalInterface, RemoteEndpoint,
 };
-pub use diff::{plan, VXLAN_PORT_FLAGS};
+pub use diff::{plan, plan_workloads, VXLAN_PORT_FLAGS};
 pub use mac::{MacAddr, MacParseError};
 pub use names::{
     gateway_mac, is_owned, next_ifname, overlay_mtu, veth_host_name, MAX_IFNAME, MIN_MTU,
