@@ -157,10 +157,12 @@ impl Firewall for NftFirewall {
         let out = self
             .nft(&["list", "table", table[0], table[1]], None)
             .await?;
+        // Quoted, so a comment that is a prefix of another ("..." vs "... (v6)") is not found
+        // inside it.
         let intact = out.ok
             && rule_comments()
                 .iter()
-                .all(|c| out.stdout.contains(c.as_str()));
+                .all(|c| out.stdout.contains(&format!("\"{c}\"")));
         if intact {
             return Ok(false);
         }

@@ -4,10 +4,15 @@
 //! replaces exactly our table in one transaction (creating it first makes the delete valid on a
 //! fresh host). Per-network facts live in named sets, so the rules are a fixed handful whatever
 //! the number of networks, and each lookup is one hash or interval match.
+//!
+//! Two raw-priority chains keep traffic that no rule needs to track out of conntrack (and so out
+//! of NAT): same-network traffic that does not involve the gateway, and VXLAN's underlay packets.
 
 use std::fmt::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::FirewallSpec;
+use crate::plan::VXLAN_PORT;
 
 /// The table shibafu owns (family and name).
 pub const TABLE: &str = "inet shibafu";
@@ -72,6 +77,40 @@ const INPUT: &[(&str, &str)] = &[
     ("drop", "internal: nothing else reaches the host"),
 ];
 
+/// Rules of the raw-priority `prerouting` chain. `intra4`/`intra6` hold `subnet . subnet` of
+/// every network without its gateway, so container-to-container traffic of one network (bridged,
+/// locally or to/from the VXLAN device) skips conntrack, while traffic to or from the gateway
+/// (DNS, host-initiated flows of internal networks), routed traffic between networks and
+/// outbound (masqueraded) traffic stay tracked. Outer VXLAN packets arriving on the underlay skip
+/// it too; `iifname != @bridges` keeps a container's own traffic to some UDP port 4789 outside
+/// tracked, so it is still masqueraded.
+fn prerouting_rules() -> [(String, &'static str); 3] {
+    [
+        (
+            "ip saddr . ip daddr @intra4 notrack".into(),
+            "untracked: same network, not its gateway",
+        ),
+        (
+            "ip6 saddr . ip6 daddr @intra6 notrack".into(),
+            "untracked: same network, not its gateway (v6)",
+        ),
+        (
+            format!("udp dport {VXLAN_PORT} iifname != @bridges notrack"),
+            "untracked: VXLAN packets received",
+        ),
+    ]
+}
+
+/// Rules of the raw-priority `output` chain: the VXLAN packets this host sends (the VXLAN
+/// devices encapsulate through the local output path), but not the host's traffic into its
+/// bridges.
+fn output_rules() -> [(String, &'static str); 1] {
+    [(
+        format!("udp dport {VXLAN_PORT} oifname != @bridges notrack"),
+        "untracked: VXLAN packets sent",
+    )]
+}
+
 /// Comments of every rule the ruleset has; all present in a listing = the table is intact.
 pub fn rule_comments() -> Vec<String> {
     let mut out: Vec<String> = FORWARD
@@ -81,6 +120,12 @@ pub fn rule_comments() -> Vec<String> {
         .collect();
     out.push("sf: masquerade outbound".into());
     out.push("sf: masquerade outbound (v6)".into());
+    out.extend(
+        prerouting_rules()
+            .iter()
+            .chain(output_rules().iter())
+            .map(|(_, c)| format!("sf: {c}")),
+    );
     out
 }
 
@@ -138,17 +183,54 @@ pub fn render_ruleset(spec: &FirewallSpec) -> String {
         .filter_map(|n| n.gateway6.map(|g| format!("{} . {g}", quoted(&n.bridge))))
         .collect();
 
-    let _ = writeln!(s, "table {TABLE} {{");
-    set(&mut s, "bridges", "ifname", false, &bridges);
-    set(&mut s, "internal", "ifname", false, &internal);
-    set(&mut s, "allowed", "ifname . ifname", false, &allowed);
-    set(&mut s, "subnets4", "ipv4_addr", true, &subnets4);
-    set(&mut s, "subnets6", "ipv6_addr", true, &subnets6);
-    set(&mut s, "masq4", "ipv4_addr", true, &masq4);
-    set(&mut s, "masq6", "ipv6_addr", true, &masq6);
-    set(&mut s, "dns4", "ifname . ipv4_addr", false, &dns4);
-    set(&mut s, "dns6", "ifname . ipv6_addr", false, &dns6);
+    let intra4 = intra(
+        spec.networks.iter().map(|n| {
+            let (net, gw) = (&n.subnet, n.gateway);
+            let (first, last) = (u32::from(net.network()), u32::from(net.broadcast()));
+            (first.into(), last.into(), Some(u32::from(gw).into()))
+        }),
+        // Every value comes from a u32 above.
+        |a| Ipv4Addr::from(a as u32).to_string(),
+    );
+    let intra6 = intra(
+        spec.networks.iter().filter_map(|n| {
+            let net = n.subnet6.as_ref()?;
+            let (first, last) = (u128::from(net.network()), u128::from(net.broadcast()));
+            Some((first, last, n.gateway6.map(u128::from)))
+        }),
+        |a| Ipv6Addr::from(a).to_string(),
+    );
 
+    let _ = writeln!(s, "table {TABLE} {{");
+    set(&mut s, "bridges", "ifname", Flags::None, &bridges);
+    set(&mut s, "internal", "ifname", Flags::None, &internal);
+    set(&mut s, "allowed", "ifname . ifname", Flags::None, &allowed);
+    set(&mut s, "subnets4", "ipv4_addr", Flags::Merge, &subnets4);
+    set(&mut s, "subnets6", "ipv6_addr", Flags::Merge, &subnets6);
+    set(&mut s, "masq4", "ipv4_addr", Flags::Merge, &masq4);
+    set(&mut s, "masq6", "ipv6_addr", Flags::Merge, &masq6);
+    set(&mut s, "dns4", "ifname . ipv4_addr", Flags::None, &dns4);
+    set(&mut s, "dns6", "ifname . ipv6_addr", Flags::None, &dns6);
+    let concat = Flags::Interval;
+    set(&mut s, "intra4", "ipv4_addr . ipv4_addr", concat, &intra4);
+    set(&mut s, "intra6", "ipv6_addr . ipv6_addr", concat, &intra6);
+
+    let pre = prerouting_rules();
+    let pre: Vec<(&str, &str)> = pre.iter().map(|(r, c)| (r.as_str(), *c)).collect();
+    chain(
+        &mut s,
+        "prerouting",
+        "type filter hook prerouting priority raw; policy accept;",
+        &pre,
+    );
+    let out = output_rules();
+    let out: Vec<(&str, &str)> = out.iter().map(|(r, c)| (r.as_str(), *c)).collect();
+    chain(
+        &mut s,
+        "output",
+        "type filter hook output priority raw; policy accept;",
+        &out,
+    );
     chain(
         &mut s,
         "forward",
@@ -186,10 +268,23 @@ pub fn render_ruleset(spec: &FirewallSpec) -> String {
     s
 }
 
-fn set(s: &mut String, name: &str, ty: &str, interval: bool, elements: &[String]) {
+/// Flags of a set.
+#[derive(Debug, Clone, Copy)]
+enum Flags {
+    /// Exact elements (hash).
+    None,
+    /// Intervals, overlapping ones merged (one-field sets).
+    Merge,
+    /// Intervals without merging (concatenations: the render keeps their elements disjoint).
+    Interval,
+}
+
+fn set(s: &mut String, name: &str, ty: &str, flags: Flags, elements: &[String]) {
     let _ = write!(s, "\tset {name} {{\n\t\ttype {ty}\n");
-    if interval {
-        s.push_str("\t\tflags interval\n\t\tauto-merge\n");
+    match flags {
+        Flags::None => {}
+        Flags::Merge => s.push_str("\t\tflags interval\n\t\tauto-merge\n"),
+        Flags::Interval => s.push_str("\t\tflags interval\n"),
     }
     if !elements.is_empty() {
         let _ = writeln!(s, "\t\telements = {{ {} }}", elements.join(", "));
@@ -203,6 +298,68 @@ fn chain(s: &mut String, name: &str, hook: &str, rules: &[(&str, &str)]) {
         let _ = writeln!(s, "\t\t{rule} comment \"sf: {comment}\"");
     }
     s.push_str("\t}\n");
+}
+
+/// Elements of an `addr . addr` interval set holding, for every network given as
+/// `(first, last, gateway)` (addresses as numbers), its range paired with itself, without the
+/// gateway on either side. A network whose range overlaps another's (the coordinator refuses
+/// that, but the render must not fail on it: the kernel rejects overlapping concatenated
+/// elements) is left out, so its traffic stays tracked.
+fn intra(
+    networks: impl Iterator<Item = (u128, u128, Option<u128>)>,
+    fmt: impl Fn(u128) -> String,
+) -> Vec<String> {
+    let mut nets: Vec<(u128, u128, Option<u128>)> = networks.collect();
+    nets.sort_unstable();
+    // Sweep in order of first address: a range overlaps an earlier one iff it starts before the
+    // furthest end seen so far, and then it overlaps the range that reached that far.
+    let mut keep = vec![true; nets.len()];
+    let mut reach: Option<(u128, usize)> = None;
+    for (i, &(first, last, _)) in nets.iter().enumerate() {
+        if let Some((end, j)) = reach {
+            if first <= end {
+                keep[i] = false;
+                keep[j] = false;
+            }
+        }
+        if reach.is_none_or(|(end, _)| last > end) {
+            reach = Some((last, i));
+        }
+    }
+    let range = |(a, b): (u128, u128)| {
+        if a == b {
+            fmt(a)
+        } else {
+            format!("{}-{}", fmt(a), fmt(b))
+        }
+    };
+    let mut out = Vec::new();
+    for (&(first, last, gw), _) in nets.iter().zip(&keep).filter(|(_, k)| **k) {
+        let parts = without(first, last, gw);
+        for &src in &parts {
+            for &dst in &parts {
+                out.push(format!("{} . {}", range(src), range(dst)));
+            }
+        }
+    }
+    out
+}
+
+/// `[first, last]` without `gw`: up to two ranges.
+fn without(first: u128, last: u128, gw: Option<u128>) -> Vec<(u128, u128)> {
+    match gw {
+        Some(g) if (first..=last).contains(&g) => {
+            let mut parts = Vec::with_capacity(2);
+            if g > first {
+                parts.push((first, g - 1));
+            }
+            if g < last {
+                parts.push((g + 1, last));
+            }
+            parts
+        }
+        _ => vec![(first, last)],
+    }
 }
 
 #[cfg(test)]
@@ -388,5 +545,172 @@ mod tests {
         let s = render_ruleset(&FirewallSpec::default());
         assert!(!s.contains("elements = {  }"));
         assert!(s.contains("set bridges {\n\t\ttype ifname\n\t}"), "{s}");
+        // The raw chains are there (fixed rules), their sets empty.
+        assert_eq!(
+            block(&s, "\tset intra4 {"),
+            "\tset intra4 {\n\t\ttype ipv4_addr . ipv4_addr\n\t\tflags interval\n\t}\n"
+        );
+        assert_eq!(
+            block(&s, "\tset intra6 {"),
+            "\tset intra6 {\n\t\ttype ipv6_addr . ipv6_addr\n\t\tflags interval\n\t}\n"
+        );
+        assert_eq!(block(&s, "\tchain prerouting {"), PREROUTING_CHAIN);
+        assert_eq!(block(&s, "\tchain output {"), OUTPUT_CHAIN);
+    }
+
+    /// From the line starting with `header` to the end of that set or chain.
+    fn block<'a>(s: &'a str, header: &str) -> &'a str {
+        let start = s
+            .find(header)
+            .unwrap_or_else(|| panic!("no {header:?} in\n{s}"));
+        let len = s[start..].find("\n\t}\n").expect("block end") + "\n\t}\n".len();
+        &s[start..start + len]
+    }
+
+    const PREROUTING_CHAIN: &str = "\tchain prerouting {
+\t\ttype filter hook prerouting priority raw; policy accept;
+\t\tip saddr . ip daddr @intra4 notrack comment \"sf: untracked: same network, not its gateway\"
+\t\tip6 saddr . ip6 daddr @intra6 notrack comment \"sf: untracked: same network, not its gateway (v6)\"
+\t\tudp dport 4789 iifname != @bridges notrack comment \"sf: untracked: VXLAN packets received\"
+\t}
+";
+
+    const OUTPUT_CHAIN: &str = "\tchain output {
+\t\ttype filter hook output priority raw; policy accept;
+\t\tudp dport 4789 oifname != @bridges notrack comment \"sf: untracked: VXLAN packets sent\"
+\t}
+";
+
+    #[test]
+    fn dual_stack_same_network_traffic_is_untracked_except_the_gateway() {
+        let s = render_ruleset(&spec(&[Link::new("fe", "be")], None));
+        // Each network's subnet paired with itself, minus the gateway (.1 / ::1) on either side;
+        // no pair of different networks, linked or not (routed traffic stays tracked).
+        let fe = "172.21.0.0 . 172.21.0.0, 172.21.0.0 . 172.21.0.2-172.21.0.255, \
+                  172.21.0.2-172.21.0.255 . 172.21.0.0, 172.21.0.2-172.21.0.255 . 172.21.0.2-172.21.0.255";
+        let be = "172.22.0.0 . 172.22.0.0, 172.22.0.0 . 172.22.0.2-172.22.0.255, \
+                  172.22.0.2-172.22.0.255 . 172.22.0.0, 172.22.0.2-172.22.0.255 . 172.22.0.2-172.22.0.255";
+        // The internal network too: its host-facing rules concern the gateway only.
+        let db = "172.23.0.0 . 172.23.0.0, 172.23.0.0 . 172.23.0.2-172.23.0.255, \
+                  172.23.0.2-172.23.0.255 . 172.23.0.0, 172.23.0.2-172.23.0.255 . 172.23.0.2-172.23.0.255";
+        assert_eq!(
+            block(&s, "\tset intra4 {"),
+            format!(
+                "\tset intra4 {{\n\t\ttype ipv4_addr . ipv4_addr\n\t\tflags interval\n\
+                 \t\telements = {{ {fe}, {be}, {db} }}\n\t}}\n"
+            )
+        );
+        let hi = "fd00:21::ffff:ffff:ffff:ffff";
+        assert_eq!(
+            block(&s, "\tset intra6 {"),
+            format!(
+                "\tset intra6 {{\n\t\ttype ipv6_addr . ipv6_addr\n\t\tflags interval\n\
+                 \t\telements = {{ fd00:21:: . fd00:21::, fd00:21:: . fd00:21::2-{hi}, \
+                 fd00:21::2-{hi} . fd00:21::, fd00:21::2-{hi} . fd00:21::2-{hi} }}\n\t}}\n"
+            )
+        );
+        assert_eq!(block(&s, "\tchain prerouting {"), PREROUTING_CHAIN);
+        assert_eq!(block(&s, "\tchain output {"), OUTPUT_CHAIN);
+        assert!(PREROUTING_CHAIN.contains(&format!("udp dport {VXLAN_PORT} ")));
+        // Untracked traffic is judged by interface pairs before any ct rule.
+        let pos = |needle: &str| s.find(needle).unwrap_or_else(|| panic!("missing {needle}"));
+        assert!(pos("chain prerouting") < pos("chain forward"));
+        assert!(pos("iifname . oifname @allowed accept") < pos("ct state established,related"));
+    }
+
+    #[test]
+    fn v4_only_networks_leave_intra6_empty() {
+        let nets = [net("a", "10.1.0.0/16", 1, false)];
+        let s = render_ruleset(&FirewallSpec::from_model(&nets, &[], None).expect("spec"));
+        assert!(block(&s, "\tset intra4 {").contains(
+            "elements = { 10.1.0.0 . 10.1.0.0, 10.1.0.0 . 10.1.0.2-10.1.255.255, \
+             10.1.0.2-10.1.255.255 . 10.1.0.0, 10.1.0.2-10.1.255.255 . 10.1.0.2-10.1.255.255 }"
+        ));
+        assert!(!block(&s, "\tset intra6 {").contains("elements"), "{s}");
+    }
+
+    /// Parses `a[-b] . c[-d]` back into two numeric ranges.
+    fn parse_pair(e: &str) -> ((u128, u128), (u128, u128)) {
+        let range = |r: &str| {
+            let v4 = |a: &str| u128::from(u32::from(a.parse::<Ipv4Addr>().expect("addr")));
+            match r.split_once('-') {
+                Some((a, b)) => (v4(a), v4(b)),
+                None => (v4(r), v4(r)),
+            }
+        };
+        let (a, b) = e.split_once(" . ").expect("pair");
+        (range(a), range(b))
+    }
+
+    #[test]
+    fn intra_holds_exactly_the_pairs_without_the_gateway() {
+        let v4 = |a: &str| u128::from(u32::from(a.parse::<Ipv4Addr>().expect("addr")));
+        let fmt = |a: u128| Ipv4Addr::from(a as u32).to_string();
+        let (first, last) = (v4("10.0.0.0"), v4("10.0.0.7"));
+        // Gateway first host, last address, outside the range, absent.
+        for gw in [
+            Some(first + 1),
+            Some(last),
+            Some(first),
+            Some(last + 9),
+            None,
+        ] {
+            let elements = intra([(first, last, gw)].into_iter(), fmt);
+            let pairs: Vec<_> = elements.iter().map(|e| parse_pair(e)).collect();
+            for src in first..=last {
+                for dst in first..=last {
+                    let inside = |a: u128, (lo, hi): (u128, u128)| lo <= a && a <= hi;
+                    let hits = pairs
+                        .iter()
+                        .filter(|(r, s)| inside(src, *r) && inside(dst, *s))
+                        .count();
+                    let untracked = Some(src) != gw && Some(dst) != gw;
+                    assert_eq!(
+                        hits,
+                        usize::from(untracked),
+                        "{gw:?} {src} {dst} {elements:?}"
+                    );
+                }
+            }
+        }
+        // A one-address subnet that is its own gateway has nothing to untrack.
+        assert!(intra([(first, first, Some(first))].into_iter(), fmt).is_empty());
+    }
+
+    #[test]
+    fn overlapping_subnets_stay_tracked_instead_of_breaking_the_ruleset() {
+        let v4 = |a: &str| u128::from(u32::from(a.parse::<Ipv4Addr>().expect("addr")));
+        let fmt = |a: u128| Ipv4Addr::from(a as u32).to_string();
+        let net = |a: &str, b: &str| (v4(a), v4(b), None);
+        let elements = intra(
+            [
+                net("10.50.0.0", "10.50.255.255"),
+                net("10.9.0.0", "10.9.0.255"),
+                net("10.50.1.0", "10.50.1.255"),
+                net("10.60.0.0", "10.60.0.255"),
+                net("10.60.0.0", "10.60.0.255"),
+                net("10.70.0.0", "10.70.0.255"),
+            ]
+            .into_iter(),
+            fmt,
+        );
+        // The kernel refuses overlapping concatenated elements: nested and equal subnets are out.
+        assert_eq!(
+            elements,
+            [
+                "10.9.0.0-10.9.0.255 . 10.9.0.0-10.9.0.255",
+                "10.70.0.0-10.70.0.255 . 10.70.0.0-10.70.0.255"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_rule_comment_is_unique() {
+        let c = rule_comments();
+        let mut sorted = c.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), c.len(), "{c:?}");
+        assert!(c.iter().any(|c| c.contains("VXLAN packets sent")));
     }
 }
