@@ -313,7 +313,8 @@ fn own_endpoint_echo_does_not_touch_the_kernel() {
         let seen = f.dp.observations().len();
         // The watch brings the node's own record back: same desired state, no observation.
         let own = api.interfaces[0].endpoint.clone();
-        f.host.set_state(state_with(&nets, std::slice::from_ref(&own)));
+        f.host
+            .set_state(state_with(&nets, std::slice::from_ref(&own)));
         f.host.reconcile_change().await.expect("echo");
         assert_eq!(f.dp.observations().len(), seen, "the echo read the kernel");
         // The next attach on the settled host plans only its own workload.
