@@ -181,10 +181,10 @@ async fn start_workload_actors(
         }),
         book,
     );
-    let net = NetworkActor::new(host).start();
+    let dns = DnsActor::new(args.node.clone(), args.upstream_dns.clone(), 53).start();
+    store.do_send(Subscribe(dns.clone().recipient()));
+    let net = NetworkActor::new(host, dns.recipient()).start();
     store.do_send(Subscribe(net.clone().recipient()));
-    let dns = DnsActor::new(args.upstream_dns.clone(), 53).start();
-    store.do_send(Subscribe(dns.recipient()));
     let recipients = NetworkRecipients {
         attach: net.clone().recipient(),
         detach: net.clone().recipient(),

@@ -2,7 +2,8 @@
 //! change and swaps it in (the packet path never waits on it), and keeps one server per network
 //! listening on the network's gateway addresses, port 53, UDP and TCP, forwarding other names to
 //! the network's forwarders, then the node's upstreams. Listeners are changed by diff: a network
-//! whose gateway and forwarders are unchanged keeps its sockets.
+//! whose gateway and forwarders are unchanged keeps its sockets. This node's own endpoints come
+//! from the NetworkActor's book ([`LocalEndpoints`]), the other nodes' from the cluster.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -14,13 +15,13 @@ use shibafu_overlay::dns::forward::{ForwardConfig, Forwarder};
 use shibafu_overlay::dns::{
     bind_tcp, bind_udp, DnsServer, ServerConfig, Snapshot, SnapshotBuilder,
 };
-use shibafu_overlay::model::Network;
+use shibafu_overlay::model::{Endpoint, Network};
 use shibafu_overlay::state::ClusterState;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use crate::dns_zones::build_snapshot;
-use crate::messages::ClusterChanged;
+use crate::messages::{ClusterChanged, LocalEndpoints};
 
 /// What a network's server listens on and forwards to; a change restarts that server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,17 +41,44 @@ pub struct DnsActor {
     upstreams: Vec<SocketAddr>,
     port: u16,
     servers: BTreeMap<String, Running>,
+    node: String,
+    local: Vec<Endpoint>,
+    state: Option<Arc<ClusterState>>,
 }
 
 impl DnsActor {
-    /// The actor, forwarding to the node's `upstreams` (after each network's own forwarders).
-    pub fn new(upstreams: Vec<SocketAddr>, port: u16) -> DnsActor {
+    /// The actor of node `node`, forwarding to the node's `upstreams` (after each network's own
+    /// forwarders).
+    pub fn new(node: String, upstreams: Vec<SocketAddr>, port: u16) -> DnsActor {
         let empty = SnapshotBuilder::new().build().unwrap_or_default();
         DnsActor {
             snapshot: Arc::new(ArcSwap::from_pointee(empty)),
             upstreams,
             port,
             servers: BTreeMap::new(),
+            node,
+            local: Vec::new(),
+            state: None,
+        }
+    }
+
+    fn rebuild(&self) {
+        let Some(state) = &self.state else {
+            return;
+        };
+        match build_snapshot(state, &self.node, &self.local) {
+            Ok(snap) => {
+                debug!(
+                    names = snap.name_count(),
+                    revision = state.revision(),
+                    local = self.local.len(),
+                    "DNS snapshot swapped"
+                );
+                self.snapshot.store(Arc::new(snap));
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot build the DNS snapshot; still answering from the previous one")
+            }
         }
     }
 
@@ -136,19 +164,19 @@ impl Handler<ClusterChanged> for DnsActor {
     type Result = ();
 
     fn handle(&mut self, msg: ClusterChanged, _ctx: &mut Context<Self>) {
-        match build_snapshot(&msg.state) {
-            Ok(snap) => {
-                debug!(
-                    names = snap.name_count(),
-                    revision = msg.state.revision(),
-                    "DNS snapshot swapped"
-                );
-                self.snapshot.store(Arc::new(snap));
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot build the DNS snapshot; still answering from the previous one")
-            }
-        }
+        self.state = Some(msg.state.clone());
+        self.rebuild();
         self.reconcile_servers(&msg.state);
+    }
+}
+
+impl Handler<LocalEndpoints> for DnsActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LocalEndpoints, _ctx: &mut Context<Self>) {
+        if msg.0 != self.local {
+            self.local = msg.0;
+            self.rebuild();
+        }
     }
 }

@@ -99,19 +99,32 @@ fn add_service(b: &mut SnapshotBuilder, n: &Network, service: &str, members: &[&
     b.order(&at, AnswerOrder::RoundRobin);
 }
 
-/// Builds the snapshot of every network in `state`.
-pub fn build_snapshot(state: &ClusterState) -> Result<Snapshot, DnsError> {
+/// Builds the snapshot of every network in `state`, with this node's (`node`) own endpoints taken
+/// from `local` (its book) rather than from the cluster, so they answer before etcd echoes them.
+pub fn build_snapshot(
+    state: &ClusterState,
+    node: &str,
+    local: &[Endpoint],
+) -> Result<Snapshot, DnsError> {
     let mut b = SnapshotBuilder::new();
     for n in state.networks().values() {
         for z in zones_of(n) {
             b.zone(&z);
         }
     }
+    // This node's own endpoints come from its book (`local`), the others' from the cluster.
+    let mut by_net: BTreeMap<&str, Vec<&Endpoint>> = BTreeMap::new();
+    for n in state.networks().values() {
+        let eps = state
+            .endpoints_of(&n.name)
+            .filter(|e| e.node != node)
+            .chain(local.iter().filter(|e| e.network == n.name));
+        by_net.insert(n.name.as_str(), eps.collect());
+    }
     let mut containers: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
     for n in state.networks().values() {
-        let eps: Vec<&Endpoint> = state.endpoints_of(&n.name).collect();
         let mut services: BTreeMap<&str, Vec<&Endpoint>> = BTreeMap::new();
-        for e in &eps {
+        for e in &by_net[n.name.as_str()] {
             add_endpoint(&mut b, n, e);
             if let Some(s) = e.service.as_deref() {
                 services.entry(s).or_default().push(e);
@@ -126,8 +139,8 @@ pub fn build_snapshot(state: &ClusterState) -> Result<Snapshot, DnsError> {
         }
     }
     // A container sees the zones of every network it is on, asking from any of its addresses.
-    for n in state.networks().values() {
-        for e in state.endpoints_of(&n.name) {
+    for eps in by_net.values() {
+        for e in eps {
             let Some(nets) = containers.get(&(e.node.as_str(), e.name.as_str())) else {
                 continue;
             };
@@ -276,7 +289,7 @@ mod snapshot_tests {
 
     #[test]
     fn containers_see_only_their_networks() {
-        let snap = build_snapshot(&state()).expect("build");
+        let snap = build_snapshot(&state(), "", &[]).expect("build");
         // api is on both networks: it resolves postgres on backend.
         let m = ask(
             &snap,
@@ -306,7 +319,7 @@ mod snapshot_tests {
 
     #[test]
     fn ptr_and_services() {
-        let snap = build_snapshot(&state()).expect("build");
+        let snap = build_snapshot(&state(), "", &[]).expect("build");
         let m = ask(
             &snap,
             "172.22.0.6",
@@ -340,5 +353,21 @@ mod snapshot_tests {
             "{:?}",
             addrs(&m)
         );
+    }
+
+    #[test]
+    fn own_endpoints_come_from_the_book_not_the_cluster() {
+        // The cluster still has node1's old api records; node1's book has a new one and no
+        // postgres: the book wins for node1's names, before and after etcd catches up.
+        let fresh = endpoint("frontend", "fresh", "172.21.0.30", None);
+        let snap = build_snapshot(&state(), "node1", std::slice::from_ref(&fresh)).expect("build");
+        let m = ask(&snap, "172.21.0.30", "fresh.frontend.local.", RecordType::A);
+        assert_eq!(addrs(&m), ["172.21.0.30"]);
+        let m = ask(&snap, "172.21.0.30", "api.frontend.local.", RecordType::A);
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        // Another node's view of the same cluster keeps node1's records from etcd.
+        let snap = build_snapshot(&state(), "node2", &[]).expect("build");
+        let m = ask(&snap, "172.21.0.20", "api.frontend.local.", RecordType::A);
+        assert_eq!(addrs(&m), ["172.21.0.6"]);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use actix::{Message, Recipient};
 use serde::{Deserialize, Serialize};
-use shibafu_overlay::model::Network;
+use shibafu_overlay::model::{Endpoint, Network};
 use shibafu_overlay::state::{ClusterState, StateChange};
 use shibafu_overlay::store::keys::Key;
 use shibafu_overlay::store::StoreError;
@@ -25,6 +25,12 @@ pub struct ClusterChanged {
     /// The cluster state after these changes.
     pub state: Arc<ClusterState>,
 }
+
+/// This node's own endpoints, from its book (sent after every attach, detach and restore): DNS
+/// answers them at once, without waiting for etcd to echo the records.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct LocalEndpoints(pub Vec<Endpoint>);
 
 /// Registers a subscriber for [`ClusterChanged`]; it gets the current state at once if the
 /// agent has already listed the cluster.

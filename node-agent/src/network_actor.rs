@@ -2,7 +2,10 @@
 //! new cluster state (host side only: bridges, VXLAN, FDB, neighbours, firewall), attaches and
 //! detaches workloads on request, and resyncs everything periodically. Work runs in spawned
 //! futures over a shared `Host`; cluster changes that arrive while a reconcile runs are coalesced
-//! into one follow-up reconcile with the latest state.
+//! into one follow-up reconcile with the latest state. An attach answers once the kernel side is
+//! done and the book saved; its endpoint records go to etcd right after, and the host stays
+//! locked until they are written, so the next change to the host sees them in order. The
+//! DnsActor gets the book's endpoints after every change, so local names answer at once.
 
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
@@ -16,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::host::book::Entry;
 use crate::host::{AttachRequest, Host, HostError};
-use crate::messages::ClusterChanged;
+use crate::messages::{ClusterChanged, LocalEndpoints};
 
 /// How often the whole dataplane (every container namespace, the firewall) is resynced.
 const RESYNC: Duration = Duration::from_secs(30);
@@ -44,16 +47,19 @@ pub struct ListWorkloads;
 /// The actor; see the module documentation.
 pub struct NetworkActor {
     host: Arc<Mutex<Host>>,
+    dns: Recipient<LocalEndpoints>,
     /// Latest state not yet handed to the host; `Some` also means a reconcile is queued.
     inbox: Arc<StdMutex<Option<Arc<ClusterState>>>>,
     restored: bool,
 }
 
 impl NetworkActor {
-    /// The actor over a host (restored on the first cluster state).
-    pub fn new(host: Host) -> NetworkActor {
+    /// The actor over a host (restored on the first cluster state), telling `dns` the host's
+    /// own endpoints.
+    pub fn new(host: Host, dns: Recipient<LocalEndpoints>) -> NetworkActor {
         NetworkActor {
             host: Arc::new(Mutex::new(host)),
+            dns,
             inbox: Arc::default(),
             restored: false,
         }
@@ -91,7 +97,7 @@ impl Handler<ClusterChanged> for NetworkActor {
         if queued {
             return;
         }
-        let (host, inbox) = (self.host.clone(), self.inbox.clone());
+        let (host, inbox, dns) = (self.host.clone(), self.inbox.clone(), self.dns.clone());
         actix_rt::spawn(async move {
             let mut host = host.lock().await;
             let Some(state) = lock_inbox(&inbox).take() else {
@@ -100,6 +106,7 @@ impl Handler<ClusterChanged> for NetworkActor {
             host.set_state(state);
             if first {
                 host.restore().await;
+                dns.do_send(LocalEndpoints(host.local_endpoints()));
             }
             let done = if first {
                 host.reconcile(Scope::All).await
@@ -121,12 +128,20 @@ impl Handler<AttachWorkload> for NetworkActor {
     type Result = ResponseFuture<Result<(Entry, Vec<Network>), HostError>>;
 
     fn handle(&mut self, msg: AttachWorkload, _ctx: &mut Context<Self>) -> Self::Result {
-        let host = self.host.clone();
+        let (host, dns) = (self.host.clone(), self.dns.clone());
         Box::pin(async move {
-            let mut host = host.lock().await;
-            let entry = host.attach(msg.0).await?;
-            let nets = host.networks_of(&entry);
-            Ok((entry, nets))
+            let mut host = host.lock_owned().await;
+            let attached = host.attach(msg.0).await?;
+            let nets = host.networks_of(&attached.entry);
+            let (local, publish) = (host.local_endpoints(), attached.publish);
+            actix_rt::spawn(async move {
+                // Let the caller's answer go out first; DNS and etcd follow at once.
+                tokio::task::yield_now().await;
+                dns.do_send(LocalEndpoints(local));
+                publish.await;
+                drop(host);
+            });
+            Ok((attached.entry, nets))
         })
     }
 }
@@ -135,12 +150,12 @@ impl Handler<DetachWorkload> for NetworkActor {
     type Result = ResponseFuture<Result<Entry, HostError>>;
 
     fn handle(&mut self, msg: DetachWorkload, _ctx: &mut Context<Self>) -> Self::Result {
-        let host = self.host.clone();
+        let (host, dns) = (self.host.clone(), self.dns.clone());
         Box::pin(async move {
-            host.lock()
-                .await
-                .detach(&msg.name, msg.network.as_deref())
-                .await
+            let mut host = host.lock().await;
+            let res = host.detach(&msg.name, msg.network.as_deref()).await;
+            dns.do_send(LocalEndpoints(host.local_endpoints()));
+            res
         })
     }
 }

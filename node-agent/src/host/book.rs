@@ -80,18 +80,26 @@ impl Book {
 
     /// Writes the book atomically.
     pub fn save(&self) -> Result<(), BookError> {
+        self.snapshot()?.write()
+    }
+
+    /// The book as it is now, to be written later (e.g. on another thread while the kernel
+    /// work of an attach runs).
+    pub fn snapshot(&self) -> Result<Snapshot, BookError> {
         let list: Vec<&Entry> = self.entries.values().collect();
         let data = serde_json::to_vec(&list).map_err(|e| BookError::Corrupt {
             path: self.path.clone(),
             reason: e.to_string(),
         })?;
-        let tmp = self.path.with_extension("tmp");
-        fs::write(&tmp, data)
-            .and_then(|()| fs::rename(&tmp, &self.path))
-            .map_err(|source| BookError::Io {
-                path: self.path.clone(),
-                source,
-            })
+        Ok(Snapshot {
+            path: self.path.clone(),
+            data,
+        })
+    }
+
+    /// The file the book is saved in.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
     /// The entry named `name`.
@@ -165,5 +173,25 @@ mod tests {
         fs::write(dir.join("local.json"), b"{not json").expect("write");
         assert!(matches!(Book::load(&dir), Err(BookError::Corrupt { .. })));
         let _ = fs::remove_dir_all(&dir);
+    }
+}
+
+/// A serialized book, not yet on disk.
+#[derive(Debug)]
+pub struct Snapshot {
+    path: PathBuf,
+    data: Vec<u8>,
+}
+
+impl Snapshot {
+    /// Writes it next to the file and renames it over the file (atomic replace).
+    pub fn write(self) -> Result<(), BookError> {
+        let tmp = self.path.with_extension("tmp");
+        fs::write(&tmp, &self.data)
+            .and_then(|()| fs::rename(&tmp, &self.path))
+            .map_err(|source| BookError::Io {
+                path: self.path,
+                source,
+            })
     }
 }

@@ -19,7 +19,7 @@ use shibafu_overlay::model::{self, Endpoint, Network, SCHEMA_VERSION};
 use shibafu_overlay::netlink::{Dataplane, NetlinkError};
 use shibafu_overlay::plan::{next_ifname, DesiredHost, PlanError};
 use shibafu_overlay::state::ClusterState;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use book::{Book, BookError, Entry, Iface};
 pub use publish::{Publisher, StorePublisher};
@@ -106,6 +106,17 @@ pub struct AttachRequest {
     pub service: Option<String>,
     /// Service port.
     pub port: Option<u16>,
+}
+
+/// Writing an attach's endpoint records to the store.
+pub type Publication = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A done attach: the workload's entry, and the publication of its new endpoint records.
+pub struct Attached {
+    /// The workload as the book now has it.
+    pub entry: Entry,
+    /// Puts the new endpoint records; the kernel side is already done.
+    pub publish: Publication,
 }
 
 /// Fixed facts about this host.
@@ -221,8 +232,10 @@ impl Host {
         );
     }
 
-    /// Attaches a workload to networks; on any failure nothing of it is left behind.
-    pub async fn attach(&mut self, req: AttachRequest) -> Result<Entry, HostError> {
+    /// Attaches a workload to networks; on any failure nothing of it is left behind. The
+    /// endpoint records are not in the store yet: await [`Attached::publish`] for that.
+    pub async fn attach(&mut self, req: AttachRequest) -> Result<Attached, HostError> {
+        debug!(name = %req.name, networks = ?req.networks, netns = %req.netns.display(), "attach");
         model::validate_name(&req.name)?;
         if req.networks.is_empty() {
             return Err(HostError::NoNetwork);
@@ -285,23 +298,33 @@ impl Host {
             });
         }
         self.book.insert(entry.clone());
-        // The records go to etcd while the kernel work runs; a failed attach deletes them again.
-        let publisher = self.publisher.clone();
-        let publish = async {
-            for ep in &new_eps {
-                if let Err(e) = publisher.put(ep).await {
-                    warn!(network = %ep.network, endpoint = %ep.id, error = %e, "endpoint not published yet; retried on reconnect");
-                }
-            }
-        };
-        let (applied, ()) = futures::join!(self.apply_attach(&entry.netns), publish);
-        if let Err(e) = applied {
-            self.unpublish(&new_eps).await;
+        if let Err(e) = self.apply_attach(&entry.netns).await {
             self.rollback(existing, &nets, &new_eps).await;
             return Err(e);
         }
         info!(name = %req.name, networks = ?req.networks, "attached");
-        Ok(entry)
+        Ok(Attached {
+            entry,
+            publish: self.publication(new_eps),
+        })
+    }
+
+    /// Writes `eps` to the store (a failure is logged: the StoreActor writes owned keys again
+    /// when etcd is back). A `'static` future, so the caller can answer before it completes.
+    fn publication(&self, eps: Vec<Endpoint>) -> Publication {
+        let publisher = self.publisher.clone();
+        Box::pin(async move {
+            for ep in &eps {
+                if let Err(e) = publisher.put(ep).await {
+                    warn!(network = %ep.network, endpoint = %ep.id, error = %e, "endpoint not published yet; retried on reconnect");
+                }
+            }
+        })
+    }
+
+    /// This node's endpoints, as the book has them.
+    pub fn local_endpoints(&self) -> Vec<Endpoint> {
+        self.book.endpoints().cloned().collect()
     }
 
     async fn new_endpoint(

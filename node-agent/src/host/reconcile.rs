@@ -9,6 +9,7 @@ use shibafu_overlay::netlink::{reconcile, Scope};
 use shibafu_overlay::plan::{DesiredHost, HostInputs, LocalContainer, LocalInterface};
 use tracing::{debug, info, warn};
 
+use super::book::BookError;
 use super::{Host, HostError};
 
 impl Host {
@@ -21,15 +22,25 @@ impl Host {
     /// Saves the book and applies an attach to `netns`. When the host side wants what the last
     /// clean reconcile applied, only this workload is read and planned ([`Scope::Workloads`]):
     /// the attach costs the same with 1 or 500 containers on the host.
+    /// The book is written on a blocking thread meanwhile, and waited for before returning.
     pub(super) async fn apply_attach(&mut self, netns: &Path) -> Result<(), HostError> {
-        self.book.save()?;
+        let snapshot = self.book.snapshot()?;
+        let save = tokio::task::spawn_blocking(move || snapshot.write());
         let desired = self.desired()?;
         let only = vec![netns.to_path_buf()];
         let scope = match &self.settled {
             Some(s) if s.networks == desired.networks => Scope::Workloads(only),
             _ => Scope::Only(only),
         };
-        self.reconcile_to(desired, scope).await
+        let applied = self.reconcile_to(desired, scope).await;
+        let saved = save
+            .await
+            .map_err(|e| BookError::Io {
+                path: self.book.path().to_path_buf(),
+                source: std::io::Error::other(e),
+            })
+            .and_then(|r| r);
+        applied.and(saved.map_err(HostError::from))
     }
 
     /// Builds the desired state from the cluster and the book, and applies the difference.

@@ -180,13 +180,20 @@ fn attach_two_networks_gives_eth0_eth1_and_publishes() {
             .await
             .expect("attach");
         let names: Vec<_> = e
+            .entry
             .interfaces
             .iter()
             .map(|i| (i.ifname.as_str(), i.endpoint.network.as_str()))
             .collect();
         assert_eq!(names, [("eth0", "backend"), ("eth1", "frontend")]);
-        assert_eq!(e.interfaces[0].endpoint.ipv4.to_string(), "172.22.0.2");
-        assert_eq!(e.interfaces[0].endpoint.mac, "02:42:ac:16:00:02");
+        assert_eq!(
+            e.entry.interfaces[0].endpoint.ipv4.to_string(),
+            "172.22.0.2"
+        );
+        assert_eq!(e.entry.interfaces[0].endpoint.mac, "02:42:ac:16:00:02");
+        // The records go to the store when the caller runs the publication.
+        assert!(f.publisher.records.lock().expect("lock").is_empty());
+        e.publish.await;
         assert_eq!(f.publisher.records.lock().expect("lock").len(), 2);
         // The plan is now satisfied: a full resync changes nothing.
         let before = f.dp.ops().len();
@@ -260,7 +267,10 @@ fn failed_dataplane_rolls_back_and_detach_releases() {
             .attach(req("b", &["backend"]))
             .await
             .expect("attach b");
-        assert_eq!(b.interfaces[0].endpoint.ipv4.to_string(), "172.22.0.2");
+        assert_eq!(
+            b.entry.interfaces[0].endpoint.ipv4.to_string(),
+            "172.22.0.2"
+        );
         f.host.detach("b", None).await.expect("detach");
         assert_eq!(f.host.book().entries().count(), 0);
         assert!(f.publisher.records.lock().expect("lock").is_empty());
@@ -277,7 +287,10 @@ fn failed_dataplane_rolls_back_and_detach_releases() {
             .attach(req("c", &["backend"]))
             .await
             .expect("attach c");
-        assert_eq!(b.interfaces[0].endpoint.ipv4.to_string(), "172.22.0.2");
+        assert_eq!(
+            b.entry.interfaces[0].endpoint.ipv4.to_string(),
+            "172.22.0.2"
+        );
     });
 }
 
@@ -312,7 +325,7 @@ fn own_endpoint_echo_does_not_touch_the_kernel() {
             .expect("attach");
         let seen = f.dp.observations().len();
         // The watch brings the node's own record back: same desired state, no observation.
-        let own = api.interfaces[0].endpoint.clone();
+        let own = api.entry.interfaces[0].endpoint.clone();
         f.host
             .set_state(state_with(&nets, std::slice::from_ref(&own)));
         f.host.reconcile_change().await.expect("echo");

@@ -47,6 +47,16 @@ impl<'a> Session<'a> {
         })
     }
 
+    /// The host connection's request handle.
+    pub(crate) fn host_handle(&self) -> &rtnetlink::Handle {
+        &self.host.handle
+    }
+
+    /// Takes an already open connection into a container namespace (from an observation).
+    pub(crate) fn adopt(&mut self, netns: PathBuf, conn: Conn) {
+        self.containers.insert(netns, conn);
+    }
+
     async fn conn_for(&mut self, link: &LinkRef) -> Result<(&Conn, String), NetlinkError> {
         match link {
             LinkRef::Host(name) => Ok((&self.host, name.clone())),

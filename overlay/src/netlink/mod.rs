@@ -127,6 +127,27 @@ pub trait Dataplane: Send + Sync {
     ) -> Result<ObservedHost, NetlinkError>;
     /// Applies `ops` in order, trying every one and reporting each failure.
     async fn apply(&self, ops: &[Op]) -> ApplyReport;
+    /// Observes (within `scope`), plans and applies; returns the ops and how applying them went.
+    async fn reconcile(
+        &self,
+        desired: &DesiredHost,
+        scope: &Scope,
+    ) -> Result<(Vec<Op>, ApplyReport), NetlinkError> {
+        let observed = self.observe(desired, scope).await?;
+        let ops = plan_for(desired, &observed, scope);
+        let report = self.apply(&ops).await;
+        Ok((ops, report))
+    }
+}
+
+/// The plan of `scope`: [`plan_workloads`] for [`Scope::Workloads`], else [`plan`].
+fn plan_for(desired: &DesiredHost, observed: &ObservedHost, scope: &Scope) -> Vec<Op> {
+    let ops = match scope {
+        Scope::Workloads(_) => plan_workloads(desired, observed),
+        _ => plan(desired, observed),
+    };
+    debug!(?scope, ops = ops.len(), "observed and planned");
+    ops
 }
 
 /// Observes (within `scope`), plans and applies; returns the ops and how applying them went.
@@ -135,13 +156,7 @@ pub async fn reconcile(
     desired: &DesiredHost,
     scope: &Scope,
 ) -> Result<(Vec<Op>, ApplyReport), NetlinkError> {
-    let observed = dp.observe(desired, scope).await?;
-    let ops = match scope {
-        Scope::Workloads(_) => plan_workloads(desired, &observed),
-        _ => plan(desired, &observed),
-    };
-    let report = dp.apply(&ops).await;
-    Ok((ops, report))
+    dp.reconcile(desired, scope).await
 }
 
 /// The real dataplane, with rtnetlink, in the current network namespace or in another one
@@ -200,6 +215,43 @@ impl NetlinkDataplane {
     }
 }
 
+impl NetlinkDataplane {
+    async fn observe_in(
+        &self,
+        session: &apply::Session<'_>,
+        desired: &DesiredHost,
+        scope: &Scope,
+    ) -> Result<(ObservedHost, observe::ContainerConns), NetlinkError> {
+        let handle = session.host_handle();
+        let netns = scope.select(desired);
+        match scope {
+            Scope::Workloads(_) => observe::observe_workloads(handle, desired, &netns).await,
+            _ => observe::observe(handle, self.host(), &netns).await,
+        }
+    }
+}
+
+/// Applies `ops` in order in `session`, trying every one.
+async fn apply_all(session: &mut apply::Session<'_>, ops: &[Op]) -> ApplyReport {
+    let mut report = ApplyReport::default();
+    for op in ops {
+        match session.apply(op).await {
+            Ok(()) => {
+                debug!(%op, "applied");
+                report.applied += 1;
+            }
+            Err(error) => {
+                warn!(%op, %error, "dataplane op failed");
+                report.errors.push(OpError {
+                    op: op.clone(),
+                    error,
+                });
+            }
+        }
+    }
+    report
+}
+
 #[async_trait]
 impl Dataplane for NetlinkDataplane {
     async fn observe(
@@ -207,48 +259,44 @@ impl Dataplane for NetlinkDataplane {
         desired: &DesiredHost,
         scope: &Scope,
     ) -> Result<ObservedHost, NetlinkError> {
-        let conn = conn::connect(self.host()).await?;
-        let netns = scope.select(desired);
-        match scope {
-            Scope::Workloads(_) => observe::observe_workloads(&conn.handle, desired, &netns).await,
-            _ => observe::observe(&conn.handle, self.host(), &netns).await,
-        }
+        let session = apply::Session::open(self.host()).await?;
+        Ok(self.observe_in(&session, desired, scope).await?.0)
     }
 
     async fn apply(&self, ops: &[Op]) -> ApplyReport {
-        let mut report = ApplyReport::default();
         if ops.is_empty() {
-            return report;
+            return ApplyReport::default();
         }
-        let mut session = match apply::Session::open(self.host()).await {
-            Ok(s) => s,
+        match apply::Session::open(self.host()).await {
+            Ok(mut session) => apply_all(&mut session, ops).await,
             Err(e) => {
                 let msg = e.to_string();
-                report.errors = ops
+                let errors = ops
                     .iter()
                     .map(|op| OpError {
                         op: op.clone(),
                         error: NetlinkError::Socket(std::io::Error::other(msg.clone())),
                     })
                     .collect();
-                return report;
-            }
-        };
-        for op in ops {
-            match session.apply(op).await {
-                Ok(()) => {
-                    debug!(%op, "applied");
-                    report.applied += 1;
-                }
-                Err(error) => {
-                    warn!(%op, %error, "dataplane op failed");
-                    report.errors.push(OpError {
-                        op: op.clone(),
-                        error,
-                    });
-                }
+                ApplyReport { applied: 0, errors }
             }
         }
-        report
+    }
+
+    /// One host connection for observing and applying, and the container connections the
+    /// observation opened are reused by the ops in those namespaces.
+    async fn reconcile(
+        &self,
+        desired: &DesiredHost,
+        scope: &Scope,
+    ) -> Result<(Vec<Op>, ApplyReport), NetlinkError> {
+        let mut session = apply::Session::open(self.host()).await?;
+        let (observed, conns) = self.observe_in(&session, desired, scope).await?;
+        let ops = plan_for(desired, &observed, scope);
+        for (netns, conn) in conns {
+            session.adopt(netns, conn);
+        }
+        let report = apply_all(&mut session, &ops).await;
+        Ok((ops, report))
     }
 }

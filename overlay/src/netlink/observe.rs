@@ -3,7 +3,9 @@
 //! the named interfaces and default routes inside container namespaces.
 //!
 //! The kernel runs one dump at a time per netlink socket, so the dumps of a namespace run in
-//! sequence; container namespaces (each with its own socket) are read several at a time.
+//! sequence; container namespaces (each with its own socket) are read several at a time. The
+//! container sockets are handed back with the observation, so applying the plan right after
+//! does not open them again.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -15,13 +17,34 @@ use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
-use super::conn::{connect, dump_links, get_link, link_name};
+use super::conn::{connect, dump_links, get_link, link_name, Conn};
 use super::parse::{attach_addresses, default_routes, fdb_entries, names, neighbours, parse_link};
 use super::{sysctl, NetlinkError};
 use crate::plan::{is_owned, DesiredHost, ObservedContainer, ObservedHost, ObservedLink};
 
 /// Container namespaces read at the same time (each costs a thread while it is entered).
 const CONTAINER_PARALLELISM: usize = 8;
+
+/// The open connections of the container namespaces an observation read.
+pub(crate) type ContainerConns = Vec<(PathBuf, Conn)>;
+
+async fn observe_containers(netns: &[&Path]) -> (Vec<ObservedContainer>, ContainerConns) {
+    let owned: Vec<PathBuf> = netns.iter().map(|p| p.to_path_buf()).collect();
+    let read: Vec<_> = futures::stream::iter(owned)
+        .map(observe_container)
+        .buffered(CONTAINER_PARALLELISM)
+        .collect()
+        .await;
+    let mut conns = Vec::new();
+    let containers = read
+        .into_iter()
+        .map(|(c, conn)| {
+            conns.extend(conn.map(|conn| (c.netns.clone(), conn)));
+            c
+        })
+        .collect();
+    (containers, conns)
+}
 
 fn dump_err(what: &str) -> impl Fn(rtnetlink::Error) -> NetlinkError + '_ {
     move |source| NetlinkError::Netlink {
@@ -69,7 +92,7 @@ pub(crate) async fn observe(
     handle: &Handle,
     host_netns: Option<&Path>,
     netns: &[&Path],
-) -> Result<ObservedHost, NetlinkError> {
+) -> Result<(ObservedHost, ContainerConns), NetlinkError> {
     let host = async {
         let all = dump_links(handle).await?;
         let addrs = dump_addresses(handle).await?;
@@ -79,12 +102,7 @@ pub(crate) async fn observe(
         Ok::<_, NetlinkError>((all, addrs, fdb, neigh))
     };
     let flags = sysctl::read_flags(host_netns, [sysctl::FORWARD_V4, sysctl::FORWARD_V6]);
-    let owned: Vec<PathBuf> = netns.iter().map(|p| p.to_path_buf()).collect();
-    let containers = futures::stream::iter(owned)
-        .map(observe_container)
-        .buffered(CONTAINER_PARALLELISM)
-        .collect::<Vec<_>>();
-    let (host, flags, containers) = futures::join!(host, flags, containers);
+    let (host, flags, (containers, conns)) = futures::join!(host, flags, observe_containers(netns));
     let (all, addrs, fdb_msgs, neighbour_msgs) = host?;
     let [forwarding4, forwarding6] = flags?;
 
@@ -98,7 +116,7 @@ pub(crate) async fn observe(
     let by_index = links.iter().map(|l| (l.index, l)).collect();
     let (fdb, port_fdb) = fdb_entries(&fdb_msgs, &by_index);
     let neighbours = neighbours(&neighbour_msgs, &by_index);
-    Ok(ObservedHost {
+    let observed = ObservedHost {
         forwarding4,
         forwarding6,
         links,
@@ -106,7 +124,8 @@ pub(crate) async fn observe(
         port_fdb,
         neighbours,
         containers,
-    })
+    };
+    Ok((observed, conns))
 }
 
 /// Observes only the workloads in `netns`: their namespaces and, on the host, their veth ends
@@ -118,7 +137,7 @@ pub(crate) async fn observe_workloads(
     handle: &Handle,
     desired: &DesiredHost,
     netns: &[&Path],
-) -> Result<ObservedHost, NetlinkError> {
+) -> Result<(ObservedHost, ContainerConns), NetlinkError> {
     let eps: Vec<_> = desired
         .endpoints
         .iter()
@@ -137,12 +156,7 @@ pub(crate) async fn observe_workloads(
         }
         Ok::<_, NetlinkError>(msgs)
     };
-    let owned: Vec<PathBuf> = netns.iter().map(|p| p.to_path_buf()).collect();
-    let containers = futures::stream::iter(owned)
-        .map(observe_container)
-        .buffered(CONTAINER_PARALLELISM)
-        .collect::<Vec<_>>();
-    let (msgs, containers) = futures::join!(host, containers);
+    let (msgs, (containers, conns)) = futures::join!(host, observe_containers(netns));
     let msgs = msgs?;
     let index_names = names(&msgs);
     let links = msgs
@@ -150,7 +164,7 @@ pub(crate) async fn observe_workloads(
         .filter(|m| link_name(m).is_some_and(|n| eps.iter().any(|e| e.host_ifname == n)))
         .map(|m| parse_link(m, &index_names))
         .collect();
-    Ok(ObservedHost {
+    let observed = ObservedHost {
         forwarding4: true,
         forwarding6: true,
         links,
@@ -158,11 +172,13 @@ pub(crate) async fn observe_workloads(
         port_fdb: Vec::new(),
         neighbours: Vec::new(),
         containers,
-    })
+    };
+    Ok((observed, conns))
 }
 
-/// Looks into one container namespace; a namespace that cannot be entered is `reachable: false`.
-async fn observe_container(netns: PathBuf) -> ObservedContainer {
+/// Looks into one container namespace (and keeps its connection); a namespace that cannot be
+/// entered is `reachable: false`.
+async fn observe_container(netns: PathBuf) -> (ObservedContainer, Option<Conn>) {
     let netns = netns.as_path();
     let res = async {
         let conn = connect(Some(netns)).await?;
@@ -171,34 +187,36 @@ async fn observe_container(netns: PathBuf) -> ObservedContainer {
         let addrs = dump_addresses(h).await?;
         let r4 = dump_routes(h, RouteMessageBuilder::<Ipv4Addr>::new().build()).await?;
         let r6 = dump_routes(h, RouteMessageBuilder::<Ipv6Addr>::new().build()).await?;
-        Ok::<_, NetlinkError>((all, addrs, r4, r6))
+        Ok::<_, NetlinkError>((conn, all, addrs, r4, r6))
     }
     .await;
     match res {
-        Ok((all, addrs, mut routes, r6)) => {
+        Ok((conn, all, addrs, mut routes, r6)) => {
             let index_names = names(&all);
             let mut links: Vec<ObservedLink> =
                 all.iter().map(|m| parse_link(m, &index_names)).collect();
             attach_addresses(&mut links, &addrs);
             routes.extend(r6);
             let (default4, default6) = default_routes(&routes, &index_names);
-            ObservedContainer {
+            let observed = ObservedContainer {
                 netns: netns.to_path_buf(),
                 reachable: true,
                 links,
                 default4,
                 default6,
-            }
+            };
+            (observed, Some(conn))
         }
         Err(e) => {
             tracing::warn!(netns = %netns.display(), error = %e, "cannot observe container namespace");
-            ObservedContainer {
+            let observed = ObservedContainer {
                 netns: netns.to_path_buf(),
                 reachable: false,
                 links: Vec::new(),
                 default4: Vec::new(),
                 default6: Vec::new(),
-            }
+            };
+            (observed, None)
         }
     }
 }
