@@ -170,6 +170,8 @@ pub fn agent(layout: &Layout, bins: &Bins, node: &str, i: usize) -> ProcSpec {
         layout.dns_addr(),
         "--lease-ttl".into(),
         LAB_LEASE_TTL.to_string(),
+        // Lab nodes are namespaces dedicated to shibafu.
+        "--no-bridge-netfilter".into(),
     ];
     proc(layout, layout.node_ns(node), &bins.agent, node, args)
 }

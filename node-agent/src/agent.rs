@@ -60,6 +60,13 @@ pub struct RunArgs {
     /// letting the lease expire.
     #[arg(long)]
     deregister: bool,
+    /// Keep bridged frames out of this host's iptables/nftables hooks: sets
+    /// net.bridge.bridge-nf-call-{iptables,ip6tables,arptables} to 0 here and keeps them so.
+    /// shibafu's rules only concern routed traffic, so this saves conntrack and rule evaluation
+    /// on every same-network frame. Only for hosts dedicated to shibafu: other bridges on the
+    /// host (Docker's) lose their br_netfilter filtering.
+    #[arg(long)]
+    no_bridge_netfilter: bool,
 }
 
 fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
@@ -171,6 +178,7 @@ async fn start_workload_actors(
             node: args.node.clone(),
             underlay: Some(args.underlay),
             underlay_mtu,
+            bridge_netfilter_off: args.no_bridge_netfilter,
         },
         Arc::new(dp),
         Arc::new(NftFirewall::current()),

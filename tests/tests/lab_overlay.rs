@@ -185,6 +185,16 @@ fn remote_endpoints_have_static_fdb_entries_and_no_flooding() {
         !fdb.contains("00:00:00:00:00:00"),
         "flooding entry present:\n{fdb}"
     );
+    // The lab runs its agents with --no-bridge-netfilter: bridged frames skip the nft hooks
+    // (the sysctls exist only while br_netfilter is loaded).
+    for node in lab.node_names() {
+        let cat = "cat /proc/sys/net/bridge/bridge-nf-call-iptables /proc/sys/net/bridge/bridge-nf-call-ip6tables 2>/dev/null || echo absent";
+        let brnf = lab.exec_ok(&node, &["sh", "-c", cat]);
+        assert!(
+            !brnf.contains('1'),
+            "{node}: bridge-nf-call still on: {brnf}"
+        );
+    }
     lab.down();
 }
 

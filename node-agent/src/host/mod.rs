@@ -128,6 +128,8 @@ pub struct HostConfig {
     pub underlay: Option<IpAddr>,
     /// MTU of the underlay interface.
     pub underlay_mtu: u32,
+    /// Keep bridged frames out of the netfilter hooks (`--no-bridge-netfilter`).
+    pub bridge_netfilter_off: bool,
 }
 
 /// The host dataplane owner; see the module documentation.

@@ -134,7 +134,7 @@ impl Host {
                     .collect(),
             })
             .collect();
-        Ok(DesiredHost::build(&HostInputs {
+        let mut desired = DesiredHost::build(&HostInputs {
             node: &self.cfg.node,
             underlay: self.cfg.underlay,
             underlay_mtu: self.cfg.underlay_mtu,
@@ -142,6 +142,8 @@ impl Host {
             nodes: &nodes,
             endpoints: &endpoints,
             containers: &containers,
-        })?)
+        })?;
+        desired.bridge_netfilter_off = self.cfg.bridge_netfilter_off;
+        Ok(desired)
     }
 }

@@ -127,6 +127,7 @@ fn fixture(tag: &str, state: Arc<ClusterState>) -> Fixture {
         node: "node1".into(),
         underlay: Some("10.0.0.1".parse().expect("ip")),
         underlay_mtu: 1500,
+        bridge_netfilter_off: false,
     };
     let mut host = Host::new(
         cfg,

@@ -129,6 +129,9 @@ impl<'a> Session<'a> {
                 };
                 sysctl::enable_flag(self.host_netns, key).await
             }
+            Op::DisableBridgeNetfilter => {
+                sysctl::disable_flags(self.host_netns, &sysctl::BRIDGE_NETFILTER).await
+            }
             Op::DeleteLink(name) => match self.host_index(name).await {
                 Err(NetlinkError::NoSuchLink(_)) => Ok(()),
                 Err(e) => Err(e),

@@ -112,6 +112,7 @@ pub fn simulate(s: &mut ObservedHost, op: &Op) -> Result<(), String> {
     match op {
         Op::EnableForwarding(IpFamily::V4) => s.forwarding4 = true,
         Op::EnableForwarding(IpFamily::V6) => s.forwarding6 = true,
+        Op::DisableBridgeNetfilter => s.bridge_netfilter = false,
         Op::DeleteLink(name) => delete_link(s, name),
         Op::CreateBridge { name, mac, mtu } => {
             create(s, name, LinkKind::Bridge, *mtu, Some(*mac))?;

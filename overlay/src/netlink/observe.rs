@@ -101,10 +101,18 @@ pub(crate) async fn observe(
         neigh.extend(dump_neighbours(handle, AddressFamily::Inet6).await?);
         Ok::<_, NetlinkError>((all, addrs, fdb, neigh))
     };
-    let flags = sysctl::read_flags(host_netns, [sysctl::FORWARD_V4, sysctl::FORWARD_V6]);
+    let [brnf4, brnf6, brnf_arp] = sysctl::BRIDGE_NETFILTER;
+    let keys = [
+        sysctl::FORWARD_V4,
+        sysctl::FORWARD_V6,
+        brnf4,
+        brnf6,
+        brnf_arp,
+    ];
+    let flags = sysctl::read_flags(host_netns, keys);
     let (host, flags, (containers, conns)) = futures::join!(host, flags, observe_containers(netns));
     let (all, addrs, fdb_msgs, neighbour_msgs) = host?;
-    let [forwarding4, forwarding6] = flags?;
+    let [forwarding4, forwarding6, brnf @ ..] = flags?;
 
     let index_names = names(&all);
     let mut links: Vec<ObservedLink> = all
@@ -119,6 +127,7 @@ pub(crate) async fn observe(
     let observed = ObservedHost {
         forwarding4,
         forwarding6,
+        bridge_netfilter: brnf.contains(&true),
         links,
         fdb,
         port_fdb,
@@ -167,6 +176,7 @@ pub(crate) async fn observe_workloads(
     let observed = ObservedHost {
         forwarding4: true,
         forwarding6: true,
+        bridge_netfilter: false,
         links,
         fdb: Vec::new(),
         port_fdb: Vec::new(),

@@ -1,5 +1,6 @@
-//! The few host sysctls the dataplane needs (IP forwarding), read and written in the host
-//! namespace (paths under /proc/sys/net resolve in the namespace of the thread that opens them).
+//! The few host sysctls the dataplane needs (IP forwarding, br_netfilter's switches), read and
+//! written in the host namespace (paths under /proc/sys/net resolve in the namespace of the
+//! thread that opens them).
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,14 @@ use crate::netns;
 pub(crate) const FORWARD_V4: &str = "/proc/sys/net/ipv4/ip_forward";
 /// IPv6 forwarding switch (all interfaces).
 pub(crate) const FORWARD_V6: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+
+/// br_netfilter's switches: do bridged IPv4, IPv6 and ARP frames go through the netfilter hooks?
+/// (Per namespace; absent while the module is not loaded.)
+pub(crate) const BRIDGE_NETFILTER: [&str; 3] = [
+    "/proc/sys/net/bridge/bridge-nf-call-iptables",
+    "/proc/sys/net/bridge/bridge-nf-call-ip6tables",
+    "/proc/sys/net/bridge/bridge-nf-call-arptables",
+];
 
 fn read_now(key: &str) -> Result<bool, std::io::Error> {
     match std::fs::read_to_string(key) {
@@ -52,6 +61,31 @@ pub(crate) async fn enable_flag(
         Some(p) => netns::run_in_async(p, move || std::fs::write(key, b"1")).await?,
     };
     res.map_err(|source| NetlinkError::Sysctl {
+        key: PathBuf::from(key),
+        source,
+    })
+}
+
+/// Sets 0/1 sysctls to 0 in `netns` (`None` = the caller's namespace); absent keys are skipped.
+pub(crate) async fn disable_flags(
+    netns: Option<&Path>,
+    keys: &[&'static str],
+) -> Result<(), NetlinkError> {
+    let keys = keys.to_vec();
+    let write_all = move || -> Result<(), (&'static str, std::io::Error)> {
+        for key in keys {
+            match std::fs::write(key, b"0") {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err((key, e)),
+                _ => {}
+            }
+        }
+        Ok(())
+    };
+    let res = match netns {
+        None => write_all(),
+        Some(p) => netns::run_in_async(p, write_all).await?,
+    };
+    res.map_err(|(key, source)| NetlinkError::Sysctl {
         key: PathBuf::from(key),
         source,
     })

@@ -25,6 +25,10 @@ pub struct DesiredHost {
     pub networks: Vec<DesiredNetwork>,
     /// Local container interfaces, sorted by (netns, ifname).
     pub endpoints: Vec<DesiredEndpoint>,
+    /// Keep bridged frames out of the host's iptables/nftables hooks (the br_netfilter sysctls
+    /// off): shibafu's rules only concern routed traffic. For hosts dedicated to shibafu.
+    #[serde(default)]
+    pub bridge_netfilter_off: bool,
 }
 
 /// One network's bridge (carrying the anycast gateway) and VXLAN device on this host.
@@ -155,6 +159,7 @@ impl DesiredHost {
         Ok(DesiredHost {
             networks,
             endpoints,
+            bridge_netfilter_off: false,
         })
     }
 

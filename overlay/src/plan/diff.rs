@@ -1,6 +1,6 @@
 //! `plan(desired, observed) -> ops`: the difference, in an order the kernel accepts.
 //!
-//! Order: forwarding, stale links (veths, then the rest), then per network the bridge, its
+//! Order: forwarding and br_netfilter switches, stale links (veths, then the rest), then per network the bridge, its
 //! addresses, the VXLAN device with its FDB and the neighbour entries, then per local endpoint
 //! the veth and the container side. Whatever is already right produces no op, so planning against
 //! the state an earlier apply left is empty and an agent restart touches nothing.
@@ -30,6 +30,9 @@ pub fn plan(desired: &DesiredHost, observed: &ObservedHost) -> Vec<Op> {
     }
     if desired.has_ipv6() && !observed.forwarding6 {
         ops.push(Op::EnableForwarding(IpFamily::V6));
+    }
+    if desired.bridge_netfilter_off && observed.bridge_netfilter {
+        ops.push(Op::DisableBridgeNetfilter);
     }
     let kept = stale_links(desired, observed, &mut ops);
     for net in &desired.networks {

@@ -16,6 +16,10 @@ pub struct ObservedHost {
     pub forwarding4: bool,
     /// Is IPv6 forwarding on in the host namespace?
     pub forwarding6: bool,
+    /// Do bridged frames go through the host's iptables/nftables hooks (any br_netfilter
+    /// `bridge-nf-call-*` sysctl on)? False when br_netfilter is not loaded.
+    #[serde(default)]
+    pub bridge_netfilter: bool,
     /// Host links whose names start with `sf`.
     pub links: Vec<ObservedLink>,
     /// FDB entries of the VXLAN devices (`self` entries with a destination).

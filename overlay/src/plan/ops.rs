@@ -47,6 +47,8 @@ pub enum IpFamily {
 pub enum Op {
     /// Turn on IP forwarding of a family in the host namespace (the gateways route).
     EnableForwarding(IpFamily),
+    /// Keep bridged frames out of the host's iptables/nftables hooks (br_netfilter sysctls 0).
+    DisableBridgeNetfilter,
     /// Delete a host link (a veth takes its container end with it).
     DeleteLink(String),
     /// Create a bridge with the anycast gateway MAC, down.
@@ -205,6 +207,7 @@ impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Op::EnableForwarding(fam) => write!(f, "enable {fam:?} forwarding"),
+            Op::DisableBridgeNetfilter => write!(f, "stop netfilter calls for bridged frames"),
             Op::DeleteLink(n) => write!(f, "delete link {n}"),
             Op::CreateBridge { name, mac, mtu } => {
                 write!(f, "create bridge {name} (mac {mac}, mtu {mtu})")

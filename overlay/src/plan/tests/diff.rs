@@ -397,3 +397,23 @@ fn detaching_the_first_network_moves_the_default_route() {
         ]
     );
 }
+
+#[test]
+fn bridge_netfilter_is_turned_off_only_when_asked_and_on() {
+    let c = Cluster::new();
+    let mut d = c.desired();
+    let mut k = kernel_with(&[]);
+    k.bridge_netfilter = true;
+    let count = |d: &DesiredHost, k: &ObservedHost| {
+        plan(d, k)
+            .iter()
+            .filter(|o| **o == Op::DisableBridgeNetfilter)
+            .count()
+    };
+    assert_eq!(count(&d, &k), 0, "not asked: br_netfilter is left alone");
+    d.bridge_netfilter_off = true;
+    assert_eq!(count(&d, &k), 1);
+    assert_eq!(plan(&d, &k)[..3].last(), Some(&Op::DisableBridgeNetfilter));
+    simulate(&mut k, &Op::DisableBridgeNetfilter).expect("simulate");
+    assert_eq!(count(&d, &k), 0, "already off: nothing to do");
+}
