@@ -8,7 +8,7 @@ use crate::layout::Layout;
 use crate::netns;
 use crate::procs;
 use crate::state::LabState;
-use crate::up;
+use crate::up::{self, UPLINK};
 
 /// Stops a component with SIGTERM (SIGKILL after a grace period); a stopped one stays stopped.
 pub fn stop(layout: &Layout, st: &mut LabState, key: &str) -> anyhow::Result<()> {
@@ -35,7 +35,8 @@ pub fn start(layout: &Layout, st: &mut LabState, key: &str) -> anyhow::Result<()
     up::start(layout, st, key, spec)
 }
 
-/// Cuts a node off the underlay: its switch port goes down (its own link keeps its address).
+/// Cuts a node off the underlay: the switch stops forwarding to and from it (its uplink goes to
+/// macvlan `private` mode), while its own link stays up with its address and routes.
 pub fn partition(layout: &Layout, st: &mut LabState, node: &str) -> anyhow::Result<()> {
     set_port(layout, st, node, false)
 }
@@ -46,13 +47,16 @@ pub fn heal(layout: &Layout, st: &mut LabState, node: &str) -> anyhow::Result<()
 }
 
 fn set_port(layout: &Layout, st: &mut LabState, node: &str, up: bool) -> anyhow::Result<()> {
-    let port = st.node(node)?.switch_port.clone();
-    let state = if up { "up" } else { "down" };
-    netns::ip(&layout.switch_ns(), &["link", "set", &port, state])?;
+    let ns = st.node(node)?.netns.clone();
+    let mode = if up { "bridge" } else { "private" };
+    netns::ip(
+        &ns,
+        &["link", "set", UPLINK, "type", "macvlan", "mode", mode],
+    )?;
     if let Some(n) = st.nodes.iter_mut().find(|n| n.name == node) {
         n.partitioned = !up;
     }
-    tracing::info!(node, port = %port, link = state, "underlay link set");
+    tracing::info!(node, mode, "underlay uplink set");
     st.save(layout)
 }
 

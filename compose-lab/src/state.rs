@@ -39,8 +39,6 @@ pub struct NodeState {
     pub netns: String,
     /// Underlay address.
     pub addr: String,
-    /// Its port on the switch bridge (inside the switch namespace).
-    pub switch_port: String,
     /// The agent API socket.
     pub api_socket: PathBuf,
     /// Whether `partition` cut its link.

@@ -17,10 +17,14 @@ use crate::procs;
 use crate::spec::LabSpec;
 use crate::state::{LabLock, LabState, NodeState, ProcSpec};
 
-/// Name of the bridge in the switch namespace.
-const SWITCH_BRIDGE: &str = "br0";
+/// The switch: a veth pair inside the switch namespace whose first end carries every host's
+/// macvlan uplink in bridge mode. Host to host is then one hop (macvlan to macvlan), as over a
+/// direct link, where a Linux bridge would add a second veth crossing per packet.
+const SWITCH_PARENT: &str = "sw0";
+/// The other end of the switch's veth pair (it only keeps the parent's carrier up).
+const SWITCH_PEER: &str = "sw0peer";
 /// Name of every host's underlay interface.
-const UPLINK: &str = "eth0";
+pub const UPLINK: &str = "eth0";
 /// How long one daemon may take to become ready.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -93,8 +97,21 @@ fn build(
     tracing::info!(lab = %layout.name, nodes = names.len(), subnet = %layout.subnet(), "building topology");
     let switch = layout.switch_ns();
     add_netns(layout, st, &switch)?;
-    netns::ip(&switch, &["link", "add", SWITCH_BRIDGE, "type", "bridge"])?;
-    netns::ip(&switch, &["link", "set", SWITCH_BRIDGE, "up"])?;
+    netns::ip(
+        &switch,
+        &[
+            "link",
+            "add",
+            SWITCH_PARENT,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            SWITCH_PEER,
+        ],
+    )?;
+    netns::ip(&switch, &["link", "set", SWITCH_PEER, "up"])?;
+    netns::ip(&switch, &["link", "set", SWITCH_PARENT, "up"])?;
 
     let ctl = layout.ctl_ns();
     add_netns(layout, st, &ctl)?;
@@ -126,7 +143,6 @@ fn build(
             name: name.clone(),
             netns: ns,
             addr,
-            switch_port: port,
             api_socket: layout.api_socket(name),
             partitioned: false,
         });
@@ -169,19 +185,26 @@ fn add_netns(layout: &Layout, st: &mut LabState, ns: &str) -> anyhow::Result<()>
     netns::add(ns)
 }
 
-/// Links host namespace `host` to the switch: a veth pair born with one end (`port`) in the
-/// switch and the other (`eth0`) in the host, which gets `addr`/24.
+/// Links host namespace `host` to the switch: a macvlan (bridge mode) on the switch's parent,
+/// made in the switch namespace as `port`, moved into the host and named `eth0` there, with
+/// `addr`/24.
 fn plug(switch: &str, host: &str, port: &str, addr: &str) -> anyhow::Result<()> {
     netns::ip(
         switch,
         &[
-            "link", "add", port, "type", "veth", "peer", "name", UPLINK, "netns", host,
+            "link",
+            "add",
+            port,
+            "link",
+            SWITCH_PARENT,
+            "type",
+            "macvlan",
+            "mode",
+            "bridge",
         ],
     )?;
-    netns::ip(
-        switch,
-        &["link", "set", port, "master", SWITCH_BRIDGE, "up"],
-    )?;
+    netns::ip(switch, &["link", "set", port, "netns", host])?;
+    netns::ip(host, &["link", "set", port, "name", UPLINK])?;
     netns::ip(host, &["addr", "add", &format!("{addr}/24"), "dev", UPLINK])?;
     netns::ip(host, &["link", "set", UPLINK, "up"])
 }
