@@ -108,6 +108,7 @@ pub fn is_root() -> bool {
     })
 }
 
+pub mod firewall;
 mod lab;
 mod netns;
 

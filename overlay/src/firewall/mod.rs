@@ -5,6 +5,7 @@
 //! and touches no other table; [`NftFirewall`] applies it with `nft -f -` and remembers the last
 //! spec so [`Firewall::ensure`] can put it back after someone flushed the ruleset.
 
+mod intra;
 mod nft;
 mod render;
 

@@ -1,0 +1,91 @@
+//! Helpers of the firewall host tests: networks, containers attached by the real dataplane in a
+//! "host" namespace, ping and nft inside namespaces.
+
+use shibafu_overlay::model::{Endpoint, Network, SCHEMA_VERSION};
+use shibafu_overlay::netlink::{reconcile, NetlinkDataplane, Scope};
+use shibafu_overlay::plan::{DesiredHost, HostInputs, LocalContainer, LocalInterface};
+
+use crate::{exec_ok, exec_out, NetnsGuard};
+
+/// A network without IPv6 named `name` (zone `<name>.local`).
+pub fn net(name: &str, subnet: &str, vni: u32, internal: bool) -> Network {
+    Network {
+        schema: SCHEMA_VERSION,
+        name: name.into(),
+        subnet: subnet.parse().expect("subnet"),
+        subnet6: None,
+        vni,
+        zone: format!("{name}.local"),
+        mtu: None,
+        internal,
+        forwarders: vec![],
+    }
+}
+
+/// One container per (network, address); returns the endpoint records and attachments. An
+/// address `"V4,V6"` gives the container both.
+pub fn containers(members: &[(&NetnsGuard, &str, &str)]) -> (Vec<Endpoint>, Vec<LocalContainer>) {
+    let mut eps = Vec::new();
+    let mut cs = Vec::new();
+    for (i, (ns, network, ip)) in members.iter().enumerate() {
+        let id = format!("c{i}");
+        let (v4, v6) = match ip.split_once(',') {
+            Some((v4, v6)) => (v4, Some(v6.parse().expect("ipv6"))),
+            None => (*ip, None),
+        };
+        eps.push(Endpoint {
+            schema: SCHEMA_VERSION,
+            id: id.clone(),
+            network: (*network).into(),
+            name: id.clone(),
+            aliases: vec![],
+            node: "h".into(),
+            ipv4: v4.parse().expect("ip"),
+            ipv6: v6,
+            mac: format!("02:00:00:00:00:{:02x}", i + 2),
+            service: None,
+            port: None,
+            weight: 1,
+        });
+        cs.push(LocalContainer {
+            netns: ns.path(),
+            interfaces: vec![LocalInterface {
+                network: (*network).into(),
+                endpoint_id: id,
+                ifname: "eth0".into(),
+            }],
+        });
+    }
+    (eps, cs)
+}
+
+/// Builds the networks and containers in `host` with the dataplane.
+pub async fn build(host: &NetnsGuard, networks: &[Network], members: &[(&NetnsGuard, &str, &str)]) {
+    let (endpoints, containers) = containers(members);
+    let d = DesiredHost::build(&HostInputs {
+        node: "h",
+        underlay: None,
+        underlay_mtu: 1500,
+        networks,
+        nodes: &[],
+        endpoints: &endpoints,
+        containers: &containers,
+    })
+    .expect("desired");
+    let (_, report) = reconcile(&NetlinkDataplane::in_netns(host.path()), &d, &Scope::All)
+        .await
+        .expect("reconcile");
+    assert!(report.is_ok(), "{:#?}", report.errors);
+}
+
+/// One ping with a 1 s timeout.
+pub fn ping(from: &NetnsGuard, to: &str) -> bool {
+    exec_out(from.cmd("ping").args(["-c", "1", "-W", "1", "-q", to]))
+        .status
+        .success()
+}
+
+/// Runs `nft ARGS` in `host`; panics with its output on failure.
+pub fn nft(host: &NetnsGuard, args: &[&str]) -> String {
+    exec_ok(host.cmd("nft").args(args))
+}
