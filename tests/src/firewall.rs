@@ -89,3 +89,24 @@ pub fn ping(from: &NetnsGuard, to: &str) -> bool {
 pub fn nft(host: &NetnsGuard, args: &[&str]) -> String {
     exec_ok(host.cmd("nft").args(args))
 }
+
+/// The host's uplink to an "outside" namespace: `up0` 203.0.113.1/24 in `host`, `eth0`
+/// 203.0.113.2/24 in `outside`.
+pub fn uplink(host: &NetnsGuard, outside: &NetnsGuard) {
+    host.ip(&[
+        "link",
+        "add",
+        "up0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        outside.name(),
+    ]);
+    host.ip(&["addr", "add", "203.0.113.1/24", "dev", "up0"]);
+    host.ip(&["link", "set", "up0", "up"]);
+    outside.ip(&["addr", "add", "203.0.113.2/24", "dev", "eth0"]);
+    outside.ip(&["link", "set", "eth0", "up"]);
+}

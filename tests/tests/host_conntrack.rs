@@ -7,7 +7,7 @@ use std::time::Duration;
 use shibafu_overlay::firewall::{Firewall, FirewallSpec, NftFirewall};
 use shibafu_overlay::model::Link;
 use shibafu_overlay::netns;
-use shibafu_tests::firewall::{build, net, nft, ping};
+use shibafu_tests::firewall::{build, net, nft, ping, uplink};
 use shibafu_tests::{exec_ok, exec_out, is_root, NetnsGuard};
 
 fn root() -> bool {
@@ -93,22 +93,7 @@ async fn conntrack_skips_same_network_and_vxlan_traffic_only() {
         NetnsGuard::new("fwc"),
     );
     let (i1, i2) = (NetnsGuard::new("fwc"), NetnsGuard::new("fwc"));
-    h.ip(&[
-        "link",
-        "add",
-        "up0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        outside.name(),
-    ]);
-    h.ip(&["addr", "add", "203.0.113.1/24", "dev", "up0"]);
-    h.ip(&["link", "set", "up0", "up"]);
-    outside.ip(&["addr", "add", "203.0.113.2/24", "dev", "eth0"]);
-    outside.ip(&["link", "set", "eth0", "up"]);
+    uplink(&h, &outside);
     let mut a = net("a", "172.48.0.0/24", 0x4301, false);
     a.subnet6 = Some("fd00:48::/64".parse().expect("v6"));
     let nets = [

@@ -10,7 +10,7 @@ use std::time::Duration;
 use shibafu_overlay::firewall::{Firewall, FirewallSpec, NftFirewall};
 use shibafu_overlay::model::Link;
 use shibafu_overlay::netns;
-use shibafu_tests::firewall::{build, net, nft, ping};
+use shibafu_tests::firewall::{build, net, nft, ping, uplink};
 use shibafu_tests::{exec_ok, is_root, NetnsGuard};
 
 fn root() -> bool {
@@ -157,22 +157,7 @@ async fn internal_network_has_no_way_out_and_others_masquerade() {
     }
     let (h, outside) = (NetnsGuard::new("fwh"), NetnsGuard::new("fwo"));
     let (cn, ci) = (NetnsGuard::new("fwc"), NetnsGuard::new("fwc"));
-    h.ip(&[
-        "link",
-        "add",
-        "up0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        outside.name(),
-    ]);
-    h.ip(&["addr", "add", "203.0.113.1/24", "dev", "up0"]);
-    h.ip(&["link", "set", "up0", "up"]);
-    outside.ip(&["addr", "add", "203.0.113.2/24", "dev", "eth0"]);
-    outside.ip(&["link", "set", "eth0", "up"]);
+    uplink(&h, &outside);
     let nets = [
         net("n", "172.41.0.0/24", 0x4101, false),
         net("i", "172.42.0.0/24", 0x4102, true),
