@@ -42,7 +42,8 @@ pub struct DnsActor {
     port: u16,
     servers: BTreeMap<String, Running>,
     node: String,
-    local: Vec<Endpoint>,
+    /// This node's endpoints from its book; `None` until the NetworkActor first sends them.
+    local: Option<Vec<Endpoint>>,
     state: Option<Arc<ClusterState>>,
 }
 
@@ -57,7 +58,7 @@ impl DnsActor {
             port,
             servers: BTreeMap::new(),
             node,
-            local: Vec::new(),
+            local: None,
             state: None,
         }
     }
@@ -66,12 +67,12 @@ impl DnsActor {
         let Some(state) = &self.state else {
             return;
         };
-        match build_snapshot(state, &self.node, &self.local) {
+        match build_snapshot(state, &self.node, self.local.as_deref()) {
             Ok(snap) => {
                 debug!(
                     names = snap.name_count(),
                     revision = state.revision(),
-                    local = self.local.len(),
+                    local = self.local.as_ref().map(Vec::len),
                     "DNS snapshot swapped"
                 );
                 self.snapshot.store(Arc::new(snap));
@@ -174,8 +175,8 @@ impl Handler<LocalEndpoints> for DnsActor {
     type Result = ();
 
     fn handle(&mut self, msg: LocalEndpoints, _ctx: &mut Context<Self>) {
-        if msg.0 != self.local {
-            self.local = msg.0;
+        if self.local.as_ref() != Some(&msg.0) {
+            self.local = Some(msg.0);
             self.rebuild();
         }
     }

@@ -101,10 +101,11 @@ fn add_service(b: &mut SnapshotBuilder, n: &Network, service: &str, members: &[&
 
 /// Builds the snapshot of every network in `state`, with this node's (`node`) own endpoints taken
 /// from `local` (its book) rather than from the cluster, so they answer before etcd echoes them.
+/// Without `local` (the book not known yet, at agent start) every endpoint comes from the cluster.
 pub fn build_snapshot(
     state: &ClusterState,
     node: &str,
-    local: &[Endpoint],
+    local: Option<&[Endpoint]>,
 ) -> Result<Snapshot, DnsError> {
     let mut b = SnapshotBuilder::new();
     for n in state.networks().values() {
@@ -117,8 +118,13 @@ pub fn build_snapshot(
     for n in state.networks().values() {
         let eps = state
             .endpoints_of(&n.name)
-            .filter(|e| e.node != node)
-            .chain(local.iter().filter(|e| e.network == n.name));
+            .filter(|e| local.is_none() || e.node != node)
+            .chain(
+                local
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|e| e.network == n.name),
+            );
         by_net.insert(n.name.as_str(), eps.collect());
     }
     let mut containers: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
@@ -289,7 +295,7 @@ mod snapshot_tests {
 
     #[test]
     fn containers_see_only_their_networks() {
-        let snap = build_snapshot(&state(), "", &[]).expect("build");
+        let snap = build_snapshot(&state(), "node2", None).expect("build");
         // api is on both networks: it resolves postgres on backend.
         let m = ask(
             &snap,
@@ -319,7 +325,7 @@ mod snapshot_tests {
 
     #[test]
     fn ptr_and_services() {
-        let snap = build_snapshot(&state(), "", &[]).expect("build");
+        let snap = build_snapshot(&state(), "node2", None).expect("build");
         let m = ask(
             &snap,
             "172.22.0.6",
@@ -360,13 +366,18 @@ mod snapshot_tests {
         // The cluster still has node1's old api records; node1's book has a new one and no
         // postgres: the book wins for node1's names, before and after etcd catches up.
         let fresh = endpoint("frontend", "fresh", "172.21.0.30", None);
-        let snap = build_snapshot(&state(), "node1", std::slice::from_ref(&fresh)).expect("build");
+        let snap =
+            build_snapshot(&state(), "node1", Some(std::slice::from_ref(&fresh))).expect("build");
         let m = ask(&snap, "172.21.0.30", "fresh.frontend.local.", RecordType::A);
         assert_eq!(addrs(&m), ["172.21.0.30"]);
         let m = ask(&snap, "172.21.0.30", "api.frontend.local.", RecordType::A);
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
         // Another node's view of the same cluster keeps node1's records from etcd.
-        let snap = build_snapshot(&state(), "node2", &[]).expect("build");
+        let snap = build_snapshot(&state(), "node2", Some(&[])).expect("build");
+        let m = ask(&snap, "172.21.0.20", "api.frontend.local.", RecordType::A);
+        assert_eq!(addrs(&m), ["172.21.0.6"]);
+        // Before its book is known (agent start), node1 answers its own names from etcd too.
+        let snap = build_snapshot(&state(), "node1", None).expect("build");
         let m = ask(&snap, "172.21.0.20", "api.frontend.local.", RecordType::A);
         assert_eq!(addrs(&m), ["172.21.0.6"]);
     }

@@ -105,8 +105,8 @@ impl Handler<ClusterChanged> for NetworkActor {
             };
             host.set_state(state);
             if first {
-                host.restore().await;
                 dns.do_send(LocalEndpoints(host.local_endpoints()));
+                host.restore().await;
             }
             let done = if first {
                 host.reconcile(Scope::All).await
