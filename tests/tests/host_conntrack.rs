@@ -200,6 +200,25 @@ async fn conntrack_skips_same_network_and_vxlan_traffic_only() {
     // ... and so are the host's packets into a bridge.
     send_udp(&h, "172.48.0.2", vxlan);
     assert!(tracked(&h, "172.48.0.1", "172.48.0.2", Some(vxlan)).is_some());
+    // A container's flow *from* port 4789 leaves from another port, so its replies (which would
+    // otherwise come back to the untracked VXLAN port) are translated back to it.
+    let in_a1 = udp_socket(&a1, "172.48.0.2", vxlan);
+    let peer = udp_socket(&outside, "203.0.113.2", 5999);
+    in_a1.send_to(b"hi", "203.0.113.2:5999").expect("send");
+    let (_, from) = peer
+        .recv_from(&mut buf)
+        .expect("sent from the container's port 4789");
+    assert_eq!(from.ip().to_string(), "203.0.113.1", "masqueraded");
+    assert_ne!(
+        from.port(),
+        vxlan,
+        "the source port must move off the VXLAN port"
+    );
+    peer.send_to(b"back", from).expect("reply");
+    let (n, _) = in_a1
+        .recv_from(&mut buf)
+        .expect("the reply reaches the container");
+    assert_eq!(&buf[..n], b"back");
 
     // Control: without the notrack rules, the same bridged ping is tracked (so the check above
     // is meaningful), and ensure() notices the missing rules and puts them back.

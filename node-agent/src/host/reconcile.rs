@@ -13,26 +13,41 @@ use super::book::BookError;
 use super::{Host, HostError};
 
 impl Host {
-    /// Saves the book and applies the desired state for one namespace (plus the host side).
+    /// Saves the book and applies the desired state for one namespace (plus the host side). The
+    /// kernel is reconciled even when the book cannot be saved (a rollback must still undo).
     pub(super) async fn apply_local(&mut self, netns: &Path) -> Result<(), HostError> {
-        self.book.save()?;
-        self.reconcile(Scope::Only(vec![netns.to_path_buf()])).await
+        let saved = self.book.save();
+        let applied = self.reconcile(Scope::Only(vec![netns.to_path_buf()])).await;
+        saved?;
+        applied
     }
 
     /// Saves the book and applies an attach to `netns`. When the host side wants what the last
     /// clean reconcile applied, only this workload is read and planned ([`Scope::Workloads`]):
     /// the attach costs the same with 1 or 500 containers on the host.
-    /// The book is written on a blocking thread meanwhile, and waited for before returning.
+    /// The book is written on a blocking thread meanwhile, and waited for before returning. If
+    /// the workload-only pass fails (the host drifted since: a bridge deleted by hand), the
+    /// whole host side is reconciled before giving up.
     pub(super) async fn apply_attach(&mut self, netns: &Path) -> Result<(), HostError> {
+        let desired = self.desired()?;
         let snapshot = self.book.snapshot()?;
         let save = tokio::task::spawn_blocking(move || snapshot.write());
-        let desired = self.desired()?;
         let only = vec![netns.to_path_buf()];
-        let scope = match &self.settled {
-            Some(s) if s.networks == desired.networks => Scope::Workloads(only),
-            _ => Scope::Only(only),
+        let applied = match &self.settled {
+            Some(s) if s.networks == desired.networks => {
+                let fast = self
+                    .reconcile_to(desired.clone(), Scope::Workloads(only.clone()))
+                    .await;
+                match fast {
+                    Err(e) => {
+                        warn!(error = %e, "workload-only attach failed; reconciling the host side");
+                        self.reconcile_to(desired, Scope::Only(only)).await
+                    }
+                    ok => ok,
+                }
+            }
+            _ => self.reconcile_to(desired, Scope::Only(only)).await,
         };
-        let applied = self.reconcile_to(desired, scope).await;
         let saved = save
             .await
             .map_err(|e| BookError::Io {

@@ -376,3 +376,27 @@ fn own_endpoint_echo_does_not_touch_the_kernel() {
         assert_eq!(f.dp.observations().len(), seen + 3);
     });
 }
+
+#[test]
+fn a_drifted_host_is_repaired_when_the_workload_pass_fails() {
+    rt().block_on(async {
+        use shibafu_overlay::netlink::Dataplane;
+        use shibafu_overlay::plan::Op;
+        let nets = [network("backend", "172.22.0.0/24", 4097)];
+        let mut f = fixture("drift", state_with(&nets, &[]));
+        f.dp.add_container("/run/test/api");
+        f.host.attach(req("api", &["backend"])).await.expect("api");
+        // Someone deletes the bridge by hand between resyncs.
+        let bridge = format!("sfbr{:x}", 4097);
+        assert!(f.dp.apply(&[Op::DeleteLink(bridge.clone())]).await.is_ok());
+        f.dp.add_container("/run/test/web");
+        f.host.attach(req("web", &["backend"])).await.expect("web");
+        let seen = f.dp.observations();
+        let web = vec![PathBuf::from("/run/test/web")];
+        assert_eq!(
+            seen[seen.len() - 2..],
+            [Scope::Workloads(web.clone()), Scope::Only(web)]
+        );
+        assert!(f.dp.state().link(&bridge).is_some(), "bridge not rebuilt");
+    });
+}

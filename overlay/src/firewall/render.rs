@@ -112,6 +112,32 @@ fn output_rules() -> [(String, &'static str); 1] {
     )]
 }
 
+/// Rules of the `postrouting` NAT chain, `out` selecting the uplink. A flow from a container's
+/// UDP port 4789 is given another source port: its replies would come back to the VXLAN port,
+/// which the raw chain leaves untracked, and so would never be translated back.
+fn masquerade_rules(out: &str) -> [(String, &'static str); 4] {
+    let (v4, v6) = (
+        format!("ip saddr @masq4 ip daddr != @subnets4 {out}"),
+        format!("ip6 saddr @masq6 ip6 daddr != @subnets6 {out}"),
+    );
+    let away = format!(
+        "udp sport {VXLAN_PORT} masquerade to :{}-65535",
+        VXLAN_PORT + 1
+    );
+    [
+        (
+            format!("{v4} {away}"),
+            "masquerade outbound from the VXLAN port",
+        ),
+        (
+            format!("{v6} {away}"),
+            "masquerade outbound from the VXLAN port (v6)",
+        ),
+        (format!("{v4} masquerade"), "masquerade outbound"),
+        (format!("{v6} masquerade"), "masquerade outbound (v6)"),
+    ]
+}
+
 /// Comments of every rule the ruleset has; all present in a listing = the table is intact.
 pub fn rule_comments() -> Vec<String> {
     let mut out: Vec<String> = FORWARD
@@ -119,8 +145,7 @@ pub fn rule_comments() -> Vec<String> {
         .chain(INPUT)
         .map(|(_, c)| format!("sf: {c}"))
         .collect();
-    out.push("sf: masquerade outbound".into());
-    out.push("sf: masquerade outbound (v6)".into());
+    out.extend(masquerade_rules("").iter().map(|(_, c)| format!("sf: {c}")));
     out.extend(
         prerouting_rules()
             .iter()
@@ -248,16 +273,7 @@ pub fn render_ruleset(spec: &FirewallSpec) -> String {
         Some(u) => format!("oifname \"{u}\""),
         None => "oifname != @bridges".to_string(),
     };
-    let masq = [
-        (
-            format!("ip saddr @masq4 ip daddr != @subnets4 {out} masquerade"),
-            "masquerade outbound",
-        ),
-        (
-            format!("ip6 saddr @masq6 ip6 daddr != @subnets6 {out} masquerade"),
-            "masquerade outbound (v6)",
-        ),
-    ];
+    let masq = masquerade_rules(&out);
     let masq: Vec<(&str, &str)> = masq.iter().map(|(r, c)| (r.as_str(), *c)).collect();
     chain(
         &mut s,

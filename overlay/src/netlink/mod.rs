@@ -226,7 +226,8 @@ impl NetlinkDataplane {
         let netns = scope.select(desired);
         match scope {
             Scope::Workloads(_) => observe::observe_workloads(handle, desired, &netns).await,
-            _ => observe::observe(handle, self.host(), &netns).await,
+            Scope::Only(_) => observe::observe(handle, self.host(), &netns, true).await,
+            Scope::All => observe::observe(handle, self.host(), &netns, false).await,
         }
     }
 }

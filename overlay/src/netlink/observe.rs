@@ -28,10 +28,19 @@ const CONTAINER_PARALLELISM: usize = 8;
 /// The open connections of the container namespaces an observation read.
 pub(crate) type ContainerConns = Vec<(PathBuf, Conn)>;
 
-async fn observe_containers(netns: &[&Path]) -> (Vec<ObservedContainer>, ContainerConns) {
+/// Reads the container namespaces `netns`; keeps their connections when `keep` (a scoped
+/// observation: a few namespaces), else closes each after reading (a full one: one socket per
+/// container would otherwise stay open until the plan is applied).
+async fn observe_containers(
+    netns: &[&Path],
+    keep: bool,
+) -> (Vec<ObservedContainer>, ContainerConns) {
     let owned: Vec<PathBuf> = netns.iter().map(|p| p.to_path_buf()).collect();
     let read: Vec<_> = futures::stream::iter(owned)
-        .map(observe_container)
+        .map(|p| async move {
+            let (c, conn) = observe_container(p).await;
+            (c, conn.filter(|_| keep))
+        })
         .buffered(CONTAINER_PARALLELISM)
         .collect()
         .await;
@@ -87,11 +96,13 @@ async fn dump_routes(
         .map_err(dump_err("routes"))
 }
 
-/// Observes the host namespace reached by `handle` and the container namespaces `netns`.
+/// Observes the host namespace reached by `handle` and the container namespaces `netns`
+/// (keeping their connections when `keep`).
 pub(crate) async fn observe(
     handle: &Handle,
     host_netns: Option<&Path>,
     netns: &[&Path],
+    keep: bool,
 ) -> Result<(ObservedHost, ContainerConns), NetlinkError> {
     let host = async {
         let all = dump_links(handle).await?;
@@ -110,7 +121,8 @@ pub(crate) async fn observe(
         brnf_arp,
     ];
     let flags = sysctl::read_flags(host_netns, keys);
-    let (host, flags, (containers, conns)) = futures::join!(host, flags, observe_containers(netns));
+    let (host, flags, (containers, conns)) =
+        futures::join!(host, flags, observe_containers(netns, keep));
     let (all, addrs, fdb_msgs, neighbour_msgs) = host?;
     let [forwarding4, forwarding6, brnf @ ..] = flags?;
 
@@ -165,7 +177,7 @@ pub(crate) async fn observe_workloads(
         }
         Ok::<_, NetlinkError>(msgs)
     };
-    let (msgs, (containers, conns)) = futures::join!(host, observe_containers(netns));
+    let (msgs, (containers, conns)) = futures::join!(host, observe_containers(netns, true));
     let msgs = msgs?;
     let index_names = names(&msgs);
     let links = msgs
