@@ -137,10 +137,10 @@ pub(crate) fn respond_prepared(
         Err(Reject::FormErr) => return header_only(query, rcode::FORMERR, cfg, out),
     };
     if q.edns.is_some_and(|e| e.version > 0) {
-        return empty_reply(query, q, rcode::BADVERS, transport, cfg, out);
+        return empty_reply(query, q, rcode::BADVERS, false, transport, cfg, out);
     }
     if q.qclass != CLASS_IN || q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
-        return empty_reply(query, q, rcode::REFUSED, transport, cfg, out);
+        return empty_reply(query, q, rcode::REFUSED, false, transport, cfg, out);
     }
     let n = q.name_len;
     let found = snap.prebuilt(q.key(), prepared.hash);
@@ -150,7 +150,7 @@ pub(crate) fn respond_prepared(
         None => match snap.zone_of(q.name()) {
             Some(zone) => zone,
             None if cfg.forwarding => return Outcome::Forward,
-            None => return empty_reply(query, q, rcode::REFUSED, transport, cfg, out),
+            None => return empty_reply(query, q, rcode::REFUSED, false, transport, cfg, out),
         },
     };
     out.extend_from_slice(&query[..q.question_end]);
@@ -215,46 +215,17 @@ fn limit(q: &Query, transport: Transport, cfg: &AnswerConfig) -> usize {
     }
 }
 
-/// Header and question only, with `code` (REFUSED, BADVERS, ...).
+/// Header and question only, with `code` (REFUSED, BADVERS, ...); `truncated` sets TC and
+/// sends the reply whatever the client's size.
 fn empty_reply(
     query: &[u8],
     q: &Query,
-    code: u16,
-    transport: Transport,
-    cfg: &AnswerConfig,
-    out: &mut Vec<u8>,
-) -> Outcome {
-    out.extend_from_slice(&query[..q.question_end]);
-    let meta = Composed {
-        rcode: code,
-        additional_at: out.len(),
-        rotations: 1,
-        ..Composed::default()
-    };
-    let reply = Reply {
-        rcode: code,
-        answers: 0,
-        zone: None,
-        prebuilt: false,
-        truncated: false,
-    };
-    finish(q, meta, reply, false, limit(q, transport, cfg), cfg, out)
-}
-
-/// Header and question with `code`, for answers decided outside the snapshot (a failed forward,
-/// or a forwarded answer too large for UDP when `truncated`). Drops what cannot be parsed.
-pub fn reply_without_records(
-    query: &[u8],
     code: u16,
     truncated: bool,
     transport: Transport,
     cfg: &AnswerConfig,
     out: &mut Vec<u8>,
 ) -> Outcome {
-    out.clear();
-    let Ok(q) = parse_query(query) else {
-        return Outcome::Drop;
-    };
     out.extend_from_slice(&query[..q.question_end]);
     let meta = Composed {
         rcode: code,
@@ -272,9 +243,26 @@ pub fn reply_without_records(
     let limit = if truncated {
         0
     } else {
-        limit(&q, transport, cfg)
+        limit(q, transport, cfg)
     };
-    finish(&q, meta, reply, false, limit, cfg, out)
+    finish(q, meta, reply, false, limit, cfg, out)
+}
+
+/// Header and question with `code`, for answers decided outside the snapshot (a failed forward,
+/// or a forwarded answer too large for UDP when `truncated`). Drops what cannot be parsed.
+pub fn reply_without_records(
+    query: &[u8],
+    code: u16,
+    truncated: bool,
+    transport: Transport,
+    cfg: &AnswerConfig,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    out.clear();
+    let Ok(q) = parse_query(query) else {
+        return Outcome::Drop;
+    };
+    empty_reply(query, &q, code, truncated, transport, cfg, out)
 }
 
 /// Header alone (the question could not be read): FORMERR or NOTIMP.
