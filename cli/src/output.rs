@@ -176,22 +176,11 @@ pub fn json<T: Serialize>(value: &T) -> Result<String, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use shibafu_overlay::api::InterfaceInfo;
-    use shibafu_overlay::model::SCHEMA_VERSION;
 
     use super::*;
 
     fn net(name: &str, subnet: &str) -> Network {
-        Network {
-            schema: SCHEMA_VERSION,
-            name: name.into(),
-            subnet: subnet.parse().expect("subnet"),
-            subnet6: None,
-            vni: 4096,
-            zone: format!("{name}.local"),
-            mtu: None,
-            internal: false,
-            forwarders: vec![],
-        }
+        Network::new(name, subnet.parse().expect("subnet"), 4096)
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use shibafu_overlay::api::{ApiError, CreateNetwork, ErrorKind};
-use shibafu_overlay::model::{self, ModelError, Network, SCHEMA_VERSION, VNI_MAX, VNI_MIN};
+use shibafu_overlay::model::{self, ModelError, Network, VNI_MAX, VNI_MIN};
 
 /// DNS port used for forwarders given without one.
 const DNS_PORT: u16 = 53;
@@ -32,15 +32,12 @@ pub fn network_from_request(req: &CreateNetwork) -> Result<Network, ApiError> {
         None => format!("{name}.local"),
     };
     let network = Network {
-        schema: SCHEMA_VERSION,
-        name: name.to_string(),
-        subnet,
         subnet6,
-        vni: VNI_MIN,
         zone,
         mtu: req.mtu,
         internal: req.internal,
         forwarders,
+        ..Network::new(name, subnet, VNI_MIN)
     };
     network.validate().map_err(|e| model_error(name, e))?;
     Ok(network)

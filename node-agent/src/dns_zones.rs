@@ -197,17 +197,7 @@ mod snapshot_tests {
     use super::*;
 
     fn network(name: &str, subnet: &str) -> Network {
-        Network {
-            schema: SCHEMA_VERSION,
-            name: name.into(),
-            subnet: subnet.parse().expect("subnet"),
-            subnet6: None,
-            vni: 4096,
-            zone: format!("{name}.local"),
-            mtu: None,
-            internal: false,
-            forwarders: vec![],
-        }
+        Network::new(name, subnet.parse().expect("subnet"), 4096)
     }
 
     fn endpoint(net: &str, name: &str, ip: &str, service: Option<&str>) -> Endpoint {

@@ -99,6 +99,22 @@ pub struct Network {
 }
 
 impl Network {
+    /// A network with the defaults of `shibafu network create`: zone `<name>.local`, no IPv6,
+    /// the MTU from the underlay, not internal, no forwarders of its own.
+    pub fn new(name: &str, subnet: Ipv4Net, vni: u32) -> Network {
+        Network {
+            schema: SCHEMA_VERSION,
+            name: name.to_string(),
+            subnet,
+            subnet6: None,
+            vni,
+            zone: format!("{name}.local"),
+            mtu: None,
+            internal: false,
+            forwarders: Vec::new(),
+        }
+    }
+
     /// The IPv4 gateway (first address of the subnet); also the network's DNS server.
     pub fn gateway(&self) -> Ipv4Addr {
         first_host_v4(&self.subnet)
@@ -272,17 +288,7 @@ mod tests {
     use super::*;
 
     fn net(name: &str, subnet: &str) -> Network {
-        Network {
-            schema: SCHEMA_VERSION,
-            name: name.into(),
-            subnet: subnet.parse().expect("subnet"),
-            subnet6: None,
-            vni: 4096,
-            zone: format!("{name}.local"),
-            mtu: None,
-            internal: false,
-            forwarders: vec![],
-        }
+        Network::new(name, subnet.parse().expect("subnet"), 4096)
     }
 
     #[test]

@@ -3,17 +3,7 @@
 use super::*;
 
 fn net(name: &str, subnet: &str) -> Network {
-    Network {
-        schema: SCHEMA_VERSION,
-        name: name.into(),
-        subnet: subnet.parse().expect("subnet"),
-        subnet6: None,
-        vni: 4096,
-        zone: format!("{name}.local"),
-        mtu: None,
-        internal: false,
-        forwarders: vec![],
-    }
+    Network::new(name, subnet.parse().expect("subnet"), 4096)
 }
 
 fn node(name: &str) -> Node {

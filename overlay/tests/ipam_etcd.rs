@@ -9,22 +9,12 @@ use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use shibafu_overlay::ipam::{reclaim_dead_blocks, Ipam, IpamError};
-use shibafu_overlay::model::{IpamBlock, Network, SCHEMA_VERSION};
+use shibafu_overlay::model::{IpamBlock, Network};
 use shibafu_overlay::store::keys::Key;
 use shibafu_overlay::store::{Store, StoreError};
 
 fn network(name: &str, subnet: &str) -> Network {
-    Network {
-        schema: SCHEMA_VERSION,
-        name: name.into(),
-        subnet: subnet.parse().expect("subnet"),
-        subnet6: None,
-        vni: 4096,
-        zone: format!("{name}.local"),
-        mtu: None,
-        internal: false,
-        forwarders: vec![],
-    }
+    Network::new(name, subnet.parse().expect("subnet"), 4096)
 }
 
 /// Blocks of a network as stored in etcd: block -> owner.

@@ -10,15 +10,8 @@ use crate::{exec_ok, exec_out, NetnsGuard};
 /// A network without IPv6 named `name` (zone `<name>.local`).
 pub fn net(name: &str, subnet: &str, vni: u32, internal: bool) -> Network {
     Network {
-        schema: SCHEMA_VERSION,
-        name: name.into(),
-        subnet: subnet.parse().expect("subnet"),
-        subnet6: None,
-        vni,
-        zone: format!("{name}.local"),
-        mtu: None,
         internal,
-        forwarders: vec![],
+        ..Network::new(name, subnet.parse().expect("subnet"), vni)
     }
 }
 

@@ -25,15 +25,8 @@ fn root() -> bool {
 
 fn net(name: &str, subnet: &str, subnet6: Option<&str>, vni: u32) -> Network {
     Network {
-        schema: SCHEMA_VERSION,
-        name: name.into(),
-        subnet: subnet.parse().expect("subnet"),
         subnet6: subnet6.map(|s| s.parse().expect("subnet6")),
-        vni,
-        zone: format!("{name}.local"),
-        mtu: None,
-        internal: false,
-        forwarders: vec![],
+        ..Network::new(name, subnet.parse().expect("subnet"), vni)
     }
 }
 

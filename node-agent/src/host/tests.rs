@@ -36,17 +36,7 @@ impl Publisher for FakePublisher {
 }
 
 fn network(name: &str, subnet: &str, vni: u32) -> Network {
-    Network {
-        schema: SCHEMA_VERSION,
-        name: name.into(),
-        subnet: subnet.parse().expect("subnet"),
-        subnet6: None,
-        vni,
-        zone: format!("{name}.local"),
-        mtu: None,
-        internal: false,
-        forwarders: vec![],
-    }
+    Network::new(name, subnet.parse().expect("subnet"), vni)
 }
 
 fn state_with(nets: &[Network], remote: &[Endpoint]) -> Arc<ClusterState> {

@@ -74,18 +74,7 @@ fn connector(mem: Arc<MemoryStore>, failures: usize) -> Connector {
 }
 
 fn network(name: &str, subnet: &str) -> Vec<u8> {
-    serde_json::to_vec(&Network {
-        schema: SCHEMA_VERSION,
-        name: name.into(),
-        subnet: subnet.parse().expect("subnet"),
-        subnet6: None,
-        vni: 4096,
-        zone: format!("{name}.local"),
-        mtu: None,
-        internal: false,
-        forwarders: vec![],
-    })
-    .expect("json")
+    serde_json::to_vec(&Network::new(name, subnet.parse().expect("subnet"), 4096)).expect("json")
 }
 
 async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {

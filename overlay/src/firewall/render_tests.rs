@@ -2,19 +2,12 @@
 
 use super::*;
 use crate::firewall::FirewallSpec;
-use crate::model::{Link, Network, SCHEMA_VERSION};
+use crate::model::{Link, Network};
 
 fn net(name: &str, subnet: &str, vni: u32, internal: bool) -> Network {
     Network {
-        schema: SCHEMA_VERSION,
-        name: name.into(),
-        subnet: subnet.parse().expect("subnet"),
-        subnet6: None,
-        vni,
-        zone: format!("{name}.local"),
-        mtu: None,
         internal,
-        forwarders: vec![],
+        ..Network::new(name, subnet.parse().expect("subnet"), vni)
     }
 }
 

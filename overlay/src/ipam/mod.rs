@@ -142,20 +142,12 @@ pub fn ipv6_for(network: &Network, ipv4: Ipv4Addr) -> Result<Option<Ipv6Addr>, I
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::SCHEMA_VERSION;
 
     /// A network for IPAM tests.
     pub(crate) fn net(name: &str, subnet: &str, subnet6: Option<&str>) -> Network {
         Network {
-            schema: SCHEMA_VERSION,
-            name: name.into(),
-            subnet: subnet.parse().expect("subnet"),
             subnet6: subnet6.map(|s| s.parse().expect("subnet6")),
-            vni: 4096,
-            zone: format!("{name}.local"),
-            mtu: None,
-            internal: false,
-            forwarders: vec![],
+            ..Network::new(name, subnet.parse().expect("subnet"), 4096)
         }
     }
 

@@ -11,17 +11,7 @@ use crate::model::{Endpoint, Network, Node, SCHEMA_VERSION};
 use crate::netlink::simulate;
 
 pub(super) fn net(name: &str, subnet: &str, vni: u32) -> Network {
-    Network {
-        schema: SCHEMA_VERSION,
-        name: name.into(),
-        subnet: subnet.parse().expect("subnet"),
-        subnet6: None,
-        vni,
-        zone: format!("{name}.local"),
-        mtu: None,
-        internal: false,
-        forwarders: vec![],
-    }
+    Network::new(name, subnet.parse().expect("subnet"), vni)
 }
 
 pub(super) fn node(name: &str, ip: &str) -> Node {
