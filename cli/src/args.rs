@@ -168,13 +168,39 @@ pub enum NodeCmd {
     Ls(ListArgs),
 }
 
+/// Parsing command lines in unit tests, as `shibafu ARGS...`.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
+    use clap::Parser;
 
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+    use super::{Cli, Command, NetworkCmd};
+
+    /// The whole command line.
+    pub(crate) fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("shibafu").chain(args.iter().copied()))
     }
+
+    /// The command.
+    pub(crate) fn command(args: &[&str]) -> Result<Command, clap::Error> {
+        parse(args).map(|c| c.command)
+    }
+
+    /// `shibafu network ARGS...`: the network subcommand.
+    pub(crate) fn network(args: &[&str]) -> Result<NetworkCmd, clap::Error> {
+        let args: Vec<&str> = std::iter::once("network")
+            .chain(args.iter().copied())
+            .collect();
+        match command(&args)? {
+            Command::Network { cmd } => Ok(cmd),
+            other => panic!("not network: {other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::parse;
+    use super::*;
 
     #[test]
     fn network_create_with_every_flag() {

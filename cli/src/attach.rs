@@ -87,22 +87,9 @@ pub fn netns_path(given: &str) -> anyhow::Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-    use crate::args::{Cli, Command, NetworkCmd};
-
-    fn parse(args: &[&str]) -> Result<NetworkCmd, clap::Error> {
-        let cli = Cli::try_parse_from(
-            ["shibafu", "network"]
-                .into_iter()
-                .chain(args.iter().copied()),
-        )?;
-        match cli.command {
-            Command::Network { cmd } => Ok(cmd),
-            other => panic!("not network: {other:?}"),
-        }
-    }
+    use crate::args::testing::network as parse;
+    use crate::args::NetworkCmd;
 
     #[test]
     fn attach_flags() {

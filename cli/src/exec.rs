@@ -134,14 +134,12 @@ pub fn find_program(program: &str, path: Option<&OsStr>) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-    use crate::args::{Cli, Command as Cmd};
+    use crate::args::testing::command;
+    use crate::args::Command as Cmd;
 
     fn parse(args: &[&str]) -> Result<ExecArgs, clap::Error> {
-        let cli = Cli::try_parse_from(std::iter::once("shibafu").chain(args.iter().copied()))?;
-        match cli.command {
+        match command(args)? {
             Cmd::Exec(e) => Ok(e),
             other => panic!("not exec: {other:?}"),
         }

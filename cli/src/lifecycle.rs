@@ -92,16 +92,11 @@ where
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
     use shibafu_overlay::api::ApiError;
 
     use super::*;
-    use crate::args::{Cli, Command};
-
-    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
-        Cli::try_parse_from(std::iter::once("shibafu").chain(args.iter().copied()))
-            .map(|c| c.command)
-    }
+    use crate::args::testing::command as parse;
+    use crate::args::Command;
 
     #[test]
     fn stop_and_rm_parsing() {

@@ -62,22 +62,9 @@ fn write(out: &mut dyn Write, text: &str) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-    use crate::args::{Cli, Command, ListArgs, NetworkCmd};
-
-    fn parse(args: &[&str]) -> Result<NetworkCmd, clap::Error> {
-        let cli = Cli::try_parse_from(
-            ["shibafu", "network"]
-                .into_iter()
-                .chain(args.iter().copied()),
-        )?;
-        match cli.command {
-            Command::Network { cmd } => Ok(cmd),
-            other => panic!("not network: {other:?}"),
-        }
-    }
+    use crate::args::testing::network as parse;
+    use crate::args::{ListArgs, NetworkCmd};
 
     #[test]
     fn parsing() {

@@ -79,10 +79,8 @@ pub fn create_request(args: CreateArgs) -> CreateNetwork {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-    use crate::args::{Cli, Command};
+    use crate::args::testing::network;
 
     #[test]
     fn inspect_keeps_the_stored_order_and_adds_links() {
@@ -117,9 +115,7 @@ mod tests {
 
     #[test]
     fn request_carries_every_flag() {
-        let cli = Cli::try_parse_from([
-            "shibafu",
-            "network",
+        let cmd = network(&[
             "create",
             "b",
             "172.22.0.0/24",
@@ -134,10 +130,7 @@ mod tests {
             "10.0.0.53:53",
         ])
         .expect("parse");
-        let Command::Network {
-            cmd: NetworkCmd::Create(args),
-        } = cli.command
-        else {
+        let NetworkCmd::Create(args) = cmd else {
             panic!("not create");
         };
         let req = create_request(args);

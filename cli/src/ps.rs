@@ -42,10 +42,9 @@ pub fn visible(mut list: Vec<ContainerInfo>, all: bool) -> Vec<ContainerInfo> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-    use crate::args::{Cli, Command};
+    use crate::args::testing::parse;
+    use crate::args::Command;
 
     fn info(name: &str, state: &str) -> ContainerInfo {
         ContainerInfo {
@@ -77,9 +76,6 @@ mod tests {
 
     #[test]
     fn parsing() {
-        let parse = |args: &[&str]| {
-            Cli::try_parse_from(std::iter::once("shibafu").chain(args.iter().copied()))
-        };
         let cli = parse(&["ps"]).expect("ps");
         assert!(matches!(
             cli.command,

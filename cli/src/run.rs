@@ -140,14 +140,12 @@ pub fn parse_env(s: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-    use crate::args::{Cli, Command};
+    use crate::args::testing::command;
+    use crate::args::Command;
 
     fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
-        let cli = Cli::try_parse_from(std::iter::once("shibafu").chain(args.iter().copied()))?;
-        match cli.command {
+        match command(args)? {
             Command::Run(r) => Ok(r),
             other => panic!("not run: {other:?}"),
         }
