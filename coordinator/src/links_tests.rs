@@ -1,10 +1,8 @@
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use async_trait::async_trait;
 use shibafu_overlay::api::CreateNetwork;
-use shibafu_overlay::store::{KeyValue, MemoryStore, StoreError, WatchStream};
+use shibafu_overlay::store::MemoryStore;
 
 use super::*;
+use crate::racing_store::{RacingStore, Rival};
 
 async fn store_with(networks: &[(&str, &str)]) -> MemoryStore {
     let store = MemoryStore::new();
@@ -181,68 +179,8 @@ async fn unavailable_store_is_503() {
     }
 }
 
-/// What another coordinator does right before our first transaction.
-enum Rival {
-    RemoveNetwork(&'static str),
-    Link(&'static str, &'static str),
-}
-
-/// A store where a rival change commits between our reads and our first transaction.
-struct RacingStore {
-    inner: MemoryStore,
-    rival: Rival,
-    raced: AtomicBool,
-}
-
-#[async_trait]
-impl Store for RacingStore {
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn put(&self, key: &str, value: Vec<u8>, lease: Option<i64>) -> Result<i64, StoreError> {
-        self.inner.put(key, value, lease).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn txn(&self, compares: Vec<Compare>, ops: Vec<TxnOp>) -> Result<bool, StoreError> {
-        if !self.raced.swap(true, Ordering::SeqCst) {
-            match self.rival {
-                Rival::RemoveNetwork(name) => {
-                    cluster::remove_network(&self.inner, name, true)
-                        .await
-                        .expect("rival remove");
-                }
-                Rival::Link(a, b) => {
-                    create_link(&self.inner, a, b).await.expect("rival link");
-                }
-            }
-        }
-        self.inner.txn(compares, ops).await
-    }
-    async fn grant_lease(&self, ttl_secs: i64) -> Result<i64, StoreError> {
-        self.inner.grant_lease(ttl_secs).await
-    }
-    async fn keep_alive(&self, lease: i64) -> Result<i64, StoreError> {
-        self.inner.keep_alive(lease).await
-    }
-    async fn revoke_lease(&self, lease: i64) -> Result<(), StoreError> {
-        self.inner.revoke_lease(lease).await
-    }
-    async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream, StoreError> {
-        self.inner.watch(prefix, from_revision).await
-    }
-}
-
 async fn racing(rival: Rival) -> RacingStore {
-    RacingStore {
-        inner: three().await,
-        rival,
-        raced: AtomicBool::new(false),
-    }
+    RacingStore::new(three().await, rival)
 }
 
 #[tokio::test]

@@ -5,6 +5,8 @@ mod cluster;
 mod gc;
 mod http;
 mod links;
+#[cfg(test)]
+mod racing_store;
 mod validate;
 
 use std::future::Future;
