@@ -16,7 +16,7 @@ use shibafu_overlay::dns::{
     bind_tcp, bind_udp, DnsServer, ServerConfig, Snapshot, SnapshotBuilder,
 };
 use shibafu_overlay::model::{Endpoint, Network};
-use shibafu_overlay::state::ClusterState;
+use shibafu_overlay::state::{ClusterState, StateChange};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
@@ -165,9 +165,32 @@ impl Handler<ClusterChanged> for DnsActor {
     type Result = ();
 
     fn handle(&mut self, msg: ClusterChanged, _ctx: &mut Context<Self>) {
+        let book_known = self.local.is_some();
+        let unchanged = !msg.changes.is_empty()
+            && msg
+                .changes
+                .iter()
+                .all(|c| leaves_dns(c, &self.node, book_known));
         self.state = Some(msg.state.clone());
-        self.rebuild();
+        if !unchanged {
+            self.rebuild();
+        }
         self.reconcile_servers(&msg.state);
+    }
+}
+
+/// Does `change` leave the snapshot as it is? IPAM blocks are not in DNS, and once the book is
+/// known (`book_known`) this node's (`node`) endpoints come from it, not from the cluster (the
+/// watch echoing an attach would otherwise rebuild the snapshot a second time).
+fn leaves_dns(change: &StateChange, node: &str, book_known: bool) -> bool {
+    let own = |e: &Endpoint| book_known && e.node == node;
+    match change {
+        StateChange::EndpointAdded(e) | StateChange::EndpointRemoved(e) => own(e),
+        StateChange::EndpointUpdated { old, new } => own(old) && own(new),
+        StateChange::BlockClaimed(_)
+        | StateChange::BlockUpdated { .. }
+        | StateChange::BlockReleased(_) => true,
+        _ => false,
     }
 }
 
@@ -179,5 +202,49 @@ impl Handler<LocalEndpoints> for DnsActor {
             self.local = Some(msg.0);
             self.rebuild();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shibafu_overlay::model::SCHEMA_VERSION;
+
+    use super::*;
+
+    fn ep(node: &str) -> Endpoint {
+        Endpoint {
+            schema: SCHEMA_VERSION,
+            id: "api".into(),
+            network: "frontend".into(),
+            name: "api".into(),
+            aliases: vec![],
+            node: node.into(),
+            ipv4: "172.21.0.2".parse().expect("ip"),
+            ipv6: None,
+            mac: "02:42:ac:15:00:02".into(),
+            service: None,
+            port: None,
+            weight: 1,
+        }
+    }
+
+    #[test]
+    fn only_own_endpoints_and_blocks_leave_the_snapshot_alone() {
+        let own = StateChange::EndpointAdded(ep("node1"));
+        let other = StateChange::EndpointAdded(ep("node2"));
+        assert!(leaves_dns(&own, "node1", true));
+        assert!(
+            !leaves_dns(&own, "node1", false),
+            "before the book, from etcd"
+        );
+        assert!(!leaves_dns(&other, "node1", true));
+        let moved = StateChange::EndpointUpdated {
+            old: ep("node1"),
+            new: ep("node2"),
+        };
+        assert!(!leaves_dns(&moved, "node1", true));
+        let net =
+            StateChange::NetworkAdded(Network::new("b", "172.22.0.0/24".parse().expect("net"), 1));
+        assert!(!leaves_dns(&net, "node1", true));
     }
 }
