@@ -4,11 +4,10 @@
 
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use shibafu_overlay::api::{ApiError, CreateNetwork, ErrorKind, NodeInfo, RemovedNetwork};
-use shibafu_overlay::model::{Endpoint, Network, Node, SCHEMA_VERSION};
-use shibafu_overlay::store::keys::{Key, ROOT};
-use shibafu_overlay::store::{Compare, KeyValue, Store, StoreError, TxnOp};
+use shibafu_overlay::model::{decode, Endpoint, Network, Node, SCHEMA_VERSION};
+use shibafu_overlay::store::keys::{Key, Prefix};
+use shibafu_overlay::store::{Compare, KeyValue, Store, StoreError, StoreExt, TxnOp};
 use tracing::{debug, info, warn};
 
 use crate::links::LINKS_GUARD;
@@ -36,20 +35,6 @@ pub fn store_error(e: StoreError) -> ApiError {
     }
 }
 
-/// Decodes every value of `kvs` whose key `accept`s; malformed values are logged and skipped.
-fn decode_all<T: DeserializeOwned>(kvs: &[KeyValue], accept: impl Fn(&Key) -> bool) -> Vec<T> {
-    kvs.iter()
-        .filter(|kv| Key::parse(&kv.key).is_some_and(|k| accept(&k)))
-        .filter_map(|kv| match serde_json::from_slice(&kv.value) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                warn!(key = %kv.key, error = %e, "skipping malformed value");
-                None
-            }
-        })
-        .collect()
-}
-
 fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(v)
         .map_err(|e| ApiError::new(ErrorKind::Internal, format!("cannot encode value: {e}")))
@@ -62,28 +47,29 @@ pub async fn backoff(attempt: u32) {
 
 /// Every network, sorted by name.
 pub async fn list_networks(store: &dyn Store) -> Result<Vec<Network>, ApiError> {
-    let (kvs, _) = store
-        .list(&format!("{ROOT}networks/"))
+    let (mut nets, _) = store
+        .list_objects::<Network>(&Prefix::Networks)
         .await
         .map_err(store_error)?;
-    let mut nets: Vec<Network> = decode_all(&kvs, |k| matches!(k, Key::Network(_)));
     nets.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(nets)
 }
 
 /// One network with the mod revision of its key; `not_found` when there is none.
 pub async fn read_network(store: &dyn Store, name: &str) -> Result<(Network, i64), ApiError> {
-    let key = Key::Network(name.to_string()).to_string();
-    let kv = store.get(&key).await.map_err(store_error)?;
-    let kv = kv.ok_or_else(|| ApiError::not_found(format!("no network named {name:?}")))?;
-    let net = serde_json::from_slice(&kv.value).map_err(|e| {
-        warn!(key = %key, error = %e, "malformed network value");
-        ApiError::new(
-            ErrorKind::Internal,
-            format!("network {name:?} is stored malformed ({e}); remove it with --force"),
-        )
-    })?;
-    Ok((net, kv.mod_revision))
+    let key = Key::Network(name.to_string());
+    match store.get_object::<Network>(&key).await {
+        Ok(Some(found)) => Ok(found),
+        Ok(None) => Err(ApiError::not_found(format!("no network named {name:?}"))),
+        Err(StoreError::Malformed { reason, .. }) => {
+            warn!(key = %key, %reason, "unusable network value");
+            Err(ApiError::new(
+                ErrorKind::Internal,
+                format!("network {name:?} is stored unusable ({reason}); remove it with --force"),
+            ))
+        }
+        Err(e) => Err(store_error(e)),
+    }
 }
 
 /// One network by name.
@@ -195,25 +181,33 @@ struct Removal {
 async fn plan_removal(store: &dyn Store, name: &str, force: bool) -> Result<Removal, ApiError> {
     let (_, revision) = read_network(store, name).await?;
     let key = Key::Network(name.to_string()).to_string();
-    let list = |prefix: String| async move { store.list(&prefix).await.map_err(store_error) };
-    let (endpoints, _) = list(Key::endpoints_of(name)).await?;
+    let list =
+        |prefix: Prefix| async move { store.list(&prefix.to_string()).await.map_err(store_error) };
+    let (endpoints, _) = list(Prefix::EndpointsOf(name.to_string())).await?;
     if !endpoints.is_empty() && !force {
         return Err(has_endpoints(name, &endpoints));
     }
-    let (health, _) = list(format!("{ROOT}health/{name}/")).await?;
-    let (blocks, _) = list(Key::blocks_of(name)).await?;
+    let (health, _) = list(Prefix::HealthOf(name.to_string())).await?;
+    let (blocks, _) = list(Prefix::BlocksOf(name.to_string())).await?;
+    let (problems, _) = list(Prefix::ProblemsOf(name.to_string())).await?;
     let guard = Key::Guard(LINKS_GUARD.to_string()).to_string();
     let links_guard = match store.get(&guard).await.map_err(store_error)? {
         Some(kv) => Compare::ModRevision(guard, kv.mod_revision),
         None => Compare::Absent(guard),
     };
-    let (links, _) = list(format!("{ROOT}links/")).await?;
+    let (links, _) = list(Prefix::Links).await?;
     let links: Vec<KeyValue> = links
         .into_iter()
         .filter(|kv| matches!(Key::parse(&kv.key), Some(Key::Link(a, b)) if a == name || b == name))
         .collect();
     let mut ops = vec![TxnOp::Delete(key.clone())];
-    for kv in endpoints.iter().chain(&health).chain(&blocks).chain(&links) {
+    for kv in endpoints
+        .iter()
+        .chain(&health)
+        .chain(&blocks)
+        .chain(&links)
+        .chain(&problems)
+    {
         ops.push(TxnOp::Delete(kv.key.clone()));
     }
     Ok(Removal {
@@ -231,7 +225,10 @@ async fn plan_removal(store: &dyn Store, name: &str, force: bool) -> Result<Remo
 }
 
 fn has_endpoints(name: &str, endpoints: &[KeyValue]) -> ApiError {
-    let decoded: Vec<Endpoint> = decode_all(endpoints, |_| true);
+    let decoded: Vec<Endpoint> = endpoints
+        .iter()
+        .filter_map(|kv| decode(&kv.key, &kv.value).ok())
+        .collect();
     let mut names: Vec<String> = decoded
         .iter()
         .take(NAMED_ENDPOINTS)
@@ -253,11 +250,10 @@ fn has_endpoints(name: &str, endpoints: &[KeyValue]) -> ApiError {
 
 /// Every registered (live) node, sorted by name; ages by unix time `now`.
 pub async fn list_nodes(store: &dyn Store, now: u64) -> Result<Vec<NodeInfo>, ApiError> {
-    let (kvs, _) = store
-        .list(&format!("{ROOT}nodes/"))
+    let (nodes, _) = store
+        .list_objects::<Node>(&Prefix::Nodes)
         .await
         .map_err(store_error)?;
-    let nodes: Vec<Node> = decode_all(&kvs, |k| matches!(k, Key::Node(_)));
     let mut infos: Vec<NodeInfo> = nodes.iter().map(|n| NodeInfo::from_node(n, now)).collect();
     infos.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(infos)

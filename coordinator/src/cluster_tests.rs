@@ -1,4 +1,5 @@
 use shibafu_overlay::model::{IpamBlock, Link, VNI_MIN};
+use shibafu_overlay::store::keys::Prefix;
 use shibafu_overlay::store::MemoryStore;
 
 use super::*;
@@ -14,7 +15,7 @@ fn req(name: &str, subnet: &str) -> CreateNetwork {
 
 /// Every key and value in the store, to prove a failed call changed nothing.
 async fn dump(store: &dyn Store) -> Vec<(String, Vec<u8>)> {
-    let (kvs, _) = store.list(ROOT).await.expect("list");
+    let (kvs, _) = store.list(&Prefix::All.to_string()).await.expect("list");
     kvs.into_iter().map(|kv| (kv.key, kv.value)).collect()
 }
 
@@ -27,18 +28,13 @@ async fn put_json<T: serde::Serialize>(store: &dyn Store, key: Key, v: &T) {
 
 fn endpoint(network: &str, name: &str, node: &str, n: u8) -> Endpoint {
     Endpoint {
-        schema: SCHEMA_VERSION,
-        id: format!("{node}-{name}"),
-        network: network.into(),
         name: name.into(),
-        aliases: vec![],
-        node: node.into(),
-        ipv4: std::net::Ipv4Addr::new(172, 22, 0, n),
-        ipv6: None,
-        mac: format!("02:00:00:00:00:{n:02x}"),
-        service: None,
-        port: None,
-        weight: 1,
+        ..Endpoint::new(
+            network,
+            &format!("{node}-{name}"),
+            node,
+            std::net::Ipv4Addr::new(172, 22, 0, n),
+        )
     }
 }
 
@@ -211,7 +207,11 @@ async fn seed_backend(store: &dyn Store) {
     .await;
     store
         .put(
-            &format!("{ROOT}health/backend/node1-api"),
+            &Key::Health {
+                network: "backend".into(),
+                id: "node1-api".into(),
+            }
+            .to_string(),
             b"{}".to_vec(),
             None,
         )
@@ -287,7 +287,10 @@ async fn remove_without_endpoints_releases_blocks() {
     let removed = remove_network(&store, "empty", false).await.expect("rm");
     assert_eq!((removed.endpoints, removed.ipam_blocks), (0, 1));
     assert!(list_networks(&store).await.expect("list").is_empty());
-    let (blocks, _) = store.list(&Key::blocks_of("empty")).await.expect("list");
+    let (blocks, _) = store
+        .list(&Prefix::BlocksOf("empty".into()).to_string())
+        .await
+        .expect("list");
     assert!(blocks.is_empty());
 }
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use shibafu_overlay::api::ApiError;
 use shibafu_overlay::ipam::reclaim_dead_blocks;
 use shibafu_overlay::model::IpamBlock;
-use shibafu_overlay::store::keys::{Key, ROOT};
-use shibafu_overlay::store::{Compare, Store, TxnOp};
+use shibafu_overlay::store::keys::{Key, Prefix};
+use shibafu_overlay::store::{Compare, Store, StoreExt, TxnOp};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -63,14 +63,10 @@ impl Collector {
         let registered = cluster::list_nodes(store, 0).await?;
         let registered: Vec<String> = registered.into_iter().map(|n| n.name).collect();
         let (blocks, _) = store
-            .list(&format!("{ROOT}ipam/"))
+            .list_objects::<IpamBlock>(&Prefix::Blocks)
             .await
             .map_err(store_error)?;
-        let owners: BTreeSet<String> = blocks
-            .iter()
-            .filter_map(|kv| serde_json::from_slice::<IpamBlock>(&kv.value).ok())
-            .map(|b| b.node)
-            .collect();
+        let owners: BTreeSet<String> = blocks.into_iter().map(|b| b.node).collect();
         let live = self.live_nodes(&registered, &owners, now);
         match reclaim_dead_blocks(store, &live).await {
             Ok(reclaimed) if !reclaimed.is_empty() => {
@@ -117,7 +113,8 @@ fn owners(key: &Key) -> Vec<&str> {
     match key {
         Key::Endpoint { network, .. }
         | Key::Health { network, .. }
-        | Key::IpamBlock { network, .. } => vec![network.as_str()],
+        | Key::IpamBlock { network, .. }
+        | Key::Problem { network, .. } => vec![network.as_str()],
         Key::Link(a, b) => vec![a.as_str(), b.as_str()],
         _ => Vec::new(),
     }
@@ -128,11 +125,14 @@ pub async fn sweep_orphans(store: &dyn Store) -> Result<usize, ApiError> {
     // Children are listed before networks: a child written after this list is not looked at,
     // and the network it was written for (which existed then) appears in the later list.
     let mut children: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for kind in ["endpoints/", "health/", "ipam/", "links/"] {
-        let (kvs, _) = store
-            .list(&format!("{ROOT}{kind}"))
-            .await
-            .map_err(store_error)?;
+    for prefix in [
+        Prefix::Endpoints,
+        Prefix::Health,
+        Prefix::Blocks,
+        Prefix::Links,
+        Prefix::Problems,
+    ] {
+        let (kvs, _) = store.list(&prefix.to_string()).await.map_err(store_error)?;
         for kv in kvs {
             let Some(key) = Key::parse(&kv.key) else {
                 continue;
@@ -155,7 +155,7 @@ pub async fn sweep_orphans(store: &dyn Store) -> Result<usize, ApiError> {
         if live.contains(&net) {
             continue;
         }
-        let absent = Compare::Absent(Key::Network(net.clone()).to_string());
+        let absent = Compare::absent(&Key::Network(net.clone()));
         let keys: Vec<String> = keys.into_iter().collect();
         for chunk in keys.chunks(MAX_TXN_OPS) {
             let ops = chunk.iter().cloned().map(TxnOp::Delete).collect();
@@ -182,7 +182,7 @@ mod tests {
     use super::*;
 
     async fn keys(store: &MemoryStore) -> Vec<String> {
-        let (kvs, _) = store.list(ROOT).await.expect("list");
+        let (kvs, _) = store.list(&Prefix::All.to_string()).await.expect("list");
         kvs.into_iter().map(|kv| kv.key).collect()
     }
 

@@ -4,9 +4,9 @@
 
 use shibafu_overlay::api::{ApiError, ErrorKind};
 use shibafu_overlay::model::{self, Link, SCHEMA_VERSION};
-use shibafu_overlay::store::keys::{Key, ROOT};
-use shibafu_overlay::store::{Compare, Store, TxnOp};
-use tracing::{debug, info, warn};
+use shibafu_overlay::store::keys::{Key, Prefix};
+use shibafu_overlay::store::{Compare, Store, StoreExt, TxnOp};
+use tracing::{debug, info};
 
 use crate::cluster::{self, store_error, MAX_ATTEMPTS};
 
@@ -106,21 +106,10 @@ pub async fn remove_link(store: &dyn Store, a: &str, b: &str) -> Result<Link, Ap
 
 /// Every link, sorted by its two names. Malformed values are logged and skipped.
 pub async fn list_links(store: &dyn Store) -> Result<Vec<Link>, ApiError> {
-    let (kvs, _) = store
-        .list(&format!("{ROOT}links/"))
+    let (mut links, _) = store
+        .list_objects::<Link>(&Prefix::Links)
         .await
         .map_err(store_error)?;
-    let mut links: Vec<Link> = kvs
-        .iter()
-        .filter(|kv| matches!(Key::parse(&kv.key), Some(Key::Link(..))))
-        .filter_map(|kv| match serde_json::from_slice::<Link>(&kv.value) {
-            Ok(link) => Some(link),
-            Err(e) => {
-                warn!(key = %kv.key, error = %e, "skipping malformed link");
-                None
-            }
-        })
-        .collect();
     links.sort_by(|x, y| (&x.a, &x.b).cmp(&(&y.a, &y.b)));
     Ok(links)
 }

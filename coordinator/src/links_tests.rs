@@ -28,12 +28,12 @@ async fn three() -> MemoryStore {
 
 /// Every key and value in the store, to prove a failed call changed nothing.
 async fn dump(store: &dyn Store) -> Vec<(String, Vec<u8>)> {
-    let (kvs, _) = store.list(ROOT).await.expect("list");
+    let (kvs, _) = store.list(&Prefix::All.to_string()).await.expect("list");
     kvs.into_iter().map(|kv| (kv.key, kv.value)).collect()
 }
 
 async fn link_keys(store: &dyn Store) -> Vec<String> {
-    let (kvs, _) = store.list(&format!("{ROOT}links/")).await.expect("list");
+    let (kvs, _) = store.list(&Prefix::Links.to_string()).await.expect("list");
     kvs.into_iter().map(|kv| kv.key).collect()
 }
 

@@ -185,11 +185,8 @@ impl Handler<ClusterChanged> for DnsActor {
 fn leaves_dns(change: &StateChange, node: &str, book_known: bool) -> bool {
     let own = |e: &Endpoint| book_known && e.node == node;
     match change {
-        StateChange::EndpointAdded(e) | StateChange::EndpointRemoved(e) => own(e),
-        StateChange::EndpointUpdated { old, new } => own(old) && own(new),
-        StateChange::BlockClaimed(_)
-        | StateChange::BlockUpdated { .. }
-        | StateChange::BlockReleased(_) => true,
+        StateChange::Endpoint(c) => c.values().all(own),
+        StateChange::Block(_) | StateChange::Problem(_) => true,
         _ => false,
     }
 }
@@ -207,44 +204,34 @@ impl Handler<LocalEndpoints> for DnsActor {
 
 #[cfg(test)]
 mod tests {
-    use shibafu_overlay::model::SCHEMA_VERSION;
+    use shibafu_overlay::state::Change;
 
     use super::*;
 
     fn ep(node: &str) -> Endpoint {
-        Endpoint {
-            schema: SCHEMA_VERSION,
-            id: "api".into(),
-            network: "frontend".into(),
-            name: "api".into(),
-            aliases: vec![],
-            node: node.into(),
-            ipv4: "172.21.0.2".parse().expect("ip"),
-            ipv6: None,
-            mac: "02:42:ac:15:00:02".into(),
-            service: None,
-            port: None,
-            weight: 1,
-        }
+        Endpoint::new("frontend", "api", node, "172.21.0.2".parse().expect("ip"))
     }
 
     #[test]
     fn only_own_endpoints_and_blocks_leave_the_snapshot_alone() {
-        let own = StateChange::EndpointAdded(ep("node1"));
-        let other = StateChange::EndpointAdded(ep("node2"));
+        let own = StateChange::Endpoint(Change::Added(ep("node1")));
+        let other = StateChange::Endpoint(Change::Added(ep("node2")));
         assert!(leaves_dns(&own, "node1", true));
         assert!(
             !leaves_dns(&own, "node1", false),
             "before the book, from etcd"
         );
         assert!(!leaves_dns(&other, "node1", true));
-        let moved = StateChange::EndpointUpdated {
+        let moved = StateChange::Endpoint(Change::Updated {
             old: ep("node1"),
             new: ep("node2"),
-        };
+        });
         assert!(!leaves_dns(&moved, "node1", true));
-        let net =
-            StateChange::NetworkAdded(Network::new("b", "172.22.0.0/24".parse().expect("net"), 1));
+        let net = StateChange::Network(Change::Added(Network::new(
+            "b",
+            "172.22.0.0/24".parse().expect("net"),
+            1,
+        )));
         assert!(!leaves_dns(&net, "node1", true));
     }
 }

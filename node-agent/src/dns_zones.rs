@@ -190,7 +190,6 @@ mod snapshot_tests {
     use hickory_proto::op::{Message, Query, ResponseCode};
     use hickory_proto::rr::RecordType;
     use shibafu_overlay::dns::answer::{respond, AnswerConfig, Outcome, Transport};
-    use shibafu_overlay::model::SCHEMA_VERSION;
     use shibafu_overlay::store::keys::Key;
     use shibafu_overlay::store::{ClusterChange, KeyValue};
 
@@ -202,18 +201,10 @@ mod snapshot_tests {
 
     fn endpoint(net: &str, name: &str, ip: &str, service: Option<&str>) -> Endpoint {
         Endpoint {
-            schema: SCHEMA_VERSION,
-            id: name.into(),
-            network: net.into(),
-            name: name.into(),
             aliases: vec![format!("{name}-alias")],
-            node: "node1".into(),
-            ipv4: ip.parse().expect("ip"),
-            ipv6: None,
-            mac: "02:42:00:00:00:01".into(),
             service: service.map(str::to_string),
             port: service.map(|_| 8080),
-            weight: 1,
+            ..Endpoint::new(net, name, "node1", ip.parse().expect("ip"))
         }
     }
 

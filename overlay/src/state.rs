@@ -3,96 +3,264 @@
 //! Feed it the [`ClusterChange`]s of the resilient watch; it answers with the typed
 //! [`StateChange`]s that actually happened. A `Snapshot` (first list, or re-list after
 //! compaction) is diffed against what is held, so unchanged things are not announced again.
-//! Values that fail to parse, carry an unknown schema version or disagree with their key are
-//! logged and treated as absent: the state always equals what a fresh list would give.
+//! Values that fail [`decode`] (malformed, an unknown schema version, or not matching their
+//! key) are logged and treated as absent: the state always equals what a fresh list would give.
+//!
+//! The kinds of object the state tracks are listed once, in the `kinds!` invocation below: a
+//! new kind is one line there plus its [`Object`] impl beside its type.
 
 use std::collections::BTreeMap;
 
 use ipnet::Ipv4Net;
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use tracing::{debug, warn};
 
-use crate::model::{Endpoint, IpamBlock, Link, Network, Node, SCHEMA_VERSION};
+use crate::model::{decode, Endpoint, IpamBlock, Link, Network, NetworkProblem, Node, Object};
 use crate::store::keys::Key;
 use crate::store::{ClusterChange, KeyValue, WatchEvent};
 
-/// A typed change of the cluster state, in the order consumers should apply it.
+/// What happened to one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StateChange {
-    /// A network appeared.
-    NetworkAdded(Network),
-    /// A network's spec changed.
-    NetworkUpdated {
-        /// Previous spec.
-        old: Network,
-        /// New spec.
-        new: Network,
+pub enum Change<T> {
+    /// It appeared.
+    Added(T),
+    /// Its value changed.
+    Updated {
+        /// Previous value.
+        old: T,
+        /// New value.
+        new: T,
     },
-    /// A network disappeared.
-    NetworkRemoved(Network),
-    /// A node registered.
-    NodeUp(Node),
-    /// A registered node changed its record (restart, new underlay address, ...).
-    NodeUpdated {
-        /// Previous record.
-        old: Node,
-        /// New record.
-        new: Node,
-    },
-    /// A node's record disappeared (lease expired or node deregistered).
-    NodeDown(Node),
-    /// An endpoint appeared.
-    EndpointAdded(Endpoint),
-    /// An endpoint changed.
-    EndpointUpdated {
-        /// Previous endpoint.
-        old: Endpoint,
-        /// New endpoint.
-        new: Endpoint,
-    },
-    /// An endpoint disappeared.
-    EndpointRemoved(Endpoint),
-    /// Two networks were linked.
-    LinkAdded(Link),
-    /// Two networks were isolated again.
-    LinkRemoved(Link),
-    /// A node claimed an IPAM block.
-    BlockClaimed(IpamBlock),
-    /// An IPAM block's record changed (another owner).
-    BlockUpdated {
-        /// Previous record.
-        old: IpamBlock,
-        /// New record.
-        new: IpamBlock,
-    },
-    /// An IPAM block was released or reclaimed.
-    BlockReleased(IpamBlock),
+    /// It disappeared (deleted, its lease expired, or its value became unusable).
+    Removed(T),
 }
 
-/// The typed cluster state, as of `revision`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClusterState {
-    networks: BTreeMap<String, Network>,
-    nodes: BTreeMap<String, Node>,
-    endpoints: BTreeMap<(String, String), Endpoint>,
-    links: BTreeMap<(String, String), Link>,
-    blocks: BTreeMap<(String, Ipv4Net), IpamBlock>,
-    revision: i64,
+impl<T> Change<T> {
+    /// The value before the change, if it existed.
+    pub fn before(&self) -> Option<&T> {
+        match self {
+            Change::Added(_) => None,
+            Change::Updated { old, .. } | Change::Removed(old) => Some(old),
+        }
+    }
+
+    /// The value after the change, if it still exists.
+    pub fn after(&self) -> Option<&T> {
+        match self {
+            Change::Added(new) | Change::Updated { new, .. } => Some(new),
+            Change::Removed(_) => None,
+        }
+    }
+
+    /// The values before and after (one or two).
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.before().into_iter().chain(self.after())
+    }
 }
 
-/// One parsed value of a tracked key.
-enum Entry {
-    Network(Network),
-    Node(Node),
-    Endpoint(Endpoint),
-    Link(Link),
-    Block(IpamBlock),
+/// How the state indexes a kind: by an id taken from the value or from its key.
+pub trait Indexed: Object {
+    /// The table index.
+    type Id: Ord + Clone;
+    /// The index of this value.
+    fn id(&self) -> Self::Id;
+    /// The index of the value stored at `key`, if `key` is of this kind.
+    fn id_of(key: &Key) -> Option<Self::Id>;
 }
 
-#[derive(Deserialize)]
-struct Versioned {
-    schema: u32,
+impl Indexed for Network {
+    type Id = String;
+    fn id(&self) -> String {
+        self.name.clone()
+    }
+    fn id_of(key: &Key) -> Option<String> {
+        match key {
+            Key::Network(n) => Some(n.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl Indexed for Node {
+    type Id = String;
+    fn id(&self) -> String {
+        self.name.clone()
+    }
+    fn id_of(key: &Key) -> Option<String> {
+        match key {
+            Key::Node(n) => Some(n.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl Indexed for Endpoint {
+    type Id = (String, String);
+    fn id(&self) -> (String, String) {
+        (self.network.clone(), self.id.clone())
+    }
+    fn id_of(key: &Key) -> Option<(String, String)> {
+        match key {
+            Key::Endpoint { network, id } => Some((network.clone(), id.clone())),
+            _ => None,
+        }
+    }
+}
+
+impl Indexed for Link {
+    type Id = (String, String);
+    fn id(&self) -> (String, String) {
+        (self.a.clone(), self.b.clone())
+    }
+    fn id_of(key: &Key) -> Option<(String, String)> {
+        match key {
+            Key::Link(a, b) => Some((a.clone(), b.clone())),
+            _ => None,
+        }
+    }
+}
+
+impl Indexed for IpamBlock {
+    type Id = (String, Ipv4Net);
+    fn id(&self) -> (String, Ipv4Net) {
+        (self.network.clone(), self.cidr)
+    }
+    fn id_of(key: &Key) -> Option<(String, Ipv4Net)> {
+        match key {
+            Key::IpamBlock { network, cidr } => Some((network.clone(), cidr.parse().ok()?)),
+            _ => None,
+        }
+    }
+}
+
+impl Indexed for NetworkProblem {
+    type Id = (String, String);
+    fn id(&self) -> (String, String) {
+        (self.network.clone(), self.node.clone())
+    }
+    fn id_of(key: &Key) -> Option<(String, String)> {
+        match key {
+            Key::Problem { network, node } => Some((network.clone(), node.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// Declares the tracked kinds, in dependency order (a kind may refer to the kinds before it):
+/// additions are announced in this order, removals in the reverse one.
+macro_rules! kinds {
+    ($( $(#[$doc:meta])* $field:ident: $ty:ty => $variant:ident, )*) => {
+        /// A typed change of the cluster state, in the order consumers should apply it.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum StateChange {
+            $( $(#[$doc])* $variant(Change<$ty>), )*
+        }
+
+        /// The typed cluster state, as of `revision`.
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct ClusterState {
+            $( $field: BTreeMap<<$ty as Indexed>::Id, $ty>, )*
+            revision: i64,
+        }
+
+        impl ClusterState {
+            $( $(#[$doc])* pub fn $field(&self) -> &BTreeMap<<$ty as Indexed>::Id, $ty> {
+                &self.$field
+            } )*
+
+            /// Stores the value of `kv` if its key is of a tracked kind; an unusable value
+            /// removes what was there.
+            fn put_kv(&mut self, key: &Key, kv: &KeyValue) -> Option<StateChange> {
+                $( if let Some(id) = <$ty as Indexed>::id_of(key) {
+                    return match decode::<$ty>(&kv.key, &kv.value) {
+                        Ok(v) => upsert(&mut self.$field, id, v).map(StateChange::$variant),
+                        Err(reason) => {
+                            warn!(key = %kv.key, revision = kv.mod_revision, %reason, "skipping stored value");
+                            self.$field.remove(&id).map(|v| StateChange::$variant(Change::Removed(v)))
+                        }
+                    };
+                } )*
+                None
+            }
+
+            /// Forgets the object at `key`.
+            fn remove_key(&mut self, key: &Key) -> Option<StateChange> {
+                $( if let Some(id) = <$ty as Indexed>::id_of(key) {
+                    return self.$field.remove(&id).map(|v| StateChange::$variant(Change::Removed(v)));
+                } )*
+                None
+            }
+
+            /// What turns `self` into `next`: removals in reverse kind order, then additions and
+            /// updates in kind order.
+            fn diff(&self, next: &ClusterState) -> Vec<StateChange> {
+                let mut removals: Vec<Vec<StateChange>> = Vec::new();
+                let mut out = Vec::new();
+                $(
+                    removals.push(
+                        self.$field
+                            .iter()
+                            .filter(|(k, _)| !next.$field.contains_key(*k))
+                            .map(|(_, v)| StateChange::$variant(Change::Removed(v.clone())))
+                            .collect(),
+                    );
+                    for (k, v) in &next.$field {
+                        let change = match self.$field.get(k) {
+                            None => Change::Added(v.clone()),
+                            Some(old) if old != v => Change::Updated { old: old.clone(), new: v.clone() },
+                            Some(_) => continue,
+                        };
+                        out.push(StateChange::$variant(change));
+                    }
+                )*
+                removals.into_iter().rev().flatten().chain(out).collect()
+            }
+        }
+    };
+}
+
+kinds! {
+    /// Networks by name.
+    networks: Network => Network,
+    /// Registered (live) nodes by name.
+    nodes: Node => Node,
+    /// IPAM blocks by (network, block).
+    blocks: IpamBlock => Block,
+    /// Endpoints by (network, endpoint id).
+    endpoints: Endpoint => Endpoint,
+    /// Network links by (a, b), a < b.
+    links: Link => Link,
+    /// Problems nodes report, by (network, node).
+    problems: NetworkProblem => Problem,
+}
+
+fn upsert<K: Ord, V: PartialEq + Clone>(
+    map: &mut BTreeMap<K, V>,
+    id: K,
+    v: V,
+) -> Option<Change<V>> {
+    match map.insert(id, v.clone()) {
+        None => Some(Change::Added(v)),
+        Some(old) if old != v => Some(Change::Updated { old, new: v }),
+        Some(_) => None,
+    }
+}
+
+impl StateChange {
+    /// The networks whose objects this change concerns (a network itself, an endpoint's or a
+    /// block's network, both ends of a link); empty for nodes.
+    pub fn networks(&self) -> Vec<&str> {
+        match self {
+            StateChange::Network(c) => c.values().map(|n| n.name.as_str()).collect(),
+            StateChange::Node(_) => Vec::new(),
+            StateChange::Block(c) => c.values().map(|b| b.network.as_str()).collect(),
+            StateChange::Endpoint(c) => c.values().map(|e| e.network.as_str()).collect(),
+            StateChange::Link(c) => c
+                .values()
+                .flat_map(|l| [l.a.as_str(), l.b.as_str()])
+                .collect(),
+            StateChange::Problem(c) => c.values().map(|p| p.network.as_str()).collect(),
+        }
+    }
 }
 
 impl ClusterState {
@@ -108,8 +276,11 @@ impl ClusterState {
             ..ClusterState::default()
         };
         for kv in kvs {
-            if let Some((key, Some(entry))) = parse_kv(kv) {
-                state.upsert(key, entry);
+            match Key::parse(&kv.key) {
+                Some(key) => {
+                    state.put_kv(&key, kv);
+                }
+                None => debug!(key = %kv.key, "ignoring key outside the v1 schema"),
             }
         }
         state
@@ -118,31 +289,6 @@ impl ClusterState {
     /// Store revision this state reflects.
     pub fn revision(&self) -> i64 {
         self.revision
-    }
-
-    /// Networks by name.
-    pub fn networks(&self) -> &BTreeMap<String, Network> {
-        &self.networks
-    }
-
-    /// Registered (live) nodes by name.
-    pub fn nodes(&self) -> &BTreeMap<String, Node> {
-        &self.nodes
-    }
-
-    /// Endpoints by (network, endpoint id).
-    pub fn endpoints(&self) -> &BTreeMap<(String, String), Endpoint> {
-        &self.endpoints
-    }
-
-    /// Network links by (a, b), a < b.
-    pub fn links(&self) -> &BTreeMap<(String, String), Link> {
-        &self.links
-    }
-
-    /// IPAM blocks by (network, block).
-    pub fn blocks(&self) -> &BTreeMap<(String, Ipv4Net), IpamBlock> {
-        &self.blocks
     }
 
     /// Endpoints of one network.
@@ -181,212 +327,16 @@ impl ClusterState {
 
     fn apply_event(&mut self, ev: &WatchEvent) -> Option<StateChange> {
         match ev {
-            WatchEvent::Put(kv) => match parse_kv(kv)? {
-                (key, Some(entry)) => self.upsert(key, entry),
-                // A value that no longer parses: the key counts as absent.
-                (key, None) => self.remove(&key),
-            },
-            WatchEvent::Delete { key, .. } => self.remove(&Key::parse(key)?),
-        }
-    }
-
-    fn upsert(&mut self, key: Key, entry: Entry) -> Option<StateChange> {
-        use StateChange as C;
-        match (key, entry) {
-            (Key::Network(n), Entry::Network(v)) => {
-                upsert_in(&mut self.networks, n, v, C::NetworkAdded, |old, new| {
-                    C::NetworkUpdated { old, new }
-                })
+            WatchEvent::Put(kv) => {
+                let Some(key) = Key::parse(&kv.key) else {
+                    debug!(key = %kv.key, "ignoring key outside the v1 schema");
+                    return None;
+                };
+                self.put_kv(&key, kv)
             }
-            (Key::Node(n), Entry::Node(v)) => {
-                upsert_in(&mut self.nodes, n, v, C::NodeUp, |old, new| {
-                    C::NodeUpdated { old, new }
-                })
-            }
-            (Key::Endpoint { network, id }, Entry::Endpoint(v)) => upsert_in(
-                &mut self.endpoints,
-                (network, id),
-                v,
-                C::EndpointAdded,
-                |old, new| C::EndpointUpdated { old, new },
-            ),
-            (Key::Link(a, b), Entry::Link(v)) => {
-                upsert_in(&mut self.links, (a, b), v, C::LinkAdded, |_, new| {
-                    C::LinkAdded(new)
-                })
-            }
-            (Key::IpamBlock { network, .. }, Entry::Block(v)) => upsert_in(
-                &mut self.blocks,
-                (network, v.cidr),
-                v,
-                C::BlockClaimed,
-                |old, new| C::BlockUpdated { old, new },
-            ),
-            _ => None,
+            WatchEvent::Delete { key, .. } => self.remove_key(&Key::parse(key)?),
         }
     }
-
-    fn remove(&mut self, key: &Key) -> Option<StateChange> {
-        match key {
-            Key::Network(n) => self.networks.remove(n).map(StateChange::NetworkRemoved),
-            Key::Node(n) => self.nodes.remove(n).map(StateChange::NodeDown),
-            Key::Endpoint { network, id } => self
-                .endpoints
-                .remove(&(network.clone(), id.clone()))
-                .map(StateChange::EndpointRemoved),
-            Key::Link(a, b) => self
-                .links
-                .remove(&(a.clone(), b.clone()))
-                .map(StateChange::LinkRemoved),
-            Key::IpamBlock { network, cidr } => {
-                let cidr: Ipv4Net = cidr.parse().ok()?;
-                self.blocks
-                    .remove(&(network.clone(), cidr))
-                    .map(StateChange::BlockReleased)
-            }
-            // Keys this state does not track (health, policies, guards).
-            _ => None,
-        }
-    }
-
-    /// What turns `self` into `next`: removals first (dependents before what they depend
-    /// on), then additions and updates (dependencies first).
-    fn diff(&self, next: &ClusterState) -> Vec<StateChange> {
-        use StateChange as C;
-        let mut out = Vec::new();
-        removed(&self.links, &next.links, C::LinkRemoved, &mut out);
-        removed(
-            &self.endpoints,
-            &next.endpoints,
-            C::EndpointRemoved,
-            &mut out,
-        );
-        removed(&self.blocks, &next.blocks, C::BlockReleased, &mut out);
-        removed(&self.nodes, &next.nodes, C::NodeDown, &mut out);
-        removed(&self.networks, &next.networks, C::NetworkRemoved, &mut out);
-        let mut scratch = self.clone();
-        for (k, v) in &next.networks {
-            out.extend(scratch.upsert(Key::Network(k.clone()), Entry::Network(v.clone())));
-        }
-        for (k, v) in &next.nodes {
-            out.extend(scratch.upsert(Key::Node(k.clone()), Entry::Node(v.clone())));
-        }
-        for ((network, cidr), v) in &next.blocks {
-            let key = Key::IpamBlock {
-                network: network.clone(),
-                cidr: cidr.to_string(),
-            };
-            out.extend(scratch.upsert(key, Entry::Block(v.clone())));
-        }
-        for ((network, id), v) in &next.endpoints {
-            let key = Key::Endpoint {
-                network: network.clone(),
-                id: id.clone(),
-            };
-            out.extend(scratch.upsert(key, Entry::Endpoint(v.clone())));
-        }
-        for ((a, b), v) in &next.links {
-            out.extend(scratch.upsert(Key::Link(a.clone(), b.clone()), Entry::Link(v.clone())));
-        }
-        out
-    }
-}
-
-fn upsert_in<K: Ord, V: PartialEq + Clone>(
-    map: &mut BTreeMap<K, V>,
-    key: K,
-    value: V,
-    added: fn(V) -> StateChange,
-    updated: fn(V, V) -> StateChange,
-) -> Option<StateChange> {
-    match map.insert(key, value.clone()) {
-        None => Some(added(value)),
-        Some(old) if old != value => Some(updated(old, value)),
-        Some(_) => None,
-    }
-}
-
-fn removed<K: Ord, V: Clone>(
-    old: &BTreeMap<K, V>,
-    new: &BTreeMap<K, V>,
-    change: fn(V) -> StateChange,
-    out: &mut Vec<StateChange>,
-) {
-    out.extend(
-        old.iter()
-            .filter(|(k, _)| !new.contains_key(k))
-            .map(|(_, v)| change(v.clone())),
-    );
-}
-
-/// Parses a stored value: `None` for keys outside the schema; `(key, None)` for a tracked key
-/// whose value is unusable (logged); `(key, Some(entry))` otherwise.
-fn parse_kv(kv: &KeyValue) -> Option<(Key, Option<Entry>)> {
-    let Some(key) = Key::parse(&kv.key) else {
-        debug!(key = %kv.key, "ignoring key outside the v1 schema");
-        return None;
-    };
-    let entry = match parse_entry(&key, &kv.value) {
-        Ok(entry) => entry,
-        Err(reason) => {
-            warn!(key = %kv.key, revision = kv.mod_revision, %reason, "skipping stored value");
-            None
-        }
-    };
-    Some((key, entry))
-}
-
-fn decode<T: DeserializeOwned>(value: &[u8]) -> Result<T, String> {
-    let v: Versioned = serde_json::from_slice(value).map_err(|e| format!("malformed: {e}"))?;
-    if v.schema != SCHEMA_VERSION {
-        return Err(format!(
-            "unknown schema version {} (this build reads {SCHEMA_VERSION})",
-            v.schema
-        ));
-    }
-    serde_json::from_slice(value).map_err(|e| format!("malformed: {e}"))
-}
-
-fn check(ok: bool, what: &str) -> Result<(), String> {
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("value does not match its key ({what})"))
-    }
-}
-
-fn parse_entry(key: &Key, value: &[u8]) -> Result<Option<Entry>, String> {
-    Ok(Some(match key {
-        Key::Network(n) => {
-            let v: Network = decode(value)?;
-            check(&v.name == n, "name")?;
-            Entry::Network(v)
-        }
-        Key::Node(n) => {
-            let v: Node = decode(value)?;
-            check(&v.name == n, "name")?;
-            Entry::Node(v)
-        }
-        Key::Endpoint { network, id } => {
-            let v: Endpoint = decode(value)?;
-            check(&v.network == network && &v.id == id, "network/id")?;
-            Entry::Endpoint(v)
-        }
-        Key::Link(a, b) => {
-            let v: Link = decode(value)?;
-            check(&v.a == a && &v.b == b, "a+b")?;
-            Entry::Link(v)
-        }
-        Key::IpamBlock { network, cidr } => {
-            let v: IpamBlock = decode(value)?;
-            check(
-                &v.network == network && v.cidr.to_string() == *cidr,
-                "network/cidr",
-            )?;
-            Entry::Block(v)
-        }
-        _ => return Ok(None),
-    }))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Tests of `ClusterState` (kept beside `state.rs`).
 
 use super::*;
+use crate::model::SCHEMA_VERSION;
 
 fn net(name: &str, subnet: &str) -> Network {
     Network::new(name, subnet.parse().expect("subnet"), 4096)
@@ -18,20 +19,7 @@ fn node(name: &str) -> Node {
 }
 
 fn ep(network: &str, id: &str, ip: &str) -> Endpoint {
-    Endpoint {
-        schema: SCHEMA_VERSION,
-        id: id.into(),
-        network: network.into(),
-        name: id.into(),
-        aliases: vec![],
-        node: "n1".into(),
-        ipv4: ip.parse().expect("ip"),
-        ipv6: None,
-        mac: "02:00:00:00:00:01".into(),
-        service: None,
-        port: None,
-        weight: 1,
-    }
+    Endpoint::new(network, id, "n1", ip.parse().expect("ip"))
 }
 
 fn block(network: &str, cidr: &str, node: &str) -> IpamBlock {
@@ -99,11 +87,11 @@ fn first_snapshot_announces_everything_in_dependency_order() {
     let kinds: Vec<&str> = changes
         .iter()
         .map(|c| match c {
-            StateChange::NetworkAdded(_) => "net",
-            StateChange::NodeUp(_) => "node",
-            StateChange::BlockClaimed(_) => "block",
-            StateChange::EndpointAdded(_) => "ep",
-            StateChange::LinkAdded(_) => "link",
+            StateChange::Network(Change::Added(_)) => "net",
+            StateChange::Node(Change::Added(_)) => "node",
+            StateChange::Block(Change::Added(_)) => "block",
+            StateChange::Endpoint(Change::Added(_)) => "ep",
+            StateChange::Link(Change::Added(_)) => "link",
             other => panic!("unexpected {other:?}"),
         })
         .collect();
@@ -126,7 +114,9 @@ fn events_are_diffed() {
     )]));
     assert_eq!(
         added,
-        vec![StateChange::EndpointAdded(ep("a", "y", "10.1.0.3"))]
+        vec![StateChange::Endpoint(Change::Added(ep(
+            "a", "y", "10.1.0.3"
+        )))]
     );
     let same = s.apply(&ClusterChange::Events(vec![put(
         ep("a", "y", "10.1.0.3"),
@@ -139,10 +129,10 @@ fn events_are_diffed() {
     )]));
     assert_eq!(
         moved,
-        vec![StateChange::EndpointUpdated {
+        vec![StateChange::Endpoint(Change::Updated {
             old: ep("a", "y", "10.1.0.3"),
             new: ep("a", "y", "10.1.0.4")
-        }]
+        })]
     );
     let gone = s.apply(&ClusterChange::Events(vec![
         WatchEvent::Delete {
@@ -161,8 +151,8 @@ fn events_are_diffed() {
     assert_eq!(
         gone,
         vec![
-            StateChange::EndpointRemoved(ep("a", "y", "10.1.0.4")),
-            StateChange::NodeDown(node("n1"))
+            StateChange::Endpoint(Change::Removed(ep("a", "y", "10.1.0.4"))),
+            StateChange::Node(Change::Removed(node("n1")))
         ]
     );
     assert_eq!(s.revision(), 13);
@@ -181,13 +171,13 @@ fn resnapshot_only_announces_differences() {
     assert_eq!(
         changes,
         vec![
-            StateChange::LinkRemoved(Link::new("a", "b")),
-            StateChange::NodeDown(node("n1")),
-            StateChange::NetworkUpdated {
+            StateChange::Link(Change::Removed(Link::new("a", "b"))),
+            StateChange::Node(Change::Removed(node("n1"))),
+            StateChange::Network(Change::Updated {
                 old: net("b", "10.2.0.0/24"),
                 new: b
-            },
-            StateChange::EndpointAdded(ep("b", "z", "10.2.0.2")),
+            }),
+            StateChange::Endpoint(Change::Added(ep("b", "z", "10.2.0.2"))),
         ]
     );
     assert_eq!(s.revision(), 21);
@@ -207,7 +197,9 @@ fn bad_values_are_skipped_and_count_as_absent() {
     let changes = s.apply(&ClusterChange::Events(events));
     assert_eq!(
         changes,
-        vec![StateChange::EndpointRemoved(ep("a", "x", "10.1.0.2"))],
+        vec![StateChange::Endpoint(Change::Removed(ep(
+            "a", "x", "10.1.0.2"
+        )))],
         "an unreadable rewrite removes the old value; other bad values are skipped"
     );
     assert_eq!(s.networks().len(), 2);
@@ -222,12 +214,12 @@ fn blocks_are_tracked_by_network_and_cidr() {
     let c = s.apply(&ClusterChange::Events(vec![WatchEvent::Put(kv(
         &key, &claimed, 5,
     ))]));
-    assert_eq!(c, vec![StateChange::BlockClaimed(claimed.clone())]);
+    assert_eq!(c, vec![StateChange::Block(Change::Added(claimed.clone()))]);
     let cidr: Ipv4Net = "10.1.0.64/26".parse().expect("cidr");
     assert_eq!(s.blocks().get(&("a".to_string(), cidr)), Some(&claimed));
     let c = s.apply(&ClusterChange::Events(vec![WatchEvent::Delete {
         key: key.to_string(),
         mod_revision: 6,
     }]));
-    assert_eq!(c, vec![StateChange::BlockReleased(claimed)]);
+    assert_eq!(c, vec![StateChange::Block(Change::Removed(claimed))]);
 }

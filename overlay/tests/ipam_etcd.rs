@@ -10,7 +10,7 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 use shibafu_overlay::ipam::{reclaim_dead_blocks, Ipam, IpamError};
 use shibafu_overlay::model::{IpamBlock, Network};
-use shibafu_overlay::store::keys::Key;
+use shibafu_overlay::store::keys::Prefix;
 use shibafu_overlay::store::{Store, StoreError};
 
 fn network(name: &str, subnet: &str) -> Network {
@@ -19,7 +19,10 @@ fn network(name: &str, subnet: &str) -> Network {
 
 /// Blocks of a network as stored in etcd: block -> owner.
 async fn stored_blocks(store: &dyn Store, net: &str) -> BTreeMap<Ipv4Net, String> {
-    let (kvs, _) = store.list(&Key::blocks_of(net)).await.expect("list");
+    let (kvs, _) = store
+        .list(&Prefix::BlocksOf(net.into()).to_string())
+        .await
+        .expect("list");
     kvs.iter()
         .map(|kv| {
             let b: IpamBlock = serde_json::from_slice(&kv.value).expect("block");

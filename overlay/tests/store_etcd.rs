@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use shibafu_overlay::model::{Endpoint, Node, SCHEMA_VERSION};
-use shibafu_overlay::state::{ClusterState, StateChange};
+use shibafu_overlay::state::{Change, ClusterState, StateChange};
 use shibafu_overlay::store::keys::{Key, ROOT};
 use shibafu_overlay::store::{
     watch_changes_with, Backoff, ClusterChange, ClusterChangeStream, Compare, Store, StoreError,
@@ -155,20 +155,12 @@ fn node_value(name: &str) -> Vec<u8> {
 }
 
 fn endpoint_value(node: &str) -> Vec<u8> {
-    let ep = Endpoint {
-        schema: SCHEMA_VERSION,
-        id: format!("{node}-web"),
-        network: "frontend".into(),
-        name: "web".into(),
-        aliases: vec![],
-        node: node.into(),
-        ipv4: "172.21.0.2".parse().expect("ip"),
-        ipv6: None,
-        mac: "02:00:00:00:00:02".into(),
-        service: None,
-        port: None,
-        weight: 1,
-    };
+    let ep = Endpoint::new(
+        "frontend",
+        &format!("{node}-web"),
+        node,
+        "172.21.0.2".parse().expect("ip"),
+    );
     serde_json::to_vec(&ep).expect("json")
 }
 
@@ -218,10 +210,10 @@ async fn lease_expiry_removes_a_dead_nodes_keys() {
     }
     assert!(gone
         .iter()
-        .any(|c| matches!(c, StateChange::NodeDown(n) if n.name == "n9")));
+        .any(|c| matches!(c, StateChange::Node(Change::Removed(n)) if n.name == "n9")));
     assert!(gone
         .iter()
-        .any(|c| matches!(c, StateChange::EndpointRemoved(e) if e.id == "n9-web")));
+        .any(|c| matches!(c, StateChange::Endpoint(Change::Removed(e)) if e.id == "n9-web")));
     assert!(store.get(&ep_key).await.expect("get").is_none());
     assert!(matches!(
         store.keep_alive(lease).await,

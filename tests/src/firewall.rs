@@ -1,7 +1,7 @@
 //! Helpers of the firewall host tests: networks, containers attached by the real dataplane in a
 //! "host" namespace, ping and nft inside namespaces.
 
-use shibafu_overlay::model::{Endpoint, Network, SCHEMA_VERSION};
+use shibafu_overlay::model::{Endpoint, MacAddr, Network};
 use shibafu_overlay::netlink::{reconcile, NetlinkDataplane, Scope};
 use shibafu_overlay::plan::{DesiredHost, HostInputs, LocalContainer, LocalInterface};
 
@@ -27,18 +27,9 @@ pub fn containers(members: &[(&NetnsGuard, &str, &str)]) -> (Vec<Endpoint>, Vec<
             None => (*ip, None),
         };
         eps.push(Endpoint {
-            schema: SCHEMA_VERSION,
-            id: id.clone(),
-            network: (*network).into(),
-            name: id.clone(),
-            aliases: vec![],
-            node: "h".into(),
-            ipv4: v4.parse().expect("ip"),
             ipv6: v6,
-            mac: format!("02:00:00:00:00:{:02x}", i + 2),
-            service: None,
-            port: None,
-            weight: 1,
+            mac: MacAddr([2, 0, 0, 0, 0, i as u8 + 2]),
+            ..Endpoint::new(network, &id, "h", v4.parse().expect("ip"))
         });
         cs.push(LocalContainer {
             netns: ns.path(),

@@ -32,18 +32,9 @@ fn net(name: &str, subnet: &str, subnet6: Option<&str>, vni: u32) -> Network {
 
 fn ep(id: &str, network: &str, node: &str, ip: &str, ip6: Option<&str>, mac: &str) -> Endpoint {
     Endpoint {
-        schema: SCHEMA_VERSION,
-        id: id.into(),
-        network: network.into(),
-        name: id.into(),
-        aliases: vec![],
-        node: node.into(),
-        ipv4: ip.parse().expect("ip"),
         ipv6: ip6.map(|a| a.parse().expect("ip6")),
-        mac: mac.into(),
-        service: None,
-        port: None,
-        weight: 1,
+        mac: mac.parse().expect("mac"),
+        ..Endpoint::new(network, id, node, ip.parse().expect("ip"))
     }
 }
 

@@ -135,20 +135,7 @@ mod tests {
     use super::*;
 
     fn endpoint(name: &str) -> Endpoint {
-        Endpoint {
-            schema: 1,
-            id: name.into(),
-            network: "backend".into(),
-            name: name.into(),
-            aliases: vec![],
-            node: "node1".into(),
-            ipv4: "172.22.0.2".parse().expect("ip"),
-            ipv6: None,
-            mac: "02:42:ac:16:00:02".into(),
-            service: None,
-            port: None,
-            weight: 1,
-        }
+        Endpoint::new("backend", name, "node1", "172.22.0.2".parse().expect("ip"))
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use shibafu_overlay::firewall::{Firewall, FirewallError, FirewallSpec};
 use shibafu_overlay::ipam::{ipv6_for, Ipam, IpamError};
-use shibafu_overlay::model::{self, Endpoint, Network, SCHEMA_VERSION};
+use shibafu_overlay::model::{self, Endpoint, Network};
 use shibafu_overlay::netlink::{Dataplane, NetlinkError};
 use shibafu_overlay::plan::{next_ifname, DesiredHost, PlanError};
 use shibafu_overlay::state::ClusterState;
@@ -144,12 +144,6 @@ pub struct Host {
     firewall: Option<FirewallSpec>,
     /// The desired state of the last reconcile that applied cleanly.
     settled: Option<DesiredHost>,
-}
-
-/// MAC of an endpoint: locally administered, derived from its IPv4 address (unique per network).
-pub fn endpoint_mac(ip: Ipv4Addr) -> String {
-    let o = ip.octets();
-    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
 }
 
 impl Host {
@@ -348,18 +342,11 @@ impl Host {
             }
         };
         Ok(Endpoint {
-            schema: SCHEMA_VERSION,
-            id: req.name.clone(),
-            network: net.name.clone(),
-            name: req.name.clone(),
             aliases: req.aliases.clone(),
-            node: self.cfg.node.clone(),
-            ipv4,
             ipv6,
-            mac: endpoint_mac(ipv4),
             service: req.service.clone(),
             port: req.port,
-            weight: 1,
+            ..Endpoint::new(&net.name, &req.name, &self.cfg.node, ipv4)
         })
     }
 

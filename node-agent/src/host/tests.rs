@@ -181,7 +181,10 @@ fn attach_two_networks_gives_eth0_eth1_and_publishes() {
             e.entry.interfaces[0].endpoint.ipv4.to_string(),
             "172.22.0.2"
         );
-        assert_eq!(e.entry.interfaces[0].endpoint.mac, "02:42:ac:16:00:02");
+        assert_eq!(
+            e.entry.interfaces[0].endpoint.mac.to_string(),
+            "02:42:ac:16:00:02"
+        );
         // The records go to the store when the caller runs the publication.
         assert!(f.publisher.records.lock().expect("lock").is_empty());
         e.publish.await;
@@ -198,20 +201,7 @@ fn attach_two_networks_gives_eth0_eth1_and_publishes() {
 #[test]
 fn bad_input_leaves_nothing() {
     rt().block_on(async {
-        let remote = Endpoint {
-            schema: SCHEMA_VERSION,
-            id: "db".into(),
-            network: "backend".into(),
-            name: "db".into(),
-            aliases: vec![],
-            node: "node2".into(),
-            ipv4: "172.22.0.66".parse().expect("ip"),
-            ipv6: None,
-            mac: "02:42:ac:16:00:42".into(),
-            service: None,
-            port: None,
-            weight: 1,
-        };
+        let remote = Endpoint::new("backend", "db", "node2", "172.22.0.66".parse().expect("ip"));
         let st = state_with(&[network("backend", "172.22.0.0/24", 4097)], &[remote]);
         let mut f = fixture("bad", st);
         f.dp.add_container("/run/test/db");
@@ -287,20 +277,7 @@ fn failed_dataplane_rolls_back_and_detach_releases() {
 
 fn remote(name: &str, ip: &str) -> Endpoint {
     let ipv4: std::net::Ipv4Addr = ip.parse().expect("ip");
-    Endpoint {
-        schema: SCHEMA_VERSION,
-        id: name.into(),
-        network: "backend".into(),
-        name: name.into(),
-        aliases: vec![],
-        node: "node2".into(),
-        ipv4,
-        ipv6: None,
-        mac: endpoint_mac(ipv4),
-        service: None,
-        port: None,
-        weight: 1,
-    }
+    Endpoint::new("backend", name, "node2", ipv4)
 }
 
 #[test]
@@ -349,7 +326,7 @@ fn own_endpoint_echo_does_not_touch_the_kernel() {
         assert_eq!(f.dp.observations().len(), seen + 1);
         let st = f.dp.state();
         assert!(
-            st.fdb.iter().any(|e| e.mac.to_string() == db.mac),
+            st.fdb.iter().any(|e| e.mac == db.mac),
             "no FDB entry for db"
         );
         assert!(st

@@ -14,8 +14,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures::future::BoxFuture;
 use shibafu_overlay::model::Node;
-use shibafu_overlay::state::{ClusterState, StateChange};
-use shibafu_overlay::store::keys::{Key, ROOT};
+use shibafu_overlay::state::{Change, ClusterState, StateChange};
+use shibafu_overlay::store::keys::{Key, Prefix};
 use shibafu_overlay::store::{watch_changes, ClusterChange, Store, StoreError};
 use tracing::{debug, info, warn};
 
@@ -180,7 +180,7 @@ impl Handler<Connected> for StoreActor {
         match msg.0 {
             Ok(store) => {
                 info!("connected to the cluster store");
-                ctx.add_stream(watch_changes(store.clone(), ROOT, None));
+                ctx.add_stream(watch_changes(store.clone(), &Prefix::All.to_string(), None));
                 self.store = Some(store);
                 self.set_connected(true, None);
                 self.tick(ctx);
@@ -307,7 +307,7 @@ impl StreamHandler<ClusterChange> for StoreActor {
         let me = &self.cfg.node.name;
         let lost_self = changes
             .iter()
-            .any(|c| matches!(c, StateChange::NodeDown(n) if &n.name == me));
+            .any(|c| matches!(c, StateChange::Node(Change::Removed(n)) if &n.name == me));
         self.subscribers.retain(|s| s.connected());
         if first || !changes.is_empty() {
             let msg = ClusterChanged {
@@ -334,16 +334,23 @@ impl StreamHandler<ClusterChange> for StoreActor {
 fn log_change(change: &StateChange, revision: i64) {
     use StateChange as C;
     match change {
-        C::NetworkAdded(n) => {
+        C::Network(Change::Added(n)) => {
             info!(network = %n.name, subnet = %n.subnet, vni = n.vni, revision, "network added")
         }
-        C::NetworkUpdated { new, .. } => info!(network = %new.name, revision, "network updated"),
-        C::NetworkRemoved(n) => info!(network = %n.name, revision, "network removed"),
-        C::NodeUp(n) => info!(node = %n.name, underlay = %n.underlay, revision, "node up"),
-        C::NodeUpdated { new, .. } => {
+        C::Network(Change::Updated { new, .. }) => {
+            info!(network = %new.name, revision, "network updated")
+        }
+        C::Network(Change::Removed(n)) => info!(network = %n.name, revision, "network removed"),
+        C::Node(Change::Added(n)) => {
+            info!(node = %n.name, underlay = %n.underlay, revision, "node up")
+        }
+        C::Node(Change::Updated { new, .. }) => {
             info!(node = %new.name, underlay = %new.underlay, revision, "node updated")
         }
-        C::NodeDown(n) => info!(node = %n.name, revision, "node down"),
+        C::Node(Change::Removed(n)) => info!(node = %n.name, revision, "node down"),
+        C::Problem(Change::Added(p) | Change::Updated { new: p, .. }) => {
+            warn!(network = %p.network, node = %p.node, reason = %p.reason, revision, "node skips a network")
+        }
         other => debug!(change = ?other, revision, "cluster change"),
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures::FutureExt;
 use shibafu_overlay::model::{Network, Node, SCHEMA_VERSION};
-use shibafu_overlay::state::StateChange;
+use shibafu_overlay::state::{Change, StateChange};
 use shibafu_overlay::store::keys::Key;
 use shibafu_overlay::store::{MemoryStore, Store, StoreError};
 
@@ -24,7 +24,7 @@ impl Seen {
         self.0.lock().expect("lock").iter().any(|m| {
             m.changes
                 .iter()
-                .any(|c| matches!(c, StateChange::NetworkAdded(n) if n.name == name))
+                .any(|c| matches!(c, StateChange::Network(Change::Added(n)) if n.name == name))
         })
     }
 }

@@ -16,8 +16,8 @@ use tracing::{info, warn};
 
 use super::alloc::{block_of, candidate_blocks, check_address, Pool};
 use super::IpamError;
-use crate::model::{Endpoint, IpamBlock, Network, SCHEMA_VERSION};
-use crate::store::keys::{Key, ROOT};
+use crate::model::{decode, Endpoint, IpamBlock, Network, SCHEMA_VERSION};
+use crate::store::keys::{Key, Prefix};
 use crate::store::{Compare, KeyValue, Store, StoreError, TxnOp};
 
 /// Claim attempts before giving up; each lost attempt means another node claimed a block.
@@ -62,10 +62,7 @@ fn parse_block(kv: &KeyValue) -> Option<Listed> {
         return None;
     };
     let cidr: Ipv4Net = cidr.parse().ok()?;
-    let owner = serde_json::from_slice::<IpamBlock>(&kv.value)
-        .ok()
-        .filter(|b| b.cidr == cidr)
-        .map(|b| b.node);
+    let owner = decode::<IpamBlock>(&kv.key, &kv.value).ok().map(|b| b.node);
     Some(Listed {
         cidr,
         owner,
@@ -195,7 +192,10 @@ impl Ipam {
         network: &Network,
         state: &mut NetState,
     ) -> Result<Vec<Listed>, IpamError> {
-        let (kvs, _) = self.store.list(&Key::blocks_of(&network.name)).await?;
+        let (kvs, _) = self
+            .store
+            .list(&Prefix::BlocksOf(network.name.clone()).to_string())
+            .await?;
         let listed: Vec<Listed> = kvs.iter().filter_map(parse_block).collect();
         let mine: HashMap<Ipv4Net, &Listed> = listed
             .iter()
@@ -327,14 +327,14 @@ pub async fn reclaim_dead_blocks(
     live_nodes: &[String],
 ) -> Result<Vec<IpamBlock>, IpamError> {
     let live: HashSet<&str> = live_nodes.iter().map(String::as_str).collect();
-    let (endpoints, _) = store.list(&format!("{ROOT}endpoints/")).await?;
+    let (endpoints, _) = store.list(&Prefix::Endpoints.to_string()).await?;
     let mut in_use: HashMap<String, Vec<Ipv4Addr>> = HashMap::new();
     let mut unreadable: HashSet<String> = HashSet::new();
     for kv in &endpoints {
         let Some(Key::Endpoint { network, .. }) = Key::parse(&kv.key) else {
             continue;
         };
-        match serde_json::from_slice::<Endpoint>(&kv.value) {
+        match decode::<Endpoint>(&kv.key, &kv.value) {
             Ok(e) => in_use.entry(network).or_default().push(e.ipv4),
             // An endpoint we cannot read might use any block of its network: keep them all.
             Err(_) => {
@@ -342,10 +342,10 @@ pub async fn reclaim_dead_blocks(
             }
         }
     }
-    let (blocks, _) = store.list(&format!("{ROOT}ipam/")).await?;
+    let (blocks, _) = store.list(&Prefix::Blocks.to_string()).await?;
     let mut reclaimed = Vec::new();
     for kv in &blocks {
-        let Ok(block) = serde_json::from_slice::<IpamBlock>(&kv.value) else {
+        let Ok(block) = decode::<IpamBlock>(&kv.key, &kv.value) else {
             continue;
         };
         let used = in_use

@@ -7,8 +7,8 @@ use ipnet::Ipv4Net;
 
 use super::tests::net;
 use super::{reclaim_dead_blocks, Ipam, IpamError};
-use crate::model::{Endpoint, IpamBlock, Network, SCHEMA_VERSION};
-use crate::store::keys::Key;
+use crate::model::{Endpoint, IpamBlock, Network};
+use crate::store::keys::{Key, Prefix};
 use crate::store::{MemoryStore, Store, TxnOp};
 
 fn v4(s: &str) -> Ipv4Addr {
@@ -20,7 +20,10 @@ fn cidr(s: &str) -> Ipv4Net {
 }
 
 async fn stored_blocks(store: &MemoryStore, network: &str) -> Vec<(Ipv4Net, String)> {
-    let (kvs, _) = store.list(&Key::blocks_of(network)).await.expect("list");
+    let (kvs, _) = store
+        .list(&Prefix::BlocksOf(network.into()).to_string())
+        .await
+        .expect("list");
     kvs.iter()
         .map(|kv| {
             let b: IpamBlock = serde_json::from_slice(&kv.value).expect("block json");
@@ -196,20 +199,7 @@ async fn store_outage_leaves_no_partial_state() {
 }
 
 fn endpoint(network: &str, node: &str, ip: Ipv4Addr) -> Endpoint {
-    Endpoint {
-        schema: SCHEMA_VERSION,
-        id: format!("{node}-c"),
-        network: network.into(),
-        name: "c".into(),
-        aliases: vec![],
-        node: node.into(),
-        ipv4: ip,
-        ipv6: None,
-        mac: "02:00:00:00:00:01".into(),
-        service: None,
-        port: None,
-        weight: 1,
-    }
+    Endpoint::new(network, &format!("{node}-c"), node, ip)
 }
 
 #[tokio::test]

@@ -278,7 +278,7 @@ fn build_endpoints(
                     ifname: li.ifname.clone(),
                 });
             }
-            let mac = parse_mac(ep)?;
+            let mac = unicast_mac(ep)?;
             if !net.subnet.contains(&ep.ipv4) || ep.ipv4 == dn.gateway4.addr() {
                 return Err(PlanError::AddressOutsideSubnet {
                     endpoint: ep.id.clone(),
@@ -335,13 +335,14 @@ fn build_endpoints(
     Ok(out)
 }
 
-fn parse_mac(ep: &Endpoint) -> Result<MacAddr, PlanError> {
-    match ep.mac.parse::<MacAddr>() {
-        Ok(m) if m.is_unicast() => Ok(m),
-        _ => Err(PlanError::InvalidMac {
+fn unicast_mac(ep: &Endpoint) -> Result<MacAddr, PlanError> {
+    if ep.mac.is_unicast() {
+        Ok(ep.mac)
+    } else {
+        Err(PlanError::InvalidMac {
             endpoint: ep.id.clone(),
-            mac: ep.mac.clone(),
-        }),
+            mac: ep.mac.to_string(),
+        })
     }
 }
 
@@ -370,7 +371,7 @@ fn add_remotes(inp: &HostInputs<'_>, networks: &mut [DesiredNetwork]) {
             .iter()
             .filter(|e| e.network == dn.name && e.node == inp.node)
         {
-            macs.extend(ep.mac.parse::<MacAddr>().ok());
+            macs.insert(ep.mac);
             ips.insert(IpAddr::V4(ep.ipv4));
             ips.extend(ep.ipv6.map(IpAddr::V6));
         }
@@ -388,7 +389,7 @@ fn add_remotes(inp: &HostInputs<'_>, networks: &mut [DesiredNetwork]) {
                 skip("its node's underlay address cannot be reached from this VTEP");
                 continue;
             }
-            let Ok(mac) = parse_mac(ep) else {
+            let Ok(mac) = unicast_mac(ep) else {
                 skip("invalid MAC");
                 continue;
             };

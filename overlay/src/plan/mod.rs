@@ -7,7 +7,6 @@
 
 mod desired;
 mod diff;
-mod mac;
 mod names;
 mod observed;
 mod ops;
@@ -29,12 +28,12 @@ pub(crate) mod tests_support {
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+pub use crate::model::{MacAddr, MacParseError};
 pub use desired::{
     DesiredEndpoint, DesiredHost, DesiredNetwork, DesiredVxlan, HostInputs, LocalContainer,
     LocalInterface, RemoteEndpoint,
 };
 pub use diff::{plan, plan_workloads, VXLAN_PORT_FLAGS};
-pub use mac::{MacAddr, MacParseError};
 pub use names::{
     gateway_mac, is_owned, next_ifname, overlay_mtu, veth_host_name, MAX_IFNAME, MIN_MTU,
     MIN_MTU_V6, OWNED_PREFIX, VETH_PREFIX, VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6, VXLAN_PORT,

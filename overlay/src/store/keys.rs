@@ -35,6 +35,13 @@ pub enum Key {
     },
     /// `/shibafu/v1/policies/<name>`
     Policy(String),
+    /// `/shibafu/v1/problems/<net>/<node>`: why a node does not build a network.
+    Problem {
+        /// Network name.
+        network: String,
+        /// Node name.
+        node: String,
+    },
     /// `/shibafu/v1/links/<a>+<b>`
     Link(String, String),
     /// `/shibafu/v1/guards/<name>`: bumped by every change of a kind (such as `networks`) so a
@@ -64,6 +71,10 @@ impl Key {
                 id: id.to_string(),
             }),
             ["policies", n] if nonempty(n) => Some(Key::Policy(n.to_string())),
+            ["problems", n, node] if nonempty(n) && nonempty(node) => Some(Key::Problem {
+                network: n.to_string(),
+                node: node.to_string(),
+            }),
             ["guards", n] if nonempty(n) => Some(Key::Guard(n.to_string())),
             ["links", ab] => {
                 let (a, b) = ab.split_once('+')?;
@@ -72,15 +83,53 @@ impl Key {
             _ => None,
         }
     }
+}
 
-    /// Prefix of all endpoints of one network.
-    pub fn endpoints_of(network: &str) -> String {
-        format!("{ROOT}endpoints/{network}/")
-    }
+/// A typed key prefix: what to list or watch, without spelling paths by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prefix {
+    /// Everything shibafu stores (`/shibafu/v1/`).
+    All,
+    /// Every network.
+    Networks,
+    /// Every node record.
+    Nodes,
+    /// Every endpoint.
+    Endpoints,
+    /// The endpoints of one network.
+    EndpointsOf(String),
+    /// Every IPAM block (`/shibafu/v1/ipam/`).
+    Blocks,
+    /// The IPAM blocks of one network.
+    BlocksOf(String),
+    /// Every health record.
+    Health,
+    /// The health records of one network.
+    HealthOf(String),
+    /// Every link.
+    Links,
+    /// Every problem report.
+    Problems,
+    /// The problem reports about one network.
+    ProblemsOf(String),
+}
 
-    /// Prefix of all IPAM blocks of one network.
-    pub fn blocks_of(network: &str) -> String {
-        format!("{ROOT}ipam/{network}/blocks/")
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Prefix::All => write!(f, "{ROOT}"),
+            Prefix::Networks => write!(f, "{ROOT}networks/"),
+            Prefix::Nodes => write!(f, "{ROOT}nodes/"),
+            Prefix::Endpoints => write!(f, "{ROOT}endpoints/"),
+            Prefix::EndpointsOf(n) => write!(f, "{ROOT}endpoints/{n}/"),
+            Prefix::Blocks => write!(f, "{ROOT}ipam/"),
+            Prefix::BlocksOf(n) => write!(f, "{ROOT}ipam/{n}/blocks/"),
+            Prefix::Health => write!(f, "{ROOT}health/"),
+            Prefix::HealthOf(n) => write!(f, "{ROOT}health/{n}/"),
+            Prefix::Links => write!(f, "{ROOT}links/"),
+            Prefix::Problems => write!(f, "{ROOT}problems/"),
+            Prefix::ProblemsOf(n) => write!(f, "{ROOT}problems/{n}/"),
+        }
     }
 }
 
@@ -95,6 +144,7 @@ impl fmt::Display for Key {
             Key::Endpoint { network, id } => write!(f, "{ROOT}endpoints/{network}/{id}"),
             Key::Health { network, id } => write!(f, "{ROOT}health/{network}/{id}"),
             Key::Policy(n) => write!(f, "{ROOT}policies/{n}"),
+            Key::Problem { network, node } => write!(f, "{ROOT}problems/{network}/{node}"),
             Key::Link(a, b) => write!(f, "{ROOT}links/{a}+{b}"),
             Key::Guard(n) => write!(f, "{ROOT}guards/{n}"),
         }
@@ -123,6 +173,10 @@ mod tests {
                 id: "node1-web".into(),
             },
             Key::Policy("p".into()),
+            Key::Problem {
+                network: "f".into(),
+                node: "node1".into(),
+            },
             Key::Link("a".into(), "b".into()),
             Key::Guard("networks".into()),
         ];

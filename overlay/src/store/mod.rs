@@ -6,10 +6,12 @@
 pub mod etcd;
 pub mod keys;
 pub mod memory;
+mod typed;
 pub mod watch;
 
 pub use etcd::EtcdStore;
 pub use memory::MemoryStore;
+pub use typed::StoreExt;
 pub use watch::{watch_changes, watch_changes_with, Backoff, ClusterChange, ClusterChangeStream};
 
 use async_trait::async_trait;

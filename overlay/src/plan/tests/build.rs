@@ -118,8 +118,13 @@ fn bad_remote_records_are_skipped_not_fatal() {
     let mut c = Cluster::new();
     c.endpoints
         .push(ep("gone", "fe", "node9", "172.21.0.9", "02:00:00:00:09:09")); // no node record
-    c.endpoints
-        .push(ep("badmac", "fe", "node2", "172.21.0.10", "nope"));
+    c.endpoints.push(ep(
+        "badmac",
+        "fe",
+        "node2",
+        "172.21.0.10",
+        "01:00:5e:00:00:0a",
+    ));
     c.endpoints.push(ep(
         "outside",
         "fe",
@@ -192,9 +197,10 @@ fn local_inconsistencies_fail_the_build() {
     check(&|c| c.endpoints[2].node = "node2".into(), &|e| {
         matches!(e, PlanError::ForeignEndpoint { .. })
     });
-    check(&|c| c.endpoints[2].mac = "01:00:5e:00:00:01".into(), &|e| {
-        matches!(e, PlanError::InvalidMac { .. })
-    });
+    check(
+        &|c| c.endpoints[2].mac = "01:00:5e:00:00:01".parse().expect("mac"),
+        &|e| matches!(e, PlanError::InvalidMac { .. }),
+    );
     check(
         &|c| c.endpoints[2].ipv4 = "10.1.1.1".parse().expect("ip"),
         &|e| matches!(e, PlanError::AddressOutsideSubnet { .. }),

@@ -27,18 +27,8 @@ pub(super) fn node(name: &str, ip: &str) -> Node {
 
 pub(super) fn ep(id: &str, network: &str, node: &str, ip: &str, mac: &str) -> Endpoint {
     Endpoint {
-        schema: SCHEMA_VERSION,
-        id: id.into(),
-        network: network.into(),
-        name: id.into(),
-        aliases: vec![],
-        node: node.into(),
-        ipv4: ip.parse().expect("ip"),
-        ipv6: None,
-        mac: mac.into(),
-        service: None,
-        port: None,
-        weight: 1,
+        mac: mac.parse().expect("mac"),
+        ..Endpoint::new(network, id, node, ip.parse().expect("ip"))
     }
 }
 

@@ -24,6 +24,13 @@ impl MacAddr {
         <[u8; 6]>::try_from(b).ok().map(MacAddr)
     }
 
+    /// The MAC of an endpoint: locally administered, derived from its IPv4 address, so it is
+    /// unique within a network and the same on every node.
+    pub fn for_endpoint(ip: std::net::Ipv4Addr) -> MacAddr {
+        let o = ip.octets();
+        MacAddr([0x02, 0x42, o[0], o[1], o[2], o[3]])
+    }
+
     /// Is this a unicast address (group bit clear) other than all zeros?
     pub fn is_unicast(&self) -> bool {
         self.0[0] & 1 == 0 && *self != MacAddr::ZERO
