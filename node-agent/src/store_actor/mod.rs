@@ -180,7 +180,7 @@ impl Handler<Connected> for StoreActor {
         match msg.0 {
             Ok(store) => {
                 info!("connected to the cluster store");
-                ctx.add_stream(watch_changes(store.clone(), &Prefix::All.to_string(), None));
+                ctx.add_stream(watch_changes(store.clone(), Prefix::All.to_string(), None));
                 self.store = Some(store);
                 self.set_connected(true, None);
                 self.tick(ctx);
