@@ -20,12 +20,16 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::api::{self, ApiState};
+use crate::dataplane::actor::DataplaneActor;
+use crate::dataplane::{HostConfig, Reconciler};
 use crate::dns_actor::DnsActor;
-use crate::host::book::Book;
-use crate::host::{Host, HostConfig, StorePublisher};
+use crate::firewall_actor::FirewallActor;
 use crate::lazy_store::LazyStore;
-use crate::messages::{Deregister, Subscribe};
-use crate::network_actor::NetworkActor;
+use crate::messages::{Deregister, Subscribe, SubscribeLocal};
+use crate::network_actor::{Links, NetworkActor};
+use crate::publish::{PublishQueue, StorePublisher};
+use crate::registry::actor::RegistryActor;
+use crate::registry::Registry;
 use crate::runtime_actor::{NetworkRecipients, RuntimeActor, RuntimeRecipients};
 use crate::store_actor::{Connector, StoreActor, StoreConfig};
 use shibafu_overlay::firewall::NftFirewall;
@@ -156,8 +160,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the NetworkActor (over the real dataplane and nftables) and the RuntimeActor, and
-/// subscribes the NetworkActor to cluster changes.
+/// Starts the owners of this host's workloads and wires them: the local registry (the book),
+/// the firewall owner (nftables), the dataplane reconciler (netlink), the NetworkActor (attach
+/// and detach through them), the DnsActor and the RuntimeActor; subscribes them to cluster and
+/// local changes.
 async fn start_workload_actors(
     args: &RunArgs,
     store: &Addr<StoreActor>,
@@ -171,37 +177,50 @@ async fn start_workload_actors(
             1500
         }
     };
-    let book = Book::load(&args.state_dir).context("loading local state")?;
-    let lazy: Arc<dyn Store> = Arc::new(LazyStore::new(connector));
-    let host = Host::new(
-        HostConfig {
-            node: args.node.clone(),
-            underlay: Some(args.underlay),
-            underlay_mtu,
-            bridge_netfilter_off: args.no_bridge_netfilter,
-        },
-        Arc::new(dp),
-        Arc::new(NftFirewall::current()),
-        Ipam::new(lazy, args.node.clone()),
-        Arc::new(StorePublisher {
-            put: store.clone().recipient(),
-            delete: store.clone().recipient(),
-        }),
-        book,
-    );
+    let registry = Registry::load(&args.state_dir).context("loading local state")?;
+    let local = registry.effective();
+    let publish = PublishQueue::start(Arc::new(StorePublisher {
+        put: store.clone().recipient(),
+        delete: store.clone().recipient(),
+    }));
+    let registry = RegistryActor::new(registry, publish.clone()).start();
+    let firewall = FirewallActor::new(Arc::new(NftFirewall::current())).start();
+    let cfg = HostConfig {
+        node: args.node.clone(),
+        underlay: Some(args.underlay),
+        underlay_mtu,
+        bridge_netfilter_off: args.no_bridge_netfilter,
+    };
+    let reconciler = Reconciler::new(cfg, Arc::new(dp), local);
+    let dataplane =
+        DataplaneActor::new(reconciler, args.node.clone(), firewall.recipient(), publish).start();
+    store.do_send(Subscribe(dataplane.clone().recipient()));
     let dns = DnsActor::new(args.node.clone(), args.upstream_dns.clone(), 53).start();
-    store.do_send(Subscribe(dns.clone().recipient()));
-    let net = NetworkActor::new(host, dns.recipient()).start();
+    registry.do_send(SubscribeLocal(dns.clone().recipient()));
+    store.do_send(Subscribe(dns.recipient()));
+    let lazy: Arc<dyn Store> = Arc::new(LazyStore::new(connector));
+    let net = NetworkActor::new(Links {
+        node: args.node.clone(),
+        ipam: Ipam::new(lazy, args.node.clone()),
+        get: registry.clone().recipient(),
+        get_all: registry.clone().recipient(),
+        stage: registry.clone().recipient(),
+        abort: registry.clone().recipient(),
+        commit: registry.clone().recipient(),
+        remove: registry.clone().recipient(),
+        apply: dataplane.recipient(),
+    })
+    .start();
     store.do_send(Subscribe(net.clone().recipient()));
     let recipients = NetworkRecipients {
         attach: net.clone().recipient(),
-        detach: net.clone().recipient(),
-        list: net.recipient(),
+        detach: net.recipient(),
+        list: registry.recipient(),
     };
     let agent_bin =
         std::env::current_exe().context("locating the agent binary for container shims")?;
     let runtime = RuntimeActor::new(args.state_dir.clone(), agent_bin, recipients.clone()).start();
-    info!(underlay_mtu, "network and runtime actors started");
+    info!(underlay_mtu, "workload actors started");
     Ok((recipients, RuntimeRecipients::of(&runtime)))
 }
 

@@ -1,27 +1,29 @@
-//! DnsActor: every network's DNS server on this node. It rebuilds the cluster snapshot on each
-//! change and swaps it in (the packet path never waits on it), and keeps one server per network
-//! listening on the network's gateway addresses, port 53, UDP and TCP, forwarding other names to
-//! the network's forwarders, then the node's upstreams. Listeners are changed by diff: a network
-//! whose gateway and forwarders are unchanged keeps its sockets. This node's own endpoints come
-//! from the NetworkActor's book ([`LocalEndpoints`]), the other nodes' from the cluster.
+//! DnsActor: every network's DNS server on this node. It keeps the projection of the cluster to
+//! DNS (`overlay::dns::projection`), re-projects only the networks a change touches, and swaps
+//! the new snapshot in (the packet path never waits on it); changes that arrive together are
+//! folded into one rebuild, made once the current message handling has yielded (so an attach's
+//! answer goes out first). It keeps one server per network listening on the network's gateway
+//! addresses, port 53, UDP and TCP, forwarding other names to the network's forwarders, then the
+//! node's upstreams. Listeners are changed by diff: a network whose gateway and forwarders are
+//! unchanged keeps its sockets. This node's own endpoints come from the local registry
+//! ([`LocalChanged`]), the other nodes' from the cluster.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use shibafu_overlay::dns::forward::{ForwardConfig, Forwarder};
-use shibafu_overlay::dns::{
-    bind_tcp, bind_udp, DnsServer, ServerConfig, Snapshot, SnapshotBuilder,
-};
+use shibafu_overlay::dns::projection::{Balancing, Projection, View};
+use shibafu_overlay::dns::{bind_tcp, bind_udp, DnsServer, ServerConfig, Snapshot};
 use shibafu_overlay::model::{Endpoint, Network};
 use shibafu_overlay::state::{ClusterState, StateChange};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use crate::dns_zones::build_snapshot;
-use crate::messages::{ClusterChanged, LocalEndpoints};
+use crate::messages::{ClusterChanged, LocalChanged};
+use crate::registry::LocalWorkloads;
 
 /// What a network's server listens on and forwards to; a change restarts that server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +37,28 @@ struct Running {
     stop: oneshot::Sender<()>,
 }
 
+/// Networks waiting to be re-projected.
+#[derive(Debug, Default)]
+enum Pending {
+    /// Nothing.
+    #[default]
+    Nothing,
+    /// These networks.
+    Some(BTreeSet<String>),
+    /// Every network.
+    All,
+}
+
+impl Pending {
+    fn add(&mut self, networks: impl IntoIterator<Item = String>) {
+        match self {
+            Pending::All => {}
+            Pending::Some(set) => set.extend(networks),
+            Pending::Nothing => *self = Pending::Some(networks.into_iter().collect()),
+        }
+    }
+}
+
 /// The actor; see the module documentation.
 pub struct DnsActor {
     snapshot: Arc<ArcSwap<Snapshot>>,
@@ -42,37 +66,73 @@ pub struct DnsActor {
     port: u16,
     servers: BTreeMap<String, Running>,
     node: String,
-    /// This node's endpoints from its book; `None` until the NetworkActor first sends them.
-    local: Option<Vec<Endpoint>>,
+    /// This node's workloads from the registry; `None` until it first sends them.
+    local: Option<Arc<LocalWorkloads>>,
     state: Option<Arc<ClusterState>>,
+    projection: Projection,
+    pending: Pending,
+    /// A rebuild is scheduled.
+    scheduled: bool,
 }
 
 impl DnsActor {
     /// The actor of node `node`, forwarding to the node's `upstreams` (after each network's own
     /// forwarders).
     pub fn new(node: String, upstreams: Vec<SocketAddr>, port: u16) -> DnsActor {
-        let empty = SnapshotBuilder::new().build().unwrap_or_default();
         DnsActor {
-            snapshot: Arc::new(ArcSwap::from_pointee(empty)),
+            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
             upstreams,
             port,
             servers: BTreeMap::new(),
             node,
             local: None,
             state: None,
+            projection: Projection::new(),
+            pending: Pending::All,
+            scheduled: false,
         }
     }
 
-    fn rebuild(&self) {
-        let Some(state) = &self.state else {
+    /// Folds a change into the next rebuild, scheduling one if none is.
+    fn touch(&mut self, networks: Pending, ctx: &mut Context<Self>) {
+        match networks {
+            Pending::Nothing => return,
+            Pending::All => self.pending = Pending::All,
+            Pending::Some(set) => self.pending.add(set),
+        }
+        if self.scheduled {
+            return;
+        }
+        self.scheduled = true;
+        let later = async { tokio::task::yield_now().await };
+        ctx.spawn(later.into_actor(self).map(|(), act, _| {
+            act.scheduled = false;
+            act.rebuild();
+        }));
+    }
+
+    fn rebuild(&mut self) {
+        let Some(state) = self.state.clone() else {
             return;
         };
-        match build_snapshot(state, &self.node, self.local.as_deref()) {
+        let touched = match std::mem::take(&mut self.pending) {
+            Pending::Nothing => return,
+            Pending::Some(set) => Some(set),
+            Pending::All => None,
+        };
+        let endpoints_of = endpoints_with_local(&state, &self.node, self.local.as_deref());
+        self.projection.update(
+            &state,
+            touched.as_ref(),
+            &endpoints_of,
+            &Balancing::default(),
+        );
+        match self.projection.snapshot(View::Members) {
             Ok(snap) => {
                 debug!(
                     names = snap.name_count(),
                     revision = state.revision(),
-                    local = self.local.as_ref().map(Vec::len),
+                    networks = touched.as_ref().map(BTreeSet::len),
                     "DNS snapshot swapped"
                 );
                 self.snapshot.store(Arc::new(snap));
@@ -164,42 +224,90 @@ impl Actor for DnsActor {
 impl Handler<ClusterChanged> for DnsActor {
     type Result = ();
 
-    fn handle(&mut self, msg: ClusterChanged, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: ClusterChanged, ctx: &mut Context<Self>) {
         let book_known = self.local.is_some();
-        let unchanged = !msg.changes.is_empty()
-            && msg
-                .changes
-                .iter()
-                .all(|c| leaves_dns(c, &self.node, book_known));
+        let touched = if msg.changes.is_empty() {
+            Pending::All
+        } else {
+            Pending::Some(
+                msg.changes
+                    .iter()
+                    .filter(|c| !leaves_dns(c, &self.node, book_known))
+                    .flat_map(StateChange::networks)
+                    .map(str::to_string)
+                    .collect(),
+            )
+        };
         self.state = Some(msg.state.clone());
-        if !unchanged {
-            self.rebuild();
-        }
+        self.touch(touched, ctx);
         self.reconcile_servers(&msg.state);
     }
 }
 
-/// Does `change` leave the snapshot as it is? IPAM blocks are not in DNS, and once the book is
-/// known (`book_known`) this node's (`node`) endpoints come from it, not from the cluster (the
-/// watch echoing an attach would otherwise rebuild the snapshot a second time).
+/// A network's endpoints: this node's (`node`) from the registry once it is known (`local`),
+/// so they answer before etcd echoes them; the others' (and, before that, all) from the cluster.
+fn endpoints_with_local<'a>(
+    state: &'a ClusterState,
+    node: &'a str,
+    local: Option<&'a LocalWorkloads>,
+) -> impl Fn(&Network) -> Vec<&'a Endpoint> + 'a {
+    move |n| match local {
+        None => state.endpoints_of(&n.name).collect(),
+        Some(local) => {
+            let name = n.name.clone();
+            state
+                .endpoints_of(&n.name)
+                .filter(|e| e.node != node)
+                .chain(
+                    local
+                        .values()
+                        .flat_map(|w| w.endpoints())
+                        .filter(move |e| e.network == name),
+                )
+                .collect()
+        }
+    }
+}
+
+/// Does `change` leave the snapshot as it is? Nodes, IPAM blocks and problem reports are not in
+/// DNS, and once the registry is known (`book_known`) this node's (`node`) endpoints come from
+/// it, not from the cluster (the watch echoing an attach would otherwise rebuild a second time).
 fn leaves_dns(change: &StateChange, node: &str, book_known: bool) -> bool {
     let own = |e: &Endpoint| book_known && e.node == node;
     match change {
         StateChange::Endpoint(c) => c.values().all(own),
-        StateChange::Block(_) | StateChange::Problem(_) => true,
-        _ => false,
+        StateChange::Node(_) | StateChange::Block(_) | StateChange::Problem(_) => true,
+        StateChange::Network(_) | StateChange::Link(_) => false,
     }
 }
 
-impl Handler<LocalEndpoints> for DnsActor {
+impl Handler<LocalChanged> for DnsActor {
     type Result = ();
 
-    fn handle(&mut self, msg: LocalEndpoints, _ctx: &mut Context<Self>) {
-        if self.local.as_ref() != Some(&msg.0) {
-            self.local = Some(msg.0);
-            self.rebuild();
-        }
+    fn handle(&mut self, msg: LocalChanged, ctx: &mut Context<Self>) {
+        let touched = match &self.local {
+            None => Pending::All,
+            Some(old) => Pending::Some(changed_networks(old, &msg.0)),
+        };
+        self.local = Some(msg.0);
+        self.touch(touched, ctx);
     }
+}
+
+/// Networks whose endpoints differ between two sets of local workloads.
+fn changed_networks(old: &LocalWorkloads, new: &LocalWorkloads) -> BTreeSet<String> {
+    let index = |w: &LocalWorkloads| -> BTreeMap<(String, String), Endpoint> {
+        w.values()
+            .flat_map(|e| e.endpoints())
+            .map(|e| ((e.network.clone(), e.id.clone()), e.clone()))
+            .collect()
+    };
+    let (old, new) = (index(old), index(new));
+    old.keys()
+        .chain(new.keys())
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(|(network, _)| network.clone())
+        .collect()
 }
 
 #[cfg(test)]

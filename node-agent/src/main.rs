@@ -3,17 +3,21 @@
 
 mod agent;
 mod api;
+mod dataplane;
 mod dns_actor;
 mod dns_cmd;
-mod dns_zones;
-mod host;
+mod firewall_actor;
 mod lazy_store;
 mod messages;
 mod network_actor;
+mod publish;
 mod registration;
+mod registry;
 mod runtime_actor;
 mod shim_cmd;
 mod store_actor;
+#[cfg(test)]
+mod testing;
 
 use clap::{Parser, Subcommand};
 

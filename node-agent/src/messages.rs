@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use actix::{Message, Recipient};
 use serde::{Deserialize, Serialize};
-use shibafu_overlay::model::{Endpoint, Network};
+use shibafu_overlay::model::Network;
 use shibafu_overlay::state::{ClusterState, StateChange};
 use shibafu_overlay::store::keys::Key;
 use shibafu_overlay::store::StoreError;
+
+use crate::registry::LocalWorkloads;
 
 /// Typed cluster changes, in order, with the whole state they lead to.
 ///
@@ -26,11 +28,17 @@ pub struct ClusterChanged {
     pub state: Arc<ClusterState>,
 }
 
-/// This node's own endpoints, from its book (sent after every attach, detach and restore): DNS
-/// answers them at once, without waiting for etcd to echo the records.
+/// This node's committed workloads, from the local registry: sent to every subscriber after
+/// each change (attach, detach) and at once when it subscribes. DNS answers this node's names
+/// from it without waiting for etcd to echo the records; the runtime lists containers from it.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub struct LocalEndpoints(pub Vec<Endpoint>);
+pub struct LocalChanged(pub Arc<LocalWorkloads>);
+
+/// Registers a subscriber for [`LocalChanged`] with the local registry.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscribeLocal(pub Recipient<LocalChanged>);
 
 /// Registers a subscriber for [`ClusterChanged`]; it gets the current state at once if the
 /// agent has already listed the cluster.

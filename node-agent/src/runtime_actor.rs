@@ -17,9 +17,9 @@ use shibafu_overlay::container::{launch, netns_file, ContainerSpec};
 use shibafu_overlay::model::{self, Network};
 use tracing::{info, warn};
 
-use crate::host::book::Entry;
-use crate::host::AttachRequest;
-use crate::network_actor::{AttachWorkload, DetachWorkload, ListWorkloads};
+use crate::network_actor::{AttachError, AttachRequest, AttachWorkload, DetachWorkload};
+use crate::registry::actor::GetWorkloads;
+use crate::registry::book::Entry;
 
 /// How long a container may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,8 +78,8 @@ pub struct NetworkRecipients {
     pub attach: Recipient<AttachWorkload>,
     /// Detach.
     pub detach: Recipient<DetachWorkload>,
-    /// List.
-    pub list: Recipient<ListWorkloads>,
+    /// This node's workloads (the local registry).
+    pub list: Recipient<GetWorkloads>,
 }
 
 /// The actor; see the module documentation.
@@ -128,10 +128,10 @@ fn netns_path(state_dir: &Path, name: &str) -> PathBuf {
 
 /// Containers whose process has exited but which still hold network endpoints.
 async fn detach_exited(state_dir: &Path, net: &NetworkRecipients) {
-    let Ok(entries) = net.list.send(ListWorkloads).await else {
+    let Ok(entries) = net.list.send(GetWorkloads).await else {
         return;
     };
-    for e in entries.into_iter().filter(|e| e.container) {
+    for e in entries.values().filter(|e| e.container) {
         if let Status::Exited(code) = ContainerDir::under(state_dir, &e.name).status() {
             info!(container = %e.name, code, "container exited; detaching it");
             if let Ok(Err(err)) = net
@@ -343,8 +343,8 @@ async fn lookup(
     net: &NetworkRecipients,
     name: &str,
 ) -> Result<ContainerInfo, ApiError> {
-    let entries = net.list.send(ListWorkloads).await.map_err(mailbox)?;
-    let entry = entries.iter().find(|e| e.name == name);
+    let entries = net.list.send(GetWorkloads).await.map_err(mailbox)?;
+    let entry = entries.get(name);
     info_of(state_dir, name, entry).ok_or_else(|| {
         ApiError::not_found(format!(
             "no container named {name:?} on this node; see `shibafu ps -a`"
@@ -384,7 +384,7 @@ async fn remove(
             .await
             .map_err(mailbox)?
         {
-            Ok(_) | Err(crate::host::HostError::UnknownWorkload(_)) => {}
+            Ok(_) | Err(AttachError::UnknownWorkload(_)) => {}
             Err(e) => return Err(e.to_api()),
         }
     }
@@ -413,9 +413,8 @@ impl Handler<List> for RuntimeActor {
     fn handle(&mut self, _: List, _: &mut Context<Self>) -> Self::Result {
         let (dir, net) = (self.state_dir.clone(), self.net.clone());
         Box::pin(async move {
-            let entries = net.list.send(ListWorkloads).await.map_err(mailbox)?;
-            let mut names: std::collections::BTreeSet<String> =
-                entries.iter().map(|e| e.name.clone()).collect();
+            let entries = net.list.send(GetWorkloads).await.map_err(mailbox)?;
+            let mut names: std::collections::BTreeSet<String> = entries.keys().cloned().collect();
             if let Ok(rd) = std::fs::read_dir(dir.join("containers")) {
                 names.extend(
                     rd.flatten()
@@ -424,7 +423,7 @@ impl Handler<List> for RuntimeActor {
             }
             Ok(names
                 .iter()
-                .filter_map(|n| info_of(&dir, n, entries.iter().find(|e| &e.name == n)))
+                .filter_map(|n| info_of(&dir, n, entries.get(n)))
                 .collect())
         })
     }

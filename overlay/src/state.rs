@@ -292,10 +292,11 @@ impl ClusterState {
     }
 
     /// Endpoints of one network.
-    pub fn endpoints_of<'a>(&'a self, network: &'a str) -> impl Iterator<Item = &'a Endpoint> {
+    pub fn endpoints_of<'a>(&'a self, network: &str) -> impl Iterator<Item = &'a Endpoint> + 'a {
+        let network = network.to_string();
         self.endpoints
-            .range((network.to_string(), String::new())..)
-            .take_while(move |((n, _), _)| n == network)
+            .range((network.clone(), String::new())..)
+            .take_while(move |((n, _), _)| *n == network)
             .map(|(_, e)| e)
     }
 

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use shibafu_overlay::api::{ApiError, Attach, ContainerInfo, LogChunk, RunContainer};
 
 use super::{ApiFailure, SharedState};
-use crate::host::AttachRequest;
+use crate::network_actor::AttachRequest;
 use crate::network_actor::{AttachWorkload, DetachWorkload};
 use crate::runtime_actor::{attached_info, Get, List, Logs, Remove, Run, Stop};
 

@@ -8,10 +8,11 @@ use shibafu_overlay::model::{Network, SCHEMA_VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
-use crate::host::book::Entry;
-use crate::host::HostError;
 use crate::messages::AgentStatus;
-use crate::network_actor::{AttachWorkload, DetachWorkload, ListWorkloads};
+use crate::network_actor::{AttachError, AttachWorkload, DetachWorkload};
+use crate::registry::actor::GetWorkloads;
+use crate::registry::book::Entry;
+use crate::registry::LocalWorkloads;
 use crate::runtime_actor::RuntimeActor;
 
 struct FakeStore;
@@ -88,23 +89,23 @@ impl Actor for NoHost {
 }
 
 impl Handler<AttachWorkload> for NoHost {
-    type Result = Result<(Entry, Vec<Network>), HostError>;
+    type Result = Result<(Entry, Vec<Network>), AttachError>;
     fn handle(&mut self, m: AttachWorkload, _: &mut Context<Self>) -> Self::Result {
-        Err(HostError::UnknownNetwork(m.0.networks.join(",")))
+        Err(AttachError::UnknownNetwork(m.0.networks.join(",")))
     }
 }
 
 impl Handler<DetachWorkload> for NoHost {
-    type Result = Result<Entry, HostError>;
+    type Result = Result<Entry, AttachError>;
     fn handle(&mut self, m: DetachWorkload, _: &mut Context<Self>) -> Self::Result {
-        Err(HostError::UnknownWorkload(m.name))
+        Err(AttachError::UnknownWorkload(m.name))
     }
 }
 
-impl Handler<ListWorkloads> for NoHost {
-    type Result = Vec<Entry>;
-    fn handle(&mut self, _: ListWorkloads, _: &mut Context<Self>) -> Self::Result {
-        vec![]
+impl Handler<GetWorkloads> for NoHost {
+    type Result = MessageResult<GetWorkloads>;
+    fn handle(&mut self, _: GetWorkloads, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(std::sync::Arc::new(LocalWorkloads::new()))
     }
 }
 

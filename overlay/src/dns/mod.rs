@@ -12,6 +12,7 @@ mod encode;
 pub mod forward;
 mod hash;
 pub mod metrics;
+pub mod projection;
 pub mod records;
 mod server;
 mod snapshot;

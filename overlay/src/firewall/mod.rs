@@ -1,10 +1,12 @@
 //! Isolation and NAT of shibafu networks with nftables, in shibafu's own table only.
 //!
-//! [`FirewallSpec`] is plain data built from the model (networks, links, the node's uplink);
+//! [`FirewallSpec`] is plain data built from the model (networks, links, the node's uplink),
+//! composed from its owners' parts by [`Composer`];
 //! [`render_ruleset`] turns it into one nft script that replaces `table inet shibafu` atomically
 //! and touches no other table; [`NftFirewall`] applies it with `nft -f -` and remembers the last
 //! spec so [`Firewall::ensure`] can put it back after someone flushed the ruleset.
 
+mod compose;
 mod intra;
 mod nft;
 mod render;
@@ -17,6 +19,7 @@ use async_trait::async_trait;
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
+pub use compose::{Composer, Part};
 pub use nft::NftFirewall;
 pub use render::{render_removal, render_ruleset, rule_comments, TABLE};
 

@@ -2,7 +2,9 @@
 //!
 //! Every network in the cluster gets its bridge (and VXLAN device) on every node: the gateway
 //! address must exist for the network's DNS, and routing between linked networks happens on the
-//! sending node, which therefore needs the destination network's bridge too.
+//! sending node, which therefore needs the destination network's bridge too. A network this
+//! host cannot build (invalid, a VNI used twice, an overlay MTU below its minimum here) is
+//! skipped with the reason, and local interfaces on it are left out: the other networks go on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -12,9 +14,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
-use super::names::{
-    gateway_mac, overlay_mtu, veth_host_name, MAX_IFNAME, MIN_MTU, MIN_MTU_V6, VXLAN_PORT,
-};
+use super::names::{gateway_mac, overlay_mtu, veth_host_name, MAX_IFNAME, VXLAN_PORT};
 use super::{MacAddr, PlanError};
 use crate::model::{Endpoint, Network, Node};
 
@@ -29,6 +29,18 @@ pub struct DesiredHost {
     /// off): shibafu's rules only concern routed traffic. For hosts dedicated to shibafu.
     #[serde(default)]
     pub bridge_netfilter_off: bool,
+    /// Networks of the cluster this host does not build, sorted by name.
+    #[serde(default)]
+    pub skipped: Vec<SkippedNetwork>,
+}
+
+/// A network this host does not build, and why (in words for `shibafu network inspect`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SkippedNetwork {
+    /// Network name.
+    pub name: String,
+    /// What is wrong and what to do.
+    pub reason: String,
 }
 
 /// One network's bridge (carrying the anycast gateway) and VXLAN device on this host.
@@ -147,19 +159,23 @@ pub struct HostInputs<'a> {
 }
 
 impl DesiredHost {
-    /// Builds the desired state. Local inconsistencies (an interface naming an unknown network
-    /// or endpoint, a bad MAC or address) fail the whole build so nothing half-right is applied;
-    /// bad remote records are logged and skipped.
+    /// Builds the desired state. Networks this host cannot build are skipped (see
+    /// [`DesiredHost::skipped`]) and local interfaces on them or on unknown networks left out.
+    /// Other local inconsistencies (an interface naming an unknown endpoint, a bad MAC or
+    /// address) fail the whole build so nothing half-right is applied; bad remote records are
+    /// logged and skipped.
     pub fn build(inp: &HostInputs<'_>) -> Result<DesiredHost, PlanError> {
-        let networks = build_networks(inp)?;
+        let (networks, mut skipped) = build_networks(inp);
         let endpoints = build_endpoints(inp, &networks)?;
         let mut networks: Vec<DesiredNetwork> = networks.into_values().map(|(n, _)| n).collect();
         add_remotes(inp, &mut networks);
         networks.sort_by(|a, b| a.bridge.cmp(&b.bridge));
+        skipped.sort();
         Ok(DesiredHost {
             networks,
             endpoints,
             bridge_netfilter_off: false,
+            skipped,
         })
     }
 
@@ -182,30 +198,41 @@ impl DesiredHost {
 
 type NetworkMap<'a> = BTreeMap<&'a str, (DesiredNetwork, &'a Network)>;
 
-fn build_networks<'a>(inp: &HostInputs<'a>) -> Result<NetworkMap<'a>, PlanError> {
+/// The networks this host builds, and those it skips with the reason.
+fn build_networks<'a>(inp: &HostInputs<'a>) -> (NetworkMap<'a>, Vec<SkippedNetwork>) {
     let mut out: NetworkMap<'a> = BTreeMap::new();
-    let mut bridges = BTreeSet::new();
-    for net in inp.networks {
-        if let Err(e) = net.validate() {
-            warn!(network = %net.name, error = %e, "skipping invalid network");
-            continue;
-        }
-        if !bridges.insert(net.bridge_name()) {
-            warn!(network = %net.name, vni = net.vni, "skipping network with a duplicate VNI");
-            continue;
-        }
-        let mtu = overlay_mtu(net.mtu, inp.underlay_mtu, inp.underlay);
-        let min = if net.subnet6.is_some() {
-            MIN_MTU_V6
-        } else {
-            MIN_MTU
-        };
-        if mtu < min {
-            return Err(PlanError::MtuTooSmall {
-                network: net.name.clone(),
-                mtu,
-                min,
+    let mut skipped = Vec::new();
+    let mut bridges: BTreeMap<String, &str> = BTreeMap::new();
+    let mut sorted: Vec<&Network> = inp.networks.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    for net in sorted {
+        let mut skip = |reason: String| {
+            warn!(network = %net.name, %reason, "skipping network");
+            skipped.push(SkippedNetwork {
+                name: net.name.clone(),
+                reason,
             });
+        };
+        if let Err(e) = net.validate() {
+            skip(format!("invalid network spec: {e}"));
+            continue;
+        }
+        if let Some(first) = bridges.get(&net.bridge_name()) {
+            skip(format!(
+                "VNI {} is also used by network {first:?}; remove one of them",
+                net.vni
+            ));
+            continue;
+        }
+        bridges.insert(net.bridge_name(), net.name.as_str());
+        let mtu = overlay_mtu(net.mtu, inp.underlay_mtu, inp.underlay);
+        let min = net.min_mtu();
+        if mtu < min {
+            skip(format!(
+                "overlay MTU {mtu} on this node (underlay MTU {} minus VXLAN overhead) is below {min}, the minimum for this network; raise the underlay MTU or give the network an explicit --mtu of at least {min}",
+                inp.underlay_mtu
+            ));
+            continue;
         }
         let gateway4 = Ipv4Net::new(net.gateway(), net.subnet.prefix_len()).unwrap_or(net.subnet);
         let gateway6 = net
@@ -230,7 +257,7 @@ fn build_networks<'a>(inp: &HostInputs<'a>) -> Result<NetworkMap<'a>, PlanError>
         };
         out.insert(net.name.as_str(), (d, net));
     }
-    Ok(out)
+    (out, skipped)
 }
 
 fn build_endpoints(
@@ -248,12 +275,10 @@ fn build_endpoints(
         let mut names = BTreeSet::new();
         let mut has_default6 = false;
         for (i, li) in c.interfaces.iter().enumerate() {
-            let (dn, net) =
-                nets.get(li.network.as_str())
-                    .ok_or_else(|| PlanError::UnknownNetwork {
-                        network: li.network.clone(),
-                        netns: c.netns.clone(),
-                    })?;
+            let Some((dn, net)) = nets.get(li.network.as_str()) else {
+                debug!(netns = %c.netns.display(), network = %li.network, "interface on a network not built here; left out");
+                continue;
+            };
             let ep = by_id
                 .get(&(li.network.as_str(), li.endpoint_id.as_str()))
                 .ok_or_else(|| PlanError::UnknownEndpoint {

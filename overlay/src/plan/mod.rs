@@ -31,12 +31,12 @@ use std::path::PathBuf;
 pub use crate::model::{MacAddr, MacParseError};
 pub use desired::{
     DesiredEndpoint, DesiredHost, DesiredNetwork, DesiredVxlan, HostInputs, LocalContainer,
-    LocalInterface, RemoteEndpoint,
+    LocalInterface, RemoteEndpoint, SkippedNetwork,
 };
 pub use diff::{plan, plan_workloads, VXLAN_PORT_FLAGS};
 pub use names::{
-    gateway_mac, is_owned, next_ifname, overlay_mtu, veth_host_name, MAX_IFNAME, MIN_MTU,
-    MIN_MTU_V6, OWNED_PREFIX, VETH_PREFIX, VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6, VXLAN_PORT,
+    gateway_mac, is_owned, next_ifname, overlay_mtu, veth_host_name, MAX_IFNAME, OWNED_PREFIX,
+    VETH_PREFIX, VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6, VXLAN_PORT,
 };
 pub use observed::{
     LinkKind, ObservedContainer, ObservedFdb, ObservedHost, ObservedLink, ObservedNeigh,
@@ -47,14 +47,6 @@ pub use ops::{IpFamily, LinkRef, Op};
 /// Errors of building the desired state: local attachments that contradict the cluster state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
-    /// A local interface names a network that does not exist.
-    #[error("container {}: network {network:?} does not exist; create it or detach the container", netns.display())]
-    UnknownNetwork {
-        /// The network name.
-        network: String,
-        /// The container namespace.
-        netns: PathBuf,
-    },
     /// A local interface names an endpoint with no record.
     #[error("network {network:?}: endpoint {endpoint:?} has no record; attach it again")]
     UnknownEndpoint {
@@ -109,15 +101,5 @@ pub enum PlanError {
         network: String,
         /// The endpoint id.
         endpoint: String,
-    },
-    /// The overlay MTU is too small for the network.
-    #[error("network {network:?}: overlay MTU {mtu} is below {min}; set a larger --mtu or raise the underlay MTU")]
-    MtuTooSmall {
-        /// The network name.
-        network: String,
-        /// The computed MTU.
-        mtu: u32,
-        /// The minimum.
-        min: u32,
     },
 }

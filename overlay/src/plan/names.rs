@@ -17,10 +17,6 @@ pub const VXLAN_PORT: u16 = 4789;
 pub const VXLAN_OVERHEAD_V4: u32 = 50;
 /// VXLAN encapsulation overhead over an IPv6 underlay (outer header 40 instead of 20).
 pub const VXLAN_OVERHEAD_V6: u32 = 70;
-/// Smallest overlay MTU of an IPv4-only network (what the model accepts).
-pub const MIN_MTU: u32 = 576;
-/// Smallest overlay MTU of a network with an IPv6 subnet (IPv6 needs 1280).
-pub const MIN_MTU_V6: u32 = 1280;
 
 /// Is `name` a link shibafu owns (and may therefore change or delete)?
 pub fn is_owned(name: &str) -> bool {

@@ -187,10 +187,6 @@ fn local_inconsistencies_fail_the_build() {
         assert!(!err.to_string().is_empty());
     };
     check(
-        &|c| c.containers[1].interfaces[0].network = "zz".into(),
-        &|e| matches!(e, PlanError::UnknownNetwork { .. }),
-    );
-    check(
         &|c| c.containers[1].interfaces[0].endpoint_id = "zz".into(),
         &|e| matches!(e, PlanError::UnknownEndpoint { .. }),
     );
@@ -240,24 +236,74 @@ fn local_inconsistencies_fail_the_build() {
         },
         &|e| matches!(e, PlanError::DuplicateAttachment { .. }),
     );
-    let mut c = Cluster::new();
-    let err = DesiredHost::build(&HostInputs {
+}
+
+#[test]
+fn a_network_this_host_cannot_build_is_skipped_and_the_others_go_on() {
+    let c = Cluster::new();
+    // fe carries IPv6: an overlay MTU of 1250 is below its 1280; be is IPv4 only and fine.
+    let d = DesiredHost::build(&HostInputs {
         underlay_mtu: 1300,
         ..c.inputs()
     })
-    .expect_err("v6 needs 1280");
-    assert!(
-        matches!(err, PlanError::MtuTooSmall { min: 1280, .. }),
-        "{err:?}"
+    .expect("the other networks still build");
+    assert_eq!(
+        d.networks
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>(),
+        ["be"]
     );
+    assert_eq!(d.skipped.len(), 1);
+    assert_eq!(d.skipped[0].name, "fe");
+    assert!(
+        d.skipped[0].reason.contains("1250") && d.skipped[0].reason.contains("1280"),
+        "{}",
+        d.skipped[0].reason
+    );
+    let ifs: Vec<(&str, &str)> = d
+        .endpoints
+        .iter()
+        .map(|e| (e.network.as_str(), e.ifname.as_str()))
+        .collect();
+    assert_eq!(ifs, [("be", "eth0")], "interfaces on fe are left out");
+    assert_eq!(
+        d.endpoints[0].default4,
+        Some("172.22.0.1".parse().expect("ip"))
+    );
+
+    let mut c = Cluster::new();
     c.networks[0].subnet6 = None;
     c.endpoints[1].ipv6 = None;
+    let d = DesiredHost::build(&HostInputs {
+        underlay_mtu: 1300,
+        ..c.inputs()
+    })
+    .expect("v4 only accepts 1250");
+    assert!(d.skipped.is_empty());
+
+    let mut c = Cluster::new();
+    c.networks[1].vni = c.networks[0].vni;
+    c.networks[1].zone = "bad..zone".into();
+    c.networks.push(net("zdup", "172.30.0.0/24", 4096));
+    c.containers[1].interfaces[0].network = "gone".into();
+    let d = DesiredHost::build(&c.inputs()).expect("builds");
+    let skipped: Vec<(&str, bool)> = d
+        .skipped
+        .iter()
+        .map(|s| (s.name.as_str(), s.reason.contains("VNI 4096")))
+        .collect();
+    assert_eq!(skipped, [("be", false), ("zdup", true)]);
     assert!(
-        DesiredHost::build(&HostInputs {
-            underlay_mtu: 1300,
-            ..c.inputs()
-        })
-        .is_ok(),
-        "v4 only accepts 1250"
+        d.skipped[0].reason.contains("zone"),
+        "{}",
+        d.skipped[0].reason
+    );
+    assert_eq!(d.network("fe").map(|n| n.vxlan.is_some()), Some(true));
+    assert!(
+        d.endpoints
+            .iter()
+            .all(|e| e.netns.to_str() != Some("/run/netns/cache")),
+        "an interface on an unknown network is left out"
     );
 }

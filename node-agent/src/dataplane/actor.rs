@@ -1,0 +1,217 @@
+//! DataplaneActor: owns the [`Reconciler`]. Reconciles the host side on each cluster change
+//! (changes arriving meanwhile are folded into one follow-up), applies local workload changes
+//! on request, and resyncs everything every 30 s. After each pass it hands the firewall owner
+//! the rules for the networks it builds, and publishes (under the node lease) why it skips any
+//! network, so `shibafu network inspect` can show it; a problem fixed is deleted again.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use shibafu_overlay::firewall::{FirewallSpec, Part};
+use shibafu_overlay::model::{NetworkProblem, Object, SCHEMA_VERSION};
+use shibafu_overlay::state::ClusterState;
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use super::{DataplaneError, Reconciler};
+use crate::firewall_actor::Contribute;
+use crate::messages::ClusterChanged;
+use crate::publish::PublishQueue;
+use crate::registry::LocalWorkloads;
+
+/// How often the whole dataplane (every container namespace) is resynced.
+const RESYNC: Duration = Duration::from_secs(30);
+
+/// Applies this node's workloads as they should now be to one namespace.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), DataplaneError>")]
+pub struct ApplyLocal {
+    /// Every local workload (committed, with staged ones in their place).
+    pub local: Arc<LocalWorkloads>,
+    /// The namespace that changed.
+    pub netns: PathBuf,
+    /// An attach (may take the workload-only fast path).
+    pub attach: bool,
+}
+
+/// What the actor tells others after each pass.
+struct Reports {
+    node: String,
+    firewall: Recipient<Contribute>,
+    publish: PublishQueue,
+    /// Problems published, by network.
+    problems: BTreeMap<String, String>,
+    /// The firewall part last sent.
+    sent: Option<FirewallSpec>,
+}
+
+impl Reports {
+    fn after_pass(&mut self, rec: &Reconciler) {
+        match rec.firewall_part() {
+            Some(Ok(spec)) if self.sent.as_ref() != Some(&spec) => {
+                self.sent = Some(spec.clone());
+                self.firewall.do_send(Contribute(Part::Networks(spec)));
+            }
+            Some(Err(e)) => warn!(error = %e, "cannot build the firewall part"),
+            _ => {}
+        }
+        let now: BTreeMap<String, String> = rec
+            .skipped()
+            .iter()
+            .map(|s| (s.name.clone(), s.reason.clone()))
+            .collect();
+        for (network, reason) in &now {
+            if self.problems.get(network) != Some(reason) {
+                self.publish.put(&NetworkProblem {
+                    schema: SCHEMA_VERSION,
+                    network: network.clone(),
+                    node: self.node.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+        for network in self.problems.keys().filter(|n| !now.contains_key(*n)) {
+            info!(network = %network, "network built again");
+            let fixed = NetworkProblem {
+                schema: SCHEMA_VERSION,
+                network: network.clone(),
+                node: self.node.clone(),
+                reason: String::new(),
+            };
+            self.publish.delete(fixed.key());
+        }
+        self.problems = now;
+    }
+}
+
+struct Owner {
+    rec: Reconciler,
+    reports: Reports,
+}
+
+/// The actor; see the module documentation.
+pub struct DataplaneActor {
+    owner: Arc<Mutex<Owner>>,
+    /// Latest state not yet handed to the reconciler; `Some` also means a reconcile is queued.
+    inbox: Arc<StdMutex<Option<Arc<ClusterState>>>>,
+    seen_state: bool,
+}
+
+fn take(inbox: &StdMutex<Option<Arc<ClusterState>>>) -> Option<Arc<ClusterState>> {
+    inbox.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+impl DataplaneActor {
+    /// The actor over a reconciler, telling `firewall` its part and publishing problems of
+    /// node `node` through `publish`.
+    pub fn new(
+        rec: Reconciler,
+        node: String,
+        firewall: Recipient<Contribute>,
+        publish: PublishQueue,
+    ) -> DataplaneActor {
+        DataplaneActor {
+            owner: Arc::new(Mutex::new(Owner {
+                rec,
+                reports: Reports {
+                    node,
+                    firewall,
+                    publish,
+                    problems: BTreeMap::new(),
+                    sent: None,
+                },
+            })),
+            inbox: Arc::default(),
+            seen_state: false,
+        }
+    }
+}
+
+impl Actor for DataplaneActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(RESYNC, |act, _ctx| {
+            if !act.seen_state {
+                return;
+            }
+            let (owner, inbox) = (act.owner.clone(), act.inbox.clone());
+            actix_rt::spawn(async move {
+                let mut o = owner.lock().await;
+                if let Some(state) = take(&inbox) {
+                    o.rec.set_state(state);
+                }
+                if let Err(e) = o.rec.resync().await {
+                    warn!(error = %e, "periodic resync failed");
+                }
+                let Owner { rec, reports } = &mut *o;
+                reports.after_pass(rec);
+            });
+        });
+    }
+}
+
+impl Handler<ClusterChanged> for DataplaneActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ClusterChanged, _ctx: &mut Context<Self>) {
+        let first = !self.seen_state;
+        self.seen_state = true;
+        let queued = self
+            .inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(msg.state)
+            .is_some();
+        if queued && !first {
+            return;
+        }
+        let (owner, inbox) = (self.owner.clone(), self.inbox.clone());
+        actix_rt::spawn(async move {
+            let mut o = owner.lock().await;
+            let state = take(&inbox);
+            if state.is_none() && !first {
+                return;
+            }
+            if let Some(state) = state {
+                o.rec.set_state(state);
+            }
+            let done = if first {
+                o.rec.resync().await
+            } else {
+                o.rec.reconcile_change().await
+            };
+            match done {
+                Ok(()) if first => info!("dataplane adopted"),
+                Ok(()) => {}
+                Err(e) => {
+                    warn!(error = %e, "reconcile failed; retried on the next change or resync")
+                }
+            }
+            let Owner { rec, reports } = &mut *o;
+            reports.after_pass(rec);
+        });
+    }
+}
+
+impl Handler<ApplyLocal> for DataplaneActor {
+    type Result = ResponseFuture<Result<(), DataplaneError>>;
+
+    fn handle(&mut self, msg: ApplyLocal, _ctx: &mut Context<Self>) -> Self::Result {
+        let (owner, inbox) = (self.owner.clone(), self.inbox.clone());
+        Box::pin(async move {
+            let mut o = owner.lock().await;
+            if let Some(state) = take(&inbox) {
+                o.rec.set_state(state);
+            }
+            o.rec.set_local(msg.local);
+            let done = o.rec.apply_local(&msg.netns, msg.attach).await;
+            let Owner { rec, reports } = &mut *o;
+            reports.after_pass(rec);
+            done
+        })
+    }
+}

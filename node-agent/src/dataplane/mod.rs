@@ -1,0 +1,226 @@
+//! The dataplane reconciler: plans this host's bridges, VXLAN devices, veths, FDB and neighbour
+//! entries from the cluster state and this node's workloads, and applies the difference. Plain
+//! async code over the `Dataplane` trait (unit-tested with the fake); [`actor::DataplaneActor`]
+//! owns it and tells the firewall owner and the cluster what it built.
+
+pub mod actor;
+#[cfg(test)]
+mod tests;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use shibafu_overlay::firewall::{FirewallError, FirewallSpec};
+use shibafu_overlay::model::{Endpoint, Link, Network, Node};
+use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkError, Scope};
+use shibafu_overlay::plan::{
+    DesiredHost, HostInputs, LocalContainer, LocalInterface, PlanError, SkippedNetwork,
+};
+use shibafu_overlay::state::ClusterState;
+use tracing::{debug, info, warn};
+
+use crate::registry::LocalWorkloads;
+
+/// Errors of reconciling the dataplane.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// The desired state could not be built.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The kernel could not be read.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    /// Some ops failed.
+    #[error("dataplane: {0}")]
+    Apply(String),
+}
+
+/// Fixed facts about this host.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Node name.
+    pub node: String,
+    /// Underlay address (VTEP); `None` = single-host, no VXLAN.
+    pub underlay: Option<IpAddr>,
+    /// MTU of the underlay interface.
+    pub underlay_mtu: u32,
+    /// Keep bridged frames out of the netfilter hooks (`--no-bridge-netfilter`).
+    pub bridge_netfilter_off: bool,
+}
+
+/// The reconciler; see the module documentation.
+pub struct Reconciler {
+    cfg: HostConfig,
+    dp: Arc<dyn Dataplane>,
+    state: Arc<ClusterState>,
+    local: Arc<LocalWorkloads>,
+    /// The desired state of the last reconcile that applied cleanly.
+    settled: Option<DesiredHost>,
+    /// The desired state last planned, applied cleanly or not.
+    planned: Option<DesiredHost>,
+}
+
+impl Reconciler {
+    /// A reconciler holding `local` (this node's workloads as the book has them) and an empty
+    /// cluster until [`Reconciler::set_state`].
+    pub fn new(cfg: HostConfig, dp: Arc<dyn Dataplane>, local: Arc<LocalWorkloads>) -> Self {
+        Reconciler {
+            cfg,
+            dp,
+            state: Arc::new(ClusterState::new()),
+            local,
+            settled: None,
+            planned: None,
+        }
+    }
+
+    /// Takes a new cluster state (reconcile afterwards).
+    pub fn set_state(&mut self, state: Arc<ClusterState>) {
+        self.state = state;
+    }
+
+    /// Takes this node's workloads as they should now be (reconcile afterwards).
+    pub fn set_local(&mut self, local: Arc<LocalWorkloads>) {
+        self.local = local;
+    }
+
+    /// The networks the last plan skipped, with the reasons.
+    pub fn skipped(&self) -> &[SkippedNetwork] {
+        self.planned.as_ref().map_or(&[], |d| &d.skipped)
+    }
+
+    /// The firewall part for the networks the last plan builds; `None` before any plan.
+    pub fn firewall_part(&self) -> Option<Result<FirewallSpec, FirewallError>> {
+        let planned = self.planned.as_ref()?;
+        let networks: Vec<Network> = self
+            .state
+            .networks()
+            .values()
+            .filter(|n| planned.network(&n.name).is_some())
+            .cloned()
+            .collect();
+        let links: Vec<Link> = self.state.links().values().cloned().collect();
+        Some(FirewallSpec::from_model(&networks, &links, None))
+    }
+
+    /// Applies this node's workloads to `netns` (an attach, a detach or its rollback). For an
+    /// attach (`attach`) when the host side wants what the last clean reconcile applied, only
+    /// this namespace and its veths are read and planned ([`Scope::Workloads`]): the attach
+    /// costs the same with 1 or 500 containers here. If that pass fails (the host drifted since:
+    /// a bridge deleted by hand) the host side is reconciled too before giving up.
+    pub async fn apply_local(&mut self, netns: &Path, attach: bool) -> Result<(), DataplaneError> {
+        let desired = self.plan()?;
+        let only = vec![netns.to_path_buf()];
+        let settled = self
+            .settled
+            .as_ref()
+            .is_some_and(|s| s.networks == desired.networks);
+        if attach && settled {
+            match self
+                .reconcile_to(desired.clone(), Scope::Workloads(only.clone()))
+                .await
+            {
+                Err(e) => {
+                    warn!(error = %e, "workload-only attach failed; reconciling the host side")
+                }
+                ok => return ok,
+            }
+        }
+        self.reconcile_to(desired, Scope::Only(only)).await
+    }
+
+    /// Reconciles the host side after a cluster change. When the desired state is the one the
+    /// last clean reconcile applied (the watch echoing this node's own endpoints, or a change
+    /// elsewhere that concerns no network here) the kernel is not read at all; drift made by
+    /// others is the periodic full resync's job.
+    pub async fn reconcile_change(&mut self) -> Result<(), DataplaneError> {
+        let desired = self.plan()?;
+        if self.settled.as_ref() == Some(&desired) {
+            debug!("cluster change leaves the desired dataplane as it is");
+            return Ok(());
+        }
+        self.reconcile_to(desired, Scope::Only(vec![])).await
+    }
+
+    /// Reconciles everything: the host side and every container namespace.
+    pub async fn resync(&mut self) -> Result<(), DataplaneError> {
+        let desired = self.plan()?;
+        self.reconcile_to(desired, Scope::All).await
+    }
+
+    async fn reconcile_to(
+        &mut self,
+        desired: DesiredHost,
+        scope: Scope,
+    ) -> Result<(), DataplaneError> {
+        self.settled = None;
+        let (ops, report) = reconcile(self.dp.as_ref(), &desired, &scope).await?;
+        if !ops.is_empty() {
+            info!(
+                ops = ops.len(),
+                applied = report.applied,
+                failed = report.errors.len(),
+                "dataplane reconciled"
+            );
+        }
+        if report.is_ok() {
+            self.settled = Some(desired);
+            Ok(())
+        } else {
+            let msgs: Vec<String> = report
+                .errors
+                .iter()
+                .map(|e| format!("{:?}: {}", e.op, e.error))
+                .collect();
+            Err(DataplaneError::Apply(msgs.join("; ")))
+        }
+    }
+
+    /// Plans the desired state and remembers it.
+    fn plan(&mut self) -> Result<DesiredHost, PlanError> {
+        let desired = self.desired()?;
+        self.planned = Some(desired.clone());
+        Ok(desired)
+    }
+
+    fn desired(&self) -> Result<DesiredHost, PlanError> {
+        let networks: Vec<Network> = self.state.networks().values().cloned().collect();
+        let nodes: Vec<Node> = self.state.nodes().values().cloned().collect();
+        let mut endpoints: Vec<Endpoint> = self
+            .state
+            .endpoints()
+            .values()
+            .filter(|e| e.node != self.cfg.node)
+            .cloned()
+            .collect();
+        endpoints.extend(self.local.values().flat_map(|e| e.endpoints().cloned()));
+        let containers: Vec<LocalContainer> = self
+            .local
+            .values()
+            .map(|e| LocalContainer {
+                netns: e.netns.clone(),
+                interfaces: e
+                    .interfaces
+                    .iter()
+                    .map(|i| LocalInterface {
+                        network: i.endpoint.network.clone(),
+                        endpoint_id: i.endpoint.id.clone(),
+                        ifname: i.ifname.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mut desired = DesiredHost::build(&HostInputs {
+            node: &self.cfg.node,
+            underlay: self.cfg.underlay,
+            underlay_mtu: self.cfg.underlay_mtu,
+            networks: &networks,
+            nodes: &nodes,
+            endpoints: &endpoints,
+            containers: &containers,
+        })?;
+        desired.bridge_netfilter_off = self.cfg.bridge_netfilter_off;
+        Ok(desired)
+    }
+}

@@ -1,0 +1,172 @@
+//! The reconciler against the simulated kernel.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use shibafu_overlay::netlink::{Dataplane, FakeDataplane, Scope};
+use shibafu_overlay::plan::{veth_host_name, Op};
+
+use super::*;
+use crate::registry::LocalWorkloads;
+use crate::testing::{endpoint, network, state_with, workload};
+
+fn reconciler(dp: &Arc<FakeDataplane>, underlay_mtu: u32) -> Reconciler {
+    let cfg = HostConfig {
+        node: "node1".into(),
+        underlay: Some("10.0.0.1".parse().expect("ip")),
+        underlay_mtu,
+        bridge_netfilter_off: false,
+    };
+    Reconciler::new(cfg, dp.clone(), Arc::new(LocalWorkloads::new()))
+}
+
+fn local(entries: &[crate::registry::book::Entry]) -> Arc<LocalWorkloads> {
+    Arc::new(
+        entries
+            .iter()
+            .map(|e| (e.name.clone(), e.clone()))
+            .collect(),
+    )
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn echoes_do_not_touch_the_kernel_and_a_settled_attach_reads_only_its_workload() {
+    rt().block_on(async {
+        let nets = [network("backend", "172.22.0.0/24", 4097)];
+        let dp = Arc::new(FakeDataplane::new());
+        let mut r = reconciler(&dp, 1500);
+        r.set_state(state_with(&nets, &[]));
+        r.resync().await.expect("adopt");
+        dp.add_container("/run/test/api");
+        let own = endpoint("backend", "api", "node1", "172.22.0.2");
+        let api = workload("api", std::slice::from_ref(&own));
+        r.set_local(local(std::slice::from_ref(&api)));
+        r.apply_local(&api.netns, true).await.expect("api");
+        let seen = dp.observations().len();
+        // The watch brings the node's own record back: same desired state, no observation.
+        r.set_state(state_with(&nets, std::slice::from_ref(&own)));
+        r.reconcile_change().await.expect("echo");
+        assert_eq!(dp.observations().len(), seen, "the echo read the kernel");
+        // The next attach on the settled host plans only its own workload.
+        dp.add_container("/run/test/web");
+        let web = workload("web", &[endpoint("backend", "web", "node1", "172.22.0.3")]);
+        r.set_local(local(&[api.clone(), web.clone()]));
+        let logged = dp.ops().len();
+        r.apply_local(&web.netns, true).await.expect("web");
+        let only_web = Scope::Workloads(vec!["/run/test/web".into()]);
+        assert_eq!(dp.observations().last(), Some(&only_web));
+        let ops = dp.ops();
+        assert!(ops.len() > logged, "nothing applied for web");
+        let veth = veth_host_name("backend", "web");
+        for op in &ops[logged..] {
+            let t = op.to_string();
+            assert!(t.contains("/run/test/web") || t.contains(&veth), "{t}");
+        }
+        r.resync().await.expect("resync");
+        assert_eq!(
+            dp.ops().len(),
+            ops.len(),
+            "the fast attach left work behind"
+        );
+        // A remote endpoint does change the dataplane: FDB and neighbour entries appear.
+        let seen = dp.observations().len();
+        let db = endpoint("backend", "db", "node2", "172.22.0.66");
+        r.set_state(state_with(&nets, &[own.clone(), db.clone()]));
+        r.reconcile_change().await.expect("remote");
+        assert_eq!(dp.observations().len(), seen + 1);
+        let st = dp.state();
+        assert!(
+            st.fdb.iter().any(|e| e.mac == db.mac),
+            "no FDB entry for db"
+        );
+        assert!(st
+            .neighbours
+            .iter()
+            .any(|n| n.ip == std::net::IpAddr::V4(db.ipv4)));
+        // After a failed reconcile the next change reads the kernel again, even if unchanged.
+        dp.fail_ops_matching("172.22.0.67");
+        let bad = endpoint("backend", "cache", "node2", "172.22.0.67");
+        r.set_state(state_with(&nets, &[own, db, bad]));
+        assert!(r.reconcile_change().await.is_err());
+        r.reconcile_change().await.expect_err("still failing");
+        assert_eq!(dp.observations().len(), seen + 3);
+    });
+}
+
+#[test]
+fn a_drifted_host_is_repaired_when_the_workload_pass_fails() {
+    rt().block_on(async {
+        let nets = [network("backend", "172.22.0.0/24", 4097)];
+        let dp = Arc::new(FakeDataplane::new());
+        let mut r = reconciler(&dp, 1500);
+        r.set_state(state_with(&nets, &[]));
+        dp.add_container("/run/test/api");
+        let api = workload("api", &[endpoint("backend", "api", "node1", "172.22.0.2")]);
+        r.set_local(local(std::slice::from_ref(&api)));
+        r.apply_local(&api.netns, true).await.expect("api");
+        // Someone deletes the bridge by hand between resyncs.
+        let bridge = format!("sfbr{:x}", 4097);
+        assert!(dp.apply(&[Op::DeleteLink(bridge.clone())]).await.is_ok());
+        dp.add_container("/run/test/web");
+        let web = workload("web", &[endpoint("backend", "web", "node1", "172.22.0.3")]);
+        r.set_local(local(&[api, web.clone()]));
+        r.apply_local(&web.netns, true).await.expect("web");
+        let seen = dp.observations();
+        let only = vec![PathBuf::from("/run/test/web")];
+        assert_eq!(
+            seen[seen.len() - 2..],
+            [Scope::Workloads(only.clone()), Scope::Only(only)]
+        );
+        assert!(dp.state().link(&bridge).is_some(), "bridge not rebuilt");
+    });
+}
+
+#[test]
+fn a_network_this_host_cannot_build_is_skipped_reported_and_kept_out_of_the_firewall() {
+    rt().block_on(async {
+        let mut v6 = network("dual", "172.24.0.0/24", 4098);
+        v6.subnet6 = Some("fd00:24::/64".parse().expect("subnet6"));
+        let nets = [network("backend", "172.22.0.0/24", 4097), v6];
+        let dp = Arc::new(FakeDataplane::new());
+        // An underlay of 1300 leaves 1250 for the overlay: too little for IPv6.
+        let mut r = reconciler(&dp, 1300);
+        r.set_state(state_with(&nets, &[]));
+        dp.add_container("/run/test/api");
+        let api = workload(
+            "api",
+            &[
+                endpoint("dual", "api", "node1", "172.24.0.2"),
+                endpoint("backend", "api", "node1", "172.22.0.2"),
+            ],
+        );
+        r.set_local(local(std::slice::from_ref(&api)));
+        r.resync().await.expect("the other networks are built");
+        assert_eq!(r.skipped().len(), 1);
+        assert_eq!(r.skipped()[0].name, "dual");
+        assert!(
+            r.skipped()[0].reason.contains("1280"),
+            "{}",
+            r.skipped()[0].reason
+        );
+        let st = dp.state();
+        assert!(st.link("sfbr1001").is_some(), "backend's bridge is missing");
+        assert!(st.link("sfbr1002").is_none(), "dual was built anyway");
+        let fw = r.firewall_part().expect("planned").expect("spec");
+        let names: Vec<&str> = fw.networks.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["backend"]);
+        // With a larger underlay the network is built and the problem is gone.
+        let mut r = reconciler(&dp, 1500);
+        r.set_state(state_with(&nets, &[]));
+        r.set_local(local(&[api]));
+        r.resync().await.expect("all built");
+        assert!(r.skipped().is_empty());
+        assert!(dp.state().link("sfbr1002").is_some());
+    });
+}

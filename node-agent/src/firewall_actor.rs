@@ -1,0 +1,150 @@
+//! FirewallActor: the one owner of shibafu's nftables table on this host. Other owners send
+//! their part ([`Contribute`]); the actor composes the parts, applies the result atomically when
+//! it changed (one at a time, the latest composition winning), and every 30 s checks that
+//! nobody altered or removed the table, restoring it if so.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use shibafu_overlay::firewall::{Composer, Firewall, FirewallSpec, Part};
+use tracing::{info, warn};
+
+/// How often the table is checked for outside changes.
+const CHECK: Duration = Duration::from_secs(30);
+
+/// Replaces one contributor's part of the ruleset.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Contribute(pub Part);
+
+/// The actor; see the module documentation.
+pub struct FirewallActor {
+    fw: Arc<dyn Firewall>,
+    composer: Composer,
+    /// The spec last applied successfully.
+    applied: Option<FirewallSpec>,
+    /// An apply is running.
+    busy: bool,
+}
+
+impl FirewallActor {
+    /// The actor over a firewall backend.
+    pub fn new(fw: Arc<dyn Firewall>) -> FirewallActor {
+        FirewallActor {
+            fw,
+            composer: Composer::new(),
+            applied: None,
+            busy: false,
+        }
+    }
+
+    /// Applies the composition if it differs from what was applied; a change arriving during an
+    /// apply is picked up when it ends.
+    fn converge(&mut self, ctx: &mut Context<Self>) {
+        let Some(spec) = self.composer.compose() else {
+            return;
+        };
+        if self.busy || self.applied.as_ref() == Some(&spec) {
+            return;
+        }
+        self.busy = true;
+        let fw = self.fw.clone();
+        let apply = async move {
+            let res = fw.apply(&spec).await;
+            (spec, res)
+        };
+        ctx.spawn(apply.into_actor(self).map(|(spec, res), act, ctx| {
+            act.busy = false;
+            match res {
+                Ok(()) => {
+                    info!(
+                        networks = spec.networks.len(),
+                        links = spec.links.len(),
+                        "firewall applied"
+                    );
+                    act.applied = Some(spec);
+                    act.converge(ctx);
+                }
+                Err(e) => {
+                    warn!(error = %e, "firewall apply failed; retried on the next change or check")
+                }
+            }
+        }));
+    }
+}
+
+impl Actor for FirewallActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(CHECK, |act, ctx| {
+            if act.applied.is_none() {
+                act.converge(ctx);
+                return;
+            }
+            let fw = act.fw.clone();
+            actix_rt::spawn(async move {
+                match fw.ensure().await {
+                    Ok(true) => warn!(
+                        "shibafu's nftables table was changed or removed by someone else; restored"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => warn!(error = %e, "checking the nftables table failed"),
+                }
+            });
+        });
+    }
+}
+
+impl Handler<Contribute> for FirewallActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Contribute, ctx: &mut Context<Self>) {
+        if self.composer.set(msg.0) {
+            self.converge(ctx);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shibafu_overlay::firewall::FakeFirewall;
+    use shibafu_overlay::model::Network;
+
+    use super::*;
+
+    fn spec(names: &[&str]) -> FirewallSpec {
+        let nets: Vec<Network> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let subnet = format!("10.{i}.0.0/24").parse().expect("net");
+                Network::new(n, subnet, 4096 + i as u32)
+            })
+            .collect();
+        FirewallSpec::from_model(&nets, &[], None).expect("spec")
+    }
+
+    #[actix::test]
+    async fn applies_each_new_composition_once_and_the_latest_wins() {
+        let fw = Arc::new(FakeFirewall::new());
+        let actor = FirewallActor::new(fw.clone()).start();
+        actor.do_send(Contribute(Part::Networks(spec(&["a"]))));
+        actor.do_send(Contribute(Part::Networks(spec(&["a"]))));
+        actor.do_send(Contribute(Part::Networks(spec(&["a", "b"]))));
+        for _ in 0..100 {
+            if fw.current() == Some(spec(&["a", "b"])) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(fw.current(), Some(spec(&["a", "b"])));
+        let history = fw.history();
+        assert!(
+            history.len() <= 2,
+            "unchanged parts are not applied again: {history:?}"
+        );
+        assert_eq!(history.first(), Some(&spec(&["a"])));
+    }
+}

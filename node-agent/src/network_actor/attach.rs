@@ -1,0 +1,308 @@
+//! The attach and detach sequences over the owners' interfaces (recipients), so they are
+//! tested with the real owners over fakes.
+//!
+//! Attach: validate, allocate addresses, stage the workload in the registry (the book is written
+//! while the kernel work runs), apply it to its namespace, then commit (announced and published).
+//! Any failure before the commit undoes every step: nothing was announced or published yet.
+//! Detach is the reverse: remove from the registry (unpublished at once), apply, free addresses.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use actix::Recipient;
+use shibafu_overlay::ipam::{ipv6_for, Ipam};
+use shibafu_overlay::model::{self, Endpoint, Network};
+use shibafu_overlay::plan::next_ifname;
+use shibafu_overlay::state::ClusterState;
+use tracing::{debug, info, warn};
+
+use super::AttachError;
+use crate::dataplane::actor::ApplyLocal;
+use crate::registry::actor::{Abort, Commit, GetWorkload, GetWorkloads, Remove, Stage, Staged};
+use crate::registry::book::{BookError, Entry, Iface};
+
+/// What to attach: a workload (by name and namespace) to networks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttachRequest {
+    /// Workload name (DNS label).
+    pub name: String,
+    /// Its network namespace file.
+    pub netns: PathBuf,
+    /// True for containers this agent runs.
+    pub container: bool,
+    /// Networks, in interface order.
+    pub networks: Vec<String>,
+    /// Fixed IPv4 address on the first network.
+    pub ip: Option<Ipv4Addr>,
+    /// Extra DNS names.
+    pub aliases: Vec<String>,
+    /// Service name.
+    pub service: Option<String>,
+    /// Service port.
+    pub port: Option<u16>,
+}
+
+/// The owners an attach or detach goes through.
+#[derive(Clone)]
+pub struct Links {
+    /// This node's name.
+    pub node: String,
+    /// Address management of this node.
+    pub ipam: Ipam,
+    /// Registry: one committed workload.
+    pub get: Recipient<GetWorkload>,
+    /// Registry: every committed workload.
+    pub get_all: Recipient<GetWorkloads>,
+    /// Registry: stage.
+    pub stage: Recipient<Stage>,
+    /// Registry: abort a staged workload.
+    pub abort: Recipient<Abort>,
+    /// Registry: commit a staged workload.
+    pub commit: Recipient<Commit>,
+    /// Registry: remove.
+    pub remove: Recipient<Remove>,
+    /// Dataplane: apply local workloads to a namespace.
+    pub apply: Recipient<ApplyLocal>,
+}
+
+async fn saved(staged: Staged) -> Result<(), AttachError> {
+    staged.saved.await.unwrap_or_else(|_| {
+        Err(BookError::Io {
+            path: "local.json".into(),
+            source: std::io::Error::other("book writer stopped"),
+        })
+    })?;
+    Ok(())
+}
+
+/// Attaches a workload to networks; on any failure nothing of it is left behind.
+pub async fn attach(
+    links: &Links,
+    state: &ClusterState,
+    req: AttachRequest,
+) -> Result<Entry, AttachError> {
+    debug!(name = %req.name, networks = ?req.networks, netns = %req.netns.display(), "attach");
+    model::validate_name(&req.name)?;
+    if req.networks.is_empty() {
+        return Err(AttachError::NoNetwork);
+    }
+    for a in &req.aliases {
+        model::validate_name(a)?;
+    }
+    let existing = links.get.send(GetWorkload(req.name.clone())).await?;
+    if existing.as_ref().is_some_and(|e| e.netns != req.netns) {
+        return Err(AttachError::Exists(req.name.clone()));
+    }
+    let nets = networks_to_add(links, state, &req, existing.as_ref())?;
+    let mut entry = existing.unwrap_or(Entry {
+        name: req.name.clone(),
+        netns: req.netns.clone(),
+        container: req.container,
+        interfaces: vec![],
+    });
+    let mut new_eps = Vec::new();
+    for (i, net) in nets.iter().enumerate() {
+        let requested = if i == 0 { req.ip } else { None };
+        match new_endpoint(links, net, &req, requested).await {
+            Ok(ep) => new_eps.push(ep),
+            Err(e) => {
+                release(&links.ipam, &nets, &new_eps).await;
+                return Err(e);
+            }
+        }
+    }
+    for ep in &new_eps {
+        let ifname = next_ifname(entry.interfaces.iter().map(|i| i.ifname.as_str()));
+        entry.interfaces.push(Iface {
+            ifname,
+            endpoint: ep.clone(),
+        });
+    }
+    let staged = links.stage.send(Stage(entry.clone())).await?;
+    let applied = links
+        .apply
+        .send(ApplyLocal {
+            local: staged.effective.clone(),
+            netns: entry.netns.clone(),
+            attach: true,
+        })
+        .await
+        .map_err(AttachError::from)
+        .and_then(|r| r.map_err(AttachError::from));
+    let done = applied.and(saved(staged).await);
+    if let Err(e) = done {
+        rollback(links, &entry, &nets, &new_eps).await;
+        return Err(e);
+    }
+    links.commit.send(Commit(req.name.clone())).await?;
+    info!(name = %req.name, networks = ?req.networks, "attached");
+    Ok(entry)
+}
+
+/// The networks `req` adds, checked: they exist, none twice, the name free on each.
+fn networks_to_add(
+    links: &Links,
+    state: &ClusterState,
+    req: &AttachRequest,
+    existing: Option<&Entry>,
+) -> Result<Vec<Network>, AttachError> {
+    let mut seen: BTreeSet<&str> = existing
+        .iter()
+        .flat_map(|e| e.interfaces.iter().map(|i| i.endpoint.network.as_str()))
+        .collect();
+    let mut nets = Vec::new();
+    for n in &req.networks {
+        let net = state
+            .networks()
+            .get(n)
+            .cloned()
+            .ok_or_else(|| AttachError::UnknownNetwork(n.clone()))?;
+        if !seen.insert(n.as_str()) {
+            return Err(AttachError::AlreadyAttached {
+                name: req.name.clone(),
+                network: n.clone(),
+            });
+        }
+        if let Some(other) = state.endpoints().get(&(n.clone(), req.name.clone())) {
+            if other.node != links.node || existing.is_none() {
+                return Err(AttachError::NameTaken {
+                    name: req.name.clone(),
+                    network: n.clone(),
+                    node: other.node.clone(),
+                });
+            }
+        }
+        nets.push(net);
+    }
+    Ok(nets)
+}
+
+async fn new_endpoint(
+    links: &Links,
+    net: &Network,
+    req: &AttachRequest,
+    ip: Option<Ipv4Addr>,
+) -> Result<Endpoint, AttachError> {
+    let ipam_err = |source| AttachError::Ipam {
+        network: net.name.clone(),
+        source,
+    };
+    let ipv4 = links.ipam.allocate(net, ip).await.map_err(ipam_err)?;
+    let ipv6 = match ipv6_for(net, ipv4) {
+        Ok(v6) => v6,
+        Err(e) => {
+            let _ = links.ipam.release(net, ipv4).await;
+            return Err(ipam_err(e));
+        }
+    };
+    Ok(Endpoint {
+        aliases: req.aliases.clone(),
+        ipv6,
+        service: req.service.clone(),
+        port: req.port,
+        ..Endpoint::new(&net.name, &req.name, &links.node, ipv4)
+    })
+}
+
+async fn release(ipam: &Ipam, nets: &[Network], eps: &[Endpoint]) {
+    for ep in eps {
+        if let Some(n) = nets.iter().find(|n| n.name == ep.network) {
+            if let Err(e) = ipam.release(n, ep.ipv4).await {
+                warn!(network = %n.name, ip = %ep.ipv4, error = %e, "releasing address failed");
+            }
+        }
+    }
+}
+
+/// Undoes a staged attach: the registry forgets it, the namespace goes back to what the
+/// committed workloads want, the addresses are freed.
+async fn rollback(links: &Links, entry: &Entry, nets: &[Network], eps: &[Endpoint]) {
+    match links.abort.send(Abort(entry.name.clone())).await {
+        Ok(staged) => {
+            let undo = links
+                .apply
+                .send(ApplyLocal {
+                    local: staged.effective.clone(),
+                    netns: entry.netns.clone(),
+                    attach: false,
+                })
+                .await;
+            if !matches!(undo, Ok(Ok(()))) {
+                warn!(name = %entry.name, "undoing a failed attach left errors; the next resync retries");
+            }
+            if let Err(e) = saved(staged).await {
+                warn!(name = %entry.name, error = %e, "book not saved after undoing an attach");
+            }
+        }
+        Err(e) => warn!(name = %entry.name, error = %e, "cannot undo a failed attach"),
+    }
+    release(&links.ipam, nets, eps).await;
+}
+
+/// Detaches a workload from one network, or from all when `network` is `None`; returns what it
+/// had. Every step is tried; the first error is reported.
+pub async fn detach(
+    links: &Links,
+    state: &ClusterState,
+    name: &str,
+    network: Option<&str>,
+) -> Result<Entry, AttachError> {
+    let r = links
+        .remove
+        .send(Remove {
+            name: name.to_string(),
+            network: network.map(str::to_string),
+        })
+        .await??;
+    let applied = links
+        .apply
+        .send(ApplyLocal {
+            local: r.effective.clone(),
+            netns: r.removed.before.netns.clone(),
+            attach: false,
+        })
+        .await
+        .map_err(AttachError::from)
+        .and_then(|r| r.map_err(AttachError::from));
+    let written = saved(Staged {
+        effective: r.effective,
+        saved: r.saved,
+    })
+    .await;
+    for i in &r.removed.gone {
+        let ep = &i.endpoint;
+        if let Some(n) = state.networks().get(&ep.network) {
+            if let Err(e) = links.ipam.release(n, ep.ipv4).await {
+                warn!(network = %ep.network, ip = %ep.ipv4, error = %e, "releasing address failed");
+            }
+        }
+    }
+    info!(name, network = network.unwrap_or("*"), "detached");
+    applied.and(written).map(|()| r.removed.before)
+}
+
+/// After a start: tells IPAM which addresses this node's workloads use, so a restart changes
+/// nothing for running workloads.
+pub async fn restore(links: &Links, state: &ClusterState) -> Result<(), AttachError> {
+    let workloads = links.get_all.send(GetWorkloads).await?;
+    let mut used: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
+    for ep in workloads.values().flat_map(Entry::endpoints) {
+        used.entry(ep.network.as_str()).or_default().push(ep.ipv4);
+    }
+    for (net, ips) in used {
+        match state.networks().get(net) {
+            Some(n) => {
+                if let Err(e) = links.ipam.recover(n, &ips).await {
+                    warn!(network = %net, error = %e, "IPAM recovery failed");
+                }
+            }
+            None => warn!(network = %net, "local endpoints on a network that no longer exists"),
+        }
+    }
+    info!(
+        workloads = workloads.len(),
+        "addresses of local workloads recovered"
+    );
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! Fixtures shared by the agent's unit tests: cluster states, workloads, a recording publisher.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use shibafu_overlay::model::{Endpoint, Network, Node, Object, SCHEMA_VERSION};
+use shibafu_overlay::state::ClusterState;
+use shibafu_overlay::store::keys::Key;
+use shibafu_overlay::store::{ClusterChange, KeyValue, StoreError};
+
+use crate::publish::Publisher;
+use crate::registry::book::{Entry, Iface};
+
+/// A network with the defaults of `network create`.
+pub fn network(name: &str, subnet: &str, vni: u32) -> Network {
+    Network::new(name, subnet.parse().expect("subnet"), vni)
+}
+
+/// An endpoint of `name` on `network`, hosted by `node`.
+pub fn endpoint(network: &str, name: &str, node: &str, ip: &str) -> Endpoint {
+    Endpoint::new(network, name, node, ip.parse().expect("ip"))
+}
+
+/// A cluster of `nets` and `endpoints`, with a node record (10.0.0.N) for every endpoint's node.
+pub fn state_with(nets: &[Network], endpoints: &[Endpoint]) -> Arc<ClusterState> {
+    let mut kvs = Vec::new();
+    let mut push = |key: Key, value: Vec<u8>| {
+        let rev = kvs.len() as i64 + 2;
+        kvs.push(KeyValue {
+            key: key.to_string(),
+            value,
+            create_revision: rev,
+            mod_revision: rev,
+            lease: 0,
+        });
+    };
+    for n in nets {
+        push(n.key(), serde_json::to_vec(n).expect("json"));
+    }
+    let nodes: BTreeSet<&str> = endpoints.iter().map(|e| e.node.as_str()).collect();
+    for name in nodes {
+        let number: u8 = name.trim_start_matches("node").parse().unwrap_or(9);
+        let n = Node {
+            schema: SCHEMA_VERSION,
+            name: name.to_string(),
+            underlay: format!("10.0.0.{number}").parse().expect("ip"),
+            version: "test".into(),
+            wg_pubkey: None,
+            started_at: 0,
+        };
+        push(n.key(), serde_json::to_vec(&n).expect("json"));
+    }
+    for e in endpoints {
+        push(e.key(), serde_json::to_vec(e).expect("json"));
+    }
+    let mut st = ClusterState::new();
+    let revision = kvs.len() as i64 + 1;
+    st.apply(&ClusterChange::Snapshot { kvs, revision });
+    Arc::new(st)
+}
+
+/// A workload `name` in `/run/test/<name>` with one interface per endpoint, eth0 first.
+pub fn workload(name: &str, endpoints: &[Endpoint]) -> Entry {
+    Entry {
+        name: name.into(),
+        netns: PathBuf::from(format!("/run/test/{name}")),
+        container: true,
+        interfaces: endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Iface {
+                ifname: format!("eth{i}"),
+                endpoint: e.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// A temporary state directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A fresh directory named after `tag` and the process.
+    pub fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("sf-agent-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A [`Publisher`] that keeps what was published, in order.
+#[derive(Default)]
+pub struct FakePublisher {
+    records: Mutex<BTreeMap<String, Vec<u8>>>,
+    log: Mutex<Vec<String>>,
+}
+
+impl FakePublisher {
+    /// Keys currently published.
+    pub fn keys(&self) -> Vec<String> {
+        self.records.lock().expect("lock").keys().cloned().collect()
+    }
+
+    /// Every put and delete so far, as `put KEY` / `delete KEY`.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().expect("lock").clone()
+    }
+}
+
+#[async_trait]
+impl Publisher for FakePublisher {
+    async fn put(&self, key: Key, value: Vec<u8>) -> Result<(), StoreError> {
+        self.log.lock().expect("lock").push(format!("put {key}"));
+        self.records
+            .lock()
+            .expect("lock")
+            .insert(key.to_string(), value);
+        Ok(())
+    }
+
+    async fn delete(&self, key: Key) -> Result<(), StoreError> {
+        self.log.lock().expect("lock").push(format!("delete {key}"));
+        self.records.lock().expect("lock").remove(&key.to_string());
+        Ok(())
+    }
+}

@@ -1,0 +1,277 @@
+//! The projection from cluster state to DNS (pure): a zone per network with its containers,
+//! aliases and services, reverse zones with PTR records, and views so a requester sees only the
+//! zones it should. Agents and coordinators serve the same projection; tests call it directly.
+//!
+//! It is computed per network ([`project_network`]): a change to one network's endpoints
+//! re-projects that network only. [`Projection`] keeps the parts of every network, patches the
+//! ones a change touches, and assembles the [`Snapshot`] from them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use hickory_proto::rr::rdata::{A, AAAA, PTR, SRV};
+use hickory_proto::rr::{Name, RData};
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use super::{reverse_name, AnswerOrder, DnsError, Snapshot, SnapshotBuilder};
+use crate::model::{Endpoint, Network};
+use crate::state::ClusterState;
+
+/// TTL of container and service records: short, since containers come and go.
+pub const RECORD_TTL: u32 = 5;
+
+/// Who may see which zones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Each requester that is an endpoint address sees the zones of every network its workload
+    /// is on; other requesters (the host itself) see every zone. What an agent serves.
+    Members,
+    /// Every requester sees every zone: the cluster-wide view a coordinator serves.
+    Cluster,
+}
+
+/// What the projection needs besides the records: which instances may be answered, and in
+/// which order a service's instances are given.
+pub struct Balancing<'a> {
+    /// Whether a service instance may be answered (healthy).
+    pub healthy: &'a dyn Fn(&Endpoint) -> bool,
+    /// The answer order of service `name` on a network.
+    pub order: &'a dyn Fn(&Network, &str) -> AnswerOrder,
+}
+
+impl Default for Balancing<'_> {
+    /// Every instance healthy, service answers rotating (round robin).
+    fn default() -> Self {
+        Balancing {
+            healthy: &|_| true,
+            order: &|_, _| AnswerOrder::RoundRobin,
+        }
+    }
+}
+
+/// The reverse zone holding the PTR records of an IPv4 subnet (enclosing octet boundary).
+pub fn reverse_zone_v4(net: &Ipv4Net) -> String {
+    let octets = usize::from(net.prefix_len() / 8);
+    let o = net.network().octets();
+    let mut labels: Vec<String> = o[..octets].iter().rev().map(u8::to_string).collect();
+    labels.push("in-addr.arpa".into());
+    labels.join(".")
+}
+
+/// The reverse zone of an IPv6 subnet (enclosing nibble boundary).
+pub fn reverse_zone_v6(net: &Ipv6Net) -> String {
+    let nibbles = usize::from(net.prefix_len() / 4);
+    let o = net.network().octets();
+    let all: Vec<u8> = o.iter().flat_map(|b| [b >> 4, b & 0x0f]).collect();
+    let mut labels: Vec<String> = all[..nibbles]
+        .iter()
+        .rev()
+        .map(|n| format!("{n:x}"))
+        .collect();
+    labels.push("ip6.arpa".into());
+    labels.join(".")
+}
+
+/// A workload on a network, as views see it: who it is and the addresses it asks from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Member {
+    node: String,
+    name: String,
+    addrs: Vec<IpAddr>,
+}
+
+/// The DNS content of one network: its zones, records, answer orders and members.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkZones {
+    zones: Vec<String>,
+    records: Vec<(String, u32, RData)>,
+    orders: Vec<(String, AnswerOrder)>,
+    members: Vec<Member>,
+}
+
+impl NetworkZones {
+    /// The zones (forward and reverse) this network is authoritative for.
+    pub fn zones(&self) -> &[String] {
+        &self.zones
+    }
+}
+
+fn fqdn(label: &str, zone: &str) -> String {
+    format!("{label}.{zone}.")
+}
+
+/// The zones (forward and reverse) of one network.
+fn zones_of(n: &Network) -> Vec<String> {
+    let mut z = vec![n.zone.clone(), reverse_zone_v4(&n.subnet)];
+    z.extend(n.subnet6.as_ref().map(reverse_zone_v6));
+    z
+}
+
+fn addresses(e: &Endpoint) -> impl Iterator<Item = RData> {
+    std::iter::once(RData::A(A(e.ipv4))).chain(e.ipv6.map(|v6| RData::AAAA(AAAA(v6))))
+}
+
+/// Projects one network: names, aliases and PTRs of `endpoints`, and service names over the
+/// instances `balancing` calls healthy, in its order.
+pub fn project_network(
+    net: &Network,
+    endpoints: &[&Endpoint],
+    balancing: &Balancing<'_>,
+) -> NetworkZones {
+    let mut out = NetworkZones {
+        zones: zones_of(net),
+        records: Vec::new(),
+        orders: Vec::new(),
+        members: Vec::new(),
+    };
+    let mut services: BTreeMap<&str, Vec<&Endpoint>> = BTreeMap::new();
+    for e in endpoints {
+        let owner = fqdn(&e.name, &net.zone);
+        let Ok(target) = Name::from_ascii(&owner) else {
+            continue;
+        };
+        for label in std::iter::once(&e.name).chain(&e.aliases) {
+            let at = fqdn(label, &net.zone);
+            out.records
+                .extend(addresses(e).map(|rd| (at.clone(), RECORD_TTL, rd)));
+        }
+        let mut addrs = vec![IpAddr::V4(e.ipv4)];
+        addrs.extend(e.ipv6.map(IpAddr::V6));
+        for ip in &addrs {
+            let ptr = RData::PTR(PTR(target.clone()));
+            out.records.push((reverse_name(*ip), RECORD_TTL, ptr));
+        }
+        out.members.push(Member {
+            node: e.node.clone(),
+            name: e.name.clone(),
+            addrs,
+        });
+        if let Some(s) = e.service.as_deref() {
+            if (balancing.healthy)(e) {
+                services.entry(s).or_default().push(e);
+            }
+        }
+    }
+    for (service, instances) in services {
+        add_service(&mut out, net, service, &instances, balancing);
+    }
+    out
+}
+
+fn add_service(
+    out: &mut NetworkZones,
+    net: &Network,
+    service: &str,
+    instances: &[&Endpoint],
+    balancing: &Balancing<'_>,
+) {
+    let at = fqdn(service, &net.zone);
+    for e in instances {
+        out.records
+            .extend(addresses(e).map(|rd| (at.clone(), RECORD_TTL, rd)));
+        let Some(port) = e.port else { continue };
+        let Ok(target) = Name::from_ascii(fqdn(&e.name, &net.zone)) else {
+            continue;
+        };
+        let weight = u16::try_from(e.weight).unwrap_or(u16::MAX);
+        for proto in ["_tcp", "_udp"] {
+            let srv = SRV::new(0, weight, port, target.clone());
+            out.records.push((
+                format!("_{service}.{proto}.{}.", net.zone),
+                RECORD_TTL,
+                RData::SRV(srv),
+            ));
+        }
+    }
+    out.orders.push((at, (balancing.order)(net, service)));
+}
+
+/// Assembles the snapshot of `parts` (one per network) under `view`.
+pub fn assemble<'a>(
+    parts: impl IntoIterator<Item = &'a NetworkZones> + Clone,
+    view: View,
+) -> Result<Snapshot, DnsError> {
+    let mut b = SnapshotBuilder::new();
+    for p in parts.clone() {
+        for z in &p.zones {
+            b.zone(z);
+        }
+    }
+    // A workload sees the zones of every network it is on, asking from any of its addresses.
+    let mut zones_of_member: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
+    for p in parts.clone() {
+        for (name, ttl, rdata) in &p.records {
+            b.record(name, *ttl, rdata.clone());
+        }
+        for (name, order) in &p.orders {
+            b.order(name, order.clone());
+        }
+        if view == View::Members {
+            for m in &p.members {
+                zones_of_member
+                    .entry((m.node.as_str(), m.name.as_str()))
+                    .or_default()
+                    .extend(p.zones.iter().map(String::as_str));
+            }
+        }
+    }
+    if view == View::Members {
+        for p in parts {
+            for m in &p.members {
+                let zones: Vec<&str> = zones_of_member
+                    .get(&(m.node.as_str(), m.name.as_str()))
+                    .map(|z| z.iter().copied().collect())
+                    .unwrap_or_default();
+                for ip in &m.addrs {
+                    b.view(*ip, &zones);
+                }
+            }
+        }
+    }
+    b.build()
+}
+
+/// The networks' parts of a cluster, kept current by patching only what a change touches.
+#[derive(Debug, Clone, Default)]
+pub struct Projection {
+    parts: BTreeMap<String, NetworkZones>,
+}
+
+impl Projection {
+    /// No network yet.
+    pub fn new() -> Projection {
+        Projection::default()
+    }
+
+    /// Re-projects the networks named in `touched` (or every network when `None`) from
+    /// `state`, with `endpoints_of` giving each network's endpoints; networks gone from `state`
+    /// are dropped.
+    pub fn update<'s>(
+        &mut self,
+        state: &'s ClusterState,
+        touched: Option<&BTreeSet<String>>,
+        endpoints_of: &dyn Fn(&'s Network) -> Vec<&'s Endpoint>,
+        balancing: &Balancing<'_>,
+    ) {
+        self.parts
+            .retain(|name, _| state.networks().contains_key(name));
+        for net in state.networks().values() {
+            let stale = touched.is_none_or(|t| t.contains(&net.name))
+                || !self.parts.contains_key(&net.name);
+            if stale {
+                let eps = endpoints_of(net);
+                let part = project_network(net, &eps, balancing);
+                self.parts.insert(net.name.clone(), part);
+            }
+        }
+    }
+
+    /// The snapshot of every network under `view`.
+    pub fn snapshot(&self, view: View) -> Result<Snapshot, DnsError> {
+        assemble(self.parts.values(), view)
+    }
+}
+
+#[cfg(test)]
+#[path = "projection_tests.rs"]
+mod tests;
