@@ -10,23 +10,12 @@ use std::net::IpAddr;
 
 use super::encode::Writer;
 use super::snapshot::{compose, Composed, Cut, Found, Snapshot};
-use super::wire::{parse_query, rcode, rtype, Edns, Query, Reject, CLASS_IN, HEADER_LEN};
+use super::wire::{
+    parse_query, push_opt, rcode, response_limit, rtype, Query, Reject, CLASS_IN, HEADER_LEN,
+    OPT_LEN,
+};
 
-/// Wire length of the OPT record we append.
-const OPT_LEN: usize = 11;
-/// Largest DNS message over TCP.
-const TCP_MAX: usize = 65535;
-/// UDP payload size without EDNS (RFC 1035).
-const UDP_CLASSIC: usize = 512;
-
-/// The transport a query came over: it bounds the response size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// UDP: at most 512 bytes, or the EDNS size the client gives (capped by ours).
-    Udp,
-    /// TCP: up to 65535 bytes.
-    Tcp,
-}
+pub use super::wire::Transport;
 
 /// Server-wide answering settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,13 +195,7 @@ fn hidden_zone(snap: &Snapshot, zone: u16, q: &Query, out: &mut Vec<u8>) -> Comp
 
 /// The response size allowed for this query.
 fn limit(q: &Query, transport: Transport, cfg: &AnswerConfig) -> usize {
-    match (transport, q.edns) {
-        (Transport::Tcp, _) => TCP_MAX,
-        (Transport::Udp, None) => UDP_CLASSIC,
-        (Transport::Udp, Some(Edns { payload, .. })) => {
-            usize::from(payload.min(cfg.max_udp_payload)).max(UDP_CLASSIC)
-        }
-    }
+    response_limit(transport, q.edns, cfg.max_udp_payload)
 }
 
 /// Header and question only, with `code` (REFUSED, BADVERS, ...); `truncated` sets TC and
@@ -316,10 +299,12 @@ fn finish(
         out[4 + 2 * i..6 + 2 * i].copy_from_slice(&v.to_be_bytes());
     }
     if let Some(edns) = q.edns {
-        out.extend_from_slice(&[0, 0, rtype::OPT as u8]);
-        out.extend_from_slice(&cfg.max_udp_payload.max(512).to_be_bytes());
-        let do_bit = if edns.dnssec_ok { 0x80 } else { 0 };
-        out.extend_from_slice(&[(meta.rcode >> 4) as u8, 0, do_bit, 0, 0, 0]);
+        push_opt(
+            out,
+            cfg.max_udp_payload.max(512),
+            meta.rcode,
+            edns.dnssec_ok,
+        );
     }
     Outcome::Reply(reply)
 }

@@ -15,7 +15,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
 use super::answer::{reply_without_records, AnswerConfig, Outcome, Reply, Transport};
-use super::forward::{self, ForwardError, Forwarder};
+use super::forward::{ForwardError, Forwarder};
 use super::metrics::{Metrics, MetricsReport, Tally};
 use super::wire::rcode;
 use super::{tcp, udp, DnsError, Snapshot};
@@ -169,7 +169,7 @@ impl Shared {
         rt: &Handle,
     ) -> Option<Reply> {
         let fwd = self.forwarder.as_ref()?;
-        if fwd.answer_from_cache(packet, forward::Transport::Udp, out) {
+        if fwd.answer_from_cache(packet, Transport::Udp, out) {
             return Some(reply_of(out));
         }
         let Ok(permit) = self.forward_slots.clone().try_acquire_owned() else {

@@ -13,7 +13,6 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 use super::answer::{respond, Outcome, Reply, Transport};
-use super::forward;
 use super::metrics::{Tally, ZoneCounts};
 use super::server::{reply_of, Shared};
 use super::udp::log_query;
@@ -109,9 +108,10 @@ async fn read_queries(
                 }
                 Outcome::Forward => {
                     tally.forwarded += 1;
-                    let cached = shared.forwarder.as_ref().is_some_and(|f| {
-                        f.answer_from_cache(&query, forward::Transport::Tcp, &mut out)
-                    });
+                    let cached = shared
+                        .forwarder
+                        .as_ref()
+                        .is_some_and(|f| f.answer_from_cache(&query, Transport::Tcp, &mut out));
                     if cached {
                         Some(reply_of(&out))
                     } else {

@@ -5,7 +5,8 @@
 use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{RData, Record};
 
-use super::wire::{ttl_offsets, WireQuery, HEADER_LEN};
+use super::wire::WireQuery;
+use crate::dns::wire::{push_opt, ttl_offsets, HEADER_LEN};
 
 /// The UDP payload size advertised in our OPT records (the DNS flag day 2020 value).
 pub const ADVERTISED_UDP_SIZE: u16 = 1232;
@@ -196,9 +197,12 @@ impl Answer {
             out[at..at + 4].copy_from_slice(&ttl.apply(stored).to_be_bytes());
         }
         if let Some(edns) = q.edns {
-            let [hi, lo] = ADVERTISED_UDP_SIZE.to_be_bytes();
-            let flags = if edns.dnssec_ok { 0x80 } else { 0 };
-            out.extend_from_slice(&[0, 0, 41, hi, lo, 0, 0, flags, 0, 0, 0]);
+            push_opt(
+                out,
+                ADVERTISED_UDP_SIZE,
+                u16::from(self.rcode),
+                edns.dnssec_ok,
+            );
             let arcount = u16::from_be_bytes([out[10], out[11]]).wrapping_add(1);
             out[10..HEADER_LEN].copy_from_slice(&arcount.to_be_bytes());
         }

@@ -34,6 +34,8 @@ use config::Routes;
 use stats::{Counters, TryOutcome};
 use wire::Key;
 
+use crate::dns::wire::{response_limit, Transport};
+
 /// Caches at least this large are split into shards with their own locks.
 const SHARDED_FROM: usize = 1024;
 const SHARDS: usize = 16;
@@ -61,15 +63,6 @@ pub enum ForwardError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-}
-
-/// Transport a raw query arrived on; UDP answers must fit the asker's payload size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// Datagram: at most 512 bytes, or the EDNS payload size up to [`ADVERTISED_UDP_SIZE`].
-    Udp,
-    /// Stream: any size.
-    Tcp,
 }
 
 type Outcome = Result<Arc<Answer>, ForwardError>;
@@ -180,11 +173,7 @@ impl Forwarder {
         let Some(q) = wire::parse_query(packet) else {
             return false;
         };
-        let limit = match (transport, q.edns) {
-            (Transport::Tcp, _) => usize::from(u16::MAX),
-            (Transport::Udp, None) => 512,
-            (Transport::Udp, Some(e)) => usize::from(e.payload.clamp(512, ADVERTISED_UDP_SIZE)),
-        };
+        let limit = response_limit(transport, q.edns, ADVERTISED_UDP_SIZE);
         let now = self.inner.clock.now();
         let mut shard = self.inner.shard(q.key.as_bytes());
         let Lookup::Fresh { value, age } = shard.cache.get(q.key.as_bytes(), now) else {

@@ -1,16 +1,15 @@
-//! Raw DNS wire helpers: cache keys, a strict query parser for the cache-hit path, and the
-//! offsets of record TTLs in an encoded message (so cached answers are patched, not re-encoded).
+//! Raw DNS wire helpers of the forwarder: cache keys and a strict query parser for the
+//! cache-hit path.
 
 use std::ops::Range;
 
 use hickory_proto::op::Query;
 use hickory_proto::rr::Name;
 
+use crate::dns::wire::{rtype, u16_at as be16, Edns, HEADER_LEN};
+
 /// Longest key: a 255-byte wire name, then qtype, qclass and the DO flag.
 const MAX_KEY: usize = 255 + 5;
-/// Length of the fixed DNS header.
-pub const HEADER_LEN: usize = 12;
-const OPT_TYPE: u16 = 41;
 
 /// A cache key: the lowercased wire-format name, qtype, qclass and the DO flag. Lives on the
 /// stack so building one for a lookup allocates nothing.
@@ -101,15 +100,6 @@ pub fn suffixes(name: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// EDNS parameters of a query.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct QueryEdns {
-    /// The requester's UDP payload size.
-    pub payload: u16,
-    /// The DO (DNSSEC OK) flag.
-    pub dnssec_ok: bool,
-}
-
 /// A plain standard query read straight from the wire.
 pub struct WireQuery {
     /// Query id.
@@ -123,7 +113,7 @@ pub struct WireQuery {
     /// The cache key of the question.
     pub key: Key,
     /// The OPT record, when the query has one.
-    pub edns: Option<QueryEdns>,
+    pub edns: Option<Edns>,
 }
 
 /// Parses a query with exactly one question and at most an OPT record (EDNS version 0) in its
@@ -170,11 +160,12 @@ pub fn parse_query(p: &[u8]) -> Option<WireQuery> {
     q.question.end = pos + 4;
     pos += 4;
     if counts[3] == 1 {
-        if *p.get(pos)? != 0 || be16(p, pos + 1)? != OPT_TYPE || *p.get(pos + 6)? != 0 {
+        if *p.get(pos)? != 0 || be16(p, pos + 1)? != rtype::OPT || *p.get(pos + 6)? != 0 {
             return None;
         }
-        let edns = QueryEdns {
+        let edns = Edns {
             payload: be16(p, pos + 3)?,
+            version: 0,
             dnssec_ok: be16(p, pos + 7)? & 0x8000 != 0,
         };
         pos += 11 + usize::from(be16(p, pos + 9)?);
@@ -185,49 +176,13 @@ pub fn parse_query(p: &[u8]) -> Option<WireQuery> {
     (pos == p.len()).then_some(q)
 }
 
-/// Offsets of the TTL field of every record in an encoded message, or None when it does not
-/// parse (the walk checks every bound).
-pub fn ttl_offsets(p: &[u8]) -> Option<Vec<u16>> {
-    let qd = be16(p, 4)?;
-    let rr = u32::from(be16(p, 6)?) + u32::from(be16(p, 8)?) + u32::from(be16(p, 10)?);
-    let mut pos = HEADER_LEN;
-    for _ in 0..qd {
-        pos = skip_name(p, pos)? + 4;
-    }
-    let mut offsets = Vec::with_capacity(rr as usize);
-    for _ in 0..rr {
-        pos = skip_name(p, pos)?;
-        let rdlen = usize::from(be16(p, pos + 8)?);
-        offsets.push(u16::try_from(pos + 4).ok()?);
-        pos += 10 + rdlen;
-    }
-    (pos == p.len()).then_some(offsets)
-}
-
-fn skip_name(p: &[u8], mut pos: usize) -> Option<usize> {
-    loop {
-        let n = *p.get(pos)?;
-        match n & 0xc0 {
-            0xc0 => return p.get(pos + 1).map(|_| pos + 2),
-            0 if n == 0 => return Some(pos + 1),
-            0 => pos += 1 + usize::from(n),
-            _ => return None,
-        }
-    }
-}
-
-/// Big-endian u16 at `at`, if in bounds.
-pub fn be16(p: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*p.get(at)?, *p.get(at + 1)?]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::op::{Edns, Message};
+    use hickory_proto::op::Message;
     use hickory_proto::rr::RecordType;
 
-    fn query_bytes(name: &str, edns: Option<Edns>) -> Vec<u8> {
+    fn query_bytes(name: &str, edns: Option<hickory_proto::op::Edns>) -> Vec<u8> {
         let mut m = Message::query();
         m.metadata.recursion_desired = true;
         let name = Name::from_ascii(name).expect("name");
@@ -250,13 +205,14 @@ mod tests {
 
     #[test]
     fn edns_payload_and_do_flag_are_read_and_do_is_part_of_the_key() {
-        let mut edns = Edns::new();
+        let mut edns = hickory_proto::op::Edns::new();
         edns.set_max_payload(1400).set_dnssec_ok(true);
         let with = parse_query(&query_bytes("a.test.", Some(edns))).expect("parses");
         assert_eq!(
             with.edns,
-            Some(QueryEdns {
+            Some(Edns {
                 payload: 1400,
+                version: 0,
                 dnssec_ok: true
             })
         );
@@ -275,7 +231,7 @@ mod tests {
         two_questions[5] = 2;
         let mut pointer = good.clone();
         pointer[12] = 0xc0;
-        let mut edns1 = Edns::new();
+        let mut edns1 = hickory_proto::op::Edns::new();
         edns1.set_version(1);
         for bad in [
             &response[..],
@@ -294,14 +250,5 @@ mod tests {
     fn suffixes_walk_label_boundaries() {
         let all: Vec<&[u8]> = suffixes(b"\x01a\x04corp\x00").collect();
         assert_eq!(all, [&b"\x01a\x04corp\x00"[..], b"\x04corp\x00", b"\x00"]);
-    }
-
-    #[test]
-    fn ttl_offsets_rejects_garbage_without_panicking() {
-        assert!(ttl_offsets(&[0; 5]).is_none());
-        let mut p = query_bytes("a.test.", None);
-        assert_eq!(ttl_offsets(&p), Some(vec![]));
-        p[7] = 1;
-        assert!(ttl_offsets(&p).is_none());
     }
 }

@@ -1,38 +1,7 @@
-//! Reading queries off the wire without allocating: header, question (lowercased copy), EDNS.
+//! The one query parser: header checks, exactly one question (a lowercased copy of its name, on
+//! the stack), EDNS in the additional section. Pure, no allocation.
 
-/// Length of the DNS header.
-pub(crate) const HEADER_LEN: usize = 12;
-/// Largest wire length of a name.
-pub(crate) const MAX_NAME: usize = 255;
-
-/// Record and query types the engine treats specially.
-pub(crate) mod rtype {
-    pub(crate) const A: u16 = 1;
-    pub(crate) const NS: u16 = 2;
-    pub(crate) const CNAME: u16 = 5;
-    pub(crate) const SOA: u16 = 6;
-    pub(crate) const MX: u16 = 15;
-    pub(crate) const AAAA: u16 = 28;
-    pub(crate) const SRV: u16 = 33;
-    pub(crate) const OPT: u16 = 41;
-    pub(crate) const IXFR: u16 = 251;
-    pub(crate) const AXFR: u16 = 252;
-    pub(crate) const ANY: u16 = 255;
-}
-
-/// Response codes used by the engine (BADVERS is extended: 16).
-pub(crate) mod rcode {
-    pub(crate) const NOERROR: u16 = 0;
-    pub(crate) const FORMERR: u16 = 1;
-    pub(crate) const SERVFAIL: u16 = 2;
-    pub(crate) const NXDOMAIN: u16 = 3;
-    pub(crate) const NOTIMP: u16 = 4;
-    pub(crate) const REFUSED: u16 = 5;
-    pub(crate) const BADVERS: u16 = 16;
-}
-
-/// Class IN.
-pub(crate) const CLASS_IN: u16 = 1;
+use super::{rtype, skip_name, u16_at, HEADER_LEN, MAX_NAME};
 
 /// The EDNS0 OPT record of a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +14,9 @@ pub(crate) struct Edns {
     pub(crate) dnssec_ok: bool,
 }
 
-/// A parsed query: offsets into the packet plus a lowercased copy of the name.
+/// A parsed query: offsets into the packet plus a lowercased copy of the name. The header (id,
+/// RD, CD) is not copied: answers take it from the packet, which every holder of a `Query` has.
+#[derive(Clone)]
 pub(crate) struct Query {
     /// Byte offset just past the question section.
     pub(crate) question_end: usize,
@@ -86,13 +57,11 @@ pub(crate) enum Reject {
     FormErr,
 }
 
-/// The 16-bit big-endian value at `off`.
-#[inline]
-pub(crate) fn u16_at(p: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*p.get(off)?, *p.get(off + 1)?]))
-}
-
-/// Parses a query packet: header checks, exactly one question, EDNS in the additional section.
+/// Parses a query packet. Silent: shorter than a header, or a response. NotImp: an opcode other
+/// than QUERY. FormErr: QDCOUNT other than 1, a compressed or cut question name, a name over 255
+/// bytes, a record running off the end, two OPT records or one not owned by the root, bytes
+/// after the last record. Answer and authority records and additional records other than OPT
+/// are skipped; unknown EDNS options are ignored.
 pub(crate) fn parse_query(p: &[u8]) -> Result<Query, Reject> {
     if p.len() < HEADER_LEN || p[2] & 0x80 != 0 {
         return Err(Reject::Silent);
@@ -162,64 +131,14 @@ pub(crate) fn parse_query(p: &[u8]) -> Result<Query, Reject> {
 }
 
 /// Skips one resource record at `off`; returns (next offset, owner is the root, type).
-fn skip_record(p: &[u8], mut off: usize) -> Result<(usize, bool, u16), Reject> {
-    let start = off;
-    loop {
-        let len = *p.get(off).ok_or(Reject::FormErr)?;
-        match len & 0xc0 {
-            0xc0 => {
-                off += 2;
-                break;
-            }
-            0x00 => {
-                off += 1 + usize::from(len);
-                if len == 0 {
-                    break;
-                }
-            }
-            _ => return Err(Reject::FormErr),
-        }
-    }
-    let owner_root = off == start + 1;
-    let ty = u16_at(p, off).ok_or(Reject::FormErr)?;
-    let rdlen = usize::from(u16_at(p, off + 8).ok_or(Reject::FormErr)?);
-    let next = off + 10 + rdlen;
+fn skip_record(p: &[u8], off: usize) -> Result<(usize, bool, u16), Reject> {
+    let name_end = skip_name(p, off).ok_or(Reject::FormErr)?;
+    let owner_root = name_end == off + 1;
+    let ty = u16_at(p, name_end).ok_or(Reject::FormErr)?;
+    let rdlen = usize::from(u16_at(p, name_end + 8).ok_or(Reject::FormErr)?);
+    let next = name_end + 10 + rdlen;
     if next > p.len() {
         return Err(Reject::FormErr);
     }
     Ok((next, owner_root, ty))
-}
-
-/// Iterates the label start offsets of a wire name (without the root label).
-pub(crate) fn label_starts(name: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    let mut off = 0;
-    std::iter::from_fn(move || {
-        let len = usize::from(*name.get(off)?);
-        if len == 0 {
-            return None;
-        }
-        let here = off;
-        off += len + 1;
-        Some(here)
-    })
-}
-
-/// Renders a wire name as dotted text (for logs and errors), root as ".".
-pub(crate) fn name_to_string(name: &[u8]) -> String {
-    let mut s = String::new();
-    for start in label_starts(name) {
-        let len = usize::from(name[start]);
-        for &b in &name[start + 1..start + 1 + len] {
-            if b == b'.' || b == b'\\' || !b.is_ascii_graphic() {
-                s.push_str(&format!("\\{b:03}"));
-            } else {
-                s.push(char::from(b));
-            }
-        }
-        s.push('.');
-    }
-    if s.is_empty() {
-        s.push('.');
-    }
-    s
 }
