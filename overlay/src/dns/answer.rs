@@ -43,7 +43,8 @@ pub enum Outcome {
     Reply(Reply),
     /// Send nothing (no header could be read, or the packet is a response).
     Drop,
-    /// The name is outside every zone and forwarding is on: the caller forwards the query.
+    /// The name is outside every zone and forwarding is on: the caller forwards the query (the
+    /// server hands the query it parsed for answering to the forwarder).
     Forward,
 }
 
@@ -76,6 +77,12 @@ impl Prepared {
         let parsed = parse_query(packet);
         let hash = parsed.as_ref().map_or(0, |q| snap.key_hash(q.key()));
         Prepared { parsed, hash }
+    }
+
+    /// The parsed query, when the packet was one.
+    #[inline]
+    pub(crate) fn query(&self) -> Option<&Query> {
+        self.parsed.as_ref().ok()
     }
 
     /// Prefetches the table slot (first stage).
@@ -126,10 +133,12 @@ pub(crate) fn respond_prepared(
         Err(Reject::FormErr) => return header_only(query, rcode::FORMERR, cfg, out),
     };
     if q.edns.is_some_and(|e| e.version > 0) {
-        return empty_reply(query, q, rcode::BADVERS, false, transport, cfg, out);
+        let reply = empty_reply(query, q, rcode::BADVERS, false, transport, cfg, out);
+        return Outcome::Reply(reply);
     }
     if q.qclass != CLASS_IN || q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
-        return empty_reply(query, q, rcode::REFUSED, false, transport, cfg, out);
+        let reply = empty_reply(query, q, rcode::REFUSED, false, transport, cfg, out);
+        return Outcome::Reply(reply);
     }
     let n = q.name_len;
     let found = snap.prebuilt(q.key(), prepared.hash);
@@ -139,7 +148,10 @@ pub(crate) fn respond_prepared(
         None => match snap.zone_of(q.name()) {
             Some(zone) => zone,
             None if cfg.forwarding => return Outcome::Forward,
-            None => return empty_reply(query, q, rcode::REFUSED, false, transport, cfg, out),
+            None => {
+                let reply = empty_reply(query, q, rcode::REFUSED, false, transport, cfg, out);
+                return Outcome::Reply(reply);
+            }
         },
     };
     out.extend_from_slice(&query[..q.question_end]);
@@ -173,7 +185,8 @@ pub(crate) fn respond_prepared(
         prebuilt,
         truncated: false,
     };
-    finish(q, meta, reply, true, limit(q, transport, cfg), cfg, out)
+    let limit = limit(q, transport, cfg);
+    Outcome::Reply(finish(q, meta, reply, true, limit, cfg, out))
 }
 
 /// A zone the client may not see looks like a name that does not exist.
@@ -208,7 +221,7 @@ fn empty_reply(
     transport: Transport,
     cfg: &AnswerConfig,
     out: &mut Vec<u8>,
-) -> Outcome {
+) -> Reply {
     out.extend_from_slice(&query[..q.question_end]);
     let meta = Composed {
         rcode: code,
@@ -231,21 +244,19 @@ fn empty_reply(
     finish(q, meta, reply, false, limit, cfg, out)
 }
 
-/// Header and question with `code`, for answers decided outside the snapshot (a failed forward,
-/// or a forwarded answer too large for UDP when `truncated`). Drops what cannot be parsed.
-pub fn reply_without_records(
+/// Header and question of `query` (parsed as `q`) with `code`, for answers decided outside the
+/// snapshot: a failed forward, or a forwarded answer too large for UDP when `truncated`.
+pub(crate) fn reply_without_records(
     query: &[u8],
+    q: &Query,
     code: u16,
     truncated: bool,
     transport: Transport,
     cfg: &AnswerConfig,
     out: &mut Vec<u8>,
-) -> Outcome {
+) -> Reply {
     out.clear();
-    let Ok(q) = parse_query(query) else {
-        return Outcome::Drop;
-    };
-    empty_reply(query, &q, code, truncated, transport, cfg, out)
+    empty_reply(query, q, code, truncated, transport, cfg, out)
 }
 
 /// Header alone (the question could not be read): FORMERR or NOTIMP.
@@ -273,7 +284,7 @@ fn finish(
     limit: usize,
     cfg: &AnswerConfig,
     out: &mut Vec<u8>,
-) -> Outcome {
+) -> Reply {
     let opt = if q.edns.is_some() { OPT_LEN } else { 0 };
     if out.len() + opt > limit {
         if meta.ar > 0 && meta.additional_at + opt <= limit {
@@ -306,5 +317,5 @@ fn finish(
             edns.dnssec_ok,
         );
     }
-    Outcome::Reply(reply)
+    reply
 }

@@ -1,6 +1,8 @@
 //! The one query parser: header checks, exactly one question (a lowercased copy of its name, on
 //! the stack), EDNS in the additional section. Pure, no allocation.
 
+use std::ops::Range;
+
 use super::{rtype, skip_name, u16_at, HEADER_LEN, MAX_NAME};
 
 /// The EDNS0 OPT record of a query.
@@ -43,6 +45,18 @@ impl Query {
     #[inline]
     pub(crate) fn key(&self) -> &[u8] {
         &self.lower[..self.name_len + 2]
+    }
+
+    /// Where the question (name as asked, QTYPE, QCLASS) lies in the packet.
+    #[inline]
+    pub(crate) fn question(&self) -> Range<usize> {
+        HEADER_LEN..self.question_end
+    }
+
+    /// Whether the query's OPT record sets DO.
+    #[inline]
+    pub(crate) fn dnssec_ok(&self) -> bool {
+        self.edns.is_some_and(|e| e.dnssec_ok)
     }
 }
 
