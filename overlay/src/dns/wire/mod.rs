@@ -75,20 +75,8 @@ pub(crate) fn response_limit(transport: Transport, edns: Option<Edns>, max_udp: 
 pub(crate) fn push_opt(out: &mut Vec<u8>, payload: u16, rcode: u16, dnssec_ok: bool) {
     let [hi, lo] = payload.to_be_bytes();
     let do_bit = if dnssec_ok { 0x80 } else { 0 };
-    let opt: [u8; OPT_LEN] = [
-        0,
-        0,
-        rtype::OPT as u8,
-        hi,
-        lo,
-        (rcode >> 4) as u8,
-        0,
-        do_bit,
-        0,
-        0,
-        0,
-    ];
-    out.extend_from_slice(&opt);
+    let extended = (rcode >> 4) as u8;
+    out.extend_from_slice(&[0, 0, rtype::OPT as u8, hi, lo, extended, 0, do_bit, 0, 0, 0]);
 }
 
 /// The 16-bit big-endian value at `off`.
