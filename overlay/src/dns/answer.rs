@@ -10,23 +10,12 @@ use std::net::IpAddr;
 
 use super::encode::Writer;
 use super::snapshot::{compose, Composed, Cut, Found, Snapshot};
-use super::wire::{parse_query, rcode, rtype, Edns, Query, Reject, CLASS_IN, HEADER_LEN};
+use super::wire::{
+    parse_query, push_opt, rcode, response_limit, rtype, Query, Reject, CLASS_IN, HEADER_LEN,
+    OPT_LEN,
+};
 
-/// Wire length of the OPT record we append.
-const OPT_LEN: usize = 11;
-/// Largest DNS message over TCP.
-const TCP_MAX: usize = 65535;
-/// UDP payload size without EDNS (RFC 1035).
-const UDP_CLASSIC: usize = 512;
-
-/// The transport a query came over: it bounds the response size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// UDP: at most 512 bytes, or the EDNS size the client gives (capped by ours).
-    Udp,
-    /// TCP: up to 65535 bytes.
-    Tcp,
-}
+pub use super::wire::Transport;
 
 /// Server-wide answering settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +43,8 @@ pub enum Outcome {
     Reply(Reply),
     /// Send nothing (no header could be read, or the packet is a response).
     Drop,
-    /// The name is outside every zone and forwarding is on: the caller forwards the query.
+    /// The name is outside every zone and forwarding is on: the caller forwards the query (the
+    /// server hands the query it parsed for answering to the forwarder).
     Forward,
 }
 
@@ -87,6 +77,12 @@ impl Prepared {
         let parsed = parse_query(packet);
         let hash = parsed.as_ref().map_or(0, |q| snap.key_hash(q.key()));
         Prepared { parsed, hash }
+    }
+
+    /// The parsed query, when the packet was one.
+    #[inline]
+    pub(crate) fn query(&self) -> Option<&Query> {
+        self.parsed.as_ref().ok()
     }
 
     /// Prefetches the table slot (first stage).
@@ -137,10 +133,12 @@ pub(crate) fn respond_prepared(
         Err(Reject::FormErr) => return header_only(query, rcode::FORMERR, cfg, out),
     };
     if q.edns.is_some_and(|e| e.version > 0) {
-        return empty_reply(query, q, rcode::BADVERS, false, transport, cfg, out);
+        let reply = empty_reply(query, q, rcode::BADVERS, false, transport, cfg, out);
+        return Outcome::Reply(reply);
     }
     if q.qclass != CLASS_IN || q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
-        return empty_reply(query, q, rcode::REFUSED, false, transport, cfg, out);
+        let reply = empty_reply(query, q, rcode::REFUSED, false, transport, cfg, out);
+        return Outcome::Reply(reply);
     }
     let n = q.name_len;
     let found = snap.prebuilt(q.key(), prepared.hash);
@@ -150,7 +148,10 @@ pub(crate) fn respond_prepared(
         None => match snap.zone_of(q.name()) {
             Some(zone) => zone,
             None if cfg.forwarding => return Outcome::Forward,
-            None => return empty_reply(query, q, rcode::REFUSED, false, transport, cfg, out),
+            None => {
+                let reply = empty_reply(query, q, rcode::REFUSED, false, transport, cfg, out);
+                return Outcome::Reply(reply);
+            }
         },
     };
     out.extend_from_slice(&query[..q.question_end]);
@@ -184,7 +185,8 @@ pub(crate) fn respond_prepared(
         prebuilt,
         truncated: false,
     };
-    finish(q, meta, reply, true, limit(q, transport, cfg), cfg, out)
+    let limit = limit(q, transport, cfg);
+    Outcome::Reply(finish(q, meta, reply, true, limit, cfg, out))
 }
 
 /// A zone the client may not see looks like a name that does not exist.
@@ -206,13 +208,7 @@ fn hidden_zone(snap: &Snapshot, zone: u16, q: &Query, out: &mut Vec<u8>) -> Comp
 
 /// The response size allowed for this query.
 fn limit(q: &Query, transport: Transport, cfg: &AnswerConfig) -> usize {
-    match (transport, q.edns) {
-        (Transport::Tcp, _) => TCP_MAX,
-        (Transport::Udp, None) => UDP_CLASSIC,
-        (Transport::Udp, Some(Edns { payload, .. })) => {
-            usize::from(payload.min(cfg.max_udp_payload)).max(UDP_CLASSIC)
-        }
-    }
+    response_limit(transport, q.edns, cfg.max_udp_payload)
 }
 
 /// Header and question only, with `code` (REFUSED, BADVERS, ...); `truncated` sets TC and
@@ -225,7 +221,7 @@ fn empty_reply(
     transport: Transport,
     cfg: &AnswerConfig,
     out: &mut Vec<u8>,
-) -> Outcome {
+) -> Reply {
     out.extend_from_slice(&query[..q.question_end]);
     let meta = Composed {
         rcode: code,
@@ -248,21 +244,19 @@ fn empty_reply(
     finish(q, meta, reply, false, limit, cfg, out)
 }
 
-/// Header and question with `code`, for answers decided outside the snapshot (a failed forward,
-/// or a forwarded answer too large for UDP when `truncated`). Drops what cannot be parsed.
-pub fn reply_without_records(
+/// Header and question of `query` (parsed as `q`) with `code`, for answers decided outside the
+/// snapshot: a failed forward, or a forwarded answer too large for UDP when `truncated`.
+pub(crate) fn reply_without_records(
     query: &[u8],
+    q: &Query,
     code: u16,
     truncated: bool,
     transport: Transport,
     cfg: &AnswerConfig,
     out: &mut Vec<u8>,
-) -> Outcome {
+) -> Reply {
     out.clear();
-    let Ok(q) = parse_query(query) else {
-        return Outcome::Drop;
-    };
-    empty_reply(query, &q, code, truncated, transport, cfg, out)
+    empty_reply(query, q, code, truncated, transport, cfg, out)
 }
 
 /// Header alone (the question could not be read): FORMERR or NOTIMP.
@@ -290,7 +284,7 @@ fn finish(
     limit: usize,
     cfg: &AnswerConfig,
     out: &mut Vec<u8>,
-) -> Outcome {
+) -> Reply {
     let opt = if q.edns.is_some() { OPT_LEN } else { 0 };
     if out.len() + opt > limit {
         if meta.ar > 0 && meta.additional_at + opt <= limit {
@@ -316,10 +310,12 @@ fn finish(
         out[4 + 2 * i..6 + 2 * i].copy_from_slice(&v.to_be_bytes());
     }
     if let Some(edns) = q.edns {
-        out.extend_from_slice(&[0, 0, rtype::OPT as u8]);
-        out.extend_from_slice(&cfg.max_udp_payload.max(512).to_be_bytes());
-        let do_bit = if edns.dnssec_ok { 0x80 } else { 0 };
-        out.extend_from_slice(&[(meta.rcode >> 4) as u8, 0, do_bit, 0, 0, 0]);
+        push_opt(
+            out,
+            cfg.max_udp_payload.max(512),
+            meta.rcode,
+            edns.dnssec_ok,
+        );
     }
-    Outcome::Reply(reply)
+    reply
 }

@@ -8,16 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hickory_proto::op::Message;
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
-use super::answer::{reply_without_records, AnswerConfig, Outcome, Reply, Transport};
-use super::forward::{self, ForwardError, Forwarder};
+use super::answer::{reply_without_records, AnswerConfig, Reply, Transport};
+use super::forward::{ForwardError, Forwarder};
 use super::metrics::{Metrics, MetricsReport, Tally};
-use super::wire::rcode;
+use super::wire::{rcode, response_limit, Query};
 use super::{tcp, udp, DnsError, Snapshot};
 
 /// Server settings.
@@ -158,42 +157,37 @@ impl DnsServer {
 }
 
 impl Shared {
-    /// A UDP query outside the zones: answered from the forwarder's cache into `out` now
-    /// (returns the reply), else resolved in a task that sends the answer itself.
+    /// A UDP query outside the zones, `q` as parsed from `packet` for answering: answered from
+    /// the forwarder's cache into `out` now (returns the reply), else resolved in a task that
+    /// sends the answer itself.
     pub(crate) fn forward_udp(
         self: &Arc<Self>,
         packet: &[u8],
+        q: &Query,
         peer: SocketAddr,
         socket: &Arc<UdpSocket>,
         out: &mut Vec<u8>,
         rt: &Handle,
     ) -> Option<Reply> {
         let fwd = self.forwarder.as_ref()?;
-        if fwd.answer_from_cache(packet, forward::Transport::Udp, out) {
+        if fwd.answer_from_cache(packet, q, Transport::Udp, out) {
             return Some(reply_of(out));
         }
         let Ok(permit) = self.forward_slots.clone().try_acquire_owned() else {
-            return match reply_without_records(
-                packet,
-                rcode::SERVFAIL,
-                false,
-                Transport::Udp,
-                &self.answer_cfg,
-                out,
-            ) {
-                Outcome::Reply(r) => Some(r),
-                _ => None,
-            };
+            let (code, cfg) = (rcode::SERVFAIL, &self.answer_cfg);
+            let reply = reply_without_records(packet, q, code, false, Transport::Udp, cfg, out);
+            return Some(reply);
         };
-        let (shared, socket, packet) = (self.clone(), socket.clone(), packet.to_vec());
+        let (shared, socket, packet, q) =
+            (self.clone(), socket.clone(), packet.to_vec(), q.clone());
         rt.spawn(async move {
             let mut out = Vec::new();
-            if let Some(r) = shared.forward(&packet, Transport::Udp, &mut out).await {
+            if let Some(r) = shared.forward(&packet, &q, Transport::Udp, &mut out).await {
                 let mut tally = Tally::default();
                 tally.reply(&r);
                 shared.metrics.add_udp(&tally);
                 if shared.config.query_log {
-                    udp::log_query(&packet, peer.ip(), &r, "udp");
+                    udp::log_query(Some(&q), peer.ip(), &r, "udp");
                 }
                 let _ = SockRef::from(&*socket).send_to_with_flags(
                     &out,
@@ -206,61 +200,35 @@ impl Shared {
         None
     }
 
-    /// Resolves `packet` through the forwarder into `out`: its answer, TC when too large for
-    /// UDP, REFUSED without a route, SERVFAIL when every upstream failed.
+    /// Resolves `q`, parsed from `packet`, through the forwarder into `out`: its answer, TC when
+    /// too large for UDP, REFUSED without a route, SERVFAIL when every upstream failed.
     pub(crate) async fn forward(
         &self,
         packet: &[u8],
+        q: &Query,
         transport: Transport,
         out: &mut Vec<u8>,
     ) -> Option<Reply> {
         let fwd = self.forwarder.as_ref()?;
-        let code = match Message::from_vec(packet) {
-            Err(_) => rcode::FORMERR,
-            Ok(query) => match fwd.resolve(&query).await {
-                Ok(resp) => match resp.to_vec() {
-                    Ok(bytes)
-                        if transport == Transport::Tcp
-                            || bytes.len() <= udp_limit(&query, &self.answer_cfg) =>
-                    {
-                        *out = bytes;
-                        return Some(reply_of(out));
-                    }
-                    Ok(_) => {
-                        let code = u16::from(resp.metadata.response_code) & 0x0f;
-                        return match reply_without_records(
-                            packet,
-                            code,
-                            true,
-                            transport,
-                            &self.answer_cfg,
-                            out,
-                        ) {
-                            Outcome::Reply(r) => Some(r),
-                            _ => None,
-                        };
-                    }
-                    Err(_) => rcode::SERVFAIL,
-                },
-                Err(ForwardError::NoRoute(_) | ForwardError::BadQuery(_)) => rcode::REFUSED,
-                Err(e) => {
-                    tracing::debug!(error = %e, "forwarding failed");
-                    rcode::SERVFAIL
-                }
-            },
+        let cfg = &self.answer_cfg;
+        let (code, truncated) = match fwd.resolve(packet, q, out).await {
+            Ok(())
+                if transport == Transport::Tcp
+                    || out.len() <= response_limit(transport, q.edns, cfg.max_udp_payload) =>
+            {
+                return Some(reply_of(out));
+            }
+            // Too large for UDP: TC, with the upstream's rcode.
+            Ok(()) => (reply_of(out).rcode, true),
+            Err(ForwardError::NoRoute(_) | ForwardError::BadQuery(_)) => (rcode::REFUSED, false),
+            Err(e) => {
+                tracing::debug!(error = %e, "forwarding failed");
+                (rcode::SERVFAIL, false)
+            }
         };
-        match reply_without_records(packet, code, false, transport, &self.answer_cfg, out) {
-            Outcome::Reply(r) => Some(r),
-            _ => None,
-        }
+        let reply = reply_without_records(packet, q, code, truncated, transport, cfg, out);
+        Some(reply)
     }
-}
-
-/// The UDP size a forwarded answer may take for this query.
-fn udp_limit(query: &Message, cfg: &AnswerConfig) -> usize {
-    query.edns.as_ref().map_or(512, |e| {
-        usize::from(e.max_payload().min(cfg.max_udp_payload)).max(512)
-    })
 }
 
 /// Facts about a response already encoded (for counters and logs).

@@ -12,11 +12,11 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-use super::answer::{respond, Outcome, Reply, Transport};
-use super::forward;
+use super::answer::{respond_prepared, Outcome, Prepared, Reply, Transport};
 use super::metrics::{Tally, ZoneCounts};
 use super::server::{reply_of, Shared};
 use super::udp::log_query;
+use super::wire::Query;
 
 /// Answers queued per connection before the reader waits for the writer.
 const QUEUE: usize = 64;
@@ -83,14 +83,17 @@ async fn read_queries(
             queries: 1,
             ..Tally::default()
         };
-        let reply = {
+        let (prepared, reply) = {
             let snap = shared.snapshot.load();
-            match respond(
+            let prepared = Prepared::new(&snap, &query);
+            let cfg = &shared.answer_cfg;
+            let reply = match respond_prepared(
                 &snap,
                 &query,
+                &prepared,
                 peer.ip(),
                 Transport::Tcp,
-                &shared.answer_cfg,
+                cfg,
                 &mut out,
             ) {
                 Outcome::Reply(r) => {
@@ -109,29 +112,35 @@ async fn read_queries(
                 }
                 Outcome::Forward => {
                     tally.forwarded += 1;
-                    let cached = shared.forwarder.as_ref().is_some_and(|f| {
-                        f.answer_from_cache(&query, forward::Transport::Tcp, &mut out)
-                    });
-                    if cached {
-                        Some(reply_of(&out))
-                    } else {
-                        let (shared, tx, query) = (shared.clone(), tx.clone(), query.clone());
-                        forwards.spawn(async move {
-                            let mut out = Vec::new();
-                            if let Some(r) = shared.forward(&query, Transport::Tcp, &mut out).await
-                            {
-                                finish(&shared, &query, peer, &r, start);
-                                let _ = tx.send(out).await;
-                            }
-                        });
-                        None
+                    match (&shared.forwarder, prepared.query()) {
+                        (Some(fwd), Some(q))
+                            if fwd.answer_from_cache(&query, q, Transport::Tcp, &mut out) =>
+                        {
+                            Some(reply_of(&out))
+                        }
+                        (Some(_), Some(q)) => {
+                            let (shared, tx) = (shared.clone(), tx.clone());
+                            let q = q.clone();
+                            forwards.spawn(async move {
+                                let mut out = Vec::new();
+                                let forwarded =
+                                    shared.forward(&query, &q, Transport::Tcp, &mut out);
+                                if let Some(r) = forwarded.await {
+                                    finish(&shared, Some(&q), peer, &r, start);
+                                    let _ = tx.send(out).await;
+                                }
+                            });
+                            None
+                        }
+                        _ => None,
                     }
                 }
-            }
+            };
+            (prepared, reply)
         };
         shared.metrics.add_tcp(&tally);
         if let Some(r) = reply {
-            finish(shared, &query, peer, &r, start);
+            finish(shared, prepared.query(), peer, &r, start);
             if tx.send(out).await.is_err() {
                 break;
             }
@@ -140,14 +149,14 @@ async fn read_queries(
     while forwards.join_next().await.is_some() {}
 }
 
-/// Counts and logs one answered query.
-fn finish(shared: &Shared, query: &[u8], peer: SocketAddr, r: &Reply, start: Instant) {
+/// Counts and logs one answered query (`q` as parsed, None when the packet was not a query).
+fn finish(shared: &Shared, q: Option<&Query>, peer: SocketAddr, r: &Reply, start: Instant) {
     let mut tally = Tally::default();
     tally.reply(r);
     tally.latency(start.elapsed(), 1);
     shared.metrics.add_tcp(&tally);
     if shared.config.query_log {
-        log_query(query, peer.ip(), r, "tcp");
+        log_query(q, peer.ip(), r, "tcp");
     }
 }
 

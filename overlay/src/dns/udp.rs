@@ -15,6 +15,7 @@ use tokio::runtime::Handle;
 use super::answer::{respond_prepared, Outcome, Prepared, Reply, Transport};
 use super::metrics::{Tally, ZoneCounts};
 use super::server::Shared;
+use super::wire::{name_to_string, Query};
 use super::Snapshot;
 
 /// Datagrams read per recvmmsg call.
@@ -271,13 +272,14 @@ pub(crate) fn serve(
                     }
                     Outcome::Forward => {
                         tally.forwarded += 1;
-                        shared.forward_udp(packet, peer, &socket, out, &rt)
+                        let q = prep.query();
+                        q.and_then(|q| shared.forward_udp(packet, q, peer, &socket, out, &rt))
                     }
                 };
                 if let Some(r) = reply {
                     tally.reply(&r);
                     if shared.config.query_log {
-                        log_query(packet, peer.ip(), &r, "udp");
+                        log_query(prep.query(), peer.ip(), &r, "udp");
                     }
                     b.queue(slots, i);
                     slots += 1;
@@ -295,11 +297,13 @@ pub(crate) fn serve(
     zones.flush(&shared);
 }
 
-/// One structured log line per query (only with query logging on).
-pub(crate) fn log_query(packet: &[u8], client: IpAddr, r: &Reply, transport: &'static str) {
-    let (name, qtype) = super::wire::parse_query(packet)
-        .map(|q| (super::wire::name_to_string(q.name()), q.qtype))
-        .unwrap_or_else(|_| (String::from("-"), 0));
+/// One structured log line per query (only with query logging on); `q` is the query as parsed
+/// for answering, None when the packet was not one.
+pub(crate) fn log_query(q: Option<&Query>, client: IpAddr, r: &Reply, transport: &'static str) {
+    let (name, qtype) = q.map_or_else(
+        || (String::from("-"), 0),
+        |q| (name_to_string(q.name()), q.qtype),
+    );
     tracing::info!(
         target: "shibafu::dns::query",
         %client, transport, name, qtype, rcode = r.rcode, answers = r.answers, truncated = r.truncated,

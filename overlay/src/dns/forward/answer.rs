@@ -1,11 +1,12 @@
-//! An upstream answer as the cache keeps it: TTLs clamped, negative TTL per RFC 2308, parsed
-//! records for `resolve`, and the encoded bytes with TTL offsets for the allocation-free
-//! cache-hit path. Pure: rendering takes the age in cache as a parameter.
+//! An upstream answer as the cache keeps it: TTLs clamped, negative TTL per RFC 2308, encoded
+//! once with the offsets of its TTLs, so every answer (a hit, or the miss that fetched it) is the
+//! cached bytes patched for the asker without allocating. Pure: rendering takes the age in cache
+//! as a parameter.
 
-use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Edns, Message, OpCode, Query as Question, ResponseCode};
 use hickory_proto::rr::{RData, Record};
 
-use super::wire::{ttl_offsets, WireQuery, HEADER_LEN};
+use crate::dns::wire::{push_opt, skip_name, ttl_offsets, Query, HEADER_LEN};
 
 /// The UDP payload size advertised in our OPT records (the DNS flag day 2020 value).
 pub const ADVERTISED_UDP_SIZE: u16 = 1232;
@@ -57,10 +58,8 @@ impl TtlMode {
 #[derive(Debug)]
 pub struct Answer {
     rcode: ResponseCode,
-    answers: Vec<Record>,
-    authorities: Vec<Record>,
-    additionals: Vec<Record>,
     wire: Box<[u8]>,
+    question_end: usize,
     ttl_offsets: Box<[u16]>,
     ttl: u32,
 }
@@ -70,7 +69,7 @@ impl Answer {
     /// should be lowercased: the encoded bytes carry it and hits patch in the asker's spelling.
     pub fn from_upstream(
         resp: &Message,
-        question: &Query,
+        question: &Question,
         clamp: TtlClamp,
     ) -> Result<Answer, AnswerError> {
         let clamped = |records: &[Record]| -> Vec<Record> {
@@ -109,20 +108,19 @@ impl Answer {
         msg.metadata.recursion_available = true;
         msg.metadata.response_code = resp.response_code;
         msg.add_query(question.clone());
-        msg.answers.clone_from(&answers);
-        msg.authorities.clone_from(&authorities);
-        msg.additionals.clone_from(&additionals);
+        msg.answers = answers;
+        msg.authorities = authorities;
+        msg.additionals = additionals;
         let wire = msg
             .to_vec()
             .map_err(|e| AnswerError::Encode(e.to_string()))?;
-        let offsets = ttl_offsets(&wire)
-            .ok_or_else(|| AnswerError::Encode("encoded answer does not parse".into()))?;
+        let unparsable = || AnswerError::Encode("encoded answer does not parse".into());
+        let offsets = ttl_offsets(&wire).ok_or_else(unparsable)?;
+        let question_end = skip_name(&wire, HEADER_LEN).ok_or_else(unparsable)? + 4;
         Ok(Answer {
             rcode: resp.response_code,
-            answers,
-            authorities,
-            additionals,
             wire: wire.into(),
+            question_end,
             ttl_offsets: offsets.into(),
             ttl,
         })
@@ -138,67 +136,36 @@ impl Answer {
         self.rcode
     }
 
-    /// The response to `query`: its id, flags and question as asked, RA set, TTLs per `ttl`.
-    pub fn to_message(&self, query: &Message, ttl: TtlMode) -> Message {
-        let render = |records: &[Record]| -> Vec<Record> {
-            records
-                .iter()
-                .map(|r| {
-                    let mut r = r.clone();
-                    r.ttl = ttl.apply(r.ttl);
-                    r
-                })
-                .collect()
-        };
-        let mut m = Message::response(query.id, query.op_code);
-        m.metadata.recursion_desired = query.recursion_desired;
-        m.metadata.checking_disabled = query.checking_disabled;
-        m.metadata.recursion_available = true;
-        m.metadata.response_code = self.rcode;
-        m.queries.clone_from(&query.queries);
-        m.answers = render(&self.answers);
-        m.authorities = render(&self.authorities);
-        m.additionals = render(&self.additionals);
-        m.edns = query
-            .edns
-            .as_ref()
-            .map(|e| response_edns(e.flags().dnssec_ok));
-        m
-    }
-
     /// Writes the response to the raw query `packet` (parsed as `q`) into `out`, reusing its
-    /// allocation. False when the asked question's length differs from the cached one's.
-    pub fn write_wire(
-        &self,
-        packet: &[u8],
-        q: &WireQuery,
-        ttl: TtlMode,
-        out: &mut Vec<u8>,
-    ) -> bool {
-        let (Some(asked), Some(cached)) = (
-            packet.get(q.question.clone()),
-            self.wire.get(q.question.clone()),
-        ) else {
+    /// allocation: the packet's id, RD and CD bits and question as asked, RA set, TTLs per `ttl`,
+    /// our OPT record when the query had one. False when the asked question's length differs
+    /// from the cached one's (never for a query of this answer's cache key).
+    pub fn write_wire(&self, packet: &[u8], q: &Query, ttl: TtlMode, out: &mut Vec<u8>) -> bool {
+        let (Some(header), Some(asked)) = (packet.get(..HEADER_LEN), packet.get(q.question()))
+        else {
             return false;
         };
-        if asked.len() != cached.len() {
+        if q.question_end != self.question_end {
             return false;
         }
         out.clear();
         out.extend_from_slice(&self.wire);
-        out[0..2].copy_from_slice(&q.id.to_be_bytes());
-        out[2] = 0x80 | u8::from(q.rd);
-        out[3] = 0x80 | if q.cd { 0x10 } else { 0 } | self.rcode.low();
-        out[q.question.clone()].copy_from_slice(asked);
+        out[0..2].copy_from_slice(&header[0..2]);
+        out[2] = 0x80 | (header[2] & 0x01);
+        out[3] = 0x80 | (header[3] & 0x10) | self.rcode.low();
+        out[q.question()].copy_from_slice(asked);
         for &off in self.ttl_offsets.iter() {
             let at = usize::from(off);
             let stored = u32::from_be_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]);
             out[at..at + 4].copy_from_slice(&ttl.apply(stored).to_be_bytes());
         }
         if let Some(edns) = q.edns {
-            let [hi, lo] = ADVERTISED_UDP_SIZE.to_be_bytes();
-            let flags = if edns.dnssec_ok { 0x80 } else { 0 };
-            out.extend_from_slice(&[0, 0, 41, hi, lo, 0, 0, flags, 0, 0, 0]);
+            push_opt(
+                out,
+                ADVERTISED_UDP_SIZE,
+                u16::from(self.rcode),
+                edns.dnssec_ok,
+            );
             let arcount = u16::from_be_bytes([out[10], out[11]]).wrapping_add(1);
             out[10..HEADER_LEN].copy_from_slice(&arcount.to_be_bytes());
         }
@@ -217,7 +184,7 @@ pub fn response_edns(dnssec_ok: bool) -> Edns {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::forward::wire::parse_query;
+    use crate::dns::wire::parse_query;
     use hickory_proto::rr::rdata::{A, SOA};
     use hickory_proto::rr::{Name, RecordType};
 
@@ -256,8 +223,8 @@ mod tests {
         m
     }
 
-    fn question() -> Query {
-        Query::query(name("www.test."), RecordType::A)
+    fn question() -> Question {
+        Question::query(name("www.test."), RecordType::A)
     }
 
     fn build(m: &Message, clamp: TtlClamp) -> Answer {
@@ -267,9 +234,22 @@ mod tests {
     fn query(qname: &str, edns: Option<Edns>) -> Message {
         let mut q = Message::query();
         q.metadata.recursion_desired = true;
-        q.add_query(Query::query(name(qname), RecordType::A));
+        q.add_query(Question::query(name(qname), RecordType::A));
         q.edns = edns;
         q
+    }
+
+    /// The answer rendered for `q` (encoded and parsed as the server does), decoded.
+    fn render(ans: &Answer, q: &Message, ttl: TtlMode) -> Message {
+        let packet = q.to_vec().expect("encode");
+        let parsed = parse_query(&packet).expect("a plain query");
+        let mut out = vec![0xaa; 3];
+        assert!(ans.write_wire(&packet, &parsed, ttl, &mut out));
+        Message::from_vec(&out).expect("decodes")
+    }
+
+    fn fresh(ans: &Answer) -> Message {
+        render(ans, &query("www.test.", None), TtlMode::Aged(0))
     }
 
     #[test]
@@ -291,7 +271,7 @@ mod tests {
         );
         let ans = build(&m, TtlClamp { min: 30, max: 3600 });
         assert_eq!(ans.ttl(), 30);
-        let ttls: Vec<u32> = ans.answers.iter().map(|r| r.ttl).collect();
+        let ttls: Vec<u32> = fresh(&ans).answers.iter().map(|r| r.ttl).collect();
         assert_eq!(ttls, [30, 3600]);
     }
 
@@ -300,7 +280,7 @@ mod tests {
         let nx = upstream(ResponseCode::NXDomain, vec![], vec![soa(3600, 60)]);
         let ans = build(&nx, WIDE);
         assert_eq!((ans.ttl(), ans.rcode()), (60, ResponseCode::NXDomain));
-        assert_eq!(ans.authorities[0].ttl, 60);
+        assert_eq!(fresh(&ans).authorities[0].ttl, 60);
         let nodata = upstream(ResponseCode::NoError, vec![], vec![soa(20, 60)]);
         assert_eq!(build(&nodata, WIDE).ttl(), 20);
         assert_eq!(build(&nodata, TtlClamp { min: 45, max: 50 }).ttl(), 45);
@@ -319,47 +299,55 @@ mod tests {
     }
 
     #[test]
-    fn message_rendering_echoes_the_query_and_ages_ttls() {
+    fn rendering_echoes_the_query_and_ages_ttls() {
         let ans = build(
             &upstream(ResponseCode::NoError, vec![a("www.test.", 300, 1)], vec![]),
             WIDE,
         );
-        let q = query("WwW.TeSt.", None);
-        let r = ans.to_message(&q, TtlMode::Aged(100));
+        let mut q = query("WwW.TeSt.", None);
+        q.metadata.checking_disabled = true;
+        let r = render(&ans, &q, TtlMode::Aged(100));
         assert_eq!(r.metadata.id, q.metadata.id);
         assert!(r.metadata.recursion_available && r.metadata.recursion_desired);
-        assert!(!r.metadata.authoritative);
-        assert!(r.queries[0].name().eq_ignore_root_case(&name("WwW.TeSt.")));
+        assert!(r.metadata.checking_disabled);
+        assert!(!r.metadata.authoritative && !r.metadata.truncation);
+        assert_eq!(r.queries[0].name().to_ascii(), "WwW.TeSt.");
         assert_eq!(r.answers[0].ttl, 200);
         assert!(r.edns.is_none());
-        assert_eq!(ans.to_message(&q, TtlMode::Aged(400)).answers[0].ttl, 0);
-        assert_eq!(ans.to_message(&q, TtlMode::Stale).answers[0].ttl, STALE_TTL);
+        assert_eq!(render(&ans, &q, TtlMode::Aged(400)).answers[0].ttl, 0);
+        assert_eq!(render(&ans, &q, TtlMode::Stale).answers[0].ttl, STALE_TTL);
     }
 
     #[test]
-    fn wire_rendering_matches_message_rendering() {
-        let upstream_msg = upstream(ResponseCode::NXDomain, vec![], vec![soa(3600, 900)]);
-        let ans = build(&upstream_msg, WIDE);
+    fn rendering_adds_our_opt_and_keeps_the_rcode() {
+        let ans = build(
+            &upstream(ResponseCode::NXDomain, vec![], vec![soa(3600, 900)]),
+            WIDE,
+        );
         let mut edns = Edns::new();
-        edns.set_max_payload(4096).set_dnssec_ok(false);
-        for edns in [None, Some(edns)] {
-            let q = query("WWW.test.", edns);
-            let packet = q.to_vec().expect("encode");
-            let parsed = parse_query(&packet).expect("plain query");
-            let mut out = vec![0xaa; 3];
-            assert!(ans.write_wire(&packet, &parsed, TtlMode::Aged(7), &mut out));
-            let from_wire = Message::from_vec(&out).expect("decodes");
-            let from_msg = ans.to_message(&q, TtlMode::Aged(7));
-            assert_eq!(from_wire.metadata, from_msg.metadata);
-            assert!(from_wire.queries[0]
-                .name()
-                .eq_ignore_root_case(&name("WWW.test.")));
-            assert_eq!(from_wire.authorities, from_msg.authorities);
-            assert_eq!(from_wire.authorities[0].ttl, 893);
-            assert_eq!(
-                from_wire.edns.map(|e| e.max_payload()),
-                from_msg.edns.map(|e| e.max_payload())
-            );
-        }
+        edns.set_max_payload(4096).set_dnssec_ok(true);
+        let r = render(&ans, &query("WWW.test.", Some(edns)), TtlMode::Aged(7));
+        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(r.authorities[0].ttl, 893);
+        let opt = r.edns.expect("OPT");
+        assert_eq!(opt.max_payload(), ADVERTISED_UDP_SIZE);
+        assert!(opt.flags().dnssec_ok);
+        assert_eq!(opt.version(), 0);
+    }
+
+    #[test]
+    fn a_question_of_another_length_is_not_rendered() {
+        let ans = build(
+            &upstream(ResponseCode::NoError, vec![a("www.test.", 300, 1)], vec![]),
+            WIDE,
+        );
+        let mut out = Vec::new();
+        let longer = query("www2.test.", None).to_vec().expect("encode");
+        let parsed = parse_query(&longer).expect("a plain query");
+        assert!(!ans.write_wire(&longer, &parsed, TtlMode::Aged(0), &mut out));
+        let same = query("WWW.test.", None).to_vec().expect("encode");
+        let parsed = parse_query(&same).expect("a plain query");
+        assert!(!ans.write_wire(&same[..20], &parsed, TtlMode::Aged(0), &mut out));
+        assert!(ans.write_wire(&same, &parsed, TtlMode::Aged(0), &mut out));
     }
 }

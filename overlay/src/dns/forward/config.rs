@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::wire::suffixes;
+use super::key::suffixes;
 
 /// Forwarding and cache settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,11 @@
 //! Forwarding: conditional and default upstreams, TTL cache, in-flight coalescing, serve-stale.
 //!
-//! [`Forwarder::resolve`] answers a parsed query; [`Forwarder::answer_from_cache`] answers a raw
-//! query packet from a fresh cache entry without allocating, for the server's UDP loop. Both
-//! echo the asker's id and question spelling, set RA and age TTLs by the time spent in cache.
+//! The server hands over a query it parsed once (a `wire::Query` with the packet it came from):
+//! [`Forwarder::answer_from_cache`] answers it from a fresh cache entry without allocating;
+//! [`Forwarder::resolve`] answers it from the cache, an in-flight query, the upstreams or stale.
+//! Both key the cache from the parsed query, never parse the packet again, and write the same
+//! bytes: the cached answer patched with the asker's id, flags and question spelling, RA set and
+//! TTLs aged by the time spent in cache.
 
 mod answer;
 mod cache;
@@ -10,17 +13,18 @@ mod coalesce;
 mod config;
 #[cfg(test)]
 mod fake_upstream;
+mod key;
 mod stats;
 #[cfg(test)]
 mod tests;
 mod upstream;
-mod wire;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, OpCode, Query};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::op::Query as Question;
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hickory_proto::serialize::binary::BinDecodable;
 
 pub use answer::{ADVERTISED_UDP_SIZE, STALE_TTL};
 pub use config::{ConfigError, ForwardConfig};
@@ -31,8 +35,10 @@ use answer::{Answer, TtlClamp, TtlMode};
 use cache::{Cache, Lookup};
 use coalesce::{follow, InFlight, Role};
 use config::Routes;
+use key::Key;
 use stats::{Counters, TryOutcome};
-use wire::Key;
+
+use crate::dns::wire::{name_to_string, response_limit, rtype, Query, Transport};
 
 /// Caches at least this large are split into shards with their own locks.
 const SHARDED_FROM: usize = 1024;
@@ -58,18 +64,13 @@ pub enum ForwardError {
         #[source]
         last: UpstreamError,
     },
+    /// The cached answer's question is not as long as the query's (answer SERVFAIL); cannot
+    /// happen for a query of the answer's cache key.
+    #[error("the cached answer for {0} does not fit the query's question")]
+    Mismatch(String),
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-}
-
-/// Transport a raw query arrived on; UDP answers must fit the asker's payload size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// Datagram: at most 512 bytes, or the EDNS payload size up to [`ADVERTISED_UDP_SIZE`].
-    Udp,
-    /// Stream: any size.
-    Tcp,
 }
 
 type Outcome = Result<Arc<Answer>, ForwardError>;
@@ -140,57 +141,49 @@ impl Forwarder {
         Key::name_only(qname).is_some_and(|k| self.inner.routes.route(k.name()).is_some())
     }
 
-    /// Answers `query` from the cache or its upstreams: the response carries the query's id,
-    /// RD/CD bits and question as asked, RA set, an OPT record when the query had one.
-    pub async fn resolve(&self, query: &Message) -> Result<Message, ForwardError> {
-        let [question] = query.queries.as_slice() else {
-            return Err(ForwardError::BadQuery("exactly one question is required"));
-        };
-        if query.metadata.op_code != OpCode::Query {
-            return Err(ForwardError::BadQuery(
-                "only standard queries are forwarded",
-            ));
-        }
-        if matches!(
-            question.query_type(),
-            RecordType::AXFR | RecordType::IXFR | RecordType::OPT
-        ) {
+    /// Answers the query `q`, parsed from `packet`, from the cache or its upstreams into `out`
+    /// (replacing its contents): the packet's id, RD/CD bits and question as asked, RA set, an
+    /// OPT record when the query had one. Call it only for queries the server's own answering
+    /// handed over (`Outcome::Forward`).
+    pub(crate) async fn resolve(
+        &self,
+        packet: &[u8],
+        q: &Query,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ForwardError> {
+        if matches!(q.qtype, rtype::AXFR | rtype::IXFR | rtype::OPT) {
             return Err(ForwardError::BadQuery(
                 "zone transfers and OPT questions are not forwarded",
             ));
         }
-        let dnssec_ok = query.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
-        let key =
-            Key::from_query(question, dnssec_ok).ok_or(ForwardError::BadQuery("name too long"))?;
-        let (answer, mode) = self.inner.answer(question, &key, dnssec_ok).await?;
-        Ok(answer.to_message(query, mode))
+        let key = Key::of(q);
+        let (answer, mode) = self.inner.answer(q, &key).await?;
+        if answer.write_wire(packet, q, mode, out) {
+            Ok(())
+        } else {
+            Err(ForwardError::Mismatch(name_to_string(key.name())))
+        }
     }
 
-    /// Answers the raw query `packet` from a fresh cache entry into `out` (replacing its
-    /// contents, reusing its allocation; nothing else is allocated). False when it cannot: not
-    /// cached or stale, a query shape it does not handle, or too large for UDP; then `out` holds
-    /// nothing useful and the caller uses [`Self::resolve`]. Call it only for names outside the
-    /// server's own zones.
-    pub fn answer_from_cache(
+    /// Answers the query `q`, parsed from `packet`, from a fresh cache entry into `out`
+    /// (replacing its contents, reusing its allocation; nothing else is allocated). False when it
+    /// cannot: not cached or stale, or too large for UDP; then `out` holds nothing useful and the
+    /// caller uses [`Self::resolve`]. Call it only for queries handed over as for `resolve`.
+    pub(crate) fn answer_from_cache(
         &self,
         packet: &[u8],
+        q: &Query,
         transport: Transport,
         out: &mut Vec<u8>,
     ) -> bool {
-        let Some(q) = wire::parse_query(packet) else {
-            return false;
-        };
-        let limit = match (transport, q.edns) {
-            (Transport::Tcp, _) => usize::from(u16::MAX),
-            (Transport::Udp, None) => 512,
-            (Transport::Udp, Some(e)) => usize::from(e.payload.clamp(512, ADVERTISED_UDP_SIZE)),
-        };
+        let key = Key::of(q);
+        let limit = response_limit(transport, q.edns, ADVERTISED_UDP_SIZE);
         let now = self.inner.clock.now();
-        let mut shard = self.inner.shard(q.key.as_bytes());
-        let Lookup::Fresh { value, age } = shard.cache.get(q.key.as_bytes(), now) else {
+        let mut shard = self.inner.shard(key.as_bytes());
+        let Lookup::Fresh { value, age } = shard.cache.get(key.as_bytes(), now) else {
             return false;
         };
-        if !value.write_wire(packet, &q, TtlMode::Aged(age), out) || out.len() > limit {
+        if !value.write_wire(packet, q, TtlMode::Aged(age), out) || out.len() > limit {
             return false;
         }
         shard.hits += 1;
@@ -220,18 +213,13 @@ impl Inner {
         lock(&self.shards[shard_index(key, self.shards.len())])
     }
 
-    /// The answer for `question` and how to render its TTLs; from the cache, the in-flight
-    /// query, the upstreams, or stale.
-    async fn answer(
-        &self,
-        question: &Query,
-        key: &Key,
-        dnssec_ok: bool,
-    ) -> Result<(Arc<Answer>, TtlMode), ForwardError> {
+    /// The answer for `q` (whose cache key is `key`) and how to render its TTLs; from the cache,
+    /// the in-flight query, the upstreams, or stale.
+    async fn answer(&self, q: &Query, key: &Key) -> Result<(Arc<Answer>, TtlMode), ForwardError> {
         let route = self
             .routes
             .route(key.name())
-            .ok_or_else(|| ForwardError::NoRoute(question.name().to_string()))?;
+            .ok_or_else(|| ForwardError::NoRoute(name_to_string(key.name())))?;
         loop {
             let stale = {
                 let mut shard = self.shard(key.as_bytes());
@@ -249,13 +237,13 @@ impl Inner {
                 stale
             };
             let stale = match stale {
-                Some((value, false)) => return Ok(self.serve_stale(question, value)),
+                Some((value, false)) => return Ok(self.serve_stale(q, value)),
                 Some((value, true)) => Some(value),
                 None => None,
             };
             let outcome = match self.in_flight.join(key.as_bytes()) {
                 Role::Leader(lead) => {
-                    let outcome = self.ask_upstreams(question, dnssec_ok, route).await;
+                    let outcome = self.ask_upstreams(q, route).await;
                     let mut shard = self.shard(key.as_bytes());
                     let now = self.clock.now();
                     match &outcome {
@@ -279,22 +267,28 @@ impl Inner {
             };
             return match (outcome, stale) {
                 (Ok(answer), _) => Ok((answer, TtlMode::Aged(0))),
-                (Err(_), Some(value)) => Ok(self.serve_stale(question, value)),
+                (Err(_), Some(value)) => Ok(self.serve_stale(q, value)),
                 (Err(e), None) => Err(e),
             };
         }
     }
 
-    fn serve_stale(&self, question: &Query, value: Arc<Answer>) -> (Arc<Answer>, TtlMode) {
+    fn serve_stale(&self, q: &Query, value: Arc<Answer>) -> (Arc<Answer>, TtlMode) {
         self.counters.stale_served();
-        tracing::debug!(qname = %question.name(), qtype = %question.query_type(), outcome = "stale", "served stale answer");
+        tracing::debug!(qname = %name_to_string(q.name()), qtype = %RecordType::from(q.qtype), outcome = "stale", "served stale answer");
         (value, TtlMode::Stale)
     }
 
     /// Tries the route's upstreams in order until one gives a usable answer.
-    async fn ask_upstreams(&self, question: &Query, dnssec_ok: bool, route: &[usize]) -> Outcome {
-        let mut asked = Query::query(question.name().to_lowercase(), question.query_type());
-        asked.set_query_class(question.query_class());
+    async fn ask_upstreams(&self, q: &Query, route: &[usize]) -> Outcome {
+        // The upstream request is a hickory message, so the question name (already lowercased
+        // by the parser) is decoded into a hickory Name here, once per miss. The asker's packet
+        // is never decoded by hickory.
+        let name = Name::from_bytes(q.name())
+            .map_err(|_| ForwardError::BadQuery("the question name cannot be sent upstream"))?;
+        let mut asked = Question::query(name, RecordType::from(q.qtype));
+        asked.set_query_class(DNSClass::from(q.qclass));
+        let dnssec_ok = q.dnssec_ok();
         let mut last = UpstreamError::Io("no upstream tried".into());
         for &i in route {
             let Some(&addr) = self.routes.upstreams().get(i) else {
@@ -332,7 +326,7 @@ impl Inner {
             }
         }
         Err(ForwardError::AllFailed {
-            qname: question.name().to_string(),
+            qname: asked.name().to_string(),
             tried: route.len(),
             last,
         })

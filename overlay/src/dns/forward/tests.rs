@@ -4,11 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::op::{Edns, Message, Query as Question, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 
 use super::fake_upstream::{a, name, table, Behaviour, FakeUpstream, Table};
 use super::*;
+use crate::dns::wire::{parse_query, Reject};
 
 const NO_DELAY: Duration = Duration::ZERO;
 
@@ -27,8 +28,24 @@ fn config(upstreams: &[&FakeUpstream]) -> ForwardConfig {
 fn query(qname: &str) -> Message {
     let mut q = Message::query();
     q.metadata.recursion_desired = true;
-    q.add_query(Query::query(name(qname), RecordType::A));
+    q.add_query(Question::query(name(qname), RecordType::A));
     q
+}
+
+/// Resolves `q` the way the server hands a query over: encoded, parsed once, answered as bytes,
+/// which are decoded here.
+async fn resolve(fwd: &Forwarder, q: &Message) -> Result<Message, ForwardError> {
+    let packet = q.to_vec().expect("encode");
+    let parsed = parse_query(&packet).expect("a query the server answers");
+    let mut out = Vec::new();
+    fwd.resolve(&packet, &parsed, &mut out).await?;
+    Ok(Message::from_vec(&out).expect("decodes"))
+}
+
+/// [`Forwarder::answer_from_cache`] for raw bytes, parsed as the server does.
+fn from_cache(fwd: &Forwarder, packet: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
+    let parsed = parse_query(packet).expect("a query the server answers");
+    fwd.answer_from_cache(packet, &parsed, transport, out)
 }
 
 fn first_a(m: &Message) -> Option<[u8; 4]> {
@@ -51,7 +68,7 @@ async fn forwards_caches_and_echoes_the_question_as_asked() {
     let up = FakeUpstream::start(www(), Behaviour::Answer, NO_DELAY).await;
     let fwd = Forwarder::new(config(&[&up]));
     let q = query("WwW.Example.TEST.");
-    let r = fwd.resolve(&q).await.expect("answer");
+    let r = resolve(&fwd, &q).await.expect("answer");
     assert_eq!(r.metadata.id, q.metadata.id);
     assert!(r.metadata.recursion_available && r.metadata.recursion_desired);
     assert!(r.queries[0]
@@ -60,8 +77,7 @@ async fn forwards_caches_and_echoes_the_question_as_asked() {
     assert_eq!((first_a(&r), r.answers[0].ttl), (Some([10, 0, 0, 1]), 300));
 
     fwd.advance_clock(Duration::from_secs(10));
-    let again = fwd
-        .resolve(&query("www.example.test."))
+    let again = resolve(&fwd, &query("www.example.test."))
         .await
         .expect("cached");
     assert_eq!(again.answers[0].ttl, 290);
@@ -74,21 +90,19 @@ async fn forwards_caches_and_echoes_the_question_as_asked() {
 async fn nxdomain_is_cached_for_the_soa_minimum() {
     let up = FakeUpstream::start(www(), Behaviour::Answer, NO_DELAY).await;
     let fwd = Forwarder::new(config(&[&up]));
-    let r = fwd
-        .resolve(&query("nope.example.test."))
+    let r = resolve(&fwd, &query("nope.example.test."))
         .await
         .expect("answer");
     assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
     assert_eq!(r.authorities[0].ttl, 60);
     fwd.advance_clock(Duration::from_secs(59));
-    let cached = fwd
-        .resolve(&query("nope.example.test."))
+    let cached = resolve(&fwd, &query("nope.example.test."))
         .await
         .expect("answer");
     assert_eq!(cached.authorities[0].ttl, 1);
     assert_eq!(up.udp_queries(), 1);
     fwd.advance_clock(Duration::from_secs(1));
-    fwd.resolve(&query("nope.example.test."))
+    resolve(&fwd, &query("nope.example.test."))
         .await
         .expect("answer");
     assert_eq!(up.udp_queries(), 2);
@@ -114,7 +128,7 @@ async fn conditional_forwarders_longest_label_wise_suffix_wins() {
         ("other.test.", &default),
     ] {
         let before = target.udp_queries();
-        fwd.resolve(&query(qname)).await.expect("answer");
+        resolve(&fwd, &query(qname)).await.expect("answer");
         assert_eq!(
             target.udp_queries(),
             before + 1,
@@ -131,7 +145,7 @@ async fn conditional_forwarders_longest_label_wise_suffix_wins() {
     assert!(zones_only.has_route(&name("X.CORP.example.")));
     assert!(!zones_only.has_route(&name("xcorp.example.")));
     assert_eq!(
-        zones_only.resolve(&query("other.test.")).await,
+        resolve(&zones_only, &query("other.test.")).await,
         Err(ForwardError::NoRoute("other.test.".into()))
     );
 }
@@ -150,7 +164,7 @@ async fn identical_concurrent_queries_share_one_upstream_query() {
         } else {
             "WWW.EXAMPLE.TEST."
         };
-        tokio::spawn(async move { fwd.resolve(&query(qname)).await })
+        tokio::spawn(async move { resolve(&fwd, &query(qname)).await })
     });
     for r in futures::future::join_all(asks).await {
         let r = r.expect("task").expect("answer");
@@ -165,8 +179,7 @@ async fn silent_upstream_times_out_and_the_next_one_answers() {
     let silent = FakeUpstream::start(www(), Behaviour::Silent, NO_DELAY).await;
     let good = FakeUpstream::start(www(), Behaviour::Answer, NO_DELAY).await;
     let fwd = Forwarder::new(config(&[&silent, &good]));
-    let r = fwd
-        .resolve(&query("www.example.test."))
+    let r = resolve(&fwd, &query("www.example.test."))
         .await
         .expect("answer");
     assert_eq!(first_a(&r), Some([10, 0, 0, 1]));
@@ -184,8 +197,7 @@ async fn servfail_and_refused_fail_over_and_exhaustion_is_an_error() {
         FakeUpstream::start(www(), Behaviour::Rcode(ResponseCode::Refused), NO_DELAY).await;
     let good = FakeUpstream::start(www(), Behaviour::Answer, NO_DELAY).await;
     let fwd = Forwarder::new(config(&[&servfail, &refused, &good]));
-    let r = fwd
-        .resolve(&query("www.example.test."))
+    let r = resolve(&fwd, &query("www.example.test."))
         .await
         .expect("answer");
     assert_eq!(first_a(&r), Some([10, 0, 0, 1]));
@@ -193,7 +205,7 @@ async fn servfail_and_refused_fail_over_and_exhaustion_is_an_error() {
     assert_eq!(upstream_stats(&fwd, refused.addr).failures, 1);
 
     let failing = Forwarder::new(config(&[&servfail, &refused]));
-    match failing.resolve(&query("www.example.test.")).await {
+    match resolve(&failing, &query("www.example.test.")).await {
         Err(ForwardError::AllFailed { tried: 2, last, .. }) => {
             assert_eq!(last, UpstreamError::Rcode(ResponseCode::Refused));
         }
@@ -205,8 +217,7 @@ async fn servfail_and_refused_fail_over_and_exhaustion_is_an_error() {
 async fn truncated_udp_answer_is_retried_over_tcp() {
     let up = FakeUpstream::start(www(), Behaviour::TruncateUdp, NO_DELAY).await;
     let fwd = Forwarder::new(config(&[&up]));
-    let r = fwd
-        .resolve(&query("www.example.test."))
+    let r = resolve(&fwd, &query("www.example.test."))
         .await
         .expect("answer");
     assert_eq!(first_a(&r), Some([10, 0, 0, 1]));
@@ -224,21 +235,20 @@ async fn stale_answer_is_served_for_a_bounded_time_when_upstreams_die() {
         stale_for: Duration::from_secs(600),
         ..config(&[&up])
     });
-    fwd.resolve(&query("www.example.test."))
+    resolve(&fwd, &query("www.example.test."))
         .await
         .expect("answer");
     up.stop().await;
     fwd.advance_clock(Duration::from_secs(301));
 
-    let stale = fwd
-        .resolve(&query("www.example.test."))
+    let stale = resolve(&fwd, &query("www.example.test."))
         .await
         .expect("stale answer");
     assert_eq!(first_a(&stale), Some([10, 0, 0, 1]));
     assert_eq!(stale.answers[0].ttl, STALE_TTL);
     assert_eq!(upstream_stats(&fwd, addr).queries, 2);
     // Within the failure-recheck time the stale answer comes without asking upstream again.
-    fwd.resolve(&query("www.example.test."))
+    resolve(&fwd, &query("www.example.test."))
         .await
         .expect("stale answer");
     assert_eq!(upstream_stats(&fwd, addr).queries, 2);
@@ -246,7 +256,7 @@ async fn stale_answer_is_served_for_a_bounded_time_when_upstreams_die() {
 
     fwd.advance_clock(Duration::from_secs(600));
     assert!(matches!(
-        fwd.resolve(&query("www.example.test.")).await,
+        resolve(&fwd, &query("www.example.test.")).await,
         Err(ForwardError::AllFailed { .. })
     ));
 }
@@ -255,8 +265,7 @@ async fn stale_answer_is_served_for_a_bounded_time_when_upstreams_die() {
 async fn answers_with_wrong_id_or_question_are_ignored() {
     let up = FakeUpstream::start(www(), Behaviour::SpoofFirst, NO_DELAY).await;
     let fwd = Forwarder::new(config(&[&up]));
-    let r = fwd
-        .resolve(&query("www.example.test."))
+    let r = resolve(&fwd, &query("www.example.test."))
         .await
         .expect("answer");
     assert_eq!(first_a(&r), Some([10, 0, 0, 1]));
@@ -269,8 +278,7 @@ async fn malformed_answer_fails_that_upstream_over_to_the_next() {
     let junk = FakeUpstream::start(www(), Behaviour::Garbage, NO_DELAY).await;
     let good = FakeUpstream::start(www(), Behaviour::Answer, NO_DELAY).await;
     let fwd = Forwarder::new(config(&[&junk, &good]));
-    let r = fwd
-        .resolve(&query("www.example.test."))
+    let r = resolve(&fwd, &query("www.example.test."))
         .await
         .expect("answer");
     assert_eq!(first_a(&r), Some([10, 0, 0, 1]));
@@ -287,13 +295,13 @@ async fn raw_cache_hits_patch_id_question_ttl_and_opt() {
     edns.set_max_payload(1400);
     q.edns = Some(edns);
     let packet = q.to_vec().expect("encode");
-    assert!(!fwd.answer_from_cache(&packet, Transport::Udp, &mut out));
+    assert!(!from_cache(&fwd, &packet, Transport::Udp, &mut out));
 
-    fwd.resolve(&query("www.example.test."))
+    resolve(&fwd, &query("www.example.test."))
         .await
         .expect("answer");
     fwd.advance_clock(Duration::from_secs(100));
-    assert!(fwd.answer_from_cache(&packet, Transport::Udp, &mut out));
+    assert!(from_cache(&fwd, &packet, Transport::Udp, &mut out));
     let r = Message::from_vec(&out).expect("decodes");
     assert_eq!(r.metadata.id, q.metadata.id);
     assert!(r.metadata.recursion_available && r.metadata.recursion_desired);
@@ -313,15 +321,14 @@ async fn raw_path_leaves_oversized_udp_answers_to_the_general_path() {
         .collect();
     let up = FakeUpstream::start(table(many), Behaviour::Answer, NO_DELAY).await;
     let fwd = Forwarder::new(config(&[&up]));
-    let r = fwd
-        .resolve(&query("big.example.test."))
+    let r = resolve(&fwd, &query("big.example.test."))
         .await
         .expect("answer");
     assert_eq!(r.answers.len(), 40);
     let packet = query("big.example.test.").to_vec().expect("encode");
     let mut out = Vec::new();
-    assert!(!fwd.answer_from_cache(&packet, Transport::Udp, &mut out));
-    assert!(fwd.answer_from_cache(&packet, Transport::Tcp, &mut out));
+    assert!(!from_cache(&fwd, &packet, Transport::Udp, &mut out));
+    assert!(from_cache(&fwd, &packet, Transport::Tcp, &mut out));
     assert_eq!(Message::from_vec(&out).expect("decodes").answers.len(), 40);
 }
 
@@ -329,18 +336,19 @@ async fn raw_path_leaves_oversized_udp_answers_to_the_general_path() {
 async fn queries_it_cannot_forward_are_errors() {
     let up = FakeUpstream::start(www(), Behaviour::Answer, NO_DELAY).await;
     let fwd = Forwarder::new(config(&[&up]));
+    // Two questions never reach the forwarder: the one parser answers them FORMERR.
     let mut two = query("a.test.");
-    two.add_query(Query::query(name("b.test."), RecordType::A));
-    assert!(matches!(
-        fwd.resolve(&two).await,
-        Err(ForwardError::BadQuery(_))
-    ));
-    let mut axfr = Message::query();
-    axfr.add_query(Query::query(name("example.test."), RecordType::AXFR));
-    assert!(matches!(
-        fwd.resolve(&axfr).await,
-        Err(ForwardError::BadQuery(_))
-    ));
+    two.add_query(Question::query(name("b.test."), RecordType::A));
+    let packet = two.to_vec().expect("encode");
+    assert!(matches!(parse_query(&packet), Err(Reject::FormErr)));
+    for ty in [RecordType::AXFR, RecordType::IXFR, RecordType::OPT] {
+        let mut m = Message::query();
+        m.add_query(Question::query(name("example.test."), ty));
+        assert!(
+            matches!(resolve(&fwd, &m).await, Err(ForwardError::BadQuery(_))),
+            "{ty}"
+        );
+    }
     assert!(!Forwarder::new(ForwardConfig::default()).has_route(&name("a.test.")));
     assert_eq!(up.udp_queries(), 0);
 }

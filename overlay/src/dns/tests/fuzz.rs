@@ -1,5 +1,6 @@
 //! Property tests: random and mutated packets never panic the engine, and every packet with a
-//! readable query header gets a parseable response carrying its id.
+//! readable query header gets a parseable response carrying its id. The one query parser keeps
+//! its promises on the same packets, and reads well-formed questions as hickory does.
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
@@ -7,6 +8,7 @@ use proptest::prelude::*;
 
 use super::{ask_raw, query, sample, with_edns};
 use crate::dns::answer::Transport;
+use crate::dns::wire::{label_starts, parse_query, Edns, MAX_NAME};
 use crate::dns::Snapshot;
 
 fn shared() -> &'static Snapshot {
@@ -62,6 +64,44 @@ fn check(snap: &Snapshot, packet: &[u8], transport: Transport) -> Result<(), Tes
     Ok(())
 }
 
+/// What the parser promises of every query it returns (bounds, the lowercased name and its key),
+/// checked against hickory's decoder where that decodes the packet too.
+fn check_parse(p: &[u8]) -> Result<(), TestCaseError> {
+    let Ok(q) = parse_query(p) else {
+        return Ok(());
+    };
+    prop_assert!(q.question_end <= p.len() && q.name_len <= MAX_NAME);
+    prop_assert_eq!(q.key().len(), q.name_len + 2);
+    prop_assert_eq!(&q.key()[q.name_len..], &q.qtype.to_be_bytes()[..]);
+    prop_assert_eq!(q.name(), p[q.question()][..q.name_len].to_ascii_lowercase());
+    let Ok(m) = Message::from_vec(p) else {
+        return Ok(());
+    };
+    prop_assert_eq!(m.queries.len(), 1);
+    let theirs = &m.queries[0];
+    let labels: Vec<Vec<u8>> = theirs
+        .name()
+        .iter()
+        .map(|l| l.to_ascii_lowercase())
+        .collect();
+    let name = q.name();
+    let ours: Vec<Vec<u8>> = label_starts(name)
+        .map(|s| name[s + 1..s + 1 + usize::from(name[s])].to_vec())
+        .collect();
+    prop_assert_eq!(labels, ours);
+    prop_assert_eq!(u16::from(theirs.query_type()), q.qtype);
+    prop_assert_eq!(u16::from(theirs.query_class()), q.qclass);
+    // hickory reads payloads below 512 as 512 (RFC 6891).
+    let edns = |e: Option<Edns>| e.map(|e| (e.payload.max(512), e.version, e.dnssec_ok));
+    let their_edns = m.edns.as_ref().map(|e| Edns {
+        payload: e.max_payload(),
+        version: e.version(),
+        dnssec_ok: e.flags().dnssec_ok,
+    });
+    prop_assert_eq!(edns(q.edns), edns(their_edns));
+    Ok(())
+}
+
 #[derive(Debug, Clone)]
 enum Mutation {
     Set(usize, u8),
@@ -82,6 +122,7 @@ proptest! {
 
     #[test]
     fn random_packets_never_panic(packet in proptest::collection::vec(any::<u8>(), 0..600), tcp in any::<bool>()) {
+        check_parse(&packet)?;
         check(shared(), &packet, if tcp { Transport::Tcp } else { Transport::Udp })?;
     }
 
@@ -100,6 +141,33 @@ proptest! {
                 Mutation::Insert(i, b) => packet.insert(i % (packet.len() + 1), b),
             }
         }
+        check_parse(&packet)?;
         check(shared(), &packet, if tcp { Transport::Tcp } else { Transport::Udp })?;
+    }
+
+    #[test]
+    fn well_formed_questions_are_read_as_hickory_reads_them(
+        labels in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..64), 0..4),
+        qtype in any::<u16>(),
+        qclass in any::<u16>(),
+        edns in proptest::option::of((any::<u16>(), any::<u8>(), any::<bool>())),
+    ) {
+        let mut p = vec![0x12, 0x34, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())];
+        for l in &labels {
+            p.push(l.len() as u8);
+            p.extend_from_slice(l);
+        }
+        p.push(0);
+        p.extend_from_slice(&qtype.to_be_bytes());
+        p.extend_from_slice(&qclass.to_be_bytes());
+        if let Some((payload, version, dnssec_ok)) = edns {
+            p.extend_from_slice(&[0, 0, 41]);
+            p.extend_from_slice(&payload.to_be_bytes());
+            p.extend_from_slice(&[0, version, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+        }
+        let q = parse_query(&p).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+        prop_assert_eq!((q.qtype, q.qclass), (qtype, qclass));
+        prop_assert_eq!(q.edns.map(|e| (e.payload, e.version, e.dnssec_ok)), edns);
+        check_parse(&p)?;
     }
 }

@@ -212,6 +212,37 @@ fn with_forwarding_ra_is_set_and_foreign_names_are_handed_over() {
 }
 
 #[test]
+fn queries_the_parser_rejects_are_answered_here_and_never_forwarded() {
+    let snap = sample();
+    let cfg = AnswerConfig {
+        forwarding: true,
+        ..AnswerConfig::default()
+    };
+    let mut out = Vec::new();
+    let mut outcome = |p: &[u8]| respond(&snap, p, CLIENT, Transport::Udp, &cfg, &mut out);
+    let good = query("www.example.org.", RecordType::A).to_vec().unwrap();
+    assert_eq!(outcome(&good), Outcome::Forward);
+    let rcode = |o: Outcome| match o {
+        Outcome::Reply(r) => Some(r.rcode),
+        _ => None,
+    };
+    let mut response = good.clone();
+    response[2] |= 0x80;
+    assert_eq!(outcome(&response), Outcome::Drop);
+    let mut trailing = good.clone();
+    trailing.push(0);
+    let mut two = good.clone();
+    two[5] = 2;
+    let mut pointer = good[..12].to_vec();
+    pointer.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
+    for bad in [&trailing, &two, &pointer, &good[..good.len() - 1]] {
+        assert_eq!(rcode(outcome(bad)), Some(1), "FORMERR for {bad:02x?}");
+    }
+    let v1 = with_edns(query("www.example.org.", RecordType::A), 1232, 1);
+    assert_eq!(rcode(outcome(&v1.to_vec().unwrap())), Some(16), "BADVERS");
+}
+
+#[test]
 fn the_do_bit_is_copied() {
     let snap = sample();
     let mut m = with_edns(query("test.local.", RecordType::A), 1232, 0);
