@@ -1,6 +1,7 @@
 //! Messages between the agent's actors. Public ones are the contract other actors plug into:
 //! subscribe to cluster changes, publish keys this node owns, ask for status.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -10,6 +11,8 @@ use shibafu_overlay::model::{Endpoint, Network};
 use shibafu_overlay::state::{ClusterState, StateChange};
 use shibafu_overlay::store::keys::Key;
 use shibafu_overlay::store::StoreError;
+
+use crate::host::book::Entry;
 
 /// Typed cluster changes, in order, with the whole state they lead to.
 ///
@@ -31,6 +34,20 @@ pub struct ClusterChanged {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct LocalEndpoints(pub Vec<Endpoint>);
+
+/// This node's workloads (its containers and the namespaces attached from outside), by name.
+pub type LocalWorkloads = BTreeMap<String, Entry>;
+
+/// This node's workloads, whole, after a change: sent after every attach, detach and the first
+/// restore, and at once to a new subscriber. The latest message is the current truth.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct LocalChanged(pub Arc<LocalWorkloads>);
+
+/// Registers a subscriber for [`LocalChanged`]; it gets the current workloads at once.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscribeLocal(pub Recipient<LocalChanged>);
 
 /// Registers a subscriber for [`ClusterChanged`]; it gets the current state at once if the
 /// agent has already listed the cluster.
