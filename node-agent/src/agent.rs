@@ -24,10 +24,11 @@ use crate::dns_actor::DnsActor;
 use crate::host::book::Book;
 use crate::host::{Host, HostConfig, StorePublisher};
 use crate::lazy_store::LazyStore;
-use crate::messages::{Deregister, Subscribe};
+use crate::messages::{Deregister, Subscribe, SubscribeLocal};
 use crate::network_actor::NetworkActor;
-use crate::runtime_actor::{NetworkRecipients, RuntimeActor, RuntimeRecipients};
+use crate::runtime::{NetworkRecipients, RuntimeActor, RuntimeRecipients};
 use crate::store_actor::{Connector, StoreActor, StoreConfig};
+use shibafu_overlay::container::ShimContainerHost;
 use shibafu_overlay::firewall::NftFirewall;
 use shibafu_overlay::ipam::Ipam;
 use shibafu_overlay::netlink::NetlinkDataplane;
@@ -156,8 +157,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the NetworkActor (over the real dataplane and nftables) and the RuntimeActor, and
-/// subscribes the NetworkActor to cluster changes.
+/// Starts the NetworkActor (over the real dataplane and nftables) and the RuntimeActor (over
+/// shim processes under the state directory), subscribes the NetworkActor to cluster changes and
+/// the RuntimeActor to this node's workloads.
 async fn start_workload_actors(
     args: &RunArgs,
     store: &Addr<StoreActor>,
@@ -196,11 +198,12 @@ async fn start_workload_actors(
     let recipients = NetworkRecipients {
         attach: net.clone().recipient(),
         detach: net.clone().recipient(),
-        list: net.recipient(),
     };
     let agent_bin =
         std::env::current_exe().context("locating the agent binary for container shims")?;
-    let runtime = RuntimeActor::new(args.state_dir.clone(), agent_bin, recipients.clone()).start();
+    let containers = Arc::new(ShimContainerHost::new(args.state_dir.clone(), agent_bin));
+    let runtime = RuntimeActor::new(containers, recipients.clone()).start();
+    net.do_send(SubscribeLocal(runtime.clone().recipient()));
     info!(underlay_mtu, "network and runtime actors started");
     Ok((recipients, RuntimeRecipients::of(&runtime)))
 }

@@ -11,7 +11,7 @@ mod lazy_store;
 mod messages;
 mod network_actor;
 mod registration;
-mod runtime_actor;
+mod runtime;
 mod shim_cmd;
 mod store_actor;
 

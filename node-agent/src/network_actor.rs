@@ -44,11 +44,6 @@ pub struct DetachWorkload {
     pub network: Option<String>,
 }
 
-/// Lists local workloads.
-#[derive(Debug, Message)]
-#[rtype(result = "Vec<Entry>")]
-pub struct ListWorkloads;
-
 /// The actor; see the module documentation.
 pub struct NetworkActor {
     host: Arc<Mutex<Host>>,
@@ -226,14 +221,5 @@ impl Handler<SubscribeLocal> for NetworkActor {
 
     fn handle(&mut self, msg: SubscribeLocal, _ctx: &mut Context<Self>) {
         self.local.add(msg.0);
-    }
-}
-
-impl Handler<ListWorkloads> for NetworkActor {
-    type Result = ResponseFuture<Vec<Entry>>;
-
-    fn handle(&mut self, _msg: ListWorkloads, _ctx: &mut Context<Self>) -> Self::Result {
-        let host = self.host.clone();
-        Box::pin(async move { host.lock().await.book().entries().cloned().collect() })
     }
 }

@@ -11,8 +11,9 @@ use super::*;
 use crate::host::book::Entry;
 use crate::host::HostError;
 use crate::messages::AgentStatus;
-use crate::network_actor::{AttachWorkload, DetachWorkload, ListWorkloads};
-use crate::runtime_actor::RuntimeActor;
+use crate::network_actor::{AttachWorkload, DetachWorkload};
+use crate::runtime::RuntimeActor;
+use shibafu_overlay::container::ShimContainerHost;
 
 struct FakeStore;
 
@@ -101,13 +102,6 @@ impl Handler<DetachWorkload> for NoHost {
     }
 }
 
-impl Handler<ListWorkloads> for NoHost {
-    type Result = Vec<Entry>;
-    fn handle(&mut self, _: ListWorkloads, _: &mut Context<Self>) -> Self::Result {
-        vec![]
-    }
-}
-
 #[test]
 fn serves_status_networks_and_json_errors_on_a_private_socket() {
     let dir = scratch("serve");
@@ -122,10 +116,10 @@ fn serves_status_networks_and_json_errors_on_a_private_socket() {
         let host = NoHost.start();
         let net = NetworkRecipients {
             attach: host.clone().recipient(),
-            detach: host.clone().recipient(),
-            list: host.recipient(),
+            detach: host.recipient(),
         };
-        let runtime = RuntimeActor::new(dir.clone(), "/bin/false".into(), net.clone()).start();
+        let containers = ShimContainerHost::new(dir.clone(), "/bin/false".into());
+        let runtime = RuntimeActor::new(std::sync::Arc::new(containers), net.clone()).start();
         let router = router(ApiState {
             status: fake.clone().recipient(),
             networks: fake.recipient(),
