@@ -223,3 +223,6 @@ impl Handler<SubscribeLocal> for NetworkActor {
         self.local.add(msg.0);
     }
 }
+
+#[cfg(test)]
+mod tests;
