@@ -269,7 +269,7 @@ node2   10.99.0.12   0.1.0     2h
             ifname: ifname.into(),
             ipv4: ipv4.parse().expect("ipv4"),
             ipv6: ipv6.map(|a| a.parse().expect("ipv6")),
-            mac: "02:00:00:00:00:01".into(),
+            mac: "02:00:00:00:00:01".parse().expect("mac"),
         }
     }
 

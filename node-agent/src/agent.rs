@@ -30,8 +30,9 @@ use crate::network_actor::{Links, NetworkActor};
 use crate::publish::{PublishQueue, StorePublisher};
 use crate::registry::actor::RegistryActor;
 use crate::registry::Registry;
-use crate::runtime_actor::{NetworkRecipients, RuntimeActor, RuntimeRecipients};
+use crate::runtime::{NetworkRecipients, RuntimeActor, RuntimeRecipients};
 use crate::store_actor::{Connector, StoreActor, StoreConfig};
+use shibafu_overlay::container::ShimContainerHost;
 use shibafu_overlay::firewall::NftFirewall;
 use shibafu_overlay::ipam::Ipam;
 use shibafu_overlay::netlink::NetlinkDataplane;
@@ -162,8 +163,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Starts the owners of this host's workloads and wires them: the local registry (the book),
 /// the firewall owner (nftables), the dataplane reconciler (netlink), the NetworkActor (attach
-/// and detach through them), the DnsActor and the RuntimeActor; subscribes them to cluster and
-/// local changes.
+/// and detach through them), the DnsActor and the RuntimeActor (over shim processes under the
+/// state directory); subscribes them to cluster and local changes.
 async fn start_workload_actors(
     args: &RunArgs,
     store: &Addr<StoreActor>,
@@ -215,11 +216,12 @@ async fn start_workload_actors(
     let recipients = NetworkRecipients {
         attach: net.clone().recipient(),
         detach: net.recipient(),
-        list: registry.recipient(),
     };
     let agent_bin =
         std::env::current_exe().context("locating the agent binary for container shims")?;
-    let runtime = RuntimeActor::new(args.state_dir.clone(), agent_bin, recipients.clone()).start();
+    let containers = Arc::new(ShimContainerHost::new(args.state_dir.clone(), agent_bin));
+    let runtime = RuntimeActor::new(containers, recipients.clone()).start();
+    registry.do_send(SubscribeLocal(runtime.clone().recipient()));
     info!(underlay_mtu, "workload actors started");
     Ok((recipients, RuntimeRecipients::of(&runtime)))
 }

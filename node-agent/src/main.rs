@@ -13,7 +13,7 @@ mod network_actor;
 mod publish;
 mod registration;
 mod registry;
-mod runtime_actor;
+mod runtime;
 mod shim_cmd;
 mod store_actor;
 #[cfg(test)]

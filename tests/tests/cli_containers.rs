@@ -169,7 +169,7 @@ fn iface(network: &str, ifname: &str, ipv4: &str) -> InterfaceInfo {
         ifname: ifname.into(),
         ipv4: ipv4.parse().expect("ipv4"),
         ipv6: None,
-        mac: "02:00:ac:16:00:02".into(),
+        mac: "02:00:ac:16:00:02".parse().expect("mac"),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Lab tier, containers on a host as a user drives them: foreground runs pass the exit code,
 //! bad input leaves nothing, fixed addresses, attaching a namespace made elsewhere, internal
-//! networks without a way out, exited containers leaving DNS, and no leftovers after removal.
+//! networks without a way out, exited containers leaving DNS (also when they exit while their
+//! agent is down), and no leftovers after removal.
 
 use std::time::Duration;
 
@@ -403,5 +404,93 @@ fn exited_containers_leave_dns_and_rm_leaves_nothing() {
             lab.exec_ok(node, &["nft", "list", "ruleset"])
         );
     }
+    lab.down();
+}
+
+#[test]
+fn a_container_that_exits_while_its_agent_is_down_is_detached_after_the_restart() {
+    let Some(lab) = lab() else { return };
+    for (name, secs) in [("brief", "3"), ("stay", "600")] {
+        lab.cli_ok(
+            "node1",
+            &[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--network",
+                "backend",
+                "--",
+                "sleep",
+                secs,
+            ],
+        );
+    }
+    lab.cli_ok(
+        "node2",
+        &[
+            "run",
+            "-d",
+            "--name",
+            "watcher",
+            "--network",
+            "backend",
+            "--",
+            "sleep",
+            "600",
+        ],
+    );
+    lab.lab_ok(&["stop", "node1"]);
+    std::thread::sleep(Duration::from_secs(4));
+    lab.lab_ok(&["start", "node1"]);
+    let brief_gone = || {
+        lab.agent_get("node1", "/v1/containers/brief")
+            .is_some_and(|c| c["state"] == "exited" && c["interfaces"] == serde_json::json!([]))
+            && !etcd_keys(&lab, "/shibafu/v1/endpoints/")
+                .iter()
+                .any(|k| k.ends_with("/brief"))
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), POLL, brief_gone),
+        "brief still attached after the restart: {:?}",
+        lab.agent_get("node1", "/v1/containers/brief")
+    );
+    let netns = lab.state_dir().join("nodes/node1/netns");
+    assert!(
+        !netns.join("brief").exists(),
+        "brief's namespace still pinned"
+    );
+    // The rest of the node was left alone: stay runs, answers by name, and shows its exit later.
+    let stay = lab.agent_get("node1", "/v1/containers/stay").expect("stay");
+    assert_eq!(stay["state"], "running");
+    assert!(
+        wait_until(Duration::from_secs(10), POLL, || lab
+            .exec(
+                "node2",
+                &[
+                    "shibafu",
+                    "exec",
+                    "watcher",
+                    "ping",
+                    "-c1",
+                    "-W1",
+                    "stay.backend.local"
+                ]
+            )
+            .status
+            .success()),
+        "stay unreachable after its agent restarted"
+    );
+    lab.cli_ok("node1", &["stop", "-t", "1", "stay"]);
+    let stay = lab.agent_get("node1", "/v1/containers/stay").expect("stay");
+    assert_eq!(
+        (&stay["state"], &stay["exit_code"]),
+        (&serde_json::json!("exited"), &serde_json::json!(143))
+    );
+    assert_eq!(
+        stay["interfaces"],
+        serde_json::json!([]),
+        "stop answered before the detach"
+    );
     lab.down();
 }

@@ -12,7 +12,7 @@ use shibafu_overlay::api::{ApiError, Attach, ContainerInfo, LogChunk, RunContain
 use super::{ApiFailure, SharedState};
 use crate::network_actor::AttachRequest;
 use crate::network_actor::{AttachWorkload, DetachWorkload};
-use crate::runtime_actor::{attached_info, Get, List, Logs, Remove, Run, Stop};
+use crate::runtime::{attached_info, Get, List, Logs, Remove, Run, Stop};
 
 /// Routes of this module.
 pub fn routes() -> Router<SharedState> {

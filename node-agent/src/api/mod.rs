@@ -23,7 +23,7 @@ use shibafu_overlay::api::{ApiError, ErrorKind};
 use tokio::net::UnixListener;
 
 use crate::messages::{GetNetworks, GetStatus};
-use crate::runtime_actor::{NetworkRecipients, RuntimeRecipients};
+use crate::runtime::{NetworkRecipients, RuntimeRecipients};
 
 /// What the handlers reach: the actors answering each kind of request.
 #[derive(Clone)]

@@ -10,10 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::*;
 use crate::messages::AgentStatus;
 use crate::network_actor::{AttachError, AttachWorkload, DetachWorkload};
-use crate::registry::actor::GetWorkloads;
 use crate::registry::book::Entry;
-use crate::registry::LocalWorkloads;
-use crate::runtime_actor::RuntimeActor;
+use crate::runtime::RuntimeActor;
+use shibafu_overlay::container::ShimContainerHost;
 
 struct FakeStore;
 
@@ -102,13 +101,6 @@ impl Handler<DetachWorkload> for NoHost {
     }
 }
 
-impl Handler<GetWorkloads> for NoHost {
-    type Result = MessageResult<GetWorkloads>;
-    fn handle(&mut self, _: GetWorkloads, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(std::sync::Arc::new(LocalWorkloads::new()))
-    }
-}
-
 #[test]
 fn serves_status_networks_and_json_errors_on_a_private_socket() {
     let dir = scratch("serve");
@@ -123,10 +115,10 @@ fn serves_status_networks_and_json_errors_on_a_private_socket() {
         let host = NoHost.start();
         let net = NetworkRecipients {
             attach: host.clone().recipient(),
-            detach: host.clone().recipient(),
-            list: host.recipient(),
+            detach: host.recipient(),
         };
-        let runtime = RuntimeActor::new(dir.clone(), "/bin/false".into(), net.clone()).start();
+        let containers = ShimContainerHost::new(dir.clone(), "/bin/false".into());
+        let runtime = RuntimeActor::new(std::sync::Arc::new(containers), net.clone()).start();
         let router = router(ApiState {
             status: fake.clone().recipient(),
             networks: fake.recipient(),

@@ -201,6 +201,9 @@ impl Handler<ApplyLocal> for DataplaneActor {
     type Result = ResponseFuture<Result<(), DataplaneError>>;
 
     fn handle(&mut self, msg: ApplyLocal, _ctx: &mut Context<Self>) -> Self::Result {
+        if !self.seen_state {
+            return Box::pin(async { Err(DataplaneError::NotReady) });
+        }
         let (owner, inbox) = (self.owner.clone(), self.inbox.clone());
         Box::pin(async move {
             let mut o = owner.lock().await;

@@ -34,6 +34,9 @@ pub enum DataplaneError {
     /// Some ops failed.
     #[error("dataplane: {0}")]
     Apply(String),
+    /// No cluster state yet: applying now would take every network off the host.
+    #[error("the dataplane has not read the cluster yet; retry in a moment")]
+    NotReady,
 }
 
 /// Fixed facts about this host.

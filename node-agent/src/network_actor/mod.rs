@@ -2,7 +2,9 @@
 //! owners of each concern: IPAM for addresses, the local registry for the book and the
 //! endpoint records, the dataplane reconciler for the kernel (see [`attach`] for the sequence).
 //! It keeps the latest cluster state to validate requests, and on the first one recovers the
-//! addresses its workloads use.
+//! addresses its workloads use. Before any state an attach is refused (retry) and a detach waits
+//! (the runtime detaches containers that exited while the agent was down right at start):
+//! reconciling against no cluster at all would take every network off the host.
 
 mod attach;
 mod error;
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use shibafu_overlay::model::Network;
 use shibafu_overlay::state::ClusterState;
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 use tracing::warn;
 
 pub use attach::{AttachRequest, Links};
@@ -41,9 +43,12 @@ pub struct DetachWorkload {
 /// The actor; see the module documentation.
 pub struct NetworkActor {
     links: Links,
-    state: Option<Arc<ClusterState>>,
+    /// The latest cluster state (`None` before the first).
+    state: watch::Sender<Option<Arc<ClusterState>>>,
     /// Held by the attach or detach running: they happen one at a time, in order.
     serial: Arc<Mutex<()>>,
+    /// True once the first cluster state is read and the local addresses recovered.
+    ready: watch::Sender<bool>,
 }
 
 impl NetworkActor {
@@ -51,8 +56,9 @@ impl NetworkActor {
     pub fn new(links: Links) -> NetworkActor {
         NetworkActor {
             links,
-            state: None,
+            state: watch::Sender::new(None),
             serial: Arc::default(),
+            ready: watch::Sender::new(false),
         }
     }
 }
@@ -65,15 +71,16 @@ impl Handler<ClusterChanged> for NetworkActor {
     type Result = ();
 
     fn handle(&mut self, msg: ClusterChanged, _ctx: &mut Context<Self>) {
-        let first = self.state.is_none();
-        self.state = Some(msg.state.clone());
+        let first = self.state.send_replace(Some(msg.state.clone())).is_none();
         if first {
             let (links, serial) = (self.links.clone(), self.serial.clone());
+            let ready = self.ready.clone();
             actix_rt::spawn(async move {
                 let _turn = serial.lock().await;
                 if let Err(e) = attach::restore(&links, &msg.state).await {
                     warn!(error = %e, "restoring local addresses failed");
                 }
+                ready.send_replace(true);
             });
         }
     }
@@ -83,9 +90,14 @@ impl Handler<AttachWorkload> for NetworkActor {
     type Result = ResponseFuture<Result<(Entry, Vec<Network>), AttachError>>;
 
     fn handle(&mut self, msg: AttachWorkload, _ctx: &mut Context<Self>) -> Self::Result {
-        let (links, serial, state) = (self.links.clone(), self.serial.clone(), self.state.clone());
+        let (links, serial) = (self.links.clone(), self.serial.clone());
+        let (mut ready, state) = (self.ready.subscribe(), self.state.borrow().clone());
         Box::pin(async move {
             let state = state.ok_or(AttachError::Starting)?;
+            ready
+                .wait_for(|r| *r)
+                .await
+                .map_err(|_| AttachError::Starting)?;
             let _turn = serial.lock().await;
             let entry = attach::attach(&links, &state, msg.0).await?;
             let nets = entry
@@ -102,10 +114,15 @@ impl Handler<DetachWorkload> for NetworkActor {
     type Result = ResponseFuture<Result<Entry, AttachError>>;
 
     fn handle(&mut self, msg: DetachWorkload, _ctx: &mut Context<Self>) -> Self::Result {
-        let (links, serial, state) = (self.links.clone(), self.serial.clone(), self.state.clone());
+        let (links, serial) = (self.links.clone(), self.serial.clone());
+        let (mut ready, state) = (self.ready.subscribe(), self.state.subscribe());
         Box::pin(async move {
-            let state = state.ok_or(AttachError::Starting)?;
+            ready
+                .wait_for(|r| *r)
+                .await
+                .map_err(|_| AttachError::Starting)?;
             let _turn = serial.lock().await;
+            let state = state.borrow().clone().ok_or(AttachError::Starting)?;
             attach::detach(&links, &state, &msg.name, msg.network.as_deref()).await
         })
     }

@@ -38,6 +38,7 @@ impl Handler<LocalChanged> for Announced {
 struct Agent {
     net: Addr<NetworkActor>,
     registry: Addr<RegistryActor>,
+    dataplane: Addr<DataplaneActor>,
     dp: Arc<FakeDataplane>,
     fw: Arc<FakeFirewall>,
     publisher: Arc<FakePublisher>,
@@ -89,6 +90,7 @@ impl Agent {
         Agent {
             net,
             registry,
+            dataplane,
             dp,
             fw,
             publisher,
@@ -289,5 +291,54 @@ fn a_restarted_registry_adopts_the_workloads_and_publishes_them_again() {
         assert_eq!(adopted.get("api"), Some(&api));
         publish.flushed().await;
         assert_eq!(publisher.keys(), ["/shibafu/v1/endpoints/backend/api"]);
+    });
+}
+
+#[test]
+fn before_the_first_cluster_state_a_detach_waits_and_an_attach_is_refused() {
+    actix::System::new().block_on(async {
+        let a = Agent::start("early", two_networks());
+        a.attach("web", &["backend"]).await.expect("attach");
+        // A second NetworkActor that has not seen the cluster yet, over the same owners.
+        let links = Links {
+            node: "node1".into(),
+            ipam: Ipam::new(Arc::new(MemoryStore::new()), "node1"),
+            get: a.registry.clone().recipient(),
+            get_all: a.registry.clone().recipient(),
+            stage: a.registry.clone().recipient(),
+            abort: a.registry.clone().recipient(),
+            commit: a.registry.clone().recipient(),
+            remove: a.registry.clone().recipient(),
+            apply: a.dataplane.clone().recipient(),
+        };
+        let early = NetworkActor::new(links).start();
+        let req = AttachRequest {
+            name: "x".into(),
+            netns: "/run/test/x".into(),
+            networks: vec!["backend".into()],
+            ..Default::default()
+        };
+        let refused = early.send(AttachWorkload(req)).await.expect("mailbox");
+        assert!(matches!(refused, Err(AttachError::Starting)), "{refused:?}");
+        let detach = actix_rt::spawn(early.send(DetachWorkload {
+            name: "web".into(),
+            network: None,
+        }));
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !detach.is_finished(),
+            "a detach ran before the first cluster state"
+        );
+        assert!(a.workloads().await.contains_key("web"));
+        early.do_send(ClusterChanged {
+            changes: vec![],
+            state: two_networks(),
+        });
+        detach
+            .await
+            .expect("join")
+            .expect("mailbox")
+            .expect("detach");
+        assert!(a.workloads().await.is_empty());
     });
 }

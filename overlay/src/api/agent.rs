@@ -70,7 +70,7 @@ pub struct InterfaceInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<Ipv6Addr>,
     /// MAC address.
-    pub mac: String,
+    pub mac: crate::model::MacAddr,
 }
 
 /// A container (or attached namespace) as the agent reports it.

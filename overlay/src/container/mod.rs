@@ -1,12 +1,19 @@
 //! Containers on one host: the spec the agent hands to the shim, the files a container sees
 //! (/etc/resolv.conf, /etc/hosts, /etc/hostname), persistent network namespace files, the shim
-//! that enters the namespaces and runs the command, and the on-disk state of each container.
+//! that enters the namespaces and runs the command, the on-disk state of each container, exits
+//! observed through pidfds, and [`ContainerHost`]: all of it behind one trait, with a fake.
 
 pub mod etc_files;
+pub mod exit_watch;
+mod fake;
+mod host;
 pub mod launch;
 pub mod netns_file;
 pub mod shim;
 pub mod state;
+
+pub use fake::{FakeContainerHost, FakeOp};
+pub use host::{ContainerHost, ExitWatch, NewContainer, Recorded, ShimContainerHost};
 
 use std::path::PathBuf;
 

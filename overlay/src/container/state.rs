@@ -2,9 +2,22 @@
 //! code, log and /etc files. Files, not memory, so an agent restart loses nothing.
 
 use std::fs;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::{ContainerError, ContainerSpec};
+
+/// Largest piece of a log read at once (1 MiB).
+pub const LOG_CHUNK: u64 = 1 << 20;
+
+/// A piece of a container's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRead {
+    /// The bytes from the requested offset (lossy UTF-8), at most [`LOG_CHUNK`].
+    pub text: String,
+    /// The offset right after them: where the next read starts.
+    pub next_offset: u64,
+}
 
 /// Where a container stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +138,37 @@ impl ContainerDir {
             .ok()
     }
 
+    /// The shim's pid, once the shim has recorded it.
+    pub fn shim_pid(&self) -> Option<i32> {
+        self.read_num("shim.pid")
+    }
+
+    /// Up to [`LOG_CHUNK`] bytes of the log from `offset`; nothing (at `offset`) while the log
+    /// does not exist yet.
+    pub fn read_log(&self, offset: u64) -> Result<LogRead, ContainerError> {
+        let path = self.log();
+        let mut f = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(LogRead {
+                    text: String::new(),
+                    next_offset: offset,
+                })
+            }
+            Err(e) => return Err(io_err(&path, e)),
+        };
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| io_err(&path, e))?;
+        let mut buf = Vec::new();
+        f.take(LOG_CHUNK)
+            .read_to_end(&mut buf)
+            .map_err(|e| io_err(&path, e))?;
+        Ok(LogRead {
+            next_offset: offset + buf.len() as u64,
+            text: String::from_utf8_lossy(&buf).into_owned(),
+        })
+    }
+
     /// Current status, from the pid and exit files and /proc.
     pub fn status(&self) -> Status {
         if let Some(code) = self.read_num("exit") {
@@ -133,7 +177,7 @@ impl ContainerDir {
         match self.read_num("pid") {
             Some(pid) if alive(pid) => Status::Running(pid),
             // PID 1 is gone: the shim is about to write the exit code, unless it was killed.
-            Some(pid) if self.read_num("shim.pid").is_some_and(alive) => Status::Running(pid),
+            Some(pid) if self.shim_pid().is_some_and(alive) => Status::Running(pid),
             Some(_) => Status::Exited(137),
             None => Status::Created,
         }
@@ -176,8 +220,31 @@ mod tests {
         assert_eq!(d.status(), Status::Running(std::process::id() as i32));
         d.write_exit(3).expect("exit");
         assert_eq!(d.status(), Status::Exited(3));
+        assert_eq!(d.shim_pid(), None);
+        d.write_shim_pid(7).expect("shim pid");
+        assert_eq!(d.shim_pid(), Some(7));
         d.remove().expect("remove");
         d.remove().expect("remove twice");
+        let _ = fs::remove_dir_all(&tmp);
+    }
+
+    #[test]
+    fn log_reads_by_offset() {
+        let tmp = std::env::temp_dir().join(format!("sf-clog-{}", std::process::id()));
+        let d = ContainerDir::under(&tmp, "job");
+        let empty = d.read_log(5).expect("no log yet");
+        assert_eq!((empty.text.as_str(), empty.next_offset), ("", 5));
+        fs::create_dir_all(d.path()).expect("mkdir");
+        fs::write(d.log(), "hello\nworld\n").expect("log");
+        let first = d.read_log(0).expect("read");
+        assert_eq!(
+            (first.text.as_str(), first.next_offset),
+            ("hello\nworld\n", 12)
+        );
+        let tail = d.read_log(6).expect("read");
+        assert_eq!((tail.text.as_str(), tail.next_offset), ("world\n", 12));
+        let past = d.read_log(12).expect("read");
+        assert_eq!((past.text.as_str(), past.next_offset), ("", 12));
         let _ = fs::remove_dir_all(&tmp);
     }
 }
