@@ -21,7 +21,7 @@ fn interfaces(entry: Option<&Entry>) -> Vec<InterfaceInfo> {
                     ifname: i.ifname.clone(),
                     ipv4: i.endpoint.ipv4,
                     ipv6: i.endpoint.ipv6,
-                    mac: i.endpoint.mac.clone(),
+                    mac: i.endpoint.mac,
                 })
                 .collect()
         })
