@@ -16,7 +16,7 @@ mod ps;
 mod run;
 mod status;
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -26,13 +26,9 @@ use crate::context::Context;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("SHIBAFU_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::stderr().is_terminal())
-            .init();
-    }
+    shibafu_overlay::telemetry::Telemetry::new("shibafu")
+        .quiet_by_default()
+        .init();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -1,6 +1,7 @@
 //! The lab's daemons: where their binaries are and the exact command line of each (etcd, the
 //! coordinator, the upstream DNS server, one agent per node).
 
+use shibafu_overlay::telemetry::LOG_ENV;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -70,6 +71,14 @@ fn on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The log filter lab processes get: the lab's own `SHIBAFU_LOG` or `RUST_LOG`, else `info`.
+fn log_filter() -> String {
+    [LOG_ENV, "RUST_LOG"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok())
+        .unwrap_or_else(|| "info".into())
+}
+
 fn proc(
     layout: &Layout,
     netns: String,
@@ -81,10 +90,7 @@ fn proc(
         netns,
         program: program.to_path_buf(),
         args,
-        env: vec![(
-            "RUST_LOG".into(),
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        )],
+        env: vec![(LOG_ENV.into(), log_filter())],
         log: layout.log_file(component),
         pid: None,
     }

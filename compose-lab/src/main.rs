@@ -15,7 +15,7 @@ mod state;
 mod status;
 mod up;
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -92,14 +92,8 @@ fn state_root() -> PathBuf {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
+    shibafu_overlay::telemetry::Telemetry::new("shibafu-lab")
+        .without_targets()
         .init();
     let cli = Cli::parse();
     match run(cli) {

@@ -4,7 +4,6 @@
 //! as they are: a restarted agent adopts them. Its lease is left to expire (so a quick restart
 //! is invisible to the cluster) unless `--deregister` is given.
 
-use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +35,7 @@ use shibafu_overlay::container::ShimContainerHost;
 use shibafu_overlay::firewall::NftFirewall;
 use shibafu_overlay::ipam::Ipam;
 use shibafu_overlay::netlink::NetlinkDataplane;
+use shibafu_overlay::telemetry::Telemetry;
 
 /// Flags of `shibafu-agent run`.
 #[derive(clap::Args, Debug)]
@@ -85,16 +85,6 @@ fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{s:?} is not IP or IP:PORT (e.g. 10.0.0.2 or 10.0.0.2:5353)"))
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-}
-
 fn etcd_connector(endpoints: Vec<String>) -> Connector {
     Arc::new(move || {
         let endpoints = endpoints.clone();
@@ -108,7 +98,7 @@ fn etcd_connector(endpoints: Vec<String>) -> Connector {
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    init_tracing();
+    Telemetry::new("shibafu-agent").init();
     shibafu_overlay::model::validate_name(&args.node)
         .with_context(|| format!("--node {:?}", args.node))?;
     std::fs::create_dir_all(&args.state_dir)

@@ -14,6 +14,7 @@ use shibafu_overlay::dns::forward::{ForwardConfig, Forwarder};
 use shibafu_overlay::dns::{
     bind_tcp, bind_udp_group, parse_records, DnsServer, ServerConfig, Snapshot, SnapshotBuilder,
 };
+use shibafu_overlay::telemetry::Telemetry;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Flags of `shibafu-agent dns`.
@@ -117,13 +118,7 @@ fn forwarder(args: &DnsArgs) -> anyhow::Result<Option<Forwarder>> {
 
 /// Serves DNS until SIGTERM or SIGINT.
 pub fn run(args: DnsArgs) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    Telemetry::new("shibafu-agent").init();
     if args.zones.is_empty() {
         bail!("give at least one --zone");
     }

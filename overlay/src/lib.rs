@@ -14,3 +14,4 @@ pub mod netns;
 pub mod plan;
 pub mod state;
 pub mod store;
+pub mod telemetry;

@@ -37,6 +37,7 @@ pub fn start(
         .stdout(log)
         .stderr(err_log)
         .env_remove("RUST_LOG")
+        .env_remove(crate::telemetry::LOG_ENV)
         .process_group(0);
     let mut child = cmd.spawn().map_err(|e| ContainerError::Sys {
         what: format!("spawn {}", agent_bin.display()),
