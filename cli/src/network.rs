@@ -44,7 +44,8 @@ pub async fn run(cmd: NetworkCmd, ctx: &Context, out: &mut dyn Write) -> anyhow:
         .context("cannot write to stdout")
 }
 
-/// What `network inspect` shows: the stored network, then the networks linked to it.
+/// What `network inspect` shows: the stored network, the networks linked to it, and the nodes
+/// that do not build it with the reason.
 #[derive(Debug, Serialize)]
 pub struct Inspected<'a> {
     /// The network as stored.
@@ -52,15 +53,36 @@ pub struct Inspected<'a> {
     pub network: &'a Network,
     /// Names of the networks linked to it, sorted.
     pub links: Vec<String>,
+    /// Nodes that skip it, and why (empty when every node builds it).
+    pub problems: Vec<Problem>,
 }
 
-/// `network inspect`: the stored network as JSON, plus `links`.
+/// A node that does not build the network, and why.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    /// The node.
+    pub node: String,
+    /// What is wrong and what to do.
+    pub reason: String,
+}
+
+/// `network inspect`: the stored network as JSON, plus `links` and `problems`.
 async fn inspect(coordinator: &Coordinator, name: &str) -> anyhow::Result<String> {
     let network = coordinator.get_network(name).await?;
     let links = links::peers(&coordinator.list_links().await?, name);
+    let problems = coordinator
+        .network_problems(name)
+        .await?
+        .into_iter()
+        .map(|p| Problem {
+            node: p.node,
+            reason: p.reason,
+        })
+        .collect();
     Ok(output::json(&Inspected {
         network: &network,
         links,
+        problems,
     })?)
 }
 
@@ -92,6 +114,10 @@ mod tests {
         let text = output::json(&Inspected {
             network: &network,
             links: vec!["backend".into()],
+            problems: vec![Problem {
+                node: "node2".into(),
+                reason: "overlay MTU 1250 is below 1280".into(),
+            }],
         })
         .expect("json");
         assert_eq!(
@@ -105,6 +131,12 @@ mod tests {
   "internal": false,
   "links": [
     "backend"
+  ],
+  "problems": [
+    {
+      "node": "node2",
+      "reason": "overlay MTU 1250 is below 1280"
+    }
   ]
 }
 "#

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use shibafu_overlay::api::{ApiError, CreateNetwork, ErrorKind, NodeInfo, RemovedNetwork};
-use shibafu_overlay::model::{decode, Endpoint, Network, Node, SCHEMA_VERSION};
+use shibafu_overlay::model::{decode, Endpoint, Network, NetworkProblem, Node, SCHEMA_VERSION};
 use shibafu_overlay::store::keys::{Key, Prefix};
 use shibafu_overlay::store::{Compare, KeyValue, Store, StoreError, StoreExt, TxnOp};
 use tracing::{debug, info, warn};
@@ -75,6 +75,20 @@ pub async fn read_network(store: &dyn Store, name: &str) -> Result<(Network, i64
 /// One network by name.
 pub async fn get_network(store: &dyn Store, name: &str) -> Result<Network, ApiError> {
     read_network(store, name).await.map(|(n, _)| n)
+}
+
+/// Why nodes skip network `name`, by node; `not_found` when there is no such network.
+pub async fn network_problems(
+    store: &dyn Store,
+    name: &str,
+) -> Result<Vec<NetworkProblem>, ApiError> {
+    get_network(store, name).await?;
+    let (mut problems, _) = store
+        .list_objects::<NetworkProblem>(&Prefix::ProblemsOf(name.to_string()))
+        .await
+        .map_err(store_error)?;
+    problems.sort_by(|a, b| a.node.cmp(&b.node));
+    Ok(problems)
 }
 
 /// Validates and creates a network, allocating its VNI. Two concurrent creations cannot both

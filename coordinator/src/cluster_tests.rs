@@ -333,3 +333,35 @@ async fn nodes_are_sorted_with_ages() {
     let got: Vec<(String, u64)> = nodes.into_iter().map(|n| (n.name, n.age_secs)).collect();
     assert_eq!(got, [("node1".to_string(), 120), ("node2".to_string(), 60)]);
 }
+
+#[tokio::test]
+async fn problems_are_listed_by_node_and_go_with_the_network() {
+    let store = MemoryStore::new();
+    create_network(&store, &req("dual", "172.24.0.0/24"))
+        .await
+        .expect("create");
+    assert!(network_problems(&store, "dual")
+        .await
+        .expect("none")
+        .is_empty());
+    for node in ["node3", "node2"] {
+        let p = NetworkProblem {
+            schema: SCHEMA_VERSION,
+            network: "dual".into(),
+            node: node.into(),
+            reason: "overlay MTU 1250 is below 1280".into(),
+        };
+        put_json(&store, shibafu_overlay::model::Object::key(&p), &p).await;
+    }
+    let problems = network_problems(&store, "dual").await.expect("list");
+    let nodes: Vec<&str> = problems.iter().map(|p| p.node.as_str()).collect();
+    assert_eq!(nodes, ["node2", "node3"]);
+    let missing = network_problems(&store, "nope").await.expect_err("unknown");
+    assert_eq!(missing.kind, ErrorKind::NotFound);
+    remove_network(&store, "dual", false).await.expect("rm");
+    let (left, _) = store
+        .list(&Prefix::Problems.to_string())
+        .await
+        .expect("list");
+    assert!(left.is_empty(), "problem reports outlived the network");
+}

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use shibafu_overlay::api::{
     ApiError, CreateNetwork, ErrorKind, Health, LinkNetworks, NodeInfo, RemovedNetwork,
 };
-use shibafu_overlay::model::{Link, Network};
+use shibafu_overlay::model::{Link, Network, NetworkProblem};
 use shibafu_overlay::store::Store;
 use tracing::{info, instrument, warn};
 
@@ -60,6 +60,7 @@ pub fn router(store: Arc<dyn Store>) -> Router {
             "/v1/networks/{name}",
             get(get_network).delete(remove_network),
         )
+        .route("/v1/networks/{name}/problems", get(network_problems))
         .route("/v1/links", get(list_links).post(create_link))
         .route("/v1/links/{a}/{b}", delete(remove_link))
         .route("/v1/nodes", get(list_nodes))
@@ -92,6 +93,16 @@ async fn get_network(
     Path(name): Path<String>,
 ) -> Answer<Json<Network>> {
     Ok(Json(cluster::get_network(st.store.as_ref(), &name).await?))
+}
+
+#[instrument(name = "network_problems", skip_all, fields(method = "GET", network = %name))]
+async fn network_problems(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Answer<Json<Vec<NetworkProblem>>> {
+    Ok(Json(
+        cluster::network_problems(st.store.as_ref(), &name).await?,
+    ))
 }
 
 /// Query of `DELETE /v1/networks/{name}`.

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use shibafu_overlay::api::{ApiError, CreateNetwork, ErrorKind};
-use shibafu_overlay::model::{self, ModelError, Network, VNI_MAX, VNI_MIN};
+use shibafu_overlay::model::{self, Conflict, ModelError, Network, VNI_MAX, VNI_MIN};
 
 /// DNS port used for forwarders given without one.
 const DNS_PORT: u16 = 53;
@@ -103,59 +103,22 @@ pub fn parse_forwarder(s: &str) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
-/// Rejects a new network whose name or zone is taken or whose subnets overlap another's.
+/// Rejects a new network whose name or zone is taken or whose subnets overlap another's (the
+/// rules of [`Network::conflict_with`]; its VNI is chosen afterwards, so VNIs are not compared).
 pub fn check_conflicts(new: &Network, existing: &[Network]) -> Result<(), ApiError> {
-    let name = &new.name;
-    for other in existing {
-        if other.name == *name {
-            return Err(ApiError::new(
-                ErrorKind::Duplicate,
-                format!("network {name:?} already exists ({})", other.subnet),
-            ));
-        }
-    }
-    for other in existing {
-        if overlaps_v4(&new.subnet, &other.subnet) {
-            return Err(ApiError::new(
-                ErrorKind::Overlap,
-                format!(
-                    "network {name:?}: subnet {} overlaps network {:?} ({})",
-                    new.subnet, other.name, other.subnet
-                ),
-            ));
-        }
-        if let (Some(a), Some(b)) = (&new.subnet6, &other.subnet6) {
-            if overlaps_v6(a, b) {
-                return Err(ApiError::new(
-                    ErrorKind::Overlap,
-                    format!(
-                        "network {name:?}: subnet6 {a} overlaps network {:?} ({b})",
-                        other.name
-                    ),
-                ));
+    let named = existing.iter().filter(|o| o.name == new.name);
+    let others = existing.iter().filter(|o| o.name != new.name);
+    for other in named.chain(others) {
+        let kind = match new.conflict_with(other) {
+            None | Some(Conflict::Vni { .. }) => continue,
+            Some(c @ (Conflict::Name { .. } | Conflict::Zone { .. })) => (ErrorKind::Duplicate, c),
+            Some(c @ (Conflict::Subnet { .. } | Conflict::Subnet6 { .. })) => {
+                (ErrorKind::Overlap, c)
             }
-        }
-        if other.zone == new.zone {
-            return Err(ApiError::new(
-                ErrorKind::Duplicate,
-                format!(
-                    "network {name:?}: zone {:?} is already used by network {:?}; choose another zone",
-                    new.zone, other.name
-                ),
-            ));
-        }
+        };
+        return Err(ApiError::new(kind.0, kind.1.to_string()));
     }
     Ok(())
-}
-
-/// Do two IPv4 subnets share an address?
-pub fn overlaps_v4(a: &Ipv4Net, b: &Ipv4Net) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
-}
-
-/// Do two IPv6 subnets share an address?
-pub fn overlaps_v6(a: &Ipv6Net, b: &Ipv6Net) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 /// The smallest VNI in `VNI_MIN..=VNI_MAX` no existing network uses.

@@ -1,3 +1,5 @@
+use shibafu_overlay::model::overlaps_v4;
+
 use super::*;
 
 fn req(name: &str, subnet: &str) -> CreateNetwork {

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use shibafu_overlay::model::{Endpoint, Network, Node, Object, SCHEMA_VERSION};
+use shibafu_overlay::model::{Endpoint, Network, NetworkProblem, Node, Object, SCHEMA_VERSION};
 use shibafu_overlay::state::ClusterState;
 use shibafu_overlay::store::keys::Key;
-use shibafu_overlay::store::{ClusterChange, KeyValue, StoreError};
+use shibafu_overlay::store::{ClusterChange, KeyValue, StoreError, WatchEvent};
 
 use crate::publish::Publisher;
 use crate::registry::book::{Entry, Iface};
@@ -58,6 +58,20 @@ pub fn state_with(nets: &[Network], endpoints: &[Endpoint]) -> Arc<ClusterState>
     let mut st = ClusterState::new();
     let revision = kvs.len() as i64 + 1;
     st.apply(&ClusterChange::Snapshot { kvs, revision });
+    Arc::new(st)
+}
+
+/// `state` with `problem` reported too.
+pub fn with_problem(state: &ClusterState, problem: &NetworkProblem) -> Arc<ClusterState> {
+    let mut st = state.clone();
+    let rev = st.revision() + 1;
+    st.apply(&ClusterChange::Events(vec![WatchEvent::Put(KeyValue {
+        key: problem.key().to_string(),
+        value: serde_json::to_vec(problem).expect("json"),
+        create_revision: rev,
+        mod_revision: rev,
+        lease: 0,
+    })]));
     Arc::new(st)
 }
 

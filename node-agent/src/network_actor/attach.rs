@@ -140,7 +140,8 @@ pub async fn attach(
     Ok(entry)
 }
 
-/// The networks `req` adds, checked: they exist, none twice, the name free on each.
+/// The networks `req` adds, checked: they exist and are built here, none twice, the name free
+/// on each.
 fn networks_to_add(
     links: &Links,
     state: &ClusterState,
@@ -158,6 +159,12 @@ fn networks_to_add(
             .get(n)
             .cloned()
             .ok_or_else(|| AttachError::UnknownNetwork(n.clone()))?;
+        if let Some(p) = state.problems().get(&(n.clone(), links.node.clone())) {
+            return Err(AttachError::NotBuiltHere {
+                network: n.clone(),
+                reason: p.reason.clone(),
+            });
+        }
         if !seen.insert(n.as_str()) {
             return Err(AttachError::AlreadyAttached {
                 name: req.name.clone(),

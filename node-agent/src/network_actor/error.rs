@@ -46,6 +46,14 @@ pub enum AttachError {
     /// No network given.
     #[error("give at least one network")]
     NoNetwork,
+    /// This node does not build the network (its problem report says why).
+    #[error("network {network:?} is not built on this node: {reason}")]
+    NotBuiltHere {
+        /// The network.
+        network: String,
+        /// Why.
+        reason: String,
+    },
     /// The agent has not read the cluster yet.
     #[error("the agent is still starting (it has not read the cluster yet); retry in a moment")]
     Starting,
@@ -94,6 +102,7 @@ impl AttachError {
             AttachError::NameTaken { .. }
             | AttachError::AlreadyAttached { .. }
             | AttachError::Exists(_) => ErrorKind::Duplicate,
+            AttachError::NotBuiltHere { .. } => ErrorKind::Conflict,
             AttachError::Starting => ErrorKind::Unavailable,
             AttachError::Dataplane(_) | AttachError::Book(_) | AttachError::Mailbox(_) => {
                 ErrorKind::Internal

@@ -18,7 +18,9 @@ use crate::messages::{LocalChanged, SubscribeLocal};
 use crate::publish::PublishQueue;
 use crate::registry::actor::{GetWorkloads, RegistryActor};
 use crate::registry::{LocalWorkloads, Registry};
-use crate::testing::{endpoint, network, state_with, FakePublisher, TempDir};
+use shibafu_overlay::model::{NetworkProblem, SCHEMA_VERSION};
+
+use crate::testing::{endpoint, network, state_with, with_problem, FakePublisher, TempDir};
 
 /// Keeps every announcement of the registry.
 #[derive(Clone, Default)]
@@ -187,7 +189,7 @@ fn bad_input_leaves_nothing() {
     actix::System::new().block_on(async {
         let remote = endpoint("backend", "db", "node2", "172.22.0.66");
         let st = state_with(&[network("backend", "172.22.0.0/24", 4097)], &[remote]);
-        let a = Agent::start("bad", st);
+        let a = Agent::start("bad", st.clone());
         assert!(matches!(
             a.attach("api", &["nope"]).await,
             Err(AttachError::UnknownNetwork(_))
@@ -213,6 +215,22 @@ fn bad_input_leaves_nothing() {
         };
         let res = a.net.send(AttachWorkload(outside)).await.expect("mailbox");
         assert!(matches!(res, Err(AttachError::Ipam { .. })), "{res:?}");
+        let problem = NetworkProblem {
+            schema: SCHEMA_VERSION,
+            network: "backend".into(),
+            node: "node1".into(),
+            reason: "overlay MTU 1250 is below 1280".into(),
+        };
+        let skipped = with_problem(&st, &problem);
+        a.net.do_send(ClusterChanged {
+            changes: vec![],
+            state: skipped,
+        });
+        let res = a.attach("y", &["backend"]).await;
+        assert!(
+            matches!(&res, Err(AttachError::NotBuiltHere { reason, .. }) if reason.contains("1280")),
+            "{res:?}"
+        );
         assert!(a.workloads().await.is_empty());
         assert!(a.published().await.is_empty());
     });

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::{Client, ClientError, Target};
 use super::types::{encode_segment, network_path, CreateNetwork, Health, NodeInfo, RemovedNetwork};
-use crate::model::{Link, Network};
+use crate::model::{Link, Network, NetworkProblem};
 
 /// Body of `POST /v1/links`: allow two networks to route to each other (`connect-networks`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +58,13 @@ impl Coordinator {
     /// `GET /v1/networks/{name}`.
     pub async fn get_network(&self, name: &str) -> Result<Network, ClientError> {
         self.client.get(&network_path(name)).await
+    }
+
+    /// `GET /v1/networks/{name}/problems`: why nodes do not build the network, by node.
+    pub async fn network_problems(&self, name: &str) -> Result<Vec<NetworkProblem>, ClientError> {
+        self.client
+            .get(&format!("{}/problems", network_path(name)))
+            .await
     }
 
     /// `DELETE /v1/networks/{name}[?force=true]`.

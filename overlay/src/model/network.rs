@@ -154,3 +154,115 @@ pub fn validate_subnet_v6(net: &Ipv6Net) -> Result<(), ModelError> {
     }
     Ok(())
 }
+
+/// How a network clashes with another network of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    /// Same name.
+    #[error("network {name:?} already exists ({subnet})")]
+    Name {
+        /// The name.
+        name: String,
+        /// The existing network's subnet.
+        subnet: Ipv4Net,
+    },
+    /// IPv4 subnets share addresses.
+    #[error("network {name:?}: subnet {subnet} overlaps network {other:?} ({other_subnet})")]
+    Subnet {
+        /// This network.
+        name: String,
+        /// Its subnet.
+        subnet: Ipv4Net,
+        /// The other network.
+        other: String,
+        /// Its subnet.
+        other_subnet: Ipv4Net,
+    },
+    /// IPv6 subnets share addresses.
+    #[error("network {name:?}: subnet6 {subnet} overlaps network {other:?} ({other_subnet})")]
+    Subnet6 {
+        /// This network.
+        name: String,
+        /// Its IPv6 subnet.
+        subnet: Ipv6Net,
+        /// The other network.
+        other: String,
+        /// Its IPv6 subnet.
+        other_subnet: Ipv6Net,
+    },
+    /// Same DNS zone.
+    #[error(
+        "network {name:?}: zone {zone:?} is already used by network {other:?}; choose another zone"
+    )]
+    Zone {
+        /// This network.
+        name: String,
+        /// The zone.
+        zone: String,
+        /// The other network.
+        other: String,
+    },
+    /// Same VNI.
+    #[error("network {name:?}: VNI {vni} is already used by network {other:?}")]
+    Vni {
+        /// This network.
+        name: String,
+        /// The VNI.
+        vni: u32,
+        /// The other network.
+        other: String,
+    },
+}
+
+impl Network {
+    /// The first way this network clashes with `other` (name, subnets, zone, VNI), if any.
+    pub fn conflict_with(&self, other: &Network) -> Option<Conflict> {
+        let name = self.name.clone();
+        if other.name == self.name {
+            return Some(Conflict::Name {
+                name,
+                subnet: other.subnet,
+            });
+        }
+        if overlaps_v4(&self.subnet, &other.subnet) {
+            return Some(Conflict::Subnet {
+                name,
+                subnet: self.subnet,
+                other: other.name.clone(),
+                other_subnet: other.subnet,
+            });
+        }
+        if let (Some(a), Some(b)) = (self.subnet6, other.subnet6) {
+            if overlaps_v6(&a, &b) {
+                return Some(Conflict::Subnet6 {
+                    name,
+                    subnet: a,
+                    other: other.name.clone(),
+                    other_subnet: b,
+                });
+            }
+        }
+        if other.zone == self.zone {
+            return Some(Conflict::Zone {
+                name,
+                zone: self.zone.clone(),
+                other: other.name.clone(),
+            });
+        }
+        (other.vni == self.vni).then(|| Conflict::Vni {
+            name,
+            vni: self.vni,
+            other: other.name.clone(),
+        })
+    }
+}
+
+/// Do two IPv4 subnets share an address?
+pub fn overlaps_v4(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// Do two IPv6 subnets share an address?
+pub fn overlaps_v6(a: &Ipv6Net, b: &Ipv6Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}

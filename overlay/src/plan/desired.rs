@@ -3,8 +3,9 @@
 //! Every network in the cluster gets its bridge (and VXLAN device) on every node: the gateway
 //! address must exist for the network's DNS, and routing between linked networks happens on the
 //! sending node, which therefore needs the destination network's bridge too. A network this
-//! host cannot build (invalid, a VNI used twice, an overlay MTU below its minimum here) is
-//! skipped with the reason, and local interfaces on it are left out: the other networks go on.
+//! host cannot build (invalid, clashing with another network, an overlay MTU below its minimum
+//! here) is skipped with the reason, and local interfaces on it are left out: the other
+//! networks go on. The rules are the model's, the ones the coordinator applies at creation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -202,7 +203,6 @@ type NetworkMap<'a> = BTreeMap<&'a str, (DesiredNetwork, &'a Network)>;
 fn build_networks<'a>(inp: &HostInputs<'a>) -> (NetworkMap<'a>, Vec<SkippedNetwork>) {
     let mut out: NetworkMap<'a> = BTreeMap::new();
     let mut skipped = Vec::new();
-    let mut bridges: BTreeMap<String, &str> = BTreeMap::new();
     let mut sorted: Vec<&Network> = inp.networks.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     for net in sorted {
@@ -217,14 +217,11 @@ fn build_networks<'a>(inp: &HostInputs<'a>) -> (NetworkMap<'a>, Vec<SkippedNetwo
             skip(format!("invalid network spec: {e}"));
             continue;
         }
-        if let Some(first) = bridges.get(&net.bridge_name()) {
-            skip(format!(
-                "VNI {} is also used by network {first:?}; remove one of them",
-                net.vni
-            ));
+        // Of two networks that clash, the one whose name sorts first is built, on every node.
+        if let Some(c) = out.values().find_map(|(_, built)| net.conflict_with(built)) {
+            skip(format!("{c}; remove one of the two networks"));
             continue;
         }
-        bridges.insert(net.bridge_name(), net.name.as_str());
         let mtu = overlay_mtu(net.mtu, inp.underlay_mtu, inp.underlay);
         let min = net.min_mtu();
         if mtu < min {

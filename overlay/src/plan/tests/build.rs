@@ -306,4 +306,13 @@ fn a_network_this_host_cannot_build_is_skipped_and_the_others_go_on() {
             .all(|e| e.netns.to_str() != Some("/run/netns/cache")),
         "an interface on an unknown network is left out"
     );
+    let mut c = Cluster::new();
+    c.networks.push(net("inside", "172.21.0.128/25", 4200));
+    let d = DesiredHost::build(&c.inputs()).expect("builds");
+    assert_eq!(d.skipped.len(), 1);
+    assert!(
+        d.skipped[0].reason.contains("overlaps network \"fe\""),
+        "{}",
+        d.skipped[0].reason
+    );
 }
