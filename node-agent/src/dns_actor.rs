@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use shibafu_overlay::dns::forward::{ForwardConfig, Forwarder};
 use shibafu_overlay::dns::projection::{Balancing, Projection, View};
 use shibafu_overlay::dns::{bind_tcp, bind_udp, DnsServer, ServerConfig, Snapshot};
-use shibafu_overlay::model::{Endpoint, Network};
+use shibafu_overlay::model::{admit, Endpoint, Network};
 use shibafu_overlay::state::{ClusterState, StateChange};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
@@ -189,9 +189,9 @@ impl DnsActor {
     }
 
     fn reconcile_servers(&mut self, state: &ClusterState) {
-        let wanted: BTreeMap<String, Listen> = state
-            .networks()
-            .values()
+        let wanted: BTreeMap<String, Listen> = admit(state.networks().values())
+            .0
+            .into_iter()
             .map(|n| (n.name.clone(), self.listen_of(n)))
             .collect();
         let stale: Vec<String> = self

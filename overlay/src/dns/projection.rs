@@ -2,7 +2,9 @@
 //! aliases and services, reverse zones with PTR records, and views so a requester sees only the
 //! zones it should. Agents and coordinators serve the same projection; tests call it directly.
 //!
-//! It is computed per network ([`project_network`]): a change to one network's endpoints
+//! Only networks the model admits are projected ([`admit`]: valid, clashing with no other), as
+//! only those are built. It is computed per network ([`project_network`]): a change to one
+//! network's endpoints
 //! re-projects that network only. [`Projection`] keeps the parts of every network, patches the
 //! ones a change touches, and assembles the [`Snapshot`] from them.
 
@@ -14,7 +16,7 @@ use hickory_proto::rr::{Name, RData};
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::{reverse_name, AnswerOrder, DnsError, Snapshot, SnapshotBuilder};
-use crate::model::{Endpoint, Network};
+use crate::model::{admit, Endpoint, Network};
 use crate::state::ClusterState;
 
 /// TTL of container and service records: short, since containers come and go.
@@ -245,7 +247,7 @@ impl Projection {
 
     /// Re-projects the networks named in `touched` (or every network when `None`) from
     /// `state`, with `endpoints_of` giving each network's endpoints; networks gone from `state`
-    /// are dropped.
+    /// or not admitted are dropped.
     pub fn update<'s>(
         &mut self,
         state: &'s ClusterState,
@@ -253,9 +255,10 @@ impl Projection {
         endpoints_of: &dyn Fn(&'s Network) -> Vec<&'s Endpoint>,
         balancing: &Balancing<'_>,
     ) {
+        let (admitted, _) = admit(state.networks().values());
         self.parts
-            .retain(|name, _| state.networks().contains_key(name));
-        for net in state.networks().values() {
+            .retain(|name, _| admitted.iter().any(|n| n.name == *name));
+        for net in admitted {
             let stale = touched.is_none_or(|t| t.contains(&net.name))
                 || !self.parts.contains_key(&net.name);
             if stale {

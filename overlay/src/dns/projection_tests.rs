@@ -9,7 +9,10 @@ use crate::store::keys::Key;
 use crate::store::{ClusterChange, KeyValue};
 
 fn network(name: &str, subnet: &str) -> Network {
-    Network::new(name, subnet.parse().expect("subnet"), 4096)
+    let subnet: ipnet::Ipv4Net = subnet.parse().expect("subnet");
+    // A VNI of its own, from the subnet's second and third octets.
+    let [_, b, c, _] = subnet.network().octets();
+    Network::new(name, subnet, 4096 + u32::from(b) * 256 + u32::from(c))
 }
 
 fn endpoint(net: &str, name: &str, ip: &str, service: Option<&str>) -> Endpoint {
@@ -276,5 +279,33 @@ fn an_update_re_projects_only_the_networks_it_names() {
         snap.zones().filter(|z| z.contains("backend")).count(),
         0,
         "removed networks go"
+    );
+}
+
+#[test]
+fn networks_the_model_does_not_admit_are_left_out_and_break_nothing() {
+    let mut bad_zone = network("zbad", "172.29.0.0/24");
+    bad_zone.zone = "bad..zone".into();
+    let inside = network("zlap", "172.21.0.128/25");
+    let mut all = nets();
+    all.extend([bad_zone, inside]);
+    let mut more = eps();
+    more.push(endpoint("zlap", "ghost", "172.21.0.130", None));
+    let state = state_of(&all, &more);
+    let mut p = Projection::new();
+    p.update(
+        &state,
+        None,
+        &|n| state.endpoints_of(&n.name).collect(),
+        &Balancing::default(),
+    );
+    let snap = p
+        .snapshot(View::Members)
+        .expect("the good networks still build");
+    let m = ask(&snap, "172.21.0.20", "web1.frontend.local.", RecordType::A);
+    assert_eq!(addrs(&m), ["172.21.0.11"]);
+    assert!(
+        snap.zones().all(|z| z != "zlap.local"),
+        "a clashing network is served"
     );
 }

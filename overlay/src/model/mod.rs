@@ -13,7 +13,7 @@ mod records;
 
 pub use mac::{MacAddr, MacParseError};
 pub use network::{
-    check_mtu, first_host_v4, first_host_v6, overlaps_v4, overlaps_v6, validate_subnet_v4,
+    admit, check_mtu, first_host_v4, first_host_v6, overlaps_v4, overlaps_v6, validate_subnet_v4,
     validate_subnet_v6, Conflict, Network, MAX_MTU, MIN_MTU, MIN_MTU_V6,
 };
 pub use object::{decode, DecodeError, Object};
@@ -159,6 +159,42 @@ mod tests {
         .expect("endpoint");
         assert_eq!(e.weight, 1);
         assert!(e.aliases.is_empty());
+    }
+
+    #[test]
+    fn admit_keeps_valid_networks_and_the_first_of_two_that_clash() {
+        let mut bad = net("bad", "10.9.0.0/24");
+        bad.zone = "bad..zone".into();
+        let a = Network::new("a", "10.1.0.0/16".parse().expect("net"), 4096);
+        let b = Network::new("b", "10.1.2.0/24".parse().expect("net"), 4097);
+        let c = Network::new("c", "10.3.0.0/24".parse().expect("net"), 4096);
+        let d = Network::new("d", "10.4.0.0/24".parse().expect("net"), 4098);
+        let all = [d.clone(), c, b, bad, a.clone()];
+        let (ok, refused) = admit(&all);
+        assert_eq!(ok, [&a, &d]);
+        let reasons: Vec<(&str, bool)> = refused
+            .iter()
+            .map(|(n, r)| (n.as_str(), r.contains("remove one of the two")))
+            .collect();
+        assert_eq!(reasons, [("b", true), ("bad", false), ("c", true)]);
+        assert!(refused[1].1.contains("zone"));
+        assert!(refused[2].1.contains("VNI 4096"));
+    }
+
+    #[test]
+    fn ipv6_networks_need_an_mtu_of_1280() {
+        let mut n = net("x", "172.21.0.0/24");
+        n.subnet6 = Some("fd00::/64".parse().expect("net"));
+        n.mtu = Some(1200);
+        assert_eq!(
+            n.validate(),
+            Err(ModelError::MtuTooSmallForIpv6 {
+                mtu: 1200,
+                min: 1280
+            })
+        );
+        n.mtu = Some(1280);
+        assert_eq!(n.validate(), Ok(()));
     }
 
     #[test]

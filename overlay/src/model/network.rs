@@ -266,3 +266,28 @@ pub fn overlaps_v4(a: &Ipv4Net, b: &Ipv4Net) -> bool {
 pub fn overlaps_v6(a: &Ipv6Net, b: &Ipv6Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
+
+/// The networks of a cluster that may be used, in name order, and those that may not, with the
+/// reason: each must pass [`Network::validate`] and clash with no network before it (of two that
+/// clash, the one whose name sorts first is used). Every node and coordinator decides alike.
+pub fn admit<'a>(
+    networks: impl IntoIterator<Item = &'a Network>,
+) -> (Vec<&'a Network>, Vec<(String, String)>) {
+    let mut sorted: Vec<&Network> = networks.into_iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut ok: Vec<&Network> = Vec::new();
+    let mut refused = Vec::new();
+    for net in sorted {
+        if let Err(e) = net.validate() {
+            refused.push((net.name.clone(), format!("invalid network spec: {e}")));
+        } else if let Some(c) = ok.iter().find_map(|used| net.conflict_with(used)) {
+            refused.push((
+                net.name.clone(),
+                format!("{c}; remove one of the two networks"),
+            ));
+        } else {
+            ok.push(net);
+        }
+    }
+    (ok, refused)
+}

@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 
 use super::names::{gateway_mac, overlay_mtu, veth_host_name, MAX_IFNAME, VXLAN_PORT};
 use super::{MacAddr, PlanError};
-use crate::model::{Endpoint, Network, Node};
+use crate::model::{admit, Endpoint, Network, Node};
 
 /// The whole desired dataplane of one host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +171,9 @@ impl DesiredHost {
         let mut networks: Vec<DesiredNetwork> = networks.into_values().map(|(n, _)| n).collect();
         add_remotes(inp, &mut networks);
         networks.sort_by(|a, b| a.bridge.cmp(&b.bridge));
+        for s in &skipped {
+            warn!(network = %s.name, reason = %s.reason, "skipping network");
+        }
         skipped.sort();
         Ok(DesiredHost {
             networks,
@@ -202,33 +205,22 @@ type NetworkMap<'a> = BTreeMap<&'a str, (DesiredNetwork, &'a Network)>;
 /// The networks this host builds, and those it skips with the reason.
 fn build_networks<'a>(inp: &HostInputs<'a>) -> (NetworkMap<'a>, Vec<SkippedNetwork>) {
     let mut out: NetworkMap<'a> = BTreeMap::new();
-    let mut skipped = Vec::new();
-    let mut sorted: Vec<&Network> = inp.networks.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    for net in sorted {
-        let mut skip = |reason: String| {
-            warn!(network = %net.name, %reason, "skipping network");
-            skipped.push(SkippedNetwork {
-                name: net.name.clone(),
-                reason,
-            });
-        };
-        if let Err(e) = net.validate() {
-            skip(format!("invalid network spec: {e}"));
-            continue;
-        }
-        // Of two networks that clash, the one whose name sorts first is built, on every node.
-        if let Some(c) = out.values().find_map(|(_, built)| net.conflict_with(built)) {
-            skip(format!("{c}; remove one of the two networks"));
-            continue;
-        }
+    let (admitted, refused) = admit(inp.networks);
+    let mut skipped: Vec<SkippedNetwork> = refused
+        .into_iter()
+        .map(|(name, reason)| SkippedNetwork { name, reason })
+        .collect();
+    for net in admitted {
         let mtu = overlay_mtu(net.mtu, inp.underlay_mtu, inp.underlay);
         let min = net.min_mtu();
         if mtu < min {
-            skip(format!(
+            skipped.push(SkippedNetwork {
+                name: net.name.clone(),
+                reason: format!(
                 "overlay MTU {mtu} on this node (underlay MTU {} minus VXLAN overhead) is below {min}, the minimum for this network; raise the underlay MTU or give the network an explicit --mtu of at least {min}",
                 inp.underlay_mtu
-            ));
+                ),
+            });
             continue;
         }
         let gateway4 = Ipv4Net::new(net.gateway(), net.subnet.prefix_len()).unwrap_or(net.subnet);
