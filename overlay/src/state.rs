@@ -8,8 +8,12 @@
 //!
 //! The kinds of object the state tracks are listed once, in the `kinds!` invocation below: a
 //! new kind is one line there plus its [`Object`] impl beside its type.
+//!
+//! The tables are persistent maps: cloning a state (every subscriber holds one, and the
+//! StoreActor writes a new one per change) shares everything unchanged, so a change costs in
+//! proportion to itself, not to the size of the cluster.
 
-use std::collections::BTreeMap;
+use imbl::OrdMap;
 
 use ipnet::Ipv4Net;
 use tracing::{debug, warn};
@@ -158,12 +162,12 @@ macro_rules! kinds {
         /// The typed cluster state, as of `revision`.
         #[derive(Debug, Clone, Default, PartialEq, Eq)]
         pub struct ClusterState {
-            $( $field: BTreeMap<<$ty as Indexed>::Id, $ty>, )*
+            $( $field: OrdMap<<$ty as Indexed>::Id, $ty>, )*
             revision: i64,
         }
 
         impl ClusterState {
-            $( $(#[$doc])* pub fn $field(&self) -> &BTreeMap<<$ty as Indexed>::Id, $ty> {
+            $( $(#[$doc])* pub fn $field(&self) -> &OrdMap<<$ty as Indexed>::Id, $ty> {
                 &self.$field
             } )*
 
@@ -233,8 +237,8 @@ kinds! {
     problems: NetworkProblem => Problem,
 }
 
-fn upsert<K: Ord, V: PartialEq + Clone>(
-    map: &mut BTreeMap<K, V>,
+fn upsert<K: Ord + Clone, V: PartialEq + Clone>(
+    map: &mut OrdMap<K, V>,
     id: K,
     v: V,
 ) -> Option<Change<V>> {
