@@ -19,12 +19,20 @@ use shibafu_overlay::store::Store;
 use tracing::{info, instrument, warn};
 
 use crate::cluster;
+use crate::http_services;
 use crate::links::{self, Linked};
 
 /// Shared state of the handlers: only the store (the coordinator keeps no state of its own).
 #[derive(Clone)]
 pub struct AppState {
     store: Arc<dyn Store>,
+}
+
+impl AppState {
+    /// The cluster store.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
 }
 
 /// An [`ApiError`] as an HTTP response: its status and its JSON body.
@@ -64,6 +72,7 @@ pub fn router(store: Arc<dyn Store>) -> Router {
         .route("/v1/links", get(list_links).post(create_link))
         .route("/v1/links/{a}/{b}", delete(remove_link))
         .route("/v1/nodes", get(list_nodes))
+        .merge(http_services::routes())
         .route("/v1/health", get(health))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)

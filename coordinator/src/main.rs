@@ -4,9 +4,11 @@
 mod cluster;
 mod gc;
 mod http;
+mod http_services;
 mod links;
 #[cfg(test)]
 mod racing_store;
+mod services;
 mod validate;
 
 use std::future::Future;

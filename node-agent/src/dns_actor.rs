@@ -15,7 +15,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use shibafu_overlay::dns::forward::{ForwardConfig, Forwarder};
-use shibafu_overlay::dns::projection::{Balancing, Projection, View};
+use shibafu_overlay::dns::projection::{Projection, View};
 use shibafu_overlay::dns::{bind_tcp, bind_udp, DnsServer, ServerConfig, Snapshot};
 use shibafu_overlay::model::{admit, Endpoint, Network};
 use shibafu_overlay::state::{ClusterState, StateChange};
@@ -121,12 +121,8 @@ impl DnsActor {
             Pending::All => None,
         };
         let endpoints_of = endpoints_with_local(&state, &self.node, self.local.as_deref());
-        self.projection.update(
-            &state,
-            touched.as_ref(),
-            &endpoints_of,
-            &Balancing::default(),
-        );
+        self.projection
+            .update(&state, touched.as_ref(), &endpoints_of);
         match self.projection.snapshot(View::Members) {
             Ok(snap) => {
                 debug!(
@@ -269,15 +265,21 @@ fn endpoints_with_local<'a>(
     }
 }
 
-/// Does `change` leave the snapshot as it is? Nodes, IPAM blocks and problem reports are not in
-/// DNS, and once the registry is known (`book_known`) this node's (`node`) endpoints come from
+/// Does `change` leave the snapshot as it is? Nodes, IPAM blocks, problem reports and
+/// coordinators are not in an agent's DNS, and once the registry is known (`book_known`) this node's (`node`) endpoints come from
 /// it, not from the cluster (the watch echoing an attach would otherwise rebuild a second time).
 fn leaves_dns(change: &StateChange, node: &str, book_known: bool) -> bool {
     let own = |e: &Endpoint| book_known && e.node == node;
     match change {
         StateChange::Endpoint(c) => c.values().all(own),
-        StateChange::Node(_) | StateChange::Block(_) | StateChange::Problem(_) => true,
-        StateChange::Network(_) | StateChange::Link(_) => false,
+        StateChange::Node(_)
+        | StateChange::Block(_)
+        | StateChange::Problem(_)
+        | StateChange::Coordinator(_) => true,
+        StateChange::Network(_)
+        | StateChange::Link(_)
+        | StateChange::Service(_)
+        | StateChange::Health(_) => false,
     }
 }
 

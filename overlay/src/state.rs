@@ -18,7 +18,10 @@ use imbl::OrdMap;
 use ipnet::Ipv4Net;
 use tracing::{debug, warn};
 
-use crate::model::{decode, Endpoint, IpamBlock, Link, Network, NetworkProblem, Node, Object};
+use crate::model::{
+    decode, CoordinatorRecord, Endpoint, Health, IpamBlock, Link, Network, NetworkProblem, Node,
+    Object, Service,
+};
 use crate::store::keys::Key;
 use crate::store::{ClusterChange, KeyValue, WatchEvent};
 
@@ -136,6 +139,45 @@ impl Indexed for IpamBlock {
     }
 }
 
+impl Indexed for Service {
+    type Id = (String, String);
+    fn id(&self) -> (String, String) {
+        (self.network.clone(), self.name.clone())
+    }
+    fn id_of(key: &Key) -> Option<(String, String)> {
+        match key {
+            Key::Service { network, name } => Some((network.clone(), name.clone())),
+            _ => None,
+        }
+    }
+}
+
+impl Indexed for Health {
+    type Id = (String, String);
+    fn id(&self) -> (String, String) {
+        (self.network.clone(), self.endpoint.clone())
+    }
+    fn id_of(key: &Key) -> Option<(String, String)> {
+        match key {
+            Key::Health { network, id } => Some((network.clone(), id.clone())),
+            _ => None,
+        }
+    }
+}
+
+impl Indexed for CoordinatorRecord {
+    type Id = String;
+    fn id(&self) -> String {
+        self.name.clone()
+    }
+    fn id_of(key: &Key) -> Option<String> {
+        match key {
+            Key::Coordinator(n) => Some(n.clone()),
+            _ => None,
+        }
+    }
+}
+
 impl Indexed for NetworkProblem {
     type Id = (String, String);
     fn id(&self) -> (String, String) {
@@ -235,6 +277,12 @@ kinds! {
     links: Link => Link,
     /// Problems nodes report, by (network, node).
     problems: NetworkProblem => Problem,
+    /// Services by (network, name).
+    services: Service => Service,
+    /// Health of service instances by (network, endpoint id).
+    health: Health => Health,
+    /// Live coordinators by name.
+    coordinators: CoordinatorRecord => Coordinator,
 }
 
 fn upsert<K: Ord + Clone, V: PartialEq + Clone>(
@@ -263,6 +311,9 @@ impl StateChange {
                 .flat_map(|l| [l.a.as_str(), l.b.as_str()])
                 .collect(),
             StateChange::Problem(c) => c.values().map(|p| p.network.as_str()).collect(),
+            StateChange::Service(c) => c.values().map(|s| s.network.as_str()).collect(),
+            StateChange::Health(c) => c.values().map(|h| h.network.as_str()).collect(),
+            StateChange::Coordinator(_) => Vec::new(),
         }
     }
 }

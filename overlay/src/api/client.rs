@@ -201,6 +201,16 @@ impl Client {
         self.call(Method::POST, path, Some(body)).await
     }
 
+    /// `PUT path` with a JSON body, decoding a JSON answer.
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = encode(body)?;
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
     /// `DELETE path`, decoding a JSON answer (`()` accepts an empty one).
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.call(Method::DELETE, path, None).await

@@ -3,8 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::client::{Client, ClientError, Target};
+use super::services::{ServiceInfo, ServiceSpec};
 use super::types::{encode_segment, network_path, CreateNetwork, Health, NodeInfo, RemovedNetwork};
-use crate::model::{Link, Network, NetworkProblem};
+use crate::model::{Link, Network, NetworkProblem, Service};
 
 /// Body of `POST /v1/links`: allow two networks to route to each other (`connect-networks`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +20,15 @@ pub struct LinkNetworks {
 /// Path of the link between two networks, in the order given (the server accepts either).
 pub fn link_path(a: &str, b: &str) -> String {
     format!("/v1/links/{}/{}", encode_segment(a), encode_segment(b))
+}
+
+/// Path of one service.
+pub fn service_path(network: &str, name: &str) -> String {
+    format!(
+        "/v1/services/{}/{}",
+        encode_segment(network),
+        encode_segment(name)
+    )
 }
 
 /// A client of the coordinator API.
@@ -102,6 +112,36 @@ impl Coordinator {
     /// `GET /v1/nodes`: every live node, sorted by name.
     pub async fn list_nodes(&self) -> Result<Vec<NodeInfo>, ClientError> {
         self.client.get("/v1/nodes").await
+    }
+
+    /// `POST /v1/services`: creates a service.
+    pub async fn create_service(&self, spec: &ServiceSpec) -> Result<Service, ClientError> {
+        self.client.post("/v1/services", spec).await
+    }
+
+    /// `PUT /v1/services/{network}/{name}`: changes the fields `spec` sets.
+    pub async fn update_service(&self, spec: &ServiceSpec) -> Result<Service, ClientError> {
+        let path = service_path(&spec.network, &spec.name);
+        self.client.put(&path, spec).await
+    }
+
+    /// `GET /v1/services`: every service with its instances.
+    pub async fn list_services(&self) -> Result<Vec<ServiceInfo>, ClientError> {
+        self.client.get("/v1/services").await
+    }
+
+    /// `GET /v1/services/{network}/{name}`: one service with its instances.
+    pub async fn get_service(&self, network: &str, name: &str) -> Result<ServiceInfo, ClientError> {
+        self.client.get(&service_path(network, name)).await
+    }
+
+    /// `DELETE /v1/services/{network}/{name}`: removes a service without instances.
+    pub async fn remove_service(
+        &self,
+        network: &str,
+        name: &str,
+    ) -> Result<ServiceInfo, ClientError> {
+        self.client.delete(&service_path(network, name)).await
     }
 
     /// `GET /v1/health`.

@@ -4,6 +4,7 @@
 mod agent;
 mod client;
 mod coordinator;
+mod services;
 mod types;
 
 pub use agent::{
@@ -12,7 +13,8 @@ pub use agent::{
 pub use client::{
     Client, ClientError, RawResponse, Target, UpgradedStream, CONNECT_TIMEOUT, REQUEST_TIMEOUT,
 };
-pub use coordinator::{link_path, Coordinator, LinkNetworks};
+pub use coordinator::{link_path, service_path, Coordinator, LinkNetworks};
+pub use services::{InstanceInfo, ServiceInfo, ServiceSpec};
 pub use types::{
     encode_segment, network_path, ApiError, CreateNetwork, ErrorKind, Health, NodeInfo,
     RemovedNetwork,

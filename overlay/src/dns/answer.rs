@@ -156,6 +156,10 @@ pub(crate) fn respond_prepared(
     };
     out.extend_from_slice(&query[..q.question_end]);
     let visible = snap.visible(client, zone);
+    let note = match &found {
+        Some(Found::Varying(pre)) if visible => pre.note.as_deref(),
+        _ => None,
+    };
     let (mut meta, bytes) = match found {
         _ if !visible => (hidden_zone(snap, zone, q, out), None),
         Some(Found::Fixed { meta, bytes, .. }) => (meta, Some(bytes)),
@@ -186,7 +190,12 @@ pub(crate) fn respond_prepared(
         truncated: false,
     };
     let limit = limit(q, transport, cfg);
-    Outcome::Reply(finish(q, meta, reply, true, limit, cfg, out))
+    let how = Finish {
+        authoritative: true,
+        limit,
+        note: note.unwrap_or_default(),
+    };
+    Outcome::Reply(finish(q, meta, reply, &how, cfg, out))
 }
 
 /// A zone the client may not see looks like a name that does not exist.
@@ -241,7 +250,12 @@ fn empty_reply(
     } else {
         limit(q, transport, cfg)
     };
-    finish(q, meta, reply, false, limit, cfg, out)
+    let how = Finish {
+        authoritative: false,
+        limit,
+        note: &[],
+    };
+    finish(q, meta, reply, &how, cfg, out)
 }
 
 /// Header and question of `query` (parsed as `q`) with `code`, for answers decided outside the
@@ -274,18 +288,32 @@ fn header_only(query: &[u8], code: u16, cfg: &AnswerConfig, out: &mut Vec<u8>) -
     })
 }
 
+/// How [`finish`] completes a message.
+struct Finish<'a> {
+    /// Sets AA.
+    authoritative: bool,
+    /// Largest size allowed.
+    limit: usize,
+    /// EDNS options for the OPT record (a name's note), empty for none.
+    note: &'a [u8],
+}
+
 /// Fits the message to `limit` (drop the additional section, else truncate with TC), then writes
-/// the header and the OPT record.
+/// the header and the OPT record (with the note's options).
 fn finish(
     q: &Query,
     mut meta: Composed,
     mut reply: Reply,
-    authoritative: bool,
-    limit: usize,
+    how: &Finish<'_>,
     cfg: &AnswerConfig,
     out: &mut Vec<u8>,
 ) -> Reply {
-    let opt = if q.edns.is_some() { OPT_LEN } else { 0 };
+    let (authoritative, limit, note) = (how.authoritative, how.limit, how.note);
+    let opt = if q.edns.is_some() {
+        OPT_LEN + note.len()
+    } else {
+        0
+    };
     if out.len() + opt > limit {
         if meta.ar > 0 && meta.additional_at + opt <= limit {
             out.truncate(meta.additional_at);
@@ -315,6 +343,7 @@ fn finish(
             cfg.max_udp_payload.max(512),
             meta.rcode,
             edns.dnssec_ok,
+            note,
         );
     }
     reply

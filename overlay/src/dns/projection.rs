@@ -11,12 +11,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use hickory_proto::rr::rdata::{A, AAAA, PTR, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, PTR, SRV, TXT};
 use hickory_proto::rr::{Name, RData};
 use ipnet::{Ipv4Net, Ipv6Net};
 
+use super::balance::{self, Instance};
 use super::{reverse_name, AnswerOrder, DnsError, Snapshot, SnapshotBuilder};
-use crate::model::{admit, Endpoint, Network};
+use crate::model::{admit, answered, Answered, Endpoint, Health, Network, Protocol, Service};
 use crate::state::ClusterState;
 
 /// TTL of container and service records: short, since containers come and go.
@@ -30,25 +31,6 @@ pub enum View {
     Members,
     /// Every requester sees every zone: the cluster-wide view a coordinator serves.
     Cluster,
-}
-
-/// What the projection needs besides the records: which instances may be answered, and in
-/// which order a service's instances are given.
-pub struct Balancing<'a> {
-    /// Whether a service instance may be answered (healthy).
-    pub healthy: &'a dyn Fn(&Endpoint) -> bool,
-    /// The answer order of service `name` on a network.
-    pub order: &'a dyn Fn(&Network, &str) -> AnswerOrder,
-}
-
-impl Default for Balancing<'_> {
-    /// Every instance healthy, service answers rotating (round robin).
-    fn default() -> Self {
-        Balancing {
-            healthy: &|_| true,
-            order: &|_, _| AnswerOrder::RoundRobin,
-        }
-    }
 }
 
 /// The reverse zone holding the PTR records of an IPv4 subnet (enclosing octet boundary).
@@ -82,12 +64,13 @@ struct Member {
     addrs: Vec<IpAddr>,
 }
 
-/// The DNS content of one network: its zones, records, answer orders and members.
+/// The DNS content of one network: its zones, records, answer orders, notes and members.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkZones {
     zones: Vec<String>,
     records: Vec<(String, u32, RData)>,
     orders: Vec<(String, AnswerOrder)>,
+    notes: Vec<(String, String)>,
     members: Vec<Member>,
 }
 
@@ -113,20 +96,26 @@ fn addresses(e: &Endpoint) -> impl Iterator<Item = RData> {
     std::iter::once(RData::A(A(e.ipv4))).chain(e.ipv6.map(|v6| RData::AAAA(AAAA(v6))))
 }
 
-/// Projects one network: names, aliases and PTRs of `endpoints`, and service names over the
-/// instances `balancing` calls healthy, in its order.
+/// Projects one network: names, aliases and PTRs of `endpoints`, and its services (those of
+/// `state` and those its endpoints name) over their healthy instances, as [`add_service`] says.
 pub fn project_network(
     net: &Network,
     endpoints: &[&Endpoint],
-    balancing: &Balancing<'_>,
+    state: &ClusterState,
 ) -> NetworkZones {
     let mut out = NetworkZones {
         zones: zones_of(net),
         records: Vec::new(),
         orders: Vec::new(),
+        notes: Vec::new(),
         members: Vec::new(),
     };
-    let mut services: BTreeMap<&str, Vec<&Endpoint>> = BTreeMap::new();
+    let mut services: BTreeMap<&str, Vec<&Endpoint>> = state
+        .services()
+        .values()
+        .filter(|s| s.network == net.name)
+        .map(|s| (s.name.as_str(), Vec::new()))
+        .collect();
     for e in endpoints {
         let owner = fqdn(&e.name, &net.zone);
         let Ok(target) = Name::from_ascii(&owner) else {
@@ -149,43 +138,91 @@ pub fn project_network(
             addrs,
         });
         if let Some(s) = e.service.as_deref() {
-            if (balancing.healthy)(e) {
-                services.entry(s).or_default().push(e);
-            }
+            services.entry(s).or_default().push(e);
         }
     }
-    for (service, instances) in services {
-        add_service(&mut out, net, service, &instances, balancing);
+    for (name, instances) in services {
+        let key = (net.name.clone(), name.to_string());
+        let service = state
+            .services()
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| Service {
+                port: instances.iter().find_map(|e| e.port),
+                ..Service::new(&net.name, name)
+            });
+        add_service(&mut out, net, &service, &instances, state);
     }
     out
 }
 
+/// A service's names: `<service>.<zone>` answers one healthy instance per query, chosen by the
+/// service's policy ([`balance::order`]), and `_<port-name>._<protocol>.<service>.<zone>` lists
+/// every healthy instance as SRV (priority 10, the instance's weight, the service port, its
+/// name as target). With no healthy instance, `fail-closed` answers no address (a TXT record
+/// says why) and `fail-open` answers every running instance, marked with an extended DNS error.
 fn add_service(
     out: &mut NetworkZones,
     net: &Network,
-    service: &str,
+    service: &Service,
     instances: &[&Endpoint],
-    balancing: &Balancing<'_>,
+    state: &ClusterState,
 ) {
-    let at = fqdn(service, &net.zone);
-    for e in instances {
+    let at = fqdn(&service.name, &net.zone);
+    let health = |e: &Endpoint| state.health().get(&(e.network.clone(), e.id.clone()));
+    let with_health: Vec<(&Endpoint, Option<&Health>)> =
+        instances.iter().map(|e| (*e, health(e))).collect();
+    let verdict = answered(service, &with_health);
+    if verdict == Answered::FailClosed {
+        let why = format!("no healthy instance of {} (fail-closed)", service.name);
+        out.records
+            .push((at, RECORD_TTL, RData::TXT(TXT::new(vec![why]))));
+        return;
+    }
+    if verdict == Answered::FailOpen {
+        out.notes.push((
+            at.clone(),
+            format!(
+                "no healthy instance of {}: every running instance answered (fail-open)",
+                service.name
+            ),
+        ));
+    }
+    let answered: Vec<&Endpoint> = instances
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| verdict.is_answered(*i))
+        .map(|(_, e)| *e)
+        .collect();
+    let policy: Vec<Instance> = answered
+        .iter()
+        .map(|e| Instance {
+            weight: e.weight,
+            connections: health(e).and_then(|h| h.connections).unwrap_or(0),
+        })
+        .collect();
+    for e in &answered {
         out.records
             .extend(addresses(e).map(|rd| (at.clone(), RECORD_TTL, rd)));
-        let Some(port) = e.port else { continue };
+    }
+    out.orders.push((at, balance::order(service.lb, &policy)));
+    let (Some(label), Some(port)) = (service.srv_label(), service.port) else {
+        return;
+    };
+    let proto = match service.protocol {
+        Protocol::Tcp => "_tcp",
+        Protocol::Udp => "_udp",
+    };
+    let owner = format!("_{label}.{proto}.{}.{}.", service.name, net.zone);
+    for e in &answered {
         let Ok(target) = Name::from_ascii(fqdn(&e.name, &net.zone)) else {
             continue;
         };
         let weight = u16::try_from(e.weight).unwrap_or(u16::MAX);
-        for proto in ["_tcp", "_udp"] {
-            let srv = SRV::new(0, weight, port, target.clone());
-            out.records.push((
-                format!("_{service}.{proto}.{}.", net.zone),
-                RECORD_TTL,
-                RData::SRV(srv),
-            ));
-        }
+        let srv = SRV::new(10, weight, port, target);
+        out.records
+            .push((owner.clone(), RECORD_TTL, RData::SRV(srv)));
     }
-    out.orders.push((at, (balancing.order)(net, service)));
 }
 
 /// Assembles the snapshot of `parts` (one per network) under `view`.
@@ -207,6 +244,9 @@ pub fn assemble<'a>(
         }
         for (name, order) in &p.orders {
             b.order(name, order.clone());
+        }
+        for (name, text) in &p.notes {
+            b.note(name, text);
         }
         if view == View::Members {
             for m in &p.members {
@@ -253,7 +293,6 @@ impl Projection {
         state: &'s ClusterState,
         touched: Option<&BTreeSet<String>>,
         endpoints_of: &dyn Fn(&'s Network) -> Vec<&'s Endpoint>,
-        balancing: &Balancing<'_>,
     ) {
         let (admitted, _) = admit(state.networks().values());
         self.parts
@@ -263,7 +302,7 @@ impl Projection {
                 || !self.parts.contains_key(&net.name);
             if stale {
                 let eps = endpoints_of(net);
-                let part = project_network(net, &eps, balancing);
+                let part = project_network(net, &eps, state);
                 self.parts.insert(net.name.clone(), part);
             }
         }

@@ -5,6 +5,7 @@ use hickory_proto::rr::RecordType;
 
 use super::*;
 use crate::dns::answer::{respond, AnswerConfig, Outcome, Transport};
+use crate::model::{AllUnhealthy, Health, HealthCheck, HealthState, LbPolicy, Probe};
 use crate::store::keys::Key;
 use crate::store::{ClusterChange, KeyValue};
 
@@ -81,7 +82,7 @@ fn from_state(state: &ClusterState) -> Vec<NetworkZones> {
         .values()
         .map(|n| {
             let eps: Vec<&Endpoint> = state.endpoints_of(&n.name).collect();
-            project_network(n, &eps, &Balancing::default())
+            project_network(n, &eps, state)
         })
         .collect()
 }
@@ -184,80 +185,224 @@ fn ptr_and_services() {
         RecordType::PTR,
     );
     assert_eq!(addrs(&m), ["postgres.backend.local."]);
-    let first = addrs(&ask(
-        &snap,
-        "172.21.0.20",
-        "web.frontend.local.",
-        RecordType::A,
-    ));
-    let second = addrs(&ask(
-        &snap,
-        "172.21.0.20",
-        "web.frontend.local.",
-        RecordType::A,
-    ));
-    assert_eq!(first.len(), 2);
-    assert_ne!(first[0], second[0], "service answers do not rotate");
+    let mut seen = BTreeSet::new();
+    for _ in 0..4 {
+        let got = addrs(&ask(
+            &snap,
+            "172.21.0.20",
+            "web.frontend.local.",
+            RecordType::A,
+        ));
+        assert_eq!(got.len(), 1, "one address per answer: {got:?}");
+        seen.extend(got);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "answers do not go round the instances: {seen:?}"
+    );
+    // A service named only by its instances gets the defaults: its port named port<N>.
     let m = ask(
         &snap,
         "172.21.0.20",
-        "_web._tcp.frontend.local.",
+        "_port8080._tcp.web.frontend.local.",
         RecordType::SRV,
     );
     assert_eq!(m.answers.len(), 2);
     assert!(
-        addrs(&m).iter().all(|s| s.contains("8080")),
+        addrs(&m).iter().all(|s| s.starts_with("10 1 8080 web")),
         "{:?}",
         addrs(&m)
     );
+    assert_eq!(
+        m.additionals.len(),
+        2,
+        "SRV targets come with their addresses"
+    );
+}
+
+/// `state` with these objects stored too.
+fn with<T: crate::model::Object>(state: &ClusterState, objects: &[T]) -> ClusterState {
+    let mut st = state.clone();
+    let events = objects
+        .iter()
+        .map(|o| {
+            crate::store::WatchEvent::Put(KeyValue {
+                key: o.key().to_string(),
+                value: serde_json::to_vec(o).expect("json"),
+                create_revision: 99,
+                mod_revision: 99,
+                lease: 0,
+            })
+        })
+        .collect();
+    st.apply(&ClusterChange::Events(events));
+    st
+}
+
+fn web_service(lb: LbPolicy, all_unhealthy: AllUnhealthy) -> Service {
+    Service {
+        lb,
+        port: Some(80),
+        port_name: Some("http".into()),
+        all_unhealthy,
+        health: Some(HealthCheck::new(Probe::Tcp { port: 80 })),
+        ..Service::new("frontend", "web")
+    }
+}
+
+fn health(name: &str, state: HealthState, connections: u32) -> Health {
+    Health {
+        schema: crate::model::SCHEMA_VERSION,
+        network: "frontend".into(),
+        endpoint: name.into(),
+        node: "node1".into(),
+        state,
+        since_ms: 1,
+        checked_ms: 1,
+        output: String::new(),
+        connections: Some(connections),
+    }
+}
+
+fn snap_of(state: &ClusterState) -> Snapshot {
+    let mut p = Projection::new();
+    p.update(state, None, &|n| state.endpoints_of(&n.name).collect());
+    p.snapshot(View::Members).expect("build")
+}
+
+fn web_answers(snap: &Snapshot, n: usize) -> Vec<String> {
+    (0..n)
+        .flat_map(|_| {
+            addrs(&ask(
+                snap,
+                "172.21.0.20",
+                "web.frontend.local.",
+                RecordType::A,
+            ))
+        })
+        .collect()
 }
 
 #[test]
-fn balancing_decides_instances_and_their_order() {
-    let state = state_of(&nets(), &eps());
-    let healthy = |e: &Endpoint| e.name != "web2";
-    let order = |_: &Network, _: &str| AnswerOrder::Fixed;
-    let balancing = Balancing {
-        healthy: &healthy,
-        order: &order,
-    };
-    let mut p = Projection::new();
-    p.update(
-        &state,
-        None,
-        &|n| state.endpoints_of(&n.name).collect(),
-        &balancing,
+fn only_healthy_instances_are_answered_and_none_healthy_follows_the_service_rule() {
+    let base = state_of(&nets(), &eps());
+    let svc = web_service(LbPolicy::RoundRobin, AllUnhealthy::FailClosed);
+    let st = with(
+        &with(&base, &[svc]),
+        &[
+            health("web1", HealthState::Healthy, 0),
+            health("web2", HealthState::Unhealthy, 0),
+        ],
     );
-    let snap = p.snapshot(View::Members).expect("build");
-    for _ in 0..3 {
-        let m = ask(&snap, "172.21.0.20", "web.frontend.local.", RecordType::A);
-        assert_eq!(addrs(&m), ["172.21.0.11"], "unhealthy web2 is left out");
-    }
+    let snap = snap_of(&st);
+    assert!(web_answers(&snap, 4).iter().all(|a| a == "172.21.0.11"));
+    let srv = ask(
+        &snap,
+        "172.21.0.20",
+        "_http._tcp.web.frontend.local.",
+        RecordType::SRV,
+    );
+    assert_eq!(addrs(&srv), ["10 1 80 web1.frontend.local."]);
     let m = ask(&snap, "172.21.0.20", "web2.frontend.local.", RecordType::A);
     assert_eq!(addrs(&m), ["172.21.0.12"], "its own name still answers");
+
+    let st = with(&st, &[health("web1", HealthState::Starting, 0)]);
+    let snap = snap_of(&st);
+    let m = ask(&snap, "172.21.0.20", "web.frontend.local.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty(), "fail-closed answered {:?}", addrs(&m));
+    let txt = ask(&snap, "172.21.0.20", "web.frontend.local.", RecordType::TXT);
+    assert!(
+        addrs(&txt).concat().contains("no healthy instance"),
+        "{:?}",
+        addrs(&txt)
+    );
+
+    let open = web_service(LbPolicy::RoundRobin, AllUnhealthy::FailOpen);
+    let snap = snap_of(&with(&st, &[open]));
+    let got: BTreeSet<String> = web_answers(&snap, 4).into_iter().collect();
+    assert_eq!(got.len(), 2, "fail-open answers every running instance");
+    let mut q = Message::query();
+    q.add_query(Query::query(
+        Name::from_ascii("web.frontend.local.").expect("name"),
+        RecordType::A,
+    ));
+    q.edns = Some(hickory_proto::op::Edns::new());
+    let mut out = Vec::new();
+    let client: IpAddr = "172.21.0.20".parse().expect("ip");
+    let bytes = q.to_vec().expect("encode");
+    let cfg = AnswerConfig::default();
+    respond(&snap, &bytes, client, Transport::Udp, &cfg, &mut out);
+    let m = Message::from_vec(&out).expect("answer");
+    assert_eq!(m.answers.len(), 1);
+    // The OPT record ends the message: option 15 (extended DNS error), info-code 0, the text.
+    let text = b"no healthy instance of web: every running instance answered (fail-open)";
+    assert!(out.ends_with(text), "no extended error in {:?}", m.edns);
+    let option = &out[out.len() - text.len() - 6..];
+    assert_eq!(
+        &option[..2],
+        &15u16.to_be_bytes(),
+        "not an extended DNS error"
+    );
+    assert_eq!(&option[4..6], &[0, 0], "info-code 0 (Other)");
+}
+
+#[test]
+fn weights_and_connections_decide_the_share_of_each_instance() {
+    let base = state_of(&nets(), &eps());
+    let mut eps3 = eps();
+    eps3[3].weight = 3;
+    let weighted = with(
+        &state_of(&nets(), &eps3),
+        &[web_service(LbPolicy::Weighted, AllUnhealthy::FailClosed)],
+    );
+    let st = with(
+        &weighted,
+        &[
+            health("web1", HealthState::Healthy, 0),
+            health("web2", HealthState::Healthy, 0),
+        ],
+    );
+    let answers = web_answers(&snap_of(&st), 400);
+    let web1 = answers.iter().filter(|a| *a == "172.21.0.11").count();
+    assert!(
+        (290..=310).contains(&web1),
+        "web1 (weight 3 of 4) got {web1} of 400"
+    );
+
+    let least = with(
+        &base,
+        &[web_service(
+            LbPolicy::LeastConnections,
+            AllUnhealthy::FailClosed,
+        )],
+    );
+    let st = with(
+        &least,
+        &[
+            health("web1", HealthState::Healthy, 5),
+            health("web2", HealthState::Healthy, 0),
+        ],
+    );
+    assert!(web_answers(&snap_of(&st), 10)
+        .iter()
+        .all(|a| a == "172.21.0.12"));
 }
 
 #[test]
 fn an_update_re_projects_only_the_networks_it_names() {
     let state = state_of(&nets(), &eps());
     let mut p = Projection::new();
-    p.update(
-        &state,
-        None,
-        &|n| state.endpoints_of(&n.name).collect(),
-        &Balancing::default(),
-    );
+    p.update(&state, None, &|n| state.endpoints_of(&n.name).collect());
     let mut more = eps();
     more.push(endpoint("backend", "cache", "172.22.0.7", None));
     more.push(endpoint("frontend", "web3", "172.21.0.13", None));
     let next = state_of(&nets(), &more);
     let touched = BTreeSet::from(["frontend".to_string()]);
-    p.update(
-        &next,
-        Some(&touched),
-        &|n| next.endpoints_of(&n.name).collect(),
-        &Balancing::default(),
-    );
+    p.update(&next, Some(&touched), &|n| {
+        next.endpoints_of(&n.name).collect()
+    });
     let snap = p.snapshot(View::Cluster).expect("build");
     let m = ask(&snap, "10.0.0.1", "web3.frontend.local.", RecordType::A);
     assert_eq!(addrs(&m), ["172.21.0.13"]);
@@ -268,12 +413,9 @@ fn an_update_re_projects_only_the_networks_it_names() {
         "backend was not named, so it was not re-projected"
     );
     let gone = state_of(&nets()[1..], &more);
-    p.update(
-        &gone,
-        Some(&BTreeSet::new()),
-        &|n| gone.endpoints_of(&n.name).collect(),
-        &Balancing::default(),
-    );
+    p.update(&gone, Some(&BTreeSet::new()), &|n| {
+        gone.endpoints_of(&n.name).collect()
+    });
     let snap = p.snapshot(View::Cluster).expect("build");
     assert_eq!(
         snap.zones().filter(|z| z.contains("backend")).count(),
@@ -293,12 +435,7 @@ fn networks_the_model_does_not_admit_are_left_out_and_break_nothing() {
     more.push(endpoint("zlap", "ghost", "172.21.0.130", None));
     let state = state_of(&all, &more);
     let mut p = Projection::new();
-    p.update(
-        &state,
-        None,
-        &|n| state.endpoints_of(&n.name).collect(),
-        &Balancing::default(),
-    );
+    p.update(&state, None, &|n| state.endpoints_of(&n.name).collect());
     let snap = p
         .snapshot(View::Members)
         .expect("the good networks still build");

@@ -10,6 +10,7 @@ mod mac;
 mod network;
 mod object;
 mod records;
+mod service;
 
 pub use mac::{MacAddr, MacParseError};
 pub use network::{
@@ -17,7 +18,12 @@ pub use network::{
     validate_subnet_v6, Conflict, Network, MAX_MTU, MIN_MTU, MIN_MTU_V6,
 };
 pub use object::{decode, DecodeError, Object};
-pub use records::{Endpoint, IpamBlock, Link, NetworkProblem, Node};
+pub use records::{CoordinatorRecord, Endpoint, IpamBlock, Link, NetworkProblem, Node};
+pub use service::{
+    answered, port_name_in, validate_weight, AllUnhealthy, Answered, Health, HealthCheck,
+    HealthState, LbPolicy, Probe, Protocol, Service, ServiceError, MAX_OUTPUT, MAX_WEIGHT,
+    MIN_INTERVAL,
+};
 
 /// Schema version written into every stored value.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -6,7 +6,10 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{Endpoint, IpamBlock, Link, Network, NetworkProblem, Node, SCHEMA_VERSION};
+use super::{
+    CoordinatorRecord, Endpoint, Health, IpamBlock, Link, Network, NetworkProblem, Node, Service,
+    SCHEMA_VERSION,
+};
 use crate::store::keys::Key;
 
 /// A value of the v1 schema, stored at the key it names.
@@ -85,6 +88,30 @@ impl Object for IpamBlock {
             network: self.network.clone(),
             cidr: self.cidr.to_string(),
         }
+    }
+}
+
+impl Object for Service {
+    fn key(&self) -> Key {
+        Key::Service {
+            network: self.network.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+impl Object for Health {
+    fn key(&self) -> Key {
+        Key::Health {
+            network: self.network.clone(),
+            id: self.endpoint.clone(),
+        }
+    }
+}
+
+impl Object for CoordinatorRecord {
+    fn key(&self) -> Key {
+        Key::Coordinator(self.name.clone())
     }
 }
 

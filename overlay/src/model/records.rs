@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use super::{MacAddr, SCHEMA_VERSION};
+use super::{HealthCheck, MacAddr, SCHEMA_VERSION};
 
 /// A host running an agent; stored under the node's lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +61,9 @@ pub struct Endpoint {
     /// Load-balancing weight (default 1).
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Health check of this instance, in place of its service's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
 }
 
 fn default_weight() -> u32 {
@@ -84,6 +87,7 @@ impl Endpoint {
             service: None,
             port: None,
             weight: 1,
+            health: None,
         }
     }
 }
@@ -136,4 +140,19 @@ pub struct NetworkProblem {
     pub node: String,
     /// What is wrong and what to do, in words for the user.
     pub reason: String,
+}
+
+/// A live coordinator: its API and DNS addresses, under its lease. Coordinators name each other
+/// in the zones they serve (NS), and clients can find them here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorRecord {
+    /// Schema version.
+    pub schema: u32,
+    /// Its name, a DNS label.
+    pub name: String,
+    /// Its API URL (`http://10.0.0.2:7480`).
+    pub api: String,
+    /// Where it answers DNS, when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<std::net::SocketAddr>,
 }

@@ -33,6 +33,15 @@ pub enum Key {
         /// Endpoint id.
         id: String,
     },
+    /// `/shibafu/v1/services/<net>/<name>`
+    Service {
+        /// Network name.
+        network: String,
+        /// Service name.
+        name: String,
+    },
+    /// `/shibafu/v1/coordinators/<name>`: a live coordinator, under its lease.
+    Coordinator(String),
     /// `/shibafu/v1/policies/<name>`
     Policy(String),
     /// `/shibafu/v1/problems/<net>/<node>`: why a node does not build a network.
@@ -70,6 +79,11 @@ impl Key {
                 network: n.to_string(),
                 id: id.to_string(),
             }),
+            ["services", n, s] if nonempty(n) && nonempty(s) => Some(Key::Service {
+                network: n.to_string(),
+                name: s.to_string(),
+            }),
+            ["coordinators", n] if nonempty(n) => Some(Key::Coordinator(n.to_string())),
             ["policies", n] if nonempty(n) => Some(Key::Policy(n.to_string())),
             ["problems", n, node] if nonempty(n) && nonempty(node) => Some(Key::Problem {
                 network: n.to_string(),
@@ -102,6 +116,12 @@ pub enum Prefix {
     Blocks,
     /// The IPAM blocks of one network.
     BlocksOf(String),
+    /// Every service.
+    Services,
+    /// The services of one network.
+    ServicesOf(String),
+    /// Every live coordinator.
+    Coordinators,
     /// Every health record.
     Health,
     /// The health records of one network.
@@ -124,6 +144,9 @@ impl fmt::Display for Prefix {
             Prefix::EndpointsOf(n) => write!(f, "{ROOT}endpoints/{n}/"),
             Prefix::Blocks => write!(f, "{ROOT}ipam/"),
             Prefix::BlocksOf(n) => write!(f, "{ROOT}ipam/{n}/blocks/"),
+            Prefix::Services => write!(f, "{ROOT}services/"),
+            Prefix::ServicesOf(n) => write!(f, "{ROOT}services/{n}/"),
+            Prefix::Coordinators => write!(f, "{ROOT}coordinators/"),
             Prefix::Health => write!(f, "{ROOT}health/"),
             Prefix::HealthOf(n) => write!(f, "{ROOT}health/{n}/"),
             Prefix::Links => write!(f, "{ROOT}links/"),
@@ -143,6 +166,8 @@ impl fmt::Display for Key {
             }
             Key::Endpoint { network, id } => write!(f, "{ROOT}endpoints/{network}/{id}"),
             Key::Health { network, id } => write!(f, "{ROOT}health/{network}/{id}"),
+            Key::Service { network, name } => write!(f, "{ROOT}services/{network}/{name}"),
+            Key::Coordinator(n) => write!(f, "{ROOT}coordinators/{n}"),
             Key::Policy(n) => write!(f, "{ROOT}policies/{n}"),
             Key::Problem { network, node } => write!(f, "{ROOT}problems/{network}/{node}"),
             Key::Link(a, b) => write!(f, "{ROOT}links/{a}+{b}"),
@@ -173,6 +198,11 @@ mod tests {
                 id: "node1-web".into(),
             },
             Key::Policy("p".into()),
+            Key::Service {
+                network: "f".into(),
+                name: "web".into(),
+            },
+            Key::Coordinator("c1".into()),
             Key::Problem {
                 network: "f".into(),
                 node: "node1".into(),

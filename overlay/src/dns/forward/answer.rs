@@ -165,6 +165,7 @@ impl Answer {
                 ADVERTISED_UDP_SIZE,
                 u16::from(self.rcode),
                 edns.dnssec_ok,
+                &[],
             );
             let arcount = u16::from_be_bytes([out[10], out[11]]).wrapping_add(1);
             out[10..HEADER_LEN].copy_from_slice(&arcount.to_be_bytes());

@@ -20,6 +20,8 @@ use crate::dns::DnsError;
 const MADE_UP_SOA_TIMERS: [u32; 3] = [3600, 600, 86400];
 /// TTL of made-up SOA and NS records.
 const MADE_UP_TTL: u32 = 60;
+/// EDNS option code of an extended DNS error (RFC 8914).
+const EDE_OPTION: u16 = 15;
 
 /// Collects zones, records, orders and views, then builds an immutable [`Snapshot`].
 ///
@@ -29,6 +31,7 @@ pub struct SnapshotBuilder {
     zones: Vec<String>,
     records: Vec<(String, u32, RData)>,
     orders: Vec<(String, AnswerOrder)>,
+    notes: Vec<(String, Box<[u8]>)>,
     views: Vec<(IpAddr, Vec<String>)>,
     default_view: DefaultView,
     serial: u32,
@@ -48,6 +51,7 @@ impl SnapshotBuilder {
             zones: Vec::new(),
             records: Vec::new(),
             orders: Vec::new(),
+            notes: Vec::new(),
             views: Vec::new(),
             default_view: DefaultView::AllZones,
             serial: 1,
@@ -70,6 +74,20 @@ impl SnapshotBuilder {
     /// Sets the order of the records at `name` (every rrset there); ignored if it has none.
     pub fn order(&mut self, name: &str, order: AnswerOrder) -> &mut Self {
         self.orders.push((name.to_string(), order));
+        self
+    }
+
+    /// Marks every answer for `name` with an extended DNS error (RFC 8914, info-code 0 "Other")
+    /// carrying `text`, for requesters that sent EDNS; ignored if `name` has no records.
+    pub fn note(&mut self, name: &str, text: &str) -> &mut Self {
+        let text = &text.as_bytes()[..text.len().min(200)];
+        let mut option = Vec::with_capacity(6 + text.len());
+        option.extend_from_slice(&EDE_OPTION.to_be_bytes());
+        option.extend_from_slice(&(2 + text.len() as u16).to_be_bytes());
+        option.extend_from_slice(&0u16.to_be_bytes());
+        option.extend_from_slice(text);
+        self.notes
+            .push((name.to_string(), option.into_boxed_slice()));
         self
     }
 
@@ -125,6 +143,11 @@ impl SnapshotBuilder {
                 node.order = order.clone();
             }
         }
+        for (name, note) in &self.notes {
+            if let Some(node) = snap.nodes.get_mut(&wire_of(name)?) {
+                node.note = Some(note.clone());
+            }
+        }
         snap.views = self.build_views(&snap)?;
         prebuild(&mut snap);
         Ok(snap)
@@ -160,6 +183,7 @@ impl SnapshotBuilder {
             zone,
             rrsets: Vec::new(),
             order: AnswerOrder::Fixed,
+            note: None,
         });
         if node
             .rrset(rtype::CNAME)
@@ -200,6 +224,7 @@ impl SnapshotBuilder {
                 zone: i as u16,
                 rrsets: Vec::new(),
                 order: AnswerOrder::Fixed,
+                note: None,
             });
             let ns_name = [&[2u8, b'n', b's'][..], &zone.apex]
                 .concat()
@@ -305,6 +330,7 @@ fn add_empty_non_terminals(snap: &mut Snapshot) {
                 zone,
                 rrsets: Vec::new(),
                 order: AnswerOrder::Fixed,
+                note: None,
             },
         );
     }
@@ -398,7 +424,14 @@ fn prebuild(snap: &mut Snapshot) {
             let key = [&name[..], &qtype.to_be_bytes()]
                 .concat()
                 .into_boxed_slice();
-            table.push((key, Prebuilt::new(node.zone, variants, cuts)));
+            let schedule = match &node.order {
+                AnswerOrder::OnePerAnswer(picks) if variants.len() > 1 => picks.clone(),
+                _ => Vec::new(),
+            };
+            let pre = Prebuilt::new(node.zone, variants, cuts)
+                .with_schedule(schedule)
+                .with_note(node.note.clone());
+            table.push((key, pre));
         }
     }
     snap.prebuilt = Table::build(table);

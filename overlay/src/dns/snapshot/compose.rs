@@ -10,8 +10,10 @@ use crate::dns::wire::{rcode, rtype};
 
 /// Longest CNAME chain followed inside the zones.
 const MAX_CHAIN: usize = 8;
-/// Most rotations prebuilt for one rrset.
+/// Most rotations prebuilt for one rrset (each holds the whole rrset).
 const MAX_ROTATIONS: usize = 64;
+/// Most records of an rrset answered one per answer (each variant holds one record).
+const MAX_ONE_PER_ANSWER: usize = 1024;
 
 /// What [`compose`] wrote, for the header.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -141,10 +143,12 @@ pub(crate) fn rotations(order: &AnswerOrder, n: usize) -> usize {
         AnswerOrder::Fixed => 1,
         AnswerOrder::RoundRobin => n.clamp(1, MAX_ROTATIONS),
         AnswerOrder::Sequence(seq) => seq.len().clamp(1, MAX_ROTATIONS),
+        AnswerOrder::OnePerAnswer(_) => n.clamp(1, MAX_ONE_PER_ANSWER),
     }
 }
 
-/// Writes `set` in rotation `variant` of `order`; returns the record count.
+/// Writes `set` in rotation `variant` of `order` (for one record per answer: record `variant`);
+/// returns the record count.
 fn write_rrset(
     w: &mut Writer<'_>,
     owner: &[u8],
@@ -158,6 +162,10 @@ fn write_rrset(
         AnswerOrder::RoundRobin if n > 1 => {
             let start = variant % rotations(order, n) * n / rotations(order, n);
             (0..n).for_each(|i| put((start + i) % n));
+        }
+        AnswerOrder::OnePerAnswer(_) if n > 0 => {
+            put(variant % n);
+            return 1;
         }
         AnswerOrder::Sequence(seqs) if !seqs.is_empty() => {
             let seq = &seqs[variant % seqs.len()];

@@ -30,9 +30,13 @@ pub enum AnswerOrder {
     /// Rotate by one record per answer (round robin over the rrset).
     RoundRobin,
     /// Cycle through these orders, each a list of record indexes (in insertion order); indexes
-    /// past the rrset's end are skipped and records not listed follow in insertion order. This is
-    /// the hook for weighted or least-connection policies computed by the caller.
+    /// past the rrset's end are skipped and records not listed follow in insertion order.
     Sequence(Vec<Vec<usize>>),
+    /// One record per answer: the k-th query gets record `picks[k % picks.len()]` (an index in
+    /// insertion order), or every record in turn when `picks` is empty. For names whose
+    /// clients sort addresses themselves (glibc and musl apply RFC 6724): each lookup then
+    /// follows the policy that computed `picks` (weighted, least connections).
+    OnePerAnswer(Vec<u16>),
 }
 
 /// What a requester without a `.view()` entry may see.
@@ -65,6 +69,9 @@ pub(crate) struct Node {
     pub(crate) rrsets: Vec<RrSet>,
     /// Order of the records within each rrset.
     pub(crate) order: AnswerOrder,
+    /// An EDNS option added to every answer for this name (an extended DNS error saying why
+    /// the answer is unusual), as option code, length and data.
+    pub(crate) note: Option<Box<[u8]>>,
 }
 
 /// Records of one type at one name.
@@ -93,6 +100,10 @@ pub(crate) struct Prebuilt {
     /// Where the CNAME chain enters other zones (offsets into every variant's bytes, which share
     /// the chain); empty when the snapshot has no views or the chain stays in one zone.
     cuts: Box<[Cut]>,
+    /// Which variant the k-th query gets (`schedule[k % len]`); empty = each in turn.
+    schedule: Box<[u16]>,
+    /// The EDNS option every answer carries (see [`Node::note`]).
+    pub(crate) note: Option<Box<[u8]>>,
     /// Next rotation to serve.
     next: AtomicUsize,
 }
@@ -108,10 +119,13 @@ impl Prebuilt {
     #[inline]
     pub(crate) fn pick(&self) -> &Packed {
         let n = self.variants.len();
-        let i = if n > 1 {
-            self.next.fetch_add(1, Ordering::Relaxed) % n
-        } else {
-            0
+        if n < 2 {
+            return &self.variants[0];
+        }
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        let i = match self.schedule.len() {
+            0 => k % n,
+            len => usize::from(self.schedule[k % len]) % n,
         };
         &self.variants[i]
     }

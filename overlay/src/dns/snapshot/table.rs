@@ -24,7 +24,7 @@ pub(crate) enum Found<'a> {
         bytes: &'a [u8],
     },
     /// An answer that varies per query: several rotations (an ordered rrset), or a CNAME chain
-    /// into other zones, cut per view.
+    /// into other zones, cut per view; or one that carries a note.
     Varying(&'a Prebuilt),
 }
 
@@ -77,7 +77,11 @@ impl Table {
             arena.extend_from_slice(&key);
             arena.extend_from_slice(&pre.zone.to_le_bytes());
             match &pre.variants[..] {
-                [one] if pre.cuts.is_empty() && u16::try_from(one.bytes.len()).is_ok() => {
+                [one]
+                    if pre.cuts.is_empty()
+                        && pre.note.is_none()
+                        && u16::try_from(one.bytes.len()).is_ok() =>
+                {
                     arena.push(FIXED);
                     let m = &one.meta;
                     for v in [
@@ -205,8 +209,22 @@ impl Prebuilt {
             zone,
             variants: variants.into(),
             cuts: cuts.into(),
+            schedule: Box::default(),
+            note: None,
             next: Default::default(),
         }
+    }
+
+    /// The same, with the variant each query gets taken from `schedule` in turn.
+    pub(crate) fn with_schedule(mut self, schedule: Vec<u16>) -> Prebuilt {
+        self.schedule = schedule.into();
+        self
+    }
+
+    /// The same, with an EDNS option added to every answer.
+    pub(crate) fn with_note(mut self, note: Option<Box<[u8]>>) -> Prebuilt {
+        self.note = note;
+        self
     }
 }
 

@@ -69,14 +69,35 @@ pub(crate) fn response_limit(transport: Transport, edns: Option<Edns>, max_udp: 
     }
 }
 
-/// Appends our OPT record ([`OPT_LEN`] bytes, no options): root owner, `payload` as our UDP size,
-/// the upper bits of `rcode` as the extended rcode, version 0, the DO flag if `dnssec_ok`.
+/// Appends our OPT record ([`OPT_LEN`] bytes plus `options`, already encoded as code, length,
+/// data): root owner, `payload` as our UDP size, the upper bits of `rcode` as the extended
+/// rcode, version 0, the DO flag if `dnssec_ok`.
 #[inline]
-pub(crate) fn push_opt(out: &mut Vec<u8>, payload: u16, rcode: u16, dnssec_ok: bool) {
+pub(crate) fn push_opt(
+    out: &mut Vec<u8>,
+    payload: u16,
+    rcode: u16,
+    dnssec_ok: bool,
+    options: &[u8],
+) {
     let [hi, lo] = payload.to_be_bytes();
     let do_bit = if dnssec_ok { 0x80 } else { 0 };
     let extended = (rcode >> 4) as u8;
-    out.extend_from_slice(&[0, 0, rtype::OPT as u8, hi, lo, extended, 0, do_bit, 0, 0, 0]);
+    let [r0, r1] = (options.len() as u16).to_be_bytes();
+    out.extend_from_slice(&[
+        0,
+        0,
+        rtype::OPT as u8,
+        hi,
+        lo,
+        extended,
+        0,
+        do_bit,
+        0,
+        r0,
+        r1,
+    ]);
+    out.extend_from_slice(options);
 }
 
 /// The 16-bit big-endian value at `off`.
