@@ -10,6 +10,7 @@ use crate::lifecycle::{RmArgs, StopArgs};
 use crate::logs::LogsArgs;
 use crate::ps::PsArgs;
 use crate::run::RunArgs;
+use crate::service::ServiceCmd;
 
 /// Default coordinator address.
 pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7480";
@@ -51,6 +52,12 @@ pub enum Command {
         /// Network subcommand.
         #[command(subcommand)]
         cmd: NetworkCmd,
+    },
+    /// Manage services: names balanced over healthy instances.
+    Service {
+        /// Service subcommand.
+        #[command(subcommand)]
+        cmd: ServiceCmd,
     },
     /// Inspect cluster nodes.
     Node {

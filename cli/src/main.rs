@@ -6,6 +6,7 @@ mod args;
 mod attach;
 mod context;
 mod exec;
+mod health_args;
 mod lifecycle;
 mod links;
 mod logs;
@@ -14,6 +15,7 @@ mod node;
 mod output;
 mod ps;
 mod run;
+mod service;
 mod status;
 
 use std::io::Write;
@@ -51,6 +53,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         let done = match cli.command {
             Command::Network { cmd } => network::run(cmd, &ctx, &mut out).await,
             Command::Node { cmd } => node::run(cmd, &ctx, &mut out).await,
+            Command::Service { cmd } => service::run(cmd, &ctx, &mut out).await,
             Command::Status => status::run(&ctx, &mut out).await,
             Command::Run(args) => return run::run(args, &ctx, &mut out).await,
             Command::Exec(args) => return exec::run(args, &ctx).await,

@@ -11,6 +11,7 @@ use clap::Args;
 use shibafu_overlay::api::{Agent, RunContainer};
 
 use crate::context::Context;
+use crate::health_args::{parse_port, HealthArgs};
 use crate::logs::{self, PACING};
 use crate::output;
 
@@ -38,9 +39,15 @@ pub struct RunArgs {
     /// Service this container is an instance of (SERVICE.ZONE resolves to every instance).
     #[arg(long, value_name = "SERVICE")]
     pub service: Option<String>,
-    /// Port of the service, published as SRV.
-    #[arg(long, value_name = "PORT", requires = "service")]
+    /// Port of the service, published as SRV (sets the service's port when `run` creates it).
+    #[arg(long, value_name = "PORT", requires = "service", value_parser = parse_port)]
     pub port: Option<u16>,
+    /// Weight of this instance in a weighted service, 1-1000 [default: 1].
+    #[arg(long, value_name = "N", requires = "service")]
+    pub weight: Option<u32>,
+    /// A health check of this instance, in place of the service's (or changes to it).
+    #[command(flatten)]
+    pub health: HealthArgs,
     /// Environment variable for the command (repeatable).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<String>,
@@ -100,6 +107,9 @@ async fn follow_in_foreground(
 /// The agent request for these flags. A relative `--rootfs` is made absolute here: the agent
 /// runs in another directory.
 pub fn request(args: RunArgs) -> anyhow::Result<RunContainer> {
+    if args.service.is_none() && !args.health.spec().is_empty() {
+        anyhow::bail!("the --health-* flags check a service instance: give --service too");
+    }
     let rootfs = match args.rootfs {
         Some(dir) => {
             let abs = std::path::absolute(&dir)
@@ -118,6 +128,8 @@ pub fn request(args: RunArgs) -> anyhow::Result<RunContainer> {
         aliases: args.aliases,
         service: args.service,
         port: args.port,
+        weight: args.weight,
+        health: args.health.spec(),
         rootfs,
         command: args.command,
         env: args.env,

@@ -38,7 +38,10 @@ fn with_port_name(mut service: Service) -> Service {
 /// that network is refused.
 pub async fn create_service(store: &dyn Store, spec: &ServiceSpec) -> Result<Service, ApiError> {
     get_network(store, &spec.network).await?;
-    let service = with_port_name(spec.apply_to(Service::new(&spec.network, &spec.name)));
+    let service = spec
+        .apply_to(Service::new(&spec.network, &spec.name))
+        .map_err(invalid)?;
+    let service = with_port_name(service);
     service.validate().map_err(invalid)?;
     let k = key(&spec.network, &spec.name);
     let put = TxnOp::put_object(&service, None).map_err(store_error)?;
@@ -65,7 +68,7 @@ pub async fn update_service(store: &dyn Store, spec: &ServiceSpec) -> Result<Ser
     for attempt in 0..MAX_ATTEMPTS {
         let (current, revision) = read(store, &spec.network, &spec.name).await?;
         let port_changed = spec.port.is_some_and(|p| Some(p) != current.port);
-        let mut next = spec.apply_to(current);
+        let mut next = spec.apply_to(current).map_err(invalid)?;
         if port_changed && spec.port_name.is_none() {
             next.port_name = None;
         }
@@ -211,3 +214,7 @@ fn info_of(service: Service, endpoints: &[Endpoint], health: &HealthIndex) -> Se
         .collect();
     ServiceInfo { service, instances }
 }
+
+#[cfg(test)]
+#[path = "services_tests.rs"]
+mod tests;

@@ -192,7 +192,8 @@ async fn start_workload_actors(
     let lazy: Arc<dyn Store> = Arc::new(LazyStore::new(connector));
     let net = NetworkActor::new(Links {
         node: args.node.clone(),
-        ipam: Ipam::new(lazy, args.node.clone()),
+        ipam: Ipam::new(lazy.clone(), args.node.clone()),
+        store: lazy,
         get: registry.clone().recipient(),
         get_all: registry.clone().recipient(),
         stage: registry.clone().recipient(),

@@ -128,8 +128,7 @@ async fn attach(State(s): State<SharedState>, Json(req): Json<Attach>) -> Answer
         networks: vec![req.network],
         ip: req.ip,
         aliases: req.aliases,
-        service: None,
-        port: None,
+        ..AttachRequest::default()
     };
     let res = s.network.attach.send(AttachWorkload(r)).await?;
     answer(

@@ -9,12 +9,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use actix::Recipient;
 use shibafu_overlay::ipam::{ipv6_for, Ipam};
-use shibafu_overlay::model::{self, Endpoint, Network};
+use shibafu_overlay::model::{self, port_name_in, Endpoint, HealthSpec, Network, Object, Service};
 use shibafu_overlay::plan::next_ifname;
 use shibafu_overlay::state::ClusterState;
+use shibafu_overlay::store::{Compare, Store, TxnOp};
 use tracing::{debug, info, warn};
 
 use super::AttachError;
@@ -41,6 +43,10 @@ pub struct AttachRequest {
     pub service: Option<String>,
     /// Service port.
     pub port: Option<u16>,
+    /// Weight as a service instance (1-1000; 1 when not given).
+    pub weight: Option<u32>,
+    /// Health check of this instance, in place of its service's (or changes to it).
+    pub health: HealthSpec,
 }
 
 /// The owners an attach or detach goes through.
@@ -50,6 +56,8 @@ pub struct Links {
     pub node: String,
     /// Address management of this node.
     pub ipam: Ipam,
+    /// The cluster store, for the services `run --service` names before they exist.
+    pub store: Arc<dyn Store>,
     /// Registry: one committed workload.
     pub get: Recipient<GetWorkload>,
     /// Registry: every committed workload.
@@ -90,6 +98,12 @@ pub async fn attach(
     for a in &req.aliases {
         model::validate_name(a)?;
     }
+    if let Some(s) = &req.service {
+        model::validate_name(s)?;
+    }
+    if let Some(w) = req.weight {
+        model::validate_weight(w)?;
+    }
     let existing = links.get.send(GetWorkload(req.name.clone())).await?;
     if existing.as_ref().is_some_and(|e| e.netns != req.netns) {
         return Err(AttachError::Exists(req.name.clone()));
@@ -104,7 +118,7 @@ pub async fn attach(
     let mut new_eps = Vec::new();
     for (i, net) in nets.iter().enumerate() {
         let requested = if i == 0 { req.ip } else { None };
-        match new_endpoint(links, net, &req, requested).await {
+        match new_endpoint(links, state, net, &req, requested).await {
             Ok(ep) => new_eps.push(ep),
             Err(e) => {
                 release(&links.ipam, &nets, &new_eps).await;
@@ -187,6 +201,7 @@ fn networks_to_add(
 
 async fn new_endpoint(
     links: &Links,
+    state: &ClusterState,
     net: &Network,
     req: &AttachRequest,
     ip: Option<Ipv4Addr>,
@@ -194,6 +209,15 @@ async fn new_endpoint(
     let ipam_err = |source| AttachError::Ipam {
         network: net.name.clone(),
         source,
+    };
+    let health = match &req.service {
+        Some(s) => {
+            let service = state.services().get(&(net.name.clone(), s.clone()));
+            req.health
+                .apply_to(service.and_then(|s| s.health.as_ref()))?
+                .filter(|_| !req.health.is_empty())
+        }
+        None => None,
     };
     let ipv4 = links.ipam.allocate(net, ip).await.map_err(ipam_err)?;
     let ipv6 = match ipv6_for(net, ipv4) {
@@ -208,6 +232,8 @@ async fn new_endpoint(
         ipv6,
         service: req.service.clone(),
         port: req.port,
+        weight: req.weight.unwrap_or(1),
+        health,
         ..Endpoint::new(&net.name, &req.name, &links.node, ipv4)
     })
 }
@@ -287,6 +313,48 @@ pub async fn detach(
     }
     info!(name, network = network.unwrap_or("*"), "detached");
     applied.and(written).map(|()| r.removed.before)
+}
+
+/// Creates, with the defaults (and the port `run --port` gave, named as in /etc/services), each
+/// service `entry` is an instance of that the cluster does not have yet. A failure is only
+/// logged: DNS answers the instances under the defaults anyway, and the next instance retries.
+pub async fn ensure_services(store: Arc<dyn Store>, state: &ClusterState, entry: &Entry) {
+    for ep in entry.endpoints() {
+        let Some(name) = &ep.service else { continue };
+        if state
+            .services()
+            .contains_key(&(ep.network.clone(), name.clone()))
+        {
+            continue;
+        }
+        let mut service = Service {
+            port: ep.port,
+            ..Service::new(&ep.network, name)
+        };
+        if let Some(port) = ep.port {
+            let text = tokio::fs::read_to_string("/etc/services")
+                .await
+                .unwrap_or_default();
+            service.port_name = port_name_in(&text, port, service.protocol);
+        }
+        let created = match TxnOp::put_object(&service, None) {
+            Ok(put) => {
+                store
+                    .txn(vec![Compare::absent(&service.key())], vec![put])
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match created {
+            Ok(true) => {
+                info!(network = %ep.network, service = %name, "service created with the defaults")
+            }
+            Ok(false) => debug!(network = %ep.network, service = %name, "service exists already"),
+            Err(e) => {
+                warn!(network = %ep.network, service = %name, error = %e, "cannot create the service yet")
+            }
+        }
+    }
 }
 
 /// After a start: tells IPAM which addresses this node's workloads use, so a restart changes

@@ -2,7 +2,7 @@
 
 use shibafu_overlay::api::{ApiError, ErrorKind};
 use shibafu_overlay::ipam::IpamError;
-use shibafu_overlay::model::ModelError;
+use shibafu_overlay::model::{ModelError, ServiceError};
 
 use crate::dataplane::DataplaneError;
 use crate::registry::book::BookError;
@@ -14,6 +14,9 @@ pub enum AttachError {
     /// A name that is not a DNS label.
     #[error(transparent)]
     Name(#[from] ModelError),
+    /// A weight or health check that is not valid.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
     /// The network does not exist.
     #[error("unknown network {0:?}; see `shibafu network ls`")]
     UnknownNetwork(String),
@@ -89,7 +92,9 @@ impl AttachError {
     /// The API error for this failure (the message is the user's, the kind sets the status).
     pub fn to_api(&self) -> ApiError {
         let kind = match self {
-            AttachError::Name(_) | AttachError::NoNetwork => ErrorKind::Invalid,
+            AttachError::Name(_) | AttachError::Service(_) | AttachError::NoNetwork => {
+                ErrorKind::Invalid
+            }
             AttachError::Ipam { source, .. } => match source {
                 IpamError::Store(_) => ErrorKind::Unavailable,
                 IpamError::AddressTaken { .. }

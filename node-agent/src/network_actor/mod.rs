@@ -100,6 +100,8 @@ impl Handler<AttachWorkload> for NetworkActor {
                 .map_err(|_| AttachError::Starting)?;
             let _turn = serial.lock().await;
             let entry = attach::attach(&links, &state, msg.0).await?;
+            let (store, named, seen) = (links.store.clone(), entry.clone(), state.clone());
+            actix_rt::spawn(async move { attach::ensure_services(store, &seen, &named).await });
             let nets = entry
                 .interfaces
                 .iter()

@@ -18,7 +18,8 @@ use crate::messages::{LocalChanged, SubscribeLocal};
 use crate::publish::PublishQueue;
 use crate::registry::actor::{GetWorkloads, RegistryActor};
 use crate::registry::{LocalWorkloads, Registry};
-use shibafu_overlay::model::{NetworkProblem, SCHEMA_VERSION};
+use shibafu_overlay::model::{NetworkProblem, Object, Probe, Service, SCHEMA_VERSION};
+use shibafu_overlay::store::StoreExt;
 
 use crate::testing::{endpoint, network, state_with, with_problem, FakePublisher, TempDir};
 
@@ -39,6 +40,7 @@ impl Handler<LocalChanged> for Announced {
 
 struct Agent {
     net: Addr<NetworkActor>,
+    store: Arc<MemoryStore>,
     registry: Addr<RegistryActor>,
     dataplane: Addr<DataplaneActor>,
     dp: Arc<FakeDataplane>,
@@ -69,9 +71,11 @@ impl Agent {
         let rec = Reconciler::new(cfg, dp.clone(), local);
         let dataplane =
             DataplaneActor::new(rec, "node1".into(), firewall.recipient(), publish.clone()).start();
+        let store = Arc::new(MemoryStore::new());
         let net = NetworkActor::new(Links {
             node: "node1".into(),
-            ipam: Ipam::new(Arc::new(MemoryStore::new()), "node1"),
+            ipam: Ipam::new(store.clone(), "node1"),
+            store: store.clone(),
             get: registry.clone().recipient(),
             get_all: registry.clone().recipient(),
             stage: registry.clone().recipient(),
@@ -91,6 +95,7 @@ impl Agent {
         net.do_send(changed);
         Agent {
             net,
+            store,
             registry,
             dataplane,
             dp,
@@ -321,6 +326,7 @@ fn before_the_first_cluster_state_a_detach_waits_and_an_attach_is_refused() {
         let links = Links {
             node: "node1".into(),
             ipam: Ipam::new(Arc::new(MemoryStore::new()), "node1"),
+            store: Arc::new(MemoryStore::new()),
             get: a.registry.clone().recipient(),
             get_all: a.registry.clone().recipient(),
             stage: a.registry.clone().recipient(),
@@ -358,5 +364,57 @@ fn before_the_first_cluster_state_a_detach_waits_and_an_attach_is_refused() {
             .expect("mailbox")
             .expect("detach");
         assert!(a.workloads().await.is_empty());
+    });
+}
+
+#[test]
+fn an_instance_carries_its_weight_and_check_and_creates_its_service() {
+    actix::System::new().block_on(async {
+        let a = Agent::start("service", two_networks());
+        let mut req = AttachRequest {
+            name: "web1".into(),
+            netns: "/run/test/web1".into(),
+            container: true,
+            networks: vec!["frontend".into()],
+            service: Some("web".into()),
+            port: Some(80),
+            weight: Some(0),
+            ..Default::default()
+        };
+        a.dp.add_container("/run/test/web1");
+        let refused = a
+            .net
+            .send(AttachWorkload(req.clone()))
+            .await
+            .expect("mailbox");
+        assert!(
+            matches!(refused, Err(AttachError::Service(_))),
+            "{refused:?}"
+        );
+        req.weight = Some(3);
+        req.health.probe = Some(Probe::Tcp { port: 80 });
+        let (entry, _) = a
+            .net
+            .send(AttachWorkload(req))
+            .await
+            .expect("mailbox")
+            .expect("attach");
+        let ep = &entry.interfaces[0].endpoint;
+        assert_eq!(ep.weight, 3);
+        assert_eq!(
+            ep.health.as_ref().map(|h| h.probe.clone()),
+            Some(Probe::Tcp { port: 80 })
+        );
+        let key = Service::new("frontend", "web").key();
+        let mut created = None;
+        for _ in 0..100 {
+            created = a.store.get_object::<Service>(&key).await.expect("store");
+            if created.is_some() {
+                break;
+            }
+            actix_rt::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let (service, _) = created.expect("the service was created");
+        assert_eq!(service.port, Some(80));
     });
 }

@@ -84,6 +84,8 @@ pub async fn run(
         aliases: req.aliases.clone(),
         service: req.service.clone(),
         port: req.port,
+        weight: req.weight,
+        health: req.health.clone(),
     };
     let attached = net
         .attach

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::{Client, ClientError, Target};
 use super::types::encode_segment;
+use crate::model::HealthSpec;
 
 /// Body of `POST /v1/containers`: start a container on this node.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +30,12 @@ pub struct RunContainer {
     /// Service port, published as SRV.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// Weight of this instance (1-1000, default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Health check of this instance, in place of the service's (or changes to it).
+    #[serde(default, skip_serializing_if = "HealthSpec::is_empty")]
+    pub health: HealthSpec,
     /// Root filesystem directory; the host filesystem when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs: Option<String>,

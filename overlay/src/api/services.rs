@@ -4,7 +4,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AllUnhealthy, HealthCheck, HealthState, LbPolicy, Protocol, Service};
+use crate::model::{
+    AllUnhealthy, HealthSpec, HealthState, LbPolicy, Protocol, Service, ServiceError,
+};
 
 /// Body of `POST /v1/services` (create) and `PUT /v1/services/{network}/{name}` (update): the
 /// fields to set. On create absent fields take the defaults; on update they keep their value.
@@ -30,14 +32,16 @@ pub struct ServiceSpec {
     /// What the name answers when no instance is healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub all_unhealthy: Option<AllUnhealthy>,
-    /// The health check of its instances.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<HealthCheck>,
+    /// The health check of its instances: a new one when it names a probe, else changes to the
+    /// current one.
+    #[serde(default, skip_serializing_if = "HealthSpec::is_empty")]
+    pub health: HealthSpec,
 }
 
 impl ServiceSpec {
-    /// `service` with the fields this spec sets replaced.
-    pub fn apply_to(&self, mut service: Service) -> Service {
+    /// `service` with the fields this spec sets replaced; refused when the health fields do not
+    /// make a valid check.
+    pub fn apply_to(&self, mut service: Service) -> Result<Service, ServiceError> {
         if let Some(lb) = self.lb {
             service.lb = lb;
         }
@@ -53,10 +57,8 @@ impl ServiceSpec {
         if let Some(a) = self.all_unhealthy {
             service.all_unhealthy = a;
         }
-        if let Some(h) = &self.health {
-            service.health = Some(h.clone());
-        }
-        service
+        service.health = self.health.apply_to(service.health.as_ref())?;
+        Ok(service)
     }
 }
 

@@ -21,8 +21,8 @@ pub use object::{decode, DecodeError, Object};
 pub use records::{CoordinatorRecord, Endpoint, IpamBlock, Link, NetworkProblem, Node};
 pub use service::{
     answered, port_name_in, validate_weight, AllUnhealthy, Answered, Health, HealthCheck,
-    HealthState, LbPolicy, Probe, Protocol, Service, ServiceError, MAX_OUTPUT, MAX_WEIGHT,
-    MIN_INTERVAL,
+    HealthSpec, HealthState, LbPolicy, Probe, Protocol, Service, ServiceError, MAX_OUTPUT,
+    MAX_WEIGHT, MIN_INTERVAL,
 };
 
 /// Schema version written into every stored value.

@@ -150,6 +150,77 @@ impl HealthCheck {
     }
 }
 
+/// Some fields of a health check (the `--health-*` flags given): a new check when it names a
+/// probe, else changes to an existing one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    /// What to check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Probe>,
+    /// Interval in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+    /// Timeout in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Successes to become healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rise: Option<u32>,
+    /// Failures to become unhealthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fall: Option<u32>,
+    /// Start period in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period_ms: Option<u64>,
+}
+
+impl HealthSpec {
+    /// Whether no field is given.
+    pub fn is_empty(&self) -> bool {
+        *self == HealthSpec::default()
+    }
+
+    /// `base` changed by this spec (a probe given starts from the defaults), validated; `base`
+    /// itself when the spec is empty.
+    pub fn apply_to(
+        &self,
+        base: Option<&HealthCheck>,
+    ) -> Result<Option<HealthCheck>, ServiceError> {
+        if self.is_empty() {
+            return Ok(base.cloned());
+        }
+        let mut check = match (&self.probe, base) {
+            (Some(p), _) => HealthCheck {
+                probe: p.clone(),
+                ..base.cloned().unwrap_or_else(|| HealthCheck::new(p.clone()))
+            },
+            (None, Some(b)) => b.clone(),
+            (None, None) => return Err(ServiceError::NoProbe),
+        };
+        let set = |v: Option<u64>, field: &mut u64| {
+            if let Some(v) = v {
+                *field = v;
+            }
+        };
+        set(self.interval_ms, &mut check.interval_ms);
+        set(self.timeout_ms, &mut check.timeout_ms);
+        set(self.start_period_ms, &mut check.start_period_ms);
+        if let Some(r) = self.rise {
+            check.rise = r;
+        }
+        if let Some(f) = self.fall {
+            check.fall = f;
+        }
+        if self.timeout_ms.is_none() {
+            // A short interval without a timeout of its own: the timeout shrinks with it.
+            check.timeout_ms = check.timeout_ms.min(check.interval_ms);
+        }
+        check.validate()?;
+        Ok(Some(check))
+    }
+}
+
 /// A service of one network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
@@ -333,6 +404,9 @@ pub enum ServiceError {
     /// A rise or fall of zero.
     #[error("health-check rise and fall must be at least 1")]
     Count,
+    /// Check timing without a check to apply it to.
+    #[error("no health check to change: give --health-tcp, --health-http or --health-cmd")]
+    NoProbe,
 }
 
 /// Where an instance's health stands.
@@ -406,6 +480,42 @@ mod tests {
         assert_eq!(s.srv_label().as_deref(), Some("http"));
         s.port_name = None;
         assert_eq!(s.srv_label().as_deref(), Some("port80"));
+    }
+
+    #[test]
+    fn health_flags_start_a_check_or_change_the_one_there() {
+        let tcp = HealthSpec {
+            probe: Some(Probe::Tcp { port: 80 }),
+            interval_ms: Some(200),
+            ..HealthSpec::default()
+        };
+        let check = tcp.apply_to(None).expect("valid").expect("a check");
+        assert_eq!(
+            (check.interval_ms, check.timeout_ms, check.rise),
+            (200, 200, 2)
+        );
+        let too_slow = HealthSpec {
+            timeout_ms: Some(300),
+            ..tcp.clone()
+        };
+        assert!(matches!(
+            too_slow.apply_to(None),
+            Err(ServiceError::Timeout { .. })
+        ));
+        let slower = HealthSpec {
+            fall: Some(5),
+            ..HealthSpec::default()
+        };
+        let changed = slower.apply_to(Some(&check)).expect("valid").expect("kept");
+        assert_eq!(
+            (changed.probe.clone(), changed.fall),
+            (check.probe.clone(), 5)
+        );
+        assert_eq!(slower.apply_to(None), Err(ServiceError::NoProbe));
+        assert_eq!(
+            HealthSpec::default().apply_to(Some(&check)),
+            Ok(Some(check))
+        );
     }
 
     #[test]
