@@ -1,0 +1,156 @@
+//! Lab tier, services: instances (busybox httpd) on three nodes behind one name, reached by
+//! real clients (curl, glibc's resolver) from a fourth container; weights change the shares;
+//! SRV names every instance with its address; bad specs are refused and leave nothing.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Output;
+
+use shibafu_tests::{is_root, unique_name, Lab};
+
+/// Web roots of the instances, on the shared filesystem; removed on drop.
+struct Roots(PathBuf);
+
+impl Roots {
+    fn new() -> Roots {
+        let dir = std::env::temp_dir().join(unique_name("sf-web"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        Roots(dir)
+    }
+
+    /// A web root answering `name` for `/`.
+    fn of(&self, name: &str) -> String {
+        let d = self.0.join(name);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(d.join("index.html"), format!("{name}\n")).expect("index");
+        d.display().to_string()
+    }
+}
+
+impl Drop for Roots {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn lab() -> Option<Lab> {
+    if !is_root() {
+        eprintln!("skipped: the lab tier needs root");
+        return None;
+    }
+    let lab = Lab::up(3);
+    lab.cli_ok("node1", &["network", "create", "frontend", "172.21.0.0/24"]);
+    Some(lab)
+}
+
+fn cli(lab: &Lab, node: &str, args: &[&str]) -> Output {
+    let mut full = vec!["shibafu"];
+    full.extend_from_slice(args);
+    lab.exec(node, &full)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Starts instance NAME of service web on NODE, serving its own name over HTTP on port 80.
+fn web(lab: &Lab, roots: &Roots, node: &str, name: &str, extra: &[&str]) {
+    let root = roots.of(name);
+    let mut args = vec![
+        "run", "-d", "--name", name, "--network", "frontend", "--service", "web", "--port", "80",
+    ];
+    args.extend_from_slice(extra);
+    args.extend(["--", "busybox", "httpd", "-f", "-p", "80", "-h", &root]);
+    let out = cli(lab, node, &args);
+    assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+}
+
+/// `n` HTTP requests to web.frontend.local from the client container, each a new curl (a new
+/// lookup through glibc): how many each instance answered.
+fn spread(lab: &Lab, n: usize) -> BTreeMap<String, usize> {
+    let script = format!(
+        "for i in $(seq {n}); do curl -s --max-time 2 http://web.frontend.local/ || echo failed; done"
+    );
+    let out = cli(lab, "node2", &["exec", "client", "sh", "-c", &script]);
+    let mut counts = BTreeMap::new();
+    for line in text(&out.stdout).lines() {
+        *counts.entry(line.trim().to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn client(lab: &Lab) {
+    let out = cli(
+        lab,
+        "node2",
+        &["run", "-d", "--name", "client", "--network", "frontend", "--", "sleep", "3600"],
+    );
+    assert!(out.status.success(), "client: {}", text(&out.stderr));
+}
+
+#[test]
+fn requests_by_name_reach_every_instance_and_weights_change_the_shares() {
+    let Some(lab) = lab() else { return };
+    let roots = Roots::new();
+    web(&lab, &roots, "node1", "web1", &[]);
+    web(&lab, &roots, "node2", "web2", &[]);
+    web(&lab, &roots, "node3", "web3", &[]);
+    client(&lab);
+    let counts = spread(&lab, 30);
+    for w in ["web1", "web2", "web3"] {
+        assert_eq!(counts.get(w), Some(&10), "30 requests by name: {counts:?}");
+    }
+    // SRV lists every instance with its address; the port is named as in /etc/services.
+    let srv = cli(
+        &lab,
+        "node2",
+        &["exec", "client", "dig", "+tries=1", "+time=2", "SRV", "_http._tcp.web.frontend.local"],
+    );
+    let srv = text(&srv.stdout);
+    let lines: Vec<Vec<&str>> = srv.lines().map(|l| l.split_whitespace().collect()).collect();
+    for w in ["web1", "web2", "web3"] {
+        let target = format!("{w}.frontend.local.");
+        let listed = lines
+            .iter()
+            .any(|l| l.len() == 8 && l[3] == "SRV" && l[4..] == ["10", "1", "80", &target]);
+        assert!(listed, "{w} is not in SRV: {srv}");
+        let glue = lines.iter().any(|l| l.len() == 5 && l[0] == target && l[3] == "A");
+        assert!(glue, "no address for {w} in the additional section: {srv}");
+    }
+    // A weighted service: web1 weighs 3, the others 1.
+    lab.cli_ok("node1", &["service", "update", "web", "--lb", "weighted"]);
+    cli(&lab, "node1", &["rm", "-f", "web1"]);
+    web(&lab, &roots, "node1", "web1", &["--weight", "3"]);
+    let counts = spread(&lab, 50);
+    let web1 = counts.get("web1").copied().unwrap_or(0);
+    assert!((27..=33).contains(&web1), "web1 (3 of 5) got {web1} of 50: {counts:?}");
+    let ls = lab.cli_ok("node1", &["service", "ls"]);
+    assert!(ls.contains("web    frontend   weighted   80/tcp   3           3"), "{ls}");
+    lab.down();
+}
+
+#[test]
+fn bad_service_specs_are_refused_and_leave_nothing() {
+    let Some(lab) = lab() else { return };
+    let keys = || lab.exec_ok("node1", &["etcdctl", "get", "--prefix", "--keys-only", "/shibafu/v1/services/"]);
+    let before = keys();
+    for (args, says) in [
+        (&["service", "create", "web", "--network", "frontend", "--port", "0"][..], "1-65535"),
+        (&["service", "create", "web", "--network", "frontend", "--port", "70000"], "1-65535"),
+        (&["service", "create", "web", "--network", "frontend", "--lb", "random"], "random"),
+        (&["service", "create", "web", "--network", "frontend", "--health-tcp", "80", "--health-interval", "5x"], "ms, s or m"),
+        (&["service", "create", "web", "--network", "frontend", "--health-http", "80healthz"], "PORT/PATH"),
+        (&["service", "create", "web", "--network", "frontend", "--health-tcp", "80", "--health-interval", "50ms"], "100 ms"),
+        (&["service", "create", "web", "--network", "nope"], "no network"),
+        (&["run", "-d", "--name", "w0", "--network", "frontend", "--service", "web", "--weight", "0", "--", "sleep", "1"], "weight 0"),
+    ] {
+        let out = cli(&lab, "node1", args);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = text(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(keys(), before, "a refused spec left a service behind");
+    let ps = lab.cli_ok("node1", &["ps", "-a"]);
+    assert!(!ps.contains("w0"), "a refused run left a container: {ps}");
+    lab.down();
+}
