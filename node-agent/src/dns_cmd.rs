@@ -10,10 +10,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use arc_swap::ArcSwap;
+use shibafu_overlay::dns::balance::{self, Instance};
 use shibafu_overlay::dns::forward::{ForwardConfig, Forwarder};
 use shibafu_overlay::dns::{
-    bind_tcp, bind_udp_group, parse_records, DnsServer, ServerConfig, Snapshot, SnapshotBuilder,
+    bind_tcp, bind_udp_group, parse_records, AnswerOrder, DnsServer, ServerConfig, Snapshot,
+    SnapshotBuilder,
 };
+use shibafu_overlay::model::LbPolicy;
 use shibafu_overlay::telemetry::Telemetry;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -48,6 +51,47 @@ pub struct DnsArgs {
     /// Log the metrics every SECONDS (0: only on SIGUSR1 and at exit).
     #[arg(long, default_value_t = 0, value_name = "SECONDS")]
     stats_interval: u64,
+    /// Answer every name with several addresses as a service: one address per answer, in this
+    /// policy's order.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    balance: Option<Balance>,
+    /// With --balance weighted: the weights of a name's addresses in file order [default: 1].
+    #[arg(long, value_delimiter = ',', value_name = "W,W,...")]
+    weights: Vec<u32>,
+    /// With --balance least-connections: the connections of a name's addresses in file order
+    /// [default: 0].
+    #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
+    connections: Vec<u32>,
+}
+
+/// A load-balancing policy of `--balance`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum Balance {
+    /// Each address in turn.
+    RoundRobin,
+    /// In proportion to --weights.
+    Weighted,
+    /// The addresses with the fewest --connections, in turn.
+    LeastConnections,
+}
+
+impl DnsArgs {
+    /// The answer order of balanced names, if --balance is given.
+    fn balanced(&self) -> Option<AnswerOrder> {
+        let policy = match self.balance? {
+            Balance::RoundRobin => LbPolicy::RoundRobin,
+            Balance::Weighted => LbPolicy::Weighted,
+            Balance::LeastConnections => LbPolicy::LeastConnections,
+        };
+        let n = self.weights.len().max(self.connections.len()).max(1);
+        let instances: Vec<Instance> = (0..n)
+            .map(|i| Instance {
+                weight: self.weights.get(i).copied().unwrap_or(1),
+                connections: self.connections.get(i).copied().unwrap_or(0),
+            })
+            .collect();
+        Some(balance::order(policy, &instances))
+    }
 }
 
 /// `IP` or `IP:PORT` (`[v6]:PORT` for IPv6 with a port); port 53 by default.
@@ -81,6 +125,9 @@ fn load(args: &DnsArgs) -> anyhow::Result<Snapshot> {
         .duration_since(UNIX_EPOCH)
         .map_or(1, |d| d.as_secs() as u32);
     builder.serial(serial);
+    if let Some(order) = args.balanced() {
+        builder.order_names_with_several(order);
+    }
     if let Some(path) = &args.records {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("read records file {}", path.display()))?;

@@ -57,7 +57,16 @@ fn text(b: &[u8]) -> String {
 fn web(lab: &Lab, roots: &Roots, node: &str, name: &str, extra: &[&str]) {
     let root = roots.of(name);
     let mut args = vec![
-        "run", "-d", "--name", name, "--network", "frontend", "--service", "web", "--port", "80",
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "frontend",
+        "--service",
+        "web",
+        "--port",
+        "80",
     ];
     args.extend_from_slice(extra);
     args.extend(["--", "busybox", "httpd", "-f", "-p", "80", "-h", &root]);
@@ -83,7 +92,17 @@ fn client(lab: &Lab) {
     let out = cli(
         lab,
         "node2",
-        &["run", "-d", "--name", "client", "--network", "frontend", "--", "sleep", "3600"],
+        &[
+            "run",
+            "-d",
+            "--name",
+            "client",
+            "--network",
+            "frontend",
+            "--",
+            "sleep",
+            "3600",
+        ],
     );
     assert!(out.status.success(), "client: {}", text(&out.stderr));
 }
@@ -104,17 +123,30 @@ fn requests_by_name_reach_every_instance_and_weights_change_the_shares() {
     let srv = cli(
         &lab,
         "node2",
-        &["exec", "client", "dig", "+tries=1", "+time=2", "SRV", "_http._tcp.web.frontend.local"],
+        &[
+            "exec",
+            "client",
+            "dig",
+            "+tries=1",
+            "+time=2",
+            "SRV",
+            "_http._tcp.web.frontend.local",
+        ],
     );
     let srv = text(&srv.stdout);
-    let lines: Vec<Vec<&str>> = srv.lines().map(|l| l.split_whitespace().collect()).collect();
+    let lines: Vec<Vec<&str>> = srv
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     for w in ["web1", "web2", "web3"] {
         let target = format!("{w}.frontend.local.");
         let listed = lines
             .iter()
             .any(|l| l.len() == 8 && l[3] == "SRV" && l[4..] == ["10", "1", "80", &target]);
         assert!(listed, "{w} is not in SRV: {srv}");
-        let glue = lines.iter().any(|l| l.len() == 5 && l[0] == target && l[3] == "A");
+        let glue = lines
+            .iter()
+            .any(|l| l.len() == 5 && l[0] == target && l[3] == "A");
         assert!(glue, "no address for {w} in the additional section: {srv}");
     }
     // A weighted service: web1 weighs 3, the others 1.
@@ -123,26 +155,133 @@ fn requests_by_name_reach_every_instance_and_weights_change_the_shares() {
     web(&lab, &roots, "node1", "web1", &["--weight", "3"]);
     let counts = spread(&lab, 50);
     let web1 = counts.get("web1").copied().unwrap_or(0);
-    assert!((27..=33).contains(&web1), "web1 (3 of 5) got {web1} of 50: {counts:?}");
+    assert!(
+        (27..=33).contains(&web1),
+        "web1 (3 of 5) got {web1} of 50: {counts:?}"
+    );
     let ls = lab.cli_ok("node1", &["service", "ls"]);
-    assert!(ls.contains("web    frontend   weighted   80/tcp   3           3"), "{ls}");
+    assert!(
+        ls.contains("web    frontend   weighted   80/tcp   3           3"),
+        "{ls}"
+    );
     lab.down();
 }
 
 #[test]
 fn bad_service_specs_are_refused_and_leave_nothing() {
     let Some(lab) = lab() else { return };
-    let keys = || lab.exec_ok("node1", &["etcdctl", "get", "--prefix", "--keys-only", "/shibafu/v1/services/"]);
+    let keys = || {
+        lab.exec_ok(
+            "node1",
+            &[
+                "etcdctl",
+                "get",
+                "--prefix",
+                "--keys-only",
+                "/shibafu/v1/services/",
+            ],
+        )
+    };
     let before = keys();
     for (args, says) in [
-        (&["service", "create", "web", "--network", "frontend", "--port", "0"][..], "1-65535"),
-        (&["service", "create", "web", "--network", "frontend", "--port", "70000"], "1-65535"),
-        (&["service", "create", "web", "--network", "frontend", "--lb", "random"], "random"),
-        (&["service", "create", "web", "--network", "frontend", "--health-tcp", "80", "--health-interval", "5x"], "ms, s or m"),
-        (&["service", "create", "web", "--network", "frontend", "--health-http", "80healthz"], "PORT/PATH"),
-        (&["service", "create", "web", "--network", "frontend", "--health-tcp", "80", "--health-interval", "50ms"], "100 ms"),
-        (&["service", "create", "web", "--network", "nope"], "no network"),
-        (&["run", "-d", "--name", "w0", "--network", "frontend", "--service", "web", "--weight", "0", "--", "sleep", "1"], "weight 0"),
+        (
+            &[
+                "service",
+                "create",
+                "web",
+                "--network",
+                "frontend",
+                "--port",
+                "0",
+            ][..],
+            "1-65535",
+        ),
+        (
+            &[
+                "service",
+                "create",
+                "web",
+                "--network",
+                "frontend",
+                "--port",
+                "70000",
+            ],
+            "1-65535",
+        ),
+        (
+            &[
+                "service",
+                "create",
+                "web",
+                "--network",
+                "frontend",
+                "--lb",
+                "random",
+            ],
+            "random",
+        ),
+        (
+            &[
+                "service",
+                "create",
+                "web",
+                "--network",
+                "frontend",
+                "--health-tcp",
+                "80",
+                "--health-interval",
+                "5x",
+            ],
+            "ms, s or m",
+        ),
+        (
+            &[
+                "service",
+                "create",
+                "web",
+                "--network",
+                "frontend",
+                "--health-http",
+                "80healthz",
+            ],
+            "PORT/PATH",
+        ),
+        (
+            &[
+                "service",
+                "create",
+                "web",
+                "--network",
+                "frontend",
+                "--health-tcp",
+                "80",
+                "--health-interval",
+                "50ms",
+            ],
+            "100 ms",
+        ),
+        (
+            &["service", "create", "web", "--network", "nope"],
+            "no network",
+        ),
+        (
+            &[
+                "run",
+                "-d",
+                "--name",
+                "w0",
+                "--network",
+                "frontend",
+                "--service",
+                "web",
+                "--weight",
+                "0",
+                "--",
+                "sleep",
+                "1",
+            ],
+            "weight 0",
+        ),
     ] {
         let out = cli(&lab, "node1", args);
         assert!(!out.status.success(), "{args:?} was accepted");

@@ -31,6 +31,7 @@ pub struct SnapshotBuilder {
     zones: Vec<String>,
     records: Vec<(String, u32, RData)>,
     orders: Vec<(String, AnswerOrder)>,
+    several: Option<AnswerOrder>,
     notes: Vec<(String, Box<[u8]>)>,
     views: Vec<(IpAddr, Vec<String>)>,
     default_view: DefaultView,
@@ -51,6 +52,7 @@ impl SnapshotBuilder {
             zones: Vec::new(),
             records: Vec::new(),
             orders: Vec::new(),
+            several: None,
             notes: Vec::new(),
             views: Vec::new(),
             default_view: DefaultView::AllZones,
@@ -74,6 +76,13 @@ impl SnapshotBuilder {
     /// Sets the order of the records at `name` (every rrset there); ignored if it has none.
     pub fn order(&mut self, name: &str, order: AnswerOrder) -> &mut Self {
         self.orders.push((name.to_string(), order));
+        self
+    }
+
+    /// Sets the order of every name holding several records of one type and no order of its own
+    /// (standalone mode: names served like services).
+    pub fn order_names_with_several(&mut self, order: AnswerOrder) -> &mut Self {
+        self.several = Some(order);
         self
     }
 
@@ -138,6 +147,13 @@ impl SnapshotBuilder {
         }
         self.complete_zones(&mut snap)?;
         add_empty_non_terminals(&mut snap);
+        if let Some(order) = &self.several {
+            for node in snap.nodes.values_mut() {
+                if node.rrsets.iter().any(|s| s.rdatas.len() > 1) {
+                    node.order = order.clone();
+                }
+            }
+        }
         for (name, order) in &self.orders {
             if let Some(node) = snap.nodes.get_mut(&wire_of(name)?) {
                 node.order = order.clone();

@@ -215,8 +215,17 @@ impl Prebuilt {
         }
     }
 
-    /// The same, with the variant each query gets taken from `schedule` in turn.
+    /// The same, with the variant each query gets taken from `schedule` in turn, starting at a
+    /// random place: snapshots are rebuilt often (health, connection counts), and starting each
+    /// one at the schedule's head would favour its first entries.
     pub(crate) fn with_schedule(mut self, schedule: Vec<u16>) -> Prebuilt {
+        use std::hash::{BuildHasher, Hasher};
+        if !schedule.is_empty() {
+            let random = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            self.next = std::sync::atomic::AtomicUsize::new(random as usize % schedule.len());
+        }
         self.schedule = schedule.into();
         self
     }

@@ -188,6 +188,40 @@ fn a_sequence_order_cycles_through_the_given_permutations() {
 }
 
 #[test]
+fn one_record_per_answer_follows_the_schedule_for_names_with_several() {
+    let mut b = crate::dns::SnapshotBuilder::new();
+    b.zone("z.local");
+    for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+        b.record(
+            "w.z.local",
+            5,
+            RData::try_from_str(RecordType::A, ip).unwrap(),
+        );
+    }
+    b.record(
+        "one.z.local",
+        5,
+        RData::try_from_str(RecordType::A, "10.0.0.9").unwrap(),
+    );
+    b.order_names_with_several(crate::dns::AnswerOrder::OnePerAnswer(vec![2, 2, 0]));
+    let snap = b.build().unwrap();
+    let got: Vec<Vec<String>> = (0..6)
+        .map(|_| datas(&ask(&snap, &query("w.z.local.", RecordType::A)).answers))
+        .collect();
+    let start = got
+        .iter()
+        .position(|a| a == &["10.0.0.1"])
+        .expect("a first record");
+    let cycle: Vec<&str> = (0..3)
+        .map(|k| got[(start + 1 + k) % 6][0].as_str())
+        .collect();
+    assert_eq!(cycle, ["10.0.0.3", "10.0.0.3", "10.0.0.1"]);
+    assert!(got.iter().all(|a| a.len() == 1), "{got:?}");
+    let one = datas(&ask(&snap, &query("one.z.local.", RecordType::A)).answers);
+    assert_eq!(one, ["10.0.0.9"]);
+}
+
+#[test]
 fn any_is_answered_minimally_with_one_rrset() {
     let snap = sample();
     let r = ask(&snap, &query("web.test.local.", RecordType::ANY));
