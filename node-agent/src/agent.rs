@@ -190,19 +190,9 @@ async fn start_workload_actors(
     registry.do_send(SubscribeLocal(dns.clone().recipient()));
     store.do_send(Subscribe(dns.recipient()));
     let lazy: Arc<dyn Store> = Arc::new(LazyStore::new(connector));
-    let net = NetworkActor::new(Links {
-        node: args.node.clone(),
-        ipam: Ipam::new(lazy.clone(), args.node.clone()),
-        store: lazy,
-        get: registry.clone().recipient(),
-        get_all: registry.clone().recipient(),
-        stage: registry.clone().recipient(),
-        abort: registry.clone().recipient(),
-        commit: registry.clone().recipient(),
-        remove: registry.clone().recipient(),
-        apply: dataplane.recipient(),
-    })
-    .start();
+    let ipam = Ipam::new(lazy.clone(), args.node.clone());
+    let links = Links::new(&args.node, ipam, lazy, &registry, dataplane.recipient());
+    let net = NetworkActor::new(links).start();
     store.do_send(Subscribe(net.clone().recipient()));
     let recipients = NetworkRecipients {
         attach: net.clone().recipient(),

@@ -97,6 +97,13 @@ impl Lab {
         self.exec_ok(node, &full)
     }
 
+    /// Runs the `shibafu` CLI inside NODE and returns the full output, whatever the status.
+    pub fn cli(&self, node: &str, args: &[&str]) -> Output {
+        let mut full = vec!["shibafu"];
+        full.extend_from_slice(args);
+        self.exec(node, &full)
+    }
+
     /// GET `path` from NODE's agent API (curl over its unix socket, inside the node); the
     /// parsed JSON body, or `None` if the agent does not answer.
     pub fn agent_get(&self, node: &str, path: &str) -> Option<serde_json::Value> {

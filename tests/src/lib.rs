@@ -44,6 +44,11 @@ pub fn unique_name(tag: &str) -> String {
     )
 }
 
+/// Command output as text (lossy UTF-8).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// Describes a finished command for failure messages: command line, status, stdout, stderr.
 pub fn describe(cmd: &Command, out: &Output) -> String {
     format!(

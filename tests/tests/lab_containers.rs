@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use shibafu_tests::{is_root, unique_name, wait_until, Lab};
+use shibafu_tests::{is_root, text, unique_name, wait_until, Lab};
 
 const POLL: Duration = Duration::from_millis(100);
 
@@ -21,16 +21,6 @@ fn lab() -> Option<Lab> {
         &["network", "create", "vault", "172.23.0.0/24", "--internal"],
     );
     Some(lab)
-}
-
-fn cli(lab: &Lab, node: &str, args: &[&str]) -> std::process::Output {
-    let mut full = vec!["shibafu"];
-    full.extend_from_slice(args);
-    lab.exec(node, &full)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn ctl_addr(lab: &Lab) -> String {
@@ -58,8 +48,7 @@ fn etcd_keys(lab: &Lab, prefix: &str) -> Vec<String> {
 #[test]
 fn foreground_run_streams_output_and_passes_the_exit_code() {
     let Some(lab) = lab() else { return };
-    let out = cli(
-        &lab,
+    let out = lab.cli(
         "node1",
         &[
             "run",
@@ -178,7 +167,7 @@ fn bad_input_is_refused_and_leaves_nothing() {
             "Bad_Name",
         ),
     ] {
-        let out = cli(&lab, "node1", &args);
+        let out = lab.cli("node1", &args);
         assert!(!out.status.success(), "{args:?} succeeded");
         let err = text(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");

@@ -7,7 +7,7 @@
 use std::process::Output;
 use std::time::Duration;
 
-use shibafu_tests::{is_root, wait_until, Lab};
+use shibafu_tests::{is_root, text, wait_until, Lab};
 
 const SETTLE: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(200);
@@ -18,16 +18,6 @@ fn lab(nodes: usize) -> Option<Lab> {
         return None;
     }
     Some(Lab::up(nodes))
-}
-
-fn cli(lab: &Lab, node: &str, args: &[&str]) -> Output {
-    let mut full = vec!["shibafu"];
-    full.extend_from_slice(args);
-    lab.exec(node, &full)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn inspect(lab: &Lab, network: &str) -> serde_json::Value {
@@ -62,8 +52,7 @@ fn has_link(lab: &Lab, node: &str, link: &str) -> bool {
 }
 
 fn run(lab: &Lab, node: &str, name: &str, network: &str) -> Output {
-    cli(
-        lab,
+    lab.cli(
         node,
         &[
             "run",
@@ -80,7 +69,7 @@ fn run(lab: &Lab, node: &str, name: &str, network: &str) -> Output {
 }
 
 fn pings(lab: &Lab, node: &str, from: &str, to: &str) -> bool {
-    cli(lab, node, &["exec", from, "ping", "-c1", "-W2", to])
+    lab.cli(node, &["exec", from, "ping", "-c1", "-W2", to])
         .status
         .success()
 }
@@ -95,8 +84,7 @@ fn set_underlay_mtu(lab: &Lab, node: &str, mtu: &str) {
 #[test]
 fn an_ipv6_mtu_below_1280_is_refused_and_a_node_too_small_for_ipv6_skips_only_that_network() {
     let Some(lab) = lab(2) else { return };
-    let refused = cli(
-        &lab,
+    let refused = lab.cli(
         "node1",
         &[
             "network",

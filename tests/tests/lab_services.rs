@@ -4,9 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Output;
 
-use shibafu_tests::{is_root, unique_name, Lab};
+use shibafu_tests::{is_root, text, unique_name, Lab};
 
 /// Web roots of the instances, on the shared filesystem; removed on drop.
 struct Roots(PathBuf);
@@ -43,16 +42,6 @@ fn lab() -> Option<Lab> {
     Some(lab)
 }
 
-fn cli(lab: &Lab, node: &str, args: &[&str]) -> Output {
-    let mut full = vec!["shibafu"];
-    full.extend_from_slice(args);
-    lab.exec(node, &full)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// Starts instance NAME of service web on NODE, serving its own name over HTTP on port 80.
 fn web(lab: &Lab, roots: &Roots, node: &str, name: &str, extra: &[&str]) {
     let root = roots.of(name);
@@ -70,7 +59,7 @@ fn web(lab: &Lab, roots: &Roots, node: &str, name: &str, extra: &[&str]) {
     ];
     args.extend_from_slice(extra);
     args.extend(["--", "busybox", "httpd", "-f", "-p", "80", "-h", &root]);
-    let out = cli(lab, node, &args);
+    let out = lab.cli(node, &args);
     assert!(out.status.success(), "{name}: {}", text(&out.stderr));
 }
 
@@ -80,7 +69,7 @@ fn spread(lab: &Lab, n: usize) -> BTreeMap<String, usize> {
     let script = format!(
         "for i in $(seq {n}); do curl -s --max-time 2 http://web.frontend.local/ || echo failed; done"
     );
-    let out = cli(lab, "node2", &["exec", "client", "sh", "-c", &script]);
+    let out = lab.cli("node2", &["exec", "client", "sh", "-c", &script]);
     let mut counts = BTreeMap::new();
     for line in text(&out.stdout).lines() {
         *counts.entry(line.trim().to_string()).or_insert(0) += 1;
@@ -89,8 +78,7 @@ fn spread(lab: &Lab, n: usize) -> BTreeMap<String, usize> {
 }
 
 fn client(lab: &Lab) {
-    let out = cli(
-        lab,
+    let out = lab.cli(
         "node2",
         &[
             "run",
@@ -120,8 +108,7 @@ fn requests_by_name_reach_every_instance_and_weights_change_the_shares() {
         assert_eq!(counts.get(w), Some(&10), "30 requests by name: {counts:?}");
     }
     // SRV lists every instance with its address; the port is named as in /etc/services.
-    let srv = cli(
-        &lab,
+    let srv = lab.cli(
         "node2",
         &[
             "exec",
@@ -151,7 +138,7 @@ fn requests_by_name_reach_every_instance_and_weights_change_the_shares() {
     }
     // A weighted service: web1 weighs 3, the others 1.
     lab.cli_ok("node1", &["service", "update", "web", "--lb", "weighted"]);
-    cli(&lab, "node1", &["rm", "-f", "web1"]);
+    lab.cli("node1", &["rm", "-f", "web1"]);
     web(&lab, &roots, "node1", "web1", &["--weight", "3"]);
     let counts = spread(&lab, 50);
     let web1 = counts.get("web1").copied().unwrap_or(0);
@@ -183,89 +170,30 @@ fn bad_service_specs_are_refused_and_leave_nothing() {
         )
     };
     let before = keys();
+    let create = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut args = vec!["service", "create", "web", "--network", "frontend"];
+        args.extend_from_slice(extra);
+        args
+    };
     for (args, says) in [
+        (create(&["--port", "0"]), "1-65535"),
+        (create(&["--port", "70000"]), "1-65535"),
+        (create(&["--lb", "random"]), "random"),
         (
-            &[
-                "service",
-                "create",
-                "web",
-                "--network",
-                "frontend",
-                "--port",
-                "0",
-            ][..],
-            "1-65535",
-        ),
-        (
-            &[
-                "service",
-                "create",
-                "web",
-                "--network",
-                "frontend",
-                "--port",
-                "70000",
-            ],
-            "1-65535",
-        ),
-        (
-            &[
-                "service",
-                "create",
-                "web",
-                "--network",
-                "frontend",
-                "--lb",
-                "random",
-            ],
-            "random",
-        ),
-        (
-            &[
-                "service",
-                "create",
-                "web",
-                "--network",
-                "frontend",
-                "--health-tcp",
-                "80",
-                "--health-interval",
-                "5x",
-            ],
+            create(&["--health-tcp", "80", "--health-interval", "5x"]),
             "ms, s or m",
         ),
+        (create(&["--health-http", "80healthz"]), "PORT/PATH"),
         (
-            &[
-                "service",
-                "create",
-                "web",
-                "--network",
-                "frontend",
-                "--health-http",
-                "80healthz",
-            ],
-            "PORT/PATH",
-        ),
-        (
-            &[
-                "service",
-                "create",
-                "web",
-                "--network",
-                "frontend",
-                "--health-tcp",
-                "80",
-                "--health-interval",
-                "50ms",
-            ],
+            create(&["--health-tcp", "80", "--health-interval", "50ms"]),
             "100 ms",
         ),
         (
-            &["service", "create", "web", "--network", "nope"],
+            vec!["service", "create", "web", "--network", "nope"],
             "no network",
         ),
         (
-            &[
+            vec![
                 "run",
                 "-d",
                 "--name",
@@ -283,7 +211,7 @@ fn bad_service_specs_are_refused_and_leave_nothing() {
             "weight 0",
         ),
     ] {
-        let out = cli(&lab, "node1", args);
+        let out = lab.cli("node1", &args);
         assert!(!out.status.success(), "{args:?} was accepted");
         let err = text(&out.stderr);
         assert!(err.contains(says), "{args:?}: {err}");

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use actix::Recipient;
+use actix::{Addr, Recipient};
 use shibafu_overlay::ipam::{ipv6_for, Ipam};
 use shibafu_overlay::model::{self, port_name_in, Endpoint, HealthSpec, Network, Object, Service};
 use shibafu_overlay::plan::next_ifname;
@@ -21,7 +21,9 @@ use tracing::{debug, info, warn};
 
 use super::AttachError;
 use crate::dataplane::actor::ApplyLocal;
-use crate::registry::actor::{Abort, Commit, GetWorkload, GetWorkloads, Remove, Stage, Staged};
+use crate::registry::actor::{
+    Abort, Commit, GetWorkload, GetWorkloads, RegistryActor, Remove, Stage, Staged,
+};
 use crate::registry::book::{BookError, Entry, Iface};
 
 /// What to attach: a workload (by name and namespace) to networks.
@@ -72,6 +74,30 @@ pub struct Links {
     pub remove: Recipient<Remove>,
     /// Dataplane: apply local workloads to a namespace.
     pub apply: Recipient<ApplyLocal>,
+}
+
+impl Links {
+    /// The links of node `node` to its IPAM, store, local registry and dataplane.
+    pub fn new(
+        node: &str,
+        ipam: Ipam,
+        store: Arc<dyn Store>,
+        registry: &Addr<RegistryActor>,
+        apply: Recipient<ApplyLocal>,
+    ) -> Links {
+        Links {
+            node: node.to_string(),
+            ipam,
+            store,
+            get: registry.clone().recipient(),
+            get_all: registry.clone().recipient(),
+            stage: registry.clone().recipient(),
+            abort: registry.clone().recipient(),
+            commit: registry.clone().recipient(),
+            remove: registry.clone().recipient(),
+            apply,
+        }
+    }
 }
 
 async fn saved(staged: Staged) -> Result<(), AttachError> {

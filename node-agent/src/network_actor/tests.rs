@@ -72,19 +72,15 @@ impl Agent {
         let dataplane =
             DataplaneActor::new(rec, "node1".into(), firewall.recipient(), publish.clone()).start();
         let store = Arc::new(MemoryStore::new());
-        let net = NetworkActor::new(Links {
-            node: "node1".into(),
-            ipam: Ipam::new(store.clone(), "node1"),
-            store: store.clone(),
-            get: registry.clone().recipient(),
-            get_all: registry.clone().recipient(),
-            stage: registry.clone().recipient(),
-            abort: registry.clone().recipient(),
-            commit: registry.clone().recipient(),
-            remove: registry.clone().recipient(),
-            apply: dataplane.clone().recipient(),
-        })
-        .start();
+        let ipam = Ipam::new(store.clone(), "node1");
+        let links = Links::new(
+            "node1",
+            ipam,
+            store.clone(),
+            &registry,
+            dataplane.clone().recipient(),
+        );
+        let net = NetworkActor::new(links).start();
         let announced = Announced::default();
         registry.do_send(SubscribeLocal(announced.clone().start().recipient()));
         let changed = ClusterChanged {
@@ -323,18 +319,15 @@ fn before_the_first_cluster_state_a_detach_waits_and_an_attach_is_refused() {
         let a = Agent::start("early", two_networks());
         a.attach("web", &["backend"]).await.expect("attach");
         // A second NetworkActor that has not seen the cluster yet, over the same owners.
-        let links = Links {
-            node: "node1".into(),
-            ipam: Ipam::new(Arc::new(MemoryStore::new()), "node1"),
-            store: Arc::new(MemoryStore::new()),
-            get: a.registry.clone().recipient(),
-            get_all: a.registry.clone().recipient(),
-            stage: a.registry.clone().recipient(),
-            abort: a.registry.clone().recipient(),
-            commit: a.registry.clone().recipient(),
-            remove: a.registry.clone().recipient(),
-            apply: a.dataplane.clone().recipient(),
-        };
+        let ipam = Ipam::new(Arc::new(MemoryStore::new()), "node1");
+        let store = Arc::new(MemoryStore::new());
+        let links = Links::new(
+            "node1",
+            ipam,
+            store,
+            &a.registry,
+            a.dataplane.clone().recipient(),
+        );
         let early = NetworkActor::new(links).start();
         let req = AttachRequest {
             name: "x".into(),
