@@ -1,7 +1,8 @@
-//! Host tier: the real probes of health checks against real servers in a namespace of the
-//! test's own: TCP connect (closed with a reset, no TIME_WAIT left), HTTP status, a command
-//! entered through nsenter (output, exit status, timeout), and the established connections to
-//! a port counted from inside the namespace.
+//! Host tier: the real probes of health checks, run from the test's namespace against real
+//! servers in a namespace of the test's own, as the agent runs them from its node's: TCP connect
+//! made inside the instance's namespace (closed with a reset, no TIME_WAIT left), HTTP status,
+//! a command entered through nsenter (output, exit status, timeout), and the established
+//! connections to a port counted from inside the namespace.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -44,8 +45,7 @@ impl Drop for Server {
     }
 }
 
-/// Runs `f` on a runtime inside the namespace: probes start from there, as the agent's start
-/// from its node's namespace.
+/// Runs `f` on a thread inside the namespace.
 fn inside<T: Send + 'static>(ns: &NetnsGuard, f: impl FnOnce() -> T + Send + 'static) -> T {
     netns::run_in(&ns.path(), f).expect("enter the test namespace")
 }
@@ -100,44 +100,48 @@ fn tcp_and_http_checks_against_a_real_server() {
         "busybox httpd did not listen"
     );
     let path = ns.path();
-    let (verdicts, time_wait) = inside(&ns, move || {
-        rt().block_on(async move {
-            let p = SystemProber::start().expect("prober");
-            let t = target(&path, None);
-            let ms = Duration::from_millis(500);
-            let mut v = Vec::new();
-            for probe in [
-                Probe::Tcp { port: 8080 },
-                Probe::Tcp { port: 8081 },
-                Probe::Http {
-                    port: 8080,
-                    path: "/ready".into(),
-                },
-                Probe::Http {
-                    port: 8080,
-                    path: "/missing".into(),
-                },
-                Probe::Http {
-                    port: 8081,
-                    path: "/".into(),
-                },
-            ] {
-                v.push(p.probe(&t, &probe, ms).await);
-            }
-            // Paced: busybox httpd forks per connection behind a short accept queue.
-            for _ in 0..20 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let v = p.probe(&t, &Probe::Tcp { port: 8080 }, ms).await;
-                assert!(v.passed, "{v:?}");
-            }
-            let table = std::fs::read_to_string("/proc/thread-self/net/tcp").expect("tcp");
-            let time_wait = table
+    // From the test's own namespace: the prober enters the instance's to connect.
+    let verdicts = rt().block_on(async move {
+        let p = SystemProber::start().expect("prober");
+        let t = target(&path, None);
+        let ms = Duration::from_millis(500);
+        let mut v = Vec::new();
+        for probe in [
+            Probe::Tcp { port: 8080 },
+            Probe::Tcp { port: 8081 },
+            Probe::Http {
+                port: 8080,
+                path: "/ready".into(),
+            },
+            Probe::Http {
+                port: 8080,
+                path: "/missing".into(),
+            },
+            Probe::Http {
+                port: 8081,
+                path: "/".into(),
+            },
+        ] {
+            v.push(p.probe(&t, &probe, ms).await);
+        }
+        // Paced: busybox httpd forks per connection behind a short accept queue.
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let v = p.probe(&t, &Probe::Tcp { port: 8080 }, ms).await;
+            assert!(v.passed, "{v:?}");
+        }
+        v
+    });
+    let time_wait: usize = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .map(|file| {
+            let out = ns.cmd("cat").arg(file).output().expect("cat");
+            String::from_utf8_lossy(&out.stdout)
                 .lines()
                 .filter(|l| l.split_whitespace().nth(3) == Some("06"))
-                .count();
-            (v, time_wait)
+                .count()
         })
-    });
+        .sum();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(verdicts[0].passed, "{:?}", verdicts[0]);
     assert!(!verdicts[1].passed);
@@ -187,20 +191,18 @@ fn command_checks_run_in_the_target_namespaces_with_output_and_timeout() {
         cmd("sleep 5"),
         cmd(&format!("head -c {} /dev/zero | tr '\\0' x", 10_000)),
     ];
-    let (verdicts, slow) = inside(&ns, move || {
-        rt().block_on(async move {
-            let p = SystemProber::start().expect("prober");
-            let t = target(&path, Some(pid));
-            let mut v = Vec::new();
-            let mut slow = Duration::ZERO;
-            for probe in &probes {
-                let started = Instant::now();
-                v.push(p.probe(&t, probe, ms).await);
-                slow = slow.max(started.elapsed());
-            }
-            v.push(p.probe(&target(&path, None), &probes[0], ms).await);
-            (v, slow)
-        })
+    let (verdicts, slow) = rt().block_on(async move {
+        let p = SystemProber::start().expect("prober");
+        let t = target(&path, Some(pid));
+        let mut v = Vec::new();
+        let mut slow = Duration::ZERO;
+        for probe in &probes {
+            let started = Instant::now();
+            v.push(p.probe(&t, probe, ms).await);
+            slow = slow.max(started.elapsed());
+        }
+        v.push(p.probe(&target(&path, None), &probes[0], ms).await);
+        (v, slow)
     });
     assert!(verdicts[0].passed, "{:?}", verdicts[0]);
     assert_eq!(
@@ -315,4 +317,47 @@ fn reading_proc_net_follows_the_main_thread_so_counts_read_thread_self() {
         !process,
         "/proc/net shows the main thread's namespace, not this one"
     );
+}
+
+#[test]
+fn a_listener_whose_queue_is_full_fails_the_check_at_its_timeout() {
+    if !root() {
+        return;
+    }
+    let ns = NetnsGuard::new("hfull");
+    // Listens with the shortest queue and never accepts: once the queue is full, SYNs are
+    // dropped and a connect stays pending.
+    let script = "import socket,time\n\
+s=socket.socket(); s.bind(('127.0.0.1', 9200)); s.listen(0)\n\
+time.sleep(60)\n";
+    let _srv = Server::start(&ns, &["python3", "-c", script]);
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            listening(&ns, 9200)
+        }),
+        "the listener did not come up"
+    );
+    let path = ns.path();
+    let (verdicts, slowest) = rt().block_on(async move {
+        let p = SystemProber::start().expect("prober");
+        let t = target(&path, None);
+        let mut v = Vec::new();
+        let mut slowest = Duration::ZERO;
+        for _ in 0..4 {
+            let started = Instant::now();
+            v.push(
+                p.probe(&t, &Probe::Tcp { port: 9200 }, Duration::from_millis(300))
+                    .await,
+            );
+            slowest = slowest.max(started.elapsed());
+        }
+        (v, slowest)
+    });
+    let last = verdicts.last().expect("verdicts");
+    assert!(!last.passed, "{verdicts:?}");
+    assert_eq!(
+        last.output,
+        "connect 127.0.0.1:9200: no answer within 300 ms"
+    );
+    assert!(slowest < Duration::from_millis(800), "{slowest:?}");
 }

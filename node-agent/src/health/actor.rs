@@ -187,12 +187,18 @@ impl HealthActor {
 }
 
 impl Instance {
-    /// The record this instance stands at.
-    fn record(&self, key: &InstanceKey, node: &str) -> Health {
-        let (state, since_ms) = match self.spec.check {
+    /// Its state and since when: the tracker's with a check; healthy since it was first seen
+    /// without one (it only has a record for its connection count).
+    fn standing(&self) -> (HealthState, u64) {
+        match self.spec.check {
             Some(_) => (self.tracker.state(), self.tracker.since_ms()),
             None => (HealthState::Healthy, self.since_watched_ms),
-        };
+        }
+    }
+
+    /// The record this instance stands at.
+    fn record(&self, key: &InstanceKey, node: &str) -> Health {
+        let (state, since_ms) = self.standing();
         Health {
             schema: SCHEMA_VERSION,
             network: key.0.clone(),
@@ -279,8 +285,9 @@ impl Handler<Checked> for HealthActor {
         if inst.take(&key, round) {
             info!(network = %key.0, instance = %key.1, state = ?inst.tracker.state(), output = %inst.output, "instance health changed");
         }
-        let record = inst.record(&key, &self.links.node);
-        if worth_publishing(inst.published.as_ref(), &record) {
+        let (state, _) = inst.standing();
+        if worth_publishing(inst.published.as_ref(), state, inst.connections) {
+            let record = inst.record(&key, &self.links.node);
             debug!(key = %record.key(), state = ?record.state, connections = ?record.connections, "health record written");
             self.links.publish.put(&record);
             inst.published = Some(record);

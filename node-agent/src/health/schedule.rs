@@ -15,10 +15,6 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::plan::{InstanceKey, Spec};
 use crate::runtime::Get;
 
-/// Extra time given to a probe past its timeout before the schedule gives up on it (the real
-/// prober keeps to the timeout itself; this only bounds one that does not).
-const GRACE: Duration = Duration::from_millis(200);
-
 /// One round of an instance: the check's verdict and the connection count, when it has them.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -114,10 +110,7 @@ impl Schedule {
         let Ok(_turn) = self.limit.acquire().await else {
             return Verdict::fail("health checks are shutting down");
         };
-        let probe = self.prober.probe(target, &check.probe, timeout);
-        tokio::time::timeout(timeout + GRACE, probe)
-            .await
-            .unwrap_or_else(|_| Verdict::fail(format!("no answer within {} ms", check.timeout_ms)))
+        self.prober.probe(target, &check.probe, timeout).await
     }
 
     /// PID 1 of the container `name`, or why there is none yet.
@@ -133,13 +126,19 @@ impl Schedule {
     }
 }
 
-/// Where in the period an instance's rounds fall: spread by its key, so instances attached
-/// together are not all checked at the same moment.
+/// Granularity of round offsets: instances share a slot, so the runtime wakes once per slot
+/// for a handful of checks rather than once per check.
+const SLOT: Duration = Duration::from_millis(10);
+
+/// Where in the period an instance's rounds fall: one of the period's [`SLOT`]s, spread by its
+/// key, so instances attached together are not all checked at the same moment.
 pub fn offset(key: &InstanceKey, period: Duration) -> Duration {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in key.0.bytes().chain([0]).chain(key.1.bytes()) {
         hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-    let period_ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1);
-    Duration::from_millis(hash % period_ms)
+    let slots = u64::try_from(period.as_millis() / SLOT.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    SLOT * u32::try_from(hash % slots).unwrap_or(0)
 }

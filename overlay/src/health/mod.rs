@@ -11,6 +11,7 @@ pub mod http;
 pub mod netns_pool;
 mod probe;
 mod report;
+mod socket_probe;
 pub mod tcp_table;
 mod tracker;
 

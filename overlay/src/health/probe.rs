@@ -1,6 +1,6 @@
 //! The probes behind a health check, as one small trait: [`SystemProber`] does them for real
-//! (TCP and HTTP from this namespace over tokio sockets, commands through nsenter, connection
-//! counts on a few namespace threads); [`super::FakeProber`] answers as a test says.
+//! (TCP and HTTP from inside the instance's namespace, commands through nsenter, connection
+//! counts, on a few namespace threads); [`super::FakeProber`] answers as a test says.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -8,19 +8,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use super::command;
-use super::http::{self, MAX_STATUS_LINE};
 use super::netns_pool::{NetnsPool, PoolError};
+use super::socket_probe;
 use super::tcp_table::{count_here, Tally};
 use crate::model::Probe;
 
 /// Command checks running at once (each is a process); more wait for a turn.
 const COMMANDS_AT_ONCE: usize = 4;
-/// Threads counting connections inside namespaces.
+/// Threads starting TCP and HTTP probes inside namespaces (a few microseconds each).
+const PROBE_THREADS: usize = 2;
+/// Probes waiting for a namespace thread before more fail as busy.
+const PROBE_QUEUE: usize = 8192;
+/// Threads counting connections inside namespaces (a count may walk the kernel's socket
+/// tables: milliseconds; kept apart so probes never wait behind one).
 const COUNT_THREADS: usize = 1;
 /// Counts waiting for a namespace thread before more are skipped.
 const COUNT_QUEUE: usize = 4096;
@@ -30,7 +33,8 @@ const COUNT_QUEUE: usize = 4096;
 pub struct Target {
     /// Workload name.
     pub name: String,
-    /// Its address on the service's network.
+    /// Its address on the service's network (TCP and HTTP probes connect to it from inside
+    /// its namespace).
     pub addr: IpAddr,
     /// Its network namespace file.
     pub netns: PathBuf,
@@ -84,7 +88,8 @@ pub enum CountError {
 /// Runs probes and counts connections.
 #[async_trait]
 pub trait Prober: Send + Sync {
-    /// Runs `probe` against `target`, answering within about `timeout`.
+    /// Runs `probe` against `target`; answers within `timeout` (plus the time to stop a
+    /// command), which callers rely on: they set no timer of their own.
     async fn probe(&self, target: &Target, probe: &Probe, timeout: Duration) -> Verdict;
 
     /// The established TCP connections to local `port` in the namespace `netns`; `last` is the
@@ -99,14 +104,16 @@ pub trait Prober: Send + Sync {
 
 /// The real probes.
 pub struct SystemProber {
+    probes: NetnsPool,
     counts: NetnsPool,
     commands: Arc<Semaphore>,
 }
 
 impl SystemProber {
-    /// Starts its namespace thread.
+    /// Starts its namespace threads.
     pub fn start() -> Result<SystemProber, PoolError> {
         Ok(SystemProber {
+            probes: NetnsPool::start(PROBE_THREADS, PROBE_QUEUE)?,
             counts: NetnsPool::start(COUNT_THREADS, COUNT_QUEUE)?,
             commands: Arc::new(Semaphore::new(COMMANDS_AT_ONCE)),
         })
@@ -120,26 +127,22 @@ impl Prober for SystemProber {
         match probe {
             Probe::Tcp { port } => {
                 let addr = SocketAddr::new(target.addr, *port);
-                match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-                    Ok(Ok(stream)) => {
-                        close_at_once(&stream);
-                        Verdict::pass("")
-                    }
-                    Ok(Err(e)) => Verdict::fail(format!("connect {addr}: {e}")),
-                    Err(_) => Verdict::fail(within(&format!("connect {addr}"))),
-                }
+                let check = socket_probe::tcp(&self.probes, &target.netns, addr);
+                tokio::time::timeout(timeout, check)
+                    .await
+                    .unwrap_or_else(|_| Verdict::fail(within(&format!("connect {addr}"))))
             }
             Probe::Http { port, path } => {
                 let addr = SocketAddr::new(target.addr, *port);
-                match tokio::time::timeout(timeout, get(addr, path)).await {
-                    Ok(v) => v,
-                    Err(_) => Verdict::fail(within(&format!("GET http://{addr}{path}"))),
-                }
+                let check = socket_probe::http(&self.probes, &target.netns, addr, path);
+                tokio::time::timeout(timeout, check)
+                    .await
+                    .unwrap_or_else(|_| Verdict::fail(within(&format!("GET http://{addr}{path}"))))
             }
             Probe::Cmd { argv } => {
                 let Some(pid) = target.pid else {
                     return Verdict::fail(format!(
-                        "{} is a namespace attached with `shibafu network attach`, not a container: a command check needs a container (use a tcp or http check)",
+                        "{}: no running container to enter for a command check",
                         target.name
                     ));
                 };
@@ -166,39 +169,4 @@ impl Prober for SystemProber {
                 source,
             })
     }
-}
-
-/// Closes with a reset rather than FIN: no TIME_WAIT left behind per check (as HAProxy's
-/// checks do), and nothing more to exchange with the instance.
-fn close_at_once(stream: &TcpStream) {
-    let _ = stream.set_zero_linger();
-}
-
-/// One GET: healthy on a 2xx or 3xx status line.
-async fn get(addr: SocketAddr, path: &str) -> Verdict {
-    let url = format!("http://{addr}{path}");
-    let mut stream = match TcpStream::connect(addr).await {
-        Ok(s) => s,
-        Err(e) => return Verdict::fail(format!("GET {url}: {e}")),
-    };
-    if let Err(e) = stream.write_all(&http::request(addr, path)).await {
-        return Verdict::fail(format!("GET {url}: {e}"));
-    }
-    let mut buf = vec![0u8; MAX_STATUS_LINE];
-    let mut len = 0;
-    let verdict = loop {
-        match stream.read(&mut buf[len..]).await {
-            Ok(0) => break Verdict::fail(format!("GET {url}: closed before a status line")),
-            Ok(n) => len += n,
-            Err(e) => break Verdict::fail(format!("GET {url}: {e}")),
-        }
-        match http::status(&buf[..len]) {
-            Ok(None) => continue,
-            Ok(Some((code, line))) if http::is_healthy(code) => break Verdict::pass(line),
-            Ok(Some((_, line))) => break Verdict::fail(line),
-            Err(e) => break Verdict::fail(format!("GET {url}: {e}")),
-        }
-    };
-    close_at_once(&stream);
-    verdict
 }

@@ -2,12 +2,17 @@
 //! or a new connection count, not every check), and check output bounded to
 //! [`MAX_OUTPUT`] bytes.
 
-use crate::model::{Health, MAX_OUTPUT};
+use crate::model::{Health, HealthState, MAX_OUTPUT};
 
-/// Whether `next` must be written when `published` is what etcd holds: the first record, a new
-/// state, or a new connection count. A new output or check time alone is not.
-pub fn worth_publishing(published: Option<&Health>, next: &Health) -> bool {
-    published.is_none_or(|p| p.state != next.state || p.connections != next.connections)
+/// Whether an instance now at `state` with `connections` needs a new record when `published`
+/// is what etcd holds: the first record, a new state, or a new connection count. A new output
+/// or check time alone does not (so it is decided before a record is built).
+pub fn worth_publishing(
+    published: Option<&Health>,
+    state: HealthState,
+    connections: Option<u32>,
+) -> bool {
+    published.is_none_or(|p| p.state != state || p.connections != connections)
 }
 
 /// `bytes` as text (invalid UTF-8 replaced), at most [`MAX_OUTPUT`] bytes, cut at a char
@@ -31,7 +36,7 @@ pub fn clip_text(mut text: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{HealthState, SCHEMA_VERSION};
+    use crate::model::SCHEMA_VERSION;
 
     fn record(state: HealthState, connections: Option<u32>, checked_ms: u64) -> Health {
         Health {
@@ -49,16 +54,18 @@ mod tests {
 
     #[test]
     fn only_the_first_record_state_changes_and_new_counts_are_written() {
-        let first = record(HealthState::Starting, None, 1);
-        assert!(worth_publishing(None, &first));
-        let later = record(HealthState::Starting, None, 2);
-        assert!(!worth_publishing(Some(&first), &later), "same state");
-        let up = record(HealthState::Healthy, None, 3);
-        assert!(worth_publishing(Some(&first), &up));
-        let counted = record(HealthState::Healthy, Some(3), 4);
-        assert!(worth_publishing(Some(&up), &counted));
-        let same = record(HealthState::Healthy, Some(3), 5);
-        assert!(!worth_publishing(Some(&counted), &same));
+        use HealthState::{Healthy, Starting};
+        assert!(worth_publishing(None, Starting, None));
+        let first = record(Starting, None, 1);
+        assert!(
+            !worth_publishing(Some(&first), Starting, None),
+            "same state"
+        );
+        assert!(worth_publishing(Some(&first), Healthy, None));
+        let up = record(Healthy, None, 3);
+        assert!(worth_publishing(Some(&up), Healthy, Some(3)));
+        let counted = record(Healthy, Some(3), 4);
+        assert!(!worth_publishing(Some(&counted), Healthy, Some(3)));
     }
 
     #[test]
