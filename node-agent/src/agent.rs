@@ -23,7 +23,7 @@ use crate::dataplane::actor::DataplaneActor;
 use crate::dataplane::{HostConfig, Reconciler};
 use crate::dns_actor::DnsActor;
 use crate::firewall_actor::FirewallActor;
-use crate::health::{HealthActor, HealthLinks};
+use crate::health::{HealthActor, HealthLinks, RecordQueue};
 use crate::lazy_store::LazyStore;
 use crate::messages::{Deregister, Subscribe, SubscribeLocal};
 use crate::network_actor::{Links, NetworkActor};
@@ -38,6 +38,9 @@ use shibafu_overlay::health::{system_clock, SystemProber};
 use shibafu_overlay::ipam::Ipam;
 use shibafu_overlay::netlink::NetlinkDataplane;
 use shibafu_overlay::telemetry::Telemetry;
+
+/// Health records written to etcd at once (etcd commits concurrent writes together).
+const HEALTH_WRITES_AT_ONCE: usize = 16;
 
 /// Flags of `shibafu-agent run`.
 #[derive(clap::Args, Debug)]
@@ -218,10 +221,13 @@ async fn start_workload_actors(
     let health = HealthActor::new(HealthLinks {
         node: args.node.clone(),
         prober: Arc::new(SystemProber::start().context("starting the health-check threads")?),
-        publish: PublishQueue::start(Arc::new(StorePublisher {
-            put: store.clone().recipient(),
-            delete: store.clone().recipient(),
-        })),
+        publish: RecordQueue::start(
+            Arc::new(StorePublisher {
+                put: store.clone().recipient(),
+                delete: store.clone().recipient(),
+            }),
+            HEALTH_WRITES_AT_ONCE,
+        ),
         pids: runtime.clone().recipient(),
         clock: system_clock(),
     })

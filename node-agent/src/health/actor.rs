@@ -1,8 +1,8 @@
 //! HealthActor: owns the health of this node's service instances. It plans which instances
 //! are checked or counted from this node's workloads (`LocalChanged`) and the services
 //! (`ClusterChanged`), runs one [`Schedule`] task per instance, judges each round with the
-//! instance's [`Tracker`], and publishes a `Health` record under the node lease when the state
-//! or the connection count changes. An instance that goes away loses its schedule at once and
+//! instance's [`Tracker`], and publishes a `Health` record under the node lease (through its
+//! [`RecordQueue`]) when the state or the connection count changes. An instance that goes away loses its schedule at once and
 //! its record is deleted.
 
 use std::collections::BTreeMap;
@@ -19,8 +19,8 @@ use tracing::{debug, info, warn};
 
 use super::plan::{self, InstanceKey, Spec};
 use super::schedule::{Checked, Schedule};
+use super::writer::RecordQueue;
 use crate::messages::{ClusterChanged, LocalChanged};
-use crate::publish::PublishQueue;
 use crate::registry::LocalWorkloads;
 use crate::runtime::Get;
 
@@ -34,8 +34,8 @@ pub struct HealthLinks {
     pub node: String,
     /// Runs the probes.
     pub prober: Arc<dyn Prober>,
-    /// Writes the records under the node lease, in order.
-    pub publish: PublishQueue,
+    /// Writes the records under the node lease.
+    pub publish: RecordQueue,
     /// The RuntimeActor: a container's PID 1 for command checks.
     pub pids: Recipient<Get>,
     /// Unix milliseconds, for records and start periods.

@@ -16,9 +16,9 @@ use shibafu_overlay::state::{Change, ClusterState, StateChange};
 use shibafu_overlay::store::keys::Key;
 use shibafu_overlay::store::{ClusterChange, KeyValue, StoreError, WatchEvent};
 
-use super::{HealthActor, HealthLinks};
+use super::{HealthActor, HealthLinks, RecordQueue};
 use crate::messages::{ClusterChanged, LocalChanged};
-use crate::publish::{PublishQueue, Publisher};
+use crate::publish::Publisher;
 use crate::registry::book::Entry;
 use crate::registry::LocalWorkloads;
 use crate::runtime::Get;
@@ -97,7 +97,7 @@ struct Rig {
     actor: Addr<HealthActor>,
     prober: Arc<FakeProber>,
     records: Arc<Records>,
-    publish: PublishQueue,
+    publish: RecordQueue,
 }
 
 impl Rig {
@@ -108,7 +108,7 @@ impl Rig {
         let clock: Clock = Arc::new(move || 1_000_000 + t0.elapsed().as_millis() as u64);
         let prober = Arc::new(FakeProber::new());
         let records = Arc::new(Records::default());
-        let publish = PublishQueue::start(records.clone());
+        let publish = RecordQueue::start(records.clone(), 4);
         let actor = HealthActor::new(HealthLinks {
             node: "node1".into(),
             prober: prober.clone(),
