@@ -2,8 +2,8 @@
 //! are checked or counted from this node's workloads (`LocalChanged`) and the services
 //! (`ClusterChanged`), runs one [`Schedule`] task per instance, judges each round with the
 //! instance's [`Tracker`], and publishes a `Health` record under the node lease (through its
-//! [`RecordQueue`]) when the state or the connection count changes. An instance that goes away loses its schedule at once and
-//! its record is deleted.
+//! [`RecordQueue`]) when the state or the connection count changes. An instance that goes
+//! away loses its schedule at once and its record is deleted.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -86,6 +86,7 @@ impl HealthActor {
         }
     }
 
+    /// Spawns a schedule for `key`; its generation and task.
     fn start_schedule(
         &mut self,
         key: &InstanceKey,
@@ -120,69 +121,88 @@ impl HealthActor {
             .cloned()
             .collect();
         for key in gone {
-            let Some(old) = self.instances.remove(&key) else {
-                continue;
-            };
-            let stored = state
-                .health()
-                .get(&key)
-                .is_some_and(|h| h.node == self.links.node);
-            if old.published.is_some() || stored {
-                self.links.publish.delete(Key::Health {
-                    network: key.0.clone(),
-                    id: key.1.clone(),
-                });
-            }
-            debug!(network = %key.0, instance = %key.1, "health watch stopped");
+            self.stop(&key, &state);
         }
         let now = (self.links.clock)();
         for (key, spec) in want {
-            let fresh_check = match self.instances.get_mut(&key) {
-                Some(inst) if inst.spec == spec => continue,
-                Some(inst) => {
-                    match (&inst.spec.check, &spec.check) {
-                        (Some(a), Some(b)) if a.probe != b.probe => inst.tracker.restart_streaks(),
-                        (None, Some(_)) => inst.tracker = Tracker::new(now),
-                        _ => {}
-                    }
-                    false
-                }
-                None => true,
-            };
-            let (generation, task) = self.start_schedule(&key, &spec, ctx);
-            if !fresh_check {
-                if let Some(inst) = self.instances.get_mut(&key) {
-                    inst.task.abort();
-                    inst.task = task;
-                    inst.generation = generation;
-                    inst.spec = spec;
-                    debug!(network = %key.0, instance = %key.1, "health watch changed");
-                }
-                continue;
+            match self.instances.get(&key) {
+                Some(inst) if inst.spec == spec => {}
+                Some(_) => self.reschedule(&key, spec, now, ctx),
+                None => self.watch(key, spec, &state, now, ctx),
             }
-            // A record this node wrote before a restart keeps its state: a healthy instance
-            // stays answered instead of starting over.
-            let tracker = match state.health().get(&key) {
-                Some(h) if h.node == self.links.node => Tracker::resume(h.state, h.since_ms, now),
-                _ => Tracker::new(now),
-            };
-            debug!(network = %key.0, instance = %key.1, check = spec.check.is_some(), count = ?spec.count_port, "health watch started");
-            self.instances.insert(
-                key,
-                Instance {
-                    spec,
-                    generation,
-                    task,
-                    tracker,
-                    since_watched_ms: now,
-                    checked_ms: now,
-                    output: String::new(),
-                    connections: None,
-                    count_failing: false,
-                    published: None,
-                },
-            );
         }
+    }
+
+    /// Stops watching `key` (its task ends as it is dropped) and deletes its record, if this
+    /// node has one.
+    fn stop(&mut self, key: &InstanceKey, state: &ClusterState) {
+        let Some(old) = self.instances.remove(key) else {
+            return;
+        };
+        let stored = state
+            .health()
+            .get(key)
+            .is_some_and(|h| h.node == self.links.node);
+        if old.published.is_some() || stored {
+            self.links.publish.delete(Key::Health {
+                network: key.0.clone(),
+                id: key.1.clone(),
+            });
+        }
+        debug!(network = %key.0, instance = %key.1, "health watch stopped");
+    }
+
+    /// Replaces the schedule of a watched instance whose spec changed. Its state stays; a new
+    /// probe starts the streaks over, and a first check starts it over at `starting`.
+    fn reschedule(&mut self, key: &InstanceKey, spec: Spec, now: u64, ctx: &Context<Self>) {
+        let (generation, task) = self.start_schedule(key, &spec, ctx);
+        let Some(inst) = self.instances.get_mut(key) else {
+            task.abort();
+            return;
+        };
+        match (&inst.spec.check, &spec.check) {
+            (Some(a), Some(b)) if a.probe != b.probe => inst.tracker.restart_streaks(),
+            (None, Some(_)) => inst.tracker = Tracker::new(now),
+            _ => {}
+        }
+        inst.task.abort();
+        inst.task = task;
+        inst.generation = generation;
+        inst.spec = spec;
+        debug!(network = %key.0, instance = %key.1, "health watch changed");
+    }
+
+    /// Starts watching a new instance. A record this node wrote before a restart keeps its
+    /// state: a healthy instance stays answered instead of starting over.
+    fn watch(
+        &mut self,
+        key: InstanceKey,
+        spec: Spec,
+        state: &ClusterState,
+        now: u64,
+        ctx: &Context<Self>,
+    ) {
+        let (generation, task) = self.start_schedule(&key, &spec, ctx);
+        let tracker = match state.health().get(&key) {
+            Some(h) if h.node == self.links.node => Tracker::resume(h.state, h.since_ms, now),
+            _ => Tracker::new(now),
+        };
+        debug!(network = %key.0, instance = %key.1, check = spec.check.is_some(), count = ?spec.count_port, "health watch started");
+        self.instances.insert(
+            key,
+            Instance {
+                spec,
+                generation,
+                task,
+                tracker,
+                since_watched_ms: now,
+                checked_ms: now,
+                output: String::new(),
+                connections: None,
+                count_failing: false,
+                published: None,
+            },
+        );
     }
 }
 

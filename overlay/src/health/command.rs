@@ -12,7 +12,7 @@ use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 
 use super::probe::Verdict;
-use super::report::clip_output;
+use super::report::{clip_output, clip_text};
 use crate::model::MAX_OUTPUT;
 
 /// PATH of a container's command, as the shim sets it.
@@ -49,22 +49,18 @@ pub async fn run_in_container(pid: i32, name: &str, argv: &[String], timeout: Du
         child.wait().await
     })
     .await;
-    let verdict = match finished {
+    match finished {
         Ok(Ok(status)) => judge(status, clip_output(&output)),
         Ok(Err(e)) => Verdict::fail(format!("waiting for the check command: {e}")),
         Err(_) => {
             kill_group(&mut child).await;
-            Verdict::fail(clip_output(
-                format!(
-                    "timed out after {} ms\n{}",
-                    timeout.as_millis(),
-                    String::from_utf8_lossy(&output)
-                )
-                .as_bytes(),
-            ))
+            let partial = String::from_utf8_lossy(&output);
+            Verdict::fail(clip_text(format!(
+                "timed out after {} ms\n{partial}",
+                timeout.as_millis()
+            )))
         }
-    };
-    verdict
+    }
 }
 
 /// Starts `cmd` in its own process group with stdout and stderr on one pipe, on a blocking
