@@ -45,6 +45,23 @@ impl Drop for Server {
     }
 }
 
+/// A directory for the HTTP server's files, removed on drop (also when the test fails).
+struct WwwDir(PathBuf);
+
+impl WwwDir {
+    fn new() -> WwwDir {
+        let dir = std::env::temp_dir().join(format!("sft-health-www-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("www");
+        WwwDir(dir)
+    }
+}
+
+impl Drop for WwwDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Runs `f` on a thread inside the namespace.
 fn inside<T: Send + 'static>(ns: &NetnsGuard, f: impl FnOnce() -> T + Send + 'static) -> T {
     netns::run_in(&ns.path(), f).expect("enter the test namespace")
@@ -88,8 +105,8 @@ fn tcp_and_http_checks_against_a_real_server() {
         return;
     }
     let ns = NetnsGuard::new("hhttp");
-    let dir = std::env::temp_dir().join(format!("sft-health-www-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("www");
+    let www_dir = WwwDir::new();
+    let dir = &www_dir.0;
     std::fs::write(dir.join("ready"), "ok\n").expect("file");
     let www = dir.to_string_lossy().into_owned();
     let _httpd = Server::start(&ns, &["busybox", "httpd", "-f", "-p", "8080", "-h", &www]);
@@ -142,7 +159,6 @@ fn tcp_and_http_checks_against_a_real_server() {
                 .count()
         })
         .sum();
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(verdicts[0].passed, "{:?}", verdicts[0]);
     assert!(!verdicts[1].passed);
     assert!(
