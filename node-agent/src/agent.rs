@@ -23,6 +23,7 @@ use crate::dataplane::actor::DataplaneActor;
 use crate::dataplane::{HostConfig, Reconciler};
 use crate::dns_actor::DnsActor;
 use crate::firewall_actor::FirewallActor;
+use crate::health::{HealthActor, HealthLinks, RecordQueue};
 use crate::lazy_store::LazyStore;
 use crate::messages::{Deregister, Subscribe, SubscribeLocal};
 use crate::network_actor::{Links, NetworkActor};
@@ -33,9 +34,13 @@ use crate::runtime::{NetworkRecipients, RuntimeActor, RuntimeRecipients};
 use crate::store_actor::{Connector, StoreActor, StoreConfig};
 use shibafu_overlay::container::ShimContainerHost;
 use shibafu_overlay::firewall::NftFirewall;
+use shibafu_overlay::health::{system_clock, SystemProber};
 use shibafu_overlay::ipam::Ipam;
 use shibafu_overlay::netlink::NetlinkDataplane;
 use shibafu_overlay::telemetry::Telemetry;
+
+/// Health records written to etcd at once (etcd commits concurrent writes together).
+const HEALTH_WRITES_AT_ONCE: usize = 16;
 
 /// Flags of `shibafu-agent run`.
 #[derive(clap::Args, Debug)]
@@ -153,8 +158,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Starts the owners of this host's workloads and wires them: the local registry (the book),
 /// the firewall owner (nftables), the dataplane reconciler (netlink), the NetworkActor (attach
-/// and detach through them), the DnsActor and the RuntimeActor (over shim processes under the
-/// state directory); subscribes them to cluster and local changes.
+/// and detach through them), the DnsActor, the RuntimeActor (over shim processes under the
+/// state directory) and the HealthActor; subscribes them to cluster and local changes.
 async fn start_workload_actors(
     args: &RunArgs,
     store: &Addr<StoreActor>,
@@ -203,6 +208,23 @@ async fn start_workload_actors(
     let containers = Arc::new(ShimContainerHost::new(args.state_dir.clone(), agent_bin));
     let runtime = RuntimeActor::new(containers, recipients.clone()).start();
     registry.do_send(SubscribeLocal(runtime.clone().recipient()));
+    // Health records get their own queue: a burst of them never delays endpoint records.
+    let health = HealthActor::new(HealthLinks {
+        node: args.node.clone(),
+        prober: Arc::new(SystemProber::start().context("starting the health-check threads")?),
+        publish: RecordQueue::start(
+            Arc::new(StorePublisher {
+                put: store.clone().recipient(),
+                delete: store.clone().recipient(),
+            }),
+            HEALTH_WRITES_AT_ONCE,
+        ),
+        pids: runtime.clone().recipient(),
+        clock: system_clock(),
+    })
+    .start();
+    store.do_send(Subscribe(health.clone().recipient()));
+    registry.do_send(SubscribeLocal(health.recipient()));
     info!(underlay_mtu, "workload actors started");
     Ok((recipients, RuntimeRecipients::of(&runtime)))
 }

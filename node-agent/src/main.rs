@@ -7,6 +7,7 @@ mod dataplane;
 mod dns_actor;
 mod dns_cmd;
 mod firewall_actor;
+mod health;
 mod lazy_store;
 mod messages;
 mod network_actor;

@@ -7,6 +7,7 @@ pub mod api;
 pub mod container;
 pub mod dns;
 pub mod firewall;
+pub mod health;
 pub mod ipam;
 pub mod model;
 pub mod netlink;
