@@ -103,7 +103,7 @@ wait_all up 0 >/dev/null
 for ((r = 1; r <= REPS; r++)); do
   t0=$EPOCHREALTIME
   touch "$W/stop1"
-  on node1 "$SH" exec web1 pkill -x httpd >/dev/null 2>&1 || true
+  on node1 "$SH" exec web1 pkill -f "^busybox httpd" >/dev/null 2>&1 || true
   t=$(wait_all down "$t0") && awk -v a="$t" -v b="$t0" 'BEGIN { printf "%.1f\n", (a - b) * 1000 }' >>"$W/failover"
   t1=$EPOCHREALTIME
   rm -f "$W/stop1"

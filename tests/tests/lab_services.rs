@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use shibafu_tests::{is_root, text, unique_name, Lab};
+use shibafu_tests::{is_root, text, unique_name, wait_until, Lab};
 
 /// Web roots of the instances, on the shared filesystem; removed on drop.
 struct Roots(PathBuf);
@@ -219,5 +220,190 @@ fn bad_service_specs_are_refused_and_leave_nothing() {
     assert_eq!(keys(), before, "a refused spec left a service behind");
     let ps = lab.cli_ok("node1", &["ps", "-a"]);
     assert!(!ps.contains("w0"), "a refused run left a container: {ps}");
+    lab.down();
+}
+
+/// Starts instance NAME of service web on NODE with a server that can be stopped without
+/// stopping the container: `busybox httpd` in a loop that skips it while `<root>.stop` exists.
+fn stoppable_web(lab: &Lab, roots: &Roots, node: &str, name: &str) -> String {
+    let root = roots.of(name);
+    let script = format!(
+        "while :; do [ -e {root}.stop ] || busybox httpd -f -p 80 -h {root}; sleep 0.05; done"
+    );
+    let out = lab.cli(
+        node,
+        &[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "frontend",
+            "--service",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+    root
+}
+
+fn stop_server(lab: &Lab, node: &str, name: &str, root: &str) {
+    std::fs::write(format!("{root}.stop"), "").expect("flag");
+    lab.cli(node, &["exec", name, "pkill", "-f", "^busybox httpd"]);
+}
+
+fn start_server(root: &str) {
+    let _ = std::fs::remove_file(format!("{root}.stop"));
+}
+
+/// The instances `_http._tcp.web.frontend.local` lists, asked of NODE's DNS from inside it.
+fn srv_on(lab: &Lab, node: &str) -> Vec<String> {
+    let out = lab.exec(
+        node,
+        &[
+            "dig",
+            "+short",
+            "+tries=1",
+            "+time=1",
+            "@172.21.0.1",
+            "SRV",
+            "_http._tcp.web.frontend.local",
+        ],
+    );
+    let mut names: Vec<String> = text(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .map(|t| t.trim_end_matches(".frontend.local.").to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn everywhere(lab: &Lab, want: &[&str]) -> bool {
+    ["node1", "node2", "node3"]
+        .iter()
+        .all(|n| srv_on(lab, n) == want)
+}
+
+#[test]
+fn health_checks_remove_and_restore_instances_everywhere_and_steer_the_policies() {
+    let Some(lab) = lab() else { return };
+    let roots = Roots::new();
+    lab.cli_ok(
+        "node1",
+        &[
+            "service",
+            "create",
+            "web",
+            "--network",
+            "frontend",
+            "--port",
+            "80",
+            "--health-http",
+            "80/",
+            "--health-interval",
+            "200ms",
+            "--health-fall",
+            "2",
+            "--health-rise",
+            "2",
+        ],
+    );
+    let r1 = stoppable_web(&lab, &roots, "node1", "web1");
+    let r2 = stoppable_web(&lab, &roots, "node2", "web2");
+    let r3 = stoppable_web(&lab, &roots, "node3", "web3");
+    client(&lab);
+    let all = ["web1", "web2", "web3"];
+    let settle = Duration::from_secs(15);
+    let poll = Duration::from_millis(100);
+    assert!(
+        wait_until(settle, poll, || everywhere(&lab, &all)),
+        "{:?}",
+        srv_on(&lab, "node1")
+    );
+    // A failing check removes web2 from every node's answers; recovery brings it back.
+    stop_server(&lab, "node2", "web2", &r2);
+    assert!(
+        wait_until(settle, poll, || everywhere(&lab, &["web1", "web3"])),
+        "web2 is still answered: {:?}",
+        srv_on(&lab, "node3")
+    );
+    let counts = spread(&lab, 10);
+    assert_eq!(counts.get("web2"), None, "{counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), 10, "{counts:?}");
+    let inspect = lab.cli_ok("node1", &["service", "inspect", "web"]);
+    assert!(inspect.contains("unhealthy (not answered)"), "{inspect}");
+    start_server(&r2);
+    assert!(
+        wait_until(settle, poll, || everywhere(&lab, &all)),
+        "web2 did not come back"
+    );
+
+    // No healthy instance: fail-closed answers no address, fail-open every running one.
+    for (name, root, node) in [
+        ("web1", &r1, "node1"),
+        ("web2", &r2, "node2"),
+        ("web3", &r3, "node3"),
+    ] {
+        stop_server(&lab, node, name, root);
+    }
+    let none = || {
+        let out = lab.cli(
+            "node2",
+            &["exec", "client", "dig", "+short", "web.frontend.local"],
+        );
+        text(&out.stdout).trim().is_empty()
+    };
+    assert!(wait_until(settle, poll, none), "fail-closed still answers");
+    let txt = lab.cli(
+        "node2",
+        &[
+            "exec",
+            "client",
+            "dig",
+            "+short",
+            "TXT",
+            "web.frontend.local",
+        ],
+    );
+    assert!(
+        text(&txt.stdout).contains("no healthy instance"),
+        "{}",
+        text(&txt.stdout)
+    );
+    lab.cli_ok(
+        "node1",
+        &["service", "update", "web", "--all-unhealthy", "fail-open"],
+    );
+    let open = || {
+        let out = lab.cli("node2", &["exec", "client", "dig", "web.frontend.local"]);
+        let t = text(&out.stdout);
+        t.contains("fail-open") && t.contains("ANSWER: 1")
+    };
+    assert!(
+        wait_until(settle, poll, open),
+        "fail-open does not answer, or is not marked"
+    );
+    for root in [&r1, &r2, &r3] {
+        start_server(root);
+    }
+    assert!(wait_until(settle, poll, || everywhere(&lab, &all)));
+
+    // Least connections: while web1 holds open connections, answers go to the others.
+    lab.cli_ok(
+        "node1",
+        &["service", "update", "web", "--lb", "least-connections"],
+    );
+    let hold = "for i in 1 2 3; do (sleep 20 | busybox nc web1.frontend.local 80 >/dev/null &) ; done; sleep 1";
+    lab.cli_ok("node2", &["exec", "client", "sh", "-c", hold]);
+    let avoided = || spread(&lab, 6).get("web1").is_none();
+    assert!(
+        wait_until(settle, poll, avoided),
+        "web1 is still answered while busy"
+    );
     lab.down();
 }
