@@ -19,12 +19,26 @@ pub fn stop(layout: &Layout, st: &mut LabState, key: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Starts a stopped component again with the same command line and waits until it answers.
+/// Starts a stopped component again with the same command line and waits until it answers;
+/// of several (`coordinator`), those already running are left alone.
 pub fn start(layout: &Layout, st: &mut LabState, key: &str) -> anyhow::Result<()> {
-    for key in resolve(st, key) {
+    let keys = resolve(st, key);
+    let several = keys.len() > 1;
+    for key in keys {
+        if several && running(st, &key) {
+            tracing::info!(component = %key, "already running");
+            continue;
+        }
         start_one(layout, st, &key)?;
     }
     Ok(())
+}
+
+fn running(st: &LabState, key: &str) -> bool {
+    st.procs
+        .get(key)
+        .and_then(|p| p.pid.map(|pid| procs::is_running(pid, &p.program)))
+        .unwrap_or(false)
 }
 
 /// The components `key` names: every coordinator for `coordinator` (when no component has that

@@ -33,8 +33,6 @@ struct Dirty {
     all: bool,
     /// These networks.
     networks: BTreeSet<String>,
-    /// The live coordinators changed.
-    authority: bool,
 }
 
 /// The cluster as DNS sees it, and the snapshot published from it.
@@ -65,9 +63,12 @@ impl ClusterDns {
     pub fn apply(&mut self, change: &ClusterChange) {
         for c in self.state.apply(change) {
             match &c {
-                StateChange::Coordinator(_) => self.dirty.authority = true,
-                // Not in DNS: membership, address blocks, problem reports.
-                StateChange::Node(_) | StateChange::Block(_) | StateChange::Problem(_) => {}
+                // Coordinators make the authority, compared whole at publish; nodes, address
+                // blocks and problem reports are not in DNS.
+                StateChange::Coordinator(_)
+                | StateChange::Node(_)
+                | StateChange::Block(_)
+                | StateChange::Problem(_) => {}
                 StateChange::Network(_)
                 | StateChange::Endpoint(_)
                 | StateChange::Link(_)

@@ -153,4 +153,18 @@ fn two_coordinators_answer_alike_and_one_stopped_stops_neither_the_api_nor_dns()
         "both name servers again: {:?}",
         dig(&lab, &dns1, "backend.local", "NS")
     );
+
+    // `coordinator` alone names them all.
+    lab.lab_ok(&["stop", "coordinator"]);
+    for c in ["coordinator1", "coordinator2"] {
+        assert_eq!(lab.component(c)["running"], false, "{c} stopped");
+    }
+    let out = lab.exec("node1", &["shibafu", "network", "ls"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cannot reach any coordinator"),
+        "{err}"
+    );
+    lab.lab_ok(&["start", "coordinator"]);
+    assert!(lab.cli_ok("node1", &["network", "ls"]).contains("backend"));
 }
