@@ -21,13 +21,13 @@ pub const DEFAULT_AGENT: &str = "/run/shibafu/agent.sock";
 #[derive(Debug, Parser)]
 #[command(name = "shibafu", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Coordinator API address (cluster commands).
+    /// Coordinator API addresses, comma-separated, tried in order (cluster commands).
     #[arg(
         long,
         global = true,
         env = "SHIBAFU_COORDINATOR",
         default_value = DEFAULT_COORDINATOR,
-        value_name = "URL"
+        value_name = "URL[,URL...]"
     )]
     pub coordinator: String,
     /// Unix socket of this host's agent API (container commands).

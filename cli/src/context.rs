@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use shibafu_overlay::api::{Agent, ClientError, Coordinator, Target};
+use shibafu_overlay::api::{Agent, Client, ClientError, Coordinator, Target};
 
 /// Shown when the coordinator cannot be reached.
 pub const COORDINATOR_HINT: &str =
@@ -20,15 +20,27 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context from the `--coordinator` URL and the `--agent` socket path.
+    /// A context from the `--coordinator` URLs (comma-separated) and the `--agent` socket path.
     pub fn new(coordinator: String, agent: String) -> Context {
         Context { coordinator, agent }
     }
 
-    /// A client of the coordinator API.
+    /// The coordinator URLs, in the order they are tried.
+    pub fn coordinator_targets(&self) -> Result<Vec<Target>, ClientError> {
+        Target::parse_list(&self.coordinator)
+    }
+
+    /// A client of the coordinator API: the first coordinator, then the next whenever one
+    /// cannot be reached or does not answer in time (an answer, even an error, is final).
     pub fn coordinator(&self) -> Result<Coordinator, ClientError> {
-        let target: Target = self.coordinator.parse()?;
-        Ok(Coordinator::new(target, COORDINATOR_HINT))
+        let mut targets = self.coordinator_targets()?.into_iter();
+        let bad = || ClientError::BadAddress {
+            given: self.coordinator.clone(),
+            reason: "give at least one coordinator URL".into(),
+        };
+        let first = targets.next().ok_or_else(bad)?;
+        let client = Client::new(first, "coordinator", COORDINATOR_HINT).with_fallbacks(targets);
+        Ok(Coordinator::from_client(client))
     }
 
     /// A client of this host's agent API. `--agent` is a socket path (relative paths are
@@ -69,6 +81,80 @@ mod tests {
             rel,
             Target::Unix(std::env::current_dir().expect("cwd").join("agent.sock"))
         );
+    }
+
+    #[test]
+    fn coordinators_are_a_list_tried_in_order() {
+        let ctx = |c: &str| Context::new(c.into(), "/a.sock".into());
+        let one = ctx("http://10.0.0.2:7480").coordinator().expect("one");
+        let targets: Vec<String> = one.client().targets().map(ToString::to_string).collect();
+        assert_eq!(targets, ["http://10.0.0.2:7480"]);
+        let two = ctx("http://10.0.0.2:7480, http://10.0.0.3:7480")
+            .coordinator()
+            .expect("two");
+        let targets: Vec<String> = two.client().targets().map(ToString::to_string).collect();
+        assert_eq!(targets, ["http://10.0.0.2:7480", "http://10.0.0.3:7480"]);
+        for bad in [
+            "",
+            "http://10.0.0.2:7480,,http://10.0.0.3:7480",
+            "http://a:1,10.0.0.3:7480",
+        ] {
+            assert!(ctx(bad).coordinator().is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closed_coordinator_fails_over_to_the_next() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let closed_addr = closed.local_addr().expect("addr");
+        drop(closed);
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let live_addr = live.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            // Two requests: a list that succeeds, then one answered with an error.
+            let answers = [
+                ("200 OK", "[]".to_string()),
+                (
+                    "404 Not Found",
+                    r#"{"error":"no network named \"x\"","kind":"not_found"}"#.to_string(),
+                ),
+            ];
+            for (status, body) in answers {
+                let (mut s, _) = live.accept().await.expect("accept");
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await.expect("read");
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(resp.as_bytes()).await.expect("write");
+            }
+        });
+        let urls = format!("http://{closed_addr},http://{live_addr}");
+        let c = Context::new(urls, "/a.sock".into())
+            .coordinator()
+            .expect("client");
+        assert!(c.list_networks().await.expect("failed over").is_empty());
+        // An error answer is the cluster's answer: reported, not retried elsewhere.
+        let e = c.get_network("x").await.expect_err("not found");
+        assert_eq!(e.to_string(), r#"no network named "x""#);
+        server.await.expect("server");
+
+        let both_closed = format!("http://{closed_addr},http://{closed_addr}");
+        let c = Context::new(both_closed, "/a.sock".into())
+            .coordinator()
+            .expect("client");
+        let msg = c.list_networks().await.expect_err("none").to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "cannot reach any coordinator: http://{closed_addr}: "
+            )),
+            "{msg}"
+        );
+        assert!(msg.ends_with(&format!("({COORDINATOR_HINT})")), "{msg}");
     }
 
     #[test]

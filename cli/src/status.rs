@@ -1,19 +1,31 @@
-//! `shibafu status`: can this host reach the coordinator and its agent, and which versions
-//! answer. Both serve `GET /v1/health`.
+//! `shibafu status`: can this host reach every coordinator it is given and its agent, and which
+//! versions answer. Both serve `GET /v1/health`.
 
 use std::io::Write;
 
 use anyhow::Context as _;
 use shibafu_overlay::api::{Client, ClientError, Health};
 
-use crate::context::Context;
+use crate::context::{Context, COORDINATOR_HINT};
 use crate::output;
 
-/// Probes both servers, prints one row each; fails when either does not answer.
+/// Probes every coordinator and the agent, prints one row each; fails when any does not answer.
 pub async fn run(ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
-    let coordinator = probe(ctx.coordinator().map(|c| c.client().clone())).await;
-    let agent = probe(ctx.agent().map(|a| a.client().clone())).await;
-    let probes = [("coordinator", coordinator), ("agent", agent)];
+    let coordinators: Vec<Result<Client, ClientError>> = match ctx.coordinator_targets() {
+        Ok(targets) => targets
+            .into_iter()
+            .map(|t| Ok(Client::new(t, "coordinator", COORDINATOR_HINT)))
+            .collect(),
+        Err(e) => vec![Err(e)],
+    };
+    let mut probes = Vec::new();
+    for c in coordinators {
+        probes.push(("coordinator", probe(c).await));
+    }
+    probes.push((
+        "agent",
+        probe(ctx.agent().map(|a| a.client().clone())).await,
+    ));
     let rows: Vec<Vec<String>> = probes
         .iter()
         .map(|(name, (addr, result))| vec![name.to_string(), addr.clone(), status_cell(result)])

@@ -1,5 +1,5 @@
 //! The lab's daemons: where their binaries are and the exact command line of each (etcd, the
-//! coordinator, the upstream DNS server, one agent per node).
+//! coordinators, the upstream DNS server, one agent per node).
 
 use shibafu_overlay::telemetry::LOG_ENV;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,8 @@ use anyhow::Context;
 use crate::layout::{Layout, ETCD_CLIENT_PORT, ETCD_PEER_PORT};
 use crate::state::ProcSpec;
 
-/// Lease TTL (seconds) the lab's agents register with: a stopped node disappears this fast.
+/// Lease TTL (seconds) the lab's agents and coordinators register with: a stopped one
+/// disappears this fast.
 pub const LAB_LEASE_TTL: u32 = 5;
 
 /// Binaries the lab runs.
@@ -121,19 +122,28 @@ pub fn etcd(layout: &Layout, bins: &Bins) -> ProcSpec {
     proc(layout, layout.ctl_ns(), &bins.etcd, "etcd", args)
 }
 
-/// The coordinator on the control host.
-pub fn coordinator(layout: &Layout, bins: &Bins) -> ProcSpec {
+/// Coordinator `i` (0-based) on its own host: the API on port 7480 and the cluster's DNS on
+/// port 53 of its underlay address, registered as `coordinator<i+1>` under a 5 s lease.
+pub fn coordinator(layout: &Layout, bins: &Bins, i: usize) -> ProcSpec {
+    let name = crate::layout::coordinator_name(i);
+    let addr = layout.coordinator_addr(i);
     let args = vec![
+        "--name".into(),
+        name.clone(),
         "--listen".into(),
-        format!("{}:{}", layout.ctl_addr(), crate::layout::COORDINATOR_PORT),
+        format!("{addr}:{}", crate::layout::COORDINATOR_PORT),
+        "--dns-listen".into(),
+        layout.coordinator_dns(i),
         "--etcd".into(),
         layout.etcd_url(),
+        "--lease-ttl".into(),
+        LAB_LEASE_TTL.to_string(),
     ];
     proc(
         layout,
-        layout.ctl_ns(),
+        layout.node_ns(&name),
         &bins.coordinator,
-        "coordinator",
+        &name,
         args,
     )
 }

@@ -12,9 +12,11 @@ use crate::netns;
 use crate::procs;
 use crate::state::LabState;
 
-/// Order in which known components are stopped: agents first, etcd last.
+/// Order in which known components are stopped: agents first, then coordinators, etcd last.
 fn stop_order(st: &LabState) -> Vec<&str> {
     let mut keys: Vec<&str> = st.nodes.iter().map(|n| n.name.as_str()).collect();
+    keys.extend(st.coordinators.iter().map(|c| c.name.as_str()));
+    // A state file written before coordinators had hosts of their own.
     keys.extend(["coordinator", "dns", "etcd"]);
     keys
 }

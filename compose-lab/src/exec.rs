@@ -1,5 +1,5 @@
 //! `shibafu-lab exec NODE -- CMD...`: run a command inside a lab host with the CLI pointed at
-//! that node's agent and at the coordinator.
+//! that node's agent and at every coordinator.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -10,11 +10,19 @@ use std::process::Command;
 use anyhow::Context;
 
 use crate::components::Bins;
-use crate::layout::Layout;
+use crate::layout::{Layout, COORDINATOR_PREFIX};
 use crate::state::LabState;
 
-/// The namespace of an exec target: a node name, or `ctl` / `sw` for the control host and switch.
+/// The namespace of an exec target: a node or a coordinator (`coordinator` alone: the first),
+/// or `ctl` / `sw` for the control host and switch.
 pub fn target_netns(layout: &Layout, st: &LabState, target: &str) -> anyhow::Result<String> {
+    let coordinator = match target {
+        COORDINATOR_PREFIX => st.coordinators.first(),
+        name => st.coordinator(name),
+    };
+    if let Some(c) = coordinator {
+        return Ok(c.netns.clone());
+    }
     match target {
         "ctl" | "etcd" | "coordinator" | "dns" => Ok(layout.ctl_ns()),
         "sw" => Ok(layout.switch_ns()),
@@ -23,8 +31,8 @@ pub fn target_netns(layout: &Layout, st: &LabState, target: &str) -> anyhow::Res
 }
 
 /// A command that runs `program args` inside `target`, with the lab's environment:
-/// `SHIBAFU_COORDINATOR`, `SHIBAFU_AGENT` (on nodes), `SHIBAFU_LAB`, etcdctl's endpoint, and
-/// the shibafu binaries first on PATH.
+/// `SHIBAFU_COORDINATOR` (every coordinator URL, in order), `SHIBAFU_AGENT` (on nodes),
+/// `SHIBAFU_LAB`, etcdctl's endpoint, and the shibafu binaries first on PATH.
 pub fn command(
     layout: &Layout,
     bins: &Bins,
@@ -39,7 +47,7 @@ pub fn command(
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env("SHIBAFU_LAB", &layout.name)
-        .env("SHIBAFU_COORDINATOR", &st.coordinator_url)
+        .env("SHIBAFU_COORDINATOR", st.coordinator_urls())
         .env("ETCDCTL_API", "3")
         .env("ETCDCTL_ENDPOINTS", &st.etcd_url);
     if let Ok(node) = st.node(target) {

@@ -1,10 +1,11 @@
-//! Faults on demand: stop and start one component (a node's agent, etcd, the coordinator, the
+//! Faults on demand: stop and start one component (a node's agent, etcd, a coordinator, the
 //! upstream DNS), cut and restore a node's underlay link. Namespaces, containers and the
-//! dataplane of a node are never touched.
+//! dataplane of a node are never touched. `coordinator` names every coordinator at once (what
+//! it named when a lab had one, in the control host).
 
 use anyhow::{bail, Context};
 
-use crate::layout::Layout;
+use crate::layout::{Layout, COORDINATOR_PREFIX};
 use crate::netns;
 use crate::procs;
 use crate::state::LabState;
@@ -12,6 +13,44 @@ use crate::up::{self, UPLINK};
 
 /// Stops a component with SIGTERM (SIGKILL after a grace period); a stopped one stays stopped.
 pub fn stop(layout: &Layout, st: &mut LabState, key: &str) -> anyhow::Result<()> {
+    for key in resolve(st, key) {
+        stop_one(layout, st, &key)?;
+    }
+    Ok(())
+}
+
+/// Starts a stopped component again with the same command line and waits until it answers;
+/// of several (`coordinator`), those already running are left alone.
+pub fn start(layout: &Layout, st: &mut LabState, key: &str) -> anyhow::Result<()> {
+    let keys = resolve(st, key);
+    let several = keys.len() > 1;
+    for key in keys {
+        if several && running(st, &key) {
+            tracing::info!(component = %key, "already running");
+            continue;
+        }
+        start_one(layout, st, &key)?;
+    }
+    Ok(())
+}
+
+fn running(st: &LabState, key: &str) -> bool {
+    st.procs
+        .get(key)
+        .and_then(|p| p.pid.map(|pid| procs::is_running(pid, &p.program)))
+        .unwrap_or(false)
+}
+
+/// The components `key` names: every coordinator for `coordinator` (when no component has that
+/// name itself), else `key`.
+fn resolve(st: &LabState, key: &str) -> Vec<String> {
+    if key == COORDINATOR_PREFIX && !st.procs.contains_key(key) && !st.coordinators.is_empty() {
+        return st.coordinators.iter().map(|c| c.name.clone()).collect();
+    }
+    vec![key.to_string()]
+}
+
+fn stop_one(layout: &Layout, st: &mut LabState, key: &str) -> anyhow::Result<()> {
     let spec = component(st, key)?;
     match spec.pid {
         Some(pid) if procs::is_running(pid, &spec.program) => {
@@ -24,8 +63,7 @@ pub fn stop(layout: &Layout, st: &mut LabState, key: &str) -> anyhow::Result<()>
     st.save(layout)
 }
 
-/// Starts a stopped component again with the same command line and waits until it answers.
-pub fn start(layout: &Layout, st: &mut LabState, key: &str) -> anyhow::Result<()> {
+fn start_one(layout: &Layout, st: &mut LabState, key: &str) -> anyhow::Result<()> {
     let spec = component(st, key)?.clone();
     if let Some(pid) = spec.pid {
         if procs::is_running(pid, &spec.program) {

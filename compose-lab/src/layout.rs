@@ -12,14 +12,18 @@ pub const MAX_LAB_NAME: usize = 16;
 pub const RESERVED_NAMES: [&str; 5] = ["sw", "ctl", "etcd", "coordinator", "dns"];
 /// Most nodes one lab holds (addresses .11 to .210 of the underlay /24).
 pub const MAX_NODES: usize = 200;
+/// Most coordinators one lab holds (addresses .3 to .10 of the underlay /24).
+pub const MAX_COORDINATORS: usize = 8;
+/// Component and host name of every coordinator: `coordinator1`, `coordinator2`, ...
+pub const COORDINATOR_PREFIX: &str = "coordinator";
 
 /// Port of etcd's client API on the control host.
 pub const ETCD_CLIENT_PORT: u16 = 2379;
 /// Port of etcd's peer API (loopback of the control host only).
 pub const ETCD_PEER_PORT: u16 = 2380;
-/// Port of the coordinator's HTTP API on the control host.
+/// Port of every coordinator's HTTP API on its host.
 pub const COORDINATOR_PORT: u16 = 7480;
-/// Port of the lab's upstream DNS server on the control host.
+/// Port of the lab's upstream DNS server on the control host, and of every coordinator's DNS.
 pub const DNS_PORT: u16 = 53;
 
 /// Errors in a lab or node name.
@@ -29,11 +33,14 @@ pub enum LayoutError {
     #[error("invalid lab name {0:?}: use 1-16 lowercase letters or digits (no '-': it separates namespace name parts)")]
     InvalidLabName(String),
     /// A node name that is not a DNS label or is reserved.
-    #[error("invalid node name {0:?}: use a DNS label (lowercase letters, digits, '-') other than sw, ctl, etcd, coordinator, dns")]
+    #[error("invalid node name {0:?}: use a DNS label (lowercase letters, digits, '-') other than sw, ctl, etcd, coordinator, coordinatorN, dns")]
     InvalidNodeName(String),
     /// Too many or no nodes.
     #[error("a lab holds 1 to 200 nodes, not {0}")]
     NodeCount(usize),
+    /// Too many or no coordinators.
+    #[error("a lab holds 1 to 8 coordinators, not {0}")]
+    CoordinatorCount(usize),
 }
 
 /// Checks a lab name.
@@ -59,11 +66,22 @@ pub fn validate_node_name(name: &str) -> Result<(), LayoutError> {
         && b[b.len() - 1] != b'-'
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
-    if label && !RESERVED_NAMES.contains(&name) {
+    if label && !RESERVED_NAMES.contains(&name) && !is_coordinator_name(name) {
         Ok(())
     } else {
         Err(LayoutError::InvalidNodeName(name.to_string()))
     }
+}
+
+/// Is `name` the name of a coordinator (`coordinator` followed by digits)?
+pub fn is_coordinator_name(name: &str) -> bool {
+    name.strip_prefix(COORDINATOR_PREFIX)
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+}
+
+/// The name of the coordinator with 0-based index `i`: `coordinator<i+1>`.
+pub fn coordinator_name(i: usize) -> String {
+    format!("{COORDINATOR_PREFIX}{}", i + 1)
 }
 
 /// The derived layout of one lab.
@@ -102,12 +120,12 @@ impl Layout {
         format!("{}sw", self.prefix())
     }
 
-    /// The control host namespace (etcd, coordinator, upstream DNS).
+    /// The control host namespace (etcd, upstream DNS).
     pub fn ctl_ns(&self) -> String {
         format!("{}ctl", self.prefix())
     }
 
-    /// The namespace of a node.
+    /// The namespace of a node or a coordinator (each a host of its own).
     pub fn node_ns(&self, node: &str) -> String {
         format!("{}{node}", self.prefix())
     }
@@ -128,14 +146,25 @@ impl Layout {
         self.addr(11 + (i % MAX_NODES) as u8)
     }
 
+    /// Underlay address of the coordinator with 0-based index `i`.
+    pub fn coordinator_addr(&self, i: usize) -> Ipv4Addr {
+        // MAX_COORDINATORS keeps 3 + i below the first node's address.
+        self.addr(3 + (i % MAX_COORDINATORS) as u8)
+    }
+
     /// etcd client URL as seen from inside the lab.
     pub fn etcd_url(&self) -> String {
         format!("http://{}:{ETCD_CLIENT_PORT}", self.ctl_addr())
     }
 
-    /// Coordinator URL as seen from inside the lab.
-    pub fn coordinator_url(&self) -> String {
-        format!("http://{}:{COORDINATOR_PORT}", self.ctl_addr())
+    /// API URL of the coordinator with 0-based index `i`, as seen from inside the lab.
+    pub fn coordinator_url(&self, i: usize) -> String {
+        format!("http://{}:{COORDINATOR_PORT}", self.coordinator_addr(i))
+    }
+
+    /// DNS address (`ip:port`) of the coordinator with 0-based index `i`.
+    pub fn coordinator_dns(&self, i: usize) -> String {
+        format!("{}:{DNS_PORT}", self.coordinator_addr(i))
     }
 
     /// The upstream DNS server as `ip:port`.
@@ -223,6 +252,18 @@ mod tests {
         let addrs: std::collections::BTreeSet<_> = (0..MAX_NODES).map(|i| l.node_addr(i)).collect();
         assert_eq!(addrs.len(), MAX_NODES);
         assert!(!addrs.contains(&l.ctl_addr()));
+        for i in 0..MAX_COORDINATORS {
+            assert!(!addrs.contains(&l.coordinator_addr(i)));
+            assert_ne!(l.coordinator_addr(i), l.ctl_addr());
+        }
+        assert_eq!(
+            l.coordinator_url(1),
+            format!("http://{}:7480", l.coordinator_addr(1))
+        );
+        assert_eq!(
+            l.coordinator_dns(0),
+            format!("{}:53", l.coordinator_addr(0))
+        );
         let base = l.subnet().trim_end_matches("0/24").to_string();
         assert!(addrs.iter().all(|a| a.to_string().starts_with(&base)));
     }
@@ -238,6 +279,9 @@ mod tests {
         }
         assert!(validate_node_name("node-1").is_ok());
         assert!(validate_node_name("ctl").is_err());
+        assert!(validate_node_name("coordinator2").is_err());
+        assert!(validate_node_name("coordinators").is_ok());
+        assert_eq!(coordinator_name(0), "coordinator1");
         assert!(validate_node_name("Node").is_err());
     }
 }

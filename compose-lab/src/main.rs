@@ -1,6 +1,6 @@
 //! `shibafu-lab`: an N-node shibafu lab on one machine. Network namespaces are the hosts, a
-//! bridge in a "switch" namespace is the underlay, and real etcd, coordinator, agents and an
-//! upstream DNS server run inside them. The machine's own namespace is never touched.
+//! macvlan switch in a namespace of its own is the underlay, and real etcd, coordinators, agents
+//! and an upstream DNS server run inside them. The machine's own namespace is never touched.
 
 mod components;
 mod down;
@@ -38,11 +38,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Build the lab and start etcd, the coordinator, the upstream DNS and one agent per node.
+    /// Build the lab and start etcd, the coordinators, the upstream DNS and one agent per node.
     Up {
         /// Number of nodes (node1..nodeN); default 3, or what SPEC says.
         #[arg(long)]
         nodes: Option<usize>,
+        /// Number of coordinators (coordinator1..N, each on a host of its own); default 1, or
+        /// what SPEC says.
+        #[arg(long)]
+        coordinators: Option<usize>,
         /// Lab spec (YAML): nodes, networks to create, upstream DNS records.
         spec: Option<PathBuf>,
     },
@@ -54,22 +58,23 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Run a command inside a lab host (a node, or `ctl`), with the shibafu CLI pointed at it.
+    /// Run a command inside a lab host (a node, a coordinator, or `ctl`), with the shibafu CLI
+    /// pointed at it.
     Exec {
-        /// Node name, or `ctl` (etcd, coordinator, DNS) or `sw` (the switch).
+        /// Node or coordinator name, or `ctl` (etcd, upstream DNS) or `sw` (the switch).
         node: String,
         /// The command and its arguments (after `--`).
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
-    /// Stop a node's agent (leaving its namespace and containers), or etcd, coordinator, dns.
+    /// Stop a node's agent (leaving its namespace and containers), or etcd, a coordinator, dns.
     Stop {
-        /// Node name, `etcd`, `coordinator` or `dns`.
+        /// Node name, `etcd`, `coordinatorN` (`coordinator`: all of them) or `dns`.
         component: String,
     },
     /// Start a stopped component again with the same flags.
     Start {
-        /// Node name, `etcd`, `coordinator` or `dns`.
+        /// Node name, `etcd`, `coordinatorN` (`coordinator`: all of them) or `dns`.
         component: String,
     },
     /// Cut a node's underlay link.
@@ -115,7 +120,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let layout = Layout::new(&cli.name, &root)?;
     let mut out = std::io::stdout().lock();
     match cli.cmd {
-        Cmd::Up { nodes, spec } => {
+        Cmd::Up {
+            nodes,
+            coordinators,
+            spec,
+        } => {
             let spec = match spec {
                 Some(p) => LabSpec::parse(
                     &std::fs::read_to_string(&p)
@@ -123,7 +132,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 )?,
                 None => LabSpec::default(),
             };
-            let st = up::up(&layout, &spec, nodes)?;
+            let st = up::up(&layout, &spec, nodes, coordinators)?;
             status::print_table(&status::collect(&layout, &st), &mut out)?;
             writeln!(
                 out,

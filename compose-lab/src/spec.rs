@@ -1,11 +1,14 @@
-//! The lab spec (SPEC.yaml): nodes, networks to create, records of the upstream DNS server.
+//! The lab spec (SPEC.yaml): nodes, coordinators, networks to create, records of the upstream
+//! DNS server.
 
 use serde::Deserialize;
 
-use crate::layout::{validate_node_name, LayoutError, MAX_NODES};
+use crate::layout::{validate_node_name, LayoutError, MAX_COORDINATORS, MAX_NODES};
 
 /// Nodes of a lab when neither `--nodes` nor a spec says otherwise.
 pub const DEFAULT_NODES: usize = 3;
+/// Coordinators of a lab when neither `--coordinators` nor a spec says otherwise.
+pub const DEFAULT_COORDINATORS: usize = 1;
 
 /// Errors of spec parsing and validation.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +127,9 @@ pub struct LabSpec {
     /// Nodes (default 3).
     #[serde(default)]
     pub nodes: Option<NodesSpec>,
+    /// Coordinators (default 1), each on a host of its own.
+    #[serde(default)]
+    pub coordinators: Option<usize>,
     /// Networks to create after the lab is up.
     #[serde(default)]
     pub networks: Vec<NetworkSpec>,
@@ -169,6 +175,15 @@ impl LabSpec {
             }
         }
         Ok(names)
+    }
+
+    /// How many coordinators, given an optional `--coordinators N` (which wins over the spec).
+    pub fn coordinator_count(&self, flag: Option<usize>) -> Result<usize, SpecError> {
+        let n = flag.or(self.coordinators).unwrap_or(DEFAULT_COORDINATORS);
+        if n == 0 || n > MAX_COORDINATORS {
+            return Err(LayoutError::CoordinatorCount(n).into());
+        }
+        Ok(n)
     }
 
     /// The records file handed to the upstream DNS server.
@@ -240,6 +255,12 @@ mod tests {
         let s = LabSpec::parse("nodes: 5").expect("spec");
         assert_eq!(s.node_names(None).expect("names").len(), 5);
         assert_eq!(s.node_names(Some(1)).expect("names"), ["node1"]);
+        assert_eq!(s.coordinator_count(None).expect("default"), 1);
+        let s = LabSpec::parse("coordinators: 2").expect("spec");
+        assert_eq!(s.coordinator_count(None).expect("spec"), 2);
+        assert_eq!(s.coordinator_count(Some(3)).expect("flag"), 3);
+        assert!(s.coordinator_count(Some(0)).is_err());
+        assert!(s.coordinator_count(Some(9)).is_err());
     }
 
     #[test]

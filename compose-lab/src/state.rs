@@ -46,6 +46,21 @@ pub struct NodeState {
     pub partitioned: bool,
 }
 
+/// One coordinator of the lab, on a host of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorState {
+    /// Component name (`coordinator1`, ...), also its name in the cluster.
+    pub name: String,
+    /// Its namespace.
+    pub netns: String,
+    /// Underlay address.
+    pub addr: String,
+    /// API URL.
+    pub url: String,
+    /// DNS address, `ip:port`.
+    pub dns: String,
+}
+
 /// Everything a lab made.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LabState {
@@ -57,11 +72,14 @@ pub struct LabState {
     pub namespaces: Vec<String>,
     /// Nodes.
     pub nodes: Vec<NodeState>,
-    /// Processes by component name (`etcd`, `coordinator`, `dns`, or a node name for its agent).
+    /// Coordinators, in order.
+    #[serde(default)]
+    pub coordinators: Vec<CoordinatorState>,
+    /// Processes by component name (`etcd`, `coordinatorN`, `dns`, or a node name for its agent).
     pub procs: BTreeMap<String, ProcSpec>,
     /// etcd client URL.
     pub etcd_url: String,
-    /// Coordinator URL.
+    /// The first coordinator's URL.
     pub coordinator_url: String,
     /// Upstream DNS server, `ip:port`.
     pub dns_addr: String,
@@ -101,6 +119,20 @@ impl LabState {
         let bytes = serde_json::to_vec_pretty(self)?;
         fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
         fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Every coordinator URL, comma-separated, as `SHIBAFU_COORDINATOR` takes them.
+    pub fn coordinator_urls(&self) -> String {
+        if self.coordinators.is_empty() {
+            return self.coordinator_url.clone();
+        }
+        let urls: Vec<&str> = self.coordinators.iter().map(|c| c.url.as_str()).collect();
+        urls.join(",")
+    }
+
+    /// A coordinator by name.
+    pub fn coordinator(&self, name: &str) -> Option<&CoordinatorState> {
+        self.coordinators.iter().find(|c| c.name == name)
     }
 
     /// A node by name, with a helpful error naming the lab's nodes.

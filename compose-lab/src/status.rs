@@ -11,12 +11,15 @@ use crate::state::LabState;
 /// One row of the status.
 #[derive(Debug, Serialize)]
 pub struct ComponentStatus {
-    /// Component (`etcd`, `coordinator`, `dns`, or a node name for its agent).
+    /// Component (`etcd`, `coordinatorN`, `dns`, or a node name for its agent).
     pub name: String,
     /// Namespace it runs in.
     pub netns: String,
     /// Underlay address of its host.
     pub addr: String,
+    /// Where a coordinator answers DNS, `ip:port` (coordinators only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
     /// Pid, when running.
     pub pid: Option<u32>,
     /// Whether the process runs.
@@ -36,8 +39,10 @@ pub struct LabStatus {
     pub subnet: String,
     /// etcd client URL.
     pub etcd_url: String,
-    /// Coordinator URL.
+    /// The first coordinator's URL.
     pub coordinator_url: String,
+    /// Every coordinator's URL, in order.
+    pub coordinator_urls: Vec<String>,
     /// Upstream DNS server.
     pub dns_addr: String,
     /// Whether `up` finished.
@@ -54,11 +59,17 @@ pub fn collect(layout: &Layout, st: &LabState) -> LabStatus {
         .iter()
         .map(|(name, p)| {
             let node = st.nodes.iter().find(|n| &n.name == name);
+            let coordinator = st.coordinator(name);
             let running = p.pid.is_some_and(|pid| procs::is_running(pid, &p.program));
+            let addr = node
+                .map(|n| n.addr.clone())
+                .or_else(|| coordinator.map(|c| c.addr.clone()))
+                .unwrap_or_else(|| ctl_addr.clone());
             ComponentStatus {
                 name: name.clone(),
                 netns: p.netns.clone(),
-                addr: node.map_or(ctl_addr.clone(), |n| n.addr.clone()),
+                addr,
+                dns: coordinator.map(|c| c.dns.clone()),
                 pid: p.pid.filter(|_| running),
                 running,
                 partitioned: node.is_some_and(|n| n.partitioned),
@@ -71,6 +82,7 @@ pub fn collect(layout: &Layout, st: &LabState) -> LabStatus {
         subnet: st.subnet.clone(),
         etcd_url: st.etcd_url.clone(),
         coordinator_url: st.coordinator_url.clone(),
+        coordinator_urls: st.coordinator_urls().split(',').map(String::from).collect(),
         dns_addr: st.dns_addr.clone(),
         ready: st.ready,
         components,
@@ -89,8 +101,10 @@ pub fn print_table(s: &LabStatus, out: &mut impl Write) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
-        "etcd {}  coordinator {}  upstream dns {}",
-        s.etcd_url, s.coordinator_url, s.dns_addr
+        "etcd {}  coordinators {}  upstream dns {}",
+        s.etcd_url,
+        s.coordinator_urls.join(","),
+        s.dns_addr
     )?;
     writeln!(
         out,

@@ -1,6 +1,6 @@
-//! `shibafu-lab up`: build the topology, start etcd, the coordinator, the upstream DNS server
-//! and one agent per node, wait until every agent sees every node, create the spec's networks.
-//! A failure anywhere tears down everything made so far.
+//! `shibafu-lab up`: build the topology, start etcd, the coordinators (each on a host of its
+//! own), the upstream DNS server and one agent per node, wait until every agent sees every node,
+//! create the spec's networks. A failure anywhere tears down everything made so far.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -10,12 +10,12 @@ use anyhow::{bail, Context};
 
 use crate::components::{self, Bins};
 use crate::down;
-use crate::layout::{Layout, COORDINATOR_PORT, ETCD_CLIENT_PORT};
+use crate::layout::{coordinator_name, Layout, COORDINATOR_PORT, ETCD_CLIENT_PORT};
 use crate::netns;
 use crate::probe;
 use crate::procs;
 use crate::spec::LabSpec;
-use crate::state::{LabLock, LabState, NodeState, ProcSpec};
+use crate::state::{CoordinatorState, LabLock, LabState, NodeState, ProcSpec};
 
 /// The switch: a veth pair inside the switch namespace whose first end carries every host's
 /// macvlan uplink in bridge mode. Host to host is then one hop (macvlan to macvlan), as over a
@@ -28,9 +28,16 @@ pub const UPLINK: &str = "eth0";
 /// How long one daemon may take to become ready.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Brings a lab up; on failure removes whatever it made and returns the error.
-pub fn up(layout: &Layout, spec: &LabSpec, nodes: Option<usize>) -> anyhow::Result<LabState> {
+/// Brings a lab up (`nodes` and `coordinators` override the spec's counts); on failure removes
+/// whatever it made and returns the error.
+pub fn up(
+    layout: &Layout,
+    spec: &LabSpec,
+    nodes: Option<usize>,
+    coordinators: Option<usize>,
+) -> anyhow::Result<LabState> {
     let names = spec.node_names(nodes)?;
+    let coordinators = spec.coordinator_count(coordinators)?;
     let bins = Bins::find()?;
     let lock = LabLock::acquire(layout)?;
     refuse_if_present(layout)?;
@@ -40,12 +47,12 @@ pub fn up(layout: &Layout, spec: &LabSpec, nodes: Option<usize>) -> anyhow::Resu
         name: layout.name.clone(),
         subnet: layout.subnet(),
         etcd_url: layout.etcd_url(),
-        coordinator_url: layout.coordinator_url(),
+        coordinator_url: layout.coordinator_url(0),
         dns_addr: layout.dns_addr(),
         ..LabState::default()
     };
     st.save(layout)?;
-    match build(layout, spec, &names, &bins, &mut st) {
+    match build(layout, spec, &names, coordinators, &bins, &mut st) {
         Ok(()) => {
             st.ready = true;
             st.save(layout)?;
@@ -91,10 +98,11 @@ fn build(
     layout: &Layout,
     spec: &LabSpec,
     names: &[String],
+    coordinators: usize,
     bins: &Bins,
     st: &mut LabState,
 ) -> anyhow::Result<()> {
-    tracing::info!(lab = %layout.name, nodes = names.len(), subnet = %layout.subnet(), "building topology");
+    tracing::info!(lab = %layout.name, nodes = names.len(), coordinators, subnet = %layout.subnet(), "building topology");
     let switch = layout.switch_ns();
     add_netns(layout, st, &switch)?;
     netns::ip(
@@ -116,6 +124,22 @@ fn build(
     let ctl = layout.ctl_ns();
     add_netns(layout, st, &ctl)?;
     plug(&switch, &ctl, "p0", &layout.ctl_addr().to_string())?;
+
+    for i in 0..coordinators {
+        let name = coordinator_name(i);
+        let ns = layout.node_ns(&name);
+        add_netns(layout, st, &ns)?;
+        let addr = layout.coordinator_addr(i).to_string();
+        plug(&switch, &ns, &format!("c{}", i + 1), &addr)?;
+        st.coordinators.push(CoordinatorState {
+            name,
+            netns: ns,
+            addr,
+            url: layout.coordinator_url(i),
+            dns: layout.coordinator_dns(i),
+        });
+        st.save(layout)?;
+    }
 
     for (i, name) in names.iter().enumerate() {
         let ns = layout.node_ns(name);
@@ -158,12 +182,13 @@ fn build(
         components::upstream_dns(layout, bins, &spec.upstream_dns.zones),
     )?;
     start(layout, st, "etcd", components::etcd(layout, bins))?;
-    start(
-        layout,
-        st,
-        "coordinator",
-        components::coordinator(layout, bins),
-    )?;
+    for i in 0..coordinators {
+        let spec = components::coordinator(layout, bins, i);
+        spawn_recorded(layout, st, &coordinator_name(i), spec)?;
+    }
+    for i in 0..coordinators {
+        wait_ready(layout, st, &coordinator_name(i))?;
+    }
     for (i, name) in names.iter().enumerate() {
         let spec = components::agent(layout, bins, name, i);
         spawn_recorded(layout, st, name, spec)?;
@@ -228,8 +253,8 @@ fn spawn_recorded(
     st.save(layout)
 }
 
-/// Waits until component `key` answers: etcd's /health, the coordinator's port, the DNS
-/// server's SOA, an agent's API.
+/// Waits until component `key` answers: etcd's /health, a coordinator's API and DNS, the
+/// upstream DNS server's SOA, an agent's API.
 pub fn wait_ready(layout: &Layout, st: &LabState, key: &str) -> anyhow::Result<()> {
     let spec = st
         .procs
@@ -239,18 +264,23 @@ pub fn wait_ready(layout: &Layout, st: &LabState, key: &str) -> anyhow::Result<(
     let watch = Some((pid, spec.log.as_path()));
     let ctl = layout.ctl_ns();
     let what = format!("{key} (pid {pid})");
+    if let Some(c) = st.coordinator(key) {
+        let api = SocketAddr::new(c.addr.parse()?, COORDINATOR_PORT);
+        let dns: SocketAddr = c.dns.parse()?;
+        // Any DNS answer will do (REFUSED before the first network).
+        return probe::wait_ready(&what, START_TIMEOUT, watch, || {
+            Ok(
+                probe::http_get_in(&c.netns, api, "/v1/health").is_ok_and(|(code, _)| code == 200)
+                    && probe::dns_answers_in(&c.netns, dns, "shibafu.lab")?,
+            )
+        });
+    }
     match key {
         "etcd" => {
             let addr = SocketAddr::new(layout.ctl_addr().into(), ETCD_CLIENT_PORT);
             probe::wait_ready(&what, START_TIMEOUT, watch, || {
                 let (code, body) = probe::http_get_in(&ctl, addr, "/health")?;
                 Ok(code == 200 && body.contains("true"))
-            })
-        }
-        "coordinator" => {
-            let addr = SocketAddr::new(layout.ctl_addr().into(), COORDINATOR_PORT);
-            probe::wait_ready(&what, START_TIMEOUT, watch, || {
-                Ok(probe::http_get_in(&ctl, addr, "/").is_ok())
             })
         }
         "dns" => {

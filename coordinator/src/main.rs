@@ -1,11 +1,14 @@
-//! The shibafu cluster API server: validates network changes and writes them to etcd. Stateless:
-//! several coordinators may serve one etcd cluster.
+//! The shibafu cluster API server: validates network changes and writes them to etcd, and with
+//! `--dns-listen` answers every network zone with the cluster-wide view. It keeps no state of
+//! its own: several coordinators serve one etcd cluster, each registered under a lease.
 
 mod cluster;
+mod dns;
 mod gc;
 mod http;
 mod http_services;
 mod links;
+mod member;
 #[cfg(test)]
 mod racing_store;
 mod services;
@@ -17,8 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use clap::Parser;
-use shibafu_overlay::store::{EtcdStore, Store};
+use shibafu_overlay::dns::Snapshot;
+use shibafu_overlay::store::{lease, EtcdStore, Store};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
@@ -47,6 +52,20 @@ struct Args {
     /// Seconds a node must stay unregistered before its IPAM blocks are reclaimed.
     #[arg(long, env = "SHIBAFU_RECLAIM_GRACE", default_value_t = 60)]
     reclaim_grace: u64,
+    /// This coordinator's name, a DNS label (default: the host name up to its first dot).
+    #[arg(long, env = "SHIBAFU_COORDINATOR_NAME")]
+    name: Option<String>,
+    /// API URL to register for clients (default: http://<listen>; needed when listening on
+    /// 0.0.0.0).
+    #[arg(long, env = "SHIBAFU_ADVERTISE", value_name = "URL")]
+    advertise: Option<String>,
+    /// Answer every network zone of the cluster over DNS (UDP and TCP) on this address.
+    #[arg(long, env = "SHIBAFU_DNS_LISTEN", value_name = "ADDR:PORT")]
+    dns_listen: Option<SocketAddr>,
+    /// Seconds of this coordinator's lease: its record (and its NS entry) goes this long after
+    /// it stops without SIGTERM.
+    #[arg(long, env = "SHIBAFU_LEASE_TTL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    lease_ttl: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,27 +79,73 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let name = match args.name.clone() {
+        Some(n) => n,
+        None => member::default_name()?,
+    };
+    member::check_name(&name)?;
+    let api = member::api_url(args.listen, args.advertise.as_deref())?;
+    let dns_addr = match args.dns_listen {
+        Some(listen) => Some(member::dns_addr(listen, &api)?),
+        None => None,
+    };
+    let record = member::record(&name, api, dns_addr);
     let store: Arc<dyn Store> = Arc::new(connect_etcd(&args.etcd, args.etcd_wait).await?);
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (is the address in use?)", args.listen))?;
-    info!(listen = %args.listen, etcd = %args.etcd.join(","), "coordinator serving");
-    let (stop_gc, stopped) = tokio::sync::watch::channel(false);
-    let gc = tokio::spawn(gc::run(
+    let dns_sockets = match args.dns_listen {
+        Some(at) => Some(dns::DnsSockets::bind(at).with_context(|| {
+            format!("cannot serve DNS on {at} (in use? port 53 needs root or CAP_NET_BIND_SERVICE)")
+        })?),
+        None => None,
+    };
+    let dns_bound = dns_sockets.as_ref().and_then(|s| s.local_addr().ok());
+    info!(name = %name, listen = %args.listen, api = %record.api, dns = ?dns_bound, etcd = %args.etcd.join(","), "coordinator serving");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(gc::run(
         store.clone(),
         Duration::from_secs(args.gc_interval),
         Duration::from_secs(args.reclaim_grace),
-        stopped,
+        stop_rx.clone(),
     ));
+    tasks.spawn(lease::hold(
+        store.clone(),
+        member::owned(&record)?,
+        Duration::from_secs(args.lease_ttl),
+        stopped(stop_rx.clone()),
+    ));
+    if let Some(sockets) = dns_sockets {
+        let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+        tasks.spawn(dns::follow(
+            store.clone(),
+            snapshot.clone(),
+            stopped(stop_rx.clone()),
+        ));
+        let stop = stopped(stop_rx.clone());
+        tasks.spawn(async move {
+            if let Err(e) = dns::serve(sockets, snapshot, stop).await {
+                warn!(error = %e, "DNS server stopped");
+            }
+        });
+    }
     let served = serve(listener, store, shutdown_signal()).await;
-    // The GC task may already have ended; nothing to tell it then.
-    let _ = stop_gc.send(true);
-    if let Err(e) = gc.await {
-        warn!(error = %e, "gc task ended abnormally");
+    // Tasks that already ended have nothing to be told.
+    let _ = stop_tx.send(true);
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done {
+            warn!(error = %e, "coordinator task ended abnormally");
+        }
     }
     served.context("serving the API failed")?;
     info!("coordinator stopped");
     Ok(())
+}
+
+/// Completes once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Connects to etcd, retrying for up to `wait_secs` (etcd may still be starting).
@@ -149,6 +214,29 @@ mod tests {
         .expect("flags");
         assert_eq!(a.listen.to_string(), "10.0.0.1:9000");
         assert_eq!(a.etcd, ["http://a:2379", "http://b:2379"]);
+        assert_eq!(a.name, None);
+        assert_eq!(a.dns_listen, None);
+        assert_eq!(a.lease_ttl, 5);
+        let a = Args::try_parse_from([
+            "c",
+            "--name",
+            "coordinator2",
+            "--advertise",
+            "http://10.0.0.3:7480",
+            "--dns-listen",
+            "10.0.0.3:53",
+            "--lease-ttl",
+            "10",
+        ])
+        .expect("cluster flags");
+        assert_eq!(a.name.as_deref(), Some("coordinator2"));
+        assert_eq!(a.advertise.as_deref(), Some("http://10.0.0.3:7480"));
+        assert_eq!(
+            a.dns_listen.map(|d| d.to_string()).as_deref(),
+            Some("10.0.0.3:53")
+        );
+        assert_eq!(a.lease_ttl, 10);
+        assert!(Args::try_parse_from(["c", "--lease-ttl", "0"]).is_err());
         assert!(Args::try_parse_from(["c", "--listen", "nope"]).is_err());
         assert!(Args::try_parse_from(["c", "--gc-interval", "0"]).is_err());
     }

@@ -1,5 +1,5 @@
-//! [`Lab`]: a whole shibafu lab (etcd, coordinator, upstream DNS, N agents in namespaces) for one
-//! test, brought up with the real `shibafu-lab` and torn down on drop.
+//! [`Lab`]: a whole shibafu lab (etcd, coordinators, upstream DNS, N agents in namespaces) for
+//! one test, brought up with the real `shibafu-lab` and torn down on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -19,15 +19,20 @@ impl Lab {
     /// Brings up a lab of `nodes` nodes (`node1`..`nodeN`); panics with the lab's output if it
     /// fails (a failed `up` has already removed what it made).
     pub fn up(nodes: usize) -> Lab {
-        Lab::start(nodes, None)
+        Lab::start(nodes, None, &[])
     }
 
     /// Brings up a lab from a spec file.
     pub fn up_with_spec(nodes: usize, spec: &Path) -> Lab {
-        Lab::start(nodes, Some(spec))
+        Lab::start(nodes, Some(spec), &[])
     }
 
-    fn start(nodes: usize, spec: Option<&Path>) -> Lab {
+    /// Brings up a lab of `nodes` nodes and `coordinators` coordinators (`coordinator1`..).
+    pub fn up_with_coordinators(nodes: usize, coordinators: usize) -> Lab {
+        Lab::start(nodes, None, &["--coordinators", &coordinators.to_string()])
+    }
+
+    fn start(nodes: usize, spec: Option<&Path>, flags: &[&str]) -> Lab {
         let mut lab = Lab {
             name: unique_name("t"),
             nodes,
@@ -35,6 +40,7 @@ impl Lab {
             down: false,
         };
         let mut cmd = lab.lab_cmd(&["up", "--nodes", &nodes.to_string()]);
+        cmd.args(flags);
         if let Some(s) = spec {
             cmd.arg(s);
         }
@@ -139,6 +145,16 @@ impl Lab {
         );
         serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("lab status is not JSON ({e}): {}", describe(&cmd, &out)))
+    }
+
+    /// One component of `shibafu-lab status --json` (`node1`, `etcd`, `coordinator2`, ...).
+    pub fn component(&self, name: &str) -> serde_json::Value {
+        let status = self.status();
+        status["components"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no component {name} in {status}"))
     }
 
     /// The lab's state directory (as `status` reported it after `up`).

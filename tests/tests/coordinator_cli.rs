@@ -142,6 +142,8 @@ impl Cluster {
                     .arg(url.trim_start_matches("http://"))
                     .arg("--etcd")
                     .arg(&cluster.etcd_url)
+                    .arg("--name")
+                    .arg(format!("c{i}"))
                     .env("SHIBAFU_LOG", "debug"),
                 cluster.dir.0.join(format!("coordinator{i}.log")),
             );
@@ -177,11 +179,15 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
-    /// Every key under the shibafu prefix except the guards.
+    /// Every key under the shibafu prefix except the guards and the coordinators' own records.
     fn keys(&self) -> Vec<String> {
         self.etcdctl(&["get", "--prefix", "--keys-only", "/shibafu/v1/"])
             .lines()
-            .filter(|l| !l.is_empty() && !l.starts_with("/shibafu/v1/guards/"))
+            .filter(|l| {
+                !l.is_empty()
+                    && !l.starts_with("/shibafu/v1/guards/")
+                    && !l.starts_with("/shibafu/v1/coordinators/")
+            })
             .map(str::to_string)
             .collect()
     }
@@ -547,8 +553,16 @@ fn concurrent_creates_through_two_coordinators() {
 
 #[test]
 fn coordinator_stops_cleanly_on_sigterm() {
-    let mut c = Cluster::start(1);
+    let mut c = Cluster::start(2);
     ok(&c.cli(&["network", "create", "frontend", "172.21.0.0/24"]));
+    let registered = c.etcdctl(&["get", "--prefix", "/shibafu/v1/coordinators/"]);
+    for (i, (_, url)) in c.coordinators.iter().enumerate() {
+        assert!(
+            registered.contains(&format!(r#""name":"c{i}","api":"{url}""#)),
+            "{registered}"
+        );
+    }
+    let both = format!("{},{}", c.coordinators[0].1, c.coordinators[1].1);
     let (proc, _) = &mut c.coordinators[0];
     let status = proc.terminate(Duration::from_secs(10));
     assert!(
@@ -557,4 +571,18 @@ fn coordinator_stops_cleanly_on_sigterm() {
         proc.log()
     );
     assert!(proc.log().contains("coordinator stopped"), "{}", proc.log());
+    let left = c.etcdctl(&[
+        "get",
+        "--prefix",
+        "--keys-only",
+        "/shibafu/v1/coordinators/",
+    ]);
+    assert_eq!(
+        left.trim(),
+        "/shibafu/v1/coordinators/c1",
+        "c0 deregistered at once"
+    );
+    // The CLI given both fails over to the one still running.
+    let ls = ok(&shibafu(&both, &["network", "ls"])).to_string();
+    assert!(ls.contains("frontend"), "{ls}");
 }

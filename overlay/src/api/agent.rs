@@ -6,7 +6,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-use super::client::{Client, ClientError, Target};
+use super::client::{Client, ClientError};
+use super::target::Target;
 use super::types::encode_segment;
 use crate::model::HealthSpec;
 

@@ -2,11 +2,11 @@
 //! coordinator) or a unix socket (`unix:/run/shibafu/agent.sock`, the local agent).
 //!
 //! One connection per request: the CLI makes a handful of calls per run, and a fresh connection
-//! keeps errors simple to report.
+//! keeps errors simple to report. A client may know several servers of one kind (coordinators):
+//! it tries them in order and moves on only when one cannot be reached or does not answer in
+//! time, never after an answer (an error answer is the cluster's answer).
 
-use std::fmt;
-use std::path::PathBuf;
-use std::str::FromStr;
+use std::future::Future;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
@@ -19,6 +19,7 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
+use super::target::Target;
 use super::types::ApiError;
 
 /// Default time allowed to open a connection.
@@ -61,6 +62,16 @@ pub enum ClientError {
         /// What the user can do.
         hint: String,
     },
+    /// None of several servers could be reached or answered in time.
+    #[error("cannot reach any {peer}: {} ({hint})", attempts.iter().map(|(t, why)| format!("{t}: {why}")).collect::<Vec<_>>().join("; "))]
+    NoneReachable {
+        /// What the servers are.
+        peer: String,
+        /// Each server tried, in order, with why it failed.
+        attempts: Vec<(Target, String)>,
+        /// What the user can do.
+        hint: String,
+    },
     /// The server answered with an error body; its message is shown as is.
     #[error("{0}")]
     Api(ApiError),
@@ -79,67 +90,6 @@ pub enum ClientError {
     Encode(String),
 }
 
-/// Where a server listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// `http://host:port`: TCP, the authority as given (`host:port`).
-    Http(String),
-    /// `unix:/path`: a unix stream socket.
-    Unix(PathBuf),
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::Http(authority) => write!(f, "http://{authority}"),
-            Target::Unix(path) => write!(f, "unix:{}", path.display()),
-        }
-    }
-}
-
-impl FromStr for Target {
-    type Err = ClientError;
-
-    /// Parses `http://host[:port][/]`, `unix:/path` or a bare absolute path (a unix socket).
-    fn from_str(s: &str) -> Result<Target, ClientError> {
-        let bad = |reason: &str| ClientError::BadAddress {
-            given: s.to_string(),
-            reason: reason.to_string(),
-        };
-        if let Some(rest) = s.strip_prefix("http://") {
-            let authority = rest.strip_suffix('/').unwrap_or(rest);
-            if authority.is_empty()
-                || authority.starts_with(':')
-                || authority.contains(['/', '?', '#', '@', ' '])
-            {
-                return Err(bad("use http://HOST:PORT, without a path"));
-            }
-            let has_port = match authority.rsplit_once(':') {
-                Some((host, port)) => !port.contains(']') && !host.is_empty(),
-                None => false,
-            };
-            if has_port {
-                Ok(Target::Http(authority.to_string()))
-            } else {
-                Ok(Target::Http(format!("{authority}:80")))
-            }
-        } else if s.starts_with("https://") {
-            Err(bad("https is not supported yet: use http://HOST:PORT"))
-        } else if let Some(path) = s.strip_prefix("unix:") {
-            let path = path.strip_prefix("//").unwrap_or(path);
-            if path.starts_with('/') {
-                Ok(Target::Unix(PathBuf::from(path)))
-            } else {
-                Err(bad("use unix:/ABSOLUTE/PATH"))
-            }
-        } else if s.starts_with('/') {
-            Ok(Target::Unix(PathBuf::from(s)))
-        } else {
-            Err(bad("use http://HOST:PORT or unix:/PATH/TO/SOCKET"))
-        }
-    }
-}
-
 /// The raw answer of a request: status and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawResponse {
@@ -152,10 +102,11 @@ pub struct RawResponse {
 /// A bidirectional byte stream after an HTTP upgrade (for `exec`, `logs -f`).
 pub type UpgradedStream = TokioIo<hyper::upgrade::Upgraded>;
 
-/// A JSON client for one shibafu server.
+/// A JSON client for one shibafu server, or for several of one kind tried in order.
 #[derive(Debug, Clone)]
 pub struct Client {
     target: Target,
+    fallbacks: Vec<Target>,
     peer: String,
     hint: String,
     connect_timeout: Duration,
@@ -168,11 +119,19 @@ impl Client {
     pub fn new(target: Target, peer: impl Into<String>, hint: impl Into<String>) -> Client {
         Client {
             target,
+            fallbacks: Vec::new(),
             peer: peer.into(),
             hint: hint.into(),
             connect_timeout: CONNECT_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
         }
+    }
+
+    /// Adds servers to try, in order, when those before cannot be reached or do not answer in
+    /// time; a request that got an answer (even an error) is never sent again elsewhere.
+    pub fn with_fallbacks(mut self, fallbacks: impl IntoIterator<Item = Target>) -> Client {
+        self.fallbacks.extend(fallbacks);
+        self
     }
 
     /// Sets the time allowed for a whole request (default [`REQUEST_TIMEOUT`]).
@@ -181,9 +140,14 @@ impl Client {
         self
     }
 
-    /// The server address.
+    /// The server address (the first, when there are several).
     pub fn target(&self) -> &Target {
         &self.target
+    }
+
+    /// Every server address, in the order they are tried.
+    pub fn targets(&self) -> impl Iterator<Item = &Target> {
+        std::iter::once(&self.target).chain(&self.fallbacks)
     }
 
     /// `GET path`, decoding a JSON answer.
@@ -223,8 +187,10 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, ClientError> {
-        let raw = self.send(method, path, body).await?;
-        self.decode(raw)
+        let (target, raw) = self
+            .first_answer(|t| self.send_to(t, method.clone(), path, body.clone()))
+            .await?;
+        self.decode_from(target, raw)
     }
 
     /// Sends a request and returns the raw answer, whatever its status.
@@ -234,21 +200,9 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<RawResponse, ClientError> {
-        let work = async {
-            match &self.target {
-                Target::Http(authority) => {
-                    let io = self.connect(TcpStream::connect(authority.as_str())).await?;
-                    self.exchange(io, method, path, body).await
-                }
-                Target::Unix(p) => {
-                    let io = self.connect(UnixStream::connect(p)).await?;
-                    self.exchange(io, method, path, body).await
-                }
-            }
-        };
-        tokio::time::timeout(self.request_timeout, work)
+        self.first_answer(|t| self.send_to(t, method.clone(), path, body.clone()))
             .await
-            .map_err(|_| self.timeout(self.request_timeout))?
+            .map(|(_, raw)| raw)
     }
 
     /// Sends a request asking to upgrade the connection to `protocol` and returns the raw
@@ -262,44 +216,133 @@ impl Client {
         protocol: &str,
     ) -> Result<UpgradedStream, ClientError> {
         let body = encode(body)?;
+        let attempt = self.first_answer(|target| {
+            let (method, body) = (method.clone(), body.clone());
+            async move {
+                let work = async {
+                    match target {
+                        Target::Http(authority) => {
+                            let io = self
+                                .connect(target, TcpStream::connect(authority.as_str()))
+                                .await?;
+                            self.upgrade_on(target, io, method, path, body, protocol)
+                                .await
+                        }
+                        Target::Unix(p) => {
+                            let io = self.connect(target, UnixStream::connect(p)).await?;
+                            self.upgrade_on(target, io, method, path, body, protocol)
+                                .await
+                        }
+                    }
+                };
+                tokio::time::timeout(self.request_timeout, work)
+                    .await
+                    .map_err(|_| self.timeout(target, self.request_timeout))?
+            }
+        });
+        attempt.await.map(|(_, s)| s)
+    }
+
+    /// Runs `attempt` on each server in order until one is reached and answers in time;
+    /// returns that server and its result, or every failure when none did.
+    async fn first_answer<'a, T, F, Fut>(
+        &'a self,
+        attempt: F,
+    ) -> Result<(&'a Target, T), ClientError>
+    where
+        F: Fn(&'a Target) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let mut failures = Vec::new();
+        for target in self.targets() {
+            match attempt(target).await {
+                Err(e @ (ClientError::Unreachable { .. } | ClientError::Timeout { .. })) => {
+                    tracing::debug!(%target, error = %e, "no answer; trying the next server");
+                    failures.push(e);
+                }
+                other => return other.map(|t| (target, t)),
+            }
+        }
+        Err(self.none_reachable(failures))
+    }
+
+    /// The failures of every server tried: the one error when there was one server.
+    fn none_reachable(&self, mut failures: Vec<ClientError>) -> ClientError {
+        if failures.len() == 1 {
+            if let Some(only) = failures.pop() {
+                return only;
+            }
+        }
+        let attempts = failures
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientError::Unreachable { target, reason, .. } => Some((target, reason)),
+                ClientError::Timeout { target, secs, .. } => {
+                    Some((target, format!("no answer within {secs}s")))
+                }
+                _ => None,
+            })
+            .collect();
+        ClientError::NoneReachable {
+            peer: self.peer.clone(),
+            attempts,
+            hint: self.hint.clone(),
+        }
+    }
+
+    /// One request to one server, bounded by the request timeout.
+    async fn send_to(
+        &self,
+        target: &Target,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<RawResponse, ClientError> {
         let work = async {
-            match &self.target {
+            match target {
                 Target::Http(authority) => {
-                    let io = self.connect(TcpStream::connect(authority.as_str())).await?;
-                    self.upgrade_on(io, method, path, body, protocol).await
+                    let io = self
+                        .connect(target, TcpStream::connect(authority.as_str()))
+                        .await?;
+                    self.exchange(target, io, method, path, body).await
                 }
                 Target::Unix(p) => {
-                    let io = self.connect(UnixStream::connect(p)).await?;
-                    self.upgrade_on(io, method, path, body, protocol).await
+                    let io = self.connect(target, UnixStream::connect(p)).await?;
+                    self.exchange(target, io, method, path, body).await
                 }
             }
         };
         tokio::time::timeout(self.request_timeout, work)
             .await
-            .map_err(|_| self.timeout(self.request_timeout))?
+            .map_err(|_| self.timeout(target, self.request_timeout))?
     }
 
     async fn connect<S>(
         &self,
-        connecting: impl std::future::Future<Output = std::io::Result<S>>,
+        target: &Target,
+        connecting: impl Future<Output = std::io::Result<S>>,
     ) -> Result<S, ClientError> {
         match tokio::time::timeout(self.connect_timeout, connecting).await {
             Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => Err(self.unreachable(e.to_string())),
-            Err(_) => Err(self.unreachable(format!(
-                "connection timed out after {}s",
-                self.connect_timeout.as_secs()
-            ))),
+            Ok(Err(e)) => Err(self.unreachable(target, e.to_string())),
+            Err(_) => Err(self.unreachable(
+                target,
+                format!(
+                    "connection timed out after {}s",
+                    self.connect_timeout.as_secs()
+                ),
+            )),
         }
     }
 
     fn request(
         &self,
+        target: &Target,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Request<Full<Bytes>>, ClientError> {
-        let host = match &self.target {
+        let host = match target {
             Target::Http(authority) => authority.as_str(),
             Target::Unix(_) => "localhost",
         };
@@ -318,6 +361,7 @@ impl Client {
 
     async fn exchange<S>(
         &self,
+        target: &Target,
         io: S,
         method: Method,
         path: &str,
@@ -326,10 +370,10 @@ impl Client {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let req = self.request(method, path, body)?;
+        let req = self.request(target, method, path, body)?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
-            .map_err(|e| self.unreachable(e.to_string()))?;
+            .map_err(|e| self.unreachable(target, e.to_string()))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "api connection ended with an error");
@@ -338,20 +382,21 @@ impl Client {
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| self.protocol(format!("request failed: {e}")))?;
+            .map_err(|e| self.protocol(target, format!("request failed: {e}")))?;
         let status = resp.status();
         let body = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| self.protocol(format!("reading the answer failed: {e}")))?
+            .map_err(|e| self.protocol(target, format!("reading the answer failed: {e}")))?
             .to_bytes();
-        tracing::debug!(target = %self.target, %status, bytes = body.len(), "api answer");
+        tracing::debug!(%target, %status, bytes = body.len(), "api answer");
         Ok(RawResponse { status, body })
     }
 
     async fn upgrade_on<S>(
         &self,
+        target: &Target,
         io: S,
         method: Method,
         path: &str,
@@ -361,7 +406,7 @@ impl Client {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let mut req = self.request(method, path, Some(body))?;
+        let mut req = self.request(target, method, path, Some(body))?;
         let headers = req.headers_mut();
         headers.insert(
             CONNECTION,
@@ -372,7 +417,7 @@ impl Client {
         headers.insert(UPGRADE, proto);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
-            .map_err(|e| self.unreachable(e.to_string()))?;
+            .map_err(|e| self.unreachable(target, e.to_string()))?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "api upgrade connection ended with an error");
@@ -381,69 +426,77 @@ impl Client {
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| self.protocol(format!("request failed: {e}")))?;
+            .map_err(|e| self.protocol(target, format!("request failed: {e}")))?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             let status = resp.status();
             let body = resp
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| self.protocol(format!("reading the answer failed: {e}")))?
+                .map_err(|e| self.protocol(target, format!("reading the answer failed: {e}")))?
                 .to_bytes();
-            return Err(self.error_of(RawResponse { status, body }));
+            return Err(self.error_of(target, RawResponse { status, body }));
         }
         let upgraded = hyper::upgrade::on(resp)
             .await
-            .map_err(|e| self.protocol(format!("upgrade failed: {e}")))?;
+            .map_err(|e| self.protocol(target, format!("upgrade failed: {e}")))?;
         Ok(TokioIo::new(upgraded))
     }
 
     /// Decodes a raw answer: 2xx as `T` (an empty body as JSON `null`), else the error body.
     pub fn decode<T: DeserializeOwned>(&self, raw: RawResponse) -> Result<T, ClientError> {
+        self.decode_from(&self.target, raw)
+    }
+
+    fn decode_from<T: DeserializeOwned>(
+        &self,
+        target: &Target,
+        raw: RawResponse,
+    ) -> Result<T, ClientError> {
         if !raw.status.is_success() {
-            return Err(self.error_of(raw));
+            return Err(self.error_of(target, raw));
         }
         let body: &[u8] = if raw.body.is_empty() {
             b"null"
         } else {
             &raw.body
         };
-        serde_json::from_slice(body).map_err(|e| self.protocol(format!("bad JSON: {e}")))
+        serde_json::from_slice(body).map_err(|e| self.protocol(target, format!("bad JSON: {e}")))
     }
 
-    fn error_of(&self, raw: RawResponse) -> ClientError {
+    fn error_of(&self, target: &Target, raw: RawResponse) -> ClientError {
         match serde_json::from_slice::<ApiError>(&raw.body) {
             Ok(e) => ClientError::Api(e),
             Err(_) => {
                 let text = String::from_utf8_lossy(&raw.body);
                 let text: String = text.trim().chars().take(200).collect();
-                self.protocol(format!("status {}: {text:?}", raw.status))
+                self.protocol(target, format!("status {}: {text:?}", raw.status))
             }
         }
     }
 
-    fn unreachable(&self, reason: String) -> ClientError {
+    fn unreachable(&self, target: &Target, reason: String) -> ClientError {
         ClientError::Unreachable {
             peer: self.peer.clone(),
-            target: self.target.clone(),
+            target: target.clone(),
             reason,
             hint: self.hint.clone(),
         }
     }
 
-    fn timeout(&self, d: Duration) -> ClientError {
+    fn timeout(&self, target: &Target, d: Duration) -> ClientError {
         ClientError::Timeout {
             peer: self.peer.clone(),
-            target: self.target.clone(),
+            target: target.clone(),
             secs: d.as_secs(),
             hint: self.hint.clone(),
         }
     }
 
-    fn protocol(&self, detail: String) -> ClientError {
+    fn protocol(&self, target: &Target, detail: String) -> ClientError {
         ClientError::Protocol {
             peer: self.peer.clone(),
-            target: self.target.clone(),
+            target: target.clone(),
             detail,
         }
     }

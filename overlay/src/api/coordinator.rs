@@ -2,8 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::client::{Client, ClientError, Target};
+use super::client::{Client, ClientError};
 use super::services::{ServiceInfo, ServiceSpec};
+use super::target::Target;
 use super::types::{encode_segment, network_path, CreateNetwork, Health, NodeInfo, RemovedNetwork};
 use crate::model::{Link, Network, NetworkProblem, Service};
 

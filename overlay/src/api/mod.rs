@@ -5,16 +5,18 @@ mod agent;
 mod client;
 mod coordinator;
 mod services;
+mod target;
 mod types;
 
 pub use agent::{
     container_path, Agent, Attach, ContainerInfo, InterfaceInfo, LogChunk, RunContainer,
 };
 pub use client::{
-    Client, ClientError, RawResponse, Target, UpgradedStream, CONNECT_TIMEOUT, REQUEST_TIMEOUT,
+    Client, ClientError, RawResponse, UpgradedStream, CONNECT_TIMEOUT, REQUEST_TIMEOUT,
 };
 pub use coordinator::{link_path, service_path, Coordinator, LinkNetworks};
 pub use services::{InstanceInfo, ServiceInfo, ServiceSpec};
+pub use target::Target;
 pub use types::{
     encode_segment, network_path, ApiError, CreateNetwork, ErrorKind, Health, NodeInfo,
     RemovedNetwork,

@@ -8,6 +8,7 @@
 //! [`forward::Forwarder`].
 
 pub mod answer;
+pub mod authority;
 pub mod balance;
 mod encode;
 pub mod forward;

@@ -15,6 +15,7 @@ use hickory_proto::rr::rdata::{A, AAAA, PTR, SRV, TXT};
 use hickory_proto::rr::{Name, RData};
 use ipnet::{Ipv4Net, Ipv6Net};
 
+use super::authority::Authority;
 use super::balance::{self, Instance};
 use super::{reverse_name, AnswerOrder, DnsError, Snapshot, SnapshotBuilder};
 use crate::model::{admit, answered, Answered, Endpoint, Health, Network, Protocol, Service};
@@ -225,15 +226,30 @@ fn add_service(
     }
 }
 
-/// Assembles the snapshot of `parts` (one per network) under `view`.
+/// Assembles the snapshot of `parts` (one per network) under `view`, with made-up SOA and NS.
 pub fn assemble<'a>(
     parts: impl IntoIterator<Item = &'a NetworkZones> + Clone,
     view: View,
 ) -> Result<Snapshot, DnsError> {
+    assemble_with(parts, view, &Authority::default())
+}
+
+/// Assembles the snapshot of `parts` under `view`, every zone's SOA and NS naming the name
+/// servers of `authority` (made up when it has none).
+pub fn assemble_with<'a>(
+    parts: impl IntoIterator<Item = &'a NetworkZones> + Clone,
+    view: View,
+    authority: &Authority,
+) -> Result<Snapshot, DnsError> {
     let mut b = SnapshotBuilder::new();
+    let mut declared = BTreeSet::new();
     for p in parts.clone() {
         for z in &p.zones {
             b.zone(z);
+            // A reverse zone two networks share gets its SOA and NS once.
+            if declared.insert(z.as_str()) {
+                authority.add(&mut b, z);
+            }
         }
     }
     // A workload sees the zones of every network it is on, asking from any of its addresses.
@@ -311,6 +327,11 @@ impl Projection {
     /// The snapshot of every network under `view`.
     pub fn snapshot(&self, view: View) -> Result<Snapshot, DnsError> {
         assemble(self.parts.values(), view)
+    }
+
+    /// The snapshot of every network under `view`, its zones served by `authority`.
+    pub fn snapshot_with(&self, view: View, authority: &Authority) -> Result<Snapshot, DnsError> {
+        assemble_with(self.parts.values(), view, authority)
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod etcd;
 pub mod keys;
+pub mod lease;
 pub mod memory;
 mod typed;
 pub mod watch;

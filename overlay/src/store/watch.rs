@@ -116,7 +116,7 @@ impl Runner {
                         self.watch = Some(w);
                         self.watch_opened = Instant::now();
                     }
-                    Err(e) => self.handle_error(from, e).await,
+                    Err(e) => self.handle_error(from, e, false).await,
                 }
                 continue;
             };
@@ -135,18 +135,19 @@ impl Runner {
                 }
                 Some(Err(e)) => {
                     self.watch = None;
-                    self.handle_error(from, e).await;
+                    self.handle_error(from, e, true).await;
                 }
                 None => {
                     self.watch = None;
                     let e = StoreError::Unavailable("watch stream ended".into());
-                    self.handle_error(from, e).await;
+                    self.handle_error(from, e, true).await;
                 }
             }
         }
     }
 
-    async fn handle_error(&mut self, from: i64, e: StoreError) {
+    /// `was_open`: the error ended a watch that had been opened (not a failed attempt to open).
+    async fn handle_error(&mut self, from: i64, e: StoreError, was_open: bool) {
         if let StoreError::Compacted {
             compact_revision, ..
         } = e
@@ -160,8 +161,9 @@ impl Runner {
             self.next = None;
             return;
         }
-        // A watch that was healthy for a while starts over with a short delay.
-        if self.watch_opened.elapsed() > self.backoff.max {
+        // A watch that was healthy for a while starts over with a short delay; failed attempts
+        // to open one keep backing off.
+        if was_open && self.watch_opened.elapsed() > self.backoff.max {
             self.delay = self.backoff.initial;
         }
         self.fail("watch broken", &e).await;
