@@ -12,7 +12,6 @@ mod lazy_store;
 mod messages;
 mod network_actor;
 mod publish;
-mod registration;
 mod registry;
 mod runtime;
 mod shim_cmd;

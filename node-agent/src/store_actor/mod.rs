@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 mod requests;
 
 use crate::messages::ClusterChanged;
-use crate::registration::{self, bounded, Owned};
+use shibafu_overlay::store::lease::{self, bounded, Owned};
 
 /// Opens a connection to the store (etcd in the daemon, a memory store in tests).
 pub type Connector =
@@ -134,7 +134,7 @@ impl StoreActor {
         let me = ctx.address();
         actix_rt::spawn(async move {
             let keys = owned.keys().cloned().collect();
-            let result = registration::register(store, ttl, owned, limit).await;
+            let result = lease::register(store, ttl, owned, limit).await;
             me.do_send(Registered { result, gen, keys });
         });
     }
@@ -248,8 +248,8 @@ impl Handler<Registered> for StoreActor {
         let limit = self.io_limit();
         actix_rt::spawn(async move {
             let res = async {
-                registration::put_all(&store, lease, &owned, limit).await?;
-                registration::delete_all(&store, gone, limit).await
+                lease::put_all(&store, lease, &owned, limit).await?;
+                lease::delete_all(&store, gone, limit).await
             };
             if let Err(e) = res.await {
                 warn!(error = %e, "re-syncing owned keys failed; the next registration retries");

@@ -9,7 +9,7 @@ use crate::messages::{
     AgentStatus, ClusterChanged, DeleteOwned, Deregister, GetNetworks, GetStatus, PutOwned,
     Subscribe,
 };
-use crate::registration::bounded;
+use shibafu_overlay::store::lease::bounded;
 
 impl StoreActor {
     fn status(&self) -> AgentStatus {
