@@ -71,18 +71,18 @@ while True:
         up = b"\x04web1" in r[12 + len(name) + 4:]
         if up != state:
             state = up
-            print(f"{time.time():.4f} {label} {'up' if up else 'down'}", flush=True)
-    except socket.timeout:
-        pass
+            sys.stdout.write(f"{time.time():.4f} {label} {'up' if up else 'down'}\n")
+            sys.stdout.flush()
+    except (socket.timeout, ConnectionRefusedError):
+        pass  # no answer yet (a server not listening yet answers with ICMP: refused)
     time.sleep(0.01)
 PY
-: >"$W/events"
 for i in 1 2 3; do
-  on "node$i" python3 "$W/poll.py" 10.76.0.1 "node$i" >>"$W/events" & POLLERS+=($!)
+  on "node$i" python3 "$W/poll.py" 10.76.0.1 "node$i" >"$W/events.node$i" & POLLERS+=($!)
 done
 servers=3
 for dns in $("${LABCMD[@]}" status --json | sed -n 's/.*"dns": *"\([^"]*\)".*/\1/p'); do
-  ip netns exec "sf-$LAB-ctl" python3 "$W/poll.py" "$dns" "coord-$dns" >>"$W/events" & POLLERS+=($!)
+  ip netns exec "sf-$LAB-ctl" python3 "$W/poll.py" "$dns" "coord-$dns" >"$W/events.$dns" & POLLERS+=($!)
   servers=$((servers + 1))
 done
 
@@ -92,10 +92,11 @@ wait_all() {
   for ((i = 0; i < 1000; i++)); do
     local last
     last=$(awk -v s="$since" -v w="$want" '$1 > s { st[$2] = $3; t[$2] = $1 } END {
-      n = 0; m = 0; for (k in st) if (st[k] == w) { n++; if (t[k] > m) m = t[k] } print n, m }' "$W/events")
+      n = 0; m = 0; for (k in st) if (st[k] == w) { n++; if (t[k] > m) m = t[k] } print n, m }' "$W"/events.*)
     if [ "${last%% *}" -ge "$servers" ]; then echo "${last#* }"; return 0; fi
     sleep 0.01
   done
+  echo "timeout after $want since $since: $(awk -v s="$since" '$1 > s' "$W"/events.* | tr '\n' ';')" >&2
   echo "timeout"; return 1
 }
 wait_all up 0 >/dev/null
