@@ -64,11 +64,12 @@ impl ClusterDns {
         for c in self.state.apply(change) {
             match &c {
                 // Coordinators make the authority, compared whole at publish; nodes, address
-                // blocks and problem reports are not in DNS.
+                // blocks, problem reports and policies are not in DNS.
                 StateChange::Coordinator(_)
                 | StateChange::Node(_)
                 | StateChange::Block(_)
-                | StateChange::Problem(_) => {}
+                | StateChange::Problem(_)
+                | StateChange::Policy(_) => {}
                 StateChange::Network(_)
                 | StateChange::Endpoint(_)
                 | StateChange::Link(_)

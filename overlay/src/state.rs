@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 
 use crate::model::{
     decode, CoordinatorRecord, Endpoint, Health, IpamBlock, Link, Network, NetworkProblem, Node,
-    Object, Service,
+    Object, Policy, Service,
 };
 use crate::store::keys::Key;
 use crate::store::{ClusterChange, KeyValue, WatchEvent};
@@ -178,6 +178,19 @@ impl Indexed for CoordinatorRecord {
     }
 }
 
+impl Indexed for Policy {
+    type Id = String;
+    fn id(&self) -> String {
+        self.name.clone()
+    }
+    fn id_of(key: &Key) -> Option<String> {
+        match key {
+            Key::Policy(n) => Some(n.clone()),
+            _ => None,
+        }
+    }
+}
+
 impl Indexed for NetworkProblem {
     type Id = (String, String);
     fn id(&self) -> (String, String) {
@@ -283,6 +296,8 @@ kinds! {
     health: Health => Health,
     /// Live coordinators by name.
     coordinators: CoordinatorRecord => Coordinator,
+    /// Network policies by name.
+    policies: Policy => Policy,
 }
 
 fn upsert<K: Ord + Clone, V: PartialEq + Clone>(
@@ -314,6 +329,7 @@ impl StateChange {
             StateChange::Service(c) => c.values().map(|s| s.network.as_str()).collect(),
             StateChange::Health(c) => c.values().map(|h| h.network.as_str()).collect(),
             StateChange::Coordinator(_) => Vec::new(),
+            StateChange::Policy(c) => c.values().map(|p| p.network.as_str()).collect(),
         }
     }
 }

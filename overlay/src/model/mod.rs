@@ -9,6 +9,7 @@
 mod mac;
 mod network;
 mod object;
+mod policy;
 mod records;
 mod service;
 
@@ -18,6 +19,7 @@ pub use network::{
     validate_subnet_v6, Conflict, Network, MAX_MTU, MIN_MTU, MIN_MTU_V6,
 };
 pub use object::{decode, DecodeError, Object};
+pub use policy::{Action, Direction, Peer, Policy, PolicyError, PortRange, Proto, Rule};
 pub use records::{CoordinatorRecord, Endpoint, IpamBlock, Link, NetworkProblem, Node};
 pub use service::{
     answered, port_name_in, validate_weight, AllUnhealthy, Answered, Health, HealthCheck,

@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CoordinatorRecord, Endpoint, Health, IpamBlock, Link, Network, NetworkProblem, Node, Service,
-    SCHEMA_VERSION,
+    CoordinatorRecord, Endpoint, Health, IpamBlock, Link, Network, NetworkProblem, Node, Policy,
+    Service, SCHEMA_VERSION,
 };
 use crate::store::keys::Key;
 
@@ -112,6 +112,12 @@ impl Object for Health {
 impl Object for CoordinatorRecord {
     fn key(&self) -> Key {
         Key::Coordinator(self.name.clone())
+    }
+}
+
+impl Object for Policy {
+    fn key(&self) -> Key {
+        Key::Policy(self.name.clone())
     }
 }
 

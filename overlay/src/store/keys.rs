@@ -122,6 +122,8 @@ pub enum Prefix {
     ServicesOf(String),
     /// Every live coordinator.
     Coordinators,
+    /// Every network policy.
+    Policies,
     /// Every health record.
     Health,
     /// The health records of one network.
@@ -147,6 +149,7 @@ impl fmt::Display for Prefix {
             Prefix::Services => write!(f, "{ROOT}services/"),
             Prefix::ServicesOf(n) => write!(f, "{ROOT}services/{n}/"),
             Prefix::Coordinators => write!(f, "{ROOT}coordinators/"),
+            Prefix::Policies => write!(f, "{ROOT}policies/"),
             Prefix::Health => write!(f, "{ROOT}health/"),
             Prefix::HealthOf(n) => write!(f, "{ROOT}health/{n}/"),
             Prefix::Links => write!(f, "{ROOT}links/"),
