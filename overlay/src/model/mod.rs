@@ -19,7 +19,9 @@ pub use network::{
     validate_subnet_v6, Conflict, Network, MAX_MTU, MIN_MTU, MIN_MTU_V6,
 };
 pub use object::{decode, DecodeError, Object};
-pub use policy::{Action, Direction, Peer, Policy, PolicyError, PortRange, Proto, Rule};
+pub use policy::{
+    Action, Direction, Peer, Policy, PolicyCounters, PolicyError, PortRange, Proto, Rule,
+};
 pub use records::{CoordinatorRecord, Endpoint, IpamBlock, Link, NetworkProblem, Node};
 pub use service::{
     answered, port_name_in, validate_weight, AllUnhealthy, Answered, Health, HealthCheck,

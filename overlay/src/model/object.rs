@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     CoordinatorRecord, Endpoint, Health, IpamBlock, Link, Network, NetworkProblem, Node, Policy,
-    Service, SCHEMA_VERSION,
+    PolicyCounters, Service, SCHEMA_VERSION,
 };
 use crate::store::keys::Key;
 
@@ -118,6 +118,15 @@ impl Object for CoordinatorRecord {
 impl Object for Policy {
     fn key(&self) -> Key {
         Key::Policy(self.name.clone())
+    }
+}
+
+impl Object for PolicyCounters {
+    fn key(&self) -> Key {
+        Key::PolicyCounters {
+            policy: self.policy.clone(),
+            node: self.node.clone(),
+        }
     }
 }
 

@@ -102,6 +102,24 @@ pub struct Policy {
     pub rules: Vec<Rule>,
 }
 
+/// What one node's rules of a policy matched: written by the node's agent under its lease when
+/// the figures change, summed over nodes by `shibafu network policy inspect`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyCounters {
+    /// Schema version.
+    pub schema: u32,
+    /// The policy.
+    pub policy: String,
+    /// The node that counted.
+    pub node: String,
+    /// Per rule, in the policy's order: packets the rule matched (an allow rule let them
+    /// through, a deny rule dropped them). Only the first packets of connections are counted:
+    /// replies and the rest of a passed connection skip the rules.
+    pub rules: Vec<u64>,
+    /// Packets dropped because the policy isolates its endpoints and no allow rule matched.
+    pub isolation_dropped: u64,
+}
+
 /// Why a policy or a rule is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {

@@ -44,6 +44,14 @@ pub enum Key {
     Coordinator(String),
     /// `/shibafu/v1/policies/<name>`
     Policy(String),
+    /// `/shibafu/v1/policy-counters/<policy>/<node>`: one node's counters of a policy's rules,
+    /// under that node's lease.
+    PolicyCounters {
+        /// Policy name.
+        policy: String,
+        /// Node name.
+        node: String,
+    },
     /// `/shibafu/v1/problems/<net>/<node>`: why a node does not build a network.
     Problem {
         /// Network name.
@@ -85,6 +93,12 @@ impl Key {
             }),
             ["coordinators", n] if nonempty(n) => Some(Key::Coordinator(n.to_string())),
             ["policies", n] if nonempty(n) => Some(Key::Policy(n.to_string())),
+            ["policy-counters", p, node] if nonempty(p) && nonempty(node) => {
+                Some(Key::PolicyCounters {
+                    policy: p.to_string(),
+                    node: node.to_string(),
+                })
+            }
             ["problems", n, node] if nonempty(n) && nonempty(node) => Some(Key::Problem {
                 network: n.to_string(),
                 node: node.to_string(),
@@ -124,6 +138,8 @@ pub enum Prefix {
     Coordinators,
     /// Every network policy.
     Policies,
+    /// Every node's counters of one network policy.
+    PolicyCountersOf(String),
     /// Every health record.
     Health,
     /// The health records of one network.
@@ -150,6 +166,7 @@ impl fmt::Display for Prefix {
             Prefix::ServicesOf(n) => write!(f, "{ROOT}services/{n}/"),
             Prefix::Coordinators => write!(f, "{ROOT}coordinators/"),
             Prefix::Policies => write!(f, "{ROOT}policies/"),
+            Prefix::PolicyCountersOf(p) => write!(f, "{ROOT}policy-counters/{p}/"),
             Prefix::Health => write!(f, "{ROOT}health/"),
             Prefix::HealthOf(n) => write!(f, "{ROOT}health/{n}/"),
             Prefix::Links => write!(f, "{ROOT}links/"),
@@ -172,6 +189,9 @@ impl fmt::Display for Key {
             Key::Service { network, name } => write!(f, "{ROOT}services/{network}/{name}"),
             Key::Coordinator(n) => write!(f, "{ROOT}coordinators/{n}"),
             Key::Policy(n) => write!(f, "{ROOT}policies/{n}"),
+            Key::PolicyCounters { policy, node } => {
+                write!(f, "{ROOT}policy-counters/{policy}/{node}")
+            }
             Key::Problem { network, node } => write!(f, "{ROOT}problems/{network}/{node}"),
             Key::Link(a, b) => write!(f, "{ROOT}links/{a}+{b}"),
             Key::Guard(n) => write!(f, "{ROOT}guards/{n}"),
@@ -201,6 +221,10 @@ mod tests {
                 id: "node1-web".into(),
             },
             Key::Policy("p".into()),
+            Key::PolicyCounters {
+                policy: "p".into(),
+                node: "node1".into(),
+            },
             Key::Service {
                 network: "f".into(),
                 name: "web".into(),
