@@ -3,6 +3,7 @@
 //! commands; those talk to the local agent (`--agent`), the rest to the coordinator.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use shibafu_overlay::model::Isolation;
 
 use crate::attach::{AttachArgs, DetachArgs};
 use crate::exec::ExecArgs;
@@ -148,6 +149,10 @@ pub struct CreateArgs {
     /// Upstream DNS server for names outside the zone (repeatable).
     #[arg(long = "forwarder", value_name = "IP[:PORT]")]
     pub forwarders: Vec<String>,
+    /// `strict`: only the network's own endpoints may open connections to its endpoints
+    /// (links notwithstanding), unless a policy allows more.
+    #[arg(long, value_name = "none|strict", default_value = "none")]
+    pub isolation: Isolation,
 }
 
 /// Output format of list commands.

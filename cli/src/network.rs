@@ -96,6 +96,7 @@ pub fn create_request(args: CreateArgs) -> CreateNetwork {
         mtu: args.mtu,
         internal: args.internal,
         forwarders: args.forwarders,
+        isolation: args.isolation,
     }
 }
 

@@ -37,6 +37,7 @@ pub fn network_from_request(req: &CreateNetwork) -> Result<Network, ApiError> {
         mtu: req.mtu,
         internal: req.internal,
         forwarders,
+        isolation: req.isolation,
         ..Network::new(name, subnet, VNI_MIN)
     };
     network.validate().map_err(|e| model_error(name, e))?;

@@ -1,4 +1,4 @@
-use shibafu_overlay::model::overlaps_v4;
+use shibafu_overlay::model::{overlaps_v4, Isolation};
 
 use super::*;
 
@@ -44,8 +44,10 @@ fn keeps_every_option() {
             "[fd00::53]:53".into(),
             "fd00::54".into(),
         ],
+        isolation: Isolation::Strict,
     };
     let n = network_from_request(&r).expect("valid");
+    assert_eq!(n.isolation, Isolation::Strict);
     assert_eq!(n.zone, "back.example");
     assert_eq!(n.subnet6.expect("v6").to_string(), "fd00:22::/64");
     assert_eq!(n.mtu, Some(1400));

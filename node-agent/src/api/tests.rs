@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use actix::prelude::*;
-use shibafu_overlay::model::{Network, SCHEMA_VERSION};
+use shibafu_overlay::model::Network;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
@@ -40,17 +40,11 @@ impl Handler<GetStatus> for FakeStore {
 impl Handler<GetNetworks> for FakeStore {
     type Result = MessageResult<GetNetworks>;
     fn handle(&mut self, _: GetNetworks, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(vec![Network {
-            schema: SCHEMA_VERSION,
-            name: "frontend".into(),
-            subnet: "172.21.0.0/24".parse().expect("subnet"),
-            subnet6: None,
-            vni: 4096,
-            zone: "frontend.local".into(),
-            mtu: None,
-            internal: false,
-            forwarders: vec![],
-        }])
+        MessageResult(vec![Network::new(
+            "frontend",
+            "172.21.0.0/24".parse().expect("subnet"),
+            4096,
+        )])
     }
 }
 

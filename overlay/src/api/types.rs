@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Node;
+use crate::model::{Isolation, Node};
 
 /// Body of `POST /v1/networks`. Addresses are text: the server parses them once and answers a
 /// clear message for malformed input, whatever client sent it.
@@ -32,6 +32,9 @@ pub struct CreateNetwork {
     /// Upstream DNS servers, `IP` or `IP:PORT` (`[IPv6]:PORT`); port 53 when omitted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forwarders: Vec<String>,
+    /// `strict`: ingress only from the network itself unless a policy allows.
+    #[serde(default, skip_serializing_if = "Isolation::is_none")]
+    pub isolation: Isolation,
 }
 
 /// Answer of `DELETE /v1/networks/{name}`: what was removed with the network.

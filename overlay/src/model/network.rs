@@ -40,6 +40,49 @@ pub struct Network {
     /// Upstream DNS servers for names outside the zone (before the node's upstreams).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forwarders: Vec<SocketAddr>,
+    /// `strict`: only the network's own endpoints (and peers a policy allows) may open
+    /// connections to its endpoints, as if a policy allowed ingress from the network itself.
+    #[serde(default, skip_serializing_if = "Isolation::is_none")]
+    pub isolation: Isolation,
+}
+
+/// How a network is isolated beyond its policies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Today's rules: other networks reach it only when linked (or a policy allows).
+    #[default]
+    None,
+    /// Ingress only from the network itself, links notwithstanding, unless a policy allows.
+    Strict,
+}
+
+impl Isolation {
+    /// True for the default.
+    pub fn is_none(&self) -> bool {
+        *self == Isolation::None
+    }
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Isolation, String> {
+        match s {
+            "none" => Ok(Isolation::None),
+            "strict" => Ok(Isolation::Strict),
+            other => Err(format!("unknown isolation {other:?} (none, strict)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Isolation::None => "none",
+            Isolation::Strict => "strict",
+        })
+    }
 }
 
 impl Network {
@@ -56,6 +99,7 @@ impl Network {
             mtu: None,
             internal: false,
             forwarders: Vec::new(),
+            isolation: Isolation::None,
         }
     }
 
