@@ -13,6 +13,7 @@ pub mod model;
 pub mod netlink;
 pub mod netns;
 pub mod plan;
+pub mod policy;
 pub mod state;
 pub mod store;
 pub mod telemetry;
