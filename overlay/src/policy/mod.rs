@@ -6,11 +6,20 @@
 //! hooks (per-bridge `nf_call_iptables`, set by the dataplane) and their same-network traffic is
 //! tracked, so replies of a passed connection pass.
 
+mod compile;
 mod oracle;
+mod rules;
+mod table;
 
 use std::collections::BTreeSet;
 
+pub use compile::{
+    compile, Compiled, PolicyCounterNames, MARK_CONSENT, MARK_EGRESS, MARK_INGRESS, MARK_TRACK,
+};
 pub use oracle::{verdict, Flow, FlowProto, PolicyView, Verdict};
+pub use table::{
+    render_diff, render_full, render_removal, Chain, Set, SetKind, Table, POLICY_TABLE,
+};
 
 use crate::model::{Action, Direction, Endpoint, Isolation, Network, Peer, Policy, Proto, Rule};
 

@@ -1,0 +1,316 @@
+//! The rule lines of the policy table: per-policy chains, dispatch, isolation drops, consent
+//! and the fixed chains around them (pure; driven by [`super::compile`]).
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::compile::{MARK_CONSENT, MARK_EGRESS, MARK_INGRESS, MARK_TRACK};
+use super::table::{Chain, Set, SetKind, Table};
+use crate::model::{Action, Direction, Peer, Policy, Proto, Rule};
+
+/// The two families a rule is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn ip(self) -> &'static str {
+        match self {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        }
+    }
+
+    fn suffix(self, nets: bool) -> &'static str {
+        match (self, nets) {
+            (Family::V4, false) => "a4",
+            (Family::V6, false) => "a6",
+            (Family::V4, true) => "n4",
+            (Family::V6, true) => "n6",
+        }
+    }
+
+    fn kind(self, nets: bool) -> SetKind {
+        match (self, nets) {
+            (Family::V4, false) => SetKind::Addr4,
+            (Family::V6, false) => SetKind::Addr6,
+            (Family::V4, true) => SetKind::Net4,
+            (Family::V6, true) => SetKind::Net6,
+        }
+    }
+
+    fn has(self, a: &IpAddr) -> bool {
+        matches!(
+            (self, a),
+            (Family::V4, IpAddr::V4(_)) | (Family::V6, IpAddr::V6(_))
+        )
+    }
+}
+
+const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
+
+/// A set of addresses or prefixes: what a selection or a peer names.
+pub(super) struct Members {
+    /// Prefixes (interval set) rather than addresses.
+    pub nets: bool,
+    /// The members.
+    pub items: Vec<IpNet>,
+}
+
+/// Names of a set pair (`<base>_<a|n><4|6>`), one per family.
+pub(super) type SetNames = [String; 2];
+
+/// Collects the table while the policies are walked.
+#[derive(Default)]
+pub(super) struct Builder {
+    /// The table so far.
+    pub table: Table,
+    /// Dispatch to per-policy chains and isolation drops, per direction.
+    egress_dispatch: Vec<String>,
+    egress_isolation: Vec<String>,
+    ingress_dispatch: Vec<String>,
+    ingress_isolation: Vec<String>,
+    consent: Vec<String>,
+}
+
+impl Builder {
+    /// Adds the v4 and v6 sets of `m` under `base`; returns their names.
+    pub fn sets(&mut self, base: &str, m: Members) -> SetNames {
+        FAMILIES.map(|f| {
+            let name = format!("{base}_{}", f.suffix(m.nets));
+            let elements = m
+                .items
+                .iter()
+                .filter(|n| f.has(&n.addr()))
+                .map(|n| {
+                    if m.nets {
+                        n.trunc().to_string()
+                    } else {
+                        n.addr().to_string()
+                    }
+                })
+                .collect();
+            self.table.sets.insert(
+                name.clone(),
+                Set {
+                    kind: f.kind(m.nets),
+                    elements,
+                },
+            );
+            name
+        })
+    }
+
+    /// The lines of one rule of policy `id`, in its direction's chain, plus its consent line.
+    pub fn rule(
+        &mut self,
+        id: &str,
+        sel: &SetNames,
+        r: &Rule,
+        peer: Option<&SetNames>,
+        counter: &str,
+    ) {
+        let (chain, other, mark) = match r.direction {
+            Direction::Egress => (format!("{id}_eg"), "daddr", MARK_EGRESS),
+            Direction::Ingress => (format!("{id}_in"), "saddr", MARK_INGRESS),
+        };
+        let verdict = match r.action {
+            Action::Deny => "drop".to_string(),
+            Action::Allow => format!("meta mark set meta mark or {mark:#010x}"),
+        };
+        for (i, f) in FAMILIES.iter().enumerate() {
+            let l4 = l4(r, *f);
+            if let Peer::Cidr(c) = &r.peer {
+                if !f.has(&c.addr()) {
+                    continue;
+                }
+            }
+            let addr = match peer {
+                Some(p) => format!("{} {other} @{} ", f.ip(), p[i]),
+                None => format!("meta nfproto {} ", nfproto(*f)),
+            };
+            self.table
+                .chains
+                .entry(chain.clone())
+                .or_default()
+                .rules
+                .push(format!("{addr}{l4}counter name \"{counter}\" {verdict}"));
+            if r.direction == Direction::Ingress && r.action == Action::Allow {
+                self.consent.push(format!(
+                    "{} daddr @{} {addr}{l4}meta mark set meta mark or {MARK_CONSENT:#010x}",
+                    f.ip(),
+                    sel[i]
+                ));
+            }
+        }
+        let (dispatch, side) = match r.direction {
+            Direction::Egress => (&mut self.egress_dispatch, "saddr"),
+            Direction::Ingress => (&mut self.ingress_dispatch, "daddr"),
+        };
+        for (i, f) in FAMILIES.iter().enumerate() {
+            let line = format!("{} {side} @{} jump {chain}", f.ip(), sel[i]);
+            if !dispatch.contains(&line) {
+                dispatch.push(line);
+            }
+        }
+    }
+
+    /// Isolation drops of policy `id`: in each direction it has allow rules, what no allow
+    /// rule marked is dropped (after every policy's rules ran).
+    pub fn isolation(&mut self, sel: &SetNames, p: &Policy, counter: &str) {
+        let allows = |d| {
+            p.rules
+                .iter()
+                .any(|r| r.direction == d && r.action == Action::Allow)
+        };
+        for (dir, side, mark) in [
+            (Direction::Egress, "saddr", MARK_EGRESS),
+            (Direction::Ingress, "daddr", MARK_INGRESS),
+        ] {
+            if !allows(dir) {
+                continue;
+            }
+            let out = match dir {
+                Direction::Egress => &mut self.egress_isolation,
+                Direction::Ingress => &mut self.ingress_isolation,
+            };
+            for (i, f) in FAMILIES.iter().enumerate() {
+                out.push(format!(
+                    "{} {side} @{} meta mark and {mark:#010x} == 0 counter name \"{counter}\" drop",
+                    f.ip(),
+                    sel[i]
+                ));
+            }
+        }
+    }
+
+    /// The fixed chains around the per-policy ones.
+    pub fn finish(&mut self) {
+        let chains = &mut self.table.chains;
+        let keep = !(MARK_EGRESS | MARK_INGRESS | MARK_CONSENT);
+        chains.insert(
+            "sf_prerouting".into(),
+            Chain {
+                hook: Some("type filter hook prerouting priority raw - 10; policy accept;".into()),
+                rules: FAMILIES
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "{} saddr @tracked_{} meta mark set meta mark or {MARK_TRACK:#010x}",
+                            f.ip(),
+                            f.suffix(true)
+                        )
+                    })
+                    .collect(),
+            },
+        );
+        let mut forward = Vec::new();
+        for side in ["saddr", "daddr"] {
+            for f in FAMILIES {
+                forward.push(format!(
+                    "{} {side} @tracked_{} goto sf_policy",
+                    f.ip(),
+                    f.suffix(true)
+                ));
+            }
+        }
+        chains.insert(
+            "sf_forward".into(),
+            Chain {
+                hook: Some("type filter hook forward priority filter - 10; policy accept;".into()),
+                rules: forward,
+            },
+        );
+        let mut policy = vec![
+            format!("ct state established,related meta mark set meta mark or {MARK_CONSENT:#010x} accept"),
+            format!("meta mark set meta mark and {keep:#010x}"),
+        ];
+        for f in FAMILIES {
+            policy.push(format!(
+                "{} saddr @local_{} jump sf_egress",
+                f.ip(),
+                f.suffix(false)
+            ));
+        }
+        for f in FAMILIES {
+            policy.push(format!(
+                "{} daddr @local_{} goto sf_ingress",
+                f.ip(),
+                f.suffix(false)
+            ));
+        }
+        policy.push("goto sf_consent".into());
+        chains.insert(
+            "sf_policy".into(),
+            Chain {
+                hook: None,
+                rules: policy,
+            },
+        );
+        let egress = [
+            std::mem::take(&mut self.egress_dispatch),
+            std::mem::take(&mut self.egress_isolation),
+        ]
+        .concat();
+        chains.insert(
+            "sf_egress".into(),
+            Chain {
+                hook: None,
+                rules: egress,
+            },
+        );
+        let mut ingress = [
+            std::mem::take(&mut self.ingress_dispatch),
+            std::mem::take(&mut self.ingress_isolation),
+        ]
+        .concat();
+        ingress.push(format!(
+            "meta mark and {MARK_INGRESS:#010x} != 0 meta mark set meta mark or {MARK_CONSENT:#010x}"
+        ));
+        chains.insert(
+            "sf_ingress".into(),
+            Chain {
+                hook: None,
+                rules: ingress,
+            },
+        );
+        chains.insert(
+            "sf_consent".into(),
+            Chain {
+                hook: None,
+                rules: std::mem::take(&mut self.consent),
+            },
+        );
+    }
+}
+
+/// `nfproto` of a family.
+fn nfproto(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "ipv4",
+        Family::V6 => "ipv6",
+    }
+}
+
+/// The transport match of a rule in family `f` (with a trailing space; empty for any).
+fn l4(r: &Rule, f: Family) -> String {
+    let ports = || {
+        let list: Vec<String> = r.ports.iter().map(|p| p.to_string()).collect();
+        format!("{{ {} }}", list.join(", "))
+    };
+    match (r.proto, r.ports.is_empty()) {
+        (Proto::Tcp, false) => format!("tcp dport {} ", ports()),
+        (Proto::Udp, false) => format!("udp dport {} ", ports()),
+        (Proto::Any, false) => format!("meta l4proto {{ tcp, udp }} th dport {} ", ports()),
+        (Proto::Tcp, true) => "meta l4proto tcp ".into(),
+        (Proto::Udp, true) => "meta l4proto udp ".into(),
+        (Proto::Icmp, _) => match f {
+            Family::V4 => "meta l4proto icmp ".into(),
+            Family::V6 => "meta l4proto ipv6-icmp ".into(),
+        },
+        (Proto::Any, true) => String::new(),
+    }
+}

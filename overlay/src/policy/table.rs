@@ -1,0 +1,162 @@
+//! The policy table as data ([`Table`]: sets, named counters, chains of rule texts), the script
+//! that loads it whole, and the script that turns one table into another touching only what
+//! differs (pure). Both are one `nft -f` transaction: all or nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+/// The table policies live in (family and name); shibafu's main table is `inet shibafu`.
+pub const POLICY_TABLE: &str = "inet shibafu-policy";
+
+/// What a set holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SetKind {
+    /// IPv4 addresses (hash).
+    Addr4,
+    /// IPv6 addresses (hash).
+    Addr6,
+    /// IPv4 prefixes (intervals).
+    Net4,
+    /// IPv6 prefixes (intervals).
+    Net6,
+}
+
+impl SetKind {
+    /// The body of `add set`.
+    fn declaration(self) -> &'static str {
+        match self {
+            SetKind::Addr4 => "type ipv4_addr;",
+            SetKind::Addr6 => "type ipv6_addr;",
+            SetKind::Net4 => "type ipv4_addr; flags interval;",
+            SetKind::Net6 => "type ipv6_addr; flags interval;",
+        }
+    }
+}
+
+/// A named set and its elements (as nft writes them). A name always has the same kind (the
+/// compiler spells the kind into it), so a diff never has to change a set's type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Set {
+    /// Its type.
+    pub kind: SetKind,
+    /// Its elements.
+    pub elements: BTreeSet<String>,
+}
+
+/// A chain: its hook line (base chains) and its rules, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Chain {
+    /// `type filter hook forward priority filter - 10; policy accept;` for a base chain.
+    pub hook: Option<String>,
+    /// Rule texts.
+    pub rules: Vec<String>,
+}
+
+/// The whole policy table of one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Table {
+    /// Sets by name.
+    pub sets: BTreeMap<String, Set>,
+    /// Named counters.
+    pub counters: BTreeSet<String>,
+    /// Chains by name.
+    pub chains: BTreeMap<String, Chain>,
+}
+
+/// The script that removes the policy table (valid whether it exists or not).
+pub fn render_removal() -> String {
+    format!("table {POLICY_TABLE} {{}}\ndelete table {POLICY_TABLE}\n")
+}
+
+/// The script that replaces the policy table with `table`.
+pub fn render_full(table: &Table) -> String {
+    let mut s = render_removal();
+    let _ = writeln!(s, "add table {POLICY_TABLE}");
+    render_changes(&Table::default(), table, &mut s);
+    s
+}
+
+/// The script that turns `old` (what the kernel holds) into `new`: sets and elements added or
+/// deleted one by one, chains whose rules differ flushed and refilled, unchanged chains,
+/// counters and elements untouched. Empty when nothing differs.
+pub fn render_diff(old: &Table, new: &Table) -> String {
+    let mut s = String::new();
+    render_changes(old, new, &mut s);
+    s
+}
+
+fn render_changes(old: &Table, new: &Table, s: &mut String) {
+    let t = POLICY_TABLE;
+    // New objects first, so the rules added below can name them.
+    for (name, set) in &new.sets {
+        match old.sets.get(name) {
+            Some(o) => {
+                elements(s, "delete", name, o.elements.difference(&set.elements));
+                elements(s, "add", name, set.elements.difference(&o.elements));
+            }
+            None => {
+                let _ = writeln!(s, "add set {t} {name} {{ {} }}", set.kind.declaration());
+                elements(s, "add", name, set.elements.iter());
+            }
+        }
+    }
+    for name in new.counters.difference(&old.counters) {
+        let _ = writeln!(s, "add counter {t} {name}");
+    }
+    for (name, chain) in &new.chains {
+        if !old.chains.contains_key(name) {
+            match &chain.hook {
+                Some(h) => writeln!(s, "add chain {t} {name} {{ {h} }}"),
+                None => writeln!(s, "add chain {t} {name}"),
+            }
+            .ok();
+        }
+    }
+    for (name, chain) in &new.chains {
+        match old.chains.get(name) {
+            Some(o) if o.rules == chain.rules => continue,
+            Some(_) => {
+                let _ = writeln!(s, "flush chain {t} {name}");
+            }
+            None => {}
+        }
+        for r in &chain.rules {
+            let _ = writeln!(s, "add rule {t} {name} {r}");
+        }
+    }
+    // Then what goes: chains emptied before any is deleted (one may jump to another), and
+    // sets and counters once no rule names them.
+    let gone: Vec<&String> = old
+        .chains
+        .keys()
+        .filter(|n| !new.chains.contains_key(*n))
+        .collect();
+    for name in &gone {
+        let _ = writeln!(s, "flush chain {t} {name}");
+    }
+    for name in &gone {
+        let _ = writeln!(s, "delete chain {t} {name}");
+    }
+    for name in old.sets.keys().filter(|n| !new.sets.contains_key(*n)) {
+        let _ = writeln!(s, "delete set {t} {name}");
+    }
+    for name in old.counters.difference(&new.counters) {
+        let _ = writeln!(s, "delete counter {t} {name}");
+    }
+}
+
+/// `add element` / `delete element` of `items` (nothing when there are none).
+fn elements<'a>(s: &mut String, verb: &str, set: &str, items: impl Iterator<Item = &'a String>) {
+    let items: Vec<&str> = items.map(String::as_str).collect();
+    if !items.is_empty() {
+        let _ = writeln!(
+            s,
+            "{verb} element {POLICY_TABLE} {set} {{ {} }}",
+            items.join(", ")
+        );
+    }
+}
+
+#[cfg(test)]
+#[path = "table_tests.rs"]
+mod tests;
