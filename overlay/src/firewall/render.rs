@@ -14,12 +14,17 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use super::intra::intra;
 use super::FirewallSpec;
 use crate::plan::VXLAN_PORT;
+use crate::policy::MARK_TRACK;
 
 /// The table shibafu owns (family and name).
 pub const TABLE: &str = "inet shibafu";
 
 /// The rules, each with the comment that identifies it; `{uplink}` is filled in.
 const FORWARD: &[(&str, &str)] = &[
+    (
+        "meta mark and 0x08000000 != 0 accept",
+        "a policy allows (table inet shibafu-policy)",
+    ),
     (
         "iifname . oifname @allowed accept",
         "same network or linked networks",
@@ -83,16 +88,19 @@ const INPUT: &[(&str, &str)] = &[
 /// locally or to/from the VXLAN device) skips conntrack, while traffic to or from the gateway
 /// (DNS, host-initiated flows of internal networks), routed traffic between networks and
 /// outbound (masqueraded) traffic stay tracked. Outer VXLAN packets arriving on the underlay skip
-/// it too; `iifname != @bridges` keeps a container's own traffic to some UDP port 4789 outside
+/// it too; the policy table marks traffic of policed networks (`MARK_TRACK`, at a priority
+/// before this chain) so it stays tracked and replies of a passed connection pass;
+/// `iifname != @bridges` keeps a container's own traffic to some UDP port 4789 outside
 /// tracked, so it is still masqueraded.
 fn prerouting_rules() -> [(String, &'static str); 3] {
+    let unpoliced = format!("meta mark and {MARK_TRACK:#010x} == 0");
     [
         (
-            "ip saddr . ip daddr @intra4 notrack".into(),
+            format!("{unpoliced} ip saddr . ip daddr @intra4 notrack"),
             "untracked: same network, not its gateway",
         ),
         (
-            "ip6 saddr . ip6 daddr @intra6 notrack".into(),
+            format!("{unpoliced} ip6 saddr . ip6 daddr @intra6 notrack"),
             "untracked: same network, not its gateway (v6)",
         ),
         (

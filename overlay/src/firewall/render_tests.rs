@@ -195,8 +195,8 @@ fn block<'a>(s: &'a str, header: &str) -> &'a str {
 
 const PREROUTING_CHAIN: &str = "\tchain prerouting {
 \t\ttype filter hook prerouting priority raw; policy accept;
-\t\tip saddr . ip daddr @intra4 notrack comment \"sf: untracked: same network, not its gateway\"
-\t\tip6 saddr . ip6 daddr @intra6 notrack comment \"sf: untracked: same network, not its gateway (v6)\"
+\t\tmeta mark and 0x01000000 == 0 ip saddr . ip daddr @intra4 notrack comment \"sf: untracked: same network, not its gateway\"
+\t\tmeta mark and 0x01000000 == 0 ip6 saddr . ip6 daddr @intra6 notrack comment \"sf: untracked: same network, not its gateway (v6)\"
 \t\tudp dport 4789 iifname != @bridges notrack comment \"sf: untracked: VXLAN packets received\"
 \t}
 ";
@@ -338,4 +338,22 @@ fn every_rule_comment_is_unique() {
     sorted.dedup();
     assert_eq!(sorted.len(), c.len(), "{c:?}");
     assert!(c.iter().any(|c| c.contains("VXLAN packets sent")));
+}
+
+#[test]
+fn the_main_table_honours_the_policy_marks() {
+    let consent = format!(
+        "meta mark and {:#010x} != 0 accept",
+        crate::policy::MARK_CONSENT
+    );
+    assert_eq!(
+        FORWARD[0].0, consent,
+        "a consented connection passes before the link rules"
+    );
+    let s = render_ruleset(&FirewallSpec::default());
+    let track = format!(
+        "meta mark and {:#010x} == 0 ip saddr . ip daddr @intra4 notrack",
+        crate::policy::MARK_TRACK
+    );
+    assert!(s.contains(&track), "{s}");
 }
