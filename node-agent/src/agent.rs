@@ -27,6 +27,7 @@ use crate::health::{HealthActor, HealthLinks, RecordQueue};
 use crate::lazy_store::LazyStore;
 use crate::messages::{Deregister, Subscribe, SubscribeLocal};
 use crate::network_actor::{Links, NetworkActor};
+use crate::policy_actor::PolicyActor;
 use crate::publish::{PublishQueue, StorePublisher};
 use crate::registry::actor::RegistryActor;
 use crate::registry::Registry;
@@ -37,10 +38,13 @@ use shibafu_overlay::firewall::NftFirewall;
 use shibafu_overlay::health::{system_clock, SystemProber};
 use shibafu_overlay::ipam::Ipam;
 use shibafu_overlay::netlink::NetlinkDataplane;
+use shibafu_overlay::policy::PolicyEnforcer;
 use shibafu_overlay::telemetry::Telemetry;
 
 /// Health records written to etcd at once (etcd commits concurrent writes together).
 const HEALTH_WRITES_AT_ONCE: usize = 16;
+/// Policy counter records written at once.
+const COUNTER_WRITES_AT_ONCE: usize = 4;
 
 /// Flags of `shibafu-agent run`.
 #[derive(clap::Args, Debug)]
@@ -157,7 +161,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Starts the owners of this host's workloads and wires them: the local registry (the book),
-/// the firewall owner (nftables), the dataplane reconciler (netlink), the NetworkActor (attach
+/// the firewall owner (nftables), the policy table's owner, the dataplane reconciler (netlink), the NetworkActor (attach
 /// and detach through them), the DnsActor, the RuntimeActor (over shim processes under the
 /// state directory) and the HealthActor; subscribes them to cluster and local changes.
 async fn start_workload_actors(
@@ -181,6 +185,19 @@ async fn start_workload_actors(
     }));
     let registry = RegistryActor::new(registry, publish.clone()).start();
     let firewall = FirewallActor::new(Arc::new(NftFirewall::current())).start();
+    let policy = PolicyActor::new(
+        args.node.clone(),
+        PolicyEnforcer::new(Arc::new(NftFirewall::current())),
+        RecordQueue::start(
+            Arc::new(StorePublisher {
+                put: store.clone().recipient(),
+                delete: store.clone().recipient(),
+            }),
+            COUNTER_WRITES_AT_ONCE,
+        ),
+    )
+    .start();
+    store.do_send(Subscribe(policy.recipient()));
     let cfg = HostConfig {
         node: args.node.clone(),
         underlay: Some(args.underlay),

@@ -11,6 +11,7 @@ mod health;
 mod lazy_store;
 mod messages;
 mod network_actor;
+mod policy_actor;
 mod publish;
 mod registry;
 mod runtime;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use shibafu_overlay::model::{Endpoint, Network, NetworkProblem, Node, Object, SCHEMA_VERSION};
-use shibafu_overlay::state::ClusterState;
+use shibafu_overlay::state::{ClusterState, StateChange};
 use shibafu_overlay::store::keys::Key;
 use shibafu_overlay::store::{ClusterChange, KeyValue, StoreError, WatchEvent};
 
@@ -146,4 +146,21 @@ impl Publisher for FakePublisher {
         self.records.lock().expect("lock").remove(&key.to_string());
         Ok(())
     }
+}
+
+/// `state` with `value` put too, and the changes that made.
+pub fn with_object<T: Object + serde::Serialize>(
+    state: &ClusterState,
+    value: &T,
+) -> (Arc<ClusterState>, Vec<StateChange>) {
+    let mut st = state.clone();
+    let rev = st.revision() + 1;
+    let changes = st.apply(&ClusterChange::Events(vec![WatchEvent::Put(KeyValue {
+        key: value.key().to_string(),
+        value: serde_json::to_vec(value).expect("json"),
+        create_revision: rev,
+        mod_revision: rev,
+        lease: 0,
+    })]));
+    (Arc::new(st), changes)
 }

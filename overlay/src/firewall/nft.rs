@@ -1,6 +1,8 @@
 //! [`NftFirewall`]: applies rendered rulesets with `nft -f -`, in the current network namespace or
-//! in another one, and re-applies the last one when it went missing.
+//! in another one, and re-applies the last one when it went missing; it also runs the policy
+//! table's scripts and reads its counters ([`PolicyBackend`]).
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,6 +15,7 @@ use super::{
     render_removal, render_ruleset, rule_comments, Firewall, FirewallError, FirewallSpec, TABLE,
 };
 use crate::netns;
+use crate::policy::{parse_counters, PolicyBackend, POLICY_TABLE};
 
 /// The real firewall: runs `nft`.
 #[derive(Debug)]
@@ -169,5 +172,34 @@ impl Firewall for NftFirewall {
         warn!("shibafu nftables table missing or altered; re-applying the last ruleset");
         self.apply(&spec).await?;
         Ok(true)
+    }
+}
+
+#[async_trait]
+impl PolicyBackend for NftFirewall {
+    async fn run(&self, script: String) -> Result<(), FirewallError> {
+        let out = self.nft(&["-f", "-"], Some(script)).await?;
+        expect_ok("policy table change", out)
+    }
+
+    async fn counters(&self) -> Result<Option<BTreeMap<String, u64>>, FirewallError> {
+        let (family, name) = POLICY_TABLE
+            .split_once(' ')
+            .unwrap_or(("inet", POLICY_TABLE));
+        let out = self
+            .nft(&["-j", "list", "counters", "table", family, name], None)
+            .await?;
+        if !out.ok && out.stderr.contains("No such file or directory") {
+            return Ok(None);
+        }
+        let stdout = out.stdout.clone();
+        expect_ok("list policy counters", out)?;
+        parse_counters(&stdout)
+            .map(Some)
+            .map_err(|e| FirewallError::Nft {
+                action: "list policy counters".into(),
+                status: "unreadable JSON".into(),
+                stderr: e,
+            })
     }
 }

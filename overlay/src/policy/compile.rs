@@ -13,7 +13,7 @@
 //! - `CONSENT`: a policy lets the connection through (or it is the reply of one); the main
 //!   table's forward chain accepts it before its link rules.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -95,15 +95,32 @@ pub fn compile(
             items: local,
         },
     );
+    // Indexed once, so a change costs the size of the sets, not rules x endpoints.
+    let mut by_service: BTreeMap<&str, Vec<&Endpoint>> = BTreeMap::new();
+    let mut by_name: BTreeMap<&str, Vec<&Endpoint>> = BTreeMap::new();
+    for e in endpoints {
+        if let Some(s) = &e.service {
+            by_service.entry(s).or_default().push(e);
+        }
+        by_name.entry(&e.name).or_default().push(e);
+    }
+    let nets_of = |name: &str| -> Vec<IpNet> {
+        networks
+            .iter()
+            .filter(|x| x.name == name)
+            .flat_map(|x| subnets(x))
+            .collect()
+    };
+    let eps = |list: Option<&Vec<&Endpoint>>, keep: &dyn Fn(&Endpoint) -> bool| Members {
+        nets: false,
+        items: list
+            .into_iter()
+            .flatten()
+            .filter(|e| keep(e))
+            .flat_map(|e| addresses(e))
+            .collect(),
+    };
     let members = |peer: &Peer| -> Option<Members> {
-        let eps = |f: &dyn Fn(&Endpoint) -> bool| Members {
-            nets: false,
-            items: endpoints
-                .iter()
-                .filter(|e| f(e))
-                .flat_map(|e| addresses(e))
-                .collect(),
-        };
         match peer {
             Peer::Any => None,
             Peer::Cidr(c) => Some(Members {
@@ -112,14 +129,10 @@ pub fn compile(
             }),
             Peer::Network(n) => Some(Members {
                 nets: true,
-                items: networks
-                    .iter()
-                    .filter(|x| &x.name == n)
-                    .flat_map(|x| subnets(x))
-                    .collect(),
+                items: nets_of(n),
             }),
-            Peer::Service(s) => Some(eps(&|e| e.service.as_ref() == Some(s))),
-            Peer::Container(n) => Some(eps(&|e| &e.name == n)),
+            Peer::Service(s) => Some(eps(by_service.get(s.as_str()), &|_| true)),
+            Peer::Container(n) => Some(eps(by_name.get(n.as_str()), &|_| true)),
         }
     };
     let mut counters = Vec::new();
@@ -128,24 +141,18 @@ pub fn compile(
         let selection = match &p.service {
             None => Members {
                 nets: true,
-                items: networks
-                    .iter()
-                    .filter(|n| n.name == p.network)
-                    .flat_map(|n| subnets(n))
-                    .collect(),
+                items: nets_of(&p.network),
             },
-            Some(_) => Members {
-                nets: false,
-                items: endpoints
-                    .iter()
-                    .filter(|e| selects(p, e))
-                    .flat_map(|e| addresses(e))
-                    .collect(),
-            },
+            Some(s) => eps(by_service.get(s.as_str()), &|e| selects(p, e)),
         };
         let sel = c.sets(&format!("{id}_sel"), selection);
-        let rule_counters: Vec<String> =
-            (0..p.rules.len()).map(|i| format!("c{id}_r{i}")).collect();
+        // A rule's counter is named after its text too, so a changed rule counts afresh.
+        let rule_counters: Vec<String> = p
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("c{id}_r{i}_{:08x}", fnv1a(&r.to_string())))
+            .collect();
         let iso = format!("c{id}_iso");
         for (i, r) in p.rules.iter().enumerate() {
             let peer = members(&r.peer).map(|m| c.sets(&format!("{id}_r{i}"), m));
@@ -184,4 +191,11 @@ fn policy_id(name: &str) -> String {
         Some(net) => format!("s_{}", net.replace('-', "_")),
         None => format!("p_{}", name.replace('-', "_")),
     }
+}
+
+/// FNV-1a, 32 bits: a short, stable digest of a rule's text.
+fn fnv1a(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }

@@ -6,6 +6,7 @@
 //! hooks (per-bridge `nf_call_iptables`, set by the dataplane) and their same-network traffic is
 //! tracked, so replies of a passed connection pass.
 
+mod backend;
 mod compile;
 mod oracle;
 mod rules;
@@ -13,6 +14,7 @@ mod table;
 
 use std::collections::BTreeSet;
 
+pub use backend::{parse_counters, FakePolicyBackend, PolicyBackend, PolicyEnforcer};
 pub use compile::{
     compile, Compiled, PolicyCounterNames, MARK_CONSENT, MARK_EGRESS, MARK_INGRESS, MARK_TRACK,
 };

@@ -68,11 +68,12 @@ pub fn render_removal() -> String {
     format!("table {POLICY_TABLE} {{}}\ndelete table {POLICY_TABLE}\n")
 }
 
-/// The script that replaces the policy table with `table`.
-pub fn render_full(table: &Table) -> String {
+/// The script that replaces the policy table with `table`; counters named in `kept` start
+/// from those packet counts (what the table being replaced had counted).
+pub fn render_full(table: &Table, kept: &BTreeMap<String, u64>) -> String {
     let mut s = render_removal();
     let _ = writeln!(s, "add table {POLICY_TABLE}");
-    render_changes(&Table::default(), table, &mut s);
+    render_changes(&Table::default(), table, kept, &mut s);
     s
 }
 
@@ -81,11 +82,11 @@ pub fn render_full(table: &Table) -> String {
 /// counters and elements untouched. Empty when nothing differs.
 pub fn render_diff(old: &Table, new: &Table) -> String {
     let mut s = String::new();
-    render_changes(old, new, &mut s);
+    render_changes(old, new, &BTreeMap::new(), &mut s);
     s
 }
 
-fn render_changes(old: &Table, new: &Table, s: &mut String) {
+fn render_changes(old: &Table, new: &Table, kept: &BTreeMap<String, u64>, s: &mut String) {
     let t = POLICY_TABLE;
     // New objects first, so the rules added below can name them.
     for (name, set) in &new.sets {
@@ -101,7 +102,11 @@ fn render_changes(old: &Table, new: &Table, s: &mut String) {
         }
     }
     for name in new.counters.difference(&old.counters) {
-        let _ = writeln!(s, "add counter {t} {name}");
+        match kept.get(name) {
+            Some(n) => writeln!(s, "add counter {t} {name} {{ packets {n} bytes 0 }}"),
+            None => writeln!(s, "add counter {t} {name}"),
+        }
+        .ok();
     }
     for (name, chain) in &new.chains {
         if !old.chains.contains_key(name) {

@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use super::*;
 
 fn set(kind: SetKind, items: &[&str]) -> Set {
@@ -107,7 +109,8 @@ fn what_goes_is_emptied_before_it_is_deleted() {
 
 #[test]
 fn the_full_script_replaces_the_table_and_declares_before_use() {
-    let script = render_full(&table());
+    let kept = BTreeMap::from([("c0".to_string(), 7)]);
+    let script = render_full(&table(), &kept);
     assert!(script.starts_with(
         "table inet shibafu-policy {}\ndelete table inet shibafu-policy\nadd table inet shibafu-policy\n"
     ));
@@ -127,6 +130,10 @@ fn the_full_script_replaces_the_table_and_declares_before_use() {
         script.contains("add set inet shibafu-policy nets_n4 { type ipv4_addr; flags interval; }")
     );
     assert!(script.contains("add element inet shibafu-policy web_a4 { 10.0.0.2, 10.0.0.3 }"));
+    assert!(
+        script.contains("add counter inet shibafu-policy c0 { packets 7 bytes 0 }"),
+        "counts kept"
+    );
     assert!(script.contains(
         "add chain inet shibafu-policy base { type filter hook forward priority filter - 10; policy accept; }"
     ));

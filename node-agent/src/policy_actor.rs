@@ -1,0 +1,208 @@
+//! PolicyActor: the owner of this node's policy table (`table inet shibafu-policy`). On every
+//! cluster change that can move it (networks, endpoints, policies) it compiles the table for
+//! this node (`shibafu_overlay::policy::compile`, pure) and loads only the difference from what
+//! the kernel holds, one nft transaction at a time, the latest compilation winning. Every
+//! [`COUNTERS`] it reads the rules' counters and publishes each policy's figures that changed
+//! (`PolicyCounters`, under the node lease) for `shibafu network policy inspect`; a table found
+//! missing is loaded again whole.
+//!
+//! The policy table is a table of its own rather than a part of the FirewallActor's: its
+//! changes are element by element while the main table is replaced whole, and the two meet
+//! only through packet marks the main table honours.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use shibafu_overlay::model::{PolicyCounters, SCHEMA_VERSION};
+use shibafu_overlay::policy::{compile, Compiled, PolicyEnforcer};
+use shibafu_overlay::state::{ClusterState, StateChange};
+use shibafu_overlay::store::keys::Key;
+use tracing::{debug, info, warn};
+
+use crate::health::RecordQueue;
+use crate::messages::ClusterChanged;
+
+/// How often the counters are read (and the table checked).
+pub const COUNTERS: Duration = Duration::from_secs(2);
+
+/// The actor; see the module documentation.
+pub struct PolicyActor {
+    node: String,
+    /// `None` while a load runs (it is lent to the load's future).
+    enforcer: Option<PolicyEnforcer>,
+    /// The latest compilation, `None` before the cluster was read.
+    desired: Option<Compiled>,
+    /// A compilation newer than the one being loaded is waiting.
+    pending: bool,
+    publish: RecordQueue,
+    /// Figures last published, by policy.
+    published: BTreeMap<String, PolicyCounters>,
+    /// How often counters are read.
+    every: Duration,
+}
+
+impl PolicyActor {
+    /// The actor for node `node`, loading through `enforcer`, publishing through `publish`.
+    pub fn new(node: String, enforcer: PolicyEnforcer, publish: RecordQueue) -> PolicyActor {
+        PolicyActor {
+            node,
+            enforcer: Some(enforcer),
+            desired: None,
+            pending: false,
+            publish,
+            published: BTreeMap::new(),
+            every: COUNTERS,
+        }
+    }
+
+    /// Reads the counters every `every` instead of [`COUNTERS`].
+    #[cfg(test)]
+    pub fn reading_every(mut self, every: Duration) -> PolicyActor {
+        self.every = every;
+        self
+    }
+
+    fn recompile(&mut self, state: &ClusterState, ctx: &mut Context<Self>) {
+        let start = Instant::now();
+        let networks: Vec<_> = state.networks().values().collect();
+        let endpoints: Vec<_> = state.endpoints().values().collect();
+        let policies: Vec<_> = state.policies().values().collect();
+        let compiled = compile(&networks, &endpoints, &policies, &self.node);
+        debug!(
+            policies = policies.len(),
+            endpoints = endpoints.len(),
+            micros = start.elapsed().as_micros() as u64,
+            "policy table compiled"
+        );
+        self.desired = Some(compiled);
+        self.converge(ctx);
+    }
+
+    /// Loads the latest compilation unless it is what the kernel holds; one load at a time.
+    fn converge(&mut self, ctx: &mut Context<Self>) {
+        let Some(desired) = &self.desired else { return };
+        let Some(mut enforcer) = self.enforcer.take() else {
+            self.pending = true;
+            return;
+        };
+        self.pending = false;
+        let table = desired.table.clone();
+        let load = async move {
+            let start = Instant::now();
+            let res = enforcer.enforce(&table).await;
+            (enforcer, res, start.elapsed(), table)
+        };
+        ctx.spawn(
+            load.into_actor(self)
+                .map(|(enforcer, res, took, table), act, ctx| {
+                    act.enforcer = Some(enforcer);
+                    match res {
+                        Ok(Some(script)) => info!(
+                            chains = table.chains.len(),
+                            sets = table.sets.len(),
+                            commands = script.lines().count(),
+                            millis = took.as_secs_f64() * 1e3,
+                            "policy table loaded"
+                        ),
+                        Ok(None) => {}
+                        Err(e) => warn!(error = %e, "loading the policy table failed; retried on the next change or check"),
+                    }
+                    if act.pending {
+                        act.converge(ctx);
+                    }
+                }),
+        );
+    }
+
+    /// Reads the counters, publishes what changed, and reloads a table that went missing.
+    fn check(&mut self, ctx: &mut Context<Self>) {
+        let Some(enforcer) = &self.enforcer else {
+            return;
+        };
+        let Some(desired) = self.desired.clone() else {
+            return;
+        };
+        let backend = enforcer.backend().clone();
+        let read = async move { backend.counters().await };
+        ctx.spawn(read.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(Some(counts)) => act.publish_counts(&desired, &counts),
+            Ok(None) if !desired.table.chains.is_empty() => {
+                warn!("the policy table is missing; loading it again");
+                if let Some(e) = act.enforcer.as_mut() {
+                    e.forget();
+                }
+                act.converge(ctx);
+            }
+            Ok(None) => act.publish_counts(&desired, &BTreeMap::new()),
+            Err(e) => warn!(error = %e, "cannot read the policy counters"),
+        }));
+    }
+
+    /// Publishes each policy's figures that differ from the last published (a policy that
+    /// never counted anything is not written), and deletes those of policies that went.
+    fn publish_counts(&mut self, compiled: &Compiled, counts: &BTreeMap<String, u64>) {
+        let get = |name: &str| counts.get(name).copied().unwrap_or(0);
+        let mut seen = Vec::new();
+        for names in &compiled.counters {
+            let figures = PolicyCounters {
+                schema: SCHEMA_VERSION,
+                policy: names.policy.clone(),
+                node: self.node.clone(),
+                rules: names.rules.iter().map(|n| get(n)).collect(),
+                isolation_dropped: get(&names.isolation),
+            };
+            seen.push(names.policy.clone());
+            let before = self.published.get(&names.policy);
+            let zero = figures.rules.iter().all(|n| *n == 0) && figures.isolation_dropped == 0;
+            if before == Some(&figures) || (before.is_none() && zero) {
+                continue;
+            }
+            self.publish.put(&figures);
+            self.published.insert(names.policy.clone(), figures);
+        }
+        let gone: Vec<String> = self
+            .published
+            .keys()
+            .filter(|p| !seen.contains(p))
+            .cloned()
+            .collect();
+        for policy in gone {
+            self.published.remove(&policy);
+            self.publish.delete(Key::PolicyCounters {
+                policy,
+                node: self.node.clone(),
+            });
+        }
+    }
+}
+
+/// Can `change` move this node's policy table?
+fn moves_policies(change: &StateChange) -> bool {
+    matches!(
+        change,
+        StateChange::Network(_) | StateChange::Endpoint(_) | StateChange::Policy(_)
+    )
+}
+
+impl Actor for PolicyActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.every, |act, ctx| act.check(ctx));
+    }
+}
+
+impl Handler<ClusterChanged> for PolicyActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ClusterChanged, ctx: &mut Context<Self>) {
+        if self.desired.is_none() || msg.changes.iter().any(moves_policies) {
+            self.recompile(&msg.state, ctx);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "policy_actor_tests.rs"]
+mod tests;

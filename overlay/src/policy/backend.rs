@@ -1,0 +1,168 @@
+//! Where a policy table is loaded and its counters read: nft on a real node, a recorder in
+//! tests. [`PolicyEnforcer`] keeps what the kernel holds and loads only the difference.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tracing::warn;
+
+use super::table::{render_diff, render_full, render_removal, Table};
+use crate::firewall::FirewallError;
+
+/// Runs policy-table scripts and reads the table's counters.
+#[async_trait]
+pub trait PolicyBackend: Send + Sync {
+    /// Runs `script` as one transaction.
+    async fn run(&self, script: String) -> Result<(), FirewallError>;
+    /// Packets of every named counter of the policy table; `None` when the table is missing.
+    async fn counters(&self) -> Result<Option<BTreeMap<String, u64>>, FirewallError>;
+}
+
+/// Reads `nft -j list counters table inet shibafu-policy`: counter name -> packets.
+pub fn parse_counters(json: &str) -> Result<BTreeMap<String, u64>, String> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let items = v
+        .get("nftables")
+        .and_then(|n| n.as_array())
+        .ok_or("no \"nftables\" array")?;
+    Ok(items
+        .iter()
+        .filter_map(|i| i.get("counter"))
+        .filter_map(|c| {
+            let name = c.get("name")?.as_str()?;
+            Some((name.to_string(), c.get("packets")?.as_u64()?))
+        })
+        .collect())
+}
+
+/// The table in the kernel and how to change it: loads a new table as the difference from the
+/// one loaded last, or whole when there is none (first load, or after a failed change).
+pub struct PolicyEnforcer {
+    backend: Arc<dyn PolicyBackend>,
+    loaded: Option<Table>,
+}
+
+impl PolicyEnforcer {
+    /// Nothing known to be loaded: the first load replaces whatever table is there.
+    pub fn new(backend: Arc<dyn PolicyBackend>) -> PolicyEnforcer {
+        PolicyEnforcer {
+            backend,
+            loaded: None,
+        }
+    }
+
+    /// Makes the kernel hold `table` (an empty table removes the policy table: networks
+    /// without policies keep the fast path). Returns the script that ran, if any. A failed
+    /// difference (the table was changed behind our back) is retried once as a whole table.
+    pub async fn enforce(&mut self, table: &Table) -> Result<Option<String>, FirewallError> {
+        if self.loaded.as_ref() == Some(table) {
+            return Ok(None);
+        }
+        let incremental = self.loaded.as_ref().is_some_and(|o| !o.chains.is_empty());
+        let mut script = match &self.loaded {
+            _ if table.chains.is_empty() => render_removal(),
+            Some(old) if incremental => render_diff(old, table),
+            _ => self.full(table).await,
+        };
+        match self.backend.run(script.clone()).await {
+            Ok(()) => {}
+            Err(e) if incremental && !table.chains.is_empty() => {
+                warn!(error = %e, "policy table change failed; loading it whole");
+                self.loaded = None;
+                script = self.full(table).await;
+                self.backend.run(script.clone()).await?;
+            }
+            Err(e) => {
+                self.loaded = None;
+                return Err(e);
+            }
+        }
+        self.loaded = Some(table.clone());
+        Ok(Some(script))
+    }
+
+    /// The whole table, its counters starting from what the table in the kernel counted.
+    async fn full(&self, table: &Table) -> String {
+        let kept = match self.backend.counters().await {
+            Ok(Some(c)) => c,
+            Ok(None) => BTreeMap::new(),
+            Err(e) => {
+                warn!(error = %e, "cannot read the policy counters; they start from 0");
+                BTreeMap::new()
+            }
+        };
+        render_full(table, &kept)
+    }
+
+    /// Forgets what is loaded, so the next [`Self::enforce`] loads the whole table (used when
+    /// the table went missing).
+    pub fn forget(&mut self) {
+        self.loaded = None;
+    }
+
+    /// The table last loaded.
+    pub fn loaded(&self) -> Option<&Table> {
+        self.loaded.as_ref()
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn PolicyBackend> {
+        &self.backend
+    }
+}
+
+/// A backend that records scripts and serves set counters.
+#[derive(Debug, Default)]
+pub struct FakePolicyBackend {
+    scripts: Mutex<Vec<String>>,
+    counters: Mutex<Option<BTreeMap<String, u64>>>,
+    fail_next: Mutex<bool>,
+}
+
+impl FakePolicyBackend {
+    /// Every script run so far.
+    pub fn scripts(&self) -> Vec<String> {
+        self.scripts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sets what [`PolicyBackend::counters`] answers.
+    pub fn set_counters(&self, c: Option<BTreeMap<String, u64>>) {
+        *self.counters.lock().unwrap_or_else(|p| p.into_inner()) = c;
+    }
+
+    /// Makes the next run fail (as nft does on a table changed behind our back).
+    pub fn fail_next(&self) {
+        *self.fail_next.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    }
+}
+
+#[async_trait]
+impl PolicyBackend for FakePolicyBackend {
+    async fn run(&self, script: String) -> Result<(), FirewallError> {
+        self.scripts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(script);
+        let mut fail = self.fail_next.lock().unwrap_or_else(|p| p.into_inner());
+        if std::mem::take(&mut *fail) {
+            return Err(FirewallError::Nft {
+                action: "policy".into(),
+                status: "exit status: 1".into(),
+                stderr: "No such file or directory".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn counters(&self) -> Result<Option<BTreeMap<String, u64>>, FirewallError> {
+        Ok(self
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone())
+    }
+}
