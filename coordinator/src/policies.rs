@@ -10,7 +10,7 @@ use shibafu_overlay::model::{
 };
 use shibafu_overlay::store::keys::{Key, Prefix};
 use shibafu_overlay::store::{Compare, Store, StoreError, StoreExt, TxnOp};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::cluster::{
     backoff, list_networks, read_network, store_error, MAX_ATTEMPTS, MAX_TXN_OPS,
@@ -225,13 +225,13 @@ pub async fn get_policy(store: &dyn Store, name: &str) -> Result<PolicyInfo, Api
 
 /// The policy with the nodes' counters added up, rule by rule. Counters with another number of
 /// rules were counted for an older version of the policy and are left out.
-pub fn summed(policy: Policy, counters: &[PolicyCounters]) -> PolicyInfo {
+fn summed(policy: Policy, counters: &[PolicyCounters]) -> PolicyInfo {
     let mut totals = vec![0u64; policy.rules.len()];
     let mut isolation_dropped = 0u64;
     let mut nodes = Vec::new();
     for c in counters {
         if c.rules.len() != totals.len() {
-            warn!(policy = %policy.name, node = %c.node, rules = c.rules.len(), "ignoring counters of another version of the policy");
+            debug!(policy = %policy.name, node = %c.node, rules = c.rules.len(), "ignoring counters of another version of the policy");
             continue;
         }
         for (total, n) in totals.iter_mut().zip(&c.rules) {
