@@ -9,6 +9,7 @@ use crate::attach::{AttachArgs, DetachArgs};
 use crate::exec::ExecArgs;
 use crate::lifecycle::{RmArgs, StopArgs};
 use crate::logs::LogsArgs;
+use crate::policy::PolicyCmd;
 use crate::ps::PsArgs;
 use crate::run::RunArgs;
 use crate::service::ServiceCmd;
@@ -125,6 +126,12 @@ pub enum NetworkCmd {
     },
     /// List the linked networks.
     Links(ListArgs),
+    /// Manage network policies: which connections may reach or leave a network's endpoints.
+    Policy {
+        /// Policy subcommand.
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
 }
 
 /// Flags of `shibafu network create`.

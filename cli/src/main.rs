@@ -13,6 +13,7 @@ mod logs;
 mod network;
 mod node;
 mod output;
+mod policy;
 mod ps;
 mod run;
 mod service;

@@ -10,7 +10,7 @@ use shibafu_overlay::model::Network;
 
 use crate::args::{CreateArgs, Format, NetworkCmd};
 use crate::context::Context;
-use crate::{attach, links, output};
+use crate::{attach, links, output, policy};
 
 /// Runs one network subcommand, writing its output to `out`.
 pub async fn run(cmd: NetworkCmd, ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -39,6 +39,7 @@ pub async fn run(cmd: NetworkCmd, ctx: &Context, out: &mut dyn Write) -> anyhow:
         NetworkCmd::ConnectNetworks { a, b } => return links::connect(&a, &b, ctx, out).await,
         NetworkCmd::Isolate { a, b } => return links::isolate(&a, &b, ctx, out).await,
         NetworkCmd::Links(args) => return links::list(args.format, ctx, out).await,
+        NetworkCmd::Policy { cmd } => return policy::run(cmd, ctx, out).await,
     };
     out.write_all(text.as_bytes())
         .context("cannot write to stdout")

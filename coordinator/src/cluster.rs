@@ -11,7 +11,7 @@ use shibafu_overlay::store::{Compare, KeyValue, Store, StoreError, StoreExt, Txn
 use tracing::{debug, info, warn};
 
 use crate::links::LINKS_GUARD;
-use crate::validate;
+use crate::{policies, validate};
 
 /// Attempts of a transaction that keeps losing to concurrent changes.
 pub const MAX_ATTEMPTS: u32 = 16;
@@ -140,7 +140,8 @@ pub async fn create_network(store: &dyn Store, req: &CreateNetwork) -> Result<Ne
 }
 
 /// Removes a network. Refuses while endpoints are attached unless `force`, which also removes
-/// them. The network's IPAM blocks, health entries and links go with it.
+/// them. The network's IPAM blocks, health entries, links and the policies selecting it (with
+/// their counters) go with it.
 pub async fn remove_network(
     store: &dyn Store,
     name: &str,
@@ -152,6 +153,7 @@ pub async fn remove_network(
         let compare = vec![
             Compare::ModRevision(plan.key.clone(), plan.revision),
             plan.links_guard.clone(),
+            plan.policies_guard.clone(),
         ];
         if total <= MAX_TXN_OPS {
             if store.txn(compare, plan.ops).await.map_err(store_error)? {
@@ -188,6 +190,8 @@ struct Removal {
     revision: i64,
     /// The links guard as read before listing the links: a link made since fails the removal.
     links_guard: Compare,
+    /// The policies guard as read before listing the policies: likewise for a new policy.
+    policies_guard: Compare,
     ops: Vec<TxnOp>,
     removed: RemovedNetwork,
 }
@@ -214,7 +218,9 @@ async fn plan_removal(store: &dyn Store, name: &str, force: bool) -> Result<Remo
         .into_iter()
         .filter(|kv| matches!(Key::parse(&kv.key), Some(Key::Link(a, b)) if a == name || b == name))
         .collect();
+    let policies = policies::of_network(store, name).await?;
     let mut ops = vec![TxnOp::Delete(key.clone())];
+    ops.extend(policies.keys.into_iter().map(TxnOp::Delete));
     for kv in endpoints
         .iter()
         .chain(&health)
@@ -228,12 +234,14 @@ async fn plan_removal(store: &dyn Store, name: &str, force: bool) -> Result<Remo
         key,
         revision,
         links_guard,
+        policies_guard: policies.guard,
         ops,
         removed: RemovedNetwork {
             name: name.to_string(),
             endpoints: endpoints.len(),
             ipam_blocks: blocks.len(),
             links: links.len(),
+            policies: policies.policies,
         },
     })
 }

@@ -251,7 +251,8 @@ async fn force_remove_takes_everything_of_the_network_and_nothing_else() {
             name: "backend".into(),
             endpoints: 2,
             ipam_blocks: 1,
-            links: 1
+            links: 1,
+            policies: 0
         }
     );
     let left: Vec<String> = dump(&store).await.into_iter().map(|(k, _)| k).collect();

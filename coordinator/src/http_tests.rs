@@ -61,7 +61,7 @@ async fn network_lifecycle() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(
         v,
-        json!({"name": "frontend", "endpoints": 0, "ipam_blocks": 0, "links": 0})
+        json!({"name": "frontend", "endpoints": 0, "ipam_blocks": 0, "links": 0, "policies": 0})
     );
     let (s, v) = call(&store, "GET", "/v1/networks/frontend", None).await;
     assert_eq!(s, 404);
@@ -310,6 +310,101 @@ async fn links_through_the_client() {
     assert_eq!(
         e.to_string(),
         r#"networks "backend" and "frontend" are not linked"#
+    );
+    stop.send(()).expect("stop");
+    server.await.expect("join").expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn policy_routes() {
+    let store = with_networks(&[("database", "172.23.0.0/24"), ("backend", "172.22.0.0/24")]).await;
+    let body = json!({
+        "name": "db", "network": "database",
+        "rules": [{"action": "allow", "direction": "ingress",
+                   "peer": {"kind": "network", "value": "backend"},
+                   "ports": [{"from": 5432, "to": 5432}], "proto": "tcp"}]
+    })
+    .to_string();
+    let (s, v) = call(&store, "POST", "/v1/policies", Some(&body)).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["schema"], 1);
+    let (s, _) = call(&store, "POST", "/v1/policies", Some(&body)).await;
+    assert_eq!(s, 409);
+    for (bad, status, kind) in [
+        (r#"{"name":"x","network":"database"}"#, 400, "invalid"),
+        (
+            r#"{"name":"x","network":"database","rules":[],"extra":1}"#,
+            400,
+            "invalid",
+        ),
+        (
+            r#"{"name":"x","network":"database","rules":[]}"#,
+            400,
+            "invalid",
+        ),
+        (
+            r#"{"name":"x","network":"nope","rules":[{"action":"deny","direction":"egress","peer":{"kind":"any"},"proto":"any"}]}"#,
+            404,
+            "not_found",
+        ),
+    ] {
+        let (s, v) = call(&store, "POST", "/v1/policies", Some(bad)).await;
+        assert_eq!(s, status, "{bad}: {v}");
+        assert!(is_error(&v, kind), "{bad}: {v}");
+    }
+    let (s, v) = call(&store, "GET", "/v1/policies", None).await;
+    assert_eq!((s, v.as_array().map(Vec::len)), (200, Some(1)));
+    let (s, v) = call(&store, "GET", "/v1/policies/db", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["rules"],
+        json!([{"rule": "--allow-ingress-from backend:5432/tcp", "allowed": 0, "dropped": 0}])
+    );
+    assert_eq!(
+        (&v["isolation_dropped"], &v["nodes"]),
+        (&json!(0), &json!([]))
+    );
+    let (s, v) = call(&store, "DELETE", "/v1/policies/db", None).await;
+    assert_eq!((s, &v["name"]), (200, &json!("db")));
+    let (s, v) = call(&store, "GET", "/v1/policies/db", None).await;
+    assert_eq!(s, 404);
+    assert!(is_error(&v, "not_found"), "{v}");
+    let (s, v) = call(&store, "PUT", "/v1/policies/db", Some(&body)).await;
+    assert_eq!(s, 405, "{v}");
+}
+
+#[tokio::test]
+async fn policies_through_the_client() {
+    let store = with_networks(&[("database", "172.23.0.0/24")]).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::serve(listener, Arc::new(store), async {
+        let _ = stopped.await;
+    }));
+    let c = Coordinator::new(Target::Http(addr.to_string()), "hint");
+    let rule = shibafu_overlay::model::Rule::parse(
+        shibafu_overlay::model::Action::Deny,
+        shibafu_overlay::model::Direction::Ingress,
+        "10.0.0.0/8",
+    )
+    .expect("rule");
+    let spec = shibafu_overlay::api::PolicySpec {
+        name: "db".into(),
+        network: "database".into(),
+        service: None,
+        rules: vec![rule],
+    };
+    let made = c.create_policy(&spec).await.expect("create");
+    assert_eq!(c.list_policies().await.expect("ls"), vec![made.clone()]);
+    assert_eq!(c.get_policy("db").await.expect("inspect").policy, made);
+    assert_eq!(c.remove_policy("db").await.expect("rm"), made);
+    let e = c.get_policy("db").await.expect_err("404");
+    assert_eq!(
+        e.to_string(),
+        r#"no policy named "db"; see `shibafu network policy list`"#
     );
     stop.send(()).expect("stop");
     server.await.expect("join").expect("clean shutdown");

@@ -6,9 +6,11 @@ mod cluster;
 mod dns;
 mod gc;
 mod http;
+mod http_policies;
 mod http_services;
 mod links;
 mod member;
+mod policies;
 #[cfg(test)]
 mod racing_store;
 mod services;

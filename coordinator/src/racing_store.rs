@@ -4,12 +4,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use shibafu_overlay::api::CreateNetwork;
+use shibafu_overlay::api::{CreateNetwork, PolicySpec};
 use shibafu_overlay::store::{
     Compare, KeyValue, MemoryStore, Store, StoreError, TxnOp, WatchStream,
 };
 
-use crate::{cluster, links};
+use crate::{cluster, links, policies};
 
 /// What the rival commits.
 pub(crate) enum Rival {
@@ -19,6 +19,8 @@ pub(crate) enum Rival {
     RemoveNetwork(&'static str),
     /// Links these two networks.
     Link(&'static str, &'static str),
+    /// Creates this policy.
+    Policy(PolicySpec),
 }
 
 /// A [`MemoryStore`] whose first transaction is preceded by the rival's change.
@@ -71,6 +73,11 @@ impl Store for RacingStore {
                     links::create_link(&self.inner, a, b)
                         .await
                         .expect("rival link");
+                }
+                Rival::Policy(spec) => {
+                    policies::create_policy(&self.inner, spec)
+                        .await
+                        .expect("rival policy");
                 }
             }
         }

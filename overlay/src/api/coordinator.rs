@@ -3,10 +3,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::client::{Client, ClientError};
+use super::policies::{PolicyInfo, PolicySpec};
 use super::services::{ServiceInfo, ServiceSpec};
 use super::target::Target;
 use super::types::{encode_segment, network_path, CreateNetwork, Health, NodeInfo, RemovedNetwork};
-use crate::model::{Link, Network, NetworkProblem, Service};
+use crate::model::{Link, Network, NetworkProblem, Policy, Service};
 
 /// Body of `POST /v1/links`: allow two networks to route to each other (`connect-networks`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +31,11 @@ pub fn service_path(network: &str, name: &str) -> String {
         encode_segment(network),
         encode_segment(name)
     )
+}
+
+/// Path of one network policy.
+pub fn policy_path(name: &str) -> String {
+    format!("/v1/policies/{}", encode_segment(name))
 }
 
 /// A client of the coordinator API.
@@ -143,6 +149,26 @@ impl Coordinator {
         name: &str,
     ) -> Result<ServiceInfo, ClientError> {
         self.client.delete(&service_path(network, name)).await
+    }
+
+    /// `POST /v1/policies`: creates a network policy; answers it as stored.
+    pub async fn create_policy(&self, spec: &PolicySpec) -> Result<Policy, ClientError> {
+        self.client.post("/v1/policies", spec).await
+    }
+
+    /// `GET /v1/policies`: every policy, sorted by name.
+    pub async fn list_policies(&self) -> Result<Vec<Policy>, ClientError> {
+        self.client.get("/v1/policies").await
+    }
+
+    /// `GET /v1/policies/{name}`: one policy with its counters summed over nodes.
+    pub async fn get_policy(&self, name: &str) -> Result<PolicyInfo, ClientError> {
+        self.client.get(&policy_path(name)).await
+    }
+
+    /// `DELETE /v1/policies/{name}`: removes a policy and its counters; answers it.
+    pub async fn remove_policy(&self, name: &str) -> Result<Policy, ClientError> {
+        self.client.delete(&policy_path(name)).await
     }
 
     /// `GET /v1/health`.

@@ -4,6 +4,7 @@
 mod agent;
 mod client;
 mod coordinator;
+mod policies;
 mod services;
 mod target;
 mod types;
@@ -14,7 +15,8 @@ pub use agent::{
 pub use client::{
     Client, ClientError, RawResponse, UpgradedStream, CONNECT_TIMEOUT, REQUEST_TIMEOUT,
 };
-pub use coordinator::{link_path, service_path, Coordinator, LinkNetworks};
+pub use coordinator::{link_path, policy_path, service_path, Coordinator, LinkNetworks};
+pub use policies::{PolicyInfo, PolicySpec, RuleCounters};
 pub use services::{InstanceInfo, ServiceInfo, ServiceSpec};
 pub use target::Target;
 pub use types::{

@@ -48,6 +48,9 @@ pub struct RemovedNetwork {
     pub ipam_blocks: usize,
     /// Links to other networks removed.
     pub links: usize,
+    /// Policies selecting the network removed, with their counters.
+    #[serde(default)]
+    pub policies: usize,
 }
 
 /// One node as `GET /v1/nodes` reports it.
