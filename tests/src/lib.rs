@@ -116,6 +116,7 @@ pub fn is_root() -> bool {
 pub mod firewall;
 mod lab;
 mod netns;
+pub mod probe;
 
 pub use lab::Lab;
 pub use netns::{namespace_names, NetnsGuard};

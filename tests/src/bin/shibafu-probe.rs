@@ -1,0 +1,158 @@
+//! `shibafu-probe`: the test tiers' reachability probe, run inside containers and namespaces.
+//!
+//! ```text
+//! shibafu-probe serve [--tcp PORT]... [--udp PORT]...   listen (dual stack) until killed;
+//!                                                       TCP accepts and closes, UDP echoes
+//! shibafu-probe check [--timeout-ms N] SPEC...          SPEC = tcp:ADDR:PORT | udp:ADDR:PORT
+//!                                                       | icmp:ADDR (ADDR in [] for IPv6);
+//!                                                       all at once; prints `SPEC ok|blocked`
+//! ```
+
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Command, ExitCode, Stdio};
+use std::thread;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let res = match args.first().map(String::as_str) {
+        Some("serve") => serve(&args[1..]),
+        Some("check") => check(&args[1..]),
+        _ => Err("usage: shibafu-probe serve [--tcp PORT]... [--udp PORT]... | check [--timeout-ms N] SPEC...".into()),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shibafu-probe: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Pairs of `--flag VALUE` as (flag, value), the rest as positional arguments.
+fn flags(args: &[String]) -> Result<(Vec<(String, String)>, Vec<String>), String> {
+    let (mut out, mut rest) = (Vec::new(), Vec::new());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a.starts_with("--") {
+            let v = it.next().ok_or(format!("{a} needs a value"))?;
+            out.push((a.clone(), v.clone()));
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    Ok((out, rest))
+}
+
+fn serve(args: &[String]) -> Result<(), String> {
+    let (flags, _) = flags(args)?;
+    let mut threads = Vec::new();
+    for (flag, port) in flags {
+        let port: u16 = port.parse().map_err(|_| format!("bad port {port}"))?;
+        let addr = SocketAddr::from(([0u16; 8], port));
+        match flag.as_str() {
+            "--tcp" => {
+                let l = TcpListener::bind(addr).map_err(|e| format!("tcp {port}: {e}"))?;
+                threads.push(thread::spawn(move || {
+                    for conn in l.incoming() {
+                        drop(conn);
+                    }
+                }));
+            }
+            "--udp" => {
+                let s = UdpSocket::bind(addr).map_err(|e| format!("udp {port}: {e}"))?;
+                threads.push(thread::spawn(move || {
+                    let mut buf = [0u8; 512];
+                    while let Ok((n, from)) = s.recv_from(&mut buf) {
+                        let _ = s.send_to(&buf[..n], from);
+                    }
+                }));
+            }
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+fn check(args: &[String]) -> Result<(), String> {
+    let (flags, specs) = flags(args)?;
+    let mut timeout = Duration::from_millis(500);
+    for (flag, v) in flags {
+        match flag.as_str() {
+            "--timeout-ms" => {
+                timeout = Duration::from_millis(v.parse().map_err(|_| format!("bad timeout {v}"))?)
+            }
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    let probes: Vec<_> = specs
+        .into_iter()
+        .map(|spec| {
+            thread::spawn(move || {
+                let ok = probe(&spec, timeout);
+                (spec, ok)
+            })
+        })
+        .collect();
+    for p in probes {
+        let (spec, ok) = p.join().map_err(|_| "a probe thread panicked")?;
+        match ok {
+            Ok(true) => println!("{spec} ok"),
+            Ok(false) => println!("{spec} blocked"),
+            Err(e) => return Err(format!("{spec}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// One probe: a TCP connect, a UDP echo, or one ping.
+fn probe(spec: &str, timeout: Duration) -> Result<bool, String> {
+    let (kind, target) = spec.split_once(':').ok_or("SPEC is KIND:TARGET")?;
+    match kind {
+        "tcp" => {
+            let addr: SocketAddr = target
+                .parse()
+                .map_err(|_| format!("bad address {target}"))?;
+            Ok(TcpStream::connect_timeout(&addr, timeout).is_ok())
+        }
+        "udp" => {
+            let addr: SocketAddr = target
+                .parse()
+                .map_err(|_| format!("bad address {target}"))?;
+            let local: SocketAddr = match addr {
+                SocketAddr::V4(_) => "0.0.0.0:0".parse().map_err(|_| "bind")?,
+                SocketAddr::V6(_) => "[::]:0".parse().map_err(|_| "bind")?,
+            };
+            let s = UdpSocket::bind(local).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(timeout))
+                .map_err(|e| e.to_string())?;
+            if s.send_to(b"probe", addr).is_err() {
+                return Ok(false);
+            }
+            let mut buf = [0u8; 16];
+            Ok(matches!(s.recv_from(&mut buf), Ok((5, from)) if from == addr))
+        }
+        "icmp" => {
+            let addr: IpAddr = target
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .map_err(|_| format!("bad address {target}"))?;
+            let secs = timeout.as_secs().max(1).to_string();
+            let status = Command::new("ping")
+                .args(["-c", "1", "-W", &secs, &addr.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map_err(|e| format!("ping: {e}"))?;
+            Ok(status.success())
+        }
+        other => Err(format!("unknown probe kind {other}")),
+    }
+}

@@ -1,0 +1,244 @@
+//! Host tier, policies on one host: containers of three networks on the bridges the dataplane
+//! builds (br_netfilter off, as with `--no-bridge-netfilter`), shibafu's main table and the
+//! compiled policy table loaded with nft; after each step of a sequence that creates, changes
+//! and removes policies and adds a container later, every probe (TCP, UDP, ICMP, IPv4 and IPv6)
+//! from every container to every other passes exactly when the oracle says it does.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use shibafu_overlay::firewall::{Firewall, FirewallSpec, NftFirewall};
+use shibafu_overlay::model::{Action, Direction, Endpoint, Link, Network, Policy, Rule};
+use shibafu_overlay::policy::{compile, PolicyBackend, PolicyEnforcer, PolicyView};
+use shibafu_tests::firewall::{build, containers, net};
+use shibafu_tests::probe::{check_args, mismatches, probes_from, results, SERVE_ARGS};
+use shibafu_tests::{bin, exec_ok, is_root, NetnsGuard};
+
+/// Probe servers, killed on drop (the namespaces' guards would kill them too).
+struct Servers(Vec<Child>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn serve(ns: &NetnsGuard) -> Child {
+    let mut c = ns
+        .cmd(bin("shibafu-probe"))
+        .args(SERVE_ARGS)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("probe server");
+    let mut line = String::new();
+    let out = c.stdout.as_mut().expect("stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).expect("ready");
+    assert_eq!(line.trim(), "ready");
+    c
+}
+
+fn rule(action: Action, dir: Direction, text: &str) -> Rule {
+    Rule::parse(action, dir, text).expect("rule")
+}
+
+struct World {
+    host: NetnsGuard,
+    networks: Vec<Network>,
+    links: Vec<Link>,
+    nss: Vec<NetnsGuard>,
+    endpoints: Vec<Endpoint>,
+    enforcer: PolicyEnforcer,
+    _servers: Servers,
+}
+
+impl World {
+    /// Probes every pair and returns what differs from the oracle.
+    fn check(&self, policies: &[Policy]) -> Vec<String> {
+        let view = PolicyView::new(&self.networks, &self.endpoints, &self.links, policies);
+        let runs: Vec<_> = self
+            .endpoints
+            .iter()
+            .zip(&self.nss)
+            .map(|(src, ns)| {
+                let probes = probes_from(src, &self.endpoints);
+                let child = ns
+                    .cmd(bin("shibafu-probe"))
+                    .args(check_args(&probes))
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("probe");
+                (src, probes, child)
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (src, probes, child) in runs {
+            let done = child.wait_with_output().expect("probe output");
+            assert!(done.status.success(), "probe failed: {done:?}");
+            let observed = results(&String::from_utf8_lossy(&done.stdout));
+            out.extend(mismatches(&view, src, &probes, &observed));
+        }
+        out
+    }
+
+    async fn enforce(&mut self, policies: &[Policy]) {
+        let nets: Vec<&Network> = self.networks.iter().collect();
+        let eps: Vec<&Endpoint> = self.endpoints.iter().collect();
+        let pols: Vec<&Policy> = policies.iter().collect();
+        let table = compile(&nets, &eps, &pols, "h").table;
+        self.enforcer.enforce(&table).await.expect("policy table");
+        // Bridges of policed networks send their frames through the inet hooks.
+        for n in &self.networks {
+            let on = if pols.iter().any(|p| p.network == n.name) {
+                "1"
+            } else {
+                "0"
+            };
+            let br = n.bridge_name();
+            self.host.ip(&[
+                "link",
+                "set",
+                &br,
+                "type",
+                "bridge",
+                "nf_call_iptables",
+                on,
+                "nf_call_ip6tables",
+                on,
+            ]);
+        }
+    }
+
+    fn assert_matches(&self, step: &str, policies: &[Policy]) {
+        let bad = self.check(policies);
+        assert!(
+            bad.is_empty(),
+            "{step}: {} probes differ from the oracle:\n{}",
+            bad.len(),
+            bad.join("\n")
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_probe_matches_the_oracle_through_a_sequence_of_policies() {
+    if !is_root() {
+        eprintln!("skipping host-tier policy test: needs root");
+        return;
+    }
+    let host = NetnsGuard::new("polh");
+    exec_ok(host.cmd("sysctl").args([
+        "-qw",
+        "net.bridge.bridge-nf-call-iptables=0",
+        "net.bridge.bridge-nf-call-ip6tables=0",
+    ]));
+    let mut frontend = net("frontend", "10.71.1.0/24", 4201, false);
+    frontend.subnet6 = Some("fd71:1::/64".parse().expect("v6"));
+    let networks = vec![
+        frontend,
+        net("backend", "10.71.2.0/24", 4202, false),
+        net("database", "10.71.3.0/24", 4203, false),
+    ];
+    let links = vec![Link::new("frontend", "database")];
+    let nss: Vec<NetnsGuard> = (0..5)
+        .map(|i| NetnsGuard::new(&format!("polc{i}")))
+        .collect();
+    let layout = [
+        (&nss[0], "frontend", "10.71.1.2,fd71:1::2"),
+        (&nss[1], "frontend", "10.71.1.3,fd71:1::3"),
+        (&nss[2], "backend", "10.71.2.2"),
+        (&nss[3], "database", "10.71.3.2"),
+    ];
+    build(&host, &networks, &layout).await;
+    let (mut endpoints, _) = containers(&layout);
+    endpoints[2].service = Some("api".into());
+    let fw = NftFirewall::in_netns(host.path());
+    fw.apply(&FirewallSpec::from_model(&networks, &links, None).expect("spec"))
+        .await
+        .expect("main table");
+    let servers = Servers(nss[..4].iter().map(serve).collect());
+    let backend: Arc<dyn PolicyBackend> = Arc::new(NftFirewall::in_netns(host.path()));
+    let mut w = World {
+        host,
+        networks,
+        links,
+        nss,
+        endpoints,
+        enforcer: PolicyEnforcer::new(backend.clone()),
+        _servers: servers,
+    };
+
+    w.enforce(&[]).await;
+    w.assert_matches("no policies", &[]);
+
+    let seed = Policy::new(
+        "database-isolation",
+        "database",
+        vec![
+            rule(Action::Deny, Direction::Ingress, "frontend"),
+            rule(Action::Allow, Direction::Ingress, "backend:5432"),
+        ],
+    );
+    let mut policies = vec![seed];
+    w.enforce(&policies).await;
+    w.assert_matches("database-isolation", &policies);
+    let counts = backend.counters().await.expect("counters").expect("table");
+    assert!(
+        counts
+            .iter()
+            .any(|(n, c)| n.starts_with("cp_database_isolation_r0_") && *c > 0),
+        "the deny rule counted: {counts:?}"
+    );
+
+    policies.push(Policy::new(
+        "frontend-out",
+        "frontend",
+        vec![
+            rule(Action::Allow, Direction::Egress, "database:5432"),
+            rule(Action::Allow, Direction::Egress, "fd71:1::/64/icmp"),
+            rule(Action::Deny, Direction::Egress, "container:c1"),
+        ],
+    ));
+    policies.push(Policy {
+        service: Some("api".into()),
+        ..Policy::new(
+            "api-open",
+            "backend",
+            vec![rule(Action::Allow, Direction::Ingress, "frontend:80")],
+        )
+    });
+    w.enforce(&policies).await;
+    w.assert_matches(
+        "egress isolation, a service's consent across unlinked networks",
+        &policies,
+    );
+
+    // A container that arrives later joins the sets it belongs to (one element each).
+    let late = [(&w.nss[4], "backend", "10.71.2.9")];
+    build(&w.host, &w.networks, &late).await;
+    let (mut late_eps, _) = containers(&late);
+    late_eps[0].name = "c4".into();
+    late_eps[0].id = "c4".into();
+    late_eps[0].service = Some("api".into());
+    w.endpoints.push(late_eps.remove(0));
+    w._servers.0.push(serve(&w.nss[4]));
+    w.enforce(&policies).await;
+    w.assert_matches("a later instance of the service", &policies);
+
+    policies[0]
+        .rules
+        .push(rule(Action::Deny, Direction::Ingress, "service:api/icmp"));
+    w.enforce(&policies).await;
+    w.assert_matches("a rule added to a policy", &policies);
+
+    w.enforce(&[]).await;
+    w.assert_matches("every policy removed", &[]);
+    let gone = exec_ok(w.host.cmd("nft").args(["list", "tables"]));
+    assert!(
+        !gone.contains("shibafu-policy"),
+        "no policy table without policies: {gone}"
+    );
+    assert!(Command::new("true").status().is_ok());
+}
