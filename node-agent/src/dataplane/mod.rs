@@ -222,6 +222,7 @@ impl Reconciler {
             nodes: &nodes,
             endpoints: &endpoints,
             containers: &containers,
+            policed: &Default::default(),
         })?;
         desired.bridge_netfilter_off = self.cfg.bridge_netfilter_off;
         Ok(desired)
