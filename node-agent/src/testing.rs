@@ -63,11 +63,16 @@ pub fn state_with(nets: &[Network], endpoints: &[Endpoint]) -> Arc<ClusterState>
 
 /// `state` with `problem` reported too.
 pub fn with_problem(state: &ClusterState, problem: &NetworkProblem) -> Arc<ClusterState> {
+    with_object(state, problem)
+}
+
+/// `state` with `obj` stored too (as the watch would bring it).
+pub fn with_object(state: &ClusterState, obj: &impl Object) -> Arc<ClusterState> {
     let mut st = state.clone();
     let rev = st.revision() + 1;
     st.apply(&ClusterChange::Events(vec![WatchEvent::Put(KeyValue {
-        key: problem.key().to_string(),
-        value: serde_json::to_vec(problem).expect("json"),
+        key: obj.key().to_string(),
+        value: serde_json::to_vec(obj).expect("json"),
         create_revision: rev,
         mod_revision: rev,
         lease: 0,

@@ -1,6 +1,8 @@
 //! Helpers of the firewall host tests: networks, containers attached by the real dataplane in a
 //! "host" namespace, ping and nft inside namespaces.
 
+use std::collections::BTreeSet;
+
 use shibafu_overlay::model::{Endpoint, MacAddr, Network};
 use shibafu_overlay::netlink::{reconcile, NetlinkDataplane, Scope};
 use shibafu_overlay::plan::{DesiredHost, HostInputs, LocalContainer, LocalInterface};
@@ -54,6 +56,7 @@ pub async fn build(host: &NetnsGuard, networks: &[Network], members: &[(&NetnsGu
         nodes: &[],
         endpoints: &endpoints,
         containers: &containers,
+        policed: &BTreeSet::new(),
     })
     .expect("desired");
     let (_, report) = reconcile(&NetlinkDataplane::in_netns(host.path()), &d, &Scope::All)

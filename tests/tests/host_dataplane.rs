@@ -4,6 +4,7 @@
 //! a ping running across re-plans, teardown. Overlay: two hosts joined by a veth underlay, VXLAN
 //! with static FDB/neighbour entries and ARP suppression, MTU with DF, routing between networks.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -81,6 +82,7 @@ fn desired(
         nodes,
         endpoints,
         containers,
+        policed: &BTreeSet::new(),
     })
     .expect("desired state")
 }

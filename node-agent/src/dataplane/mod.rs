@@ -17,6 +17,7 @@ use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkError, Scope};
 use shibafu_overlay::plan::{
     DesiredHost, HostInputs, LocalContainer, LocalInterface, PlanError, SkippedNetwork,
 };
+use shibafu_overlay::policy::policed_networks;
 use shibafu_overlay::state::ClusterState;
 use tracing::{debug, info, warn};
 
@@ -214,6 +215,8 @@ impl Reconciler {
                     .collect(),
             })
             .collect();
+        // A policy created or removed (or a network's isolation changed) flips only this.
+        let policed = policed_networks(&networks, self.state.policies().values());
         let mut desired = DesiredHost::build(&HostInputs {
             node: &self.cfg.node,
             underlay: self.cfg.underlay,
@@ -222,6 +225,7 @@ impl Reconciler {
             nodes: &nodes,
             endpoints: &endpoints,
             containers: &containers,
+            policed: &policed,
         })?;
         desired.bridge_netfilter_off = self.cfg.bridge_netfilter_off;
         Ok(desired)

@@ -3,12 +3,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use shibafu_overlay::model::{Isolation, Policy};
 use shibafu_overlay::netlink::{Dataplane, FakeDataplane, Scope};
 use shibafu_overlay::plan::{veth_host_name, Op};
 
 use super::*;
 use crate::registry::LocalWorkloads;
-use crate::testing::{endpoint, network, state_with, workload};
+use crate::testing::{endpoint, network, state_with, with_object, workload};
 
 fn reconciler(dp: &Arc<FakeDataplane>, underlay_mtu: u32) -> Reconciler {
     let cfg = HostConfig {
@@ -168,5 +169,46 @@ fn a_network_this_host_cannot_build_is_skipped_reported_and_kept_out_of_the_fire
         r.resync().await.expect("all built");
         assert!(r.skipped().is_empty());
         assert!(dp.state().link("sfbr1002").is_some());
+    });
+}
+
+#[test]
+fn a_policy_on_a_network_flips_only_its_bridge_netfilter_switches() {
+    rt().block_on(async {
+        let backend = network("backend", "172.22.0.0/24", 4097);
+        let nets = [backend.clone(), network("frontend", "172.23.0.0/24", 4098)];
+        let dp = Arc::new(FakeDataplane::new());
+        let mut r = reconciler(&dp, 1500);
+        let plain = state_with(&nets, &[]);
+        r.set_state(plain.clone());
+        dp.add_container("/run/test/api");
+        let api = workload("api", &[endpoint("backend", "api", "node1", "172.22.0.2")]);
+        r.set_local(local(std::slice::from_ref(&api)));
+        r.resync().await.expect("adopt");
+        let switch = |on| Op::SetBridgeNetfilter {
+            name: "sfbr1001".into(),
+            on,
+        };
+        // A policy created on backend: one op, on backend's bridge.
+        let logged = dp.ops().len();
+        let policy = Policy::new("db", "backend", vec![]);
+        r.set_state(with_object(&plain, &policy));
+        r.reconcile_change().await.expect("policy created");
+        assert_eq!(dp.ops()[logged..], [switch(true)]);
+        // Still policed (strict now, the policy kept): the kernel is not even read.
+        let seen = dp.observations().len();
+        let mut strict = backend.clone();
+        strict.isolation = Isolation::Strict;
+        let strict_state = state_with(&[strict, nets[1].clone()], &[]);
+        r.set_state(with_object(&strict_state, &policy));
+        r.reconcile_change().await.expect("isolation changed");
+        assert_eq!(dp.observations().len(), seen);
+        // Policy removed, isolation back to none: back to the fast path.
+        r.set_state(plain);
+        r.reconcile_change().await.expect("policy removed");
+        assert_eq!(dp.ops()[logged..], [switch(true), switch(false)]);
+        let veth = veth_host_name("backend", "api");
+        let port = dp.state().link(&veth).and_then(|l| l.master.clone());
+        assert_eq!(port.as_deref(), Some("sfbr1001"), "the port stayed");
     });
 }

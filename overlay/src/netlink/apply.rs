@@ -193,6 +193,17 @@ impl<'a> Session<'a> {
                 drop(ns);
                 res
             }
+            Op::SetBridgeNetfilter { name, on } => {
+                // RTM_NEWLINK on the existing bridge (`ip link set NAME type bridge ...`):
+                // only the two options change.
+                let idx = self.host_index(name).await?;
+                let msg = LinkMessageBuilder::<LinkBridge>::new_with_info_kind(InfoKind::Bridge)
+                    .index(idx)
+                    .nf_call_iptables(*on)
+                    .nf_call_ip6tables(*on)
+                    .build();
+                h.link().change(msg).execute().await.map_err(kernel)
+            }
             Op::SetMtu { link, mtu } => {
                 let (c, idx) = self.index(link).await?;
                 let msg = LinkUnspec::new_with_index(idx).mtu(*mtu).build();

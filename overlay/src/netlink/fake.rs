@@ -115,7 +115,11 @@ pub fn simulate(s: &mut ObservedHost, op: &Op) -> Result<(), String> {
         Op::DisableBridgeNetfilter => s.bridge_netfilter = false,
         Op::DeleteLink(name) => delete_link(s, name),
         Op::CreateBridge { name, mac, mtu } => {
-            create(s, name, LinkKind::Bridge, *mtu, Some(*mac))?;
+            let kind = LinkKind::Bridge {
+                nf_call_iptables: false,
+                nf_call_ip6tables: false,
+            };
+            create(s, name, kind, *mtu, Some(*mac))?;
         }
         Op::CreateVxlan {
             name,
@@ -158,6 +162,16 @@ pub fn simulate(s: &mut ObservedHost, op: &Op) -> Result<(), String> {
                 c.links.push(inner);
             }
         }
+        Op::SetBridgeNetfilter { name, on } => {
+            let l = link_mut(s, &LinkRef::Host(name.clone()))?;
+            if !matches!(l.kind, LinkKind::Bridge { .. }) {
+                return Err(format!("{name} is not a bridge"));
+            }
+            l.kind = LinkKind::Bridge {
+                nf_call_iptables: *on,
+                nf_call_ip6tables: *on,
+            };
+        }
         Op::SetMtu { link, mtu } => link_mut(s, link)?.mtu = *mtu,
         Op::SetMac { link, mac } => link_mut(s, link)?.mac = Some(*mac),
         Op::SetUp(link) => link_mut(s, link)?.up = true,
@@ -165,7 +179,7 @@ pub fn simulate(s: &mut ObservedHost, op: &Op) -> Result<(), String> {
             if !s
                 .links
                 .iter()
-                .any(|l| &l.name == master && l.kind == LinkKind::Bridge)
+                .any(|l| &l.name == master && matches!(l.kind, LinkKind::Bridge { .. }))
             {
                 return Err(format!("no such bridge: {master}"));
             }

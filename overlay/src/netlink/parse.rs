@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVxlan, LinkAttribute, LinkFlags,
-    LinkInfo, LinkMessage,
+    InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVxlan, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -54,7 +54,12 @@ pub(crate) fn parse_link(m: &LinkMessage, names: &HashMap<u32, String>) -> Obser
 fn parse_info(infos: &[LinkInfo], l: &mut ObservedLink) {
     for info in infos {
         match info {
-            LinkInfo::Kind(InfoKind::Bridge) => l.kind = LinkKind::Bridge,
+            LinkInfo::Kind(InfoKind::Bridge) if !matches!(l.kind, LinkKind::Bridge { .. }) => {
+                l.kind = LinkKind::Bridge {
+                    nf_call_iptables: false,
+                    nf_call_ip6tables: false,
+                };
+            }
             LinkInfo::Kind(InfoKind::Veth) => l.kind = LinkKind::Veth,
             LinkInfo::Kind(InfoKind::Vxlan) if !matches!(l.kind, LinkKind::Vxlan { .. }) => {
                 l.kind = LinkKind::Vxlan {
@@ -64,6 +69,8 @@ fn parse_info(infos: &[LinkInfo], l: &mut ObservedLink) {
                     learning: true,
                 };
             }
+            // Already filled in by a data attribute that came before the kind.
+            LinkInfo::Kind(InfoKind::Bridge | InfoKind::Vxlan) => {}
             LinkInfo::Kind(k) => l.kind = LinkKind::Other(k.to_string()),
             LinkInfo::Data(InfoData::Vxlan(v)) => {
                 let (mut vni, mut local, mut port, mut learning) = (0, None, 0, true);
@@ -82,6 +89,20 @@ fn parse_info(infos: &[LinkInfo], l: &mut ObservedLink) {
                     local,
                     port,
                     learning,
+                };
+            }
+            LinkInfo::Data(InfoData::Bridge(b)) => {
+                let (mut ipt, mut ip6t) = (false, false);
+                for x in b {
+                    match x {
+                        InfoBridge::NfCallIpTables(on) => ipt = *on,
+                        InfoBridge::NfCallIp6Tables(on) => ip6t = *on,
+                        _ => {}
+                    }
+                }
+                l.kind = LinkKind::Bridge {
+                    nf_call_iptables: ipt,
+                    nf_call_ip6tables: ip6t,
                 };
             }
             LinkInfo::PortData(InfoPortData::BridgePort(p)) => {
@@ -209,7 +230,9 @@ pub(crate) fn neighbours(
         let Some(link) = ours.get(&m.header.ifindex) else {
             continue;
         };
-        if link.kind != LinkKind::Bridge || m.header.state != NeighbourState::Permanent {
+        if !matches!(link.kind, LinkKind::Bridge { .. })
+            || m.header.state != NeighbourState::Permanent
+        {
             continue;
         }
         let mut ip = None;
@@ -278,4 +301,88 @@ pub(crate) fn names(all: &[LinkMessage]) -> HashMap<u32, String> {
     all.iter()
         .filter_map(|m| link_name(m).map(|n| (m.header.index, n.to_string())))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use rtnetlink::{LinkBridge, LinkMessageBuilder};
+
+    use super::*;
+
+    fn bridge(
+        build: impl FnOnce(LinkMessageBuilder<LinkBridge>) -> LinkMessageBuilder<LinkBridge>,
+    ) -> LinkKind {
+        let msg = build(LinkMessageBuilder::<LinkBridge>::new("sfbr1000")).build();
+        parse_link(&msg, &HashMap::new()).kind
+    }
+
+    #[test]
+    fn a_bridge_carries_its_netfilter_switches() {
+        let kind = bridge(|b| b.nf_call_iptables(true).nf_call_ip6tables(false));
+        assert_eq!(
+            kind,
+            LinkKind::Bridge {
+                nf_call_iptables: true,
+                nf_call_ip6tables: false
+            }
+        );
+        let kind = bridge(|b| b.nf_call_ip6tables(true).nf_call_iptables(true));
+        assert_eq!(
+            kind,
+            LinkKind::Bridge {
+                nf_call_iptables: true,
+                nf_call_ip6tables: true
+            }
+        );
+        // A kernel without CONFIG_BRIDGE_NETFILTER reports neither: both off.
+        assert_eq!(
+            bridge(|b| b.vlan_filtering(false)),
+            LinkKind::Bridge {
+                nf_call_iptables: false,
+                nf_call_ip6tables: false
+            }
+        );
+        assert_eq!(
+            bridge(|b| b),
+            LinkKind::Bridge {
+                nf_call_iptables: false,
+                nf_call_ip6tables: false
+            }
+        );
+    }
+
+    #[test]
+    fn link_data_before_its_kind_is_kept() {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Data(InfoData::Bridge(vec![
+                InfoBridge::NfCallIpTables(true),
+                InfoBridge::NfCallIp6Tables(true),
+            ])),
+            LinkInfo::Kind(InfoKind::Bridge),
+        ]));
+        assert_eq!(
+            parse_link(&msg, &HashMap::new()).kind,
+            LinkKind::Bridge {
+                nf_call_iptables: true,
+                nf_call_ip6tables: true
+            }
+        );
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Data(InfoData::Vxlan(vec![
+                InfoVxlan::Id(7),
+                InfoVxlan::Learning(false),
+            ])),
+            LinkInfo::Kind(InfoKind::Vxlan),
+        ]));
+        assert!(matches!(
+            parse_link(&msg, &HashMap::new()).kind,
+            LinkKind::Vxlan {
+                vni: 7,
+                learning: false,
+                ..
+            }
+        ));
+    }
 }

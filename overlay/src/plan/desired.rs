@@ -27,7 +27,8 @@ pub struct DesiredHost {
     /// Local container interfaces, sorted by (netns, ifname).
     pub endpoints: Vec<DesiredEndpoint>,
     /// Keep bridged frames out of the host's iptables/nftables hooks (the br_netfilter sysctls
-    /// off): shibafu's rules only concern routed traffic. For hosts dedicated to shibafu.
+    /// off): shibafu's rules concern routed traffic, except on policed networks, whose bridges
+    /// call the hooks themselves ([`DesiredNetwork::netfilter`]). For hosts dedicated to shibafu.
     #[serde(default)]
     pub bridge_netfilter_off: bool,
     /// Networks of the cluster this host does not build, sorted by name.
@@ -61,6 +62,12 @@ pub struct DesiredNetwork {
     pub gateway6: Option<Ipv6Net>,
     /// The VXLAN device; `None` on a host without an underlay address (single-host mode).
     pub vxlan: Option<DesiredVxlan>,
+    /// Policies govern this network: its bridged frames go through the inet netfilter hooks
+    /// (the bridge's `nf_call_iptables` / `nf_call_ip6tables` on, whatever the host's
+    /// `bridge-nf-call-*` sysctls say), where policy rules and conntrack see them; the kernel
+    /// has no bridge-family conntrack. Off for other networks, which keep the fast path.
+    #[serde(default)]
+    pub netfilter: bool,
 }
 
 /// A network's VXLAN device and what it must know about remote endpoints.
@@ -157,6 +164,8 @@ pub struct HostInputs<'a> {
     pub endpoints: &'a [Endpoint],
     /// Local containers and their interfaces.
     pub containers: &'a [LocalContainer],
+    /// Names of the networks policies govern (`crate::policy::policed_networks`).
+    pub policed: &'a BTreeSet<String>,
 }
 
 impl DesiredHost {
@@ -243,6 +252,7 @@ fn build_networks<'a>(inp: &HostInputs<'a>) -> (NetworkMap<'a>, Vec<SkippedNetwo
             gateway4,
             gateway6,
             vxlan,
+            netfilter: inp.policed.contains(&net.name),
         };
         out.insert(net.name.as_str(), (d, net));
     }

@@ -1,9 +1,10 @@
 //! `plan(desired, observed) -> ops`: the difference, in an order the kernel accepts.
 //!
-//! Order: forwarding and br_netfilter switches, stale links (veths, then the rest), then per network the bridge, its
-//! addresses, the VXLAN device with its FDB and the neighbour entries, then per local endpoint
-//! the veth and the container side. Whatever is already right produces no op, so planning against
-//! the state an earlier apply left is empty and an agent restart touches nothing.
+//! Order: forwarding and br_netfilter switches, stale links (veths, then the rest), then per
+//! network the bridge with its own netfilter switches, its addresses, the VXLAN device with its
+//! FDB and the neighbour entries, then per local endpoint the veth and the container side.
+//! Whatever is already right produces no op, so planning against the state an earlier apply left
+//! is empty and an agent restart touches nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -89,7 +90,7 @@ fn stale_links<'a>(
     for link in observed.links.iter().filter(|l| is_owned(&l.name)) {
         let name = link.name.as_str();
         let keep = match &link.kind {
-            LinkKind::Bridge => bridges.contains_key(name),
+            LinkKind::Bridge { .. } => bridges.contains_key(name),
             LinkKind::Vxlan {
                 vni,
                 local,
@@ -112,7 +113,7 @@ fn stale_links<'a>(
     // Veths first (they are ports), bridges last.
     delete.sort_by_key(|l| match l.kind {
         LinkKind::Veth => 0,
-        LinkKind::Bridge => 2,
+        LinkKind::Bridge { .. } => 2,
         _ => 1,
     });
     ops.extend(delete.into_iter().map(|l| Op::DeleteLink(l.name.clone())));
@@ -137,18 +138,31 @@ fn network_ops(net: &DesiredNetwork, observed: &ObservedHost, kept: &Kept<'_>, o
     let bridge = LinkRef::Host(net.bridge.clone());
     let mut want: Vec<IpNet> = vec![net.gateway4.into()];
     want.extend(net.gateway6.map(IpNet::from));
-    match kept.get(net.bridge.as_str()) {
-        None => {
-            ops.push(Op::CreateBridge {
-                name: net.bridge.clone(),
-                mac: net.mac,
-                mtu: net.mtu,
-            });
-            link_fix(&bridge, None, net.mtu, Some(net.mac), &want, ops);
-        }
-        Some(l) => link_fix(&bridge, Some(l), net.mtu, Some(net.mac), &want, ops),
+    let existing = kept.get(net.bridge.as_str()).copied();
+    if existing.is_none() {
+        ops.push(Op::CreateBridge {
+            name: net.bridge.clone(),
+            mac: net.mac,
+            mtu: net.mtu,
+        });
     }
-    let bridge_kept = kept.contains_key(net.bridge.as_str());
+    // Before the bridge comes up and gets ports, so no frame of a policed network skips the
+    // hooks. A new bridge starts with both switches off.
+    let nf_call = match existing.map(|l| &l.kind) {
+        Some(LinkKind::Bridge {
+            nf_call_iptables,
+            nf_call_ip6tables,
+        }) => (*nf_call_iptables, *nf_call_ip6tables),
+        _ => (false, false),
+    };
+    if nf_call != (net.netfilter, net.netfilter) {
+        ops.push(Op::SetBridgeNetfilter {
+            name: net.bridge.clone(),
+            on: net.netfilter,
+        });
+    }
+    link_fix(&bridge, existing, net.mtu, Some(net.mac), &want, ops);
+    let bridge_kept = existing.is_some();
 
     let mut neigh_want: BTreeMap<IpAddr, MacAddr> = BTreeMap::new();
     if let Some(vx) = &net.vxlan {

@@ -35,8 +35,15 @@ pub struct ObservedHost {
 /// Kind of a link, with what the plan compares.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LinkKind {
-    /// A Linux bridge.
-    Bridge,
+    /// A Linux bridge, with its per-bridge br_netfilter switches (`ip -d link` shows them as
+    /// `nf_call_iptables` / `nf_call_ip6tables`): bridged frames of that family go through the
+    /// inet hooks when the switch or the namespace's `bridge-nf-call-*` sysctl is on.
+    Bridge {
+        /// IFLA_BR_NF_CALL_IPTABLES: bridged IPv4 frames.
+        nf_call_iptables: bool,
+        /// IFLA_BR_NF_CALL_IP6TABLES: bridged IPv6 frames.
+        nf_call_ip6tables: bool,
+    },
     /// A VXLAN device.
     Vxlan {
         /// VNI.

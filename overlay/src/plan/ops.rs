@@ -86,6 +86,15 @@ pub enum Op {
         /// MTU of both ends.
         mtu: u32,
     },
+    /// Turn a bridge's own br_netfilter switches (`nf_call_iptables` and `nf_call_ip6tables`)
+    /// on or off: with them on, its bridged frames go through the inet hooks even while the
+    /// host's `bridge-nf-call-*` sysctls are 0. Ports, addresses and FDB are left as they are.
+    SetBridgeNetfilter {
+        /// Bridge name.
+        name: String,
+        /// Both switches on (a policed network) or off.
+        on: bool,
+    },
     /// Set a link's MTU.
     SetMtu {
         /// The link.
@@ -235,6 +244,13 @@ impl fmt::Display for Op {
                 "create veth {host} <-> {peer} in {} (mac {peer_mac}, mtu {mtu})",
                 netns.display()
             ),
+            Op::SetBridgeNetfilter { name, on } => {
+                let v = u8::from(*on);
+                write!(
+                    f,
+                    "set nf_call_iptables {v} nf_call_ip6tables {v} on bridge {name}"
+                )
+            }
             Op::SetMtu { link, mtu } => write!(f, "set mtu of {link} to {mtu}"),
             Op::SetMac { link, mac } => write!(f, "set mac of {link} to {mac}"),
             Op::SetUp(link) => write!(f, "set {link} up"),

@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
+use crate::model::{Isolation, Policy};
 
 #[test]
 fn builds_networks_with_bridge_vxlan_gateway_and_mtu() {
@@ -24,6 +25,25 @@ fn builds_networks_with_bridge_vxlan_gateway_and_mtu() {
     );
     assert_eq!(vx.local, "10.0.0.1".parse::<IpAddr>().expect("ip"));
     assert!(d.has_ipv6());
+}
+
+#[test]
+fn networks_policies_govern_call_netfilter_and_the_others_do_not() {
+    let mut c = Cluster::new();
+    let netfilter = |c: &Cluster| -> Vec<(String, bool)> {
+        let d = c.desired();
+        d.networks
+            .into_iter()
+            .map(|n| (n.name, n.netfilter))
+            .collect()
+    };
+    assert_eq!(netfilter(&c), [("fe".into(), false), ("be".into(), false)]);
+    let policies = [Policy::new("db", "be", vec![])];
+    c.policed = crate::policy::policed_networks(&c.networks, &policies);
+    assert_eq!(netfilter(&c), [("fe".into(), false), ("be".into(), true)]);
+    c.networks[0].isolation = Isolation::Strict;
+    c.policed = crate::policy::policed_networks(&c.networks, &[]);
+    assert_eq!(netfilter(&c), [("fe".into(), true), ("be".into(), false)]);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Planning against the simulated kernel: order, idempotence, minimal changes, teardown.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
@@ -416,4 +417,90 @@ fn bridge_netfilter_is_turned_off_only_when_asked_and_on() {
     assert_eq!(plan(&d, &k)[..3].last(), Some(&Op::DisableBridgeNetfilter));
     simulate(&mut k, &Op::DisableBridgeNetfilter).expect("simulate");
     assert_eq!(count(&d, &k), 0, "already off: nothing to do");
+}
+
+fn set_netfilter(bridge: &str, on: bool) -> Op {
+    Op::SetBridgeNetfilter {
+        name: bridge.into(),
+        on,
+    }
+}
+
+#[test]
+fn a_policed_network_gets_its_bridge_switches_before_the_bridge_comes_up() {
+    let mut c = Cluster::new();
+    c.policed = BTreeSet::from(["fe".to_string()]);
+    let mut k = kernel_with(&["/run/netns/api", "/run/netns/cache"]);
+    let ops = converge(&c.desired(), &mut k);
+    let at = |want: &Op| ops.iter().position(|o| o == want);
+    let created = ops
+        .iter()
+        .position(|o| matches!(o, Op::CreateBridge { name, .. } if name == "sfbr1000"))
+        .expect("fe's bridge created");
+    let switched = at(&set_netfilter("sfbr1000", true)).expect("fe's switches on");
+    assert_eq!(switched, created + 1, "{ops:#?}");
+    let first_port = ops
+        .iter()
+        .position(|o| matches!(o, Op::SetMaster { master, .. } if master == "sfbr1000"));
+    assert!(switched < at(&Op::SetUp(LinkRef::Host("sfbr1000".into()))).expect("up"));
+    assert!(first_port.is_some_and(|p| switched < p));
+    assert!(
+        !ops.iter()
+            .any(|o| matches!(o, Op::SetBridgeNetfilter { name, .. } if name == "sfbr1001")),
+        "be is not policed: a new bridge already has them off"
+    );
+}
+
+#[test]
+fn policing_an_existing_network_flips_only_its_bridge_switches() {
+    let mut c = Cluster::new();
+    let mut k = kernel_with(&["/run/netns/api", "/run/netns/cache"]);
+    converge(&c.desired(), &mut k);
+    let before = k.clone();
+
+    c.policed = BTreeSet::from(["be".to_string()]);
+    assert_eq!(
+        converge(&c.desired(), &mut k),
+        vec![set_netfilter("sfbr1001", true)]
+    );
+    assert!(plan(&c.desired(), &k).is_empty(), "unchanged: nothing");
+    // Ports, addresses, FDB and neighbours are as they were: only the bridge's kind changed.
+    let mut same = k.clone();
+    for l in &mut same.links {
+        if l.name == "sfbr1001" {
+            l.kind = before.link("sfbr1001").expect("bridge").kind.clone();
+        }
+    }
+    assert_eq!(same, before);
+
+    c.policed.clear();
+    assert_eq!(
+        converge(&c.desired(), &mut k),
+        vec![set_netfilter("sfbr1001", false)],
+        "no longer policed: back to the fast path"
+    );
+    assert_eq!(k, before);
+}
+
+#[test]
+fn a_half_set_bridge_is_set_again() {
+    let mut c = Cluster::new();
+    c.policed = BTreeSet::from(["fe".to_string()]);
+    let mut k = kernel_with(&["/run/netns/api", "/run/netns/cache"]);
+    converge(&c.desired(), &mut k);
+    // Someone sets IPv4 on and IPv6 off by hand on both bridges.
+    let half = LinkKind::Bridge {
+        nf_call_iptables: true,
+        nf_call_ip6tables: false,
+    };
+    for l in k.links.iter_mut().filter(|l| l.name.starts_with("sfbr")) {
+        l.kind = half.clone();
+    }
+    assert_eq!(
+        converge(&c.desired(), &mut k),
+        vec![
+            set_netfilter("sfbr1000", true),
+            set_netfilter("sfbr1001", false)
+        ]
+    );
 }

@@ -4,6 +4,7 @@
 mod build;
 mod diff;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use super::*;
@@ -53,6 +54,8 @@ pub(crate) struct Cluster {
     pub nodes: Vec<Node>,
     pub endpoints: Vec<Endpoint>,
     pub containers: Vec<LocalContainer>,
+    /// Networks policies govern (none by default).
+    pub policed: BTreeSet<String>,
 }
 
 impl Cluster {
@@ -85,6 +88,7 @@ impl Cluster {
                 ),
                 container("/run/netns/cache", &[("fe", "n1-cache", "eth0")]),
             ],
+            policed: BTreeSet::new(),
         }
     }
 
@@ -97,6 +101,7 @@ impl Cluster {
             nodes: &self.nodes,
             endpoints: &self.endpoints,
             containers: &self.containers,
+            policed: &self.policed,
         }
     }
 
