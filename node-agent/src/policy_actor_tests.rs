@@ -5,7 +5,7 @@ use shibafu_overlay::model::{Action, Direction, Policy, Rule};
 use shibafu_overlay::policy::FakePolicyBackend;
 
 use super::*;
-use crate::testing::{endpoint, network, state_with, with_object, FakePublisher};
+use crate::testing::{endpoint, network, state_with, stored, FakePublisher};
 
 struct Rig {
     actor: Addr<PolicyActor>,
@@ -85,7 +85,7 @@ async fn without_policies_only_a_leftover_table_is_removed() {
 #[actix::test]
 async fn a_policy_loads_whole_then_a_new_peer_is_one_element() {
     let r = rig();
-    let (state, changes) = with_object(&cluster(), &db_policy());
+    let (state, changes) = stored(&cluster(), &db_policy());
     r.actor.do_send(ClusterChanged {
         changes,
         state: state.clone(),
@@ -102,7 +102,7 @@ async fn a_policy_loads_whole_then_a_new_peer_is_one_element() {
     );
     let mut api = endpoint("frontend", "a1", "node2", "10.1.0.9");
     api.service = Some("api".into());
-    let (state, changes) = with_object(&state, &api);
+    let (state, changes) = stored(&state, &api);
     r.actor.do_send(ClusterChanged { changes, state });
     until("the change", || r.backend.scripts().len() == 2).await;
     assert_eq!(
@@ -115,7 +115,7 @@ async fn a_policy_loads_whole_then_a_new_peer_is_one_element() {
 #[actix::test]
 async fn counters_are_published_when_they_move_and_removed_with_the_policy() {
     let r = rig();
-    let (state, changes) = with_object(&cluster(), &db_policy());
+    let (state, changes) = stored(&cluster(), &db_policy());
     r.actor.do_send(ClusterChanged {
         changes,
         state: state.clone(),
@@ -158,7 +158,7 @@ async fn counters_are_published_when_they_move_and_removed_with_the_policy() {
 #[actix::test]
 async fn a_missing_table_is_loaded_again_whole() {
     let r = rig();
-    let (state, changes) = with_object(&cluster(), &db_policy());
+    let (state, changes) = stored(&cluster(), &db_policy());
     r.backend.set_counters(Some(BTreeMap::new()));
     r.actor.do_send(ClusterChanged { changes, state });
     until("the first load", || r.backend.scripts().len() == 1).await;

@@ -68,16 +68,21 @@ pub fn with_problem(state: &ClusterState, problem: &NetworkProblem) -> Arc<Clust
 
 /// `state` with `obj` stored too (as the watch would bring it).
 pub fn with_object(state: &ClusterState, obj: &impl Object) -> Arc<ClusterState> {
+    stored(state, obj).0
+}
+
+/// `state` with `obj` stored too, and the changes that made.
+pub fn stored(state: &ClusterState, obj: &impl Object) -> (Arc<ClusterState>, Vec<StateChange>) {
     let mut st = state.clone();
     let rev = st.revision() + 1;
-    st.apply(&ClusterChange::Events(vec![WatchEvent::Put(KeyValue {
+    let changes = st.apply(&ClusterChange::Events(vec![WatchEvent::Put(KeyValue {
         key: obj.key().to_string(),
         value: serde_json::to_vec(obj).expect("json"),
         create_revision: rev,
         mod_revision: rev,
         lease: 0,
     })]));
-    Arc::new(st)
+    (Arc::new(st), changes)
 }
 
 /// A workload `name` in `/run/test/<name>` with one interface per endpoint, eth0 first.
@@ -151,21 +156,4 @@ impl Publisher for FakePublisher {
         self.records.lock().expect("lock").remove(&key.to_string());
         Ok(())
     }
-}
-
-/// `state` with `value` put too, and the changes that made.
-pub fn with_object<T: Object + serde::Serialize>(
-    state: &ClusterState,
-    value: &T,
-) -> (Arc<ClusterState>, Vec<StateChange>) {
-    let mut st = state.clone();
-    let rev = st.revision() + 1;
-    let changes = st.apply(&ClusterChange::Events(vec![WatchEvent::Put(KeyValue {
-        key: value.key().to_string(),
-        value: serde_json::to_vec(value).expect("json"),
-        create_revision: rev,
-        mod_revision: rev,
-        lease: 0,
-    })]));
-    (Arc::new(st), changes)
 }

@@ -8,6 +8,8 @@
 //!                                                       all at once; prints `SPEC ok|blocked`
 //! ```
 
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, ExitCode, Stdio};
@@ -30,8 +32,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--flag VALUE` pairs and positional arguments.
+type Parsed = (Vec<(String, String)>, Vec<String>);
+
 /// Pairs of `--flag VALUE` as (flag, value), the rest as positional arguments.
-fn flags(args: &[String]) -> Result<(Vec<(String, String)>, Vec<String>), String> {
+fn flags(args: &[String]) -> Result<Parsed, String> {
     let (mut out, mut rest) = (Vec::new(), Vec::new());
     let mut it = args.iter();
     while let Some(a) = it.next() {
