@@ -7,6 +7,9 @@
 #   NO_BUILD=1      skip `cargo build --release` (binaries must be in target/release)
 #   LAB=NAME        lab name (default bovl)
 #   LIMIT=PATH      vxlan-limit.sh (default ../shared/bench/vxlan-limit.sh)
+#   POLICY=1        a network policy governs `bench` and allows the flow (`--allow-ingress-from
+#                   bench:5201` and `bench/icmp` for the readiness ping): its bridges call the
+#                   inet hooks, its traffic is tracked, new connections go through the policy table
 #   INVESTIGATE=1   after the rounds, the same rounds again under variants changed inside the two
 #                   lab node namespaces only, each undone after: no-nftables (shibafu's table
 #                   deleted; the agent restores it on its next resync, a run marked * saw it come
@@ -45,6 +48,10 @@ SF=$W/bin/shibafu
 on node1 "$SF" network create bench 10.79.0.0/24 >/dev/null
 SRV_IP=$(on node2 "$SF" run -d --name srv --network bench -- iperf3 -s | awk '{print $4}')
 on node1 "$SF" run -d --name cli --network bench -- sleep 3600 >/dev/null
+if [ -n "${POLICY:-}" ]; then
+  on node1 "$SF" network policy create --name bench-allow --network bench \
+    --allow-ingress-from bench:5201 --allow-ingress-from bench/icmp >/dev/null
+fi
 ok=
 for ((i = 0; i < 50; i++)); do # iperf3 -s listening and the path up: bounded wait
   if on node1 "$SF" exec cli ping -c1 -W1 "$SRV_IP" >/dev/null 2>&1; then ok=1; break; fi
@@ -70,6 +77,7 @@ run_limit() { bash "$LIMIT" "$S" | tail -1; }
 MTU=$(on node1 "$SF" exec cli cat /sys/class/net/eth0/mtu)
 echo "# overlay throughput, $R rounds x $S s, $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo no-git)$(git diff --quiet HEAD 2>/dev/null || echo +dirty), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# shibafu: cli (node1) -> srv $SRV_IP (node2), container MTU $MTU; limit: $LIMIT (overlay MTU 1450)"
+[ -z "${POLICY:-}" ] || echo "# with policy bench-allow: --network bench --allow-ingress-from bench:5201 --allow-ingress-from bench/icmp"
 rounds() { # LABEL: R alternating rounds, prints each run, appends to $W/LABEL.sf / $W/LABEL.lim
   local label=$1 r a b
   for ((r = 1; r <= R; r++)); do
