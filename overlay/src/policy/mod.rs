@@ -7,6 +7,9 @@
 //! tracked, so replies of a passed connection pass.
 
 mod compile;
+#[cfg(test)]
+#[path = "interp_tests.rs"]
+mod interp_tests;
 mod oracle;
 mod rules;
 mod table;
