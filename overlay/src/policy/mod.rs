@@ -8,6 +8,9 @@
 
 mod backend;
 mod compile;
+#[cfg(test)]
+#[path = "interp_tests.rs"]
+mod interp_tests;
 mod oracle;
 mod rules;
 mod table;
