@@ -142,7 +142,10 @@ fn reachability_follows_the_oracle_through_policies_on_three_nodes() {
     ] {
         lab.cli_ok("node1", &["network", "create", name, subnet]);
     }
-    lab.cli_ok("node1", &["network", "connect-networks", "frontend", "database"]);
+    lab.cli_ok(
+        "node1",
+        &["network", "connect-networks", "frontend", "database"],
+    );
     for (name, node, network, service) in CONTAINERS {
         start(&lab, name, node, network, service);
     }
