@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::apply::{ApplyAnswer, ApplyRequest, Document};
 use super::client::{Client, ClientError};
 use super::services::{ServiceInfo, ServiceSpec};
 use super::target::Target;
@@ -143,6 +144,16 @@ impl Coordinator {
         name: &str,
     ) -> Result<ServiceInfo, ClientError> {
         self.client.delete(&service_path(network, name)).await
+    }
+
+    /// `POST /v1/apply`: converges the cluster to a document (or only answers the changes).
+    pub async fn apply(&self, req: &ApplyRequest) -> Result<ApplyAnswer, ClientError> {
+        self.client.post("/v1/apply", req).await
+    }
+
+    /// `GET /v1/export`: the whole cluster as a document.
+    pub async fn export(&self) -> Result<Document, ClientError> {
+        self.client.get("/v1/export").await
     }
 
     /// `GET /v1/health`.
