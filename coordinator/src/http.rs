@@ -19,8 +19,8 @@ use shibafu_overlay::store::Store;
 use tracing::{info, instrument, warn};
 
 use crate::cluster;
-use crate::http_services;
 use crate::links::{self, Linked};
+use crate::{http_apply, http_services};
 
 /// Shared state of the handlers: only the store (the coordinator keeps no state of its own).
 #[derive(Clone)]
@@ -73,6 +73,7 @@ pub fn router(store: Arc<dyn Store>) -> Router {
         .route("/v1/links/{a}/{b}", delete(remove_link))
         .route("/v1/nodes", get(list_nodes))
         .merge(http_services::routes())
+        .merge(http_apply::routes())
         .route("/v1/health", get(health))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)

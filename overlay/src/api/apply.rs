@@ -47,7 +47,8 @@ pub struct ApplyRequest {
 /// Answer of `POST /v1/apply`: the changes, made (in one transaction) unless it was a dry run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyAnswer {
-    /// Every change, networks first, then links, services and policies.
+    /// Every change: creations and updates in the order networks, links, services, policies
+    /// (each in the document's order), then removals.
     pub changes: Vec<Change>,
     /// Whether the changes were written (false for a dry run or when there were none).
     pub applied: bool,
