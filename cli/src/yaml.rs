@@ -85,8 +85,7 @@ impl fmt::Display for Position {
 }
 
 /// A file that is not YAML.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyntaxError {
     /// Where the parser gave up.
     pub at: Option<Position>,
