@@ -5,6 +5,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use shibafu_overlay::model::Isolation;
 
+use crate::apply::ApplyArgs;
 use crate::attach::{AttachArgs, DetachArgs};
 use crate::exec::ExecArgs;
 use crate::lifecycle::{RmArgs, StopArgs};
@@ -67,6 +68,10 @@ pub enum Command {
         #[command(subcommand)]
         cmd: NodeCmd,
     },
+    /// Converge the cluster to a YAML file of networks, links, services and policies.
+    Apply(ApplyArgs),
+    /// Print the cluster's networks, links, services and policies as a file for `apply`.
+    Export,
     /// Check that the coordinator and this host's agent answer.
     Status,
     /// Start a container on this host and follow its output (-d: in the background).

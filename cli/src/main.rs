@@ -2,8 +2,13 @@
 //! host's agent. Errors print `error: ...` on stderr and exit with status 1; `run` and `exec`
 //! exit with the container command's status.
 
+mod apply;
 mod args;
 mod attach;
+mod config_policy;
+mod config_read;
+mod config_reader;
+mod config_write;
 mod context;
 mod exec;
 mod health_args;
@@ -18,6 +23,7 @@ mod ps;
 mod run;
 mod service;
 mod status;
+mod yaml;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -55,6 +61,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Command::Network { cmd } => network::run(cmd, &ctx, &mut out).await,
             Command::Node { cmd } => node::run(cmd, &ctx, &mut out).await,
             Command::Service { cmd } => service::run(cmd, &ctx, &mut out).await,
+            Command::Apply(args) => apply::apply(args, &ctx, &mut out).await,
+            Command::Export => apply::export(&ctx, &mut out).await,
             Command::Status => status::run(&ctx, &mut out).await,
             Command::Run(args) => return run::run(args, &ctx, &mut out).await,
             Command::Exec(args) => return exec::run(args, &ctx).await,

@@ -60,6 +60,34 @@ pub enum WhenNoneHealthy {
     FailOpen,
 }
 
+impl From<Lb> for LbPolicy {
+    fn from(lb: Lb) -> LbPolicy {
+        match lb {
+            Lb::RoundRobin => LbPolicy::RoundRobin,
+            Lb::Weighted => LbPolicy::Weighted,
+            Lb::LeastConnections => LbPolicy::LeastConnections,
+        }
+    }
+}
+
+impl From<Proto> for Protocol {
+    fn from(p: Proto) -> Protocol {
+        match p {
+            Proto::Tcp => Protocol::Tcp,
+            Proto::Udp => Protocol::Udp,
+        }
+    }
+}
+
+impl From<WhenNoneHealthy> for AllUnhealthy {
+    fn from(w: WhenNoneHealthy) -> AllUnhealthy {
+        match w {
+            WhenNoneHealthy::FailClosed => AllUnhealthy::FailClosed,
+            WhenNoneHealthy::FailOpen => AllUnhealthy::FailOpen,
+        }
+    }
+}
+
 /// Flags of `service create` and `service update`.
 #[derive(Debug, Args)]
 pub struct SpecArgs {
@@ -148,21 +176,11 @@ fn spec(args: &SpecArgs, network: String) -> ServiceSpec {
     ServiceSpec {
         network,
         name: args.name.clone(),
-        lb: args.lb.map(|l| match l {
-            Lb::RoundRobin => LbPolicy::RoundRobin,
-            Lb::Weighted => LbPolicy::Weighted,
-            Lb::LeastConnections => LbPolicy::LeastConnections,
-        }),
+        lb: args.lb.map(LbPolicy::from),
         port: args.port,
         port_name: args.port_name.clone(),
-        protocol: args.protocol.map(|p| match p {
-            Proto::Tcp => Protocol::Tcp,
-            Proto::Udp => Protocol::Udp,
-        }),
-        all_unhealthy: args.all_unhealthy.map(|a| match a {
-            WhenNoneHealthy::FailClosed => AllUnhealthy::FailClosed,
-            WhenNoneHealthy::FailOpen => AllUnhealthy::FailOpen,
-        }),
+        protocol: args.protocol.map(Protocol::from),
+        all_unhealthy: args.all_unhealthy.map(AllUnhealthy::from),
         health: args.health.spec(),
     }
 }

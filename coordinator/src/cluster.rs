@@ -18,7 +18,7 @@ pub const MAX_ATTEMPTS: u32 = 16;
 /// Operations per etcd transaction (etcd's default `--max-txn-ops`).
 pub const MAX_TXN_OPS: usize = 128;
 /// Name of the guard key every network creation bumps.
-const NETWORKS_GUARD: &str = "networks";
+pub(crate) const NETWORKS_GUARD: &str = "networks";
 /// Attached endpoints named in a "has endpoints" message.
 const NAMED_ENDPOINTS: usize = 5;
 
@@ -185,18 +185,28 @@ pub async fn remove_network(
 }
 
 /// What removing one network deletes; the network key comes first.
-struct Removal {
-    key: String,
-    revision: i64,
+pub(crate) struct Removal {
+    /// The network's key.
+    pub(crate) key: String,
+    /// Its mod revision as read.
+    pub(crate) revision: i64,
     /// The links guard as read before listing the links: a link made since fails the removal.
-    links_guard: Compare,
+    pub(crate) links_guard: Compare,
     /// The policies guard as read before listing the policies: likewise for a new policy.
-    policies_guard: Compare,
-    ops: Vec<TxnOp>,
-    removed: RemovedNetwork,
+    pub(crate) policies_guard: Compare,
+    /// Every delete, the network's first.
+    pub(crate) ops: Vec<TxnOp>,
+    /// What goes with the network.
+    pub(crate) removed: RemovedNetwork,
 }
 
-async fn plan_removal(store: &dyn Store, name: &str, force: bool) -> Result<Removal, ApiError> {
+/// Reads what removing network `name` deletes; refused while endpoints are attached unless
+/// `force`.
+pub(crate) async fn plan_removal(
+    store: &dyn Store,
+    name: &str,
+    force: bool,
+) -> Result<Removal, ApiError> {
     let (_, revision) = read_network(store, name).await?;
     let key = Key::Network(name.to_string()).to_string();
     let list =

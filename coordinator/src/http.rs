@@ -20,7 +20,7 @@ use tracing::{info, instrument, warn};
 
 use crate::cluster;
 use crate::links::{self, Linked};
-use crate::{http_policies, http_services};
+use crate::{http_apply, http_policies, http_services};
 
 /// Shared state of the handlers: only the store (the coordinator keeps no state of its own).
 #[derive(Clone)]
@@ -74,6 +74,7 @@ pub fn router(store: Arc<dyn Store>) -> Router {
         .route("/v1/nodes", get(list_nodes))
         .merge(http_services::routes())
         .merge(http_policies::routes())
+        .merge(http_apply::routes())
         .route("/v1/health", get(health))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)

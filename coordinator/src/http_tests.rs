@@ -409,3 +409,27 @@ async fn policies_through_the_client() {
     stop.send(()).expect("stop");
     server.await.expect("join").expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn apply_and_export_routes() {
+    let store = MemoryStore::new();
+    let doc = json!({"networks": [{"name": "frontend", "subnet": "172.21.0.0/24"}]});
+    let body = json!({"document": doc, "dry_run": true}).to_string();
+    let (s, v) = call(&store, "POST", "/v1/apply", Some(&body)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v,
+        json!({"changes": [{"action": "create", "kind": "network", "name": "frontend"}], "applied": false})
+    );
+    let bad = json!({"document": {"networks": [{"name": "f", "subnet": "10.0.0.0/33"}]}});
+    let (s, v) = call(&store, "POST", "/v1/apply", Some(&bad.to_string())).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(is_error(&v, "invalid"));
+    assert_eq!(v["problems"][0]["path"], "networks/0/subnet");
+    let (s, v) = call(&store, "GET", "/v1/export", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v,
+        json!({"networks": [], "links": [], "services": [], "policies": []})
+    );
+}

@@ -24,7 +24,7 @@ pub enum Linked {
 }
 
 /// Checks two names of a link request: valid labels, and two different networks.
-fn check_pair(a: &str, b: &str) -> Result<Link, ApiError> {
+pub(crate) fn check_pair(a: &str, b: &str) -> Result<Link, ApiError> {
     for name in [a, b] {
         model::validate_name(name).map_err(|e| ApiError::invalid(e.to_string()))?;
     }
@@ -36,7 +36,7 @@ fn check_pair(a: &str, b: &str) -> Result<Link, ApiError> {
     Ok(Link::new(a, b))
 }
 
-fn link_key(link: &Link) -> String {
+pub(crate) fn link_key(link: &Link) -> String {
     Key::Link(link.a.clone(), link.b.clone()).to_string()
 }
 

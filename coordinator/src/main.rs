@@ -2,10 +2,15 @@
 //! `--dns-listen` answers every network zone with the cluster-wide view. It keeps no state of
 //! its own: several coordinators serve one etcd cluster, each registered under a lease.
 
+mod apply;
+mod apply_desired;
+mod apply_plan;
 mod cluster;
 mod dns;
+mod export;
 mod gc;
 mod http;
+mod http_apply;
 mod http_policies;
 mod http_services;
 mod links;

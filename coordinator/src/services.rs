@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use shibafu_overlay::api::{ApiError, ErrorKind, InstanceInfo, ServiceInfo, ServiceSpec};
-use shibafu_overlay::model::{answered, port_name_in, Endpoint, Health, Service};
+use shibafu_overlay::model::{answered, port_name_in, Endpoint, Health, Service, ServiceError};
 use shibafu_overlay::store::keys::{Key, Prefix};
 use shibafu_overlay::store::{Compare, Store, StoreError, StoreExt, TxnOp};
 use tracing::info;
@@ -34,15 +34,19 @@ fn with_port_name(mut service: Service) -> Service {
     service
 }
 
+/// The service a create request asks for: the defaults changed by `spec`, the port name
+/// filled in, validated (whether its network exists is the caller's check).
+pub fn service_from_spec(spec: &ServiceSpec) -> Result<Service, ServiceError> {
+    let service = with_port_name(spec.apply_to(Service::new(&spec.network, &spec.name))?);
+    service.validate()?;
+    Ok(service)
+}
+
 /// Validates and creates a service on an existing network; a second one of the same name on
 /// that network is refused.
 pub async fn create_service(store: &dyn Store, spec: &ServiceSpec) -> Result<Service, ApiError> {
     get_network(store, &spec.network).await?;
-    let service = spec
-        .apply_to(Service::new(&spec.network, &spec.name))
-        .map_err(invalid)?;
-    let service = with_port_name(service);
-    service.validate().map_err(invalid)?;
+    let service = service_from_spec(spec).map_err(invalid)?;
     let k = key(&spec.network, &spec.name);
     let put = TxnOp::put_object(&service, None).map_err(store_error)?;
     if !store

@@ -6,48 +6,92 @@ use std::net::{IpAddr, SocketAddr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use shibafu_overlay::api::{ApiError, CreateNetwork, ErrorKind};
-use shibafu_overlay::model::{self, Conflict, ModelError, Network, VNI_MAX, VNI_MIN};
+use shibafu_overlay::model::{
+    self, Conflict, ModelError, Network, MIN_MTU, MIN_MTU_V6, VNI_MAX, VNI_MIN,
+};
 
 /// DNS port used for forwarders given without one.
-const DNS_PORT: u16 = 53;
+pub const DNS_PORT: u16 = 53;
 
 /// Builds and validates the network a request asks for; `vni` is filled in later.
 pub fn network_from_request(req: &CreateNetwork) -> Result<Network, ApiError> {
+    network_fields(req).map_err(|mut problems| ApiError::invalid(problems.swap_remove(0).error))
+}
+
+/// A problem with one field of a network request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldProblem {
+    /// The field as [`CreateNetwork`] names it; `forwarders/N` for one forwarder.
+    pub field: String,
+    /// What is wrong, naming the network.
+    pub error: String,
+}
+
+/// Builds and validates the network a request asks for (`vni` is filled in later), or says
+/// what is wrong with every field that is, in field order. The checks are those of
+/// [`Network::validate`], one field at a time.
+pub fn network_fields(req: &CreateNetwork) -> Result<Network, Vec<FieldProblem>> {
     let name = req.name.as_str();
-    model::validate_name(name).map_err(|e| model_error(name, e))?;
-    let invalid = |msg: String| ApiError::invalid(format!("network {name:?}: {msg}"));
-    let subnet = parse_subnet_v4(&req.subnet).map_err(invalid)?;
+    let mut problems = Vec::new();
+    let mut refuse = |field: String, error: String| problems.push(FieldProblem { field, error });
+    if let Err(e) = model::validate_name(name) {
+        refuse("name".into(), e.to_string());
+    }
+    let invalid = |msg: String| format!("network {name:?}: {msg}");
+    let model_error = |e: ModelError| invalid(e.to_string());
+    let subnet = parse_subnet_v4(&req.subnet)
+        .map_err(invalid)
+        .and_then(|s| {
+            model::validate_subnet_v4(&s)
+                .map(|()| s)
+                .map_err(model_error)
+        })
+        .map_err(|e| refuse("subnet".into(), e))
+        .ok();
     let subnet6 = match req.subnet6.as_deref() {
-        Some(s) => Some(parse_subnet_v6(s).map_err(invalid)?),
-        None => None,
+        Some(s) => parse_subnet_v6(s)
+            .map_err(invalid)
+            .and_then(|s| {
+                model::validate_subnet_v6(&s)
+                    .map(|()| Some(s))
+                    .map_err(model_error)
+            })
+            .map_err(|e| refuse("subnet6".into(), e))
+            .ok(),
+        None => Some(None),
     };
-    let forwarders = req
-        .forwarders
-        .iter()
-        .map(|f| parse_forwarder(f))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(invalid)?;
+    let mut forwarders = Vec::new();
+    for (i, f) in req.forwarders.iter().enumerate() {
+        match parse_forwarder(f) {
+            Ok(addr) => forwarders.push(addr),
+            Err(e) => refuse(format!("forwarders/{i}"), invalid(e)),
+        }
+    }
     let zone = match req.zone.as_deref().map(str::trim) {
         Some(z) => z.strip_suffix('.').unwrap_or(z).to_ascii_lowercase(),
         None => format!("{name}.local"),
     };
-    let network = Network {
-        subnet6,
-        zone,
-        mtu: req.mtu,
-        internal: req.internal,
-        forwarders,
-        isolation: req.isolation,
-        ..Network::new(name, subnet, VNI_MIN)
+    if let Err(e) = model::validate_zone(&zone) {
+        refuse("zone".into(), model_error(e));
+    }
+    let min_mtu = match subnet6 {
+        Some(Some(_)) => MIN_MTU_V6,
+        _ => MIN_MTU,
     };
-    network.validate().map_err(|e| model_error(name, e))?;
-    Ok(network)
-}
-
-fn model_error(name: &str, e: ModelError) -> ApiError {
-    match e {
-        ModelError::InvalidName(_) => ApiError::invalid(e.to_string()),
-        other => ApiError::invalid(format!("network {name:?}: {other}")),
+    if let Some(Err(e)) = req.mtu.map(|m| model::check_mtu(m, min_mtu)) {
+        refuse("mtu".into(), model_error(e));
+    }
+    match (subnet, subnet6) {
+        (Some(subnet), Some(subnet6)) if problems.is_empty() => Ok(Network {
+            subnet6,
+            zone,
+            mtu: req.mtu,
+            internal: req.internal,
+            forwarders,
+            isolation: req.isolation,
+            ..Network::new(name, subnet, VNI_MIN)
+        }),
+        _ => Err(problems),
     }
 }
 

@@ -199,3 +199,23 @@ fn vni_is_the_smallest_free_one() {
     ];
     assert_eq!(free_vni(&existing).expect("free"), VNI_MIN + 1);
 }
+
+#[test]
+fn every_bad_field_is_named() {
+    let r = CreateNetwork {
+        subnet6: Some("fd00::1/64".into()),
+        zone: Some("a..b".into()),
+        mtu: Some(100),
+        forwarders: vec!["8.8.8.8".into(), "x".into()],
+        ..req("Bad", "10.0.0.0/8")
+    };
+    let problems = network_fields(&r).expect_err("refused");
+    let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, ["name", "subnet6", "forwarders/1", "zone", "mtu"]);
+    assert!(problems[1].error.contains("has host bits set"));
+    assert_eq!(
+        err(&r).error,
+        problems[0].error,
+        "the route answers the first"
+    );
+}

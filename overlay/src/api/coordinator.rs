@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::apply::{ApplyAnswer, ApplyRequest, Document};
 use super::client::{Client, ClientError};
 use super::policies::{PolicyInfo, PolicySpec};
 use super::services::{ServiceInfo, ServiceSpec};
@@ -169,6 +170,16 @@ impl Coordinator {
     /// `DELETE /v1/policies/{name}`: removes a policy and its counters; answers it.
     pub async fn remove_policy(&self, name: &str) -> Result<Policy, ClientError> {
         self.client.delete(&policy_path(name)).await
+    }
+
+    /// `POST /v1/apply`: converges the cluster to a document (or only answers the changes).
+    pub async fn apply(&self, req: &ApplyRequest) -> Result<ApplyAnswer, ClientError> {
+        self.client.post("/v1/apply", req).await
+    }
+
+    /// `GET /v1/export`: the whole cluster as a document.
+    pub async fn export(&self) -> Result<Document, ClientError> {
+        self.client.get("/v1/export").await
     }
 
     /// `GET /v1/health`.

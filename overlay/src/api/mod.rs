@@ -2,6 +2,7 @@
 //! body, a small HTTP/1.1 client (TCP or unix socket), and typed calls to the coordinator.
 
 mod agent;
+mod apply;
 mod client;
 mod coordinator;
 mod policies;
@@ -12,6 +13,7 @@ mod types;
 pub use agent::{
     container_path, Agent, Attach, ContainerInfo, InterfaceInfo, LogChunk, RunContainer,
 };
+pub use apply::{ApplyAnswer, ApplyRequest, Change, ChangeAction, Document, ObjectKind, Problem};
 pub use client::{
     Client, ClientError, RawResponse, UpgradedStream, CONNECT_TIMEOUT, REQUEST_TIMEOUT,
 };

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::apply::Problem;
 use crate::model::{Isolation, Node};
 
 /// Body of `POST /v1/networks`. Addresses are text: the server parses them once and answers a
@@ -139,6 +140,9 @@ pub struct ApiError {
     pub error: String,
     /// Machine-readable kind.
     pub kind: ErrorKind,
+    /// Every problem of a request refused for several reasons at once (`POST /v1/apply`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
 }
 
 impl fmt::Display for ApiError {
@@ -153,6 +157,15 @@ impl ApiError {
         ApiError {
             error: message.into(),
             kind,
+            problems: Vec::new(),
+        }
+    }
+
+    /// A 400 error listing every problem of a request.
+    pub fn with_problems(message: impl Into<String>, problems: Vec<Problem>) -> ApiError {
+        ApiError {
+            problems,
+            ..ApiError::invalid(message)
         }
     }
 
@@ -207,6 +220,17 @@ mod tests {
         assert_eq!(ApiError::invalid("x").status(), 400);
         assert_eq!(ApiError::not_found("x").status(), 404);
         assert_eq!(ErrorKind::Unavailable.status(), 503);
+        let many = ApiError::with_problems(
+            "2 problems",
+            vec![
+                Problem::new("networks/0/subnet", "bad"),
+                Problem::new("", "in use"),
+            ],
+        );
+        let json = serde_json::to_value(&many).expect("ser");
+        assert_eq!(json["problems"][0]["path"], "networks/0/subnet");
+        assert_eq!(many.status(), 400);
+        assert_eq!(serde_json::from_value::<ApiError>(json).expect("de"), many);
     }
 
     #[test]
