@@ -65,7 +65,8 @@ pub fn compile(
         return Compiled::default();
     }
     let policed: BTreeSet<&str> = policies.iter().map(|p| p.network.as_str()).collect();
-    let mut c = Builder::default();
+    // Without an IPv6 network no endpoint has IPv6: no IPv6 sets or rules (half the table).
+    let mut c = Builder::new(networks.iter().any(|n| n.subnet6.is_some()));
     let subnets = |n: &Network| -> Vec<IpNet> {
         std::iter::once(IpNet::V4(n.subnet))
             .chain(n.subnet6.map(IpNet::V6))

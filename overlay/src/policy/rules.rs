@@ -50,8 +50,6 @@ impl Family {
     }
 }
 
-const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
-
 /// A set of addresses or prefixes: what a selection or a peer names.
 pub(super) struct Members {
     /// Prefixes (interval set) rather than addresses.
@@ -61,50 +59,71 @@ pub(super) struct Members {
 }
 
 /// Names of a set pair (`<base>_<a|n><4|6>`), one per family.
-pub(super) type SetNames = [String; 2];
+pub(super) type SetNames = Vec<String>;
 
 /// Collects the table while the policies are walked.
 #[derive(Default)]
 pub(super) struct Builder {
     /// The table so far.
     pub table: Table,
-    /// Dispatch to per-policy chains and isolation drops, per direction.
+    /// Dispatch to per-policy chains and isolation drops, per direction, and to the consent
+    /// chains.
     egress_dispatch: Vec<String>,
     egress_isolation: Vec<String>,
     ingress_dispatch: Vec<String>,
     ingress_isolation: Vec<String>,
     consent: Vec<String>,
+    /// The families rules are written for: IPv6 only when some network has it.
+    families: Vec<Family>,
 }
 
 impl Builder {
-    /// Adds the v4 and v6 sets of `m` under `base`; returns their names.
-    pub fn sets(&mut self, base: &str, m: Members) -> SetNames {
-        FAMILIES.map(|f| {
-            let name = format!("{base}_{}", f.suffix(m.nets));
-            let elements = m
-                .items
-                .iter()
-                .filter(|n| f.has(&n.addr()))
-                .map(|n| {
-                    if m.nets {
-                        n.trunc().to_string()
-                    } else {
-                        n.addr().to_string()
-                    }
-                })
-                .collect();
-            self.table.sets.insert(
-                name.clone(),
-                Set {
-                    kind: f.kind(m.nets),
-                    elements,
-                },
-            );
-            name
-        })
+    /// A builder for IPv4, and IPv6 too when `v6`.
+    pub fn new(v6: bool) -> Builder {
+        let mut families = vec![Family::V4];
+        if v6 {
+            families.push(Family::V6);
+        }
+        Builder {
+            families,
+            ..Builder::default()
+        }
     }
 
-    /// The lines of one rule of policy `id`, in its direction's chain, plus its consent line.
+    /// Adds a set of `m` under `base` per family; returns their names.
+    pub fn sets(&mut self, base: &str, m: Members) -> SetNames {
+        let families = self.families.clone();
+        families
+            .into_iter()
+            .map(|f| {
+                let name = format!("{base}_{}", f.suffix(m.nets));
+                let elements = m
+                    .items
+                    .iter()
+                    .filter(|n| f.has(&n.addr()))
+                    .map(|n| {
+                        if m.nets {
+                            n.trunc().to_string()
+                        } else {
+                            n.addr().to_string()
+                        }
+                    })
+                    .collect();
+                self.table.sets.insert(
+                    name.clone(),
+                    Set {
+                        kind: f.kind(m.nets),
+                        elements,
+                    },
+                );
+                name
+            })
+            .collect()
+    }
+
+    /// The lines of one rule of policy `id`, in its direction's chain, plus (an allow-ingress
+    /// rule) its line in the policy's consent chain, so a changed policy refills only its own
+    /// chains.
     pub fn rule(
         &mut self,
         id: &str,
@@ -121,7 +140,7 @@ impl Builder {
             Action::Deny => "drop".to_string(),
             Action::Allow => format!("meta mark set meta mark or {mark:#010x}"),
         };
-        for (i, f) in FAMILIES.iter().enumerate() {
+        for (i, f) in self.families.clone().iter().enumerate() {
             let l4 = l4(r, *f);
             if let Peer::Cidr(c) = &r.peer {
                 if !f.has(&c.addr()) {
@@ -139,18 +158,31 @@ impl Builder {
                 .rules
                 .push(format!("{addr}{l4}counter name \"{counter}\" {verdict}"));
             if r.direction == Direction::Ingress && r.action == Action::Allow {
-                self.consent.push(format!(
-                    "{} daddr @{} {addr}{l4}meta mark set meta mark or {MARK_CONSENT:#010x}",
-                    f.ip(),
-                    sel[i]
-                ));
+                let consent = format!("{id}_cs");
+                self.table
+                    .chains
+                    .entry(consent.clone())
+                    .or_default()
+                    .rules
+                    .push(format!(
+                        "{addr}{l4}meta mark set meta mark or {MARK_CONSENT:#010x}"
+                    ));
+                for (j, g) in self.families.clone().iter().enumerate() {
+                    let line = format!("{} daddr @{} jump {consent}", g.ip(), sel[j]);
+                    if !self.consent.contains(&line) {
+                        self.consent.push(line);
+                    }
+                }
             }
         }
+        // The chain exists even when no family has a line (an IPv6 CIDR on an IPv4-only
+        // cluster): the dispatch below jumps to it.
+        self.table.chains.entry(chain.clone()).or_default();
         let (dispatch, side) = match r.direction {
             Direction::Egress => (&mut self.egress_dispatch, "saddr"),
             Direction::Ingress => (&mut self.ingress_dispatch, "daddr"),
         };
-        for (i, f) in FAMILIES.iter().enumerate() {
+        for (i, f) in self.families.clone().iter().enumerate() {
             let line = format!("{} {side} @{} jump {chain}", f.ip(), sel[i]);
             if !dispatch.contains(&line) {
                 dispatch.push(line);
@@ -177,7 +209,7 @@ impl Builder {
                 Direction::Egress => &mut self.egress_isolation,
                 Direction::Ingress => &mut self.ingress_isolation,
             };
-            for (i, f) in FAMILIES.iter().enumerate() {
+            for (i, f) in self.families.clone().iter().enumerate() {
                 out.push(format!(
                     "{} {side} @{} meta mark and {mark:#010x} == 0 counter name \"{counter}\" drop",
                     f.ip(),
@@ -195,7 +227,8 @@ impl Builder {
             "sf_prerouting".into(),
             Chain {
                 hook: Some("type filter hook prerouting priority raw - 10; policy accept;".into()),
-                rules: FAMILIES
+                rules: self
+                    .families
                     .iter()
                     .map(|f| {
                         format!(
@@ -209,7 +242,7 @@ impl Builder {
         );
         let mut forward = Vec::new();
         for side in ["saddr", "daddr"] {
-            for f in FAMILIES {
+            for f in self.families.clone() {
                 forward.push(format!(
                     "{} {side} @tracked_{} goto sf_policy",
                     f.ip(),
@@ -228,14 +261,14 @@ impl Builder {
             format!("ct state established,related meta mark set meta mark or {MARK_CONSENT:#010x} accept"),
             format!("meta mark set meta mark and {keep:#010x}"),
         ];
-        for f in FAMILIES {
+        for f in self.families.clone() {
             policy.push(format!(
                 "{} saddr @local_{} jump sf_egress",
                 f.ip(),
                 f.suffix(false)
             ));
         }
-        for f in FAMILIES {
+        for f in self.families.clone() {
             policy.push(format!(
                 "{} daddr @local_{} goto sf_ingress",
                 f.ip(),
