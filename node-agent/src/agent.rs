@@ -185,6 +185,9 @@ async fn start_workload_actors(
     }));
     let registry = RegistryActor::new(registry, publish.clone()).start();
     let firewall = FirewallActor::new(Arc::new(NftFirewall::current())).start();
+    if !std::path::Path::new("/proc/sys/net/bridge").exists() {
+        warn!("br_netfilter is not available (no /proc/sys/net/bridge): same-network traffic of networks with policies will not go through them; load the br_netfilter module");
+    }
     let policy = PolicyActor::new(
         args.node.clone(),
         PolicyEnforcer::new(Arc::new(NftFirewall::current())),
