@@ -8,6 +8,7 @@
 
 mod compose;
 mod intra;
+mod nfset;
 mod nft;
 mod render;
 
@@ -20,6 +21,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 pub use compose::{Composer, Part};
+pub use nfset::{change_elements, ElementChange, ElementOp};
 pub use nft::NftFirewall;
 pub use render::{render_removal, render_ruleset, rule_comments, TABLE};
 
@@ -52,6 +54,37 @@ pub enum FirewallError {
     /// The namespace could not be entered.
     #[error(transparent)]
     Netns(#[from] crate::netns::NetnsError),
+    /// The kernel refused a set element change: nothing of its batch was applied.
+    #[error(
+        "{} element {} of set inet {table} {} (change #{index} of the batch) failed: {source}{}",
+        change.op, change.addr, change.set, nfset::hint(source)
+    )]
+    SetElement {
+        /// The table.
+        table: String,
+        /// The change the kernel pointed at.
+        change: ElementChange,
+        /// Its index in the batch's changes.
+        index: usize,
+        /// The kernel's errno.
+        source: std::io::Error,
+    },
+    /// Talking to nf_tables over netlink failed.
+    #[error("nf_tables netlink: {what}: {source}")]
+    Netlink {
+        /// What was attempted.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A table or set name nftables cannot hold.
+    #[error("invalid nftables {what} name {name:?}: use 1-255 bytes without NUL")]
+    InvalidName {
+        /// "table" or "set".
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
     /// The blocking helper task failed.
     #[error("firewall helper task failed: {0}")]
     Task(String),
