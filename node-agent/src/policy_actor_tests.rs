@@ -107,8 +107,8 @@ async fn a_policy_loads_whole_then_a_new_peer_is_one_element() {
     until("the change", || r.backend.scripts().len() == 2).await;
     assert_eq!(
         r.backend.scripts()[1],
-        "add element inet shibafu-policy p_db_r1_a4 { 10.1.0.9 }\n",
-        "an instance elsewhere is one element, nothing else"
+        "# netlink\nadd element inet shibafu-policy p_db_r1_a4 { 10.1.0.9 }\n",
+        "an instance elsewhere is one element over netlink, nothing else"
     );
 }
 

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use tracing::{info, warn};
 
+use super::{change_elements, ElementChange};
 use super::{
     render_removal, render_ruleset, rule_comments, Firewall, FirewallError, FirewallSpec, TABLE,
 };
@@ -180,6 +181,13 @@ impl PolicyBackend for NftFirewall {
     async fn run(&self, script: String) -> Result<(), FirewallError> {
         let out = self.nft(&["-f", "-"], Some(script)).await?;
         expect_ok("policy table change", out)
+    }
+
+    async fn elements(&self, changes: &[ElementChange]) -> Result<(), FirewallError> {
+        let name = POLICY_TABLE
+            .split_once(' ')
+            .map_or(POLICY_TABLE, |(_, n)| n);
+        change_elements(self.netns.as_deref(), name, changes).await
     }
 
     async fn counters(&self) -> Result<Option<BTreeMap<String, u64>>, FirewallError> {

@@ -7,14 +7,17 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tracing::warn;
 
-use super::table::{render_diff, render_full, render_removal, Table};
-use crate::firewall::FirewallError;
+use super::table::{element_changes, render_diff, render_full, render_removal, Table};
+use super::POLICY_TABLE;
+use crate::firewall::{ElementChange, ElementOp, FirewallError};
 
 /// Runs policy-table scripts and reads the table's counters.
 #[async_trait]
 pub trait PolicyBackend: Send + Sync {
     /// Runs `script` as one transaction.
     async fn run(&self, script: String) -> Result<(), FirewallError>;
+    /// Adds and deletes addresses of the table's sets in one transaction, without nft.
+    async fn elements(&self, changes: &[ElementChange]) -> Result<(), FirewallError>;
     /// Packets of every named counter of the policy table; `None` when the table is missing.
     async fn counters(&self) -> Result<Option<BTreeMap<String, u64>>, FirewallError>;
 }
@@ -60,6 +63,24 @@ impl PolicyEnforcer {
             return Ok(None);
         }
         let incremental = self.loaded.as_ref().is_some_and(|o| !o.chains.is_empty());
+        // An endpoint coming or going anywhere is only addresses in sets: over netlink, no fork.
+        if let Some(changes) = self
+            .loaded
+            .as_ref()
+            .filter(|_| incremental)
+            .and_then(|old| element_changes(old, table))
+        {
+            match self.backend.elements(&changes).await {
+                Ok(()) => {
+                    self.loaded = Some(table.clone());
+                    return Ok(Some(format!(
+                        "{} element changes over netlink",
+                        changes.len()
+                    )));
+                }
+                Err(e) => warn!(error = %e, "changing policy set elements failed; using nft"),
+            }
+        }
         let mut script = match &self.loaded {
             _ if table.chains.is_empty() => render_removal(),
             Some(old) if incremental => render_diff(old, table),
@@ -164,5 +185,20 @@ impl PolicyBackend for FakePolicyBackend {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone())
+    }
+
+    /// Recorded as a script of its own, first line `# netlink`.
+    async fn elements(&self, changes: &[ElementChange]) -> Result<(), FirewallError> {
+        let lines: Vec<String> = changes
+            .iter()
+            .map(|c| {
+                let verb = match c.op {
+                    ElementOp::Add => "add",
+                    ElementOp::Delete => "delete",
+                };
+                format!("{verb} element {POLICY_TABLE} {} {{ {} }}\n", c.set, c.addr)
+            })
+            .collect();
+        self.run(format!("# netlink\n{}", lines.concat())).await
     }
 }

@@ -4,6 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use crate::firewall::ElementChange;
 
 /// The table policies live in (family and name); shibafu's main table is `inet shibafu`.
 pub const POLICY_TABLE: &str = "inet shibafu-policy";
@@ -148,6 +151,39 @@ fn render_changes(old: &Table, new: &Table, kept: &BTreeMap<String, u64>, s: &mu
     for name in old.counters.difference(&new.counters) {
         let _ = writeln!(s, "delete counter {t} {name}");
     }
+}
+
+/// The difference from `old` to `new` as address changes alone, when that is all it is (same
+/// sets, chains and counters; only elements of address sets differ): what can go to the kernel
+/// over netlink without nft. Deletes come before adds.
+pub fn element_changes(old: &Table, new: &Table) -> Option<Vec<ElementChange>> {
+    if old.chains != new.chains
+        || old.counters != new.counters
+        || !old.sets.keys().eq(new.sets.keys())
+    {
+        return None;
+    }
+    let (mut deletes, mut adds) = (Vec::new(), Vec::new());
+    for (name, n) in &new.sets {
+        let o = old.sets.get(name)?;
+        if o.elements == n.elements {
+            continue;
+        }
+        if !matches!(n.kind, SetKind::Addr4 | SetKind::Addr6) {
+            return None;
+        }
+        for e in o.elements.difference(&n.elements) {
+            deletes.push(ElementChange::delete(
+                name.clone(),
+                e.parse::<IpAddr>().ok()?,
+            ));
+        }
+        for e in n.elements.difference(&o.elements) {
+            adds.push(ElementChange::add(name.clone(), e.parse::<IpAddr>().ok()?));
+        }
+    }
+    deletes.extend(adds);
+    Some(deletes)
 }
 
 /// `add element` / `delete element` of `items` (nothing when there are none).

@@ -138,3 +138,35 @@ fn the_full_script_replaces_the_table_and_declares_before_use() {
         "add chain inet shibafu-policy base { type filter hook forward priority filter - 10; policy accept; }"
     ));
 }
+
+#[test]
+fn only_address_changes_go_over_netlink() {
+    let old = table();
+    let mut new = table();
+    let web = new.sets.get_mut("web_a4").expect("set");
+    web.elements.remove("10.0.0.2");
+    web.elements.insert("10.0.0.9".into());
+    let changes = element_changes(&old, &new).expect("addresses only");
+    let shown: Vec<String> = changes
+        .iter()
+        .map(|c| format!("{:?} {} {}", c.op, c.set, c.addr))
+        .collect();
+    assert_eq!(shown, ["Delete web_a4 10.0.0.2", "Add web_a4 10.0.0.9"]);
+    assert_eq!(element_changes(&old, &old), Some(vec![]));
+    let mut nets = table();
+    nets.sets
+        .get_mut("nets_n4")
+        .expect("set")
+        .elements
+        .insert("10.2.0.0/24".into());
+    assert!(
+        element_changes(&old, &nets).is_none(),
+        "prefix sets go through nft"
+    );
+    let mut chains = new.clone();
+    chains.chains.get_mut("p").expect("p").rules.clear();
+    assert!(
+        element_changes(&old, &chains).is_none(),
+        "rule changes go through nft"
+    );
+}
