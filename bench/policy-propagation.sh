@@ -97,6 +97,7 @@ for n in 1 2 3; do on node$n "$SF" logs c$n >"$W/c$n.txt"; done
 
 # A later instance on node1, let in at node3 by a policy naming its service.
 M=$((N / 5))
+on node1 "$SF" service create member --network cli >/dev/null
 on node1 "$SF" network policy create --name members --network tgt --allow-ingress-from service:member:80 >/dev/null
 sleep 1
 : >"$W/members.txt"

@@ -1,5 +1,5 @@
 //! Host tier, policies on one host: containers of three networks on the bridges the dataplane
-//! builds (br_netfilter off, as with `--no-bridge-netfilter`), shibafu's main table and the
+//! builds (br_netfilter off host-wide as with `--no-bridge-netfilter`, and on), the main table and the
 //! compiled policy table loaded with nft; after each step of a sequence that creates, changes
 //! and removes policies and adds a container later, every probe (TCP, UDP, ICMP, IPv4 and IPv6)
 //! from every container to every other passes exactly when the oracle says it does.
@@ -141,16 +141,30 @@ impl World {
 }
 
 #[tokio::test]
-async fn every_probe_matches_the_oracle_through_a_sequence_of_policies() {
+async fn every_probe_matches_the_oracle_with_bridge_netfilter_off() {
+    sequence(false).await;
+}
+
+/// The same with br_netfilter on for every bridge (a host without `--no-bridge-netfilter`):
+/// unpoliced networks' bridged frames reach the inet hooks too, and nothing changes.
+#[tokio::test]
+async fn every_probe_matches_the_oracle_with_bridge_netfilter_on() {
+    sequence(true).await;
+}
+
+/// Probes after each step of a sequence of policies; `bridge_nf`: the host-wide br_netfilter
+/// switches.
+async fn sequence(bridge_nf: bool) {
     if !is_root() {
         eprintln!("skipping host-tier policy test: needs root");
         return;
     }
     let host = NetnsGuard::new("polh");
+    let on = u8::from(bridge_nf);
     exec_ok(host.cmd("sysctl").args([
         "-qw",
-        "net.bridge.bridge-nf-call-iptables=0",
-        "net.bridge.bridge-nf-call-ip6tables=0",
+        &format!("net.bridge.bridge-nf-call-iptables={on}"),
+        &format!("net.bridge.bridge-nf-call-ip6tables={on}"),
     ]));
     let mut frontend = net("frontend", "10.71.1.0/24", 4201, false);
     frontend.subnet6 = Some("fd71:1::/64".parse().expect("v6"));
