@@ -95,6 +95,7 @@ async fn read(store: &dyn Store) -> Result<Snapshot, ApiError> {
         .await
         .map_err(store_error)?;
     for e in endpoints {
+        current.containers.insert(e.name.clone());
         *current.endpoints.entry(e.network.clone()).or_default() += 1;
         if let Some(s) = e.service {
             *current.instances.entry((e.network, s)).or_default() += 1;

@@ -264,6 +264,9 @@ fn policies(
                 Peer::Service(s) if !after.has_service(None, s) => {
                     Some(format!("no service named {s:?} in the file or the cluster"))
                 }
+                Peer::Container(c) if !after.current.containers.contains(c) => Some(format!(
+                    "unknown container {c:?}: no endpoint of that name on any network"
+                )),
                 _ => None,
             };
             if let Some(msg) = missing {

@@ -31,6 +31,7 @@ fn cluster() -> Current {
     Current {
         networks: vec![db],
         services: vec![Service::new("database", "pg")],
+        containers: ["pg1".to_string()].into(),
         ..Current::default()
     }
 }
@@ -124,4 +125,23 @@ fn every_problem_is_reported_at_its_path() {
     says(8, "no service named \"nope\"");
     says(9, "policy \"p\" is given twice");
     says(10, "invalid network name \"Database\"");
+}
+
+#[test]
+fn container_peers_must_name_an_attached_container() {
+    let doc = Document {
+        policies: vec![Policy::new(
+            "p",
+            "database",
+            vec![rule("container:pg1"), rule("container:ghost")],
+        )],
+        ..Document::default()
+    };
+    let found = problems(&doc, false);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "policies/0/rules/1/peer");
+    assert!(
+        found[0].1.contains("unknown container \"ghost\""),
+        "{found:?}"
+    );
 }

@@ -1,7 +1,7 @@
 //! The plan of an apply, a pure function of the cluster and the desired state: what to create,
 //! change in place and (with prune) remove, or why it cannot be done.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 
 use serde::Serialize;
@@ -26,6 +26,8 @@ pub struct Current {
     pub endpoints: BTreeMap<String, usize>,
     /// Instances, by (network, service).
     pub instances: BTreeMap<(String, String), usize>,
+    /// Names of the containers (endpoints) attached anywhere: what `container:NAME` peers name.
+    pub containers: BTreeSet<String>,
 }
 
 /// One change to make.
