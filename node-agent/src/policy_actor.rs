@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use shibafu_overlay::model::{PolicyCounters, SCHEMA_VERSION};
-use shibafu_overlay::policy::{compile, Compiled, PolicyEnforcer};
+use shibafu_overlay::policy::{compile, Compiled, PolicyCounterNames, PolicyEnforcer};
 use shibafu_overlay::state::{ClusterState, StateChange};
 use shibafu_overlay::store::keys::Key;
 use tracing::{debug, info, warn};
@@ -120,31 +120,33 @@ impl PolicyActor {
         let Some(enforcer) = &self.enforcer else {
             return;
         };
-        let Some(desired) = self.desired.clone() else {
+        let Some(desired) = &self.desired else {
             return;
         };
+        // Only the counter names and whether a table is wanted: not a copy of the table.
+        let (names, wanted) = (desired.counters.clone(), !desired.table.chains.is_empty());
         let backend = enforcer.backend().clone();
         let read = async move { backend.counters().await };
         ctx.spawn(read.into_actor(self).map(move |res, act, ctx| match res {
-            Ok(Some(counts)) => act.publish_counts(&desired, &counts),
-            Ok(None) if !desired.table.chains.is_empty() => {
+            Ok(Some(counts)) => act.publish_counts(&names, &counts),
+            Ok(None) if wanted => {
                 warn!("the policy table is missing; loading it again");
                 if let Some(e) = act.enforcer.as_mut() {
                     e.forget();
                 }
                 act.converge(ctx);
             }
-            Ok(None) => act.publish_counts(&desired, &BTreeMap::new()),
+            Ok(None) => act.publish_counts(&names, &BTreeMap::new()),
             Err(e) => warn!(error = %e, "cannot read the policy counters"),
         }));
     }
 
     /// Publishes each policy's figures that differ from the last published (a policy that
     /// never counted anything is not written), and deletes those of policies that went.
-    fn publish_counts(&mut self, compiled: &Compiled, counts: &BTreeMap<String, u64>) {
+    fn publish_counts(&mut self, counters: &[PolicyCounterNames], counts: &BTreeMap<String, u64>) {
         let get = |name: &str| counts.get(name).copied().unwrap_or(0);
         let mut seen = Vec::new();
-        for names in &compiled.counters {
+        for names in counters {
             let figures = PolicyCounters {
                 schema: SCHEMA_VERSION,
                 policy: names.policy.clone(),

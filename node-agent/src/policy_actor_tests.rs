@@ -52,6 +52,17 @@ fn db_policy() -> Policy {
     )
 }
 
+/// Sends the cluster with `db_policy` stored and waits for its first load; returns that state.
+async fn loaded(r: &Rig) -> Arc<ClusterState> {
+    let (state, changes) = stored(&cluster(), &db_policy());
+    r.actor.do_send(ClusterChanged {
+        changes,
+        state: state.clone(),
+    });
+    until("the first load", || r.backend.scripts().len() == 1).await;
+    state
+}
+
 fn cluster() -> Arc<ClusterState> {
     state_with(
         &[
@@ -85,12 +96,7 @@ async fn without_policies_only_a_leftover_table_is_removed() {
 #[actix::test]
 async fn a_policy_loads_whole_then_a_new_peer_is_one_element() {
     let r = rig();
-    let (state, changes) = stored(&cluster(), &db_policy());
-    r.actor.do_send(ClusterChanged {
-        changes,
-        state: state.clone(),
-    });
-    until("the first load", || r.backend.scripts().len() == 1).await;
+    let state = loaded(&r).await;
     let first = &r.backend.scripts()[0];
     assert!(
         first.starts_with("table inet shibafu-policy {}\ndelete table"),
@@ -115,12 +121,7 @@ async fn a_policy_loads_whole_then_a_new_peer_is_one_element() {
 #[actix::test]
 async fn counters_are_published_when_they_move_and_removed_with_the_policy() {
     let r = rig();
-    let (state, changes) = stored(&cluster(), &db_policy());
-    r.actor.do_send(ClusterChanged {
-        changes,
-        state: state.clone(),
-    });
-    until("the first load", || r.backend.scripts().len() == 1).await;
+    let state = loaded(&r).await;
     let names: Vec<String> = r.backend.scripts()[0]
         .lines()
         .filter_map(|l| l.strip_prefix("add counter inet shibafu-policy "))
