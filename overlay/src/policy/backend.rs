@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tracing::warn;
 
-use super::table::{element_changes, render_diff, render_full, render_removal, Table};
-use super::POLICY_TABLE;
+use super::table::{element_changes, elements, render_diff, render_full, render_removal, Table};
 use crate::firewall::{ElementChange, ElementOp, FirewallError};
 
 /// Runs policy-table scripts and reads the table's counters.
@@ -189,16 +188,19 @@ impl PolicyBackend for FakePolicyBackend {
 
     /// Recorded as a script of its own, first line `# netlink`.
     async fn elements(&self, changes: &[ElementChange]) -> Result<(), FirewallError> {
-        let lines: Vec<String> = changes
-            .iter()
-            .map(|c| {
-                let verb = match c.op {
-                    ElementOp::Add => "add",
-                    ElementOp::Delete => "delete",
-                };
-                format!("{verb} element {POLICY_TABLE} {} {{ {} }}\n", c.set, c.addr)
-            })
-            .collect();
-        self.run(format!("# netlink\n{}", lines.concat())).await
+        let mut script = String::from("# netlink\n");
+        for c in changes {
+            let verb = match c.op {
+                ElementOp::Add => "add",
+                ElementOp::Delete => "delete",
+            };
+            elements(
+                &mut script,
+                verb,
+                &c.set,
+                std::iter::once(&c.addr.to_string()),
+            );
+        }
+        self.run(script).await
     }
 }

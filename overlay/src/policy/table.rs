@@ -187,7 +187,12 @@ pub fn element_changes(old: &Table, new: &Table) -> Option<Vec<ElementChange>> {
 }
 
 /// `add element` / `delete element` of `items` (nothing when there are none).
-fn elements<'a>(s: &mut String, verb: &str, set: &str, items: impl Iterator<Item = &'a String>) {
+pub(super) fn elements<'a>(
+    s: &mut String,
+    verb: &str,
+    set: &str,
+    items: impl Iterator<Item = &'a String>,
+) {
     let items: Vec<&str> = items.map(String::as_str).collect();
     if !items.is_empty() {
         let _ = writeln!(
