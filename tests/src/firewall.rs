@@ -45,10 +45,16 @@ pub fn containers(members: &[(&NetnsGuard, &str, &str)]) -> (Vec<Endpoint>, Vec<
     (eps, cs)
 }
 
-/// Builds the networks and containers in `host` with the dataplane.
-pub async fn build(host: &NetnsGuard, networks: &[Network], members: &[(&NetnsGuard, &str, &str)]) {
+/// The desired state of single host "h" with `members` attached and the networks named in
+/// `policed` governed by policies (their bridges call the inet hooks).
+pub fn desired(
+    networks: &[Network],
+    members: &[(&NetnsGuard, &str, &str)],
+    policed: &[&str],
+) -> DesiredHost {
     let (endpoints, containers) = containers(members);
-    let d = DesiredHost::build(&HostInputs {
+    let policed: BTreeSet<String> = policed.iter().map(|n| n.to_string()).collect();
+    DesiredHost::build(&HostInputs {
         node: "h",
         underlay: None,
         underlay_mtu: 1500,
@@ -56,9 +62,24 @@ pub async fn build(host: &NetnsGuard, networks: &[Network], members: &[(&NetnsGu
         nodes: &[],
         endpoints: &endpoints,
         containers: &containers,
-        policed: &BTreeSet::new(),
+        policed: &policed,
     })
-    .expect("desired");
+    .expect("desired")
+}
+
+/// Builds the networks and containers in `host` with the dataplane.
+pub async fn build(host: &NetnsGuard, networks: &[Network], members: &[(&NetnsGuard, &str, &str)]) {
+    build_policed(host, networks, members, &[]).await;
+}
+
+/// [`build`], the networks named in `policed` governed by policies.
+pub async fn build_policed(
+    host: &NetnsGuard,
+    networks: &[Network],
+    members: &[(&NetnsGuard, &str, &str)],
+    policed: &[&str],
+) {
+    let d = desired(networks, members, policed);
     let (_, report) = reconcile(&NetlinkDataplane::in_netns(host.path()), &d, &Scope::All)
         .await
         .expect("reconcile");

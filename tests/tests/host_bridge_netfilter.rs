@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 
 use shibafu_overlay::model::Network;
 use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkDataplane, Scope};
-use shibafu_overlay::plan::{plan, DesiredHost, HostInputs, Op};
-use shibafu_tests::firewall::{containers, net, nft, ping};
+use shibafu_overlay::plan::{plan, DesiredHost, Op};
+use shibafu_tests::firewall::{self, net, nft, ping};
 use shibafu_tests::{exec_ok, exec_out, is_root, NetnsGuard};
 
 fn root() -> bool {
@@ -25,19 +25,7 @@ fn desired(
     members: &[(&NetnsGuard, &str, &str)],
     policed: &[&str],
 ) -> DesiredHost {
-    let (endpoints, containers) = containers(members);
-    let policed: BTreeSet<String> = policed.iter().map(|n| n.to_string()).collect();
-    let mut d = DesiredHost::build(&HostInputs {
-        node: "h",
-        underlay: None,
-        underlay_mtu: 1500,
-        networks,
-        nodes: &[],
-        endpoints: &endpoints,
-        containers: &containers,
-        policed: &policed,
-    })
-    .expect("desired");
+    let mut d = firewall::desired(networks, members, policed);
     d.bridge_netfilter_off = true;
     d
 }

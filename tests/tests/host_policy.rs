@@ -9,8 +9,10 @@ use std::sync::Arc;
 
 use shibafu_overlay::firewall::{Firewall, FirewallSpec, NftFirewall};
 use shibafu_overlay::model::{Action, Direction, Endpoint, Link, Network, Policy, Rule};
-use shibafu_overlay::policy::{compile, PolicyBackend, PolicyEnforcer, PolicyView};
-use shibafu_tests::firewall::{build, containers, net};
+use shibafu_overlay::policy::{
+    compile, policed_networks, PolicyBackend, PolicyEnforcer, PolicyView,
+};
+use shibafu_tests::firewall::{build, build_policed, containers, net};
 use shibafu_tests::probe::{check_args, mismatches, probes_from, results, SERVE_ARGS};
 use shibafu_tests::{bin, exec_ok, is_root, NetnsGuard};
 
@@ -107,26 +109,12 @@ impl World {
         let pols: Vec<&Policy> = policies.iter().collect();
         let table = compile(&nets, &eps, &pols, "h").table;
         self.enforcer.enforce(&table).await.expect("policy table");
-        // Bridges of policed networks send their frames through the inet hooks.
-        for n in &self.networks {
-            let on = if pols.iter().any(|p| p.network == n.name) {
-                "1"
-            } else {
-                "0"
-            };
-            let br = n.bridge_name();
-            self.host.ip(&[
-                "link",
-                "set",
-                &br,
-                "type",
-                "bridge",
-                "nf_call_iptables",
-                on,
-                "nf_call_ip6tables",
-                on,
-            ]);
-        }
+        // Bridges of policed networks send their frames through the inet hooks: the
+        // dataplane's plan sets their netfilter flags (reconciled by difference).
+        let policed = policed_networks(&self.networks, policies);
+        let policed: Vec<&str> = policed.iter().map(String::as_str).collect();
+        let members = layout(&self.nss, self.endpoints.len());
+        build_policed(&self.host, &self.networks, &members, &policed).await;
     }
 
     fn assert_matches(&self, step: &str, policies: &[Policy]) {
