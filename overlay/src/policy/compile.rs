@@ -18,7 +18,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::rules::{Builder, Members};
+use super::rules::{Builder, Members, Operands};
 use super::table::Table;
 use super::{effective_policies, selects, STRICT_PREFIX};
 use crate::model::{Endpoint, Network, Peer, Policy};
@@ -112,41 +112,41 @@ pub fn compile(
             .flat_map(|x| subnets(x))
             .collect()
     };
-    let eps = |list: Option<&Vec<&Endpoint>>, keep: &dyn Fn(&Endpoint) -> bool| Members {
-        nets: false,
-        items: list
-            .into_iter()
+    let eps = |list: Option<&Vec<&Endpoint>>, keep: &dyn Fn(&Endpoint) -> bool| -> Vec<IpNet> {
+        list.into_iter()
             .flatten()
             .filter(|e| keep(e))
             .flat_map(|e| addresses(e))
-            .collect(),
+            .collect()
     };
-    let members = |peer: &Peer| -> Option<Members> {
+    // Networks and CIDRs are fixed prefixes, written into the rules; services and containers
+    // are address sets, one per peer however many rules name it, filled as endpoints come.
+    let peer = |c: &mut Builder, peer: &Peer| -> Option<Operands> {
         match peer {
             Peer::Any => None,
-            Peer::Cidr(c) => Some(Members {
-                nets: true,
-                items: vec![*c],
-            }),
-            Peer::Network(n) => Some(Members {
-                nets: true,
-                items: nets_of(n),
-            }),
-            Peer::Service(s) => Some(eps(by_service.get(s.as_str()), &|_| true)),
-            Peer::Container(n) => Some(eps(by_name.get(n.as_str()), &|_| true)),
+            Peer::Cidr(n) => Some(c.inline(&[*n])),
+            Peer::Network(n) => Some(c.inline(&nets_of(n))),
+            Peer::Service(s) => Some(c.shared_sets(&format!("svc_{}", label_id(s)), || {
+                eps(by_service.get(s.as_str()), &|_| true)
+            })),
+            Peer::Container(n) => Some(c.shared_sets(&format!("ctr_{}", label_id(n)), || {
+                eps(by_name.get(n.as_str()), &|_| true)
+            })),
         }
     };
     let mut counters = Vec::new();
     for p in &policies {
         let id = policy_id(&p.name);
-        let selection = match &p.service {
-            None => Members {
-                nets: true,
-                items: nets_of(&p.network),
-            },
-            Some(s) => eps(by_service.get(s.as_str()), &|e| selects(p, e)),
+        let sel = match &p.service {
+            None => c.inline(&nets_of(&p.network)),
+            Some(s) => c.sets(
+                &format!("{id}_sel"),
+                Members {
+                    nets: false,
+                    items: eps(by_service.get(s.as_str()), &|e| selects(p, e)),
+                },
+            ),
         };
-        let sel = c.sets(&format!("{id}_sel"), selection);
         // A rule's counter is named after its text too, so a changed rule counts afresh.
         let rule_counters: Vec<String> = p
             .rules
@@ -156,7 +156,7 @@ pub fn compile(
             .collect();
         let iso = format!("c{id}_iso");
         for (i, r) in p.rules.iter().enumerate() {
-            let peer = members(&r.peer).map(|m| c.sets(&format!("{id}_r{i}"), m));
+            let peer = peer(&mut c, &r.peer);
             c.rule(&id, &sel, r, peer.as_ref(), &rule_counters[i]);
         }
         c.isolation(&sel, p, &iso);
@@ -185,13 +185,18 @@ fn addresses(e: &Endpoint) -> Vec<IpNet> {
         .collect()
 }
 
-/// A policy's name in set, chain and counter names: `p_` + the name with `-` as `_` (names
-/// are DNS labels, so this is one to one), `s_<network>` for a network's `strict` policy.
+/// A policy's name in set, chain and counter names: `p_<name>`, `s_<network>` for a
+/// network's `strict` policy.
 fn policy_id(name: &str) -> String {
     match name.strip_prefix(STRICT_PREFIX) {
-        Some(net) => format!("s_{}", net.replace('-', "_")),
-        None => format!("p_{}", name.replace('-', "_")),
+        Some(net) => format!("s_{}", label_id(net)),
+        None => format!("p_{}", label_id(name)),
     }
+}
+
+/// A DNS label as an nft identifier part: `-` as `_` (labels have no `_`: one to one).
+fn label_id(label: &str) -> String {
+    label.replace('-', "_")
 }
 
 /// FNV-1a, 32 bits: a short, stable digest of a rule's text.

@@ -63,8 +63,12 @@ enum Decision {
 /// One match or statement of a rule.
 #[derive(Debug, Clone)]
 enum Expr {
-    /// `ip|ip6 saddr|daddr @set`.
-    Addr { v6: bool, daddr: bool, set: String },
+    /// `ip|ip6 saddr|daddr @set`, `.. PREFIX` or `.. { PREFIX, .. }`.
+    Addr {
+        v6: bool,
+        daddr: bool,
+        from: Operand,
+    },
     /// `meta nfproto ipv4|ipv6`.
     NfProto { v6: bool },
     /// `meta l4proto NAME` or `meta l4proto { NAME, .. }`.
@@ -84,6 +88,15 @@ enum Expr {
     MarkOr(u32),
     /// `meta mark set meta mark and V`.
     MarkAnd(u32),
+}
+
+/// What an address is looked up in.
+#[derive(Debug, Clone)]
+enum Operand {
+    /// A named set.
+    Set(String),
+    /// Prefixes written in the rule.
+    Nets(Vec<IpNet>),
 }
 
 /// How a rule ends.
@@ -170,7 +183,11 @@ impl Nft {
         let text = &line.text;
         for e in &line.exprs {
             match e {
-                Expr::Addr { v6, set, .. } => {
+                Expr::Addr {
+                    v6,
+                    from: Operand::Set(set),
+                    ..
+                } => {
                     let s = self.sets.get(set).unwrap_or_else(|| {
                         panic!("{chain}: {text:?} names set {set:?}, which does not exist")
                     });
@@ -179,6 +196,14 @@ impl Nft {
                         "{chain}: {text:?}: set {set:?} is of the other family"
                     );
                 }
+                Expr::Addr {
+                    v6,
+                    from: Operand::Nets(nets),
+                    ..
+                } => assert!(
+                    nets.iter().all(|n| n.addr().is_ipv6() == *v6),
+                    "{chain}: {text:?}: a prefix is of the other family"
+                ),
                 Expr::Counter(c) => assert!(
                     counters.contains(c),
                     "{chain}: {text:?} names counter {c:?}, which does not exist"
@@ -247,9 +272,13 @@ impl Nft {
     fn matches(&self, line: &Line, p: &mut Packet, fx: &mut Effects) -> bool {
         for e in &line.exprs {
             let ok = match e {
-                Expr::Addr { v6, daddr, set } => {
+                Expr::Addr { v6, daddr, from } => {
                     let a = if *daddr { p.dst } else { p.src };
-                    a.is_ipv6() == *v6 && self.sets[set].nets.iter().any(|n| n.contains(&a))
+                    let nets = match from {
+                        Operand::Set(set) => &self.sets[set].nets,
+                        Operand::Nets(nets) => nets,
+                    };
+                    a.is_ipv6() == *v6 && nets.iter().any(|n| n.contains(&a))
                 }
                 Expr::NfProto { v6 } => p.src.is_ipv6() == *v6,
                 Expr::L4proto(names) => names.iter().any(|n| n == p.l4proto()),
@@ -374,14 +403,22 @@ fn parse_rule(text: &str) -> Line {
     while !rest.is_empty() {
         let at = rest;
         let (e, used) = match rest {
-            [fam @ ("ip" | "ip6"), dir @ ("saddr" | "daddr"), set, ..] => {
-                let set = set.strip_prefix('@').unwrap_or_else(|| bad(at));
+            [fam @ ("ip" | "ip6"), dir @ ("saddr" | "daddr"), what, ..] => {
+                let (from, used) = match what.strip_prefix('@') {
+                    Some(set) => (Operand::Set(set.to_string()), 3),
+                    None if *what == "{" => {
+                        let (items, used) = brace_list(&rest[2..], text, at);
+                        let nets = items.iter().map(|i| prefix(i, text, at)).collect();
+                        (Operand::Nets(nets), 2 + used)
+                    }
+                    None => (Operand::Nets(vec![prefix(what, text, at)]), 3),
+                };
                 let e = Expr::Addr {
                     v6: *fam == "ip6",
                     daddr: *dir == "daddr",
-                    set: set.to_string(),
+                    from,
                 };
-                (Some(e), 3)
+                (Some(e), used)
             }
             ["meta", "nfproto", fam @ ("ipv4" | "ipv6"), ..] => {
                 (Some(Expr::NfProto { v6: *fam == "ipv6" }), 3)
@@ -484,6 +521,18 @@ fn brace_list(toks: &[&str], text: &str, at: &[&str]) -> (Vec<String>, usize) {
     (items, end + 1)
 }
 
+/// A prefix as nft takes it in a rule: an address or `ADDR/LEN` without host bits.
+fn prefix(item: &str, text: &str, at: &[&str]) -> IpNet {
+    match item.parse::<IpNet>() {
+        Ok(n) if n == n.trunc() => n,
+        Ok(_) => unsupported(text, at),
+        Err(_) => item
+            .parse::<IpAddr>()
+            .map(IpNet::from)
+            .unwrap_or_else(|_| unsupported(text, at)),
+    }
+}
+
 fn l4name<'a>(name: &'a str, text: &str, at: &[&str]) -> &'a str {
     match name {
         "tcp" | "udp" | "icmp" | "ipv6-icmp" => name,
@@ -504,141 +553,5 @@ fn port_range(item: &str, text: &str, at: &[&str]) -> (u16, u16) {
 }
 
 /// The interpreter itself, on hand-written tables.
-mod interpreter {
-    use super::*;
-    use crate::policy::{Chain, Set};
-
-    fn table(chains: &[(&str, Option<&str>, &[&str])]) -> Table {
-        let mut t = Table::default();
-        let set = |kind, items: &[&str]| Set {
-            kind,
-            elements: items.iter().map(|s| s.to_string()).collect(),
-        };
-        t.sets
-            .insert("web_a4".into(), set(SetKind::Addr4, &["10.0.0.2"]));
-        t.sets
-            .insert("nets_n6".into(), set(SetKind::Net6, &["fd00::/64"]));
-        t.counters.insert("c0".into());
-        for (name, hook, rules) in chains {
-            t.chains.insert(
-                name.to_string(),
-                Chain {
-                    hook: hook.map(str::to_string),
-                    rules: rules.iter().map(|r| r.to_string()).collect(),
-                },
-            );
-        }
-        t
-    }
-
-    const FORWARD: &str = "type filter hook forward priority filter - 10; policy accept;";
-
-    fn tcp(src: &str, dst: &str, port: u16) -> Packet {
-        let a = |s: &str| s.parse().expect("address");
-        Packet::new(a(src), a(dst), FlowProto::Tcp, port)
-    }
-
-    #[test]
-    fn jump_returns_goto_does_not_and_the_base_policy_ends_a_goto() {
-        let t = table(&[
-            (
-                "base",
-                Some(FORWARD),
-                &[
-                    "jump mark",
-                    "ip saddr @web_a4 goto mark",
-                    "counter name \"c0\" drop",
-                ],
-            ),
-            ("mark", None, &["meta mark set meta mark or 0x00000001"]),
-        ]);
-        let nft = Nft::load(&t);
-        let mut fx = Effects::default();
-        let mut p = tcp("10.0.0.2", "10.0.0.3", 80);
-        assert_eq!(nft.run_hook("forward", &mut p, &mut fx), Decision::Accept);
-        assert_eq!(p.mark, 1);
-        assert!(fx.counters.is_empty(), "goto did not come back");
-        let mut p = tcp("10.0.0.9", "10.0.0.3", 80);
-        assert_eq!(nft.run_hook("forward", &mut p, &mut fx), Decision::Drop);
-        assert_eq!(fx.counters["c0"], 1);
-        assert_eq!(nft.base("forward").map(|(_, h)| h.priority), Some(-10));
-    }
-
-    #[test]
-    fn families_ports_and_marks_match_as_nft_does() {
-        let rules: &[&str] = &[
-            "ip6 daddr @nets_n6 meta l4proto { tcp, udp } th dport { 80, 8000-8100 } drop",
-            "meta nfproto ipv6 meta mark and 0x00000002 != 0 drop",
-            "ip saddr @web_a4 udp dport { 53 } drop",
-        ];
-        let nft = Nft::load(&table(&[("base", Some(FORWARD), rules)]));
-        let run = |mut p: Packet| nft.run_hook("forward", &mut p, &mut Effects::default());
-        assert_eq!(run(tcp("fd01::1", "fd00::2", 8050)), Decision::Drop);
-        assert_eq!(run(tcp("fd01::1", "fd00::2", 8101)), Decision::Accept);
-        let mut marked = tcp("fd01::1", "fd01::2", 1);
-        marked.mark = 2;
-        assert_eq!(run(marked), Decision::Drop);
-        assert_eq!(run(tcp("10.0.0.2", "10.0.0.3", 53)), Decision::Accept);
-        let udp = Packet::new(
-            "10.0.0.2".parse().expect("v4"),
-            "10.0.0.3".parse().expect("v4"),
-            FlowProto::Udp,
-            53,
-        );
-        assert_eq!(run(udp.clone()), Decision::Drop);
-        let reply = Packet {
-            established: true,
-            ..udp
-        };
-        let nft = Nft::load(&table(&[(
-            "base",
-            Some("type filter hook forward priority 5; policy drop;"),
-            &["ct state established,related accept"],
-        )]));
-        let mut fx = Effects::default();
-        assert_eq!(
-            nft.run_hook("forward", &mut reply.clone(), &mut fx),
-            Decision::Accept
-        );
-        let mut new = Packet {
-            established: false,
-            ..reply
-        };
-        assert_eq!(
-            nft.run_hook("forward", &mut new, &mut fx),
-            Decision::Drop,
-            "policy drop"
-        );
-        assert_eq!(nft.base("forward").map(|(_, h)| h.priority), Some(5));
-    }
-
-    #[test]
-    #[should_panic(expected = "unsupported nft syntax")]
-    fn unknown_syntax_panics() {
-        Nft::load(&table(&[(
-            "base",
-            Some(FORWARD),
-            &["ip saddr 10.0.0.1 drop"],
-        )]));
-    }
-
-    #[test]
-    #[should_panic(expected = "of the other family")]
-    fn a_set_of_the_other_family_panics() {
-        Nft::load(&table(&[(
-            "base",
-            Some(FORWARD),
-            &["ip saddr @nets_n6 drop"],
-        )]));
-    }
-
-    #[test]
-    #[should_panic(expected = "does not exist")]
-    fn an_unknown_counter_panics() {
-        Nft::load(&table(&[(
-            "base",
-            Some(FORWARD),
-            &["counter name \"c9\" drop"],
-        )]));
-    }
-}
+#[path = "interp_self_tests.rs"]
+mod interpreter;

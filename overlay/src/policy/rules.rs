@@ -7,7 +7,7 @@ use ipnet::IpNet;
 
 use super::compile::{MARK_CONSENT, MARK_EGRESS, MARK_INGRESS, MARK_TRACK};
 use super::table::{Chain, Set, SetKind, Table};
-use crate::model::{Action, Direction, Peer, Policy, Proto, Rule};
+use crate::model::{Action, Direction, Policy, Proto, Rule};
 
 /// The two families a rule is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +58,9 @@ pub(super) struct Members {
     pub items: Vec<IpNet>,
 }
 
-/// Names of a set pair (`<base>_<a|n><4|6>`), one per family.
-pub(super) type SetNames = Vec<String>;
+/// What a selection or a peer is in each family (in the builder's family order): an address
+/// operand (`@set`, a prefix, or `{ prefix, .. }`), or `None` when it has no member there.
+pub(super) type Operands = Vec<Option<String>>;
 
 /// Collects the table while the policies are walked.
 #[derive(Default)]
@@ -90,8 +91,8 @@ impl Builder {
         }
     }
 
-    /// Adds a set of `m` under `base` per family; returns their names.
-    pub fn sets(&mut self, base: &str, m: Members) -> SetNames {
+    /// Adds a set of `m` under `base` per family; returns their operands.
+    pub fn sets(&mut self, base: &str, m: Members) -> Operands {
         let families = self.families.clone();
         families
             .into_iter()
@@ -116,7 +117,46 @@ impl Builder {
                         elements,
                     },
                 );
-                name
+                Some(format!("@{name}"))
+            })
+            .collect()
+    }
+
+    /// The operands of the address sets under `base` when an earlier rule made them (a peer
+    /// several rules name is one set), else makes them from `members()`.
+    pub fn shared_sets(&mut self, base: &str, members: impl FnOnce() -> Vec<IpNet>) -> Operands {
+        let name = |f: &Family| format!("{base}_{}", f.suffix(false));
+        if self
+            .families
+            .iter()
+            .all(|f| self.table.sets.contains_key(&name(f)))
+        {
+            return self
+                .families
+                .iter()
+                .map(|f| Some(format!("@{}", name(f))))
+                .collect();
+        }
+        let items = members();
+        self.sets(base, Members { nets: false, items })
+    }
+
+    /// Fixed prefixes (a network's subnets, a CIDR) written into the rules themselves: no set,
+    /// so the kernel and nft have fewer objects to look through on every change.
+    pub fn inline(&self, nets: &[IpNet]) -> Operands {
+        self.families
+            .iter()
+            .map(|f| {
+                let mine: Vec<String> = nets
+                    .iter()
+                    .filter(|n| f.has(&n.addr()))
+                    .map(|n| n.trunc().to_string())
+                    .collect();
+                match mine.len() {
+                    0 => None,
+                    1 => mine.into_iter().next(),
+                    _ => Some(format!("{{ {} }}", mine.join(", "))),
+                }
             })
             .collect()
     }
@@ -127,9 +167,9 @@ impl Builder {
     pub fn rule(
         &mut self,
         id: &str,
-        sel: &SetNames,
+        sel: &Operands,
         r: &Rule,
-        peer: Option<&SetNames>,
+        peer: Option<&Operands>,
         counter: &str,
     ) {
         let (chain, other, mark) = match r.direction {
@@ -142,13 +182,10 @@ impl Builder {
         };
         for (i, f) in self.families.clone().iter().enumerate() {
             let l4 = l4(r, *f);
-            if let Peer::Cidr(c) = &r.peer {
-                if !f.has(&c.addr()) {
-                    continue;
-                }
-            }
-            let addr = match peer {
-                Some(p) => format!("{} {other} @{} ", f.ip(), p[i]),
+            let addr = match peer.map(|p| p[i].as_ref()) {
+                // Nothing of this family to match (an IPv6 CIDR on IPv4): no line.
+                Some(None) => continue,
+                Some(Some(p)) => format!("{} {other} {p} ", f.ip()),
                 None => format!("meta nfproto {} ", nfproto(*f)),
             };
             self.table
@@ -168,7 +205,8 @@ impl Builder {
                         "{addr}{l4}meta mark set meta mark or {MARK_CONSENT:#010x}"
                     ));
                 for (j, g) in self.families.clone().iter().enumerate() {
-                    let line = format!("{} daddr @{} jump {consent}", g.ip(), sel[j]);
+                    let Some(sel) = &sel[j] else { continue };
+                    let line = format!("{} daddr {sel} jump {consent}", g.ip());
                     if !self.consent.contains(&line) {
                         self.consent.push(line);
                     }
@@ -183,7 +221,8 @@ impl Builder {
             Direction::Ingress => (&mut self.ingress_dispatch, "daddr"),
         };
         for (i, f) in self.families.clone().iter().enumerate() {
-            let line = format!("{} {side} @{} jump {chain}", f.ip(), sel[i]);
+            let Some(sel) = &sel[i] else { continue };
+            let line = format!("{} {side} {sel} jump {chain}", f.ip());
             if !dispatch.contains(&line) {
                 dispatch.push(line);
             }
@@ -192,7 +231,7 @@ impl Builder {
 
     /// Isolation drops of policy `id`: in each direction it has allow rules, what no allow
     /// rule marked is dropped (after every policy's rules ran).
-    pub fn isolation(&mut self, sel: &SetNames, p: &Policy, counter: &str) {
+    pub fn isolation(&mut self, sel: &Operands, p: &Policy, counter: &str) {
         let allows = |d| {
             p.rules
                 .iter()
@@ -209,11 +248,11 @@ impl Builder {
                 Direction::Egress => &mut self.egress_isolation,
                 Direction::Ingress => &mut self.ingress_isolation,
             };
-            for (i, f) in self.families.clone().iter().enumerate() {
+            for (f, sel) in self.families.iter().zip(sel) {
+                let Some(sel) = sel else { continue };
                 out.push(format!(
-                    "{} {side} @{} meta mark and {mark:#010x} == 0 counter name \"{counter}\" drop",
-                    f.ip(),
-                    sel[i]
+                    "{} {side} {sel} meta mark and {mark:#010x} == 0 counter name \"{counter}\" drop",
+                    f.ip()
                 ));
             }
         }
