@@ -128,7 +128,10 @@ impl PolicyActor {
         let backend = enforcer.backend().clone();
         let read = async move { backend.counters().await };
         ctx.spawn(read.into_actor(self).map(move |res, act, ctx| match res {
-            Ok(Some(counts)) => act.publish_counts(&names, &counts),
+            Ok(Some(counts)) => {
+                act.publish_counts(&names, &counts);
+                act.sweep(ctx);
+            }
             Ok(None) if wanted => {
                 warn!("the policy table is missing; loading it again");
                 if let Some(e) = act.enforcer.as_mut() {
@@ -138,6 +141,35 @@ impl PolicyActor {
             }
             Ok(None) => act.publish_counts(&names, &BTreeMap::new()),
             Err(e) => warn!(error = %e, "cannot read the policy counters"),
+        }));
+    }
+
+    /// Deletes the counters that changed rules left behind (between loads, so no change waits
+    /// for it).
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        if !self
+            .enforcer
+            .as_ref()
+            .is_some_and(PolicyEnforcer::has_stale)
+        {
+            return;
+        }
+        let Some(mut enforcer) = self.enforcer.take() else {
+            return;
+        };
+        let run = async move {
+            let res = enforcer.sweep().await;
+            (enforcer, res)
+        };
+        ctx.spawn(run.into_actor(self).map(|(enforcer, res), act, ctx| {
+            act.enforcer = Some(enforcer);
+            match res {
+                Ok(n) => debug!(counters = n, "unused policy counters deleted"),
+                Err(e) => warn!(error = %e, "deleting unused policy counters failed; retried on the next check"),
+            }
+            if act.pending {
+                act.converge(ctx);
+            }
         }));
     }
 

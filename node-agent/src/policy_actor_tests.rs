@@ -113,7 +113,7 @@ async fn a_policy_loads_whole_then_a_new_peer_is_one_element() {
     until("the change", || r.backend.scripts().len() == 2).await;
     assert_eq!(
         r.backend.scripts()[1],
-        "# netlink\nadd element inet shibafu-policy p_db_r1_a4 { 10.1.0.9 }\n",
+        "# netlink\nadd element inet shibafu-policy svc_api_a4 { 10.1.0.9 }\n",
         "an instance elsewhere is one element over netlink, nothing else"
     );
 }
@@ -153,6 +153,32 @@ async fn counters_are_published_when_they_move_and_removed_with_the_policy() {
         published.iter().filter(|l| l.starts_with("put")).count(),
         1,
         "{published:?}"
+    );
+}
+
+#[actix::test]
+async fn a_changed_rule_loads_at_once_and_its_old_counter_goes_at_the_next_check() {
+    let r = rig();
+    r.backend.set_counters(Some(BTreeMap::new()));
+    let state = loaded(&r).await;
+    let mut changed = db_policy();
+    changed.rules[1] =
+        Rule::parse(Action::Allow, Direction::Ingress, "service:api:5433").expect("rule");
+    let (state, changes) = stored(&state, &changed);
+    r.actor.do_send(ClusterChanged { changes, state });
+    until("the sweep", || r.backend.scripts().len() == 3).await;
+    let scripts = r.backend.scripts();
+    let old = scripts[0]
+        .lines()
+        .filter_map(|l| l.strip_prefix("add counter inet shibafu-policy "))
+        .find(|n| n.contains("_r1_"))
+        .expect("the rule's counter")
+        .to_string();
+    assert!(scripts[1].contains("add counter"), "{}", scripts[1]);
+    assert!(!scripts[1].contains("delete counter"), "{}", scripts[1]);
+    assert_eq!(
+        scripts[2],
+        format!("delete counter inet shibafu-policy {old}\n")
     );
 }
 

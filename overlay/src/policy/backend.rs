@@ -1,13 +1,16 @@
 //! Where a policy table is loaded and its counters read: nft on a real node, a recorder in
 //! tests. [`PolicyEnforcer`] keeps what the kernel holds and loads only the difference.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tracing::warn;
 
-use super::table::{element_changes, elements, render_diff, render_full, render_removal, Table};
+use super::table::{
+    element_changes, elements, holds, render_counter_removal, render_diff, render_full,
+    render_removal, Table,
+};
 use crate::firewall::{ElementChange, ElementOp, FirewallError};
 
 /// Runs policy-table scripts and reads the table's counters.
@@ -42,7 +45,10 @@ pub fn parse_counters(json: &str) -> Result<BTreeMap<String, u64>, String> {
 /// one loaded last, or whole when there is none (first load, or after a failed change).
 pub struct PolicyEnforcer {
     backend: Arc<dyn PolicyBackend>,
+    /// What the kernel holds, counters waiting to be swept included.
     loaded: Option<Table>,
+    /// Counters of `loaded` that no rule names any more.
+    stale: BTreeSet<String>,
 }
 
 impl PolicyEnforcer {
@@ -51,6 +57,7 @@ impl PolicyEnforcer {
         PolicyEnforcer {
             backend,
             loaded: None,
+            stale: BTreeSet::new(),
         }
     }
 
@@ -58,7 +65,7 @@ impl PolicyEnforcer {
     /// without policies keep the fast path). Returns the script that ran, if any. A failed
     /// difference (the table was changed behind our back) is retried once as a whole table.
     pub async fn enforce(&mut self, table: &Table) -> Result<Option<String>, FirewallError> {
-        if self.loaded.as_ref() == Some(table) {
+        if self.loaded.as_ref().is_some_and(|l| holds(l, table)) {
             return Ok(None);
         }
         let incremental = self.loaded.as_ref().is_some_and(|o| !o.chains.is_empty());
@@ -71,7 +78,7 @@ impl PolicyEnforcer {
         {
             match self.backend.elements(&changes).await {
                 Ok(()) => {
-                    self.loaded = Some(table.clone());
+                    self.now_holds(table);
                     return Ok(Some(format!(
                         "{} element changes over netlink",
                         changes.len()
@@ -86,20 +93,58 @@ impl PolicyEnforcer {
             _ => self.full(table).await,
         };
         match self.backend.run(script.clone()).await {
-            Ok(()) => {}
+            Ok(()) if incremental => self.now_holds(table),
+            Ok(()) => self.replaced(table),
             Err(e) if incremental && !table.chains.is_empty() => {
                 warn!(error = %e, "policy table change failed; loading it whole");
-                self.loaded = None;
+                self.forget();
                 script = self.full(table).await;
                 self.backend.run(script.clone()).await?;
+                self.replaced(table);
             }
             Err(e) => {
-                self.loaded = None;
+                self.forget();
                 return Err(e);
             }
         }
-        self.loaded = Some(table.clone());
         Ok(Some(script))
+    }
+
+    /// After a difference from `loaded` went in: the kernel holds `table` plus the counters it
+    /// no longer names (stale until swept).
+    fn now_holds(&mut self, table: &Table) {
+        let mut held = table.clone();
+        if let Some(old) = self.loaded.take() {
+            self.stale = old.counters.difference(&table.counters).cloned().collect();
+            held.counters.extend(self.stale.iter().cloned());
+        }
+        self.loaded = Some(held);
+    }
+
+    /// After the whole table was replaced by `table`.
+    fn replaced(&mut self, table: &Table) {
+        self.loaded = Some(table.clone());
+        self.stale.clear();
+    }
+
+    /// Deletes the counters no rule names any more (run between changes: the change itself
+    /// does not wait for it). Returns how many went.
+    pub async fn sweep(&mut self) -> Result<usize, FirewallError> {
+        if self.stale.is_empty() {
+            return Ok(0);
+        }
+        self.backend
+            .run(render_counter_removal(&self.stale))
+            .await?;
+        if let Some(l) = self.loaded.as_mut() {
+            l.counters.retain(|c| !self.stale.contains(c));
+        }
+        Ok(std::mem::take(&mut self.stale).len())
+    }
+
+    /// Are there counters waiting for [`Self::sweep`]?
+    pub fn has_stale(&self) -> bool {
+        !self.stale.is_empty()
     }
 
     /// The whole table, its counters starting from what the table in the kernel counted.
@@ -119,6 +164,7 @@ impl PolicyEnforcer {
     /// the table went missing).
     pub fn forget(&mut self) {
         self.loaded = None;
+        self.stale.clear();
     }
 
     /// The table last loaded.
@@ -204,3 +250,7 @@ impl PolicyBackend for FakePolicyBackend {
         self.run(script).await
     }
 }
+
+#[cfg(test)]
+#[path = "backend_tests.rs"]
+mod tests;

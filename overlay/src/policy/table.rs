@@ -82,7 +82,9 @@ pub fn render_full(table: &Table, kept: &BTreeMap<String, u64>) -> String {
 
 /// The script that turns `old` (what the kernel holds) into `new`: sets and elements added or
 /// deleted one by one, chains whose rules differ flushed and refilled, unchanged chains,
-/// counters and elements untouched. Empty when nothing differs.
+/// counters and elements untouched. Counters `new` no longer names stay: deleting a kernel
+/// object costs a commit several times that of a rule change, so they go later, off the path of
+/// a change ([`render_counter_removal`]). Empty when nothing differs.
 pub fn render_diff(old: &Table, new: &Table) -> String {
     let mut s = String::new();
     render_changes(old, new, &BTreeMap::new(), &mut s);
@@ -148,17 +150,30 @@ fn render_changes(old: &Table, new: &Table, kept: &BTreeMap<String, u64>, s: &mu
     for name in old.sets.keys().filter(|n| !new.sets.contains_key(*n)) {
         let _ = writeln!(s, "delete set {t} {name}");
     }
-    for name in old.counters.difference(&new.counters) {
-        let _ = writeln!(s, "delete counter {t} {name}");
-    }
+}
+
+/// The script that deletes counters no rule names any more.
+pub fn render_counter_removal<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
+    names.into_iter().fold(String::new(), |mut s, name| {
+        let _ = writeln!(s, "delete counter {POLICY_TABLE} {name}");
+        s
+    })
+}
+
+/// Does the kernel, holding `loaded`, already enforce `new`? (Counters `new` does not name may
+/// linger until they are swept.)
+pub fn holds(loaded: &Table, new: &Table) -> bool {
+    loaded.sets == new.sets
+        && loaded.chains == new.chains
+        && new.counters.is_subset(&loaded.counters)
 }
 
 /// The difference from `old` to `new` as address changes alone, when that is all it is (same
-/// sets, chains and counters; only elements of address sets differ): what can go to the kernel
-/// over netlink without nft. Deletes come before adds.
+/// sets and chains, no new counter; only elements of address sets differ): what can go to the
+/// kernel over netlink without nft. Deletes come before adds.
 pub fn element_changes(old: &Table, new: &Table) -> Option<Vec<ElementChange>> {
     if old.chains != new.chains
-        || old.counters != new.counters
+        || !new.counters.is_subset(&old.counters)
         || !old.sets.keys().eq(new.sets.keys())
     {
         return None;

@@ -100,11 +100,26 @@ fn what_goes_is_emptied_before_it_is_deleted() {
     assert!(at("flush chain inet shibafu-policy base") < at("delete chain inet shibafu-policy p"));
     assert!(at("flush chain inet shibafu-policy p") < at("delete chain inet shibafu-policy p"));
     assert!(at("delete chain inet shibafu-policy p") < at("delete set inet shibafu-policy web_a4"));
-    assert!(at("delete chain inet shibafu-policy p") < at("delete counter inet shibafu-policy c0"));
     assert!(
         !script.contains("nets_n4"),
         "unchanged set untouched: {script}"
     );
+    assert!(
+        !script.contains("counter"),
+        "counters that went are swept later: {script}"
+    );
+    assert_eq!(
+        render_counter_removal(&old.counters),
+        "delete counter inet shibafu-policy c0\n"
+    );
+    assert!(holds(
+        &old,
+        &Table {
+            counters: Default::default(),
+            ..old.clone()
+        }
+    ));
+    assert!(!holds(&new, &old), "a counter the kernel lacks");
 }
 
 #[test]
