@@ -11,6 +11,7 @@ mod intra;
 mod nfset;
 mod nft;
 mod render;
+mod session;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use tracing::{info, warn};
 
+use super::session::{fits, NftSession, SessionError};
 use super::{change_elements, ElementChange};
 use super::{
     render_removal, render_ruleset, rule_comments, Firewall, FirewallError, FirewallSpec, TABLE,
@@ -24,6 +25,8 @@ pub struct NftFirewall {
     netns: Option<PathBuf>,
     program: PathBuf,
     last: Mutex<Option<FirewallSpec>>,
+    /// The `nft -i` that small policy changes go through, started on first use.
+    session: tokio::sync::Mutex<Option<NftSession>>,
 }
 
 /// Output of one nft run.
@@ -73,6 +76,7 @@ impl NftFirewall {
             netns: None,
             program: PathBuf::from("nft"),
             last: Mutex::new(None),
+            session: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -117,6 +121,31 @@ impl NftFirewall {
         tokio::task::spawn_blocking(job)
             .await
             .map_err(|e| FirewallError::Task(e.to_string()))?
+    }
+
+    /// Runs `script` in the session, starting one if there is none; a broken session goes.
+    async fn in_session(&self, script: &str) -> Result<(), SessionError> {
+        let mut held = self.session.lock().await;
+        if held.as_ref().is_some_and(NftSession::worn) {
+            *held = None;
+        }
+        let session = match held.as_mut() {
+            Some(s) => s,
+            None => held.insert(NftSession::start(&self.program, self.netns.as_deref()).await?),
+        };
+        match session.run(script).await {
+            Ok(warnings) if !warnings.is_empty() => {
+                warn!(%warnings, "nft warned about a policy table change");
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if matches!(e, SessionError::Broken(_)) {
+                    *held = None;
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -178,7 +207,24 @@ impl Firewall for NftFirewall {
 
 #[async_trait]
 impl PolicyBackend for NftFirewall {
+    /// A small change goes through the long-lived `nft -i`; a whole table, or any script when
+    /// the session broke, through `nft -f`.
     async fn run(&self, script: String) -> Result<(), FirewallError> {
+        if fits(&script) {
+            match self.in_session(&script).await {
+                Ok(()) => return Ok(()),
+                Err(SessionError::Rejected(stderr)) => {
+                    return Err(FirewallError::Nft {
+                        action: "policy table change".into(),
+                        status: "refused".into(),
+                        stderr,
+                    })
+                }
+                Err(SessionError::Broken(why)) => {
+                    warn!(%why, "nft session failed; running nft -f instead")
+                }
+            }
+        }
         let out = self.nft(&["-f", "-"], Some(script)).await?;
         expect_ok("policy table change", out)
     }
