@@ -12,6 +12,7 @@ use crate::lifecycle::{RmArgs, StopArgs};
 use crate::logs::LogsArgs;
 use crate::policy::PolicyCmd;
 use crate::ps::PsArgs;
+use crate::routes::RoutesArgs;
 use crate::run::RunArgs;
 use crate::service::ServiceCmd;
 
@@ -42,6 +43,17 @@ pub struct Cli {
         value_name = "PATH"
     )]
     pub agent: String,
+    /// Agents of other nodes, for `network routes/diagnose/dns-trace`: NODE=ADDRESS pairs,
+    /// comma-separated, each address as --agent takes it (`shibafu-lab exec` sets it).
+    #[arg(
+        long,
+        global = true,
+        env = "SHIBAFU_NODE_AGENTS",
+        default_value = "",
+        hide_default_value = true,
+        value_name = "NODE=ADDR[,...]"
+    )]
+    pub node_agents: String,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -131,6 +143,9 @@ pub enum NetworkCmd {
     },
     /// List the linked networks.
     Links(ListArgs),
+    /// Show the addresses, routes and neighbours inside a container and the host side of each
+    /// interface.
+    Routes(RoutesArgs),
     /// Manage network policies: which connections may reach or leave a network's endpoints.
     Policy {
         /// Policy subcommand.

@@ -20,6 +20,7 @@ mod node;
 mod output;
 mod policy;
 mod ps;
+mod routes;
 mod run;
 mod service;
 mod status;
@@ -53,7 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let ctx = Context::new(cli.coordinator, cli.agent);
+    let ctx = Context::new(cli.coordinator, cli.agent).with_node_agents(cli.node_agents);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let code = runtime.block_on(async {

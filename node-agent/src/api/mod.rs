@@ -6,6 +6,7 @@
 //! `{"error": "...", "kind": "..."}` of `shibafu_overlay::api::ApiError`.
 
 mod containers;
+mod diag;
 mod status;
 
 use std::fs;
@@ -46,6 +47,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .merge(status::routes())
         .merge(containers::routes())
+        .merge(diag::routes())
         .fallback(|| async { ApiFailure(ApiError::not_found("no such API endpoint")) })
         .with_state(Arc::new(state))
 }

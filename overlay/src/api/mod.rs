@@ -5,6 +5,7 @@ mod agent;
 mod apply;
 mod client;
 mod coordinator;
+mod diag;
 mod policies;
 mod services;
 mod target;
@@ -16,6 +17,10 @@ pub use agent::{
 pub use apply::{ApplyAnswer, ApplyRequest, Change, ChangeAction, Document, ObjectKind, Problem};
 pub use client::{
     Client, ClientError, RawResponse, UpgradedStream, CONNECT_TIMEOUT, REQUEST_TIMEOUT,
+};
+pub use diag::{
+    ContainerNet, HostNet, NamespaceNet, NeighbourEntry, ProbeKind, ProbeRequest, ProbeResult,
+    RouteEntry, MAX_PROBE_MS,
 };
 pub use coordinator::{link_path, policy_path, service_path, Coordinator, LinkNetworks};
 pub use policies::{PolicyInfo, PolicySpec, RuleCounters};

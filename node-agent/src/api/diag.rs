@@ -1,0 +1,114 @@
+//! Read-only diagnosis routes: `GET /v1/containers/{name}/net` (inside a container's namespace
+//! and the host ends of its veths), `GET /v1/diag/host` (bridges, VXLAN devices, FDB and
+//! neighbour entries) and `POST /v1/containers/{name}/probe` (a connection attempt from inside
+//! a container), serving `shibafu_overlay::api::Agent::{container_net, host_net, probe}`.
+//! They read the kernel with netlink and change nothing.
+
+use std::path::PathBuf;
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use shibafu_overlay::api::{
+    ApiError, ContainerInfo, ContainerNet, ErrorKind, HostNet, NamespaceNet, ProbeRequest,
+    ProbeResult, MAX_PROBE_MS,
+};
+use shibafu_overlay::netlink::{inspect_host, inspect_namespace, NetlinkDataplane};
+
+use super::{ApiFailure, SharedState};
+use crate::messages::GetStatus;
+use crate::runtime::Get;
+
+/// Routes of this module.
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/v1/containers/{name}/net", get(container_net))
+        .route("/v1/containers/{name}/probe", post(probe))
+        .route("/v1/diag/host", get(host_net))
+}
+
+type Answer<T> = Result<Json<T>, ApiFailure>;
+
+fn internal(what: &str, e: impl std::fmt::Display) -> ApiFailure {
+    ApiFailure(ApiError::new(ErrorKind::Internal, format!("{what}: {e}")))
+}
+
+async fn container(s: &SharedState, name: String) -> Result<ContainerInfo, ApiFailure> {
+    s.runtime.get.send(Get(name)).await?.map_err(ApiFailure)
+}
+
+/// Is the container's namespace there to enter?
+fn enterable(info: &ContainerInfo) -> bool {
+    matches!(info.state.as_str(), "running" | "attached")
+}
+
+async fn container_net(State(s): State<SharedState>, Path(name): Path<String>) -> Answer<ContainerNet> {
+    let status = s.status.send(GetStatus).await?;
+    let info = container(&s, name).await?;
+    let (inside, error) = if enterable(&info) {
+        match inspect_namespace(Some(&PathBuf::from(&info.netns))).await {
+            Ok(n) => (n, None),
+            Err(e) => (NamespaceNet::default(), Some(e.to_string())),
+        }
+    } else {
+        (
+            NamespaceNet::default(),
+            Some(format!("container is {}, its namespace is not entered", info.state)),
+        )
+    };
+    let host = inspect_host(&NetlinkDataplane::current())
+        .await
+        .map_err(|e| internal("reading the host's links", e))?;
+    let peers: Vec<u32> = inside.links.iter().filter_map(|l| l.peer_index).collect();
+    let host_side = host
+        .links
+        .into_iter()
+        .filter(|l| peers.contains(&l.index))
+        .collect();
+    Ok(Json(ContainerNet {
+        node: status.node,
+        container: info,
+        inside,
+        error,
+        host_side,
+    }))
+}
+
+async fn host_net(State(s): State<SharedState>) -> Answer<HostNet> {
+    let status = s.status.send(GetStatus).await?;
+    let host = inspect_host(&NetlinkDataplane::current())
+        .await
+        .map_err(|e| internal("reading the host's links", e))?;
+    Ok(Json(HostNet {
+        node: status.node,
+        underlay: status.underlay,
+        links: host.links,
+        vxlan_fdb: host.fdb,
+        bridge_fdb: host.port_fdb,
+        neighbours: host.neighbours,
+    }))
+}
+
+async fn probe(
+    State(s): State<SharedState>,
+    Path(name): Path<String>,
+    Json(req): Json<ProbeRequest>,
+) -> Answer<ProbeResult> {
+    if req.timeout_ms == 0 || req.timeout_ms > MAX_PROBE_MS {
+        return Err(ApiFailure(ApiError::invalid(format!(
+            "timeout_ms {}: give 1 to {MAX_PROBE_MS}",
+            req.timeout_ms
+        ))));
+    }
+    let info = container(&s, name).await?;
+    if !enterable(&info) {
+        return Err(ApiFailure(ApiError::invalid(format!(
+            "container {} is {}: nothing to probe from",
+            info.name, info.state
+        ))));
+    }
+    shibafu_overlay::probe::probe_in(&PathBuf::from(&info.netns), req)
+        .await
+        .map(Json)
+        .map_err(|e| internal("entering the container's namespace", e))
+}
