@@ -15,6 +15,7 @@ use crate::ps::PsArgs;
 use crate::routes::RoutesArgs;
 use crate::run::RunArgs;
 use crate::service::ServiceCmd;
+use crate::topology::TopologyArgs;
 
 /// Default coordinator address.
 pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7480";
@@ -146,6 +147,8 @@ pub enum NetworkCmd {
     /// Show the addresses, routes and neighbours inside a container and the host side of each
     /// interface.
     Routes(RoutesArgs),
+    /// Show the nodes, networks, containers, services, links and policies (text, DOT or SVG).
+    Topology(TopologyArgs),
     /// Manage network policies: which connections may reach or leave a network's endpoints.
     Policy {
         /// Policy subcommand.

@@ -24,6 +24,7 @@ mod routes;
 mod run;
 mod service;
 mod status;
+mod topology;
 mod yaml;
 
 use std::io::Write;
