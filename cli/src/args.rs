@@ -7,6 +7,7 @@ use shibafu_overlay::model::Isolation;
 
 use crate::apply::ApplyArgs;
 use crate::attach::{AttachArgs, DetachArgs};
+use crate::diagnose::DiagnoseArgs;
 use crate::exec::ExecArgs;
 use crate::lifecycle::{RmArgs, StopArgs};
 use crate::logs::LogsArgs;
@@ -149,6 +150,10 @@ pub enum NetworkCmd {
     Routes(RoutesArgs),
     /// Show the nodes, networks, containers, services, links and policies (text, DOT or SVG).
     Topology(TopologyArgs),
+    /// Check the path from one container to another step by step, each on the node that sees
+    /// it: containers, DNS, interfaces and routes, bridges and VXLAN entries, the underlay,
+    /// isolation and policies, and a real probe. Exits 1 at the first step that fails.
+    Diagnose(DiagnoseArgs),
     /// Manage network policies: which connections may reach or leave a network's endpoints.
     Policy {
         /// Policy subcommand.

@@ -10,6 +10,8 @@ mod config_read;
 mod config_reader;
 mod config_write;
 mod context;
+mod diagnose;
+mod diagnose_steps;
 mod exec;
 mod health_args;
 mod lifecycle;

@@ -10,7 +10,7 @@ use shibafu_overlay::model::Network;
 
 use crate::args::{CreateArgs, Format, NetworkCmd};
 use crate::context::Context;
-use crate::{attach, links, output, policy, routes, topology};
+use crate::{attach, diagnose, links, output, policy, routes, topology};
 
 /// Runs one network subcommand, writing its output to `out`.
 pub async fn run(cmd: NetworkCmd, ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -42,6 +42,7 @@ pub async fn run(cmd: NetworkCmd, ctx: &Context, out: &mut dyn Write) -> anyhow:
         NetworkCmd::Policy { cmd } => return policy::run(cmd, ctx, out).await,
         NetworkCmd::Routes(args) => return routes::run(args, ctx, out).await,
         NetworkCmd::Topology(args) => return topology::run(args, ctx, out).await,
+        NetworkCmd::Diagnose(args) => return diagnose::run(args, ctx, out).await,
     };
     out.write_all(text.as_bytes())
         .context("cannot write to stdout")

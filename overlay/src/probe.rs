@@ -22,15 +22,21 @@ pub async fn probe_in(netns: &Path, req: ProbeRequest) -> Result<ProbeResult, Ne
 pub fn probe(req: &ProbeRequest) -> ProbeResult {
     let timeout = Duration::from_millis(req.timeout_ms.clamp(1, MAX_PROBE_MS));
     let start = Instant::now();
+    let mut answers = Vec::new();
     let (ok, detail) = match req.kind {
         ProbeKind::Tcp => tcp(SocketAddr::new(req.target, req.port), timeout),
         ProbeKind::Udp => udp(SocketAddr::new(req.target, req.port), timeout),
         ProbeKind::Icmp => icmp(req.target, timeout),
+        ProbeKind::Dns => {
+            let to = SocketAddr::new(req.target, if req.port == 0 { 53 } else { req.port });
+            dns(to, req.name.as_deref().unwrap_or_default(), timeout, &mut answers)
+        }
     };
     ProbeResult {
         ok,
         detail,
         micros: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+        answers,
     }
 }
 
@@ -80,6 +86,63 @@ fn udp(to: SocketAddr, timeout: Duration) -> (bool, String) {
             (false, "port unreachable: nothing listens on that port".into())
         }
         Err(e) => (false, failure(&e, timeout)),
+    }
+}
+
+/// An A (or, to an IPv6 server, AAAA) query for `name` to `to`; the addresses go to `answers`.
+fn dns(to: SocketAddr, name: &str, timeout: Duration, answers: &mut Vec<IpAddr>) -> (bool, String) {
+    use hickory_proto::op::{Message, Query, ResponseCode};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let Ok(qname) = Name::from_ascii(name) else {
+        return (false, format!("{name:?} is not a DNS name"));
+    };
+    let ty = if to.is_ipv6() { RecordType::AAAA } else { RecordType::A };
+    let mut m = Message::query();
+    m.metadata.id = (std::process::id() & 0xffff) as u16;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(qname, ty));
+    let Ok(packet) = m.to_vec() else {
+        return (false, format!("cannot encode a query for {name}"));
+    };
+    let run = || -> io::Result<Vec<u8>> {
+        let any: SocketAddr = match to {
+            SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let s = UdpSocket::bind(any)?;
+        s.connect(to)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.send(&packet)?;
+        let mut buf = vec![0u8; 4096];
+        let n = s.recv(&mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    };
+    let reply = match run() {
+        Ok(r) => r,
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+            return (false, format!("no DNS server answers on {to}"))
+        }
+        Err(e) => return (false, format!("DNS server {to}: {}", failure(&e, timeout))),
+    };
+    let Ok(r) = Message::from_vec(&reply) else {
+        return (false, format!("DNS server {to} sent an unreadable answer"));
+    };
+    for rec in &r.answers {
+        match &rec.data {
+            RData::A(a) => answers.push(IpAddr::V4(a.0)),
+            RData::AAAA(a) => answers.push(IpAddr::V6(a.0)),
+            _ => {}
+        }
+    }
+    match r.metadata.response_code {
+        ResponseCode::NoError if !answers.is_empty() => {
+            let list: Vec<String> = answers.iter().map(ToString::to_string).collect();
+            (true, list.join(", "))
+        }
+        ResponseCode::NoError => (false, format!("{name} has no {ty} record (NODATA)")),
+        ResponseCode::NXDomain => (false, format!("{name} does not exist (NXDOMAIN)")),
+        code => (false, format!("DNS server {to} answered {code}")),
     }
 }
 
@@ -200,6 +263,7 @@ mod tests {
             target: "127.0.0.1".parse().expect("ip"),
             port,
             timeout_ms: 500,
+            name: None,
         };
         let open = probe(&req(ProbeKind::Tcp, port));
         assert!(open.ok, "{open:?}");

@@ -1,8 +1,9 @@
 //! Read-only diagnosis routes: `GET /v1/containers/{name}/net` (inside a container's namespace
 //! and the host ends of its veths), `GET /v1/diag/host` (bridges, VXLAN devices, FDB and
-//! neighbour entries) and `POST /v1/containers/{name}/probe` (a connection attempt from inside
-//! a container), serving `shibafu_overlay::api::Agent::{container_net, host_net, probe}`.
-//! They read the kernel with netlink and change nothing.
+//! neighbour entries), `POST /v1/containers/{name}/probe` (a probe from inside a container)
+//! and `POST /v1/diag/probe` (a probe from the node itself), serving
+//! `shibafu_overlay::api::Agent::{container_net, host_net, probe, host_probe}`. They read the
+//! kernel with netlink and change nothing.
 
 use std::path::PathBuf;
 
@@ -25,6 +26,7 @@ pub fn routes() -> Router<SharedState> {
         .route("/v1/containers/{name}/net", get(container_net))
         .route("/v1/containers/{name}/probe", post(probe))
         .route("/v1/diag/host", get(host_net))
+        .route("/v1/diag/probe", post(host_probe))
 }
 
 type Answer<T> = Result<Json<T>, ApiFailure>;
@@ -89,17 +91,31 @@ async fn host_net(State(s): State<SharedState>) -> Answer<HostNet> {
     }))
 }
 
-async fn probe(
-    State(s): State<SharedState>,
-    Path(name): Path<String>,
-    Json(req): Json<ProbeRequest>,
-) -> Answer<ProbeResult> {
+fn check_timeout(req: &ProbeRequest) -> Result<(), ApiFailure> {
     if req.timeout_ms == 0 || req.timeout_ms > MAX_PROBE_MS {
         return Err(ApiFailure(ApiError::invalid(format!(
             "timeout_ms {}: give 1 to {MAX_PROBE_MS}",
             req.timeout_ms
         ))));
     }
+    Ok(())
+}
+
+/// A probe from the agent's own namespace (the node's underlay).
+async fn host_probe(Json(req): Json<ProbeRequest>) -> Answer<ProbeResult> {
+    check_timeout(&req)?;
+    tokio::task::spawn_blocking(move || shibafu_overlay::probe::probe(&req))
+        .await
+        .map(Json)
+        .map_err(|e| internal("probe", e))
+}
+
+async fn probe(
+    State(s): State<SharedState>,
+    Path(name): Path<String>,
+    Json(req): Json<ProbeRequest>,
+) -> Answer<ProbeResult> {
+    check_timeout(&req)?;
     let info = container(&s, name).await?;
     if !enterable(&info) {
         return Err(ApiFailure(ApiError::invalid(format!(

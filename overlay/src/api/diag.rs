@@ -94,6 +94,8 @@ pub enum ProbeKind {
     Udp,
     /// An ICMP echo.
     Icmp,
+    /// A DNS query for `name` (type A, or AAAA for an IPv6 server) to the target's port.
+    Dns,
 }
 
 /// Body of `POST /v1/containers/{name}/probe`: a connection attempt from inside the container.
@@ -109,6 +111,9 @@ pub struct ProbeRequest {
     pub port: u16,
     /// How long to wait, in milliseconds (at most 10000).
     pub timeout_ms: u64,
+    /// The name a DNS probe asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// Answer of a probe.
@@ -120,6 +125,9 @@ pub struct ProbeResult {
     pub detail: String,
     /// Time taken, in microseconds.
     pub micros: u64,
+    /// The addresses a DNS probe got back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<IpAddr>,
 }
 
 /// Longest probe the agent runs.
@@ -139,10 +147,15 @@ impl Agent {
         self.client().get("/v1/diag/host").await
     }
 
-    /// `POST /v1/containers/{name}/probe`: a TCP, UDP or ICMP probe from inside the container.
+    /// `POST /v1/containers/{name}/probe`: a probe from inside the container.
     pub async fn probe(&self, name: &str, req: &ProbeRequest) -> Result<ProbeResult, ClientError> {
         self.client()
             .post(&format!("{}/probe", container_path(name)), req)
             .await
+    }
+
+    /// `POST /v1/diag/probe`: a probe from the node itself (its underlay).
+    pub async fn host_probe(&self, req: &ProbeRequest) -> Result<ProbeResult, ClientError> {
+        self.client().post("/v1/diag/probe", req).await
     }
 }
