@@ -8,6 +8,7 @@ use shibafu_overlay::model::Isolation;
 use crate::apply::ApplyArgs;
 use crate::attach::{AttachArgs, DetachArgs};
 use crate::diagnose::DiagnoseArgs;
+use crate::dns_trace::DnsTraceArgs;
 use crate::exec::ExecArgs;
 use crate::lifecycle::{RmArgs, StopArgs};
 use crate::logs::LogsArgs;
@@ -154,6 +155,9 @@ pub enum NetworkCmd {
     /// it: containers, DNS, interfaces and routes, bridges and VXLAN entries, the underlay,
     /// isolation and policies, and a real probe. Exits 1 at the first step that fails.
     Diagnose(DiagnoseArgs),
+    /// Trace one DNS query: which server answered (network, node), the requester's view and
+    /// zone, local answer vs forwarder cache vs upstream (which, how fast), records with TTLs.
+    DnsTrace(DnsTraceArgs),
     /// Manage network policies: which connections may reach or leave a network's endpoints.
     Policy {
         /// Policy subcommand.

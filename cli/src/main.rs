@@ -12,6 +12,7 @@ mod config_write;
 mod context;
 mod diagnose;
 mod diagnose_steps;
+mod dns_trace;
 mod exec;
 mod health_args;
 mod lifecycle;

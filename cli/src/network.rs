@@ -10,7 +10,7 @@ use shibafu_overlay::model::Network;
 
 use crate::args::{CreateArgs, Format, NetworkCmd};
 use crate::context::Context;
-use crate::{attach, diagnose, links, output, policy, routes, topology};
+use crate::{attach, diagnose, dns_trace, links, output, policy, routes, topology};
 
 /// Runs one network subcommand, writing its output to `out`.
 pub async fn run(cmd: NetworkCmd, ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -43,6 +43,7 @@ pub async fn run(cmd: NetworkCmd, ctx: &Context, out: &mut dyn Write) -> anyhow:
         NetworkCmd::Routes(args) => return routes::run(args, ctx, out).await,
         NetworkCmd::Topology(args) => return topology::run(args, ctx, out).await,
         NetworkCmd::Diagnose(args) => return diagnose::run(args, ctx, out).await,
+        NetworkCmd::DnsTrace(args) => return dns_trace::run(args, ctx, out).await,
     };
     out.write_all(text.as_bytes())
         .context("cannot write to stdout")

@@ -1,9 +1,10 @@
 //! Read-only diagnosis routes: `GET /v1/containers/{name}/net` (inside a container's namespace
 //! and the host ends of its veths), `GET /v1/diag/host` (bridges, VXLAN devices, FDB and
 //! neighbour entries), `POST /v1/containers/{name}/probe` (a probe from inside a container)
-//! and `POST /v1/diag/probe` (a probe from the node itself), serving
-//! `shibafu_overlay::api::Agent::{container_net, host_net, probe, host_probe}`. They read the
-//! kernel with netlink and change nothing.
+//! `POST /v1/diag/probe` (a probe from the node itself) and `POST /v1/diag/dns-trace` (a query
+//! traced through a network's DNS server), serving the diagnosis calls of
+//! `shibafu_overlay::api::Agent`. They read the kernel with netlink and change nothing but the
+//! DNS cache a traced forwarded query fills, as any query would.
 
 use std::path::PathBuf;
 
@@ -11,13 +12,14 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use shibafu_overlay::api::{
-    ApiError, ContainerInfo, ContainerNet, ErrorKind, HostNet, NamespaceNet, ProbeRequest,
-    ProbeResult, MAX_PROBE_MS,
+    ApiError, ContainerInfo, ContainerNet, DnsTraceRequest, ErrorKind, HostNet, NamespaceNet,
+    ProbeRequest, ProbeResult, MAX_PROBE_MS,
 };
+use shibafu_overlay::dns::trace::DnsTrace;
 use shibafu_overlay::netlink::{inspect_host, inspect_namespace, NetlinkDataplane};
 
 use super::{ApiFailure, SharedState};
-use crate::messages::GetStatus;
+use crate::messages::{GetStatus, TraceDns};
 use crate::runtime::Get;
 
 /// Routes of this module.
@@ -27,6 +29,7 @@ pub fn routes() -> Router<SharedState> {
         .route("/v1/containers/{name}/probe", post(probe))
         .route("/v1/diag/host", get(host_net))
         .route("/v1/diag/probe", post(host_probe))
+        .route("/v1/diag/dns-trace", post(dns_trace))
 }
 
 type Answer<T> = Result<Json<T>, ApiFailure>;
@@ -127,4 +130,23 @@ async fn probe(
         .await
         .map(Json)
         .map_err(|e| internal("entering the container's namespace", e))
+}
+
+async fn dns_trace(
+    State(s): State<SharedState>,
+    Json(req): Json<DnsTraceRequest>,
+) -> Answer<DnsTrace> {
+    let qtype: hickory_proto::rr::RecordType = req.qtype.to_uppercase().parse().map_err(|_| {
+        ApiFailure(ApiError::invalid(format!(
+            "type {:?}: give a record type such as A, AAAA, SRV, PTR, TXT",
+            req.qtype
+        )))
+    })?;
+    let msg = TraceDns {
+        network: req.network,
+        query: req.query,
+        qtype,
+        client: req.client,
+    };
+    s.dns_trace.send(msg).await?.map(Json).map_err(ApiFailure)
 }

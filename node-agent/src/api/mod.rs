@@ -23,7 +23,7 @@ use axum::{Json, Router};
 use shibafu_overlay::api::{ApiError, ErrorKind};
 use tokio::net::UnixListener;
 
-use crate::messages::{GetNetworks, GetStatus};
+use crate::messages::{GetNetworks, GetStatus, TraceDns};
 use crate::runtime::{NetworkRecipients, RuntimeRecipients};
 
 /// What the handlers reach: the actors answering each kind of request.
@@ -37,6 +37,8 @@ pub struct ApiState {
     pub network: NetworkRecipients,
     /// Containers (RuntimeActor).
     pub runtime: RuntimeRecipients,
+    /// Answers `POST /v1/diag/dns-trace` (DnsActor).
+    pub dns_trace: Recipient<TraceDns>,
 }
 
 /// Shared state as handlers see it.

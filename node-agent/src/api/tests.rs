@@ -48,6 +48,16 @@ impl Handler<GetNetworks> for FakeStore {
     }
 }
 
+impl Handler<TraceDns> for FakeStore {
+    type Result = Result<shibafu_overlay::dns::trace::DnsTrace, shibafu_overlay::api::ApiError>;
+    fn handle(&mut self, m: TraceDns, _: &mut Context<Self>) -> Self::Result {
+        Err(shibafu_overlay::api::ApiError::not_found(format!(
+            "no DNS server for {}",
+            m.network
+        )))
+    }
+}
+
 fn scratch(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sf-agent-api-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -115,6 +125,7 @@ fn serves_status_networks_and_json_errors_on_a_private_socket() {
         let runtime = RuntimeActor::new(std::sync::Arc::new(containers), net.clone()).start();
         let router = router(ApiState {
             status: fake.clone().recipient(),
+            dns_trace: fake.clone().recipient(),
             networks: fake.recipient(),
             network: net,
             runtime: RuntimeRecipients::of(&runtime),

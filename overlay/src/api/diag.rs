@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::agent::{container_path, Agent, ContainerInfo};
 use super::client::ClientError;
+use crate::dns::trace::DnsTrace;
 use crate::model::MacAddr;
 use crate::plan::{ObservedFdb, ObservedLink, ObservedNeigh, ObservedPortFdb};
 
@@ -130,6 +131,21 @@ pub struct ProbeResult {
     pub answers: Vec<IpAddr>,
 }
 
+/// Body of `POST /v1/diag/dns-trace`: trace a query through a network's server on the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsTraceRequest {
+    /// The network whose server answers.
+    pub network: String,
+    /// The name to ask.
+    pub query: String,
+    /// Record type (`A`, `AAAA`, `SRV`, `PTR`, ...).
+    #[serde(rename = "type")]
+    pub qtype: String,
+    /// The requester whose view applies: a container's address, or the gateway for the node's.
+    pub client: IpAddr,
+}
+
 /// Longest probe the agent runs.
 pub const MAX_PROBE_MS: u64 = 10_000;
 
@@ -152,6 +168,11 @@ impl Agent {
         self.client()
             .post(&format!("{}/probe", container_path(name)), req)
             .await
+    }
+
+    /// `POST /v1/diag/dns-trace`: how the network's server on this node answers a query.
+    pub async fn dns_trace(&self, req: &DnsTraceRequest) -> Result<DnsTrace, ClientError> {
+        self.client().post("/v1/diag/dns-trace", req).await
     }
 
     /// `POST /v1/diag/probe`: a probe from the node itself (its underlay).

@@ -19,7 +19,7 @@ pub use client::{
     Client, ClientError, RawResponse, UpgradedStream, CONNECT_TIMEOUT, REQUEST_TIMEOUT,
 };
 pub use diag::{
-    ContainerNet, HostNet, NamespaceNet, NeighbourEntry, ProbeKind, ProbeRequest, ProbeResult,
+    ContainerNet, DnsTraceRequest, HostNet, NamespaceNet, NeighbourEntry, ProbeKind, ProbeRequest, ProbeResult,
     RouteEntry, MAX_PROBE_MS,
 };
 pub use coordinator::{link_path, policy_path, service_path, Coordinator, LinkNetworks};

@@ -12,7 +12,7 @@ mod cache;
 mod coalesce;
 mod config;
 #[cfg(test)]
-mod fake_upstream;
+pub(crate) mod fake_upstream;
 mod key;
 mod stats;
 #[cfg(test)]
@@ -74,6 +74,46 @@ pub enum ForwardError {
 }
 
 type Outcome = Result<Arc<Answer>, ForwardError>;
+
+/// One upstream asked during a trace.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UpstreamTry {
+    /// The upstream server.
+    pub upstream: std::net::SocketAddr,
+    /// How long it took to answer or fail, in microseconds.
+    pub micros: u64,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How the forwarder answered a traced query.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "via", rename_all = "snake_case")]
+pub enum ForwardPath {
+    /// From a fresh cache entry, cached `age_secs` ago.
+    Cache {
+        /// Seconds since the answer was cached.
+        age_secs: u32,
+    },
+    /// From an upstream: the last try answered.
+    Upstream {
+        /// The upstreams asked, in order.
+        tries: Vec<UpstreamTry>,
+    },
+    /// Every upstream failed; a stale cached answer was served.
+    Stale {
+        /// The upstreams asked, in order.
+        tries: Vec<UpstreamTry>,
+    },
+    /// No answer: no upstream for the name, or all failed with nothing stale.
+    Failed {
+        /// The upstreams asked, in order.
+        tries: Vec<UpstreamTry>,
+        /// What went wrong.
+        error: String,
+    },
+}
 
 struct Shard {
     cache: Cache<Arc<Answer>>,
@@ -190,6 +230,56 @@ impl Forwarder {
         true
     }
 
+    /// Answers `q` as [`Self::resolve`] does, but says how: from a fresh cache entry, or from
+    /// which upstreams in how long (stale when they all failed and a stale entry exists). Not
+    /// coalesced with other queries; a trace, not the answer path.
+    pub(crate) async fn trace(&self, packet: &[u8], q: &Query, out: &mut Vec<u8>) -> ForwardPath {
+        let key = Key::of(q);
+        let Some(route) = self.inner.routes.route(key.name()) else {
+            return ForwardPath::Failed {
+                tries: Vec::new(),
+                error: ForwardError::NoRoute(name_to_string(key.name())).to_string(),
+            };
+        };
+        let stale = {
+            let mut shard = self.inner.shard(key.as_bytes());
+            match shard.cache.get(key.as_bytes(), self.inner.clock.now()) {
+                Lookup::Fresh { value, age } => {
+                    let value = value.clone();
+                    shard.hits += 1;
+                    value.write_wire(packet, q, TtlMode::Aged(age), out);
+                    return ForwardPath::Cache { age_secs: age };
+                }
+                Lookup::Stale { value, .. } => Some(value.clone()),
+                Lookup::Miss => None,
+            }
+        };
+        let mut tries = Vec::new();
+        match self.inner.ask_upstreams(q, route, Some(&mut tries)).await {
+            Ok(answer) => {
+                let mut shard = self.inner.shard(key.as_bytes());
+                let now = self.inner.clock.now();
+                shard.misses += 1;
+                shard
+                    .cache
+                    .insert(key.as_bytes(), answer.clone(), secs(answer.ttl()), now);
+                drop(shard);
+                answer.write_wire(packet, q, TtlMode::Aged(0), out);
+                ForwardPath::Upstream { tries }
+            }
+            Err(e) => match stale {
+                Some(value) => {
+                    value.write_wire(packet, q, TtlMode::Stale, out);
+                    ForwardPath::Stale { tries }
+                }
+                None => ForwardPath::Failed {
+                    tries,
+                    error: e.to_string(),
+                },
+            },
+        }
+    }
+
     /// Counters since start.
     pub fn stats(&self) -> ForwardStats {
         let (mut hits, mut misses, mut entries) = (0, 0, 0);
@@ -243,7 +333,7 @@ impl Inner {
             };
             let outcome = match self.in_flight.join(key.as_bytes()) {
                 Role::Leader(lead) => {
-                    let outcome = self.ask_upstreams(q, route).await;
+                    let outcome = self.ask_upstreams(q, route, None).await;
                     let mut shard = self.shard(key.as_bytes());
                     let now = self.clock.now();
                     match &outcome {
@@ -279,8 +369,14 @@ impl Inner {
         (value, TtlMode::Stale)
     }
 
-    /// Tries the route's upstreams in order until one gives a usable answer.
-    async fn ask_upstreams(&self, q: &Query, route: &[usize]) -> Outcome {
+    /// Tries the route's upstreams in order until one gives a usable answer; each try is
+    /// recorded in `tries` when given (a trace).
+    async fn ask_upstreams(
+        &self,
+        q: &Query,
+        route: &[usize],
+        mut tries: Option<&mut Vec<UpstreamTry>>,
+    ) -> Outcome {
         // The upstream request is a hickory message, so the question name (already lowercased
         // by the parser) is decoded into a hickory Name here, once per miss. The asker's packet
         // is never decoded by hickory.
@@ -294,6 +390,7 @@ impl Inner {
             let Some(&addr) = self.routes.upstreams().get(i) else {
                 continue;
             };
+            let started = Instant::now();
             let result = upstream::exchange(addr, &asked, dnssec_ok, self.timeout)
                 .await
                 .and_then(|ex| {
@@ -302,6 +399,13 @@ impl Inner {
                     Ok((answer, ex.via_tcp))
                 });
             let (qname, qtype) = (asked.name(), asked.query_type());
+            if let Some(t) = tries.as_deref_mut() {
+                t.push(UpstreamTry {
+                    upstream: addr,
+                    micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    error: result.as_ref().err().map(ToString::to_string),
+                });
+            }
             match result {
                 Ok((answer, via_tcp)) => {
                     let outcome = if via_tcp {
