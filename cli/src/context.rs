@@ -43,13 +43,21 @@ impl Context {
     /// The agent of `node`: from `--node-agents` when it names the node, else this host's agent
     /// when it is that node's, else an error saying how to reach it.
     pub async fn agent_of(&self, node: &str) -> anyhow::Result<Agent> {
-        for pair in self.node_agents.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        for pair in self
+            .node_agents
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             let Some((name, addr)) = pair.split_once('=') else {
                 anyhow::bail!("--node-agents {pair:?}: give NODE=ADDRESS pairs, comma-separated");
             };
             if name.trim() == node {
                 let target = addr.trim().parse()?;
-                return Ok(Agent::new(target, format!("is shibafu-agent running on {node}?")));
+                return Ok(Agent::new(
+                    target,
+                    format!("is shibafu-agent running on {node}?"),
+                ));
             }
         }
         let local = self.agent()?;

@@ -159,7 +159,10 @@ impl Cluster {
     }
 
     fn underlay(&self, node: &str) -> Option<IpAddr> {
-        self.nodes.iter().find(|n| n.name == node).map(|n| n.underlay)
+        self.nodes
+            .iter()
+            .find(|n| n.name == node)
+            .map(|n| n.underlay)
     }
 }
 
@@ -225,7 +228,10 @@ async fn diagnose(args: &DiagnoseArgs, flow: Flow, ctx: &Context) -> anyhow::Res
         steps: Vec::new(),
     };
     let live: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
-    let (from_eps, to_eps) = (cluster.endpoints_of(&args.from), cluster.endpoints_of(&args.to));
+    let (from_eps, to_eps) = (
+        cluster.endpoints_of(&args.from),
+        cluster.endpoints_of(&args.to),
+    );
     let w1 = whereabouts(ctx, &args.from, &from_eps, &live).await;
     let w2 = whereabouts(ctx, &args.to, &to_eps, &live).await;
     if !report.push(steps::containers(&w1, &w2, &live)) {
@@ -243,7 +249,12 @@ async fn diagnose(args: &DiagnoseArgs, flow: Flow, ctx: &Context) -> anyhow::Res
     let fqdn = format!("{}.{}", e2.name, net2.zone);
     let shares = from_eps.iter().any(|e| e.network == e2.network);
     let answer = if shares {
-        let mut req = probe_req(ProbeKind::Dns, IpAddr::V4(net2.gateway()), 53, args.timeout_ms);
+        let mut req = probe_req(
+            ProbeKind::Dns,
+            IpAddr::V4(net2.gateway()),
+            53,
+            args.timeout_ms,
+        );
         req.name = Some(fqdn.clone());
         Some(agent1.probe(&args.from, &req).await?)
     } else {
@@ -357,12 +368,25 @@ mod tests {
 
     #[test]
     fn the_flow_defaults_to_tcp_with_a_port_and_icmp_without() {
-        let f = |a: &[&str]| flow_of(&parse(a)).map(flow_words).map_err(|e| e.to_string());
+        let f = |a: &[&str]| {
+            flow_of(&parse(a))
+                .map(flow_words)
+                .map_err(|e| e.to_string())
+        };
         assert_eq!(f(&[]), Ok("icmp".into()));
         assert_eq!(f(&["--port", "5432"]), Ok("tcp/5432".into()));
-        assert_eq!(f(&["--port", "53", "--protocol", "udp"]), Ok("udp/53".into()));
-        assert_eq!(f(&["--port", "53", "--protocol", "icmp"]), Ok("icmp".into()));
-        assert_eq!(f(&["--protocol", "tcp"]), Err("--protocol tcp needs --port".into()));
+        assert_eq!(
+            f(&["--port", "53", "--protocol", "udp"]),
+            Ok("udp/53".into())
+        );
+        assert_eq!(
+            f(&["--port", "53", "--protocol", "icmp"]),
+            Ok("icmp".into())
+        );
+        assert_eq!(
+            f(&["--protocol", "tcp"]),
+            Err("--protocol tcp needs --port".into())
+        );
         assert!(network(&["diagnose", "--from", "a", "--to", "b", "--timeout-ms", "0"]).is_err());
     }
 

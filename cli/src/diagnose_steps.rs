@@ -115,9 +115,8 @@ pub fn containers(from: &Whereabouts, to: &Whereabouts, live_nodes: &[String]) -
         .collect();
     let mut nodes_cell = nodes.clone();
     nodes_cell.dedup();
-    let res = container(from, live_nodes).and_then(|a| {
-        container(to, live_nodes).map(|b| format!("{a}; {b}"))
-    });
+    let res = container(from, live_nodes)
+        .and_then(|a| container(to, live_nodes).map(|b| format!("{a}; {b}")));
     Step::new("containers", &nodes_cell.join(","), res)
 }
 
@@ -136,7 +135,10 @@ pub fn unattached(w: &Whereabouts) -> Step {
 
 /// The pair of endpoints the connection uses: on a shared network when there is one, else
 /// the source's first and the destination's first.
-pub fn pick<'a>(from: &[&'a Endpoint], to: &[&'a Endpoint]) -> Option<(&'a Endpoint, &'a Endpoint)> {
+pub fn pick<'a>(
+    from: &[&'a Endpoint],
+    to: &[&'a Endpoint],
+) -> Option<(&'a Endpoint, &'a Endpoint)> {
     for a in from {
         if let Some(b) = to.iter().find(|b| b.network == a.network) {
             return Some((a, b));
@@ -147,7 +149,13 @@ pub fn pick<'a>(from: &[&'a Endpoint], to: &[&'a Endpoint]) -> Option<(&'a Endpo
 
 /// Step `dns`: the destination's name resolves from the source to its address. Names of a
 /// network are visible only to its own containers, so across networks the step is skipped.
-pub fn dns(node: &str, e1: &Endpoint, e2: &Endpoint, fqdn: &str, answer: Option<&ProbeResult>) -> Step {
+pub fn dns(
+    node: &str,
+    e1: &Endpoint,
+    e2: &Endpoint,
+    fqdn: &str,
+    answer: Option<&ProbeResult>,
+) -> Step {
     let res = match answer {
         None => Ok(format!(
             "skipped: {} is not on network {}, whose names only its containers see; the connection goes by address",
@@ -242,27 +250,44 @@ fn inside(net: &ContainerNet, e1: &Endpoint, target: IpAddr) -> Result<String, S
         mine,
         host.name,
         host.master.as_deref().unwrap_or("?"),
-        route.dst.map_or_else(|| "default".into(), |d| d.to_string()),
-        route.gateway.map_or_else(|| "link".into(), |g| g.to_string()),
-        neigh.map(|n| format!(", neighbour {hop} {}", n.state)).unwrap_or_default()
+        route
+            .dst
+            .map_or_else(|| "default".into(), |d| d.to_string()),
+        route
+            .gateway
+            .map_or_else(|| "link".into(), |g| g.to_string()),
+        neigh
+            .map(|n| format!(", neighbour {hop} {}", n.state))
+            .unwrap_or_default()
     ))
 }
 
 /// What node `host` must hold to send to `remote` (an endpoint on `network`, on the node with
 /// underlay `vtep`); `None` for its VTEP when the endpoint is on `host` itself.
-fn fabric_problems(host: &HostNet, network: &Network, remote: &Endpoint, vtep: Option<IpAddr>) -> Vec<String> {
+fn fabric_problems(
+    host: &HostNet,
+    network: &Network,
+    remote: &Endpoint,
+    vtep: Option<IpAddr>,
+) -> Vec<String> {
     let node = &host.node;
     let bridge = network.bridge_name();
     let vx = network.vxlan_name();
     let mut out = Vec::new();
     match host.links.iter().find(|l| l.name == bridge) {
-        None => out.push(format!("{node} has no bridge {bridge} for network {}", network.name)),
+        None => out.push(format!(
+            "{node} has no bridge {bridge} for network {}",
+            network.name
+        )),
         Some(l) if !l.up => out.push(format!("bridge {bridge} on {node} is down")),
         Some(_) => {}
     }
     let Some(vtep) = vtep else { return out };
     match host.links.iter().find(|l| l.name == vx) {
-        None => out.push(format!("{node} has no VXLAN device {vx} for network {}", network.name)),
+        None => out.push(format!(
+            "{node} has no VXLAN device {vx} for network {}",
+            network.name
+        )),
         Some(l) if !l.up => out.push(format!("VXLAN device {vx} on {node} is down")),
         Some(_) => {}
     }
@@ -418,13 +443,23 @@ pub fn policy(d: &Decision, e1: &Endpoint, e2: &Endpoint, flow: Flow, policies: 
             format!("{conn}: {:?}", d.reason)
         }
     };
-    let res = if d.verdict == Verdict::Allow { Ok(why) } else { Err(why) };
+    let res = if d.verdict == Verdict::Allow {
+        Ok(why)
+    } else {
+        Err(why)
+    };
     Step::new("policy", "cluster", res)
 }
 
 /// Step `probe`: the real connection from inside the source.
 pub fn probe(node: &str, e1: &Endpoint, e2: &Endpoint, flow: Flow, r: &ProbeResult) -> Step {
-    let what = format!("{} from {} to {} {}", flow_words(flow), e1.name, e2.name, e2.ipv4);
+    let what = format!(
+        "{} from {} to {} {}",
+        flow_words(flow),
+        e1.name,
+        e2.name,
+        e2.ipv4
+    );
     let res = if r.ok {
         Ok(format!("{what}: {} in {} us", r.detail, r.micros))
     } else {

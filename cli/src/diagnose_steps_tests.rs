@@ -36,25 +36,60 @@ fn live() -> Vec<String> {
 
 #[test]
 fn containers_name_a_stopped_container_and_a_node_that_is_down() {
-    let web = at("web1", Some("node1"), true, Some(Seen::Info(info("web1", "running", None))));
-    let db_ok = at("db1", Some("node2"), true, Some(Seen::Info(info("db1", "running", None))));
+    let web = at(
+        "web1",
+        Some("node1"),
+        true,
+        Some(Seen::Info(info("web1", "running", None))),
+    );
+    let db_ok = at(
+        "db1",
+        Some("node2"),
+        true,
+        Some(Seen::Info(info("db1", "running", None))),
+    );
     let s = containers(&web, &db_ok, &live());
     assert!(s.ok, "{s:?}");
     assert_eq!(s.node, "node1,node2");
     assert_eq!(s.detail, "web1 running on node1; db1 running on node2");
 
-    let stopped = at("db1", Some("node2"), true, Some(Seen::Info(info("db1", "exited", Some(0)))));
+    let stopped = at(
+        "db1",
+        Some("node2"),
+        true,
+        Some(Seen::Info(info("db1", "exited", Some(0)))),
+    );
     let s = containers(&web, &stopped, &live());
     assert!(!s.ok);
-    assert!(s.detail.starts_with("container db1 on node2 is stopped (exited 0)"), "{}", s.detail);
+    assert!(
+        s.detail
+            .starts_with("container db1 on node2 is stopped (exited 0)"),
+        "{}",
+        s.detail
+    );
 
-    let unreachable = at("db1", Some("node2"), true, Some(Seen::Unreachable("connection refused".into())));
+    let unreachable = at(
+        "db1",
+        Some("node2"),
+        true,
+        Some(Seen::Unreachable("connection refused".into())),
+    );
     let s = containers(&web, &unreachable, &live());
-    assert!(s.detail.starts_with("node node2 (of db1) is down: its agent does not answer"), "{}", s.detail);
+    assert!(
+        s.detail
+            .starts_with("node node2 (of db1) is down: its agent does not answer"),
+        "{}",
+        s.detail
+    );
 
     let unregistered = at("db1", Some("node3"), false, None);
     let s = containers(&web, &unregistered, &live());
-    assert!(s.detail.starts_with("node node3 (of db1) is down: it holds no lease"), "{}", s.detail);
+    assert!(
+        s.detail
+            .starts_with("node node3 (of db1) is down: it holds no lease"),
+        "{}",
+        s.detail
+    );
 
     let gone = at("db1", None, false, None);
     let s = containers(&web, &gone, &live());
@@ -89,26 +124,65 @@ fn dns_names_a_missing_name_and_a_wrong_address() {
     let web = ep("web1", "frontend", "node1", "172.21.0.2", 1);
     let db = ep("db1", "frontend", "node2", "172.21.0.3", 2);
     let fq = "db1.frontend.local";
-    let s = dns("node1", &web, &db, fq, Some(&answer(true, "172.21.0.3", &["172.21.0.3"])));
+    let s = dns(
+        "node1",
+        &web,
+        &db,
+        fq,
+        Some(&answer(true, "172.21.0.3", &["172.21.0.3"])),
+    );
     assert!(s.ok);
     assert_eq!(s.detail, "db1.frontend.local -> 172.21.0.3 (250 us)");
-    let s = dns("node1", &web, &db, fq, Some(&answer(false, "db1.frontend.local does not exist (NXDOMAIN)", &[])));
+    let s = dns(
+        "node1",
+        &web,
+        &db,
+        fq,
+        Some(&answer(
+            false,
+            "db1.frontend.local does not exist (NXDOMAIN)",
+            &[],
+        )),
+    );
     assert!(!s.ok);
-    assert!(s.detail.starts_with("web1 cannot resolve db1.frontend.local: db1.frontend.local does not exist (NXDOMAIN)"));
-    let s = dns("node1", &web, &db, fq, Some(&answer(true, "172.21.0.9", &["172.21.0.9"])));
-    assert!(!s.ok && s.detail.contains("not to db1's address 172.21.0.3"), "{}", s.detail);
+    assert!(s.detail.starts_with(
+        "web1 cannot resolve db1.frontend.local: db1.frontend.local does not exist (NXDOMAIN)"
+    ));
+    let s = dns(
+        "node1",
+        &web,
+        &db,
+        fq,
+        Some(&answer(true, "172.21.0.9", &["172.21.0.9"])),
+    );
+    assert!(
+        !s.ok && s.detail.contains("not to db1's address 172.21.0.3"),
+        "{}",
+        s.detail
+    );
     let s = dns("node1", &web, &db, fq, None);
     assert!(s.ok && s.detail.starts_with("skipped"));
 }
 
-fn link(name: &str, index: u32, up: bool, master: Option<&str>, peer: Option<u32>, addr: Option<&str>) -> serde_json::Value {
+fn link(
+    name: &str,
+    index: u32,
+    up: bool,
+    master: Option<&str>,
+    peer: Option<u32>,
+    addr: Option<&str>,
+) -> serde_json::Value {
     serde_json::json!({"name": name, "index": index, "kind": "Veth", "mtu": 1450, "mac": null,
         "up": up, "master": master, "port": null, "peer_index": peer,
         "addresses": addr.map(|a| vec![a]).unwrap_or_default()})
 }
 
 fn container_net(eth_up: bool, host: bool, neigh_state: &str) -> ContainerNet {
-    let host_side = if host { vec![link("sfe1", 9, true, Some("sfbr1000"), Some(2), None)] } else { vec![] };
+    let host_side = if host {
+        vec![link("sfe1", 9, true, Some("sfbr1000"), Some(2), None)]
+    } else {
+        vec![]
+    };
     serde_json::from_value(serde_json::json!({
         "node": "node1",
         "container": {"name": "web1", "state": "running", "netns": "/x", "interfaces": []},
@@ -136,13 +210,21 @@ fn interfaces_check_address_host_end_route_and_neighbour() {
     assert_eq!(s.detail, "the host end of web1's eth0 is missing on node1");
     let s = interfaces(&container_net(true, true, "failed"), &web, to);
     assert!(!s.ok);
-    assert!(s.detail.contains("neighbour entry for 172.21.0.3 on eth0 is failed"));
+    assert!(s
+        .detail
+        .contains("neighbour entry for 172.21.0.3 on eth0 is failed"));
     let other = ep("web1", "frontend", "node1", "172.21.0.7", 1);
     let s = interfaces(&container_net(true, true, "reachable"), &other, to);
-    assert!(s.detail.starts_with("web1 has no interface with its address 172.21.0.7"));
+    assert!(s
+        .detail
+        .starts_with("web1 has no interface with its address 172.21.0.7"));
     let far: IpAddr = "172.22.0.3".parse().expect("ip");
     let s = interfaces(&container_net(true, true, "reachable"), &web, far);
-    assert!(s.ok && s.detail.contains("route default via 172.21.0.1"), "{}", s.detail);
+    assert!(
+        s.ok && s.detail.contains("route default via 172.21.0.1"),
+        "{}",
+        s.detail
+    );
 }
 
 fn host(node: &str, fdb: bool) -> HostNet {
@@ -155,10 +237,21 @@ fn host(node: &str, fdb: bool) -> HostNet {
     }))
     .expect("host");
     if fdb {
-        h.vxlan_fdb.push(ObservedFdb { vxlan: vx.clone(), mac: shibafu_overlay::model::MacAddr([2, 0, 0, 0, 0, 2]), vtep: "10.99.0.12".parse().expect("ip") });
+        h.vxlan_fdb.push(ObservedFdb {
+            vxlan: vx.clone(),
+            mac: shibafu_overlay::model::MacAddr([2, 0, 0, 0, 0, 2]),
+            vtep: "10.99.0.12".parse().expect("ip"),
+        });
     }
-    h.bridge_fdb.push(ObservedPortFdb { port: vx, mac: shibafu_overlay::model::MacAddr([2, 0, 0, 0, 0, 2]) });
-    h.neighbours.push(ObservedNeigh { bridge: br, ip: "172.21.0.3".parse().expect("ip"), mac: shibafu_overlay::model::MacAddr([2, 0, 0, 0, 0, 2]) });
+    h.bridge_fdb.push(ObservedPortFdb {
+        port: vx,
+        mac: shibafu_overlay::model::MacAddr([2, 0, 0, 0, 0, 2]),
+    });
+    h.neighbours.push(ObservedNeigh {
+        bridge: br,
+        ip: "172.21.0.3".parse().expect("ip"),
+        mac: shibafu_overlay::model::MacAddr([2, 0, 0, 0, 0, 2]),
+    });
     h
 }
 
@@ -168,17 +261,34 @@ fn fabric_names_a_missing_fdb_entry() {
     let db = ep("db1", "frontend", "node2", "172.21.0.3", 2);
     let vtep = Some("10.99.0.12".parse().expect("ip"));
     let good = host("node1", true);
-    let s = fabric(&[FabricSide { host: &good, network: &net, remote: &db, vtep }]);
+    let s = fabric(&[FabricSide {
+        host: &good,
+        network: &net,
+        remote: &db,
+        vtep,
+    }]);
     assert!(s.ok, "{s:?}");
     let bad = host("node1", false);
-    let s = fabric(&[FabricSide { host: &bad, network: &net, remote: &db, vtep }]);
+    let s = fabric(&[FabricSide {
+        host: &bad,
+        network: &net,
+        remote: &db,
+        vtep,
+    }]);
     assert!(!s.ok);
     assert!(
-        s.detail.starts_with("node1 has no VXLAN FDB entry for db1 (02:00:00:00:00:02) -> 10.99.0.12 on sfvx1000"),
+        s.detail.starts_with(
+            "node1 has no VXLAN FDB entry for db1 (02:00:00:00:00:02) -> 10.99.0.12 on sfvx1000"
+        ),
         "{}",
         s.detail
     );
-    let s = fabric(&[FabricSide { host: &bad, network: &net, remote: &db, vtep: None }]);
+    let s = fabric(&[FabricSide {
+        host: &bad,
+        network: &net,
+        remote: &db,
+        vtep: None,
+    }]);
     assert!(s.ok, "same node: only the bridge counts");
 }
 
@@ -186,10 +296,17 @@ fn fabric_names_a_missing_fdb_entry() {
 fn underlay_names_a_partition() {
     let ip: IpAddr = "10.99.0.12".parse().expect("ip");
     assert!(underlay("node1", "node2", ip, Some(&answer(true, "echo reply", &[]))).ok);
-    let s = underlay("node1", "node2", ip, Some(&answer(false, "no answer within 1000 ms", &[])));
+    let s = underlay(
+        "node1",
+        "node2",
+        ip,
+        Some(&answer(false, "no answer within 1000 ms", &[])),
+    );
     assert!(!s.ok);
     assert_eq!(s.detail, "node1 cannot reach node2's underlay address 10.99.0.12 (no answer within 1000 ms): the nodes are partitioned; check the network between them");
-    assert!(underlay("node1", "node1", ip, None).detail.starts_with("skipped"));
+    assert!(underlay("node1", "node1", ip, None)
+        .detail
+        .starts_with("skipped"));
 }
 
 #[test]
@@ -206,7 +323,10 @@ fn policy_names_the_deciding_rule() {
         "database",
         vec![Rule::parse(Action::Deny, Direction::Ingress, "frontend").expect("rule")],
     )];
-    let flow = Flow { proto: FlowProto::Tcp, port: 5432 };
+    let flow = Flow {
+        proto: FlowProto::Tcp,
+        port: 5432,
+    };
     let eps = [web.clone(), db.clone()];
     let view = PolicyView::new(&nets, &eps, &links, &pols);
     let d = explain(&view, IpAddr::V4(web.ipv4), IpAddr::V4(db.ipv4), flow);
@@ -221,22 +341,45 @@ fn policy_names_the_deciding_rule() {
     let d = explain(&view, IpAddr::V4(web.ipv4), IpAddr::V4(db.ipv4), flow);
     let s = policy(&d, &web, &db, flow, &[]);
     assert!(!s.ok);
-    assert!(s.detail.contains("shibafu network connect-networks frontend database"), "{}", s.detail);
+    assert!(
+        s.detail
+            .contains("shibafu network connect-networks frontend database"),
+        "{}",
+        s.detail
+    );
     let view = PolicyView::new(&nets, &eps, &links, &[]);
     let d = explain(&view, IpAddr::V4(web.ipv4), IpAddr::V4(db.ipv4), flow);
     let s = policy(&d, &web, &db, flow, &[]);
     assert!(s.ok);
-    assert_eq!(s.detail, "allowed: networks frontend and database are linked");
+    assert_eq!(
+        s.detail,
+        "allowed: networks frontend and database are linked"
+    );
 }
 
 #[test]
 fn probe_reports_what_happened() {
     let web = ep("web1", "frontend", "node1", "172.21.0.2", 1);
     let db = ep("db1", "frontend", "node2", "172.21.0.3", 2);
-    let flow = Flow { proto: FlowProto::Tcp, port: 80 };
-    let s = probe("node1", &web, &db, flow, &answer(false, "refused: nothing listens on that port", &[]));
+    let flow = Flow {
+        proto: FlowProto::Tcp,
+        port: 80,
+    };
+    let s = probe(
+        "node1",
+        &web,
+        &db,
+        flow,
+        &answer(false, "refused: nothing listens on that port", &[]),
+    );
     assert!(!s.ok);
-    assert_eq!(s.detail, "tcp/80 from web1 to db1 172.21.0.3: refused: nothing listens on that port");
+    assert_eq!(
+        s.detail,
+        "tcp/80 from web1 to db1 172.21.0.3: refused: nothing listens on that port"
+    );
     let s = probe("node1", &web, &db, flow, &answer(true, "connected", &[]));
-    assert_eq!(s.detail, "tcp/80 from web1 to db1 172.21.0.3: connected in 250 us");
+    assert_eq!(
+        s.detail,
+        "tcp/80 from web1 to db1 172.21.0.3: connected in 250 us"
+    );
 }

@@ -9,11 +9,11 @@ use std::net::IpAddr;
 
 use anyhow::Context as _;
 use clap::Args;
+use serde::Serialize;
 use shibafu_overlay::api::DnsTraceRequest;
 use shibafu_overlay::dns::forward::{ForwardPath, UpstreamTry};
 use shibafu_overlay::dns::trace::{DnsTrace, TraceRecord, TraceSource};
 use shibafu_overlay::model::{Endpoint, Network};
-use serde::Serialize;
 
 use crate::args::Format;
 use crate::context::Context;
@@ -64,7 +64,11 @@ fn in_zone(name: &str, zone: &str) -> bool {
 }
 
 /// Of a container's endpoints, the one on the network whose zone holds `query`, else the first.
-pub fn pick_endpoint<'a>(eps: &[&'a Endpoint], networks: &[Network], query: &str) -> Option<&'a Endpoint> {
+pub fn pick_endpoint<'a>(
+    eps: &[&'a Endpoint],
+    networks: &[Network],
+    query: &str,
+) -> Option<&'a Endpoint> {
     eps.iter()
         .find(|e| {
             networks
@@ -148,7 +152,12 @@ fn verdict(t: &DnsTrace) -> String {
         }
         ("NXDomain", _) => "NXDOMAIN: the upstream says the name does not exist".into(),
         ("NoError", _) => format!("no {} record (NODATA)", t.qtype),
-        ("", TraceSource::Forwarded { path: ForwardPath::Failed { error, .. } }) => {
+        (
+            "",
+            TraceSource::Forwarded {
+                path: ForwardPath::Failed { error, .. },
+            },
+        ) => {
             format!("no answer: {error}")
         }
         (rcode, _) => format!("answered {rcode}"),
@@ -215,12 +224,20 @@ pub fn render(t: &Traced) -> String {
     let tr = &t.trace;
     let asker = match &t.from {
         Some(c) => format!("{c} ({})", tr.client),
-        None => format!("node {} (as {}, the gateway: every zone)", t.node, tr.client),
+        None => format!(
+            "node {} (as {}, the gateway: every zone)",
+            t.node, tr.client
+        ),
     };
     let view = if tr.view.len() == tr.zones.len() {
         format!("every zone ({})", tr.view.join(", "))
     } else {
-        format!("{} of {} zones: {}", tr.view.len(), tr.zones.len(), tr.view.join(", "))
+        format!(
+            "{} of {} zones: {}",
+            tr.view.len(),
+            tr.zones.len(),
+            tr.view.join(", ")
+        )
     };
     let mut out = output::columns(&[
         vec!["Query:".into(), format!("{} {}", tr.query, tr.qtype)],

@@ -93,7 +93,10 @@ fn a_missing_name_is_named_nxdomain_and_a_hidden_zone_says_so() {
         "NXDomain",
         vec![],
     );
-    assert_eq!(verdict(&missing.trace), "NXDOMAIN: no such name in zone backend.local.");
+    assert_eq!(
+        verdict(&missing.trace),
+        "NXDOMAIN: no such name in zone backend.local."
+    );
     let hidden = traced(
         TraceSource::Local {
             zone: "frontend.local.".into(),
@@ -114,11 +117,24 @@ fn the_network_is_the_one_whose_zone_holds_the_name() {
         Network::new("frontend", "172.21.0.0/24".parse().expect("net"), 4096),
         Network::new("backend", "172.22.0.0/24".parse().expect("net"), 4097),
     ];
-    assert_eq!(pick_network(&nets, "API.Backend.Local.").map(|n| n.name.as_str()), Some("backend"));
-    assert_eq!(pick_network(&nets, "example.org").map(|n| n.name.as_str()), Some("backend"), "first by name");
+    assert_eq!(
+        pick_network(&nets, "API.Backend.Local.").map(|n| n.name.as_str()),
+        Some("backend")
+    );
+    assert_eq!(
+        pick_network(&nets, "example.org").map(|n| n.name.as_str()),
+        Some("backend"),
+        "first by name"
+    );
     let a = Endpoint::new("frontend", "c", "node1", "172.21.0.5".parse().expect("ip"));
     let b = Endpoint::new("backend", "c", "node1", "172.22.0.5".parse().expect("ip"));
-    assert_eq!(pick_endpoint(&[&a, &b], &nets, "api.backend.local").map(|e| e.ipv4.to_string()), Some("172.22.0.5".into()));
-    assert_eq!(pick_endpoint(&[&a, &b], &nets, "example.org").map(|e| e.network.as_str()), Some("frontend"));
+    assert_eq!(
+        pick_endpoint(&[&a, &b], &nets, "api.backend.local").map(|e| e.ipv4.to_string()),
+        Some("172.22.0.5".into())
+    );
+    assert_eq!(
+        pick_endpoint(&[&a, &b], &nets, "example.org").map(|e| e.network.as_str()),
+        Some("frontend")
+    );
     assert!(!in_zone("xbackend.local", "backend.local"));
 }

@@ -213,7 +213,11 @@ NEIGHBOUR    MAC                 DEV    STATE
         net.container.exit_code = Some(0);
         net.error = Some("container is exited, its namespace is not entered".into());
         let text = render(&net);
-        assert!(text.starts_with("Container web1 on node1 (exited (0)"), "{text}");
-        assert!(text.ends_with("Cannot look inside: container is exited, its namespace is not entered\n"));
+        assert!(
+            text.starts_with("Container web1 on node1 (exited (0)"),
+            "{text}"
+        );
+        assert!(text
+            .ends_with("Cannot look inside: container is exited, its namespace is not entered\n"));
     }
 }

@@ -9,7 +9,9 @@ use std::process::{Command, Stdio};
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use shibafu_overlay::api::NodeInfo;
-use shibafu_overlay::model::{Action, Direction, Endpoint, Link, Network, Policy, Proto, Rule, Service};
+use shibafu_overlay::model::{
+    Action, Direction, Endpoint, Link, Network, Policy, Proto, Rule, Service,
+};
 
 use crate::context::Context;
 use crate::output;
@@ -151,7 +153,11 @@ pub fn text(t: &Topology) -> String {
             .iter()
             .filter(|e| e.network == n.name)
             .map(|e| {
-                let mut row = vec![format!("    {}", e.name), e.ipv4.to_string(), e.node.clone()];
+                let mut row = vec![
+                    format!("    {}", e.name),
+                    e.ipv4.to_string(),
+                    e.node.clone(),
+                ];
                 row.extend(e.service.as_ref().map(|s| format!("service {s}")));
                 row
             })
@@ -186,10 +192,10 @@ pub fn text(t: &Topology) -> String {
     }
     out.push_str("\nPolicies:\n");
     for p in &t.policies {
-        let on = p
-            .service
-            .as_ref()
-            .map_or_else(|| p.network.clone(), |s| format!("{} service {s}", p.network));
+        let on = p.service.as_ref().map_or_else(
+            || p.network.clone(),
+            |s| format!("{} service {s}", p.network),
+        );
         out.push_str(&format!("  {} on {on}\n", p.name));
         for (i, r) in p.rules.iter().enumerate() {
             out.push_str(&format!("    rule {}: {}\n", i + 1, rule_words(r)));

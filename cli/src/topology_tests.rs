@@ -20,7 +20,12 @@ fn sample() -> Topology {
             db,
         ],
         endpoints: vec![
-            Endpoint::new("frontend", "web1", "node1", "172.21.0.2".parse().expect("ip")),
+            Endpoint::new(
+                "frontend",
+                "web1",
+                "node1",
+                "172.21.0.2".parse().expect("ip"),
+            ),
             api,
             Endpoint::new("database", "d1", "node3", "172.23.0.2".parse().expect("ip")),
         ],
@@ -72,7 +77,10 @@ Policies:
 #[test]
 fn dot_has_a_box_per_node_and_edges_for_every_relation() {
     let d = dot(&sample());
-    assert!(d.starts_with("digraph shibafu {\n") && d.ends_with("}\n"), "{d}");
+    assert!(
+        d.starts_with("digraph shibafu {\n") && d.ends_with("}\n"),
+        "{d}"
+    );
     for want in [
         "subgraph \"cluster_node_node1\"",
         "label=\"node node3\ndown\"",

@@ -29,7 +29,12 @@ pub fn probe(req: &ProbeRequest) -> ProbeResult {
         ProbeKind::Icmp => icmp(req.target, timeout),
         ProbeKind::Dns => {
             let to = SocketAddr::new(req.target, if req.port == 0 { 53 } else { req.port });
-            dns(to, req.name.as_deref().unwrap_or_default(), timeout, &mut answers)
+            dns(
+                to,
+                req.name.as_deref().unwrap_or_default(),
+                timeout,
+                &mut answers,
+            )
         }
     };
     ProbeResult {
@@ -82,9 +87,10 @@ fn udp(to: SocketAddr, timeout: Duration) -> (bool, String) {
                 timed_out(timeout)
             ),
         ),
-        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
-            (false, "port unreachable: nothing listens on that port".into())
-        }
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => (
+            false,
+            "port unreachable: nothing listens on that port".into(),
+        ),
         Err(e) => (false, failure(&e, timeout)),
     }
 }
@@ -96,7 +102,11 @@ fn dns(to: SocketAddr, name: &str, timeout: Duration, answers: &mut Vec<IpAddr>)
     let Ok(qname) = Name::from_ascii(name) else {
         return (false, format!("{name:?} is not a DNS name"));
     };
-    let ty = if to.is_ipv6() { RecordType::AAAA } else { RecordType::A };
+    let ty = if to.is_ipv6() {
+        RecordType::AAAA
+    } else {
+        RecordType::A
+    };
     let mut m = Message::query();
     m.metadata.id = (std::process::id() & 0xffff) as u16;
     m.metadata.recursion_desired = true;

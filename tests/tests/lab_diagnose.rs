@@ -20,8 +20,15 @@ fn cluster() -> Option<Lab> {
     let lab = Lab::up(3);
     lab.cli_ok("node1", &["network", "create", "frontend", "172.21.0.0/24"]);
     lab.cli_ok("node1", &["network", "create", "database", "172.23.0.0/24"]);
-    lab.cli_ok("node1", &["network", "connect-networks", "frontend", "database"]);
-    for (name, node, net) in [("web1", "node1", "frontend"), ("web2", "node2", "frontend"), ("db1", "node3", "database")] {
+    lab.cli_ok(
+        "node1",
+        &["network", "connect-networks", "frontend", "database"],
+    );
+    for (name, node, net) in [
+        ("web1", "node1", "frontend"),
+        ("web2", "node2", "frontend"),
+        ("db1", "node3", "database"),
+    ] {
         start(&lab, name, node, net);
     }
     Some(lab)
@@ -30,8 +37,21 @@ fn cluster() -> Option<Lab> {
 fn start(lab: &Lab, name: &str, node: &str, network: &str) {
     let probe = bin("shibafu-probe").display().to_string();
     let args = [
-        "run", "-d", "--name", name, "--network", network, "--", &probe, "serve", "--tcp", "80",
-        "--tcp", "5432", "--udp", "5353",
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        network,
+        "--",
+        &probe,
+        "serve",
+        "--tcp",
+        "80",
+        "--tcp",
+        "5432",
+        "--udp",
+        "5353",
     ];
     lab.cli_ok(node, &args);
 }
@@ -48,7 +68,18 @@ fn cli(lab: &Lab, args: &[&str]) -> (bool, String) {
 fn diagnose(lab: &Lab, from: &str, to: &str, port: &str) -> (bool, String) {
     cli(
         lab,
-        &["network", "diagnose", "--from", from, "--to", to, "--port", port, "--timeout-ms", "800"],
+        &[
+            "network",
+            "diagnose",
+            "--from",
+            from,
+            "--to",
+            to,
+            "--port",
+            port,
+            "--timeout-ms",
+            "800",
+        ],
     )
 }
 
@@ -65,28 +96,64 @@ fn json(lab: &Lab, args: &[&str]) -> serde_json::Value {
 fn healthy_cluster_is_described(lab: &Lab) {
     let (ok, report) = diagnose(lab, "web1", "web2", "80");
     assert!(ok, "{report}");
-    for step in ["containers", "dns", "interfaces", "fabric", "underlay", "policy", "probe"] {
+    for step in [
+        "containers",
+        "dns",
+        "interfaces",
+        "fabric",
+        "underlay",
+        "policy",
+        "probe",
+    ] {
         assert!(
-            report.lines().any(|l| l.starts_with(step) && l.contains(" ok ")),
+            report
+                .lines()
+                .any(|l| l.starts_with(step) && l.contains(" ok ")),
             "step {step} did not pass:\n{report}"
         );
     }
     assert!(report.contains("tcp/80 from web1 to web2"), "{report}");
     let (ok, report) = diagnose(lab, "web1", "db1", "5432");
-    assert!(ok && report.contains("networks frontend and database are linked"), "{report}");
+    assert!(
+        ok && report.contains("networks frontend and database are linked"),
+        "{report}"
+    );
 
     let routes = lab.cli_ok("node1", &["network", "routes", "--container", "web2"]);
-    assert!(routes.starts_with("Container web2 on node2 (running"), "{routes}");
-    let eth0 = routes.lines().find(|l| l.starts_with("eth0")).unwrap_or_default();
-    assert!(eth0.contains("172.21.0.") && eth0.contains("(bridge sfbr"), "{routes}");
-    assert!(routes.lines().any(|l| l.starts_with("default") && l.contains("172.21.0.1")), "{routes}");
+    assert!(
+        routes.starts_with("Container web2 on node2 (running"),
+        "{routes}"
+    );
+    let eth0 = routes
+        .lines()
+        .find(|l| l.starts_with("eth0"))
+        .unwrap_or_default();
+    assert!(
+        eth0.contains("172.21.0.") && eth0.contains("(bridge sfbr"),
+        "{routes}"
+    );
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.starts_with("default") && l.contains("172.21.0.1")),
+        "{routes}"
+    );
 
     let topo = lab.cli_ok("node1", &["network", "topology"]);
-    for want in ["node1", "node3", "frontend 172.21.0.0/24", "    db1", "database <-> frontend"] {
+    for want in [
+        "node1",
+        "node3",
+        "frontend 172.21.0.0/24",
+        "    db1",
+        "database <-> frontend",
+    ] {
         assert!(topo.contains(want), "missing {want:?}:\n{topo}");
     }
     let dot = lab.cli_ok("node1", &["network", "topology", "--format", "dot"]);
-    assert!(dot.starts_with("digraph shibafu {") && dot.contains("\"c:node3/db1\""), "{dot}");
+    assert!(
+        dot.starts_with("digraph shibafu {") && dot.contains("\"c:node3/db1\""),
+        "{dot}"
+    );
     let (ok, svg) = cli(lab, &["network", "topology", "--format", "svg"]);
     if ok {
         assert!(svg.contains("<svg") && svg.contains("db1"), "{svg}");
@@ -94,13 +161,52 @@ fn healthy_cluster_is_described(lab: &Lab) {
         assert!(svg.contains("install graphviz"), "{svg}");
     }
 
-    let (ok, local) = cli(lab, &["network", "dns-trace", "--query", "web2.frontend.local", "--from", "web1"]);
+    let (ok, local) = cli(
+        lab,
+        &[
+            "network",
+            "dns-trace",
+            "--query",
+            "web2.frontend.local",
+            "--from",
+            "web1",
+        ],
+    );
     assert!(ok, "{local}");
-    assert!(local.contains("local answer from zone frontend.local."), "{local}");
-    assert!(local.contains("Server:     network frontend on node1"), "{local}");
-    let (ok, external) = cli(lab, &["network", "dns-trace", "--query", "www.example.com", "--from", "web1"]);
-    assert!(ok && external.contains("forwarder: ") && external.contains(":53 answered in"), "{external}");
-    let (ok, cached) = cli(lab, &["network", "dns-trace", "--query", "www.example.com", "--from", "web1"]);
+    assert!(
+        local.contains("local answer from zone frontend.local."),
+        "{local}"
+    );
+    assert!(
+        local.contains("Server:     network frontend on node1"),
+        "{local}"
+    );
+    let (ok, external) = cli(
+        lab,
+        &[
+            "network",
+            "dns-trace",
+            "--query",
+            "www.example.com",
+            "--from",
+            "web1",
+        ],
+    );
+    assert!(
+        ok && external.contains("forwarder: ") && external.contains(":53 answered in"),
+        "{external}"
+    );
+    let (ok, cached) = cli(
+        lab,
+        &[
+            "network",
+            "dns-trace",
+            "--query",
+            "www.example.com",
+            "--from",
+            "web1",
+        ],
+    );
     assert!(ok && cached.contains("forwarder cache"), "{cached}");
 }
 
@@ -110,14 +216,37 @@ fn diagnosis_names_every_fault() {
     healthy_cluster_is_described(&lab);
 
     // A missing DNS name.
-    let (ok, out) = cli(&lab, &["network", "dns-trace", "--query", "nosuch.frontend.local", "--from", "web1"]);
+    let (ok, out) = cli(
+        &lab,
+        &[
+            "network",
+            "dns-trace",
+            "--query",
+            "nosuch.frontend.local",
+            "--from",
+            "web1",
+        ],
+    );
     assert!(!ok, "{out}");
-    assert!(out.contains("NXDOMAIN: no such name in zone frontend.local."), "{out}");
+    assert!(
+        out.contains("NXDOMAIN: no such name in zone frontend.local."),
+        "{out}"
+    );
 
     // A policy denial.
     lab.cli_ok(
         "node1",
-        &["network", "policy", "create", "--name", "database-isolation", "--network", "database", "--deny-ingress-from", "frontend"],
+        &[
+            "network",
+            "policy",
+            "create",
+            "--name",
+            "database-isolation",
+            "--network",
+            "database",
+            "--deny-ingress-from",
+            "frontend",
+        ],
     );
     let (ok, out) = diagnose(&lab, "web1", "db1", "5432");
     assert!(!ok, "{out}");
@@ -131,14 +260,26 @@ fn diagnosis_names_every_fault() {
 
     // A deleted VXLAN FDB entry on node1 (the agent restores it within 30 s, so retry if a
     // resync came in between).
-    let web2 = json(&lab, &["network", "routes", "--container", "web2", "--format", "json"]);
+    let web2 = json(
+        &lab,
+        &[
+            "network",
+            "routes",
+            "--container",
+            "web2",
+            "--format",
+            "json",
+        ],
+    );
     let mac = web2["inside"]["links"]
         .as_array()
         .and_then(|ls| ls.iter().find(|l| l["name"] == "eth0"))
         .and_then(|l| l["mac"].as_str())
         .expect("web2 mac")
         .to_string();
-    let vni = json(&lab, &["network", "inspect", "frontend"])["vni"].as_u64().expect("vni");
+    let vni = json(&lab, &["network", "inspect", "frontend"])["vni"]
+        .as_u64()
+        .expect("vni");
     let vx = format!("sfvx{vni:x}");
     let nodes = json(&lab, &["node", "ls", "--format", "json"]);
     let node2 = nodes
@@ -149,7 +290,12 @@ fn diagnosis_names_every_fault() {
         .to_string();
     let mut named = String::new();
     for _ in 0..3 {
-        lab.exec_ok("node1", &["bridge", "fdb", "del", &mac, "dev", &vx, "dst", &node2, "self"]);
+        lab.exec_ok(
+            "node1",
+            &[
+                "bridge", "fdb", "del", &mac, "dev", &vx, "dst", &node2, "self",
+            ],
+        );
         let (ok, out) = diagnose(&lab, "web1", "web2", "80");
         if !ok {
             named = out;
@@ -159,10 +305,26 @@ fn diagnosis_names_every_fault() {
     let line = failed_step(&named).unwrap_or_default();
     assert!(line.starts_with("fabric"), "{named}");
     assert!(
-        line.contains(&format!("node1 has no VXLAN FDB entry for web2 ({mac}) -> {node2} on {vx}")),
+        line.contains(&format!(
+            "node1 has no VXLAN FDB entry for web2 ({mac}) -> {node2} on {vx}"
+        )),
         "{named}"
     );
-    lab.exec_ok("node1", &["bridge", "fdb", "append", &mac, "dev", &vx, "dst", &node2, "self", "permanent"]);
+    lab.exec_ok(
+        "node1",
+        &[
+            "bridge",
+            "fdb",
+            "append",
+            &mac,
+            "dev",
+            &vx,
+            "dst",
+            &node2,
+            "self",
+            "permanent",
+        ],
+    );
     assert!(diagnose(&lab, "web1", "web2", "80").0, "restored");
 
     // A stopped container.
@@ -170,7 +332,10 @@ fn diagnosis_names_every_fault() {
     let (ok, out) = diagnose(&lab, "web1", "web2", "80");
     assert!(!ok, "{out}");
     let line = failed_step(&out).unwrap_or_default();
-    assert!(line.starts_with("containers") && line.contains("container web2 on node2 is stopped"), "{out}");
+    assert!(
+        line.starts_with("containers") && line.contains("container web2 on node2 is stopped"),
+        "{out}"
+    );
     lab.cli_ok("node2", &["rm", "web2"]);
     start(&lab, "web2", "node2", "frontend");
 
@@ -180,9 +345,15 @@ fn diagnosis_names_every_fault() {
     lab.lab_ok(&["heal", "node2"]);
     assert!(!ok, "{out}");
     let line = failed_step(&out).unwrap_or_default();
-    assert!(line.starts_with("underlay") && line.contains("the nodes are partitioned"), "{out}");
     assert!(
-        wait_until(Duration::from_secs(30), POLL, || diagnose(&lab, "web1", "web2", "80").0),
+        line.starts_with("underlay") && line.contains("the nodes are partitioned"),
+        "{out}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), POLL, || diagnose(
+            &lab, "web1", "web2", "80"
+        )
+        .0),
         "the path did not come back after heal: {}",
         diagnose(&lab, "web1", "web2", "80").1
     );
@@ -192,11 +363,16 @@ fn diagnosis_names_every_fault() {
     let (ok, out) = diagnose(&lab, "web1", "web2", "80");
     assert!(!ok, "{out}");
     let line = failed_step(&out).unwrap_or_default();
-    assert!(line.starts_with("containers") && line.contains("node node2 (of web2) is down"), "{out}");
+    assert!(
+        line.starts_with("containers") && line.contains("node node2 (of web2) is down"),
+        "{out}"
+    );
     assert!(
         wait_until(Duration::from_secs(15), POLL, || {
             let (_, out) = diagnose(&lab, "web1", "web2", "80");
-            failed_step(&out).is_some_and(|l| l.contains("no container named web2 on any live node (node1, node3)"))
+            failed_step(&out).is_some_and(|l| {
+                l.contains("no container named web2 on any live node (node1, node3)")
+            })
         }),
         "after the lease: {}",
         diagnose(&lab, "web1", "web2", "80").1

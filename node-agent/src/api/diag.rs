@@ -47,7 +47,10 @@ fn enterable(info: &ContainerInfo) -> bool {
     matches!(info.state.as_str(), "running" | "attached")
 }
 
-async fn container_net(State(s): State<SharedState>, Path(name): Path<String>) -> Answer<ContainerNet> {
+async fn container_net(
+    State(s): State<SharedState>,
+    Path(name): Path<String>,
+) -> Answer<ContainerNet> {
     let status = s.status.send(GetStatus).await?;
     let info = container(&s, name).await?;
     let (inside, error) = if enterable(&info) {
@@ -58,7 +61,10 @@ async fn container_net(State(s): State<SharedState>, Path(name): Path<String>) -
     } else {
         (
             NamespaceNet::default(),
-            Some(format!("container is {}, its namespace is not entered", info.state)),
+            Some(format!(
+                "container is {}, its namespace is not entered",
+                info.state
+            )),
         )
     };
     let host = inspect_host(&NetlinkDataplane::current())

@@ -18,11 +18,11 @@ pub use apply::{ApplyAnswer, ApplyRequest, Change, ChangeAction, Document, Objec
 pub use client::{
     Client, ClientError, RawResponse, UpgradedStream, CONNECT_TIMEOUT, REQUEST_TIMEOUT,
 };
-pub use diag::{
-    ContainerNet, DnsTraceRequest, HostNet, NamespaceNet, NeighbourEntry, ProbeKind, ProbeRequest, ProbeResult,
-    RouteEntry, MAX_PROBE_MS,
-};
 pub use coordinator::{link_path, policy_path, service_path, Coordinator, LinkNetworks};
+pub use diag::{
+    ContainerNet, DnsTraceRequest, HostNet, NamespaceNet, NeighbourEntry, ProbeKind, ProbeRequest,
+    ProbeResult, RouteEntry, MAX_PROBE_MS,
+};
 pub use policies::{PolicyInfo, PolicySpec, RuleCounters};
 pub use services::{InstanceInfo, ServiceInfo, ServiceSpec};
 pub use target::Target;

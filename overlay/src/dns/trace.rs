@@ -108,9 +108,7 @@ pub async fn trace(
     m.metadata.id = 0x5a5a;
     m.metadata.recursion_desired = true;
     m.add_query(Question::query(name.clone(), qtype));
-    let packet = m
-        .to_vec()
-        .map_err(|_| TraceError::NotTaken(qname.into()))?;
+    let packet = m.to_vec().map_err(|_| TraceError::NotTaken(qname.into()))?;
     let zones: Vec<String> = snap.zones().map(str::to_string).collect();
     let view = (0..snap.zones.len())
         .filter_map(|z| u16::try_from(z).ok())
@@ -196,9 +194,16 @@ mod tests {
     #[tokio::test]
     async fn a_local_name_names_its_zone_and_the_requesters_view() {
         let snap = snapshot();
-        let t = trace(&snap, None, &cfg(false), "web.frontend.local", RecordType::A, "10.0.0.5".parse().expect("ip"))
-            .await
-            .expect("trace");
+        let t = trace(
+            &snap,
+            None,
+            &cfg(false),
+            "web.frontend.local",
+            RecordType::A,
+            "10.0.0.5".parse().expect("ip"),
+        )
+        .await
+        .expect("trace");
         assert_eq!(
             t.source,
             TraceSource::Local {
@@ -210,14 +215,31 @@ mod tests {
         assert_eq!(t.zones, ["frontend.local.", "backend.local."]);
         assert_eq!(t.rcode, "NoError");
         assert_eq!(t.answers.len(), 1);
-        assert_eq!((t.answers[0].data.as_str(), t.answers[0].ttl), ("10.0.0.5", 30));
-        let hidden = trace(&snap, None, &cfg(false), "api.backend.local", RecordType::A, "10.0.0.5".parse().expect("ip"))
-            .await
-            .expect("trace");
+        assert_eq!(
+            (t.answers[0].data.as_str(), t.answers[0].ttl),
+            ("10.0.0.5", 30)
+        );
+        let hidden = trace(
+            &snap,
+            None,
+            &cfg(false),
+            "api.backend.local",
+            RecordType::A,
+            "10.0.0.5".parse().expect("ip"),
+        )
+        .await
+        .expect("trace");
         assert_eq!(hidden.rcode, "NXDomain", "outside the requester's view");
-        let missing = trace(&snap, None, &cfg(false), "nope.frontend.local", RecordType::A, "10.0.0.5".parse().expect("ip"))
-            .await
-            .expect("trace");
+        let missing = trace(
+            &snap,
+            None,
+            &cfg(false),
+            "nope.frontend.local",
+            RecordType::A,
+            "10.0.0.5".parse().expect("ip"),
+        )
+        .await
+        .expect("trace");
         assert_eq!(missing.rcode, "NXDomain");
         assert_eq!(missing.authority[0].rtype, "SOA");
     }
@@ -233,9 +255,16 @@ mod tests {
         });
         let snap = snapshot();
         let client = "10.0.0.5".parse().expect("ip");
-        let first = trace(&snap, Some(&f), &cfg(true), "example.org", RecordType::A, client)
-            .await
-            .expect("trace");
+        let first = trace(
+            &snap,
+            Some(&f),
+            &cfg(true),
+            "example.org",
+            RecordType::A,
+            client,
+        )
+        .await
+        .expect("trace");
         let TraceSource::Forwarded {
             path: ForwardPath::Upstream { tries },
         } = &first.source
@@ -247,11 +276,23 @@ mod tests {
         assert!(tries[0].error.is_none());
         assert_eq!(first.rcode, "NoError");
         assert_eq!(first.answers[0].data, "192.0.2.1");
-        let second = trace(&snap, Some(&f), &cfg(true), "example.org", RecordType::A, client)
-            .await
-            .expect("trace");
+        let second = trace(
+            &snap,
+            Some(&f),
+            &cfg(true),
+            "example.org",
+            RecordType::A,
+            client,
+        )
+        .await
+        .expect("trace");
         assert!(
-            matches!(second.source, TraceSource::Forwarded { path: ForwardPath::Cache { .. } }),
+            matches!(
+                second.source,
+                TraceSource::Forwarded {
+                    path: ForwardPath::Cache { .. }
+                }
+            ),
             "{second:?}"
         );
     }

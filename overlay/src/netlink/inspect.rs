@@ -122,7 +122,8 @@ fn main_routes(msgs: &[RouteMessage], names: &HashMap<u32, String>) -> Vec<Route
                 _ => {}
             }
         }
-        let link_local = matches!(e.dst, Some(IpNet::V6(n)) if n.addr().segments()[0] & 0xffc0 == 0xfe80);
+        let link_local =
+            matches!(e.dst, Some(IpNet::V6(n)) if n.addr().segments()[0] & 0xffc0 == 0xfe80);
         if !link_local {
             out.push(e);
         }
@@ -148,7 +149,10 @@ fn state_name(s: NeighbourState) -> String {
 }
 
 /// Every neighbour entry with an address, sorted.
-fn neighbour_entries(msgs: &[NeighbourMessage], names: &HashMap<u32, String>) -> Vec<NeighbourEntry> {
+fn neighbour_entries(
+    msgs: &[NeighbourMessage],
+    names: &HashMap<u32, String>,
+) -> Vec<NeighbourEntry> {
     let mut out: Vec<NeighbourEntry> = msgs
         .iter()
         .filter_map(|m| {
