@@ -4,11 +4,11 @@
 use std::net::IpAddr;
 
 use serde::Serialize;
-use shibafu_overlay::api::{ContainerInfo, ContainerNet, HostNet, ProbeResult};
-use shibafu_overlay::model::{Direction, Endpoint, Network, Policy};
-use shibafu_overlay::plan::{ObservedFdb, ObservedNeigh, ObservedPortFdb};
+use shibafu_overlay::api::{ContainerInfo, ContainerNet, ProbeResult};
+use shibafu_overlay::model::{Direction, Endpoint, Policy};
 use shibafu_overlay::policy::{Decision, Flow, FlowProto, Reason, Verdict, STRICT_PREFIX};
 
+pub use crate::diagnose_fabric::{fabric, FabricSide};
 use crate::topology::rule_words;
 
 /// One checked step: where it ran and what it found.
@@ -26,7 +26,8 @@ pub struct Step {
 }
 
 impl Step {
-    fn new(step: &'static str, node: &str, res: Result<String, String>) -> Step {
+    /// A step that passed (`Ok`) or failed (`Err`) with what it found.
+    pub(crate) fn new(step: &'static str, node: &str, res: Result<String, String>) -> Step {
         let (ok, detail) = match res {
             Ok(d) => (true, d),
             Err(d) => (false, d),
@@ -262,116 +263,6 @@ fn inside(net: &ContainerNet, e1: &Endpoint, target: IpAddr) -> Result<String, S
     ))
 }
 
-/// What node `host` must hold to send to `remote` (an endpoint on `network`, on the node with
-/// underlay `vtep`); `None` for its VTEP when the endpoint is on `host` itself.
-fn fabric_problems(
-    host: &HostNet,
-    network: &Network,
-    remote: &Endpoint,
-    vtep: Option<IpAddr>,
-) -> Vec<String> {
-    let node = &host.node;
-    let bridge = network.bridge_name();
-    let vx = network.vxlan_name();
-    let mut out = Vec::new();
-    match host.links.iter().find(|l| l.name == bridge) {
-        None => out.push(format!(
-            "{node} has no bridge {bridge} for network {}",
-            network.name
-        )),
-        Some(l) if !l.up => out.push(format!("bridge {bridge} on {node} is down")),
-        Some(_) => {}
-    }
-    let Some(vtep) = vtep else { return out };
-    match host.links.iter().find(|l| l.name == vx) {
-        None => out.push(format!(
-            "{node} has no VXLAN device {vx} for network {}",
-            network.name
-        )),
-        Some(l) if !l.up => out.push(format!("VXLAN device {vx} on {node} is down")),
-        Some(_) => {}
-    }
-    let fdb = ObservedFdb {
-        vxlan: vx.clone(),
-        mac: remote.mac,
-        vtep,
-    };
-    if !host.vxlan_fdb.contains(&fdb) {
-        out.push(format!(
-            "{node} has no VXLAN FDB entry for {} ({}) -> {vtep} on {vx}: frames to it are not sent to its node",
-            remote.name, remote.mac
-        ));
-    }
-    let port = ObservedPortFdb {
-        port: vx.clone(),
-        mac: remote.mac,
-    };
-    if !host.bridge_fdb.contains(&port) {
-        out.push(format!(
-            "{node} has no bridge FDB entry for {} ({}) on port {vx}",
-            remote.name, remote.mac
-        ));
-    }
-    let neigh = ObservedNeigh {
-        bridge,
-        ip: IpAddr::V4(remote.ipv4),
-        mac: remote.mac,
-    };
-    if !host.neighbours.contains(&neigh) {
-        out.push(format!(
-            "{node} has no neighbour entry {} -> {} for {}",
-            remote.ipv4, remote.mac, remote.name
-        ));
-    }
-    out
-}
-
-/// One side of the fabric: the node's view, the network the frames travel on, the endpoint
-/// they go to and that endpoint's VTEP (`None`: on the same node).
-pub struct FabricSide<'a> {
-    /// The node's links and entries.
-    pub host: &'a HostNet,
-    /// The network the frames are bridged on at this node.
-    pub network: &'a Network,
-    /// The endpoint they are for.
-    pub remote: &'a Endpoint,
-    /// The VTEP of the endpoint's node, when it is another node.
-    pub vtep: Option<IpAddr>,
-}
-
-/// Step `fabric`: bridges, VXLAN devices and the FDB and neighbour entries toward each other
-/// on both nodes (the forward path on the source's, the reply path on the destination's).
-pub fn fabric(sides: &[FabricSide<'_>]) -> Step {
-    let mut nodes: Vec<&str> = sides.iter().map(|s| s.host.node.as_str()).collect();
-    nodes.dedup();
-    let mut problems = Vec::new();
-    for s in sides {
-        problems.extend(fabric_problems(s.host, s.network, s.remote, s.vtep));
-    }
-    let res = if problems.is_empty() {
-        let what: Vec<String> = sides
-            .iter()
-            .map(|s| match s.vtep {
-                Some(v) => format!(
-                    "{}: {} and {} with FDB and neighbour entries for {} -> {v}",
-                    s.host.node,
-                    s.network.bridge_name(),
-                    s.network.vxlan_name(),
-                    s.remote.name
-                ),
-                None => format!("{}: {} up", s.host.node, s.network.bridge_name()),
-            })
-            .collect();
-        Ok(what.join("; "))
-    } else {
-        Err(format!(
-            "{}; the agent restores its entries at its next resync, or restart shibafu-agent on that node",
-            problems.join("; ")
-        ))
-    };
-    Step::new("fabric", &nodes.join(","), res)
-}
-
 /// Step `underlay`: the source's node reaches the destination's node (skipped on one node).
 pub fn underlay(from: &str, to: &str, to_underlay: IpAddr, ping: Option<&ProbeResult>) -> Step {
     let res = match ping {
@@ -439,9 +330,13 @@ pub fn policy(d: &Decision, e1: &Endpoint, e2: &Endpoint, flow: Flow, policies: 
             "{conn} is denied: networks {} and {} are isolated from each other; link them with `shibafu network connect-networks {} {}`",
             e1.network, e2.network, e1.network, e2.network
         ),
-        Reason::Outbound | Reason::NoRouteOut | Reason::Inbound | Reason::Unmanaged => {
-            format!("{conn}: {:?}", d.reason)
-        }
+        Reason::Outbound => format!("allowed: {} routes out of the cluster", e1.network),
+        Reason::NoRouteOut => format!(
+            "{conn} is denied: {} is not an endpoint and {} has no route to it",
+            e2.ipv4, e1.network
+        ),
+        Reason::Inbound => format!("{conn} is denied: nothing outside the cluster opens a connection in"),
+        Reason::Unmanaged => format!("{conn}: neither end is an endpoint; shibafu does not judge it"),
     };
     let res = if d.verdict == Verdict::Allow {
         Ok(why)

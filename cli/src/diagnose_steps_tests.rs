@@ -1,4 +1,6 @@
-use shibafu_overlay::model::{Action, Link, Rule};
+use shibafu_overlay::api::HostNet;
+use shibafu_overlay::model::{Action, Link, Network, Rule};
+use shibafu_overlay::plan::{ObservedFdb, ObservedNeigh, ObservedPortFdb};
 use shibafu_overlay::policy::{explain, PolicyView};
 
 use super::*;

@@ -11,6 +11,7 @@ mod config_reader;
 mod config_write;
 mod context;
 mod diagnose;
+mod diagnose_fabric;
 mod diagnose_steps;
 mod dns_trace;
 mod exec;
