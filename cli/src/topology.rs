@@ -230,10 +230,9 @@ pub fn dot(t: &Topology) -> String {
             .find(|n| n.name == node)
             .map_or_else(|| "down".to_string(), |n| n.underlay.to_string());
         out.push_str(&format!(
-            "  subgraph {} {{\n    label={}; style=\"rounded,dashed\"; color=\"#6b7280\";\n    {} [shape=point, style=invis];\n",
+            "  subgraph {} {{\n    label={}; style=\"rounded,dashed\"; color=\"#6b7280\";\n",
             q(&format!("cluster_node_{node}")),
-            q(&format!("node {node}\n{underlay}")),
-            q(&format!("anchor:{node}"))
+            q(&format!("node {node}\n{underlay}"))
         ));
         for (name, eps) in containers {
             let addrs: Vec<String> = eps.iter().map(|e| e.ipv4.to_string()).collect();
