@@ -24,18 +24,22 @@ pub struct RoutesArgs {
     pub format: Format,
 }
 
-/// The node running container `name`, from its endpoints in the cluster; this host's node
-/// when the cluster has none (a container on no network).
+/// The node running container `name`: from its endpoints in the cluster, else (a stopped
+/// container or one on no network) the first live node whose agent knows it.
 pub async fn node_of(ctx: &Context, name: &str) -> anyhow::Result<String> {
-    let endpoints = ctx.coordinator()?.list_endpoints().await?;
-    if let Some(node) = located(&endpoints, name) {
+    let c = ctx.coordinator()?;
+    if let Some(node) = located(&c.list_endpoints().await?, name) {
         return Ok(node);
     }
-    let status: serde_json::Value = ctx.agent()?.client().get("/v1/status").await?;
-    match status["node"].as_str() {
-        Some(node) => Ok(node.to_string()),
-        None => anyhow::bail!("no container named {name} in the cluster"),
+    for node in c.list_nodes().await? {
+        let Ok(agent) = ctx.agent_of(&node.name).await else {
+            continue;
+        };
+        if agent.get(name).await.is_ok() {
+            return Ok(node.name);
+        }
     }
+    anyhow::bail!("no container named {name} on any live node (see `shibafu ps` on its node)")
 }
 
 /// The node of the endpoints of container `name`, if it has any.
@@ -46,7 +50,7 @@ pub fn located(endpoints: &[Endpoint], name: &str) -> Option<String> {
         .map(|e| e.node.clone())
 }
 
-/// Runs `network routes`.
+/// Runs `network routes`; fails (exit 1) when the container's namespace cannot be read.
 pub async fn run(args: RoutesArgs, ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
     let node = node_of(ctx, &args.container).await?;
     let net = ctx
@@ -59,7 +63,11 @@ pub async fn run(args: RoutesArgs, ctx: &Context, out: &mut dyn Write) -> anyhow
         Format::Json => output::json(&net)?,
     };
     out.write_all(text.as_bytes())
-        .context("cannot write to stdout")
+        .context("cannot write to stdout")?;
+    match &net.error {
+        Some(e) => anyhow::bail!("cannot look inside {}: {e}", args.container),
+        None => Ok(()),
+    }
 }
 
 fn dash(s: Option<String>) -> String {

@@ -336,6 +336,13 @@ fn diagnosis_names_every_fault() {
         line.starts_with("containers") && line.contains("container web2 on node2 is stopped"),
         "{out}"
     );
+    let (ok, out) = cli(&lab, &["network", "routes", "--container", "web2"]);
+    assert!(!ok, "{out}");
+    assert!(out.starts_with("Container web2 on node2 (exited"), "{out}");
+    assert!(
+        out.contains("Cannot look inside: container is exited"),
+        "{out}"
+    );
     lab.cli_ok("node2", &["rm", "web2"]);
     start(&lab, "web2", "node2", "frontend");
 
