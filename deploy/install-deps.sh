@@ -3,7 +3,8 @@
 # Idempotent: packages already present are not fetched again.
 set -euo pipefail
 pkgs=(etcd-server etcd-client protobuf-compiler libprotobuf-dev iproute2 nftables bind9-dnsutils knot-dnsutils
-      iputils-ping iperf3 busybox python3 procps util-linux psmisc jq curl dnsmasq-base)
+      iputils-ping iperf3 busybox python3 procps util-linux psmisc jq curl dnsmasq-base
+      graphviz)  # graphviz: `shibafu network topology --format svg` draws with dot
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,13 +7,17 @@ use shibafu_overlay::model::Isolation;
 
 use crate::apply::ApplyArgs;
 use crate::attach::{AttachArgs, DetachArgs};
+use crate::diagnose::DiagnoseArgs;
+use crate::dns_trace::DnsTraceArgs;
 use crate::exec::ExecArgs;
 use crate::lifecycle::{RmArgs, StopArgs};
 use crate::logs::LogsArgs;
 use crate::policy::PolicyCmd;
 use crate::ps::PsArgs;
+use crate::routes::RoutesArgs;
 use crate::run::RunArgs;
 use crate::service::ServiceCmd;
+use crate::topology::TopologyArgs;
 
 /// Default coordinator address.
 pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7480";
@@ -42,6 +46,17 @@ pub struct Cli {
         value_name = "PATH"
     )]
     pub agent: String,
+    /// Agents of other nodes, for `network routes/diagnose/dns-trace`: NODE=ADDRESS pairs,
+    /// comma-separated, each address as --agent takes it (`shibafu-lab exec` sets it).
+    #[arg(
+        long,
+        global = true,
+        env = "SHIBAFU_NODE_AGENTS",
+        default_value = "",
+        hide_default_value = true,
+        value_name = "NODE=ADDR[,...]"
+    )]
+    pub node_agents: String,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -131,6 +146,18 @@ pub enum NetworkCmd {
     },
     /// List the linked networks.
     Links(ListArgs),
+    /// Show the addresses, routes and neighbours inside a container and the host side of each
+    /// interface.
+    Routes(RoutesArgs),
+    /// Show the nodes, networks, containers, services, links and policies (text, DOT or SVG).
+    Topology(TopologyArgs),
+    /// Check the path from one container to another step by step, each on the node that sees
+    /// it: containers, DNS, interfaces and routes, bridges and VXLAN entries, the underlay,
+    /// isolation and policies, and a real probe. Exits 1 at the first step that fails.
+    Diagnose(DiagnoseArgs),
+    /// Trace one DNS query: which server answered (network, node), the requester's view and
+    /// zone, local answer vs forwarder cache vs upstream (which, how fast), records with TTLs.
+    DnsTrace(DnsTraceArgs),
     /// Manage network policies: which connections may reach or leave a network's endpoints.
     Policy {
         /// Policy subcommand.

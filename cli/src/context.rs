@@ -12,17 +12,67 @@ pub const COORDINATOR_HINT: &str =
 /// Shown when the local agent cannot be reached.
 pub const AGENT_HINT: &str = "is shibafu-agent running on this host? set --agent or SHIBAFU_AGENT";
 
+/// Shown when another node's agent cannot be found.
+pub const NODE_AGENT_HINT: &str =
+    "agents listen on their own host's unix socket: run the command there, or give --node-agents NODE=ADDRESS (SHIBAFU_NODE_AGENTS)";
+
 /// Server addresses from the global flags.
 #[derive(Debug, Clone)]
 pub struct Context {
     coordinator: String,
     agent: String,
+    node_agents: String,
 }
 
 impl Context {
     /// A context from the `--coordinator` URLs (comma-separated) and the `--agent` socket path.
     pub fn new(coordinator: String, agent: String) -> Context {
-        Context { coordinator, agent }
+        Context {
+            coordinator,
+            agent,
+            node_agents: String::new(),
+        }
+    }
+
+    /// Adds the `--node-agents` list: `NODE=ADDRESS` pairs, comma-separated.
+    pub fn with_node_agents(mut self, list: String) -> Context {
+        self.node_agents = list;
+        self
+    }
+
+    /// The agent of `node`: from `--node-agents` when it names the node, else this host's agent
+    /// when it is that node's, else an error saying how to reach it.
+    pub async fn agent_of(&self, node: &str) -> anyhow::Result<Agent> {
+        for pair in self
+            .node_agents
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let Some((name, addr)) = pair.split_once('=') else {
+                anyhow::bail!("--node-agents {pair:?}: give NODE=ADDRESS pairs, comma-separated");
+            };
+            if name.trim() == node {
+                let target = addr.trim().parse()?;
+                return Ok(Agent::new(
+                    target,
+                    format!("is shibafu-agent running on {node}?"),
+                ));
+            }
+        }
+        let local = self.agent()?;
+        let status: serde_json::Value = local
+            .client()
+            .get("/v1/status")
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot find the agent of node {node}: {e}"))?;
+        if status["node"] == node {
+            return Ok(local);
+        }
+        anyhow::bail!(
+            "the agent of node {node} is not this host's (this is {}): {NODE_AGENT_HINT}",
+            status["node"].as_str().unwrap_or("?")
+        )
     }
 
     /// The coordinator URLs, in the order they are tried.

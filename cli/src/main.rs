@@ -10,6 +10,10 @@ mod config_read;
 mod config_reader;
 mod config_write;
 mod context;
+mod diagnose;
+mod diagnose_fabric;
+mod diagnose_steps;
+mod dns_trace;
 mod exec;
 mod health_args;
 mod lifecycle;
@@ -20,9 +24,11 @@ mod node;
 mod output;
 mod policy;
 mod ps;
+mod routes;
 mod run;
 mod service;
 mod status;
+mod topology;
 mod yaml;
 
 use std::io::Write;
@@ -53,7 +59,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let ctx = Context::new(cli.coordinator, cli.agent);
+    let ctx = Context::new(cli.coordinator, cli.agent).with_node_agents(cli.node_agents);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let code = runtime.block_on(async {

@@ -10,7 +10,7 @@ use shibafu_overlay::model::Network;
 
 use crate::args::{CreateArgs, Format, NetworkCmd};
 use crate::context::Context;
-use crate::{attach, links, output, policy};
+use crate::{attach, diagnose, dns_trace, links, output, policy, routes, topology};
 
 /// Runs one network subcommand, writing its output to `out`.
 pub async fn run(cmd: NetworkCmd, ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -40,6 +40,10 @@ pub async fn run(cmd: NetworkCmd, ctx: &Context, out: &mut dyn Write) -> anyhow:
         NetworkCmd::Isolate { a, b } => return links::isolate(&a, &b, ctx, out).await,
         NetworkCmd::Links(args) => return links::list(args.format, ctx, out).await,
         NetworkCmd::Policy { cmd } => return policy::run(cmd, ctx, out).await,
+        NetworkCmd::Routes(args) => return routes::run(args, ctx, out).await,
+        NetworkCmd::Topology(args) => return topology::run(args, ctx, out).await,
+        NetworkCmd::Diagnose(args) => return diagnose::run(args, ctx, out).await,
+        NetworkCmd::DnsTrace(args) => return dns_trace::run(args, ctx, out).await,
     };
     out.write_all(text.as_bytes())
         .context("cannot write to stdout")

@@ -32,7 +32,7 @@ pub fn target_netns(layout: &Layout, st: &LabState, target: &str) -> anyhow::Res
 
 /// A command that runs `program args` inside `target`, with the lab's environment:
 /// `SHIBAFU_COORDINATOR` (every coordinator URL, in order), `SHIBAFU_AGENT` (on nodes),
-/// `SHIBAFU_LAB`, etcdctl's endpoint, and the shibafu binaries first on PATH.
+/// `SHIBAFU_NODE_AGENTS` (every node's agent), `SHIBAFU_LAB`, etcdctl's endpoint, and the shibafu binaries first on PATH.
 pub fn command(
     layout: &Layout,
     bins: &Bins,
@@ -50,6 +50,12 @@ pub fn command(
         .env("SHIBAFU_COORDINATOR", st.coordinator_urls())
         .env("ETCDCTL_API", "3")
         .env("ETCDCTL_ENDPOINTS", &st.etcd_url);
+    let agents: Vec<String> = st
+        .nodes
+        .iter()
+        .map(|n| format!("{}=unix:{}", n.name, n.api_socket.display()))
+        .collect();
+    cmd.env("SHIBAFU_NODE_AGENTS", agents.join(","));
     if let Ok(node) = st.node(target) {
         cmd.env(
             "SHIBAFU_AGENT",

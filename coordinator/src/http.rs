@@ -20,7 +20,7 @@ use tracing::{info, instrument, warn};
 
 use crate::cluster;
 use crate::links::{self, Linked};
-use crate::{http_apply, http_policies, http_services};
+use crate::{http_apply, http_endpoints, http_policies, http_services};
 
 /// Shared state of the handlers: only the store (the coordinator keeps no state of its own).
 #[derive(Clone)]
@@ -75,6 +75,7 @@ pub fn router(store: Arc<dyn Store>) -> Router {
         .merge(http_services::routes())
         .merge(http_policies::routes())
         .merge(http_apply::routes())
+        .merge(http_endpoints::routes())
         .route("/v1/health", get(health))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)

@@ -158,6 +158,10 @@ async fn remove_with_endpoints_needs_force() {
         .put(&key, serde_json::to_vec(&ep).expect("json"), None)
         .await
         .expect("put");
+    let (s, v) = call(&store, "GET", "/v1/endpoints", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v[0]["name"], "api");
+    assert_eq!(v[0]["node"], "node1");
     let (s, v) = call(&store, "DELETE", "/v1/networks/backend", None).await;
     assert_eq!(s, 409);
     assert!(is_error(&v, "has_endpoints"), "{v}");

@@ -11,6 +11,7 @@ mod export;
 mod gc;
 mod http;
 mod http_apply;
+mod http_endpoints;
 mod http_policies;
 mod http_services;
 mod links;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use actix::{Actor, Addr};
+use actix::{Actor, Addr, Recipient};
 use anyhow::Context;
 use futures::FutureExt;
 use shibafu_overlay::model::{Node, SCHEMA_VERSION};
@@ -25,7 +25,7 @@ use crate::dns_actor::DnsActor;
 use crate::firewall_actor::FirewallActor;
 use crate::health::{HealthActor, HealthLinks, RecordQueue};
 use crate::lazy_store::LazyStore;
-use crate::messages::{Deregister, Subscribe, SubscribeLocal};
+use crate::messages::{Deregister, Subscribe, SubscribeLocal, TraceDns};
 use crate::network_actor::{Links, NetworkActor};
 use crate::policy_actor::PolicyActor;
 use crate::publish::{PublishQueue, StorePublisher};
@@ -134,12 +134,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("binding --api-socket {}", args.api_socket.display()))?;
         let connector = etcd_connector(args.etcd.clone());
         let store = StoreActor::new(cfg, connector.clone()).start();
-        let (network, runtime) = start_workload_actors(&args, &store, connector).await?;
+        let (network, runtime, dns_trace) =
+            start_workload_actors(&args, &store, connector).await?;
         let router = api::router(ApiState {
             status: store.clone().recipient(),
             networks: store.clone().recipient(),
             network,
             runtime,
+            dns_trace,
         });
         let mut api_stop = stop_rx.clone();
         let shutdown = async move {
@@ -168,7 +170,7 @@ async fn start_workload_actors(
     args: &RunArgs,
     store: &Addr<StoreActor>,
     connector: Connector,
-) -> anyhow::Result<(NetworkRecipients, RuntimeRecipients)> {
+) -> anyhow::Result<(NetworkRecipients, RuntimeRecipients, Recipient<TraceDns>)> {
     let dp = NetlinkDataplane::current();
     let underlay_mtu = match dp.underlay_mtu(args.underlay).await {
         Ok(mtu) => mtu,
@@ -213,7 +215,8 @@ async fn start_workload_actors(
     store.do_send(Subscribe(dataplane.clone().recipient()));
     let dns = DnsActor::new(args.node.clone(), args.upstream_dns.clone(), 53).start();
     registry.do_send(SubscribeLocal(dns.clone().recipient()));
-    store.do_send(Subscribe(dns.recipient()));
+    store.do_send(Subscribe(dns.clone().recipient()));
+    let dns_trace = dns.recipient();
     let lazy: Arc<dyn Store> = Arc::new(LazyStore::new(connector));
     let ipam = Ipam::new(lazy.clone(), args.node.clone());
     let links = Links::new(&args.node, ipam, lazy, &registry, dataplane.recipient());
@@ -246,7 +249,7 @@ async fn start_workload_actors(
     store.do_send(Subscribe(health.clone().recipient()));
     registry.do_send(SubscribeLocal(health.recipient()));
     info!(underlay_mtu, "workload actors started");
-    Ok((recipients, RuntimeRecipients::of(&runtime)))
+    Ok((recipients, RuntimeRecipients::of(&runtime), dns_trace))
 }
 
 /// Waits for SIGTERM or SIGINT, then stops the API and the System (after revoking the lease

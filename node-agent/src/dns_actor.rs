@@ -22,7 +22,10 @@ use shibafu_overlay::state::{ClusterState, StateChange};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use crate::messages::{ClusterChanged, LocalChanged};
+use shibafu_overlay::api::ApiError;
+use shibafu_overlay::dns::trace::DnsTrace;
+
+use crate::messages::{ClusterChanged, LocalChanged, TraceDns};
 use crate::registry::LocalWorkloads;
 
 /// What a network's server listens on and forwards to; a change restarts that server.
@@ -35,6 +38,8 @@ struct Listen {
 struct Running {
     listen: Listen,
     stop: oneshot::Sender<()>,
+    /// The server, for traces.
+    server: DnsServer,
 }
 
 /// Networks waiting to be re-projected.
@@ -147,7 +152,11 @@ impl DnsActor {
         Listen { addrs, forwarders }
     }
 
-    fn start_server(&self, network: &str, listen: &Listen) -> Option<oneshot::Sender<()>> {
+    fn start_server(
+        &self,
+        network: &str,
+        listen: &Listen,
+    ) -> Option<(oneshot::Sender<()>, DnsServer)> {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for ip in &listen.addrs {
@@ -170,6 +179,7 @@ impl DnsActor {
             })
         });
         let server = DnsServer::new(self.snapshot.clone(), forwarder, ServerConfig::default());
+        let traced = server.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let name = network.to_string();
         actix_rt::spawn(async move {
@@ -181,7 +191,7 @@ impl DnsActor {
             }
         });
         info!(network, addrs = ?listen.addrs, forwarders = ?listen.forwarders, "DNS listening");
-        Some(tx)
+        Some((tx, traced))
     }
 
     fn reconcile_servers(&mut self, state: &ClusterState) {
@@ -206,8 +216,15 @@ impl DnsActor {
             if self.servers.contains_key(&name) {
                 continue;
             }
-            if let Some(stop) = self.start_server(&name, &listen) {
-                self.servers.insert(name, Running { listen, stop });
+            if let Some((stop, server)) = self.start_server(&name, &listen) {
+                self.servers.insert(
+                    name,
+                    Running {
+                        listen,
+                        stop,
+                        server,
+                    },
+                );
             }
         }
     }
@@ -294,6 +311,27 @@ impl Handler<LocalChanged> for DnsActor {
         };
         self.local = Some(msg.0);
         self.touch(touched, ctx);
+    }
+}
+
+impl Handler<TraceDns> for DnsActor {
+    type Result = ResponseFuture<Result<DnsTrace, ApiError>>;
+
+    /// Traces the query through the network's server (the engine its containers ask).
+    fn handle(&mut self, msg: TraceDns, _: &mut Context<Self>) -> Self::Result {
+        let server = self.servers.get(&msg.network).map(|r| r.server.clone());
+        Box::pin(async move {
+            let Some(server) = server else {
+                return Err(ApiError::not_found(format!(
+                    "network {} has no DNS server on this node (is it created? see `shibafu network ls`)",
+                    msg.network
+                )));
+            };
+            server
+                .trace(&msg.query, msg.qtype, msg.client)
+                .await
+                .map_err(|e| ApiError::invalid(e.to_string()))
+        })
     }
 }
 

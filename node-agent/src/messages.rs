@@ -105,3 +105,17 @@ pub struct AgentStatus {
     /// Upstream DNS servers for names outside the cluster.
     pub upstream_dns: Vec<SocketAddr>,
 }
+
+/// Trace one DNS query through a network's server on this node, as `client` asks it.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<shibafu_overlay::dns::trace::DnsTrace, shibafu_overlay::api::ApiError>")]
+pub struct TraceDns {
+    /// The network whose server answers.
+    pub network: String,
+    /// The name asked.
+    pub query: String,
+    /// The type asked.
+    pub qtype: hickory_proto::rr::RecordType,
+    /// The requester (its view decides which zones it sees).
+    pub client: std::net::IpAddr,
+}

@@ -14,6 +14,7 @@ pub mod netlink;
 pub mod netns;
 pub mod plan;
 pub mod policy;
+pub mod probe;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -6,6 +6,7 @@
 //! `{"error": "...", "kind": "..."}` of `shibafu_overlay::api::ApiError`.
 
 mod containers;
+mod diag;
 mod status;
 
 use std::fs;
@@ -22,7 +23,7 @@ use axum::{Json, Router};
 use shibafu_overlay::api::{ApiError, ErrorKind};
 use tokio::net::UnixListener;
 
-use crate::messages::{GetNetworks, GetStatus};
+use crate::messages::{GetNetworks, GetStatus, TraceDns};
 use crate::runtime::{NetworkRecipients, RuntimeRecipients};
 
 /// What the handlers reach: the actors answering each kind of request.
@@ -36,6 +37,8 @@ pub struct ApiState {
     pub network: NetworkRecipients,
     /// Containers (RuntimeActor).
     pub runtime: RuntimeRecipients,
+    /// Answers `POST /v1/diag/dns-trace` (DnsActor).
+    pub dns_trace: Recipient<TraceDns>,
 }
 
 /// Shared state as handlers see it.
@@ -46,6 +49,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .merge(status::routes())
         .merge(containers::routes())
+        .merge(diag::routes())
         .fallback(|| async { ApiFailure(ApiError::not_found("no such API endpoint")) })
         .with_state(Arc::new(state))
 }

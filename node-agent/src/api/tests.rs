@@ -48,6 +48,16 @@ impl Handler<GetNetworks> for FakeStore {
     }
 }
 
+impl Handler<TraceDns> for FakeStore {
+    type Result = Result<shibafu_overlay::dns::trace::DnsTrace, shibafu_overlay::api::ApiError>;
+    fn handle(&mut self, m: TraceDns, _: &mut Context<Self>) -> Self::Result {
+        Err(shibafu_overlay::api::ApiError::not_found(format!(
+            "no DNS server for {}",
+            m.network
+        )))
+    }
+}
+
 fn scratch(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sf-agent-api-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -115,6 +125,7 @@ fn serves_status_networks_and_json_errors_on_a_private_socket() {
         let runtime = RuntimeActor::new(std::sync::Arc::new(containers), net.clone()).start();
         let router = router(ApiState {
             status: fake.clone().recipient(),
+            dns_trace: fake.clone().recipient(),
             networks: fake.recipient(),
             network: net,
             runtime: RuntimeRecipients::of(&runtime),
@@ -149,6 +160,37 @@ fn serves_status_networks_and_json_errors_on_a_private_socket() {
         let (code, err) = get(&sock, "/v1/nope").await;
         assert_eq!(code, 404);
         assert_eq!(err["kind"], "not_found");
+
+        // The diagnosis routes check their input before touching anything.
+        let agent = shibafu_overlay::api::Agent::new(
+            shibafu_overlay::api::Target::Unix(sock.clone()),
+            "test",
+        );
+        let mut trace = shibafu_overlay::api::DnsTraceRequest {
+            network: "frontend".into(),
+            query: "web.frontend.local".into(),
+            qtype: "BOGUS".into(),
+            client: "172.21.0.1".parse().expect("ip"),
+        };
+        let e = agent.dns_trace(&trace).await.expect_err("bad type");
+        assert!(e.to_string().contains("give a record type"), "{e}");
+        trace.qtype = "aaaa".into();
+        let e = agent.dns_trace(&trace).await.expect_err("no server");
+        assert_eq!(e.to_string(), "no DNS server for frontend");
+        let probe = shibafu_overlay::api::ProbeRequest {
+            kind: shibafu_overlay::api::ProbeKind::Tcp,
+            target: "172.21.0.2".parse().expect("ip"),
+            port: 80,
+            timeout_ms: 0,
+            name: None,
+        };
+        let e = agent.probe("ghost", &probe).await.expect_err("timeout 0");
+        assert!(e.to_string().contains("timeout_ms 0"), "{e}");
+        let e = agent.container_net("ghost").await.expect_err("unknown");
+        assert!(
+            matches!(e, shibafu_overlay::api::ClientError::Api(ref a) if a.status() == 404),
+            "{e:?}"
+        );
 
         let _ = tx.send(());
         server.await.expect("join").expect("serve");

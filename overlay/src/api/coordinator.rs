@@ -122,6 +122,11 @@ impl Coordinator {
         self.client.get("/v1/nodes").await
     }
 
+    /// `GET /v1/endpoints`: every endpoint, sorted by network and name.
+    pub async fn list_endpoints(&self) -> Result<Vec<crate::model::Endpoint>, ClientError> {
+        self.client.get("/v1/endpoints").await
+    }
+
     /// `POST /v1/services`: creates a service.
     pub async fn create_service(&self, spec: &ServiceSpec) -> Result<Service, ClientError> {
         self.client.post("/v1/services", spec).await

@@ -5,6 +5,7 @@ mod agent;
 mod apply;
 mod client;
 mod coordinator;
+mod diag;
 mod policies;
 mod services;
 mod target;
@@ -18,6 +19,10 @@ pub use client::{
     Client, ClientError, RawResponse, UpgradedStream, CONNECT_TIMEOUT, REQUEST_TIMEOUT,
 };
 pub use coordinator::{link_path, policy_path, service_path, Coordinator, LinkNetworks};
+pub use diag::{
+    ContainerNet, DnsTraceRequest, HostNet, NamespaceNet, NeighbourEntry, ProbeKind, ProbeRequest,
+    ProbeResult, RouteEntry, MAX_PROBE_MS,
+};
 pub use policies::{PolicyInfo, PolicySpec, RuleCounters};
 pub use services::{InstanceInfo, ServiceInfo, ServiceSpec};
 pub use target::Target;

@@ -19,6 +19,7 @@ pub mod records;
 mod server;
 mod snapshot;
 mod tcp;
+pub mod trace;
 mod udp;
 mod wire;
 

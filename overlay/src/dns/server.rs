@@ -93,6 +93,25 @@ impl DnsServer {
         &self.shared.snapshot
     }
 
+    /// Traces one query as `client` would ask it: see [`super::trace::trace`].
+    pub async fn trace(
+        &self,
+        qname: &str,
+        qtype: hickory_proto::rr::RecordType,
+        client: std::net::IpAddr,
+    ) -> Result<super::trace::DnsTrace, super::trace::TraceError> {
+        let snap = self.shared.snapshot.load_full();
+        super::trace::trace(
+            &snap,
+            self.shared.forwarder.as_ref(),
+            &self.shared.answer_cfg,
+            qname,
+            qtype,
+            client,
+        )
+        .await
+    }
+
     /// Current counters, with the forwarder's.
     pub fn report(&self) -> MetricsReport {
         self.shared

@@ -8,6 +8,7 @@
 mod apply;
 mod conn;
 mod fake;
+mod inspect;
 mod observe;
 mod parse;
 mod sysctl;
@@ -21,6 +22,7 @@ use rtnetlink::packet_route::address::AddressAttribute;
 use tracing::{debug, warn};
 
 pub use fake::{simulate, FakeDataplane};
+pub use inspect::{inspect_host, inspect_namespace};
 
 use crate::netns::NetnsError;
 use crate::plan::{plan, plan_workloads, DesiredHost, ObservedHost, Op};

@@ -154,7 +154,7 @@ pub(crate) fn attach_addresses(links: &mut [ObservedLink], msgs: &[AddressMessag
 
 /// The address of a neighbour attribute. In AF_BRIDGE (FDB) messages the parser cannot know the
 /// destination's family and hands raw bytes: 4 or 16 of them are an IPv4 or IPv6 VTEP.
-fn neigh_ip(d: &NeighbourAddress) -> Option<IpAddr> {
+pub(crate) fn neigh_ip(d: &NeighbourAddress) -> Option<IpAddr> {
     match d {
         NeighbourAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
         NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),

@@ -21,7 +21,7 @@ pub use backend::{parse_counters, FakePolicyBackend, PolicyBackend, PolicyEnforc
 pub use compile::{
     compile, Compiled, PolicyCounterNames, MARK_CONSENT, MARK_EGRESS, MARK_INGRESS, MARK_TRACK,
 };
-pub use oracle::{verdict, Flow, FlowProto, PolicyView, Verdict};
+pub use oracle::{explain, verdict, Decision, Flow, FlowProto, PolicyView, Reason, Verdict};
 pub use table::{
     render_diff, render_full, render_removal, Chain, Set, SetKind, Table, POLICY_TABLE,
 };

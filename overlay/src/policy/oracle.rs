@@ -150,31 +150,130 @@ fn proto_matches(rule: &Rule, flow: Flow) -> bool {
 /// Whether a new connection from `src` to `dst` passes (both are addresses: of endpoints or
 /// of anything outside the cluster).
 pub fn verdict(view: &PolicyView<'_>, src: IpAddr, dst: IpAddr, flow: Flow) -> Verdict {
+    explain(view, src, dst, flow).verdict
+}
+
+/// What decided a verdict: the step of the rules above and, where one did, the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// Step 1: a deny rule matched (`rule` counts from 1 in the policy's order).
+    DenyRule {
+        /// The policy holding the rule.
+        policy: String,
+        /// Its position in the policy, from 1.
+        rule: usize,
+        /// Egress (of the source) or ingress (of the destination).
+        direction: Direction,
+    },
+    /// Step 2: these policies isolate the source's egress and none of their allow rules matched.
+    EgressIsolated {
+        /// The isolating policies, in order.
+        policies: Vec<String>,
+    },
+    /// Step 2: these policies isolate the destination's ingress and none of their allow rules
+    /// matched.
+    IngressIsolated {
+        /// The isolating policies, in order.
+        policies: Vec<String>,
+    },
+    /// Step 3: an allow-ingress rule of the destination matched.
+    Consent {
+        /// The policy holding the rule.
+        policy: String,
+        /// Its position in the policy, from 1.
+        rule: usize,
+    },
+    /// Step 4: both ends are on the same network.
+    SameNetwork,
+    /// Step 4: the two networks are linked.
+    Linked,
+    /// Step 4: the two networks are not linked.
+    NotLinked,
+    /// Step 4: the source's network routes out of the cluster.
+    Outbound,
+    /// Step 4: the source's network is internal, or the destination is a cluster address that
+    /// is no endpoint.
+    NoRouteOut,
+    /// Step 4: nothing outside the cluster opens a connection to an endpoint.
+    Inbound,
+    /// Step 4: neither end is an endpoint; shibafu does not judge it.
+    Unmanaged,
+}
+
+/// The oracle's answer with the reason for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the connection opens.
+    pub verdict: Verdict,
+    /// What decided it.
+    pub reason: Reason,
+}
+
+/// [`verdict`], and what decided it: the first matching deny rule, the isolating policies,
+/// the consenting rule, or which part of today's rules.
+pub fn explain(view: &PolicyView<'_>, src: IpAddr, dst: IpAddr, flow: Flow) -> Decision {
     let (s, d) = (view.endpoint(src), view.endpoint(dst));
     let rules = |e, dir, action| {
-        view.selecting(e)
-            .flat_map(|p| p.rules.iter())
-            .filter(move |r| r.direction == dir && r.action == action)
+        view.selecting(e).flat_map(move |p| {
+            p.rules
+                .iter()
+                .enumerate()
+                .filter(move |(_, r)| r.direction == dir && r.action == action)
+                .map(move |(i, r)| (p.name.as_str(), i + 1, r))
+        })
     };
-    let matches_dst = |r: &Rule| view.rule_matches(r, dst, flow);
-    let matches_src = |r: &Rule| view.rule_matches(r, src, flow);
+    let matches_dst = |(_, _, r): &(&str, usize, &Rule)| view.rule_matches(r, dst, flow);
+    let matches_src = |(_, _, r): &(&str, usize, &Rule)| view.rule_matches(r, src, flow);
+    let deny = |reason| Decision {
+        verdict: Verdict::Deny,
+        reason,
+    };
+    let owners = |found: Vec<(&str, usize, &Rule)>| {
+        let mut names: Vec<String> = Vec::new();
+        for (p, _, _) in found {
+            if !names.iter().any(|n| n == p) {
+                names.push(p.to_string());
+            }
+        }
+        names
+    };
     use Action::{Allow, Deny};
     use Direction::{Egress, Ingress};
-    if rules(s, Egress, Deny).any(matches_dst) || rules(d, Ingress, Deny).any(matches_src) {
-        return Verdict::Deny;
+    let denied = rules(s, Egress, Deny)
+        .find(matches_dst)
+        .map(|(p, i, _)| (p, i, Egress))
+        .or_else(|| {
+            rules(d, Ingress, Deny)
+                .find(matches_src)
+                .map(|(p, i, _)| (p, i, Ingress))
+        });
+    if let Some((policy, rule, direction)) = denied {
+        return deny(Reason::DenyRule {
+            policy: policy.to_string(),
+            rule,
+            direction,
+        });
     }
-    let mut egress_allows = rules(s, Egress, Allow).peekable();
-    if egress_allows.peek().is_some() && !egress_allows.any(matches_dst) {
-        return Verdict::Deny;
+    let egress_allows: Vec<_> = rules(s, Egress, Allow).collect();
+    if !egress_allows.is_empty() && !egress_allows.iter().any(matches_dst) {
+        return deny(Reason::EgressIsolated {
+            policies: owners(egress_allows),
+        });
     }
-    let mut ingress_allows = rules(d, Ingress, Allow).peekable();
-    let isolated = ingress_allows.peek().is_some();
-    let consent = ingress_allows.any(matches_src);
-    if isolated && !consent {
-        return Verdict::Deny;
+    let ingress_allows: Vec<_> = rules(d, Ingress, Allow).collect();
+    if let Some((policy, rule, _)) = ingress_allows.iter().find(|r| matches_src(r)) {
+        return Decision {
+            verdict: Verdict::Allow,
+            reason: Reason::Consent {
+                policy: policy.to_string(),
+                rule: *rule,
+            },
+        };
     }
-    if consent {
-        return Verdict::Allow;
+    if !ingress_allows.is_empty() {
+        return deny(Reason::IngressIsolated {
+            policies: owners(ingress_allows),
+        });
     }
     today(view, s, d, dst)
 }
@@ -185,24 +284,32 @@ fn today(
     s: Option<&Endpoint>,
     d: Option<&Endpoint>,
     dst: IpAddr,
-) -> Verdict {
-    let allow = |ok: bool| if ok { Verdict::Allow } else { Verdict::Deny };
+) -> Decision {
+    let decide = |ok: bool, yes: Reason, no: Reason| Decision {
+        verdict: if ok { Verdict::Allow } else { Verdict::Deny },
+        reason: if ok { yes } else { no },
+    };
     match (s, d) {
-        (Some(s), Some(d)) => allow(
-            s.network == d.network
-                || view
-                    .links
-                    .contains(&(s.network.as_str(), d.network.as_str())),
+        (Some(s), Some(d)) if s.network == d.network => {
+            decide(true, Reason::SameNetwork, Reason::SameNetwork)
+        }
+        (Some(s), Some(d)) => decide(
+            view.links
+                .contains(&(s.network.as_str(), d.network.as_str())),
+            Reason::Linked,
+            Reason::NotLinked,
         ),
-        (Some(s), None) => allow(
+        (Some(s), None) => decide(
             !view.inside_cluster(dst)
                 && view
                     .networks
                     .get(s.network.as_str())
                     .is_some_and(|n| !n.internal),
+            Reason::Outbound,
+            Reason::NoRouteOut,
         ),
-        (None, Some(_)) => Verdict::Deny,
-        (None, None) => Verdict::Allow,
+        (None, Some(_)) => decide(false, Reason::Inbound, Reason::Inbound),
+        (None, None) => decide(true, Reason::Unmanaged, Reason::Unmanaged),
     }
 }
 

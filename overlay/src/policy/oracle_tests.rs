@@ -269,3 +269,98 @@ fn policies_on_unknown_networks_do_nothing_and_policed_networks_are_named() {
     );
     assert_eq!(w.verdict("d1", "f1", Tcp, 80), Deny, "deny egress any");
 }
+
+impl World {
+    fn explain(&self, src: &str, dst: &str, proto: FlowProto, port: u16) -> Decision {
+        let view = PolicyView::new(&self.networks, &self.endpoints, &self.links, &self.policies);
+        let addr = |n: &str| -> IpAddr {
+            self.endpoints
+                .iter()
+                .find(|e| e.name == n)
+                .map(|e| IpAddr::V4(e.ipv4))
+                .unwrap_or_else(|| n.parse().expect("address"))
+        };
+        explain(&view, addr(src), addr(dst), Flow { proto, port })
+    }
+}
+
+#[test]
+fn explain_names_the_deciding_policy_and_rule() {
+    let mut w = World::new();
+    let reason = |w: &World, s, d, p, port| w.explain(s, d, p, port).reason;
+    assert_eq!(reason(&w, "f1", "f2", Tcp, 80), Reason::SameNetwork);
+    assert_eq!(reason(&w, "f1", "d1", Tcp, 5432), Reason::Linked);
+    assert_eq!(reason(&w, "f1", "b1", Tcp, 80), Reason::NotLinked);
+    assert_eq!(reason(&w, "f1", "192.0.2.1", Udp, 53), Reason::Outbound);
+    assert_eq!(reason(&w, "f1", "10.2.0.99", Tcp, 80), Reason::NoRouteOut);
+    assert_eq!(reason(&w, "192.0.2.1", "f1", Tcp, 80), Reason::Inbound);
+    w.policies.push(policy(
+        "database-isolation",
+        "database",
+        vec![
+            rule(Action::Deny, Direction::Ingress, "frontend"),
+            rule(Action::Allow, Direction::Ingress, "backend:5432"),
+        ],
+    ));
+    w.policies.push(policy(
+        "frontend-out",
+        "frontend",
+        vec![rule(Action::Allow, Direction::Egress, "database")],
+    ));
+    let d = w.explain("f1", "d1", Tcp, 5432);
+    assert_eq!(d.verdict, Deny);
+    assert_eq!(
+        d.reason,
+        Reason::DenyRule {
+            policy: "database-isolation".into(),
+            rule: 1,
+            direction: Direction::Ingress
+        }
+    );
+    assert_eq!(
+        w.explain("b1", "d1", Tcp, 5432),
+        Decision {
+            verdict: Allow,
+            reason: Reason::Consent {
+                policy: "database-isolation".into(),
+                rule: 2
+            }
+        }
+    );
+    assert_eq!(
+        reason(&w, "b1", "d1", Tcp, 22),
+        Reason::IngressIsolated {
+            policies: vec!["database-isolation".into()]
+        }
+    );
+    assert_eq!(
+        reason(&w, "f1", "f2", Tcp, 80),
+        Reason::EgressIsolated {
+            policies: vec!["frontend-out".into()]
+        }
+    );
+}
+
+#[test]
+fn explain_agrees_with_verdict_everywhere_in_the_world() {
+    let mut w = World::new();
+    w.policies.push(policy(
+        "database-isolation",
+        "database",
+        vec![
+            rule(Action::Deny, Direction::Ingress, "frontend"),
+            rule(Action::Allow, Direction::Ingress, "backend:5432"),
+        ],
+    ));
+    let names = ["f1", "f2", "b1", "b2", "d1", "192.0.2.1"];
+    for s in names {
+        for d in names {
+            for (proto, port) in [(Tcp, 5432), (Udp, 53), (Icmp, 0)] {
+                assert_eq!(
+                    w.explain(s, d, proto, port).verdict,
+                    w.verdict(s, d, proto, port)
+                );
+            }
+        }
+    }
+}

@@ -12,11 +12,12 @@ mod cache;
 mod coalesce;
 mod config;
 #[cfg(test)]
-mod fake_upstream;
+pub(crate) mod fake_upstream;
 mod key;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod trace;
 mod upstream;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -29,6 +30,7 @@ use hickory_proto::serialize::binary::BinDecodable;
 pub use answer::{ADVERTISED_UDP_SIZE, STALE_TTL};
 pub use config::{ConfigError, ForwardConfig};
 pub use stats::{ForwardStats, UpstreamStats};
+pub use trace::{ForwardPath, UpstreamTry};
 pub use upstream::UpstreamError;
 
 use answer::{Answer, TtlClamp, TtlMode};
@@ -243,7 +245,7 @@ impl Inner {
             };
             let outcome = match self.in_flight.join(key.as_bytes()) {
                 Role::Leader(lead) => {
-                    let outcome = self.ask_upstreams(q, route).await;
+                    let outcome = self.ask_upstreams(q, route, None).await;
                     let mut shard = self.shard(key.as_bytes());
                     let now = self.clock.now();
                     match &outcome {
@@ -279,8 +281,14 @@ impl Inner {
         (value, TtlMode::Stale)
     }
 
-    /// Tries the route's upstreams in order until one gives a usable answer.
-    async fn ask_upstreams(&self, q: &Query, route: &[usize]) -> Outcome {
+    /// Tries the route's upstreams in order until one gives a usable answer; each try is
+    /// recorded in `tries` when given (a trace).
+    async fn ask_upstreams(
+        &self,
+        q: &Query,
+        route: &[usize],
+        mut tries: Option<&mut Vec<UpstreamTry>>,
+    ) -> Outcome {
         // The upstream request is a hickory message, so the question name (already lowercased
         // by the parser) is decoded into a hickory Name here, once per miss. The asker's packet
         // is never decoded by hickory.
@@ -294,6 +302,7 @@ impl Inner {
             let Some(&addr) = self.routes.upstreams().get(i) else {
                 continue;
             };
+            let started = Instant::now();
             let result = upstream::exchange(addr, &asked, dnssec_ok, self.timeout)
                 .await
                 .and_then(|ex| {
@@ -302,6 +311,13 @@ impl Inner {
                     Ok((answer, ex.via_tcp))
                 });
             let (qname, qtype) = (asked.name(), asked.query_type());
+            if let Some(t) = tries.as_deref_mut() {
+                t.push(UpstreamTry {
+                    upstream: addr,
+                    micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    error: result.as_ref().err().map(ToString::to_string),
+                });
+            }
             match result {
                 Ok((answer, via_tcp)) => {
                     let outcome = if via_tcp {
