@@ -248,5 +248,5 @@ fn reload(args: &DnsArgs, handle: &ArcSwap<Snapshot>) {
 }
 
 fn log_metrics(server: &DnsServer) {
-    tracing::info!(target: "shibafu::dns::metrics", "\n{}", server.report().to_prometheus());
+    tracing::info!(target: "shibafu::dns::metrics", "\n{}", server.report().to_prometheus("standalone"));
 }

@@ -294,6 +294,7 @@ impl Inner {
             let Some(&addr) = self.routes.upstreams().get(i) else {
                 continue;
             };
+            let started = std::time::Instant::now();
             let result = upstream::exchange(addr, &asked, dnssec_ok, self.timeout)
                 .await
                 .and_then(|ex| {
@@ -309,7 +310,7 @@ impl Inner {
                     } else {
                         TryOutcome::Answered
                     };
-                    self.counters.upstream_try(i, outcome);
+                    self.counters.upstream_try(i, outcome, started.elapsed());
                     tracing::debug!(upstream = %addr, %qname, %qtype, outcome = "answer", rcode = %answer.rcode(), ttl = answer.ttl(), tcp = via_tcp, "upstream answered");
                     return Ok(Arc::new(answer));
                 }
@@ -319,7 +320,7 @@ impl Inner {
                     } else {
                         TryOutcome::Failed
                     };
-                    self.counters.upstream_try(i, outcome);
+                    self.counters.upstream_try(i, outcome, started.elapsed());
                     tracing::debug!(upstream = %addr, %qname, %qtype, outcome = "failed", error = %e, "upstream failed");
                     last = e;
                 }
