@@ -177,7 +177,8 @@ pub const METRICS_FLAG: &str = "--metrics-listen";
 /// The `/metrics` URL of a process started with `args`, when they turn it on.
 pub fn metrics_url(args: &[String]) -> Option<String> {
     let at = args.iter().position(|a| a == METRICS_FLAG)?;
-    args.get(at + 1).map(|addr| format!("http://{addr}/metrics"))
+    args.get(at + 1)
+        .map(|addr| format!("http://{addr}/metrics"))
 }
 
 /// The agent of node `node` (0-based index `i`), serving `/metrics` on its underlay address.

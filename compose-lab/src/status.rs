@@ -83,7 +83,10 @@ pub fn collect(layout: &Layout, st: &LabState) -> LabStatus {
             }
         })
         .collect::<Vec<ComponentStatus>>();
-    let metrics = components.iter().filter_map(|c| c.metrics.clone()).collect();
+    let metrics = components
+        .iter()
+        .filter_map(|c| c.metrics.clone())
+        .collect();
     LabStatus {
         name: st.name.clone(),
         dir: layout.dir.display().to_string(),

@@ -177,8 +177,10 @@ fn owner(families: &BTreeMap<String, Family>, name: &str) -> Option<String> {
 /// Checks every series of histogram `name`: buckets ascending and cumulative, `+Inf` last,
 /// `_count` equal to it, `_sum` present.
 fn check_histogram(name: &str, f: &Family) -> Result<(), String> {
-    let mut series: BTreeMap<BTreeMap<String, String>, (Vec<(f64, f64)>, Option<f64>, Option<f64>)> =
-        BTreeMap::new();
+    let mut series: BTreeMap<
+        BTreeMap<String, String>,
+        (Vec<(f64, f64)>, Option<f64>, Option<f64>),
+    > = BTreeMap::new();
     for s in &f.samples {
         let mut labels = s.labels.clone();
         let le = labels.remove("le");
@@ -199,10 +201,16 @@ fn check_histogram(name: &str, f: &Family) -> Result<(), String> {
         }
         for w in buckets.windows(2) {
             if !(w[0].0 < w[1].0) {
-                return Err(format!("{what}: le not ascending ({} then {})", w[0].0, w[1].0));
+                return Err(format!(
+                    "{what}: le not ascending ({} then {})",
+                    w[0].0, w[1].0
+                ));
             }
             if w[1].1 < w[0].1 {
-                return Err(format!("{what}: buckets not cumulative ({} then {})", w[0].1, w[1].1));
+                return Err(format!(
+                    "{what}: buckets not cumulative ({} then {})",
+                    w[0].1, w[1].1
+                ));
             }
         }
         let (last, inf) = buckets[buckets.len() - 1];
@@ -214,7 +222,9 @@ fn check_histogram(name: &str, f: &Family) -> Result<(), String> {
         }
         match (sum, count) {
             (Some(_), Some(c)) if *c == inf => {}
-            (Some(_), Some(c)) => return Err(format!("{what}: _count {c} differs from +Inf bucket {inf}")),
+            (Some(_), Some(c)) => {
+                return Err(format!("{what}: _count {c} differs from +Inf bucket {inf}"))
+            }
             _ => return Err(format!("{what}: _sum or _count missing")),
         }
     }
@@ -223,7 +233,10 @@ fn check_histogram(name: &str, f: &Family) -> Result<(), String> {
 
 fn check_name(name: &str, colons: bool) -> Result<(), String> {
     let ok = |c: char, first: bool| {
-        c.is_ascii_alphabetic() || c == '_' || (colons && c == ':') || (!first && c.is_ascii_digit())
+        c.is_ascii_alphabetic()
+            || c == '_'
+            || (colons && c == ':')
+            || (!first && c.is_ascii_digit())
     };
     let mut chars = name.chars();
     if chars.next().is_some_and(|c| ok(c, true)) && chars.all(|c| ok(c, false)) {
@@ -256,7 +269,8 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
     let mut parts = rest.split(' ');
     let value = parse_value(parts.next().unwrap_or(""))?;
     if let Some(ts) = parts.next() {
-        ts.parse::<i64>().map_err(|_| format!("bad timestamp {ts:?}"))?;
+        ts.parse::<i64>()
+            .map_err(|_| format!("bad timestamp {ts:?}"))?;
     }
     if parts.next().is_some() {
         return Err("trailing text".into());
@@ -312,7 +326,10 @@ fn parse_value(v: &str) -> Result<f64, String> {
         "+Inf" => Ok(f64::INFINITY),
         "-Inf" => Ok(f64::NEG_INFINITY),
         "NaN" => Ok(f64::NAN),
-        _ if v.chars().any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E') => {
+        _ if v
+            .chars()
+            .any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E') =>
+        {
             Err(format!("bad value {v:?}"))
         }
         _ => v.parse::<f64>().map_err(|_| format!("bad value {v:?}")),

@@ -64,7 +64,8 @@ impl MetricsReport {
             ("shibafu_dns_dropped_requests_total", "Packets answered with silence (no readable header, or a response).", self.dropped),
         ];
         for (name, help, n) in simple {
-            out.counter(name, help, ["network"]).add([network], n as f64);
+            out.counter(name, help, ["network"])
+                .add([network], n as f64);
         }
         let mut zones = out.counter(
             "shibafu_dns_zone_responses_total",
@@ -72,7 +73,11 @@ impl MetricsReport {
             ["network", "zone", "outcome"],
         );
         for (zone, c) in &self.zones {
-            for (outcome, n) in [("answer", c.answers), ("nodata", c.nodata), ("nxdomain", c.nxdomain)] {
+            for (outcome, n) in [
+                ("answer", c.answers),
+                ("nodata", c.nodata),
+                ("nxdomain", c.nxdomain),
+            ] {
                 zones.add([network, zone, outcome], n as f64);
             }
         }
@@ -91,7 +96,8 @@ fn write_forward(f: &ForwardStats, network: &str, out: &mut Exposition) {
         ("shibafu_dns_forward_coalesced_total", "Forwarded questions that waited for an identical query in flight instead of sending one.", f.coalesced),
     ];
     for (name, help, n) in cache {
-        out.counter(name, help, ["network"]).add([network], n as f64);
+        out.counter(name, help, ["network"])
+            .add([network], n as f64);
     }
     out.gauge(
         "shibafu_dns_cache_entries",

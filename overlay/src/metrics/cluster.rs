@@ -131,9 +131,19 @@ mod tests {
     fn endpoints_are_counted_per_network_and_node() {
         let net = Network::new("frontend", "172.21.0.0/24".parse().expect("net"), 7);
         let empty = Network::new("empty", "172.22.0.0/24".parse().expect("net"), 8);
-        let mut web = Endpoint::new("frontend", "web", "node1", "172.21.0.2".parse().expect("ip"));
+        let mut web = Endpoint::new(
+            "frontend",
+            "web",
+            "node1",
+            "172.21.0.2".parse().expect("ip"),
+        );
         web.service = Some("www".into());
-        let api = Endpoint::new("frontend", "api", "node2", "172.21.0.3".parse().expect("ip"));
+        let api = Endpoint::new(
+            "frontend",
+            "api",
+            "node2",
+            "172.21.0.3".parse().expect("ip"),
+        );
         let mut state = ClusterState::new();
         state.apply(&ClusterChange::Snapshot {
             kvs: vec![kv(&net), kv(&empty), kv(&web), kv(&api)],

@@ -207,8 +207,14 @@ fn render_histogram(out: &mut String, name: &str, labels: &str, h: &HistogramSna
     let mut cumulative = 0;
     for (i, n) in h.counts.iter().enumerate() {
         cumulative += n;
-        let le = h.bounds.get(i).map_or_else(|| "+Inf".to_string(), |b| number(*b));
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}");
+        let le = h
+            .bounds
+            .get(i)
+            .map_or_else(|| "+Inf".to_string(), |b| number(*b));
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
+        );
     }
     let _ = writeln!(out, "{name}_sum{} {}", braces(labels), number(h.sum));
     let _ = writeln!(out, "{name}_count{} {cumulative}", braces(labels));
@@ -256,7 +262,10 @@ impl<const N: usize> HistogramWriter<'_, N> {
 /// label name.
 fn valid_name(name: &str, colons: bool) -> bool {
     let ok = |c: char, first: bool| {
-        c.is_ascii_alphabetic() || c == '_' || (colons && c == ':') || (!first && c.is_ascii_digit())
+        c.is_ascii_alphabetic()
+            || c == '_'
+            || (colons && c == ':')
+            || (!first && c.is_ascii_digit())
     };
     let mut chars = name.chars();
     chars.next().is_some_and(|c| ok(c, true)) && chars.all(|c| ok(c, false))

@@ -3,9 +3,13 @@ use super::*;
 #[test]
 fn families_render_with_help_type_and_escaped_labels() {
     let mut e = Exposition::new();
-    e.counter("shibafu_x_total", "Things.\nSecond \\ line", ["network", "type"])
-        .add(["b", "A"], 2.0)
-        .add(["a\"q\\\n", "AAAA"], 1.0);
+    e.counter(
+        "shibafu_x_total",
+        "Things.\nSecond \\ line",
+        ["network", "type"],
+    )
+    .add(["b", "A"], 2.0)
+    .add(["a\"q\\\n", "AAAA"], 1.0);
     e.gauge("shibafu_g", "A gauge", []).add([], 0.5);
     let text = e.render();
     assert_eq!(
@@ -25,7 +29,9 @@ fn families_render_with_help_type_and_escaped_labels() {
 fn the_same_series_twice_adds_up_instead_of_duplicating() {
     let mut e = Exposition::new();
     e.counter("a_total", "h", ["n"]).add(["x"], 1.0);
-    e.counter("a_total", "h", ["n"]).add(["x"], 2.0).add(["y"], 1.0);
+    e.counter("a_total", "h", ["n"])
+        .add(["x"], 2.0)
+        .add(["y"], 1.0);
     let text = e.render();
     assert!(text.contains("a_total{n=\"x\"} 3\n"), "{text}");
     assert_eq!(text.matches("# TYPE a_total").count(), 1, "{text}");
@@ -54,7 +60,10 @@ fn histograms_are_cumulative_and_end_in_inf() {
         ),
         "{text}"
     );
-    assert!(text.contains("e_seconds_bucket{le=\"+Inf\"} 3\ne_seconds_sum 1.5\ne_seconds_count 3\n"), "{text}");
+    assert!(
+        text.contains("e_seconds_bucket{le=\"+Inf\"} 3\ne_seconds_sum 1.5\ne_seconds_count 3\n"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -36,7 +36,9 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     /// The address could not be bound.
-    #[error("cannot listen for metrics on {addr}: {source} (in use, or not an address of this host?)")]
+    #[error(
+        "cannot listen for metrics on {addr}: {source} (in use, or not an address of this host?)"
+    )]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -100,13 +102,13 @@ fn respond(req: &Request<Incoming>, registry: &Registry) -> Response<Full<Bytes>
         r
     };
     if req.uri().path() != "/metrics" {
-        return reply(StatusCode::NOT_FOUND, "only /metrics is served here\n".into());
+        return reply(
+            StatusCode::NOT_FOUND,
+            "only /metrics is served here\n".into(),
+        );
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "use GET /metrics\n".into(),
-        );
+        let mut r = reply(StatusCode::METHOD_NOT_ALLOWED, "use GET /metrics\n".into());
         r.headers_mut()
             .insert(ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
         return r;
@@ -135,17 +137,27 @@ mod tests {
 
     #[tokio::test]
     async fn serves_only_get_metrics() {
-        let listener = bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+        let listener = bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(listener, Registry::new(), async {
             let _ = stopped.await;
         }));
-        let ok = ask(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        let ok = ask(
+            addr,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
         assert!(ok.contains("text/plain; version=0.0.4"), "{ok}");
         assert!(ok.contains("# TYPE shibafu_build_info gauge"), "{ok}");
-        let other = ask(addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        let other = ask(
+            addr,
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         assert!(other.starts_with("HTTP/1.1 404"), "{other}");
         let post = ask(
             addr,
@@ -158,7 +170,10 @@ mod tests {
             "a".repeat(20_000)
         );
         let refused = ask(addr, &huge).await;
-        assert!(refused.is_empty() || refused.starts_with("HTTP/1.1 431"), "{refused}");
+        assert!(
+            refused.is_empty() || refused.starts_with("HTTP/1.1 431"),
+            "{refused}"
+        );
         let _ = stop.send(());
         server.await.expect("server stops");
     }

@@ -163,8 +163,17 @@ mod tests {
         c.write(&mut e.counter("c_total", "c", ["network", "result"]));
         h.write(&mut e.histogram("h_seconds", "h", ["kind"]));
         let text = e.render();
-        assert!(text.contains("c_total{network=\"frontend\",result=\"pass\"} 3\n"), "{text}");
-        assert!(text.contains("h_seconds_bucket{kind=\"change\",le=\"0.5\"} 1\n"), "{text}");
-        assert!(text.contains("h_seconds_count{kind=\"change\"} 2\n"), "{text}");
+        assert!(
+            text.contains("c_total{network=\"frontend\",result=\"pass\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("h_seconds_bucket{kind=\"change\",le=\"0.5\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("h_seconds_count{kind=\"change\"} 2\n"),
+            "{text}"
+        );
     }
 }

@@ -63,7 +63,8 @@ mod tests {
 
     impl Collect for Fixed {
         fn collect(&self, out: &mut Exposition) {
-            out.gauge("shibafu_fixed", "A fixed value", []).add([], self.0);
+            out.gauge("shibafu_fixed", "A fixed value", [])
+                .add([], self.0);
         }
     }
 
