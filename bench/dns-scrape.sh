@@ -7,6 +7,8 @@
 #   SCRAPE_EVERY=S  seconds between scrapes (default 1; Prometheus scrapes every 15-60 s)
 #   SCRAPES=N       most scrapes the loop makes (default 300); the harness's teardown ends it too
 #   ANCHORS=...     path of dns-anchors.sh (default: ../shared/bench/dns-anchors.sh)
+#   BASELINE=PATH   also run this shibafu-agent binary as "baseline" (e.g. one built from main
+#                   before the metrics), to compare the answer path without any scraping
 # Needs root (the harness's network namespace); everything stays on its loopback.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,7 +32,11 @@ cat > "$W/scraped.sh" <<S
 exec $AGENT dns --listen 127.0.0.1:5398 --zone backend.local --records \$RECORDS --threads 1 \
   --metrics-listen 127.0.0.1:9480
 S
-bash "$ANCHORS" "$SECS" \
+extra=()
+if [ -n "${BASELINE:-}" ]; then
+  extra=("baseline|5397|$BASELINE dns --listen 127.0.0.1:5397 --zone backend.local --records \$RECORDS --threads 1")
+fi
+bash "$ANCHORS" "$SECS" "${extra[@]}" \
   "shibafu|5399|$AGENT dns --listen 127.0.0.1:5399 --zone backend.local --records \$RECORDS --threads 1" \
   "scraped|5398|bash $W/scraped.sh"
 echo "scrapes answered during the run: $(wc -l < "$W/scrapes" 2>/dev/null || echo 0)"

@@ -289,3 +289,61 @@ impl Collect for PolicyMetrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use shibafu_overlay::dns::{DnsServer, ServerConfig, Snapshot};
+
+    use super::*;
+
+    #[test]
+    fn every_part_writes_its_families_without_conflicts() {
+        let m = AgentMetrics::new("node1");
+        let snapshot = Arc::new(arc_swap::ArcSwap::from_pointee(Snapshot::default()));
+        m.dns.insert(
+            "frontend",
+            DnsServer::new(snapshot, None, ServerConfig::default()),
+        );
+        m.store.set_connected(true);
+        m.store.watch_lag(Duration::from_millis(3));
+        m.dataplane
+            .reconciled("local", Duration::from_millis(20), false);
+        m.dataplane.ops(5, 1);
+        m.dataplane
+            .firewall_loaded("main", Duration::from_millis(30), true);
+        m.health.checked("frontend", "web", true);
+        m.health.moved("frontend", "web", "healthy");
+        m.policy
+            .read(vec![(["db".into(), "1".into(), "deny".into()], 7)]);
+        let mut out = Exposition::new();
+        for part in [
+            &*m.dns as &dyn Collect,
+            &*m.store,
+            &*m.dataplane,
+            &*m.health,
+            &*m.policy,
+        ] {
+            part.collect(&mut out);
+        }
+        assert!(out.refused().is_empty(), "{:?}", out.refused());
+        let text = out.render();
+        for line in [
+            "shibafu_etcd_connected 1",
+            "shibafu_etcd_watch_lag_seconds_count 1",
+            "shibafu_reconcile_errors_total{kind=\"local\"} 1",
+            "shibafu_reconcile_errors_total{kind=\"change\"} 0",
+            "shibafu_dataplane_ops_total{result=\"failed\"} 1",
+            "shibafu_firewall_apply_duration_seconds_count{table=\"main\"} 1",
+            "shibafu_health_checks_total{network=\"frontend\",service=\"web\",result=\"pass\"} 1",
+            "shibafu_health_transitions_total{network=\"frontend\",service=\"web\",to=\"healthy\"} 1",
+            "shibafu_policy_packets_total{policy=\"db\",rule=\"1\",verdict=\"deny\"} 7",
+            "shibafu_dns_prebuilt_answers_total{network=\"frontend\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        m.dns.remove("frontend");
+        let mut out = Exposition::new();
+        m.dns.collect(&mut out);
+        assert!(out.render().is_empty());
+    }
+}

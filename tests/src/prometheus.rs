@@ -135,7 +135,7 @@ pub fn parse(text: &str) -> Result<Parsed, String> {
             .families
             .get_mut(&family_name)
             .ok_or_else(|| at("no family".into()))?;
-        if family.kind == "counter" && !(sample.value >= 0.0) {
+        if family.kind == "counter" && (sample.value.is_nan() || sample.value < 0.0) {
             return Err(at("a counter below 0 or NaN".into()));
         }
         if sample.labels.contains_key("le") != sample.name.ends_with("_bucket")
@@ -161,6 +161,13 @@ pub fn parse(text: &str) -> Result<Parsed, String> {
     Ok(p)
 }
 
+/// Labels of a sample, by name.
+type Labels = BTreeMap<String, String>;
+/// One label: name and value.
+type Label = (String, String);
+/// A histogram series as read: (le, cumulative count) buckets, `_sum`, `_count`.
+type HistogramSeries = (Vec<(f64, f64)>, Option<f64>, Option<f64>);
+
 /// The family a sample named `name` belongs to: the one of that name, or the histogram it
 /// is a `_bucket`, `_sum` or `_count` of.
 fn owner(families: &BTreeMap<String, Family>, name: &str) -> Option<String> {
@@ -177,10 +184,7 @@ fn owner(families: &BTreeMap<String, Family>, name: &str) -> Option<String> {
 /// Checks every series of histogram `name`: buckets ascending and cumulative, `+Inf` last,
 /// `_count` equal to it, `_sum` present.
 fn check_histogram(name: &str, f: &Family) -> Result<(), String> {
-    let mut series: BTreeMap<
-        BTreeMap<String, String>,
-        (Vec<(f64, f64)>, Option<f64>, Option<f64>),
-    > = BTreeMap::new();
+    let mut series: BTreeMap<Labels, HistogramSeries> = BTreeMap::new();
     for s in &f.samples {
         let mut labels = s.labels.clone();
         let le = labels.remove("le");
@@ -200,7 +204,7 @@ fn check_histogram(name: &str, f: &Family) -> Result<(), String> {
             return Err(format!("{what}: no buckets"));
         }
         for w in buckets.windows(2) {
-            if !(w[0].0 < w[1].0) {
+            if w[0].0.partial_cmp(&w[1].0) != Some(std::cmp::Ordering::Less) {
                 return Err(format!(
                     "{what}: le not ascending ({} then {})",
                     w[0].0, w[1].0
@@ -283,7 +287,7 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
 }
 
 /// Parses `name="value",...}` and returns the labels and what follows the `}`.
-fn parse_labels(mut s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn parse_labels(mut s: &str) -> Result<(Vec<Label>, &str), String> {
     let mut out = Vec::new();
     loop {
         if let Some(after) = s.strip_prefix('}') {

@@ -4,7 +4,7 @@
 //! family carries `network`: the network whose gateway server counted (the coordinator's
 //! cluster-wide server uses its own name for it).
 
-use super::forward::ForwardStats;
+use super::forward::{ForwardStats, UpstreamStats};
 use super::metrics::MetricsReport;
 use crate::metrics::{Exposition, HistogramSnapshot};
 
@@ -58,10 +58,26 @@ impl MetricsReport {
             .add([network], &h);
         }
         let simple = [
-            ("shibafu_dns_prebuilt_answers_total", "Answers copied from prebuilt bytes (the fast path).", self.prebuilt),
-            ("shibafu_dns_truncated_responses_total", "Responses sent with TC set (too large for UDP).", self.truncated),
-            ("shibafu_dns_forwarded_requests_total", "Queries for names outside the cluster zones handed to the forwarder (cache hits included).", self.forwarded),
-            ("shibafu_dns_dropped_requests_total", "Packets answered with silence (no readable header, or a response).", self.dropped),
+            (
+                "shibafu_dns_prebuilt_answers_total",
+                "Answers copied from prebuilt bytes (the fast path).",
+                self.prebuilt,
+            ),
+            (
+                "shibafu_dns_truncated_responses_total",
+                "Responses sent with TC set (too large for UDP).",
+                self.truncated,
+            ),
+            (
+                "shibafu_dns_forwarded_requests_total",
+                "Queries for names outside the cluster zones handed to the forwarder (cache hits included).",
+                self.forwarded,
+            ),
+            (
+                "shibafu_dns_dropped_requests_total",
+                "Packets answered with silence (no readable header, or a response).",
+                self.dropped,
+            ),
         ];
         for (name, help, n) in simple {
             out.counter(name, help, ["network"])
@@ -87,13 +103,32 @@ impl MetricsReport {
     }
 }
 
+/// Reads one counter of an upstream.
+type UpstreamCount = fn(&UpstreamStats) -> u64;
+
 /// The forwarder's cache and upstream families.
 fn write_forward(f: &ForwardStats, network: &str, out: &mut Exposition) {
     let cache = [
-        ("shibafu_dns_cache_hits_total", "Forwarded questions answered from a fresh cache entry.", f.cache_hits),
-        ("shibafu_dns_cache_misses_total", "Forwarded questions that found no fresh cache entry.", f.cache_misses),
-        ("shibafu_dns_cache_stale_served_total", "Stale cached answers served because every upstream failed (RFC 8767).", f.stale_served),
-        ("shibafu_dns_forward_coalesced_total", "Forwarded questions that waited for an identical query in flight instead of sending one.", f.coalesced),
+        (
+            "shibafu_dns_cache_hits_total",
+            "Forwarded questions answered from a fresh cache entry.",
+            f.cache_hits,
+        ),
+        (
+            "shibafu_dns_cache_misses_total",
+            "Forwarded questions that found no fresh cache entry.",
+            f.cache_misses,
+        ),
+        (
+            "shibafu_dns_cache_stale_served_total",
+            "Stale cached answers served because every upstream failed (RFC 8767).",
+            f.stale_served,
+        ),
+        (
+            "shibafu_dns_forward_coalesced_total",
+            "Forwarded questions that waited for an identical query in flight instead of sending one.",
+            f.coalesced,
+        ),
     ];
     for (name, help, n) in cache {
         out.counter(name, help, ["network"])
@@ -105,11 +140,27 @@ fn write_forward(f: &ForwardStats, network: &str, out: &mut Exposition) {
         ["network"],
     )
     .add([network], f.cache_entries as f64);
-    let per_upstream: [(&'static str, &'static str, fn(&super::forward::UpstreamStats) -> u64); 4] = [
-        ("shibafu_dns_forward_requests_total", "Tries sent to an upstream (a truncated UDP answer retried over TCP is one try).", |u| u.queries),
-        ("shibafu_dns_forward_failures_total", "Tries that failed other than by timeout (error rcode, malformed answer, socket error).", |u| u.failures),
-        ("shibafu_dns_forward_timeouts_total", "Tries that got no acceptable answer in time.", |u| u.timeouts),
-        ("shibafu_dns_forward_tcp_retries_total", "Tries that fell back to TCP because the UDP answer was truncated.", |u| u.tcp_retries),
+    let per_upstream: [(&'static str, &'static str, UpstreamCount); 4] = [
+        (
+            "shibafu_dns_forward_requests_total",
+            "Tries sent to an upstream (a truncated UDP answer retried over TCP is one try).",
+            |u| u.queries,
+        ),
+        (
+            "shibafu_dns_forward_failures_total",
+            "Tries that failed other than by timeout (error rcode, malformed answer, socket error).",
+            |u| u.failures,
+        ),
+        (
+            "shibafu_dns_forward_timeouts_total",
+            "Tries that got no acceptable answer in time.",
+            |u| u.timeouts,
+        ),
+        (
+            "shibafu_dns_forward_tcp_retries_total",
+            "Tries that fell back to TCP because the UDP answer was truncated.",
+            |u| u.tcp_retries,
+        ),
     ];
     for (name, help, get) in per_upstream {
         let mut family = out.counter(name, help, ["network", "to"]);
