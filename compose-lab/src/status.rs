@@ -118,6 +118,9 @@ pub fn print_table(s: &LabStatus, out: &mut impl Write) -> std::io::Result<()> {
         s.coordinator_urls.join(","),
         s.dns_addr
     )?;
+    if !s.metrics.is_empty() {
+        writeln!(out, "metrics {}", s.metrics.join(" "))?;
+    }
     writeln!(
         out,
         "{:<14} {:<22} {:<15} {:<8} STATE",
