@@ -49,7 +49,7 @@ fn web(lab: &Lab, node: &str, name: &str) {
     run(lab, node, name, &args);
 }
 
-/// Runs `dig +short +tries=1` inside the client container for each (name, type).
+/// Runs `dig +short +tries=1` inside the client container for each (name, type and options).
 fn dig(lab: &Lab, queries: &[(&str, &str)]) {
     let script: String = queries
         .iter()
@@ -128,20 +128,32 @@ fn every_exposition_parses_strictly_and_follows_what_the_cluster_did() {
             ("_http._tcp.web.frontend.local", "SRV"),
             ("_http._tcp.web.frontend.local", "SRV"),
             ("nosuch.frontend.local", "TXT"),
+            ("web2.frontend.local", "A +tcp"),
+            ("www.example.com", "A"),
+            ("www.example.com", "A"),
         ],
     );
     let after = scrape(&lab, &node2);
     let moved = |name: &str, with: &[(&str, &str)]| after.sum(name, with) - before.sum(name, with);
     let req = "shibafu_dns_requests_total";
     let net = ("network", "frontend");
-    assert_eq!(moved(req, &[net, ("proto", "udp"), ("type", "A")]), 3.0);
+    assert_eq!(moved(req, &[net, ("proto", "udp"), ("type", "A")]), 5.0);
+    assert_eq!(moved(req, &[net, ("proto", "tcp"), ("type", "A")]), 1.0);
     assert_eq!(moved(req, &[net, ("proto", "udp"), ("type", "SRV")]), 2.0);
     assert_eq!(moved(req, &[net, ("proto", "udp"), ("type", "TXT")]), 1.0);
     assert_eq!(
         moved("shibafu_dns_responses_total", &[net, ("rcode", "NXDOMAIN")]),
         1.0
     );
-    assert!(moved("shibafu_dns_request_duration_seconds_count", &[net]) >= 6.0);
+    assert!(moved("shibafu_dns_request_duration_seconds_count", &[net]) >= 9.0);
+    // The external name went upstream once, then came from the cache.
+    assert_eq!(moved("shibafu_dns_forwarded_requests_total", &[net]), 2.0);
+    assert_eq!(moved("shibafu_dns_forward_requests_total", &[net]), 1.0);
+    assert_eq!(moved("shibafu_dns_cache_hits_total", &[net]), 1.0);
+    assert_eq!(
+        moved("shibafu_dns_forward_request_duration_seconds_count", &[net]),
+        1.0
+    );
     assert!(
         after.sum(
             "shibafu_dns_request_duration_seconds_bucket",
