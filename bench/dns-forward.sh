@@ -55,5 +55,5 @@ kill -USR1 "$fwd"
 sleep 0.5
 echo "cache-hit run (shibafu alone, same workload):"
 echo "$out" | grep -E 'Queries (sent|completed|lost)|Queries per second|Average Latency' | sed 's/^ */  /'
-grep -hoE 'shibafu_dns_(forwarded_total|cache_[a-z_]+|stale_served_total|coalesced_total|upstream_[a-z_]+)(\{[^}]*\})? [0-9]+' \
+grep -hoE 'shibafu_dns_(forwarded_requests_total|cache_[a-z_]+|forward_(coalesced|requests|failures|timeouts|tcp_retries)_total)(\{[^}]*\})? [0-9]+' \
   "$W/forwarder.log" | sed 's/^/  /'

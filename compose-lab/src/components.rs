@@ -122,8 +122,9 @@ pub fn etcd(layout: &Layout, bins: &Bins) -> ProcSpec {
     proc(layout, layout.ctl_ns(), &bins.etcd, "etcd", args)
 }
 
-/// Coordinator `i` (0-based) on its own host: the API on port 7480 and the cluster's DNS on
-/// port 53 of its underlay address, registered as `coordinator<i+1>` under a 5 s lease.
+/// Coordinator `i` (0-based) on its own host: the API on port 7480, the cluster's DNS on
+/// port 53 and `/metrics` on port 9480 of its underlay address, registered as
+/// `coordinator<i+1>` under a 5 s lease.
 pub fn coordinator(layout: &Layout, bins: &Bins, i: usize) -> ProcSpec {
     let name = crate::layout::coordinator_name(i);
     let addr = layout.coordinator_addr(i);
@@ -138,6 +139,8 @@ pub fn coordinator(layout: &Layout, bins: &Bins, i: usize) -> ProcSpec {
         layout.etcd_url(),
         "--lease-ttl".into(),
         LAB_LEASE_TTL.to_string(),
+        METRICS_FLAG.into(),
+        format!("{addr}:{}", crate::layout::METRICS_PORT),
     ];
     proc(
         layout,
@@ -168,7 +171,17 @@ pub fn records_path(layout: &Layout) -> PathBuf {
     layout.dir.join("upstream.records")
 }
 
-/// The agent of node `node` (0-based index `i`).
+/// The flag turning `/metrics` on, in the agent's and coordinator's arguments.
+pub const METRICS_FLAG: &str = "--metrics-listen";
+
+/// The `/metrics` URL of a process started with `args`, when they turn it on.
+pub fn metrics_url(args: &[String]) -> Option<String> {
+    let at = args.iter().position(|a| a == METRICS_FLAG)?;
+    args.get(at + 1)
+        .map(|addr| format!("http://{addr}/metrics"))
+}
+
+/// The agent of node `node` (0-based index `i`), serving `/metrics` on its underlay address.
 pub fn agent(layout: &Layout, bins: &Bins, node: &str, i: usize) -> ProcSpec {
     let args = vec![
         "run".into(),
@@ -188,6 +201,26 @@ pub fn agent(layout: &Layout, bins: &Bins, node: &str, i: usize) -> ProcSpec {
         LAB_LEASE_TTL.to_string(),
         // Lab nodes are namespaces dedicated to shibafu.
         "--no-bridge-netfilter".into(),
+        METRICS_FLAG.into(),
+        format!("{}:{}", layout.node_addr(i), crate::layout::METRICS_PORT),
     ];
     proc(layout, layout.node_ns(node), &bins.agent, node, args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metrics_url_comes_from_the_flag_given() {
+        let args: Vec<String> = ["run", "--metrics-listen", "10.99.0.11:9480", "--node", "n"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            metrics_url(&args).as_deref(),
+            Some("http://10.99.0.11:9480/metrics")
+        );
+        assert_eq!(metrics_url(&args[..1]), None);
+        assert_eq!(metrics_url(&args[..2]), None);
+    }
 }

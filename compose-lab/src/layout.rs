@@ -23,6 +23,8 @@ pub const ETCD_CLIENT_PORT: u16 = 2379;
 pub const ETCD_PEER_PORT: u16 = 2380;
 /// Port of every coordinator's HTTP API on its host.
 pub const COORDINATOR_PORT: u16 = 7480;
+/// Port of every agent's and coordinator's `/metrics` on its host's underlay address.
+pub const METRICS_PORT: u16 = 9480;
 /// Port of the lab's upstream DNS server on the control host, and of every coordinator's DNS.
 pub const DNS_PORT: u16 = 53;
 

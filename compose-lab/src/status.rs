@@ -20,6 +20,9 @@ pub struct ComponentStatus {
     /// Where a coordinator answers DNS, `ip:port` (coordinators only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns: Option<String>,
+    /// Its `/metrics` URL (agents and coordinators).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
     /// Pid, when running.
     pub pid: Option<u32>,
     /// Whether the process runs.
@@ -49,6 +52,9 @@ pub struct LabStatus {
     pub ready: bool,
     /// Components.
     pub components: Vec<ComponentStatus>,
+    /// The `/metrics` URL of every agent and coordinator, reachable from the control host
+    /// (`shibafu-lab exec ctl ...`) and from every node.
+    pub metrics: Vec<String>,
 }
 
 /// Collects the status of a lab.
@@ -70,11 +76,16 @@ pub fn collect(layout: &Layout, st: &LabState) -> LabStatus {
                 netns: p.netns.clone(),
                 addr,
                 dns: coordinator.map(|c| c.dns.clone()),
+                metrics: crate::components::metrics_url(&p.args),
                 pid: p.pid.filter(|_| running),
                 running,
                 partitioned: node.is_some_and(|n| n.partitioned),
             }
         })
+        .collect::<Vec<ComponentStatus>>();
+    let metrics = components
+        .iter()
+        .filter_map(|c| c.metrics.clone())
         .collect();
     LabStatus {
         name: st.name.clone(),
@@ -86,6 +97,7 @@ pub fn collect(layout: &Layout, st: &LabState) -> LabStatus {
         dns_addr: st.dns_addr.clone(),
         ready: st.ready,
         components,
+        metrics,
     }
 }
 
@@ -106,6 +118,9 @@ pub fn print_table(s: &LabStatus, out: &mut impl Write) -> std::io::Result<()> {
         s.coordinator_urls.join(","),
         s.dns_addr
     )?;
+    if !s.metrics.is_empty() {
+        writeln!(out, "metrics {}", s.metrics.join(" "))?;
+    }
     writeln!(
         out,
         "{:<14} {:<22} {:<15} {:<8} STATE",

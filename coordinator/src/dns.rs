@@ -23,6 +23,8 @@ use shibafu_overlay::store::{watch_changes, ClusterChange, Store};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+use crate::metrics::CoordinatorMetrics;
+
 /// Most watch items already waiting that are folded into one rebuild.
 const MAX_BATCH: usize = 256;
 
@@ -127,11 +129,12 @@ impl ClusterDns {
     }
 }
 
-/// Follows the cluster in `store` into `snapshot` until `stop` completes. Items of the watch
-/// already waiting are folded into one rebuild.
+/// Follows the cluster in `store` into `snapshot` (and the state into `gauges`, when given)
+/// until `stop` completes. Items of the watch already waiting are folded into one rebuild.
 pub async fn follow(
     store: Arc<dyn Store>,
     snapshot: Arc<ArcSwap<Snapshot>>,
+    gauges: Option<Arc<CoordinatorMetrics>>,
     stop: impl Future<Output = ()>,
 ) {
     let mut changes = watch_changes(store, Prefix::All.to_string(), None);
@@ -154,6 +157,9 @@ pub async fn follow(
             }
         }
         dns.publish();
+        if let Some(m) = &gauges {
+            m.cluster.publish(Arc::new(dns.state.clone()));
+        }
     }
 }
 
@@ -181,13 +187,17 @@ impl DnsSockets {
     }
 }
 
-/// Answers from `snapshot` on `sockets` until `stop` completes; no forwarder.
+/// The cluster-wide server: answers from `snapshot`, no forwarder.
+pub fn server(snapshot: Arc<ArcSwap<Snapshot>>) -> DnsServer {
+    DnsServer::new(snapshot, None, ServerConfig::default())
+}
+
+/// Answers with `server` on `sockets` until `stop` completes.
 pub async fn serve(
     sockets: DnsSockets,
-    snapshot: Arc<ArcSwap<Snapshot>>,
+    server: DnsServer,
     stop: impl Future<Output = ()>,
 ) -> Result<(), DnsError> {
-    let server = DnsServer::new(snapshot, None, ServerConfig::default());
     server.run(vec![sockets.udp], vec![sockets.tcp], stop).await
 }
 

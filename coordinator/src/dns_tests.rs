@@ -86,8 +86,13 @@ async fn answers_the_cluster_with_every_live_coordinator_as_name_server() {
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
     let (stop, rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(follow(store.clone(), snapshot.clone(), stopped(rx.clone())));
-    let serving = serve(sockets, snapshot, stopped(rx.clone()));
+    tasks.spawn(follow(
+        store.clone(),
+        snapshot.clone(),
+        None,
+        stopped(rx.clone()),
+    ));
+    let serving = serve(sockets, super::server(snapshot), stopped(rx.clone()));
     tasks.spawn(async move { serving.await.expect("serve") });
     // c1 is this coordinator, held as the binary holds it; c2 another one with its own lease.
     let c1 = member::record("c1", "http://127.0.0.1:7480".into(), Some(server));

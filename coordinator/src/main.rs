@@ -16,6 +16,7 @@ mod http_policies;
 mod http_services;
 mod links;
 mod member;
+mod metrics;
 mod policies;
 #[cfg(test)]
 mod racing_store;
@@ -74,6 +75,10 @@ struct Args {
     /// it stops without SIGTERM.
     #[arg(long, env = "SHIBAFU_LEASE_TTL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     lease_ttl: u64,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off unless given). There is no
+    /// authentication: bind an address only your monitoring reaches.
+    #[arg(long, env = "SHIBAFU_METRICS_LISTEN", value_name = "ADDR:PORT")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -108,6 +113,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         })?),
         None => None,
     };
+    let metrics_listener = match args.metrics_listen {
+        Some(at) => Some(
+            shibafu_overlay::metrics::bind(at)
+                .await
+                .context("--metrics-listen")?,
+        ),
+        None => None,
+    };
+    let metrics = Arc::new(metrics::CoordinatorMetrics::default());
     let dns_bound = dns_sockets.as_ref().and_then(|s| s.local_addr().ok());
     info!(name = %name, listen = %args.listen, api = %record.api, dns = ?dns_bound, etcd = %args.etcd.join(","), "coordinator serving");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -124,21 +138,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Duration::from_secs(args.lease_ttl),
         stopped(stop_rx.clone()),
     ));
+    let gauges = metrics_listener.as_ref().map(|_| metrics.clone());
+    if let Some(listener) = metrics_listener {
+        let registry = shibafu_overlay::metrics::Registry::new();
+        registry.register(metrics.clone());
+        info!(addr = ?listener.local_addr().ok(), "serving metrics at /metrics");
+        tasks.spawn(shibafu_overlay::metrics::serve(
+            listener,
+            registry,
+            stopped(stop_rx.clone()),
+        ));
+        if dns_sockets.is_none() {
+            let stop = stopped(stop_rx.clone());
+            tasks.spawn(metrics::follow(store.clone(), metrics.clone(), stop));
+        }
+    }
     if let Some(sockets) = dns_sockets {
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
         tasks.spawn(dns::follow(
             store.clone(),
             snapshot.clone(),
+            gauges,
             stopped(stop_rx.clone()),
         ));
         let stop = stopped(stop_rx.clone());
+        let server = dns::server(snapshot);
+        metrics.set_dns(server.clone());
         tasks.spawn(async move {
-            if let Err(e) = dns::serve(sockets, snapshot, stop).await {
+            if let Err(e) = dns::serve(sockets, server, stop).await {
                 warn!(error = %e, "DNS server stopped");
             }
         });
     }
-    let served = serve(listener, store, shutdown_signal()).await;
+    let router = metrics::track_api(http::router(store), metrics);
+    let served = serve_router(listener, router, shutdown_signal()).await;
     // Tasks that already ended have nothing to be told.
     let _ = stop_tx.send(true);
     while let Some(done) = tasks.join_next().await {
@@ -175,12 +208,22 @@ async fn connect_etcd(endpoints: &[String], wait_secs: u64) -> anyhow::Result<Et
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes open requests.
+#[cfg(test)]
 pub(crate) async fn serve(
     listener: TcpListener,
     store: Arc<dyn Store>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, http::router(store))
+    serve_router(listener, http::router(store), shutdown).await
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then finishes open requests.
+async fn serve_router(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -26,6 +26,7 @@ use crate::firewall_actor::FirewallActor;
 use crate::health::{HealthActor, HealthLinks, RecordQueue};
 use crate::lazy_store::LazyStore;
 use crate::messages::{Deregister, Subscribe, SubscribeLocal, TraceDns};
+use crate::metrics::AgentMetrics;
 use crate::network_actor::{Links, NetworkActor};
 use crate::policy_actor::PolicyActor;
 use crate::publish::{PublishQueue, StorePublisher};
@@ -81,6 +82,11 @@ pub struct RunArgs {
     /// host (Docker's) lose their br_netfilter filtering.
     #[arg(long)]
     no_bridge_netfilter: bool,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off unless given). There is no
+    /// authentication: bind an address only your monitoring reaches (the underlay address, or
+    /// 127.0.0.1).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
@@ -132,10 +138,28 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     system.block_on(async {
         let listener = api::bind(&args.api_socket)
             .with_context(|| format!("binding --api-socket {}", args.api_socket.display()))?;
+        let metrics = AgentMetrics::new(&args.node);
+        if let Some(at) = args.metrics_listen {
+            let listener = shibafu_overlay::metrics::bind(at)
+                .await
+                .context("--metrics-listen")?;
+            let mut stop = stop_rx.clone();
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            actix_rt::spawn(shibafu_overlay::metrics::serve(
+                listener,
+                metrics.registry(),
+                shutdown,
+            ));
+            info!(addr = %at, "serving metrics at /metrics");
+        }
         let connector = etcd_connector(args.etcd.clone());
-        let store = StoreActor::new(cfg, connector.clone()).start();
+        let store = StoreActor::new(cfg, connector.clone())
+            .with_metrics(metrics.store.clone())
+            .start();
         let (network, runtime, dns_trace) =
-            start_workload_actors(&args, &store, connector).await?;
+            start_workload_actors(&args, &store, connector, &metrics).await?;
         let router = api::router(ApiState {
             status: store.clone().recipient(),
             networks: store.clone().recipient(),
@@ -170,6 +194,7 @@ async fn start_workload_actors(
     args: &RunArgs,
     store: &Addr<StoreActor>,
     connector: Connector,
+    metrics: &AgentMetrics,
 ) -> anyhow::Result<(NetworkRecipients, RuntimeRecipients, Recipient<TraceDns>)> {
     let dp = NetlinkDataplane::current();
     let underlay_mtu = match dp.underlay_mtu(args.underlay).await {
@@ -186,7 +211,9 @@ async fn start_workload_actors(
         delete: store.clone().recipient(),
     }));
     let registry = RegistryActor::new(registry, publish.clone()).start();
-    let firewall = FirewallActor::new(Arc::new(NftFirewall::current())).start();
+    let firewall = FirewallActor::new(Arc::new(NftFirewall::current()))
+        .with_metrics(metrics.dataplane.clone())
+        .start();
     if !std::path::Path::new("/proc/sys/net/bridge").exists() {
         warn!("br_netfilter is not available (no /proc/sys/net/bridge): same-network traffic of networks with policies will not go through them; load the br_netfilter module");
     }
@@ -201,6 +228,7 @@ async fn start_workload_actors(
             COUNTER_WRITES_AT_ONCE,
         ),
     )
+    .with_metrics(metrics.policy.clone(), metrics.dataplane.clone())
     .start();
     store.do_send(Subscribe(policy.recipient()));
     let cfg = HostConfig {
@@ -211,9 +239,13 @@ async fn start_workload_actors(
     };
     let reconciler = Reconciler::new(cfg, Arc::new(dp), local);
     let dataplane =
-        DataplaneActor::new(reconciler, args.node.clone(), firewall.recipient(), publish).start();
+        DataplaneActor::new(reconciler, args.node.clone(), firewall.recipient(), publish)
+            .with_metrics(metrics.dataplane.clone())
+            .start();
     store.do_send(Subscribe(dataplane.clone().recipient()));
-    let dns = DnsActor::new(args.node.clone(), args.upstream_dns.clone(), 53).start();
+    let dns = DnsActor::new(args.node.clone(), args.upstream_dns.clone(), 53)
+        .with_metrics(metrics.dns.clone())
+        .start();
     registry.do_send(SubscribeLocal(dns.clone().recipient()));
     store.do_send(Subscribe(dns.clone().recipient()));
     let dns_trace = dns.recipient();
@@ -245,6 +277,7 @@ async fn start_workload_actors(
         pids: runtime.clone().recipient(),
         clock: system_clock(),
     })
+    .with_metrics(metrics.health.clone())
     .start();
     store.do_send(Subscribe(health.clone().recipient()));
     registry.do_send(SubscribeLocal(health.recipient()));

@@ -26,6 +26,7 @@ use shibafu_overlay::api::ApiError;
 use shibafu_overlay::dns::trace::DnsTrace;
 
 use crate::messages::{ClusterChanged, LocalChanged, TraceDns};
+use crate::metrics::DnsServers;
 use crate::registry::LocalWorkloads;
 
 /// What a network's server listens on and forwards to; a change restarts that server.
@@ -78,6 +79,8 @@ pub struct DnsActor {
     pending: Pending,
     /// A rebuild is scheduled.
     scheduled: bool,
+    /// Where the running servers are listed for scrapes.
+    metrics: Arc<DnsServers>,
 }
 
 impl DnsActor {
@@ -95,7 +98,14 @@ impl DnsActor {
             projection: Projection::new(),
             pending: Pending::All,
             scheduled: false,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Lists the running servers in `metrics` (scraped by `/metrics`).
+    pub fn with_metrics(mut self, metrics: Arc<DnsServers>) -> DnsActor {
+        self.metrics = metrics;
+        self
     }
 
     /// Folds a change into the next rebuild, scheduling one if none is.
@@ -180,6 +190,7 @@ impl DnsActor {
         });
         let server = DnsServer::new(self.snapshot.clone(), forwarder, ServerConfig::default());
         let traced = server.clone();
+        self.metrics.insert(network, server.clone());
         let (tx, rx) = oneshot::channel::<()>();
         let name = network.to_string();
         actix_rt::spawn(async move {
@@ -209,6 +220,7 @@ impl DnsActor {
         for name in stale {
             if let Some(r) = self.servers.remove(&name) {
                 let _ = r.stop.send(());
+                self.metrics.remove(&name);
                 info!(network = %name, "DNS listener stopped");
             }
         }

@@ -16,6 +16,7 @@ use shibafu_overlay::dns::{
     bind_tcp, bind_udp_group, parse_records, AnswerOrder, DnsServer, ServerConfig, Snapshot,
     SnapshotBuilder,
 };
+use shibafu_overlay::metrics::{Collect, Exposition, Registry};
 use shibafu_overlay::model::LbPolicy;
 use shibafu_overlay::telemetry::Telemetry;
 use tokio::signal::unix::{signal, SignalKind};
@@ -62,6 +63,22 @@ pub struct DnsArgs {
     /// [default: 0].
     #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
     connections: Vec<u32>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (the DNS families, with
+    /// network="standalone").
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<SocketAddr>,
+}
+
+/// The `network` label of the standalone server's metrics.
+const STANDALONE: &str = "standalone";
+
+/// The standalone server as a metrics collector.
+struct Scraped(DnsServer);
+
+impl Collect for Scraped {
+    fn collect(&self, out: &mut Exposition) {
+        self.0.collect(STANDALONE, out);
+    }
 }
 
 /// A load-balancing policy of `--balance`.
@@ -196,6 +213,17 @@ async fn serve(args: DnsArgs, snapshot: Snapshot) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(at) = args.metrics_listen {
+        let listener = shibafu_overlay::metrics::bind(at)
+            .await
+            .context("--metrics-listen")?;
+        let registry = Registry::new();
+        registry.register(Arc::new(Scraped(server.clone())));
+        tokio::spawn(shibafu_overlay::metrics::serve(listener, registry, async {
+            drop(metrics_stopped.await)
+        }));
+    }
     let signals = {
         let server = server.clone();
         let interval = Duration::from_secs(args.stats_interval);
@@ -227,6 +255,7 @@ async fn serve(args: DnsArgs, snapshot: Snapshot) -> anyhow::Result<()> {
     tracing::info!(listen = ?listen, zones = ?server.snapshot().load().zones().collect::<Vec<_>>(), "serving DNS");
     server.run(udp, tcp, async { drop(stop_rx.await) }).await?;
     signals.abort();
+    let _ = metrics_stop.send(());
     log_metrics(&server);
     tracing::info!("DNS server stopped");
     Ok(())
@@ -248,5 +277,5 @@ fn reload(args: &DnsArgs, handle: &ArcSwap<Snapshot>) {
 }
 
 fn log_metrics(server: &DnsServer) {
-    tracing::info!(target: "shibafu::dns::metrics", "\n{}", server.report().to_prometheus());
+    tracing::info!(target: "shibafu::dns::metrics", "\n{}", server.report().to_prometheus(STANDALONE));
 }

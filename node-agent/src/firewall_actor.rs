@@ -4,11 +4,13 @@
 //! nobody altered or removed the table, restoring it if so.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use shibafu_overlay::firewall::{Composer, Firewall, FirewallSpec, Part};
 use tracing::{info, warn};
+
+use crate::metrics::DataplaneMetrics;
 
 /// How often the table is checked for outside changes.
 const CHECK: Duration = Duration::from_secs(30);
@@ -26,6 +28,8 @@ pub struct FirewallActor {
     applied: Option<FirewallSpec>,
     /// An apply is running.
     busy: bool,
+    /// Load durations and errors, for scrapes.
+    metrics: Arc<DataplaneMetrics>,
 }
 
 impl FirewallActor {
@@ -36,7 +40,14 @@ impl FirewallActor {
             composer: Composer::new(),
             applied: None,
             busy: false,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Records load durations and errors in `metrics` (scraped by `/metrics`).
+    pub fn with_metrics(mut self, metrics: Arc<DataplaneMetrics>) -> FirewallActor {
+        self.metrics = metrics;
+        self
     }
 
     /// Applies the composition if it differs from what was applied; a change arriving during an
@@ -51,11 +62,13 @@ impl FirewallActor {
         self.busy = true;
         let fw = self.fw.clone();
         let apply = async move {
+            let start = Instant::now();
             let res = fw.apply(&spec).await;
-            (spec, res)
+            (spec, res, start.elapsed())
         };
-        ctx.spawn(apply.into_actor(self).map(|(spec, res), act, ctx| {
+        ctx.spawn(apply.into_actor(self).map(|(spec, res, took), act, ctx| {
             act.busy = false;
+            act.metrics.firewall_loaded("main", took, res.is_ok());
             match res {
                 Ok(()) => {
                     info!(

@@ -10,6 +10,7 @@ mod firewall_actor;
 mod health;
 mod lazy_store;
 mod messages;
+mod metrics;
 mod network_actor;
 mod policy_actor;
 mod publish;

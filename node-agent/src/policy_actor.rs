@@ -11,10 +11,11 @@
 //! only through packet marks the main table honours.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use shibafu_overlay::model::{PolicyCounters, SCHEMA_VERSION};
+use shibafu_overlay::model::{Action, PolicyCounters, SCHEMA_VERSION};
 use shibafu_overlay::policy::{compile, Compiled, PolicyCounterNames, PolicyEnforcer};
 use shibafu_overlay::state::{ClusterState, StateChange};
 use shibafu_overlay::store::keys::Key;
@@ -22,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::health::RecordQueue;
 use crate::messages::ClusterChanged;
+use crate::metrics::{DataplaneMetrics, PolicyMetrics};
 
 /// How often the counters are read (and the table checked).
 pub const COUNTERS: Duration = Duration::from_secs(2);
@@ -40,6 +42,12 @@ pub struct PolicyActor {
     published: BTreeMap<String, PolicyCounters>,
     /// How often counters are read.
     every: Duration,
+    /// Each stored policy's rule actions, in order (the verdict label of its counters).
+    verdicts: BTreeMap<String, Vec<Action>>,
+    /// The counters last read, for scrapes.
+    metrics: Arc<PolicyMetrics>,
+    /// Table load durations and errors, for scrapes.
+    loads: Arc<DataplaneMetrics>,
 }
 
 impl PolicyActor {
@@ -53,7 +61,22 @@ impl PolicyActor {
             publish,
             published: BTreeMap::new(),
             every: COUNTERS,
+            verdicts: BTreeMap::new(),
+            metrics: Arc::default(),
+            loads: Arc::default(),
         }
+    }
+
+    /// Publishes the counters read into `metrics` and table loads into `loads` (scraped by
+    /// `/metrics`).
+    pub fn with_metrics(
+        mut self,
+        metrics: Arc<PolicyMetrics>,
+        loads: Arc<DataplaneMetrics>,
+    ) -> PolicyActor {
+        self.metrics = metrics;
+        self.loads = loads;
+        self
     }
 
     /// Reads the counters every `every` instead of [`COUNTERS`].
@@ -69,6 +92,10 @@ impl PolicyActor {
         let endpoints: Vec<_> = state.endpoints().values().collect();
         let policies: Vec<_> = state.policies().values().collect();
         let compiled = compile(&networks, &endpoints, &policies, &self.node);
+        self.verdicts = policies
+            .iter()
+            .map(|p| (p.name.clone(), p.rules.iter().map(|r| r.action).collect()))
+            .collect();
         debug!(
             policies = policies.len(),
             endpoints = endpoints.len(),
@@ -97,6 +124,9 @@ impl PolicyActor {
             load.into_actor(self)
                 .map(|(enforcer, res, took, table), act, ctx| {
                     act.enforcer = Some(enforcer);
+                    if !matches!(res, Ok(None)) {
+                        act.loads.firewall_loaded("policy", took, res.is_ok());
+                    }
                     match res {
                         Ok(Some(script)) => info!(
                             chains = table.chains.len(),
@@ -177,6 +207,7 @@ impl PolicyActor {
     /// never counted anything is not written), and deletes those of policies that went.
     fn publish_counts(&mut self, counters: &[PolicyCounterNames], counts: &BTreeMap<String, u64>) {
         let get = |name: &str| counts.get(name).copied().unwrap_or(0);
+        self.metrics.read(series(counters, &self.verdicts, &get));
         let mut seen = Vec::new();
         for names in counters {
             let figures = PolicyCounters {
@@ -209,6 +240,33 @@ impl PolicyActor {
             });
         }
     }
+}
+
+/// The counters as metric series: (policy, rule number from 1 or `isolation`, verdict) and
+/// packets; a rule whose action is unknown (its policy just went) is left out.
+fn series(
+    counters: &[PolicyCounterNames],
+    verdicts: &BTreeMap<String, Vec<Action>>,
+    get: &dyn Fn(&str) -> u64,
+) -> Vec<([String; 3], u64)> {
+    let mut out = Vec::new();
+    for names in counters {
+        let actions = verdicts.get(&names.policy);
+        for (i, counter) in names.rules.iter().enumerate() {
+            let Some(action) = actions.and_then(|a| a.get(i)) else {
+                continue;
+            };
+            let verdict = match action {
+                Action::Allow => "allow",
+                Action::Deny => "deny",
+            };
+            let labels = [names.policy.clone(), (i + 1).to_string(), verdict.into()];
+            out.push((labels, get(counter)));
+        }
+        let labels = [names.policy.clone(), "isolation".into(), "deny".into()];
+        out.push((labels, get(&names.isolation)));
+    }
+    out
 }
 
 /// Can `change` move this node's policy table?

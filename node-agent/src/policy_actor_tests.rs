@@ -193,3 +193,31 @@ async fn a_missing_table_is_loaded_again_whole() {
     until("the reload", || r.backend.scripts().len() == 2).await;
     assert!(r.backend.scripts()[1].contains("add table inet shibafu-policy"));
 }
+
+#[test]
+fn counters_become_series_numbered_from_one_with_their_verdicts() {
+    let names = vec![PolicyCounterNames {
+        policy: "db".into(),
+        rules: vec!["c0".into(), "c1".into(), "c2".into()],
+        isolation: "iso".into(),
+    }];
+    let verdicts = BTreeMap::from([("db".to_string(), vec![Action::Deny, Action::Allow])]);
+    let counts = BTreeMap::from([
+        ("c0".to_string(), 4),
+        ("c1".to_string(), 9),
+        ("iso".to_string(), 2),
+    ]);
+    let get = |n: &str| counts.get(n).copied().unwrap_or(0);
+    let s = series(&names, &verdicts, &get);
+    let row =
+        |rule: &str, verdict: &str, n: u64| (["db".to_string(), rule.into(), verdict.into()], n);
+    // The third counter has no known action (a policy read before its change arrived): left out.
+    assert_eq!(
+        s,
+        vec![
+            row("1", "deny", 4),
+            row("2", "allow", 9),
+            row("isolation", "deny", 2)
+        ]
+    );
+}

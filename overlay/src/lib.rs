@@ -9,6 +9,7 @@ pub mod dns;
 pub mod firewall;
 pub mod health;
 pub mod ipam;
+pub mod metrics;
 pub mod model;
 pub mod netlink;
 pub mod netns;

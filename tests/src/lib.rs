@@ -117,6 +117,7 @@ pub mod firewall;
 mod lab;
 mod netns;
 pub mod probe;
+pub mod prometheus;
 
 pub use lab::Lab;
 pub use netns::{namespace_names, NetnsGuard};

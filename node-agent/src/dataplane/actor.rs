@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use shibafu_overlay::firewall::{FirewallSpec, Part};
@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use super::{DataplaneError, Reconciler};
 use crate::firewall_actor::Contribute;
 use crate::messages::ClusterChanged;
+use crate::metrics::DataplaneMetrics;
 use crate::publish::PublishQueue;
 use crate::registry::LocalWorkloads;
 
@@ -46,10 +47,14 @@ struct Reports {
     problems: BTreeMap<String, String>,
     /// The firewall part last sent.
     sent: Option<FirewallSpec>,
+    /// Pass durations, errors and op counts, for scrapes.
+    metrics: Arc<DataplaneMetrics>,
 }
 
 impl Reports {
     fn after_pass(&mut self, rec: &Reconciler) {
+        let (applied, failed) = rec.op_counts();
+        self.metrics.ops(applied, failed);
         match rec.firewall_part() {
             Some(Ok(spec)) if self.sent.as_ref() != Some(&spec) => {
                 self.sent = Some(spec.clone());
@@ -122,11 +127,21 @@ impl DataplaneActor {
                     publish,
                     problems: BTreeMap::new(),
                     sent: None,
+                    metrics: Arc::default(),
                 },
             })),
             inbox: Arc::default(),
             seen_state: false,
         }
+    }
+
+    /// Records pass durations, errors and op counts in `metrics` (scraped by `/metrics`).
+    /// Call before the actor starts.
+    pub fn with_metrics(mut self, metrics: Arc<DataplaneMetrics>) -> DataplaneActor {
+        if let Some(owner) = Arc::get_mut(&mut self.owner) {
+            owner.get_mut().reports.metrics = metrics;
+        }
+        self
     }
 }
 
@@ -144,7 +159,12 @@ impl Actor for DataplaneActor {
                 if let Some(state) = take(&inbox) {
                     o.rec.set_state(state);
                 }
-                if let Err(e) = o.rec.resync().await {
+                let start = Instant::now();
+                let done = o.rec.resync().await;
+                o.reports
+                    .metrics
+                    .reconciled("resync", start.elapsed(), done.is_ok());
+                if let Err(e) = done {
                     warn!(error = %e, "periodic resync failed");
                 }
                 let Owner { rec, reports } = &mut *o;
@@ -179,11 +199,15 @@ impl Handler<ClusterChanged> for DataplaneActor {
             if let Some(state) = state {
                 o.rec.set_state(state);
             }
-            let done = if first {
-                o.rec.resync().await
+            let start = Instant::now();
+            let (kind, done) = if first {
+                ("resync", o.rec.resync().await)
             } else {
-                o.rec.reconcile_change().await
+                ("change", o.rec.reconcile_change().await)
             };
+            o.reports
+                .metrics
+                .reconciled(kind, start.elapsed(), done.is_ok());
             match done {
                 Ok(()) if first => info!("dataplane adopted"),
                 Ok(()) => {}
@@ -211,7 +235,11 @@ impl Handler<ApplyLocal> for DataplaneActor {
                 o.rec.set_state(state);
             }
             o.rec.set_local(msg.local);
+            let start = Instant::now();
             let done = o.rec.apply_local(&msg.netns, msg.attach).await;
+            o.reports
+                .metrics
+                .reconciled("local", start.elapsed(), done.is_ok());
             let Owner { rec, reports } = &mut *o;
             reports.after_pass(rec);
             done

@@ -63,6 +63,8 @@ pub struct Reconciler {
     settled: Option<DesiredHost>,
     /// The desired state last planned, applied cleanly or not.
     planned: Option<DesiredHost>,
+    /// Netlink ops applied and failed since start.
+    ops: (u64, u64),
 }
 
 impl Reconciler {
@@ -76,7 +78,13 @@ impl Reconciler {
             local,
             settled: None,
             planned: None,
+            ops: (0, 0),
         }
+    }
+
+    /// Netlink ops applied and failed since start.
+    pub fn op_counts(&self) -> (u64, u64) {
+        self.ops
     }
 
     /// Takes a new cluster state (reconcile afterwards).
@@ -160,6 +168,8 @@ impl Reconciler {
     ) -> Result<(), DataplaneError> {
         self.settled = None;
         let (ops, report) = reconcile(self.dp.as_ref(), &desired, &scope).await?;
+        self.ops.0 += report.applied as u64;
+        self.ops.1 += report.errors.len() as u64;
         if !ops.is_empty() {
             info!(
                 ops = ops.len(),

@@ -21,6 +21,7 @@ use super::plan::{self, InstanceKey, Spec};
 use super::schedule::{Checked, Schedule};
 use super::writer::RecordQueue;
 use crate::messages::{ClusterChanged, LocalChanged};
+use crate::metrics::HealthMetrics;
 use crate::registry::LocalWorkloads;
 use crate::runtime::Get;
 
@@ -70,6 +71,8 @@ pub struct HealthActor {
     instances: BTreeMap<InstanceKey, Instance>,
     generations: u64,
     limit: Arc<Semaphore>,
+    /// Check results and transitions, for scrapes.
+    metrics: Arc<HealthMetrics>,
 }
 
 impl HealthActor {
@@ -83,7 +86,14 @@ impl HealthActor {
             instances: BTreeMap::new(),
             generations: 0,
             limit: Arc::new(Semaphore::new(PROBES_AT_ONCE)),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts check results and transitions in `metrics` (scraped by `/metrics`).
+    pub fn with_metrics(mut self, metrics: Arc<HealthMetrics>) -> HealthActor {
+        self.metrics = metrics;
+        self
     }
 
     /// Spawns a schedule for `key`; its generation and task.
@@ -302,7 +312,18 @@ impl Handler<Checked> for HealthActor {
         if inst.generation != round.generation {
             return;
         }
-        if inst.take(&key, round) {
+        let passed = round.verdict.as_ref().map(|v| v.passed);
+        let moved = inst.take(&key, round);
+        if let (Some(passed), Some(_)) = (passed, &inst.spec.check) {
+            self.metrics.checked(&key.0, &inst.spec.service, passed);
+        }
+        if moved {
+            let to = match inst.tracker.state() {
+                HealthState::Starting => "starting",
+                HealthState::Healthy => "healthy",
+                HealthState::Unhealthy => "unhealthy",
+            };
+            self.metrics.moved(&key.0, &inst.spec.service, to);
             info!(network = %key.0, instance = %key.1, state = ?inst.tracker.state(), output = %inst.output, "instance health changed");
         }
         let (state, _) = inst.standing();

@@ -20,6 +20,8 @@ pub const COUNT_PERIOD: Duration = Duration::from_secs(1);
 /// What is done to one instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
+    /// The service the instance belongs to.
+    pub service: String,
     /// Where probes go (its PID is found when a command check first needs it).
     pub target: Target,
     /// Whether it is a container of this agent (only those can run command checks).
@@ -63,6 +65,7 @@ pub fn desired(state: &ClusterState, local: &LocalWorkloads) -> BTreeMap<Instanc
                 pid: None,
             };
             let spec = Spec {
+                service: name.clone(),
                 target,
                 container: entry.container,
                 check,

@@ -7,9 +7,10 @@
 //! state and catches up when etcd returns. Handlers never wait: I/O is spawned and its result
 //! comes back as a message.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures::future::BoxFuture;
@@ -22,6 +23,7 @@ use tracing::{debug, info, warn};
 mod requests;
 
 use crate::messages::ClusterChanged;
+use crate::metrics::StoreMetrics;
 use shibafu_overlay::store::lease::{self, bounded, Owned};
 
 /// Opens a connection to the store (etcd in the daemon, a memory store in tests).
@@ -34,6 +36,9 @@ const MAX_CONNECT_DELAY: Duration = Duration::from_secs(5);
 /// timeout (5 s), so that its clean-up (dropping a dead keepalive stream) runs first; this bound
 /// only catches a store that hangs without timing out itself.
 const STORE_CALL_LIMIT: Duration = Duration::from_secs(6);
+/// Most writes awaiting their echo from the watch (to time the watch lag); older ones are
+/// forgotten.
+const ECHOES_AWAITED: usize = 256;
 
 /// What the StoreActor needs to know about this node.
 #[derive(Debug, Clone)]
@@ -66,12 +71,17 @@ pub struct StoreActor {
     /// with it when it expires).
     owned_dirty: bool,
     deregistered: bool,
+    /// Where the state held and the link's health are published for scrapes.
+    metrics: Arc<StoreMetrics>,
+    /// Revisions of this agent's writes and when etcd acknowledged them, oldest first.
+    echoes: VecDeque<(i64, Instant)>,
 }
 
 impl StoreActor {
     /// A StoreActor for `cfg`, reaching the store through `connect`.
     pub fn new(cfg: StoreConfig, connect: Connector) -> StoreActor {
         let mut owned = Owned::new();
+        let node_name = cfg.node.name.clone();
         let node_key = Key::Node(cfg.node.name.clone()).to_string();
         // Serialising a plain struct of strings and numbers cannot fail.
         owned.insert(node_key, serde_json::to_vec(&cfg.node).unwrap_or_default());
@@ -91,6 +101,36 @@ impl StoreActor {
             owned_gen: 0,
             owned_dirty: false,
             deregistered: false,
+            metrics: Arc::new(StoreMetrics::new(&node_name)),
+            echoes: VecDeque::new(),
+        }
+    }
+
+    /// Publishes the state held and the link's health into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<StoreMetrics>) -> StoreActor {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Notes a write of this agent that etcd committed at `revision`, to time its echo.
+    fn wrote(&mut self, revision: i64) {
+        if self.echoes.len() >= ECHOES_AWAITED {
+            self.echoes.pop_front();
+        }
+        self.echoes.push_back((revision, Instant::now()));
+        self.echoed();
+    }
+
+    /// Times the writes the state held now includes (at once: the watch was faster than
+    /// the write's acknowledgement).
+    fn echoed(&mut self) {
+        let held = self.state.revision();
+        while let Some((revision, at)) = self.echoes.front().copied() {
+            if revision > held {
+                break;
+            }
+            self.echoes.pop_front();
+            self.metrics.watch_lag(at.elapsed());
         }
     }
 
@@ -154,6 +194,7 @@ impl StoreActor {
             warn!(%error, "etcd unreachable: keeping the last known state, retrying");
         }
         self.connected = connected;
+        self.metrics.set_connected(connected);
     }
 }
 
@@ -299,6 +340,11 @@ impl StreamHandler<ClusterChange> for StoreActor {
         // A change from the watch is an answer from etcd.
         self.set_connected(true, None);
         let changes = Arc::make_mut(&mut self.state).apply(&change);
+        if matches!(change, ClusterChange::Snapshot { .. }) {
+            self.metrics.relisted();
+        }
+        self.metrics.cluster.publish(self.state.clone());
+        self.echoed();
         debug!(
             revision = self.state.revision(),
             changes = changes.len(),

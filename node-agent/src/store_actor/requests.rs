@@ -58,7 +58,10 @@ impl Handler<PutOwned> for StoreActor {
         let limit = self.io_limit();
         let put = async move { bounded(limit, store.put(&key, msg.value, Some(lease))).await };
         Box::pin(put.into_actor(self).map(|res, act, ctx| match res {
-            Ok(_) => Ok(()),
+            Ok(revision) => {
+                act.wrote(revision);
+                Ok(())
+            }
             Err(e) => {
                 if matches!(e, StoreError::LeaseNotFound(_)) {
                     act.lease_lost(ctx);

@@ -2,7 +2,6 @@
 //! integers and adds them to shared atomics once per batch; zone counters are flushed by name.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -10,16 +9,49 @@ use std::time::Duration;
 use super::answer::Reply;
 use super::forward::ForwardStats;
 use super::wire::rcode;
+use crate::metrics::Exposition;
 
 /// Histogram buckets: bucket i counts latencies below 2^i microseconds; the last takes the rest.
 pub(crate) const BUCKETS: usize = 24;
 /// Response codes counted one by one (0..=15, then 16 for BADVERS and anything above).
 const RCODES: usize = 17;
+/// Query types counted one by one; the last slot takes every other type and packets that were
+/// no query.
+const QTYPES: usize = QTYPE_NAMES.len();
+/// Names of the counted query types (as CoreDNS counts them), `other` last.
+const QTYPE_NAMES: [&str; 16] = [
+    "A", "NS", "CNAME", "SOA", "PTR", "MX", "TXT", "AAAA", "SRV", "NAPTR", "DS", "DNSKEY", "SVCB",
+    "HTTPS", "ANY", "other",
+];
+
+/// Counter slot of query type `qtype` (`None`: the packet was no query).
+#[inline]
+fn qtype_slot(qtype: Option<u16>) -> usize {
+    match qtype {
+        Some(1) => 0,
+        Some(2) => 1,
+        Some(5) => 2,
+        Some(6) => 3,
+        Some(12) => 4,
+        Some(15) => 5,
+        Some(16) => 6,
+        Some(28) => 7,
+        Some(33) => 8,
+        Some(35) => 9,
+        Some(43) => 10,
+        Some(48) => 11,
+        Some(64) => 12,
+        Some(65) => 13,
+        Some(255) => 14,
+        _ => QTYPES - 1,
+    }
+}
 
 /// What one thread counted since its last flush.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Tally {
     pub(crate) queries: u64,
+    pub(crate) qtypes: [u64; QTYPES],
     pub(crate) prebuilt: u64,
     pub(crate) truncated: u64,
     pub(crate) forwarded: u64,
@@ -30,6 +62,12 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
+    /// Counts a query of type `qtype` (`None`: the packet was no query) by its type.
+    #[inline]
+    pub(crate) fn qtype(&mut self, qtype: Option<u16>) {
+        self.qtypes[qtype_slot(qtype)] += 1;
+    }
+
     /// Counts one response (queries are counted apart, as received).
     #[inline]
     pub(crate) fn reply(&mut self, r: &Reply) {
@@ -74,6 +112,7 @@ impl ZoneCounts {
 #[derive(Default)]
 struct Shard {
     queries: AtomicU64,
+    qtypes: [AtomicU64; QTYPES],
     prebuilt: AtomicU64,
     truncated: AtomicU64,
     forwarded: AtomicU64,
@@ -101,6 +140,10 @@ impl Shard {
             .iter()
             .zip(&t.rcodes)
             .for_each(|(a, v)| add(a, *v));
+        self.qtypes
+            .iter()
+            .zip(&t.qtypes)
+            .for_each(|(a, v)| add(a, *v));
         self.latency
             .iter()
             .zip(&t.latency)
@@ -120,6 +163,10 @@ impl Shard {
         t.rcodes
             .iter_mut()
             .zip(&self.rcodes)
+            .for_each(|(v, a)| *v = a.load(Relaxed));
+        t.qtypes
+            .iter_mut()
+            .zip(&self.qtypes)
             .for_each(|(v, a)| *v = a.load(Relaxed));
         t.latency
             .iter_mut()
@@ -170,8 +217,17 @@ impl Metrics {
                 rcodes.insert((*name).to_string(), n);
             }
         }
+        let mut requests = BTreeMap::new();
+        for (proto, t) in [("udp", &udp), ("tcp", &tcp)] {
+            for (name, n) in QTYPE_NAMES.iter().zip(&t.qtypes) {
+                if *n > 0 {
+                    requests.insert((proto, *name), *n);
+                }
+            }
+        }
         MetricsReport {
             queries_udp: udp.queries,
+            requests,
             queries_tcp: tcp.queries,
             prebuilt: sum(|t| t.prebuilt),
             truncated: sum(|t| t.truncated),
@@ -199,12 +255,15 @@ const RCODE_NAMES: [&str; RCODES] = [
 ];
 
 /// A copy of the server's counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetricsReport {
     /// Queries received over UDP (answered, forwarded or dropped).
     pub queries_udp: u64,
     /// Queries received over TCP.
     pub queries_tcp: u64,
+    /// Queries received by transport (`udp`, `tcp`) and query type (`other` for the rest and
+    /// for packets that were no query); only those counted at least once.
+    pub requests: BTreeMap<(&'static str, &'static str), u64>,
     /// Answers copied from prebuilt bytes.
     pub prebuilt: u64,
     /// Answers sent with TC set.
@@ -227,150 +286,14 @@ pub struct MetricsReport {
 }
 
 impl MetricsReport {
-    /// Renders the report in the Prometheus text exposition format.
-    pub fn to_prometheus(&self) -> String {
-        let mut out = String::new();
-        let counter = |out: &mut String, name: &str, samples: &[(String, u64)]| {
-            family(out, name, "counter", samples)
-        };
-        let transports = [
-            ("transport=\"udp\"", self.queries_udp),
-            ("transport=\"tcp\"", self.queries_tcp),
-        ];
-        counter(&mut out, "shibafu_dns_queries_total", &labelled(transports));
-        counter(
-            &mut out,
-            "shibafu_dns_prebuilt_answers_total",
-            &plain(self.prebuilt),
-        );
-        counter(
-            &mut out,
-            "shibafu_dns_truncated_total",
-            &plain(self.truncated),
-        );
-        counter(
-            &mut out,
-            "shibafu_dns_forwarded_total",
-            &plain(self.forwarded),
-        );
-        counter(&mut out, "shibafu_dns_dropped_total", &plain(self.dropped));
-        let rcodes: Vec<_> = self
-            .rcodes
-            .iter()
-            .map(|(c, n)| (format!("rcode=\"{c}\""), *n))
-            .collect();
-        counter(&mut out, "shibafu_dns_responses_total", &rcodes);
-        let mut zones = Vec::new();
-        for (zone, c) in &self.zones {
-            for (outcome, n) in [
-                ("answer", c.answers),
-                ("nodata", c.nodata),
-                ("nxdomain", c.nxdomain),
-            ] {
-                zones.push((format!("zone=\"{zone}\",outcome=\"{outcome}\""), n));
-            }
-        }
-        counter(&mut out, "shibafu_dns_zone_responses_total", &zones);
-        let _ = writeln!(out, "# TYPE shibafu_dns_latency_seconds histogram");
-        let mut cumulative = 0;
-        for (i, (bound, n)) in self.latency.iter().enumerate() {
-            cumulative += n;
-            let le = if i + 1 == self.latency.len() {
-                "+Inf".to_string()
-            } else {
-                format!("{}", *bound as f64 / 1e6)
-            };
-            let _ = writeln!(
-                out,
-                "shibafu_dns_latency_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "shibafu_dns_latency_seconds_sum {}",
-            self.latency_sum_us as f64 / 1e6
-        );
-        let _ = writeln!(out, "shibafu_dns_latency_seconds_count {cumulative}");
-        if let Some(f) = &self.forward {
-            counter(
-                &mut out,
-                "shibafu_dns_cache_hits_total",
-                &plain(f.cache_hits),
-            );
-            counter(
-                &mut out,
-                "shibafu_dns_cache_misses_total",
-                &plain(f.cache_misses),
-            );
-            family(
-                &mut out,
-                "shibafu_dns_cache_entries",
-                "gauge",
-                &plain(f.cache_entries as u64),
-            );
-            counter(
-                &mut out,
-                "shibafu_dns_stale_served_total",
-                &plain(f.stale_served),
-            );
-            counter(&mut out, "shibafu_dns_coalesced_total", &plain(f.coalesced));
-            let per = |get: fn(&super::forward::UpstreamStats) -> u64| -> Vec<(String, u64)> {
-                f.upstreams
-                    .iter()
-                    .map(|u| (format!("upstream=\"{}\"", u.addr), get(u)))
-                    .collect()
-            };
-            counter(
-                &mut out,
-                "shibafu_dns_upstream_queries_total",
-                &per(|u| u.queries),
-            );
-            counter(
-                &mut out,
-                "shibafu_dns_upstream_failures_total",
-                &per(|u| u.failures),
-            );
-            counter(
-                &mut out,
-                "shibafu_dns_upstream_timeouts_total",
-                &per(|u| u.timeouts),
-            );
-            counter(
-                &mut out,
-                "shibafu_dns_upstream_tcp_retries_total",
-                &per(|u| u.tcp_retries),
-            );
-        }
-        out
+    /// Renders the report alone in the Prometheus text exposition format, as the server of
+    /// `network`.
+    pub fn to_prometheus(&self, network: &str) -> String {
+        let mut out = Exposition::new();
+        self.write(network, &mut out);
+        out.render()
     }
 }
-
-fn plain(v: u64) -> Vec<(String, u64)> {
-    vec![(String::new(), v)]
-}
-
-fn labelled<const N: usize>(samples: [(&str, u64); N]) -> Vec<(String, u64)> {
-    samples
-        .iter()
-        .map(|(l, v)| ((*l).to_string(), *v))
-        .collect()
-}
-
-/// One metric family: its TYPE line, then a sample per label set (empty labels: none).
-fn family(out: &mut String, name: &str, kind: &str, samples: &[(String, u64)]) {
-    if samples.is_empty() {
-        return;
-    }
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (labels, v) in samples {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {v}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {v}");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +315,8 @@ mod tests {
             ..ok
         };
         t.queries = 2;
+        t.qtype(Some(1));
+        t.qtype(None);
         t.reply(&ok);
         t.reply(&nx);
         t.latency(Duration::from_micros(3), 2);
@@ -414,22 +339,19 @@ mod tests {
                 nxdomain: 1
             }
         );
-        let text = r.to_prometheus();
-        assert!(
-            text.contains("shibafu_dns_responses_total{rcode=\"NXDOMAIN\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("# TYPE shibafu_dns_responses_total counter"),
-            "{text}"
-        );
-        assert!(
-            text.contains("shibafu_dns_latency_seconds_sum 0.000012"),
-            "{text}"
-        );
-        assert!(
-            text.contains("shibafu_dns_latency_seconds_count 4"),
-            "{text}"
-        );
+        let text = r.to_prometheus("frontend");
+        for line in [
+            "shibafu_dns_responses_total{network=\"frontend\",rcode=\"NXDOMAIN\"} 2",
+            "# TYPE shibafu_dns_responses_total counter",
+            "shibafu_dns_requests_total{network=\"frontend\",proto=\"udp\",type=\"A\"} 2",
+            "shibafu_dns_requests_total{network=\"frontend\",proto=\"udp\",type=\"other\"} 2",
+            "shibafu_dns_request_duration_seconds_bucket{network=\"frontend\",le=\"0.000004\"} 4",
+            "shibafu_dns_request_duration_seconds_bucket{network=\"frontend\",le=\"+Inf\"} 4",
+            "shibafu_dns_request_duration_seconds_sum{network=\"frontend\"} 0.000012",
+            "shibafu_dns_request_duration_seconds_count{network=\"frontend\"} 4",
+            "shibafu_dns_zone_responses_total{network=\"frontend\",zone=\"test.local.\",outcome=\"nxdomain\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
     }
 }

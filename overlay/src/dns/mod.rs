@@ -11,6 +11,7 @@ pub mod answer;
 pub mod authority;
 pub mod balance;
 mod encode;
+mod exposition;
 pub mod forward;
 mod hash;
 pub mod metrics;

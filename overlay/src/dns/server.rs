@@ -119,6 +119,13 @@ impl DnsServer {
             .report(self.shared.forwarder.as_ref().map(Forwarder::stats))
     }
 
+    /// Writes the current counters into `out` as the server of `network`. It reads atomics,
+    /// the zone counts (flushed by the UDP threads once a second) and, one shard at a time for
+    /// an instant, the forwarder's cache counters; local answers never wait on it.
+    pub fn collect(&self, network: &str, out: &mut crate::metrics::Exposition) {
+        self.report().write(network, out);
+    }
+
     /// Serves `udp` (a thread each) and `tcp` (tokio tasks) until `shutdown` resolves, then stops
     /// them all. Must be called inside a tokio runtime; sockets may be bound to port 0.
     pub async fn run(

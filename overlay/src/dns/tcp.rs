@@ -86,6 +86,7 @@ async fn read_queries(
         let (prepared, reply) = {
             let snap = shared.snapshot.load();
             let prepared = Prepared::new(&snap, &query);
+            tally.qtype(prepared.query().map(|q| q.qtype));
             let cfg = &shared.answer_cfg;
             let reply = match respond_prepared(
                 &snap,

@@ -250,6 +250,7 @@ pub(crate) fn serve(
                     ahead.prefetch_entry(&snap);
                 }
                 let len = (b.hdr_in[i].msg_len as usize).min(PACKET);
+                tally.qtype(prep.query().map(|q| q.qtype));
                 let peer = peer_addr(&b.addrs[i]);
                 let packet = &b.bufs[i][..len];
                 let out = &mut b.outs[i];

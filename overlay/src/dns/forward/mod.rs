@@ -325,7 +325,7 @@ impl Inner {
                     } else {
                         TryOutcome::Answered
                     };
-                    self.counters.upstream_try(i, outcome);
+                    self.counters.upstream_try(i, outcome, started.elapsed());
                     tracing::debug!(upstream = %addr, %qname, %qtype, outcome = "answer", rcode = %answer.rcode(), ttl = answer.ttl(), tcp = via_tcp, "upstream answered");
                     return Ok(Arc::new(answer));
                 }
@@ -335,7 +335,7 @@ impl Inner {
                     } else {
                         TryOutcome::Failed
                     };
-                    self.counters.upstream_try(i, outcome);
+                    self.counters.upstream_try(i, outcome, started.elapsed());
                     tracing::debug!(upstream = %addr, %qname, %qtype, outcome = "failed", error = %e, "upstream failed");
                     last = e;
                 }

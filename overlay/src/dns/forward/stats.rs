@@ -2,9 +2,12 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::metrics::{Histogram, HistogramSnapshot, DURATION_BUCKETS};
 
 /// A snapshot of the forwarder's counters since it started.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ForwardStats {
     /// Questions answered from a fresh cache entry.
     pub cache_hits: u64,
@@ -22,7 +25,7 @@ pub struct ForwardStats {
 }
 
 /// Counters of one upstream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamStats {
     /// The upstream's address.
     pub addr: SocketAddr,
@@ -34,6 +37,8 @@ pub struct UpstreamStats {
     pub timeouts: u64,
     /// Tries that fell back to TCP because the UDP answer was truncated.
     pub tcp_retries: u64,
+    /// Time of each try, whatever its outcome.
+    pub latency: HistogramSnapshot,
 }
 
 /// How one upstream try ended.
@@ -49,12 +54,24 @@ pub enum TryOutcome {
     TimedOut,
 }
 
-#[derive(Default)]
 struct UpstreamCounters {
     queries: AtomicU64,
     failures: AtomicU64,
     timeouts: AtomicU64,
     tcp_retries: AtomicU64,
+    latency: Histogram,
+}
+
+impl Default for UpstreamCounters {
+    fn default() -> Self {
+        UpstreamCounters {
+            queries: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            tcp_retries: AtomicU64::new(0),
+            latency: Histogram::new(DURATION_BUCKETS),
+        }
+    }
 }
 
 /// Counters that are not kept per cache shard.
@@ -87,12 +104,13 @@ impl Counters {
         self.coalesced.fetch_add(1, Relaxed);
     }
 
-    /// Counts one try of upstream `i`.
-    pub fn upstream_try(&self, i: usize, outcome: TryOutcome) {
+    /// Counts one try of upstream `i` that took `took`.
+    pub fn upstream_try(&self, i: usize, outcome: TryOutcome, took: Duration) {
         let Some((_, c)) = self.upstreams.get(i) else {
             return;
         };
         c.queries.fetch_add(1, Relaxed);
+        c.latency.observe(took);
         let extra = match outcome {
             TryOutcome::Answered => return,
             TryOutcome::AnsweredOverTcp => &c.tcp_retries,
@@ -124,6 +142,7 @@ impl Counters {
                     failures: c.failures.load(Relaxed),
                     timeouts: c.timeouts.load(Relaxed),
                     tcp_retries: c.tcp_retries.load(Relaxed),
+                    latency: c.latency.snapshot(),
                 })
                 .collect(),
         }
