@@ -13,8 +13,9 @@ use actix::prelude::*;
 use shibafu_overlay::firewall::{FirewallSpec, Part};
 use shibafu_overlay::model::{NetworkProblem, Object, SCHEMA_VERSION};
 use shibafu_overlay::state::ClusterState;
+use shibafu_overlay::telemetry::{follow, Trace};
 use tokio::sync::Mutex;
-use tracing::{info, warn};
+use tracing::{info, info_span, warn, Instrument, Span};
 
 use super::{DataplaneError, Reconciler};
 use crate::firewall_actor::Contribute;
@@ -96,12 +97,34 @@ struct Owner {
 pub struct DataplaneActor {
     owner: Arc<Mutex<Owner>>,
     /// Latest state not yet handed to the reconciler; `Some` also means a reconcile is queued.
-    inbox: Arc<StdMutex<Option<Arc<ClusterState>>>>,
+    inbox: Arc<StdMutex<Option<Pending>>>,
     seen_state: bool,
 }
 
-fn take(inbox: &StdMutex<Option<Arc<ClusterState>>>) -> Option<Arc<ClusterState>> {
+/// A state waiting for the reconciler, with the traces of every change folded into it.
+struct Pending {
+    state: Arc<ClusterState>,
+    traces: Vec<Trace>,
+}
+
+fn take(inbox: &StdMutex<Option<Pending>>) -> Option<Pending> {
     inbox.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+/// The span of a reconcile caused by traced changes (none for the others): a child of the one
+/// write behind it, or linked to each of several.
+fn reconcile_span(node: &str, pending: &Pending) -> Span {
+    if pending.traces.is_empty() {
+        return Span::none();
+    }
+    let span = info_span!(
+        "dataplane.reconcile",
+        node = %node,
+        revision = pending.state.revision(),
+        changes = pending.traces.len(),
+    );
+    follow(&span, &pending.traces);
+    span
 }
 
 impl DataplaneActor {
@@ -141,8 +164,8 @@ impl Actor for DataplaneActor {
             let (owner, inbox) = (act.owner.clone(), act.inbox.clone());
             actix_rt::spawn(async move {
                 let mut o = owner.lock().await;
-                if let Some(state) = take(&inbox) {
-                    o.rec.set_state(state);
+                if let Some(p) = take(&inbox) {
+                    o.rec.set_state(p.state);
                 }
                 if let Err(e) = o.rec.resync().await {
                     warn!(error = %e, "periodic resync failed");
@@ -160,29 +183,41 @@ impl Handler<ClusterChanged> for DataplaneActor {
     fn handle(&mut self, msg: ClusterChanged, _ctx: &mut Context<Self>) {
         let first = !self.seen_state;
         self.seen_state = true;
-        let queued = self
-            .inbox
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(msg.state)
-            .is_some();
+        let traces = msg.traces();
+        let queued = {
+            let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
+            let queued = inbox.is_some();
+            let mut pending = inbox.take().unwrap_or(Pending {
+                state: msg.state.clone(),
+                traces: Vec::new(),
+            });
+            pending.state = msg.state;
+            pending.traces.extend(traces);
+            *inbox = Some(pending);
+            queued
+        };
         if queued && !first {
             return;
         }
         let (owner, inbox) = (self.owner.clone(), self.inbox.clone());
         actix_rt::spawn(async move {
             let mut o = owner.lock().await;
-            let state = take(&inbox);
-            if state.is_none() && !first {
+            let pending = take(&inbox);
+            if pending.is_none() && !first {
                 return;
             }
-            if let Some(state) = state {
-                o.rec.set_state(state);
-            }
+            let span = match pending {
+                Some(p) => {
+                    let span = reconcile_span(&o.reports.node, &p);
+                    o.rec.set_state(p.state);
+                    span
+                }
+                None => Span::none(),
+            };
             let done = if first {
-                o.rec.resync().await
+                o.rec.resync().instrument(span).await
             } else {
-                o.rec.reconcile_change().await
+                o.rec.reconcile_change().instrument(span).await
             };
             match done {
                 Ok(()) if first => info!("dataplane adopted"),
@@ -207,8 +242,8 @@ impl Handler<ApplyLocal> for DataplaneActor {
         let (owner, inbox) = (self.owner.clone(), self.inbox.clone());
         Box::pin(async move {
             let mut o = owner.lock().await;
-            if let Some(state) = take(&inbox) {
-                o.rec.set_state(state);
+            if let Some(p) = take(&inbox) {
+                o.rec.set_state(p.state);
             }
             o.rec.set_local(msg.local);
             let done = o.rec.apply_local(&msg.netns, msg.attach).await;

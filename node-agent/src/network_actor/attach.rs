@@ -17,6 +17,7 @@ use shibafu_overlay::model::{self, port_name_in, Endpoint, HealthSpec, Network, 
 use shibafu_overlay::plan::next_ifname;
 use shibafu_overlay::state::ClusterState;
 use shibafu_overlay::store::{Compare, Store, TxnOp};
+use shibafu_overlay::telemetry::Trace;
 use tracing::{debug, info, warn};
 
 use super::AttachError;
@@ -49,6 +50,8 @@ pub struct AttachRequest {
     pub weight: Option<u32>,
     /// Health check of this instance, in place of its service's (or changes to it).
     pub health: HealthSpec,
+    /// The request's trace: the attach continues it, and the endpoints record it.
+    pub trace: Trace,
 }
 
 /// The owners an attach or detach goes through.
@@ -260,6 +263,7 @@ async fn new_endpoint(
         port: req.port,
         weight: req.weight.unwrap_or(1),
         health,
+        trace: Trace::current(),
         ..Endpoint::new(&net.name, &req.name, &links.node, ipv4)
     })
 }

@@ -197,6 +197,25 @@ pub fn follow<'a>(span: &tracing::Span, traces: impl IntoIterator<Item = &'a Tra
     }
 }
 
+/// The span of one API request a daemon serves: named `server` (`agent.request`,
+/// `coordinator.request`), with the method and path, a child of the caller's `traceparent`.
+pub fn request_span(
+    server: &'static str,
+    method: &str,
+    path: &str,
+    traceparent: Option<&str>,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "request",
+        otel.name = server,
+        otel.kind = "server",
+        http.request.method = method,
+        url.path = path,
+    );
+    Trace::from_header(traceparent).adopt(&span);
+    span
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,7 +31,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 pub use config::{from_env as otlp_from_env, ConfigError, HttpTarget, OtlpConfig, Protocol};
-pub use context::{follow, Trace, TraceParent, TRACEPARENT};
+pub use context::{follow, request_span, Trace, TraceParent, TRACEPARENT};
 pub use export::OtlpHttpExporter;
 
 /// Environment variable read first for the log filter (`RUST_LOG` syntax).
@@ -48,6 +48,18 @@ pub enum LogFormat {
     Text,
     /// One JSON object a line (timestamp, level, target, fields, spans).
     Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("{other:?}: use text or json")),
+        }
+    }
 }
 
 /// How a binary wants its telemetry.
