@@ -94,11 +94,15 @@ impl PublishQueue {
         PublishQueue { tx }
     }
 
-    /// Queues a put of `value` at its key, in an `etcd.put` span continuing the value's trace
-    /// (the stored value then names that span, so watchers continue from the write).
+    /// Queues a put of `value` at its key. A value carrying a trace is written in an `etcd.put`
+    /// span continuing it, and stored naming that span, so watchers continue from the write.
     pub fn put<T: Object>(&self, value: &T) {
         let key = value.key();
-        let span = info_span!("etcd.put", key = %key);
+        let span = if value.trace().is_none() {
+            Span::none()
+        } else {
+            info_span!("etcd.put", key = %key)
+        };
         value.trace().adopt(&span);
         match span.in_scope(|| model::encode(value)) {
             Ok(bytes) => {

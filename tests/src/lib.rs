@@ -116,7 +116,9 @@ pub fn is_root() -> bool {
 pub mod firewall;
 mod lab;
 mod netns;
+pub mod otlp;
 pub mod probe;
 
 pub use lab::Lab;
 pub use netns::{namespace_names, NetnsGuard};
+pub use otlp::{OtlpReceiver, ReceivedSpan};

@@ -191,6 +191,7 @@ impl Telemetry {
                 .with_tracer(p.tracer(self.service))
                 .with_threads(false)
                 .with_location(false)
+                .with_tracked_inactivity(false)
                 .with_filter(spans)
         });
         let installed = tracing_subscriber::registry()
