@@ -120,7 +120,7 @@ pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Option<OtlpConfi
         "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
     ]
     .into_iter()
-    .filter_map(|var| set(var))
+    .filter_map(&set)
     .flat_map(|v| parse_headers(&v))
     .collect();
     let timeout = [

@@ -42,10 +42,11 @@ fn resource() -> ResourceAttributesWithSchema {
     ResourceAttributesWithSchema::from(&r)
 }
 
-/// One request read by a listener on loopback: (request line, headers, body).
-fn serve_once(
-    status: &'static str,
-) -> (HttpTarget, mpsc::Receiver<(String, Vec<String>, Vec<u8>)>) {
+/// A request as the listener read it: request line, headers, body.
+type Got = (String, Vec<String>, Vec<u8>);
+
+/// One request read by a listener on loopback, answered with `status`.
+fn serve_once(status: &'static str) -> (HttpTarget, mpsc::Receiver<Got>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let (tx, rx) = mpsc::channel();
