@@ -3,10 +3,13 @@
 //! node3, exported over OTLP/HTTP to a receiver on the lab's control host; and `shibafu network
 //! create` through the coordinator to every agent's reconcile.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-use shibafu_tests::{describe, exec_out, is_root, wait_until, Lab, OtlpReceiver, ReceivedSpan};
+use shibafu_tests::{
+    bin, describe, exec_out, is_root, text, wait_until, Lab, OtlpReceiver, ReceivedSpan,
+};
 
 const POLL: Duration = Duration::from_millis(200);
 
@@ -72,6 +75,42 @@ fn network_create_reaches_every_agent(spans: &[ReceivedSpan]) {
     }
 }
 
+/// `shibafu ps` against a missing agent, with `env` added; its output and how long it took.
+fn cli_ps(env: &[(&str, &str)]) -> (std::process::Output, Duration) {
+    let mut cmd = Command::new(bin("shibafu"));
+    cmd.args(["--agent", "/nonexistent/agent.sock", "ps"])
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .envs(env.iter().copied());
+    let t0 = Instant::now();
+    let out = exec_out(&mut cmd);
+    (out, t0.elapsed())
+}
+
+#[test]
+fn an_unreachable_collector_neither_breaks_nor_holds_up_a_command() {
+    let (plain, _) = cli_ps(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "")]);
+    // A loopback listener that never accepts: connections complete, no answer ever comes.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_url = format!("http://{}", silent.local_addr().expect("addr"));
+    let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_url = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    for url in [&silent_url, &closed_url] {
+        let (out, took) = cli_ps(&[("OTEL_EXPORTER_OTLP_ENDPOINT", url)]);
+        assert_eq!(out.status.code(), plain.status.code(), "{url}");
+        assert_eq!(out.stdout, plain.stdout, "{url}");
+        assert!(
+            text(&out.stderr).contains("cannot reach agent"),
+            "{url}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            took < Duration::from_secs(4),
+            "{url}: the CLI took {took:?}"
+        );
+    }
+}
+
 #[test]
 fn a_detached_run_is_one_trace_from_the_cli_to_the_reconcile_on_every_other_node() {
     if !is_root() {
@@ -128,13 +167,35 @@ fn a_detached_run_is_one_trace_from_the_cli_to_the_reconcile_on_every_other_node
     let out = exec_out(&mut run);
     assert!(out.status.success(), "{}", describe(&run, &out));
 
+    // Every span the assertions below look for, by (name, host); "" is the CLI's.
+    let expected = [
+        ("shibafu network create", ""),
+        ("shibafu run", ""),
+        ("agent.request", "node1"),
+        ("container.run", "node1"),
+        ("network.attach", "node1"),
+        ("ipam.allocate", "node1"),
+        ("etcd.put", "node1"),
+        ("dataplane.reconcile", "node2"),
+        ("dns.update", "node2"),
+        ("dataplane.reconcile", "node3"),
+        ("dns.update", "node3"),
+    ];
     let complete = |spans: &[ReceivedSpan]| {
-        ["node2", "node3"].iter().all(|n| {
-            ["dataplane.reconcile", "dns.update"]
-                .iter()
-                .all(|name| spans.iter().any(|s| s.name == *name && s.host() == *n))
-        }) && spans.iter().any(|s| s.name == "shibafu run")
-            && spans.iter().any(|s| s.name == "shibafu network create")
+        let create = spans.iter().find(|s| s.name == "shibafu network create");
+        let create_reconciled = |node: &str| {
+            create.is_some_and(|c| {
+                spans.iter().any(|s| {
+                    s.trace_id == c.trace_id && s.name == "dataplane.reconcile" && s.host() == node
+                })
+            })
+        };
+        expected
+            .iter()
+            .all(|(name, host)| spans.iter().any(|s| s.name == *name && s.host() == *host))
+            && ["node1", "node2", "node3"]
+                .into_iter()
+                .all(create_reconciled)
     };
     assert!(
         wait_until(Duration::from_secs(20), POLL, || complete(
