@@ -15,6 +15,8 @@
 mod config;
 mod context;
 mod export;
+#[cfg(test)]
+mod traced_tests;
 
 use std::io::IsTerminal;
 use std::time::Duration;
