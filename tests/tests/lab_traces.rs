@@ -175,6 +175,7 @@ fn a_detached_run_is_one_trace_from_the_cli_to_the_reconcile_on_every_other_node
         ("container.run", "node1"),
         ("network.attach", "node1"),
         ("ipam.allocate", "node1"),
+        ("dataplane.apply", "node1"),
         ("etcd.put", "node1"),
         ("dataplane.reconcile", "node2"),
         ("dns.update", "node2"),
@@ -242,6 +243,8 @@ fn a_detached_run_is_one_trace_from_the_cli_to_the_reconcile_on_every_other_node
     assert_eq!(attach.attr("node"), "node1");
     let ipam = child_of(&attach, "ipam.allocate", "node1");
     assert_eq!(ipam.attr("network"), "frontend");
+    let apply = child_of(&attach, "dataplane.apply", "node1");
+    assert_eq!(apply.attr("attach"), "true");
     let put = child_of(&attach, "etcd.put", "node1");
     assert_eq!(put.attr("key"), "/shibafu/v1/endpoints/frontend/web1");
 

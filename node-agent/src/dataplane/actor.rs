@@ -36,6 +36,8 @@ pub struct ApplyLocal {
     pub netns: PathBuf,
     /// An attach (may take the workload-only fast path).
     pub attach: bool,
+    /// The attach's or detach's trace: the kernel work continues it.
+    pub trace: Trace,
 }
 
 /// What the actor tells others after each pass.
@@ -240,7 +242,13 @@ impl Handler<ApplyLocal> for DataplaneActor {
             return Box::pin(async { Err(DataplaneError::NotReady) });
         }
         let (owner, inbox) = (self.owner.clone(), self.inbox.clone());
-        Box::pin(async move {
+        let span = if msg.trace.is_none() {
+            Span::none()
+        } else {
+            info_span!("dataplane.apply", netns = %msg.netns.display(), attach = msg.attach)
+        };
+        msg.trace.adopt(&span);
+        let apply = async move {
             let mut o = owner.lock().await;
             if let Some(p) = take(&inbox) {
                 o.rec.set_state(p.state);
@@ -250,6 +258,7 @@ impl Handler<ApplyLocal> for DataplaneActor {
             let Owner { rec, reports } = &mut *o;
             reports.after_pass(rec);
             done
-        })
+        };
+        Box::pin(apply.instrument(span))
     }
 }

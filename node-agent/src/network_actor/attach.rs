@@ -169,6 +169,7 @@ pub async fn attach(
             local: staged.effective.clone(),
             netns: entry.netns.clone(),
             attach: true,
+            trace: Trace::current(),
         })
         .await
         .map_err(AttachError::from)
@@ -289,6 +290,7 @@ async fn rollback(links: &Links, entry: &Entry, nets: &[Network], eps: &[Endpoin
                     local: staged.effective.clone(),
                     netns: entry.netns.clone(),
                     attach: false,
+                    trace: Trace::current(),
                 })
                 .await;
             if !matches!(undo, Ok(Ok(()))) {
@@ -324,6 +326,7 @@ pub async fn detach(
             local: r.effective.clone(),
             netns: r.removed.before.netns.clone(),
             attach: false,
+            trace: Trace::current(),
         })
         .await
         .map_err(AttachError::from)
