@@ -1,7 +1,7 @@
 //! Lab tier: one trace follows `shibafu run -d` from the CLI on node1 through its agent (API,
 //! run, attach, IPAM, the etcd write) to the reconcile and DNS update it causes on node2 and
 //! node3, exported over OTLP/HTTP to a receiver on the lab's control host; and `shibafu network
-//! create` through the coordinator to every agent's reconcile.
+//! create` and `service create` through the coordinator to every agent.
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::process::Command;
@@ -45,19 +45,25 @@ fn one<'a>(
     }
 }
 
-/// `shibafu network create` -> coordinator -> the reconcile of every agent, in one trace.
-fn network_create_reaches_every_agent(spans: &[ReceivedSpan]) {
-    let cli = one(spans, "CLI span", |s| s.name == "shibafu network create");
+/// The CLI command `cli` went through the coordinator (`path`) to an `agent_span` on every node,
+/// each a child of a coordinator span, all in the CLI's trace.
+fn coordinator_change_reaches_every_agent(
+    spans: &[ReceivedSpan],
+    cli: &str,
+    path: &str,
+    agent_span: &str,
+) {
+    let root = one(spans, cli, |s| s.name == cli);
     let ours: Vec<&ReceivedSpan> = spans
         .iter()
-        .filter(|s| s.trace_id == cli.trace_id)
+        .filter(|s| s.trace_id == root.trace_id)
         .collect();
     let api = ours
         .iter()
-        .find(|s| s.name == "coordinator.request" && s.parent_id == cli.span_id)
-        .unwrap_or_else(|| panic!("no coordinator request under the CLI: {ours:#?}"));
+        .find(|s| s.name == "coordinator.request" && s.parent_id == root.span_id)
+        .unwrap_or_else(|| panic!("no coordinator request under {cli}: {ours:#?}"));
     assert_eq!(api.service(), "shibafu-coordinator");
-    assert_eq!(api.attr("url.path"), "/v1/networks");
+    assert_eq!(api.attr("url.path"), path);
     let coordinator: Vec<&str> = ours
         .iter()
         .filter(|s| s.service() == "shibafu-coordinator")
@@ -66,13 +72,25 @@ fn network_create_reaches_every_agent(spans: &[ReceivedSpan]) {
     for node in ["node1", "node2", "node3"] {
         let rec = ours
             .iter()
-            .find(|s| s.name == "dataplane.reconcile" && s.host() == node)
-            .unwrap_or_else(|| panic!("no reconcile on {node} in the trace: {ours:#?}"));
+            .find(|s| s.name == agent_span && s.host() == node)
+            .unwrap_or_else(|| panic!("no {agent_span} on {node} in the trace: {ours:#?}"));
         assert!(
             coordinator.contains(&rec.parent_id.as_str()),
-            "{node}'s reconcile is not under a coordinator span: {rec:?}"
+            "{node}'s {agent_span} is not under a coordinator span: {rec:?}"
         );
     }
+}
+
+/// True once every node has an `agent_span` in the trace of the CLI span `cli`.
+fn arrived_everywhere(spans: &[ReceivedSpan], cli: &str, agent_span: &str) -> bool {
+    let Some(root) = spans.iter().find(|s| s.name == cli) else {
+        return false;
+    };
+    ["node1", "node2", "node3"].iter().all(|node| {
+        spans
+            .iter()
+            .any(|s| s.trace_id == root.trace_id && s.name == agent_span && s.host() == *node)
+    })
 }
 
 /// `shibafu ps` against a missing agent, with `env` added; its output and how long it took.
@@ -183,20 +201,10 @@ fn a_detached_run_is_one_trace_from_the_cli_to_the_reconcile_on_every_other_node
         ("dns.update", "node3"),
     ];
     let complete = |spans: &[ReceivedSpan]| {
-        let create = spans.iter().find(|s| s.name == "shibafu network create");
-        let create_reconciled = |node: &str| {
-            create.is_some_and(|c| {
-                spans.iter().any(|s| {
-                    s.trace_id == c.trace_id && s.name == "dataplane.reconcile" && s.host() == node
-                })
-            })
-        };
         expected
             .iter()
             .all(|(name, host)| spans.iter().any(|s| s.name == *name && s.host() == *host))
-            && ["node1", "node2", "node3"]
-                .into_iter()
-                .all(create_reconciled)
+            && arrived_everywhere(spans, "shibafu network create", "dataplane.reconcile")
     };
     assert!(
         wait_until(Duration::from_secs(20), POLL, || complete(
@@ -258,7 +266,43 @@ fn a_detached_run_is_one_trace_from_the_cli_to_the_reconcile_on_every_other_node
         let dns = child_of(&put, "dns.update", node);
         assert_eq!(dns.attr("network"), "frontend");
     }
-    network_create_reaches_every_agent(&spans);
+    coordinator_change_reaches_every_agent(
+        &spans,
+        "shibafu network create",
+        "/v1/networks",
+        "dataplane.reconcile",
+    );
+
+    // A service change likewise reaches every agent's DNS.
+    let mut service = lab.exec_cmd(
+        "node2",
+        &[
+            "shibafu",
+            "service",
+            "create",
+            "api",
+            "--network",
+            "frontend",
+        ],
+    );
+    service.envs(base);
+    let out = exec_out(&mut service);
+    assert!(out.status.success(), "{}", describe(&service, &out));
+    assert!(
+        wait_until(Duration::from_secs(20), POLL, || arrived_everywhere(
+            &receiver.spans(),
+            "shibafu service create",
+            "dns.update"
+        )),
+        "service spans never arrived: {:#?}",
+        receiver.spans()
+    );
+    coordinator_change_reaches_every_agent(
+        &receiver.spans(),
+        "shibafu service create",
+        "/v1/services",
+        "dns.update",
+    );
     let mut json_spans = spans.iter().filter(|s| s.host() == "node2");
     assert!(json_spans.clone().count() > 0);
     assert!(json_spans.all(|s| s.content_type == "application/json"));
