@@ -254,7 +254,9 @@ impl Handler<ClusterChanged> for DnsActor {
             )
         };
         self.state = Some(msg.state.clone());
-        self.traces.extend(msg.traces());
+        if !matches!(touched, Pending::Nothing) {
+            self.traces.extend(msg.traces());
+        }
         self.touch(touched, ctx);
         self.reconcile_servers(&msg.state);
     }
