@@ -34,17 +34,26 @@ mod yaml;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
+use tracing::{info_span, Instrument};
 
 use crate::args::{Cli, Command};
 use crate::context::Context;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    shibafu_overlay::telemetry::Telemetry::new("shibafu")
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // Dropped last: exports the command's spans (bounded wait) once it is done.
+    let _telemetry = shibafu_overlay::telemetry::Telemetry::new("shibafu")
         .quiet_by_default()
         .init();
-    match run(cli) {
+    let span = info_span!("command", otel.name = %command_name(&matches), otel.kind = "client");
+    let outcome = span.in_scope(|| run(cli));
+    drop(span);
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // Nothing more can be reported if stderr itself is gone.
@@ -52,6 +61,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The span name of a command: `shibafu` and its subcommands (`shibafu network create`).
+fn command_name(matches: &ArgMatches) -> String {
+    let mut name = String::from("shibafu");
+    let mut m = matches;
+    while let Some((sub, next)) = m.subcommand() {
+        name.push(' ');
+        name.push_str(sub);
+        m = next;
+    }
+    name
 }
 
 /// Runs one command; returns the process exit status.
@@ -62,23 +83,26 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     let ctx = Context::new(cli.coordinator, cli.agent).with_node_agents(cli.node_agents);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let code = runtime.block_on(async {
-        let done = match cli.command {
-            Command::Network { cmd } => network::run(cmd, &ctx, &mut out).await,
-            Command::Node { cmd } => node::run(cmd, &ctx, &mut out).await,
-            Command::Service { cmd } => service::run(cmd, &ctx, &mut out).await,
-            Command::Apply(args) => apply::apply(args, &ctx, &mut out).await,
-            Command::Export => apply::export(&ctx, &mut out).await,
-            Command::Status => status::run(&ctx, &mut out).await,
-            Command::Run(args) => return run::run(args, &ctx, &mut out).await,
-            Command::Exec(args) => return exec::run(args, &ctx).await,
-            Command::Ps(args) => ps::run(args, &ctx, &mut out).await,
-            Command::Logs(args) => logs::run(args, &ctx, &mut out).await,
-            Command::Stop(args) => lifecycle::stop(args, &ctx, &mut out).await,
-            Command::Rm(args) => lifecycle::rm(args, &ctx, &mut out).await,
-        };
-        done.map(|()| 0)
-    })?;
+    let code = runtime.block_on(
+        async {
+            let done = match cli.command {
+                Command::Network { cmd } => network::run(cmd, &ctx, &mut out).await,
+                Command::Node { cmd } => node::run(cmd, &ctx, &mut out).await,
+                Command::Service { cmd } => service::run(cmd, &ctx, &mut out).await,
+                Command::Apply(args) => apply::apply(args, &ctx, &mut out).await,
+                Command::Export => apply::export(&ctx, &mut out).await,
+                Command::Status => status::run(&ctx, &mut out).await,
+                Command::Run(args) => return run::run(args, &ctx, &mut out).await,
+                Command::Exec(args) => return exec::run(args, &ctx).await,
+                Command::Ps(args) => ps::run(args, &ctx, &mut out).await,
+                Command::Logs(args) => logs::run(args, &ctx, &mut out).await,
+                Command::Stop(args) => lifecycle::stop(args, &ctx, &mut out).await,
+                Command::Rm(args) => lifecycle::rm(args, &ctx, &mut out).await,
+            };
+            done.map(|()| 0)
+        }
+        .instrument(tracing::Span::current()),
+    )?;
     out.flush()?;
     Ok(code)
 }

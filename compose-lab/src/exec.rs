@@ -32,7 +32,8 @@ pub fn target_netns(layout: &Layout, st: &LabState, target: &str) -> anyhow::Res
 
 /// A command that runs `program args` inside `target`, with the lab's environment:
 /// `SHIBAFU_COORDINATOR` (every coordinator URL, in order), `SHIBAFU_AGENT` (on nodes),
-/// `SHIBAFU_NODE_AGENTS` (every node's agent), `SHIBAFU_LAB`, etcdctl's endpoint, and the shibafu binaries first on PATH.
+/// `SHIBAFU_NODE_AGENTS` (every node's agent), `SHIBAFU_LAB`, etcdctl's endpoint, the lab's own
+/// `OTEL_*` variables, and the shibafu binaries first on PATH.
 pub fn command(
     layout: &Layout,
     bins: &Bins,
@@ -69,6 +70,7 @@ pub fn command(
     if let Some((k, v)) = layout.mark().split_once('=') {
         cmd.env(k, v);
     }
+    cmd.envs(crate::procs::otel_env(std::env::vars()));
     // The descriptor is duplicated into the closure's owner; the File is moved in so it stays
     // open until the command is spawned (and closed on exec).
     let fd = ns.as_raw_fd();

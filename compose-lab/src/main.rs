@@ -97,7 +97,8 @@ fn state_root() -> PathBuf {
 }
 
 fn main() {
-    shibafu_overlay::telemetry::Telemetry::new("shibafu-lab")
+    // The lab records no spans of its own; it passes OTEL_* on to what it starts.
+    let _telemetry = shibafu_overlay::telemetry::Telemetry::new("shibafu-lab")
         .without_targets()
         .init();
     let cli = Cli::parse();

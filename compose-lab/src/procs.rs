@@ -17,6 +17,13 @@ use crate::state::ProcSpec;
 /// How long a stopped process gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// The OpenTelemetry variables (`OTEL_*`) among `vars`: what the lab passes from its own
+/// environment to every process it starts and to `exec`, so a whole lab reports to one
+/// collector.
+pub fn otel_env(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    vars.filter(|(k, _)| k.starts_with("OTEL_")).collect()
+}
+
 /// Starts `spec` detached (own session, stdin from /dev/null, output appended to its log) inside
 /// its namespace, with `mark` (`KEY=VALUE`) in its environment.
 pub fn spawn(spec: &ProcSpec, mark: &str) -> anyhow::Result<Child> {
@@ -39,6 +46,7 @@ pub fn spawn(spec: &ProcSpec, mark: &str) -> anyhow::Result<Child> {
     if let Some((k, v)) = mark.split_once('=') {
         cmd.env(k, v);
     }
+    cmd.envs(otel_env(std::env::vars()));
     let fd = ns.as_raw_fd();
     // SAFETY: only async-signal-safe syscalls (setns, setsid) between fork and exec; `ns` stays
     // open in the parent until spawn returns.
@@ -161,6 +169,28 @@ pub fn log_tail(path: &Path, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_opentelemetry_variables_are_passed_on() {
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://10.64.0.2:4318"),
+            ("PATH", "/bin"),
+            ("OTEL_SERVICE_NAME", "x"),
+            ("XOTEL_Y", "z"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let passed = otel_env(vars.into_iter());
+        assert_eq!(
+            passed,
+            [
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
+                    "http://10.64.0.2:4318".to_string()
+                ),
+                ("OTEL_SERVICE_NAME".to_string(), "x".to_string()),
+            ]
+        );
+    }
 
     #[test]
     fn marked_processes_are_found_checked_and_stopped() {

@@ -118,7 +118,9 @@ pub async fn create_network(store: &dyn Store, req: &CreateNetwork) -> Result<Ne
             },
             TxnOp::Put {
                 key: key.clone(),
-                value: encode(&network)?,
+                value: shibafu_overlay::model::encode(&network).map_err(|e| {
+                    ApiError::new(ErrorKind::Internal, format!("cannot encode value: {e}"))
+                })?,
                 lease: None,
             },
         ];

@@ -16,7 +16,8 @@ use shibafu_overlay::api::{
 };
 use shibafu_overlay::model::{Link, Network, NetworkProblem};
 use shibafu_overlay::store::Store;
-use tracing::{info, instrument, warn};
+use shibafu_overlay::telemetry::{request_span, TRACEPARENT};
+use tracing::{info, instrument, warn, Instrument};
 
 use crate::cluster;
 use crate::links::{self, Linked};
@@ -79,7 +80,20 @@ pub fn router(store: Arc<dyn Store>) -> Router {
         .route("/v1/health", get(health))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(traced))
         .with_state(AppState { store })
+}
+
+/// Runs a request in its `coordinator.request` span, continuing the caller's trace.
+async fn traced(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let parent = req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok());
+    let span = request_span(
+        "coordinator.request",
+        req.method().as_str(),
+        req.uri().path(),
+        parent,
+    );
+    next.run(req).instrument(span).await
 }
 
 #[instrument(name = "create_network", skip_all, fields(method = "POST", network))]

@@ -41,6 +41,14 @@ use tracing::{info, warn};
 #[derive(Debug, Parser)]
 #[command(name = "shibafu-coordinator", version, about)]
 struct Args {
+    /// Log lines as `text` or `json` (one object a line, for log collectors).
+    #[arg(
+        long,
+        env = "SHIBAFU_LOG_FORMAT",
+        default_value = "text",
+        value_name = "text|json"
+    )]
+    log_format: shibafu_overlay::telemetry::LogFormat,
     /// Address and port to serve the HTTP/JSON API on.
     #[arg(long, env = "SHIBAFU_LISTEN", default_value = "127.0.0.1:7480")]
     listen: SocketAddr,
@@ -83,7 +91,9 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    shibafu_overlay::telemetry::Telemetry::new("shibafu-coordinator").init();
+    let _telemetry = shibafu_overlay::telemetry::Telemetry::new("shibafu-coordinator")
+        .log_format(args.log_format)
+        .init();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

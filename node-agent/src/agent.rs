@@ -40,7 +40,7 @@ use shibafu_overlay::health::{system_clock, SystemProber};
 use shibafu_overlay::ipam::Ipam;
 use shibafu_overlay::netlink::NetlinkDataplane;
 use shibafu_overlay::policy::PolicyEnforcer;
-use shibafu_overlay::telemetry::Telemetry;
+use shibafu_overlay::telemetry::{LogFormat, Telemetry};
 
 /// Health records written to etcd at once (etcd commits concurrent writes together).
 const HEALTH_WRITES_AT_ONCE: usize = 16;
@@ -50,6 +50,14 @@ const COUNTER_WRITES_AT_ONCE: usize = 4;
 /// Flags of `shibafu-agent run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
+    /// Log lines as `text` or `json` (one object a line, for log collectors).
+    #[arg(
+        long,
+        env = "SHIBAFU_LOG_FORMAT",
+        default_value = "text",
+        value_name = "text|json"
+    )]
+    log_format: LogFormat,
     /// This node's name (a DNS label), unique in the cluster.
     #[arg(long)]
     node: String,
@@ -113,7 +121,10 @@ fn etcd_connector(endpoints: Vec<String>) -> Connector {
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    Telemetry::new("shibafu-agent").init();
+    let _telemetry = Telemetry::new("shibafu-agent")
+        .host_name(&args.node)
+        .log_format(args.log_format)
+        .init();
     shibafu_overlay::model::validate_name(&args.node)
         .with_context(|| format!("--node {:?}", args.node))?;
     std::fs::create_dir_all(&args.state_dir)

@@ -19,8 +19,9 @@ use shibafu_overlay::dns::projection::{Projection, View};
 use shibafu_overlay::dns::{bind_tcp, bind_udp, DnsServer, ServerConfig, Snapshot};
 use shibafu_overlay::model::{admit, Endpoint, Network};
 use shibafu_overlay::state::{ClusterState, StateChange};
+use shibafu_overlay::telemetry::{follow, Trace};
 use tokio::sync::oneshot;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn, Span};
 
 use shibafu_overlay::api::ApiError;
 use shibafu_overlay::dns::trace::DnsTrace;
@@ -77,6 +78,8 @@ pub struct DnsActor {
     state: Option<Arc<ClusterState>>,
     projection: Projection,
     pending: Pending,
+    /// Traces of the changes folded into the next rebuild.
+    traces: Vec<Trace>,
     /// A rebuild is scheduled.
     scheduled: bool,
     /// Where the running servers are listed for scrapes.
@@ -97,6 +100,7 @@ impl DnsActor {
             state: None,
             projection: Projection::new(),
             pending: Pending::All,
+            traces: Vec::new(),
             scheduled: false,
             metrics: Arc::default(),
         }
@@ -135,6 +139,21 @@ impl DnsActor {
             Pending::Some(set) => Some(set),
             Pending::All => None,
         };
+        let traces = std::mem::take(&mut self.traces);
+        let span = if traces.is_empty() {
+            Span::none()
+        } else {
+            let span = info_span!(
+                "dns.update",
+                node = %self.node,
+                revision = state.revision(),
+                network = %touched.iter().flatten().cloned().collect::<Vec<_>>().join(","),
+                changes = traces.len(),
+            );
+            follow(&span, &traces);
+            span
+        };
+        let _in_span = span.enter();
         let endpoints_of = endpoints_with_local(&state, &self.node, self.local.as_deref());
         self.projection
             .update(&state, touched.as_ref(), &endpoints_of);
@@ -264,6 +283,9 @@ impl Handler<ClusterChanged> for DnsActor {
             )
         };
         self.state = Some(msg.state.clone());
+        if !matches!(touched, Pending::Nothing) {
+            self.traces.extend(msg.traces());
+        }
         self.touch(touched, ctx);
         self.reconcile_servers(&msg.state);
     }

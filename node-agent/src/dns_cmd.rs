@@ -182,7 +182,7 @@ fn forwarder(args: &DnsArgs) -> anyhow::Result<Option<Forwarder>> {
 
 /// Serves DNS until SIGTERM or SIGINT.
 pub fn run(args: DnsArgs) -> anyhow::Result<()> {
-    Telemetry::new("shibafu-agent").init();
+    let _telemetry = Telemetry::new("shibafu-agent").init();
     if args.zones.is_empty() {
         bail!("give at least one --zone");
     }

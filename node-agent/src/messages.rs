@@ -10,6 +10,7 @@ use shibafu_overlay::model::Network;
 use shibafu_overlay::state::{ClusterState, StateChange};
 use shibafu_overlay::store::keys::Key;
 use shibafu_overlay::store::StoreError;
+use shibafu_overlay::telemetry::Trace;
 
 use crate::registry::LocalWorkloads;
 
@@ -26,6 +27,17 @@ pub struct ClusterChanged {
     pub changes: Vec<StateChange>,
     /// The cluster state after these changes.
     pub state: Arc<ClusterState>,
+}
+
+impl ClusterChanged {
+    /// The trace contexts of the writes behind these changes (those that carry one).
+    pub fn traces(&self) -> Vec<Trace> {
+        self.changes
+            .iter()
+            .map(StateChange::trace)
+            .filter(|t| !t.is_none())
+            .collect()
+    }
 }
 
 /// This node's committed workloads, from the local registry: sent to every subscriber after

@@ -19,7 +19,8 @@ use shibafu_overlay::model::{Action, PolicyCounters, SCHEMA_VERSION};
 use shibafu_overlay::policy::{compile, Compiled, PolicyCounterNames, PolicyEnforcer};
 use shibafu_overlay::state::{ClusterState, StateChange};
 use shibafu_overlay::store::keys::Key;
-use tracing::{debug, info, warn};
+use shibafu_overlay::telemetry::follow;
+use tracing::{debug, info, info_span, warn, Instrument, Span};
 
 use crate::health::RecordQueue;
 use crate::messages::ClusterChanged;
@@ -119,7 +120,8 @@ impl PolicyActor {
             let start = Instant::now();
             let res = enforcer.enforce(&table).await;
             (enforcer, res, start.elapsed(), table)
-        };
+        }
+        .instrument(Span::current());
         ctx.spawn(
             load.into_actor(self)
                 .map(|(enforcer, res, took, table), act, ctx| {
@@ -290,7 +292,20 @@ impl Handler<ClusterChanged> for PolicyActor {
 
     fn handle(&mut self, msg: ClusterChanged, ctx: &mut Context<Self>) {
         if self.desired.is_none() || msg.changes.iter().any(moves_policies) {
-            self.recompile(&msg.state, ctx);
+            let traces = msg.traces();
+            let span = if traces.is_empty() {
+                Span::none()
+            } else {
+                let span = info_span!(
+                    "policy.update",
+                    node = %self.node,
+                    revision = msg.state.revision(),
+                    changes = traces.len(),
+                );
+                follow(&span, &traces);
+                span
+            };
+            span.in_scope(|| self.recompile(&msg.state, ctx));
         }
     }
 }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use actix::Recipient;
 use async_trait::async_trait;
-use shibafu_overlay::model::Object;
+use shibafu_overlay::model::{self, Object};
 use shibafu_overlay::store::keys::Key;
 use shibafu_overlay::store::StoreError;
 use tokio::sync::mpsc;
 #[cfg(test)]
 use tokio::sync::oneshot;
-use tracing::warn;
+use tracing::{info_span, warn, Instrument, Span};
 
 use crate::messages::{DeleteOwned, PutOwned};
 
@@ -55,7 +55,7 @@ impl Publisher for StorePublisher {
 }
 
 enum Job {
-    Put(Key, Vec<u8>),
+    Put(Key, Vec<u8>, Span),
     Delete(Key),
     #[cfg(test)]
     Flush(oneshot::Sender<()>),
@@ -75,7 +75,10 @@ impl PublishQueue {
         tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
                 let (key, done) = match job {
-                    Job::Put(key, value) => (key.clone(), publisher.put(key, value).await),
+                    Job::Put(key, value, span) => (
+                        key.clone(),
+                        publisher.put(key, value).instrument(span).await,
+                    ),
                     Job::Delete(key) => (key.clone(), publisher.delete(key).await),
                     #[cfg(test)]
                     Job::Flush(ack) => {
@@ -91,11 +94,19 @@ impl PublishQueue {
         PublishQueue { tx }
     }
 
-    /// Queues a put of `value` at its key.
+    /// Queues a put of `value` at its key. A value carrying a trace is written in an `etcd.put`
+    /// span continuing it, and stored naming that span, so watchers continue from the write.
     pub fn put<T: Object>(&self, value: &T) {
-        match serde_json::to_vec(value) {
+        let key = value.key();
+        let span = if value.trace().is_none() {
+            Span::none()
+        } else {
+            info_span!("etcd.put", key = %key)
+        };
+        value.trace().adopt(&span);
+        match span.in_scope(|| model::encode(value)) {
             Ok(bytes) => {
-                let _ = self.tx.send(Job::Put(value.key(), bytes));
+                let _ = self.tx.send(Job::Put(key, bytes, span));
             }
             Err(e) => warn!(key = %value.key(), error = %e, "cannot encode an owned key"),
         }

@@ -24,6 +24,7 @@ use crate::model::{
 };
 use crate::store::keys::Key;
 use crate::store::{ClusterChange, KeyValue, WatchEvent};
+use crate::telemetry::Trace;
 
 /// What happened to one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,6 +314,18 @@ fn upsert<K: Ord + Clone, V: PartialEq + Clone>(
 }
 
 impl StateChange {
+    /// The trace context of the write that made this change (none for removals and for kinds
+    /// that carry none).
+    pub fn trace(&self) -> Trace {
+        match self {
+            StateChange::Network(c) => c.after().map_or(Trace::NONE, Object::trace),
+            StateChange::Endpoint(c) => c.after().map_or(Trace::NONE, Object::trace),
+            StateChange::Service(c) => c.after().map_or(Trace::NONE, Object::trace),
+            StateChange::Policy(c) => c.after().map_or(Trace::NONE, Object::trace),
+            _ => Trace::NONE,
+        }
+    }
+
     /// The networks whose objects this change concerns (a network itself, an endpoint's or a
     /// block's network, both ends of a link); empty for nodes.
     pub fn networks(&self) -> Vec<&str> {

@@ -116,8 +116,10 @@ pub fn is_root() -> bool {
 pub mod firewall;
 mod lab;
 mod netns;
+pub mod otlp;
 pub mod probe;
 pub mod prometheus;
 
 pub use lab::Lab;
 pub use netns::{namespace_names, NetnsGuard};
+pub use otlp::{OtlpReceiver, ReceivedSpan};

@@ -8,6 +8,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use shibafu_overlay::api::{ApiError, Attach, ContainerInfo, LogChunk, RunContainer};
+use shibafu_overlay::telemetry::Trace;
 
 use super::{ApiFailure, SharedState};
 use crate::network_actor::AttachRequest;
@@ -32,7 +33,7 @@ fn answer<T>(r: Result<T, ApiError>) -> Answer<T> {
 }
 
 async fn run(State(s): State<SharedState>, Json(req): Json<RunContainer>) -> Answer<ContainerInfo> {
-    answer(s.runtime.run.send(Run(req)).await?)
+    answer(s.runtime.run.send(Run(req, Trace::current())).await?)
 }
 
 async fn list(State(s): State<SharedState>) -> Answer<Vec<ContainerInfo>> {
@@ -128,6 +129,7 @@ async fn attach(State(s): State<SharedState>, Json(req): Json<Attach>) -> Answer
         networks: vec![req.network],
         ip: req.ip,
         aliases: req.aliases,
+        trace: Trace::current(),
         ..AttachRequest::default()
     };
     let res = s.network.attach.send(AttachWorkload(r)).await?;

@@ -21,7 +21,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use shibafu_overlay::api::{ApiError, ErrorKind};
+use shibafu_overlay::telemetry::{request_span, TRACEPARENT};
 use tokio::net::UnixListener;
+use tracing::Instrument;
 
 use crate::messages::{GetNetworks, GetStatus, TraceDns};
 use crate::runtime::{NetworkRecipients, RuntimeRecipients};
@@ -51,7 +53,20 @@ pub fn router(state: ApiState) -> Router {
         .merge(containers::routes())
         .merge(diag::routes())
         .fallback(|| async { ApiFailure(ApiError::not_found("no such API endpoint")) })
+        .layer(axum::middleware::from_fn(traced))
         .with_state(Arc::new(state))
+}
+
+/// Runs a request in its `agent.request` span, continuing the caller's trace.
+async fn traced(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let parent = req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok());
+    let span = request_span(
+        "agent.request",
+        req.method().as_str(),
+        req.uri().path(),
+        parent,
+    );
+    next.run(req).instrument(span).await
 }
 
 /// Binds the API socket: removes a stale socket file first, refuses to replace anything else,

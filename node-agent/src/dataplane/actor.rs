@@ -13,8 +13,9 @@ use actix::prelude::*;
 use shibafu_overlay::firewall::{FirewallSpec, Part};
 use shibafu_overlay::model::{NetworkProblem, Object, SCHEMA_VERSION};
 use shibafu_overlay::state::ClusterState;
+use shibafu_overlay::telemetry::{follow, Trace};
 use tokio::sync::Mutex;
-use tracing::{info, warn};
+use tracing::{info, info_span, warn, Instrument, Span};
 
 use super::{DataplaneError, Reconciler};
 use crate::firewall_actor::Contribute;
@@ -36,6 +37,8 @@ pub struct ApplyLocal {
     pub netns: PathBuf,
     /// An attach (may take the workload-only fast path).
     pub attach: bool,
+    /// The attach's or detach's trace: the kernel work continues it.
+    pub trace: Trace,
 }
 
 /// What the actor tells others after each pass.
@@ -101,12 +104,34 @@ struct Owner {
 pub struct DataplaneActor {
     owner: Arc<Mutex<Owner>>,
     /// Latest state not yet handed to the reconciler; `Some` also means a reconcile is queued.
-    inbox: Arc<StdMutex<Option<Arc<ClusterState>>>>,
+    inbox: Arc<StdMutex<Option<Pending>>>,
     seen_state: bool,
 }
 
-fn take(inbox: &StdMutex<Option<Arc<ClusterState>>>) -> Option<Arc<ClusterState>> {
+/// A state waiting for the reconciler, with the traces of every change folded into it.
+struct Pending {
+    state: Arc<ClusterState>,
+    traces: Vec<Trace>,
+}
+
+fn take(inbox: &StdMutex<Option<Pending>>) -> Option<Pending> {
     inbox.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+/// The span of a reconcile caused by traced changes (none for the others): a child of the one
+/// write behind it, or linked to each of several.
+fn reconcile_span(node: &str, pending: &Pending) -> Span {
+    if pending.traces.is_empty() {
+        return Span::none();
+    }
+    let span = info_span!(
+        "dataplane.reconcile",
+        node = %node,
+        revision = pending.state.revision(),
+        changes = pending.traces.len(),
+    );
+    follow(&span, &pending.traces);
+    span
 }
 
 impl DataplaneActor {
@@ -156,8 +181,8 @@ impl Actor for DataplaneActor {
             let (owner, inbox) = (act.owner.clone(), act.inbox.clone());
             actix_rt::spawn(async move {
                 let mut o = owner.lock().await;
-                if let Some(state) = take(&inbox) {
-                    o.rec.set_state(state);
+                if let Some(p) = take(&inbox) {
+                    o.rec.set_state(p.state);
                 }
                 let start = Instant::now();
                 let done = o.rec.resync().await;
@@ -180,30 +205,42 @@ impl Handler<ClusterChanged> for DataplaneActor {
     fn handle(&mut self, msg: ClusterChanged, _ctx: &mut Context<Self>) {
         let first = !self.seen_state;
         self.seen_state = true;
-        let queued = self
-            .inbox
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(msg.state)
-            .is_some();
+        let traces = msg.traces();
+        let queued = {
+            let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
+            let queued = inbox.is_some();
+            let mut pending = inbox.take().unwrap_or(Pending {
+                state: msg.state.clone(),
+                traces: Vec::new(),
+            });
+            pending.state = msg.state;
+            pending.traces.extend(traces);
+            *inbox = Some(pending);
+            queued
+        };
         if queued && !first {
             return;
         }
         let (owner, inbox) = (self.owner.clone(), self.inbox.clone());
         actix_rt::spawn(async move {
             let mut o = owner.lock().await;
-            let state = take(&inbox);
-            if state.is_none() && !first {
+            let pending = take(&inbox);
+            if pending.is_none() && !first {
                 return;
             }
-            if let Some(state) = state {
-                o.rec.set_state(state);
-            }
+            let span = match pending {
+                Some(p) => {
+                    let span = reconcile_span(&o.reports.node, &p);
+                    o.rec.set_state(p.state);
+                    span
+                }
+                None => Span::none(),
+            };
             let start = Instant::now();
             let (kind, done) = if first {
-                ("resync", o.rec.resync().await)
+                ("resync", o.rec.resync().instrument(span).await)
             } else {
-                ("change", o.rec.reconcile_change().await)
+                ("change", o.rec.reconcile_change().instrument(span).await)
             };
             o.reports
                 .metrics
@@ -229,10 +266,16 @@ impl Handler<ApplyLocal> for DataplaneActor {
             return Box::pin(async { Err(DataplaneError::NotReady) });
         }
         let (owner, inbox) = (self.owner.clone(), self.inbox.clone());
-        Box::pin(async move {
+        let span = if msg.trace.is_none() {
+            Span::none()
+        } else {
+            info_span!("dataplane.apply", netns = %msg.netns.display(), attach = msg.attach)
+        };
+        msg.trace.adopt(&span);
+        let apply = async move {
             let mut o = owner.lock().await;
-            if let Some(state) = take(&inbox) {
-                o.rec.set_state(state);
+            if let Some(p) = take(&inbox) {
+                o.rec.set_state(p.state);
             }
             o.rec.set_local(msg.local);
             let start = Instant::now();
@@ -243,6 +286,7 @@ impl Handler<ApplyLocal> for DataplaneActor {
             let Owner { rec, reports } = &mut *o;
             reports.after_pass(rec);
             done
-        })
+        };
+        Box::pin(apply.instrument(span))
     }
 }

@@ -17,6 +17,7 @@ use shibafu_overlay::model::{self, port_name_in, Endpoint, HealthSpec, Network, 
 use shibafu_overlay::plan::next_ifname;
 use shibafu_overlay::state::ClusterState;
 use shibafu_overlay::store::{Compare, Store, TxnOp};
+use shibafu_overlay::telemetry::Trace;
 use tracing::{debug, info, warn};
 
 use super::AttachError;
@@ -49,6 +50,8 @@ pub struct AttachRequest {
     pub weight: Option<u32>,
     /// Health check of this instance, in place of its service's (or changes to it).
     pub health: HealthSpec,
+    /// The request's trace: the attach continues it, and the endpoints record it.
+    pub trace: Trace,
 }
 
 /// The owners an attach or detach goes through.
@@ -166,6 +169,7 @@ pub async fn attach(
             local: staged.effective.clone(),
             netns: entry.netns.clone(),
             attach: true,
+            trace: Trace::current(),
         })
         .await
         .map_err(AttachError::from)
@@ -260,6 +264,7 @@ async fn new_endpoint(
         port: req.port,
         weight: req.weight.unwrap_or(1),
         health,
+        trace: Trace::current(),
         ..Endpoint::new(&net.name, &req.name, &links.node, ipv4)
     })
 }
@@ -285,6 +290,7 @@ async fn rollback(links: &Links, entry: &Entry, nets: &[Network], eps: &[Endpoin
                     local: staged.effective.clone(),
                     netns: entry.netns.clone(),
                     attach: false,
+                    trace: Trace::current(),
                 })
                 .await;
             if !matches!(undo, Ok(Ok(()))) {
@@ -320,6 +326,7 @@ pub async fn detach(
             local: r.effective.clone(),
             netns: r.removed.before.netns.clone(),
             attach: false,
+            trace: Trace::current(),
         })
         .await
         .map_err(AttachError::from)

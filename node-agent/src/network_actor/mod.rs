@@ -17,7 +17,7 @@ use actix::prelude::*;
 use shibafu_overlay::model::Network;
 use shibafu_overlay::state::ClusterState;
 use tokio::sync::{watch, Mutex};
-use tracing::warn;
+use tracing::{info_span, warn, Instrument};
 
 pub use attach::{AttachRequest, Links};
 pub use error::AttachError;
@@ -92,7 +92,14 @@ impl Handler<AttachWorkload> for NetworkActor {
     fn handle(&mut self, msg: AttachWorkload, _ctx: &mut Context<Self>) -> Self::Result {
         let (links, serial) = (self.links.clone(), self.serial.clone());
         let (mut ready, state) = (self.ready.subscribe(), self.state.borrow().clone());
-        Box::pin(async move {
+        let span = info_span!(
+            "network.attach",
+            container = %msg.0.name,
+            network = %msg.0.networks.join(","),
+            node = %links.node,
+        );
+        msg.0.trace.adopt(&span);
+        let attach = async move {
             let state = state.ok_or(AttachError::Starting)?;
             ready
                 .wait_for(|r| *r)
@@ -108,7 +115,8 @@ impl Handler<AttachWorkload> for NetworkActor {
                 .filter_map(|i| state.networks().get(&i.endpoint.network).cloned())
                 .collect();
             Ok((entry, nets))
-        })
+        };
+        Box::pin(attach.instrument(span))
     }
 }
 

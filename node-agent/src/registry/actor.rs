@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use shibafu_overlay::model::{Endpoint, Object};
+use shibafu_overlay::telemetry::Trace;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
@@ -175,10 +176,14 @@ impl Actor for RegistryActor {
     type Context = Context<Self>;
 
     fn started(&mut self, _ctx: &mut Context<Self>) {
-        // A (re)started agent publishes its endpoints again under its new lease.
+        // A (re)started agent publishes its endpoints again under its new lease, outside the
+        // traces of the requests that first made them.
         let endpoints: Vec<&Endpoint> = self.reg.endpoints().collect();
         for e in &endpoints {
-            self.publish.put(*e);
+            self.publish.put(&Endpoint {
+                trace: Trace::NONE,
+                ..(*e).clone()
+            });
         }
         info!(
             workloads = self.reg.workloads().len(),

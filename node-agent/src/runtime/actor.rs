@@ -11,7 +11,7 @@ use shibafu_overlay::api::{ApiError, ContainerInfo, ErrorKind, LogChunk};
 use shibafu_overlay::container::state::Status;
 use shibafu_overlay::container::{ContainerHost, Recorded};
 use tokio::sync::oneshot;
-use tracing::{error, info};
+use tracing::{error, info, info_span, Instrument};
 
 use super::run::{self, blocking};
 use super::table::{Phase, Table, Work};
@@ -112,7 +112,7 @@ impl Handler<Run> for RuntimeActor {
     type Result = ResponseFuture<Result<ContainerInfo, ApiError>>;
 
     fn handle(&mut self, msg: Run, ctx: &mut Context<Self>) -> Self::Result {
-        let req = msg.0;
+        let Run(req, trace) = msg;
         if let Err(e) = run::validate(&req) {
             return ready(Err(e));
         }
@@ -130,7 +130,9 @@ impl Handler<Run> for RuntimeActor {
         );
         let (tx, rx) = oneshot::channel();
         let (host, net, me) = (self.host.clone(), self.net.clone(), ctx.address());
-        actix_rt::spawn(async move {
+        let span = info_span!("container.run", container = %name);
+        trace.adopt(&span);
+        let run = async move {
             let result = run::run(host, net, req, netns).await;
             me.do_send(super::lifecycle::RunDone {
                 name,
@@ -138,7 +140,8 @@ impl Handler<Run> for RuntimeActor {
                 result,
                 reply: tx,
             });
-        });
+        };
+        actix_rt::spawn(run.instrument(span));
         answer(rx)
     }
 }

@@ -18,16 +18,18 @@ mod view;
 
 use actix::{Addr, Message, Recipient};
 use shibafu_overlay::api::{ApiError, ContainerInfo, LogChunk, RunContainer};
+use shibafu_overlay::telemetry::Trace;
 
 pub use actor::RuntimeActor;
 pub use view::attached_info;
 
 use crate::network_actor::{AttachWorkload, DetachWorkload};
 
-/// Starts a container; answers once it runs (or has already exited).
+/// Starts a container; answers once it runs (or has already exited). The trace is the
+/// request's: the run's span continues it.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<ContainerInfo, ApiError>")]
-pub struct Run(pub RunContainer);
+pub struct Run(pub RunContainer, pub Trace);
 
 /// Lists containers and attachments.
 #[derive(Debug, Message)]

@@ -13,6 +13,7 @@ use shibafu_overlay::container::etc_files::{self, Attachment};
 use shibafu_overlay::container::state::Status;
 use shibafu_overlay::container::{ContainerHost, NewContainer};
 use shibafu_overlay::model::{self, Network};
+use shibafu_overlay::telemetry::Trace;
 use tracing::warn;
 
 use super::{internal, NetworkRecipients};
@@ -86,6 +87,7 @@ pub async fn run(
         port: req.port,
         weight: req.weight,
         health: req.health.clone(),
+        trace: Trace::current(),
     };
     let attached = net
         .attach

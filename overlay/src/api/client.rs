@@ -12,6 +12,8 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{ACCEPT, CONNECTION, CONTENT_TYPE, HOST, UPGRADE};
+
+use crate::telemetry::{Trace, TRACEPARENT};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
@@ -353,6 +355,9 @@ impl Client {
             .header(ACCEPT, "application/json");
         if body.is_some() {
             builder = builder.header(CONTENT_TYPE, "application/json");
+        }
+        if let Some(parent) = Trace::current().parent() {
+            builder = builder.header(TRACEPARENT, parent.to_string());
         }
         builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))

@@ -29,6 +29,7 @@ impl PolicySpec {
             network: self.network.clone(),
             service: self.service.clone(),
             rules: self.rules.clone(),
+            trace: crate::telemetry::Trace::NONE,
         }
     }
 }

@@ -88,6 +88,7 @@ impl Ipam {
     /// Hands out an address of `network`: `requested` if given (it must be free and not in
     /// another node's block), else the lowest free one, claiming a new block when needed.
     /// After an agent restart call [`Ipam::recover`] first, so addresses in use are known.
+    #[tracing::instrument(name = "ipam.allocate", skip_all, fields(network = %network.name, node = %self.node))]
     pub async fn allocate(
         &self,
         network: &Network,
@@ -220,6 +221,7 @@ impl Ipam {
     }
 
     /// Claims a block: the one holding `want`, or else the lowest free block of the network.
+    #[tracing::instrument(name = "ipam.claim", skip_all, fields(network = %network.name, node = %self.node))]
     async fn claim(
         &self,
         network: &Network,

@@ -18,7 +18,7 @@ pub use network::{
     admit, check_mtu, first_host_v4, first_host_v6, overlaps_v4, overlaps_v6, validate_subnet_v4,
     validate_subnet_v6, Conflict, Isolation, Network, MAX_MTU, MIN_MTU, MIN_MTU_V6,
 };
-pub use object::{decode, DecodeError, Object};
+pub use object::{decode, encode, DecodeError, Object};
 pub use policy::{
     Action, Direction, Peer, Policy, PolicyCounters, PolicyError, PortRange, Proto, Rule,
 };

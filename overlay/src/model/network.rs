@@ -1,6 +1,7 @@
 //! The network spec and the one set of rules every network must pass, at creation (coordinator)
 //! and before a node builds it (planner), so nothing the coordinator accepts can stop a node.
 
+use crate::telemetry::Trace;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -44,6 +45,10 @@ pub struct Network {
     /// connections to its endpoints, as if a policy allowed ingress from the network itself.
     #[serde(default, skip_serializing_if = "Isolation::is_none")]
     pub isolation: Isolation,
+    /// The trace context of the change that wrote this value (W3C `traceparent`), so watchers
+    /// continue that trace; absent in values written without tracing.
+    #[serde(default, skip_serializing_if = "Trace::is_none")]
+    pub trace: Trace,
 }
 
 /// How a network is isolated beyond its policies.
@@ -100,6 +105,7 @@ impl Network {
             internal: false,
             forwarders: Vec::new(),
             isolation: Isolation::None,
+            trace: Trace::NONE,
         }
     }
 

@@ -11,6 +11,7 @@ use super::{
     PolicyCounters, Service, SCHEMA_VERSION,
 };
 use crate::store::keys::Key;
+use crate::telemetry::Trace;
 
 /// A value of the v1 schema, stored at the key it names.
 pub trait Object:
@@ -18,6 +19,43 @@ pub trait Object:
 {
     /// The key this value is stored at.
     fn key(&self) -> Key;
+
+    /// The trace context stored with the value (kinds without one have none).
+    fn trace(&self) -> Trace {
+        Trace::NONE
+    }
+
+    /// Where the value keeps its trace context, for kinds that carry one.
+    fn trace_mut(&mut self) -> Option<&mut Trace> {
+        None
+    }
+}
+
+/// The JSON of `value` as it is stored: carrying the current span's trace context when there is
+/// one (so watchers continue the trace of the change that writes it), else its own.
+pub fn encode<T: Object>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+    let current = Trace::current();
+    if current.is_none() {
+        return serde_json::to_vec(value);
+    }
+    let mut stamped = value.clone();
+    if let Some(slot) = stamped.trace_mut() {
+        *slot = current;
+    }
+    serde_json::to_vec(&stamped)
+}
+
+/// Implements the trace accessors of [`Object`] for kinds with a `trace` field.
+macro_rules! traced {
+    () => {
+        fn trace(&self) -> Trace {
+            self.trace
+        }
+
+        fn trace_mut(&mut self) -> Option<&mut Trace> {
+            Some(&mut self.trace)
+        }
+    };
 }
 
 /// Why a stored value cannot be used.
@@ -56,6 +94,8 @@ pub fn decode<T: Object>(key: &str, value: &[u8]) -> Result<T, DecodeError> {
 }
 
 impl Object for Network {
+    traced!();
+
     fn key(&self) -> Key {
         Key::Network(self.name.clone())
     }
@@ -68,6 +108,8 @@ impl Object for Node {
 }
 
 impl Object for Endpoint {
+    traced!();
+
     fn key(&self) -> Key {
         Key::Endpoint {
             network: self.network.clone(),
@@ -92,6 +134,8 @@ impl Object for IpamBlock {
 }
 
 impl Object for Service {
+    traced!();
+
     fn key(&self) -> Key {
         Key::Service {
             network: self.network.clone(),
@@ -116,6 +160,8 @@ impl Object for CoordinatorRecord {
 }
 
 impl Object for Policy {
+    traced!();
+
     fn key(&self) -> Key {
         Key::Policy(self.name.clone())
     }

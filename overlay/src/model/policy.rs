@@ -3,6 +3,7 @@
 //! connection is decided by one pure function (`overlay::policy`); this module is the schema and
 //! the syntax `PEER[:PORTS][/PROTO]` of the command line.
 
+use crate::telemetry::Trace;
 use std::fmt;
 use std::str::FromStr;
 
@@ -100,6 +101,10 @@ pub struct Policy {
     pub service: Option<String>,
     /// Its rules, in the order given.
     pub rules: Vec<Rule>,
+    /// The trace context of the change that wrote this value (W3C `traceparent`), so watchers
+    /// continue that trace; absent in values written without tracing.
+    #[serde(default, skip_serializing_if = "Trace::is_none")]
+    pub trace: Trace,
 }
 
 /// What one node's rules of a policy matched: written by the node's agent under its lease when
@@ -190,6 +195,7 @@ impl Policy {
             network: network.to_string(),
             service: None,
             rules,
+            trace: Trace::NONE,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The records of the cluster besides networks: nodes, endpoints, IPAM blocks, links, and the
 //! problems nodes report.
 
+use crate::telemetry::Trace;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv4Net;
@@ -64,6 +65,10 @@ pub struct Endpoint {
     /// Health check of this instance, in place of its service's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
+    /// The trace context of the change that wrote this value (W3C `traceparent`), so watchers
+    /// continue that trace; absent in values written without tracing.
+    #[serde(default, skip_serializing_if = "Trace::is_none")]
+    pub trace: Trace,
 }
 
 fn default_weight() -> u32 {
@@ -88,6 +93,7 @@ impl Endpoint {
             port: None,
             weight: 1,
             health: None,
+            trace: Trace::NONE,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! network, with an optional health check; and the health records nodes publish for their
 //! instances.
 
+use crate::telemetry::Trace;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -248,6 +249,10 @@ pub struct Service {
     /// The health check of its instances (each may override it); none = healthy while running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
+    /// The trace context of the change that wrote this value (W3C `traceparent`), so watchers
+    /// continue that trace; absent in values written without tracing.
+    #[serde(default, skip_serializing_if = "Trace::is_none")]
+    pub trace: Trace,
 }
 
 impl Service {
@@ -264,6 +269,7 @@ impl Service {
             protocol: Protocol::default(),
             all_unhealthy: AllUnhealthy::default(),
             health: None,
+            trace: Trace::NONE,
         }
     }
 

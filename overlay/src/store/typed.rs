@@ -58,7 +58,7 @@ impl<S: Store + ?Sized> StoreExt for S {}
 /// The key and JSON bytes of `value`.
 fn encode<T: Object>(value: &T) -> Result<(String, Vec<u8>), StoreError> {
     let key = value.key().to_string();
-    let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Malformed {
+    let bytes = crate::model::encode(value).map_err(|e| StoreError::Malformed {
         key: key.clone(),
         reason: e.to_string(),
     })?;

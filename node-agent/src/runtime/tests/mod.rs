@@ -71,7 +71,7 @@ async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
 
 impl Rig {
     async fn run(&self, name: &str, command: &[&str]) -> Result<ContainerInfo, ApiError> {
-        soon(self.runtime.send(Run(request(name, command)))).await
+        soon(self.runtime.send(Run(request(name, command), Trace::NONE))).await
     }
 
     async fn get(&self, name: &str) -> Result<ContainerInfo, ApiError> {
@@ -145,7 +145,7 @@ fn a_failed_run_undoes_every_step() {
 
         let mut bad = request("api", &["true"]);
         bad.networks = vec!["nope".into()];
-        let err = soon(r.runtime.send(Run(bad)))
+        let err = soon(r.runtime.send(Run(bad, Trace::NONE)))
             .await
             .expect_err("unknown net");
         assert_eq!(err.kind, ErrorKind::NotFound);
@@ -165,7 +165,9 @@ fn a_failed_run_undoes_every_step() {
                 ErrorKind::Invalid,
             ),
         ] {
-            let err = soon(r.runtime.send(Run(req))).await.expect_err("refused");
+            let err = soon(r.runtime.send(Run(req, Trace::NONE)))
+                .await
+                .expect_err("refused");
             assert_eq!(err.kind, kind, "{err}");
         }
         assert!(r.ps().await.is_empty() && !r.pinned("job"));
