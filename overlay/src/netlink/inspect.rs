@@ -15,7 +15,7 @@ use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::RouteMessageBuilder;
 
 use super::conn::{connect, dump_links};
-use super::parse::{attach_addresses, names, parse_link};
+use super::parse::{attach_addresses, names, parse_link, route_table};
 use super::{Dataplane, NetlinkDataplane, NetlinkError, Scope};
 use crate::api::{NamespaceNet, NeighbourEntry, RouteEntry};
 use crate::plan::{DesiredHost, MacAddr, ObservedHost, ObservedLink};
@@ -95,14 +95,7 @@ fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
 fn main_routes(msgs: &[RouteMessage], names: &HashMap<u32, String>) -> Vec<RouteEntry> {
     let mut out = Vec::new();
     for m in msgs {
-        let table = m
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                RouteAttribute::Table(t) => Some(*t),
-                _ => None,
-            })
-            .unwrap_or(u32::from(m.header.table));
+        let table = route_table(m);
         if table != u32::from(RouteHeader::RT_TABLE_MAIN) || m.header.kind != RouteType::Unicast {
             continue;
         }

@@ -259,19 +259,23 @@ pub(crate) fn neighbours(
 /// IPv4 and IPv6 default routes as (gateway, interface name).
 pub(crate) type DefaultRoutes = (Vec<(Ipv4Addr, String)>, Vec<(Ipv6Addr, String)>);
 
+/// The routing table a route is in (the 32-bit attribute when present, else the header's byte).
+pub(crate) fn route_table(m: &RouteMessage) -> u32 {
+    m.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(m.header.table))
+}
+
 /// Default routes of the main table, as (gateway, interface name).
 pub(crate) fn default_routes(msgs: &[RouteMessage], names: &HashMap<u32, String>) -> DefaultRoutes {
     let mut d4 = Vec::new();
     let mut d6 = Vec::new();
     for m in msgs {
-        let table = m
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                RouteAttribute::Table(t) => Some(*t),
-                _ => None,
-            })
-            .unwrap_or(u32::from(m.header.table));
+        let table = route_table(m);
         if m.header.destination_prefix_length != 0
             || table != u32::from(RouteHeader::RT_TABLE_MAIN)
             || m.header.kind != RouteType::Unicast
