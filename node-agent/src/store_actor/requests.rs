@@ -46,7 +46,8 @@ impl Handler<PutOwned> for StoreActor {
 
     fn handle(&mut self, msg: PutOwned, _ctx: &mut Context<Self>) -> Self::Result {
         let key = msg.key.to_string();
-        self.owned.insert(key.clone(), msg.value.clone());
+        // Written again on re-registration, that write is no part of the change traced now.
+        self.owned.insert(key.clone(), untraced(&msg.value));
         self.owned_gen += 1;
         let (Some(store), Some(lease), false) = (self.store.clone(), self.lease, self.registering)
         else {
@@ -131,5 +132,31 @@ impl Handler<GetNetworks> for StoreActor {
     fn handle(&mut self, _msg: GetNetworks, _ctx: &mut Context<Self>) -> Self::Result {
         let nets: Vec<Network> = self.state.networks().values().cloned().collect();
         MessageResult(nets)
+    }
+}
+
+/// `value` without its top-level `trace` field (a JSON object), as written when the lease is
+/// granted again; any other value as it is.
+fn untraced(value: &[u8]) -> Vec<u8> {
+    let Ok(serde_json::Value::Object(mut o)) = serde_json::from_slice(value) else {
+        return value.to_vec();
+    };
+    if o.remove("trace").is_none() {
+        return value.to_vec();
+    }
+    serde_json::to_vec(&o).unwrap_or_else(|_| value.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::untraced;
+
+    #[test]
+    fn a_value_kept_for_re_registration_loses_its_trace_and_nothing_else() {
+        let traced = br#"{"name":"web1","trace":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","weight":3}"#;
+        assert_eq!(untraced(traced), br#"{"name":"web1","weight":3}"#.to_vec());
+        let plain = br#"{"name":"web1"}"#;
+        assert_eq!(untraced(plain), plain.to_vec());
+        assert_eq!(untraced(b"not json"), b"not json".to_vec());
     }
 }
