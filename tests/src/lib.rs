@@ -113,6 +113,14 @@ pub fn is_root() -> bool {
     })
 }
 
+/// Is this process root? When not, says on stderr that the `tier` tier's test is skipped.
+pub fn root_or_skip(tier: &str) -> bool {
+    if !is_root() {
+        eprintln!("skipped: the {tier} tier needs root");
+    }
+    is_root()
+}
+
 pub mod firewall;
 mod lab;
 mod netns;

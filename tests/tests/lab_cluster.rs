@@ -5,19 +5,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use shibafu_tests::{
-    exec_fails, exec_ok, exec_out, is_root, namespace_names, unique_name, wait_until, Lab,
+    exec_fails, exec_ok, exec_out, namespace_names, root_or_skip, unique_name, wait_until, Lab,
 };
 
 /// The lab's lease TTL is 5 s: a node must be gone within that plus the keepalive slack.
 const LEASE_GONE: Duration = Duration::from_secs(12);
 const POLL: Duration = Duration::from_millis(200);
-
-fn root_or_skip() -> bool {
-    if !is_root() {
-        eprintln!("skipped: the lab tier needs root");
-    }
-    is_root()
-}
 
 /// Node names listed by `shibafu node ls` run on `on`.
 fn node_ls(lab: &Lab, on: &str) -> Vec<String> {
@@ -64,7 +57,7 @@ fn component_running(lab: &Lab, name: &str) -> bool {
 
 #[test]
 fn networks_created_on_one_node_reach_every_agent() {
-    if !root_or_skip() {
+    if !root_or_skip("lab") {
         return;
     }
     let lab = Lab::up(3);
@@ -98,7 +91,7 @@ fn networks_created_on_one_node_reach_every_agent() {
 
 #[test]
 fn a_stopped_agent_leaves_the_cluster_after_its_lease_and_rejoins_on_start() {
-    if !root_or_skip() {
+    if !root_or_skip("lab") {
         return;
     }
     let lab = Lab::up(3);
@@ -127,7 +120,7 @@ fn a_stopped_agent_leaves_the_cluster_after_its_lease_and_rejoins_on_start() {
 
 #[test]
 fn a_partitioned_node_drops_out_and_its_agent_rejoins_after_heal() {
-    if !root_or_skip() {
+    if !root_or_skip("lab") {
         return;
     }
     let lab = Lab::up(2);
@@ -161,7 +154,7 @@ fn a_partitioned_node_drops_out_and_its_agent_rejoins_after_heal() {
 
 #[test]
 fn agents_keep_their_view_without_etcd_and_catch_up_when_it_returns() {
-    if !root_or_skip() {
+    if !root_or_skip("lab") {
         return;
     }
     let lab = Lab::up(2);
@@ -202,7 +195,7 @@ fn agents_keep_their_view_without_etcd_and_catch_up_when_it_returns() {
 
 #[test]
 fn two_labs_run_side_by_side_without_seeing_each_other() {
-    if !root_or_skip() {
+    if !root_or_skip("lab") {
         return;
     }
     let a = Lab::up(1);
@@ -224,7 +217,7 @@ fn two_labs_run_side_by_side_without_seeing_each_other() {
 
 #[test]
 fn exec_runs_inside_a_node_with_the_cli_pointed_at_it_and_passes_the_exit_code() {
-    if !root_or_skip() {
+    if !root_or_skip("lab") {
         return;
     }
     let root_forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("read");
@@ -260,7 +253,7 @@ fn exec_runs_inside_a_node_with_the_cli_pointed_at_it_and_passes_the_exit_code()
 
 #[test]
 fn a_second_up_is_refused_and_the_running_lab_is_untouched() {
-    if !root_or_skip() {
+    if !root_or_skip("lab") {
         return;
     }
     let lab = Lab::up(1);
@@ -272,7 +265,7 @@ fn a_second_up_is_refused_and_the_running_lab_is_untouched() {
 
 #[test]
 fn down_removes_every_namespace_process_and_file_and_can_run_twice() {
-    if !root_or_skip() {
+    if !root_or_skip("lab") {
         return;
     }
     let lab = Lab::up(2);
@@ -311,7 +304,7 @@ fn down_removes_every_namespace_process_and_file_and_can_run_twice() {
 
 #[test]
 fn a_failed_up_removes_what_it_made() {
-    if !root_or_skip() {
+    if !root_or_skip("lab") {
         return;
     }
     let name = unique_name("t");
@@ -330,7 +323,7 @@ fn a_failed_up_removes_what_it_made() {
 
 #[test]
 fn a_spec_names_nodes_creates_networks_and_serves_upstream_records() {
-    if !root_or_skip() {
+    if !root_or_skip("lab") {
         return;
     }
     let spec = std::env::temp_dir().join(format!("{}.yaml", unique_name("spec")));

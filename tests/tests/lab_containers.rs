@@ -5,13 +5,12 @@
 
 use std::time::Duration;
 
-use shibafu_tests::{is_root, text, unique_name, wait_until, Lab};
+use shibafu_tests::{root_or_skip, text, unique_name, wait_until, Lab};
 
 const POLL: Duration = Duration::from_millis(100);
 
 fn lab() -> Option<Lab> {
-    if !is_root() {
-        eprintln!("skipped: the lab tier needs root");
+    if !root_or_skip("lab") {
         return None;
     }
     let lab = Lab::up(2);

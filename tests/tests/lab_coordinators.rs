@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use shibafu_tests::{is_root, wait_until, Lab};
+use shibafu_tests::{root_or_skip, wait_until, Lab};
 
 const POLL: Duration = Duration::from_millis(200);
 const SETTLE: Duration = Duration::from_secs(10);
@@ -56,8 +56,7 @@ fn dns_of(lab: &Lab, coordinator: &str) -> String {
 
 #[test]
 fn two_coordinators_answer_alike_and_one_stopped_stops_neither_the_api_nor_dns() {
-    if !is_root() {
-        eprintln!("skipped: the lab tier needs root");
+    if !root_or_skip("lab") {
         return;
     }
     let lab = Lab::up_with_coordinators(2, 2);

@@ -6,15 +6,14 @@
 use std::process::Output;
 use std::time::Duration;
 
-use shibafu_tests::{bin, is_root, text, wait_until, Lab};
+use shibafu_tests::{bin, root_or_skip, text, wait_until, Lab};
 
 const POLL: Duration = Duration::from_millis(200);
 
 /// frontend (web1 on node1, web2 on node2) linked to database (db1 on node3); every container
 /// serves TCP 80 and 5432 and UDP 5353.
 fn cluster() -> Option<Lab> {
-    if !is_root() {
-        eprintln!("skipped: the lab tier needs root");
+    if !root_or_skip("lab") {
         return None;
     }
     let lab = Lab::up(3);

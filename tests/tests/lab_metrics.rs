@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use shibafu_tests::prometheus::{parse, Parsed};
-use shibafu_tests::{is_root, text, wait_until, Lab};
+use shibafu_tests::{root_or_skip, text, wait_until, Lab};
 
 const SETTLE: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(200);
@@ -60,8 +60,7 @@ fn dig(lab: &Lab, queries: &[(&str, &str)]) {
 
 #[test]
 fn every_exposition_parses_strictly_and_follows_what_the_cluster_did() {
-    if !is_root() {
-        eprintln!("skipped: the lab tier needs root");
+    if !root_or_skip("lab") {
         return;
     }
     let lab = Lab::up(2);

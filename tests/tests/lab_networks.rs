@@ -7,14 +7,13 @@
 use std::process::Output;
 use std::time::Duration;
 
-use shibafu_tests::{is_root, text, wait_until, Lab};
+use shibafu_tests::{root_or_skip, text, wait_until, Lab};
 
 const SETTLE: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(200);
 
 fn lab(nodes: usize) -> Option<Lab> {
-    if !is_root() {
-        eprintln!("skipped: the lab tier needs root");
+    if !root_or_skip("lab") {
         return None;
     }
     Some(Lab::up(nodes))

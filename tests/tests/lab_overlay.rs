@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use shibafu_tests::{is_root, wait_until, Lab};
+use shibafu_tests::{root_or_skip, wait_until, Lab};
 
 const POLL: Duration = Duration::from_millis(100);
 /// Lease TTL of the lab (5 s) plus keepalive slack.
@@ -14,8 +14,7 @@ const LEASE_GONE: Duration = Duration::from_secs(12);
 /// A 3-node lab with frontend/backend networks and postgres (node1, backend), api (node3,
 /// backend + frontend) and client (node2, frontend).
 fn cluster() -> Option<Lab> {
-    if !is_root() {
-        eprintln!("skipped: the lab tier needs root");
+    if !root_or_skip("lab") {
         return None;
     }
     let lab = Lab::up(3);
@@ -358,7 +357,7 @@ fn rm_and_network_rm_leave_nothing() {
 
 #[test]
 fn ipv6_works_across_nodes() {
-    if !is_root() {
+    if !root_or_skip("lab") {
         return;
     }
     let lab = Lab::up(2);

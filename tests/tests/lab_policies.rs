@@ -11,7 +11,7 @@ use shibafu_overlay::model::{decode, Endpoint, Link, Network, Policy};
 use shibafu_overlay::policy::PolicyView;
 use shibafu_overlay::store::keys::Key;
 use shibafu_tests::probe::{check_args, mismatches, probes_from, results, SERVE_ARGS};
-use shibafu_tests::{bin, is_root, text, wait_until, Lab};
+use shibafu_tests::{bin, root_or_skip, text, wait_until, Lab};
 
 /// How long a change may take to be enforced everywhere before the test gives up (the goal
 /// is 100 ms; this only bounds a failing run).
@@ -130,8 +130,7 @@ fn settles(lab: &Lab, step: &str) {
 
 #[test]
 fn reachability_follows_the_oracle_through_policies_on_three_nodes() {
-    if !is_root() {
-        eprintln!("skipped: the lab tier needs root");
+    if !root_or_skip("lab") {
         return;
     }
     let lab = Lab::up(3);
@@ -315,8 +314,7 @@ fn file(lab: &Lab, name: &str, text: &str) -> String {
 
 #[test]
 fn the_plans_configuration_file_applies_converges_and_is_enforced() {
-    if !is_root() {
-        eprintln!("skipped: the lab tier needs root");
+    if !root_or_skip("lab") {
         return;
     }
     let lab = Lab::up(2);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shibafu_tests::{is_root, text, unique_name, wait_until, Lab};
+use shibafu_tests::{root_or_skip, text, unique_name, wait_until, Lab};
 
 /// Web roots of the instances, on the shared filesystem; removed on drop.
 struct Roots(PathBuf);
@@ -34,8 +34,7 @@ impl Drop for Roots {
 }
 
 fn lab() -> Option<Lab> {
-    if !is_root() {
-        eprintln!("skipped: the lab tier needs root");
+    if !root_or_skip("lab") {
         return None;
     }
     let lab = Lab::up(3);

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use shibafu_tests::{
-    bin, describe, exec_out, is_root, text, wait_until, Lab, OtlpReceiver, ReceivedSpan,
+    bin, describe, exec_out, root_or_skip, text, wait_until, Lab, OtlpReceiver, ReceivedSpan,
 };
 
 const POLL: Duration = Duration::from_millis(200);
@@ -131,8 +131,7 @@ fn an_unreachable_collector_neither_breaks_nor_holds_up_a_command() {
 
 #[test]
 fn a_detached_run_is_one_trace_from_the_cli_to_the_reconcile_on_every_other_node() {
-    if !is_root() {
-        eprintln!("skipped: the lab tier needs root");
+    if !root_or_skip("lab") {
         return;
     }
     let lab = Lab::up(3);
