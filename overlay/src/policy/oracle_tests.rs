@@ -67,16 +67,27 @@ impl World {
         }
     }
 
+    /// The verdict, checked to be what `verdict` itself says.
     fn verdict(&self, src: &str, dst: &str, proto: FlowProto, port: u16) -> Verdict {
+        let decision = self.explain(src, dst, proto, port);
         let view = PolicyView::new(&self.networks, &self.endpoints, &self.links, &self.policies);
-        let addr = |n: &str| -> IpAddr {
-            self.endpoints
-                .iter()
-                .find(|e| e.name == n)
-                .map(|e| IpAddr::V4(e.ipv4))
-                .unwrap_or_else(|| n.parse().expect("address"))
-        };
-        verdict(&view, addr(src), addr(dst), Flow { proto, port })
+        let (s, d) = (self.addr(src), self.addr(dst));
+        assert_eq!(verdict(&view, s, d, Flow { proto, port }), decision.verdict);
+        decision.verdict
+    }
+
+    /// A container's address, or an address as written.
+    fn addr(&self, n: &str) -> IpAddr {
+        self.endpoints
+            .iter()
+            .find(|e| e.name == n)
+            .map(|e| IpAddr::V4(e.ipv4))
+            .unwrap_or_else(|| n.parse().expect("address"))
+    }
+
+    fn explain(&self, src: &str, dst: &str, proto: FlowProto, port: u16) -> Decision {
+        let view = PolicyView::new(&self.networks, &self.endpoints, &self.links, &self.policies);
+        explain(&view, self.addr(src), self.addr(dst), Flow { proto, port })
     }
 }
 
@@ -269,20 +280,6 @@ fn policies_on_unknown_networks_do_nothing_and_policed_networks_are_named() {
         ["backend", "database"]
     );
     assert_eq!(w.verdict("d1", "f1", Tcp, 80), Deny, "deny egress any");
-}
-
-impl World {
-    fn explain(&self, src: &str, dst: &str, proto: FlowProto, port: u16) -> Decision {
-        let view = PolicyView::new(&self.networks, &self.endpoints, &self.links, &self.policies);
-        let addr = |n: &str| -> IpAddr {
-            self.endpoints
-                .iter()
-                .find(|e| e.name == n)
-                .map(|e| IpAddr::V4(e.ipv4))
-                .unwrap_or_else(|| n.parse().expect("address"))
-        };
-        explain(&view, addr(src), addr(dst), Flow { proto, port })
-    }
 }
 
 #[test]
