@@ -267,6 +267,11 @@ fn policies(
                 Peer::Container(c) if !after.current.containers.contains(c) => Some(format!(
                     "unknown container {c:?}: no endpoint of that name on any network"
                 )),
+                // As `policy create` refuses it: the rule would not mean what it says.
+                Peer::Cidr(c) if c.trunc() != *c => Some(format!(
+                    "peer {c} has host bits set: did you mean {}?",
+                    c.trunc()
+                )),
                 _ => None,
             };
             if let Some(msg) = missing {

@@ -145,3 +145,24 @@ fn container_peers_must_name_an_attached_container() {
         "{found:?}"
     );
 }
+
+#[test]
+fn a_cidr_peer_with_host_bits_is_refused_as_policy_create_refuses_it() {
+    let mut host_bits = rule("10.9.0.0/16");
+    host_bits.peer = Peer::Cidr("10.9.3.4/16".parse().expect("cidr"));
+    let doc = Document {
+        policies: vec![Policy::new(
+            "p",
+            "database",
+            vec![rule("10.8.0.0/16"), host_bits],
+        )],
+        ..Document::default()
+    };
+    let found = problems(&doc, false);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "policies/0/rules/1/peer");
+    assert!(
+        found[0].1.contains("did you mean 10.9.0.0/16?"),
+        "{found:?}"
+    );
+}
