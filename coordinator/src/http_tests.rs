@@ -9,6 +9,37 @@ use tower::ServiceExt;
 
 use super::*;
 
+/// A coordinator served on a loopback port, and a client of it.
+struct Served {
+    client: Coordinator,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    async fn start(store: MemoryStore) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(crate::serve(listener, Arc::new(store), async {
+            let _ = stopped.await;
+        }));
+        Served {
+            client: Coordinator::new(Target::Http(addr.to_string()), "hint"),
+            stop,
+            server,
+        }
+    }
+
+    /// Stops the server and checks it shut down cleanly.
+    async fn stop(self) {
+        self.stop.send(()).expect("stop");
+        self.server.await.expect("join").expect("clean shutdown");
+    }
+}
+
 /// Sends one request through the router; returns status and JSON body.
 async fn call(store: &MemoryStore, method: &str, uri: &str, body: Option<&str>) -> (u16, Value) {
     let req = Request::builder()
@@ -195,15 +226,8 @@ async fn routes_methods_and_health() {
 #[tokio::test]
 async fn real_server_with_the_client() {
     let store = MemoryStore::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::serve(listener, Arc::new(store), async {
-        let _ = stopped.await;
-    }));
-    let c = Coordinator::new(Target::Http(addr.to_string()), "hint");
+    let served = Served::start(store).await;
+    let c = &served.client;
     assert_eq!(c.health().await.expect("health").status, "ok");
     let req = CreateNetwork {
         name: "frontend".into(),
@@ -228,8 +252,7 @@ async fn real_server_with_the_client() {
     );
     let e = c.get_network("a b").await.expect_err("404");
     assert_eq!(e.to_string(), r#"no network named "a b""#);
-    stop.send(()).expect("stop");
-    server.await.expect("join").expect("clean shutdown");
+    served.stop().await;
 }
 
 async fn with_networks(names: &[(&str, &str)]) -> MemoryStore {
@@ -288,15 +311,8 @@ async fn bad_link_requests() {
 #[tokio::test]
 async fn links_through_the_client() {
     let store = with_networks(&[("frontend", "172.21.0.0/24"), ("backend", "172.22.0.0/24")]).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::serve(listener, Arc::new(store), async {
-        let _ = stopped.await;
-    }));
-    let c = Coordinator::new(Target::Http(addr.to_string()), "hint");
+    let served = Served::start(store).await;
+    let c = &served.client;
     let link = c.link_networks("frontend", "backend").await.expect("link");
     assert_eq!((link.a.as_str(), link.b.as_str()), ("backend", "frontend"));
     assert_eq!(
@@ -315,8 +331,7 @@ async fn links_through_the_client() {
         e.to_string(),
         r#"networks "backend" and "frontend" are not linked"#
     );
-    stop.send(()).expect("stop");
-    server.await.expect("join").expect("clean shutdown");
+    served.stop().await;
 }
 
 #[tokio::test]
@@ -380,15 +395,8 @@ async fn policy_routes() {
 #[tokio::test]
 async fn policies_through_the_client() {
     let store = with_networks(&[("database", "172.23.0.0/24")]).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::serve(listener, Arc::new(store), async {
-        let _ = stopped.await;
-    }));
-    let c = Coordinator::new(Target::Http(addr.to_string()), "hint");
+    let served = Served::start(store).await;
+    let c = &served.client;
     let rule = shibafu_overlay::model::Rule::parse(
         shibafu_overlay::model::Action::Deny,
         shibafu_overlay::model::Direction::Ingress,
@@ -410,8 +418,7 @@ async fn policies_through_the_client() {
         e.to_string(),
         r#"no policy named "db"; see `shibafu network policy list`"#
     );
-    stop.send(()).expect("stop");
-    server.await.expect("join").expect("clean shutdown");
+    served.stop().await;
 }
 
 #[tokio::test]
