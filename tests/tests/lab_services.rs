@@ -401,12 +401,15 @@ fn health_checks_remove_and_restore_instances_everywhere_and_steer_the_policies(
         "node1",
         &["service", "update", "web", "--lb", "least-connections"],
     );
-    let hold = "for i in 1 2 3; do (sleep 20 | busybox nc web1.frontend.local 80 >/dev/null &) ; done; sleep 1";
+    // The connections outlive every wait below (a loaded CI machine is slow); the lab's
+    // teardown ends them.
+    let hold = "for i in 1 2 3; do (sleep 120 | busybox nc web1.frontend.local 80 >/dev/null &) ; done; sleep 1";
     lab.cli_ok("node2", &["exec", "client", "sh", "-c", hold]);
     let avoided = || !spread(&lab, 6).contains_key("web1");
     assert!(
-        wait_until(settle, poll, avoided),
-        "web1 is still answered while busy"
+        wait_until(Duration::from_secs(30), poll, avoided),
+        "web1 is still answered while busy: {}",
+        text(&lab.cli("node1", &["service", "inspect", "web"]).stdout)
     );
     lab.down();
 }
