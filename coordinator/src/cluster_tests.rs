@@ -325,7 +325,7 @@ async fn nodes_are_sorted_with_ages() {
             name: name.into(),
             underlay: "10.0.0.1".parse().expect("ip"),
             version: "0.1.0".into(),
-            wg_pubkey: None,
+            wg: None,
             started_at: started,
         };
         put_json(&store, Key::Node(name.into()), &node).await;

@@ -66,8 +66,10 @@ impl ClusterDns {
         for c in self.state.apply(change) {
             match &c {
                 // Coordinators make the authority, compared whole at publish; nodes, address
-                // blocks, problem reports and policies are not in DNS.
+                // blocks, problem reports, policies, tunnels and rotations are not in DNS.
                 StateChange::Coordinator(_)
+                | StateChange::Tunnel(_)
+                | StateChange::Rotation(_)
                 | StateChange::Node(_)
                 | StateChange::Block(_)
                 | StateChange::Problem(_)

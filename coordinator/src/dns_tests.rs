@@ -188,7 +188,7 @@ fn only_changes_that_reach_dns_rebuild() {
         name: "node1".into(),
         underlay: "10.0.0.11".parse().expect("ip"),
         version: "0".into(),
-        wg_pubkey: None,
+        wg: None,
         started_at: 0,
     };
     let kv = shibafu_overlay::store::KeyValue {

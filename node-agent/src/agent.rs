@@ -138,7 +138,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             name: args.node.clone(),
             underlay: args.underlay,
             version: env!("CARGO_PKG_VERSION").to_string(),
-            wg_pubkey: None,
+            wg: None,
             started_at,
         },
         lease_ttl: Duration::from_secs(args.lease_ttl),

@@ -317,7 +317,7 @@ fn endpoints_with_local<'a>(
 }
 
 /// Does `change` leave the snapshot as it is? Nodes, IPAM blocks, problem reports,
-/// policies and coordinators are not in an agent's DNS, and once the registry is known (`book_known`) this node's (`node`) endpoints come from
+/// policies, coordinators, tunnels and key rotations are not in an agent's DNS, and once the registry is known (`book_known`) this node's (`node`) endpoints come from
 /// it, not from the cluster (the watch echoing an attach would otherwise rebuild a second time).
 fn leaves_dns(change: &StateChange, node: &str, book_known: bool) -> bool {
     let own = |e: &Endpoint| book_known && e.node == node;
@@ -327,7 +327,9 @@ fn leaves_dns(change: &StateChange, node: &str, book_known: bool) -> bool {
         | StateChange::Block(_)
         | StateChange::Problem(_)
         | StateChange::Policy(_)
-        | StateChange::Coordinator(_) => true,
+        | StateChange::Coordinator(_)
+        | StateChange::Tunnel(_)
+        | StateChange::Rotation(_) => true,
         StateChange::Network(_)
         | StateChange::Link(_)
         | StateChange::Service(_)

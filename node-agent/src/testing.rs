@@ -47,7 +47,7 @@ pub fn state_with(nets: &[Network], endpoints: &[Endpoint]) -> Arc<ClusterState>
             name: name.to_string(),
             underlay: format!("10.0.0.{number}").parse().expect("ip"),
             version: "test".into(),
-            wg_pubkey: None,
+            wg: None,
             started_at: 0,
         };
         push(n.key(), serde_json::to_vec(&n).expect("json"));

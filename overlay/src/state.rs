@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 
 use crate::model::{
     decode, CoordinatorRecord, Endpoint, Health, IpamBlock, Link, Network, NetworkProblem, Node,
-    Object, Policy, Service,
+    Object, Policy, Rotation, Service, TunnelStatus,
 };
 use crate::store::keys::Key;
 use crate::store::{ClusterChange, KeyValue, WatchEvent};
@@ -192,6 +192,32 @@ impl Indexed for Policy {
     }
 }
 
+impl Indexed for TunnelStatus {
+    type Id = String;
+    fn id(&self) -> String {
+        self.node.clone()
+    }
+    fn id_of(key: &Key) -> Option<String> {
+        match key {
+            Key::Tunnel(n) => Some(n.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl Indexed for Rotation {
+    type Id = String;
+    fn id(&self) -> String {
+        self.node.clone()
+    }
+    fn id_of(key: &Key) -> Option<String> {
+        match key {
+            Key::Rotation(n) => Some(n.clone()),
+            _ => None,
+        }
+    }
+}
+
 impl Indexed for NetworkProblem {
     type Id = (String, String);
     fn id(&self) -> (String, String) {
@@ -299,6 +325,10 @@ kinds! {
     coordinators: CoordinatorRecord => Coordinator,
     /// Network policies by name.
     policies: Policy => Policy,
+    /// How each node's WireGuard tunnels stand, by node.
+    tunnels: TunnelStatus => Tunnel,
+    /// Key rotations requested, by node.
+    rotations: Rotation => Rotation,
 }
 
 fn upsert<K: Ord + Clone, V: PartialEq + Clone>(
@@ -322,6 +352,7 @@ impl StateChange {
             StateChange::Endpoint(c) => c.after().map_or(Trace::NONE, Object::trace),
             StateChange::Service(c) => c.after().map_or(Trace::NONE, Object::trace),
             StateChange::Policy(c) => c.after().map_or(Trace::NONE, Object::trace),
+            StateChange::Rotation(c) => c.after().map_or(Trace::NONE, Object::trace),
             _ => Trace::NONE,
         }
     }
@@ -341,7 +372,9 @@ impl StateChange {
             StateChange::Problem(c) => c.values().map(|p| p.network.as_str()).collect(),
             StateChange::Service(c) => c.values().map(|s| s.network.as_str()).collect(),
             StateChange::Health(c) => c.values().map(|h| h.network.as_str()).collect(),
-            StateChange::Coordinator(_) => Vec::new(),
+            StateChange::Coordinator(_) | StateChange::Tunnel(_) | StateChange::Rotation(_) => {
+                Vec::new()
+            }
             StateChange::Policy(c) => c.values().map(|p| p.network.as_str()).collect(),
         }
     }

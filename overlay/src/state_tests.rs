@@ -13,7 +13,7 @@ fn node(name: &str) -> Node {
         name: name.into(),
         underlay: "10.0.0.1".parse().expect("ip"),
         version: "test".into(),
-        wg_pubkey: None,
+        wg: None,
         started_at: 1,
     }
 }

@@ -148,7 +148,7 @@ fn node_value(name: &str) -> Vec<u8> {
         name: name.into(),
         underlay: "10.0.0.7".parse().expect("ip"),
         version: "test".into(),
-        wg_pubkey: None,
+        wg: None,
         started_at: 0,
     };
     serde_json::to_vec(&node).expect("json")

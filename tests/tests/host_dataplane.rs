@@ -45,7 +45,7 @@ fn node(name: &str, ip: &str) -> Node {
         name: name.into(),
         underlay: ip.parse().expect("ip"),
         version: "t".into(),
-        wg_pubkey: None,
+        wg: None,
         started_at: 0,
     }
 }

@@ -49,7 +49,7 @@ fn config() -> StoreConfig {
             name: "n1".into(),
             underlay: "10.0.0.11".parse().expect("ip"),
             version: "test".into(),
-            wg_pubkey: None,
+            wg: None,
             started_at: 1,
         },
         lease_ttl: Duration::from_secs(1),

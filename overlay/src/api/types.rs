@@ -264,7 +264,7 @@ mod tests {
             name: "node1".into(),
             underlay: "10.0.0.1".parse().expect("ip"),
             version: "0.1.0".into(),
-            wg_pubkey: None,
+            wg: None,
             started_at: 1000,
         };
         assert_eq!(NodeInfo::from_node(&node, 1090).age_secs, 90);

@@ -12,6 +12,7 @@ mod object;
 mod policy;
 mod records;
 mod service;
+mod wireguard;
 
 pub use mac::{MacAddr, MacParseError};
 pub use network::{
@@ -27,6 +28,9 @@ pub use service::{
     answered, port_name_in, validate_weight, AllUnhealthy, Answered, Health, HealthCheck,
     HealthSpec, HealthState, LbPolicy, Probe, Protocol, Service, ServiceError, MAX_OUTPUT,
     MAX_WEIGHT, MIN_INTERVAL,
+};
+pub use wireguard::{
+    key_fingerprint, NodeWireGuard, PeerTunnel, Rotation, TunnelStatus, HANDSHAKE_FRESH_SECS,
 };
 
 /// Schema version written into every stored value.

@@ -45,6 +45,9 @@ pub struct Network {
     /// connections to its endpoints, as if a policy allowed ingress from the network itself.
     #[serde(default, skip_serializing_if = "Isolation::is_none")]
     pub isolation: Isolation,
+    /// Traffic between nodes is carried inside WireGuard (`--encrypted`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
     /// The trace context of the change that wrote this value (W3C `traceparent`), so watchers
     /// continue that trace; absent in values written without tracing.
     #[serde(default, skip_serializing_if = "Trace::is_none")]
@@ -105,6 +108,7 @@ impl Network {
             internal: false,
             forwarders: Vec::new(),
             isolation: Isolation::None,
+            encrypted: false,
             trace: Trace::NONE,
         }
     }

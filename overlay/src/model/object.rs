@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     CoordinatorRecord, Endpoint, Health, IpamBlock, Link, Network, NetworkProblem, Node, Policy,
-    PolicyCounters, Service, SCHEMA_VERSION,
+    PolicyCounters, Rotation, Service, TunnelStatus, SCHEMA_VERSION,
 };
 use crate::store::keys::Key;
 use crate::telemetry::Trace;
@@ -173,6 +173,20 @@ impl Object for PolicyCounters {
             policy: self.policy.clone(),
             node: self.node.clone(),
         }
+    }
+}
+
+impl Object for TunnelStatus {
+    fn key(&self) -> Key {
+        Key::Tunnel(self.node.clone())
+    }
+}
+
+impl Object for Rotation {
+    traced!();
+
+    fn key(&self) -> Key {
+        Key::Rotation(self.node.clone())
     }
 }
 

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use super::{HealthCheck, MacAddr, SCHEMA_VERSION};
+use super::{HealthCheck, MacAddr, NodeWireGuard, SCHEMA_VERSION};
 
 /// A host running an agent; stored under the node's lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,9 +20,9 @@ pub struct Node {
     pub underlay: IpAddr,
     /// Agent version string.
     pub version: String,
-    /// WireGuard public key, when the encrypted overlay is on.
+    /// Its WireGuard key, port and tunnel address, when it has a key pair.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wg_pubkey: Option<String>,
+    pub wg: Option<NodeWireGuard>,
     /// Unix time (seconds) the agent started.
     #[serde(default)]
     pub started_at: u64,

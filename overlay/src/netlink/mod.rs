@@ -12,6 +12,7 @@ mod inspect;
 mod observe;
 mod parse;
 mod sysctl;
+mod tunnel_link;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,9 @@ use tracing::{debug, warn};
 
 pub use fake::{simulate, FakeDataplane};
 pub use inspect::{inspect_host, inspect_namespace};
+pub use tunnel_link::{
+    configure_tunnel_link, create_wireguard, delete_link, tunnel_link, TunnelLink,
+};
 
 use crate::netns::NetnsError;
 use crate::plan::{plan, plan_workloads, DesiredHost, ObservedHost, Op};

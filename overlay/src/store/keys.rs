@@ -61,6 +61,10 @@ pub enum Key {
     },
     /// `/shibafu/v1/links/<a>+<b>`
     Link(String, String),
+    /// `/shibafu/v1/tunnels/<node>`: how a node's WireGuard tunnels stand, under its lease.
+    Tunnel(String),
+    /// `/shibafu/v1/rotations/<node>`: a request that a node rotate its WireGuard key.
+    Rotation(String),
     /// `/shibafu/v1/guards/<name>`: bumped by every change of a kind (such as `networks`) so a
     /// transaction can compare its mod revision and lose to a concurrent change.
     Guard(String),
@@ -104,6 +108,8 @@ impl Key {
                 node: node.to_string(),
             }),
             ["guards", n] if nonempty(n) => Some(Key::Guard(n.to_string())),
+            ["tunnels", n] if nonempty(n) => Some(Key::Tunnel(n.to_string())),
+            ["rotations", n] if nonempty(n) => Some(Key::Rotation(n.to_string())),
             ["links", ab] => {
                 let (a, b) = ab.split_once('+')?;
                 (nonempty(a) && nonempty(b)).then(|| Key::Link(a.to_string(), b.to_string()))
@@ -150,6 +156,8 @@ pub enum Prefix {
     Problems,
     /// The problem reports about one network.
     ProblemsOf(String),
+    /// Every node's tunnel status.
+    Tunnels,
 }
 
 impl fmt::Display for Prefix {
@@ -172,6 +180,7 @@ impl fmt::Display for Prefix {
             Prefix::Links => write!(f, "{ROOT}links/"),
             Prefix::Problems => write!(f, "{ROOT}problems/"),
             Prefix::ProblemsOf(n) => write!(f, "{ROOT}problems/{n}/"),
+            Prefix::Tunnels => write!(f, "{ROOT}tunnels/"),
         }
     }
 }
@@ -195,6 +204,8 @@ impl fmt::Display for Key {
             Key::Problem { network, node } => write!(f, "{ROOT}problems/{network}/{node}"),
             Key::Link(a, b) => write!(f, "{ROOT}links/{a}+{b}"),
             Key::Guard(n) => write!(f, "{ROOT}guards/{n}"),
+            Key::Tunnel(n) => write!(f, "{ROOT}tunnels/{n}"),
+            Key::Rotation(n) => write!(f, "{ROOT}rotations/{n}"),
         }
     }
 }

@@ -21,7 +21,7 @@ pub(super) fn node(name: &str, ip: &str) -> Node {
         name: name.into(),
         underlay: ip.parse().expect("ip"),
         version: "test".into(),
-        wg_pubkey: None,
+        wg: None,
         started_at: 0,
     }
 }

@@ -1,0 +1,241 @@
+//! The WireGuard device a node should have, and what to change to get there (pure).
+//!
+//! Every other live node with a key is a peer: its current key owns its tunnel address
+//! (allowed IPs `tunnel/32`), and while it rotates, its next key is a second peer with the same
+//! endpoint and no allowed IPs, so a handshake with the new key is accepted before the switch.
+//! When the switch is published the tunnel address moves to the new key and the old one goes,
+//! in one change.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use crate::model::Node;
+
+/// One peer entry the device should have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredPeer {
+    /// The node it belongs to.
+    pub node: String,
+    /// Where its device listens (underlay address and port).
+    pub endpoint: SocketAddr,
+    /// Its tunnel address, routed to it; `None` for a next key not in use yet.
+    pub tunnel: Option<Ipv4Addr>,
+}
+
+/// The device: private key, port and peers by public key (base64).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredDevice {
+    /// Public key (base64) of the private key the device should hold.
+    pub public_key: String,
+    /// Listening port.
+    pub port: u16,
+    /// Peers by public key.
+    pub peers: BTreeMap<String, DesiredPeer>,
+}
+
+/// One peer entry as the device has it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedPeer {
+    /// Its endpoint, if known.
+    pub endpoint: Option<SocketAddr>,
+    /// Its allowed IPs as `(address, prefix)`.
+    pub allowed: Vec<(std::net::IpAddr, u8)>,
+    /// Its persistent keepalive interval, if set.
+    pub keepalive: Option<u16>,
+    /// Unix time (seconds) of its last handshake.
+    pub last_handshake: Option<u64>,
+}
+
+/// The device as read back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedDevice {
+    /// Public key (base64) of the private key it holds, if any.
+    pub public_key: Option<String>,
+    /// Listening port.
+    pub port: u16,
+    /// Peers by public key.
+    pub peers: BTreeMap<String, ObservedPeer>,
+}
+
+/// What to change: each part only when it differs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceChange {
+    /// Set the private key (the desired one).
+    pub set_key: bool,
+    /// Set the listening port.
+    pub port: Option<u16>,
+    /// Peers to add or reconfigure (their allowed IPs replaced).
+    pub upsert: Vec<(String, DesiredPeer)>,
+    /// Peers to remove, by public key.
+    pub remove: Vec<String>,
+}
+
+impl DeviceChange {
+    /// Nothing to do?
+    pub fn is_empty(&self) -> bool {
+        !self.set_key && self.port.is_none() && self.upsert.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// The peers of node `me`: every other node in `nodes` with a key, and the next key of each one
+/// rotating.
+pub fn desired_peers(me: &str, nodes: &[Node]) -> BTreeMap<String, DesiredPeer> {
+    let mut out = BTreeMap::new();
+    for n in nodes.iter().filter(|n| n.name != me) {
+        let Some(wg) = &n.wg else { continue };
+        let endpoint = SocketAddr::new(n.underlay, wg.port);
+        if let Some(next) = wg.next_key.as_ref().filter(|k| **k != wg.public_key) {
+            let peer = DesiredPeer {
+                node: n.name.clone(),
+                endpoint,
+                tunnel: None,
+            };
+            out.insert(next.clone(), peer);
+        }
+        let peer = DesiredPeer {
+            node: n.name.clone(),
+            endpoint,
+            tunnel: Some(wg.tunnel),
+        };
+        out.insert(wg.public_key.clone(), peer);
+    }
+    out
+}
+
+/// What turns `observed` into `desired`. A peer whose endpoint, allowed IPs or keepalive differ
+/// is reconfigured; peers the device has and the plan does not are removed.
+pub fn diff(desired: &DesiredDevice, observed: &ObservedDevice, keepalive: u16) -> DeviceChange {
+    let mut change = DeviceChange {
+        set_key: observed.public_key.as_deref() != Some(desired.public_key.as_str()),
+        port: (observed.port != desired.port).then_some(desired.port),
+        ..DeviceChange::default()
+    };
+    for (key, want) in &desired.peers {
+        let allowed: Vec<(std::net::IpAddr, u8)> =
+            want.tunnel.map(|t| (t.into(), 32)).into_iter().collect();
+        let same = observed.peers.get(key).is_some_and(|have| {
+            have.endpoint == Some(want.endpoint)
+                && have.allowed == allowed
+                && have.keepalive == Some(keepalive)
+        });
+        if !same {
+            change.upsert.push((key.clone(), want.clone()));
+        }
+    }
+    change.remove = observed
+        .peers
+        .keys()
+        .filter(|k| !desired.peers.contains_key(*k))
+        .cloned()
+        .collect();
+    change
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{NodeWireGuard, SCHEMA_VERSION};
+
+    fn node(name: &str, ip: &str, key: &str, next: Option<&str>, tunnel: &str) -> Node {
+        Node {
+            schema: SCHEMA_VERSION,
+            name: name.into(),
+            underlay: ip.parse().expect("ip"),
+            version: "t".into(),
+            wg: Some(NodeWireGuard {
+                public_key: key.into(),
+                port: 51820,
+                tunnel: tunnel.parse().expect("ip"),
+                next_key: next.map(str::to_string),
+                encrypt_all: false,
+            }),
+            started_at: 0,
+        }
+    }
+
+    fn observed_of(d: &DesiredDevice) -> ObservedDevice {
+        ObservedDevice {
+            public_key: Some(d.public_key.clone()),
+            port: d.port,
+            peers: d
+                .peers
+                .iter()
+                .map(|(k, p)| {
+                    let peer = ObservedPeer {
+                        endpoint: Some(p.endpoint),
+                        allowed: p.tunnel.map(|t| (t.into(), 32)).into_iter().collect(),
+                        keepalive: Some(25),
+                        last_handshake: Some(5),
+                    };
+                    (k.clone(), peer)
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn every_other_node_with_a_key_is_a_peer_and_a_rotating_one_twice() {
+        let mut plain = node("c", "10.0.0.13", "C", None, "100.64.0.3");
+        plain.wg = None;
+        let nodes = [
+            node("a", "10.0.0.11", "A", None, "100.64.0.1"),
+            node("b", "10.0.0.12", "B", Some("B2"), "100.64.0.2"),
+            plain,
+        ];
+        let peers = desired_peers("a", &nodes);
+        assert_eq!(peers.keys().collect::<Vec<_>>(), ["B", "B2"]);
+        assert_eq!(peers["B"].tunnel, Some("100.64.0.2".parse().expect("ip")));
+        assert_eq!(peers["B2"].tunnel, None);
+        assert_eq!(
+            peers["B2"].endpoint,
+            "10.0.0.12:51820".parse().expect("addr")
+        );
+    }
+
+    #[test]
+    fn a_device_as_planned_needs_nothing_and_a_switch_moves_the_address_in_one_change() {
+        let before = [
+            node("a", "10.0.0.11", "A", None, "100.64.0.1"),
+            node("b", "10.0.0.12", "B", Some("B2"), "100.64.0.2"),
+        ];
+        let desired = DesiredDevice {
+            public_key: "A".into(),
+            port: 51820,
+            peers: desired_peers("a", &before),
+        };
+        let have = observed_of(&desired);
+        assert!(diff(&desired, &have, 25).is_empty());
+        // b switched to B2: B2 takes the address, B goes.
+        let after = [
+            node("a", "10.0.0.11", "A", None, "100.64.0.1"),
+            node("b", "10.0.0.12", "B2", None, "100.64.0.2"),
+        ];
+        let next = DesiredDevice {
+            peers: desired_peers("a", &after),
+            ..desired.clone()
+        };
+        let change = diff(&next, &have, 25);
+        assert!(!change.set_key && change.port.is_none());
+        assert_eq!(change.upsert.len(), 1);
+        assert_eq!(change.upsert[0].0, "B2");
+        assert_eq!(change.remove, ["B"]);
+    }
+
+    #[test]
+    fn a_fresh_device_gets_key_port_and_peers() {
+        let nodes = [node("b", "10.0.0.12", "B", None, "100.64.0.2")];
+        let desired = DesiredDevice {
+            public_key: "A".into(),
+            port: 51820,
+            peers: desired_peers("a", &nodes),
+        };
+        let change = diff(&desired, &ObservedDevice::default(), 25);
+        assert!(change.set_key);
+        assert_eq!(change.port, Some(51820));
+        assert_eq!(change.upsert.len(), 1);
+        // A drifted endpoint or keepalive is put back.
+        let mut have = observed_of(&desired);
+        have.peers.get_mut("B").expect("peer").keepalive = None;
+        assert_eq!(diff(&desired, &have, 25).upsert.len(), 1);
+    }
+}
