@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not fetched again.
 set -euo pipefail
 pkgs=(etcd-server etcd-client protobuf-compiler libprotobuf-dev iproute2 nftables bind9-dnsutils knot-dnsutils
-      iputils-ping iperf3 busybox python3 procps util-linux psmisc jq curl dnsmasq-base
+      iputils-ping iperf3 busybox python3 procps util-linux psmisc jq curl dnsmasq-base tcpdump
       graphviz)  # graphviz: `shibafu network topology --format svg` draws with dot
 missing=()
 for p in "${pkgs[@]}"; do
@@ -28,4 +28,10 @@ for component in rustfmt clippy; do
     rustup component add "$component"
   fi
 done
+# Userspace WireGuard (boringtun) for kernels without the module: the agent runs it when the
+# kernel cannot create a wireguard link, and the tests and CI run that path.
+if ! command -v boringtun-cli >/dev/null 2>&1; then
+  echo "install-deps: installing boringtun-cli 0.7.1 (cargo install, about a minute)"
+  cargo install boringtun-cli --locked --version 0.7.1 --root /usr/local --quiet
+fi
 echo "install-deps: ok"

@@ -192,6 +192,10 @@ pub struct CreateArgs {
     /// (links notwithstanding), unless a policy allows more.
     #[arg(long, value_name = "none|strict", default_value = "none")]
     pub isolation: Isolation,
+    /// Carry this network's traffic between nodes inside WireGuard (each node's device is
+    /// brought up as needed; the MTU is the underlay's minus 60 (IPv4) or 80 (IPv6) minus 50).
+    #[arg(long)]
+    pub encrypted: bool,
 }
 
 /// Output format of list commands.
@@ -214,9 +218,26 @@ pub struct ListArgs {
 /// `shibafu node ...`
 #[derive(Debug, Subcommand)]
 pub enum NodeCmd {
-    /// List the nodes whose agent is alive.
+    /// List the nodes whose agent is alive, with each one's WireGuard key fingerprint and how
+    /// its tunnels stand (seconds since the last handshake with each peer).
     #[command(visible_alias = "list")]
     Ls(ListArgs),
+    /// Rotate a node's WireGuard key without dropping traffic: the new key is published, the
+    /// peers add it, then the old one is retired. Waits until the node uses the new key.
+    RotateKey(RotateKeyArgs),
+}
+
+/// Flags of `shibafu node rotate-key`.
+#[derive(Debug, Args)]
+pub struct RotateKeyArgs {
+    /// The node [default: the node of the local agent].
+    pub node: Option<String>,
+    /// Return once the rotation is requested instead of waiting for it to finish.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Longest wait for the rotation to finish, in seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub timeout: u64,
 }
 
 /// Parsing command lines in unit tests, as `shibafu ARGS...`.

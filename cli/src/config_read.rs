@@ -14,7 +14,15 @@ use crate::service::{Lb, Proto, WhenNoneHealthy};
 use crate::yaml::{Loc, Node};
 
 const TOP_KEYS: &[&str] = &["networks", "links", "services", "policies"];
-const NETWORK_KEYS: &[&str] = &["subnet", "subnet6", "mtu", "internal", "isolation", "dns"];
+const NETWORK_KEYS: &[&str] = &[
+    "subnet",
+    "subnet6",
+    "mtu",
+    "internal",
+    "isolation",
+    "encrypted",
+    "dns",
+];
 const DNS_KEYS: &[&str] = &["zone", "forwarders"];
 const SERVICE_KEYS: &[&str] = &[
     "name",
@@ -129,6 +137,10 @@ fn networks(r: &mut Reader, at: &At<'_>) -> Vec<CreateNetwork> {
         if let Some(a) = f.get("internal") {
             r.origin(path("internal"), &a.loc);
             net.internal = r.flag(a).unwrap_or(false);
+        }
+        if let Some(a) = f.get("encrypted") {
+            r.origin(path("encrypted"), &a.loc);
+            net.encrypted = r.flag(a).unwrap_or(false);
         }
         if let Some(a) = f.get("isolation") {
             r.origin(path("isolation"), &a.loc);

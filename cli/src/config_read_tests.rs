@@ -206,7 +206,7 @@ policies:
     assert_eq!(
         errors(text),
         [
-            r#"4:5: unknown key "subnett" (expected subnet, subnet6, mtu, internal, isolation, dns)"#,
+            r#"4:5: unknown key "subnett" (expected subnet, subnet6, mtu, internal, isolation, encrypted, dns)"#,
             "5:10: expected a whole number",
             r#"6:3: network "backend": missing subnet"#,
             r#"7:16: unknown isolation "total" (none, strict)"#,

@@ -73,6 +73,8 @@ struct NetworkOut<'a> {
     internal: bool,
     #[serde(skip_serializing_if = "Isolation::is_none")]
     isolation: Isolation,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    encrypted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     dns: Option<DnsOut<'a>>,
 }
@@ -96,6 +98,7 @@ fn network(n: &CreateNetwork) -> NetworkOut<'_> {
         mtu: n.mtu,
         internal: n.internal,
         isolation: n.isolation,
+        encrypted: n.encrypted,
         dns,
     }
 }

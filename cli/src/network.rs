@@ -60,6 +60,28 @@ pub struct Inspected<'a> {
     pub links: Vec<String>,
     /// Nodes that skip it, and why (empty when every node builds it).
     pub problems: Vec<Problem>,
+    /// For an encrypted network: the overlay MTU on each node whose WireGuard device is up
+    /// (its device MTU minus the VXLAN overhead, or the network's own if lower).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tunnel_mtu: std::collections::BTreeMap<String, u32>,
+}
+
+/// The overlay MTU of `network` on each node of `nodes` whose WireGuard device is up.
+pub fn tunnel_mtus(
+    network: &Network,
+    nodes: &[shibafu_overlay::api::NodeInfo],
+) -> std::collections::BTreeMap<String, u32> {
+    if !network.encrypted {
+        return Default::default();
+    }
+    nodes
+        .iter()
+        .filter_map(|n| {
+            let wg = n.wireguard.as_ref().filter(|w| w.mtu > 0)?;
+            let inside = wg.mtu.saturating_sub(shibafu_overlay::plan::VXLAN_OVERHEAD_V4);
+            Some((n.name.clone(), network.mtu.map_or(inside, |m| m.min(inside))))
+        })
+        .collect()
 }
 
 /// A node that does not build the network, and why.
@@ -84,10 +106,16 @@ async fn inspect(coordinator: &Coordinator, name: &str) -> anyhow::Result<String
             reason: p.reason,
         })
         .collect();
+    let tunnel_mtu = if network.encrypted {
+        tunnel_mtus(&network, &coordinator.list_nodes().await?)
+    } else {
+        Default::default()
+    };
     Ok(output::json(&Inspected {
         network: &network,
         links,
         problems,
+        tunnel_mtu,
     })?)
 }
 
@@ -102,6 +130,7 @@ pub fn create_request(args: CreateArgs) -> CreateNetwork {
         internal: args.internal,
         forwarders: args.forwarders,
         isolation: args.isolation,
+        encrypted: args.encrypted,
     }
 }
 
@@ -109,6 +138,39 @@ pub fn create_request(args: CreateArgs) -> CreateNetwork {
 mod tests {
     use super::*;
     use crate::args::testing::network;
+
+    #[test]
+    fn encrypted_networks_show_the_mtu_inside_each_nodes_tunnel() {
+        use shibafu_overlay::api::{NodeInfo, NodeTunnel};
+        let mut net = Network::new("secure", "172.30.0.0/24".parse().expect("net"), 4100);
+        let node = |name: &str, mtu: u32| NodeInfo {
+            name: name.into(),
+            underlay: "10.0.0.1".parse().expect("ip"),
+            version: "t".into(),
+            started_at: 0,
+            age_secs: 0,
+            wireguard: Some(NodeTunnel {
+                key: "k".into(),
+                public_key: "k".into(),
+                tunnel: "100.64.0.1".parse().expect("ip"),
+                port: 51820,
+                encrypt_all: false,
+                rotating_to: None,
+                backend: "kernel".into(),
+                mtu,
+                error: None,
+                peers: Default::default(),
+            }),
+        };
+        let nodes = [node("node1", 1440), node("node2", 0)];
+        assert!(tunnel_mtus(&net, &nodes).is_empty());
+        net.encrypted = true;
+        let mtus = tunnel_mtus(&net, &nodes);
+        assert_eq!(mtus.len(), 1, "a node whose device is down has none");
+        assert_eq!(mtus["node1"], 1390);
+        net.mtu = Some(1300);
+        assert_eq!(tunnel_mtus(&net, &nodes)["node1"], 1300);
+    }
 
     #[test]
     fn inspect_keeps_the_stored_order_and_adds_links() {
@@ -124,6 +186,7 @@ mod tests {
                 node: "node2".into(),
                 reason: "overlay MTU 1250 is below 1280".into(),
             }],
+            tunnel_mtu: Default::default(),
         })
         .expect("json");
         assert_eq!(

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use anyhow::Context as _;
-use shibafu_overlay::api::{Client, ClientError, Health};
+use shibafu_overlay::api::{Client, ClientError, Health, TunnelReport};
 
 use crate::context::{Context, COORDINATOR_HINT};
 use crate::output;
@@ -26,10 +26,20 @@ pub async fn run(ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
         "agent",
         probe(ctx.agent().map(|a| a.client().clone())).await,
     ));
-    let rows: Vec<Vec<String>> = probes
+    let mut rows: Vec<Vec<String>> = probes
         .iter()
         .map(|(name, (addr, result))| vec![name.to_string(), addr.clone(), status_cell(result)])
         .collect();
+    let agent_up = probes.last().is_some_and(|(_, (_, r))| r.is_ok());
+    if agent_up {
+        if let Ok(report) = ctx.agent()?.tunnel().await {
+            rows.push(vec![
+                "wireguard".into(),
+                format!("{}:{}", report.tunnel, report.port),
+                tunnel_cell(&report),
+            ]);
+        }
+    }
     out.write_all(output::table(&["COMPONENT", "ADDRESS", "STATUS"], &rows).as_bytes())
         .context("cannot write to stdout")?;
     let errors: Vec<String> = probes
@@ -51,6 +61,23 @@ async fn probe(client: Result<Client, ClientError>) -> (String, Result<Health, C
     }
 }
 
+/// How this node's encryption stands: what carries it and its key, or why it is down.
+fn tunnel_cell(r: &TunnelReport) -> String {
+    match (&r.backend, &r.error) {
+        (_, Some(e)) => format!("error: {e}"),
+        (Some(b), None) if r.up => {
+            let why = r
+                .fallback
+                .as_ref()
+                .map(|f| format!("; {f}"))
+                .unwrap_or_default();
+            let rotating = if r.rotating { ", rotating" } else { "" };
+            format!("up: {b}{why}, key {}{rotating}, mtu {}", r.key, r.mtu)
+        }
+        _ => format!("off (no encrypted network), key {}", r.key),
+    }
+}
+
 fn status_cell(result: &Result<Health, ClientError>) -> String {
     match result {
         Ok(h) => format!("{} ({})", h.status, h.version),
@@ -66,6 +93,27 @@ mod tests {
     use shibafu_overlay::api::{ApiError, ErrorKind, Target};
 
     use super::*;
+
+    #[test]
+    fn tunnel_cells() {
+        let mut r = TunnelReport {
+            key: "abcdEFGH".into(),
+            tunnel: "100.64.0.9".into(),
+            mtu: 1440,
+            port: 51820,
+            ..TunnelReport::default()
+        };
+        assert_eq!(tunnel_cell(&r), "off (no encrypted network), key abcdEFGH");
+        r.up = true;
+        r.backend = Some("userspace (boringtun-cli 0.7.1)".into());
+        r.fallback = Some("the kernel has no WireGuard module".into());
+        assert_eq!(
+            tunnel_cell(&r),
+            "up: userspace (boringtun-cli 0.7.1); the kernel has no WireGuard module, key abcdEFGH, mtu 1440"
+        );
+        r.error = Some("no WireGuard backend: cannot run boringtun-cli".into());
+        assert!(tunnel_cell(&r).starts_with("error: no WireGuard backend"));
+    }
 
     #[test]
     fn cells() {

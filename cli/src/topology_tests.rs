@@ -7,6 +7,7 @@ fn sample() -> Topology {
         version: "0.1.0".into(),
         started_at: 0,
         age_secs: 5,
+        wireguard: None,
     };
     let mut db = Network::new("database", "172.23.0.0/24".parse().expect("net"), 4098);
     db.internal = true;

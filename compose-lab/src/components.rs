@@ -201,6 +201,8 @@ pub fn agent(layout: &Layout, bins: &Bins, node: &str, i: usize) -> ProcSpec {
         LAB_LEASE_TTL.to_string(),
         // Lab nodes are namespaces dedicated to shibafu.
         "--no-bridge-netfilter".into(),
+        "--wg-interface".into(),
+        layout.wg_ifname(node),
         METRICS_FLAG.into(),
         format!("{}:{}", layout.node_addr(i), crate::layout::METRICS_PORT),
     ];

@@ -179,6 +179,18 @@ impl Layout {
         self.dir.join("nodes").join(node)
     }
 
+    /// The WireGuard device name of one node: `wg` and a hash of its namespace name, since
+    /// userspace devices are configured through `/var/run/wireguard/<name>.sock`, which every
+    /// lab on the machine shares.
+    pub fn wg_ifname(&self, node: &str) -> String {
+        let mut h: u32 = 0x811c_9dc5;
+        for b in self.node_ns(node).bytes() {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        format!("wg{h:08x}")
+    }
+
     /// The agent API socket of one node.
     pub fn api_socket(&self, node: &str) -> PathBuf {
         self.node_dir(node).join("agent.sock")
@@ -246,6 +258,11 @@ mod tests {
         let (a, b) = (layout("a"), layout("b"));
         assert_ne!(a.subnet(), b.subnet());
         assert!(!b.node_ns("x").starts_with(&a.prefix()));
+        // WireGuard device names fit IFNAMSIZ and differ between labs and nodes.
+        let w = a.wg_ifname("node1");
+        assert_eq!(w.len(), 10);
+        assert_ne!(w, b.wg_ifname("node1"));
+        assert_ne!(w, a.wg_ifname("node2"));
     }
 
     #[test]

@@ -250,6 +250,7 @@ impl Step {
                     &word(&new.forwarders),
                 );
                 diff(&mut d, "isolation", &old.isolation, &new.isolation);
+                diff(&mut d, "encrypted", &old.encrypted, &new.encrypted);
                 (
                     ChangeAction::Update,
                     ObjectKind::Network,

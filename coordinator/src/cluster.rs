@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use shibafu_overlay::api::{ApiError, CreateNetwork, ErrorKind, NodeInfo, RemovedNetwork};
-use shibafu_overlay::model::{decode, Endpoint, Network, NetworkProblem, Node, SCHEMA_VERSION};
+use shibafu_overlay::model::{
+    decode, Endpoint, Network, NetworkProblem, Node, TunnelStatus, SCHEMA_VERSION,
+};
 use shibafu_overlay::store::keys::{Key, Prefix};
 use shibafu_overlay::store::{Compare, KeyValue, Store, StoreError, StoreExt, TxnOp};
 use tracing::{debug, info, warn};
@@ -288,7 +290,17 @@ pub async fn list_nodes(store: &dyn Store, now: u64) -> Result<Vec<NodeInfo>, Ap
         .list_objects::<Node>(&Prefix::Nodes)
         .await
         .map_err(store_error)?;
-    let mut infos: Vec<NodeInfo> = nodes.iter().map(|n| NodeInfo::from_node(n, now)).collect();
+    let (tunnels, _) = store
+        .list_objects::<TunnelStatus>(&Prefix::Tunnels)
+        .await
+        .map_err(store_error)?;
+    let mut infos: Vec<NodeInfo> = nodes
+        .iter()
+        .map(|n| {
+            let status = tunnels.iter().find(|t| t.node == n.name);
+            NodeInfo::from_node(n, status, now)
+        })
+        .collect();
     infos.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(infos)
 }

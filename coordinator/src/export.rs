@@ -43,6 +43,7 @@ fn network(n: &Network) -> CreateNetwork {
         internal: n.internal,
         forwarders: n.forwarders.iter().map(forwarder).collect(),
         isolation: n.isolation,
+        encrypted: n.encrypted,
     }
 }
 

@@ -8,7 +8,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use shibafu_overlay::api::{
@@ -73,6 +73,7 @@ pub fn router(store: Arc<dyn Store>) -> Router {
         .route("/v1/links", get(list_links).post(create_link))
         .route("/v1/links/{a}/{b}", delete(remove_link))
         .route("/v1/nodes", get(list_nodes))
+        .route("/v1/nodes/{name}/rotate-key", post(rotate_key))
         .merge(http_services::routes())
         .merge(http_policies::routes())
         .merge(http_apply::routes())
@@ -193,6 +194,15 @@ async fn list_nodes(State(st): State<AppState>) -> Answer<Json<Vec<NodeInfo>>> {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     Ok(Json(cluster::list_nodes(st.store.as_ref(), now).await?))
+}
+
+#[instrument(name = "rotate_key", skip_all, fields(method = "POST", node = %name))]
+async fn rotate_key(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Answer<(StatusCode, Json<NodeInfo>)> {
+    let info = crate::rotation::request_rotation(st.store.as_ref(), &name).await?;
+    Ok((StatusCode::ACCEPTED, Json(info)))
 }
 
 #[instrument(name = "health", skip_all, fields(method = "GET"))]

@@ -20,6 +20,7 @@ mod metrics;
 mod policies;
 #[cfg(test)]
 mod racing_store;
+mod rotation;
 mod services;
 mod validate;
 

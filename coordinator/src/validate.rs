@@ -89,6 +89,7 @@ pub fn network_fields(req: &CreateNetwork) -> Result<Network, Vec<FieldProblem>>
             internal: req.internal,
             forwarders,
             isolation: req.isolation,
+            encrypted: req.encrypted,
             ..Network::new(name, subnet, VNI_MIN)
         }),
         _ => Err(problems),

@@ -45,6 +45,7 @@ fn keeps_every_option() {
             "fd00::54".into(),
         ],
         isolation: Isolation::Strict,
+        encrypted: false,
     };
     let n = network_from_request(&r).expect("valid");
     assert_eq!(n.isolation, Isolation::Strict);

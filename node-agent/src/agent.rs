@@ -12,8 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix::{Actor, Addr, Recipient};
 use anyhow::Context;
 use futures::FutureExt;
-use shibafu_overlay::model::{Node, SCHEMA_VERSION};
+use shibafu_overlay::model::{Node, NodeWireGuard, SCHEMA_VERSION};
 use shibafu_overlay::store::{EtcdStore, Store};
+use shibafu_overlay::wireguard::{tunnel, BackendChoice, KeyFiles, SystemWg};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -34,6 +35,8 @@ use crate::registry::actor::RegistryActor;
 use crate::registry::Registry;
 use crate::runtime::{NetworkRecipients, RuntimeActor, RuntimeRecipients};
 use crate::store_actor::{Connector, StoreActor, StoreConfig};
+use crate::tunnel::owner::{TunnelConfig, TunnelOwner};
+use crate::tunnel::{GetTunnel, TunnelActor};
 use shibafu_overlay::container::ShimContainerHost;
 use shibafu_overlay::firewall::NftFirewall;
 use shibafu_overlay::health::{system_clock, SystemProber};
@@ -95,6 +98,25 @@ pub struct RunArgs {
     /// 127.0.0.1).
     #[arg(long, value_name = "ADDR:PORT")]
     metrics_listen: Option<SocketAddr>,
+    /// Carry every network's traffic between this node and the others inside WireGuard, not
+    /// only the networks created with `--encrypted`.
+    #[arg(long)]
+    encrypt_all: bool,
+    /// UDP port of this node's WireGuard device, on the underlay address.
+    #[arg(long, default_value_t = tunnel::DEFAULT_PORT)]
+    wg_port: u16,
+    /// Name of this node's WireGuard device. Userspace devices are configured through
+    /// /var/run/wireguard/NAME.sock, so agents sharing a filesystem need distinct names.
+    #[arg(long, default_value = "wg-shibafu")]
+    wg_interface: String,
+    /// Which WireGuard implementation carries the tunnels: `auto` (the kernel module when the
+    /// kernel has it, else userspace), `kernel` or `userspace`.
+    #[arg(long, default_value = "auto", value_name = "auto|kernel|userspace")]
+    wg_backend: BackendChoice,
+    /// The userspace WireGuard implementation, run as a managed process when the kernel has
+    /// no module (boringtun-cli; `cargo install boringtun-cli`).
+    #[arg(long, default_value = "boringtun-cli", value_name = "PATH")]
+    wg_userspace: PathBuf,
 }
 
 fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
@@ -132,14 +154,31 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let started_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let base = Node {
+        schema: SCHEMA_VERSION,
+        name: args.node.clone(),
+        underlay: args.underlay,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        wg: None,
+        started_at,
+    };
+    // The key is known before registering, so a restarted node's record keeps it: peers see
+    // no change and its tunnels stay up.
+    let wg = KeyFiles::new(&args.state_dir)
+        .load_or_create()
+        .context("loading this node's WireGuard key")?;
+    let tunnel_addr =
+        tunnel::choose_tunnel(&args.node, KeyFiles::new(&args.state_dir).tunnel(), &[]);
     let cfg = StoreConfig {
         node: Node {
-            schema: SCHEMA_VERSION,
-            name: args.node.clone(),
-            underlay: args.underlay,
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            wg: None,
-            started_at,
+            wg: Some(NodeWireGuard {
+                public_key: shibafu_overlay::wireguard::public_of(&wg.current),
+                port: args.wg_port,
+                tunnel: tunnel_addr,
+                next_key: wg.next.as_ref().map(shibafu_overlay::wireguard::public_of),
+                encrypt_all: args.encrypt_all,
+            }),
+            ..base.clone()
         },
         lease_ttl: Duration::from_secs(args.lease_ttl),
         upstream_dns: args.upstream_dns.clone(),
@@ -169,14 +208,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let store = StoreActor::new(cfg, connector.clone())
             .with_metrics(metrics.store.clone())
             .start();
-        let (network, runtime, dns_trace) =
-            start_workload_actors(&args, &store, connector, &metrics).await?;
+        let (network, runtime, dns_trace, tunnel) =
+            start_workload_actors(&args, &store, connector, &metrics, base).await?;
         let router = api::router(ApiState {
             status: store.clone().recipient(),
             networks: store.clone().recipient(),
             network,
             runtime,
             dns_trace,
+            tunnel,
         });
         let mut api_stop = stop_rx.clone();
         let shutdown = async move {
@@ -206,7 +246,13 @@ async fn start_workload_actors(
     store: &Addr<StoreActor>,
     connector: Connector,
     metrics: &AgentMetrics,
-) -> anyhow::Result<(NetworkRecipients, RuntimeRecipients, Recipient<TraceDns>)> {
+    base: Node,
+) -> anyhow::Result<(
+    NetworkRecipients,
+    RuntimeRecipients,
+    Recipient<TraceDns>,
+    Recipient<GetTunnel>,
+)> {
     let dp = NetlinkDataplane::current();
     let underlay_mtu = match dp.underlay_mtu(args.underlay).await {
         Ok(mtu) => mtu,
@@ -247,6 +293,8 @@ async fn start_workload_actors(
         underlay: Some(args.underlay),
         underlay_mtu,
         bridge_netfilter_off: args.no_bridge_netfilter,
+        encrypt_all: args.encrypt_all,
+        tunnel_if: args.wg_interface.clone(),
     };
     let reconciler = Reconciler::new(cfg, Arc::new(dp), local);
     let dataplane =
@@ -254,6 +302,29 @@ async fn start_workload_actors(
             .with_metrics(metrics.dataplane.clone())
             .start();
     store.do_send(Subscribe(dataplane.clone().recipient()));
+    let files = KeyFiles::new(&args.state_dir);
+    let device = SystemWg::new(
+        &args.wg_interface,
+        args.wg_backend,
+        args.wg_userspace.clone(),
+        args.state_dir.join("wireguard").join("userspace.log"),
+    );
+    let owner = TunnelOwner::load(TunnelConfig {
+        base,
+        underlay_mtu,
+        port: args.wg_port,
+        encrypt_all: args.encrypt_all,
+        files,
+        device: Arc::new(device),
+        publish: Arc::new(StorePublisher {
+            put: store.clone().recipient(),
+            delete: store.clone().recipient(),
+        }),
+        clock: system_clock(),
+    })
+    .context("loading this node's WireGuard key")?;
+    let tunnel = TunnelActor::new(owner, dataplane.clone().recipient()).start();
+    store.do_send(Subscribe(tunnel.clone().recipient()));
     let dns = DnsActor::new(args.node.clone(), args.upstream_dns.clone(), 53)
         .with_metrics(metrics.dns.clone())
         .start();
@@ -293,7 +364,12 @@ async fn start_workload_actors(
     store.do_send(Subscribe(health.clone().recipient()));
     registry.do_send(SubscribeLocal(health.recipient()));
     info!(underlay_mtu, "workload actors started");
-    Ok((recipients, RuntimeRecipients::of(&runtime), dns_trace))
+    Ok((
+        recipients,
+        RuntimeRecipients::of(&runtime),
+        dns_trace,
+        tunnel.recipient(),
+    ))
 }
 
 /// Waits for SIGTERM or SIGINT, then stops the API and the System (after revoking the lease

@@ -20,6 +20,7 @@ mod shim_cmd;
 mod store_actor;
 #[cfg(test)]
 mod testing;
+mod tunnel;
 
 use clap::{Parser, Subcommand};
 

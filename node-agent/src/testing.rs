@@ -134,6 +134,11 @@ impl FakePublisher {
         self.records.lock().expect("lock").keys().cloned().collect()
     }
 
+    /// The value published at `key`, if any.
+    pub fn value(&self, key: &str) -> Option<Vec<u8>> {
+        self.records.lock().expect("lock").get(key).cloned()
+    }
+
     /// Every put and delete so far, as `put KEY` / `delete KEY`.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().expect("lock").clone()

@@ -63,6 +63,8 @@ pub fn desired(
         endpoints: &endpoints,
         containers: &containers,
         policed: &policed,
+        tunnel: None,
+        encrypt_all: false,
     })
     .expect("desired")
 }

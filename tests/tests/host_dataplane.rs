@@ -83,6 +83,8 @@ fn desired(
         endpoints,
         containers,
         policed: &BTreeSet::new(),
+        tunnel: None,
+        encrypt_all: false,
     })
     .expect("desired state")
 }

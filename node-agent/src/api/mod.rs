@@ -27,6 +27,7 @@ use tracing::Instrument;
 
 use crate::messages::{GetNetworks, GetStatus, TraceDns};
 use crate::runtime::{NetworkRecipients, RuntimeRecipients};
+use crate::tunnel::GetTunnel;
 
 /// What the handlers reach: the actors answering each kind of request.
 #[derive(Clone)]
@@ -41,6 +42,8 @@ pub struct ApiState {
     pub runtime: RuntimeRecipients,
     /// Answers `POST /v1/diag/dns-trace` (DnsActor).
     pub dns_trace: Recipient<TraceDns>,
+    /// Answers `GET /v1/tunnel` (TunnelActor).
+    pub tunnel: Recipient<GetTunnel>,
 }
 
 /// Shared state as handlers see it.

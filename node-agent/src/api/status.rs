@@ -5,11 +5,12 @@
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use shibafu_overlay::api::Health;
+use shibafu_overlay::api::{Health, TunnelReport};
 use shibafu_overlay::model::Network;
 
 use super::{ApiFailure, SharedState};
 use crate::messages::{AgentStatus, GetNetworks, GetStatus};
+use crate::tunnel::GetTunnel;
 
 /// Routes of this module.
 pub fn routes() -> Router<SharedState> {
@@ -17,6 +18,7 @@ pub fn routes() -> Router<SharedState> {
         .route("/v1/health", get(health))
         .route("/v1/status", get(status))
         .route("/v1/networks", get(networks))
+        .route("/v1/tunnel", get(tunnel))
 }
 
 async fn health() -> Json<Health> {
@@ -28,6 +30,10 @@ async fn health() -> Json<Health> {
 
 async fn status(State(s): State<SharedState>) -> Result<Json<AgentStatus>, ApiFailure> {
     Ok(Json(s.status.send(GetStatus).await?))
+}
+
+async fn tunnel(State(s): State<SharedState>) -> Result<Json<TunnelReport>, ApiFailure> {
+    Ok(Json(s.tunnel.send(GetTunnel).await?))
 }
 
 async fn networks(State(s): State<SharedState>) -> Result<Json<Vec<Network>>, ApiFailure> {

@@ -37,6 +37,21 @@ impl Handler<GetStatus> for FakeStore {
     }
 }
 
+impl Handler<GetTunnel> for FakeStore {
+    type Result = MessageResult<GetTunnel>;
+    fn handle(&mut self, _: GetTunnel, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(shibafu_overlay::api::TunnelReport {
+            up: true,
+            backend: Some("userspace (boringtun-cli 0.7.1)".into()),
+            key: "abcdEFGH".into(),
+            tunnel: "100.64.0.9".into(),
+            mtu: 1440,
+            port: 51820,
+            ..Default::default()
+        })
+    }
+}
+
 impl Handler<GetNetworks> for FakeStore {
     type Result = MessageResult<GetNetworks>;
     fn handle(&mut self, _: GetNetworks, _: &mut Context<Self>) -> Self::Result {
@@ -126,6 +141,7 @@ fn serves_status_networks_and_json_errors_on_a_private_socket() {
         let router = router(ApiState {
             status: fake.clone().recipient(),
             dns_trace: fake.clone().recipient(),
+            tunnel: fake.clone().recipient(),
             networks: fake.recipient(),
             network: net,
             runtime: RuntimeRecipients::of(&runtime),
@@ -141,6 +157,11 @@ fn serves_status_networks_and_json_errors_on_a_private_socket() {
         assert_eq!(status["etcd_connected"], true);
         assert_eq!(status["revision"], 42);
         assert_eq!(status["nodes"], serde_json::json!(["node7", "node8"]));
+
+        let (code, tunnel) = get(&sock, "/v1/tunnel").await;
+        assert_eq!(code, 200);
+        assert_eq!(tunnel["backend"], "userspace (boringtun-cli 0.7.1)");
+        assert_eq!(tunnel["key"], "abcdEFGH");
 
         let (code, nets) = get(&sock, "/v1/networks").await;
         assert_eq!(code, 200);

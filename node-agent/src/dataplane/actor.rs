@@ -23,6 +23,7 @@ use crate::messages::ClusterChanged;
 use crate::metrics::DataplaneMetrics;
 use crate::publish::PublishQueue;
 use crate::registry::LocalWorkloads;
+use crate::tunnel::TunnelChanged;
 
 /// How often the whole dataplane (every container namespace) is resynced.
 const RESYNC: Duration = Duration::from_secs(30);
@@ -288,5 +289,36 @@ impl Handler<ApplyLocal> for DataplaneActor {
             done
         };
         Box::pin(apply.instrument(span))
+    }
+}
+
+impl Handler<TunnelChanged> for DataplaneActor {
+    type Result = ();
+
+    /// The WireGuard device came up or went: remote endpoints of encrypted networks point at
+    /// the peers' tunnel addresses, or wait.
+    fn handle(&mut self, msg: TunnelChanged, _ctx: &mut Context<Self>) {
+        let (owner, inbox) = (self.owner.clone(), self.inbox.clone());
+        let seen = self.seen_state;
+        actix_rt::spawn(async move {
+            let mut o = owner.lock().await;
+            o.rec.set_tunnel(msg.0);
+            if !seen {
+                return;
+            }
+            if let Some(p) = take(&inbox) {
+                o.rec.set_state(p.state);
+            }
+            let start = Instant::now();
+            let done = o.rec.reconcile_change().await;
+            o.reports
+                .metrics
+                .reconciled("change", start.elapsed(), done.is_ok());
+            if let Err(e) = done {
+                warn!(error = %e, "reconcile after the tunnel changed failed; retried on the next change or resync");
+            }
+            let Owner { rec, reports } = &mut *o;
+            reports.after_pass(rec);
+        });
     }
 }

@@ -7,7 +7,7 @@ pub mod actor;
 #[cfg(test)]
 mod tests;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -51,6 +51,10 @@ pub struct HostConfig {
     pub underlay_mtu: u32,
     /// Keep bridged frames out of the netfilter hooks (`--no-bridge-netfilter`).
     pub bridge_netfilter_off: bool,
+    /// Encrypt every network (`--encrypt-all`).
+    pub encrypt_all: bool,
+    /// Name of the WireGuard device.
+    pub tunnel_if: String,
 }
 
 /// The reconciler; see the module documentation.
@@ -65,6 +69,8 @@ pub struct Reconciler {
     planned: Option<DesiredHost>,
     /// Netlink ops applied and failed since start.
     ops: (u64, u64),
+    /// This node's tunnel address while its WireGuard device is up.
+    tunnel: Option<Ipv4Addr>,
 }
 
 impl Reconciler {
@@ -79,6 +85,7 @@ impl Reconciler {
             settled: None,
             planned: None,
             ops: (0, 0),
+            tunnel: None,
         }
     }
 
@@ -90,6 +97,12 @@ impl Reconciler {
     /// Takes a new cluster state (reconcile afterwards).
     pub fn set_state(&mut self, state: Arc<ClusterState>) {
         self.state = state;
+    }
+
+    /// Takes whether this node's WireGuard device is up, with its tunnel address (reconcile
+    /// afterwards).
+    pub fn set_tunnel(&mut self, tunnel: Option<Ipv4Addr>) {
+        self.tunnel = tunnel;
     }
 
     /// Takes this node's workloads as they should now be (reconcile afterwards).
@@ -113,7 +126,22 @@ impl Reconciler {
             .cloned()
             .collect();
         let links: Vec<Link> = self.state.links().values().cloned().collect();
-        Some(FirewallSpec::from_model(&networks, &links, None))
+        let sealed: Vec<u32> = match self.cfg.underlay {
+            Some(_) => networks
+                .iter()
+                .filter(|n| n.encrypted || self.cfg.encrypt_all)
+                .map(|n| n.vni)
+                .collect(),
+            None => Vec::new(),
+        };
+        Some(
+            FirewallSpec::from_model(&networks, &links, None).map(|mut spec| {
+                spec.sealed_vnis = sealed;
+                spec.sealed_vnis.sort_unstable();
+                spec.tunnel_if = self.tunnel.map(|_| self.cfg.tunnel_if.clone());
+                spec
+            }),
+        )
     }
 
     /// Applies this node's workloads to `netns` (an attach, a detach or its rollback). For an
@@ -236,6 +264,8 @@ impl Reconciler {
             endpoints: &endpoints,
             containers: &containers,
             policed: &policed,
+            tunnel: self.tunnel,
+            encrypt_all: self.cfg.encrypt_all,
         })?;
         desired.bridge_netfilter_off = self.cfg.bridge_netfilter_off;
         Ok(desired)

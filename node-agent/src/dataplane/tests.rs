@@ -17,6 +17,8 @@ fn reconciler(dp: &Arc<FakeDataplane>, underlay_mtu: u32) -> Reconciler {
         underlay: Some("10.0.0.1".parse().expect("ip")),
         underlay_mtu,
         bridge_netfilter_off: false,
+        encrypt_all: false,
+        tunnel_if: "wg-test".into(),
     };
     Reconciler::new(cfg, dp.clone(), Arc::new(LocalWorkloads::new()))
 }

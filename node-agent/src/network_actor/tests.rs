@@ -67,6 +67,8 @@ impl Agent {
             underlay: Some("10.0.0.1".parse().expect("ip")),
             underlay_mtu: 1500,
             bridge_netfilter_off: false,
+            encrypt_all: false,
+            tunnel_if: "wg-test".into(),
         };
         let rec = Reconciler::new(cfg, dp.clone(), local);
         let dataplane =

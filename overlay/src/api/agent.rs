@@ -177,6 +177,17 @@ impl Agent {
         self.client.delete(&path).await
     }
 
+    /// `GET /v1/tunnel`: how this node's encryption stands.
+    pub async fn tunnel(&self) -> Result<super::TunnelReport, ClientError> {
+        self.client.get("/v1/tunnel").await
+    }
+
+    /// `GET /v1/status`: the name of the agent's node.
+    pub async fn node_name(&self) -> Result<String, ClientError> {
+        let status: serde_json::Value = self.client.get("/v1/status").await?;
+        Ok(status["node"].as_str().unwrap_or_default().to_string())
+    }
+
     /// `POST /v1/attachments`: attaches an existing namespace to a network.
     pub async fn attach(&self, req: &Attach) -> Result<ContainerInfo, ClientError> {
         self.client.post("/v1/attachments", req).await

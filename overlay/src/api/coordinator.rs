@@ -122,6 +122,13 @@ impl Coordinator {
         self.client.get("/v1/nodes").await
     }
 
+    /// `POST /v1/nodes/<node>/rotate-key`: asks `node` to rotate its WireGuard key; the node
+    /// as it stood when asked.
+    pub async fn rotate_key(&self, node: &str) -> Result<NodeInfo, ClientError> {
+        let path = format!("/v1/nodes/{}/rotate-key", encode_segment(node));
+        self.client.post(&path, &serde_json::json!({})).await
+    }
+
     /// `GET /v1/endpoints`: every endpoint, sorted by network and name.
     pub async fn list_endpoints(&self) -> Result<Vec<crate::model::Endpoint>, ClientError> {
         self.client.get("/v1/endpoints").await

@@ -27,6 +27,6 @@ pub use policies::{PolicyInfo, PolicySpec, RuleCounters};
 pub use services::{InstanceInfo, ServiceInfo, ServiceSpec};
 pub use target::Target;
 pub use types::{
-    encode_segment, network_path, ApiError, CreateNetwork, ErrorKind, Health, NodeInfo,
-    RemovedNetwork,
+    encode_segment, network_path, ApiError, CreateNetwork, ErrorKind, Health, NodeInfo, NodeTunnel,
+    PeerTunnelInfo, RemovedNetwork, TunnelReport,
 };

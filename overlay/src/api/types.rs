@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::apply::Problem;
-use crate::model::{Isolation, Node};
+use crate::model::{key_fingerprint, Isolation, Node, TunnelStatus};
 
 /// Body of `POST /v1/networks`. Addresses are text: the server parses them once and answers a
 /// clear message for malformed input, whatever client sent it.
@@ -36,6 +36,9 @@ pub struct CreateNetwork {
     /// `strict`: ingress only from the network itself unless a policy allows.
     #[serde(default, skip_serializing_if = "Isolation::is_none")]
     pub isolation: Isolation,
+    /// Carry traffic between nodes inside WireGuard.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
 }
 
 /// Answer of `DELETE /v1/networks/{name}`: what was removed with the network.
@@ -67,19 +70,117 @@ pub struct NodeInfo {
     pub started_at: u64,
     /// Seconds since the agent started, by the coordinator's clock.
     pub age_secs: u64,
+    /// Its WireGuard key and how its tunnels stand, when it has a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard: Option<NodeTunnel>,
+}
+
+/// A node's WireGuard side in `node ls`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeTunnel {
+    /// Fingerprint of its key (first 8 base64 characters).
+    pub key: String,
+    /// Its full public key.
+    pub public_key: String,
+    /// Its tunnel address.
+    pub tunnel: std::net::Ipv4Addr,
+    /// Its WireGuard port.
+    pub port: u16,
+    /// It encrypts every network.
+    pub encrypt_all: bool,
+    /// A rotation is under way (the fingerprint of the next key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotating_to: Option<String>,
+    /// What carries its device, empty while it is down.
+    #[serde(default)]
+    pub backend: String,
+    /// Its device's MTU (0 while it is down).
+    #[serde(default)]
+    pub mtu: u32,
+    /// Its device's configuration error, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Each peer: fingerprint of the key it has for it, and the last handshake.
+    #[serde(default)]
+    pub peers: std::collections::BTreeMap<String, PeerTunnelInfo>,
+}
+
+/// One tunnel as `node ls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerTunnelInfo {
+    /// Fingerprint of the peer key configured.
+    pub key: String,
+    /// Seconds since the last handshake, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_age_secs: Option<u64>,
+    /// Handshake within the last 180 s.
+    pub up: bool,
 }
 
 impl NodeInfo {
-    /// Builds the report of `node` at unix time `now` (seconds).
-    pub fn from_node(node: &Node, now: u64) -> NodeInfo {
+    /// Builds the report of `node` at unix time `now` (seconds), with its tunnel status.
+    pub fn from_node(node: &Node, status: Option<&TunnelStatus>, now: u64) -> NodeInfo {
+        let wireguard = node.wg.as_ref().map(|w| NodeTunnel {
+            key: key_fingerprint(&w.public_key),
+            public_key: w.public_key.clone(),
+            tunnel: w.tunnel,
+            port: w.port,
+            encrypt_all: w.encrypt_all,
+            rotating_to: w.next_key.as_deref().map(key_fingerprint),
+            backend: status.map(|s| s.backend.clone()).unwrap_or_default(),
+            mtu: status.map_or(0, |s| s.mtu),
+            error: status.and_then(|s| s.error.clone()),
+            peers: status
+                .map(|s| {
+                    s.peers
+                        .iter()
+                        .map(|(n, p)| {
+                            let info = PeerTunnelInfo {
+                                key: p.key.clone(),
+                                handshake_age_secs: p.last_handshake.map(|t| now.saturating_sub(t)),
+                                up: p.is_up(now),
+                            };
+                            (n.clone(), info)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
         NodeInfo {
             name: node.name.clone(),
             underlay: node.underlay,
             version: node.version.clone(),
             started_at: node.started_at,
             age_secs: now.saturating_sub(node.started_at),
+            wireguard,
         }
     }
+}
+
+/// Answer of the agent's `GET /v1/tunnel`: how its node's encryption stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelReport {
+    /// Is the device up?
+    pub up: bool,
+    /// What carries it (`kernel`, `userspace (boringtun-cli 0.7.1)`), when up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Why the kernel module is not used, when it was wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// The last configuration error, if the device is not as it should be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Key fingerprint.
+    pub key: String,
+    /// Tunnel address.
+    pub tunnel: String,
+    /// Device MTU.
+    pub mtu: u32,
+    /// WireGuard port.
+    pub port: u16,
+    /// A key rotation is under way.
+    pub rotating: bool,
 }
 
 /// Answer of `GET /v1/health`.
@@ -267,8 +368,60 @@ mod tests {
             wg: None,
             started_at: 1000,
         };
-        assert_eq!(NodeInfo::from_node(&node, 1090).age_secs, 90);
-        assert_eq!(NodeInfo::from_node(&node, 10).age_secs, 0);
+        assert_eq!(NodeInfo::from_node(&node, None, 1090).age_secs, 90);
+        assert_eq!(NodeInfo::from_node(&node, None, 10).age_secs, 0);
+        assert!(NodeInfo::from_node(&node, None, 10).wireguard.is_none());
+    }
+
+    #[test]
+    fn node_info_shows_keys_and_tunnel_ages() {
+        use crate::model::{NodeWireGuard, PeerTunnel};
+        let node = Node {
+            schema: 1,
+            name: "node1".into(),
+            underlay: "10.0.0.1".parse().expect("ip"),
+            version: "0.1.0".into(),
+            wg: Some(NodeWireGuard {
+                public_key: "ABCDEFGHijklmnop".into(),
+                port: 51820,
+                tunnel: "100.64.0.7".parse().expect("ip"),
+                next_key: Some("NEXTKEY0zzzz".into()),
+                encrypt_all: false,
+            }),
+            started_at: 1000,
+        };
+        let status = TunnelStatus {
+            schema: 1,
+            node: "node1".into(),
+            backend: "kernel".into(),
+            mtu: 1440,
+            error: None,
+            peers: [
+                (
+                    "node2".to_string(),
+                    PeerTunnel {
+                        key: "k2".into(),
+                        last_handshake: Some(1900),
+                    },
+                ),
+                (
+                    "node3".to_string(),
+                    PeerTunnel {
+                        key: "k3".into(),
+                        last_handshake: None,
+                    },
+                ),
+            ]
+            .into(),
+            accepted: Default::default(),
+        };
+        let info = NodeInfo::from_node(&node, Some(&status), 2000);
+        let wg = info.wireguard.expect("wireguard");
+        assert_eq!(wg.key, "ABCDEFGH");
+        assert_eq!(wg.rotating_to.as_deref(), Some("NEXTKEY0"));
+        assert_eq!(wg.peers["node2"].handshake_age_secs, Some(100));
+        assert!(wg.peers["node2"].up);
+        assert!(!wg.peers["node3"].up);
     }
 
     #[test]

@@ -119,6 +119,13 @@ pub struct FirewallSpec {
     pub links: Vec<(String, String)>,
     /// Interface outbound traffic is masqueraded on; `None` = any non-shibafu interface.
     pub uplink: Option<String>,
+    /// Inbound VXLAN traffic of these VNIs is taken only from the WireGuard device: a packet
+    /// for an encrypted network arriving in clear is dropped (sorted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sealed_vnis: Vec<u32>,
+    /// The WireGuard device, when it is up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_if: Option<String>,
 }
 
 impl FirewallSpec {
@@ -169,6 +176,8 @@ impl FirewallSpec {
             networks: nets,
             links: pairs,
             uplink: uplink.map(str::to_string),
+            sealed_vnis: Vec::new(),
+            tunnel_if: None,
         })
     }
 }

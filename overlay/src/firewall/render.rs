@@ -110,6 +110,28 @@ fn prerouting_rules() -> [(String, &'static str); 3] {
     ]
 }
 
+/// The rule dropping VXLAN packets of encrypted networks that did not come through the
+/// WireGuard device (the VNI is the 24 bits at byte 12 of the UDP header's start); none when
+/// no network is sealed. Not in [`rule_comments`]: it comes and goes with encrypted networks.
+fn sealed_rule(spec: &FirewallSpec) -> Option<(String, &'static str)> {
+    if spec.sealed_vnis.is_empty() {
+        return None;
+    }
+    let vnis: Vec<String> = spec.sealed_vnis.iter().map(u32::to_string).collect();
+    let from = spec
+        .tunnel_if
+        .as_ref()
+        .map(|t| format!(" iifname != \"{t}\""))
+        .unwrap_or_default();
+    Some((
+        format!(
+            "udp dport {VXLAN_PORT} @th,96,24 {{ {} }}{from} drop",
+            vnis.join(", ")
+        ),
+        "encrypted networks: VXLAN only through the tunnel",
+    ))
+}
+
 /// Rules of the raw-priority `output` chain: the VXLAN packets this host sends (the VXLAN
 /// devices encapsulate through the local output path), but not the host's traffic into its
 /// bridges.
@@ -249,7 +271,8 @@ pub fn render_ruleset(spec: &FirewallSpec) -> String {
     set(&mut s, "intra4", "ipv4_addr . ipv4_addr", concat, &intra4);
     set(&mut s, "intra6", "ipv6_addr . ipv6_addr", concat, &intra6);
 
-    let pre = prerouting_rules();
+    let mut pre: Vec<(String, &str)> = sealed_rule(spec).into_iter().collect();
+    pre.extend(prerouting_rules());
     let pre: Vec<(&str, &str)> = pre.iter().map(|(r, c)| (r.as_str(), *c)).collect();
     chain(
         &mut s,

@@ -357,3 +357,25 @@ fn the_main_table_honours_the_policy_marks() {
     );
     assert!(s.contains(&track), "{s}");
 }
+
+#[test]
+fn encrypted_networks_take_vxlan_only_from_the_tunnel_first_in_prerouting() {
+    let mut s = spec(&[], None);
+    assert!(!render_ruleset(&s).contains("@th,96,24"));
+    s.sealed_vnis = vec![4096, 4100];
+    s.tunnel_if = Some("wg-shibafu".into());
+    let text = render_ruleset(&s);
+    let pre = block(&text, "chain prerouting");
+    let first = pre
+        .lines()
+        .find(|l| l.contains("udp dport"))
+        .expect("a VXLAN rule");
+    assert!(
+        first.contains("udp dport 4789 @th,96,24 { 4096, 4100 } iifname != \"wg-shibafu\" drop"),
+        "{first}"
+    );
+    // Without the device up, clear packets of those networks are dropped all the same.
+    s.tunnel_if = None;
+    let text = render_ruleset(&s);
+    assert!(text.contains("@th,96,24 { 4096, 4100 } drop"), "{text}");
+}

@@ -160,8 +160,9 @@ impl<'a> Session<'a> {
                     .learning(false)
                     .mtu(*mtu);
                 let b = match local {
-                    IpAddr::V4(a) => b.local(*a),
-                    IpAddr::V6(a) => b.local6(*a),
+                    Some(IpAddr::V4(a)) => b.local(*a),
+                    Some(IpAddr::V6(a)) => b.local6(*a),
+                    None => b,
                 };
                 h.link().add(b.build()).execute().await.map_err(kernel)
             }

@@ -130,7 +130,7 @@ pub fn simulate(s: &mut ObservedHost, op: &Op) -> Result<(), String> {
         } => {
             let kind = LinkKind::Vxlan {
                 vni: *vni,
-                local: Some(*local),
+                local: *local,
                 port: *port,
                 learning: false,
             };

@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 use super::names::{gateway_mac, overlay_mtu, veth_host_name, MAX_IFNAME, VXLAN_PORT};
 use super::{MacAddr, PlanError};
 use crate::model::{admit, Endpoint, Network, Node};
+use crate::wireguard::tunnel;
 
 /// The whole desired dataplane of one host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,8 +78,10 @@ pub struct DesiredVxlan {
     pub name: String,
     /// VNI.
     pub vni: u32,
-    /// Local VTEP (this node's underlay address).
-    pub local: IpAddr,
+    /// Local VTEP: this node's underlay address; `None` when some of the network's traffic runs
+    /// inside the WireGuard tunnels, so the kernel picks the source by route (the tunnel
+    /// address toward a tunnel peer, the underlay address toward the others).
+    pub local: Option<IpAddr>,
     /// UDP port.
     pub port: u16,
     /// Remote endpoints, sorted by MAC.
@@ -94,7 +97,7 @@ pub struct RemoteEndpoint {
     pub ipv4: Ipv4Addr,
     /// Its IPv6 address.
     pub ipv6: Option<Ipv6Addr>,
-    /// Underlay address of its node.
+    /// Underlay address of its node, or its tunnel address when their traffic is encrypted.
     pub vtep: IpAddr,
 }
 
@@ -166,6 +169,18 @@ pub struct HostInputs<'a> {
     pub containers: &'a [LocalContainer],
     /// Names of the networks policies govern (`crate::policy::policed_networks`).
     pub policed: &'a BTreeSet<String>,
+    /// This node's tunnel address, once its WireGuard device is up.
+    pub tunnel: Option<Ipv4Addr>,
+    /// This node encrypts every network (`--encrypt-all`).
+    pub encrypt_all: bool,
+}
+
+impl HostInputs<'_> {
+    /// Does `net` carry traffic through the tunnels here: an encrypted network, or a node (this
+    /// one or another) that encrypts everything?
+    fn involves_tunnels(&self, net: &Network) -> bool {
+        net.encrypted || self.encrypt_all || self.nodes.iter().any(tunnel::encrypts_all)
+    }
 }
 
 impl DesiredHost {
@@ -220,7 +235,14 @@ fn build_networks<'a>(inp: &HostInputs<'a>) -> (NetworkMap<'a>, Vec<SkippedNetwo
         .map(|(name, reason)| SkippedNetwork { name, reason })
         .collect();
     for net in admitted {
-        let mtu = overlay_mtu(net.mtu, inp.underlay_mtu, inp.underlay);
+        let tunnels = inp.underlay.is_some() && inp.involves_tunnels(net);
+        let mtu = match inp.underlay {
+            Some(u) if tunnels => {
+                let inside = tunnel::encrypted_overlay_mtu(inp.underlay_mtu, u);
+                net.mtu.map_or(inside, |m| m.min(inside))
+            }
+            _ => overlay_mtu(net.mtu, inp.underlay_mtu, inp.underlay),
+        };
         let min = net.min_mtu();
         if mtu < min {
             skipped.push(SkippedNetwork {
@@ -240,7 +262,7 @@ fn build_networks<'a>(inp: &HostInputs<'a>) -> (NetworkMap<'a>, Vec<SkippedNetwo
         let vxlan = inp.underlay.map(|local| DesiredVxlan {
             name: net.vxlan_name(),
             vni: net.vni,
-            local,
+            local: (!tunnels).then_some(local),
             port: VXLAN_PORT,
             remotes: Vec::new(),
         });
@@ -371,12 +393,11 @@ fn unicast_mac(ep: &Endpoint) -> Result<MacAddr, PlanError> {
 }
 
 fn add_remotes(inp: &HostInputs<'_>, networks: &mut [DesiredNetwork]) {
-    let Some(local) = inp.underlay else { return };
-    let vteps: BTreeMap<&str, IpAddr> = inp
-        .nodes
-        .iter()
-        .map(|n| (n.name.as_str(), n.underlay))
-        .collect();
+    let Some(underlay) = inp.underlay else {
+        return;
+    };
+    let me = inp.nodes.iter().find(|n| n.name == inp.node);
+    let nodes: BTreeMap<&str, &Node> = inp.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     let subnets: BTreeMap<&str, &Network> =
         inp.networks.iter().map(|n| (n.name.as_str(), n)).collect();
     for dn in networks.iter_mut() {
@@ -405,9 +426,31 @@ fn add_remotes(inp: &HostInputs<'_>, networks: &mut [DesiredNetwork]) {
             .filter(|e| e.network == dn.name && e.node != inp.node)
         {
             let skip = |why: &str| warn!(network = %dn.name, endpoint = %ep.id, node = %ep.node, "skipping remote endpoint: {why}");
-            let Some(&vtep) = vteps.get(ep.node.as_str()) else {
+            let Some(&peer) = nodes.get(ep.node.as_str()) else {
                 debug!(network = %dn.name, endpoint = %ep.id, node = %ep.node, "remote endpoint's node is not live");
                 continue;
+            };
+            let encrypted = net.encrypted
+                || inp.encrypt_all
+                || me.is_some_and(tunnel::encrypts_all)
+                || tunnel::encrypts_all(peer);
+            let (vtep, local) = if encrypted {
+                let peer_tunnel = peer.wg.as_ref().map(|w| w.tunnel);
+                let (Some(mine), Some(theirs)) = (inp.tunnel, peer_tunnel) else {
+                    // Never in clear: the endpoint waits for both tunnels.
+                    debug!(network = %dn.name, endpoint = %ep.id, node = %ep.node, "remote endpoint waits for the WireGuard tunnel");
+                    continue;
+                };
+                (IpAddr::V4(theirs), IpAddr::V4(mine))
+            } else {
+                // A device without a fixed source is an IPv4 one: an IPv6 underlay peer is
+                // then out of its reach.
+                let local = match vx.local {
+                    Some(l) => l,
+                    None if underlay.is_ipv4() => underlay,
+                    None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                };
+                (peer.underlay, local)
             };
             if vtep.is_ipv4() != local.is_ipv4() || vtep == local {
                 skip("its node's underlay address cannot be reached from this VTEP");

@@ -97,7 +97,7 @@ fn stale_links<'a>(
                 port,
                 learning,
             } => vxlans.get(name).is_some_and(|v| {
-                *vni == v.vni && *local == Some(v.local) && *port == v.port && !learning
+                *vni == v.vni && *local == v.local && *port == v.port && !learning
             }),
             LinkKind::Veth => veths
                 .get(name)

@@ -66,8 +66,8 @@ pub enum Op {
         name: String,
         /// VXLAN network identifier.
         vni: u32,
-        /// Local VTEP address (the node's underlay address).
-        local: IpAddr,
+        /// Local VTEP address (the node's underlay address); `None` = chosen by route.
+        local: Option<IpAddr>,
         /// UDP destination port.
         port: u16,
         /// MTU.
@@ -228,6 +228,7 @@ impl fmt::Display for Op {
                 port,
                 mtu,
             } => {
+                let local = local.map_or("by route".to_string(), |l| l.to_string());
                 write!(
                     f,
                     "create vxlan {name} (vni {vni}, local {local}, port {port}, mtu {mtu})"

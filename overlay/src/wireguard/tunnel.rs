@@ -39,7 +39,8 @@ pub fn tunnel_candidate(node: &str, attempt: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(range.network()) + offset)
 }
 
-/// `node`'s tunnel address: `kept` (from its state directory) unless another node holds it,
+/// `node`'s tunnel address: `kept` (from its state directory) unless a node whose name sorts
+/// first holds it too (of two nodes on one address the first name keeps it, so both agree),
 /// else the first candidate no other node in `nodes` holds.
 pub fn choose_tunnel(node: &str, kept: Option<Ipv4Addr>, nodes: &[Node]) -> Ipv4Addr {
     let taken: BTreeMap<Ipv4Addr, &str> = nodes
@@ -47,7 +48,8 @@ pub fn choose_tunnel(node: &str, kept: Option<Ipv4Addr>, nodes: &[Node]) -> Ipv4
         .filter(|n| n.name != node)
         .filter_map(|n| n.wg.as_ref().map(|w| (w.tunnel, n.name.as_str())))
         .collect();
-    if let Some(k) = kept.filter(|k| tunnel_range().contains(k) && !taken.contains_key(k)) {
+    let keeps = |k: &Ipv4Addr| taken.get(k).is_none_or(|holder| *holder > node);
+    if let Some(k) = kept.filter(|k| tunnel_range().contains(k) && keeps(k)) {
         return k;
     }
     (0..)
@@ -125,13 +127,15 @@ mod tests {
         assert_ne!(a, tunnel_candidate("node2", 0));
         assert_eq!(choose_tunnel("node1", None, &[]), a);
         // Another node holding the candidate pushes this one to the next.
-        let other = node("other", Some(a), false);
+        let other = node("node0", Some(a), false);
         let b = choose_tunnel("node1", None, std::slice::from_ref(&other));
         assert_eq!(b, tunnel_candidate("node1", 1));
         // A kept address stays unless someone else holds it; one outside the range is dropped.
         let kept: Ipv4Addr = "100.64.9.9".parse().expect("ip");
         assert_eq!(choose_tunnel("node1", Some(kept), &[]), kept);
-        assert_eq!(choose_tunnel("node1", Some(a), &[other]), b);
+        assert_eq!(choose_tunnel("node1", Some(a), std::slice::from_ref(&other)), b);
+        // Of two nodes on one address, the first name keeps it.
+        assert_eq!(choose_tunnel("a-first", Some(a), &[other]), a);
         assert_eq!(
             choose_tunnel("node1", Some("10.0.0.1".parse().expect("ip")), &[]),
             a

@@ -23,7 +23,7 @@ fn builds_networks_with_bridge_vxlan_gateway_and_mtu() {
         (vx.name.as_str(), vx.vni, vx.port),
         ("sfvx1000", 4096, VXLAN_PORT)
     );
-    assert_eq!(vx.local, "10.0.0.1".parse::<IpAddr>().expect("ip"));
+    assert_eq!(vx.local, Some("10.0.0.1".parse::<IpAddr>().expect("ip")));
     assert!(d.has_ipv6());
 }
 

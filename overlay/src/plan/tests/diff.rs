@@ -39,7 +39,7 @@ fn plan_from_scratch_is_ordered() {
         Op::CreateVxlan {
             name: "sfvx1000".into(),
             vni: 4096,
-            local: "10.0.0.1".parse().expect("ip"),
+            local: Some("10.0.0.1".parse().expect("ip")),
             port: 4789,
             mtu: 1450,
         },
@@ -195,7 +195,7 @@ fn stale_links_are_deleted_veths_first_and_foreign_links_ignored() {
         &Op::CreateVxlan {
             name: "sfvx9999".into(),
             vni: 9,
-            local: "10.0.0.1".parse().expect("ip"),
+            local: Some("10.0.0.1".parse().expect("ip")),
             port: 4789,
             mtu: 1500,
         },

@@ -102,6 +102,8 @@ impl Cluster {
             endpoints: &self.endpoints,
             containers: &self.containers,
             policed: &self.policed,
+            tunnel: None,
+            encrypt_all: false,
         }
     }
 
