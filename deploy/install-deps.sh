@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not fetched again.
 set -euo pipefail
 pkgs=(etcd-server etcd-client protobuf-compiler libprotobuf-dev iproute2 nftables bind9-dnsutils knot-dnsutils
-      iputils-ping iperf3 busybox python3 procps util-linux psmisc jq curl dnsmasq-base tcpdump
+      iputils-ping iperf3 busybox python3 procps util-linux psmisc jq curl dnsmasq-base tcpdump wireguard-tools
       graphviz)  # graphviz: `shibafu network topology --format svg` draws with dot
 missing=()
 for p in "${pkgs[@]}"; do

@@ -78,8 +78,13 @@ pub fn tunnel_mtus(
         .iter()
         .filter_map(|n| {
             let wg = n.wireguard.as_ref().filter(|w| w.mtu > 0)?;
-            let inside = wg.mtu.saturating_sub(shibafu_overlay::plan::VXLAN_OVERHEAD_V4);
-            Some((n.name.clone(), network.mtu.map_or(inside, |m| m.min(inside))))
+            let inside = wg
+                .mtu
+                .saturating_sub(shibafu_overlay::plan::VXLAN_OVERHEAD_V4);
+            Some((
+                n.name.clone(),
+                network.mtu.map_or(inside, |m| m.min(inside)),
+            ))
         })
         .collect()
 }

@@ -29,7 +29,9 @@ pub async fn request_rotation(store: &dyn Store, node: &str) -> Result<NodeInfo,
             format!("node {node:?} publishes no WireGuard key (its agent predates encryption); upgrade it first"),
         ));
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let rotation = Rotation {
         schema: SCHEMA_VERSION,
         node: node.to_string(),
@@ -92,7 +94,9 @@ mod tests {
             .await
             .expect("get");
         assert!(stored.is_some());
-        let missing = request_rotation(&store, "ghost").await.expect_err("unknown");
+        let missing = request_rotation(&store, "ghost")
+            .await
+            .expect_err("unknown");
         assert_eq!(missing.kind, ErrorKind::NotFound);
         let old = request_rotation(&store, "old").await.expect_err("no key");
         assert_eq!(old.kind, ErrorKind::Conflict);

@@ -41,7 +41,7 @@ use shibafu_overlay::container::ShimContainerHost;
 use shibafu_overlay::firewall::NftFirewall;
 use shibafu_overlay::health::{system_clock, SystemProber};
 use shibafu_overlay::ipam::Ipam;
-use shibafu_overlay::netlink::NetlinkDataplane;
+use shibafu_overlay::netlink::{tunnel_link, NetlinkDataplane, TunnelLink};
 use shibafu_overlay::policy::PolicyEnforcer;
 use shibafu_overlay::telemetry::{LogFormat, Telemetry};
 
@@ -209,7 +209,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             .with_metrics(metrics.store.clone())
             .start();
         let (network, runtime, dns_trace, tunnel) =
-            start_workload_actors(&args, &store, connector, &metrics, base).await?;
+            start_workload_actors(&args, &store, connector, &metrics, base, tunnel_addr).await?;
         let router = api::router(ApiState {
             status: store.clone().recipient(),
             networks: store.clone().recipient(),
@@ -247,6 +247,7 @@ async fn start_workload_actors(
     connector: Connector,
     metrics: &AgentMetrics,
     base: Node,
+    tunnel_addr: std::net::Ipv4Addr,
 ) -> anyhow::Result<(
     NetworkRecipients,
     RuntimeRecipients,
@@ -296,7 +297,13 @@ async fn start_workload_actors(
         encrypt_all: args.encrypt_all,
         tunnel_if: args.wg_interface.clone(),
     };
-    let reconciler = Reconciler::new(cfg, Arc::new(dp), local);
+    let mut reconciler = Reconciler::new(cfg, Arc::new(dp), local);
+    // A WireGuard device that outlived the last agent carries traffic now: the first
+    // reconcile keeps the encrypted networks' tunnel entries instead of dropping them until
+    // the tunnel owner has looked.
+    if let Ok(TunnelLink::Kernel | TunnelLink::Other(_)) = tunnel_link(&args.wg_interface).await {
+        reconciler.set_tunnel(Some(tunnel_addr));
+    }
     let dataplane =
         DataplaneActor::new(reconciler, args.node.clone(), firewall.recipient(), publish)
             .with_metrics(metrics.dataplane.clone())

@@ -139,6 +139,11 @@ impl Reconciler {
                 spec.sealed_vnis = sealed;
                 spec.sealed_vnis.sort_unstable();
                 spec.tunnel_if = self.tunnel.map(|_| self.cfg.tunnel_if.clone());
+                let inside = planned
+                    .networks
+                    .iter()
+                    .any(|n| n.vxlan.as_ref().is_some_and(|v| v.local.is_none()));
+                spec.tunnel_range = inside.then(shibafu_overlay::wireguard::tunnel::tunnel_range);
                 spec
             }),
         )

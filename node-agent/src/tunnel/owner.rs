@@ -190,13 +190,17 @@ impl TunnelOwner {
         };
         let result = async {
             let (backend, why) = self.cfg.device.ensure(&spec).await?;
+            // Why the kernel module is not used is known when the device is made; later
+            // passes find the userspace device and keep the reason.
             if why.is_some() && self.fallback != why {
                 info!(
                     reason = why.as_deref().unwrap_or(""),
                     "using userspace WireGuard"
                 );
+                self.fallback = why;
+            } else if backend == Backend::Kernel {
+                self.fallback = None;
             }
-            self.fallback = why;
             self.backend = Some(backend);
             let observed = self.cfg.device.observe().await?;
             let change = diff(&desired, &observed, KEEPALIVE_SECS);

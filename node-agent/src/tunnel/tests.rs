@@ -53,7 +53,8 @@ impl Rig {
 
     fn last_record(&self) -> NodeWireGuard {
         let key = Key::Node("node1".into()).to_string();
-        let n: Node = serde_json::from_slice(&self.published.value(&key).expect("node")).expect("json");
+        let n: Node =
+            serde_json::from_slice(&self.published.value(&key).expect("node")).expect("json");
         n.wg.expect("wg")
     }
 }
@@ -125,9 +126,15 @@ async fn an_encrypted_network_brings_the_device_up_with_every_peer() {
     assert_eq!(spec.mtu, 1440);
     assert_eq!(spec.address.prefix_len(), 10);
     let dev = rig.device.device();
-    assert_eq!(dev.public_key.as_deref(), Some(owner.record().public_key.as_str()));
+    assert_eq!(
+        dev.public_key.as_deref(),
+        Some(owner.record().public_key.as_str())
+    );
     assert_eq!(dev.peers.len(), 2);
-    assert_eq!(dev.peers[&k2].endpoint, Some("10.0.0.2:51820".parse().expect("addr")));
+    assert_eq!(
+        dev.peers[&k2].endpoint,
+        Some("10.0.0.2:51820".parse().expect("addr"))
+    );
     // A second pass over the same state changes nothing.
     owner.pass(&st).await;
     assert_eq!(rig.device.applied().len(), 1);
@@ -198,7 +205,11 @@ async fn a_requested_rotation_waits_for_the_peers_then_switches_everywhere() {
     );
     owner.pass(&asked).await;
     let next = rig.last_record().next_key.expect("next key published");
-    assert_eq!(rig.last_record().public_key, old, "not switched before the peers accept");
+    assert_eq!(
+        rig.last_record().public_key,
+        old,
+        "not switched before the peers accept"
+    );
     assert!(rig.dir.0.join("wireguard/next.key").exists());
     // node2 accepts: the switch happens on the next pass.
     let accepted = with_object(
@@ -216,8 +227,15 @@ async fn a_requested_rotation_waits_for_the_peers_then_switches_everywhere() {
     owner.pass(&accepted).await;
     assert_eq!(rig.last_record().public_key, next);
     assert_eq!(rig.last_record().next_key, None);
-    assert_eq!(rig.device.device().public_key.as_deref(), Some(next.as_str()));
-    assert!(rig.published.log().iter().any(|l| l == "delete /shibafu/v1/rotations/node1"));
+    assert_eq!(
+        rig.device.device().public_key.as_deref(),
+        Some(next.as_str())
+    );
+    assert!(rig
+        .published
+        .log()
+        .iter()
+        .any(|l| l == "delete /shibafu/v1/rotations/node1"));
     // The new key is the one on disk: a restarted agent keeps it.
     assert_eq!(rig.owner().record().public_key, next);
 }
@@ -258,5 +276,8 @@ async fn the_tunnel_address_moves_off_another_nodes() {
     owner.pass(&st).await;
     assert_ne!(owner.record().tunnel, mine);
     assert_eq!(rig.last_record().tunnel, owner.record().tunnel);
-    assert_eq!(KeyFiles::new(&rig.dir.0).tunnel(), Some(owner.record().tunnel));
+    assert_eq!(
+        KeyFiles::new(&rig.dir.0).tunnel(),
+        Some(owner.record().tunnel)
+    );
 }

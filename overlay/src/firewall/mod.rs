@@ -126,6 +126,11 @@ pub struct FirewallSpec {
     /// The WireGuard device, when it is up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel_if: Option<String>,
+    /// The tunnel range, when VXLAN runs inside the tunnels here: VXLAN packets to it leave only
+    /// through the WireGuard device (were the device gone, they would follow the default route
+    /// onto the underlay in clear).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_range: Option<ipnet::Ipv4Net>,
 }
 
 impl FirewallSpec {
@@ -178,6 +183,7 @@ impl FirewallSpec {
             uplink: uplink.map(str::to_string),
             sealed_vnis: Vec::new(),
             tunnel_if: None,
+            tunnel_range: None,
         })
     }
 }

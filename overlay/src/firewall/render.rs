@@ -132,6 +132,21 @@ fn sealed_rule(spec: &FirewallSpec) -> Option<(String, &'static str)> {
     ))
 }
 
+/// The rule keeping VXLAN packets for tunnel addresses off every interface but the WireGuard
+/// device; none when no VXLAN runs inside the tunnels. Not in [`rule_comments`] either.
+fn tunnel_guard(spec: &FirewallSpec) -> Option<(String, &'static str)> {
+    let range = spec.tunnel_range?;
+    let via = spec
+        .tunnel_if
+        .as_ref()
+        .map(|t| format!(" oifname != \"{t}\""))
+        .unwrap_or_default();
+    Some((
+        format!("ip daddr {range} udp dport {VXLAN_PORT}{via} drop"),
+        "encrypted networks: VXLAN to tunnel addresses only into the tunnel",
+    ))
+}
+
 /// Rules of the raw-priority `output` chain: the VXLAN packets this host sends (the VXLAN
 /// devices encapsulate through the local output path), but not the host's traffic into its
 /// bridges.
@@ -280,7 +295,8 @@ pub fn render_ruleset(spec: &FirewallSpec) -> String {
         "type filter hook prerouting priority raw; policy accept;",
         &pre,
     );
-    let out = output_rules();
+    let mut out: Vec<(String, &str)> = tunnel_guard(spec).into_iter().collect();
+    out.extend(output_rules());
     let out: Vec<(&str, &str)> = out.iter().map(|(r, c)| (r.as_str(), *c)).collect();
     chain(
         &mut s,

@@ -374,8 +374,22 @@ fn encrypted_networks_take_vxlan_only_from_the_tunnel_first_in_prerouting() {
         first.contains("udp dport 4789 @th,96,24 { 4096, 4100 } iifname != \"wg-shibafu\" drop"),
         "{first}"
     );
-    // Without the device up, clear packets of those networks are dropped all the same.
+    // VXLAN for tunnel addresses leaves only through the device.
+    assert!(!text.contains("100.64.0.0/10"));
+    s.tunnel_range = Some("100.64.0.0/10".parse().expect("net"));
+    let text = render_ruleset(&s);
+    let out = block(&text, "chain output");
+    assert!(
+        out.contains("ip daddr 100.64.0.0/10 udp dport 4789 oifname != \"wg-shibafu\" drop"),
+        "{out}"
+    );
+    // Without the device up, clear packets of those networks are dropped all the same, and
+    // none leave for the tunnel range.
     s.tunnel_if = None;
     let text = render_ruleset(&s);
     assert!(text.contains("@th,96,24 { 4096, 4100 } drop"), "{text}");
+    assert!(
+        text.contains("ip daddr 100.64.0.0/10 udp dport 4789 drop"),
+        "{text}"
+    );
 }

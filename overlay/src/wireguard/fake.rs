@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::device::{Backend, DeviceSpec, WgDevice};
 use super::keys::public_of;
-use super::plan::{DeviceChange, ObservedDevice, ObservedPeer};
+use super::plan::{DeviceChange, ObservedDevice};
 use super::{Key, WgError};
 
 #[derive(Debug, Default)]
@@ -107,10 +107,7 @@ impl WgDevice for FakeWg {
             for other in dev.peers.values_mut() {
                 other.allowed.retain(|a| !allowed.contains(a));
             }
-            let entry = dev
-                .peers
-                .entry(k.clone())
-                .or_insert_with(ObservedPeer::default);
+            let entry = dev.peers.entry(k.clone()).or_default();
             entry.endpoint = Some(p.endpoint);
             entry.allowed = allowed;
             entry.keepalive = Some(keepalive);

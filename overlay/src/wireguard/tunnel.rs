@@ -133,7 +133,10 @@ mod tests {
         // A kept address stays unless someone else holds it; one outside the range is dropped.
         let kept: Ipv4Addr = "100.64.9.9".parse().expect("ip");
         assert_eq!(choose_tunnel("node1", Some(kept), &[]), kept);
-        assert_eq!(choose_tunnel("node1", Some(a), std::slice::from_ref(&other)), b);
+        assert_eq!(
+            choose_tunnel("node1", Some(a), std::slice::from_ref(&other)),
+            b
+        );
         // Of two nodes on one address, the first name keeps it.
         assert_eq!(choose_tunnel("a-first", Some(a), &[other]), a);
         assert_eq!(
