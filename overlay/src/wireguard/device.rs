@@ -232,8 +232,19 @@ impl WgDevice for SystemWg {
                 (c.public_key.to_base64(), peer)
             })
             .collect();
+        let public_key = match (dev.public_key, &backend) {
+            (Some(k), _) => Some(k.to_base64()),
+            (None, Backend::Userspace(_)) => {
+                let ifname = self.ifname.clone();
+                tokio::task::spawn_blocking(move || userspace::own_public_key(&ifname))
+                    .await
+                    .map_err(|e| self.device_error("read its key", std::io::Error::other(e)))?
+                    .map_err(|e| self.device_error("read its key", e))?
+            }
+            (None, Backend::Kernel) => None,
+        };
         Ok(ObservedDevice {
-            public_key: dev.public_key.map(|k| k.to_base64()),
+            public_key,
             port: dev.listen_port.unwrap_or(0),
             peers,
         })

@@ -3,6 +3,7 @@
 
 mod build;
 mod diff;
+mod encrypted;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
