@@ -328,6 +328,7 @@ async fn start_workload_actors(
             delete: store.clone().recipient(),
         }),
         clock: system_clock(),
+        metrics: metrics.tunnel.clone(),
     })
     .context("loading this node's WireGuard key")?;
     let tunnel = TunnelActor::new(owner, dataplane.clone().recipient()).start();

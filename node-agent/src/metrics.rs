@@ -25,6 +25,8 @@ pub struct AgentMetrics {
     pub health: Arc<HealthMetrics>,
     /// Policy rule counters.
     pub policy: Arc<PolicyMetrics>,
+    /// The WireGuard device and its tunnels.
+    pub tunnel: Arc<crate::tunnel::metrics::TunnelMetrics>,
 }
 
 impl AgentMetrics {
@@ -36,6 +38,7 @@ impl AgentMetrics {
             dataplane: Arc::default(),
             health: Arc::default(),
             policy: Arc::default(),
+            tunnel: Arc::default(),
         }
     }
 
@@ -47,6 +50,7 @@ impl AgentMetrics {
         r.register(self.dataplane.clone());
         r.register(self.health.clone());
         r.register(self.policy.clone());
+        r.register(self.tunnel.clone());
         r
     }
 }

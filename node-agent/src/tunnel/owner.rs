@@ -29,6 +29,7 @@ use shibafu_overlay::wireguard::{
 };
 use tracing::{info, warn};
 
+use super::metrics::{TunnelMetrics, TunnelSample};
 use crate::publish::Publisher;
 
 /// Longest a rotating node waits for its peers to accept the next key before switching.
@@ -54,6 +55,8 @@ pub struct TunnelConfig {
     pub publish: Arc<dyn Publisher>,
     /// Unix milliseconds.
     pub clock: Clock,
+    /// Where each pass's figures go.
+    pub metrics: Arc<TunnelMetrics>,
 }
 
 /// What a pass leaves for others: the tunnel address while the device is up.
@@ -298,6 +301,7 @@ impl TunnelOwner {
         if let Some(next) = self.keys.next.take() {
             info!(key = %key_fingerprint(&public_of(&next)), "key rotated");
             self.keys.current = next;
+            self.cfg.metrics.rotated();
         }
         self.rotation_since = None;
     }
@@ -321,6 +325,16 @@ impl TunnelOwner {
         }
         let status = self.status(state, observed);
         let now = (self.cfg.clock)();
+        let secs = now / 1000;
+        self.cfg.metrics.sample(TunnelSample {
+            backend: status.backend.clone(),
+            peers: status
+                .peers
+                .iter()
+                .map(|(n, p)| (n.clone(), p.last_handshake.map(|t| secs.saturating_sub(t))))
+                .collect(),
+            up: status.peers.values().filter(|p| p.is_up(secs)).count(),
+        });
         let stale = match &self.published_status {
             None => true,
             Some((old, at)) => {

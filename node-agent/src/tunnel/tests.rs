@@ -38,6 +38,7 @@ impl Rig {
             device: Arc::new(self.device.clone()),
             publish: self.published.clone(),
             clock: Arc::new(move || now.load(Ordering::SeqCst)),
+            metrics: Arc::default(),
         })
         .expect("owner")
     }
