@@ -79,7 +79,13 @@ pub fn teardown(layout: &Layout, st: Option<&LabState>) -> Vec<String> {
             problems.push(format!("{e:#}"));
         }
     }
-    // 4. Files.
+    // 4. Files: the state directory, and the configuration sockets of the nodes' userspace
+    // WireGuard devices (their processes are gone; the sockets are not).
+    for ns in &namespaces {
+        let sock = Path::new("/var/run/wireguard")
+            .join(format!("{}.sock", crate::layout::wg_ifname_of_ns(ns)));
+        let _ = fs::remove_file(sock);
+    }
     if layout.dir.exists() {
         if let Err(e) = fs::remove_dir_all(&layout.dir) {
             problems.push(format!("removing {}: {e}", layout.dir.display()));

@@ -70,7 +70,7 @@ pub fn command(
     if let Some((k, v)) = layout.mark().split_once('=') {
         cmd.env(k, v);
     }
-    cmd.envs(crate::procs::otel_env(std::env::vars()));
+    cmd.envs(crate::procs::passed_env(std::env::vars()));
     // The descriptor is duplicated into the closure's owner; the File is moved in so it stays
     // open until the command is spawned (and closed on exec).
     let fd = ns.as_raw_fd();

@@ -45,6 +45,16 @@ pub enum LayoutError {
     CoordinatorCount(usize),
 }
 
+/// The WireGuard device name of the node whose namespace is `ns` (see [`Layout::wg_ifname`]).
+pub fn wg_ifname_of_ns(ns: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in ns.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("wg{h:08x}")
+}
+
 /// Checks a lab name.
 pub fn validate_lab_name(name: &str) -> Result<(), LayoutError> {
     let ok = !name.is_empty()
@@ -183,12 +193,7 @@ impl Layout {
     /// userspace devices are configured through `/var/run/wireguard/<name>.sock`, which every
     /// lab on the machine shares.
     pub fn wg_ifname(&self, node: &str) -> String {
-        let mut h: u32 = 0x811c_9dc5;
-        for b in self.node_ns(node).bytes() {
-            h ^= u32::from(b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-        format!("wg{h:08x}")
+        wg_ifname_of_ns(&self.node_ns(node))
     }
 
     /// The agent API socket of one node.

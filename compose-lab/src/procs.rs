@@ -17,11 +17,16 @@ use crate::state::ProcSpec;
 /// How long a stopped process gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// The OpenTelemetry variables (`OTEL_*`) among `vars`: what the lab passes from its own
-/// environment to every process it starts and to `exec`, so a whole lab reports to one
-/// collector.
-pub fn otel_env(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
-    vars.filter(|(k, _)| k.starts_with("OTEL_")).collect()
+/// Agent settings the lab passes on: `SHIBAFU_ENCRYPT_ALL` (`--encrypt-all`).
+pub const PASSED_SETTINGS: [&str; 1] = ["SHIBAFU_ENCRYPT_ALL"];
+
+/// The OpenTelemetry variables (`OTEL_*`) and [`PASSED_SETTINGS`] among `vars`: what the lab
+/// passes from its own environment to every process it starts and to `exec`, so a whole lab
+/// reports to one collector (and `SHIBAFU_ENCRYPT_ALL=1 shibafu-lab start node3` restarts one
+/// agent encrypting everything).
+pub fn passed_env(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    vars.filter(|(k, _)| k.starts_with("OTEL_") || PASSED_SETTINGS.contains(&k.as_str()))
+        .collect()
 }
 
 /// Starts `spec` detached (own session, stdin from /dev/null, output appended to its log) inside
@@ -46,7 +51,7 @@ pub fn spawn(spec: &ProcSpec, mark: &str) -> anyhow::Result<Child> {
     if let Some((k, v)) = mark.split_once('=') {
         cmd.env(k, v);
     }
-    cmd.envs(otel_env(std::env::vars()));
+    cmd.envs(passed_env(std::env::vars()));
     let fd = ns.as_raw_fd();
     // SAFETY: only async-signal-safe syscalls (setns, setsid) between fork and exec; `ns` stays
     // open in the parent until spawn returns.
@@ -171,15 +176,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_opentelemetry_variables_are_passed_on() {
+    fn only_the_opentelemetry_variables_and_agent_settings_are_passed_on() {
         let vars = [
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://10.64.0.2:4318"),
             ("PATH", "/bin"),
             ("OTEL_SERVICE_NAME", "x"),
             ("XOTEL_Y", "z"),
+            ("SHIBAFU_ENCRYPT_ALL", "1"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()));
-        let passed = otel_env(vars.into_iter());
+        let passed = passed_env(vars.into_iter());
         assert_eq!(
             passed,
             [
@@ -188,6 +194,7 @@ mod tests {
                     "http://10.64.0.2:4318".to_string()
                 ),
                 ("OTEL_SERVICE_NAME".to_string(), "x".to_string()),
+                ("SHIBAFU_ENCRYPT_ALL".to_string(), "1".to_string()),
             ]
         );
     }

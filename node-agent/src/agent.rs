@@ -100,7 +100,7 @@ pub struct RunArgs {
     metrics_listen: Option<SocketAddr>,
     /// Carry every network's traffic between this node and the others inside WireGuard, not
     /// only the networks created with `--encrypted`.
-    #[arg(long)]
+    #[arg(long, env = "SHIBAFU_ENCRYPT_ALL", value_parser = clap::builder::FalseyValueParser::new())]
     encrypt_all: bool,
     /// UDP port of this node's WireGuard device, on the underlay address.
     #[arg(long, default_value_t = tunnel::DEFAULT_PORT)]

@@ -419,7 +419,7 @@ fn nodes_env_var_and_unreachable_coordinator() {
     let c = Cluster::start(1);
     assert_eq!(
         ok(&c.cli(&["node", "ls"])),
-        "NAME   UNDERLAY   VERSION   AGE\n"
+        "NAME   UNDERLAY   VERSION   AGE   KEY   TUNNELS\n"
     );
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)

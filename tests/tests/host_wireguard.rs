@@ -37,6 +37,15 @@ struct Side {
     tunnel: &'static str,
 }
 
+impl Drop for Side {
+    /// The namespace guard ends the processes inside; their configuration sockets stay behind
+    /// unless removed.
+    fn drop(&mut self) {
+        let sock = PathBuf::from("/var/run/wireguard").join(format!("{}.sock", self.ifname));
+        let _ = std::fs::remove_file(sock);
+    }
+}
+
 fn peer_change(other: &Side) -> DeviceChange {
     let peer = DesiredPeer {
         node: "other".into(),

@@ -130,18 +130,23 @@ impl Drop for Capture {
     }
 }
 
-/// Sends `marker` over TCP from container `from` (node1) to `to` (node2, listening on 7000) on
-/// `network`, under a capture of the underlay; whether it arrived, and what the capture saw.
+/// A container: (node, name).
+type At<'a> = (&'a str, &'a str);
+
+/// Sends `marker` over TCP from container `from` to `to` (listening on 7000) on `network`,
+/// under a capture of the underlay; whether it arrived, and what the capture saw.
 fn send_marker(
     lab: &Lab,
-    (from, to, network): (&str, &str, &str),
+    (from, to): (At<'_>, At<'_>),
+    network: &str,
     marker: &str,
 ) -> (bool, Vec<String>, String) {
+    let ((from_node, from), (to_node, to)) = (from, to);
     let cap = Capture::start(lab);
     let received = std::thread::scope(|s| {
         let listener = s.spawn(|| {
             let out = lab.cli(
-                "node2",
+                to_node,
                 &[
                     "exec", to, "timeout", "6", "busybox", "nc", "-l", "-p", "7000",
                 ],
@@ -151,7 +156,7 @@ fn send_marker(
         std::thread::sleep(Duration::from_millis(700));
         let target = format!("{to}.{network}.local");
         let send = format!("echo {marker} | busybox nc -w 1 {target} 7000");
-        lab.cli("node1", &["exec", from, "sh", "-c", &send]);
+        lab.cli(from_node, &["exec", from, "sh", "-c", &send]);
         listener.join().expect("listener")
     });
     let (lines, payloads) = cap.finish();
@@ -207,25 +212,18 @@ fn an_encrypted_network_reaches_resolves_and_hides_its_traffic() {
     );
 
     // On the underlay: no payload, and only WireGuard's UDP.
-    let (arrived, lines, payloads) =
-        send_marker(&lab, ("c1", "c2", "secure"), "SFMARKER-SECRET-4242");
+    let (arrived, lines, payloads) = send_marker(
+        &lab,
+        (("node1", "c1"), ("node2", "c2")),
+        "secure",
+        "SFMARKER-SECRET-4242",
+    );
     assert!(arrived, "the marker did not cross the encrypted network");
     assert!(
         !payloads.contains("SFMARKER-SECRET-4242"),
         "the marker is visible on the underlay"
     );
-    let udp: Vec<&String> = lines.iter().filter(|l| l.contains(" UDP")).collect();
-    assert!(
-        !udp.is_empty(),
-        "no UDP seen: the capture saw nothing ({} packets): {lines:?}",
-        lines.len()
-    );
-    for l in &udp {
-        assert!(
-            l.contains(&format!(".{WG_PORT} >")) && l.contains(&format!(".{WG_PORT}:")),
-            "UDP other than WireGuard's on the underlay: {l}"
-        );
-    }
+    only_wireguard_udp(&lines);
 
     // The same capture on an unencrypted network shows the marker: it can see.
     lab.cli_ok("node1", &["network", "create", "plain", "172.31.0.0/24"]);
@@ -236,7 +234,12 @@ fn an_encrypted_network_reaches_resolves_and_hides_its_traffic() {
         Duration::from_millis(200),
         || reaches(&lab, "node1", "p1", "p2.plain.local")
     ));
-    let (arrived, _, payloads) = send_marker(&lab, ("p1", "p2", "plain"), "SFMARKER-CLEAR-4242");
+    let (arrived, _, payloads) = send_marker(
+        &lab,
+        (("node1", "p1"), ("node2", "p2")),
+        "plain",
+        "SFMARKER-CLEAR-4242",
+    );
     assert!(arrived, "the marker did not cross the plain network");
     assert!(
         payloads.contains("SFMARKER-CLEAR-4242"),
@@ -373,6 +376,72 @@ fn keys_survive_restarts_rotate_under_ping_and_a_wrong_key_gets_nothing_through(
     );
     assert!(out.contains(" 0 received"), "{out}");
     assert!(reaches(&lab, "node1", "c1", "c2.secure.local"));
+    lab.down();
+}
+
+/// Every UDP line of a capture is WireGuard's, and there is at least one.
+fn only_wireguard_udp(lines: &[String]) {
+    let udp: Vec<&String> = lines.iter().filter(|l| l.contains(" UDP")).collect();
+    assert!(!udp.is_empty(), "no UDP seen ({} packets)", lines.len());
+    for l in &udp {
+        assert!(
+            l.contains(&format!(".{WG_PORT} >")) && l.contains(&format!(".{WG_PORT}:")),
+            "UDP other than WireGuard's on the underlay: {l}"
+        );
+    }
+}
+
+#[test]
+fn encrypt_all_on_one_node_takes_its_traffic_of_every_network_into_the_tunnel() {
+    if !root_or_skip("lab") {
+        return;
+    }
+    let lab = Lab::up(3);
+    lab.cli_ok("node1", &["network", "create", "plain", "172.31.0.0/24"]);
+    // node3's agent again, encrypting everything (the lab passes SHIBAFU_ENCRYPT_ALL on).
+    lab.lab_ok(&["stop", "node3"]);
+    let mut start = lab.lab_cmd(&["start", "node3"]);
+    start.env("SHIBAFU_ENCRYPT_ALL", "1");
+    let out = start.output().expect("lab start");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for (node, name) in [("node1", "p1"), ("node2", "p2"), ("node3", "p3")] {
+        run(&lab, node, name, "plain");
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+            reaches(&lab, "node1", "p1", "p3.plain.local")
+                && reaches(&lab, "node1", "p1", "p2.plain.local")
+        }),
+        "not reachable: {}",
+        lab.cli_ok("node1", &["node", "ls"])
+    );
+    let nodes = lab.cli_ok("node1", &["node", "ls", "--format", "json"]);
+    assert!(nodes.contains("\"encrypt_all\": true"), "{nodes}");
+    // To and from node3: inside the tunnel.
+    let (arrived, lines, payloads) = send_marker(
+        &lab,
+        (("node1", "p1"), ("node3", "p3")),
+        "plain",
+        "SFMARKER-ALL-4242",
+    );
+    assert!(arrived, "the marker did not reach node3");
+    assert!(
+        !payloads.contains("SFMARKER-ALL-4242"),
+        "node3's traffic is in clear"
+    );
+    only_wireguard_udp(&lines);
+    // Between node1 and node2, which do not ask for it: clear as before.
+    let (arrived, _, payloads) = send_marker(
+        &lab,
+        (("node1", "p1"), ("node2", "p2")),
+        "plain",
+        "SFMARKER-N2-4242",
+    );
+    assert!(arrived);
+    assert!(
+        payloads.contains("SFMARKER-N2-4242"),
+        "node1-node2 traffic went encrypted"
+    );
     lab.down();
 }
 
