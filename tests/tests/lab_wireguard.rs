@@ -212,18 +212,13 @@ fn an_encrypted_network_reaches_resolves_and_hides_its_traffic() {
     );
 
     // On the underlay: no payload, and only WireGuard's UDP.
-    let (arrived, lines, payloads) = send_marker(
+    crosses(
         &lab,
         (("node1", "c1"), ("node2", "c2")),
         "secure",
         "SFMARKER-SECRET-4242",
+        false,
     );
-    assert!(arrived, "the marker did not cross the encrypted network");
-    assert!(
-        !payloads.contains("SFMARKER-SECRET-4242"),
-        "the marker is visible on the underlay"
-    );
-    only_wireguard_udp(&lines);
 
     // The same capture on an unencrypted network shows the marker: it can see.
     lab.cli_ok("node1", &["network", "create", "plain", "172.31.0.0/24"]);
@@ -234,16 +229,12 @@ fn an_encrypted_network_reaches_resolves_and_hides_its_traffic() {
         Duration::from_millis(200),
         || reaches(&lab, "node1", "p1", "p2.plain.local")
     ));
-    let (arrived, _, payloads) = send_marker(
+    crosses(
         &lab,
         (("node1", "p1"), ("node2", "p2")),
         "plain",
         "SFMARKER-CLEAR-4242",
-    );
-    assert!(arrived, "the marker did not cross the plain network");
-    assert!(
-        payloads.contains("SFMARKER-CLEAR-4242"),
-        "the capture does not see clear VXLAN"
+        true,
     );
     lab.down();
 }
@@ -379,6 +370,29 @@ fn keys_survive_restarts_rotate_under_ping_and_a_wrong_key_gets_nothing_through(
     lab.down();
 }
 
+/// `marker` crosses from one container to the other on `network` (see [`send_marker`]); the
+/// underlay shows it in clear when `clear`, else no payload and only WireGuard's UDP.
+fn crosses(lab: &Lab, pair: (At<'_>, At<'_>), network: &str, marker: &str, clear: bool) {
+    let (arrived, lines, payloads) = send_marker(lab, pair, network, marker);
+    assert!(
+        arrived,
+        "{marker} did not cross {network} from {:?} to {:?}",
+        pair.0, pair.1
+    );
+    if clear {
+        assert!(
+            payloads.contains(marker),
+            "{marker} is not seen in clear on the underlay"
+        );
+    } else {
+        assert!(
+            !payloads.contains(marker),
+            "{marker} is visible on the underlay"
+        );
+        only_wireguard_udp(&lines);
+    }
+}
+
 /// Every UDP line of a capture is WireGuard's, and there is at least one.
 fn only_wireguard_udp(lines: &[String]) {
     let udp: Vec<&String> = lines.iter().filter(|l| l.contains(" UDP")).collect();
@@ -418,29 +432,20 @@ fn encrypt_all_on_one_node_takes_its_traffic_of_every_network_into_the_tunnel() 
     let nodes = lab.cli_ok("node1", &["node", "ls", "--format", "json"]);
     assert!(nodes.contains("\"encrypt_all\": true"), "{nodes}");
     // To and from node3: inside the tunnel.
-    let (arrived, lines, payloads) = send_marker(
+    crosses(
         &lab,
         (("node1", "p1"), ("node3", "p3")),
         "plain",
         "SFMARKER-ALL-4242",
+        false,
     );
-    assert!(arrived, "the marker did not reach node3");
-    assert!(
-        !payloads.contains("SFMARKER-ALL-4242"),
-        "node3's traffic is in clear"
-    );
-    only_wireguard_udp(&lines);
     // Between node1 and node2, which do not ask for it: clear as before.
-    let (arrived, _, payloads) = send_marker(
+    crosses(
         &lab,
         (("node1", "p1"), ("node2", "p2")),
         "plain",
         "SFMARKER-N2-4242",
-    );
-    assert!(arrived);
-    assert!(
-        payloads.contains("SFMARKER-N2-4242"),
-        "node1-node2 traffic went encrypted"
+        true,
     );
     lab.down();
 }

@@ -119,6 +119,42 @@ fn take(inbox: &StdMutex<Option<Pending>>) -> Option<Pending> {
     inbox.lock().unwrap_or_else(|p| p.into_inner()).take()
 }
 
+/// Why a pass outside the change path runs.
+#[derive(Clone, Copy)]
+enum Pass {
+    /// The periodic full resync.
+    Resync,
+    /// The WireGuard device came up or went.
+    TunnelChanged,
+}
+
+/// One pass over the latest state waiting in `inbox` (a full resync, or a change pass after the
+/// tunnel changed), timed, logged when it fails, and reported.
+async fn pass(owner: &Mutex<Owner>, inbox: &StdMutex<Option<Pending>>, why: Pass) {
+    let mut o = owner.lock().await;
+    if let Some(p) = take(inbox) {
+        o.rec.set_state(p.state);
+    }
+    let start = Instant::now();
+    let (kind, done) = match why {
+        Pass::Resync => ("resync", o.rec.resync().await),
+        Pass::TunnelChanged => ("change", o.rec.reconcile_change().await),
+    };
+    o.reports
+        .metrics
+        .reconciled(kind, start.elapsed(), done.is_ok());
+    if let Err(e) = done {
+        match why {
+            Pass::Resync => warn!(error = %e, "periodic resync failed"),
+            Pass::TunnelChanged => {
+                warn!(error = %e, "reconcile after the tunnel changed failed; retried on the next change or resync")
+            }
+        }
+    }
+    let Owner { rec, reports } = &mut *o;
+    reports.after_pass(rec);
+}
+
 /// The span of a reconcile caused by traced changes (none for the others): a child of the one
 /// write behind it, or linked to each of several.
 fn reconcile_span(node: &str, pending: &Pending) -> Span {
@@ -181,20 +217,7 @@ impl Actor for DataplaneActor {
             }
             let (owner, inbox) = (act.owner.clone(), act.inbox.clone());
             actix_rt::spawn(async move {
-                let mut o = owner.lock().await;
-                if let Some(p) = take(&inbox) {
-                    o.rec.set_state(p.state);
-                }
-                let start = Instant::now();
-                let done = o.rec.resync().await;
-                o.reports
-                    .metrics
-                    .reconciled("resync", start.elapsed(), done.is_ok());
-                if let Err(e) = done {
-                    warn!(error = %e, "periodic resync failed");
-                }
-                let Owner { rec, reports } = &mut *o;
-                reports.after_pass(rec);
+                pass(&owner, &inbox, Pass::Resync).await;
             });
         });
     }
@@ -301,24 +324,10 @@ impl Handler<TunnelChanged> for DataplaneActor {
         let (owner, inbox) = (self.owner.clone(), self.inbox.clone());
         let seen = self.seen_state;
         actix_rt::spawn(async move {
-            let mut o = owner.lock().await;
-            o.rec.set_tunnel(msg.0);
-            if !seen {
-                return;
+            owner.lock().await.rec.set_tunnel(msg.0);
+            if seen {
+                pass(&owner, &inbox, Pass::TunnelChanged).await;
             }
-            if let Some(p) = take(&inbox) {
-                o.rec.set_state(p.state);
-            }
-            let start = Instant::now();
-            let done = o.rec.reconcile_change().await;
-            o.reports
-                .metrics
-                .reconciled("change", start.elapsed(), done.is_ok());
-            if let Err(e) = done {
-                warn!(error = %e, "reconcile after the tunnel changed failed; retried on the next change or resync");
-            }
-            let Owner { rec, reports } = &mut *o;
-            reports.after_pass(rec);
         });
     }
 }

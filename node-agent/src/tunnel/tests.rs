@@ -82,6 +82,17 @@ fn peer_wg(key: &str, next: Option<&str>, tunnel: &str) -> NodeWireGuard {
     }
 }
 
+/// `state` with a rotation of node1's key requested.
+fn asked(state: &ClusterState) -> Arc<ClusterState> {
+    let request = Rotation {
+        schema: SCHEMA_VERSION,
+        node: "node1".into(),
+        requested_ms: 1,
+        trace: Trace::NONE,
+    };
+    with_object(state, &request)
+}
+
 fn key() -> String {
     public_of(&WgKey::generate_private())
 }
@@ -195,15 +206,7 @@ async fn a_requested_rotation_waits_for_the_peers_then_switches_everywhere() {
     let base = cluster(true, &[("node2", peer_wg(&k2, None, "100.64.0.2"))]);
     owner.pass(&base).await;
     let old = owner.record().public_key;
-    let asked = with_object(
-        &base,
-        &Rotation {
-            schema: SCHEMA_VERSION,
-            node: "node1".into(),
-            requested_ms: 1,
-            trace: Trace::NONE,
-        },
-    );
+    let asked = asked(&base);
     owner.pass(&asked).await;
     let next = rig.last_record().next_key.expect("next key published");
     assert_eq!(
@@ -246,15 +249,7 @@ async fn a_rotation_no_peer_accepts_switches_after_the_wait() {
     let rig = Rig::new("tun-rotate-wait");
     let mut owner = rig.owner();
     let base = cluster(true, &[("node2", peer_wg(&key(), None, "100.64.0.2"))]);
-    let asked = with_object(
-        &base,
-        &Rotation {
-            schema: SCHEMA_VERSION,
-            node: "node1".into(),
-            requested_ms: 1,
-            trace: Trace::NONE,
-        },
-    );
+    let asked = asked(&base);
     owner.pass(&asked).await;
     let next = rig.last_record().next_key.expect("next");
     owner.pass(&asked).await;
