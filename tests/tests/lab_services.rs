@@ -401,9 +401,9 @@ fn health_checks_remove_and_restore_instances_everywhere_and_steer_the_policies(
         "node1",
         &["service", "update", "web", "--lb", "least-connections"],
     );
-    // The connections outlive every wait below (a loaded CI machine is slow); the lab's
-    // teardown ends them.
-    let hold = "for i in 1 2 3; do (sleep 120 | busybox nc web1.frontend.local 80 >/dev/null &) ; done; sleep 1";
+    // The connections outlive the wait below (httpd drops an idle one after 60 s); their
+    // processes leave the exec's output pipes, or the exec would wait for them to end.
+    let hold = "for i in 1 2 3; do (sleep 120 2>/dev/null | busybox nc web1.frontend.local 80 >/dev/null 2>&1 &) ; done; sleep 1";
     lab.cli_ok("node2", &["exec", "client", "sh", "-c", hold]);
     let avoided = || !spread(&lab, 6).contains_key("web1");
     assert!(
