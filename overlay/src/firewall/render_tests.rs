@@ -195,9 +195,9 @@ fn block<'a>(s: &'a str, header: &str) -> &'a str {
 
 const PREROUTING_CHAIN: &str = "\tchain prerouting {
 \t\ttype filter hook prerouting priority raw; policy accept;
+\t\tudp dport 4789 iifname != @bridges notrack accept comment \"sf: untracked: VXLAN packets received\"
 \t\tmeta mark and 0x01000000 == 0 ip saddr . ip daddr @intra4 notrack comment \"sf: untracked: same network, not its gateway\"
 \t\tmeta mark and 0x01000000 == 0 ip6 saddr . ip6 daddr @intra6 notrack comment \"sf: untracked: same network, not its gateway (v6)\"
-\t\tudp dport 4789 iifname != @bridges notrack comment \"sf: untracked: VXLAN packets received\"
 \t}
 ";
 
