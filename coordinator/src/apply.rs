@@ -37,6 +37,12 @@ pub async fn apply(store: &dyn Store, req: &ApplyRequest) -> Result<ApplyAnswer,
             let msg = format!("the document has {n} problem(s); nothing was changed");
             return Err(ApiError::with_problems(msg, problems));
         }
+        let encrypts = steps.iter().any(|s| {
+            matches!(s, Step::CreateNetwork(n) | Step::UpdateNetwork { new: n, .. } if n.encrypted)
+        });
+        if encrypts {
+            crate::cluster::require_keys(store).await?;
+        }
         let changes = steps.iter().map(Step::change).collect();
         if req.dry_run || steps.is_empty() {
             return Ok(ApplyAnswer {

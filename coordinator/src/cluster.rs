@@ -97,6 +97,9 @@ pub async fn network_problems(
 /// win: each compares the networks guard key and bumps it in the same transaction.
 pub async fn create_network(store: &dyn Store, req: &CreateNetwork) -> Result<Network, ApiError> {
     let mut network = validate::network_from_request(req)?;
+    if network.encrypted {
+        require_keys(store).await?;
+    }
     let guard = Key::Guard(NETWORKS_GUARD.to_string()).to_string();
     let key = Key::Network(network.name.clone()).to_string();
     for attempt in 0..MAX_ATTEMPTS {
@@ -303,6 +306,30 @@ pub async fn list_nodes(store: &dyn Store, now: u64) -> Result<Vec<NodeInfo>, Ap
         .collect();
     infos.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(infos)
+}
+
+/// An encrypted network needs every live node to take part in the tunnels: an agent without a
+/// WireGuard key (one older than encryption) would carry the network's traffic in clear.
+pub async fn require_keys(store: &dyn Store) -> Result<(), ApiError> {
+    let (nodes, _) = store
+        .list_objects::<Node>(&Prefix::Nodes)
+        .await
+        .map_err(store_error)?;
+    let old: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.wg.is_none())
+        .map(|n| n.name.as_str())
+        .collect();
+    if old.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorKind::Conflict,
+        format!(
+            "nodes {} run agents without WireGuard keys (older than encryption): they would carry an encrypted network in clear; upgrade them first",
+            old.join(", ")
+        ),
+    ))
 }
 
 /// Checks that the store answers.

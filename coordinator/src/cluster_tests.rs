@@ -336,6 +336,42 @@ async fn nodes_are_sorted_with_ages() {
 }
 
 #[tokio::test]
+async fn an_encrypted_network_is_refused_while_a_node_has_no_key() {
+    let store = MemoryStore::new();
+    let old = Node {
+        schema: SCHEMA_VERSION,
+        name: "old1".into(),
+        underlay: "10.0.0.1".parse().expect("ip"),
+        version: "0.0.9".into(),
+        wg: None,
+        started_at: 0,
+    };
+    put_json(&store, Key::Node("old1".into()), &old).await;
+    let mut secure = req("secure", "172.30.0.0/24");
+    secure.encrypted = true;
+    let e = create_network(&store, &secure).await.expect_err("refused");
+    assert_eq!(e.kind, ErrorKind::Conflict);
+    assert!(e.error.contains("old1"), "{}", e.error);
+    assert!(list_networks(&store).await.expect("list").is_empty());
+    // A clear network is fine, and so is the encrypted one once the node has a key.
+    create_network(&store, &req("plain", "172.31.0.0/24"))
+        .await
+        .expect("clear");
+    let new = Node {
+        wg: Some(shibafu_overlay::model::NodeWireGuard {
+            public_key: "k".into(),
+            port: 51820,
+            tunnel: "100.64.0.1".parse().expect("ip"),
+            next_key: None,
+            encrypt_all: false,
+        }),
+        ..old
+    };
+    put_json(&store, Key::Node("old1".into()), &new).await;
+    create_network(&store, &secure).await.expect("encrypted");
+}
+
+#[tokio::test]
 async fn problems_are_listed_by_node_and_go_with_the_network() {
     let store = MemoryStore::new();
     create_network(&store, &req("dual", "172.24.0.0/24"))

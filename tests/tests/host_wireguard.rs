@@ -57,6 +57,7 @@ fn peer_change(other: &Side) -> DeviceChange {
         port: Some(51820),
         upsert: vec![(public_of(&other.key), peer)],
         remove: vec![],
+        modified: vec![],
     }
 }
 
@@ -181,6 +182,31 @@ fn talk_through(choice: BackendChoice) {
         .as_secs();
     let at = peer.last_handshake.expect("a handshake");
     assert!(now.saturating_sub(at) < 30, "handshake at {at}, now {now}");
+
+    // A peer changed in place (boringtun takes it out and in again; the kernel changes it):
+    // the device still answers and still carries traffic.
+    let mut again = peer_change(&b);
+    again.set_key = false;
+    again.port = None;
+    again.modified = vec![public_of(&b.key)];
+    let key = a.key.clone();
+    let da = in_ns(&a.ns, move |rt| {
+        rt.block_on(async {
+            da.apply(&key, &again, 25).await.expect("change a peer");
+            da.observe().await.expect("observe after the change");
+            da
+        })
+    });
+    let out =
+        a.ns.cmd("ping")
+            .args(["-c", "3", "-W", "1", b.tunnel])
+            .output()
+            .expect("ping");
+    assert!(
+        text(&out.stdout).contains("3 received"),
+        "after the change: {}",
+        text(&out.stdout)
+    );
 
     remove(&a, da);
     remove(&b, db);

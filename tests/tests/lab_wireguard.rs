@@ -220,6 +220,23 @@ fn an_encrypted_network_reaches_resolves_and_hides_its_traffic() {
         false,
     );
 
+    // A container cannot send into the tunnels itself (it could forge an encrypted network's
+    // VXLAN): a peer's tunnel address is not reachable from it.
+    let nodes: serde_json::Value =
+        serde_json::from_str(&lab.cli_ok("node1", &["node", "ls", "--format", "json"]))
+            .expect("json");
+    let tunnel2 = nodes
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["name"] == "node2"))
+        .and_then(|n| n["wireguard"]["tunnel"].as_str())
+        .expect("node2's tunnel address")
+        .to_string();
+    let out = ping(&lab, "node1", "c1", &["-c", "2", "-W", "1"], &tunnel2);
+    assert!(
+        out.contains(" 0 received"),
+        "a container reached a tunnel address: {out}"
+    );
+
     // The same capture on an unencrypted network shows the marker: it can see.
     lab.cli_ok("node1", &["network", "create", "plain", "172.31.0.0/24"]);
     run(&lab, "node1", "p1", "plain");

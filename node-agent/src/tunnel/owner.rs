@@ -10,7 +10,7 @@
 //! drop the old entry in one change.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use ipnet::Ipv4Net;
@@ -19,7 +19,6 @@ use shibafu_overlay::model::{
     key_fingerprint, Node, NodeWireGuard, Object, PeerTunnel, TunnelStatus, SCHEMA_VERSION,
 };
 use shibafu_overlay::state::ClusterState;
-use shibafu_overlay::store::keys::Key;
 use shibafu_overlay::wireguard::tunnel::{
     choose_tunnel, device_mtu, tunnel_range, tunnels_needed, KEEPALIVE_SECS,
 };
@@ -75,8 +74,17 @@ pub struct TunnelOwner {
     fallback: Option<String>,
     error: Option<String>,
     rotation_since: Option<u64>,
+    /// The rotation request (its time) this node has acted on, so a stale copy of it in a
+    /// later state starts no second rotation.
+    served: Option<u64>,
     published_node: Option<NodeWireGuard>,
     published_status: Option<(TunnelStatus, u64)>,
+    /// Endpoints last set on the device, by peer key (a peer that roamed since keeps its own).
+    applied: BTreeMap<String, SocketAddr>,
+    /// Nodes whose records carry a key that is not a WireGuard key (warned once).
+    bad_keys: Vec<String>,
+    /// A device left by an earlier agent has been looked for.
+    swept: bool,
 }
 
 impl TunnelOwner {
@@ -95,8 +103,12 @@ impl TunnelOwner {
             fallback: None,
             error: None,
             rotation_since,
+            served: None,
             published_node: None,
             published_status: None,
+            applied: BTreeMap::new(),
+            bad_keys: Vec::new(),
+            swept: false,
         })
     }
 
@@ -134,18 +146,24 @@ impl TunnelOwner {
         let networks: Vec<_> = state.networks().values().cloned().collect();
         if !tunnels_needed(&networks, &nodes, &me) {
             self.down().await;
+            // No tunnel to keep up: a rotation needs no peer's help.
+            self.start_rotation(state);
+            if self.keys.next.is_some() {
+                self.switch();
+            }
             self.publish_records(state, None).await;
             return PassResult { tunnel: None };
         }
         self.start_rotation(state);
-        let mut observed = self.configure(&nodes).await;
+        let (mut up, mut observed) = self.configure(&nodes).await;
         if observed.is_some() && self.ready_to_switch(state) {
             self.switch();
-            observed = self.configure(&nodes).await;
+            (up, observed) = self.configure(&nodes).await;
         }
         self.publish_records(state, observed.as_ref()).await;
+        // A device that is up keeps carrying traffic even when a change to it failed.
         PassResult {
-            tunnel: observed.map(|_| self.tunnel),
+            tunnel: up.then_some(self.tunnel),
         }
     }
 
@@ -170,29 +188,47 @@ impl TunnelOwner {
     }
 
     async fn down(&mut self) {
-        if self.backend.take().is_some() {
+        let held = self.backend.take().is_some();
+        // A device an earlier agent left goes too (looked for once).
+        let sweep = !std::mem::replace(&mut self.swept, true);
+        if held || sweep {
             match self.cfg.device.remove().await {
-                Ok(()) => info!("no network is encrypted any more: WireGuard device removed"),
+                Ok(()) if held => {
+                    info!("no network is encrypted any more: WireGuard device removed")
+                }
+                Ok(()) => {}
                 Err(e) => warn!(error = %e, "cannot remove the WireGuard device"),
             }
         }
         self.error = None;
     }
 
-    /// Brings the device up and to the plan; the device as it is then, `None` on failure
-    /// (retried on the next pass).
-    async fn configure(&mut self, nodes: &[Node]) -> Option<ObservedDevice> {
+    /// Brings the device up and to the plan: whether it is up, and the device as it is then
+    /// (`None` when a step failed; retried on the next pass).
+    async fn configure(&mut self, nodes: &[Node]) -> (bool, Option<ObservedDevice>) {
+        let Ok(address) = Ipv4Net::new(self.tunnel, tunnel_range().prefix_len()) else {
+            return (false, None);
+        };
         let spec = DeviceSpec {
             mtu: self.mtu(),
-            address: Ipv4Net::new(self.tunnel, tunnel_range().prefix_len()).ok()?,
+            address,
         };
+        let (peers, bad) = desired_peers(&self.cfg.base.name, nodes);
+        if bad != self.bad_keys {
+            if !bad.is_empty() {
+                warn!(nodes = ?bad, "node records carry keys that are not WireGuard keys; those nodes get no tunnel");
+            }
+            self.bad_keys = bad;
+        }
         let desired = DesiredDevice {
             public_key: public_of(&self.keys.current),
             port: self.cfg.port,
-            peers: desired_peers(&self.cfg.base.name, nodes),
+            peers,
         };
+        let mut up = false;
         let result = async {
             let (backend, why) = self.cfg.device.ensure(&spec).await?;
+            up = true;
             // Why the kernel module is not used is known when the device is made; later
             // passes find the userspace device and keep the reason.
             if why.is_some() && self.fallback != why {
@@ -206,7 +242,7 @@ impl TunnelOwner {
             }
             self.backend = Some(backend);
             let observed = self.cfg.device.observe().await?;
-            let change = diff(&desired, &observed, KEEPALIVE_SECS);
+            let change = diff(&desired, &observed, KEEPALIVE_SECS, &self.applied);
             if change.is_empty() {
                 return Ok(observed);
             }
@@ -220,6 +256,10 @@ impl TunnelOwner {
                 .device
                 .apply(&self.keys.current, &change, KEEPALIVE_SECS)
                 .await?;
+            for (k, p) in &change.upsert {
+                self.applied.insert(k.clone(), p.endpoint);
+            }
+            self.applied.retain(|k, _| desired.peers.contains_key(k));
             self.cfg.device.observe().await
         }
         .await;
@@ -228,7 +268,7 @@ impl TunnelOwner {
                 if self.error.take().is_some() {
                     info!("WireGuard device configured again");
                 }
-                Some(observed)
+                (true, Some(observed))
             }
             Err(e) => {
                 let msg = e.to_string();
@@ -236,74 +276,9 @@ impl TunnelOwner {
                     warn!(error = %msg, "WireGuard device not configured; retrying");
                 }
                 self.error = Some(msg);
-                None
+                (up, None)
             }
         }
-    }
-
-    /// Starts a requested rotation: the next key is made and kept on disk.
-    fn start_rotation(&mut self, state: &ClusterState) {
-        if self.keys.next.is_some() || !state.rotations().contains_key(&self.cfg.base.name) {
-            return;
-        }
-        match self.cfg.files.create_next() {
-            Ok(k) => {
-                info!(next = %key_fingerprint(&public_of(&k)), "key rotation started");
-                self.keys.next = Some(k);
-                self.rotation_since = Some((self.cfg.clock)());
-            }
-            Err(e) => warn!(error = %e, "cannot start the key rotation"),
-        }
-    }
-
-    /// Has every live peer accepted the next key (or has the wait run out)?
-    fn ready_to_switch(&self, state: &ClusterState) -> bool {
-        let Some(next) = self.keys.next.as_ref().map(public_of) else {
-            return false;
-        };
-        let published = self
-            .published_node
-            .as_ref()
-            .and_then(|w| w.next_key.as_deref())
-            == Some(next.as_str());
-        if !published {
-            return false;
-        }
-        let waited = (self.cfg.clock)().saturating_sub(self.rotation_since.unwrap_or(0));
-        let pending: Vec<&String> = state
-            .nodes()
-            .values()
-            .filter(|n| n.name != self.cfg.base.name && n.wg.is_some())
-            .filter(|n| {
-                state
-                    .tunnels()
-                    .get(&n.name)
-                    .and_then(|t| t.accepted.get(&self.cfg.base.name))
-                    != Some(&next)
-            })
-            .map(|n| &n.name)
-            .collect();
-        if !pending.is_empty() && waited < ROTATION_WAIT_MS {
-            return false;
-        }
-        if !pending.is_empty() {
-            warn!(?pending, "switching keys without every peer's acceptance");
-        }
-        true
-    }
-
-    /// The next key becomes the key: on disk first, then on the device and in the record.
-    fn switch(&mut self) {
-        if let Err(e) = self.cfg.files.promote_next() {
-            warn!(error = %e, "cannot switch keys; retrying");
-            return;
-        }
-        if let Some(next) = self.keys.next.take() {
-            info!(key = %key_fingerprint(&public_of(&next)), "key rotated");
-            self.keys.current = next;
-            self.cfg.metrics.rotated();
-        }
-        self.rotation_since = None;
     }
 
     /// Publishes the node record when its WireGuard part changed, the tunnel status when it
@@ -316,13 +291,7 @@ impl TunnelOwner {
                 Err(e) => warn!(error = %e, "cannot publish the node's key"),
             }
         }
-        let rotating = self.keys.next.is_some();
-        if !rotating && state.rotations().contains_key(&self.cfg.base.name) {
-            let at = Key::Rotation(self.cfg.base.name.clone());
-            if let Err(e) = self.cfg.publish.delete(at).await {
-                warn!(error = %e, "cannot clear the finished rotation request");
-            }
-        }
+        self.clear_request(state).await;
         let status = self.status(state, observed);
         let now = (self.cfg.clock)();
         let secs = now / 1000;
@@ -411,6 +380,9 @@ fn same_shape(a: &TunnelStatus, b: &TunnelStatus, now: u64) -> bool {
         && a.accepted == b.accepted
         && up(a) == up(b)
 }
+
+#[path = "rotation.rs"]
+mod rotation;
 
 #[cfg(test)]
 #[path = "tests.rs"]

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use shibafu_overlay::model::{Rotation, SCHEMA_VERSION};
+use shibafu_overlay::store::keys::Key;
 use shibafu_overlay::telemetry::Trace;
 use shibafu_overlay::wireguard::{FakeWg, Key as WgKey};
 
@@ -276,4 +277,59 @@ async fn the_tunnel_address_moves_off_another_nodes() {
         KeyFiles::new(&rig.dir.0).tunnel(),
         Some(owner.record().tunnel)
     );
+}
+
+#[tokio::test]
+async fn a_served_request_seen_again_starts_no_second_rotation() {
+    let rig = Rig::new("tun-rotate-once");
+    let mut owner = rig.owner();
+    let base = cluster(true, &[("node2", peer_wg(&key(), None, "100.64.0.2"))]);
+    let asked = asked(&base);
+    owner.pass(&asked).await;
+    let first = rig.last_record().next_key.expect("next");
+    assert!(
+        rig.published
+            .log()
+            .iter()
+            .any(|l| l == "delete /shibafu/v1/rotations/node1"),
+        "the request is cleared once the next key is published"
+    );
+    rig.advance(ROTATION_WAIT_MS);
+    owner.pass(&asked).await;
+    assert_eq!(rig.last_record().public_key, first);
+    // A state still holding the (deleted) request starts nothing new.
+    owner.pass(&asked).await;
+    assert_eq!(rig.last_record().next_key, None);
+    assert_eq!(rig.last_record().public_key, first);
+}
+
+#[tokio::test]
+async fn without_encrypted_networks_a_rotation_switches_at_once() {
+    let rig = Rig::new("tun-rotate-off");
+    let mut owner = rig.owner();
+    let base = cluster(false, &[("node2", peer_wg(&key(), None, "100.64.0.2"))]);
+    owner.pass(&base).await;
+    let old = owner.record().public_key;
+    owner.pass(&asked(&base)).await;
+    assert_ne!(rig.last_record().public_key, old);
+    assert_eq!(rig.last_record().next_key, None);
+    assert!(rig.device.spec().is_none());
+}
+
+#[tokio::test]
+async fn a_bad_peer_key_leaves_the_other_tunnels_up() {
+    let rig = Rig::new("tun-bad-key");
+    let mut owner = rig.owner();
+    let good = key();
+    let st = cluster(
+        true,
+        &[
+            ("node2", peer_wg(&good, None, "100.64.0.2")),
+            ("node3", peer_wg("not-a-key", None, "100.64.0.3")),
+        ],
+    );
+    assert!(owner.pass(&st).await.tunnel.is_some());
+    let dev = rig.device.device();
+    assert_eq!(dev.peers.keys().collect::<Vec<_>>(), [&good]);
+    assert_eq!(rig.last_status().error, None);
 }

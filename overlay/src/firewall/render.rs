@@ -150,6 +150,26 @@ fn tunnel_guard(spec: &FirewallSpec) -> Option<(String, &'static str)> {
     ))
 }
 
+/// Forwarded traffic never goes to or comes from a tunnel address: only the host's own VXLAN
+/// belongs in the tunnels, else a container could send VXLAN of an encrypted network to a
+/// peer's tunnel address and the peer would take it as coming through its tunnel. None when no
+/// VXLAN runs inside the tunnels here.
+fn tunnel_forward(spec: &FirewallSpec) -> Vec<(String, &'static str)> {
+    let Some(range) = spec.tunnel_range else {
+        return Vec::new();
+    };
+    vec![
+        (
+            format!("ip daddr {range} drop"),
+            "encrypted networks: nothing forwarded into the tunnels",
+        ),
+        (
+            format!("ip saddr {range} drop"),
+            "encrypted networks: nothing forwarded out of the tunnels",
+        ),
+    ]
+}
+
 /// Rules of the raw-priority `output` chain: the VXLAN packets this host sends (the VXLAN
 /// devices encapsulate through the local output path), but not the host's traffic into its
 /// bridges.
@@ -307,11 +327,14 @@ pub fn render_ruleset(spec: &FirewallSpec) -> String {
         "type filter hook output priority raw; policy accept;",
         &out,
     );
+    let guard = tunnel_forward(spec);
+    let mut forward: Vec<(&str, &str)> = guard.iter().map(|(r, c)| (r.as_str(), *c)).collect();
+    forward.extend_from_slice(FORWARD);
     chain(
         &mut s,
         "forward",
         "type filter hook forward priority filter; policy accept;",
-        FORWARD,
+        &forward,
     );
     chain(
         &mut s,

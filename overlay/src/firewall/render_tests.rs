@@ -383,6 +383,15 @@ fn encrypted_networks_take_vxlan_only_from_the_tunnel_first_in_prerouting() {
         out.contains("ip daddr 100.64.0.0/10 udp dport 4789 oifname != \"wg-shibafu\" drop"),
         "{out}"
     );
+    // Nothing is forwarded into or out of the tunnels, first in the forward chain.
+    let fwd = block(&text, "chain forward");
+    let first: Vec<&str> = fwd
+        .lines()
+        .filter(|l| l.contains("comment"))
+        .take(2)
+        .collect();
+    assert!(first[0].contains("ip daddr 100.64.0.0/10 drop"), "{fwd}");
+    assert!(first[1].contains("ip saddr 100.64.0.0/10 drop"), "{fwd}");
     // Without the device up, clear packets of those networks are dropped all the same, and
     // none leave for the tunnel range.
     s.tunnel_if = None;

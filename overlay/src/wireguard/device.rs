@@ -1,20 +1,19 @@
 //! The WireGuard device at the kernel edge: [`WgDevice`], and [`SystemWg`], which picks the
-//! kernel module when it is there (through wireguard-control's netlink backend) and otherwise
-//! runs boringtun-cli and configures it through its socket (wireguard-control's userspace
-//! backend). Configuration calls block on a socket, so they run on the blocking pool.
+//! kernel module when it is there (configured through wireguard-control's netlink backend,
+//! [`super::kernel`]) and otherwise runs boringtun-cli and configures it through its socket
+//! ([`super::uapi`]). Configuration calls block on a socket, so they run on the blocking pool.
 
 use std::fmt;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
-use wireguard_control::{Device, DeviceUpdate, InterfaceName, Key, PeerConfigBuilder};
+use wireguard_control::Key;
 
-use super::plan::{DeviceChange, ObservedDevice, ObservedPeer};
-use super::{userspace, WgError};
+use super::plan::{DeviceChange, ObservedDevice};
+use super::{uapi, userspace, WgError};
 use crate::netlink::{self, TunnelLink};
 
 /// What carries a device.
@@ -89,6 +88,8 @@ pub struct SystemWg {
     program: PathBuf,
     log: PathBuf,
     backend: Mutex<Option<Backend>>,
+    /// The userspace program's `--version`, asked once.
+    version: Mutex<Option<String>>,
 }
 
 impl SystemWg {
@@ -100,15 +101,8 @@ impl SystemWg {
             program,
             log,
             backend: Mutex::new(None),
+            version: Mutex::new(None),
         }
-    }
-
-    fn name(&self) -> Result<InterfaceName, WgError> {
-        self.ifname.parse().map_err(|e| WgError::Device {
-            ifname: self.ifname.clone(),
-            what: "interface name".into(),
-            source: std::io::Error::other(format!("{e:?}")),
-        })
     }
 
     fn device_error(&self, what: &str, source: std::io::Error) -> WgError {
@@ -120,9 +114,18 @@ impl SystemWg {
     }
 
     async fn start_userspace(&self) -> Result<Backend, WgError> {
-        let version = userspace::version(&self.program)
-            .await
-            .map_err(WgError::NoBackend)?;
+        let mut cached = self.version.lock().await;
+        let version = match cached.clone() {
+            Some(v) => v,
+            None => {
+                let v = userspace::version(&self.program)
+                    .await
+                    .map_err(WgError::NoBackend)?;
+                *cached = Some(v.clone());
+                v
+            }
+        };
+        drop(cached);
         if !userspace::serving(&self.ifname) {
             // A TUN device left by a process that died would keep the name taken.
             netlink::delete_link(&self.ifname).await?;
@@ -176,27 +179,6 @@ impl SystemWg {
     }
 }
 
-fn wc_backend(b: &Backend) -> wireguard_control::Backend {
-    match b {
-        Backend::Kernel => wireguard_control::Backend::Kernel,
-        Backend::Userspace(_) => wireguard_control::Backend::Userspace,
-    }
-}
-
-/// Unix seconds of a handshake as read back: the kernel reports its time; boringtun reports
-/// the time since it in the same field.
-fn handshake_secs(b: &Backend, t: Option<SystemTime>) -> Option<u64> {
-    let raw = t?.duration_since(UNIX_EPOCH).ok()?;
-    if raw == Duration::ZERO {
-        return None;
-    }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
-    Some(match b {
-        Backend::Kernel => raw.as_secs(),
-        Backend::Userspace(_) => now.saturating_sub(raw).as_secs(),
-    })
-}
-
 #[async_trait]
 impl WgDevice for SystemWg {
     async fn ensure(&self, spec: &DeviceSpec) -> Result<(Backend, Option<String>), WgError> {
@@ -212,81 +194,33 @@ impl WgDevice for SystemWg {
 
     async fn observe(&self) -> Result<ObservedDevice, WgError> {
         let backend = self.backend().await?;
-        let name = self.name()?;
-        let wc = wc_backend(&backend);
-        let dev = tokio::task::spawn_blocking(move || Device::get(&name, wc))
-            .await
+        let ifname = self.ifname.clone();
+        let read = tokio::task::spawn_blocking(move || match backend {
+            Backend::Kernel => super::kernel::get(&ifname),
+            Backend::Userspace(_) => uapi::get(&ifname),
+        });
+        read.await
             .map_err(|e| self.device_error("read", std::io::Error::other(e)))?
-            .map_err(|e| self.device_error("read", e))?;
-        let peers = dev
-            .peers
-            .iter()
-            .map(|p| {
-                let c = &p.config;
-                let peer = ObservedPeer {
-                    endpoint: c.endpoint,
-                    allowed: c.allowed_ips.iter().map(|a| (a.address, a.cidr)).collect(),
-                    keepalive: c.persistent_keepalive_interval.filter(|k| *k > 0),
-                    last_handshake: handshake_secs(&backend, p.stats.last_handshake_time),
-                };
-                (c.public_key.to_base64(), peer)
-            })
-            .collect();
-        let public_key = match (dev.public_key, &backend) {
-            (Some(k), _) => Some(k.to_base64()),
-            (None, Backend::Userspace(_)) => {
-                let ifname = self.ifname.clone();
-                tokio::task::spawn_blocking(move || userspace::own_public_key(&ifname))
-                    .await
-                    .map_err(|e| self.device_error("read its key", std::io::Error::other(e)))?
-                    .map_err(|e| self.device_error("read its key", e))?
-            }
-            (None, Backend::Kernel) => None,
-        };
-        Ok(ObservedDevice {
-            public_key,
-            port: dev.listen_port.unwrap_or(0),
-            peers,
-        })
+            .map_err(|e| self.device_error("read", e))
     }
 
     async fn apply(&self, key: &Key, change: &DeviceChange, keepalive: u16) -> Result<(), WgError> {
         let backend = self.backend().await?;
-        let mut update = DeviceUpdate::new();
-        if change.set_key {
-            update = update.set_private_key(key.clone());
-        }
-        if let Some(port) = change.port {
-            update = update.set_listen_port(port);
-        }
-        for k in &change.remove {
-            let k = Key::from_base64(k).map_err(|_| WgError::BadPeerKey(k.clone()))?;
-            update = update.remove_peer_by_key(&k);
-        }
-        for (k, peer) in &change.upsert {
-            let k = Key::from_base64(k).map_err(|_| WgError::BadPeerKey(k.clone()))?;
-            let mut p = PeerConfigBuilder::new(&k)
-                .set_endpoint(peer.endpoint)
-                .set_persistent_keepalive_interval(keepalive)
-                .replace_allowed_ips();
-            if let Some(t) = peer.tunnel {
-                p = p.add_allowed_ip(t.into(), 32);
-            }
-            update = update.add_peer(p);
-        }
-        let name = self.name()?;
-        let wc = wc_backend(&backend);
-        tokio::task::spawn_blocking(move || update.apply(&name, wc))
+        let (ifname, key, change) = (self.ifname.clone(), key.clone(), change.clone());
+        let write = tokio::task::spawn_blocking(move || match backend {
+            Backend::Kernel => super::kernel::set(&ifname, &key, &change, keepalive),
+            Backend::Userspace(_) => uapi::set(&ifname, &key, &change, keepalive),
+        });
+        write
             .await
             .map_err(|e| self.device_error("configure", std::io::Error::other(e)))?
             .map_err(|e| self.device_error("configure", e))
     }
 
     async fn remove(&self) -> Result<(), WgError> {
-        let held = self.backend.lock().await.take();
-        if let Some(Backend::Userspace(_)) = held {
-            userspace::stop(&self.program, &self.ifname);
-        }
+        // Also a device an earlier agent left: whatever carries the name goes.
+        self.backend.lock().await.take();
+        userspace::stop(&self.program, &self.ifname);
         if let Err(e) = netlink::delete_link(&self.ifname).await {
             warn!(ifname = %self.ifname, error = %e, "cannot delete the WireGuard device");
             return Err(e.into());

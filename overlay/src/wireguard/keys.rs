@@ -53,8 +53,11 @@ impl KeyFiles {
         self.dir.join(name)
     }
 
-    /// Reads the keys, creating the private key on first use.
+    /// Reads the keys, creating the private key on first use (the directory is made 0700).
     pub fn load_or_create(&self) -> Result<Keys, WgError> {
+        if self.dir.exists() {
+            self.ensure_dir()?;
+        }
         let current = match self.read_key("private.key")? {
             Some(k) => k,
             None => {

@@ -6,9 +6,11 @@
 
 mod device;
 mod fake;
+mod kernel;
 pub mod keys;
 pub mod plan;
 pub mod tunnel;
+mod uapi;
 mod userspace;
 
 use std::path::PathBuf;

@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
+use wireguard_control::Key;
+
 use crate::model::Node;
 
 /// One peer entry the device should have.
@@ -68,6 +70,8 @@ pub struct DeviceChange {
     pub upsert: Vec<(String, DesiredPeer)>,
     /// Peers to remove, by public key.
     pub remove: Vec<String>,
+    /// Peers of `upsert` the device already has (a userspace device takes them out and in).
+    pub modified: Vec<String>,
 }
 
 impl DeviceChange {
@@ -77,34 +81,58 @@ impl DeviceChange {
     }
 }
 
-/// The peers of node `me`: every other node in `nodes` with a key, and the next key of each one
-/// rotating.
-pub fn desired_peers(me: &str, nodes: &[Node]) -> BTreeMap<String, DesiredPeer> {
+/// The peers of node `me`: every other node in `nodes` with a valid key, and the next key of
+/// each one rotating, keys in their canonical base64; and the nodes left out because a key of
+/// theirs is not a WireGuard key (one bad record must not stop the others' tunnels).
+pub fn desired_peers(me: &str, nodes: &[Node]) -> (BTreeMap<String, DesiredPeer>, Vec<String>) {
+    let canonical = |k: &str| Key::from_base64(k).ok().map(|k| k.to_base64());
     let mut out = BTreeMap::new();
+    let mut bad = Vec::new();
     for n in nodes.iter().filter(|n| n.name != me) {
         let Some(wg) = &n.wg else { continue };
+        let Some(current) = canonical(&wg.public_key) else {
+            bad.push(n.name.clone());
+            continue;
+        };
+        let next = match &wg.next_key {
+            None => None,
+            Some(k) => match canonical(k) {
+                Some(k) => Some(k).filter(|k| *k != current),
+                None => {
+                    bad.push(n.name.clone());
+                    continue;
+                }
+            },
+        };
         let endpoint = SocketAddr::new(n.underlay, wg.port);
-        if let Some(next) = wg.next_key.as_ref().filter(|k| **k != wg.public_key) {
+        if let Some(next) = next {
             let peer = DesiredPeer {
                 node: n.name.clone(),
                 endpoint,
                 tunnel: None,
             };
-            out.insert(next.clone(), peer);
+            out.insert(next, peer);
         }
         let peer = DesiredPeer {
             node: n.name.clone(),
             endpoint,
             tunnel: Some(wg.tunnel),
         };
-        out.insert(wg.public_key.clone(), peer);
+        out.insert(current, peer);
     }
-    out
+    (out, bad)
 }
 
-/// What turns `observed` into `desired`. A peer whose endpoint, allowed IPs or keepalive differ
-/// is reconfigured; peers the device has and the plan does not are removed.
-pub fn diff(desired: &DesiredDevice, observed: &ObservedDevice, keepalive: u16) -> DeviceChange {
+/// What turns `observed` into `desired`. A peer whose allowed IPs or keepalive differ is
+/// reconfigured, and one whose endpoint differs from both what the device has and what was
+/// last set (`applied`: a peer that roamed keeps its new endpoint, as WireGuard means it to);
+/// peers the device has and the plan does not are removed.
+pub fn diff(
+    desired: &DesiredDevice,
+    observed: &ObservedDevice,
+    keepalive: u16,
+    applied: &BTreeMap<String, SocketAddr>,
+) -> DeviceChange {
     let mut change = DeviceChange {
         set_key: observed.public_key.as_deref() != Some(desired.public_key.as_str()),
         port: (observed.port != desired.port).then_some(desired.port),
@@ -113,12 +141,16 @@ pub fn diff(desired: &DesiredDevice, observed: &ObservedDevice, keepalive: u16) 
     for (key, want) in &desired.peers {
         let allowed: Vec<(std::net::IpAddr, u8)> =
             want.tunnel.map(|t| (t.into(), 32)).into_iter().collect();
-        let same = observed.peers.get(key).is_some_and(|have| {
-            have.endpoint == Some(want.endpoint)
-                && have.allowed == allowed
-                && have.keepalive == Some(keepalive)
+        let have = observed.peers.get(key);
+        let same = have.is_some_and(|have| {
+            let endpoint = have.endpoint == Some(want.endpoint)
+                || (have.endpoint.is_some() && applied.get(key) == Some(&want.endpoint));
+            endpoint && have.allowed == allowed && have.keepalive == Some(keepalive)
         });
         if !same {
+            if have.is_some() {
+                change.modified.push(key.clone());
+            }
             change.upsert.push((key.clone(), want.clone()));
         }
     }
@@ -135,6 +167,11 @@ pub fn diff(desired: &DesiredDevice, observed: &ObservedDevice, keepalive: u16) 
 mod tests {
     use super::*;
     use crate::model::{NodeWireGuard, SCHEMA_VERSION};
+
+    /// A valid key (base64 of 32 bytes of `i`).
+    fn k(i: u8) -> String {
+        Key([i; 32]).to_base64()
+    }
 
     fn node(name: &str, ip: &str, key: &str, next: Option<&str>, tunnel: &str) -> Node {
         Node {
@@ -173,21 +210,32 @@ mod tests {
         }
     }
 
+    fn device(me: &str, nodes: &[Node]) -> DesiredDevice {
+        DesiredDevice {
+            public_key: k(1),
+            port: 51820,
+            peers: desired_peers(me, nodes).0,
+        }
+    }
+
     #[test]
-    fn every_other_node_with_a_key_is_a_peer_and_a_rotating_one_twice() {
-        let mut plain = node("c", "10.0.0.13", "C", None, "100.64.0.3");
+    fn every_other_node_with_a_key_is_a_peer_a_rotating_one_twice_and_bad_keys_are_left_out() {
+        let mut plain = node("c", "10.0.0.13", &k(3), None, "100.64.0.3");
         plain.wg = None;
         let nodes = [
-            node("a", "10.0.0.11", "A", None, "100.64.0.1"),
-            node("b", "10.0.0.12", "B", Some("B2"), "100.64.0.2"),
+            node("a", "10.0.0.11", &k(1), None, "100.64.0.1"),
+            node("b", "10.0.0.12", &k(2), Some(&k(22)), "100.64.0.2"),
             plain,
+            node("d", "10.0.0.14", "not a key", None, "100.64.0.4"),
+            node("e", "10.0.0.15", &k(5), Some("bad"), "100.64.0.5"),
         ];
-        let peers = desired_peers("a", &nodes);
-        assert_eq!(peers.keys().collect::<Vec<_>>(), ["B", "B2"]);
-        assert_eq!(peers["B"].tunnel, Some("100.64.0.2".parse().expect("ip")));
-        assert_eq!(peers["B2"].tunnel, None);
+        let (peers, bad) = desired_peers("a", &nodes);
+        assert_eq!(peers.keys().collect::<Vec<_>>(), [&k(2), &k(22)]);
+        assert_eq!(bad, ["d", "e"]);
+        assert_eq!(peers[&k(2)].tunnel, Some("100.64.0.2".parse().expect("ip")));
+        assert_eq!(peers[&k(22)].tunnel, None);
         assert_eq!(
-            peers["B2"].endpoint,
+            peers[&k(22)].endpoint,
             "10.0.0.12:51820".parse().expect("addr")
         );
     }
@@ -195,47 +243,46 @@ mod tests {
     #[test]
     fn a_device_as_planned_needs_nothing_and_a_switch_moves_the_address_in_one_change() {
         let before = [
-            node("a", "10.0.0.11", "A", None, "100.64.0.1"),
-            node("b", "10.0.0.12", "B", Some("B2"), "100.64.0.2"),
+            node("a", "10.0.0.11", &k(1), None, "100.64.0.1"),
+            node("b", "10.0.0.12", &k(2), Some(&k(22)), "100.64.0.2"),
         ];
-        let desired = DesiredDevice {
-            public_key: "A".into(),
-            port: 51820,
-            peers: desired_peers("a", &before),
-        };
+        let desired = device("a", &before);
         let have = observed_of(&desired);
-        assert!(diff(&desired, &have, 25).is_empty());
-        // b switched to B2: B2 takes the address, B goes.
+        let none = BTreeMap::new();
+        assert!(diff(&desired, &have, 25, &none).is_empty());
+        // b switched: its next key takes the address (a changed peer), the old one goes.
         let after = [
-            node("a", "10.0.0.11", "A", None, "100.64.0.1"),
-            node("b", "10.0.0.12", "B2", None, "100.64.0.2"),
+            node("a", "10.0.0.11", &k(1), None, "100.64.0.1"),
+            node("b", "10.0.0.12", &k(22), None, "100.64.0.2"),
         ];
-        let next = DesiredDevice {
-            peers: desired_peers("a", &after),
-            ..desired.clone()
-        };
-        let change = diff(&next, &have, 25);
+        let change = diff(&device("a", &after), &have, 25, &none);
         assert!(!change.set_key && change.port.is_none());
         assert_eq!(change.upsert.len(), 1);
-        assert_eq!(change.upsert[0].0, "B2");
-        assert_eq!(change.remove, ["B"]);
+        assert_eq!(change.upsert[0].0, k(22));
+        assert_eq!(change.modified, [k(22)]);
+        assert_eq!(change.remove, [k(2)]);
     }
 
     #[test]
-    fn a_fresh_device_gets_key_port_and_peers() {
-        let nodes = [node("b", "10.0.0.12", "B", None, "100.64.0.2")];
-        let desired = DesiredDevice {
-            public_key: "A".into(),
-            port: 51820,
-            peers: desired_peers("a", &nodes),
-        };
-        let change = diff(&desired, &ObservedDevice::default(), 25);
+    fn a_fresh_device_gets_key_port_and_peers_and_a_roamed_peer_keeps_its_endpoint() {
+        let nodes = [node("b", "10.0.0.12", &k(2), None, "100.64.0.2")];
+        let desired = device("a", &nodes);
+        let none = BTreeMap::new();
+        let change = diff(&desired, &ObservedDevice::default(), 25, &none);
         assert!(change.set_key);
         assert_eq!(change.port, Some(51820));
         assert_eq!(change.upsert.len(), 1);
-        // A drifted endpoint or keepalive is put back.
+        assert!(change.modified.is_empty());
+        // A drifted keepalive is put back.
         let mut have = observed_of(&desired);
-        have.peers.get_mut("B").expect("peer").keepalive = None;
-        assert_eq!(diff(&desired, &have, 25).upsert.len(), 1);
+        have.peers.get_mut(&k(2)).expect("peer").keepalive = None;
+        assert_eq!(diff(&desired, &have, 25, &none).upsert.len(), 1);
+        // A peer that roamed after its endpoint was set keeps the new one.
+        let mut roamed = observed_of(&desired);
+        roamed.peers.get_mut(&k(2)).expect("peer").endpoint =
+            Some("192.0.2.9:4000".parse().expect("addr"));
+        assert_eq!(diff(&desired, &roamed, 25, &none).upsert.len(), 1);
+        let applied = BTreeMap::from([(k(2), "10.0.0.12:51820".parse().expect("addr"))]);
+        assert!(diff(&desired, &roamed, 25, &applied).is_empty());
     }
 }

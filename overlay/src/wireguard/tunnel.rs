@@ -43,11 +43,14 @@ pub fn tunnel_candidate(node: &str, attempt: u32) -> Ipv4Addr {
 /// first holds it too (of two nodes on one address the first name keeps it, so both agree),
 /// else the first candidate no other node in `nodes` holds.
 pub fn choose_tunnel(node: &str, kept: Option<Ipv4Addr>, nodes: &[Node]) -> Ipv4Addr {
-    let taken: BTreeMap<Ipv4Addr, &str> = nodes
-        .iter()
-        .filter(|n| n.name != node)
-        .filter_map(|n| n.wg.as_ref().map(|w| (w.tunnel, n.name.as_str())))
-        .collect();
+    // Each address with the first name among its holders.
+    let mut taken: BTreeMap<Ipv4Addr, &str> = BTreeMap::new();
+    for n in nodes.iter().filter(|n| n.name != node) {
+        if let Some(w) = &n.wg {
+            let holder = taken.entry(w.tunnel).or_insert(n.name.as_str());
+            *holder = (*holder).min(n.name.as_str());
+        }
+    }
     let keeps = |k: &Ipv4Addr| taken.get(k).is_none_or(|holder| *holder > node);
     if let Some(k) = kept.filter(|k| tunnel_range().contains(k) && keeps(k)) {
         return k;
@@ -137,8 +140,14 @@ mod tests {
             choose_tunnel("node1", Some(a), std::slice::from_ref(&other)),
             b
         );
-        // Of two nodes on one address, the first name keeps it.
-        assert_eq!(choose_tunnel("a-first", Some(a), &[other]), a);
+        // Of two nodes on one address, the first name keeps it; of three, too.
+        assert_eq!(
+            choose_tunnel("a-first", Some(a), std::slice::from_ref(&other)),
+            a
+        );
+        let last = node("zz", Some(a), false);
+        assert_eq!(choose_tunnel("node1", Some(a), &[last.clone(), other]), b);
+        assert_eq!(choose_tunnel("a-first", Some(a), &[last]), a);
         assert_eq!(
             choose_tunnel("node1", Some("10.0.0.1".parse().expect("ip")), &[]),
             a

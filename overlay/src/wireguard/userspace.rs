@@ -125,33 +125,3 @@ pub fn stop(program: &Path, ifname: &str) {
     }
     let _ = std::fs::remove_file(socket_path(ifname));
 }
-
-/// The device's own public key (base64) as its process reports it. boringtun answers a `get`
-/// with `own_public_key=` (hex) where the protocol has `private_key=`, which wireguard-control
-/// reads; so the key is read here.
-pub fn own_public_key(ifname: &str) -> std::io::Result<Option<String>> {
-    use std::io::{BufRead, BufReader, Write};
-    let mut sock = UnixStream::connect(socket_path(ifname))?;
-    sock.set_read_timeout(Some(Duration::from_secs(2)))?;
-    sock.write_all(b"get=1\n\n")?;
-    for line in BufReader::new(sock).lines() {
-        let line = line?;
-        if line.is_empty() {
-            break;
-        }
-        let hex = line
-            .strip_prefix("own_public_key=")
-            .or_else(|| line.strip_prefix("private_key="));
-        if let Some(hex) = hex {
-            let key = wireguard_control::Key::from_hex(hex)
-                .map_err(|_| std::io::Error::other("bad key in the device's answer"))?;
-            let public = if line.starts_with("private_key=") {
-                key.get_public()
-            } else {
-                key
-            };
-            return Ok(Some(public.to_base64()));
-        }
-    }
-    Ok(None)
-}
