@@ -1,7 +1,7 @@
 //! Rendering of command output: aligned tables, JSON, ages. Pure: every function returns text.
 
 use serde::Serialize;
-use shibafu_overlay::api::{ContainerInfo, NodeInfo};
+use shibafu_overlay::api::ContainerInfo;
 use shibafu_overlay::model::{Link, Network};
 
 /// Spaces between table columns.
@@ -57,68 +57,6 @@ pub fn networks_table(networks: &[Network]) -> String {
         })
         .collect();
     table(&["NAME", "SUBNET", "GATEWAY", "DNS"], &rows)
-}
-
-/// `node ls`: NAME UNDERLAY VERSION AGE KEY TUNNELS, sorted by name. KEY is the WireGuard
-/// key's fingerprint (`OLD->NEW` while rotating); TUNNELS each peer with `up` or `down` and
-/// the time since the last handshake, `off` while no network is encrypted, or the error.
-pub fn nodes_table(nodes: &[NodeInfo]) -> String {
-    let mut sorted: Vec<&NodeInfo> = nodes.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    let rows: Vec<Vec<String>> = sorted
-        .iter()
-        .map(|n| {
-            vec![
-                n.name.clone(),
-                n.underlay.to_string(),
-                n.version.clone(),
-                age(n.age_secs),
-                key_cell(n),
-                tunnels_cell(n),
-            ]
-        })
-        .collect();
-    table(
-        &["NAME", "UNDERLAY", "VERSION", "AGE", "KEY", "TUNNELS"],
-        &rows,
-    )
-}
-
-fn key_cell(n: &NodeInfo) -> String {
-    match &n.wireguard {
-        None => "-".into(),
-        Some(wg) => match &wg.rotating_to {
-            Some(next) => format!("{}->{next}", wg.key),
-            None => wg.key.clone(),
-        },
-    }
-}
-
-fn tunnels_cell(n: &NodeInfo) -> String {
-    let Some(wg) = &n.wireguard else {
-        return "-".into();
-    };
-    if let Some(e) = &wg.error {
-        return format!("error: {e}");
-    }
-    if wg.backend.is_empty() {
-        return "off".into();
-    }
-    if wg.peers.is_empty() {
-        return "no peers".into();
-    }
-    let peers: Vec<String> = wg
-        .peers
-        .iter()
-        .map(|(name, p)| {
-            let state = if p.up { "up" } else { "down" };
-            match p.handshake_age_secs {
-                Some(s) => format!("{name} {state} {}", age(s)),
-                None => format!("{name} {state}"),
-            }
-        })
-        .collect();
-    peers.join(", ")
 }
 
 /// `ps`: NAME STATE NETWORKS ADDRESSES, sorted by name. Lists are comma-separated, in
@@ -260,61 +198,6 @@ a-much-longer-name   192.168.100.0/24   192.168.100.1   192.168.100.1
     #[test]
     fn empty_table_is_just_the_header() {
         assert_eq!(networks_table(&[]), "NAME   SUBNET   GATEWAY   DNS\n");
-    }
-
-    #[test]
-    fn nodes_table_with_ages() {
-        let node = |name: &str, ip: &str, age_secs| NodeInfo {
-            name: name.into(),
-            underlay: ip.parse().expect("ip"),
-            version: "0.1.0".into(),
-            started_at: 0,
-            age_secs,
-            wireguard: None,
-        };
-        let mut tunneled = node("node3", "10.99.0.13", 5);
-        tunneled.wireguard = Some(shibafu_overlay::api::NodeTunnel {
-            key: "AAAAaaaa".into(),
-            public_key: "AAAAaaaa...".into(),
-            tunnel: "100.64.0.3".parse().expect("ip"),
-            port: 51820,
-            encrypt_all: false,
-            rotating_to: Some("BBBBbbbb".into()),
-            backend: "kernel".into(),
-            mtu: 1440,
-            error: None,
-            peers: [
-                (
-                    "node1".to_string(),
-                    shibafu_overlay::api::PeerTunnelInfo {
-                        key: "k".into(),
-                        handshake_age_secs: Some(12),
-                        up: true,
-                    },
-                ),
-                (
-                    "node2".to_string(),
-                    shibafu_overlay::api::PeerTunnelInfo {
-                        key: "k".into(),
-                        handshake_age_secs: None,
-                        up: false,
-                    },
-                ),
-            ]
-            .into(),
-        });
-        let nodes = [
-            node("node2", "10.99.0.12", 7200),
-            node("node1", "10.99.0.11", 42),
-            tunneled,
-        ];
-        let expected = "\
-NAME    UNDERLAY     VERSION   AGE   KEY                  TUNNELS
-node1   10.99.0.11   0.1.0     42s   -                    -
-node2   10.99.0.12   0.1.0     2h    -                    -
-node3   10.99.0.13   0.1.0     5s    AAAAaaaa->BBBBbbbb   node1 up 12s, node2 down
-";
-        assert_eq!(nodes_table(&nodes), expected);
     }
 
     #[test]

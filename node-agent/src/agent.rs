@@ -12,9 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix::{Actor, Addr, Recipient};
 use anyhow::Context;
 use futures::FutureExt;
-use shibafu_overlay::model::{Node, NodeWireGuard, SCHEMA_VERSION};
+use shibafu_overlay::model::{Node, SCHEMA_VERSION};
 use shibafu_overlay::store::{EtcdStore, Store};
-use shibafu_overlay::wireguard::{tunnel, BackendChoice, KeyFiles, SystemWg};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -35,13 +34,13 @@ use crate::registry::actor::RegistryActor;
 use crate::registry::Registry;
 use crate::runtime::{NetworkRecipients, RuntimeActor, RuntimeRecipients};
 use crate::store_actor::{Connector, StoreActor, StoreConfig};
-use crate::tunnel::owner::{TunnelConfig, TunnelOwner};
-use crate::tunnel::{GetTunnel, TunnelActor};
+use crate::tunnel::args::WgArgs;
+use crate::tunnel::GetTunnel;
 use shibafu_overlay::container::ShimContainerHost;
 use shibafu_overlay::firewall::NftFirewall;
 use shibafu_overlay::health::{system_clock, SystemProber};
 use shibafu_overlay::ipam::Ipam;
-use shibafu_overlay::netlink::{tunnel_link, NetlinkDataplane, TunnelLink};
+use shibafu_overlay::netlink::NetlinkDataplane;
 use shibafu_overlay::policy::PolicyEnforcer;
 use shibafu_overlay::telemetry::{LogFormat, Telemetry};
 
@@ -98,25 +97,9 @@ pub struct RunArgs {
     /// 127.0.0.1).
     #[arg(long, value_name = "ADDR:PORT")]
     metrics_listen: Option<SocketAddr>,
-    /// Carry every network's traffic between this node and the others inside WireGuard, not
-    /// only the networks created with `--encrypted`.
-    #[arg(long, env = "SHIBAFU_ENCRYPT_ALL", value_parser = clap::builder::FalseyValueParser::new())]
-    encrypt_all: bool,
-    /// UDP port of this node's WireGuard device, on the underlay address.
-    #[arg(long, default_value_t = tunnel::DEFAULT_PORT)]
-    wg_port: u16,
-    /// Name of this node's WireGuard device. Userspace devices are configured through
-    /// /var/run/wireguard/NAME.sock, so agents sharing a filesystem need distinct names.
-    #[arg(long, default_value = "wg-shibafu")]
-    wg_interface: String,
-    /// Which WireGuard implementation carries the tunnels: `auto` (the kernel module when the
-    /// kernel has it, else userspace), `kernel` or `userspace`.
-    #[arg(long, default_value = "auto", value_name = "auto|kernel|userspace")]
-    wg_backend: BackendChoice,
-    /// The userspace WireGuard implementation, run as a managed process when the kernel has
-    /// no module (boringtun-cli; `cargo install boringtun-cli`).
-    #[arg(long, default_value = "boringtun-cli", value_name = "PATH")]
-    wg_userspace: PathBuf,
+    /// WireGuard (encrypted networks).
+    #[command(flatten)]
+    wg: WgArgs,
 }
 
 fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
@@ -162,22 +145,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         wg: None,
         started_at,
     };
-    // The key is known before registering, so a restarted node's record keeps it: peers see
-    // no change and its tunnels stay up.
-    let wg = KeyFiles::new(&args.state_dir)
-        .load_or_create()
-        .context("loading this node's WireGuard key")?;
-    let tunnel_addr =
-        tunnel::choose_tunnel(&args.node, KeyFiles::new(&args.state_dir).tunnel(), &[]);
+    let wg = args.wg.record(&args.state_dir, &args.node)?;
+    let tunnel_addr = wg.tunnel;
     let cfg = StoreConfig {
         node: Node {
-            wg: Some(NodeWireGuard {
-                public_key: shibafu_overlay::wireguard::public_of(&wg.current),
-                port: args.wg_port,
-                tunnel: tunnel_addr,
-                next_key: wg.next.as_ref().map(shibafu_overlay::wireguard::public_of),
-                encrypt_all: args.encrypt_all,
-            }),
+            wg: Some(wg),
             ..base.clone()
         },
         lease_ttl: Duration::from_secs(args.lease_ttl),
@@ -294,14 +266,14 @@ async fn start_workload_actors(
         underlay: Some(args.underlay),
         underlay_mtu,
         bridge_netfilter_off: args.no_bridge_netfilter,
-        encrypt_all: args.encrypt_all,
-        tunnel_if: args.wg_interface.clone(),
+        encrypt_all: args.wg.encrypt_all,
+        tunnel_if: args.wg.wg_interface.clone(),
     };
     let mut reconciler = Reconciler::new(cfg, Arc::new(dp), local);
     // A WireGuard device that outlived the last agent carries traffic now: the first
     // reconcile keeps the encrypted networks' tunnel entries instead of dropping them until
     // the tunnel owner has looked.
-    if let Ok(TunnelLink::Kernel | TunnelLink::Other(_)) = tunnel_link(&args.wg_interface).await {
+    if args.wg.device_exists().await {
         reconciler.set_tunnel(Some(tunnel_addr));
     }
     let dataplane =
@@ -309,29 +281,17 @@ async fn start_workload_actors(
             .with_metrics(metrics.dataplane.clone())
             .start();
     store.do_send(Subscribe(dataplane.clone().recipient()));
-    let files = KeyFiles::new(&args.state_dir);
-    let device = SystemWg::new(
-        &args.wg_interface,
-        args.wg_backend,
-        args.wg_userspace.clone(),
-        args.state_dir.join("wireguard").join("userspace.log"),
-    );
-    let owner = TunnelOwner::load(TunnelConfig {
+    let tunnel = args.wg.start(
+        &args.state_dir,
         base,
         underlay_mtu,
-        port: args.wg_port,
-        encrypt_all: args.encrypt_all,
-        files,
-        device: Arc::new(device),
-        publish: Arc::new(StorePublisher {
+        Arc::new(StorePublisher {
             put: store.clone().recipient(),
             delete: store.clone().recipient(),
         }),
-        clock: system_clock(),
-        metrics: metrics.tunnel.clone(),
-    })
-    .context("loading this node's WireGuard key")?;
-    let tunnel = TunnelActor::new(owner, dataplane.clone().recipient()).start();
+        dataplane.clone().recipient(),
+        metrics.tunnel.clone(),
+    )?;
     store.do_send(Subscribe(tunnel.clone().recipient()));
     let dns = DnsActor::new(args.node.clone(), args.upstream_dns.clone(), 53)
         .with_metrics(metrics.dns.clone())

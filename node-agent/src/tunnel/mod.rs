@@ -4,6 +4,7 @@
 //! failed configuration, reads handshakes and ends a rotation that waited long enough. The
 //! dataplane is told the tunnel address whenever the device comes up or goes.
 
+pub mod args;
 pub mod metrics;
 pub mod owner;
 
