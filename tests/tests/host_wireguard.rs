@@ -129,6 +129,17 @@ fn pair() -> (Side, Side) {
     (a, b)
 }
 
+/// Three pings from `a` to `b`'s tunnel address all come back (`when`, for the message).
+fn crosses(a: &Side, b: &Side, when: &str) {
+    let out =
+        a.ns.cmd("ping")
+            .args(["-c", "3", "-W", "1", b.tunnel])
+            .output()
+            .expect("ping");
+    let said = text(&out.stdout);
+    assert!(said.contains("3 received"), "{when}: {said}");
+}
+
 fn talk_through(choice: BackendChoice) {
     if !root_or_skip("host") {
         return;
@@ -152,16 +163,7 @@ fn talk_through(choice: BackendChoice) {
     let addrs = a.ns.ip(&["addr", "show", &a.ifname]);
     assert!(addrs.contains("100.64.0.1/10"), "{addrs}");
 
-    let out =
-        a.ns.cmd("ping")
-            .args(["-c", "3", "-W", "1", b.tunnel])
-            .output()
-            .expect("ping");
-    assert!(
-        text(&out.stdout).contains("3 received"),
-        "{}",
-        text(&out.stdout)
-    );
+    crosses(&a, &b, "at first");
 
     // The device reads back as configured, with a handshake seconds ago (not in 1970).
     let observed = in_ns(&a.ns, move |rt| {
@@ -197,16 +199,7 @@ fn talk_through(choice: BackendChoice) {
             da
         })
     });
-    let out =
-        a.ns.cmd("ping")
-            .args(["-c", "3", "-W", "1", b.tunnel])
-            .output()
-            .expect("ping");
-    assert!(
-        text(&out.stdout).contains("3 received"),
-        "after the change: {}",
-        text(&out.stdout)
-    );
+    crosses(&a, &b, "after the change");
 
     remove(&a, da);
     remove(&b, db);

@@ -59,6 +59,20 @@ fn ping(lab: &Lab, node: &str, name: &str, args: &[&str], target: &str) -> Strin
     text(&lab.cli(node, &cmd).stdout)
 }
 
+/// c1 (node1) pings c2 every `interval` seconds, `count` times, while `during` runs (starting
+/// half a second into the pings); ping's output.
+fn ping_during(lab: &Lab, (interval, count): (&str, &str), during: impl FnOnce()) -> String {
+    std::thread::scope(|s| {
+        let pinger = s.spawn(|| {
+            let args = ["-i", interval, "-c", count, "-W", "1"];
+            ping(lab, "node1", "c1", &args, "c2.secure.local")
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        during();
+        pinger.join().expect("ping")
+    })
+}
+
 fn reaches(lab: &Lab, node: &str, name: &str, target: &str) -> bool {
     ping(lab, node, name, &["-c", "1", "-W", "1"], target).contains("1 received")
 }
@@ -276,22 +290,11 @@ fn keys_survive_restarts_rotate_under_ping_and_a_wrong_key_gets_nothing_through(
 
     // Agent restarts keep the key and lose no packet.
     let before = keys(&lab);
-    let out = std::thread::scope(|s| {
-        let pinger = s.spawn(|| {
-            ping(
-                &lab,
-                "node1",
-                "c1",
-                &["-i", "0.05", "-c", "80", "-W", "1"],
-                "c2.secure.local",
-            )
-        });
-        std::thread::sleep(Duration::from_millis(500));
+    let out = ping_during(&lab, ("0.05", "80"), || {
         for node in ["node1", "node2"] {
             lab.lab_ok(&["stop", node]);
             lab.lab_ok(&["start", node]);
         }
-        pinger.join().expect("ping")
     });
     assert!(
         out.contains("80 received"),
@@ -312,20 +315,9 @@ fn keys_survive_restarts_rotate_under_ping_and_a_wrong_key_gets_nothing_through(
         ("node1", vec!["node", "rotate-key", "node2"]),
         ("node1", vec!["node", "rotate-key"]),
     ] {
-        let out = std::thread::scope(|s| {
-            let pinger = s.spawn(|| {
-                ping(
-                    &lab,
-                    "node1",
-                    "c1",
-                    &["-i", "0.1", "-c", "40", "-W", "1"],
-                    "c2.secure.local",
-                )
-            });
-            std::thread::sleep(Duration::from_millis(500));
+        let out = ping_during(&lab, ("0.1", "40"), || {
             let said = lab.cli_ok(on, &args);
             assert!(said.contains("key rotated"), "{said}");
-            pinger.join().expect("ping")
         });
         let lost = if out.contains("40 received") {
             0
