@@ -103,6 +103,15 @@ impl Lab {
         self.exec_ok(node, &full)
     }
 
+    /// Starts container NAME on NODE on NETWORK, sleeping an hour (`shibafu run -d`); it must
+    /// succeed.
+    pub fn run_idle(&self, node: &str, name: &str, network: &str) {
+        let args = ["run", "-d", "--name", name, "--network", network, "--"];
+        let mut full: Vec<&str> = args.to_vec();
+        full.extend(["sleep", "3600"]);
+        self.cli_ok(node, &full);
+    }
+
     /// Runs the `shibafu` CLI inside NODE and returns the full output, whatever the status.
     pub fn cli(&self, node: &str, args: &[&str]) -> Output {
         let mut full = vec!["shibafu"];

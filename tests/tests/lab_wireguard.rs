@@ -29,26 +29,9 @@ fn lab() -> Option<Lab> {
         ],
     );
     for (node, name) in [("node1", "c1"), ("node2", "c2"), ("node3", "c3")] {
-        run(&lab, node, name, "secure");
+        lab.run_idle(node, name, "secure");
     }
     Some(lab)
-}
-
-fn run(lab: &Lab, node: &str, name: &str, network: &str) {
-    lab.cli_ok(
-        node,
-        &[
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            network,
-            "--",
-            "sleep",
-            "3600",
-        ],
-    );
 }
 
 /// `ping ARGS... TARGET` from container `name` on `node`: its output.
@@ -253,8 +236,8 @@ fn an_encrypted_network_reaches_resolves_and_hides_its_traffic() {
 
     // The same capture on an unencrypted network shows the marker: it can see.
     lab.cli_ok("node1", &["network", "create", "plain", "172.31.0.0/24"]);
-    run(&lab, "node1", "p1", "plain");
-    run(&lab, "node2", "p2", "plain");
+    lab.run_idle("node1", "p1", "plain");
+    lab.run_idle("node2", "p2", "plain");
     assert!(wait_until(
         Duration::from_secs(20),
         Duration::from_millis(200),
@@ -428,7 +411,7 @@ fn encrypt_all_on_one_node_takes_its_traffic_of_every_network_into_the_tunnel() 
     let out = start.output().expect("lab start");
     assert!(out.status.success(), "{}", text(&out.stderr));
     for (node, name) in [("node1", "p1"), ("node2", "p2"), ("node3", "p3")] {
-        run(&lab, node, name, "plain");
+        lab.run_idle(node, name, "plain");
     }
     assert!(
         wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
