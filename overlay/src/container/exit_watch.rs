@@ -103,12 +103,24 @@ mod tests {
 
     use super::*;
 
-    fn scratch(tag: &str) -> ContainerDir {
+    /// A container directory under a scratch root, removed with it on drop.
+    struct Scratch {
+        root: std::path::PathBuf,
+        dir: ContainerDir,
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+
+    fn scratch(tag: &str) -> Scratch {
         let root = std::env::temp_dir().join(format!("sf-exit-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        let d = ContainerDir::under(&root, "job");
-        std::fs::create_dir_all(d.path()).expect("mkdir");
-        d
+        let dir = ContainerDir::under(&root, "job");
+        std::fs::create_dir_all(dir.path()).expect("mkdir");
+        Scratch { root, dir }
     }
 
     fn runtime() -> tokio::runtime::Runtime {
@@ -139,7 +151,8 @@ mod tests {
 
     #[test]
     fn exit_code_is_read_once_the_shim_is_gone() {
-        let d = scratch("code");
+        let s = scratch("code");
+        let d = &s.dir;
         // A stand-in shim: it is PID 1 and shim at once, writes the exit file, then exits.
         let exit = d.path().join("exit");
         let mut shim = Command::new("sh")
@@ -159,7 +172,8 @@ mod tests {
 
     #[test]
     fn gone_processes_are_read_once_without_waiting() {
-        let d = scratch("gone");
+        let s = scratch("gone");
+        let d = &s.dir;
         let rt = runtime();
         assert_eq!(rt.block_on(exited(d.clone())), Status::Created);
         // Recorded pids that no longer exist, no exit file: killed (137), as `status` says.

@@ -89,13 +89,36 @@ pub async fn start(program: &Path, ifname: &str, log: &Path) -> Result<(), Strin
 }
 
 /// Ends the process serving device `ifname` (found by its command line: the program's name
-/// and the device name as its last argument), and removes its socket.
+/// and the device name as its last argument): SIGTERM, and SIGKILL after two seconds for one
+/// that does not answer it (a daemon stuck after a panic); removes its socket.
 pub fn stop(program: &Path, ifname: &str) {
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        let pids = serving_pids(program, ifname);
+        if pids.is_empty() {
+            break;
+        }
+        for pid in &pids {
+            // SAFETY: kill(2) with a pid read from /proc and a valid signal number.
+            unsafe {
+                libc::kill(*pid, signal);
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline && !serving_pids(program, ifname).is_empty() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let _ = std::fs::remove_file(socket_path(ifname));
+}
+
+/// The processes of `program` serving device `ifname`, found by their command lines.
+fn serving_pids(program: &Path, ifname: &str) -> Vec<i32> {
+    let mut out = Vec::new();
     let Some(base) = program.file_name() else {
-        return;
+        return out;
     };
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
+        return out;
     };
     for entry in dir.flatten() {
         let Some(pid) = entry
@@ -117,11 +140,8 @@ pub fn stop(program: &Path, ifname: &str) {
             .is_some_and(|a| Path::new(std::ffi::OsStr::from_bytes(a)).file_name() == Some(base))
             && args.last() == Some(&ifname.as_bytes());
         if ours {
-            // SAFETY: kill(2) with a pid read from /proc and a valid signal number.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
+            out.push(pid);
         }
     }
-    let _ = std::fs::remove_file(socket_path(ifname));
+    out
 }
