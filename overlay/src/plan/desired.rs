@@ -175,14 +175,6 @@ pub struct HostInputs<'a> {
     pub encrypt_all: bool,
 }
 
-impl HostInputs<'_> {
-    /// Does `net` carry traffic through the tunnels here: an encrypted network, or a node (this
-    /// one or another) that encrypts everything?
-    fn involves_tunnels(&self, net: &Network) -> bool {
-        net.encrypted || self.encrypt_all || self.nodes.iter().any(tunnel::encrypts_all)
-    }
-}
-
 impl DesiredHost {
     /// Builds the desired state. Networks this host cannot build are skipped (see
     /// [`DesiredHost::skipped`]) and local interfaces on them or on unknown networks left out.
@@ -235,7 +227,8 @@ fn build_networks<'a>(inp: &HostInputs<'a>) -> (NetworkMap<'a>, Vec<SkippedNetwo
         .map(|(name, reason)| SkippedNetwork { name, reason })
         .collect();
     for net in admitted {
-        let tunnels = inp.underlay.is_some() && inp.involves_tunnels(net);
+        let tunnels =
+            inp.underlay.is_some() && tunnel::involves_tunnels(net, inp.encrypt_all, inp.nodes);
         let mtu = match inp.underlay {
             Some(u) if tunnels => {
                 let inside = tunnel::encrypted_overlay_mtu(inp.underlay_mtu, u);
@@ -396,7 +389,12 @@ fn add_remotes(inp: &HostInputs<'_>, networks: &mut [DesiredNetwork]) {
     let Some(underlay) = inp.underlay else {
         return;
     };
-    let me = inp.nodes.iter().find(|n| n.name == inp.node);
+    // Whether this node encrypts everything: its flag, or its own record says so.
+    let mine = inp.encrypt_all
+        || inp
+            .nodes
+            .iter()
+            .any(|n| n.name == inp.node && tunnel::encrypts_all(n));
     let nodes: BTreeMap<&str, &Node> = inp.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     let subnets: BTreeMap<&str, &Network> =
         inp.networks.iter().map(|n| (n.name.as_str(), n)).collect();
@@ -430,11 +428,7 @@ fn add_remotes(inp: &HostInputs<'_>, networks: &mut [DesiredNetwork]) {
                 debug!(network = %dn.name, endpoint = %ep.id, node = %ep.node, "remote endpoint's node is not live");
                 continue;
             };
-            let encrypted = net.encrypted
-                || inp.encrypt_all
-                || me.is_some_and(tunnel::encrypts_all)
-                || tunnel::encrypts_all(peer);
-            let (vtep, local) = if encrypted {
+            let (vtep, local) = if tunnel::pair_encrypted(net, mine, peer) {
                 let peer_tunnel = peer.wg.as_ref().map(|w| w.tunnel);
                 let (Some(mine), Some(theirs)) = (inp.tunnel, peer_tunnel) else {
                     // Never in clear: the endpoint waits for both tunnels.

@@ -76,10 +76,11 @@ pub fn encrypted_overlay_mtu(underlay_mtu: u32, underlay: IpAddr) -> u32 {
     device_mtu(underlay_mtu, underlay).saturating_sub(VXLAN_OVERHEAD_V4)
 }
 
-/// Is traffic of `net` between nodes `a` and `b` carried inside WireGuard? When the network is
-/// encrypted or either node encrypts everything.
-pub fn pair_encrypted(net: &Network, a: &Node, b: &Node) -> bool {
-    net.encrypted || encrypts_all(a) || encrypts_all(b)
+/// Is traffic of `net` between this node (`mine`: it encrypts everything) and `peer` carried
+/// inside WireGuard? When the network is encrypted or either node encrypts everything; both
+/// ends decide the same.
+pub fn pair_encrypted(net: &Network, mine: bool, peer: &Node) -> bool {
+    net.encrypted || mine || encrypts_all(peer)
 }
 
 /// Does `node` encrypt every network (`--encrypt-all`)?
@@ -87,9 +88,10 @@ pub fn encrypts_all(node: &Node) -> bool {
     node.wg.as_ref().is_some_and(|w| w.encrypt_all)
 }
 
-/// Does `net` send any traffic through the tunnels on node `me`, given the live `nodes`?
-pub fn involves_tunnels(net: &Network, me: &Node, nodes: &[Node]) -> bool {
-    net.encrypted || encrypts_all(me) || nodes.iter().any(encrypts_all)
+/// Does `net` send any traffic through the tunnels on this node (`mine`: it encrypts
+/// everything), given the live `nodes`?
+pub fn involves_tunnels(net: &Network, mine: bool, nodes: &[Node]) -> bool {
+    net.encrypted || mine || nodes.iter().any(encrypts_all)
 }
 
 /// Does this cluster need WireGuard devices at all: an encrypted network, or a node that
@@ -177,18 +179,26 @@ mod tests {
             node("b", Some("100.64.0.2".parse().expect("ip")), false),
             node("c", Some("100.64.0.3".parse().expect("ip")), true),
         );
-        assert!(!pair_encrypted(&net, &a, &b));
-        assert!(pair_encrypted(&net, &a, &all));
-        assert!(pair_encrypted(&net, &all, &b));
-        assert!(!involves_tunnels(&net, &a, std::slice::from_ref(&b)));
-        assert!(involves_tunnels(&net, &a, &[b.clone(), all.clone()]));
+        assert!(!pair_encrypted(&net, encrypts_all(&a), &b));
+        assert!(pair_encrypted(&net, encrypts_all(&a), &all));
+        assert!(pair_encrypted(&net, encrypts_all(&all), &b));
+        assert!(!involves_tunnels(
+            &net,
+            encrypts_all(&a),
+            std::slice::from_ref(&b)
+        ));
+        assert!(involves_tunnels(
+            &net,
+            encrypts_all(&a),
+            &[b.clone(), all.clone()]
+        ));
         assert!(!tunnels_needed(
             std::slice::from_ref(&net),
             std::slice::from_ref(&b),
             &a
         ));
         net.encrypted = true;
-        assert!(pair_encrypted(&net, &a, &b));
+        assert!(pair_encrypted(&net, encrypts_all(&a), &b));
         assert!(tunnels_needed(&[net], &[], &a));
     }
 }
