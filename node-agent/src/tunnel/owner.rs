@@ -16,9 +16,10 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 use shibafu_overlay::health::Clock;
 use shibafu_overlay::model::{
-    key_fingerprint, Node, NodeWireGuard, Object, PeerTunnel, TunnelStatus, SCHEMA_VERSION,
+    encode, key_fingerprint, Node, NodeWireGuard, Object, PeerTunnel, TunnelStatus, SCHEMA_VERSION,
 };
 use shibafu_overlay::state::ClusterState;
+use shibafu_overlay::store::StoreError;
 use shibafu_overlay::wireguard::tunnel::{
     choose_tunnel, device_mtu, tunnel_range, tunnels_needed, KEEPALIVE_SECS,
 };
@@ -318,8 +319,13 @@ impl TunnelOwner {
         }
     }
 
-    async fn put<T: Object>(&self, value: &T) -> Result<(), shibafu_overlay::store::StoreError> {
-        let bytes = serde_json::to_vec(value).unwrap_or_default();
+    /// Writes `value` at its key, encoded as every stored value is (`model::encode`); a value
+    /// that does not encode is an error, never an empty write.
+    async fn put<T: Object>(&self, value: &T) -> Result<(), StoreError> {
+        let bytes = encode(value).map_err(|e| StoreError::Malformed {
+            key: value.key().to_string(),
+            reason: e.to_string(),
+        })?;
         self.cfg.publish.put(value.key(), bytes).await
     }
 
