@@ -53,7 +53,4 @@ pub enum WgError {
         /// The error.
         source: std::io::Error,
     },
-    /// A peer key in the cluster state is not a WireGuard key.
-    #[error("peer key {0:?} is not a base64 WireGuard key")]
-    BadPeerKey(String),
 }

@@ -1,7 +1,7 @@
 //! The userspace backend's process: boringtun-cli, started once per device and left running
 //! (it daemonizes), so an agent restart does not drop the tunnels, as with the kernel module.
 //! It serves WireGuard's configuration protocol on `/var/run/wireguard/<ifname>.sock`, which
-//! wireguard-control's userspace backend speaks.
+//! [`super::uapi`] speaks.
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
