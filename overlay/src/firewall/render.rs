@@ -311,7 +311,6 @@ pub fn render_ruleset(spec: &FirewallSpec) -> String {
 
     let mut pre: Vec<(String, &str)> = sealed_rule(spec).into_iter().collect();
     pre.extend(prerouting_rules());
-    let pre: Vec<(&str, &str)> = pre.iter().map(|(r, c)| (r.as_str(), *c)).collect();
     chain(
         &mut s,
         "prerouting",
@@ -320,16 +319,14 @@ pub fn render_ruleset(spec: &FirewallSpec) -> String {
     );
     let mut out: Vec<(String, &str)> = tunnel_guard(spec).into_iter().collect();
     out.extend(output_rules());
-    let out: Vec<(&str, &str)> = out.iter().map(|(r, c)| (r.as_str(), *c)).collect();
     chain(
         &mut s,
         "output",
         "type filter hook output priority raw; policy accept;",
         &out,
     );
-    let guard = tunnel_forward(spec);
-    let mut forward: Vec<(&str, &str)> = guard.iter().map(|(r, c)| (r.as_str(), *c)).collect();
-    forward.extend_from_slice(FORWARD);
+    let mut forward = tunnel_forward(spec);
+    forward.extend(FORWARD.iter().map(|(r, c)| (r.to_string(), *c)));
     chain(
         &mut s,
         "forward",
@@ -347,7 +344,6 @@ pub fn render_ruleset(spec: &FirewallSpec) -> String {
         None => "oifname != @bridges".to_string(),
     };
     let masq = masquerade_rules(&out);
-    let masq: Vec<(&str, &str)> = masq.iter().map(|(r, c)| (r.as_str(), *c)).collect();
     chain(
         &mut s,
         "postrouting",
@@ -382,9 +378,10 @@ fn set(s: &mut String, name: &str, ty: &str, flags: Flags, elements: &[String]) 
     s.push_str("\t}\n");
 }
 
-fn chain(s: &mut String, name: &str, hook: &str, rules: &[(&str, &str)]) {
+fn chain<R: AsRef<str>>(s: &mut String, name: &str, hook: &str, rules: &[(R, &str)]) {
     let _ = write!(s, "\tchain {name} {{\n\t\t{hook}\n");
     for (rule, comment) in rules {
+        let rule = rule.as_ref();
         let _ = writeln!(s, "\t\t{rule} comment \"sf: {comment}\"");
     }
     s.push_str("\t}\n");
