@@ -72,7 +72,7 @@ pub fn probes_from(src: &Endpoint, all: &[Endpoint]) -> Vec<Probe> {
 
 /// Arguments of `shibafu-probe check` for `probes`.
 pub fn check_args(probes: &[Probe]) -> Vec<String> {
-    let mut args = vec!["check".to_string(), "--timeout-ms".into(), "600".into()];
+    let mut args = vec!["check".to_string(), "--timeout-ms".into(), "900".into()];
     args.extend(probes.iter().map(Probe::spec));
     args
 }

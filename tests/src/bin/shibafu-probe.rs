@@ -135,13 +135,21 @@ fn probe(spec: &str, timeout: Duration) -> Result<bool, String> {
                 SocketAddr::V6(_) => "[::]:0".parse().map_err(|_| "bind")?,
             };
             let s = UdpSocket::bind(local).map_err(|e| e.to_string())?;
-            s.set_read_timeout(Some(timeout))
+            // Like a DNS client: the datagram goes again every third of the timeout, so one
+            // lost on a busy machine (or an echo server not scheduled in time) is not a block.
+            let tries = 3;
+            s.set_read_timeout(Some(timeout / tries))
                 .map_err(|e| e.to_string())?;
-            if s.send_to(b"probe", addr).is_err() {
-                return Ok(false);
-            }
             let mut buf = [0u8; 16];
-            Ok(matches!(s.recv_from(&mut buf), Ok((5, from)) if from == addr))
+            for _ in 0..tries {
+                if s.send_to(b"probe", addr).is_err() {
+                    return Ok(false);
+                }
+                if matches!(s.recv_from(&mut buf), Ok((5, from)) if from == addr) {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
         }
         "icmp" => {
             let addr: IpAddr = target
