@@ -20,6 +20,7 @@ fn info(name: &str, state: &str, exit: Option<i32>) -> ContainerInfo {
         command: vec![],
         netns: "/proc/1/ns/net".into(),
         interfaces: vec![],
+        cni: None,
     }
 }
 

@@ -154,6 +154,7 @@ mod tests {
             command: vec!["sleep".into()],
             netns: "/run/netns/api".into(),
             interfaces: vec![],
+            cni: None,
         }
     }
 

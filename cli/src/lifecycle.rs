@@ -137,6 +137,7 @@ mod tests {
             command: vec![],
             netns: String::new(),
             interfaces: vec![],
+            cni: None,
         }
     }
 

@@ -6,7 +6,7 @@ use std::io::Write;
 use anyhow::Context as _;
 use serde::Serialize;
 use shibafu_overlay::api::{Coordinator, CreateNetwork};
-use shibafu_overlay::model::Network;
+use shibafu_overlay::model::{Endpoint, Network};
 
 use crate::args::{CreateArgs, Format, NetworkCmd};
 use crate::context::Context;
@@ -64,6 +64,49 @@ pub struct Inspected<'a> {
     /// (its device MTU minus the VXLAN overhead, or the network's own if lower).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub tunnel_mtu: std::collections::BTreeMap<String, u32>,
+    /// The workloads on it, by name: where they are and who attached them.
+    pub endpoints: Vec<EndpointRow>,
+}
+
+/// One workload of `network inspect`.
+#[derive(Debug, Serialize)]
+pub struct EndpointRow {
+    /// DNS name.
+    pub name: String,
+    /// Node.
+    pub node: String,
+    /// IPv4 address.
+    pub ipv4: std::net::Ipv4Addr,
+    /// IPv6 address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<std::net::Ipv6Addr>,
+    /// Service it is an instance of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// `cni` for a namespace a runtime attached through CNI, else `shibafu`.
+    pub owner: &'static str,
+    /// The runtime's container id (CNI).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+}
+
+/// The rows of `network`'s endpoints among `all`, sorted by name.
+pub fn endpoint_rows(all: Vec<Endpoint>, network: &str) -> Vec<EndpointRow> {
+    let mut rows: Vec<EndpointRow> = all
+        .into_iter()
+        .filter(|e| e.network == network)
+        .map(|e| EndpointRow {
+            owner: if e.cni.is_some() { "cni" } else { "shibafu" },
+            name: e.name,
+            node: e.node,
+            ipv4: e.ipv4,
+            ipv6: e.ipv6,
+            service: e.service,
+            container_id: e.cni,
+        })
+        .collect();
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    rows
 }
 
 /// The overlay MTU of `network` on each node of `nodes` whose WireGuard device is up.
@@ -116,11 +159,13 @@ async fn inspect(coordinator: &Coordinator, name: &str) -> anyhow::Result<String
     } else {
         Default::default()
     };
+    let endpoints = endpoint_rows(coordinator.list_endpoints().await?, name);
     Ok(output::json(&Inspected {
         network: &network,
         links,
         problems,
         tunnel_mtu,
+        endpoints,
     })?)
 }
 
@@ -192,6 +237,27 @@ mod tests {
                 reason: "overlay MTU 1250 is below 1280".into(),
             }],
             tunnel_mtu: Default::default(),
+            endpoints: endpoint_rows(
+                vec![
+                    Endpoint {
+                        cni: Some("c0ffee".into()),
+                        ..Endpoint::new(
+                            "frontend",
+                            "pod1",
+                            "node2",
+                            "172.21.0.9".parse().expect("ip"),
+                        )
+                    },
+                    Endpoint::new("backend", "db", "node1", "172.22.0.2".parse().expect("ip")),
+                    Endpoint::new(
+                        "frontend",
+                        "web",
+                        "node1",
+                        "172.21.0.2".parse().expect("ip"),
+                    ),
+                ],
+                "frontend",
+            ),
         })
         .expect("json");
         assert_eq!(
@@ -210,6 +276,21 @@ mod tests {
     {
       "node": "node2",
       "reason": "overlay MTU 1250 is below 1280"
+    }
+  ],
+  "endpoints": [
+    {
+      "name": "pod1",
+      "node": "node2",
+      "ipv4": "172.21.0.9",
+      "owner": "cni",
+      "container_id": "c0ffee"
+    },
+    {
+      "name": "web",
+      "node": "node1",
+      "ipv4": "172.21.0.2",
+      "owner": "shibafu"
     }
   ]
 }

@@ -94,10 +94,12 @@ fn list_cell(items: &[String]) -> String {
     }
 }
 
-/// The STATE of `ps`: `running`, `exited (CODE)`, `attached`, ... as the agent reports it.
+/// The STATE of `ps`: `running`, `exited (CODE)`, `attached`, `attached (cni)` (by a container
+/// runtime through CNI), ... as the agent reports it.
 pub fn state_cell(c: &ContainerInfo) -> String {
     match (c.state.as_str(), c.exit_code) {
         ("exited", Some(code)) => format!("exited ({code})"),
+        ("attached", _) if c.cni.is_some() => "attached (cni)".to_string(),
         (state, _) => state.to_string(),
     }
 }
@@ -248,6 +250,7 @@ a-much-longer-name   192.168.100.0/24   192.168.100.1   192.168.100.1
             command: vec!["sleep".into(), "1000".into()],
             netns: format!("/run/shibafu/netns/{name}"),
             interfaces: ifs,
+            cni: None,
         }
     }
 
@@ -305,6 +308,10 @@ web    running      frontend           172.21.0.2,fd00:21::2
             state_cell(&container("a", "created", None, vec![])),
             "created"
         );
+        let mut pod = container("p", "attached", None, vec![]);
+        assert_eq!(state_cell(&pod), "attached");
+        pod.cni = Some("c0ffee".into());
+        assert_eq!(state_cell(&pod), "attached (cni)");
     }
 
     #[test]

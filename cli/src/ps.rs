@@ -55,6 +55,7 @@ mod tests {
             command: vec![],
             netns: String::new(),
             interfaces: vec![],
+            cni: None,
         }
     }
 

@@ -18,7 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiState, CniRecipients};
 use crate::dataplane::actor::DataplaneActor;
 use crate::dataplane::{HostConfig, Reconciler};
 use crate::dns_actor::DnsActor;
@@ -180,7 +180,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let store = StoreActor::new(cfg, connector.clone())
             .with_metrics(metrics.store.clone())
             .start();
-        let (network, runtime, dns_trace, tunnel) =
+        let (network, runtime, dns_trace, tunnel, cni) =
             start_workload_actors(&args, &store, connector, &metrics, base, tunnel_addr).await?;
         let router = api::router(ApiState {
             status: store.clone().recipient(),
@@ -189,6 +189,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             runtime,
             dns_trace,
             tunnel,
+            cni,
         });
         let mut api_stop = stop_rx.clone();
         let shutdown = async move {
@@ -225,6 +226,7 @@ async fn start_workload_actors(
     RuntimeRecipients,
     Recipient<TraceDns>,
     Recipient<GetTunnel>,
+    CniRecipients,
 )> {
     let dp = NetlinkDataplane::current();
     let underlay_mtu = match dp.underlay_mtu(args.underlay).await {
@@ -276,10 +278,14 @@ async fn start_workload_actors(
     if args.wg.device_exists().await {
         reconciler.set_tunnel(Some(tunnel_addr));
     }
-    let dataplane =
-        DataplaneActor::new(reconciler, args.node.clone(), firewall.recipient(), publish)
-            .with_metrics(metrics.dataplane.clone())
-            .start();
+    let dataplane = DataplaneActor::new(
+        reconciler,
+        args.node.clone(),
+        firewall.clone().recipient(),
+        publish,
+    )
+    .with_metrics(metrics.dataplane.clone())
+    .start();
     store.do_send(Subscribe(dataplane.clone().recipient()));
     let tunnel = args.wg.start(
         &args.state_dir,
@@ -301,6 +307,11 @@ async fn start_workload_actors(
     let dns_trace = dns.recipient();
     let lazy: Arc<dyn Store> = Arc::new(LazyStore::new(connector));
     let ipam = Ipam::new(lazy.clone(), args.node.clone());
+    let cni = CniRecipients {
+        workloads: registry.clone().recipient(),
+        check: dataplane.clone().recipient(),
+        firewall: firewall.recipient(),
+    };
     let links = Links::new(&args.node, ipam, lazy, &registry, dataplane.recipient());
     let net = NetworkActor::new(links).start();
     store.do_send(Subscribe(net.clone().recipient()));
@@ -337,6 +348,7 @@ async fn start_workload_actors(
         RuntimeRecipients::of(&runtime),
         dns_trace,
         tunnel.recipient(),
+        cni,
     ))
 }
 

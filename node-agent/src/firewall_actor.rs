@@ -20,6 +20,12 @@ const CHECK: Duration = Duration::from_secs(30);
 #[rtype(result = "()")]
 pub struct Contribute(pub Part);
 
+/// Are the rules of a network loaded, and is the table as applied? `Err` says what is not.
+/// A table someone altered is restored by the check (and reported).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct CheckNetwork(pub String);
+
 /// The actor; see the module documentation.
 pub struct FirewallActor {
     fw: Arc<dyn Firewall>,
@@ -117,6 +123,31 @@ impl Handler<Contribute> for FirewallActor {
         if self.composer.set(msg.0) {
             self.converge(ctx);
         }
+    }
+}
+
+impl Handler<CheckNetwork> for FirewallActor {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, msg: CheckNetwork, _ctx: &mut Context<Self>) -> Self::Result {
+        let loaded = self
+            .applied
+            .as_ref()
+            .is_some_and(|s| s.networks.iter().any(|n| n.name == msg.0));
+        if !loaded {
+            let err = format!("the firewall rules of network {} are not loaded", msg.0);
+            return Box::pin(async move { Err(err) });
+        }
+        let fw = self.fw.clone();
+        Box::pin(async move {
+            match fw.ensure().await {
+                Ok(false) => Ok(()),
+                Ok(true) => Err(
+                    "shibafu's nftables table had been changed or removed (now restored)".into(),
+                ),
+                Err(e) => Err(format!("cannot read the nftables table: {e}")),
+            }
+        })
     }
 }
 

@@ -99,6 +99,7 @@ pub fn workload(name: &str, endpoints: &[Endpoint]) -> Entry {
                 endpoint: e.clone(),
             })
             .collect(),
+        cni: None,
     }
 }
 

@@ -182,6 +182,7 @@ fn container(name: &str, state: &str, pid: Option<i32>, exit_code: Option<i32>) 
         command: vec!["sh".into()],
         netns: format!("/run/shibafu/netns/{name}"),
         interfaces: vec![iface("backend", "eth0", "172.22.0.2")],
+        cni: None,
     }
 }
 

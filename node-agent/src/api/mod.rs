@@ -5,6 +5,7 @@
 //! answers; they hold no state of their own. Errors use the shared body
 //! `{"error": "...", "kind": "..."}` of `shibafu_overlay::api::ApiError`.
 
+mod cni;
 mod containers;
 mod diag;
 mod status;
@@ -28,6 +29,7 @@ use tracing::Instrument;
 use crate::messages::{GetNetworks, GetStatus, TraceDns};
 use crate::runtime::{NetworkRecipients, RuntimeRecipients};
 use crate::tunnel::GetTunnel;
+pub use cni::CniRecipients;
 
 /// What the handlers reach: the actors answering each kind of request.
 #[derive(Clone)]
@@ -44,6 +46,8 @@ pub struct ApiState {
     pub dns_trace: Recipient<TraceDns>,
     /// Answers `GET /v1/tunnel` (TunnelActor).
     pub tunnel: Recipient<GetTunnel>,
+    /// What the CNI routes need besides attach and detach.
+    pub cni: CniRecipients,
 }
 
 /// Shared state as handlers see it.
@@ -54,6 +58,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .merge(status::routes())
         .merge(containers::routes())
+        .merge(cni::routes())
         .merge(diag::routes())
         .fallback(|| async { ApiFailure(ApiError::not_found("no such API endpoint")) })
         .layer(axum::middleware::from_fn(traced))

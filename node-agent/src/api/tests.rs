@@ -8,8 +8,11 @@ use shibafu_overlay::model::Network;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
+use crate::dataplane::actor::CheckLocal;
+use crate::firewall_actor::CheckNetwork;
 use crate::messages::AgentStatus;
 use crate::network_actor::{AttachError, AttachWorkload, DetachWorkload};
+use crate::registry::actor::GetWorkloads;
 use crate::registry::book::Entry;
 use crate::runtime::RuntimeActor;
 use shibafu_overlay::container::ShimContainerHost;
@@ -70,6 +73,27 @@ impl Handler<TraceDns> for FakeStore {
             "no DNS server for {}",
             m.network
         )))
+    }
+}
+
+impl Handler<GetWorkloads> for FakeStore {
+    type Result = MessageResult<GetWorkloads>;
+    fn handle(&mut self, _: GetWorkloads, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(std::sync::Arc::default())
+    }
+}
+
+impl Handler<CheckLocal> for FakeStore {
+    type Result = Result<Vec<String>, crate::dataplane::DataplaneError>;
+    fn handle(&mut self, _: CheckLocal, _: &mut Context<Self>) -> Self::Result {
+        Ok(vec![])
+    }
+}
+
+impl Handler<CheckNetwork> for FakeStore {
+    type Result = Result<(), String>;
+    fn handle(&mut self, _: CheckNetwork, _: &mut Context<Self>) -> Self::Result {
+        Ok(())
     }
 }
 
@@ -142,6 +166,11 @@ fn serves_status_networks_and_json_errors_on_a_private_socket() {
             status: fake.clone().recipient(),
             dns_trace: fake.clone().recipient(),
             tunnel: fake.clone().recipient(),
+            cni: CniRecipients {
+                workloads: fake.clone().recipient(),
+                check: fake.clone().recipient(),
+                firewall: fake.clone().recipient(),
+            },
             networks: fake.recipient(),
             network: net,
             runtime: RuntimeRecipients::of(&runtime),
@@ -212,6 +241,36 @@ fn serves_status_networks_and_json_errors_on_a_private_socket() {
             matches!(e, shibafu_overlay::api::ClientError::Api(ref a) if a.status() == 404),
             "{e:?}"
         );
+
+        // CNI: DEL of what is not there succeeds; ADD checks the namespace first; CHECK of an
+        // unknown attachment is a 404.
+        let target = shibafu_overlay::api::CniTarget {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            network: "frontend".into(),
+        };
+        let gone = agent.cni_del(&target).await.expect("del of nothing");
+        assert!(gone.removed.is_empty(), "{gone:?}");
+        let add = shibafu_overlay::api::CniAdd {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            netns: dir.join("agent.sock").display().to_string(),
+            network: "frontend".into(),
+            name: "c1".into(),
+            ..Default::default()
+        };
+        let e = agent.cni_add(&add).await.expect_err("not a namespace");
+        assert!(e.to_string().contains("not a network namespace"), "{e}");
+        let e = agent.cni_check(&target).await.expect_err("unknown");
+        assert!(
+            matches!(e, shibafu_overlay::api::ClientError::Api(ref a) if a.status() == 404),
+            "{e:?}"
+        );
+        let gc = shibafu_overlay::api::CniGc {
+            network: "frontend".into(),
+            valid: vec![],
+        };
+        assert!(agent.cni_gc(&gc).await.expect("gc").removed.is_empty());
 
         let _ = tx.send(());
         server.await.expect("join").expect("serve");

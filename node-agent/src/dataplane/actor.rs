@@ -42,6 +42,12 @@ pub struct ApplyLocal {
     pub trace: Trace,
 }
 
+/// What the kernel lacks for the local workloads in one namespace, against the state of the
+/// last pass (nothing is changed, no queued change is taken).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<String>, DataplaneError>")]
+pub struct CheckLocal(pub PathBuf);
+
 /// What the actor tells others after each pass.
 struct Reports {
     node: String,
@@ -312,6 +318,18 @@ impl Handler<ApplyLocal> for DataplaneActor {
             done
         };
         Box::pin(apply.instrument(span))
+    }
+}
+
+impl Handler<CheckLocal> for DataplaneActor {
+    type Result = ResponseFuture<Result<Vec<String>, DataplaneError>>;
+
+    fn handle(&mut self, msg: CheckLocal, _ctx: &mut Context<Self>) -> Self::Result {
+        if !self.seen_state {
+            return Box::pin(async { Err(DataplaneError::NotReady) });
+        }
+        let owner = self.owner.clone();
+        Box::pin(async move { owner.lock().await.rec.check_local(&msg.0).await })
     }
 }
 

@@ -15,7 +15,8 @@ use shibafu_overlay::firewall::{FirewallError, FirewallSpec};
 use shibafu_overlay::model::{Endpoint, Link, Network, Node};
 use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkError, Scope};
 use shibafu_overlay::plan::{
-    DesiredHost, HostInputs, LocalContainer, LocalInterface, PlanError, SkippedNetwork,
+    plan_workloads, DesiredHost, HostInputs, LocalContainer, LocalInterface, PlanError,
+    SkippedNetwork,
 };
 use shibafu_overlay::policy::policed_networks;
 use shibafu_overlay::state::ClusterState;
@@ -173,6 +174,19 @@ impl Reconciler {
             }
         }
         self.reconcile_to(desired, Scope::Only(only)).await
+    }
+
+    /// What the kernel lacks for this node's workloads in `netns` (their veths, addresses, default
+    /// routes, bridge ports), as the ops a reconcile would apply; nothing is changed. Extra
+    /// routes and addresses others added are not differences.
+    pub async fn check_local(&self, netns: &Path) -> Result<Vec<String>, DataplaneError> {
+        let desired = self.desired()?;
+        let scope = Scope::Workloads(vec![netns.to_path_buf()]);
+        let observed = self.dp.observe(&desired, &scope).await?;
+        Ok(plan_workloads(&desired, &observed)
+            .iter()
+            .map(ToString::to_string)
+            .collect())
     }
 
     /// Reconciles the host side after a cluster change. When the desired state is the one the

@@ -89,6 +89,7 @@ impl Handler<Get> for Runtime {
             command: vec![],
             netns: String::new(),
             interfaces: vec![],
+            cni: None,
         })
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use actix::{Addr, Recipient};
 use shibafu_overlay::ipam::{ipv6_for, Ipam};
 use shibafu_overlay::model::{self, port_name_in, Endpoint, HealthSpec, Network, Object, Service};
-use shibafu_overlay::plan::next_ifname;
+use shibafu_overlay::plan::{next_ifname, MAX_IFNAME};
 use shibafu_overlay::state::ClusterState;
 use shibafu_overlay::store::{Compare, Store, TxnOp};
 use shibafu_overlay::telemetry::Trace;
@@ -52,6 +52,10 @@ pub struct AttachRequest {
     pub health: HealthSpec,
     /// The request's trace: the attach continues it, and the endpoints record it.
     pub trace: Trace,
+    /// Interface name inside the namespace (one network only); the next free `ethN` if absent.
+    pub ifname: Option<String>,
+    /// The container id of a CNI attachment.
+    pub cni: Option<String>,
 }
 
 /// The owners an attach or detach goes through.
@@ -133,9 +137,23 @@ pub async fn attach(
     if let Some(w) = req.weight {
         model::validate_weight(w)?;
     }
+    if let Some(ifname) = &req.ifname {
+        check_ifname(ifname, req.networks.len())?;
+    }
     let existing = links.get.send(GetWorkload(req.name.clone())).await?;
-    if existing.as_ref().is_some_and(|e| e.netns != req.netns) {
+    if existing
+        .as_ref()
+        .is_some_and(|e| e.netns != req.netns || e.cni != req.cni)
+    {
         return Err(AttachError::Exists(req.name.clone()));
+    }
+    if let (Some(e), Some(ifname)) = (&existing, &req.ifname) {
+        if e.interfaces.iter().any(|i| &i.ifname == ifname) {
+            return Err(AttachError::IfnameTaken {
+                name: req.name.clone(),
+                ifname: ifname.clone(),
+            });
+        }
     }
     let nets = networks_to_add(links, state, &req, existing.as_ref())?;
     let mut entry = existing.unwrap_or(Entry {
@@ -143,6 +161,7 @@ pub async fn attach(
         netns: req.netns.clone(),
         container: req.container,
         interfaces: vec![],
+        cni: req.cni.clone(),
     });
     let mut new_eps = Vec::new();
     for (i, net) in nets.iter().enumerate() {
@@ -156,7 +175,10 @@ pub async fn attach(
         }
     }
     for ep in &new_eps {
-        let ifname = next_ifname(entry.interfaces.iter().map(|i| i.ifname.as_str()));
+        let ifname = req
+            .ifname
+            .clone()
+            .unwrap_or_else(|| next_ifname(entry.interfaces.iter().map(|i| i.ifname.as_str())));
         entry.interfaces.push(Iface {
             ifname,
             endpoint: ep.clone(),
@@ -182,6 +204,25 @@ pub async fn attach(
     links.commit.send(Commit(req.name.clone())).await?;
     info!(name = %req.name, networks = ?req.networks, "attached");
     Ok(entry)
+}
+
+/// A runtime-chosen interface name: what the kernel takes (1-15 bytes, no `/`, `:` or
+/// whitespace, not `.` or `..`), for a single network.
+fn check_ifname(ifname: &str, networks: usize) -> Result<(), AttachError> {
+    let bad = ifname.is_empty()
+        || ifname.len() > MAX_IFNAME
+        || ifname == "."
+        || ifname == ".."
+        || ifname.contains(|c: char| c == '/' || c == ':' || c.is_whitespace());
+    if bad {
+        return Err(AttachError::InvalidIfname(ifname.to_string()));
+    }
+    if networks != 1 {
+        return Err(AttachError::InvalidIfname(format!(
+            "{ifname} (an interface name is for one network, {networks} given)"
+        )));
+    }
+    Ok(())
 }
 
 /// The networks `req` adds, checked: they exist and are built here, none twice, the name free
@@ -264,6 +305,7 @@ async fn new_endpoint(
         port: req.port,
         weight: req.weight.unwrap_or(1),
         health,
+        cni: req.cni.clone(),
         trace: Trace::current(),
         ..Endpoint::new(&net.name, &req.name, &links.node, ipv4)
     })

@@ -46,6 +46,17 @@ pub enum AttachError {
     /// A workload of that name exists with another namespace.
     #[error("{0:?} already exists on this node with another namespace; pick another name")]
     Exists(String),
+    /// The workload has an interface of that name already (a second CNI ADD).
+    #[error("{name:?} already has an interface {ifname:?}; delete it first (CNI DEL)")]
+    IfnameTaken {
+        /// The workload.
+        name: String,
+        /// The interface.
+        ifname: String,
+    },
+    /// An interface name the kernel would refuse.
+    #[error("invalid interface name {0:?}: 1-15 characters without '/', ':' or spaces")]
+    InvalidIfname(String),
     /// No network given.
     #[error("give at least one network")]
     NoNetwork,
@@ -92,9 +103,11 @@ impl AttachError {
     /// The API error for this failure (the message is the user's, the kind sets the status).
     pub fn to_api(&self) -> ApiError {
         let kind = match self {
-            AttachError::Name(_) | AttachError::Service(_) | AttachError::NoNetwork => {
-                ErrorKind::Invalid
-            }
+            AttachError::Name(_)
+            | AttachError::Service(_)
+            | AttachError::NoNetwork
+            | AttachError::InvalidIfname(_) => ErrorKind::Invalid,
+            AttachError::IfnameTaken { .. } => ErrorKind::Attached,
             AttachError::Ipam { source, .. } => match source {
                 IpamError::Store(_) => ErrorKind::Unavailable,
                 IpamError::AddressTaken { .. }

@@ -27,6 +27,10 @@ pub struct Entry {
     pub container: bool,
     /// Interfaces in attach order (eth0 first).
     pub interfaces: Vec<Iface>,
+    /// For a namespace a runtime attached through CNI: its container id (the interfaces are
+    /// then named by the runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<String>,
 }
 
 impl Entry {
@@ -146,6 +150,7 @@ mod tests {
                     "172.22.0.2".parse().expect("ip"),
                 ),
             }],
+            cni: None,
         };
         file.snapshot([&entry])
             .expect("snapshot")

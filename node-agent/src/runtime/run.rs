@@ -88,6 +88,7 @@ pub async fn run(
         weight: req.weight,
         health: req.health.clone(),
         trace: Trace::current(),
+        ..AttachRequest::default()
     };
     let attached = net
         .attach

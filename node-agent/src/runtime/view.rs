@@ -38,6 +38,7 @@ pub fn attached_info(entry: &Entry) -> ContainerInfo {
         command: vec![],
         netns: entry.netns.display().to_string(),
         interfaces: interfaces(Some(entry)),
+        cni: entry.cni.clone(),
     }
 }
 
@@ -57,6 +58,7 @@ pub fn container_info(name: &str, c: &Container, entry: Option<&Entry>) -> Conta
         command: c.command.clone(),
         netns: c.netns.display().to_string(),
         interfaces: interfaces(entry),
+        cni: None,
     }
 }
 

@@ -101,6 +101,9 @@ pub struct ContainerInfo {
     pub netns: String,
     /// Interfaces, eth0 first.
     pub interfaces: Vec<InterfaceInfo>,
+    /// For a namespace a container runtime attached through CNI: its container id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<String>,
 }
 
 /// Answer of `GET /v1/containers/{name}/logs?offset=N`: log bytes from an offset.

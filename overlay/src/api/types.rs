@@ -208,6 +208,8 @@ pub enum ErrorKind {
     HasEndpoints,
     /// A concurrent change won, or a resource (VNIs, addresses) is exhausted (409).
     Conflict,
+    /// The CNI attachment (container id, interface) exists already (409).
+    Attached,
     /// The cluster store cannot be reached (503).
     Unavailable,
     /// A bug or an unexpected failure on the server (500).
@@ -226,6 +228,7 @@ impl ErrorKind {
             ErrorKind::Duplicate
             | ErrorKind::Overlap
             | ErrorKind::HasEndpoints
+            | ErrorKind::Attached
             | ErrorKind::Conflict => 409,
             ErrorKind::Unavailable => 503,
             ErrorKind::Internal | ErrorKind::Unknown => 500,

@@ -65,6 +65,9 @@ pub struct Endpoint {
     /// Health check of this instance, in place of its service's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
+    /// The container id, for a namespace a container runtime attached through CNI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<String>,
     /// The trace context of the change that wrote this value (W3C `traceparent`), so watchers
     /// continue that trace; absent in values written without tracing.
     #[serde(default, skip_serializing_if = "Trace::is_none")]
@@ -93,6 +96,7 @@ impl Endpoint {
             port: None,
             weight: 1,
             health: None,
+            cni: None,
             trace: Trace::NONE,
         }
     }

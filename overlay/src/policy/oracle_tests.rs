@@ -28,6 +28,7 @@ fn ep(name: &str, network: &str, third: u8, host: u8, service: Option<&str>) -> 
         port: None,
         weight: 1,
         health: None,
+        cni: None,
         trace: crate::telemetry::Trace::NONE,
     }
 }

@@ -82,6 +82,7 @@ pub fn entry(name: &str, container: bool, networks: &[String]) -> Entry {
         netns: format!("/fake/netns/{name}").into(),
         container,
         interfaces,
+        cni: None,
     }
 }
 
