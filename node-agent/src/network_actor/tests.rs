@@ -413,3 +413,6 @@ fn an_instance_carries_its_weight_and_check_and_creates_its_service() {
         assert_eq!(service.port, Some(80));
     });
 }
+
+#[path = "tests_cni.rs"]
+mod cni;
