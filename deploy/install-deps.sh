@@ -4,7 +4,10 @@
 set -euo pipefail
 pkgs=(etcd-server etcd-client protobuf-compiler libprotobuf-dev iproute2 nftables bind9-dnsutils knot-dnsutils
       iputils-ping iperf3 busybox python3 procps util-linux psmisc jq curl dnsmasq-base tcpdump wireguard-tools
-      graphviz)  # graphviz: `shibafu network topology --format svg` draws with dot
+      graphviz containernetworking-plugins iptables)
+# graphviz: `shibafu network topology --format svg` draws with dot. containernetworking-plugins
+# (the CNI reference plugins in /usr/lib/cni, iptables for their portmap and firewall): the CNI
+# tests chain shibafu-cni with them and compare it with bridge + host-local.
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
