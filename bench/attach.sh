@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Attach latency of `shibafu network attach` (a whole CLI process against a running agent, as a
-# runtime would call it) next to the anchors of ../shared/bench/attach-anchors.sh (netavark and the
-# CNI bridge plugin), in one run, in the anchors' private host namespace.
+# runtime would call it) and of `shibafu-cni` ADD (the CNI plugin, as a runtime calls it), next to
+# the anchors of ../shared/bench/attach-anchors.sh (netavark and the CNI bridge plugin with
+# host-local), in one run, in the anchors' private host namespace.
 #
 # Usage (repo root, as root): bench/attach.sh [N containers, default 40]
 #   ANCHORS=PATH     attach-anchors.sh (default ../shared/bench/attach-anchors.sh)
@@ -22,7 +23,8 @@ set -euo pipefail
 # ---------------------------------------------------------------- setup (inside the host netns)
 if [ "${1:-}" = "--setup" ]; then
   DIR=$2 N=$3
-  BIN=$DIR/bin
+  BIN=$(dirname "$DIR")/bin
+  mkdir -p "$DIR"
   PIDS=()
   stop_all() {
     local p
@@ -90,22 +92,34 @@ cleanup() {
   # catches anything of ours left if it was itself killed.
   local p
   for p in $(pgrep -f "$DIR" 2>/dev/null || true); do kill "$p" 2>/dev/null || true; done
-  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp "$DIR"/*.log "$DIR"/out "$KEEP"/ 2>/dev/null || true; fi
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; for run in cli cni; do mkdir -p "$KEEP/$run"; cp "$DIR/$run"/*.log "$KEEP/$run"/ 2>/dev/null || true; done; cp "$DIR"/out "$KEEP"/ 2>/dev/null || true; fi
   rm -rf "$DIR"
 }
 trap cleanup EXIT
 # A private copy of the binaries: a concurrent rebuild of target/ cannot change them mid-run.
 mkdir "$DIR/bin"
-cp target/release/shibafu target/release/shibafu-agent target/release/shibafu-coordinator "$DIR/bin/"
-SETUP="bash $ROOT/bench/attach.sh --setup $DIR $N"
-CMD="SHIBAFU_AGENT=unix:$DIR/agent.sock $DIR/bin/shibafu network attach bench --netns {NETNS} --name c{I}"
+cp target/release/shibafu target/release/shibafu-agent target/release/shibafu-coordinator \
+  target/release/shibafu-cni "$DIR/bin/"
+# Each tool gets a setup of its own (fresh etcd, coordinator and agent) in its own directory.
+SETUP="bash $ROOT/bench/attach.sh --setup $DIR/cli $N"
+CMD="SHIBAFU_AGENT=unix:$DIR/cli/agent.sock $DIR/bin/shibafu network attach bench --netns {NETNS} --name c{I}"
+# shibafu-cni as a runtime calls it: the network configuration on stdin, the CNI_* variables.
+CNI_CONF="{\"cniVersion\":\"1.0.0\",\"name\":\"bench\",\"type\":\"shibafu\",\"network\":\"bench\",\"agent\":\"$DIR/cni/agent.sock\"}"
+CNI_SETUP="bash $ROOT/bench/attach.sh --setup $DIR/cni $N"
+# (no pipe: attach-anchors.sh splits its tool specs at '|')
+CNI_CMD="CNI_COMMAND=ADD CNI_CONTAINERID=c{I} CNI_NETNS={NETNS} CNI_IFNAME=eth0 $DIR/bin/shibafu-cni <<< '$CNI_CONF'"
 echo "# attach latency, N=$N, $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo no-git)$(git diff --quiet HEAD 2>/dev/null || echo +dirty), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-SETUP_WAIT=${SETUP_WAIT:-8} bash "$ANCHORS" "$N" "shibafu|$CMD|$SETUP" | tee "$DIR/out"
-[ -e "$DIR/ready" ] || { echo "shibafu setup never became ready; its log:" >&2; cat "$DIR"/*.log >&2 || true; exit 1; }
-grep -q "^shibafu .*n=$N\$" "$DIR/out" || { echo "shibafu did not finish all $N attaches" >&2; exit 1; }
+SETUP_WAIT=${SETUP_WAIT:-8} bash "$ANCHORS" "$N" "shibafu|$CMD|$SETUP" "shibafu-cni|$CNI_CMD|$CNI_SETUP" | tee "$DIR/out"
+for run in cli cni; do
+  [ -e "$DIR/$run/ready" ] || { echo "shibafu setup ($run) never became ready; its log:" >&2; cat "$DIR/$run"/*.log >&2 || true; exit 1; }
+done
+for tool in shibafu shibafu-cni; do
+  grep -q "^$tool .*n=$N\$" "$DIR/out" || { echo "$tool did not finish all $N attaches" >&2; exit 1; }
+done
 awk '
   { for (i = 2; i <= NF; i++) if ($i ~ /^median_ms=/) { split($i, kv, "="); m[$1] = kv[2] } }
   END {
     best = (m["netavark"] < m["cni-bridge"]) ? m["netavark"] : m["cni-bridge"]
     printf "ratio shibafu/faster-anchor = %.3f (goal <= 0.333)\n", m["shibafu"] / best
+    printf "ratio shibafu-cni/cni-bridge = %.3f (goal <= 0.333)\n", m["shibafu-cni"] / m["cni-bridge"]
   }' "$DIR/out"
