@@ -23,7 +23,8 @@ pub struct NetConf {
     /// Version of the spec the runtime speaks.
     #[serde(rename = "cniVersion")]
     pub cni_version: String,
-    /// Must be `shibafu`.
+    /// `shibafu` (the plugin installed as `<cni-bin-dir>/shibafu`), or `shibafu-cni` when it
+    /// is installed under its own name.
     #[serde(rename = "type")]
     pub kind: String,
     /// The shibafu network.
@@ -128,7 +129,7 @@ impl NetConf {
                 "\"ipam\" is not supported: shibafu allocates addresses cluster-wide itself; remove it",
             ));
         }
-        if conf.kind != "shibafu" {
+        if conf.kind != "shibafu" && conf.kind != "shibafu-cni" {
             return Err(CniError::new(
                 INVALID_CONFIG,
                 format!("type is {:?}; this plugin is \"shibafu\"", conf.kind),

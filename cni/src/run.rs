@@ -60,10 +60,12 @@ async fn add(env: &CniEnv, conf: &NetConf, agent: &Agent) -> Result<Value, CniEr
         port: a.port,
         weight: a.weight,
     };
-    let att = agent
+    let mut att = agent
         .cni_add(&req)
         .await
         .map_err(|e| CniError::from_agent("attach", e))?;
+    // The sandbox as the runtime named it (the agent pins a /proc/PID/ns/net elsewhere).
+    att.netns = netns.to_string();
     Ok(add_result(
         &conf.cni_version,
         &att,
@@ -82,11 +84,12 @@ async fn del(env: &CniEnv, conf: &NetConf, agent: &Agent) -> Result<(), CniError
 
 async fn check(env: &CniEnv, conf: &NetConf, agent: &Agent) -> Result<(), CniError> {
     let target = target(env, conf)?;
-    env.netns()?;
-    let found = agent
+    let netns = env.netns()?;
+    let mut found = agent
         .cni_check(&target)
         .await
         .map_err(|e| CniError::from_agent("check", e))?;
+    found.attachment.netns = netns.to_string();
     let mut problems = found.problems;
     if let Some(prev) = &conf.prev_result {
         if let Err(e) = check_prev(prev, &found.attachment) {

@@ -18,7 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::api::{self, ApiState, CniRecipients};
+use crate::api::{self, ApiState, CniLinks};
 use crate::dataplane::actor::DataplaneActor;
 use crate::dataplane::{HostConfig, Reconciler};
 use crate::dns_actor::DnsActor;
@@ -226,7 +226,7 @@ async fn start_workload_actors(
     RuntimeRecipients,
     Recipient<TraceDns>,
     Recipient<GetTunnel>,
-    CniRecipients,
+    CniLinks,
 )> {
     let dp = NetlinkDataplane::current();
     let underlay_mtu = match dp.underlay_mtu(args.underlay).await {
@@ -307,7 +307,8 @@ async fn start_workload_actors(
     let dns_trace = dns.recipient();
     let lazy: Arc<dyn Store> = Arc::new(LazyStore::new(connector));
     let ipam = Ipam::new(lazy.clone(), args.node.clone());
-    let cni = CniRecipients {
+    let cni = CniLinks {
+        pins: args.state_dir.join("netns/cni"),
         workloads: registry.clone().recipient(),
         check: dataplane.clone().recipient(),
         firewall: firewall.recipient(),

@@ -3,7 +3,7 @@
 //! runtime; add, del, check and gc find it by (container id, interface name).
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use actix::Recipient;
 use axum::extract::State;
@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use shibafu_overlay::api::{
     ApiError, CniAdd, CniAttachment, CniCheck, CniGc, CniRef, CniRemoved, CniTarget, ErrorKind,
 };
-use shibafu_overlay::container::netns_file::is_pinned;
+use shibafu_overlay::container::netns_file::{self, is_pinned};
 use shibafu_overlay::model::Network;
 use shibafu_overlay::plan::{gateway_mac, veth_host_name};
 use shibafu_overlay::telemetry::Trace;
@@ -28,7 +28,9 @@ use crate::registry::book::{Entry, Iface};
 
 /// What the CNI routes reach besides attach and detach.
 #[derive(Clone)]
-pub struct CniRecipients {
+pub struct CniLinks {
+    /// Where namespaces given as `/proc/PID/ns/net` are pinned (`<state-dir>/netns/cni`).
+    pub pins: PathBuf,
     /// Registry: every committed workload.
     pub workloads: Recipient<GetWorkloads>,
     /// Dataplane: what a namespace lacks.
@@ -53,8 +55,8 @@ fn fail(kind: ErrorKind, msg: String) -> ApiFailure {
 }
 
 async fn add(State(s): State<SharedState>, Json(req): Json<CniAdd>) -> Answer<CniAttachment> {
-    let netns = PathBuf::from(&req.netns);
-    if !is_pinned(&netns) {
+    let given = PathBuf::from(&req.netns);
+    if !is_pinned(&given) {
         return Err(fail(
             ErrorKind::NotFound,
             format!("CNI_NETNS {}: not a network namespace", req.netns),
@@ -70,9 +72,10 @@ async fn add(State(s): State<SharedState>, Json(req): Json<CniAdd>) -> Answer<Cn
             ),
         ));
     }
+    let netns = pin(&s.cni.pins, &given, &req.container_id, &req.ifname)?;
     let r = AttachRequest {
         name: req.name,
-        netns,
+        netns: netns.clone(),
         container: false,
         networks: vec![req.network],
         aliases: req.aliases,
@@ -84,12 +87,12 @@ async fn add(State(s): State<SharedState>, Json(req): Json<CniAdd>) -> Answer<Cn
         cni: Some(req.container_id),
         ..AttachRequest::default()
     };
-    let (entry, nets) = s
-        .network
-        .attach
-        .send(AttachWorkload(r))
-        .await?
-        .map_err(|e| ApiFailure(e.to_api()))?;
+    let attached = match s.network.attach.send(AttachWorkload(r)).await {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(e)) => Err(ApiFailure(e.to_api())),
+        Err(e) => Err(e.into()),
+    };
+    let (entry, nets) = attached.inspect_err(|_| unpin(&s.cni.pins, &netns))?;
     let iface = entry
         .interfaces
         .iter()
@@ -108,7 +111,11 @@ async fn del(State(s): State<SharedState>, Json(req): Json<CniTarget>) -> Answer
         return Ok(Json(CniRemoved::default()));
     };
     let (name, network) = (entry.name.clone(), iface.endpoint.network.clone());
+    let last = entry.interfaces.len() == 1;
     detach(&s, name, network).await?;
+    if last {
+        unpin(&s.cni.pins, &entry.netns);
+    }
     Ok(Json(CniRemoved {
         removed: vec![CniRef {
             container_id: req.container_id,
@@ -169,7 +176,7 @@ async fn check(State(s): State<SharedState>, Json(req): Json<CniTarget>) -> Answ
 
 async fn gc(State(s): State<SharedState>, Json(req): Json<CniGc>) -> Answer<CniRemoved> {
     let all = s.cni.workloads.send(GetWorkloads).await?;
-    let stale: Vec<(String, CniRef)> = all
+    let stale: Vec<(&Entry, CniRef)> = all
         .values()
         .filter_map(|e| Some((e, e.cni.as_ref()?)))
         .flat_map(|(e, id)| {
@@ -181,14 +188,17 @@ async fn gc(State(s): State<SharedState>, Json(req): Json<CniGc>) -> Answer<CniR
                         container_id: id.clone(),
                         ifname: i.ifname.clone(),
                     };
-                    (e.name.clone(), r)
+                    (e, r)
                 })
         })
         .filter(|(_, r)| !req.valid.contains(r))
         .collect();
     let mut removed = Vec::new();
-    for (name, r) in stale {
-        detach(&s, name, req.network.clone()).await?;
+    for (entry, r) in stale {
+        detach(&s, entry.name.clone(), req.network.clone()).await?;
+        if entry.interfaces.len() == 1 {
+            unpin(&s.cni.pins, &entry.netns);
+        }
         removed.push(r);
     }
     Ok(Json(CniRemoved { removed }))
@@ -204,6 +214,34 @@ async fn detach(s: &SharedState, name: String, network: String) -> Result<(), Ap
         .await?
         .map(|_| ())
         .map_err(|e| ApiFailure(e.to_api()))
+}
+
+/// The namespace to attach: a `/proc/PID/ns/net` is pinned under `pins` first (a PID can be
+/// reused; the pin cannot), anything else (a bind mount under /var/run/netns) is used as given.
+fn pin(pins: &Path, given: &Path, id: &str, ifname: &str) -> Result<PathBuf, ApiFailure> {
+    if !given.starts_with("/proc") {
+        return Ok(given.to_path_buf());
+    }
+    let path = pins.join(format!("{id}-{ifname}"));
+    std::fs::create_dir_all(pins)
+        .map_err(|e| e.to_string())
+        .and_then(|()| netns_file::pin(given, &path).map_err(|e| e.to_string()))
+        .map_err(|e| {
+            fail(
+                ErrorKind::Internal,
+                format!("pinning {}: {e}", given.display()),
+            )
+        })?;
+    Ok(path)
+}
+
+/// Removes the pin of a namespace pinned by [`pin`] (nothing for others).
+fn unpin(pins: &Path, netns: &Path) {
+    if netns.starts_with(pins) {
+        if let Err(e) = netns_file::remove(netns) {
+            tracing::warn!(netns = %netns.display(), error = %e, "cannot remove a namespace pin");
+        }
+    }
 }
 
 /// The entry and interface of a CNI attachment.

@@ -29,7 +29,7 @@ use tracing::Instrument;
 use crate::messages::{GetNetworks, GetStatus, TraceDns};
 use crate::runtime::{NetworkRecipients, RuntimeRecipients};
 use crate::tunnel::GetTunnel;
-pub use cni::CniRecipients;
+pub use cni::CniLinks;
 
 /// What the handlers reach: the actors answering each kind of request.
 #[derive(Clone)]
@@ -47,7 +47,7 @@ pub struct ApiState {
     /// Answers `GET /v1/tunnel` (TunnelActor).
     pub tunnel: Recipient<GetTunnel>,
     /// What the CNI routes need besides attach and detach.
-    pub cni: CniRecipients,
+    pub cni: CniLinks,
 }
 
 /// Shared state as handlers see it.

@@ -166,7 +166,8 @@ fn serves_status_networks_and_json_errors_on_a_private_socket() {
             status: fake.clone().recipient(),
             dns_trace: fake.clone().recipient(),
             tunnel: fake.clone().recipient(),
-            cni: CniRecipients {
+            cni: CniLinks {
+                pins: dir.join("pins"),
                 workloads: fake.clone().recipient(),
                 check: fake.clone().recipient(),
                 firewall: fake.clone().recipient(),

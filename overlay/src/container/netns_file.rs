@@ -86,6 +86,39 @@ unsafe fn loopback_up() -> Result<(), ContainerError> {
     }
 }
 
+/// Pins the namespace `from` refers to (a `/proc/PID/ns/net` file, say) on `path` (created;
+/// its parent must exist), so it stays reachable by that path after the process exits and a
+/// reused PID can never point it at another namespace. Fails if `path` holds a namespace.
+pub fn pin(from: &Path, path: &Path) -> Result<(), ContainerError> {
+    if is_pinned(path) {
+        return Err(ContainerError::Sys {
+            what: format!("pin netns on {}", path.display()),
+            source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        });
+    }
+    File::create(path).map_err(|e| ContainerError::Sys {
+        what: format!("create {}", path.display()),
+        source: e,
+    })?;
+    let (src, target) = (cstr(from)?, cstr(path)?);
+    // SAFETY: mount(2) with valid C strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let err = ContainerError::last_os(&format!("bind-mount {}", from.display()));
+        let _ = fs::remove_file(path);
+        return Err(err);
+    }
+    Ok(())
+}
+
 /// True if `path` is a pinned network namespace (a bind mount of an nsfs inode).
 pub fn is_pinned(path: &Path) -> bool {
     let Ok(f) = File::open(path) else {
