@@ -121,6 +121,7 @@ pub fn root_or_skip(tier: &str) -> bool {
     is_root()
 }
 
+pub mod cni;
 pub mod firewall;
 mod lab;
 mod netns;
