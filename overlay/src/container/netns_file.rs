@@ -112,7 +112,7 @@ pub fn pin(from: &Path, path: &Path) -> Result<(), ContainerError> {
         )
     };
     if rc != 0 {
-        let err = ContainerError::last_os(&format!("bind-mount {}", from.display()));
+        let err = ContainerError::last_os(format!("bind-mount {}", from.display()));
         let _ = fs::remove_file(path);
         return Err(err);
     }
