@@ -72,7 +72,7 @@ async fn add(State(s): State<SharedState>, Json(req): Json<CniAdd>) -> Answer<Cn
             ),
         ));
     }
-    let netns = pin(&s.cni.pins, &given, &req.container_id, &req.ifname)?;
+    let (netns, pinned) = pin(&s.cni.pins, &given, &req.container_id)?;
     let r = AttachRequest {
         name: req.name,
         netns: netns.clone(),
@@ -92,7 +92,11 @@ async fn add(State(s): State<SharedState>, Json(req): Json<CniAdd>) -> Answer<Cn
         Ok(Err(e)) => Err(ApiFailure(e.to_api())),
         Err(e) => Err(e.into()),
     };
-    let (entry, nets) = attached.inspect_err(|_| unpin(&s.cni.pins, &netns))?;
+    let (entry, nets) = attached.inspect_err(|_| {
+        if pinned {
+            unpin(&s.cni.pins, &netns);
+        }
+    })?;
     let iface = entry
         .interfaces
         .iter()
@@ -216,23 +220,39 @@ async fn detach(s: &SharedState, name: String, network: String) -> Result<(), Ap
         .map_err(|e| ApiFailure(e.to_api()))
 }
 
-/// The namespace to attach: a `/proc/PID/ns/net` is pinned under `pins` first (a PID can be
-/// reused; the pin cannot), anything else (a bind mount under /var/run/netns) is used as given.
-fn pin(pins: &Path, given: &Path, id: &str, ifname: &str) -> Result<PathBuf, ApiFailure> {
+/// The namespace to attach, and whether this call pinned it: a `/proc/PID/ns/net` is pinned
+/// under `pins` as `<container id>` first (a PID can be reused; the pin cannot), or the pin a
+/// previous ADD of the container made is used when it holds the same namespace; anything else (a
+/// bind mount under /var/run/netns) is used as given.
+fn pin(pins: &Path, given: &Path, id: &str) -> Result<(PathBuf, bool), ApiFailure> {
     if !given.starts_with("/proc") {
-        return Ok(given.to_path_buf());
+        return Ok((given.to_path_buf(), false));
     }
-    let path = pins.join(format!("{id}-{ifname}"));
+    let path = pins.join(id);
+    let failed = |e: String| {
+        fail(
+            ErrorKind::Internal,
+            format!("pinning {}: {e}", given.display()),
+        )
+    };
+    if is_pinned(&path) {
+        return match netns_file::same(given, &path) {
+            Ok(true) => Ok((path, false)),
+            Ok(false) => Err(fail(
+                ErrorKind::Duplicate,
+                format!(
+                    "container {id} is attached already in another namespace than {}",
+                    given.display()
+                ),
+            )),
+            Err(e) => Err(failed(e.to_string())),
+        };
+    }
     std::fs::create_dir_all(pins)
         .map_err(|e| e.to_string())
         .and_then(|()| netns_file::pin(given, &path).map_err(|e| e.to_string()))
-        .map_err(|e| {
-            fail(
-                ErrorKind::Internal,
-                format!("pinning {}: {e}", given.display()),
-            )
-        })?;
-    Ok(path)
+        .map_err(failed)?;
+    Ok((path, true))
 }
 
 /// Removes the pin of a namespace pinned by [`pin`] (nothing for others).

@@ -119,6 +119,19 @@ pub fn pin(from: &Path, path: &Path) -> Result<(), ContainerError> {
     Ok(())
 }
 
+/// True if the namespace files `a` and `b` refer to the same namespace (same nsfs inode).
+pub fn same(a: &Path, b: &Path) -> Result<bool, ContainerError> {
+    use std::os::unix::fs::MetadataExt;
+    let stat = |p: &Path| {
+        fs::metadata(p).map_err(|e| ContainerError::Sys {
+            what: format!("stat {}", p.display()),
+            source: e,
+        })
+    };
+    let (a, b) = (stat(a)?, stat(b)?);
+    Ok(a.dev() == b.dev() && a.ino() == b.ino())
+}
+
 /// True if `path` is a pinned network namespace (a bind mount of an nsfs inode).
 pub fn is_pinned(path: &Path) -> bool {
     let Ok(f) = File::open(path) else {
