@@ -51,6 +51,15 @@ pub struct RunArgs {
     /// Environment variable for the command (repeatable).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<String>,
+    /// Add a capability to the container's set (Docker's default set: CHOWN, DAC_OVERRIDE,
+    /// FSETID, FOWNER, MKNOD, NET_RAW, SETGID, SETUID, SETFCAP, SETPCAP, NET_BIND_SERVICE,
+    /// SYS_CHROOT, KILL, AUDIT_WRITE); `ALL` for every one. Repeatable.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability from the container's set; `ALL` drops every one (then only --cap-add
+    /// ones stay). Repeatable.
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
     /// Root filesystem directory [default: the host's].
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
@@ -133,6 +142,8 @@ pub fn request(args: RunArgs) -> anyhow::Result<RunContainer> {
         rootfs,
         command: args.command,
         env: args.env,
+        cap_add: args.cap_add,
+        cap_drop: args.cap_drop,
     })
 }
 

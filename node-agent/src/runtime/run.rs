@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use actix::MailboxError;
 use shibafu_overlay::api::{ApiError, ErrorKind, RunContainer};
+use shibafu_overlay::container::caps::CapSet;
 use shibafu_overlay::container::etc_files::{self, Attachment};
 use shibafu_overlay::container::state::Status;
 use shibafu_overlay::container::{ContainerHost, NewContainer};
@@ -30,13 +31,19 @@ pub struct Started {
     pub status: Status,
 }
 
-/// Refuses what needs no I/O to refuse: a bad name, an empty command.
+/// Refuses what needs no I/O to refuse: a bad name, an empty command, an unknown capability.
 pub fn validate(req: &RunContainer) -> Result<(), ApiError> {
     model::validate_name(&req.name).map_err(|e| ApiError::invalid(e.to_string()))?;
     if req.command.is_empty() {
         return Err(ApiError::invalid("give a command to run (after --)"));
     }
+    capabilities(req)?;
     Ok(())
+}
+
+/// The container's capabilities: Docker's default set with the request's additions and drops.
+fn capabilities(req: &RunContainer) -> Result<CapSet, ApiError> {
+    CapSet::resolve(&req.cap_add, &req.cap_drop).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
 /// The name is taken by a container of this node.
@@ -171,6 +178,7 @@ fn new_container(
 ) -> NewContainer {
     let atts = etc_attachments(entry, nets);
     NewContainer {
+        caps: capabilities(req).unwrap_or_default(),
         name: req.name.clone(),
         netns,
         rootfs: req.rootfs.as_ref().map(PathBuf::from),

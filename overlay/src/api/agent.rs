@@ -45,6 +45,12 @@ pub struct RunContainer {
     /// Extra environment, `KEY=VALUE`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
+    /// Capabilities added to Docker's default set (`NET_ADMIN`, `CAP_SYS_TIME`, `ALL`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities dropped from it (`ALL` drops every one; additions then stay).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
 }
 
 /// Body of `POST /v1/attachments`: attach an existing network namespace to a network.

@@ -46,6 +46,8 @@ pub struct NewContainer {
     pub command: Vec<String>,
     /// Extra environment, `KEY=VALUE`.
     pub env: Vec<String>,
+    /// Capabilities of its processes.
+    pub caps: super::caps::CapSet,
     /// Its /etc/resolv.conf.
     pub resolv_conf: String,
     /// Its /etc/hosts.
@@ -172,6 +174,7 @@ impl ContainerHost for ShimContainerHost {
             rootfs: new.rootfs.clone(),
             command: new.command.clone(),
             env: new.env.clone(),
+            caps: new.caps,
         };
         dir.prepare(&spec, &new.resolv_conf, &new.hosts, &new.hostname)
     }
@@ -213,6 +216,7 @@ mod tests {
             rootfs: None,
             command: vec!["true".into()],
             env: vec![],
+            caps: Default::default(),
             resolv_conf: String::new(),
             hosts: String::new(),
             hostname: "job\n".into(),

@@ -3,6 +3,7 @@
 //! that enters the namespaces and runs the command, the on-disk state of each container, exits
 //! observed through pidfds, and [`ContainerHost`]: all of it behind one trait, with a fake.
 
+pub mod caps;
 pub mod etc_files;
 pub mod exit_watch;
 mod fake;
@@ -70,4 +71,7 @@ pub struct ContainerSpec {
     /// Extra environment variables `KEY=VALUE`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
+    /// Capabilities of the command (Docker's default set when absent).
+    #[serde(default)]
+    pub caps: caps::CapSet,
 }

@@ -1,6 +1,7 @@
 //! The container shim: joins the container's network namespace, unshares mount, UTS, IPC and PID
 //! namespaces, installs the container's /etc files, then forks a tiny init (PID 1) that runs the
-//! command, forwards signals to it and reaps orphans. The shim waits for PID 1 and records the
+//! command with the container's capabilities only (and no_new_privs), forwards signals to it and
+//! reaps orphans. The shim waits for PID 1 and records the
 //! exit code. It must run in a single-threaded process (a fresh exec of the agent binary).
 
 use std::ffi::CString;
@@ -8,6 +9,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use super::caps::{drop_to, CapSet};
 use super::state::ContainerDir;
 use super::{ContainerError, ContainerSpec};
 
@@ -53,6 +55,7 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, ContainerError> {
     enter_namespaces(spec)?;
     install_etc_files(spec, &dir)?;
     let mask = forwarded_mask();
+    let caps = (spec.caps, super::caps::last_cap());
     // SAFETY: single-threaded process (checked by the caller's contract); fork/exec/wait are
     // used in the classic way and the child only calls async-signal-safe code or execs.
     unsafe {
@@ -62,7 +65,7 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, ContainerError> {
             return Err(ContainerError::last_os("fork"));
         }
         if pid1 == 0 {
-            let code = init(spec.rootfs.as_deref(), &argv, &env, &mask);
+            let code = init(spec.rootfs.as_deref(), &argv, &env, &mask, caps);
             libc::_exit(code);
         }
         dir.write_pid(pid1)?;
@@ -181,9 +184,16 @@ fn exit_code(status: libc::c_int) -> i32 {
 
 /// PID 1 of the container: mounts /proc, runs the command as PID 2, forwards signals, reaps.
 /// Called only in a freshly forked child of the single-threaded shim.
-fn init(rootfs: Option<&Path>, argv: &[CString], env: &[CString], mask: &libc::sigset_t) -> i32 {
+/// The command runs with the capabilities `caps.0` only (`caps.1`: the kernel's last one).
+fn init(
+    rootfs: Option<&Path>,
+    argv: &[CString],
+    env: &[CString],
+    mask: &libc::sigset_t,
+    caps: (CapSet, u32),
+) -> i32 {
     // SAFETY: single-threaded child after fork; every pointer passed is valid for the call.
-    unsafe { init_inner(rootfs, argv, env, mask) }
+    unsafe { init_inner(rootfs, argv, env, mask, caps) }
 }
 
 unsafe fn init_inner(
@@ -191,6 +201,7 @@ unsafe fn init_inner(
     argv: &[CString],
     env: &[CString],
     mask: &libc::sigset_t,
+    caps: (CapSet, u32),
 ) -> i32 {
     unsafe {
         if let Some(r) = rootfs {
@@ -225,6 +236,13 @@ unsafe fn init_inner(
         }
         if child == 0 {
             libc::sigprocmask(libc::SIG_UNBLOCK, mask, std::ptr::null_mut());
+            if let Err(step) = drop_to(caps.0, caps.1) {
+                eprintln!(
+                    "shibafu: dropping capabilities: {step}: {}",
+                    std::io::Error::last_os_error()
+                );
+                libc::_exit(126);
+            }
             let mut args: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
             args.push(std::ptr::null());
             let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();

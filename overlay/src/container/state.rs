@@ -211,6 +211,7 @@ mod tests {
             rootfs: None,
             command: vec!["sleep".into(), "1".into()],
             env: vec![],
+            caps: Default::default(),
         };
         d.prepare(&spec, "nameserver 10.0.0.1\n", "", "web\n")
             .expect("prepare");

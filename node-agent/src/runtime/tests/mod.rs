@@ -164,6 +164,13 @@ fn a_failed_run_undoes_every_step() {
                 },
                 ErrorKind::Invalid,
             ),
+            (
+                RunContainer {
+                    cap_add: vec!["NET_ADMINN".into()],
+                    ..request("job", &["true"])
+                },
+                ErrorKind::Invalid,
+            ),
         ] {
             let err = soon(r.runtime.send(Run(req, Trace::NONE)))
                 .await
