@@ -122,6 +122,10 @@ pub fn root_or_skip(tier: &str) -> bool {
 }
 
 pub mod cni;
+pub mod cni_call;
+pub mod cni_conf;
+pub mod cni_lab;
+pub mod cni_sandbox;
 pub mod firewall;
 mod lab;
 mod netns;

@@ -4,84 +4,18 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use shibafu_overlay::container::caps::CapSet;
 use shibafu_overlay::container::launch;
 use shibafu_overlay::container::netns_file;
 use shibafu_overlay::container::state::{ContainerDir, Status};
-use shibafu_overlay::container::ContainerSpec;
-
-/// A scratch state directory and netns file, removed on drop even when the test fails.
-struct Scratch {
-    root: PathBuf,
-}
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let root = std::env::temp_dir().join(format!("sf-hc-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&root).expect("mkdir");
-        Scratch { root }
-    }
-
-    fn netns(&self) -> PathBuf {
-        self.root.join("netns")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Ok(d) = std::fs::read_dir(self.root.join("containers")) {
-            for e in d.flatten() {
-                launch::stop(&ContainerDir::new(e.path()), Duration::from_millis(100));
-            }
-        }
-        let _ = netns_file::remove(&self.netns());
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
+use shibafu_tests::shim::{wait_exit, Scratch};
 
 fn agent_bin() -> PathBuf {
-    let dir = std::env::var_os("SHIBAFU_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
-    let bin = dir.join("shibafu-agent");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo build --workspace --bins` first",
-        bin.display()
-    );
-    bin
+    shibafu_tests::bin("shibafu-agent")
 }
 
 fn container(s: &Scratch, name: &str, command: &[&str]) -> ContainerDir {
-    let dir = ContainerDir::under(&s.root, name);
-    let spec = ContainerSpec {
-        name: name.into(),
-        netns: s.netns(),
-        dir: dir.path().to_path_buf(),
-        rootfs: None,
-        command: command.iter().map(|c| c.to_string()).collect(),
-        env: vec!["GREETING=hello".into()],
-    };
-    dir.prepare(
-        &spec,
-        "nameserver 172.30.0.1\nsearch test.local\n",
-        "172.30.0.2\tweb\n",
-        &format!("{name}\n"),
-    )
-    .expect("prepare");
-    dir
-}
-
-fn wait_exit(dir: &ContainerDir) -> i32 {
-    for _ in 0..500 {
-        if let Status::Exited(code) = dir.status() {
-            return code;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!(
-        "container did not exit; log:\n{}",
-        std::fs::read_to_string(dir.log()).unwrap_or_default()
-    );
+    s.container(name, command, CapSet::default())
 }
 
 #[test]

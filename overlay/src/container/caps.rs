@@ -112,9 +112,10 @@ impl CapSet {
             })
         };
         let (add, drop) = (parse(add)?, parse(drop)?);
-        let all_dropped = drop == CapSet::ALL.0;
-        let base = if all_dropped { 0 } else { CapSet::default().0 & !drop };
-        Ok(CapSet(if all_dropped { add } else { base | add & !drop }))
+        if drop == CapSet::ALL.0 {
+            return Ok(CapSet(add));
+        }
+        Ok(CapSet((CapSet::default().0 | add) & !drop))
     }
 
     /// Does the set hold capability number `cap`?
@@ -201,18 +202,27 @@ mod tests {
         assert!(d.has(13), "NET_RAW (ping)");
         assert!(d.has(10), "NET_BIND_SERVICE (port 80)");
         for gone in [12, 16, 19, 21] {
-            assert!(!d.has(gone), "no NET_ADMIN, SYS_MODULE, SYS_PTRACE, SYS_ADMIN");
+            assert!(
+                !d.has(gone),
+                "no NET_ADMIN, SYS_MODULE, SYS_PTRACE, SYS_ADMIN"
+            );
         }
     }
 
     #[test]
     fn add_and_drop_like_docker() {
-        let s = CapSet::resolve(&names(&["net_admin", "CAP_SYS_PTRACE"]), &names(&["NET_RAW"]))
-            .expect("valid");
+        let s = CapSet::resolve(
+            &names(&["net_admin", "CAP_SYS_PTRACE"]),
+            &names(&["NET_RAW"]),
+        )
+        .expect("valid");
         assert!(s.has(12) && s.has(19) && !s.has(13));
         let only = CapSet::resolve(&names(&["NET_BIND_SERVICE"]), &names(&["ALL"])).expect("ok");
         assert_eq!(only.names(), ["NET_BIND_SERVICE"]);
-        assert_eq!(CapSet::resolve(&names(&["ALL"]), &[]).expect("all"), CapSet::ALL);
+        assert_eq!(
+            CapSet::resolve(&names(&["ALL"]), &[]).expect("all"),
+            CapSet::ALL
+        );
         assert_eq!(CapSet::resolve(&[], &[]).expect("none"), CapSet::default());
         let e = CapSet::resolve(&names(&["NET_ADMINN"]), &[]).expect_err("typo");
         assert!(e.to_string().contains("NET_ADMINN"), "{e}");
