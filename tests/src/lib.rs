@@ -132,6 +132,7 @@ mod netns;
 pub mod otlp;
 pub mod probe;
 pub mod prometheus;
+pub mod shim;
 
 pub use lab::Lab;
 pub use netns::{namespace_names, NetnsGuard};

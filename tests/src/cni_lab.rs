@@ -1,0 +1,101 @@
+//! CNI attachments as a lab test sees them: containers to attach, the addresses of a CNI result,
+//! what `shibafu ps` and `network inspect` list, and the standard ADD/CHECK/DEL lifecycle with
+//! hand-made damage in between ([`lifecycle_after`]).
+
+use serde_json::Value;
+
+use crate::cni::{Attachment, Runtime};
+use crate::cni_call::CniCall;
+use crate::{Lab, NetnsGuard};
+
+/// A fresh container namespace (named after `tag`) and its attachment (eth0, a 64-hex id).
+pub fn container(tag: &str) -> (NetnsGuard, Attachment) {
+    let ns = NetnsGuard::new(tag);
+    let att = Attachment::of(&ns);
+    (ns, att)
+}
+
+/// The address (without prefix length) of the `i`th IP of a CNI result.
+pub fn result_ip(result: &Value, i: usize) -> String {
+    let addr = result["ips"][i]["address"].as_str().unwrap_or_default();
+    addr.split('/').next().unwrap_or_default().to_string()
+}
+
+/// The gateway of the first IP of a CNI result.
+pub fn result_gateway(result: &Value) -> String {
+    result["ips"][0]["gateway"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `shibafu ps --all --format json` on NODE: the entries made by CNI (with a `cni` id).
+pub fn cni_entries(lab: &Lab, node: &str) -> Vec<Value> {
+    let out = lab.cli_ok(node, &["ps", "--all", "--format", "json"]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("ps: {e}: {out}"));
+    let all = v.as_array().cloned().unwrap_or_default();
+    all.into_iter().filter(|c| c["cni"].is_string()).collect()
+}
+
+/// The container ids of the CNI entries of `ps` on NODE, sorted.
+pub fn cni_ids(lab: &Lab, node: &str) -> Vec<String> {
+    let entries = cni_entries(lab, node);
+    let mut ids: Vec<String> = entries
+        .iter()
+        .filter_map(|c| c["cni"].as_str())
+        .map(String::from)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The `endpoints` of `shibafu network inspect NETWORK`.
+pub fn endpoints(lab: &Lab, network: &str) -> Vec<Value> {
+    let out = lab.cli_ok("node1", &["network", "inspect", network]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("inspect: {e}: {out}"));
+    v["endpoints"].as_array().cloned().unwrap_or_default()
+}
+
+/// What the standard lifecycle did under one runtime.
+#[derive(Debug)]
+pub struct Lifecycle {
+    /// The first ADD.
+    pub add: CniCall,
+    /// CHECK right after.
+    pub check: CniCall,
+    /// CHECK after `ip route add 198.51.100.0/24 via GATEWAY` in the container.
+    pub check_extra_route: CniCall,
+    /// A second ADD of the same (container id, ifname) without DEL.
+    pub add_again: CniCall,
+    /// CHECK after `ip link del IFNAME` in the container.
+    pub check_link_gone: CniCall,
+    /// DEL.
+    pub del: CniCall,
+    /// DEL again.
+    pub del_again: CniCall,
+}
+
+/// The standard lifecycle of `att` (namespace `ns`) under `rt`, after its ADD `add`: CHECK,
+/// CHECK with a route added by hand, a second ADD, CHECK after the container interface was
+/// deleted by hand, DEL, DEL again.
+pub fn lifecycle_after(rt: &Runtime, att: &Attachment, ns: &NetnsGuard, add: CniCall) -> Lifecycle {
+    add.expect_ok("ADD");
+    let gw = result_gateway(&add.json);
+    let check = rt.check(att);
+    ns.ip(&["route", "add", "198.51.100.0/24", "via", &gw]);
+    let check_extra_route = rt.check(att);
+    let add_again = rt.add(att);
+    ns.ip(&["link", "del", &att.ifname]);
+    let check_link_gone = rt.check(att);
+    let del = rt.del(att);
+    let del_again = rt.del(att);
+    Lifecycle {
+        add,
+        check,
+        check_extra_route,
+        add_again,
+        check_link_gone,
+        del,
+        del_again,
+    }
+}
