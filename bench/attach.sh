@@ -13,6 +13,8 @@
 #                    1450 as on a real host
 #   AGENT_LOG=FILTER tracing filter of the agent (default info); its log is kept in $KEEP if set
 #   KEEP=DIR         copy the setup's logs (etcd, coordinator, agent) there after the run
+#   CNI_FIRST=1      time shibafu-cni before the CLI (the tool timed second runs 0.5-0.9 ms
+#                    slower, whichever it is: alternate the order and report both)
 #
 # The shibafu setup (this script with --setup, started by attach-anchors.sh inside the host
 # namespace) runs etcd on 127.0.0.1 (temp data dir, fsync on, as in production), a coordinator,
@@ -109,7 +111,9 @@ CNI_SETUP="bash $ROOT/bench/attach.sh --setup $DIR/cni $N"
 # (no pipe: attach-anchors.sh splits its tool specs at '|')
 CNI_CMD="CNI_COMMAND=ADD CNI_CONTAINERID=c{I} CNI_NETNS={NETNS} CNI_IFNAME=eth0 $DIR/bin/shibafu-cni <<< '$CNI_CONF'"
 echo "# attach latency, N=$N, $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo no-git)$(git diff --quiet HEAD 2>/dev/null || echo +dirty), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-SETUP_WAIT=${SETUP_WAIT:-8} bash "$ANCHORS" "$N" "shibafu|$CMD|$SETUP" "shibafu-cni|$CNI_CMD|$CNI_SETUP" | tee "$DIR/out"
+TOOLS=("shibafu|$CMD|$SETUP" "shibafu-cni|$CNI_CMD|$CNI_SETUP")
+[ -z "${CNI_FIRST:-}" ] || TOOLS=("${TOOLS[1]}" "${TOOLS[0]}")
+SETUP_WAIT=${SETUP_WAIT:-8} bash "$ANCHORS" "$N" "${TOOLS[@]}" | tee "$DIR/out"
 for run in cli cni; do
   [ -e "$DIR/$run/ready" ] || { echo "shibafu setup ($run) never became ready; its log:" >&2; cat "$DIR/$run"/*.log >&2 || true; exit 1; }
 done
