@@ -37,6 +37,7 @@ use crate::store_actor::{Connector, StoreActor, StoreConfig};
 use crate::tunnel::args::WgArgs;
 use crate::tunnel::GetTunnel;
 use shibafu_overlay::container::ShimContainerHost;
+use shibafu_overlay::firewall::ControlPlane;
 use shibafu_overlay::firewall::NftFirewall;
 use shibafu_overlay::health::{system_clock, SystemProber};
 use shibafu_overlay::ipam::Ipam;
@@ -270,6 +271,12 @@ async fn start_workload_actors(
         bridge_netfilter_off: args.no_bridge_netfilter,
         encrypt_all: args.wg.encrypt_all,
         tunnel_if: args.wg.wg_interface.clone(),
+        control: args
+            .etcd
+            .iter()
+            .filter_map(|u| ControlPlane::url_addr(u))
+            .chain(args.metrics_listen)
+            .collect(),
     };
     let mut reconciler = Reconciler::new(cfg, Arc::new(dp), local);
     // A WireGuard device that outlived the last agent carries traffic now: the first

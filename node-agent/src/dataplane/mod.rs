@@ -7,11 +7,11 @@ pub mod actor;
 #[cfg(test)]
 mod tests;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
-use shibafu_overlay::firewall::{FirewallError, FirewallSpec};
+use shibafu_overlay::firewall::{ControlPlane, FirewallError, FirewallSpec};
 use shibafu_overlay::model::{Endpoint, Link, Network, Node};
 use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkError, Scope};
 use shibafu_overlay::plan::{
@@ -56,6 +56,9 @@ pub struct HostConfig {
     pub encrypt_all: bool,
     /// Name of the WireGuard device.
     pub tunnel_if: String,
+    /// Control-plane services this node knows from its flags (etcd, its metrics), kept off
+    /// containers with the cluster's nodes and coordinators.
+    pub control: Vec<SocketAddr>,
 }
 
 /// The reconciler; see the module documentation.
@@ -145,8 +148,26 @@ impl Reconciler {
                     .iter()
                     .any(|n| n.vxlan.as_ref().is_some_and(|v| v.local.is_none()));
                 spec.tunnel_range = inside.then(shibafu_overlay::wireguard::tunnel::tunnel_range);
+                spec.control = self.control_plane();
                 spec
             }),
+        )
+    }
+
+    /// The control plane containers must not reach: every node's underlay, the coordinators'
+    /// APIs (from their registrations) and what the flags name (etcd, the metrics listener).
+    fn control_plane(&self) -> ControlPlane {
+        let coordinators: Vec<SocketAddr> = self
+            .state
+            .coordinators()
+            .values()
+            .filter_map(|c| ControlPlane::url_addr(&c.api))
+            .collect();
+        let known = self.cfg.control.iter().chain(&coordinators);
+        let nodes = self.state.nodes().values().map(|n| n.underlay);
+        ControlPlane::new(
+            nodes.chain(known.clone().map(SocketAddr::ip)),
+            known.map(SocketAddr::port),
         )
     }
 

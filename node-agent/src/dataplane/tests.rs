@@ -19,6 +19,7 @@ fn reconciler(dp: &Arc<FakeDataplane>, underlay_mtu: u32) -> Reconciler {
         bridge_netfilter_off: false,
         encrypt_all: false,
         tunnel_if: "wg-test".into(),
+        control: vec![],
     };
     Reconciler::new(cfg, dp.clone(), Arc::new(LocalWorkloads::new()))
 }
@@ -212,5 +213,38 @@ fn a_policy_on_a_network_flips_only_its_bridge_netfilter_switches() {
         let veth = veth_host_name("backend", "api");
         let port = dp.state().link(&veth).and_then(|l| l.master.clone());
         assert_eq!(port.as_deref(), Some("sfbr1001"), "the port stayed");
+    });
+}
+
+#[test]
+fn the_firewall_keeps_containers_off_every_control_plane_service_known() {
+    rt().block_on(async {
+        let nets = [network("backend", "172.22.0.0/24", 4097)];
+        let eps = [
+            endpoint("backend", "api", "node1", "172.22.0.2"),
+            endpoint("backend", "db", "node2", "172.22.0.3"),
+        ];
+        let coordinator = shibafu_overlay::model::CoordinatorRecord {
+            schema: shibafu_overlay::model::SCHEMA_VERSION,
+            name: "coordinator1".into(),
+            api: "http://10.0.0.100:7480".into(),
+            dns: None,
+        };
+        let dp = Arc::new(FakeDataplane::new());
+        let mut r = reconciler(&dp, 1500);
+        r.cfg.control = vec![
+            "10.0.0.200:2379".parse().expect("etcd"),
+            "0.0.0.0:9480".parse().expect("metrics"),
+        ];
+        r.set_state(with_object(&state_with(&nets, &eps), &coordinator));
+        r.resync().await.expect("built");
+        let fw = r.firewall_part().expect("planned").expect("spec");
+        let hosts: Vec<String> = fw.control.hosts.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            hosts,
+            ["10.0.0.1", "10.0.0.2", "10.0.0.100", "10.0.0.200"],
+            "the nodes, the coordinator, etcd; not the wildcard"
+        );
+        assert_eq!(fw.control.ports, [2379, 7480, 9480]);
     });
 }

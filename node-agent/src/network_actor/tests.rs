@@ -69,6 +69,7 @@ impl Agent {
             bridge_netfilter_off: false,
             encrypt_all: false,
             tunnel_if: "wg-test".into(),
+            control: vec![],
         };
         let rec = Reconciler::new(cfg, dp.clone(), local);
         let dataplane =

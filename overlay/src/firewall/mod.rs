@@ -131,6 +131,48 @@ pub struct FirewallSpec {
     /// onto the underlay in clear).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel_range: Option<ipnet::Ipv4Net>,
+    /// The cluster's control plane, which containers never reach.
+    #[serde(default, skip_serializing_if = "ControlPlane::is_empty")]
+    pub control: ControlPlane,
+}
+
+/// Where the control plane listens: etcd, the coordinators' API and the metrics endpoints.
+/// Containers reach none of these ports on these hosts (forwarded), nor these ports on their
+/// own node (input). Both lists sorted and without repeats.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlPlane {
+    /// Addresses of the hosts: every node's underlay, the coordinators, etcd.
+    pub hosts: Vec<std::net::IpAddr>,
+    /// TCP ports of the services: etcd clients, coordinator APIs, metrics.
+    pub ports: Vec<u16>,
+}
+
+impl ControlPlane {
+    /// Nothing to guard (no port known).
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+
+    /// The guard of `hosts` and `ports`, sorted and without repeats.
+    pub fn new(
+        hosts: impl IntoIterator<Item = std::net::IpAddr>,
+        ports: impl IntoIterator<Item = u16>,
+    ) -> ControlPlane {
+        let mut hosts: Vec<_> = hosts.into_iter().filter(|h| !h.is_unspecified()).collect();
+        let mut ports: Vec<_> = ports.into_iter().filter(|p| *p != 0).collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        ports.sort_unstable();
+        ports.dedup();
+        ControlPlane { hosts, ports }
+    }
+
+    /// The address of a service URL given with an IP (`http://10.0.0.2:2379`,
+    /// `https://[fd00::2]:7480/`); `None` for a name or a URL without a port.
+    pub fn url_addr(url: &str) -> Option<std::net::SocketAddr> {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        rest.split('/').next()?.parse().ok()
+    }
 }
 
 impl FirewallSpec {
@@ -184,6 +226,7 @@ impl FirewallSpec {
             sealed_vnis: Vec::new(),
             tunnel_if: None,
             tunnel_range: None,
+            control: ControlPlane::default(),
         })
     }
 }

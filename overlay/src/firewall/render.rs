@@ -170,6 +170,32 @@ fn tunnel_forward(spec: &FirewallSpec) -> Vec<(String, &'static str)> {
     ]
 }
 
+/// The rules keeping containers off the control plane (none when no port is known): forwarded
+/// to a control host's control port, and to a control port of this host itself. Not in
+/// [`rule_comments`]: they come and go with what the node knows. Before every accept but the
+/// consent mark's, which only an endpoint's ingress policy sets (so never towards a control
+/// host).
+fn control_rules(spec: &FirewallSpec) -> [Vec<(String, &'static str)>; 2] {
+    if spec.control.is_empty() {
+        return [Vec::new(), Vec::new()];
+    }
+    let forward = vec![
+        (
+            "iifname @bridges ip daddr @control4 tcp dport @control_ports drop".to_string(),
+            "containers never reach the control plane",
+        ),
+        (
+            "iifname @bridges ip6 daddr @control6 tcp dport @control_ports drop".to_string(),
+            "containers never reach the control plane (v6)",
+        ),
+    ];
+    let input = vec![(
+        "iifname @bridges tcp dport @control_ports drop".to_string(),
+        "containers never reach this node's control plane",
+    )];
+    [forward, input]
+}
+
 /// Rules of the raw-priority `output` chain: the VXLAN packets this host sends (the VXLAN
 /// devices encapsulate through the local output path), but not the host's traffic into its
 /// bridges.
@@ -308,6 +334,15 @@ pub fn render_ruleset(spec: &FirewallSpec) -> String {
     let concat = Flags::Interval;
     set(&mut s, "intra4", "ipv4_addr . ipv4_addr", concat, &intra4);
     set(&mut s, "intra6", "ipv6_addr . ipv6_addr", concat, &intra6);
+    let hosts = |v4: bool| -> Vec<String> {
+        let hosts = spec.control.hosts.iter().filter(|h| h.is_ipv4() == v4);
+        hosts.map(ToString::to_string).collect()
+    };
+    let ports: Vec<String> = spec.control.ports.iter().map(u16::to_string).collect();
+    set(&mut s, "control4", "ipv4_addr", Flags::None, &hosts(true));
+    set(&mut s, "control6", "ipv6_addr", Flags::None, &hosts(false));
+    set(&mut s, "control_ports", "inet_service", Flags::None, &ports);
+    let [control_forward, control_input] = control_rules(spec);
 
     let mut pre: Vec<(String, &str)> = sealed_rule(spec).into_iter().collect();
     pre.extend(prerouting_rules());
@@ -326,18 +361,23 @@ pub fn render_ruleset(spec: &FirewallSpec) -> String {
         &out,
     );
     let mut forward = tunnel_forward(spec);
-    forward.extend(FORWARD.iter().map(|(r, c)| (r.to_string(), *c)));
+    let (policy, rest) = FORWARD.split_at(1);
+    forward.extend(policy.iter().map(|(r, c)| (r.to_string(), *c)));
+    forward.extend(control_forward);
+    forward.extend(rest.iter().map(|(r, c)| (r.to_string(), *c)));
     chain(
         &mut s,
         "forward",
         "type filter hook forward priority filter; policy accept;",
         &forward,
     );
+    let mut input = control_input;
+    input.extend(INPUT.iter().map(|(r, c)| (r.to_string(), *c)));
     chain(
         &mut s,
         "input",
         "type filter hook input priority filter; policy accept;",
-        INPUT,
+        &input,
     );
     let out = match &spec.uplink {
         Some(u) => format!("oifname \"{u}\""),
@@ -390,3 +430,7 @@ fn chain<R: AsRef<str>>(s: &mut String, name: &str, hook: &str, rules: &[(R, &st
 #[cfg(test)]
 #[path = "render_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "render_control_tests.rs"]
+mod control_tests;
