@@ -93,6 +93,9 @@ pub enum Command {
     Run(RunArgs),
     /// Run a command inside a running container.
     Exec(ExecArgs),
+    /// Internal: what `exec` re-executes itself as to enter the container.
+    #[command(name = "__enter", hide = true)]
+    Enter(crate::exec::EnterArgs),
     /// List the containers on this host.
     Ps(PsArgs),
     /// Print a container's output.

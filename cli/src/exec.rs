@@ -1,13 +1,13 @@
 //! `shibafu exec NAME CMD...`: runs a command inside a running container. The agent tells the
-//! container's PID 1; `nsenter` (util-linux) enters its mount, UTS, IPC, network and PID
-//! namespaces and its root through /proc/PID/ns, so this works from any mount namespace. The
-//! CLI replaces itself with nsenter: stdio, the terminal and signals pass straight through, and
-//! the command's exit status is the CLI's.
+//! container's PID 1; the CLI then replaces itself with a fresh, single-threaded copy of itself
+//! (`shibafu __enter --pid PID -- CMD...`) that enters the container's mount, UTS, IPC, network
+//! and PID namespaces and its root through /proc/PID (so this works from any mount namespace),
+//! takes the container's capability set, and runs the command: stdio and the terminal pass
+//! straight through, and the command's exit status is the CLI's.
 
-use std::ffi::{OsStr, OsString};
-use std::os::unix::fs::PermissionsExt;
+use std::ffi::OsStr;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use clap::Args;
@@ -32,32 +32,49 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
-/// Replaces this process with nsenter running the command in the container; returns only
-/// when that cannot be done.
-pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<u8> {
-    let nsenter = prepare(args, ctx).await?;
-    Err(replace(nsenter))
+/// Flags of the hidden `shibafu __enter`.
+#[derive(Debug, Args)]
+pub struct EnterArgs {
+    /// Host pid of the container's PID 1.
+    #[arg(long)]
+    pub pid: i32,
+    /// The command and its arguments (its environment is this process's).
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
-/// Asks the agent for the container and builds the nsenter command that enters it.
+/// Replaces this process with the entering copy of itself running the command in the
+/// container; returns only when that cannot be done.
+pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<u8> {
+    let enter = prepare(args, ctx).await?;
+    Err(replace(enter))
+}
+
+/// Asks the agent for the container and builds the command that enters it.
 pub async fn prepare(args: ExecArgs, ctx: &Context) -> anyhow::Result<Command> {
     let info = ctx.agent()?.get(&args.name).await?;
     let pid = running_pid(&info)?;
-    let nsenter =
-        find_program("nsenter", std::env::var_os("PATH").as_deref()).ok_or_else(|| {
-            anyhow::anyhow!(
-                "nsenter not found on PATH: install util-linux (it enters the container)"
-            )
-        })?;
     let term = std::env::var_os("TERM");
-    Ok(nsenter_command(
-        &nsenter,
+    Ok(enter_command(
+        Path::new("/proc/self/exe"),
         pid,
         &info.name,
         term.as_deref(),
         &args.env,
         &args.command,
     ))
+}
+
+/// `shibafu __enter`: runs the command in the container and exits with its status (0-255).
+pub fn enter(args: EnterArgs) -> std::process::ExitCode {
+    let env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+    match shibafu_overlay::container::enter::run(args.pid, &args.command, &env) {
+        Ok(code) => std::process::ExitCode::from(crate::run::exit_status(code)),
+        Err(e) => {
+            eprintln!("error: entering the container: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// Replaces this process with `cmd`; returns only if that fails.
@@ -92,22 +109,19 @@ pub fn running_pid(info: &ContainerInfo) -> anyhow::Result<i32> {
     }
 }
 
-/// `nsenter --target PID --mount --uts --ipc --net --pid --root --wd -- CMD...` with the
-/// environment a container's command starts with (PATH, HOSTNAME, HOME, TERM: the caller's
-/// terminal type when it has one) plus `env`, later entries winning.
-pub fn nsenter_command(
-    nsenter: &Path,
+/// `SELF __enter --pid PID -- CMD...` with the environment a container's command starts with
+/// (PATH, HOSTNAME, HOME, TERM: the caller's terminal type when it has one) plus `env`, later
+/// entries winning.
+pub fn enter_command(
+    program: &Path,
     pid: i32,
     name: &str,
     term: Option<&OsStr>,
     env: &[String],
     command: &[String],
 ) -> Command {
-    let mut cmd = Command::new(nsenter);
-    cmd.args(["--target", &pid.to_string()])
-        .args([
-            "--mount", "--uts", "--ipc", "--net", "--pid", "--root", "--wd", "--",
-        ])
+    let mut cmd = Command::new(program);
+    cmd.args(["__enter", "--pid", &pid.to_string(), "--"])
         .args(command)
         .env_clear()
         .env("PATH", BASE_PATH)
@@ -120,16 +134,6 @@ pub fn nsenter_command(
         }
     }
     cmd
-}
-
-/// The first executable file named `program` in the directories of `path` (a PATH value).
-pub fn find_program(program: &str, path: Option<&OsStr>) -> Option<PathBuf> {
-    let path = path.map_or_else(|| OsString::from("/usr/bin:/bin"), OsStr::to_os_string);
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
 }
 
 #[cfg(test)]
@@ -203,23 +207,20 @@ mod tests {
     }
 
     #[test]
-    fn nsenter_line_and_environment() {
-        let cmd = nsenter_command(
-            Path::new("/usr/bin/nsenter"),
+    fn enter_line_and_environment() {
+        let cmd = enter_command(
+            Path::new("/proc/self/exe"),
             4242,
             "api",
             Some(OsStr::new("screen")),
             &["A=1".into(), "HOME=/srv".into(), "B=x=y".into()],
             &["ping".into(), "-c1".into(), "postgres".into()],
         );
-        assert_eq!(cmd.get_program(), "/usr/bin/nsenter");
+        assert_eq!(cmd.get_program(), "/proc/self/exe");
         let args: Vec<&OsStr> = cmd.get_args().collect();
         assert_eq!(
             args,
-            [
-                "--target", "4242", "--mount", "--uts", "--ipc", "--net", "--pid", "--root",
-                "--wd", "--", "ping", "-c1", "postgres"
-            ]
+            ["__enter", "--pid", "4242", "--", "ping", "-c1", "postgres"]
         );
         let mut env: Vec<(String, String)> = cmd
             .get_envs()
@@ -239,25 +240,9 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         assert_eq!(env, want);
-        let plain = nsenter_command(Path::new("nsenter"), 1, "x", None, &[], &["sh".into()]);
+        let plain = enter_command(Path::new("shibafu"), 1, "x", None, &[], &["sh".into()]);
         assert!(plain
             .get_envs()
             .any(|(k, v)| k == "TERM" && v == Some(OsStr::new("xterm"))));
-    }
-
-    #[test]
-    fn finds_executables_only() {
-        let dir = std::env::temp_dir().join(format!("shibafu-exec-{}", std::process::id()));
-        let (a, b) = (dir.join("a"), dir.join("b"));
-        std::fs::create_dir_all(&a).expect("a");
-        std::fs::create_dir_all(&b).expect("b");
-        std::fs::write(a.join("tool"), "").expect("plain file");
-        std::fs::write(b.join("tool"), "#!/bin/sh\n").expect("script");
-        std::fs::set_permissions(b.join("tool"), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
-        let path = std::env::join_paths([&a, &b]).expect("join");
-        assert_eq!(find_program("tool", Some(&path)), Some(b.join("tool")));
-        assert_eq!(find_program("missing", Some(&path)), None);
-        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

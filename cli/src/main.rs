@@ -46,6 +46,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    // Before anything starts a thread: entering a mount namespace needs a single thread.
+    if let Command::Enter(args) = cli.command {
+        return exec::enter(args);
+    }
     // Dropped last: exports the command's spans (bounded wait) once it is done.
     let _telemetry = shibafu_overlay::telemetry::Telemetry::new("shibafu")
         .quiet_by_default()
@@ -94,6 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 Command::Status => status::run(&ctx, &mut out).await,
                 Command::Run(args) => return run::run(args, &ctx, &mut out).await,
                 Command::Exec(args) => return exec::run(args, &ctx).await,
+                Command::Enter(_) => unreachable!("handled before the runtime starts"),
                 Command::Ps(args) => ps::run(args, &ctx, &mut out).await,
                 Command::Logs(args) => logs::run(args, &ctx, &mut out).await,
                 Command::Stop(args) => lifecycle::stop(args, &ctx, &mut out).await,

@@ -329,13 +329,18 @@ async fn start_workload_actors(
     };
     let agent_bin =
         std::env::current_exe().context("locating the agent binary for container shims")?;
-    let containers = Arc::new(ShimContainerHost::new(args.state_dir.clone(), agent_bin));
+    let containers = Arc::new(ShimContainerHost::new(
+        args.state_dir.clone(),
+        agent_bin.clone(),
+    ));
     let runtime = RuntimeActor::new(containers, recipients.clone()).start();
     registry.do_send(SubscribeLocal(runtime.clone().recipient()));
     // Health records get their own queue: a burst of them never delays endpoint records.
     let health = HealthActor::new(HealthLinks {
         node: args.node.clone(),
-        prober: Arc::new(SystemProber::start().context("starting the health-check threads")?),
+        prober: Arc::new(
+            SystemProber::start(agent_bin.clone()).context("starting the health-check threads")?,
+        ),
         publish: RecordQueue::start(
             Arc::new(StorePublisher {
                 put: store.clone().recipient(),

@@ -41,6 +41,9 @@ enum Cmd {
     /// Internal: run one container from its spec file (started by the agent).
     #[command(hide = true)]
     Shim(shim_cmd::ShimArgs),
+    /// Internal: run a command inside a running container, with its capabilities.
+    #[command(hide = true)]
+    Enter(shim_cmd::EnterArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,5 +52,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run(args) => agent::run(args),
         Cmd::Dns(args) => dns_cmd::run(args),
         Cmd::Shim(args) => shim_cmd::run(args),
+        Cmd::Enter(args) => shim_cmd::enter(args),
     }
 }

@@ -1,12 +1,14 @@
 //! Host tier: what a container's processes may do. The shim starts the command with Docker's
 //! default capability set and no_new_privs: adding an address or loading a kernel module fails,
-//! ping and binding port 80 work; `--cap-add` / `--cap-drop` change the set.
+//! ping and binding port 80 work; `--cap-add` / `--cap-drop` change the set; `shibafu exec` and
+//! command health checks enter a running container with its set, not the agent's.
 
 use std::time::Duration;
 
 use shibafu_overlay::container::caps::CapSet;
 use shibafu_overlay::container::launch;
 use shibafu_overlay::container::netns_file;
+use shibafu_overlay::container::state::{ContainerDir, Status};
 use shibafu_tests::shim::{wait_exit, Scratch};
 use shibafu_tests::{bin, is_root};
 
@@ -40,7 +42,7 @@ fn probe(tag: &str, caps: CapSet) -> String {
     log(&dir)
 }
 
-fn log(dir: &shibafu_overlay::container::state::ContainerDir) -> String {
+fn log(dir: &ContainerDir) -> String {
     std::fs::read_to_string(dir.log()).unwrap_or_default()
 }
 
@@ -94,4 +96,57 @@ fn assert_module_refused(out: &str) {
         out.contains("module=EPERM") || out.contains("module=ENOSYS"),
         "module loading was not refused:\n{out}"
     );
+}
+
+/// Runs `sh -c SCRIPT` in the running container `dir` through `program ARGS... --pid PID --`.
+fn entered(program: &str, sub: &str, dir: &ContainerDir, script: &str) -> String {
+    let Status::Running(pid) = dir.status() else {
+        panic!("container not running: {:?}", dir.status());
+    };
+    let out = std::process::Command::new(bin(program))
+        .args([sub, "--pid", &pid.to_string(), "--", "sh", "-c", script])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .expect("enter");
+    assert!(out.status.success(), "{program} {sub}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn exec_and_command_checks_enter_with_the_containers_set() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let s = Scratch::new("enter");
+    netns_file::create(&s.netns()).expect("netns");
+    for (name, caps) in [
+        ("plain", CapSet::default()),
+        (
+            "admin",
+            CapSet::resolve(&["NET_ADMIN".into()], &[]).expect("set"),
+        ),
+    ] {
+        let dir = s.container(name, &["sleep", "30"], caps);
+        launch::start(&bin("shibafu-agent"), &dir, Duration::from_secs(5)).expect("start");
+        let script = "grep -E '^CapEff' /proc/self/status; hostname; \
+                      ip addr replace 10.99.0.9/32 dev lo 2>/dev/null && echo addr=ok || echo addr=refused";
+        // The agent's `enter` (command health checks) and the CLI's re-exec (`shibafu exec`).
+        for (program, sub) in [("shibafu-agent", "enter"), ("shibafu", "__enter")] {
+            let out = entered(program, sub, &dir, script);
+            assert_eq!(mask(&out, "CapEff"), caps.0, "{program}: {out}");
+            assert!(
+                out.contains(&format!("\n{name}\n")),
+                "its UTS namespace: {out}"
+            );
+            let addr = if caps == CapSet::default() {
+                "addr=refused"
+            } else {
+                "addr=ok"
+            };
+            assert!(out.contains(addr), "{program}, {name}: {out}");
+        }
+        launch::stop(&dir, Duration::from_millis(100));
+    }
 }

@@ -119,7 +119,7 @@ fn tcp_and_http_checks_against_a_real_server() {
     let path = ns.path();
     // From the test's own namespace: the prober enters the instance's to connect.
     let verdicts = rt().block_on(async move {
-        let p = SystemProber::start().expect("prober");
+        let p = SystemProber::start(shibafu_tests::bin("shibafu-agent")).expect("prober");
         let t = target(&path, None);
         let ms = Duration::from_millis(500);
         let mut v = Vec::new();
@@ -208,7 +208,7 @@ fn command_checks_run_in_the_target_namespaces_with_output_and_timeout() {
         cmd(&format!("head -c {} /dev/zero | tr '\\0' x", 10_000)),
     ];
     let (verdicts, slow) = rt().block_on(async move {
-        let p = SystemProber::start().expect("prober");
+        let p = SystemProber::start(shibafu_tests::bin("shibafu-agent")).expect("prober");
         let t = target(&path, Some(pid));
         let mut v = Vec::new();
         let mut slow = Duration::ZERO;
@@ -286,7 +286,7 @@ time.sleep(60)\n";
     let path: PathBuf = ns.path();
     let (first, again, other) = rt().block_on(async move {
         // Counted from this (the test's) namespace: the prober's thread enters the instance's.
-        let p = SystemProber::start().expect("prober");
+        let p = SystemProber::start(shibafu_tests::bin("shibafu-agent")).expect("prober");
         let first = p.connections(&path, 9000, None).await.expect("count");
         let again = p
             .connections(&path, 9000, Some(first))
@@ -302,7 +302,7 @@ time.sleep(60)\n";
     assert_eq!(again.connections, 5);
     assert_eq!(other.connections, 0);
     let missing = rt().block_on(async {
-        let p = SystemProber::start().expect("prober");
+        let p = SystemProber::start(shibafu_tests::bin("shibafu-agent")).expect("prober");
         p.connections(Path::new("/run/netns/sft-none"), 9000, None)
             .await
     });
@@ -355,7 +355,7 @@ time.sleep(60)\n";
     );
     let path = ns.path();
     let (verdicts, slowest) = rt().block_on(async move {
-        let p = SystemProber::start().expect("prober");
+        let p = SystemProber::start(shibafu_tests::bin("shibafu-agent")).expect("prober");
         let t = target(&path, None);
         let mut v = Vec::new();
         let mut slowest = Duration::ZERO;

@@ -144,11 +144,7 @@ pub unsafe fn drop_to(set: CapSet, last_cap: u32) -> Result<(), &'static str> {
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return Err("prctl(PR_SET_NO_NEW_PRIVS)");
         }
-        for cap in 0..=last_cap {
-            if !set.has(cap) && libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
-                return Err("prctl(PR_CAPBSET_DROP)");
-            }
-        }
+        narrow_bounding(set, last_cap)?;
         #[repr(C)]
         struct Header {
             version: u32,
@@ -173,6 +169,22 @@ pub unsafe fn drop_to(set: CapSet, last_cap: u32) -> Result<(), &'static str> {
         let data = [word(set.0), word(set.0 >> 32)];
         if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
             return Err("capset");
+        }
+    }
+    Ok(())
+}
+
+/// Removes every capability not in `set` (up to `last_cap`) from the calling thread's bounding
+/// set: nothing it execs can hold more. The container's PID 1 does this too, so its bounding set
+/// tells later entries (`exec`, command checks) the container's set.
+///
+/// # Safety
+/// Changes the calling thread's credentials.
+pub unsafe fn narrow_bounding(set: CapSet, last_cap: u32) -> Result<(), &'static str> {
+    for cap in 0..=last_cap {
+        // SAFETY: prctl with plain integer arguments.
+        if !set.has(cap) && unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+            return Err("prctl(PR_CAPBSET_DROP)");
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 //! observed through pidfds, and [`ContainerHost`]: all of it behind one trait, with a fake.
 
 pub mod caps;
+pub mod enter;
 pub mod etc_files;
 pub mod exit_watch;
 mod fake;

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use super::caps::{drop_to, CapSet};
+use super::caps::{drop_to, narrow_bounding, CapSet};
 use super::state::ContainerDir;
 use super::{ContainerError, ContainerSpec};
 
@@ -230,6 +230,12 @@ unsafe fn init_inner(
             flags,
             std::ptr::null(),
         );
+        // PID 1 keeps no more than the container may (its bounding set is what `exec` and
+        // command checks read to enter with the container's set).
+        if let Err(step) = narrow_bounding(caps.0, caps.1) {
+            eprintln!("shibafu: {step}: {}", std::io::Error::last_os_error());
+            return 126;
+        }
         let child = libc::fork();
         if child < 0 {
             return 126;

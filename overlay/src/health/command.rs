@@ -1,9 +1,10 @@
 //! Command checks: the command runs inside a container's mount, UTS, IPC, network and PID
-//! namespaces and its root, entered through its PID 1 by `nsenter` (util-linux), as `shibafu
-//! exec` does. Its output (stdout and stderr, interleaved) is kept up to [`MAX_OUTPUT`] bytes;
+//! namespaces and its root, with the container's capabilities, entered through its PID 1 by
+//! `shibafu-agent enter`, as `shibafu exec` does. Its output (stdout and stderr, interleaved) is kept up to [`MAX_OUTPUT`] bytes;
 //! past the timeout its whole process group is killed.
 
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -18,13 +19,11 @@ use crate::model::MAX_OUTPUT;
 /// PATH of a container's command, as the shim sets it.
 const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The nsenter command that runs `argv` in the container whose PID 1 is `pid`.
-pub fn nsenter(pid: i32, name: &str, argv: &[String]) -> Command {
-    let mut cmd = Command::new("nsenter");
-    cmd.args(["--target", &pid.to_string()])
-        .args([
-            "--mount", "--uts", "--ipc", "--net", "--pid", "--root", "--wd", "--",
-        ])
+/// The command (`ENTER enter --pid PID -- ARGV...`) that runs `argv` in the container whose
+/// PID 1 is `pid`; `enter` is the agent binary.
+pub fn entering(enter: &Path, pid: i32, name: &str, argv: &[String]) -> Command {
+    let mut cmd = Command::new(enter);
+    cmd.args(["enter", "--pid", &pid.to_string(), "--"])
         .args(argv)
         .env_clear()
         .env("PATH", BASE_PATH)
@@ -35,12 +34,15 @@ pub fn nsenter(pid: i32, name: &str, argv: &[String]) -> Command {
 
 /// Runs `argv` in the container (PID 1 `pid`): passes on exit 0, fails otherwise, on a spawn
 /// error, or past `timeout`.
-pub async fn run_in_container(pid: i32, name: &str, argv: &[String], timeout: Duration) -> Verdict {
-    let (reader, mut child) = match spawn(nsenter(pid, name, argv)).await {
+pub async fn run_in_container(
+    enter: &Path,
+    pid: i32,
+    name: &str,
+    argv: &[String],
+    timeout: Duration,
+) -> Verdict {
+    let (reader, mut child) = match spawn(entering(enter, pid, name, argv)).await {
         Ok(started) => started,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Verdict::fail("nsenter not found on the agent's PATH: install util-linux")
-        }
         Err(e) => return Verdict::fail(format!("cannot start the check command: {e}")),
     };
     let mut output = Vec::new();
@@ -134,30 +136,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_nsenter_line_enters_every_namespace_and_the_root() {
-        let cmd = nsenter(4242, "api", &["pg_isready".into(), "-q".into()]);
+    fn the_command_enters_through_the_agent_with_a_container_environment() {
+        let agent = Path::new("/usr/local/bin/shibafu-agent");
+        let cmd = entering(agent, 4242, "api", &["pg_isready".into(), "-q".into()]);
+        assert_eq!(cmd.as_std().get_program(), agent);
         let args: Vec<String> = cmd
             .as_std()
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        assert_eq!(
-            args,
-            [
-                "--target",
-                "4242",
-                "--mount",
-                "--uts",
-                "--ipc",
-                "--net",
-                "--pid",
-                "--root",
-                "--wd",
-                "--",
-                "pg_isready",
-                "-q"
-            ]
-        );
+        assert_eq!(args, ["enter", "--pid", "4242", "--", "pg_isready", "-q"]);
         assert!(cmd
             .as_std()
             .get_envs()

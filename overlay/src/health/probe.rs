@@ -107,15 +107,18 @@ pub struct SystemProber {
     probes: NetnsPool,
     counts: NetnsPool,
     commands: Arc<Semaphore>,
+    enter: PathBuf,
 }
 
 impl SystemProber {
-    /// Starts its namespace threads.
-    pub fn start() -> Result<SystemProber, PoolError> {
+    /// Starts its namespace threads; command checks run through `enter` (the agent binary,
+    /// whose `enter` subcommand takes the container's capabilities).
+    pub fn start(enter: PathBuf) -> Result<SystemProber, PoolError> {
         Ok(SystemProber {
             probes: NetnsPool::start(PROBE_THREADS, PROBE_QUEUE)?,
             counts: NetnsPool::start(COUNT_THREADS, COUNT_QUEUE)?,
             commands: Arc::new(Semaphore::new(COMMANDS_AT_ONCE)),
+            enter,
         })
     }
 }
@@ -149,7 +152,7 @@ impl Prober for SystemProber {
                 let Ok(_turn) = self.commands.acquire().await else {
                     return Verdict::fail("command checks are shutting down");
                 };
-                command::run_in_container(pid, &target.name, argv, timeout).await
+                command::run_in_container(&self.enter, pid, &target.name, argv, timeout).await
             }
         }
     }
