@@ -314,6 +314,7 @@ async fn start_workload_actors(
     let dns_trace = dns.recipient();
     let lazy: Arc<dyn Store> = Arc::new(LazyStore::new(connector));
     let ipam = Ipam::new(lazy.clone(), args.node.clone());
+    crate::repair::start(dataplane.clone().recipient(), firewall.clone().recipient());
     let cni = CniLinks {
         pins: args.state_dir.join("netns/cni"),
         workloads: registry.clone().recipient(),

@@ -26,6 +26,11 @@ pub struct Contribute(pub Part);
 #[rtype(result = "Result<(), String>")]
 pub struct CheckNetwork(pub String);
 
+/// nftables changed (someone's or our own): check the table now and restore it if altered.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Recheck;
+
 /// The actor; see the module documentation.
 pub struct FirewallActor {
     fw: Arc<dyn Firewall>,
@@ -123,6 +128,27 @@ impl Handler<Contribute> for FirewallActor {
         if self.composer.set(msg.0) {
             self.converge(ctx);
         }
+    }
+}
+
+impl Handler<Recheck> for FirewallActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Recheck, ctx: &mut Context<Self>) {
+        if self.applied.is_none() || self.busy {
+            self.converge(ctx);
+            return;
+        }
+        let fw = self.fw.clone();
+        actix_rt::spawn(async move {
+            match fw.ensure().await {
+                Ok(true) => warn!(
+                    "shibafu's nftables table was changed or removed by someone else; restored"
+                ),
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "checking the nftables table failed"),
+            }
+        });
     }
 }
 

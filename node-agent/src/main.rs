@@ -15,6 +15,7 @@ mod network_actor;
 mod policy_actor;
 mod publish;
 mod registry;
+mod repair;
 mod runtime;
 mod shim_cmd;
 mod store_actor;

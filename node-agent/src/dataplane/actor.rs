@@ -15,7 +15,9 @@ use shibafu_overlay::model::{NetworkProblem, Object, SCHEMA_VERSION};
 use shibafu_overlay::state::ClusterState;
 use shibafu_overlay::telemetry::{follow, Trace};
 use tokio::sync::Mutex;
-use tracing::{info, info_span, warn, Instrument, Span};
+use tracing::{debug, info, info_span, warn, Instrument, Span};
+
+use shibafu_overlay::netlink::watch::Damage;
 
 use super::{DataplaneError, Reconciler};
 use crate::firewall_actor::Contribute;
@@ -47,6 +49,11 @@ pub struct ApplyLocal {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Vec<String>, DataplaneError>")]
 pub struct CheckLocal(pub PathBuf);
+
+/// The kernel reported things the dataplane built gone (see [`super::repair`]): repair now.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Damaged(pub Vec<Damage>);
 
 /// What the actor tells others after each pass.
 struct Reports {
@@ -330,6 +337,38 @@ impl Handler<CheckLocal> for DataplaneActor {
         }
         let owner = self.owner.clone();
         Box::pin(async move { owner.lock().await.rec.check_local(&msg.0).await })
+    }
+}
+
+impl Handler<Damaged> for DataplaneActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Damaged, _ctx: &mut Context<Self>) {
+        if !self.seen_state {
+            return;
+        }
+        let owner = self.owner.clone();
+        actix_rt::spawn(async move {
+            let mut o = owner.lock().await;
+            let start = Instant::now();
+            let done = o.rec.repair(&msg.0).await;
+            o.reports
+                .metrics
+                .reconciled("repair", start.elapsed(), done.is_ok());
+            let what: Vec<String> = msg.0.iter().map(ToString::to_string).collect();
+            let took_ms = start.elapsed().as_millis() as u64;
+            match done {
+                Ok(0) => debug!(damage = ?what, "nothing to repair (the agent's own change)"),
+                Ok(ops) => {
+                    info!(damage = ?what, ops, took_ms, "dataplane repaired after outside changes")
+                }
+                Err(e) => {
+                    warn!(damage = ?what, error = %e, "repair failed; retried on the next resync")
+                }
+            }
+            let Owner { rec, reports } = &mut *o;
+            reports.after_pass(rec);
+        });
     }
 }
 

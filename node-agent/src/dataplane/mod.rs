@@ -8,11 +8,12 @@ pub mod actor;
 mod tests;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use shibafu_overlay::firewall::{ControlPlane, FirewallError, FirewallSpec};
 use shibafu_overlay::model::{Endpoint, Link, Network, Node};
+use shibafu_overlay::netlink::watch::Damage;
 use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkError, Scope};
 use shibafu_overlay::plan::{
     plan_workloads, DesiredHost, HostInputs, LocalContainer, LocalInterface, PlanError,
@@ -221,6 +222,22 @@ impl Reconciler {
             return Ok(());
         }
         self.reconcile_to(desired, Scope::Only(vec![])).await
+    }
+
+    /// Repairs what the kernel reported gone: the host side, plus the namespaces of the local
+    /// workloads whose host veth was deleted (with the veth went their interface). Returns how
+    /// many ops it applied (none when the deletion was the agent's own, a detach say).
+    pub async fn repair(&mut self, damage: &[Damage]) -> Result<u64, DataplaneError> {
+        let before = self.ops.0;
+        let desired = self.plan()?;
+        let netns: Vec<PathBuf> = desired
+            .endpoints
+            .iter()
+            .filter(|e| damage.contains(&Damage::Link(e.host_ifname.clone())))
+            .map(|e| e.netns.clone())
+            .collect();
+        self.reconcile_to(desired, Scope::Only(netns)).await?;
+        Ok(self.ops.0 - before)
     }
 
     /// Reconciles everything: the host side and every container namespace.

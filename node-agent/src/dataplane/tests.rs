@@ -10,6 +10,7 @@ use shibafu_overlay::plan::{veth_host_name, Op};
 use super::*;
 use crate::registry::LocalWorkloads;
 use crate::testing::{endpoint, network, state_with, with_object, workload};
+use shibafu_overlay::netlink::watch::Damage;
 
 fn reconciler(dp: &Arc<FakeDataplane>, underlay_mtu: u32) -> Reconciler {
     let cfg = HostConfig {
@@ -246,5 +247,41 @@ fn the_firewall_keeps_containers_off_every_control_plane_service_known() {
             "the nodes, the coordinator, etcd; not the wildcard"
         );
         assert_eq!(fw.control.ports, [2379, 7480, 9480]);
+    });
+}
+
+#[test]
+fn a_repair_reads_the_namespace_of_a_deleted_veth_and_does_nothing_after_own_changes() {
+    rt().block_on(async {
+        let nets = [network("backend", "172.22.0.0/24", 4097)];
+        let dp = Arc::new(FakeDataplane::new());
+        let mut r = reconciler(&dp, 1500);
+        r.set_state(state_with(&nets, &[]));
+        dp.add_container("/run/test/api");
+        let api = workload("api", &[endpoint("backend", "api", "node1", "172.22.0.2")]);
+        r.set_local(local(std::slice::from_ref(&api)));
+        r.resync().await.expect("adopt");
+        // A deletion the agent made itself (or of something it no longer wants): nothing to do.
+        let none = r
+            .repair(&[Damage::Link("sfe0000000000000".into())])
+            .await
+            .expect("repair");
+        assert_eq!(none, 0);
+        assert_eq!(dp.observations().last(), Some(&Scope::Only(vec![])));
+        // The container's interface gone with its host end: the repair looks into its namespace
+        // and builds both again.
+        dp.remove_container(std::path::Path::new("/run/test/api"));
+        dp.add_container("/run/test/api");
+        let veth = veth_host_name("backend", "api");
+        let ops = r
+            .repair(&[Damage::Link(veth.clone())])
+            .await
+            .expect("repair");
+        assert!(ops > 0, "nothing rebuilt");
+        assert_eq!(
+            dp.observations().last(),
+            Some(&Scope::Only(vec!["/run/test/api".into()]))
+        );
+        assert!(dp.state().link(&veth).is_some(), "the host end is back");
     });
 }

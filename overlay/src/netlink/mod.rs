@@ -13,6 +13,7 @@ mod observe;
 mod parse;
 mod sysctl;
 mod tunnel_link;
+pub mod watch;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

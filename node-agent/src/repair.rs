@@ -1,0 +1,61 @@
+//! Watches the kernel for damage to what this node built and has the owners repair it at once,
+//! rather than at the next 30 s resync: route-netlink deletions (a bridge, VXLAN device or veth,
+//! an address, a static FDB or neighbour entry) go to the dataplane owner, collected for a
+//! moment so a burst is one repair; nftables changes go to the firewall owner, which checks its
+//! table and restores it if someone altered it.
+
+use std::time::Duration;
+
+use actix::Recipient;
+use shibafu_overlay::netlink::watch::{self, Damage};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::dataplane::actor::Damaged;
+use crate::firewall_actor::Recheck;
+
+/// How long events are collected after the first one before the owner is told.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Starts the watchers (in the agent's namespace) and the tasks that pass their events on.
+pub fn start(dataplane: Recipient<Damaged>, firewall: Recipient<Recheck>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Damage>();
+    actix_rt::spawn(async move {
+        if let Err(e) = watch::watch(tx).await {
+            warn!(error = %e, "cannot watch the kernel for damage; repairs wait for the resync");
+        }
+    });
+    actix_rt::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            tokio::time::sleep(SETTLE).await;
+            while let Ok(more) = rx.try_recv() {
+                if !batch.contains(&more) {
+                    batch.push(more);
+                }
+            }
+            debug!(damage = ?batch, "kernel reports deletions");
+            dataplane.do_send(Damaged(batch));
+        }
+    });
+    let (ntx, mut nrx) = mpsc::unbounded_channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("nft-events".into())
+        .spawn(move || match watch::nft_events() {
+            Ok(fd) => while watch::next_nft_change(&fd).is_ok() && ntx.send(()).is_ok() {},
+            Err(e) => {
+                warn!(error = %e, "cannot watch nftables; the firewall check waits for its timer")
+            }
+        });
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot start the nftables watcher");
+        return;
+    }
+    actix_rt::spawn(async move {
+        while nrx.recv().await.is_some() {
+            tokio::time::sleep(SETTLE).await;
+            while nrx.try_recv().is_ok() {}
+            firewall.do_send(Recheck);
+        }
+    });
+}

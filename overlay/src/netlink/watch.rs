@@ -1,0 +1,230 @@
+//! Kernel events that may mean someone undid what the dataplane built (a bridge, VXLAN device or
+//! veth deleted, an address removed, a static FDB entry or permanent neighbour deleted), and of
+//! nftables changes; the agent repairs on them within moments instead of at its next resync.
+//! Only deletions count: creations and updates are what the agent itself does all the time, and
+//! learned entries that age out (dynamic neighbours, learned FDB) are not damage.
+
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use futures::StreamExt;
+use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::neighbour::NeighbourMessage;
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::{new_multicast_connection, MulticastGroup};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::NetlinkError;
+use crate::plan::is_owned;
+
+const NUD_PERMANENT: u16 = 0x80;
+const NUD_NOARP: u16 = 0x40;
+
+/// Something shibafu built that the kernel reports gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Damage {
+    /// A shibafu link (bridge, VXLAN device, host end of a veth) was deleted.
+    Link(String),
+    /// An address was removed from a shibafu link (the link's name when the kernel gives it).
+    Address(Option<String>, IpAddr),
+    /// A static FDB entry or permanent neighbour entry was deleted.
+    Neighbour,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Damage::Link(name) => write!(f, "link {name} deleted"),
+            Damage::Address(Some(link), a) => write!(f, "address {a} removed from {link}"),
+            Damage::Address(None, a) => write!(f, "address {a} removed"),
+            Damage::Neighbour => write!(f, "a static FDB or neighbour entry deleted"),
+        }
+    }
+}
+
+/// The damage one route-netlink event reports, if any (pure).
+pub fn damage(msg: &RouteNetlinkMessage) -> Option<Damage> {
+    match msg {
+        RouteNetlinkMessage::DelLink(l) => l.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) if is_owned(n) => Some(Damage::Link(n.clone())),
+            _ => None,
+        }),
+        RouteNetlinkMessage::DelAddress(a) => address_damage(a),
+        RouteNetlinkMessage::DelNeighbour(n) => neighbour_damage(n),
+        _ => None,
+    }
+}
+
+fn address_damage(m: &AddressMessage) -> Option<Damage> {
+    let mut label = None;
+    let mut addr = None;
+    for a in &m.attributes {
+        match a {
+            AddressAttribute::Label(l) => label = Some(l.clone()),
+            AddressAttribute::Address(ip) => addr = Some(*ip),
+            _ => {}
+        }
+    }
+    let addr = addr?;
+    // The kernel's own link-local addresses come and go with the links.
+    if let IpAddr::V6(v6) = addr {
+        if v6.segments()[0] & 0xffc0 == 0xfe80 {
+            return None;
+        }
+    }
+    match label {
+        Some(l) if is_owned(&l) => Some(Damage::Address(Some(l), addr)),
+        Some(_) => None,
+        // IPv6 addresses carry no label: shibafu's are the gateways on its bridges.
+        None => Some(Damage::Address(None, addr)),
+    }
+}
+
+fn neighbour_damage(m: &NeighbourMessage) -> Option<Damage> {
+    let state = u16::from(m.header.state);
+    (state & (NUD_PERMANENT | NUD_NOARP) != 0).then_some(Damage::Neighbour)
+}
+
+/// Sends every damage the kernel reports in the caller's namespace to `tx` until `tx` closes.
+pub async fn watch(tx: UnboundedSender<Damage>) -> Result<(), NetlinkError> {
+    let groups = [
+        MulticastGroup::Link,
+        MulticastGroup::Neigh,
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv6Ifaddr,
+    ];
+    let (conn, _handle, mut messages) =
+        new_multicast_connection(&groups).map_err(NetlinkError::Socket)?;
+    let task = tokio::spawn(conn);
+    while let Some((msg, _)) = messages.next().await {
+        if let NetlinkPayload::InnerMessage(m) = msg.payload {
+            if let Some(d) = damage(&m) {
+                if tx.send(d).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    task.abort();
+    Ok(())
+}
+
+/// A netlink socket subscribed to nftables' change notifications (NFNLGRP_NFTABLES) in the
+/// caller's namespace; [`next_nft_change`] blocks for the next one.
+pub fn nft_events() -> std::io::Result<OwnedFd> {
+    const NETLINK_NETFILTER: i32 = 12;
+    const NFNLGRP_NFTABLES: u32 = 7;
+    // SAFETY: socket(2) and bind(2) on a zeroed sockaddr_nl; the descriptor is owned at once.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            NETLINK_NETFILTER,
+        );
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_nl = std::mem::zeroed();
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        addr.nl_groups = 1 << (NFNLGRP_NFTABLES - 1);
+        let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        if libc::bind(fd.as_raw_fd(), std::ptr::addr_of!(addr).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(fd)
+    }
+}
+
+/// Blocks until the next nftables change notification on `fd` (its content is not needed).
+/// An overrun (ENOBUFS: changes came faster than they were read) counts as a change too.
+pub fn next_nft_change(fd: &OwnedFd) -> std::io::Result<()> {
+    let mut buf = [0u8; 8192];
+    // SAFETY: recv(2) into a buffer we own, bounded by its length.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOBUFS) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rtnetlink::packet_route::link::LinkMessage;
+    use rtnetlink::packet_route::neighbour::NeighbourState;
+
+    use super::*;
+
+    fn link(name: &str) -> LinkMessage {
+        let mut l = LinkMessage::default();
+        l.attributes.push(LinkAttribute::IfName(name.into()));
+        l
+    }
+
+    fn addr(label: Option<&str>, ip: &str) -> AddressMessage {
+        let mut a = AddressMessage::default();
+        a.attributes
+            .push(AddressAttribute::Address(ip.parse().expect("ip")));
+        if let Some(l) = label {
+            a.attributes.push(AddressAttribute::Label(l.into()));
+        }
+        a
+    }
+
+    fn neigh(state: NeighbourState) -> NeighbourMessage {
+        let mut n = NeighbourMessage::default();
+        n.header.state = state;
+        n
+    }
+
+    #[test]
+    fn only_deletions_of_what_shibafu_built_count() {
+        use RouteNetlinkMessage as M;
+        assert_eq!(
+            damage(&M::DelLink(link("sfbr1000"))),
+            Some(Damage::Link("sfbr1000".into()))
+        );
+        assert_eq!(damage(&M::DelLink(link("eth0"))), None, "not ours");
+        assert_eq!(
+            damage(&M::NewLink(link("sfbr1000"))),
+            None,
+            "not a deletion"
+        );
+        assert_eq!(
+            damage(&M::DelAddress(addr(Some("sfbr1000"), "10.88.1.1"))),
+            Some(Damage::Address(
+                Some("sfbr1000".into()),
+                "10.88.1.1".parse().expect("ip")
+            ))
+        );
+        assert_eq!(damage(&M::DelAddress(addr(Some("eth0"), "10.0.0.5"))), None);
+        assert_eq!(
+            damage(&M::DelAddress(addr(None, "fe80::1"))),
+            None,
+            "link-local"
+        );
+        assert!(damage(&M::DelAddress(addr(None, "fd00:21::1"))).is_some());
+        assert_eq!(
+            damage(&M::DelNeighbour(neigh(NeighbourState::Permanent))),
+            Some(Damage::Neighbour)
+        );
+        assert_eq!(
+            damage(&M::DelNeighbour(neigh(NeighbourState::Noarp))),
+            Some(Damage::Neighbour)
+        );
+        assert_eq!(
+            damage(&M::DelNeighbour(neigh(NeighbourState::Stale))),
+            None,
+            "aged out"
+        );
+        assert_eq!(
+            damage(&M::DelNeighbour(neigh(NeighbourState::Reachable))),
+            None
+        );
+    }
+}
