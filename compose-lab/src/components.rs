@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::layout::{Layout, ETCD_CLIENT_PORT, ETCD_PEER_PORT};
+use crate::layout::{etcd_name, etcd_port, Layout, ETCD_CLIENT_PORT, ETCD_PEER_PORT};
 use crate::state::ProcSpec;
 
 /// Lease TTL (seconds) the lab's agents and coordinators register with: a stopped one
@@ -97,29 +97,48 @@ fn proc(
     }
 }
 
-/// etcd on the control host: clients on the underlay and loopback, peers on loopback only.
-pub fn etcd(layout: &Layout, bins: &Bins) -> ProcSpec {
+/// etcd member `i` (0-based) of `layout.etcd_members`, on the control host: clients on the
+/// underlay and loopback, peers on loopback only; a single member is named `ctl` in the etcd
+/// cluster (as it always was), members of several `etcd1`..`etcdN`.
+pub fn etcd(layout: &Layout, bins: &Bins, i: usize) -> ProcSpec {
+    let n = layout.etcd_members;
     let ctl = layout.ctl_addr();
-    let peer = format!("http://127.0.0.1:{ETCD_PEER_PORT}");
+    let member = |j: usize| {
+        if n == 1 {
+            "ctl".to_string()
+        } else {
+            etcd_name(j, n)
+        }
+    };
+    let peer = |j: usize| format!("http://127.0.0.1:{}", etcd_port(ETCD_PEER_PORT, j));
+    let client = etcd_port(ETCD_CLIENT_PORT, i);
+    let cluster: Vec<String> = (0..n)
+        .map(|j| format!("{}={}", member(j), peer(j)))
+        .collect();
+    let data = if n == 1 {
+        "etcd".to_string()
+    } else {
+        etcd_name(i, n)
+    };
     let args = vec![
         "--name".into(),
-        "ctl".into(),
+        member(i),
         "--data-dir".into(),
-        layout.dir.join("etcd").display().to_string(),
+        layout.dir.join(data).display().to_string(),
         "--listen-client-urls".into(),
-        format!("http://{ctl}:{ETCD_CLIENT_PORT},http://127.0.0.1:{ETCD_CLIENT_PORT}"),
+        format!("http://{ctl}:{client},http://127.0.0.1:{client}"),
         "--advertise-client-urls".into(),
-        layout.etcd_url(),
+        layout.etcd_member_url(i),
         "--listen-peer-urls".into(),
-        peer.clone(),
+        peer(i),
         "--initial-advertise-peer-urls".into(),
-        peer.clone(),
+        peer(i),
         "--initial-cluster".into(),
-        format!("ctl={peer}"),
+        cluster.join(","),
         "--initial-cluster-token".into(),
         format!("shibafu-lab-{}", layout.name),
     ];
-    proc(layout, layout.ctl_ns(), &bins.etcd, "etcd", args)
+    proc(layout, layout.ctl_ns(), &bins.etcd, &etcd_name(i, n), args)
 }
 
 /// Coordinator `i` (0-based) on its own host: the API on port 7480, the cluster's DNS on
@@ -136,7 +155,7 @@ pub fn coordinator(layout: &Layout, bins: &Bins, i: usize) -> ProcSpec {
         "--dns-listen".into(),
         layout.coordinator_dns(i),
         "--etcd".into(),
-        layout.etcd_url(),
+        layout.etcd_endpoints(),
         "--lease-ttl".into(),
         LAB_LEASE_TTL.to_string(),
         METRICS_FLAG.into(),
@@ -188,7 +207,7 @@ pub fn agent(layout: &Layout, bins: &Bins, node: &str, i: usize) -> ProcSpec {
         "--node".into(),
         node.into(),
         "--etcd".into(),
-        layout.etcd_url(),
+        layout.etcd_endpoints(),
         "--underlay".into(),
         layout.node_addr(i).to_string(),
         "--state-dir".into(),

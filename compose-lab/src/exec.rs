@@ -50,7 +50,7 @@ pub fn command(
         .env("SHIBAFU_LAB", &layout.name)
         .env("SHIBAFU_COORDINATOR", st.coordinator_urls())
         .env("ETCDCTL_API", "3")
-        .env("ETCDCTL_ENDPOINTS", &st.etcd_url);
+        .env("ETCDCTL_ENDPOINTS", st.etcd_endpoints());
     let agents: Vec<String> = st
         .nodes
         .iter()

@@ -1,7 +1,8 @@
 //! Faults on demand: stop and start one component (a node's agent, etcd, a coordinator, the
 //! upstream DNS), cut and restore a node's underlay link. Namespaces, containers and the
 //! dataplane of a node are never touched. `coordinator` names every coordinator at once (what
-//! it named when a lab had one, in the control host).
+//! it named when a lab had one, in the control host), `etcd` every member of a cluster of
+//! several (`etcd1`..`etcdN` one of them).
 
 use anyhow::{bail, Context};
 
@@ -46,6 +47,14 @@ fn running(st: &LabState, key: &str) -> bool {
 fn resolve(st: &LabState, key: &str) -> Vec<String> {
     if key == COORDINATOR_PREFIX && !st.procs.contains_key(key) && !st.coordinators.is_empty() {
         return st.coordinators.iter().map(|c| c.name.clone()).collect();
+    }
+    if key == "etcd" && !st.procs.contains_key(key) {
+        return st
+            .procs
+            .keys()
+            .filter(|k| up::is_etcd(k))
+            .cloned()
+            .collect();
     }
     vec![key.to_string()]
 }

@@ -105,6 +105,8 @@ pub struct Layout {
     pub dir: PathBuf,
     /// First three octets of the underlay /24.
     net: [u8; 3],
+    /// Members of the etcd cluster (all on the control host, ports 2379/2380 + 10 a member).
+    pub etcd_members: usize,
 }
 
 impl Layout {
@@ -119,6 +121,7 @@ impl Layout {
             name: name.to_string(),
             dir: root.join(name),
             net,
+            etcd_members: 1,
         })
     }
 
@@ -166,7 +169,24 @@ impl Layout {
 
     /// etcd client URL as seen from inside the lab.
     pub fn etcd_url(&self) -> String {
-        format!("http://{}:{ETCD_CLIENT_PORT}", self.ctl_addr())
+        self.etcd_member_url(0)
+    }
+
+    /// Client URL of etcd member `i` (0-based).
+    pub fn etcd_member_url(&self, i: usize) -> String {
+        format!(
+            "http://{}:{}",
+            self.ctl_addr(),
+            etcd_port(ETCD_CLIENT_PORT, i)
+        )
+    }
+
+    /// Every member's client URL, comma-separated: what agents and coordinators are given.
+    pub fn etcd_endpoints(&self) -> String {
+        let urls: Vec<String> = (0..self.etcd_members)
+            .map(|i| self.etcd_member_url(i))
+            .collect();
+        urls.join(",")
     }
 
     /// API URL of the coordinator with 0-based index `i`, as seen from inside the lab.
@@ -228,6 +248,20 @@ impl Layout {
     }
 }
 
+/// Port `base` (2379 or 2380) of etcd member `i`: members 10 ports apart.
+pub fn etcd_port(base: u16, i: usize) -> u16 {
+    base + 10 * i as u16
+}
+
+/// The component name of etcd member `i` of `members`: `etcd` alone, else `etcd1`..`etcdN`.
+pub fn etcd_name(i: usize, members: usize) -> String {
+    if members == 1 {
+        "etcd".into()
+    } else {
+        format!("etcd{}", i + 1)
+    }
+}
+
 fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
@@ -256,6 +290,25 @@ mod tests {
         );
         assert!(l.subnet().starts_with("10.") && l.subnet().ends_with(".0/24"));
         assert_eq!(l.etcd_url(), format!("http://{}:2379", l.ctl_addr()));
+        assert_eq!(l.etcd_endpoints(), l.etcd_url(), "one member by default");
+    }
+
+    #[test]
+    fn etcd_members_are_ten_ports_apart_and_named_from_one() {
+        let mut l = layout("lab");
+        l.etcd_members = 3;
+        let ctl = l.ctl_addr();
+        assert_eq!(
+            l.etcd_endpoints(),
+            format!("http://{ctl}:2379,http://{ctl}:2389,http://{ctl}:2399")
+        );
+        assert_eq!(etcd_port(ETCD_PEER_PORT, 2), 2400);
+        assert_eq!(
+            (etcd_name(0, 1), etcd_name(2, 3)),
+            ("etcd".into(), "etcd3".into())
+        );
+        assert!(crate::up::is_etcd("etcd") && crate::up::is_etcd("etcd2"));
+        assert!(!crate::up::is_etcd("etcdx") && !crate::up::is_etcd("node1"));
     }
 
     #[test]

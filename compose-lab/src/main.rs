@@ -47,6 +47,10 @@ enum Cmd {
         /// what SPEC says.
         #[arg(long)]
         coordinators: Option<usize>,
+        /// Members of the etcd cluster (1, 3 or 5; etcd1..etcdN, all on the control host, client
+        /// ports 2379, 2389, 2399, ...); agents and coordinators get every member.
+        #[arg(long, default_value_t = 1, value_parser = parse_members)]
+        etcd_members: usize,
         /// Lab spec (YAML): nodes, networks to create, upstream DNS records.
         spec: Option<PathBuf>,
     },
@@ -69,12 +73,14 @@ enum Cmd {
     },
     /// Stop a node's agent (leaving its namespace and containers), or etcd, a coordinator, dns.
     Stop {
-        /// Node name, `etcd`, `coordinatorN` (`coordinator`: all of them) or `dns`.
+        /// Node name, `etcd` (`etcdN`: one member of several), `coordinatorN` (`coordinator`:
+        /// all of them) or `dns`.
         component: String,
     },
     /// Start a stopped component again with the same flags.
     Start {
-        /// Node name, `etcd`, `coordinatorN` (`coordinator`: all of them) or `dns`.
+        /// Node name, `etcd` (`etcdN`: one member of several), `coordinatorN` (`coordinator`:
+        /// all of them) or `dns`.
         component: String,
     },
     /// Cut a node's underlay link.
@@ -124,8 +130,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Up {
             nodes,
             coordinators,
+            etcd_members,
             spec,
         } => {
+            let mut layout = layout;
+            layout.etcd_members = etcd_members;
             let spec = match spec {
                 Some(p) => LabSpec::parse(
                     &std::fs::read_to_string(&p)
@@ -191,4 +200,13 @@ fn with_state(
     let _lock = LabLock::acquire(layout)?;
     let mut st = LabState::load_existing(layout)?;
     f(&mut st)
+}
+
+fn parse_members(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n @ (1 | 3 | 5)) => Ok(n),
+        _ => Err(format!(
+            "{s:?}: give 1, 3 or 5 (a majority must survive a member's loss)"
+        )),
+    }
 }

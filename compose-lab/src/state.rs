@@ -77,8 +77,11 @@ pub struct LabState {
     pub coordinators: Vec<CoordinatorState>,
     /// Processes by component name (`etcd`, `coordinatorN`, `dns`, or a node name for its agent).
     pub procs: BTreeMap<String, ProcSpec>,
-    /// etcd client URL.
+    /// etcd client URL (the first member's).
     pub etcd_url: String,
+    /// Every etcd member's client URL, comma-separated (empty in labs from before).
+    #[serde(default)]
+    pub etcd_endpoints: String,
     /// The first coordinator's URL.
     pub coordinator_url: String,
     /// Upstream DNS server, `ip:port`.
@@ -88,6 +91,15 @@ pub struct LabState {
 }
 
 impl LabState {
+    /// Every etcd member's client URL, comma-separated.
+    pub fn etcd_endpoints(&self) -> &str {
+        if self.etcd_endpoints.is_empty() {
+            &self.etcd_url
+        } else {
+            &self.etcd_endpoints
+        }
+    }
+
     /// Reads the state file of a lab; `None` if there is none.
     pub fn load(layout: &Layout) -> anyhow::Result<Option<LabState>> {
         let path = layout.state_file();

@@ -40,8 +40,10 @@ pub struct LabStatus {
     pub dir: String,
     /// Underlay subnet.
     pub subnet: String,
-    /// etcd client URL.
+    /// etcd client URL (the first member's).
     pub etcd_url: String,
+    /// Every etcd member's client URL, in order.
+    pub etcd_urls: Vec<String>,
     /// The first coordinator's URL.
     pub coordinator_url: String,
     /// Every coordinator's URL, in order.
@@ -92,6 +94,7 @@ pub fn collect(layout: &Layout, st: &LabState) -> LabStatus {
         dir: layout.dir.display().to_string(),
         subnet: st.subnet.clone(),
         etcd_url: st.etcd_url.clone(),
+        etcd_urls: st.etcd_endpoints().split(',').map(String::from).collect(),
         coordinator_url: st.coordinator_url.clone(),
         coordinator_urls: st.coordinator_urls().split(',').map(String::from).collect(),
         dns_addr: st.dns_addr.clone(),

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 
 use crate::components::{self, Bins};
 use crate::down;
-use crate::layout::{coordinator_name, Layout, COORDINATOR_PORT, ETCD_CLIENT_PORT};
+use crate::layout::{coordinator_name, etcd_name, Layout, COORDINATOR_PORT, ETCD_CLIENT_PORT};
 use crate::netns;
 use crate::probe;
 use crate::procs;
@@ -47,6 +47,7 @@ pub fn up(
         name: layout.name.clone(),
         subnet: layout.subnet(),
         etcd_url: layout.etcd_url(),
+        etcd_endpoints: layout.etcd_endpoints(),
         coordinator_url: layout.coordinator_url(0),
         dns_addr: layout.dns_addr(),
         ..LabState::default()
@@ -181,7 +182,19 @@ fn build(
         "dns",
         components::upstream_dns(layout, bins, &spec.upstream_dns.zones),
     )?;
-    start(layout, st, "etcd", components::etcd(layout, bins))?;
+    // Every member first: a member of several waits for a quorum before it answers.
+    let members = layout.etcd_members;
+    for i in 0..members {
+        spawn_recorded(
+            layout,
+            st,
+            &etcd_name(i, members),
+            components::etcd(layout, bins, i),
+        )?;
+    }
+    for i in 0..members {
+        wait_ready(layout, st, &etcd_name(i, members))?;
+    }
     for i in 0..coordinators {
         let spec = components::coordinator(layout, bins, i);
         spawn_recorded(layout, st, &coordinator_name(i), spec)?;
@@ -276,8 +289,10 @@ pub fn wait_ready(layout: &Layout, st: &LabState, key: &str) -> anyhow::Result<(
         });
     }
     match key {
-        "etcd" => {
-            let addr = SocketAddr::new(layout.ctl_addr().into(), ETCD_CLIENT_PORT);
+        etcd if is_etcd(etcd) => {
+            let url = arg_after(&spec.args, "--advertise-client-urls").unwrap_or_default();
+            let port = url.rsplit(':').next().and_then(|p| p.parse().ok());
+            let addr = SocketAddr::new(layout.ctl_addr().into(), port.unwrap_or(ETCD_CLIENT_PORT));
             probe::wait_ready(&what, START_TIMEOUT, watch, || {
                 let (code, body) = probe::http_get_in(&ctl, addr, "/health")?;
                 Ok(code == 200 && body.contains("true"))
@@ -346,4 +361,15 @@ fn create_network(
     }
     tracing::info!(args = %args.join(" "), "created");
     Ok(())
+}
+
+/// Is `key` an etcd member (`etcd`, or `etcdN` of a cluster of several)?
+pub fn is_etcd(key: &str) -> bool {
+    key.strip_prefix("etcd")
+        .is_some_and(|n| n.is_empty() || n.parse::<usize>().is_ok())
+}
+
+/// The value after flag `flag` in `args`.
+fn arg_after(args: &[String], flag: &str) -> Option<String> {
+    args.iter().skip_while(|a| *a != flag).nth(1).cloned()
 }

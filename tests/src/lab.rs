@@ -32,6 +32,12 @@ impl Lab {
         Lab::start(nodes, None, &["--coordinators", &coordinators.to_string()])
     }
 
+    /// Brings up a lab of `nodes` nodes on an etcd cluster of `members` members
+    /// (`etcd1`..`etcdN`).
+    pub fn up_with_etcd_members(nodes: usize, members: usize) -> Lab {
+        Lab::start(nodes, None, &["--etcd-members", &members.to_string()])
+    }
+
     fn start(nodes: usize, spec: Option<&Path>, flags: &[&str]) -> Lab {
         let mut lab = Lab {
             name: unique_name("t"),
