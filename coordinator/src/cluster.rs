@@ -214,8 +214,16 @@ pub(crate) async fn plan_removal(
     name: &str,
     force: bool,
 ) -> Result<Removal, ApiError> {
-    let (_, revision) = read_network(store, name).await?;
     let key = Key::Network(name.to_string()).to_string();
+    let revision = if force {
+        // Only the revision is needed: a network stored unusable can still be forced out.
+        match store.get(&key).await.map_err(store_error)? {
+            Some(kv) => kv.mod_revision,
+            None => return Err(ApiError::not_found(format!("no network named {name:?}"))),
+        }
+    } else {
+        read_network(store, name).await?.1
+    };
     let list =
         |prefix: Prefix| async move { store.list(&prefix.to_string()).await.map_err(store_error) };
     let (endpoints, _) = list(Prefix::EndpointsOf(name.to_string())).await?;

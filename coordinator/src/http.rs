@@ -81,6 +81,7 @@ pub fn router(store: Arc<dyn Store>) -> Router {
         .route("/v1/health", get(health))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(shibafu_overlay::api::json_errors))
         .layer(axum::middleware::from_fn(traced))
         .with_state(AppState { store })
 }
@@ -232,3 +233,11 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
 #[cfg(test)]
 #[path = "http_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "api_bad_input_tests.rs"]
+mod bad_input_tests;
+
+#[cfg(test)]
+#[path = "stored_garbage_tests.rs"]
+mod stored_garbage_tests;

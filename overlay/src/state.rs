@@ -463,3 +463,7 @@ impl ClusterState {
 #[cfg(test)]
 #[path = "state_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "state_fuzz_tests.rs"]
+mod fuzz_tests;

@@ -6,6 +6,7 @@
 //! `{"error": "...", "kind": "..."}` of `shibafu_overlay::api::ApiError`.
 
 mod cni;
+mod cni_pins;
 mod containers;
 mod diag;
 mod status;
@@ -61,6 +62,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(cni::routes())
         .merge(diag::routes())
         .fallback(|| async { ApiFailure(ApiError::not_found("no such API endpoint")) })
+        .layer(axum::middleware::from_fn(shibafu_overlay::api::json_errors))
         .layer(axum::middleware::from_fn(traced))
         .with_state(Arc::new(state))
 }
@@ -136,3 +138,6 @@ impl From<MailboxError> for ApiFailure {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod bad_input_tests;

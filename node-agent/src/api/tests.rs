@@ -167,6 +167,7 @@ fn serves_status_networks_and_json_errors_on_a_private_socket() {
             dns_trace: fake.clone().recipient(),
             tunnel: fake.clone().recipient(),
             cni: CniLinks {
+                serial: std::sync::Arc::default(),
                 pins: dir.join("pins"),
                 workloads: fake.clone().recipient(),
                 check: fake.clone().recipient(),

@@ -8,6 +8,7 @@ mod cni;
 mod coordinator;
 mod diag;
 mod policies;
+mod server;
 mod services;
 mod target;
 mod types;
@@ -26,9 +27,14 @@ pub use diag::{
     ProbeResult, RouteEntry, MAX_PROBE_MS,
 };
 pub use policies::{PolicyInfo, PolicySpec, RuleCounters};
+pub use server::json_errors;
 pub use services::{InstanceInfo, ServiceInfo, ServiceSpec};
 pub use target::Target;
 pub use types::{
     encode_segment, network_path, ApiError, CreateNetwork, ErrorKind, Health, NodeInfo, NodeTunnel,
     PeerTunnelInfo, RemovedNetwork, TunnelReport,
 };
+
+#[cfg(test)]
+#[path = "decode_fuzz_tests.rs"]
+mod decode_fuzz_tests;
