@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
-use shibafu_overlay::api::{Agent, CniAdd, CniGc, CniTarget, Target};
+use shibafu_overlay::api::{Agent, ClientError, CniAdd, CniGc, CniTarget, ErrorKind, Target};
 use shibafu_overlay::container::netns_file::is_pinned;
 
 use crate::config::{attachment, NetConf, SUPPORTED};
@@ -85,10 +85,12 @@ async fn del(env: &CniEnv, conf: &NetConf, agent: &Agent) -> Result<(), CniError
 async fn check(env: &CniEnv, conf: &NetConf, agent: &Agent) -> Result<(), CniError> {
     let target = target(env, conf)?;
     let netns = env.netns()?;
-    let mut found = agent
-        .cni_check(&target)
-        .await
-        .map_err(|e| CniError::from_agent("check", e))?;
+    let mut found = agent.cni_check(&target).await.map_err(|e| match e {
+        ClientError::Api(a) if a.kind == ErrorKind::NotFound => {
+            CniError::new(UNKNOWN_CONTAINER, format!("check: {}", a.error))
+        }
+        e => CniError::from_agent("check", e),
+    })?;
     found.attachment.netns = netns.to_string();
     let mut problems = found.problems;
     if let Some(prev) = &conf.prev_result {

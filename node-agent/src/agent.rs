@@ -316,6 +316,7 @@ async fn start_workload_actors(
     let ipam = Ipam::new(lazy.clone(), args.node.clone());
     crate::repair::start(dataplane.clone().recipient(), firewall.clone().recipient());
     let cni = CniLinks {
+        serial: std::sync::Arc::default(),
         pins: args.state_dir.join("netns/cni"),
         workloads: registry.clone().recipient(),
         check: dataplane.clone().recipient(),

@@ -3,7 +3,8 @@
 //! runtime; add, del, check and gc find it by (container id, interface name).
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use actix::Recipient;
 use axum::extract::State;
@@ -13,11 +14,12 @@ use ipnet::IpNet;
 use shibafu_overlay::api::{
     ApiError, CniAdd, CniAttachment, CniCheck, CniGc, CniRef, CniRemoved, CniTarget, ErrorKind,
 };
-use shibafu_overlay::container::netns_file::{self, is_pinned};
+use shibafu_overlay::container::netns_file::is_pinned;
 use shibafu_overlay::model::Network;
 use shibafu_overlay::plan::{gateway_mac, veth_host_name};
 use shibafu_overlay::telemetry::Trace;
 
+use super::cni_pins as pins;
 use super::{ApiFailure, SharedState};
 use crate::dataplane::actor::CheckLocal;
 use crate::firewall_actor::CheckNetwork;
@@ -31,6 +33,8 @@ use crate::registry::book::{Entry, Iface};
 pub struct CniLinks {
     /// Where namespaces given as `/proc/PID/ns/net` are pinned (`<state-dir>/netns/cni`).
     pub pins: PathBuf,
+    /// One CNI change at a time (pins are shared by a container's attachments).
+    pub serial: Arc<tokio::sync::Mutex<()>>,
     /// Registry: every committed workload.
     pub workloads: Recipient<GetWorkloads>,
     /// Dataplane: what a namespace lacks.
@@ -55,13 +59,10 @@ fn fail(kind: ErrorKind, msg: String) -> ApiFailure {
 }
 
 async fn add(State(s): State<SharedState>, Json(req): Json<CniAdd>) -> Answer<CniAttachment> {
+    pins::check_id(&req.container_id)?;
     let given = PathBuf::from(&req.netns);
-    if !is_pinned(&given) {
-        return Err(fail(
-            ErrorKind::NotFound,
-            format!("CNI_NETNS {}: not a network namespace", req.netns),
-        ));
-    }
+    pins::check_netns(&given)?;
+    let _turn = s.cni.serial.lock().await;
     let taken = s.cni.workloads.send(GetWorkloads).await?;
     if let Some((entry, _)) = find(&taken, &req.container_id, &req.ifname) {
         return Err(fail(
@@ -72,7 +73,8 @@ async fn add(State(s): State<SharedState>, Json(req): Json<CniAdd>) -> Answer<Cn
             ),
         ));
     }
-    let (netns, pinned) = pin(&s.cni.pins, &given, &req.container_id)?;
+    let (netns, pinned) = pins::pin(&s.cni.pins, &given, &req.container_id)?;
+    let id = req.container_id.clone();
     let r = AttachRequest {
         name: req.name,
         netns: netns.clone(),
@@ -92,11 +94,16 @@ async fn add(State(s): State<SharedState>, Json(req): Json<CniAdd>) -> Answer<Cn
         Ok(Err(e)) => Err(ApiFailure(e.to_api())),
         Err(e) => Err(e.into()),
     };
-    let (entry, nets) = attached.inspect_err(|_| {
-        if pinned {
-            unpin(&s.cni.pins, &netns);
+    let (entry, nets) = match attached {
+        Ok(done) => done,
+        Err(e) => {
+            if pinned {
+                let all = s.cni.workloads.send(GetWorkloads).await?;
+                pins::release(&s.cni.pins, &id, &all);
+            }
+            return Err(e);
         }
-    })?;
+    };
     let iface = entry
         .interfaces
         .iter()
@@ -110,16 +117,20 @@ async fn add(State(s): State<SharedState>, Json(req): Json<CniAdd>) -> Answer<Cn
 }
 
 async fn del(State(s): State<SharedState>, Json(req): Json<CniTarget>) -> Answer<CniRemoved> {
+    pins::check_id(&req.container_id)?;
+    let _turn = s.cni.serial.lock().await;
     let all = s.cni.workloads.send(GetWorkloads).await?;
-    let Some((entry, iface)) = find(&all, &req.container_id, &req.ifname) else {
+    let found = find(&all, &req.container_id, &req.ifname)
+        .filter(|(_, i)| i.endpoint.network == req.network);
+    let Some((entry, iface)) = found else {
         return Ok(Json(CniRemoved::default()));
     };
     let (name, network) = (entry.name.clone(), iface.endpoint.network.clone());
-    let last = entry.interfaces.len() == 1;
-    detach(&s, name, network).await?;
-    if last {
-        unpin(&s.cni.pins, &entry.netns);
-    }
+    let detached = detach(&s, name, network).await;
+    // Whatever the detach answered, the registry entry is gone or kept as it now stands.
+    let after = s.cni.workloads.send(GetWorkloads).await?;
+    pins::release(&s.cni.pins, &req.container_id, &after);
+    detached?;
     Ok(Json(CniRemoved {
         removed: vec![CniRef {
             container_id: req.container_id,
@@ -129,6 +140,7 @@ async fn del(State(s): State<SharedState>, Json(req): Json<CniTarget>) -> Answer
 }
 
 async fn check(State(s): State<SharedState>, Json(req): Json<CniTarget>) -> Answer<CniCheck> {
+    pins::check_id(&req.container_id)?;
     let all = s.cni.workloads.send(GetWorkloads).await?;
     let Some((entry, iface)) = find(&all, &req.container_id, &req.ifname) else {
         return Err(fail(
@@ -179,6 +191,7 @@ async fn check(State(s): State<SharedState>, Json(req): Json<CniTarget>) -> Answ
 }
 
 async fn gc(State(s): State<SharedState>, Json(req): Json<CniGc>) -> Answer<CniRemoved> {
+    let _turn = s.cni.serial.lock().await;
     let all = s.cni.workloads.send(GetWorkloads).await?;
     let stale: Vec<(&Entry, CniRef)> = all
         .values()
@@ -198,13 +211,16 @@ async fn gc(State(s): State<SharedState>, Json(req): Json<CniGc>) -> Answer<CniR
         .filter(|(_, r)| !req.valid.contains(r))
         .collect();
     let mut removed = Vec::new();
+    let mut failed = Ok(());
     for (entry, r) in stale {
-        detach(&s, entry.name.clone(), req.network.clone()).await?;
-        if entry.interfaces.len() == 1 {
-            unpin(&s.cni.pins, &entry.netns);
+        match detach(&s, entry.name.clone(), req.network.clone()).await {
+            Ok(()) => removed.push(r),
+            Err(e) => failed = failed.and(Err(e)),
         }
-        removed.push(r);
     }
+    let after = s.cni.workloads.send(GetWorkloads).await?;
+    pins::sweep(&s.cni.pins, &after);
+    failed?;
     Ok(Json(CniRemoved { removed }))
 }
 
@@ -218,50 +234,6 @@ async fn detach(s: &SharedState, name: String, network: String) -> Result<(), Ap
         .await?
         .map(|_| ())
         .map_err(|e| ApiFailure(e.to_api()))
-}
-
-/// The namespace to attach, and whether this call pinned it: a `/proc/PID/ns/net` is pinned
-/// under `pins` as `<container id>` first (a PID can be reused; the pin cannot), or the pin a
-/// previous ADD of the container made is used when it holds the same namespace; anything else (a
-/// bind mount under /var/run/netns) is used as given.
-fn pin(pins: &Path, given: &Path, id: &str) -> Result<(PathBuf, bool), ApiFailure> {
-    if !given.starts_with("/proc") {
-        return Ok((given.to_path_buf(), false));
-    }
-    let path = pins.join(id);
-    let failed = |e: String| {
-        fail(
-            ErrorKind::Internal,
-            format!("pinning {}: {e}", given.display()),
-        )
-    };
-    if is_pinned(&path) {
-        return match netns_file::same(given, &path) {
-            Ok(true) => Ok((path, false)),
-            Ok(false) => Err(fail(
-                ErrorKind::Duplicate,
-                format!(
-                    "container {id} is attached already in another namespace than {}",
-                    given.display()
-                ),
-            )),
-            Err(e) => Err(failed(e.to_string())),
-        };
-    }
-    std::fs::create_dir_all(pins)
-        .map_err(|e| e.to_string())
-        .and_then(|()| netns_file::pin(given, &path).map_err(|e| e.to_string()))
-        .map_err(failed)?;
-    Ok((path, true))
-}
-
-/// Removes the pin of a namespace pinned by [`pin`] (nothing for others).
-fn unpin(pins: &Path, netns: &Path) {
-    if netns.starts_with(pins) {
-        if let Err(e) = netns_file::remove(netns) {
-            tracing::warn!(netns = %netns.display(), error = %e, "cannot remove a namespace pin");
-        }
-    }
 }
 
 /// The entry and interface of a CNI attachment.
