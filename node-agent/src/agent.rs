@@ -274,7 +274,13 @@ async fn start_workload_actors(
         control: args
             .etcd
             .iter()
-            .filter_map(|u| ControlPlane::url_addr(u))
+            .filter_map(|u| {
+                let addr = ControlPlane::url_addr(u);
+                if addr.is_none() {
+                    warn!(url = %u, "--etcd names no IP address and port: containers are not kept off it by the firewall");
+                }
+                addr
+            })
             .chain(args.metrics_listen)
             .collect(),
     };

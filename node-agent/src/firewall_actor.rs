@@ -98,26 +98,41 @@ impl FirewallActor {
     }
 }
 
+impl FirewallActor {
+    /// Checks the table (and restores it when someone altered it), one thing at a time with the
+    /// applies: an apply running now makes its own change events, so the check comes after it.
+    fn recheck(&mut self, ctx: &mut Context<Self>) {
+        if self.applied.is_none() {
+            self.converge(ctx);
+            return;
+        }
+        if self.busy {
+            return;
+        }
+        self.busy = true;
+        let fw = self.fw.clone();
+        let check = async move { fw.ensure().await };
+        ctx.spawn(check.into_actor(self).map(|res, act, ctx| {
+            act.busy = false;
+            match res {
+                Ok(true) => {
+                    warn!(
+                        "shibafu's nftables table was changed or removed by someone else; restored"
+                    )
+                }
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "checking the nftables table failed"),
+            }
+            act.converge(ctx);
+        }));
+    }
+}
+
 impl Actor for FirewallActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(CHECK, |act, ctx| {
-            if act.applied.is_none() {
-                act.converge(ctx);
-                return;
-            }
-            let fw = act.fw.clone();
-            actix_rt::spawn(async move {
-                match fw.ensure().await {
-                    Ok(true) => warn!(
-                        "shibafu's nftables table was changed or removed by someone else; restored"
-                    ),
-                    Ok(false) => {}
-                    Err(e) => warn!(error = %e, "checking the nftables table failed"),
-                }
-            });
-        });
+        ctx.run_interval(CHECK, |act, ctx| act.recheck(ctx));
     }
 }
 
@@ -135,20 +150,7 @@ impl Handler<Recheck> for FirewallActor {
     type Result = ();
 
     fn handle(&mut self, _: Recheck, ctx: &mut Context<Self>) {
-        if self.applied.is_none() || self.busy {
-            self.converge(ctx);
-            return;
-        }
-        let fw = self.fw.clone();
-        actix_rt::spawn(async move {
-            match fw.ensure().await {
-                Ok(true) => warn!(
-                    "shibafu's nftables table was changed or removed by someone else; restored"
-                ),
-                Ok(false) => {}
-                Err(e) => warn!(error = %e, "checking the nftables table failed"),
-            }
-        });
+        self.recheck(ctx);
     }
 }
 
@@ -163,6 +165,10 @@ impl Handler<CheckNetwork> for FirewallActor {
         if !loaded {
             let err = format!("the firewall rules of network {} are not loaded", msg.0);
             return Box::pin(async move { Err(err) });
+        }
+        if self.busy {
+            // An apply or a check is running: the rules are there or about to be.
+            return Box::pin(async { Ok(()) });
         }
         let fw = self.fw.clone();
         Box::pin(async move {

@@ -21,8 +21,11 @@ const SETTLE: Duration = Duration::from_millis(100);
 pub fn start(dataplane: Recipient<Damaged>, firewall: Recipient<Recheck>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Damage>();
     actix_rt::spawn(async move {
-        if let Err(e) = watch::watch(tx).await {
-            warn!(error = %e, "cannot watch the kernel for damage; repairs wait for the resync");
+        // Started again (after a pause) whenever the socket fails; ends with the agent.
+        while let Err(e) = watch::watch(tx.clone()).await {
+            warn!(error = %e, "watching the kernel for damage failed; again in 5 s (the resync covers meanwhile)");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let _ = tx.send(Damage::Lost);
         }
     });
     actix_rt::spawn(async move {
@@ -42,7 +45,16 @@ pub fn start(dataplane: Recipient<Damaged>, firewall: Recipient<Recheck>) {
     let spawned = std::thread::Builder::new()
         .name("nft-events".into())
         .spawn(move || match watch::nft_events() {
-            Ok(fd) => while watch::next_nft_change(&fd).is_ok() && ntx.send(()).is_ok() {},
+            Ok(fd) => loop {
+                match watch::next_nft_change(&fd) {
+                    Ok(()) if ntx.send(()).is_ok() => {}
+                    Ok(()) => break,
+                    Err(e) => {
+                        warn!(error = %e, "nftables events stopped; the firewall check waits for its timer");
+                        break;
+                    }
+                }
+            },
             Err(e) => {
                 warn!(error = %e, "cannot watch nftables; the firewall check waits for its timer")
             }

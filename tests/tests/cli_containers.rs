@@ -544,14 +544,23 @@ fn exec_enters_the_process_namespaces_and_passes_the_exit_code() {
         eprintln!("skipped: needs root");
         return;
     }
+    // A process in mount and UTS namespaces of its own (exec refuses one that shares the
+    // host's mount namespace: that is no container).
     let sleeper = Sleeper(
-        Command::new("sleep")
-            .arg("60")
+        Command::new("unshare")
+            .args(["--mount", "--uts", "sleep", "60"])
             .stdin(Stdio::null())
             .spawn()
             .expect("sleep"),
     );
     let pid = i32::try_from(sleeper.0.id()).expect("pid");
+    let own_mnt = std::fs::read_link("/proc/self/ns/mnt").expect("own mnt ns");
+    let unshared = shibafu_tests::wait_until(
+        std::time::Duration::from_secs(2),
+        std::time::Duration::from_millis(10),
+        || std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|m| m != own_mnt),
+    );
+    assert!(unshared, "unshare did not make its namespaces");
     let agent = FakeAgent::start(move |_| ok(json!(container("api", "running", Some(pid), None))));
     let (out, text) = agent.run(&[
         "exec",

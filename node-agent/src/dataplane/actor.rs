@@ -19,6 +19,7 @@ use tracing::{debug, info, info_span, warn, Instrument, Span};
 
 use shibafu_overlay::netlink::watch::Damage;
 
+use super::repairs::RepairQueue;
 use super::{DataplaneError, Reconciler};
 use crate::firewall_actor::Contribute;
 use crate::messages::ClusterChanged;
@@ -120,6 +121,8 @@ pub struct DataplaneActor {
     /// Latest state not yet handed to the reconciler; `Some` also means a reconcile is queued.
     inbox: Arc<StdMutex<Option<Pending>>>,
     seen_state: bool,
+    /// Damage waiting for the repair task.
+    repairs: Arc<StdMutex<RepairQueue>>,
 }
 
 /// A state waiting for the reconciler, with the traces of every change folded into it.
@@ -207,6 +210,7 @@ impl DataplaneActor {
             })),
             inbox: Arc::default(),
             seen_state: false,
+            repairs: Arc::default(),
         }
     }
 
@@ -344,32 +348,42 @@ impl Handler<Damaged> for DataplaneActor {
     type Result = ();
 
     fn handle(&mut self, msg: Damaged, _ctx: &mut Context<Self>) {
-        if !self.seen_state {
+        if !self.seen_state || !queue(&self.repairs).push(msg.0) {
             return;
         }
-        let owner = self.owner.clone();
+        let (owner, repairs) = (self.owner.clone(), self.repairs.clone());
         actix_rt::spawn(async move {
-            let mut o = owner.lock().await;
-            let start = Instant::now();
-            let done = o.rec.repair(&msg.0).await;
-            o.reports
-                .metrics
-                .reconciled("repair", start.elapsed(), done.is_ok());
-            let what: Vec<String> = msg.0.iter().map(ToString::to_string).collect();
-            let took_ms = start.elapsed().as_millis() as u64;
-            match done {
-                Ok(0) => debug!(damage = ?what, "nothing to repair (the agent's own change)"),
-                Ok(ops) => {
-                    info!(damage = ?what, ops, took_ms, "dataplane repaired after outside changes")
-                }
-                Err(e) => {
-                    warn!(damage = ?what, error = %e, "repair failed; retried on the next resync")
-                }
+            loop {
+                // The guard ends with this statement: never held across the repair.
+                let next = queue(&repairs).take();
+                let Some(damage) = next else { break };
+                repair(&owner, &damage).await;
             }
-            let Owner { rec, reports } = &mut *o;
-            reports.after_pass(rec);
         });
     }
+}
+
+fn queue(q: &StdMutex<RepairQueue>) -> std::sync::MutexGuard<'_, RepairQueue> {
+    q.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One repair pass over `damage`, logged and reported like any other pass.
+async fn repair(owner: &Mutex<Owner>, damage: &[Damage]) {
+    let mut o = owner.lock().await;
+    let start = Instant::now();
+    let done = o.rec.repair(damage).await;
+    o.reports
+        .metrics
+        .reconciled("repair", start.elapsed(), done.is_ok());
+    let what: Vec<String> = damage.iter().map(ToString::to_string).collect();
+    let took_ms = start.elapsed().as_millis() as u64;
+    match done {
+        Ok(0) => debug!(damage = ?what, "nothing to repair (the agent's own change)"),
+        Ok(ops) => info!(damage = ?what, ops, took_ms, "dataplane repaired after outside changes"),
+        Err(e) => warn!(damage = ?what, error = %e, "repair failed; retried on the next resync"),
+    }
+    let Owner { rec, reports } = &mut *o;
+    reports.after_pass(rec);
 }
 
 impl Handler<TunnelChanged> for DataplaneActor {

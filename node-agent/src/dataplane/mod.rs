@@ -4,6 +4,7 @@
 //! owns it and tells the firewall owner and the cluster what it built.
 
 pub mod actor;
+mod repairs;
 #[cfg(test)]
 mod tests;
 
@@ -230,6 +231,10 @@ impl Reconciler {
     pub async fn repair(&mut self, damage: &[Damage]) -> Result<u64, DataplaneError> {
         let before = self.ops.0;
         let desired = self.plan()?;
+        if damage.contains(&Damage::Lost) {
+            self.reconcile_to(desired, Scope::All).await?;
+            return Ok(self.ops.0 - before);
+        }
         let netns: Vec<PathBuf> = desired
             .endpoints
             .iter()

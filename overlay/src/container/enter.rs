@@ -7,7 +7,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 
 use super::caps::{drop_to, last_cap, CapSet};
 use super::ContainerError;
@@ -47,9 +47,29 @@ pub fn run(pid: i32, argv: &[String], env: &[String]) -> Result<i32, ContainerEr
     if argv.is_empty() {
         return Err(ContainerError::InvalidCommand("empty command".into()));
     }
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| {
+    // Everything is read through one open of /proc/PID: a PID reused meanwhile cannot mix two
+    // processes' namespaces, caps and root.
+    let proc = open(&format!("/proc/{pid}"))?;
+    let at = |name: &str| -> Result<File, ContainerError> {
+        let c = CString::new(name).map_err(|_| ContainerError::InvalidCommand(name.into()))?;
+        // SAFETY: openat relative to a directory descriptor we own; the result is owned at once.
+        let fd = unsafe {
+            libc::openat(
+                proc.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(ContainerError::last_os(format!("open /proc/{pid}/{name}")));
+        }
+        // SAFETY: a fresh descriptor nobody else owns.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    };
+    let mut status = String::new();
+    std::io::Read::read_to_string(&mut at("status")?, &mut status).map_err(|e| {
         ContainerError::Sys {
-            what: format!("read /proc/{pid}/status (is the container running?)"),
+            what: format!("read /proc/{pid}/status"),
             source: e,
         }
     })?;
@@ -60,9 +80,21 @@ pub fn run(pid: i32, argv: &[String], env: &[String]) -> Result<i32, ContainerEr
     let last = last_cap();
     let fds: Vec<File> = NAMESPACES
         .iter()
-        .map(|ns| open(&format!("/proc/{pid}/ns/{ns}")))
+        .map(|ns| at(&format!("ns/{ns}")))
         .collect::<Result<_, _>>()?;
-    let root = open(&format!("/proc/{pid}/root"))?;
+    // A process sharing this host's mount namespace is no container (a PID reused by a host
+    // process, say): entering it would run the command on the host.
+    let own = std::fs::metadata("/proc/self/ns/mnt");
+    let theirs = fds[NAMESPACES.len() - 1].metadata();
+    if let (Ok(a), Ok(b)) = (own, theirs) {
+        use std::os::unix::fs::MetadataExt;
+        if (a.dev(), a.ino()) == (b.dev(), b.ino()) {
+            return Err(ContainerError::InvalidCommand(format!(
+                "pid {pid} shares this host's mount namespace: not a container"
+            )));
+        }
+    }
+    let root = at("root")?;
     let (args, envp) = (cstrings(argv)?, cstrings(env)?);
     // SAFETY: plain syscalls in a single-threaded process on descriptors it owns; the child
     // only calls async-signal-safe functions before exec or _exit.

@@ -7,6 +7,7 @@
 //! spec so [`Firewall::ensure`] can put it back after someone flushed the ruleset.
 
 mod compose;
+mod conditional;
 mod intra;
 mod nfset;
 mod nft;
@@ -22,6 +23,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 pub use compose::{Composer, Part};
+pub use conditional::comments as conditional_comments;
 pub use nfset::{change_elements, ElementChange, ElementOp};
 pub use nft::NftFirewall;
 pub use render::{render_removal, render_ruleset, rule_comments, TABLE};

@@ -14,7 +14,8 @@ use tracing::{info, warn};
 use super::session::{fits, NftSession, SessionError};
 use super::{change_elements, ElementChange};
 use super::{
-    render_removal, render_ruleset, rule_comments, Firewall, FirewallError, FirewallSpec, TABLE,
+    conditional_comments, render_removal, render_ruleset, rule_comments, Firewall, FirewallError,
+    FirewallSpec, TABLE,
 };
 use crate::netns;
 use crate::policy::{parse_counters, PolicyBackend, POLICY_TABLE};
@@ -192,8 +193,10 @@ impl Firewall for NftFirewall {
             .await?;
         // Quoted, so a comment that is a prefix of another ("..." vs "... (v6)") is not found
         // inside it.
+        let mut expected = rule_comments();
+        expected.extend(conditional_comments(&spec));
         let intact = out.ok
-            && rule_comments()
+            && expected
                 .iter()
                 .all(|c| out.stdout.contains(&format!("\"{c}\"")));
         if intact {

@@ -50,10 +50,21 @@ fn containers_are_kept_off_control_hosts_and_ports() {
         "before anything else accepts"
     );
     assert!(pos("ip6 daddr @control6 tcp dport @control_ports drop") > 0);
+    assert!(
+        s.contains("iifname @bridges ct state new ip daddr @control4"),
+        "only new connections: replies to the node's own are not dropped"
+    );
+    let listed =
+        super::super::conditional_comments(&spec(ControlPlane::new([ip("10.9.0.2")], [2379])));
+    assert_eq!(
+        listed.len(),
+        3,
+        "the intactness check looks for the guard too: {listed:?}"
+    );
     let input = &s[pos("chain input")..];
     let first = input.lines().nth(2).unwrap_or_default();
     assert!(
-        first.contains("iifname @bridges tcp dport @control_ports drop"),
+        first.contains("iifname @bridges ct state new tcp dport @control_ports drop"),
         "the node's own control ports first: {first}"
     );
 }

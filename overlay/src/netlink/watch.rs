@@ -31,6 +31,8 @@ pub enum Damage {
     Address(Option<String>, IpAddr),
     /// A static FDB entry or permanent neighbour entry was deleted.
     Neighbour,
+    /// The kernel dropped events (the socket overran): anything may be gone.
+    Lost,
 }
 
 impl std::fmt::Display for Damage {
@@ -40,6 +42,7 @@ impl std::fmt::Display for Damage {
             Damage::Address(Some(link), a) => write!(f, "address {a} removed from {link}"),
             Damage::Address(None, a) => write!(f, "address {a} removed"),
             Damage::Neighbour => write!(f, "a static FDB or neighbour entry deleted"),
+            Damage::Lost => write!(f, "kernel events lost (socket overrun)"),
         }
     }
 }
@@ -87,7 +90,8 @@ fn neighbour_damage(m: &NeighbourMessage) -> Option<Damage> {
     (state & (NUD_PERMANENT | NUD_NOARP) != 0).then_some(Damage::Neighbour)
 }
 
-/// Sends every damage the kernel reports in the caller's namespace to `tx` until `tx` closes.
+/// Sends every damage the kernel reports in the caller's namespace to `tx` until `tx` closes
+/// (`Ok`) or the socket stops delivering (an error: the caller should start it again).
 pub async fn watch(tx: UnboundedSender<Damage>) -> Result<(), NetlinkError> {
     let groups = [
         MulticastGroup::Link,
@@ -99,16 +103,22 @@ pub async fn watch(tx: UnboundedSender<Damage>) -> Result<(), NetlinkError> {
         new_multicast_connection(&groups).map_err(NetlinkError::Socket)?;
     let task = tokio::spawn(conn);
     while let Some((msg, _)) = messages.next().await {
-        if let NetlinkPayload::InnerMessage(m) = msg.payload {
-            if let Some(d) = damage(&m) {
-                if tx.send(d).is_err() {
-                    break;
-                }
+        let found = match msg.payload {
+            NetlinkPayload::InnerMessage(m) => damage(&m),
+            NetlinkPayload::Overrun(_) => Some(Damage::Lost),
+            _ => None,
+        };
+        if let Some(d) = found {
+            if tx.send(d).is_err() {
+                task.abort();
+                return Ok(());
             }
         }
     }
     task.abort();
-    Ok(())
+    Err(NetlinkError::Socket(std::io::Error::other(
+        "the kernel event stream ended",
+    )))
 }
 
 /// A netlink socket subscribed to nftables' change notifications (NFNLGRP_NFTABLES) in the
