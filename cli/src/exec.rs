@@ -55,14 +55,29 @@ pub async fn prepare(args: ExecArgs, ctx: &Context) -> anyhow::Result<Command> {
     let info = ctx.agent()?.get(&args.name).await?;
     let pid = running_pid(&info)?;
     let term = std::env::var_os("TERM");
+    let program = entering_program(pid)?;
     Ok(enter_command(
-        Path::new("/proc/self/exe"),
+        Path::new(&program),
         pid,
         &info.name,
         term.as_deref(),
         &args.env,
         &args.command,
     ))
+}
+
+/// What to re-execute as `__enter`: this binary, or for a container with a root filesystem of
+/// its own a sealed in-memory copy of it (its files could otherwise reach the binary on disk;
+/// see `container::sealed`). The copy's descriptor stays open until the exec.
+fn entering_program(pid: i32) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use shibafu_overlay::container::sealed;
+    use std::os::fd::IntoRawFd;
+    if sealed::shares_root(pid).with_context(|| format!("reading the root of pid {pid}"))? {
+        return Ok("/proc/self/exe".into());
+    }
+    let copy = sealed::copy_of_self().context("copying this binary to run sealed")?;
+    Ok(format!("/proc/self/fd/{}", copy.into_raw_fd()))
 }
 
 /// `shibafu __enter`: runs the command in the container and exits with its status (0-255).

@@ -126,6 +126,7 @@ pub mod cni_call;
 pub mod cni_conf;
 pub mod cni_lab;
 pub mod cni_sandbox;
+pub mod fake_agent;
 pub mod firewall;
 mod lab;
 mod netns;

@@ -31,12 +31,23 @@ impl Scratch {
 
     /// Prepares container `name` running `command` with `caps`, in this scratch's namespace.
     pub fn container(&self, name: &str, command: &[&str], caps: CapSet) -> ContainerDir {
+        self.container_in(name, command, caps, None)
+    }
+
+    /// The same with `rootfs` as its root filesystem (`None`: the host's).
+    pub fn container_in(
+        &self,
+        name: &str,
+        command: &[&str],
+        caps: CapSet,
+        rootfs: Option<PathBuf>,
+    ) -> ContainerDir {
         let dir = ContainerDir::under(&self.root, name);
         let spec = ContainerSpec {
             name: name.into(),
             netns: self.netns(),
             dir: dir.path().to_path_buf(),
-            rootfs: None,
+            rootfs,
             command: command.iter().map(|c| c.to_string()).collect(),
             env: vec!["GREETING=hello".into()],
             caps,

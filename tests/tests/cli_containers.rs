@@ -5,154 +5,17 @@
 //! is exercised by the lab tier.
 //!
 //! Needs the workspace binaries built (`cargo build --workspace --bins`); the `exec` test also
-//! needs root and util-linux nsenter.
+//! needs root.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use shibafu_overlay::api::{ApiError, ContainerInfo, InterfaceInfo, LogChunk};
-use shibafu_tests::{bin, describe, is_root, unique_name, wait_until};
-
-/// One request as the fake agent saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    body: String,
-}
-
-/// Answers a request: status and JSON body.
-type Handler = Box<dyn FnMut(&Seen) -> (u16, String) + Send>;
-
-/// A fake agent API on a unix socket, stopped and removed on drop.
-struct FakeAgent {
-    dir: PathBuf,
-    socket: PathBuf,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl FakeAgent {
-    fn start(mut handler: impl FnMut(&Seen) -> (u16, String) + Send + 'static) -> FakeAgent {
-        let dir = std::env::temp_dir().join(unique_name("sfcli"));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let socket = dir.join("agent.sock");
-        let listener = UnixListener::bind(&socket).expect("bind fake agent");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (seen2, stop2) = (seen.clone(), stop.clone());
-        let mut handler: Handler = Box::new(move |s: &Seen| handler(s));
-        let thread = std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stop2.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(stream) = stream else { continue };
-                if let Some(req) = read_request(&stream) {
-                    seen2.lock().expect("lock").push(req.clone());
-                    let (status, body) = handler(&req);
-                    respond(stream, status, &body);
-                }
-            }
-        });
-        FakeAgent {
-            dir,
-            socket,
-            seen,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// The `shibafu` command pointed at this agent (and at no coordinator).
-    fn cli(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(bin("shibafu"));
-        cmd.env("SHIBAFU_AGENT", &self.socket)
-            .env("SHIBAFU_COORDINATOR", "http://127.0.0.1:1")
-            .env_remove("SHIBAFU_LOG")
-            .args(args);
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> (Output, String) {
-        let mut cmd = self.cli(args);
-        let out = cmd
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-        let text = describe(&cmd, &out);
-        (out, text)
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().expect("lock").clone()
-    }
-
-    fn requests(&self) -> Vec<String> {
-        self.seen()
-            .iter()
-            .map(|s| format!("{} {}", s.method, s.path))
-            .collect()
-    }
-}
-
-impl Drop for FakeAgent {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accept loop so it sees the flag.
-        let _ = UnixStream::connect(&self.socket);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn read_request(stream: &UnixStream) -> Option<Seen> {
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
-    let mut length = 0;
-    loop {
-        let mut header = String::new();
-        reader.read_line(&mut header).ok()?;
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().ok()?;
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some(Seen {
-        method,
-        path,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
-}
-
-fn respond(mut stream: UnixStream, status: u16, body: &str) {
-    let head = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(body.as_bytes());
-}
+use shibafu_tests::fake_agent::{FakeAgent, Seen};
+use shibafu_tests::{is_root, wait_until};
 
 /// A 200 answer with `v` (built with `json!`) as the body.
 fn ok(v: Value) -> (u16, String) {

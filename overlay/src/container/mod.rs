@@ -11,6 +11,7 @@ mod fake;
 mod host;
 pub mod launch;
 pub mod netns_file;
+pub mod sealed;
 pub mod shim;
 pub mod state;
 
