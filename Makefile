@@ -1,6 +1,7 @@
 # shibafu: build, test and demo entry points. Run as root on a fresh Debian machine:
 #   make demo    build, start a 3-node lab, show networks and nodes (make demo-down removes it)
 #   make test    dependencies, format, clippy, then the unit, host and lab test tiers
+#   make chaos   the lab chaos test for 5 minutes (SHIBAFU_CHAOS_SEED=N replays a run)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := build
@@ -18,7 +19,7 @@ HOST_FILES := $(filter-out $(LAB_FILES),$(wildcard tests/tests/*.rs))
 HOST_TESTS := $(patsubst tests/tests/%.rs,--test %,$(HOST_FILES))
 LAB_TESTS := $(patsubst tests/tests/%.rs,--test %,$(LAB_FILES))
 
-.PHONY: build deps lint fmt-check clippy test unit host lab demo demo-down
+.PHONY: build deps lint fmt-check clippy test unit host lab chaos demo demo-down
 
 deps:
 	deploy/install-deps.sh
@@ -47,6 +48,10 @@ host: build
 
 lab: build
 	$(if $(LAB_TESTS),$(TIER) lab $(CARGO) test -p shibafu-tests $(LAB_TESTS),@echo "lab: no lab_*.rs tests")
+
+# The chaos test alone, longer than in `make test` (60 s there).
+chaos: build
+	SHIBAFU_CHAOS_SECS=$${SHIBAFU_CHAOS_SECS:-300} $(TIER) chaos $(CARGO) test -p shibafu-tests --test lab_chaos -- --nocapture
 
 demo: deps build
 	scripts/demo.sh
