@@ -111,11 +111,7 @@ fn parse_args(text: &str) -> Result<BTreeMap<String, String>, CniError> {
 
 /// The spec's container id: letters, digits, `_`, `.` and `-`, starting with a letter or digit.
 fn check_container_id(id: &str) -> Result<(), CniError> {
-    let ok = id.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
+    if shibafu_overlay::api::valid_container_id(id) {
         Ok(())
     } else {
         Err(CniError::new(

@@ -172,6 +172,26 @@ impl Lab {
             .unwrap_or_else(|| panic!("no component {name} in {status}"))
     }
 
+    /// The control host's address (etcd, the upstream DNS), from the etcd URL the lab reports.
+    pub fn ctl_addr(&self) -> std::net::IpAddr {
+        let status = self.status();
+        let url = status["etcd_url"].as_str().unwrap_or_default();
+        url.trim_start_matches("http://")
+            .split(':')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no control address in {status}"))
+    }
+
+    /// Restarts NODE's agent with the variables of `env` (the lab passes them on).
+    pub fn restart_with_env(&self, node: &str, env: &[(&str, &str)]) {
+        self.lab_ok(&["stop", node]);
+        let mut start = self.lab_cmd(&["start", node]);
+        start.envs(env.iter().copied());
+        let out = exec_out(&mut start);
+        assert!(out.status.success(), "{}", describe(&start, &out));
+    }
+
     /// The lab's state directory (as `status` reported it after `up`).
     pub fn state_dir(&self) -> &Path {
         &self.dir

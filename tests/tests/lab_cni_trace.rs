@@ -3,38 +3,16 @@
 //! runtime's span, and the agent's `agent.request` of `/v1/cni/add` joins the same trace (the
 //! collector is an [`OtlpReceiver`] on the lab's control host, as in `lab_traces.rs`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use shibafu_tests::cni::Runtime;
 use shibafu_tests::cni_lab::container;
-use shibafu_tests::{
-    describe, exec_out, root_or_skip, wait_until, Lab, OtlpReceiver, ReceivedSpan,
-};
+use shibafu_tests::{root_or_skip, wait_until, Lab, OtlpReceiver, ReceivedSpan};
 
 const NET: &str = "cninet";
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
-
-/// The control host's address, from the etcd URL the lab reports (`http://ADDR:2379`).
-fn ctl_addr(lab: &Lab) -> IpAddr {
-    let status = lab.status();
-    let url = status["etcd_url"].as_str().unwrap_or_default();
-    url.trim_start_matches("http://")
-        .split(':')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no control address in {status}"))
-}
-
-/// Restarts NODE's agent with the OTEL variables of `env` (the lab passes them on).
-fn restart_traced(lab: &Lab, node: &str, env: &[(&str, &str)]) {
-    lab.lab_ok(&["stop", node]);
-    let mut start = lab.lab_cmd(&["start", node]);
-    start.envs(env.iter().copied());
-    let out = exec_out(&mut start);
-    assert!(out.status.success(), "{}", describe(&start, &out));
-}
 
 /// The spans of TRACE: the plugin's and the agent's `/v1/cni/add` request, once both arrived.
 fn arrived(spans: &[ReceivedSpan]) -> Option<(Vec<ReceivedSpan>, ReceivedSpan)> {
@@ -62,14 +40,14 @@ fn an_add_continues_the_runtimes_traceparent_through_the_agent() {
     let lab = Lab::up(1);
     let receiver = OtlpReceiver::start_in(
         &format!("sf-{}-ctl", lab.name()),
-        SocketAddr::new(ctl_addr(&lab), 4318),
+        SocketAddr::new(lab.ctl_addr(), 4318),
     );
     let endpoint = receiver.endpoint();
     let otel = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "200"),
     ];
-    restart_traced(&lab, "node1", &otel);
+    lab.restart_with_env("node1", &otel);
     lab.cli_ok("node1", &["network", "create", NET, "172.24.0.0/24"]);
     let ready = wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
         lab.agent_get("node1", "/v1/networks")

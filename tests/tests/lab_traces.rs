@@ -3,7 +3,7 @@
 //! node3, exported over OTLP/HTTP to a receiver on the lab's control host; and `shibafu network
 //! create` and `service create` through the coordinator to every agent.
 
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -12,26 +12,6 @@ use shibafu_tests::{
 };
 
 const POLL: Duration = Duration::from_millis(200);
-
-/// The control host's address, from the etcd URL the lab reports (`http://ADDR:2379`).
-fn ctl_addr(lab: &Lab) -> IpAddr {
-    let status = lab.status();
-    let url = status["etcd_url"].as_str().unwrap_or_default();
-    url.trim_start_matches("http://")
-        .split(':')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no control address in {status}"))
-}
-
-/// Restarts NODE's agent with the OTEL variables of `env` (the lab passes them on).
-fn restart_traced(lab: &Lab, node: &str, env: &[(&str, &str)]) {
-    lab.lab_ok(&["stop", node]);
-    let mut start = lab.lab_cmd(&["start", node]);
-    start.envs(env.iter().copied());
-    let out = exec_out(&mut start);
-    assert!(out.status.success(), "{}", describe(&start, &out));
-}
 
 fn one<'a>(
     spans: &'a [ReceivedSpan],
@@ -135,7 +115,7 @@ fn a_detached_run_is_one_trace_from_the_cli_to_the_reconcile_on_every_other_node
         return;
     }
     let lab = Lab::up(3);
-    let addr = SocketAddr::new(ctl_addr(&lab), 4318);
+    let addr = SocketAddr::new(lab.ctl_addr(), 4318);
     let receiver = OtlpReceiver::start_in(&format!("sf-{}-ctl", lab.name()), addr);
     let endpoint = receiver.endpoint();
     let base = [
@@ -143,12 +123,12 @@ fn a_detached_run_is_one_trace_from_the_cli_to_the_reconcile_on_every_other_node
         ("OTEL_BSP_SCHEDULE_DELAY", "200"),
     ];
     // node2 exports JSON, the others protobuf: both encodings reach the receiver.
-    restart_traced(&lab, "node1", &base);
+    lab.restart_with_env("node1", &base);
     let mut json = base.to_vec();
     json.push(("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"));
-    restart_traced(&lab, "node2", &json);
-    restart_traced(&lab, "node3", &base);
-    restart_traced(&lab, "coordinator", &base);
+    lab.restart_with_env("node2", &json);
+    lab.restart_with_env("node3", &base);
+    lab.restart_with_env("coordinator", &base);
     let mut create = lab.exec_cmd(
         "node1",
         &["shibafu", "network", "create", "frontend", "172.21.0.0/24"],

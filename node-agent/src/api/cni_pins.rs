@@ -20,12 +20,7 @@ fn fail(kind: ErrorKind, msg: String) -> ApiFailure {
 /// A container id as the CNI spec allows it (letters, digits, `_`, `.`, `-`, starting with a
 /// letter or digit, at most 255 long): it names a pin file, so nothing else may pass.
 pub fn check_id(id: &str) -> Result<(), ApiFailure> {
-    let ok = id.len() <= 255
-        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
+    if shibafu_overlay::api::valid_container_id(id) {
         Ok(())
     } else {
         Err(fail(

@@ -116,6 +116,16 @@ pub struct CniCheck {
     pub problems: Vec<String>,
 }
 
+/// Is `id` a container id as the CNI spec allows it (letters, digits, `_`, `.`, `-`, starting
+/// with a letter or digit; at most 255 long here, as it names a file)?
+pub fn valid_container_id(id: &str) -> bool {
+    id.len() <= 255
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
 impl Agent {
     /// `POST /v1/cni/add`.
     pub async fn cni_add(&self, req: &CniAdd) -> Result<CniAttachment, ClientError> {

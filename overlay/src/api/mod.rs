@@ -20,7 +20,9 @@ pub use apply::{ApplyAnswer, ApplyRequest, Change, ChangeAction, Document, Objec
 pub use client::{
     Client, ClientError, RawResponse, UpgradedStream, CONNECT_TIMEOUT, REQUEST_TIMEOUT,
 };
-pub use cni::{CniAdd, CniAttachment, CniCheck, CniGc, CniRef, CniRemoved, CniTarget};
+pub use cni::{
+    valid_container_id, CniAdd, CniAttachment, CniCheck, CniGc, CniRef, CniRemoved, CniTarget,
+};
 pub use coordinator::{link_path, policy_path, service_path, Coordinator, LinkNetworks};
 pub use diag::{
     ContainerNet, DnsTraceRequest, HostNet, NamespaceNet, NeighbourEntry, ProbeKind, ProbeRequest,
