@@ -143,6 +143,14 @@ impl Collect for StoreMetrics {
             [],
         )
         .add([], self.watch_restarts.load(Relaxed) as f64);
+        let mut skipped = out.counter(
+            "shibafu_store_values_skipped_total",
+            "Stored values the agent skipped as unusable (garbage, a wrong or newer schema, a value under the wrong key), by kind; each is logged.",
+            ["kind"],
+        );
+        for (kind, n) in shibafu_overlay::state::skipped_values() {
+            skipped.add([kind], n as f64);
+        }
     }
 }
 

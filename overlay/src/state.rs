@@ -23,6 +23,22 @@ use crate::model::{
     Object, Policy, Rotation, Service, TunnelStatus,
 };
 use crate::store::keys::Key;
+
+/// Stored values skipped as unusable since this process started, by kind (for metrics).
+static SKIPPED: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn count_skipped(kind: &'static str) {
+    let mut m = SKIPPED.lock().unwrap_or_else(|p| p.into_inner());
+    *m.entry(kind).or_default() += 1;
+}
+
+/// How many stored values this process skipped as unusable (garbage, a wrong or newer schema,
+/// a value under the wrong key), by kind (`networks`, `endpoints`, ...).
+pub fn skipped_values() -> Vec<(&'static str, u64)> {
+    let m = SKIPPED.lock().unwrap_or_else(|p| p.into_inner());
+    m.iter().map(|(k, v)| (*k, *v)).collect()
+}
 use crate::store::{ClusterChange, KeyValue, WatchEvent};
 use crate::telemetry::Trace;
 
@@ -264,6 +280,7 @@ macro_rules! kinds {
                         Ok(v) => upsert(&mut self.$field, id, v).map(StateChange::$variant),
                         Err(reason) => {
                             warn!(key = %kv.key, revision = kv.mod_revision, %reason, "skipping stored value");
+                            count_skipped(stringify!($field));
                             self.$field.remove(&id).map(|v| StateChange::$variant(Change::Removed(v)))
                         }
                     };

@@ -185,6 +185,13 @@ fn resnapshot_only_announces_differences() {
 
 #[test]
 fn bad_values_are_skipped_and_count_as_absent() {
+    let count = |kind: &str| {
+        skipped_values()
+            .into_iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, n)| n)
+    };
+    let (endpoints, nodes) = (count("endpoints"), count("nodes"));
     let mut s = ClusterState::from_kvs(&base_kvs(), 9);
     let mut future = serde_json::to_value(ep("a", "x", "10.1.0.2")).expect("json");
     future["schema"] = 2.into();
@@ -204,6 +211,13 @@ fn bad_values_are_skipped_and_count_as_absent() {
     );
     assert_eq!(s.networks().len(), 2);
     assert_eq!(s.nodes().len(), 1);
+    // Counted for the metrics (other tests may count too: at least ours).
+    assert!(
+        count("endpoints") >= endpoints + 2,
+        "{:?}",
+        skipped_values()
+    );
+    assert!(count("nodes") > nodes, "{:?}", skipped_values());
 }
 
 #[test]
