@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 use shibafu_overlay::api::{Agent, ClientError, CniAdd, CniGc, CniTarget, ErrorKind, Target};
-use shibafu_overlay::container::netns_file::is_pinned;
+use shibafu_overlay::container::netns_file::is_net_ns;
 
 use crate::config::{attachment, NetConf, SUPPORTED};
 use crate::env::{CniEnv, Command};
@@ -42,7 +42,7 @@ fn version(stdin: &[u8]) -> Value {
 async fn add(env: &CniEnv, conf: &NetConf, agent: &Agent) -> Result<Value, CniError> {
     let (id, ifname, netns) = (env.container_id()?, env.ifname()?, env.netns()?);
     let network = conf.network()?;
-    if !is_pinned(std::path::Path::new(netns)) {
+    if !is_net_ns(std::path::Path::new(netns)) {
         return Err(CniError::new(
             UNKNOWN_CONTAINER,
             format!("CNI_NETNS {netns}: not a network namespace"),

@@ -34,7 +34,7 @@ pub fn check_id(id: &str) -> Result<(), ApiFailure> {
 /// names the node's namespace: an interface and default route there would hijack the host).
 pub fn check_netns(given: &Path) -> Result<(), ApiFailure> {
     let what = given.display();
-    if !is_pinned(given) {
+    if !netns_file::is_net_ns(given) {
         return Err(fail(
             ErrorKind::NotFound,
             format!("CNI_NETNS {what}: not a network namespace"),
@@ -132,11 +132,13 @@ mod tests {
     fn the_nodes_own_namespace_is_refused() {
         let e = check_netns(Path::new("/proc/self/ns/net")).expect_err("own netns");
         assert!(e.0.error.contains("node's own namespace"), "{}", e.0.error);
-        let e = check_netns(Path::new("/etc/hostname")).expect_err("a file");
-        assert!(
-            e.0.error.contains("not a network namespace"),
-            "{}",
-            e.0.error
-        );
+        for other in ["/etc/hostname", "/proc/self/ns/pid", "/proc/self/ns/mnt"] {
+            let e = check_netns(Path::new(other)).expect_err("not a network namespace");
+            assert!(
+                e.0.error.contains("not a network namespace"),
+                "{other}: {}",
+                e.0.error
+            );
+        }
     }
 }

@@ -6,17 +6,17 @@
 //! Any failure before the commit undoes every step: nothing was announced or published yet.
 //! Detach is the reverse: remove from the registry (unpublished at once), apply, free addresses.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix::{Addr, Recipient};
 use shibafu_overlay::ipam::{ipv6_for, Ipam};
-use shibafu_overlay::model::{self, port_name_in, Endpoint, HealthSpec, Network, Object, Service};
+use shibafu_overlay::model::{self, Endpoint, HealthSpec, Network};
 use shibafu_overlay::plan::{next_ifname, MAX_IFNAME};
 use shibafu_overlay::state::ClusterState;
-use shibafu_overlay::store::{Compare, Store, TxnOp};
+use shibafu_overlay::store::Store;
 use shibafu_overlay::telemetry::Trace;
 use tracing::{debug, info, warn};
 
@@ -388,71 +388,4 @@ pub async fn detach(
     }
     info!(name, network = network.unwrap_or("*"), "detached");
     applied.and(written).map(|()| r.removed.before)
-}
-
-/// Creates, with the defaults (and the port `run --port` gave, named as in /etc/services), each
-/// service `entry` is an instance of that the cluster does not have yet. A failure is only
-/// logged: DNS answers the instances under the defaults anyway, and the next instance retries.
-pub async fn ensure_services(store: Arc<dyn Store>, state: &ClusterState, entry: &Entry) {
-    for ep in entry.endpoints() {
-        let Some(name) = &ep.service else { continue };
-        if state
-            .services()
-            .contains_key(&(ep.network.clone(), name.clone()))
-        {
-            continue;
-        }
-        let mut service = Service {
-            port: ep.port,
-            ..Service::new(&ep.network, name)
-        };
-        if let Some(port) = ep.port {
-            let text = tokio::fs::read_to_string("/etc/services")
-                .await
-                .unwrap_or_default();
-            service.port_name = port_name_in(&text, port, service.protocol);
-        }
-        let created = match TxnOp::put_object(&service, None) {
-            Ok(put) => {
-                store
-                    .txn(vec![Compare::absent(&service.key())], vec![put])
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        match created {
-            Ok(true) => {
-                info!(network = %ep.network, service = %name, "service created with the defaults")
-            }
-            Ok(false) => debug!(network = %ep.network, service = %name, "service exists already"),
-            Err(e) => {
-                warn!(network = %ep.network, service = %name, error = %e, "cannot create the service yet")
-            }
-        }
-    }
-}
-
-/// After a start: tells IPAM which addresses this node's workloads use, so a restart changes
-/// nothing for running workloads.
-pub async fn restore(links: &Links, state: &ClusterState) -> Result<(), AttachError> {
-    let workloads = links.get_all.send(GetWorkloads).await?;
-    let mut used: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
-    for ep in workloads.values().flat_map(Entry::endpoints) {
-        used.entry(ep.network.as_str()).or_default().push(ep.ipv4);
-    }
-    for (net, ips) in used {
-        match state.networks().get(net) {
-            Some(n) => {
-                if let Err(e) = links.ipam.recover(n, &ips).await {
-                    warn!(network = %net, error = %e, "IPAM recovery failed");
-                }
-            }
-            None => warn!(network = %net, "local endpoints on a network that no longer exists"),
-        }
-    }
-    info!(
-        workloads = workloads.len(),
-        "addresses of local workloads recovered"
-    );
-    Ok(())
 }

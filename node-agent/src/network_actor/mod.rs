@@ -10,6 +10,7 @@ mod attach;
 mod error;
 #[cfg(test)]
 mod tests;
+mod upkeep;
 
 use std::sync::Arc;
 
@@ -77,7 +78,7 @@ impl Handler<ClusterChanged> for NetworkActor {
             let ready = self.ready.clone();
             actix_rt::spawn(async move {
                 let _turn = serial.lock().await;
-                if let Err(e) = attach::restore(&links, &msg.state).await {
+                if let Err(e) = upkeep::restore(&links, &msg.state).await {
                     warn!(error = %e, "restoring local addresses failed");
                 }
                 ready.send_replace(true);
@@ -108,7 +109,7 @@ impl Handler<AttachWorkload> for NetworkActor {
             let _turn = serial.lock().await;
             let entry = attach::attach(&links, &state, msg.0).await?;
             let (store, named, seen) = (links.store.clone(), entry.clone(), state.clone());
-            actix_rt::spawn(async move { attach::ensure_services(store, &seen, &named).await });
+            actix_rt::spawn(async move { upkeep::ensure_services(store, &seen, &named).await });
             let nets = entry
                 .interfaces
                 .iter()

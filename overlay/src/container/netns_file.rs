@@ -132,6 +132,18 @@ pub fn same(a: &Path, b: &Path) -> Result<bool, ContainerError> {
     Ok(a.dev() == b.dev() && a.ino() == b.ino())
 }
 
+/// True if `path` refers to a network namespace (an nsfs file of type CLONE_NEWNET: not a PID or
+/// mount namespace's file, which [`is_pinned`] would also take).
+pub fn is_net_ns(path: &Path) -> bool {
+    /// `_IO(0xb7, 0x3)`: the namespace type of an nsfs file.
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
+    // SAFETY: an ioctl without argument on a descriptor we own.
+    unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE) == libc::CLONE_NEWNET }
+}
+
 /// True if `path` is a pinned network namespace (a bind mount of an nsfs inode).
 pub fn is_pinned(path: &Path) -> bool {
     let Ok(f) = File::open(path) else {

@@ -122,7 +122,8 @@ fn judge(status: ExitStatus, output: String) -> Verdict {
     }
 }
 
-/// Kills the command's process group (nsenter and the command it forked) and reaps nsenter.
+/// Kills the command's process group (`shibafu-agent enter` and the command it forked) and
+/// reaps the entering process.
 async fn kill_group(child: &mut Child) {
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
         // SAFETY: a plain kill(2) of the process group the child leads.
