@@ -1,7 +1,7 @@
 //! Containers run by the real `shibafu-agent shim` in a scratch directory with a fresh pinned
 //! network namespace (its `lo` up), cleaned up on drop even when a test fails.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use shibafu_overlay::container::caps::CapSet;
@@ -87,4 +87,32 @@ pub fn wait_exit(dir: &ContainerDir) -> i32 {
         "container did not exit; log:\n{}",
         std::fs::read_to_string(dir.log()).unwrap_or_default()
     );
+}
+
+/// Copies `file` to the same path under `root`.
+fn copy_in(root: &Path, file: &Path) {
+    let to = root.join(file.strip_prefix("/").expect("absolute"));
+    std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+    std::fs::copy(file, &to).unwrap_or_else(|e| panic!("copy {}: {e}", file.display()));
+}
+
+/// A root filesystem with busybox (as sh, sleep, echo) and the libraries it needs.
+pub fn busybox_root(root: &Path) {
+    let busybox = Path::new("/bin/busybox");
+    copy_in(root, busybox);
+    let ldd = std::process::Command::new("ldd")
+        .arg(busybox)
+        .output()
+        .expect("ldd");
+    for lib in String::from_utf8_lossy(&ldd.stdout).split_whitespace() {
+        if lib.starts_with('/') {
+            copy_in(root, Path::new(lib));
+        }
+    }
+    for dir in ["proc", "sys", "etc", "tmp"] {
+        std::fs::create_dir_all(root.join(dir)).expect("dir");
+    }
+    for tool in ["sh", "sleep", "echo"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).expect("link");
+    }
 }

@@ -12,6 +12,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 /// Close-on-exec: exec it through `/proc/self/fd/N` (the path is resolved before the exec
 /// closes it).
 pub fn copy_of_self() -> io::Result<OwnedFd> {
+    copy_of(std::path::Path::new("/proc/self/exe"))
+}
+
+/// A sealed memfd copy of the binary at `path` (see [`copy_of_self`]).
+pub fn copy_of(path: &std::path::Path) -> io::Result<OwnedFd> {
     // SAFETY: memfd_create with a static name; the descriptor is owned at once.
     let fd = unsafe {
         libc::memfd_create(
@@ -24,7 +29,7 @@ pub fn copy_of_self() -> io::Result<OwnedFd> {
     }
     // SAFETY: a fresh descriptor nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut src = File::open("/proc/self/exe")?;
+    let mut src = File::open(path)?;
     let mut dst = File::from(fd.try_clone()?);
     io::copy(&mut src, &mut dst)?;
     let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;

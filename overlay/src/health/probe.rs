@@ -108,6 +108,9 @@ pub struct SystemProber {
     counts: NetnsPool,
     commands: Arc<Semaphore>,
     enter: PathBuf,
+    /// A sealed in-memory copy of `enter`, made the first time a container with a root
+    /// filesystem of its own is checked by a command (its files must not reach the binary).
+    sealed: std::sync::OnceLock<Option<PathBuf>>,
 }
 
 impl SystemProber {
@@ -119,7 +122,29 @@ impl SystemProber {
             counts: NetnsPool::start(COUNT_THREADS, COUNT_QUEUE)?,
             commands: Arc::new(Semaphore::new(COMMANDS_AT_ONCE)),
             enter,
+            sealed: std::sync::OnceLock::new(),
         })
+    }
+
+    /// What to enter container `pid` with: `enter` itself for a container on the host's
+    /// root filesystem, else the sealed copy (or, if it cannot be made, `enter` with a warning).
+    fn entering(&self, pid: i32) -> PathBuf {
+        if crate::container::sealed::shares_root(pid).unwrap_or(true) {
+            return self.enter.clone();
+        }
+        let sealed = self.sealed.get_or_init(|| {
+            match crate::container::sealed::copy_of(&self.enter) {
+                Ok(fd) => {
+                    let fd = std::os::fd::IntoRawFd::into_raw_fd(fd);
+                    Some(PathBuf::from(format!("/proc/{}/fd/{fd}", std::process::id())))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot make a sealed copy of the agent for command checks");
+                    None
+                }
+            }
+        });
+        sealed.clone().unwrap_or_else(|| self.enter.clone())
     }
 }
 
@@ -152,7 +177,8 @@ impl Prober for SystemProber {
                 let Ok(_turn) = self.commands.acquire().await else {
                     return Verdict::fail("command checks are shutting down");
                 };
-                command::run_in_container(&self.enter, pid, &target.name, argv, timeout).await
+                let enter = self.entering(pid);
+                command::run_in_container(&enter, pid, &target.name, argv, timeout).await
             }
         }
     }
