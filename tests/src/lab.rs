@@ -172,6 +172,20 @@ impl Lab {
             .unwrap_or_else(|| panic!("no component {name} in {status}"))
     }
 
+    /// The endpoints of `network` as node1's `network inspect` lists them: name -> IPv4 address
+    /// (empty when the network cannot be read).
+    pub fn endpoint_addresses(&self, network: &str) -> std::collections::BTreeMap<String, String> {
+        let out = self.cli("node1", &["network", "inspect", network]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let eps = v["endpoints"].as_array().cloned().unwrap_or_default();
+        eps.iter()
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                (s("name"), s("ipv4"))
+            })
+            .collect()
+    }
+
     /// The control host's address (etcd, the upstream DNS), from the etcd URL the lab reports.
     pub fn ctl_addr(&self) -> std::net::IpAddr {
         let status = self.status();

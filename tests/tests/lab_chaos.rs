@@ -11,7 +11,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
 use shibafu_tests::{is_root, text, wait_until, Lab};
 
 const NODES: [&str; 3] = ["node1", "node2", "node3"];
@@ -140,19 +139,6 @@ fn step(lab: &Lab, rng: &mut Rng, m: &mut Model) -> String {
     }
 }
 
-/// name -> ipv4 of every endpoint of `network`, as `network inspect` lists them.
-fn endpoints(lab: &Lab, network: &str) -> BTreeMap<String, String> {
-    let out = lab.cli("node1", &["network", "inspect", network]);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let eps = v["endpoints"].as_array().cloned().unwrap_or_default();
-    eps.iter()
-        .map(|e| {
-            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
-            (s("name"), s("ipv4"))
-        })
-        .collect()
-}
-
 fn leftovers(lab: &Lab) -> Vec<String> {
     let mut left = Vec::new();
     for node in NODES {
@@ -241,7 +227,7 @@ fn chaos_keeps_the_invariants() {
     let converged = wait_until(Duration::from_secs(30), Duration::from_millis(500), || {
         seen = want
             .keys()
-            .map(|n| (n.clone(), endpoints(&lab, n)))
+            .map(|n| (n.clone(), lab.endpoint_addresses(n)))
             .collect();
         want.iter()
             .all(|(n, names)| seen[n].keys().cloned().collect::<BTreeSet<_>>() == *names)
@@ -287,7 +273,7 @@ fn chaos_keeps_the_invariants() {
         if !removed {
             fail(format!(
                 "network {net} cannot be removed: {:?}",
-                endpoints(&lab, net)
+                lab.endpoint_addresses(net)
             ));
         }
     }

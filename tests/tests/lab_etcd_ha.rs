@@ -32,19 +32,6 @@ fn leader(lab: &Lab) -> String {
     format!("etcd{}", (port - 2379) / 10 + 1)
 }
 
-/// The endpoints of network `front`: name -> address.
-fn endpoints(lab: &Lab) -> Vec<(String, String)> {
-    let out = lab.cli_ok("node1", &["network", "inspect", "front"]);
-    let v: Value = serde_json::from_str(&out).expect("inspect json");
-    let eps = v["endpoints"].as_array().cloned().unwrap_or_default();
-    eps.iter()
-        .map(|e| {
-            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
-            (s("name"), s("ipv4"))
-        })
-        .collect()
-}
-
 #[test]
 fn losing_the_etcd_leader_under_churn_loses_nothing() {
     if !is_root() {
@@ -147,7 +134,7 @@ fn losing_the_etcd_leader_under_churn_loses_nothing() {
     assert!(want.len() > 4, "the churn got little done: {want:?}");
     let mut eps = Vec::new();
     let settled = wait_until(Duration::from_secs(10), Duration::from_millis(300), || {
-        eps = endpoints(&lab);
+        eps = lab.endpoint_addresses("front").into_iter().collect();
         eps.iter().map(|(n, _)| n.clone()).collect::<BTreeSet<_>>() == want
     });
     assert!(
