@@ -107,11 +107,21 @@ impl Handler<DetachWorkload> for EmptyNode {
     }
 }
 
+/// A scratch directory removed on drop, also when a test fails.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The API served on a socket in a scratch directory, over an [`EmptyNode`].
 fn with_api<F: Future<Output = ()>>(tag: &str, test: impl FnOnce(PathBuf, Arc<AtomicUsize>) -> F) {
     let dir = std::env::temp_dir().join(format!("sf-agent-bad-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("mkdir");
+    let _scratch = Scratch(dir.clone());
     let sock = dir.join("agent.sock");
     actix::System::new().block_on(async {
         let node = EmptyNode::default();
@@ -147,7 +157,6 @@ fn with_api<F: Future<Output = ()>>(tag: &str, test: impl FnOnce(PathBuf, Arc<At
         let _ = tx.send(());
         server.await.expect("join").expect("serve");
     });
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// One answer: status, whether it says it is JSON, the body as JSON (null if it is not).
