@@ -123,11 +123,7 @@ fn check_container_id(id: &str) -> Result<(), CniError> {
 
 /// An interface name the kernel takes: 1-15 bytes, no `/`, `:` or whitespace, not `.`/`..`.
 fn check_ifname(name: &str) -> Result<(), CniError> {
-    let bad = name.len() > 15
-        || name == "."
-        || name == ".."
-        || name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace());
-    if bad {
+    if !shibafu_overlay::plan::valid_ifname(name) {
         Err(CniError::new(
             INVALID_ENV,
             format!("CNI_IFNAME {name:?}: 1-15 characters without '/', ':' or spaces"),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use actix::{Addr, Recipient};
 use shibafu_overlay::ipam::{ipv6_for, Ipam};
 use shibafu_overlay::model::{self, Endpoint, HealthSpec, Network};
-use shibafu_overlay::plan::{next_ifname, MAX_IFNAME};
+use shibafu_overlay::plan::{next_ifname, valid_ifname};
 use shibafu_overlay::state::ClusterState;
 use shibafu_overlay::store::Store;
 use shibafu_overlay::telemetry::Trace;
@@ -209,12 +209,7 @@ pub async fn attach(
 /// A runtime-chosen interface name: what the kernel takes (1-15 bytes, no `/`, `:` or
 /// whitespace, not `.` or `..`), for a single network.
 fn check_ifname(ifname: &str, networks: usize) -> Result<(), AttachError> {
-    let bad = ifname.is_empty()
-        || ifname.len() > MAX_IFNAME
-        || ifname == "."
-        || ifname == ".."
-        || ifname.contains(|c: char| c == '/' || c == ':' || c.is_whitespace());
-    if bad {
+    if !valid_ifname(ifname) {
         return Err(AttachError::InvalidIfname(ifname.to_string()));
     }
     if networks != 1 {

@@ -15,7 +15,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
-use super::names::{gateway_mac, overlay_mtu, veth_host_name, MAX_IFNAME, VXLAN_PORT};
+use super::names::{gateway_mac, overlay_mtu, valid_ifname, veth_host_name, VXLAN_PORT};
 use super::{MacAddr, PlanError};
 use crate::model::{admit, Endpoint, Network, Node};
 use crate::wireguard::tunnel;
@@ -305,10 +305,7 @@ fn build_endpoints(
                     node: ep.node.clone(),
                 });
             }
-            if li.ifname.is_empty()
-                || li.ifname.len() > MAX_IFNAME
-                || li.ifname.contains(['/', ' ', ':'])
-            {
+            if !valid_ifname(&li.ifname) {
                 return Err(PlanError::InvalidIfname(li.ifname.clone()));
             }
             if !names.insert(li.ifname.as_str()) {

@@ -35,8 +35,8 @@ pub use desired::{
 };
 pub use diff::{plan, plan_workloads, VXLAN_PORT_FLAGS};
 pub use names::{
-    gateway_mac, is_owned, next_ifname, overlay_mtu, veth_host_name, MAX_IFNAME, OWNED_PREFIX,
-    VETH_PREFIX, VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6, VXLAN_PORT,
+    gateway_mac, is_owned, next_ifname, overlay_mtu, valid_ifname, veth_host_name, MAX_IFNAME,
+    OWNED_PREFIX, VETH_PREFIX, VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6, VXLAN_PORT,
 };
 pub use observed::{
     LinkKind, ObservedContainer, ObservedFdb, ObservedHost, ObservedLink, ObservedNeigh,

@@ -18,6 +18,16 @@ pub const VXLAN_OVERHEAD_V4: u32 = 50;
 /// VXLAN encapsulation overhead over an IPv6 underlay (outer header 40 instead of 20).
 pub const VXLAN_OVERHEAD_V6: u32 = 70;
 
+/// Is `name` an interface name the kernel takes (`dev_valid_name`): 1-15 bytes, not `.` or
+/// `..`, no `/`, `:` or whitespace?
+pub fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_IFNAME
+        && name != "."
+        && name != ".."
+        && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
+}
+
 /// Is `name` a link shibafu owns (and may therefore change or delete)?
 pub fn is_owned(name: &str) -> bool {
     name.starts_with(OWNED_PREFIX)
