@@ -8,6 +8,24 @@ use crate::cni::{Attachment, Runtime};
 use crate::cni_call::CniCall;
 use crate::{Lab, NetnsGuard};
 
+/// The shibafu network the CNI lab tests attach to.
+pub const NET: &str = "cninet";
+
+/// Creates [`NET`] (172.24.0.0/24) in `lab`.
+pub fn create_net(lab: &Lab) {
+    lab.cli_ok("node1", &["network", "create", NET, "172.24.0.0/24"]);
+}
+
+/// A lab of `nodes` nodes with [`NET`], or `None` (after saying so) without root.
+pub fn lab_with_net(nodes: usize) -> Option<Lab> {
+    if !crate::root_or_skip("lab") {
+        return None;
+    }
+    let lab = Lab::up(nodes);
+    create_net(&lab);
+    Some(lab)
+}
+
 /// A fresh container namespace (named after `tag`) and its attachment (eth0, a 64-hex id).
 pub fn container(tag: &str) -> (NetnsGuard, Attachment) {
     let ns = NetnsGuard::new(tag);

@@ -11,22 +11,13 @@ use serde_json::{json, Value};
 use shibafu_tests::cni::Runtime;
 use shibafu_tests::cni_conf::{agent_socket, conflist, shibafu_plugin};
 use shibafu_tests::cni_lab::{
-    cni_entries, cni_ids, container, endpoints, lifecycle_after, result_gateway, result_ip,
+    cni_entries, cni_ids, container, endpoints, lab_with_net, lifecycle_after, result_gateway,
+    result_ip, NET,
 };
-use shibafu_tests::{root_or_skip, unique_name, wait_until, Lab, NetnsGuard};
+use shibafu_tests::{unique_name, wait_until, Lab, NetnsGuard};
 
 const POLL: Duration = Duration::from_millis(200);
 const SETTLE: Duration = Duration::from_secs(20);
-const NET: &str = "cninet";
-
-fn lab() -> Option<Lab> {
-    if !root_or_skip("lab") {
-        return None;
-    }
-    let lab = Lab::up(2);
-    lab.cli_ok("node1", &["network", "create", NET, "172.24.0.0/24"]);
-    Some(lab)
-}
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
@@ -63,7 +54,7 @@ fn nothing_attached(lab: &Lab, ns: Option<&NetnsGuard>, when: &str) {
 
 #[test]
 fn add_check_del_follow_the_spec_and_free_the_address() {
-    let Some(lab) = lab() else { return };
+    let Some(lab) = lab_with_net(2) else { return };
     let rt = Runtime::shibafu(&lab, "node1", NET);
     let (ns, att) = container("cnia");
     let add = rt.add(&att);
@@ -152,7 +143,7 @@ fn add_check_del_follow_the_spec_and_free_the_address() {
 
 #[test]
 fn gc_removes_what_the_runtime_no_longer_lists() {
-    let Some(lab) = lab() else { return };
+    let Some(lab) = lab_with_net(2) else { return };
     let rt = Runtime::shibafu(&lab, "node1", NET);
     let (ns_a, a) = container("cnia");
     let (ns_b, b) = container("cnib");
@@ -203,7 +194,7 @@ fn status_code(rt: &Runtime) -> (Option<u64>, String) {
 
 #[test]
 fn status_says_whether_the_agent_and_etcd_are_ready() {
-    let Some(lab) = lab() else { return };
+    let Some(lab) = lab_with_net(2) else { return };
     let rt = Runtime::shibafu(&lab, "node1", NET);
     let (code, shown) = status_code(&rt);
     assert_eq!(code, Some(0), "{shown}");
@@ -265,7 +256,7 @@ const BAD: &[Bad] = &[
 
 #[test]
 fn bad_input_gets_the_spec_error_codes_and_leaves_nothing() {
-    let Some(lab) = lab() else { return };
+    let Some(lab) = lab_with_net(2) else { return };
     let rt = Runtime::shibafu(&lab, "node1", NET);
     let (ns, att) = container("cnie");
     let stale = std::env::temp_dir().join(unique_name("sf-stale"));
@@ -319,7 +310,7 @@ fn bad_input_gets_the_spec_error_codes_and_leaves_nothing() {
 
 #[test]
 fn the_plugin_answers_to_both_type_names() {
-    let Some(lab) = lab() else { return };
+    let Some(lab) = lab_with_net(2) else { return };
     // Installed under its own name, as `"type": "shibafu-cni"` finds it in CNI_PATH.
     let mut plugin = shibafu_plugin(&lab, "node1", NET);
     plugin["type"] = json!("shibafu-cni");

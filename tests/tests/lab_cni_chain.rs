@@ -27,21 +27,11 @@ use serde_json::{json, Value};
 use shibafu_tests::cni::Runtime;
 use shibafu_tests::cni_call::CniCall;
 use shibafu_tests::cni_conf::{conflist, shibafu_plugin};
-use shibafu_tests::cni_lab::{container, lifecycle_after, result_ip};
-use shibafu_tests::{root_or_skip, text, unique_name, wait_until, Lab, NetnsGuard};
+use shibafu_tests::cni_lab::{container, lab_with_net, lifecycle_after, result_ip, NET};
+use shibafu_tests::{text, unique_name, wait_until, Lab, NetnsGuard};
 
 const POLL: Duration = Duration::from_millis(200);
 const SETTLE: Duration = Duration::from_secs(20);
-const NET: &str = "cninet";
-
-fn lab() -> Option<Lab> {
-    if !root_or_skip("lab") {
-        return None;
-    }
-    let lab = Lab::up(2);
-    lab.cli_ok("node1", &["network", "create", NET, "172.24.0.0/24"]);
-    Some(lab)
-}
 
 /// `main` followed by the meta plugins a runtime with port mappings would chain.
 fn chain(name: &str, main: Value) -> Value {
@@ -58,7 +48,7 @@ fn chain(name: &str, main: Value) -> Value {
 
 #[test]
 fn chained_meta_plugins_and_the_reference_bridge_side_by_side() {
-    let Some(lab) = lab() else { return };
+    let Some(lab) = lab_with_net(2) else { return };
     let ipam = std::env::temp_dir().join(unique_name("sf-hostlocal"));
     let _ipam = DirGuard(ipam.clone());
     let bridge = json!({"type": "bridge", "bridge": "cnitest0", "isGateway": true,
@@ -152,7 +142,7 @@ fn dig(lab: &Lab, ns: Option<(&NetnsGuard, &str)>, name: &str) -> String {
 
 #[test]
 fn a_cni_namespace_and_a_run_container_on_another_node_reach_each_other_by_name() {
-    let Some(lab) = lab() else { return };
+    let Some(lab) = lab_with_net(2) else { return };
     let rt = Runtime::shibafu(&lab, "node1", NET);
     let (ns, att) = container("cnig");
     let att = att

@@ -8,11 +8,9 @@ use std::path::PathBuf;
 
 use serde_json::json;
 use shibafu_tests::cni::{Attachment, Runtime};
-use shibafu_tests::cni_lab::{cni_entries, result_ip};
+use shibafu_tests::cni_lab::{cni_entries, create_net, result_ip, NET};
 use shibafu_tests::cni_sandbox::ProcSandbox;
 use shibafu_tests::{root_or_skip, Lab};
-
-const NET: &str = "cninet";
 
 #[test]
 fn a_proc_namespace_is_pinned_while_attached_and_unpinned_by_del() {
@@ -20,7 +18,7 @@ fn a_proc_namespace_is_pinned_while_attached_and_unpinned_by_del() {
         return;
     }
     let lab = Lab::up(1);
-    lab.cli_ok("node1", &["network", "create", NET, "172.24.0.0/24"]);
+    create_net(&lab);
     let rt = Runtime::shibafu(&lab, "node1", NET);
     let mut sandbox = ProcSandbox::start(&lab, "node1");
     let att = Attachment::at(&sandbox.netns());

@@ -7,10 +7,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use shibafu_tests::cni::Runtime;
-use shibafu_tests::cni_lab::container;
+use shibafu_tests::cni_lab::{container, create_net, NET};
 use shibafu_tests::{root_or_skip, wait_until, Lab, OtlpReceiver, ReceivedSpan};
 
-const NET: &str = "cninet";
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
 
@@ -48,7 +47,7 @@ fn an_add_continues_the_runtimes_traceparent_through_the_agent() {
         ("OTEL_BSP_SCHEDULE_DELAY", "200"),
     ];
     lab.restart_with_env("node1", &otel);
-    lab.cli_ok("node1", &["network", "create", NET, "172.24.0.0/24"]);
+    create_net(&lab);
     let ready = wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
         lab.agent_get("node1", "/v1/networks")
             .is_some_and(|v| v.to_string().contains(NET))
