@@ -7,105 +7,13 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use serde_json::Value;
-use shibafu_overlay::api::ApiError;
 use shibafu_overlay::container::ShimContainerHost;
-use shibafu_overlay::model::Network;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
+use super::tests::{FakeStore, NoHost};
 use super::*;
-use crate::dataplane::actor::CheckLocal;
-use crate::firewall_actor::CheckNetwork;
-use crate::messages::AgentStatus;
-use crate::network_actor::{AttachError, AttachWorkload, DetachWorkload};
-use crate::registry::actor::GetWorkloads;
-use crate::registry::book::Entry;
 use crate::runtime::RuntimeActor;
-
-/// Every actor the API reaches, answering as an empty node; counts the attaches that reach it
-/// (bad input must not; a detach is a lookup by name, harmless whatever the name).
-#[derive(Default)]
-struct EmptyNode {
-    attaches: Arc<AtomicUsize>,
-}
-
-impl Actor for EmptyNode {
-    type Context = Context<Self>;
-}
-
-impl Handler<GetStatus> for EmptyNode {
-    type Result = MessageResult<GetStatus>;
-    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(AgentStatus {
-            node: "node1".into(),
-            underlay: "10.9.9.1".parse().expect("ip"),
-            version: "test".into(),
-            etcd_connected: true,
-            registered: true,
-            revision: 1,
-            networks: vec![],
-            nodes: vec![],
-            upstream_dns: vec![],
-        })
-    }
-}
-
-impl Handler<GetTunnel> for EmptyNode {
-    type Result = MessageResult<GetTunnel>;
-    fn handle(&mut self, _: GetTunnel, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(shibafu_overlay::api::TunnelReport::default())
-    }
-}
-
-impl Handler<GetNetworks> for EmptyNode {
-    type Result = MessageResult<GetNetworks>;
-    fn handle(&mut self, _: GetNetworks, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(vec![])
-    }
-}
-
-impl Handler<TraceDns> for EmptyNode {
-    type Result = Result<shibafu_overlay::dns::trace::DnsTrace, ApiError>;
-    fn handle(&mut self, m: TraceDns, _: &mut Context<Self>) -> Self::Result {
-        Err(ApiError::not_found(format!("no network {}", m.network)))
-    }
-}
-
-impl Handler<GetWorkloads> for EmptyNode {
-    type Result = MessageResult<GetWorkloads>;
-    fn handle(&mut self, _: GetWorkloads, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(Arc::default())
-    }
-}
-
-impl Handler<CheckLocal> for EmptyNode {
-    type Result = Result<Vec<String>, crate::dataplane::DataplaneError>;
-    fn handle(&mut self, _: CheckLocal, _: &mut Context<Self>) -> Self::Result {
-        Ok(vec![])
-    }
-}
-
-impl Handler<CheckNetwork> for EmptyNode {
-    type Result = Result<(), String>;
-    fn handle(&mut self, _: CheckNetwork, _: &mut Context<Self>) -> Self::Result {
-        Ok(())
-    }
-}
-
-impl Handler<AttachWorkload> for EmptyNode {
-    type Result = Result<(Entry, Vec<Network>), AttachError>;
-    fn handle(&mut self, m: AttachWorkload, _: &mut Context<Self>) -> Self::Result {
-        self.attaches.fetch_add(1, Ordering::SeqCst);
-        Err(AttachError::UnknownNetwork(m.0.networks.join(",")))
-    }
-}
-
-impl Handler<DetachWorkload> for EmptyNode {
-    type Result = Result<Entry, AttachError>;
-    fn handle(&mut self, m: DetachWorkload, _: &mut Context<Self>) -> Self::Result {
-        Err(AttachError::UnknownWorkload(m.name))
-    }
-}
 
 /// A scratch directory removed on drop, also when a test fails.
 struct Scratch(PathBuf);
@@ -116,7 +24,7 @@ impl Drop for Scratch {
     }
 }
 
-/// The API served on a socket in a scratch directory, over an [`EmptyNode`].
+/// The API served on a socket in a scratch directory, over the fakes of the API tests.
 fn with_api<F: Future<Output = ()>>(tag: &str, test: impl FnOnce(PathBuf, Arc<AtomicUsize>) -> F) {
     let dir = std::env::temp_dir().join(format!("sf-agent-bad-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -124,12 +32,13 @@ fn with_api<F: Future<Output = ()>>(tag: &str, test: impl FnOnce(PathBuf, Arc<At
     let _scratch = Scratch(dir.clone());
     let sock = dir.join("agent.sock");
     actix::System::new().block_on(async {
-        let node = EmptyNode::default();
-        let attaches = node.attaches.clone();
-        let fake = node.start();
+        let host = NoHost::default();
+        let attaches = host.attaches.clone();
+        let host = host.start();
+        let fake = FakeStore.start();
         let net = NetworkRecipients {
-            attach: fake.clone().recipient(),
-            detach: fake.clone().recipient(),
+            attach: host.clone().recipient(),
+            detach: host.recipient(),
         };
         let containers = ShimContainerHost::new(dir.clone(), "/bin/false".into());
         let runtime = RuntimeActor::new(Arc::new(containers), net.clone()).start();

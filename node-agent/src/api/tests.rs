@@ -17,7 +17,8 @@ use crate::registry::book::Entry;
 use crate::runtime::RuntimeActor;
 use shibafu_overlay::container::ShimContainerHost;
 
-struct FakeStore;
+/// Every actor the API reads from, answering as node7 with network frontend.
+pub(super) struct FakeStore;
 
 impl Actor for FakeStore {
     type Context = Context<Self>;
@@ -124,7 +125,11 @@ async fn get(path: &std::path::Path, url: &str) -> (u16, serde_json::Value) {
 }
 
 /// A NetworkActor stand-in with no workloads.
-struct NoHost;
+/// The network owner of a node without networks; counts the attaches that reach it.
+#[derive(Default)]
+pub(super) struct NoHost {
+    pub(super) attaches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
 
 impl Actor for NoHost {
     type Context = Context<Self>;
@@ -133,6 +138,8 @@ impl Actor for NoHost {
 impl Handler<AttachWorkload> for NoHost {
     type Result = Result<(Entry, Vec<Network>), AttachError>;
     fn handle(&mut self, m: AttachWorkload, _: &mut Context<Self>) -> Self::Result {
+        self.attaches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Err(AttachError::UnknownNetwork(m.0.networks.join(",")))
     }
 }
@@ -155,7 +162,7 @@ fn serves_status_networks_and_json_errors_on_a_private_socket() {
         let listener = bind(&sock).expect("bind over stale socket");
         let mode = std::fs::metadata(&sock).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let host = NoHost.start();
+        let host = NoHost::default().start();
         let net = NetworkRecipients {
             attach: host.clone().recipient(),
             detach: host.recipient(),
