@@ -2,11 +2,13 @@
 //! owners of each concern: IPAM for addresses, the local registry for the book and the
 //! endpoint records, the dataplane reconciler for the kernel (see [`attach`] for the sequence).
 //! It keeps the latest cluster state to validate requests, and on the first one recovers the
-//! addresses its workloads use. Before any state an attach is refused (retry) and a detach waits
+//! addresses its workloads use. An attach naming a network etcd has but the watch has not brought
+//! yet waits for it ([`catch_up`]). Before any state an attach is refused (retry) and a detach waits
 //! (the runtime detaches containers that exited while the agent was down right at start):
 //! reconciling against no cluster at all would take every network off the host.
 
 mod attach;
+mod catch_up;
 mod error;
 #[cfg(test)]
 mod tests;
@@ -92,7 +94,7 @@ impl Handler<AttachWorkload> for NetworkActor {
 
     fn handle(&mut self, msg: AttachWorkload, _ctx: &mut Context<Self>) -> Self::Result {
         let (links, serial) = (self.links.clone(), self.serial.clone());
-        let (mut ready, state) = (self.ready.subscribe(), self.state.borrow().clone());
+        let (mut ready, mut states) = (self.ready.subscribe(), self.state.subscribe());
         let span = info_span!(
             "network.attach",
             container = %msg.0.name,
@@ -101,12 +103,15 @@ impl Handler<AttachWorkload> for NetworkActor {
         );
         msg.0.trace.adopt(&span);
         let attach = async move {
-            let state = state.ok_or(AttachError::Starting)?;
+            if states.borrow().is_none() {
+                return Err(AttachError::Starting);
+            }
             ready
                 .wait_for(|r| *r)
                 .await
                 .map_err(|_| AttachError::Starting)?;
             let _turn = serial.lock().await;
+            let state = catch_up::caught_up(&*links.store, &mut states, &msg.0.networks).await?;
             let entry = attach::attach(&links, &state, msg.0).await?;
             let (store, named, seen) = (links.store.clone(), entry.clone(), state.clone());
             actix_rt::spawn(async move { upkeep::ensure_services(store, &seen, &named).await });

@@ -417,3 +417,6 @@ fn an_instance_carries_its_weight_and_check_and_creates_its_service() {
 
 #[path = "tests_cni.rs"]
 mod cni;
+
+#[path = "tests_catch_up.rs"]
+mod catch_up;
