@@ -19,4 +19,5 @@ pub mod probe;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod wireguard;

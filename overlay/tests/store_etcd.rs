@@ -259,7 +259,8 @@ async fn connecting_to_nothing_is_unavailable() {
         .expect("port")
         .port();
     let res =
-        shibafu_overlay::store::EtcdStore::connect(&[format!("http://127.0.0.1:{port}")]).await;
+        shibafu_overlay::store::EtcdStore::connect(&[format!("http://127.0.0.1:{port}")], None)
+            .await;
     match res {
         Err(StoreError::Unavailable(msg)) => assert!(msg.contains("cannot reach etcd"), "{msg}"),
         Err(e) => panic!("expected Unavailable, got {e}"),

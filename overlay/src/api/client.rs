@@ -1,5 +1,6 @@
-//! A small HTTP/1.1 JSON client for the shibafu APIs, over TCP (`http://host:port`, the
-//! coordinator) or a unix socket (`unix:/run/shibafu/agent.sock`, the local agent).
+//! A small HTTP/1.1 JSON client for the shibafu APIs, over TCP (`http://host:port`), TLS with a
+//! client certificate (`https://host:port`, the coordinator of a secure cluster) or a unix
+//! socket (`unix:/run/shibafu/agent.sock`, the local agent).
 //!
 //! One connection per request: the CLI makes a handful of calls per run, and a fresh connection
 //! keeps errors simple to report. A client may know several servers of one kind (coordinators):
@@ -7,22 +8,21 @@
 //! time, never after an answer (an error answer is the cluster's answer).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{ACCEPT, CONNECTION, CONTENT_TYPE, HOST, UPGRADE};
 
+use super::connect::{self, Stream};
+use super::target::Target;
+use super::types::ApiError;
 use crate::telemetry::{Trace, TRACEPARENT};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpStream, UnixStream};
-
-use super::target::Target;
-use super::types::ApiError;
 
 /// Default time allowed to open a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -113,6 +113,7 @@ pub struct Client {
     hint: String,
     connect_timeout: Duration,
     request_timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Client {
@@ -126,6 +127,7 @@ impl Client {
             hint: hint.into(),
             connect_timeout: CONNECT_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
+            tls: None,
         }
     }
 
@@ -133,6 +135,13 @@ impl Client {
     /// time; a request that got an answer (even an error) is never sent again elsewhere.
     pub fn with_fallbacks(mut self, fallbacks: impl IntoIterator<Item = Target>) -> Client {
         self.fallbacks.extend(fallbacks);
+        self
+    }
+
+    /// Sets the TLS configuration (the cluster CA and a client certificate) for `https://`
+    /// servers.
+    pub fn with_tls(mut self, tls: Option<Arc<rustls::ClientConfig>>) -> Client {
+        self.tls = tls;
         self
     }
 
@@ -222,20 +231,9 @@ impl Client {
             let (method, body) = (method.clone(), body.clone());
             async move {
                 let work = async {
-                    match target {
-                        Target::Http(authority) => {
-                            let io = self
-                                .connect(target, TcpStream::connect(authority.as_str()))
-                                .await?;
-                            self.upgrade_on(target, io, method, path, body, protocol)
-                                .await
-                        }
-                        Target::Unix(p) => {
-                            let io = self.connect(target, UnixStream::connect(p)).await?;
-                            self.upgrade_on(target, io, method, path, body, protocol)
-                                .await
-                        }
-                    }
+                    let io = self.open(target).await?;
+                    self.upgrade_on(target, io, method, path, body, protocol)
+                        .await
                 };
                 tokio::time::timeout(self.request_timeout, work)
                     .await
@@ -301,32 +299,20 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<RawResponse, ClientError> {
         let work = async {
-            match target {
-                Target::Http(authority) => {
-                    let io = self
-                        .connect(target, TcpStream::connect(authority.as_str()))
-                        .await?;
-                    self.exchange(target, io, method, path, body).await
-                }
-                Target::Unix(p) => {
-                    let io = self.connect(target, UnixStream::connect(p)).await?;
-                    self.exchange(target, io, method, path, body).await
-                }
-            }
+            let io = self.open(target).await?;
+            self.exchange(target, io, method, path, body).await
         };
         tokio::time::timeout(self.request_timeout, work)
             .await
             .map_err(|_| self.timeout(target, self.request_timeout))?
     }
 
-    async fn connect<S>(
-        &self,
-        target: &Target,
-        connecting: impl Future<Output = std::io::Result<S>>,
-    ) -> Result<S, ClientError> {
-        match tokio::time::timeout(self.connect_timeout, connecting).await {
+    /// Opens a connection to `target`, bounded by the connect timeout.
+    async fn open(&self, target: &Target) -> Result<Stream, ClientError> {
+        let opening = connect::open(target, self.tls.as_ref());
+        match tokio::time::timeout(self.connect_timeout, opening).await {
             Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => Err(self.unreachable(target, e.to_string())),
+            Ok(Err(reason)) => Err(self.unreachable(target, reason)),
             Err(_) => Err(self.unreachable(
                 target,
                 format!(
@@ -345,7 +331,7 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<Request<Full<Bytes>>, ClientError> {
         let host = match target {
-            Target::Http(authority) => authority.as_str(),
+            Target::Http(authority) | Target::Https(authority) => authority.as_str(),
             Target::Unix(_) => "localhost",
         };
         let mut builder = Request::builder()
@@ -364,17 +350,14 @@ impl Client {
             .map_err(|e| ClientError::Encode(format!("bad request path {path:?}: {e}")))
     }
 
-    async fn exchange<S>(
+    async fn exchange(
         &self,
         target: &Target,
-        io: S,
+        io: Stream,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<RawResponse, ClientError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+    ) -> Result<RawResponse, ClientError> {
         let req = self.request(target, method, path, body)?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
@@ -399,18 +382,15 @@ impl Client {
         Ok(RawResponse { status, body })
     }
 
-    async fn upgrade_on<S>(
+    async fn upgrade_on(
         &self,
         target: &Target,
-        io: S,
+        io: Stream,
         method: Method,
         path: &str,
         body: Vec<u8>,
         protocol: &str,
-    ) -> Result<UpgradedStream, ClientError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+    ) -> Result<UpgradedStream, ClientError> {
         let mut req = self.request(target, method, path, Some(body))?;
         let headers = req.headers_mut();
         headers.insert(

@@ -96,7 +96,8 @@ fn targets_parse() {
         "10.0.0.1:7480",
         "http://",
         "http://h:1/v1",
-        "https://h:1",
+        "https://",
+        "https://h:1/v1",
         "unix:rel",
         "http://:80",
     ] {
@@ -105,6 +106,12 @@ fn targets_parse() {
     }
     assert_eq!(Target::Unix("/a".into()).to_string(), "unix:/a");
     assert_eq!(Target::Http("h:1".into()).to_string(), "http://h:1");
+    assert_eq!(t("https://h").expect("ok"), Target::Https("h:443".into()));
+    assert_eq!(
+        t("https://[fd00::1]:7480").expect("ok").host(),
+        Some("fd00::1")
+    );
+    assert_eq!(Target::Https("h:1".into()).to_string(), "https://h:1");
 }
 
 #[tokio::test]

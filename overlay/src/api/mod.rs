@@ -1,10 +1,11 @@
 //! The shibafu HTTP/JSON APIs as seen by clients: request and response bodies, the shared error
-//! body, a small HTTP/1.1 client (TCP or unix socket), and typed calls to the coordinator.
+//! body, a small HTTP/1.1 client (TCP, TLS or unix socket), and typed calls to the coordinator.
 
 mod agent;
 mod apply;
 mod client;
 mod cni;
+mod connect;
 mod coordinator;
 mod diag;
 mod policies;
@@ -23,6 +24,7 @@ pub use client::{
 pub use cni::{
     valid_container_id, CniAdd, CniAttachment, CniCheck, CniGc, CniRef, CniRemoved, CniTarget,
 };
+pub use connect::NO_CERTIFICATE;
 pub use coordinator::{link_path, policy_path, service_path, Coordinator, LinkNetworks};
 pub use diag::{
     ContainerNet, DnsTraceRequest, HostNet, NamespaceNet, NeighbourEntry, ProbeKind, ProbeRequest,

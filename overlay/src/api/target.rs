@@ -1,4 +1,5 @@
-//! Where a shibafu server listens: `http://host:port` (TCP) or `unix:/path` (a unix socket).
+//! Where a shibafu server listens: `http://host:port` (TCP), `https://host:port` (TCP with TLS)
+//! or `unix:/path` (a unix socket).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -11,6 +12,8 @@ use super::client::ClientError;
 pub enum Target {
     /// `http://host:port`: TCP, the authority as given (`host:port`).
     Http(String),
+    /// `https://host:port`: TCP with TLS, the authority as given (`host:port`).
+    Https(String),
     /// `unix:/path`: a unix stream socket.
     Unix(PathBuf),
 }
@@ -19,6 +22,7 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Http(authority) => write!(f, "http://{authority}"),
+            Target::Https(authority) => write!(f, "https://{authority}"),
             Target::Unix(path) => write!(f, "unix:{}", path.display()),
         }
     }
@@ -34,24 +38,13 @@ impl FromStr for Target {
             reason: reason.to_string(),
         };
         if let Some(rest) = s.strip_prefix("http://") {
-            let authority = rest.strip_suffix('/').unwrap_or(rest);
-            if authority.is_empty()
-                || authority.starts_with(':')
-                || authority.contains(['/', '?', '#', '@', ' '])
-            {
-                return Err(bad("use http://HOST:PORT, without a path"));
-            }
-            let has_port = match authority.rsplit_once(':') {
-                Some((host, port)) => !port.contains(']') && !host.is_empty(),
-                None => false,
-            };
-            if has_port {
-                Ok(Target::Http(authority.to_string()))
-            } else {
-                Ok(Target::Http(format!("{authority}:80")))
-            }
-        } else if s.starts_with("https://") {
-            Err(bad("https is not supported yet: use http://HOST:PORT"))
+            Ok(Target::Http(
+                authority(rest, 80).map_err(|r| bad(&format!("use http://{r}")))?,
+            ))
+        } else if let Some(rest) = s.strip_prefix("https://") {
+            Ok(Target::Https(
+                authority(rest, 443).map_err(|r| bad(&format!("use https://{r}")))?,
+            ))
         } else if let Some(path) = s.strip_prefix("unix:") {
             let path = path.strip_prefix("//").unwrap_or(path);
             if path.starts_with('/') {
@@ -62,12 +55,45 @@ impl FromStr for Target {
         } else if s.starts_with('/') {
             Ok(Target::Unix(PathBuf::from(s)))
         } else {
-            Err(bad("use http://HOST:PORT or unix:/PATH/TO/SOCKET"))
+            Err(bad(
+                "use http://HOST:PORT, https://HOST:PORT or unix:/PATH/TO/SOCKET",
+            ))
         }
     }
 }
 
+/// `host[:port][/]` checked, with `default_port` added when none is given; the error is the
+/// form to use.
+fn authority(rest: &str, default_port: u16) -> Result<String, &'static str> {
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty()
+        || authority.starts_with(':')
+        || authority.contains(['/', '?', '#', '@', ' '])
+    {
+        return Err("HOST:PORT, without a path");
+    }
+    let has_port = match authority.rsplit_once(':') {
+        Some((host, port)) => !port.contains(']') && !host.is_empty(),
+        None => false,
+    };
+    if has_port {
+        Ok(authority.to_string())
+    } else {
+        Ok(format!("{authority}:{default_port}"))
+    }
+}
+
 impl Target {
+    /// The host of a TCP target, without port or IPv6 brackets (`None` for a unix socket).
+    pub fn host(&self) -> Option<&str> {
+        let authority = match self {
+            Target::Http(a) | Target::Https(a) => a.as_str(),
+            Target::Unix(_) => return None,
+        };
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        Some(host.trim_start_matches('[').trim_end_matches(']'))
+    }
+
     /// Parses a comma-separated list of addresses (`http://a:7480,http://b:7480`), in order;
     /// spaces around each are ignored, an empty entry is refused.
     pub fn parse_list(s: &str) -> Result<Vec<Target>, ClientError> {

@@ -9,15 +9,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, CompactionOptions, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType,
-    GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp as EtcdTxnOp,
-    WatchOptions,
+    Certificate, Client, CompactionOptions, Compare as EtcdCompare, CompareOp, ConnectOptions,
+    EventType, GetOptions, Identity, LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions,
+    Txn, TxnOp as EtcdTxnOp, WatchOptions,
 };
 use futures::stream::{self, StreamExt};
 use tokio::sync::Mutex;
 
 use super::keys::ROOT;
 use super::{Compare, KeyValue, Store, StoreError, TxnOp, WatchEvent, WatchStream};
+use crate::tls::TlsFiles;
 
 /// Upper bound of one unary call (and of opening a watch).
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,6 +28,38 @@ const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Part of etcd's (and etcd-client's) message for an unknown lease.
 const LEASE_NOT_FOUND: &str = "lease not found";
 
+/// etcd's TLS options from `files`, checked against the endpoints' schemes: https needs the
+/// files, and the files need https.
+fn tls_options(
+    endpoints: &[String],
+    files: Option<&TlsFiles>,
+) -> Result<Option<TlsOptions>, StoreError> {
+    let https = endpoints
+        .iter()
+        .filter(|e| e.starts_with("https://"))
+        .count();
+    let bad = |reason: &str| StoreError::Config(format!("etcd {}: {reason}", endpoints.join(",")));
+    match files {
+        None if https > 0 => Err(bad(
+            "https:// endpoints need the cluster CA and a client certificate (--tls-ca, --tls-cert, --tls-key)",
+        )),
+        None => Ok(None),
+        Some(_) if https != endpoints.len() => Err(bad(
+            "with a client certificate, every endpoint must be https://",
+        )),
+        Some(files) => {
+            let (ca, cert, key) = files
+                .pem()
+                .map_err(|e| StoreError::Config(e.to_string()))?;
+            Ok(Some(
+                TlsOptions::new()
+                    .ca_certificate(Certificate::from_pem(ca))
+                    .identity(Identity::from_pem(cert, key)),
+            ))
+        }
+    }
+}
+
 /// A store backed by an etcd cluster.
 pub struct EtcdStore {
     client: Client,
@@ -34,8 +67,12 @@ pub struct EtcdStore {
 }
 
 impl EtcdStore {
-    /// Connects to etcd (`http://127.0.0.1:2379` style endpoints) and checks it answers.
-    pub async fn connect(endpoints: &[String]) -> Result<EtcdStore, StoreError> {
+    /// Connects to etcd (`http://127.0.0.1:2379` style endpoints, or `https://` ones with
+    /// `tls`: the cluster CA and this process's client certificate) and checks it answers.
+    pub async fn connect(
+        endpoints: &[String],
+        tls: Option<&TlsFiles>,
+    ) -> Result<EtcdStore, StoreError> {
         let unreachable = |e: StoreError| {
             let reason = match e {
                 StoreError::Unavailable(msg) => msg,
@@ -46,10 +83,13 @@ impl EtcdStore {
                 endpoints.join(",")
             ))
         };
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
             .with_keep_alive(PING_INTERVAL, PING_TIMEOUT)
             .with_keep_alive_while_idle(false);
+        if let Some(tls) = tls_options(endpoints, tls)? {
+            options = options.with_tls(tls);
+        }
         let client = timed(Client::connect(endpoints, Some(options)))
             .await
             .map_err(unreachable)?;

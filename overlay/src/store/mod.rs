@@ -35,6 +35,9 @@ pub enum StoreError {
     /// The lease does not exist (expired or revoked).
     #[error("lease {0:x} not found")]
     LeaseNotFound(i64),
+    /// The store's connection settings are wrong (never cured by retrying).
+    #[error("{0}")]
+    Config(String),
     /// A stored value did not parse.
     #[error("malformed value at {key}: {reason}")]
     Malformed {

@@ -1,4 +1,6 @@
 //! A real etcd server for integration tests: free loopback ports, a temp data dir, killed on drop.
+//! Each test binary compiles this module and uses part of it.
+#![allow(dead_code)]
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -7,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use shibafu_overlay::store::EtcdStore;
+use shibafu_overlay::tls::TlsFiles;
 
 const ETCD_BIN: &str = "etcd";
 
@@ -16,6 +19,8 @@ pub struct Etcd {
     dir: PathBuf,
     client_port: u16,
     peer_port: u16,
+    /// The server's certificate when it serves TLS and requires client certificates.
+    tls: Option<TlsFiles>,
 }
 
 fn free_port() -> u16 {
@@ -28,6 +33,16 @@ fn free_port() -> u16 {
 impl Etcd {
     /// Starts a fresh single-member etcd and waits until it accepts clients.
     pub fn start() -> Etcd {
+        Etcd::start_with(None)
+    }
+
+    /// Starts a fresh etcd that serves TLS with `server` and takes only clients with a
+    /// certificate of `server.ca` (`--client-cert-auth`).
+    pub fn start_tls(server: TlsFiles) -> Etcd {
+        Etcd::start_with(Some(server))
+    }
+
+    fn start_with(tls: Option<TlsFiles>) -> Etcd {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "shibafu-etcd-test-{}-{}",
@@ -41,14 +56,16 @@ impl Etcd {
             dir,
             client_port: free_port(),
             peer_port: free_port(),
+            tls,
         };
         etcd.resume();
         etcd
     }
 
-    /// The client URL, `http://127.0.0.1:PORT`.
+    /// The client URL, `http://127.0.0.1:PORT` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// The client URL as the one-element list `EtcdStore::connect` takes.
@@ -58,7 +75,7 @@ impl Etcd {
 
     /// Connects a new store client.
     pub async fn store(&self) -> EtcdStore {
-        EtcdStore::connect(&self.endpoints())
+        EtcdStore::connect(&self.endpoints(), None)
             .await
             .expect("connect to the test etcd")
     }
@@ -80,7 +97,17 @@ impl Etcd {
             .append(true)
             .open(self.dir.join("etcd.log"))
             .expect("etcd log file");
-        let child = Command::new(ETCD_BIN)
+        let mut cmd = Command::new(ETCD_BIN);
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&t.cert)
+                .arg("--key-file")
+                .arg(&t.key)
+                .arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", "test"])
             .arg("--data-dir")
             .arg(self.dir.join("data"))
