@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use shibafu_overlay::api::{
     ApiError, CreateNetwork, ErrorKind, Health, LinkNetworks, NodeInfo, RemovedNetwork,
@@ -17,6 +17,7 @@ use shibafu_overlay::api::{
 use shibafu_overlay::model::{Link, Network, NetworkProblem};
 use shibafu_overlay::store::Store;
 use shibafu_overlay::telemetry::{request_span, TRACEPARENT};
+use shibafu_overlay::tls::CertInfo;
 use tracing::{info, instrument, warn, Instrument};
 
 use crate::cluster;
@@ -206,12 +207,20 @@ async fn rotate_key(
     Ok((StatusCode::ACCEPTED, Json(info)))
 }
 
+/// This coordinator's own certificate, for `/v1/health` (an extension set where it serves TLS).
+#[derive(Debug, Clone)]
+pub struct OwnCertificate(pub CertInfo);
+
 #[instrument(name = "health", skip_all, fields(method = "GET"))]
-async fn health(State(st): State<AppState>) -> Answer<Json<Health>> {
+async fn health(
+    State(st): State<AppState>,
+    own: Option<Extension<OwnCertificate>>,
+) -> Answer<Json<Health>> {
     cluster::check_store(st.store.as_ref()).await?;
     Ok(Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
+        certificate: own.map(|Extension(OwnCertificate(c))| c),
     }))
 }
 

@@ -22,10 +22,15 @@ mod policies;
 mod racing_store;
 mod rotation;
 mod services;
+mod tls_serve;
+#[cfg(test)]
+#[path = "tls_serve_tests.rs"]
+mod tls_serve_tests;
 mod validate;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +38,8 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use clap::Parser;
 use shibafu_overlay::dns::Snapshot;
-use shibafu_overlay::store::{lease, EtcdStore, Store};
+use shibafu_overlay::store::{lease, EtcdStore, Store, StoreError};
+use shibafu_overlay::tls::TlsFiles;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
@@ -84,6 +90,17 @@ struct Args {
     /// it stops without SIGTERM.
     #[arg(long, env = "SHIBAFU_LEASE_TTL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     lease_ttl: u64,
+    /// The cluster CA (PEM): with --tls-cert and --tls-key, the API is served over TLS to
+    /// clients with a certificate of this CA only, and https:// etcd endpoints are reached
+    /// with the same certificate.
+    #[arg(long, env = "SHIBAFU_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// This coordinator's certificate (PEM, role `coordinator`, from `shibafu cert issue`).
+    #[arg(long, env = "SHIBAFU_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "SHIBAFU_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off unless given). There is no
     /// authentication: bind an address only your monitoring reaches.
     #[arg(long, env = "SHIBAFU_METRICS_LISTEN", value_name = "ADDR:PORT")]
@@ -108,13 +125,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => member::default_name()?,
     };
     member::check_name(&name)?;
-    let api = member::api_url(args.listen, args.advertise.as_deref())?;
+    let tls = TlsFiles::from_flags(
+        args.tls_ca.clone(),
+        args.tls_cert.clone(),
+        args.tls_key.clone(),
+    )?;
+    let server_tls = match &tls {
+        Some(files) => Some(
+            files
+                .server_config()
+                .context("the coordinator's TLS files")?,
+        ),
+        None => {
+            warn!("serving the API without TLS: anyone who reaches it can change the cluster (give --tls-ca, --tls-cert, --tls-key)");
+            None
+        }
+    };
+    let api = member::api_url(args.listen, args.advertise.as_deref(), tls.is_some())?;
     let dns_addr = match args.dns_listen {
         Some(listen) => Some(member::dns_addr(listen, &api)?),
         None => None,
     };
     let record = member::record(&name, api, dns_addr);
-    let store: Arc<dyn Store> = Arc::new(connect_etcd(&args.etcd, args.etcd_wait).await?);
+    let store: Arc<dyn Store> =
+        Arc::new(connect_etcd(&args.etcd, tls.as_ref(), args.etcd_wait).await?);
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (is the address in use?)", args.listen))?;
@@ -181,8 +215,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         });
     }
-    let router = metrics::track_api(http::router(store), metrics);
-    let served = serve_router(listener, router, shutdown_signal()).await;
+    let mut router = metrics::track_api(http::router(store), metrics);
+    if let Some(own) = tls.as_ref().map(TlsFiles::info).transpose()? {
+        info!(certificate = %own.name, expires = %own.expires, "serving the API over TLS");
+        router = router.layer(axum::Extension(http::OwnCertificate(own)));
+    }
+    let served = match server_tls {
+        Some(config) => tls_serve::serve(listener, config, router, shutdown_signal()).await,
+        None => serve_router(listener, router, shutdown_signal()).await,
+    };
     // Tasks that already ended have nothing to be told.
     let _ = stop_tx.send(true);
     while let Some(done) = tasks.join_next().await {
@@ -200,12 +241,19 @@ async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Connects to etcd, retrying for up to `wait_secs` (etcd may still be starting).
-async fn connect_etcd(endpoints: &[String], wait_secs: u64) -> anyhow::Result<EtcdStore> {
+/// Connects to etcd, retrying for up to `wait_secs` (etcd may still be starting); `tls` is used
+/// for https:// endpoints.
+async fn connect_etcd(
+    endpoints: &[String],
+    tls: Option<&TlsFiles>,
+    wait_secs: u64,
+) -> anyhow::Result<EtcdStore> {
+    let tls = tls.filter(|_| endpoints.iter().any(|e| e.starts_with("https://")));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_secs);
     loop {
-        match EtcdStore::connect(endpoints).await {
+        match EtcdStore::connect(endpoints, tls).await {
             Ok(store) => return Ok(store),
+            Err(e @ StoreError::Config(_)) => return Err(e).context("--etcd"),
             Err(e) if tokio::time::Instant::now() < deadline => {
                 warn!(error = %e, "etcd not reachable yet; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;

@@ -27,23 +27,25 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The API URL others should use: `advertise`, else `http://<listen>` when that is an address
+/// The API URL others should use: `advertise`, else `http(s)://<listen>` when that is an address
 /// clients can reach.
-pub fn api_url(listen: SocketAddr, advertise: Option<&str>) -> anyhow::Result<String> {
+pub fn api_url(listen: SocketAddr, advertise: Option<&str>, tls: bool) -> anyhow::Result<String> {
+    let scheme = if tls { "https" } else { "http" };
     match advertise {
         Some(url) => {
             match url.parse::<Target>() {
-                Ok(Target::Http(_)) => {}
-                Ok(Target::Unix(_)) => bail!("--advertise {url:?}: use http://HOST:PORT"),
+                Ok(Target::Http(_)) if !tls => {}
+                Ok(Target::Https(_)) if tls => {}
+                Ok(_) => bail!("--advertise {url:?}: use {scheme}://HOST:PORT"),
                 Err(e) => bail!("--advertise: {e}"),
             }
             Ok(url.trim_end_matches('/').to_string())
         }
         None if listen.ip().is_unspecified() => bail!(
-            "--listen {listen} is no address clients can use: give --advertise http://HOST:{}",
+            "--listen {listen} is no address clients can use: give --advertise {scheme}://HOST:{}",
             listen.port()
         ),
-        None => Ok(format!("http://{listen}")),
+        None => Ok(format!("{scheme}://{listen}")),
     }
 }
 
@@ -53,10 +55,8 @@ pub fn dns_addr(dns_listen: SocketAddr, api: &str) -> anyhow::Result<SocketAddr>
     if !dns_listen.ip().is_unspecified() {
         return Ok(dns_listen);
     }
-    let host = api
-        .strip_prefix("http://")
-        .and_then(|a| a.rsplit_once(':').map(|(h, _)| h))
-        .map(|h| h.trim_start_matches('[').trim_end_matches(']'));
+    let target = api.parse::<Target>().ok();
+    let host = target.as_ref().and_then(Target::host);
     match host.and_then(|h| h.parse::<IpAddr>().ok()) {
         Some(ip) => Ok(SocketAddr::new(ip, dns_listen.port())),
         None => bail!(
@@ -105,7 +105,7 @@ mod tests {
 
     #[test]
     fn api_url_from_listen_or_advertise() {
-        let api = |l: &str, a: Option<&str>| api_url(addr(l), a);
+        let api = |l: &str, a: Option<&str>| api_url(addr(l), a, false);
         assert_eq!(
             api("10.0.0.2:7480", None).expect("url"),
             "http://10.0.0.2:7480"
@@ -120,6 +120,16 @@ mod tests {
         assert!(e.contains("--advertise http://HOST:7480"), "{e}");
         assert!(api("0.0.0.0:7480", Some("unix:/x.sock")).is_err());
         assert!(api("0.0.0.0:7480", Some("10.0.0.2:7480")).is_err());
+        let tls = |l: &str, a: Option<&str>| api_url(addr(l), a, true);
+        assert_eq!(
+            tls("10.0.0.2:7480", None).expect("url"),
+            "https://10.0.0.2:7480"
+        );
+        let e = tls("0.0.0.0:7480", Some("http://c1:7480"))
+            .expect_err("plain advertised with TLS")
+            .to_string();
+        assert!(e.contains("use https://HOST:PORT"), "{e}");
+        assert!(api("0.0.0.0:7480", Some("https://c1:7480")).is_err());
     }
 
     #[test]
@@ -138,6 +148,10 @@ mod tests {
             addr("[fd00::2]:5353")
         );
         assert!(dns_addr(addr("0.0.0.0:53"), "http://c1.example:7480").is_err());
+        assert_eq!(
+            dns_addr(addr("0.0.0.0:53"), "https://10.0.0.4:7480").expect("dns"),
+            addr("10.0.0.4:53")
+        );
     }
 
     #[test]

@@ -44,6 +44,7 @@ use shibafu_overlay::ipam::Ipam;
 use shibafu_overlay::netlink::NetlinkDataplane;
 use shibafu_overlay::policy::PolicyEnforcer;
 use shibafu_overlay::telemetry::{LogFormat, Telemetry};
+use shibafu_overlay::tls::TlsFiles;
 
 /// Health records written to etcd at once (etcd commits concurrent writes together).
 const HEALTH_WRITES_AT_ONCE: usize = 16;
@@ -67,6 +68,16 @@ pub struct RunArgs {
     /// etcd endpoints, comma-separated (`http://10.0.0.2:2379,http://10.0.0.3:2379`).
     #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
     etcd: Vec<String>,
+    /// The cluster CA (PEM); with --tls-cert and --tls-key, etcd is reached over TLS (https://
+    /// endpoints) with this node's certificate.
+    #[arg(long, env = "SHIBAFU_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM, role `agent`, from `shibafu cert issue --for agent`).
+    #[arg(long, env = "SHIBAFU_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "SHIBAFU_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// This node's underlay address: the VTEP of every VXLAN device here.
     #[arg(long)]
     underlay: IpAddr,
@@ -114,11 +125,31 @@ fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{s:?} is not IP or IP:PORT (e.g. 10.0.0.2 or 10.0.0.2:5353)"))
 }
 
-fn etcd_connector(endpoints: Vec<String>) -> Connector {
+/// The TLS files for etcd: the `--tls-*` flags, checked now (a bad file stops the start with
+/// a clear message, not a retry loop), used for https:// endpoints.
+fn etcd_tls(args: &RunArgs) -> anyhow::Result<Option<TlsFiles>> {
+    let tls = TlsFiles::from_flags(
+        args.tls_ca.clone(),
+        args.tls_cert.clone(),
+        args.tls_key.clone(),
+    )?;
+    if let Some(files) = &tls {
+        files.client_config().context("the agent's TLS files")?;
+    }
+    if tls.is_none() && args.etcd.iter().any(|e| e.starts_with("https://")) {
+        anyhow::bail!("--etcd https:// needs --tls-ca, --tls-cert and --tls-key");
+    }
+    if tls.is_some() && args.etcd.iter().any(|e| !e.starts_with("https://")) {
+        anyhow::bail!("with --tls-cert, give https:// --etcd endpoints (etcd must serve TLS)");
+    }
+    Ok(tls)
+}
+
+fn etcd_connector(endpoints: Vec<String>, tls: Option<TlsFiles>) -> Connector {
     Arc::new(move || {
-        let endpoints = endpoints.clone();
+        let (endpoints, tls) = (endpoints.clone(), tls.clone());
         async move {
-            let store = EtcdStore::connect(&endpoints).await?;
+            let store = EtcdStore::connect(&endpoints, tls.as_ref()).await?;
             Ok(Arc::new(store) as Arc<dyn Store>)
         }
         .boxed()
@@ -177,7 +208,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             ));
             info!(addr = %at, "serving metrics at /metrics");
         }
-        let connector = etcd_connector(args.etcd.clone());
+        let tls = etcd_tls(&args)?;
+        let certificate = tls.as_ref().map(TlsFiles::info).transpose()?;
+        let connector = etcd_connector(args.etcd.clone(), tls);
         let store = StoreActor::new(cfg, connector.clone())
             .with_metrics(metrics.store.clone())
             .start();
@@ -191,6 +224,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             dns_trace,
             tunnel,
             cni,
+            certificate,
         });
         let mut api_stop = stop_rx.clone();
         let shutdown = async move {

@@ -54,6 +54,7 @@ fn with_api<F: Future<Output = ()>>(tag: &str, test: impl FnOnce(PathBuf, Arc<At
                 check: fake.clone().recipient(),
                 firewall: fake.recipient(),
             },
+            certificate: None,
             network: net,
             runtime: RuntimeRecipients::of(&runtime),
         });

@@ -49,6 +49,8 @@ pub struct ApiState {
     pub tunnel: Recipient<GetTunnel>,
     /// What the CNI routes need besides attach and detach.
     pub cni: CniLinks,
+    /// The agent's certificate (for etcd), shown by `/v1/health`.
+    pub certificate: Option<shibafu_overlay::tls::CertInfo>,
 }
 
 /// Shared state as handlers see it.

@@ -21,10 +21,11 @@ pub fn routes() -> Router<SharedState> {
         .route("/v1/tunnel", get(tunnel))
 }
 
-async fn health() -> Json<Health> {
+async fn health(State(s): State<SharedState>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
+        certificate: s.certificate.clone(),
     })
 }
 

@@ -180,6 +180,7 @@ fn serves_status_networks_and_json_errors_on_a_private_socket() {
                 check: fake.clone().recipient(),
                 firewall: fake.clone().recipient(),
             },
+            certificate: None,
             networks: fake.recipient(),
             network: net,
             runtime: RuntimeRecipients::of(&runtime),

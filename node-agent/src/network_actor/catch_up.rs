@@ -27,7 +27,10 @@ pub async fn caught_up(
 ) -> Result<Arc<ClusterState>, AttachError> {
     let state = states.borrow().clone().ok_or(AttachError::Starting)?;
     let mut target = 0;
-    for n in networks.iter().filter(|n| !state.networks().contains_key(*n)) {
+    for n in networks
+        .iter()
+        .filter(|n| !state.networks().contains_key(*n))
+    {
         match store.get(&Key::Network(n.clone()).to_string()).await {
             Ok(Some(kv)) => target = target.max(kv.mod_revision),
             Ok(None) => {}
@@ -41,7 +44,8 @@ pub async fn caught_up(
         revision = state.revision(),
         target, "waiting for the watch to bring a new network"
     );
-    let reached = |s: &Option<Arc<ClusterState>>| s.as_ref().is_some_and(|s| s.revision() >= target);
+    let reached =
+        |s: &Option<Arc<ClusterState>>| s.as_ref().is_some_and(|s| s.revision() >= target);
     if tokio::time::timeout(CATCH_UP, states.wait_for(reached))
         .await
         .is_err()

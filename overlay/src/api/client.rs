@@ -87,6 +87,9 @@ pub enum ClientError {
         /// What was wrong.
         detail: String,
     },
+    /// The TLS files do not make a client configuration.
+    #[error("{0}")]
+    Tls(String),
     /// The request body could not be encoded (a bug).
     #[error("cannot encode the request: {0}")]
     Encode(String),

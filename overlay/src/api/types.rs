@@ -190,6 +190,9 @@ pub struct Health {
     pub status: String,
     /// Server version.
     pub version: String,
+    /// The server's own certificate (name, role, expiry) when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<crate::tls::CertInfo>,
 }
 
 /// What went wrong, as a machine-readable word; decides the HTTP status.
@@ -198,6 +201,8 @@ pub struct Health {
 pub enum ErrorKind {
     /// Malformed or invalid input (400).
     Invalid,
+    /// The client's certificate does not allow the request (403).
+    Forbidden,
     /// No such object or route (404).
     NotFound,
     /// An object with that name already exists (409).
@@ -224,6 +229,7 @@ impl ErrorKind {
     pub fn status(self) -> u16 {
         match self {
             ErrorKind::Invalid => 400,
+            ErrorKind::Forbidden => 403,
             ErrorKind::NotFound => 404,
             ErrorKind::Duplicate
             | ErrorKind::Overlap
