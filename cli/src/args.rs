@@ -57,6 +57,15 @@ pub struct Cli {
         value_name = "NODE=ADDR[,...]"
     )]
     pub node_agents: String,
+    /// The cluster CA (PEM), to reach https:// coordinators (with --tls-cert and --tls-key).
+    #[arg(long, global = true, env = "SHIBAFU_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Your certificate (PEM) from `shibafu cert issue --for cli`: admin, or read-only.
+    #[arg(long, global = true, env = "SHIBAFU_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, global = true, env = "SHIBAFU_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -87,8 +96,14 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Print the cluster's networks, links, services and policies as a file for `apply`.
     Export,
-    /// Check that the coordinator and this host's agent answer.
+    /// Check that the coordinator and this host's agent answer, and when certificates expire.
     Status,
+    /// Make the cluster CA and certificates for a TLS control plane.
+    Cert {
+        /// Certificate subcommand.
+        #[command(subcommand)]
+        cmd: crate::cert::CertCmd,
+    },
     /// Start a container on this host and follow its output (-d: in the background).
     Run(RunArgs),
     /// Run a command inside a running container.

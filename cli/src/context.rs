@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use shibafu_overlay::api::{Agent, Client, ClientError, Coordinator, Target};
+use shibafu_overlay::tls::TlsFiles;
 
 /// Shown when the coordinator cannot be reached.
 pub const COORDINATOR_HINT: &str =
@@ -22,6 +23,7 @@ pub struct Context {
     coordinator: String,
     agent: String,
     node_agents: String,
+    tls: Option<TlsFiles>,
 }
 
 impl Context {
@@ -31,7 +33,35 @@ impl Context {
             coordinator,
             agent,
             node_agents: String::new(),
+            tls: None,
         }
+    }
+
+    /// Adds the `--tls-*` files, for https:// coordinators.
+    pub fn with_tls(mut self, tls: Option<TlsFiles>) -> Context {
+        self.tls = tls;
+        self
+    }
+
+    /// The `--tls-*` files, if given.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// A client of one coordinator, with the TLS configuration when there are TLS files.
+    pub fn coordinator_client(&self, target: Target) -> Result<Client, ClientError> {
+        self.secured(Client::new(target, "coordinator", COORDINATOR_HINT))
+    }
+
+    /// `client` with the TLS configuration of the `--tls-*` files, if given.
+    fn secured(&self, client: Client) -> Result<Client, ClientError> {
+        let Some(files) = &self.tls else {
+            return Ok(client);
+        };
+        let config = files
+            .client_config()
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        Ok(client.with_tls(Some(config)))
     }
 
     /// Adds the `--node-agents` list: `NODE=ADDRESS` pairs, comma-separated.
@@ -89,7 +119,8 @@ impl Context {
             reason: "give at least one coordinator URL".into(),
         };
         let first = targets.next().ok_or_else(bad)?;
-        let client = Client::new(first, "coordinator", COORDINATOR_HINT).with_fallbacks(targets);
+        let client = self
+            .secured(Client::new(first, "coordinator", COORDINATOR_HINT).with_fallbacks(targets))?;
         Ok(Coordinator::from_client(client))
     }
 

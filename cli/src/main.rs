@@ -5,6 +5,7 @@
 mod apply;
 mod args;
 mod attach;
+mod cert;
 mod config_policy;
 mod config_read;
 mod config_reader;
@@ -39,6 +40,7 @@ use tracing::{info_span, Instrument};
 
 use crate::args::{Cli, Command};
 use crate::context::Context;
+use shibafu_overlay::tls::TlsFiles;
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
@@ -84,7 +86,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let ctx = Context::new(cli.coordinator, cli.agent).with_node_agents(cli.node_agents);
+    let tls = TlsFiles::from_flags(cli.tls_ca, cli.tls_cert, cli.tls_key)?;
+    let ctx = Context::new(cli.coordinator, cli.agent)
+        .with_node_agents(cli.node_agents)
+        .with_tls(tls);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let code = runtime.block_on(
@@ -96,6 +101,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 Command::Apply(args) => apply::apply(args, &ctx, &mut out).await,
                 Command::Export => apply::export(&ctx, &mut out).await,
                 Command::Status => status::run(&ctx, &mut out).await,
+                Command::Cert { cmd } => cert::run(cmd, &mut out),
                 Command::Run(args) => return run::run(args, &ctx, &mut out).await,
                 Command::Exec(args) => return exec::run(args, &ctx).await,
                 Command::Enter(_) => unreachable!("handled before the runtime starts"),

@@ -1,12 +1,13 @@
-//! `shibafu status`: can this host reach every coordinator it is given and its agent, and which
-//! versions answer. Both serve `GET /v1/health`.
+//! `shibafu status`: can this host reach every coordinator it is given and its agent, which
+//! versions answer, and when the certificates of a TLS control plane expire (the servers'
+//! own, from `GET /v1/health`, and this command's `--tls-cert`).
 
 use std::io::Write;
 
 use anyhow::Context as _;
 use shibafu_overlay::api::{Client, ClientError, Health, TunnelReport};
 
-use crate::context::{Context, COORDINATOR_HINT};
+use crate::context::Context;
 use crate::output;
 
 /// Probes every coordinator and the agent, prints one row each; fails when any does not answer.
@@ -14,7 +15,7 @@ pub async fn run(ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
     let coordinators: Vec<Result<Client, ClientError>> = match ctx.coordinator_targets() {
         Ok(targets) => targets
             .into_iter()
-            .map(|t| Ok(Client::new(t, "coordinator", COORDINATOR_HINT)))
+            .map(|t| ctx.coordinator_client(t))
             .collect(),
         Err(e) => vec![Err(e)],
     };
@@ -26,10 +27,24 @@ pub async fn run(ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
         "agent",
         probe(ctx.agent().map(|a| a.client().clone())).await,
     ));
+    let now = crate::cert::now();
     let mut rows: Vec<Vec<String>> = probes
         .iter()
-        .map(|(name, (addr, result))| vec![name.to_string(), addr.clone(), status_cell(result)])
+        .map(|(name, (addr, result))| {
+            vec![name.to_string(), addr.clone(), status_cell(result, now)]
+        })
         .collect();
+    if let Some(files) = ctx.tls() {
+        let cell = match files.info() {
+            Ok(info) => crate::cert::summary(&info, now),
+            Err(e) => format!("error: {e}"),
+        };
+        rows.push(vec![
+            "certificate".into(),
+            files.cert.display().to_string(),
+            cell,
+        ]);
+    }
     let agent_up = probes.last().is_some_and(|(_, (_, r))| r.is_ok());
     if agent_up {
         if let Ok(report) = ctx.agent()?.tunnel().await {
@@ -78,8 +93,16 @@ fn tunnel_cell(r: &TunnelReport) -> String {
     }
 }
 
-fn status_cell(result: &Result<Health, ClientError>) -> String {
+fn status_cell(result: &Result<Health, ClientError>, now: i64) -> String {
     match result {
+        Ok(Health {
+            status,
+            version,
+            certificate: Some(c),
+        }) => format!(
+            "{status} ({version}), certificate {}",
+            crate::cert::summary(c, now)
+        ),
         Ok(h) => format!("{} ({})", h.status, h.version),
         Err(ClientError::Unreachable { .. }) => "unreachable".to_string(),
         Err(ClientError::Timeout { .. }) => "timeout".to_string(),
@@ -120,20 +143,35 @@ mod tests {
         let ok = Ok(Health {
             status: "ok".into(),
             version: "0.1.0".into(),
+            certificate: None,
         });
-        assert_eq!(status_cell(&ok), "ok (0.1.0)");
+        assert_eq!(status_cell(&ok, 0), "ok (0.1.0)");
+        let certified = Ok(Health {
+            status: "ok".into(),
+            version: "0.1.0".into(),
+            certificate: Some(shibafu_overlay::tls::CertInfo {
+                name: "coordinator1".into(),
+                role: Some(shibafu_overlay::tls::Role::Coordinator),
+                not_after: 86_400 * 400,
+                expires: "1971-02-05T00:00:00Z".into(),
+            }),
+        });
+        assert_eq!(
+            status_cell(&certified, 0),
+            "ok (0.1.0), certificate coordinator1 (coordinator), expires 1971-02-05T00:00:00Z (in 400 days)"
+        );
         let down = Err(ClientError::Unreachable {
             peer: "agent".into(),
             target: Target::Unix("/x".into()),
             reason: "No such file or directory".into(),
             hint: "h".into(),
         });
-        assert_eq!(status_cell(&down), "unreachable");
+        assert_eq!(status_cell(&down, 0), "unreachable");
         let api = Err(ClientError::Api(ApiError::new(
             ErrorKind::Unavailable,
             "etcd down",
         )));
-        assert_eq!(status_cell(&api), "error");
+        assert_eq!(status_cell(&api, 0), "error");
     }
 
     #[tokio::test]
