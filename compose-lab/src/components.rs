@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::layout::{etcd_name, etcd_port, Layout, ETCD_CLIENT_PORT, ETCD_PEER_PORT};
+use crate::layout::{
+    etcd_name, etcd_port, Layout, ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT,
+};
+use crate::pki;
 use crate::state::ProcSpec;
 
 /// Lease TTL (seconds) the lab's agents and coordinators register with: a stopped one
@@ -98,8 +101,10 @@ fn proc(
 }
 
 /// etcd member `i` (0-based) of `layout.etcd_members`, on the control host: clients on the
-/// underlay and loopback, peers on loopback only; a single member is named `ctl` in the etcd
-/// cluster (as it always was), members of several `etcd1`..`etcdN`.
+/// underlay and loopback, peers on loopback only, `/health` in plain HTTP on loopback; a single
+/// member is named `ctl` in the etcd cluster (as it always was), members of several
+/// `etcd1`..`etcdN`. In a secure lab clients and peers speak TLS and must show a certificate of
+/// the lab's CA.
 pub fn etcd(layout: &Layout, bins: &Bins, i: usize) -> ProcSpec {
     let n = layout.etcd_members;
     let ctl = layout.ctl_addr();
@@ -110,7 +115,8 @@ pub fn etcd(layout: &Layout, bins: &Bins, i: usize) -> ProcSpec {
             etcd_name(j, n)
         }
     };
-    let peer = |j: usize| format!("http://127.0.0.1:{}", etcd_port(ETCD_PEER_PORT, j));
+    let scheme = layout.scheme();
+    let peer = |j: usize| format!("{scheme}://127.0.0.1:{}", etcd_port(ETCD_PEER_PORT, j));
     let client = etcd_port(ETCD_CLIENT_PORT, i);
     let cluster: Vec<String> = (0..n)
         .map(|j| format!("{}={}", member(j), peer(j)))
@@ -120,13 +126,15 @@ pub fn etcd(layout: &Layout, bins: &Bins, i: usize) -> ProcSpec {
     } else {
         etcd_name(i, n)
     };
-    let args = vec![
+    let mut args = vec![
         "--name".into(),
         member(i),
         "--data-dir".into(),
         layout.dir.join(data).display().to_string(),
         "--listen-client-urls".into(),
-        format!("http://{ctl}:{client},http://127.0.0.1:{client}"),
+        format!("{scheme}://{ctl}:{client},{scheme}://127.0.0.1:{client}"),
+        "--listen-metrics-urls".into(),
+        etcd_health_url(i),
         "--advertise-client-urls".into(),
         layout.etcd_member_url(i),
         "--listen-peer-urls".into(),
@@ -138,16 +146,43 @@ pub fn etcd(layout: &Layout, bins: &Bins, i: usize) -> ProcSpec {
         "--initial-cluster-token".into(),
         format!("shibafu-lab-{}", layout.name),
     ];
+    if layout.secure {
+        let f = pki::files(&layout.pki_dir(), pki::ETCD_CERT);
+        let (ca, cert, key) = (
+            f.ca.display().to_string(),
+            f.cert.display().to_string(),
+            f.key.display().to_string(),
+        );
+        for (flag, value) in [
+            ("--cert-file", &cert),
+            ("--key-file", &key),
+            ("--trusted-ca-file", &ca),
+            ("--peer-cert-file", &cert),
+            ("--peer-key-file", &key),
+            ("--peer-trusted-ca-file", &ca),
+        ] {
+            args.extend([flag.to_string(), value.clone()]);
+        }
+        args.extend([
+            "--client-cert-auth".into(),
+            "--peer-client-cert-auth".into(),
+        ]);
+    }
     proc(layout, layout.ctl_ns(), &bins.etcd, &etcd_name(i, n), args)
 }
 
-/// Coordinator `i` (0-based) on its own host: the API on port 7480, the cluster's DNS on
-/// port 53 and `/metrics` on port 9480 of its underlay address, registered as
+/// Where etcd member `i` serves `/health` in plain HTTP (loopback of the control host).
+pub fn etcd_health_url(i: usize) -> String {
+    format!("http://127.0.0.1:{}", etcd_port(ETCD_METRICS_PORT, i))
+}
+
+/// Coordinator `i` (0-based) on its own host: the API on port 7480 (TLS in a secure lab), the
+/// cluster's DNS on port 53 and `/metrics` on port 9480 of its underlay address, registered as
 /// `coordinator<i+1>` under a 5 s lease.
 pub fn coordinator(layout: &Layout, bins: &Bins, i: usize) -> ProcSpec {
     let name = crate::layout::coordinator_name(i);
     let addr = layout.coordinator_addr(i);
-    let args = vec![
+    let mut args = vec![
         "--name".into(),
         name.clone(),
         "--listen".into(),
@@ -161,6 +196,9 @@ pub fn coordinator(layout: &Layout, bins: &Bins, i: usize) -> ProcSpec {
         METRICS_FLAG.into(),
         format!("{addr}:{}", crate::layout::METRICS_PORT),
     ];
+    if layout.secure {
+        args.extend(pki::flags(&layout.pki_dir(), &name));
+    }
     proc(
         layout,
         layout.node_ns(&name),
@@ -202,7 +240,7 @@ pub fn metrics_url(args: &[String]) -> Option<String> {
 
 /// The agent of node `node` (0-based index `i`), serving `/metrics` on its underlay address.
 pub fn agent(layout: &Layout, bins: &Bins, node: &str, i: usize) -> ProcSpec {
-    let args = vec![
+    let mut args = vec![
         "run".into(),
         "--node".into(),
         node.into(),
@@ -225,6 +263,9 @@ pub fn agent(layout: &Layout, bins: &Bins, node: &str, i: usize) -> ProcSpec {
         METRICS_FLAG.into(),
         format!("{}:{}", layout.node_addr(i), crate::layout::METRICS_PORT),
     ];
+    if layout.secure {
+        args.extend(pki::flags(&layout.pki_dir(), node));
+    }
     proc(layout, layout.node_ns(node), &bins.agent, node, args)
 }
 

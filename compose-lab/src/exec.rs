@@ -32,8 +32,9 @@ pub fn target_netns(layout: &Layout, st: &LabState, target: &str) -> anyhow::Res
 
 /// A command that runs `program args` inside `target`, with the lab's environment:
 /// `SHIBAFU_COORDINATOR` (every coordinator URL, in order), `SHIBAFU_AGENT` (on nodes),
-/// `SHIBAFU_NODE_AGENTS` (every node's agent), `SHIBAFU_LAB`, etcdctl's endpoint, the lab's own
-/// `OTEL_*` variables, and the shibafu binaries first on PATH.
+/// `SHIBAFU_NODE_AGENTS` (every node's agent), `SHIBAFU_LAB`, etcdctl's endpoint, in a secure
+/// lab the admin certificate for both (`SHIBAFU_TLS_*`, `ETCDCTL_CACERT/CERT/KEY`), the lab's
+/// own `OTEL_*` variables, and the shibafu binaries first on PATH.
 pub fn command(
     layout: &Layout,
     bins: &Bins,
@@ -57,6 +58,15 @@ pub fn command(
         .map(|n| format!("{}=unix:{}", n.name, n.api_socket.display()))
         .collect();
     cmd.env("SHIBAFU_NODE_AGENTS", agents.join(","));
+    if let Some(pki) = &st.pki {
+        let admin = crate::pki::files(pki, crate::pki::ADMIN);
+        cmd.env("SHIBAFU_TLS_CA", &admin.ca)
+            .env("SHIBAFU_TLS_CERT", &admin.cert)
+            .env("SHIBAFU_TLS_KEY", &admin.key)
+            .env("ETCDCTL_CACERT", &admin.ca)
+            .env("ETCDCTL_CERT", &admin.cert)
+            .env("ETCDCTL_KEY", &admin.key);
+    }
     if let Ok(node) = st.node(target) {
         cmd.env(
             "SHIBAFU_AGENT",

@@ -21,6 +21,8 @@ pub const COORDINATOR_PREFIX: &str = "coordinator";
 pub const ETCD_CLIENT_PORT: u16 = 2379;
 /// Port of etcd's peer API (loopback of the control host only).
 pub const ETCD_PEER_PORT: u16 = 2380;
+/// etcd's plain-HTTP `/health` and `/metrics` (loopback of the control host), first member.
+pub const ETCD_METRICS_PORT: u16 = 2381;
 /// Port of every coordinator's HTTP API on its host.
 pub const COORDINATOR_PORT: u16 = 7480;
 /// Port of every agent's and coordinator's `/metrics` on its host's underlay address.
@@ -107,6 +109,8 @@ pub struct Layout {
     net: [u8; 3],
     /// Members of the etcd cluster (all on the control host, ports 2379/2380 + 10 a member).
     pub etcd_members: usize,
+    /// TLS with client certificates for etcd and the coordinators (`up`'s default).
+    pub secure: bool,
 }
 
 impl Layout {
@@ -122,6 +126,7 @@ impl Layout {
             dir: root.join(name),
             net,
             etcd_members: 1,
+            secure: false,
         })
     }
 
@@ -172,10 +177,20 @@ impl Layout {
         self.etcd_member_url(0)
     }
 
+    /// `https` in a secure lab, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.secure {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// Client URL of etcd member `i` (0-based).
     pub fn etcd_member_url(&self, i: usize) -> String {
         format!(
-            "http://{}:{}",
+            "{}://{}:{}",
+            self.scheme(),
             self.ctl_addr(),
             etcd_port(ETCD_CLIENT_PORT, i)
         )
@@ -191,7 +206,11 @@ impl Layout {
 
     /// API URL of the coordinator with 0-based index `i`, as seen from inside the lab.
     pub fn coordinator_url(&self, i: usize) -> String {
-        format!("http://{}:{COORDINATOR_PORT}", self.coordinator_addr(i))
+        format!(
+            "{}://{}:{COORDINATOR_PORT}",
+            self.scheme(),
+            self.coordinator_addr(i)
+        )
     }
 
     /// DNS address (`ip:port`) of the coordinator with 0-based index `i`.
@@ -219,6 +238,11 @@ impl Layout {
     /// The agent API socket of one node.
     pub fn api_socket(&self, node: &str) -> PathBuf {
         self.node_dir(node).join("agent.sock")
+    }
+
+    /// The lab's CA and certificates (a secure lab).
+    pub fn pki_dir(&self) -> PathBuf {
+        self.dir.join("pki")
     }
 
     /// The lab's state file.
@@ -341,6 +365,13 @@ mod tests {
             l.coordinator_dns(0),
             format!("{}:53", l.coordinator_addr(0))
         );
+        let mut secure = l.clone();
+        secure.secure = true;
+        assert_eq!(
+            secure.coordinator_url(1),
+            format!("https://{}:7480", l.coordinator_addr(1))
+        );
+        assert_eq!(secure.etcd_url(), format!("https://{}:2379", l.ctl_addr()));
         let base = l.subnet().trim_end_matches("0/24").to_string();
         assert!(addrs.iter().all(|a| a.to_string().starts_with(&base)));
     }

@@ -4,10 +4,12 @@
 
 mod components;
 mod down;
+mod etcd_rbac;
 mod exec;
 mod faults;
 mod layout;
 mod netns;
+mod pki;
 mod probe;
 mod procs;
 mod spec;
@@ -51,6 +53,14 @@ enum Cmd {
         /// ports 2379, 2389, 2399, ...); agents and coordinators get every member.
         #[arg(long, default_value_t = 1, value_parser = parse_members)]
         etcd_members: usize,
+        /// TLS everywhere (the default): etcd with client certificates, coordinators serving
+        /// TLS to certificate holders, agents with their own certificates, `exec` set up with
+        /// an admin certificate; the lab's CA and certificates are in <lab>/pki.
+        #[arg(long, conflicts_with = "insecure")]
+        secure: bool,
+        /// Plain HTTP to etcd and the coordinators, with no authentication.
+        #[arg(long)]
+        insecure: bool,
         /// Lab spec (YAML): nodes, networks to create, upstream DNS records.
         spec: Option<PathBuf>,
     },
@@ -131,10 +141,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             nodes,
             coordinators,
             etcd_members,
+            secure: _,
+            insecure,
             spec,
         } => {
             let mut layout = layout;
             layout.etcd_members = etcd_members;
+            layout.secure = !insecure;
             let spec = match spec {
                 Some(p) => LabSpec::parse(
                     &std::fs::read_to_string(&p)

@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -22,6 +23,26 @@ pub fn http_get_in(ns: &str, addr: SocketAddr, path: &str) -> anyhow::Result<(u1
         s.set_read_timeout(Some(IO_TIMEOUT))?;
         s.set_write_timeout(Some(IO_TIMEOUT))?;
         exchange(&mut s, &path)
+    })?
+}
+
+/// GET `path` over TLS from `addr` inside namespace `ns`, with `config`'s client certificate;
+/// returns (status, body).
+pub fn https_get_in(
+    ns: &str,
+    addr: SocketAddr,
+    path: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> anyhow::Result<(u16, String)> {
+    let path = path.to_string();
+    netns::in_netns(ns, move || -> anyhow::Result<(u16, String)> {
+        let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.set_write_timeout(Some(IO_TIMEOUT))?;
+        let name = rustls::pki_types::ServerName::from(addr.ip());
+        let conn = rustls::ClientConnection::new(config, name)?;
+        let mut tls = rustls::StreamOwned::new(conn, s);
+        exchange(&mut tls, &path)
     })?
 }
 

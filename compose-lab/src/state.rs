@@ -86,6 +86,9 @@ pub struct LabState {
     pub coordinator_url: String,
     /// Upstream DNS server, `ip:port`.
     pub dns_addr: String,
+    /// The lab's CA and certificates, in a secure lab.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pki: Option<PathBuf>,
     /// True once `up` finished.
     pub ready: bool,
 }

@@ -52,6 +52,11 @@ pub struct LabStatus {
     pub dns_addr: String,
     /// Whether `up` finished.
     pub ready: bool,
+    /// Whether etcd and the coordinators require certificates of the lab's CA.
+    pub secure: bool,
+    /// The lab's CA and certificates (`admin.pem`, `reader.pem`, one per component), when secure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pki: Option<String>,
     /// Components.
     pub components: Vec<ComponentStatus>,
     /// The `/metrics` URL of every agent and coordinator, reachable from the control host
@@ -99,6 +104,8 @@ pub fn collect(layout: &Layout, st: &LabState) -> LabStatus {
         coordinator_urls: st.coordinator_urls().split(',').map(String::from).collect(),
         dns_addr: st.dns_addr.clone(),
         ready: st.ready,
+        secure: st.pki.is_some(),
+        pki: st.pki.as_ref().map(|p| p.display().to_string()),
         components,
         metrics,
     }
@@ -123,6 +130,13 @@ pub fn print_table(s: &LabStatus, out: &mut impl Write) -> std::io::Result<()> {
     )?;
     if !s.metrics.is_empty() {
         writeln!(out, "metrics {}", s.metrics.join(" "))?;
+    }
+    match &s.pki {
+        Some(pki) => writeln!(
+            out,
+            "TLS with client certificates; CA and certificates in {pki}"
+        )?,
+        None => writeln!(out, "insecure: plain HTTP, no authentication")?,
     }
     writeln!(
         out,

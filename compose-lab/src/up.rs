@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 
 use crate::components::{self, Bins};
 use crate::down;
-use crate::layout::{coordinator_name, etcd_name, Layout, COORDINATOR_PORT, ETCD_CLIENT_PORT};
+use crate::layout::{coordinator_name, etcd_name, Layout, COORDINATOR_PORT, ETCD_METRICS_PORT};
 use crate::netns;
 use crate::probe;
 use crate::procs;
@@ -174,6 +174,10 @@ fn build(
         st.save(layout)?;
     }
 
+    if layout.secure {
+        st.pki = Some(crate::pki::make(layout, bins, coordinators, names)?);
+        st.save(layout)?;
+    }
     fs::write(components::records_path(layout), spec.records_file())
         .context("writing the upstream DNS records")?;
     start(
@@ -194,6 +198,9 @@ fn build(
     }
     for i in 0..members {
         wait_ready(layout, st, &etcd_name(i, members))?;
+    }
+    if st.pki.is_some() {
+        crate::etcd_rbac::enable(layout, bins, st, coordinators, names)?;
     }
     for i in 0..coordinators {
         let spec = components::coordinator(layout, bins, i);
@@ -266,8 +273,8 @@ fn spawn_recorded(
     st.save(layout)
 }
 
-/// Waits until component `key` answers: etcd's /health, a coordinator's API and DNS, the
-/// upstream DNS server's SOA, an agent's API.
+/// Waits until component `key` answers: etcd's /health, a coordinator's API (over TLS with the
+/// admin certificate in a secure lab) and DNS, the upstream DNS server's SOA, an agent's API.
 pub fn wait_ready(layout: &Layout, st: &LabState, key: &str) -> anyhow::Result<()> {
     let spec = st
         .procs
@@ -280,19 +287,26 @@ pub fn wait_ready(layout: &Layout, st: &LabState, key: &str) -> anyhow::Result<(
     if let Some(c) = st.coordinator(key) {
         let api = SocketAddr::new(c.addr.parse()?, COORDINATOR_PORT);
         let dns: SocketAddr = c.dns.parse()?;
+        let tls = st
+            .pki
+            .as_deref()
+            .map(crate::pki::admin_client)
+            .transpose()?;
         // Any DNS answer will do (REFUSED before the first network).
         return probe::wait_ready(&what, START_TIMEOUT, watch, || {
-            Ok(
-                probe::http_get_in(&c.netns, api, "/v1/health").is_ok_and(|(code, _)| code == 200)
-                    && probe::dns_answers_in(&c.netns, dns, "shibafu.lab")?,
-            )
+            let health = match &tls {
+                Some(config) => probe::https_get_in(&c.netns, api, "/v1/health", config.clone()),
+                None => probe::http_get_in(&c.netns, api, "/v1/health"),
+            };
+            Ok(health.is_ok_and(|(code, _)| code == 200)
+                && probe::dns_answers_in(&c.netns, dns, "shibafu.lab")?)
         });
     }
     match key {
         etcd if is_etcd(etcd) => {
-            let url = arg_after(&spec.args, "--advertise-client-urls").unwrap_or_default();
+            let url = arg_after(&spec.args, "--listen-metrics-urls").unwrap_or_default();
             let port = url.rsplit(':').next().and_then(|p| p.parse().ok());
-            let addr = SocketAddr::new(layout.ctl_addr().into(), port.unwrap_or(ETCD_CLIENT_PORT));
+            let addr = SocketAddr::new([127, 0, 0, 1].into(), port.unwrap_or(ETCD_METRICS_PORT));
             probe::wait_ready(&what, START_TIMEOUT, watch, || {
                 let (code, body) = probe::http_get_in(&ctl, addr, "/health")?;
                 Ok(code == 200 && body.contains("true"))

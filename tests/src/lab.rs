@@ -22,6 +22,11 @@ impl Lab {
         Lab::start(nodes, None, &[])
     }
 
+    /// Brings up a plain lab (`--insecure`: HTTP, no certificates).
+    pub fn up_insecure(nodes: usize) -> Lab {
+        Lab::start(nodes, None, &["--insecure"])
+    }
+
     /// Brings up a lab from a spec file.
     pub fn up_with_spec(nodes: usize, spec: &Path) -> Lab {
         Lab::start(nodes, Some(spec), &[])
@@ -190,7 +195,9 @@ impl Lab {
     pub fn ctl_addr(&self) -> std::net::IpAddr {
         let status = self.status();
         let url = status["etcd_url"].as_str().unwrap_or_default();
-        url.trim_start_matches("http://")
+        url.split("://")
+            .last()
+            .unwrap_or_default()
             .split(':')
             .next()
             .and_then(|a| a.parse().ok())
