@@ -2,7 +2,8 @@
 //! owners of each concern: IPAM for addresses, the local registry for the book and the
 //! endpoint records, the dataplane reconciler for the kernel (see [`attach`] for the sequence).
 //! It keeps the latest cluster state to validate requests, and on the first one recovers the
-//! addresses its workloads use. An attach naming a network etcd has but the watch has not brought
+//! addresses its workloads use (when etcd does not answer then, before every attach until it
+//! does: an allocator that does not know them would hand them out again). An attach naming a network etcd has but the watch has not brought
 //! yet waits for it ([`catch_up`]). Before any state an attach is refused (retry) and a detach waits
 //! (the runtime detaches containers that exited while the agent was down right at start):
 //! reconciling against no cluster at all would take every network off the host.
@@ -14,6 +15,7 @@ mod error;
 mod tests;
 mod upkeep;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -50,8 +52,11 @@ pub struct NetworkActor {
     state: watch::Sender<Option<Arc<ClusterState>>>,
     /// Held by the attach or detach running: they happen one at a time, in order.
     serial: Arc<Mutex<()>>,
-    /// True once the first cluster state is read and the local addresses recovered.
+    /// True once the first cluster state is read and the local addresses' recovery tried.
     ready: watch::Sender<bool>,
+    /// True once the local addresses are recovered: until then every attach tries again first,
+    /// and fails rather than hand out an address a workload may use.
+    recovered: Arc<AtomicBool>,
 }
 
 impl NetworkActor {
@@ -62,6 +67,7 @@ impl NetworkActor {
             state: watch::Sender::new(None),
             serial: Arc::default(),
             ready: watch::Sender::new(false),
+            recovered: Arc::default(),
         }
     }
 }
@@ -77,11 +83,12 @@ impl Handler<ClusterChanged> for NetworkActor {
         let first = self.state.send_replace(Some(msg.state.clone())).is_none();
         if first {
             let (links, serial) = (self.links.clone(), self.serial.clone());
-            let ready = self.ready.clone();
+            let (ready, recovered) = (self.ready.clone(), self.recovered.clone());
             actix_rt::spawn(async move {
                 let _turn = serial.lock().await;
-                if let Err(e) = upkeep::restore(&links, &msg.state).await {
-                    warn!(error = %e, "restoring local addresses failed");
+                match upkeep::restore(&links, &msg.state).await {
+                    Ok(()) => recovered.store(true, Ordering::SeqCst),
+                    Err(e) => warn!(error = %e, "restoring local addresses failed"),
                 }
                 ready.send_replace(true);
             });
@@ -95,6 +102,7 @@ impl Handler<AttachWorkload> for NetworkActor {
     fn handle(&mut self, msg: AttachWorkload, _ctx: &mut Context<Self>) -> Self::Result {
         let (links, serial) = (self.links.clone(), self.serial.clone());
         let (mut ready, mut states) = (self.ready.subscribe(), self.state.subscribe());
+        let recovered = self.recovered.clone();
         let span = info_span!(
             "network.attach",
             container = %msg.0.name,
@@ -112,6 +120,10 @@ impl Handler<AttachWorkload> for NetworkActor {
                 .map_err(|_| AttachError::Starting)?;
             let _turn = serial.lock().await;
             let state = catch_up::caught_up(&*links.store, &mut states, &msg.0.networks).await?;
+            if !recovered.load(Ordering::SeqCst) {
+                upkeep::restore(&links, &state).await?;
+                recovered.store(true, Ordering::SeqCst);
+            }
             let entry = attach::attach(&links, &state, msg.0).await?;
             let (store, named, seen) = (links.store.clone(), entry.clone(), state.clone());
             actix_rt::spawn(async move { upkeep::ensure_services(store, &seen, &named).await });

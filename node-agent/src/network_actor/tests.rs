@@ -420,3 +420,6 @@ mod cni;
 
 #[path = "tests_catch_up.rs"]
 mod catch_up;
+
+#[path = "tests_recovery.rs"]
+mod recovery;

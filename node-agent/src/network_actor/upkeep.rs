@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use shibafu_overlay::ipam::IpamError;
 use shibafu_overlay::model::{port_name_in, Object, Service};
 use shibafu_overlay::state::ClusterState;
 use shibafu_overlay::store::{Compare, Store, TxnOp};
@@ -59,22 +60,34 @@ pub async fn ensure_services(store: Arc<dyn Store>, state: &ClusterState, entry:
 }
 
 /// After a start: tells IPAM which addresses this node's workloads use, so a restart changes
-/// nothing for running workloads.
+/// nothing for running workloads. An address whose block another node owns now is logged and
+/// left; a store that does not answer fails the whole (after the other networks are tried):
+/// until it succeeds IPAM must not hand out addresses, or it would hand out those in use.
 pub async fn restore(links: &Links, state: &ClusterState) -> Result<(), AttachError> {
     let workloads = links.get_all.send(GetWorkloads).await?;
     let mut used: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
     for ep in workloads.values().flat_map(Entry::endpoints) {
         used.entry(ep.network.as_str()).or_default().push(ep.ipv4);
     }
+    let mut failed = None;
     for (net, ips) in used {
         match state.networks().get(net) {
-            Some(n) => {
-                if let Err(e) = links.ipam.recover(n, &ips).await {
-                    warn!(network = %net, error = %e, "IPAM recovery failed");
+            Some(n) => match links.ipam.recover(n, &ips).await {
+                Ok(()) => {}
+                Err(e @ IpamError::Store(_)) => {
+                    warn!(network = %net, error = %e, "IPAM recovery failed; retried before the next attach");
+                    failed.get_or_insert(AttachError::Ipam {
+                        network: net.to_string(),
+                        source: e,
+                    });
                 }
-            }
+                Err(e) => warn!(network = %net, error = %e, "IPAM recovery kept what it could"),
+            },
             None => warn!(network = %net, "local endpoints on a network that no longer exists"),
         }
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     info!(
         workloads = workloads.len(),
