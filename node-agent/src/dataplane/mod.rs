@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use shibafu_overlay::firewall::{ControlPlane, FirewallError, FirewallSpec};
+use shibafu_overlay::firewall::{ControlPlane, FirewallError, FirewallSpec, PortBinding};
 use shibafu_overlay::model::{Endpoint, Link, Network, Node};
 use shibafu_overlay::netlink::watch::Damage;
 use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkError, Scope};
@@ -151,6 +151,17 @@ impl Reconciler {
                     .any(|n| n.vxlan.as_ref().is_some_and(|v| v.local.is_none()));
                 spec.tunnel_range = inside.then(shibafu_overlay::wireguard::tunnel::tunnel_range);
                 spec.control = self.control_plane();
+                spec.ports = planned
+                    .endpoints
+                    .iter()
+                    .map(|e| PortBinding {
+                        port: e.host_ifname.clone(),
+                        mac: e.mac,
+                        ipv4: e.ipv4.addr(),
+                        ipv6: e.ipv6.map(|v| v.addr()),
+                    })
+                    .collect();
+                spec.ports.sort();
                 spec
             }),
         )

@@ -8,6 +8,7 @@
 
 mod compose;
 mod conditional;
+mod guard;
 mod intra;
 mod nfset;
 mod nft;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use compose::{Composer, Part};
 pub use conditional::comments as conditional_comments;
+pub use guard::{guard_comments, render_guard, render_guard_removal, PortBinding, GUARD_TABLE};
 pub use nfset::{change_elements, ElementChange, ElementOp};
 pub use nft::NftFirewall;
 pub use render::{render_removal, render_ruleset, rule_comments, TABLE};
@@ -136,6 +138,9 @@ pub struct FirewallSpec {
     /// The cluster's control plane, which containers never reach.
     #[serde(default, skip_serializing_if = "ControlPlane::is_empty")]
     pub control: ControlPlane,
+    /// This node's container ports and what each was given: the source guard (sorted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortBinding>,
 }
 
 /// Where the control plane listens: etcd, the coordinators' API and the metrics endpoints.
@@ -229,6 +234,7 @@ impl FirewallSpec {
             tunnel_if: None,
             tunnel_range: None,
             control: ControlPlane::default(),
+            ports: Vec::new(),
         })
     }
 }

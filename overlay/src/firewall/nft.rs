@@ -14,8 +14,8 @@ use tracing::{info, warn};
 use super::session::{fits, NftSession, SessionError};
 use super::{change_elements, ElementChange};
 use super::{
-    conditional_comments, render_removal, render_ruleset, rule_comments, Firewall, FirewallError,
-    FirewallSpec, TABLE,
+    conditional_comments, guard_comments, render_removal, render_ruleset, rule_comments, Firewall,
+    FirewallError, FirewallSpec, GUARD_TABLE, TABLE,
 };
 use crate::netns;
 use crate::policy::{parse_counters, PolicyBackend, POLICY_TABLE};
@@ -170,6 +170,7 @@ impl Firewall for NftFirewall {
         info!(
             networks = spec.networks.len(),
             links = spec.links.len(),
+            ports = spec.ports.len(),
             "firewall ruleset applied"
         );
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(spec.clone());
@@ -187,18 +188,20 @@ impl Firewall for NftFirewall {
         let Some(spec) = self.last_applied() else {
             return Ok(false);
         };
-        let table: Vec<&str> = TABLE.split(' ').collect();
-        let out = self
-            .nft(&["list", "table", table[0], table[1]], None)
-            .await?;
         // Quoted, so a comment that is a prefix of another ("..." vs "... (v6)") is not found
         // inside it.
-        let mut expected = rule_comments();
-        expected.extend(conditional_comments(&spec));
-        let intact = out.ok
-            && expected
-                .iter()
-                .all(|c| out.stdout.contains(&format!("\"{c}\"")));
+        let mut intact = true;
+        for (table, mut expected) in [(TABLE, rule_comments()), (GUARD_TABLE, guard_comments())] {
+            if table == TABLE {
+                expected.extend(conditional_comments(&spec));
+            }
+            let (family, name) = table.split_once(' ').unwrap_or(("inet", table));
+            let out = self.nft(&["list", "table", family, name], None).await?;
+            intact &= out.ok
+                && expected
+                    .iter()
+                    .all(|c| out.stdout.contains(&format!("\"{c}\"")));
+        }
         if intact {
             return Ok(false);
         }

@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::conditional::{control_rules, sealed_rule, tunnel_forward, tunnel_guard};
+use super::guard::{render_guard, render_guard_removal};
 use super::intra::intra;
 use super::FirewallSpec;
 use crate::plan::VXLAN_PORT;
@@ -167,14 +168,25 @@ pub fn rule_comments() -> Vec<String> {
     out
 }
 
-/// The script that removes shibafu's table (and nothing else); valid whether it exists or not.
+/// The script that removes shibafu's tables (and nothing else); valid whether they exist or
+/// not.
 pub fn render_removal() -> String {
-    format!("table {TABLE} {{}}\ndelete table {TABLE}\n")
+    format!(
+        "table {TABLE} {{}}\ndelete table {TABLE}\n{}",
+        render_guard_removal()
+    )
 }
 
-/// The script that replaces shibafu's table with the ruleset of `spec`.
+/// The script that replaces shibafu's tables with the ruleset of `spec`: the main table, then
+/// the source guard's.
 pub fn render_ruleset(spec: &FirewallSpec) -> String {
-    let mut s = render_removal();
+    let mut s = render_main(spec);
+    s.push_str(&render_guard(&spec.ports));
+    s
+}
+
+fn render_main(spec: &FirewallSpec) -> String {
+    let mut s = format!("table {TABLE} {{}}\ndelete table {TABLE}\n");
     let quoted = |b: &str| format!("\"{b}\"");
     let bridges: Vec<String> = spec.networks.iter().map(|n| quoted(&n.bridge)).collect();
     let internal: Vec<String> = spec

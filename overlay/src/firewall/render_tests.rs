@@ -40,13 +40,15 @@ fn replaces_only_our_table_atomically() {
         .filter(|l| l.starts_with("table") || l.starts_with("delete"))
         .collect();
     assert!(
-        tables.iter().all(|l| l.contains("inet shibafu")),
+        tables
+            .iter()
+            .all(|l| l.contains("inet shibafu") || l.contains("bridge shibafu")),
         "{tables:?}"
     );
     assert!(!s.contains("flush ruleset"));
     assert_eq!(
         render_removal(),
-        "table inet shibafu {}\ndelete table inet shibafu\n"
+        "table inet shibafu {}\ndelete table inet shibafu\ntable bridge shibafu {}\ndelete table bridge shibafu\n"
     );
 }
 

@@ -6,6 +6,10 @@
 //! shibafu-probe check [--timeout-ms N] SPEC...          SPEC = tcp:ADDR:PORT | udp:ADDR:PORT
 //!                                                       | icmp:ADDR (ADDR in [] for IPv6);
 //!                                                       all at once; prints `SPEC ok|blocked`
+//! shibafu-probe spoof --src IP --to IP:PORT [--count N] send UDP datagrams with a forged IPv4
+//!                                                       source (raw socket, needs CAP_NET_RAW)
+//! shibafu-probe sink --udp PORT --secs S                listen S seconds; print `from ADDR`
+//!                                                       for each source of a forged datagram
 //! ```
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -21,7 +25,9 @@ fn main() -> ExitCode {
     let res = match args.first().map(String::as_str) {
         Some("serve") => serve(&args[1..]),
         Some("check") => check(&args[1..]),
-        _ => Err("usage: shibafu-probe serve [--tcp PORT]... [--udp PORT]... | check [--timeout-ms N] SPEC...".into()),
+        Some("spoof") => spoof(&args[1..]),
+        Some("sink") => sink(&args[1..]),
+        _ => Err("usage: shibafu-probe serve [--tcp PORT]... [--udp PORT]... | check [--timeout-ms N] SPEC... | spoof --src IP --to IP:PORT [--count N] | sink --udp PORT --secs S".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,6 +87,40 @@ fn serve(args: &[String]) -> Result<(), String> {
     let _ = std::io::stdout().flush();
     for t in threads {
         let _ = t.join();
+    }
+    Ok(())
+}
+
+/// The value of `--name` in `flags`.
+fn value<'a>(flags: &'a [(String, String)], name: &str) -> Result<&'a str, String> {
+    flags
+        .iter()
+        .find(|(f, _)| f == name)
+        .map(|(_, v)| v.as_str())
+        .ok_or(format!("{name} is required"))
+}
+
+fn spoof(args: &[String]) -> Result<(), String> {
+    let (flags, _) = flags(args)?;
+    let src = value(&flags, "--src")?;
+    let src = src.parse().map_err(|_| format!("bad --src {src}"))?;
+    let to = value(&flags, "--to")?;
+    let to: std::net::SocketAddrV4 = to.parse().map_err(|_| format!("bad --to {to}"))?;
+    let count = value(&flags, "--count").unwrap_or("5");
+    let count = count.parse().map_err(|_| format!("bad --count {count}"))?;
+    shibafu_tests::spoof::send(src, *to.ip(), to.port(), count).map_err(|e| format!("spoof: {e}"))
+}
+
+fn sink(args: &[String]) -> Result<(), String> {
+    let (flags, _) = flags(args)?;
+    let port = value(&flags, "--udp")?;
+    let port = port.parse().map_err(|_| format!("bad --udp {port}"))?;
+    let secs = value(&flags, "--secs")?;
+    let secs = secs.parse().map_err(|_| format!("bad --secs {secs}"))?;
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    for from in shibafu_tests::spoof::sink(port, secs).map_err(|e| format!("sink: {e}"))? {
+        println!("from {from}");
     }
     Ok(())
 }

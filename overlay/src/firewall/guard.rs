@@ -1,0 +1,157 @@
+//! The source guard (pure): every container port of a bridge sends only from what was handed
+//! to it. A bridge-family table, `table bridge shibafu`, looks at each frame a container's veth
+//! brings into its bridge (before it is bridged or routed, whatever `br_netfilter` says): the
+//! source MAC must be the interface's, ARP must speak for its own IPv4 address, IPv4 must come
+//! from that address and IPv6 from its own address (or link-local, or the unspecified address
+//! of duplicate address detection); anything but IPv4, IPv6 and ARP is dropped. So a process
+//! with `CAP_NET_RAW` (Docker's default set has it) can craft packets, but none with another
+//! source leaves its veth: no impersonating a neighbour, no spoofed packets routed out.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::MacAddr;
+
+/// The table of the guard (family and name).
+pub const GUARD_TABLE: &str = "bridge shibafu";
+
+/// One container port: the host end of its veth and what its container was given.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PortBinding {
+    /// Host end of the veth (the bridge port).
+    pub port: String,
+    /// MAC of the container's interface.
+    pub mac: MacAddr,
+    /// Its IPv4 address.
+    pub ipv4: Ipv4Addr,
+    /// Its IPv6 address, when the network has IPv6.
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+/// The rules of the guard's chain, with their comments.
+const RULES: &[(&str, &str)] = &[
+    ("iifname != @ports accept", "guard: only container ports"),
+    (
+        "iifname . ether saddr != @macs drop",
+        "guard: a container's own MAC only",
+    ),
+    (
+        "ether type != { ip, ip6, arp } drop",
+        "guard: IPv4, IPv6 and ARP only",
+    ),
+    (
+        "ether type arp arp saddr ip 0.0.0.0 accept",
+        "guard: ARP probes",
+    ),
+    (
+        "ether type arp iifname . arp saddr ip != @addrs4 drop",
+        "guard: ARP for its own address only",
+    ),
+    (
+        "ether type ip iifname . ip saddr != @addrs4 drop",
+        "guard: IPv4 from its own address only",
+    ),
+    (
+        "ether type ip6 ip6 saddr { ::, fe80::/10 } accept",
+        "guard: IPv6 link-local and address detection",
+    ),
+    (
+        "ether type ip6 iifname . ip6 saddr != @addrs6 drop",
+        "guard: IPv6 from its own address only",
+    ),
+];
+
+/// Comments of the guard's rules; all present in a listing = the table is intact.
+pub fn guard_comments() -> Vec<String> {
+    RULES.iter().map(|(_, c)| format!("sf: {c}")).collect()
+}
+
+/// The script that removes the guard's table; valid whether it exists or not.
+pub fn render_guard_removal() -> String {
+    format!("table {GUARD_TABLE} {{}}\ndelete table {GUARD_TABLE}\n")
+}
+
+/// The script that replaces the guard's table with one for `ports`.
+pub fn render_guard(ports: &[PortBinding]) -> String {
+    let mut s = render_guard_removal();
+    let q = |p: &str| format!("\"{p}\"");
+    let names: Vec<String> = ports.iter().map(|b| q(&b.port)).collect();
+    let macs: Vec<String> = ports
+        .iter()
+        .map(|b| format!("{} . {}", q(&b.port), b.mac))
+        .collect();
+    let v4: Vec<String> = ports
+        .iter()
+        .map(|b| format!("{} . {}", q(&b.port), b.ipv4))
+        .collect();
+    let v6: Vec<String> = ports
+        .iter()
+        .filter_map(|b| b.ipv6.map(|a| format!("{} . {a}", q(&b.port))))
+        .collect();
+    let _ = writeln!(s, "table {GUARD_TABLE} {{");
+    set(&mut s, "ports", "ifname", &names);
+    set(&mut s, "macs", "ifname . ether_addr", &macs);
+    set(&mut s, "addrs4", "ifname . ipv4_addr", &v4);
+    set(&mut s, "addrs6", "ifname . ipv6_addr", &v6);
+    s.push_str(
+        "\tchain prerouting {\n\t\ttype filter hook prerouting priority filter; policy accept;\n",
+    );
+    for (rule, comment) in RULES {
+        let _ = writeln!(s, "\t\t{rule} comment \"sf: {comment}\"");
+    }
+    s.push_str("\t}\n}\n");
+    s
+}
+
+fn set(s: &mut String, name: &str, ty: &str, elements: &[String]) {
+    let _ = write!(s, "\tset {name} {{\n\t\ttype {ty}\n");
+    if !elements.is_empty() {
+        let _ = writeln!(s, "\t\telements = {{ {} }}", elements.join(", "));
+    }
+    s.push_str("\t}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(port: &str, last: u8, v6: bool) -> PortBinding {
+        PortBinding {
+            port: port.into(),
+            mac: MacAddr([2, 0x42, 172, 21, 0, last]),
+            ipv4: Ipv4Addr::new(172, 21, 0, last),
+            ipv6: v6.then(|| format!("fd00:21::{last}").parse().expect("v6")),
+        }
+    }
+
+    #[test]
+    fn each_port_is_bound_to_its_mac_and_addresses() {
+        let s = render_guard(&[binding("sfe1", 2, true), binding("sfe2", 3, false)]);
+        assert!(s.starts_with("table bridge shibafu {}\ndelete table bridge shibafu\n"));
+        assert!(s.contains("elements = { \"sfe1\", \"sfe2\" }"), "{s}");
+        assert!(
+            s.contains("\"sfe1\" . 02:42:ac:15:00:02, \"sfe2\" . 02:42:ac:15:00:03"),
+            "{s}"
+        );
+        assert!(
+            s.contains("\"sfe1\" . 172.21.0.2, \"sfe2\" . 172.21.0.3"),
+            "{s}"
+        );
+        assert!(s.contains("elements = { \"sfe1\" . fd00:21::2 }"), "{s}");
+        for c in guard_comments() {
+            assert!(s.contains(&format!("comment \"{c}\"")), "{c}");
+        }
+        let first = s.find("iifname != @ports accept").expect("ports first");
+        let drop4 = s.find("ip saddr != @addrs4 drop").expect("v4");
+        assert!(first < drop4);
+    }
+
+    #[test]
+    fn no_ports_is_an_empty_guard_that_still_loads() {
+        let s = render_guard(&[]);
+        assert!(s.contains("set ports {\n\t\ttype ifname\n\t}"), "{s}");
+        assert!(!s.contains("elements"), "{s}");
+    }
+}
