@@ -244,7 +244,7 @@ mod tests {
         let e = ctx.coordinator().expect_err("no scheme");
         assert_eq!(
             e.to_string(),
-            r#"invalid address "10.0.0.1:7480": use http://HOST:PORT or unix:/PATH/TO/SOCKET"#
+            r#"invalid address "10.0.0.1:7480": use http://HOST:PORT, https://HOST:PORT or unix:/PATH/TO/SOCKET"#
         );
         assert!(ctx.agent().is_ok());
     }

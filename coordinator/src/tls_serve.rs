@@ -28,15 +28,20 @@ use crate::http::HttpError;
 
 /// Time a client has to finish the TLS handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
-/// Time open requests have to finish after shutdown begins.
-const DRAIN: Duration = Duration::from_secs(10);
+/// Time open connections have to end by themselves after shutdown begins: a client that
+/// connected just before sends its request and gets its answer (clients make one request a
+/// connection). Closing them at once would drop a request the client has already sent.
+const DRAIN: Duration = Duration::from_secs(5);
+/// Then the time connections still open (idle keep-alive clients) have to close gracefully.
+const CLOSE: Duration = Duration::from_secs(5);
 
 /// Who sent a request: the verified client certificate of its connection.
 #[derive(Debug, Clone)]
 pub struct Peer(pub CertInfo);
 
-/// Serves `router` over TLS on `listener` until `shutdown` completes, then lets open requests
-/// finish (at most [`DRAIN`]).
+/// Serves `router` over TLS on `listener` until `shutdown` completes; then stops accepting,
+/// lets open connections end by themselves (at most [`DRAIN`]) and closes the rest gracefully
+/// (at most [`CLOSE`]).
 pub async fn serve(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
@@ -46,9 +51,11 @@ pub async fn serve(
     let acceptor = TlsAcceptor::from(config);
     let router = router.layer(axum::middleware::from_fn(authorize));
     let graceful = GracefulShutdown::new();
+    let mut conns = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, from) = tokio::select! {
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -61,7 +68,7 @@ pub async fn serve(
         };
         let (acceptor, router) = (acceptor.clone(), router.clone());
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        conns.spawn(async move {
             let Some((tls, peer)) = handshake(&acceptor, tcp, from).await else {
                 return;
             };
@@ -77,11 +84,15 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        info!("open API requests did not finish in time; closing them");
+    let ended = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN, ended).await.is_err() {
+        info!(open = conns.len(), "closing the API connections still open");
+        if tokio::time::timeout(CLOSE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            info!("open API requests did not finish in time; dropping them");
+        }
     }
     Ok(())
 }
