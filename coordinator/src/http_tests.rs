@@ -23,7 +23,7 @@ impl Served {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(crate::serve(listener, Arc::new(store), async {
+        let server = tokio::spawn(crate::serve_plain(listener, Arc::new(store), async {
             let _ = stopped.await;
         }));
         Served {

@@ -21,14 +21,13 @@ mod policies;
 #[cfg(test)]
 mod racing_store;
 mod rotation;
-mod services;
-mod tls_serve;
+mod serve;
 #[cfg(test)]
-#[path = "tls_serve_tests.rs"]
-mod tls_serve_tests;
+#[path = "serve_tests.rs"]
+mod serve_tests;
+mod services;
 mod validate;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -220,10 +219,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         info!(certificate = %own.name, expires = %own.expires, "serving the API over TLS");
         router = router.layer(axum::Extension(http::OwnCertificate(own)));
     }
-    let served = match server_tls {
-        Some(config) => tls_serve::serve(listener, config, router, shutdown_signal()).await,
-        None => serve_router(listener, router, shutdown_signal()).await,
-    };
+    let served = serve::serve(listener, server_tls, router, shutdown_signal()).await;
     // Tasks that already ended have nothing to be told.
     let _ = stop_tx.send(true);
     while let Some(done) = tasks.join_next().await {
@@ -266,25 +262,14 @@ async fn connect_etcd(
     }
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then finishes open requests.
+/// Serves the API over `store` on `listener` (plain TCP) until `shutdown` completes.
 #[cfg(test)]
-pub(crate) async fn serve(
+pub(crate) async fn serve_plain(
     listener: TcpListener,
     store: Arc<dyn Store>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_router(listener, http::router(store), shutdown).await
-}
-
-/// Serves `router` on `listener` until `shutdown` completes, then finishes open requests.
-async fn serve_router(
-    listener: TcpListener,
-    router: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve::serve(listener, None, http::router(store), shutdown).await
 }
 
 /// Completes on SIGTERM or SIGINT.

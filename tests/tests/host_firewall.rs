@@ -135,10 +135,11 @@ async fn isolation_follows_links_and_other_tables_are_untouched() {
     assert!(ping(&a1, "172.37.0.3"));
 
     let tables = nft(&h, &["list", "tables"]);
+    let ours: Vec<&str> = tables.lines().filter(|l| l.contains("shibafu")).collect();
     assert_eq!(
-        tables.lines().filter(|l| l.contains("shibafu")).count(),
-        1,
-        "{tables}"
+        ours,
+        ["table inet shibafu", "table bridge shibafu"],
+        "the main table and the source guard, nothing else: {tables}"
     );
     assert_foreign_intact(&h);
     fw.remove().await.expect("remove");

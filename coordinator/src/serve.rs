@@ -1,7 +1,8 @@
-//! The API over TLS: every client shows a certificate of the cluster CA in the handshake (a
-//! client without one, or with another CA's, never reaches HTTP); what it may do follows the
-//! role its certificate carries ([`authorize`]): reads need any role but etcd's, changes need
-//! `admin`.
+//! The API server, over TCP or TLS. Over TLS every client shows a certificate of the cluster CA
+//! in the handshake (a client without one, or with another CA's, never reaches HTTP); what it
+//! may do follows the role its certificate carries ([`authorize`]): reads need any role but
+//! etcd's, changes need `admin`. Either way a stop lets accepted connections end by themselves
+//! first, so a request sent just before it is answered.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,17 +40,20 @@ const CLOSE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct Peer(pub CertInfo);
 
-/// Serves `router` over TLS on `listener` until `shutdown` completes; then stops accepting,
-/// lets open connections end by themselves (at most [`DRAIN`]) and closes the rest gracefully
-/// (at most [`CLOSE`]).
+/// Serves `router` on `listener` (over TLS with `tls`) until `shutdown` completes; then stops
+/// accepting, lets open connections end by themselves (at most [`DRAIN`]) and closes the rest
+/// gracefully (at most [`CLOSE`]).
 pub async fn serve(
     listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(config);
-    let router = router.layer(axum::middleware::from_fn(authorize));
+    let acceptor = tls.map(TlsAcceptor::from);
+    let router = match acceptor {
+        Some(_) => router.layer(axum::middleware::from_fn(authorize)),
+        None => router,
+    };
     let graceful = GracefulShutdown::new();
     let mut conns = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -69,16 +73,28 @@ pub async fn serve(
         let (acceptor, router) = (acceptor.clone(), router.clone());
         let watcher = graceful.watcher();
         conns.spawn(async move {
-            let Some((tls, peer)) = handshake(&acceptor, tcp, from).await else {
-                return;
+            let http = hyper::server::conn::http1::Builder::new();
+            let served = match acceptor {
+                Some(acceptor) => {
+                    let Some((tls, peer)) = handshake(&acceptor, tcp, from).await else {
+                        return;
+                    };
+                    let service = router.map_request(move |mut req: Request<Incoming>| {
+                        req.extensions_mut().insert(peer.clone());
+                        req
+                    });
+                    let conn =
+                        http.serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
+                    watcher.watch(conn).await
+                }
+                None => {
+                    let service = TowerToHyperService::new(router);
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(tcp), service))
+                        .await
+                }
             };
-            let service = router.map_request(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(peer.clone());
-                req
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
-            if let Err(e) = watcher.watch(conn).await {
+            if let Err(e) = served {
                 debug!(%from, error = %e, "API connection ended with an error");
             }
         });

@@ -82,7 +82,7 @@ async fn reads_need_a_certificate_of_the_ca_and_changes_an_admin_one() {
     let config = ours[0].server_config().expect("server config");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let router = http::router(Arc::new(MemoryStore::new()));
-    let server = tokio::spawn(tls_serve::serve(listener, config, router, async {
+    let server = tokio::spawn(serve::serve(listener, Some(config), router, async {
         let _ = stopped.await;
     }));
 
