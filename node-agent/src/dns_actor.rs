@@ -155,8 +155,18 @@ impl DnsActor {
         };
         let _in_span = span.enter();
         let endpoints_of = endpoints_with_local(&state, &self.node, self.local.as_deref());
-        self.projection
+        let scope = local_networks(&state, &self.node, self.local.as_deref());
+        let rescoped = self.projection.set_scope(Some(scope));
+        let changed = self
+            .projection
             .update(&state, touched.as_ref(), &endpoints_of);
+        if !changed && !rescoped {
+            debug!(
+                revision = state.revision(),
+                "no network of this node's workloads changed"
+            );
+            return;
+        }
         match self.projection.snapshot(View::Members) {
             Ok(snap) => {
                 debug!(
@@ -293,6 +303,28 @@ impl Handler<ClusterChanged> for DnsActor {
 
 /// A network's endpoints: this node's (`node`) from the registry once it is known (`local`),
 /// so they answer before etcd echoes them; the others' (and, before that, all) from the cluster.
+/// The networks this node's workloads are on (from the registry once it is known, else from the
+/// cluster's records of this node): the only ones whose names anyone asks this node's DNS for.
+fn local_networks(
+    state: &ClusterState,
+    node: &str,
+    local: Option<&LocalWorkloads>,
+) -> BTreeSet<String> {
+    match local {
+        Some(local) => local
+            .values()
+            .flat_map(|w| w.endpoints())
+            .map(|e| e.network.clone())
+            .collect(),
+        None => state
+            .endpoints()
+            .values()
+            .filter(|e| e.node == node)
+            .map(|e| e.network.clone())
+            .collect(),
+    }
+}
+
 fn endpoints_with_local<'a>(
     state: &'a ClusterState,
     node: &'a str,

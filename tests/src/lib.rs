@@ -134,6 +134,7 @@ pub mod otlp;
 pub mod probe;
 pub mod prometheus;
 pub mod shim;
+pub mod sim;
 pub mod spoof;
 
 pub use lab::Lab;

@@ -19,6 +19,7 @@ use tracing::{debug, info, info_span, warn, Instrument, Span};
 
 use shibafu_overlay::netlink::watch::Damage;
 
+use super::pace::Pace;
 use super::repairs::RepairQueue;
 use super::{DataplaneError, Reconciler};
 use crate::firewall_actor::Contribute;
@@ -118,6 +119,8 @@ struct Owner {
 /// The actor; see the module documentation.
 pub struct DataplaneActor {
     owner: Arc<Mutex<Owner>>,
+    /// The last change pass, to pace the next.
+    last_pass: Pace,
     /// Latest state not yet handed to the reconciler; `Some` also means a reconcile is queued.
     inbox: Arc<StdMutex<Option<Pending>>>,
     seen_state: bool,
@@ -208,6 +211,7 @@ impl DataplaneActor {
                     metrics: Arc::default(),
                 },
             })),
+            last_pass: Pace::default(),
             inbox: Arc::default(),
             seen_state: false,
             repairs: Arc::default(),
@@ -263,7 +267,12 @@ impl Handler<ClusterChanged> for DataplaneActor {
             return;
         }
         let (owner, inbox) = (self.owner.clone(), self.inbox.clone());
+        let last_pass = self.last_pass.clone();
         actix_rt::spawn(async move {
+            let wait = last_pass.wait();
+            if !first && !wait.is_zero() {
+                actix_rt::time::sleep(wait).await;
+            }
             let mut o = owner.lock().await;
             let pending = take(&inbox);
             if pending.is_none() && !first {
@@ -283,9 +292,9 @@ impl Handler<ClusterChanged> for DataplaneActor {
             } else {
                 ("change", o.rec.reconcile_change().instrument(span).await)
             };
-            o.reports
-                .metrics
-                .reconciled(kind, start.elapsed(), done.is_ok());
+            let took = start.elapsed();
+            o.reports.metrics.reconciled(kind, took, done.is_ok());
+            last_pass.record(took);
             match done {
                 Ok(()) if first => info!("dataplane adopted"),
                 Ok(()) => {}

@@ -4,6 +4,7 @@
 //! owns it and tells the firewall owner and the cluster what it built.
 
 pub mod actor;
+mod pace;
 mod repairs;
 #[cfg(test)]
 mod tests;

@@ -289,10 +289,13 @@ pub fn assemble_with<'a>(
     b.build()
 }
 
-/// The networks' parts of a cluster, kept current by patching only what a change touches.
+/// The networks' parts of a cluster, kept current by patching only what a change touches,
+/// optionally only for the networks in a scope (an agent's: those its workloads are on, the
+/// only ones whose names anyone asks it for).
 #[derive(Debug, Clone, Default)]
 pub struct Projection {
     parts: BTreeMap<String, NetworkZones>,
+    scope: Option<BTreeSet<String>>,
 }
 
 impl Projection {
@@ -301,27 +304,41 @@ impl Projection {
         Projection::default()
     }
 
+    /// Projects only the networks in `scope` from now on (`None`: every network); true when
+    /// that changed the scope (the next [`Projection::update`] adds the networks it lacks).
+    pub fn set_scope(&mut self, scope: Option<BTreeSet<String>>) -> bool {
+        let changed = self.scope != scope;
+        self.scope = scope;
+        changed
+    }
+
     /// Re-projects the networks named in `touched` (or every network when `None`) from
-    /// `state`, with `endpoints_of` giving each network's endpoints; networks gone from `state`
-    /// or not admitted are dropped.
+    /// `state`, with `endpoints_of` giving each network's endpoints; networks gone from `state`,
+    /// not admitted or out of scope are dropped. True when any part was projected or dropped.
     pub fn update<'s>(
         &mut self,
         state: &'s ClusterState,
         touched: Option<&BTreeSet<String>>,
         endpoints_of: &dyn Fn(&'s Network) -> Vec<&'s Endpoint>,
-    ) {
+    ) -> bool {
         let (admitted, _) = admit(state.networks().values());
+        let in_scope = |name: &str| self.scope.as_ref().is_none_or(|s| s.contains(name));
+        let wanted: Vec<&Network> = admitted.into_iter().filter(|n| in_scope(&n.name)).collect();
+        let before = self.parts.len();
         self.parts
-            .retain(|name, _| admitted.iter().any(|n| n.name == *name));
-        for net in admitted {
+            .retain(|name, _| wanted.iter().any(|n| n.name == *name));
+        let mut changed = self.parts.len() != before;
+        for net in wanted {
             let stale = touched.is_none_or(|t| t.contains(&net.name))
                 || !self.parts.contains_key(&net.name);
             if stale {
                 let eps = endpoints_of(net);
                 let part = project_network(net, &eps, state);
                 self.parts.insert(net.name.clone(), part);
+                changed = true;
             }
         }
+        changed
     }
 
     /// The snapshot of every network under `view`.

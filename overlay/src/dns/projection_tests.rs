@@ -446,3 +446,31 @@ fn networks_the_model_does_not_admit_are_left_out_and_break_nothing() {
         "a clashing network is served"
     );
 }
+
+#[test]
+fn a_scope_keeps_only_its_networks_and_changes_outside_it_change_nothing() {
+    let state = state_of(&nets(), &eps());
+    let all = |n: &Network| state.endpoints_of(&n.name).collect();
+    let mut p = Projection::new();
+    assert!(p.set_scope(Some(BTreeSet::from(["frontend".to_string()]))));
+    assert!(
+        p.update(&state, None, &all),
+        "the scoped network is projected"
+    );
+    let snap = p.snapshot(View::Cluster).expect("build");
+    assert!(snap.zones().any(|z| z.starts_with("frontend.local")));
+    assert!(snap.zones().all(|z| !z.contains("backend")), "out of scope");
+    let backend = BTreeSet::from(["backend".to_string()]);
+    assert!(
+        !p.update(&state, Some(&backend), &all),
+        "a change of a network out of scope changes no part"
+    );
+    assert!(!p.set_scope(Some(BTreeSet::from(["frontend".to_string()]))));
+    assert!(p.set_scope(None), "back to every network");
+    assert!(
+        p.update(&state, Some(&BTreeSet::new()), &all),
+        "the others are added"
+    );
+    let snap = p.snapshot(View::Cluster).expect("build");
+    assert!(snap.zones().any(|z| z.starts_with("backend.local")));
+}
