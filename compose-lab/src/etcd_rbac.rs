@@ -5,8 +5,6 @@
 //! as the read-only `reader`, is refused by etcd. Done once, after the members are up, through
 //! etcdctl on the control host with the admin's certificate.
 
-use anyhow::{bail, Context};
-
 use crate::components::Bins;
 use crate::layout::{coordinator_name, Layout};
 use crate::pki::ADMIN;
@@ -53,15 +51,7 @@ pub fn enable(
 
 fn etcdctl(layout: &Layout, bins: &Bins, st: &LabState, args: &[&str]) -> anyhow::Result<()> {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let out = crate::exec::command(layout, bins, st, "ctl", "etcdctl", &args)?
-        .output()
-        .context("running etcdctl (is it installed? deploy/install-deps.sh)")?;
-    if !out.status.success() {
-        bail!(
-            "`etcdctl {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    crate::procs::run_ok(&mut crate::exec::command(
+        layout, bins, st, "ctl", "etcdctl", &args,
+    )?)
 }

@@ -11,7 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 /// Where `ip netns` keeps named namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
@@ -23,14 +23,14 @@ pub fn path(name: &str) -> PathBuf {
 
 /// Creates a named namespace with `lo` up.
 pub fn add(name: &str) -> anyhow::Result<()> {
-    run(Command::new("ip").args(["netns", "add", name]))?;
+    crate::procs::run_ok(Command::new("ip").args(["netns", "add", name]))?;
     ip(name, &["link", "set", "lo", "up"])
 }
 
 /// Deletes a named namespace if it exists.
 pub fn del(name: &str) -> anyhow::Result<()> {
     if path(name).exists() {
-        run(Command::new("ip").args(["netns", "del", name]))?;
+        crate::procs::run_ok(Command::new("ip").args(["netns", "del", name]))?;
     }
     Ok(())
 }
@@ -50,21 +50,7 @@ pub fn list_with_prefix(prefix: &str) -> Vec<String> {
 
 /// Runs `ip -n NS ARGS...` and fails with its stderr.
 pub fn ip(ns: &str, args: &[&str]) -> anyhow::Result<()> {
-    run(Command::new("ip").arg("-n").arg(ns).args(args))
-}
-
-fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {cmd:?} (is iproute2 installed?)"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    crate::procs::run_ok(Command::new("ip").arg("-n").arg(ns).args(args))
 }
 
 /// Runs `f` on a fresh thread that has entered namespace `ns` (only that thread moves).

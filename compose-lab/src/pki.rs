@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
 use shibafu_overlay::tls::TlsFiles;
 
 use crate::components::Bins;
@@ -91,17 +90,5 @@ fn issue(bins: &Bins, dir: &str, holder: &str, name: &str, extra: &[&str]) -> an
 }
 
 fn cert(bins: &Bins, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(&bins.cli)
-        .arg("cert")
-        .args(args)
-        .output()
-        .context("running shibafu cert")?;
-    if !out.status.success() {
-        bail!(
-            "`shibafu cert {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    crate::procs::run_ok(Command::new(&bins.cli).arg("cert").args(args))
 }

@@ -25,23 +25,15 @@ impl Drop for Scratch {
 fn pki(dir: &Path, holders: &[(&str, Role)]) -> Vec<TlsFiles> {
     let ca = issue::new_ca("test-ca", 1).expect("ca");
     issue::write(dir, "ca", &ca, false).expect("write ca");
+    let req = |name: &str, role: Role| Request {
+        name: name.to_string(),
+        role,
+        sans: vec!["127.0.0.1".into()],
+        days: 1,
+    };
     holders
         .iter()
-        .map(|(name, role)| {
-            let req = Request {
-                name: name.to_string(),
-                role: *role,
-                sans: vec!["127.0.0.1".into()],
-                days: 1,
-            };
-            let cert = issue::issue(&ca.cert_pem, &ca.key_pem, &req).expect("issue");
-            let (cert, key) = issue::write(dir, name, &cert, false).expect("write");
-            TlsFiles {
-                ca: dir.join("ca.pem"),
-                cert,
-                key,
-            }
-        })
+        .map(|(name, role)| issue::issue_into(dir, &ca, &req(name, *role)).expect("issue"))
         .collect()
 }
 

@@ -39,13 +39,7 @@ fn issue_one(dir: &Path, ca: &str, name: &str, role: Role) -> TlsFiles {
         sans: vec!["127.0.0.1".into(), "localhost".into()],
         days: 1,
     };
-    let issued = issue::issue(&ca_pem.cert_pem, &ca_pem.key_pem, &req).expect("issue");
-    let (cert, key) = issue::write(dir, name, &issued, false).expect("write");
-    TlsFiles {
-        ca: dir.join("ca.pem"),
-        cert,
-        key,
-    }
+    issue::issue_into(dir, &ca_pem, &req).expect("issue")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -103,6 +103,41 @@ impl Drop for Proc {
     }
 }
 
+/// A real etcd on free loopback ports, answering; a start that fails (a port taken between
+/// picking and binding it, on a busy machine) is retried on fresh ports.
+fn start_etcd(dir: &TempDir) -> (Proc, String) {
+    let mut logs = String::new();
+    for attempt in 0..3 {
+        let (client, peer) = (free_port(), free_port());
+        let etcd_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let data = dir.0.join(format!("etcd{attempt}"));
+        let mut etcd = Proc::spawn(
+            Command::new("etcd")
+                .arg("--name=t")
+                .arg(format!("--data-dir={}", data.display()))
+                .arg(format!("--listen-client-urls={etcd_url}"))
+                .arg(format!("--advertise-client-urls={etcd_url}"))
+                .arg(format!("--listen-peer-urls={peer_url}"))
+                .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+                .arg(format!("--initial-cluster=t={peer_url}")),
+            dir.0.join(format!("etcd{attempt}.log")),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", client)).is_ok() {
+                return (etcd, etcd_url);
+            }
+            if let Ok(Some(_)) = etcd.child.try_wait() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        logs.push_str(&etcd.log());
+    }
+    panic!("etcd did not start in three tries:\n{logs}");
+}
+
 /// A real etcd and one or more coordinators in front of it.
 struct Cluster {
     coordinators: Vec<(Proc, String)>,
@@ -114,20 +149,7 @@ struct Cluster {
 impl Cluster {
     fn start(coordinators: usize) -> Cluster {
         let dir = TempDir::new("coord");
-        let (client, peer) = (free_port(), free_port());
-        let etcd_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let etcd = Proc::spawn(
-            Command::new("etcd")
-                .arg("--name=t")
-                .arg(format!("--data-dir={}", dir.0.join("etcd").display()))
-                .arg(format!("--listen-client-urls={etcd_url}"))
-                .arg(format!("--advertise-client-urls={etcd_url}"))
-                .arg(format!("--listen-peer-urls={peer_url}"))
-                .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-                .arg(format!("--initial-cluster=t={peer_url}")),
-            dir.0.join("etcd.log"),
-        );
+        let (etcd, etcd_url) = start_etcd(&dir);
         let mut cluster = Cluster {
             coordinators: Vec::new(),
             etcd_url,
@@ -144,6 +166,8 @@ impl Cluster {
                     .arg(&cluster.etcd_url)
                     .arg("--name")
                     .arg(format!("c{i}"))
+                    .arg("--etcd-wait")
+                    .arg("30")
                     .env("SHIBAFU_LOG", "debug"),
                 cluster.dir.0.join(format!("coordinator{i}.log")),
             );

@@ -102,6 +102,18 @@ pub fn issue(ca_cert_pem: &str, ca_key_pem: &str, req: &Request) -> Result<Issue
     })
 }
 
+/// Issues a certificate for `req` from the CA `ca` and writes it into `dir` (which holds the
+/// CA's `ca.pem`) as `<name>.pem` and `<name>-key.pem`; answers the three files.
+pub fn issue_into(dir: &Path, ca: &Issued, req: &Request) -> Result<super::TlsFiles, TlsError> {
+    let issued = issue(&ca.cert_pem, &ca.key_pem, req)?;
+    let (cert, key) = write(dir, &req.name, &issued, false)?;
+    Ok(super::TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert,
+        key,
+    })
+}
+
 /// Writes `<stem>.pem` and `<stem>-key.pem` (mode 0600) into `dir`; refuses to replace
 /// existing files unless `replace`. Answers the two paths.
 pub fn write(

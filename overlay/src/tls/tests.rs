@@ -33,23 +33,15 @@ impl Drop for Scratch {
 fn pki(dir: &Path, ca_name: &str, holders: &[(&str, Role)]) -> Vec<TlsFiles> {
     let ca = issue::new_ca(ca_name, 30).expect("ca");
     issue::write(dir, "ca", &ca, false).expect("write ca");
+    let req = |name: &str, role: Role| Request {
+        name: name.to_string(),
+        role,
+        sans: vec!["127.0.0.1".into(), "coordinator1".into()],
+        days: 10,
+    };
     holders
         .iter()
-        .map(|(name, role)| {
-            let req = Request {
-                name: name.to_string(),
-                role: *role,
-                sans: vec!["127.0.0.1".into(), "coordinator1".into()],
-                days: 10,
-            };
-            let cert = issue::issue(&ca.cert_pem, &ca.key_pem, &req).expect("issue");
-            let (cert, key) = issue::write(dir, name, &cert, false).expect("write");
-            TlsFiles {
-                ca: dir.join("ca.pem"),
-                cert,
-                key,
-            }
-        })
+        .map(|(name, role)| issue::issue_into(dir, &ca, &req(name, *role)).expect("issue"))
         .collect()
 }
 
