@@ -12,6 +12,7 @@ use serde_json::json;
 use shibafu_overlay::container::caps::CapSet;
 use shibafu_overlay::container::launch;
 use shibafu_overlay::container::netns_file;
+use shibafu_overlay::container::sealed::shares_root;
 use shibafu_overlay::container::state::Status;
 use shibafu_overlay::health::{Prober, SystemProber, Target};
 use shibafu_overlay::model::Probe;
@@ -82,6 +83,10 @@ fn command_checks_of_a_rootfs_container_enter_from_a_sealed_copy() {
     let Status::Running(pid) = dir.status() else {
         panic!("not running: {:?}", std::fs::read_to_string(dir.log()));
     };
+    assert!(
+        !shares_root(pid).expect("root of PID 1"),
+        "a container is running only once it is in its own root (entering before would reach the host's)"
+    );
     let target = Target {
         name: "checked".into(),
         addr: "127.0.0.1".parse().expect("ip"),

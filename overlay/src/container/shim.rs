@@ -60,14 +60,23 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, ContainerError> {
     // used in the classic way and the child only calls async-signal-safe code or execs.
     unsafe {
         libc::sigprocmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut());
+        // PID 1 closes its end of this pipe once the container's root and /proc are in place:
+        // only then is the container running for `exec` and command checks, which enter it
+        // (entering before would reach the host's root).
+        let mut ready = [-1; 2];
+        check(libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC), "pipe2")?;
         let pid1 = libc::fork();
         if pid1 < 0 {
             return Err(ContainerError::last_os("fork"));
         }
         if pid1 == 0 {
-            let code = init(spec.rootfs.as_deref(), &argv, &env, &mask, caps);
+            libc::close(ready[0]);
+            let code = init(spec.rootfs.as_deref(), &argv, &env, &mask, (caps, ready[1]));
             libc::_exit(code);
         }
+        libc::close(ready[1]);
+        wait_closed(ready[0]);
+        libc::close(ready[0]);
         dir.write_pid(pid1)?;
         let mut status = 0;
         while libc::waitpid(pid1, &mut status, 0) < 0 {
@@ -185,15 +194,29 @@ fn exit_code(status: libc::c_int) -> i32 {
 /// PID 1 of the container: mounts /proc, runs the command as PID 2, forwards signals, reaps.
 /// Called only in a freshly forked child of the single-threaded shim.
 /// The command runs with the capabilities `caps.0` only (`caps.1`: the kernel's last one).
+/// Reads `fd` until its writers are gone (EOF) or it fails.
+fn wait_closed(fd: i32) {
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: reads one byte into a local buffer from a descriptor this process owns.
+        let n = unsafe { libc::read(fd, std::ptr::addr_of_mut!(byte).cast(), 1) };
+        let interrupted =
+            n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR);
+        if !interrupted {
+            return;
+        }
+    }
+}
+
 fn init(
     rootfs: Option<&Path>,
     argv: &[CString],
     env: &[CString],
     mask: &libc::sigset_t,
-    caps: (CapSet, u32),
+    (caps, ready): ((CapSet, u32), i32),
 ) -> i32 {
     // SAFETY: single-threaded child after fork; every pointer passed is valid for the call.
-    unsafe { init_inner(rootfs, argv, env, mask, caps) }
+    unsafe { init_inner(rootfs, argv, env, mask, caps, ready) }
 }
 
 unsafe fn init_inner(
@@ -202,6 +225,7 @@ unsafe fn init_inner(
     env: &[CString],
     mask: &libc::sigset_t,
     caps: (CapSet, u32),
+    ready: i32,
 ) -> i32 {
     unsafe {
         if let Some(r) = rootfs {
@@ -236,6 +260,8 @@ unsafe fn init_inner(
             eprintln!("shibafu: {step}: {}", std::io::Error::last_os_error());
             return 126;
         }
+        // Root, /proc and bounding set in place: the container may be entered from now on.
+        libc::close(ready);
         let child = libc::fork();
         if child < 0 {
             return 126;
