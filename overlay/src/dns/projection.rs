@@ -291,11 +291,25 @@ pub fn assemble_with<'a>(
 
 /// The networks' parts of a cluster, kept current by patching only what a change touches,
 /// optionally only for the networks in a scope (an agent's: those its workloads are on, the
-/// only ones whose names anyone asks it for).
+/// only ones whose names anyone asks it for). Networks out of scope keep their zones, without
+/// records: a name in them is still the cluster's (NXDOMAIN), never forwarded upstream.
 #[derive(Debug, Clone, Default)]
 pub struct Projection {
     parts: BTreeMap<String, NetworkZones>,
     scope: Option<BTreeSet<String>>,
+    /// Networks out of scope: their definition and their bare zones.
+    bare: BTreeMap<String, (Network, NetworkZones)>,
+}
+
+/// The zones of `net` without a record.
+fn bare_zones(net: &Network) -> NetworkZones {
+    NetworkZones {
+        zones: zones_of(net),
+        records: Vec::new(),
+        orders: Vec::new(),
+        notes: Vec::new(),
+        members: Vec::new(),
+    }
 }
 
 impl Projection {
@@ -313,8 +327,9 @@ impl Projection {
     }
 
     /// Re-projects the networks named in `touched` (or every network when `None`) from
-    /// `state`, with `endpoints_of` giving each network's endpoints; networks gone from `state`,
-    /// not admitted or out of scope are dropped. True when any part was projected or dropped.
+    /// `state`, with `endpoints_of` giving each network's endpoints; networks gone from `state`
+    /// or not admitted are dropped, those out of scope keep only their zones. True when any
+    /// part changed.
     pub fn update<'s>(
         &mut self,
         state: &'s ClusterState,
@@ -323,11 +338,14 @@ impl Projection {
     ) -> bool {
         let (admitted, _) = admit(state.networks().values());
         let in_scope = |name: &str| self.scope.as_ref().is_none_or(|s| s.contains(name));
-        let wanted: Vec<&Network> = admitted.into_iter().filter(|n| in_scope(&n.name)).collect();
-        let before = self.parts.len();
+        let (wanted, outside): (Vec<&Network>, Vec<&Network>) =
+            admitted.into_iter().partition(|n| in_scope(&n.name));
+        let before = (self.parts.len(), self.bare.len());
         self.parts
             .retain(|name, _| wanted.iter().any(|n| n.name == *name));
-        let mut changed = self.parts.len() != before;
+        self.bare
+            .retain(|name, _| outside.iter().any(|n| n.name == *name));
+        let mut changed = (self.parts.len(), self.bare.len()) != before;
         for net in wanted {
             let stale = touched.is_none_or(|t| t.contains(&net.name))
                 || !self.parts.contains_key(&net.name);
@@ -338,17 +356,35 @@ impl Projection {
                 changed = true;
             }
         }
+        for net in outside {
+            if self
+                .bare
+                .get(&net.name)
+                .is_none_or(|(known, _)| known != net)
+            {
+                self.bare
+                    .insert(net.name.clone(), (net.clone(), bare_zones(net)));
+                changed = true;
+            }
+        }
         changed
+    }
+
+    /// Every part: the networks in scope, then the bare zones of the others.
+    fn all_parts(&self) -> impl Iterator<Item = &NetworkZones> + Clone {
+        self.parts
+            .values()
+            .chain(self.bare.values().map(|(_, z)| z))
     }
 
     /// The snapshot of every network under `view`.
     pub fn snapshot(&self, view: View) -> Result<Snapshot, DnsError> {
-        assemble(self.parts.values(), view)
+        assemble(self.all_parts(), view)
     }
 
     /// The snapshot of every network under `view`, its zones served by `authority`.
     pub fn snapshot_with(&self, view: View, authority: &Authority) -> Result<Snapshot, DnsError> {
-        assemble_with(self.parts.values(), view, authority)
+        assemble_with(self.all_parts(), view, authority)
     }
 }
 

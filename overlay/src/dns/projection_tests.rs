@@ -459,7 +459,16 @@ fn a_scope_keeps_only_its_networks_and_changes_outside_it_change_nothing() {
     );
     let snap = p.snapshot(View::Cluster).expect("build");
     assert!(snap.zones().any(|z| z.starts_with("frontend.local")));
-    assert!(snap.zones().all(|z| !z.contains("backend")), "out of scope");
+    assert!(
+        snap.zones().any(|z| z.starts_with("backend.local")),
+        "a network out of scope keeps its zone"
+    );
+    let m = ask(&snap, "10.0.0.1", "postgres.backend.local.", RecordType::A);
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NXDomain,
+        "but no record: its names are the cluster's, never forwarded"
+    );
     let backend = BTreeSet::from(["backend".to_string()]);
     assert!(
         !p.update(&state, Some(&backend), &all),
