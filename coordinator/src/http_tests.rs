@@ -41,7 +41,12 @@ impl Served {
 }
 
 /// Sends one request through the router; returns status and JSON body.
-async fn call(store: &MemoryStore, method: &str, uri: &str, body: Option<&str>) -> (u16, Value) {
+pub(super) async fn call(
+    store: &MemoryStore,
+    method: &str,
+    uri: &str,
+    body: Option<&str>,
+) -> (u16, Value) {
     let req = Request::builder()
         .method(method)
         .uri(uri)
