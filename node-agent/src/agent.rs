@@ -136,12 +136,7 @@ fn etcd_tls(args: &RunArgs) -> anyhow::Result<Option<TlsFiles>> {
     if let Some(files) = &tls {
         files.client_config().context("the agent's TLS files")?;
     }
-    if tls.is_none() && args.etcd.iter().any(|e| e.starts_with("https://")) {
-        anyhow::bail!("--etcd https:// needs --tls-ca, --tls-cert and --tls-key");
-    }
-    if tls.is_some() && args.etcd.iter().any(|e| !e.starts_with("https://")) {
-        anyhow::bail!("with --tls-cert, give https:// --etcd endpoints (etcd must serve TLS)");
-    }
+    shibafu_overlay::store::etcd::check_tls(&args.etcd, tls.as_ref()).context("--etcd")?;
     Ok(tls)
 }
 

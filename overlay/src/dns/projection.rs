@@ -104,13 +104,7 @@ pub fn project_network(
     endpoints: &[&Endpoint],
     state: &ClusterState,
 ) -> NetworkZones {
-    let mut out = NetworkZones {
-        zones: zones_of(net),
-        records: Vec::new(),
-        orders: Vec::new(),
-        notes: Vec::new(),
-        members: Vec::new(),
-    };
+    let mut out = bare_zones(net);
     let mut services: BTreeMap<&str, Vec<&Endpoint>> = state
         .services()
         .values()

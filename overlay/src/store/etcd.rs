@@ -28,12 +28,10 @@ const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Part of etcd's (and etcd-client's) message for an unknown lease.
 const LEASE_NOT_FOUND: &str = "lease not found";
 
-/// etcd's TLS options from `files`, checked against the endpoints' schemes: https needs the
-/// files, and the files need https.
-fn tls_options(
-    endpoints: &[String],
-    files: Option<&TlsFiles>,
-) -> Result<Option<TlsOptions>, StoreError> {
+/// Checks the endpoints' schemes against `files`: https needs the files, and the files need
+/// every endpoint https (etcd serving TLS). What a daemon calls at start, so a mistake stops it
+/// with this message instead of a retry loop.
+pub fn check_tls(endpoints: &[String], files: Option<&TlsFiles>) -> Result<(), StoreError> {
     let https = endpoints
         .iter()
         .filter(|e| e.starts_with("https://"))
@@ -43,21 +41,28 @@ fn tls_options(
         None if https > 0 => Err(bad(
             "https:// endpoints need the cluster CA and a client certificate (--tls-ca, --tls-cert, --tls-key)",
         )),
-        None => Ok(None),
         Some(_) if https != endpoints.len() => Err(bad(
             "with a client certificate, every endpoint must be https://",
         )),
-        Some(files) => {
-            let (ca, cert, key) = files
-                .pem()
-                .map_err(|e| StoreError::Config(e.to_string()))?;
-            Ok(Some(
-                TlsOptions::new()
-                    .ca_certificate(Certificate::from_pem(ca))
-                    .identity(Identity::from_pem(cert, key)),
-            ))
-        }
+        _ => Ok(()),
     }
+}
+
+/// etcd's TLS options from `files`, after [`check_tls`].
+fn tls_options(
+    endpoints: &[String],
+    files: Option<&TlsFiles>,
+) -> Result<Option<TlsOptions>, StoreError> {
+    check_tls(endpoints, files)?;
+    let Some(files) = files else {
+        return Ok(None);
+    };
+    let (ca, cert, key) = files.pem().map_err(|e| StoreError::Config(e.to_string()))?;
+    Ok(Some(
+        TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .identity(Identity::from_pem(cert, key)),
+    ))
 }
 
 /// A store backed by an etcd cluster.
