@@ -74,7 +74,8 @@ pub struct IssueArgs {
     /// Directory to write the certificate and key to [default: --dir].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// An address clients use to reach this server (coordinator, etcd; repeatable).
+    /// An address clients use to reach this server (coordinator, etcd; repeatable); NAME
+    /// itself is always one of its DNS names.
     #[arg(long)]
     pub ip: Vec<IpAddr>,
     /// A DNS name clients use to reach this server (coordinator, etcd; repeatable).
@@ -129,20 +130,16 @@ fn issue_one(a: &IssueArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let role = role_of(a)?;
     let server = matches!(a.holder, Holder::Coordinator | Holder::Etcd);
     let named = !a.ip.is_empty() || !a.dns.is_empty();
-    if server && !named {
-        anyhow::bail!(
-            "a {} certificate names the addresses clients use: give --ip and/or --dns",
-            role
-        );
-    }
     if named && !server {
         anyhow::bail!("--ip and --dns are for servers (--for coordinator or etcd)");
     }
-    let sans: Vec<String> =
-        a.ip.iter()
-            .map(ToString::to_string)
-            .chain(a.dns.iter().cloned())
-            .collect();
+    // A server is reachable by its name (a DNS label) and whatever --ip and --dns add.
+    let own = server.then(|| a.name.clone());
+    let sans: Vec<String> = own
+        .into_iter()
+        .chain(a.ip.iter().map(ToString::to_string))
+        .chain(a.dns.iter().cloned())
+        .collect();
     let read = |p: &Path| {
         std::fs::read_to_string(p).with_context(|| {
             format!(

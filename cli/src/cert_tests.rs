@@ -79,11 +79,14 @@ fn a_ca_and_a_certificate_of_each_kind() {
     .expect("show");
     assert_eq!(shown.lines().count(), 2, "{shown}");
 
+    let by_name = cert(&["issue", "--for", "coordinator", "c2", "--dir", &dir]);
+    assert!(
+        by_name
+            .expect("a server by its name alone")
+            .contains("c2 (coordinator)"),
+        "the issue's spelling works for servers too"
+    );
     for (bad, says) in [
-        (
-            vec!["issue", "--for", "coordinator", "c2"],
-            "give --ip and/or --dns",
-        ),
         (
             vec!["issue", "--for", "agent", "n2", "--ip", "10.0.0.9"],
             "are for servers",
