@@ -264,6 +264,28 @@ mod tests {
     }
 
     #[test]
+    fn a_node_gone_from_the_cluster_loses_its_peers_and_the_others_are_left_alone() {
+        let all = [
+            node("a", "10.0.0.11", &k(1), None, "100.64.0.1"),
+            node("b", "10.0.0.12", &k(2), None, "100.64.0.2"),
+            node("c", "10.0.0.13", &k(3), Some(&k(33)), "100.64.0.3"),
+        ];
+        let have = observed_of(&device("a", &all));
+        assert_eq!(have.peers.len(), 3);
+        let none = BTreeMap::new();
+        // c's lease ended: its record is gone from the cluster state, and both of its keys (it
+        // was rotating) leave the device; b's peer is not touched.
+        let change = diff(&device("a", &all[..2]), &have, 25, &none);
+        assert_eq!(change.remove, [k(3), k(33)]);
+        assert!(change.upsert.is_empty() && change.modified.is_empty());
+        assert!(!change.set_key && change.port.is_none());
+        // The last other node gone: no peer is left.
+        let change = diff(&device("a", &all[..1]), &have, 25, &none);
+        assert_eq!(change.remove, [k(2), k(3), k(33)]);
+        assert!(change.upsert.is_empty());
+    }
+
+    #[test]
     fn a_fresh_device_gets_key_port_and_peers_and_a_roamed_peer_keeps_its_endpoint() {
         let nodes = [node("b", "10.0.0.12", &k(2), None, "100.64.0.2")];
         let desired = device("a", &nodes);
