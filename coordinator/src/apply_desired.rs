@@ -6,10 +6,11 @@ use std::collections::BTreeSet;
 
 use shibafu_overlay::api::{Document, Problem};
 use shibafu_overlay::model::{
-    Conflict, Link, Network, Peer, Policy, PolicyError, Service, ServiceError, SCHEMA_VERSION,
+    Conflict, Link, Network, Policy, Service, ServiceError, SCHEMA_VERSION,
 };
 
 use crate::apply_plan::Current;
+use crate::policy_check::{self, Names};
 use crate::{links, services, validate};
 
 /// The valid objects of a document, each with its index in the document, and the names of
@@ -42,7 +43,7 @@ struct After<'a> {
     prune: bool,
 }
 
-impl After<'_> {
+impl Names for After<'_> {
     fn missing_network(&self, name: &str) -> Option<String> {
         if self.desired.network_names.contains(name) {
             return None;
@@ -59,7 +60,6 @@ impl After<'_> {
         }
     }
 
-    /// Is there a service `name` (on `network`, or on any network)?
     fn has_service(&self, network: Option<&str>, name: &str) -> bool {
         let matches = |n: &str, s: &str| s == name && network.is_none_or(|net| net == n);
         self.desired
@@ -72,6 +72,14 @@ impl After<'_> {
                     .services
                     .iter()
                     .any(|s| matches(&s.network, &s.name)))
+    }
+
+    fn has_container(&self, name: &str) -> bool {
+        self.current.containers.contains(name)
+    }
+
+    fn looked_in(&self) -> &'static str {
+        " in the file or the cluster"
     }
 }
 
@@ -231,8 +239,8 @@ fn services(
     out
 }
 
-/// The policy checks of an apply: [`Policy::validate`], each rule on its own, and whether the
-/// networks and services it names exist once applied (containers may come later).
+/// The policies of an apply: a name given twice, and [`policy_check::check`] (as `network
+/// policy create` runs it) against what exists once the document is applied.
 fn policies(
     doc: &Document,
     after: &After<'_>,
@@ -241,63 +249,24 @@ fn policies(
     let mut seen = BTreeSet::new();
     let mut out: Vec<(usize, Policy)> = Vec::new();
     for (i, p) in doc.policies.iter().enumerate() {
-        let before = problems.len();
-        let mut refuse = |path: String, msg: String| {
-            problems.push(Problem::new(format!("policies/{i}/{path}"), msg));
-        };
-        let policy = Policy {
-            schema: SCHEMA_VERSION,
-            ..p.clone()
-        };
         if !seen.insert(&p.name) {
-            refuse("name".into(), format!("policy {:?} is given twice", p.name));
+            let msg = format!("policy {:?} is given twice", p.name);
+            problems.push(Problem::new(format!("policies/{i}/name"), msg));
             continue;
         }
-        let named = |msg: &dyn std::fmt::Display| format!("policy {:?}: {msg}", p.name);
-        for (j, rule) in p.rules.iter().enumerate() {
-            if let Err(e) = rule.validate() {
-                refuse(format!("rules/{j}"), named(&e));
-                continue;
-            }
-            let missing = match &rule.peer {
-                Peer::Network(n) => after.missing_network(n),
-                Peer::Service(s) if !after.has_service(None, s) => {
-                    Some(format!("no service named {s:?} in the file or the cluster"))
-                }
-                Peer::Container(c) if !after.current.containers.contains(c) => Some(format!(
-                    "unknown container {c:?}: no endpoint of that name on any network"
-                )),
-                // As `policy create` refuses it: the rule would not mean what it says.
-                Peer::Cidr(c) if c.trunc() != *c => Some(format!(
-                    "peer {c} has host bits set: did you mean {}?",
-                    c.trunc()
-                )),
-                _ => None,
+        let refusals = policy_check::check(p, after);
+        if refusals.is_empty() {
+            let policy = Policy {
+                schema: SCHEMA_VERSION,
+                ..p.clone()
             };
-            if let Some(msg) = missing {
-                refuse(format!("rules/{j}/peer"), named(&msg));
-            }
-        }
-        match policy.validate() {
-            Err(e @ PolicyError::Name { what, .. }) if what != "peer" => {
-                let field = if what == "policy" { "name" } else { what };
-                refuse(field.into(), named(&e));
-            }
-            Err(e @ PolicyError::NoRules(_)) => refuse("rules".into(), named(&e)),
-            _ => {
-                if let Some(msg) = after.missing_network(&p.network) {
-                    refuse("network".into(), named(&msg));
-                } else if let Some(s) = &p.service {
-                    if !after.has_service(Some(&p.network), s) {
-                        let msg = format!("no service {s:?} on network {:?}", p.network);
-                        refuse("service".into(), named(&msg));
-                    }
-                }
-            }
-        }
-        if problems.len() == before {
             out.push((i, policy));
         }
+        problems.extend(
+            refusals
+                .into_iter()
+                .map(|r| Problem::new(format!("policies/{i}/{}", r.field), r.error)),
+        );
     }
     out
 }

@@ -1,7 +1,7 @@
 //! Building the desired state: every problem of a document at once, each at its path.
 
 use shibafu_overlay::api::{CreateNetwork, LinkNetworks, ServiceSpec};
-use shibafu_overlay::model::{Action, Direction, Rule};
+use shibafu_overlay::model::{Action, Direction, Peer, Rule};
 
 use super::*;
 
@@ -109,6 +109,7 @@ fn every_problem_is_reported_at_its_path() {
             "policies/0/rules/0/peer",
             "policies/1/name",
             "policies/2/network",
+            "policies/2/rules",
         ],
         "{found:#?}"
     );
@@ -122,9 +123,13 @@ fn every_problem_is_reported_at_its_path() {
     says(5, "cannot link network \"frontend\" to itself");
     says(6, "no network named \"nowhere\" in the file or the cluster");
     says(7, "--port-name needs --port");
-    says(8, "no service named \"nope\"");
+    says(
+        8,
+        "rule `--allow-ingress-from service:nope/any`: unknown service \"nope\": no network has one in the file or the cluster",
+    );
     says(9, "policy \"p\" is given twice");
     says(10, "invalid network name \"Database\"");
+    says(11, "policy \"q\" has no rules");
 }
 
 #[test]

@@ -18,6 +18,7 @@ mod links;
 mod member;
 mod metrics;
 mod policies;
+mod policy_check;
 #[cfg(test)]
 mod racing_store;
 mod rotation;

@@ -1,38 +1,41 @@
-//! The coordinator's network policy operations over the [`Store`]: create (once the network,
-//! the selected service and every named peer exist), list, inspect with the counters summed
+//! The coordinator's network policy operations over the [`Store`]: create (once the policy
+//! passes [`policy_check::check`] against the cluster), list, inspect with the counters summed
 //! over nodes, and remove; plus what a network's removal takes with it.
 
 use std::collections::BTreeSet;
 
 use shibafu_overlay::api::{ApiError, ErrorKind, PolicyInfo, PolicySpec, RuleCounters};
 use shibafu_overlay::model::{
-    Action, Endpoint, Object, Peer, Policy, PolicyCounters, Service, SCHEMA_VERSION,
+    Action, Endpoint, Network, Object, Peer, Policy, PolicyCounters, Service, SCHEMA_VERSION,
 };
 use shibafu_overlay::store::keys::{Key, Prefix};
 use shibafu_overlay::store::{Compare, Store, StoreError, StoreExt, TxnOp};
 use tracing::{debug, info};
 
-use crate::cluster::{
-    backoff, list_networks, read_network, store_error, MAX_ATTEMPTS, MAX_TXN_OPS,
-};
+use crate::cluster::{backoff, read_network, store_error, MAX_ATTEMPTS, MAX_TXN_OPS};
+use crate::policy_check::{self, Names, Refusal};
 
 /// Name of the guard key every policy creation bumps, so a network removal that listed the
 /// policies before a concurrent creation fails its transaction and lists them again.
 const POLICIES_GUARD: &str = "policies";
 
-/// Validates and creates a policy. It is written in one transaction that requires the policy
-/// key absent and the network (and the selected service) unchanged since they were read, so a
-/// policy never outlives its network removed concurrently. Peers are checked when it is made
-/// only: a peer removed later simply matches nothing.
+/// Checks and creates a policy. The checks are [`policy_check::check`]'s against the cluster
+/// now, bad input refused before a duplicate name, a duplicate before a name not found. It is
+/// written in one transaction that requires the policy key absent and the network (and the
+/// selected service) unchanged since they were read, so a policy never outlives its network
+/// removed concurrently. Peers are checked when it is made only: a peer removed later simply
+/// matches nothing.
 pub async fn create_policy(store: &dyn Store, spec: &PolicySpec) -> Result<Policy, ApiError> {
     let policy = spec.to_policy();
-    policy
-        .validate()
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
-    check_cidrs(&policy)?;
     let key = policy.key();
     let guard = Key::Guard(POLICIES_GUARD.to_string());
     for attempt in 0..MAX_ATTEMPTS {
+        let cluster = Cluster::read(store, &policy).await?;
+        let refusals = policy_check::check(&policy, &cluster);
+        let refused = |r: &Refusal| ApiError::new(r.kind, r.error.clone());
+        if let Some(r) = refusals.iter().find(|r| r.kind == ErrorKind::Invalid) {
+            return Err(refused(r));
+        }
         if store
             .get(&key.to_string())
             .await
@@ -47,14 +50,11 @@ pub async fn create_policy(store: &dyn Store, spec: &PolicySpec) -> Result<Polic
                 ),
             ));
         }
-        let mut compares = vec![
-            Compare::absent(&key),
-            network_unchanged(store, &policy).await?,
-        ];
-        if let Some(service) = &policy.service {
-            compares.push(service_unchanged(store, &policy, service).await?);
+        if let Some(r) = refusals.first() {
+            return Err(refused(r));
         }
-        check_peers(store, &policy).await?;
+        let mut compares = vec![Compare::absent(&key)];
+        compares.extend(cluster.kept);
         let guard_value = serde_json::json!({"schema": SCHEMA_VERSION, "last": policy.name});
         let ops = vec![
             TxnOp::put_object(&policy, None).map_err(store_error)?,
@@ -80,105 +80,99 @@ pub async fn create_policy(store: &dyn Store, spec: &PolicySpec) -> Result<Polic
     ))
 }
 
-/// Refuses CIDR peers with host bits (the command line refuses them too; other clients may not).
-fn check_cidrs(policy: &Policy) -> Result<(), ApiError> {
-    for rule in &policy.rules {
-        if let Peer::Cidr(cidr) = &rule.peer {
-            if cidr.trunc() != *cidr {
-                return Err(ApiError::invalid(format!(
-                    "policy {:?}: peer {cidr} has host bits set: did you mean {}?",
-                    policy.name,
-                    cidr.trunc()
-                )));
+/// The cluster as a policy creation sees it: the names the policy uses, and the compares that
+/// keep its network and selected service as they were read.
+struct Cluster {
+    networks: BTreeSet<String>,
+    /// As (network, name).
+    services: BTreeSet<(String, String)>,
+    containers: BTreeSet<String>,
+    kept: Vec<Compare>,
+}
+
+impl Cluster {
+    /// Reads the policy's network and service, and lists the kinds of objects its peers name.
+    async fn read(store: &dyn Store, policy: &Policy) -> Result<Cluster, ApiError> {
+        let wants = |kind: fn(&Peer) -> bool| policy.rules.iter().any(|r| kind(&r.peer));
+        let mut networks = if wants(|p| matches!(p, Peer::Network(_))) {
+            names::<Network, _>(store, Prefix::Networks, |n| n.name).await?
+        } else {
+            BTreeSet::new()
+        };
+        let mut services = if wants(|p| matches!(p, Peer::Service(_))) {
+            names::<Service, _>(store, Prefix::Services, |s| (s.network, s.name)).await?
+        } else {
+            BTreeSet::new()
+        };
+        let containers = if wants(|p| matches!(p, Peer::Container(_))) {
+            names::<Endpoint, _>(store, Prefix::Endpoints, |e| e.name).await?
+        } else {
+            BTreeSet::new()
+        };
+        let mut kept = Vec::new();
+        match read_network(store, &policy.network).await {
+            Ok((_, revision)) => {
+                networks.insert(policy.network.clone());
+                let key = Key::Network(policy.network.clone());
+                kept.push(Compare::mod_revision(&key, revision));
+            }
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                networks.remove(&policy.network);
+            }
+            Err(e) => return Err(e),
+        }
+        if let Some(service) = &policy.service {
+            let key = Key::Service {
+                network: policy.network.clone(),
+                name: service.clone(),
+            };
+            let pair = (policy.network.clone(), service.clone());
+            match store.get(&key.to_string()).await.map_err(store_error)? {
+                Some(kv) => {
+                    services.insert(pair);
+                    kept.push(Compare::mod_revision(&key, kv.mod_revision));
+                }
+                None => {
+                    services.remove(&pair);
+                }
             }
         }
-    }
-    Ok(())
-}
-
-/// The compare that keeps the policy's network as it was read.
-async fn network_unchanged(store: &dyn Store, policy: &Policy) -> Result<Compare, ApiError> {
-    match read_network(store, &policy.network).await {
-        Ok((_, revision)) => Ok(Compare::mod_revision(
-            &Key::Network(policy.network.clone()),
-            revision,
-        )),
-        Err(e) if e.kind == ErrorKind::NotFound => Err(ApiError::not_found(format!(
-            "policy {:?}: no network named {:?}; see `shibafu network ls`",
-            policy.name, policy.network
-        ))),
-        Err(e) => Err(e),
+        Ok(Cluster {
+            networks,
+            services,
+            containers,
+            kept,
+        })
     }
 }
 
-/// The compare that keeps the selected service as it was read.
-async fn service_unchanged(
-    store: &dyn Store,
-    policy: &Policy,
-    service: &str,
-) -> Result<Compare, ApiError> {
-    let key = Key::Service {
-        network: policy.network.clone(),
-        name: service.to_string(),
-    };
-    match store.get(&key.to_string()).await.map_err(store_error)? {
-        Some(kv) => Ok(Compare::mod_revision(&key, kv.mod_revision)),
-        None => Err(ApiError::not_found(format!(
-            "policy {:?}: no service {service:?} on network {:?}; see `shibafu service ls`",
-            policy.name, policy.network
-        ))),
+impl Names for Cluster {
+    fn missing_network(&self, name: &str) -> Option<String> {
+        (!self.networks.contains(name))
+            .then(|| format!("no network named {name:?}; see `shibafu network ls`"))
+    }
+
+    fn has_service(&self, network: Option<&str>, name: &str) -> bool {
+        self.services
+            .iter()
+            .any(|(n, s)| s == name && network.is_none_or(|net| net == n))
+    }
+
+    fn has_container(&self, name: &str) -> bool {
+        self.containers.contains(name)
+    }
+
+    fn looked_in(&self) -> &'static str {
+        ""
     }
 }
 
-/// Checks that every network, service and container a rule names exists now.
-async fn check_peers(store: &dyn Store, policy: &Policy) -> Result<(), ApiError> {
-    let wants = |kind: fn(&Peer) -> bool| policy.rules.iter().any(|r| kind(&r.peer));
-    let networks: BTreeSet<String> = if wants(|p| matches!(p, Peer::Network(_))) {
-        list_networks(store)
-            .await?
-            .into_iter()
-            .map(|n| n.name)
-            .collect()
-    } else {
-        BTreeSet::new()
-    };
-    let services = if wants(|p| matches!(p, Peer::Service(_))) {
-        names::<Service>(store, Prefix::Services, |s| s.name).await?
-    } else {
-        BTreeSet::new()
-    };
-    let containers = if wants(|p| matches!(p, Peer::Container(_))) {
-        names::<Endpoint>(store, Prefix::Endpoints, |e| e.name).await?
-    } else {
-        BTreeSet::new()
-    };
-    for rule in &policy.rules {
-        let missing = match &rule.peer {
-            Peer::Network(n) if !networks.contains(n) => {
-                format!("no network named {n:?}; see `shibafu network ls`")
-            }
-            Peer::Service(s) if !services.contains(s) => {
-                format!("unknown service {s:?}: no network has one; see `shibafu service ls`")
-            }
-            Peer::Container(c) if !containers.contains(c) => format!(
-                "unknown container {c:?}: nothing of that name is attached to any network; see `shibafu ps`"
-            ),
-            _ => continue,
-        };
-        return Err(ApiError::not_found(format!(
-            "policy {:?}: rule `{rule}`: {missing}",
-            policy.name
-        )));
-    }
-    Ok(())
-}
-
-/// The names of the objects under `prefix`.
-async fn names<T: Object>(
+/// What `name` makes of each object under `prefix`.
+async fn names<T: Object, N: Ord>(
     store: &dyn Store,
     prefix: Prefix,
-    name: fn(T) -> String,
-) -> Result<BTreeSet<String>, ApiError> {
+    name: fn(T) -> N,
+) -> Result<BTreeSet<N>, ApiError> {
     let (objects, _) = store
         .list_objects::<T>(&prefix)
         .await

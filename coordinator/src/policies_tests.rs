@@ -303,3 +303,35 @@ async fn a_policy_made_while_its_network_is_removed_goes_too() {
     assert_eq!(removed.policies, 1);
     assert!(list_policies(&store.inner).await.expect("ls").is_empty());
 }
+
+#[tokio::test]
+async fn create_and_apply_refuse_a_bad_policy_in_the_same_words() {
+    let store = cluster().await;
+    let mut host_bits = rule(Action::Allow, "10.0.0.0/8");
+    host_bits.peer = Peer::Cidr("10.1.2.3/8".parse().expect("cidr"));
+    let current = crate::apply_plan::Current {
+        networks: crate::cluster::list_networks(&store)
+            .await
+            .expect("networks"),
+        containers: ["api".to_string()].into(),
+        ..Default::default()
+    };
+    for bad in [host_bits, rule(Action::Deny, "container:ghost:22")] {
+        let mut s = spec("p");
+        s.rules.push(bad);
+        let created = create_policy(&store, &s).await.expect_err("refused");
+        let doc = shibafu_overlay::api::Document {
+            policies: vec![s.to_policy()],
+            ..Default::default()
+        };
+        let (_, problems) = crate::apply_desired::desired(&doc, &current, false);
+        let applied: Vec<(&str, &str)> = problems
+            .iter()
+            .map(|p| (p.path.as_str(), p.error.as_str()))
+            .collect();
+        assert_eq!(
+            applied,
+            [("policies/0/rules/2/peer", created.error.as_str())]
+        );
+    }
+}
