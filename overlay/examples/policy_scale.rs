@@ -1,8 +1,9 @@
-//! Policy table at scale: 1,000 rules over 10,000 endpoints, loaded with nft into a scratch
-//! network namespace; then single changes, each timed from the cluster change to nft having
-//! committed it (compile + diff + `nft -f`): an endpoint joining a service that rules name, an
-//! endpoint leaving, and one policy's rule changing (and, apart, the later sweep of the counter
-//! the changed rule left).
+//! Policy table at scale: 1,000 rules over 10,000 endpoints, loaded into a scratch network
+//! namespace (the whole table through `nft -f`); then single changes, each timed from the
+//! cluster change to the kernel holding it, applied as an agent's enforcer applies them
+//! (compile, diff, then set elements over netlink and other changes through its long-lived
+//! `nft -i`): an endpoint joining a service that rules name, an endpoint leaving, and one
+//! policy's rule changing (and, apart, the later sweep of the counter the changed rule left).
 //!
 //! Usage (root): cargo run --release -p shibafu-overlay --example policy_scale [repeats=20]
 
