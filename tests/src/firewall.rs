@@ -54,6 +54,8 @@ pub fn desired(
 ) -> DesiredHost {
     let (endpoints, containers) = containers(members);
     let policed: BTreeSet<String> = policed.iter().map(|n| n.to_string()).collect();
+    // As on a host that uses every network (its tests link and police them all).
+    let in_use: BTreeSet<String> = networks.iter().map(|n| n.name.clone()).collect();
     DesiredHost::build(&HostInputs {
         node: "h",
         underlay: None,
@@ -63,6 +65,7 @@ pub fn desired(
         endpoints: &endpoints,
         containers: &containers,
         policed: &policed,
+        in_use: &in_use,
         tunnel: None,
         encrypt_all: false,
     })

@@ -74,6 +74,8 @@ fn desired(
     endpoints: &[Endpoint],
     containers: &[LocalContainer],
 ) -> DesiredHost {
+    // Every network built, as on a host that uses them all (which ones are is planned apart).
+    let in_use: BTreeSet<String> = networks.iter().map(|n| n.name.clone()).collect();
     DesiredHost::build(&HostInputs {
         node,
         underlay,
@@ -83,6 +85,7 @@ fn desired(
         endpoints,
         containers,
         policed: &BTreeSet::new(),
+        in_use: &in_use,
         tunnel: None,
         encrypt_all: false,
     })

@@ -129,8 +129,6 @@ fn an_ipv6_mtu_below_1280_is_refused_and_a_node_too_small_for_ipv6_skips_only_th
     );
     assert!(problems(&lab, "plain").is_empty());
     let dual = bridge_of(&lab, "dual");
-    assert!(has_link(&lab, "node1", &dual), "node1 did not build dual");
-    assert!(!has_link(&lab, "node2", &dual), "node2 built dual anyway");
     // node2 refuses a container on dual, saying why, and serves its other networks.
     let out = run(&lab, "node2", "six", "dual");
     assert!(
@@ -150,6 +148,9 @@ fn an_ipv6_mtu_below_1280_is_refused_and_a_node_too_small_for_ipv6_skips_only_th
         let out = run(&lab, node, name, network);
         assert!(out.status.success(), "{name}: {}", text(&out.stderr));
     }
+    // Nodes build the networks their containers use: node1 dual now, node2 not.
+    assert!(has_link(&lab, "node1", &dual), "node1 did not build dual");
+    assert!(!has_link(&lab, "node2", &dual), "node2 built dual anyway");
     assert!(
         pings(&lab, "node2", "a", "b"),
         "plain does not work across nodes"
@@ -162,9 +163,12 @@ fn an_ipv6_mtu_below_1280_is_refused_and_a_node_too_small_for_ipv6_skips_only_th
         "the problem outlived its cause: {:?}",
         problems(&lab, "dual")
     );
-    assert!(wait_until(SETTLE, POLL, || has_link(&lab, "node2", &dual)));
     let out = run(&lab, "node2", "six", "dual");
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        has_link(&lab, "node2", &dual),
+        "node2 attached without the bridge"
+    );
     assert!(
         pings(&lab, "node2", "six", "d"),
         "dual does not work across nodes"
@@ -240,4 +244,75 @@ fn bad_networks_written_straight_into_etcd_stop_no_node() {
     );
     assert!(pings(&lab, "node1", "a", "b"));
     lab.down();
+}
+
+#[test]
+fn a_node_builds_the_networks_its_containers_use_and_those_linked_to_them() {
+    let Some(lab) = lab(2) else { return };
+    lab.cli_ok("node1", &["network", "create", "left", "172.23.0.0/24"]);
+    lab.cli_ok("node1", &["network", "create", "right", "172.24.0.0/24"]);
+    let (left, right) = (bridge_of(&lab, "left"), bridge_of(&lab, "right"));
+    let out = run(&lab, "node1", "l1", "left");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(has_link(&lab, "node1", &left), "node1 did not build left");
+    assert!(
+        !has_link(&lab, "node1", &right),
+        "node1 built right, unused there"
+    );
+    assert!(
+        !has_link(&lab, "node2", &left),
+        "node2 built left, unused there"
+    );
+
+    let out = run(&lab, "node2", "r2", "right");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Linked: each node routes to the other network itself, so it builds it.
+    lab.cli_ok("node1", &["network", "connect-networks", "left", "right"]);
+    let built = |node: &str, bridge: &str| {
+        wait_until(Duration::from_secs(5), POLL, || {
+            has_link(&lab, node, bridge)
+        })
+    };
+    assert!(
+        built("node2", &left) && built("node1", &right),
+        "links not built"
+    );
+    let l1 = address_of(&lab, "node1", "l1");
+    assert!(
+        wait_until(Duration::from_secs(5), POLL, || pings(
+            &lab, "node2", "r2", &l1
+        )),
+        "linked networks do not reach each other across nodes"
+    );
+
+    // Isolated again: the networks nothing uses go, and the way stays closed.
+    lab.cli_ok("node1", &["network", "isolate", "left", "right"]);
+    let gone = |node: &str, bridge: &str| {
+        wait_until(Duration::from_secs(5), POLL, || {
+            !has_link(&lab, node, bridge)
+        })
+    };
+    assert!(
+        gone("node2", &left) && gone("node1", &right),
+        "idle networks kept"
+    );
+    assert!(
+        !pings(&lab, "node2", "r2", &l1),
+        "isolated networks still reach"
+    );
+    // The last container of a network on a node takes the network off the node.
+    lab.cli_ok("node1", &["rm", "-f", "l1"]);
+    assert!(gone("node1", &left), "node1 kept left without containers");
+    lab.down();
+}
+
+/// The IPv4 address of container NAME on NODE (its first interface), from its agent.
+fn address_of(lab: &Lab, node: &str, name: &str) -> String {
+    let info = lab
+        .agent_get(node, &format!("/v1/containers/{name}"))
+        .expect("container info");
+    info["interfaces"][0]["ipv4"]
+        .as_str()
+        .map(|a| a.split('/').next().unwrap_or(a).to_string())
+        .unwrap_or_else(|| panic!("{name} has no address: {info}"))
 }

@@ -18,8 +18,8 @@ use shibafu_overlay::model::{Endpoint, Link, Network, Node};
 use shibafu_overlay::netlink::watch::Damage;
 use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkError, Scope};
 use shibafu_overlay::plan::{
-    plan_workloads, DesiredHost, HostInputs, LocalContainer, LocalInterface, PlanError,
-    SkippedNetwork,
+    networks_in_use, plan_workloads, DesiredHost, HostInputs, LocalContainer, LocalInterface,
+    PlanError, SkippedNetwork,
 };
 use shibafu_overlay::policy::policed_networks;
 use shibafu_overlay::state::ClusterState;
@@ -122,14 +122,17 @@ impl Reconciler {
         self.planned.as_ref().map_or(&[], |d| &d.skipped)
     }
 
-    /// The firewall part for the networks the last plan builds; `None` before any plan.
+    /// The firewall part for the valid networks of the last plan, built here or idle (their
+    /// subnets stay out of reach by any other path, masquerade included); `None` before any plan.
     pub fn firewall_part(&self) -> Option<Result<FirewallSpec, FirewallError>> {
         let planned = self.planned.as_ref()?;
         let networks: Vec<Network> = self
             .state
             .networks()
             .values()
-            .filter(|n| planned.network(&n.name).is_some())
+            .filter(|n| {
+                planned.network(&n.name).is_some() || planned.idle.binary_search(&n.name).is_ok()
+            })
             .cloned()
             .collect();
         let links: Vec<Link> = self.state.links().values().cloned().collect();
@@ -303,14 +306,6 @@ impl Reconciler {
     fn desired(&self) -> Result<DesiredHost, PlanError> {
         let networks: Vec<Network> = self.state.networks().values().cloned().collect();
         let nodes: Vec<Node> = self.state.nodes().values().cloned().collect();
-        let mut endpoints: Vec<Endpoint> = self
-            .state
-            .endpoints()
-            .values()
-            .filter(|e| e.node != self.cfg.node)
-            .cloned()
-            .collect();
-        endpoints.extend(self.local.values().flat_map(|e| e.endpoints().cloned()));
         let containers: Vec<LocalContainer> = self
             .local
             .values()
@@ -327,6 +322,22 @@ impl Reconciler {
                     .collect(),
             })
             .collect();
+        let in_use = networks_in_use(
+            &containers,
+            self.state.links().values(),
+            self.state.policies().values(),
+            &networks,
+            self.state.endpoints().values(),
+        );
+        // Only the endpoints of networks built here are copied: 200 of 10,000, say.
+        let mut endpoints: Vec<Endpoint> = self
+            .state
+            .endpoints()
+            .values()
+            .filter(|e| e.node != self.cfg.node && in_use.contains(&e.network))
+            .cloned()
+            .collect();
+        endpoints.extend(self.local.values().flat_map(|e| e.endpoints().cloned()));
         // A policy created or removed (or a network's isolation changed) flips only this.
         let policed = policed_networks(&networks, self.state.policies().values());
         let mut desired = DesiredHost::build(&HostInputs {
@@ -338,6 +349,7 @@ impl Reconciler {
             endpoints: &endpoints,
             containers: &containers,
             policed: &policed,
+            in_use: &in_use,
             tunnel: self.tunnel,
             encrypt_all: self.cfg.encrypt_all,
         })?;

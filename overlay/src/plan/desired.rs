@@ -1,11 +1,13 @@
 //! What this host's dataplane should look like, built from cluster state and local attachments.
 //!
-//! Every network in the cluster gets its bridge (and VXLAN device) on every node: the gateway
-//! address must exist for the network's DNS, and routing between linked networks happens on the
-//! sending node, which therefore needs the destination network's bridge too. A network this
-//! host cannot build (invalid, clashing with another network, an overlay MTU below its minimum
-//! here) is skipped with the reason, and local interfaces on it are left out: the other
-//! networks go on. The rules are the model's, the ones the coordinator applies at creation.
+//! A host builds the bridge (and VXLAN device) of each network it uses
+//! ([`super::networks_in_use`]): its containers' networks, the networks linked to them (routing
+//! between linked networks happens on the sending node), the networks consenting to outside
+//! peers and, where those are used, their peers' networks. The others stay idle here: no device, no FDB or neighbour entry, no pass when their
+//! endpoints change. A network this host cannot build (invalid, clashing with another network,
+//! an overlay MTU below its minimum here) is skipped with the reason, and local interfaces on it
+//! are left out: the other networks go on. The rules are the model's, the ones the coordinator
+//! applies at creation; they are checked over every network of the cluster, used here or not.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -35,6 +37,9 @@ pub struct DesiredHost {
     /// Networks of the cluster this host does not build, sorted by name.
     #[serde(default)]
     pub skipped: Vec<SkippedNetwork>,
+    /// Valid networks of the cluster nothing on this host uses, so not built here, sorted.
+    #[serde(default)]
+    pub idle: Vec<String>,
 }
 
 /// A network this host does not build, and why (in words for `shibafu network inspect`).
@@ -169,6 +174,8 @@ pub struct HostInputs<'a> {
     pub containers: &'a [LocalContainer],
     /// Names of the networks policies govern (`crate::policy::policed_networks`).
     pub policed: &'a BTreeSet<String>,
+    /// Names of the networks this host uses ([`super::networks_in_use`]); only they are built.
+    pub in_use: &'a BTreeSet<String>,
     /// This node's tunnel address, once its WireGuard device is up.
     pub tunnel: Option<Ipv4Addr>,
     /// This node encrypts every network (`--encrypt-all`).
@@ -182,7 +189,7 @@ impl DesiredHost {
     /// address) fail the whole build so nothing half-right is applied; bad remote records are
     /// logged and skipped.
     pub fn build(inp: &HostInputs<'_>) -> Result<DesiredHost, PlanError> {
-        let (networks, mut skipped) = build_networks(inp);
+        let (networks, mut skipped, idle) = build_networks(inp);
         let endpoints = build_endpoints(inp, &networks)?;
         let mut networks: Vec<DesiredNetwork> = networks.into_values().map(|(n, _)| n).collect();
         add_remotes(inp, &mut networks);
@@ -196,6 +203,7 @@ impl DesiredHost {
             endpoints,
             bridge_netfilter_off: false,
             skipped,
+            idle,
         })
     }
 
@@ -218,14 +226,15 @@ impl DesiredHost {
 
 type NetworkMap<'a> = BTreeMap<&'a str, (DesiredNetwork, &'a Network)>;
 
-/// The networks this host builds, and those it skips with the reason.
-fn build_networks<'a>(inp: &HostInputs<'a>) -> (NetworkMap<'a>, Vec<SkippedNetwork>) {
+/// The networks this host builds, those it skips with the reason, and the idle ones (sorted).
+fn build_networks<'a>(inp: &HostInputs<'a>) -> (NetworkMap<'a>, Vec<SkippedNetwork>, Vec<String>) {
     let mut out: NetworkMap<'a> = BTreeMap::new();
     let (admitted, refused) = admit(inp.networks);
     let mut skipped: Vec<SkippedNetwork> = refused
         .into_iter()
         .map(|(name, reason)| SkippedNetwork { name, reason })
         .collect();
+    let mut idle = Vec::new();
     for net in admitted {
         let tunnels =
             inp.underlay.is_some() && tunnel::involves_tunnels(net, inp.encrypt_all, inp.nodes);
@@ -245,6 +254,12 @@ fn build_networks<'a>(inp: &HostInputs<'a>) -> (NetworkMap<'a>, Vec<SkippedNetwo
                 inp.underlay_mtu
                 ),
             });
+            continue;
+        }
+        // Checked above for every network, so a node reports what it could not build even
+        // before a container of the network comes here.
+        if !inp.in_use.contains(&net.name) {
+            idle.push(net.name.clone());
             continue;
         }
         let gateway4 = Ipv4Net::new(net.gateway(), net.subnet.prefix_len()).unwrap_or(net.subnet);
@@ -271,7 +286,8 @@ fn build_networks<'a>(inp: &HostInputs<'a>) -> (NetworkMap<'a>, Vec<SkippedNetwo
         };
         out.insert(net.name.as_str(), (d, net));
     }
-    (out, skipped)
+    idle.sort();
+    (out, skipped, idle)
 }
 
 fn build_endpoints(

@@ -336,3 +336,35 @@ fn a_network_this_host_cannot_build_is_skipped_and_the_others_go_on() {
         d.skipped[0].reason
     );
 }
+
+#[test]
+fn a_network_nothing_here_uses_is_idle_no_device_no_remote() {
+    let mut c = Cluster::new();
+    c.containers
+        .retain(|k| k.netns == PathBuf::from("/run/netns/cache"));
+    c.in_use = networks_in_use(&c.containers, &[], &[], &[], &[]);
+    let d = c.desired();
+    let names: Vec<&str> = d.networks.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["fe"]);
+    assert_eq!(d.idle, ["be"]);
+    assert!(
+        d.skipped.is_empty(),
+        "idle is not a problem: {:?}",
+        d.skipped
+    );
+    let vx = d
+        .network("fe")
+        .and_then(|n| n.vxlan.as_ref())
+        .expect("vxlan");
+    assert_eq!(vx.remotes.len(), 1, "fe's remote only, not be's n3-db");
+
+    let links = [crate::model::Link::new("be", "fe")];
+    c.in_use = networks_in_use(&c.containers, &links, &[], &[], &[]);
+    let d = c.desired();
+    assert_eq!(
+        d.networks.len(),
+        2,
+        "a linked network is routed to from here"
+    );
+    assert!(d.idle.is_empty());
+}

@@ -57,6 +57,8 @@ pub(crate) struct Cluster {
     pub containers: Vec<LocalContainer>,
     /// Networks policies govern (none by default).
     pub policed: BTreeSet<String>,
+    /// Networks node1 uses (those of its containers: both).
+    pub in_use: BTreeSet<String>,
 }
 
 impl Cluster {
@@ -90,6 +92,7 @@ impl Cluster {
                 container("/run/netns/cache", &[("fe", "n1-cache", "eth0")]),
             ],
             policed: BTreeSet::new(),
+            in_use: ["fe".to_string(), "be".to_string()].into(),
         }
     }
 
@@ -103,6 +106,7 @@ impl Cluster {
             endpoints: &self.endpoints,
             containers: &self.containers,
             policed: &self.policed,
+            in_use: &self.in_use,
             tunnel: None,
             encrypt_all: false,
         }
