@@ -23,6 +23,11 @@ pub struct NetConf {
     /// Version of the spec the runtime speaks.
     #[serde(rename = "cniVersion")]
     pub cni_version: String,
+    /// `cniVersions` (spec 1.1.0): every version the configuration list supports. The runtime
+    /// selects the highest it speaks and passes it as `cniVersion`; read here only to say so
+    /// when the selected version is not one shibafu speaks.
+    #[serde(default, rename = "cniVersions")]
+    pub cni_versions: Option<Vec<String>>,
     /// `shibafu` (the plugin installed as `<cni-bin-dir>/shibafu`), or `shibafu-cni` when it
     /// is installed under its own name.
     #[serde(rename = "type")]
@@ -114,19 +119,15 @@ impl NetConf {
         let conf: NetConf = serde_json::from_value(raw)
             .map_err(|e| CniError::new(INVALID_CONFIG, format!("network configuration: {e}")))?;
         if !SUPPORTED.contains(&conf.cni_version.as_str()) {
-            return Err(CniError::new(
-                INCOMPATIBLE_VERSION,
-                format!(
-                    "cniVersion {:?} is not supported; use one of {}",
-                    conf.cni_version,
-                    SUPPORTED.join(", ")
-                ),
-            ));
+            return Err(conf.unsupported_version());
         }
-        if conf.ipam.is_some() {
+        if let Some(ipam) = &conf.ipam {
             return Err(CniError::new(
                 UNSUPPORTED_FIELD,
-                "\"ipam\" is not supported: shibafu allocates addresses cluster-wide itself; remove it",
+                format!(
+                    "unsupported field \"ipam\": {ipam}: shibafu allocates addresses \
+                     cluster-wide itself; remove it"
+                ),
             ));
         }
         if conf.kind != "shibafu" && conf.kind != "shibafu-cni" {
@@ -136,6 +137,33 @@ impl NetConf {
             ));
         }
         Ok(conf)
+    }
+
+    /// Code 1 for a `cniVersion` not spoken, saying which of `cniVersions` the runtime could
+    /// have selected instead.
+    fn unsupported_version(&self) -> CniError {
+        let e = CniError::new(
+            INCOMPATIBLE_VERSION,
+            format!(
+                "cniVersion {:?} is not supported; use one of {}",
+                self.cni_version,
+                SUPPORTED.join(", ")
+            ),
+        );
+        let offered = self.cni_versions.as_deref().unwrap_or_default();
+        let listed: Vec<&str> = SUPPORTED
+            .into_iter()
+            .filter(|v| offered.iter().any(|o| o == v))
+            .collect();
+        match listed.last() {
+            Some(v) => e.details(format!(
+                "the configuration's cniVersions lists {}: a runtime that speaks {v} selects it \
+                 (the highest version both support); this runtime selected {}",
+                listed.join(", "),
+                self.cni_version
+            )),
+            None => e,
+        }
     }
 
     /// The shibafu network (required).
@@ -247,13 +275,33 @@ mod tests {
             INVALID_CONFIG
         );
         let ipam = r#"{"cniVersion":"1.0.0","type":"shibafu","ipam":{"type":"host-local"}}"#;
-        assert_eq!(code(ipam), UNSUPPORTED_FIELD);
+        let e = conf(ipam).expect_err("ipam");
+        assert_eq!(e.code, UNSUPPORTED_FIELD);
+        let names_it = e.msg.contains("\"ipam\"") && e.msg.contains(r#"{"type":"host-local"}"#);
+        assert!(names_it, "code 2 names the key and its value: {}", e.msg);
         let bad_args = r#"{"cniVersion":"1.0.0","type":"shibafu","args":{"shibafu":{"nmae":"x"}}}"#;
         assert_eq!(code(bad_args), INVALID_CONFIG);
         let c = conf(r#"{"cniVersion":"1.1.0","type":"shibafu","runtimeConfig":{}}"#).expect("ok");
         assert_eq!(c.network().expect_err("no network").code, INVALID_CONFIG);
         assert_eq!(c.agent(), DEFAULT_AGENT);
         assert_eq!(version_of(b"garbage"), "1.1.0");
+    }
+
+    #[test]
+    fn cni_versions_is_the_runtimes_choice_and_a_hint_when_it_chose_badly() {
+        let both =
+            r#"{"cniVersion":"1.1.0","cniVersions":["0.4.0","1.0.0","1.1.0"],"type":"shibafu"}"#;
+        assert_eq!(conf(both).expect("selected 1.1.0").cni_version, "1.1.0");
+        let old =
+            r#"{"cniVersion":"0.4.0","cniVersions":["1.1.0","0.4.0","1.0.0"],"type":"shibafu"}"#;
+        let e = conf(old).expect_err("0.4.0 selected");
+        assert_eq!(e.code, INCOMPATIBLE_VERSION);
+        let hint = e.details.contains("lists 1.0.0, 1.1.0") && e.details.contains("speaks 1.1.0");
+        assert!(hint, "{e:?}");
+        let none = r#"{"cniVersion":"0.4.0","cniVersions":["0.3.1","0.4.0"],"type":"shibafu"}"#;
+        assert_eq!(conf(none).expect_err("no common version").details, "");
+        let bad = r#"{"cniVersion":"1.1.0","cniVersions":"1.1.0","type":"shibafu"}"#;
+        assert_eq!(conf(bad).expect_err("not a list").code, INVALID_CONFIG);
     }
 
     #[test]
