@@ -31,17 +31,9 @@ fn main() -> ExitCode {
         std::process::exit(1);
     }));
     let telemetry = Telemetry::new("shibafu-cni").quiet_by_default().init();
-    let mut stdin = Vec::new();
-    let read = std::io::stdin().take(MAX_STDIN + 1).read_to_end(&mut stdin);
-    let version = config::version_of(&stdin);
-    let outcome = match read {
-        Err(e) => Err(CniError::new(IO_FAILURE, format!("reading stdin: {e}"))),
-        Ok(n) if n as u64 > MAX_STDIN => Err(CniError::new(
-            IO_FAILURE,
-            format!("the configuration on stdin is over {MAX_STDIN} bytes"),
-        )),
-        Ok(_) => call(&stdin),
-    };
+    let stdin = read_config(std::io::stdin());
+    let version = config::version_of(stdin.as_deref().unwrap_or_default());
+    let outcome = stdin.and_then(|s| call(&s));
     drop(telemetry);
     match outcome {
         Ok(Some(v)) => {
@@ -53,6 +45,20 @@ fn main() -> ExitCode {
             print(&e.to_json(&version));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The configuration from `input`: at most [`MAX_STDIN`] bytes, else code 5 (as for a read
+/// that fails).
+fn read_config(input: impl Read) -> Result<Vec<u8>, CniError> {
+    let mut stdin = Vec::new();
+    match input.take(MAX_STDIN + 1).read_to_end(&mut stdin) {
+        Err(e) => Err(CniError::new(IO_FAILURE, format!("reading stdin: {e}"))),
+        Ok(n) if n as u64 > MAX_STDIN => Err(CniError::new(
+            IO_FAILURE,
+            format!("the configuration on stdin is over {MAX_STDIN} bytes"),
+        )),
+        Ok(_) => Ok(stdin),
     }
 }
 
@@ -78,4 +84,31 @@ fn print(v: &Value) {
     let mut out = std::io::stdout().lock();
     let _ = serde_json::to_writer(&mut out, v);
     let _ = out.write_all(b"\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that fails, as a closed or broken stdin does.
+    struct Broken;
+
+    impl Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("stdin is broken"))
+        }
+    }
+
+    #[test]
+    fn stdin_over_one_mib_or_unreadable_is_code_5() {
+        let limit = MAX_STDIN as usize;
+        let exactly = read_config(&vec![b' '; limit][..]).expect("1 MiB is fine");
+        assert_eq!(exactly.len(), limit);
+        let e = read_config(&vec![b' '; limit + 1][..]).expect_err("over 1 MiB");
+        assert_eq!(e.code, IO_FAILURE);
+        assert!(e.msg.contains("over 1048576 bytes"), "{}", e.msg);
+        let e = read_config(Broken).expect_err("broken");
+        assert_eq!(e.code, IO_FAILURE);
+        assert!(e.msg.contains("stdin is broken"), "{}", e.msg);
+    }
 }

@@ -151,3 +151,7 @@ fn target(env: &CniEnv, conf: &NetConf) -> Result<CniTarget, CniError> {
         network: conf.network()?.to_string(),
     })
 }
+
+#[cfg(test)]
+#[path = "run_tests.rs"]
+mod tests;
