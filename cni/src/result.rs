@@ -54,6 +54,11 @@ pub fn add_result(version: &str, att: &CniAttachment, prev: Option<&Value>) -> V
 
 /// CHECK against the cached result: the container interface (in its sandbox, with its MAC) and
 /// every address the agent has must be in it. Entries other plugins added are fine.
+///
+/// The MAC is compared although the spec hands CHECK the chain's final result, where a later
+/// plugin (tuning's `mac`) may have changed it: shibafu owns the container's MAC (other nodes'
+/// neighbour and FDB entries carry it, and the agent sets it back), so a result naming another
+/// MAC describes an interface that is not, or soon no longer, there.
 pub fn check_prev(prev: &Value, att: &CniAttachment) -> Result<(), String> {
     let interfaces = prev
         .get("interfaces")
@@ -72,7 +77,8 @@ pub fn check_prev(prev: &Value, att: &CniAttachment) -> Result<(), String> {
     let mac = interfaces[index]["mac"].as_str().unwrap_or_default();
     if !mac.eq_ignore_ascii_case(&att.mac.to_string()) {
         return Err(format!(
-            "prevResult gives {} MAC {mac:?}, the attachment has {}",
+            "prevResult gives {} MAC {mac:?}, the attachment has {} (shibafu sets the MAC; \
+             a chained plugin changing it, such as tuning's \"mac\", is not supported)",
             att.ifname, att.mac
         ));
     }
@@ -173,5 +179,13 @@ mod tests {
         other = att(false);
         other.mac = "02:42:0a:09:00:07".parse().expect("mac");
         assert!(check_prev(&r, &other).expect_err("mac").contains("MAC"));
+        // The final result of a chain whose tuning set another MAC: not as attached.
+        let mut tuned = add_result("1.1.0", &att(false), None);
+        tuned["interfaces"][2]["mac"] = json!("00:11:22:33:44:66");
+        let e = check_prev(&tuned, &att(false)).expect_err("MAC changed by a later plugin");
+        assert!(
+            e.contains("\"00:11:22:33:44:66\"") && e.contains("tuning"),
+            "{e}"
+        );
     }
 }
