@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use serde_json::{json, Value};
 
 use crate::cni_call::{invoke, CniCall};
-use crate::cni_conf::{conflist, node_netns, shibafu_plugin, PluginDir};
+use crate::cni_conf::{conflist, node_netns, selected_version, shibafu_plugin, PluginDir};
 use crate::{unique_name, Lab, NetnsGuard};
 
 /// One container attachment as a runtime names it, plus what the runtime passes along.
@@ -170,12 +170,21 @@ impl Runtime {
             .cloned()
     }
 
+    /// The version selected for the conflist ([`selected_version`]); the conflist's own
+    /// `cniVersion` when the runtime speaks none of them, so the plugins say what is wrong.
+    pub fn cni_version(&self) -> Value {
+        selected_version(&self.conflist)
+            .map(Value::from)
+            .unwrap_or_else(|| self.conflist["cniVersion"].clone())
+    }
+
     /// The config one plugin gets, as libcni builds it: the plugin's object with the list's
-    /// name and cniVersion, `runtimeConfig` for the capabilities it declares, `prevResult`.
+    /// name and the selected cniVersion, `runtimeConfig` for the capabilities it declares,
+    /// `prevResult`.
     fn config(&self, plugin: &Value, att: Option<&Attachment>, prev: Option<&Value>) -> Value {
         let mut conf = plugin.clone();
         conf["name"] = json!(self.name());
-        conf["cniVersion"] = self.conflist["cniVersion"].clone();
+        conf["cniVersion"] = self.cni_version();
         let caps = plugin["capabilities"]
             .as_object()
             .cloned()

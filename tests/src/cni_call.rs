@@ -3,7 +3,7 @@
 //! with the assertions a test makes on the outcome (success, a spec error code, no panic).
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,8 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// What one plugin call did.
 #[derive(Debug, Clone)]
 pub struct CniCall {
+    /// The plugin binary that ran.
+    pub plugin: PathBuf,
     /// What ran: plugin, namespace, environment and stdin (for failure messages).
     pub invocation: String,
     /// Exit status (`None` when it was killed after [`CALL_TIMEOUT`]).
@@ -131,6 +133,7 @@ pub fn invoke(netns: &str, plugin: &Path, env: &[(String, String)], stdin: &[u8]
     let _ = std::fs::remove_file(file("in"));
     let json = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
     CniCall {
+        plugin: plugin.to_path_buf(),
         invocation,
         status,
         stdout,

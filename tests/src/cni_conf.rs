@@ -34,9 +34,39 @@ pub fn shibafu_plugin(lab: &Lab, node: &str, network: &str) -> Value {
     json!({"type": "shibafu", "network": network, "agent": agent_socket(lab, node)})
 }
 
+/// The versions the test runtime speaks (as libcni 1.2 does).
+pub const RUNTIME_VERSIONS: [&str; 4] = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
 /// A conflist `name` at cniVersion 1.0.0 of `plugins`.
 pub fn conflist(name: &str, plugins: Vec<Value>) -> Value {
-    json!({"cniVersion": "1.0.0", "name": name, "plugins": plugins})
+    conflist_at("1.0.0", &[], name, plugins)
+}
+
+/// A conflist `name` of `plugins` with `cniVersion` `version` and, when `versions` is not
+/// empty, `cniVersions` `versions` (spec 1.1.0: every version the list supports).
+pub fn conflist_at(version: &str, versions: &[&str], name: &str, plugins: Vec<Value>) -> Value {
+    let mut list = json!({"cniVersion": version, "name": name, "plugins": plugins});
+    if !versions.is_empty() {
+        list["cniVersions"] = json!(versions);
+    }
+    list
+}
+
+/// The version a runtime selects for `conflist`, as spec 1.1.0 says ("version
+/// considerations"): the highest of `cniVersion` and `cniVersions` that it speaks
+/// ([`RUNTIME_VERSIONS`]); `None` when it speaks none of them.
+pub fn selected_version(conflist: &Value) -> Option<String> {
+    let listed = conflist["cniVersions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let offered = listed.iter().chain([&conflist["cniVersion"]]);
+    let numbers = |v: &str| -> Vec<u32> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
+    offered
+        .filter_map(Value::as_str)
+        .filter(|v| RUNTIME_VERSIONS.contains(v))
+        .max_by_key(|v| numbers(v))
+        .map(str::to_string)
 }
 
 /// A temporary plugin directory ahead of [`REFERENCE_DIR`] in CNI_PATH; removed on drop.
@@ -117,5 +147,23 @@ impl Default for PluginDir {
 impl Drop for PluginDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.own);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runtime_selects_the_highest_version_of_cni_version_and_cni_versions() {
+        let plain = conflist("a", vec![]);
+        assert_eq!(selected_version(&plain).as_deref(), Some("1.0.0"));
+        let both = conflist_at("1.0.0", &["0.4.0", "1.1.0", "1.0.0"], "b", vec![]);
+        assert_eq!(both["cniVersions"], json!(["0.4.0", "1.1.0", "1.0.0"]));
+        assert_eq!(selected_version(&both).as_deref(), Some("1.1.0"));
+        let future = conflist_at("1.0.0", &["2.0.0", "0.10.0"], "c", vec![]);
+        assert_eq!(selected_version(&future).as_deref(), Some("1.0.0"));
+        let unknown = conflist_at("9.9.9", &[], "d", vec![]);
+        assert_eq!(selected_version(&unknown), None);
     }
 }
