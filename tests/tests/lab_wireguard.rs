@@ -4,14 +4,15 @@
 //! exactly what a DF ping carries, keys survive agent restarts, rotate under a running ping, and
 //! a node whose record carries a wrong key gets nothing through.
 
+#[path = "lab_wireguard/underlay.rs"]
+mod underlay;
+
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-use shibafu_tests::{root_or_skip, text, unique_name, wait_until, Lab};
-
-/// The WireGuard port the agents use unless told otherwise.
-const WG_PORT: &str = "51820";
+use shibafu_tests::{root_or_skip, text, wait_until, Lab};
+use underlay::{Capture, Hosts};
 
 fn lab() -> Option<Lab> {
     if !root_or_skip("lab") {
@@ -43,17 +44,48 @@ fn ping(lab: &Lab, node: &str, name: &str, args: &[&str], target: &str) -> Strin
 }
 
 /// c1 (node1) pings c2 every `interval` seconds, `count` times, while `during` runs (starting
-/// half a second into the pings); ping's output.
-fn ping_during(lab: &Lab, (interval, count): (&str, &str), during: impl FnOnce()) -> String {
-    std::thread::scope(|s| {
+/// a second into the pings); how many of the pings were lost, and ping's output. Fails unless
+/// the pings cover `during` whole: it began after the first ping and ended at least a second
+/// before the last one.
+fn ping_during(lab: &Lab, (interval, count): (&str, u32), during: impl FnOnce()) -> (u64, String) {
+    let (out, began, done, ended) = std::thread::scope(|s| {
         let pinger = s.spawn(|| {
-            let args = ["-i", interval, "-c", count, "-W", "1"];
-            ping(lab, "node1", "c1", &args, "c2.secure.local")
+            let count = count.to_string();
+            let args = ["-i", interval, "-c", &count, "-W", "1"];
+            let out = ping(lab, "node1", "c1", &args, "c2.secure.local");
+            (out, Instant::now())
         });
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_secs(1));
+        let began = Instant::now();
         during();
-        pinger.join().expect("ping")
-    })
+        let done = Instant::now();
+        let (out, ended) = pinger.join().expect("ping");
+        (out, began, done, ended)
+    });
+    // ping's own time (first ping to last reply) placed where ping returned: its start as
+    // estimated so is, if anything, late.
+    let first = ended - Duration::from_millis(ping_stat(&out, ", time ", "ms"));
+    assert!(
+        first <= began,
+        "the action began {:?} before the first ping:\n{out}",
+        first - began
+    );
+    assert!(
+        done + Duration::from_secs(1) <= ended,
+        "the action ended {:?} after the pings did, or less than a second before: they do not cover it:\n{out}",
+        (done + Duration::from_secs(1)).saturating_duration_since(ended)
+    );
+    let received = ping_stat(&out, " transmitted, ", " received");
+    (u64::from(count).saturating_sub(received), out)
+}
+
+/// The number between `before` and `after` in ping's summary (`80 packets transmitted, 80
+/// received, 0% packet loss, time 7953ms`).
+fn ping_stat(out: &str, before: &str, after: &str) -> u64 {
+    out.split_once(before)
+        .and_then(|(_, rest)| rest.split_once(after))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no{before}...{after} in ping's output:\n{out}"))
 }
 
 fn reaches(lab: &Lab, node: &str, name: &str, target: &str) -> bool {
@@ -73,58 +105,6 @@ fn keys(lab: &Lab) -> Vec<(String, String)> {
             (n["name"].as_str().unwrap_or_default().to_string(), key)
         })
         .collect()
-}
-
-/// A capture on the lab's switch (its underlay), killed on drop.
-struct Capture {
-    child: Child,
-    file: std::path::PathBuf,
-}
-
-impl Capture {
-    fn start(lab: &Lab) -> Capture {
-        let file = std::env::temp_dir().join(format!("{}.pcap", unique_name("sfwg")));
-        let child = Command::new("ip")
-            .args(["netns", "exec", &format!("sf-{}-sw", lab.name())])
-            .args(["tcpdump", "-i", "any", "-nn", "-U", "--immediate-mode"])
-            .args(["-s", "0", "-c", "20000"])
-            .arg("-w")
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tcpdump");
-        std::thread::sleep(Duration::from_millis(800));
-        Capture { child, file }
-    }
-
-    /// Stops the capture; (every packet's summary line, the payloads as text).
-    fn finish(mut self) -> (Vec<String>, String) {
-        std::thread::sleep(Duration::from_millis(300));
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-        let read = |extra: &[&str]| {
-            let out = Command::new("tcpdump")
-                .args(["-nn", "-r"])
-                .arg(&self.file)
-                .args(extra)
-                .output()
-                .expect("tcpdump -r");
-            text(&out.stdout)
-        };
-        let lines = read(&[]).lines().map(str::to_string).collect();
-        (lines, read(&["-A"]))
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.file);
-    }
 }
 
 /// A container: (node, name).
@@ -177,7 +157,16 @@ fn an_encrypted_network_reaches_resolves_and_hides_its_traffic() {
         .lines()
         .find(|l| l.starts_with("wireguard"))
         .unwrap_or_else(|| panic!("no wireguard row:\n{status}"));
-    assert!(row.contains("up: "), "{row}");
+    // It names what carries the tunnels: the kernel module, or the userspace program (as its
+    // `--version` says) and why not the kernel.
+    let userspace = format!(
+        "up: userspace ({}); the kernel has no WireGuard module",
+        boringtun_version()
+    );
+    assert!(
+        row.contains("up: kernel, ") || row.contains(&userspace),
+        "the status does not name the backend (expected `up: kernel` or `{userspace}`): {row}"
+    );
     assert!(
         keys(&lab).iter().all(|(_, k)| k.len() == 8),
         "{:?}",
@@ -208,13 +197,14 @@ fn an_encrypted_network_reaches_resolves_and_hides_its_traffic() {
         "a packet over the MTU left"
     );
 
-    // On the underlay: no payload, and only WireGuard's UDP.
+    // On the underlay: no payload, and between nodes only WireGuard (every network is
+    // encrypted here).
     crosses(
         &lab,
         (("node1", "c1"), ("node2", "c2")),
         "secure",
         "SFMARKER-SECRET-4242",
-        false,
+        Expect::Encrypted(&["node1", "node2", "node3"]),
     );
 
     // A container cannot send into the tunnels itself (it could forge an encrypted network's
@@ -234,7 +224,8 @@ fn an_encrypted_network_reaches_resolves_and_hides_its_traffic() {
         "a container reached a tunnel address: {out}"
     );
 
-    // The same capture on an unencrypted network shows the marker: it can see.
+    // The same capture on an unencrypted network shows the marker, and its VXLAN fails the
+    // check above: they can see.
     lab.cli_ok("node1", &["network", "create", "plain", "172.31.0.0/24"]);
     lab.run_idle("node1", "p1", "plain");
     lab.run_idle("node2", "p2", "plain");
@@ -248,7 +239,7 @@ fn an_encrypted_network_reaches_resolves_and_hides_its_traffic() {
         (("node1", "p1"), ("node2", "p2")),
         "plain",
         "SFMARKER-CLEAR-4242",
-        true,
+        Expect::Clear,
     );
     lab.down();
 }
@@ -273,16 +264,13 @@ fn keys_survive_restarts_rotate_under_ping_and_a_wrong_key_gets_nothing_through(
 
     // Agent restarts keep the key and lose no packet.
     let before = keys(&lab);
-    let out = ping_during(&lab, ("0.05", "80"), || {
+    let (lost, out) = ping_during(&lab, ("0.05", 160), || {
         for node in ["node1", "node2"] {
             lab.lab_ok(&["stop", node]);
             lab.lab_ok(&["start", node]);
         }
     });
-    assert!(
-        out.contains("80 received"),
-        "packets lost across agent restarts:\n{out}"
-    );
+    assert_eq!(lost, 0, "packets lost across agent restarts:\n{out}");
     assert!(
         wait_until(
             Duration::from_secs(10),
@@ -298,17 +286,10 @@ fn keys_survive_restarts_rotate_under_ping_and_a_wrong_key_gets_nothing_through(
         ("node1", vec!["node", "rotate-key", "node2"]),
         ("node1", vec!["node", "rotate-key"]),
     ] {
-        let out = ping_during(&lab, ("0.1", "40"), || {
+        let (lost, out) = ping_during(&lab, ("0.1", 80), || {
             let said = lab.cli_ok(on, &args);
             assert!(said.contains("key rotated"), "{said}");
         });
-        let lost = if out.contains("40 received") {
-            0
-        } else if out.contains("39 received") {
-            1
-        } else {
-            2
-        };
         assert!(lost <= 1, "a rotation lost more than one packet:\n{out}");
     }
     let after = keys(&lab);
@@ -359,41 +340,119 @@ fn keys_survive_restarts_rotate_under_ping_and_a_wrong_key_gets_nothing_through(
     );
     assert!(out.contains(" 0 received"), "{out}");
     assert!(reaches(&lab, "node1", "c1", "c2.secure.local"));
+
+    // node3's agent stops and its lease ends: node1's device drops its peer, keeps node2's.
+    let node3_key = node["wg"]["public_key"].as_str().expect("key").to_string();
+    let node2_key = public_key(&lab, "node2");
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(300), || {
+            let peers = device_peers(&lab, "node1");
+            peers.contains(&node3_key) && peers.contains(&node2_key)
+        }),
+        "node1's device before node3 leaves: {:?}",
+        device_peers(&lab, "node1")
+    );
+    lab.lab_ok(&["stop", "node3"]);
+    assert!(
+        wait_until(Duration::from_secs(20), Duration::from_millis(300), || {
+            !device_peers(&lab, "node1").contains(&node3_key)
+        }),
+        "node1's device still has node3's peer after its lease ended: {:?}",
+        device_peers(&lab, "node1")
+    );
+    assert_eq!(device_peers(&lab, "node1"), [node2_key]);
+    assert!(reaches(&lab, "node1", "c1", "c2.secure.local"));
     lab.down();
 }
 
-/// `marker` crosses from one container to the other on `network` (see [`send_marker`]); the
-/// underlay shows it in clear when `clear`, else no payload and only WireGuard's UDP.
-fn crosses(lab: &Lab, pair: (At<'_>, At<'_>), network: &str, marker: &str, clear: bool) {
+/// Node `node`'s full public key, from `node ls --format json`.
+fn public_key(lab: &Lab, node: &str) -> String {
+    let out = lab.cli_ok("node1", &["node", "ls", "--format", "json"]);
+    let nodes: serde_json::Value = serde_json::from_str(&out).expect("json");
+    nodes
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["name"] == node))
+        .and_then(|n| n["wireguard"]["public_key"].as_str())
+        .unwrap_or_else(|| panic!("no public key of {node} in {out}"))
+        .to_string()
+}
+
+/// The peers' public keys of `node`'s WireGuard device, as `wg show` reads it (a kernel device
+/// by netlink, a userspace one through its socket): the device is the one of the interfaces
+/// `wg` knows (every lab's userspace sockets) that is in the node's namespace.
+fn device_peers(lab: &Lab, node: &str) -> Vec<String> {
+    let links = lab.exec_ok(node, &["ip", "-o", "link", "show"]);
+    let known = lab.exec_ok(node, &["wg", "show", "interfaces"]);
+    let ifname = known
+        .split_whitespace()
+        .find(|i| links.contains(&format!(": {i}:")))
+        .unwrap_or_else(|| panic!("no WireGuard device on {node}: {links}"));
+    let peers = lab.exec_ok(node, &["wg", "show", ifname, "peers"]);
+    peers.lines().map(str::to_string).collect()
+}
+
+/// `boringtun-cli --version`, what the userspace backend reports itself as.
+fn boringtun_version() -> String {
+    let out = Command::new("boringtun-cli")
+        .arg("--version")
+        .output()
+        .expect("boringtun-cli --version");
+    text(&out.stdout).trim().to_string()
+}
+
+/// What the underlay must show of a crossing.
+enum Expect<'a> {
+    /// The marker in clear, and the check of [`Expect::Encrypted`] failing on the two nodes'
+    /// clear traffic (it can fail).
+    Clear,
+    /// No marker, WireGuard between the two nodes, and nothing but WireGuard between two nodes
+    /// of which one is among these (the nodes whose traffic must be encrypted).
+    Encrypted(&'a [&'a str]),
+}
+
+/// `marker` crosses from one container to the other on `network` (see [`send_marker`]), and
+/// the underlay shows what `expect` says.
+fn crosses(lab: &Lab, pair: (At<'_>, At<'_>), network: &str, marker: &str, expect: Expect<'_>) {
     let (arrived, lines, payloads) = send_marker(lab, pair, network, marker);
     assert!(
         arrived,
         "{marker} did not cross {network} from {:?} to {:?}",
         pair.0, pair.1
     );
-    if clear {
-        assert!(
-            payloads.contains(marker),
-            "{marker} is not seen in clear on the underlay"
-        );
-    } else {
-        assert!(
-            !payloads.contains(marker),
-            "{marker} is visible on the underlay"
-        );
-        only_wireguard_udp(&lines);
-    }
-}
-
-/// Every UDP line of a capture is WireGuard's, and there is at least one.
-fn only_wireguard_udp(lines: &[String]) {
-    let udp: Vec<&String> = lines.iter().filter(|l| l.contains(" UDP")).collect();
-    assert!(!udp.is_empty(), "no UDP seen ({} packets)", lines.len());
-    for l in &udp {
-        assert!(
-            l.contains(&format!(".{WG_PORT} >")) && l.contains(&format!(".{WG_PORT}:")),
-            "UDP other than WireGuard's on the underlay: {l}"
-        );
+    let hosts = Hosts::of(lab);
+    let nodes = (pair.0 .0, pair.1 .0);
+    match expect {
+        Expect::Clear => {
+            assert!(
+                payloads.contains(marker),
+                "{marker} is not seen in clear on the underlay"
+            );
+            assert!(
+                !hosts.leaks(&lines, &[nodes.0, nodes.1]).is_empty(),
+                "the capture check does not see {network}'s clear traffic:\n{}",
+                lines.join("\n")
+            );
+        }
+        Expect::Encrypted(encrypted) => {
+            assert!(
+                !payloads.contains(marker),
+                "{marker} is visible on the underlay"
+            );
+            let leaks = hosts.leaks(&lines, encrypted);
+            assert!(
+                leaks.is_empty(),
+                "{} packets on the underlay that are not WireGuard:\n{}",
+                leaks.len(),
+                leaks.join("\n")
+            );
+            assert!(
+                hosts.wireguard_between(&lines, nodes) > 0,
+                "no WireGuard between {} and {} ({} packets)",
+                nodes.0,
+                nodes.1,
+                lines.len()
+            );
+        }
     }
 }
 
@@ -429,7 +488,7 @@ fn encrypt_all_on_one_node_takes_its_traffic_of_every_network_into_the_tunnel() 
         (("node1", "p1"), ("node3", "p3")),
         "plain",
         "SFMARKER-ALL-4242",
-        false,
+        Expect::Encrypted(&["node3"]),
     );
     // Between node1 and node2, which do not ask for it: clear as before.
     crosses(
@@ -437,7 +496,7 @@ fn encrypt_all_on_one_node_takes_its_traffic_of_every_network_into_the_tunnel() 
         (("node1", "p1"), ("node2", "p2")),
         "plain",
         "SFMARKER-N2-4242",
-        true,
+        Expect::Clear,
     );
     lab.down();
 }
