@@ -1,9 +1,10 @@
 //! `shibafu exec NAME CMD...`: runs a command inside a running container. The agent tells the
-//! container's PID 1; the CLI then replaces itself with a fresh, single-threaded copy of itself
-//! (`shibafu __enter --pid PID -- CMD...`) that enters the container's mount, UTS, IPC, network
-//! and PID namespaces and its root through /proc/PID (so this works from any mount namespace),
-//! takes the container's capability set, and runs the command: stdio and the terminal pass
-//! straight through, and the command's exit status is the CLI's.
+//! container's PID 1; the CLI exports its spans, then replaces itself with a fresh,
+//! single-threaded copy of itself (`shibafu __enter --pid PID -- CMD...`) that enters the
+//! container's mount, UTS, IPC, network and PID namespaces and its root through /proc/PID (so
+//! this works from any mount namespace), takes the container's capability set, and runs the
+//! command: stdio and the terminal pass straight through, and the command's exit status is the
+//! CLI's.
 
 use std::ffi::OsStr;
 use std::os::unix::process::CommandExt;
@@ -43,14 +44,8 @@ pub struct EnterArgs {
     pub command: Vec<String>,
 }
 
-/// Replaces this process with the entering copy of itself running the command in the
-/// container; returns only when that cannot be done.
-pub async fn run(args: ExecArgs, ctx: &Context) -> anyhow::Result<u8> {
-    let enter = prepare(args, ctx).await?;
-    Err(replace(enter))
-}
-
-/// Asks the agent for the container and builds the command that enters it.
+/// Asks the agent for the container and builds the command that enters it: the entering copy
+/// of this binary, which `main` runs with [`replace`] once the command's spans are exported.
 pub async fn prepare(args: ExecArgs, ctx: &Context) -> anyhow::Result<Command> {
     let info = ctx.agent()?.get(&args.name).await?;
     let pid = running_pid(&info)?;

@@ -53,12 +53,21 @@ fn main() -> ExitCode {
         return exec::enter(args);
     }
     // Dropped last: exports the command's spans (bounded wait) once it is done.
-    let _telemetry = shibafu_overlay::telemetry::Telemetry::new("shibafu")
+    let telemetry = shibafu_overlay::telemetry::Telemetry::new("shibafu")
         .quiet_by_default()
         .init();
     let span = info_span!("command", otel.name = %command_name(&matches), otel.kind = "client");
     let outcome = span.in_scope(|| run(cli));
     drop(span);
+    let outcome = match outcome {
+        Ok(Done::Exit(code)) => Ok(code),
+        Ok(Done::Replace(cmd)) => {
+            // exec() never returns to drop the guard: export the command's spans first.
+            drop(telemetry);
+            Err(exec::replace(cmd))
+        }
+        Err(e) => Err(e),
+    };
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -81,8 +90,16 @@ fn command_name(matches: &ArgMatches) -> String {
     name
 }
 
-/// Runs one command; returns the process exit status.
-fn run(cli: Cli) -> anyhow::Result<u8> {
+/// How a command ends.
+enum Done {
+    /// With this process exit status.
+    Exit(u8),
+    /// By replacing this process with the command (`exec`), once the spans are exported.
+    Replace(std::process::Command),
+}
+
+/// Runs one command; returns how the process ends.
+fn run(cli: Cli) -> anyhow::Result<Done> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -92,7 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         .with_tls(tls);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let code = runtime.block_on(
+    let done = runtime.block_on(
         async {
             let done = match cli.command {
                 Command::Network { cmd } => network::run(cmd, &ctx, &mut out).await,
@@ -102,18 +119,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 Command::Export => apply::export(&ctx, &mut out).await,
                 Command::Status => status::run(&ctx, &mut out).await,
                 Command::Cert { cmd } => cert::run(cmd, &mut out),
-                Command::Run(args) => return run::run(args, &ctx, &mut out).await,
-                Command::Exec(args) => return exec::run(args, &ctx).await,
+                Command::Run(args) => return run::run(args, &ctx, &mut out).await.map(Done::Exit),
+                Command::Exec(args) => return exec::prepare(args, &ctx).await.map(Done::Replace),
                 Command::Enter(_) => unreachable!("handled before the runtime starts"),
                 Command::Ps(args) => ps::run(args, &ctx, &mut out).await,
                 Command::Logs(args) => logs::run(args, &ctx, &mut out).await,
                 Command::Stop(args) => lifecycle::stop(args, &ctx, &mut out).await,
                 Command::Rm(args) => lifecycle::rm(args, &ctx, &mut out).await,
             };
-            done.map(|()| 0)
+            done.map(|()| Done::Exit(0))
         }
         .instrument(tracing::Span::current()),
     )?;
     out.flush()?;
-    Ok(code)
+    Ok(done)
 }

@@ -1,7 +1,8 @@
 //! Lab tier: one trace follows `shibafu run -d` from the CLI on node1 through its agent (API,
 //! run, attach, IPAM, the etcd write) to the reconcile and DNS update it causes on node2 and
-//! node3, exported over OTLP/HTTP to a receiver on the lab's control host; and `shibafu network
-//! create` and `service create` through the coordinator to every agent.
+//! node3, exported over OTLP/HTTP to a receiver on the lab's control host; `shibafu network
+//! create`, `service create` and `network policy create` through the coordinator to every agent;
+//! and `shibafu exec`, whose spans go out before it becomes the container's command.
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
@@ -284,6 +285,43 @@ fn a_detached_run_is_one_trace_from_the_cli_to_the_reconcile_on_every_other_node
         "/v1/services",
         "dns.update",
     );
+
+    // A policy change reaches every agent's policy update.
+    let mut policy = lab.exec_cmd(
+        "node3",
+        &[
+            "shibafu",
+            "network",
+            "policy",
+            "create",
+            "--name",
+            "frontend-in",
+            "--network",
+            "frontend",
+            "--allow-ingress-from",
+            "frontend:80/tcp",
+        ],
+    );
+    policy.envs(base);
+    let out = exec_out(&mut policy);
+    assert!(out.status.success(), "{}", describe(&policy, &out));
+    assert!(
+        wait_until(Duration::from_secs(20), POLL, || arrived_everywhere(
+            &receiver.spans(),
+            "shibafu network policy create",
+            "policy.update"
+        )),
+        "policy spans never arrived: {:#?}",
+        receiver.spans()
+    );
+    coordinator_change_reaches_every_agent(
+        &receiver.spans(),
+        "shibafu network policy create",
+        "/v1/policies",
+        "policy.update",
+    );
+    exec_exports_its_spans(&lab, &receiver, &base);
+
     let mut json_spans = spans.iter().filter(|s| s.host() == "node2");
     assert!(json_spans.clone().count() > 0);
     assert!(json_spans.all(|s| s.content_type == "application/json"));
@@ -292,4 +330,33 @@ fn a_detached_run_is_one_trace_from_the_cli_to_the_reconcile_on_every_other_node
         .filter(|s| s.host() == "node3")
         .all(|s| s.content_type == "application/x-protobuf"));
     lab.down();
+}
+
+/// `shibafu exec` replaces itself with the container's command, yet its span and the agent
+/// request under it reach the collector.
+fn exec_exports_its_spans(lab: &Lab, receiver: &OtlpReceiver, env: &[(&str, &str)]) {
+    let mut exec = lab.exec_cmd("node1", &["shibafu", "exec", "web1", "--", "true"]);
+    exec.envs(env.iter().copied());
+    let out = exec_out(&mut exec);
+    assert!(out.status.success(), "{}", describe(&exec, &out));
+    let exec_spans = |spans: &[ReceivedSpan]| -> Option<(ReceivedSpan, ReceivedSpan)> {
+        let cli = spans.iter().find(|s| s.name == "shibafu exec")?;
+        let api = spans
+            .iter()
+            .find(|s| s.name == "agent.request" && s.parent_id == cli.span_id)?;
+        Some((cli.clone(), api.clone()))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), POLL, || exec_spans(
+            &receiver.spans()
+        )
+        .is_some()),
+        "the spans of shibafu exec never arrived: {:#?}",
+        receiver.spans()
+    );
+    let (cli, api) = exec_spans(&receiver.spans()).expect("exec spans");
+    assert_eq!(cli.service(), "shibafu");
+    assert_eq!(cli.parent_id, "", "{cli:?}");
+    assert_eq!(api.attr("url.path"), "/v1/containers/web1", "{api:?}");
+    assert_eq!(api.host(), "node1");
 }
