@@ -3,7 +3,8 @@
 //! runtime's list of valid attachments, STATUS while etcd is down, every error code bad input
 //! can trigger, and the plugin answering to both type names it is installed under. Chaining and
 //! cross-node DNS are in `lab_cni_chain.rs`, `/proc/PID/ns/net` sandboxes in `lab_cni_proc.rs`,
-//! TRACEPARENT in `lab_cni_trace.rs`.
+//! TRACEPARENT in `lab_cni_trace.rs`; all of these run at cniVersion 1.0.0, the same lifecycle
+//! at 1.1.0 (selected through `cniVersions`) is in `lab_cni_v1_1.rs`.
 
 use std::time::Duration;
 
