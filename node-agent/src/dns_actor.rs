@@ -134,6 +134,7 @@ impl DnsActor {
         let Some(state) = self.state.clone() else {
             return;
         };
+        let started = std::time::Instant::now();
         let touched = match std::mem::take(&mut self.pending) {
             Pending::Nothing => return,
             Pending::Some(set) => Some(set),
@@ -176,6 +177,7 @@ impl DnsActor {
                     "DNS snapshot swapped"
                 );
                 self.snapshot.store(Arc::new(snap));
+                self.metrics.updated(started.elapsed());
             }
             Err(e) => {
                 warn!(error = %e, "cannot build the DNS snapshot; still answering from the previous one")

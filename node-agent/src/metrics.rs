@@ -59,13 +59,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The running DNS server of each network (a restarted server starts its counters at 0).
-#[derive(Default)]
+/// The running DNS server of each network (a restarted server starts its counters at 0), and
+/// how long updates of the records they answer from take.
 pub struct DnsServers {
     servers: Mutex<BTreeMap<String, DnsServer>>,
+    updates: Histogram,
+}
+
+impl Default for DnsServers {
+    fn default() -> Self {
+        DnsServers {
+            servers: Mutex::default(),
+            updates: Histogram::new(DURATION_BUCKETS),
+        }
+    }
 }
 
 impl DnsServers {
+    /// A cluster change reached the DNS records: re-projecting and swapping took `took`.
+    pub fn updated(&self, took: Duration) {
+        self.updates.observe(took);
+    }
+
     /// `server` now serves `network`.
     pub fn insert(&self, network: &str, server: DnsServer) {
         lock(&self.servers).insert(network.to_string(), server);
@@ -83,6 +98,12 @@ impl Collect for DnsServers {
         for (network, server) in &servers {
             server.collect(network, out);
         }
+        out.histogram(
+            "shibafu_dns_update_duration_seconds",
+            "Updates of this node's DNS records after cluster changes: re-projecting the networks the changes touched and swapping the new snapshot in (changes arriving together are one update).",
+            [],
+        )
+        .add([], &self.updates.snapshot());
     }
 }
 
@@ -205,7 +226,7 @@ impl Collect for DataplaneMetrics {
     fn collect(&self, out: &mut Exposition) {
         self.reconciles.write(&mut out.histogram(
             "shibafu_reconcile_duration_seconds",
-            "Passes of the dataplane reconciler (plan, read the kernel, apply the difference) by kind: change (a cluster change), resync (every 30 s), local (an attach or detach here).",
+            "Passes of the dataplane reconciler (plan, read the kernel, apply the difference) by kind: change (a cluster change that changed the desired dataplane), unchanged (a cluster change that left it as applied: planned, the kernel not read), resync (every 30 s), local (an attach or detach here).",
             ["kind"],
         ));
         let mut errors = out.counter(

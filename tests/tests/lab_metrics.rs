@@ -225,6 +225,7 @@ fn every_exposition_parses_strictly_and_follows_what_the_cluster_did() {
             &[("kind", "local")]
         ) >= 1.0
     );
+    assert!(p1.sum("shibafu_dns_update_duration_seconds_count", &[]) >= 1.0);
     assert!(p1.sum("shibafu_dataplane_ops_total", &[("result", "applied")]) >= 1.0);
     assert!(p1.sum("shibafu_etcd_watch_lag_seconds_count", &[]) >= 1.0);
     assert_eq!(p1.value("shibafu_etcd_connected", &[]), Some(1.0));

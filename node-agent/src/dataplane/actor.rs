@@ -147,6 +147,15 @@ enum Pass {
     TunnelChanged,
 }
 
+/// The metric kind of a change pass: `change` when it read the kernel, `unchanged` when the
+/// desired state was the one already applied.
+fn change_kind(done: Result<bool, DataplaneError>) -> (&'static str, Result<(), DataplaneError>) {
+    match done {
+        Ok(false) => ("unchanged", Ok(())),
+        other => ("change", other.map(drop)),
+    }
+}
+
 /// One pass over the latest state waiting in `inbox` (a full resync, or a change pass after the
 /// tunnel changed), timed, logged when it fails, and reported.
 async fn pass(owner: &Mutex<Owner>, inbox: &StdMutex<Option<Pending>>, why: Pass) {
@@ -157,7 +166,7 @@ async fn pass(owner: &Mutex<Owner>, inbox: &StdMutex<Option<Pending>>, why: Pass
     let start = Instant::now();
     let (kind, done) = match why {
         Pass::Resync => ("resync", o.rec.resync().await),
-        Pass::TunnelChanged => ("change", o.rec.reconcile_change().await),
+        Pass::TunnelChanged => change_kind(o.rec.reconcile_change().await),
     };
     o.reports
         .metrics
@@ -290,7 +299,7 @@ impl Handler<ClusterChanged> for DataplaneActor {
             let (kind, done) = if first {
                 ("resync", o.rec.resync().instrument(span).await)
             } else {
-                ("change", o.rec.reconcile_change().instrument(span).await)
+                change_kind(o.rec.reconcile_change().instrument(span).await)
             };
             let took = start.elapsed();
             o.reports.metrics.reconciled(kind, took, done.is_ok());

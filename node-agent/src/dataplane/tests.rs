@@ -57,7 +57,7 @@ fn echoes_do_not_touch_the_kernel_and_a_settled_attach_reads_only_its_workload()
         let seen = dp.observations().len();
         // The watch brings the node's own record back: same desired state, no observation.
         r.set_state(state_with(&nets, std::slice::from_ref(&own)));
-        r.reconcile_change().await.expect("echo");
+        assert!(!r.reconcile_change().await.expect("echo"));
         assert_eq!(dp.observations().len(), seen, "the echo read the kernel");
         // The next attach on the settled host plans only its own workload.
         dp.add_container("/run/test/web");
@@ -84,7 +84,7 @@ fn echoes_do_not_touch_the_kernel_and_a_settled_attach_reads_only_its_workload()
         let seen = dp.observations().len();
         let db = endpoint("backend", "db", "node2", "172.22.0.66");
         r.set_state(state_with(&nets, &[own.clone(), db.clone()]));
-        r.reconcile_change().await.expect("remote");
+        assert!(r.reconcile_change().await.expect("remote"));
         assert_eq!(dp.observations().len(), seen + 1);
         let st = dp.state();
         assert!(
@@ -102,6 +102,42 @@ fn echoes_do_not_touch_the_kernel_and_a_settled_attach_reads_only_its_workload()
         assert!(r.reconcile_change().await.is_err());
         r.reconcile_change().await.expect_err("still failing");
         assert_eq!(dp.observations().len(), seen + 3);
+    });
+}
+
+#[test]
+fn endpoints_of_a_network_nothing_here_uses_cost_no_pass_and_no_device() {
+    rt().block_on(async {
+        let nets = [
+            network("backend", "172.22.0.0/24", 4097),
+            network("other", "172.23.0.0/24", 4098),
+        ];
+        let dp = Arc::new(FakeDataplane::new());
+        let mut r = reconciler(&dp, 1500);
+        r.set_state(state_with(&nets, &[]));
+        dp.add_container("/run/test/api");
+        let own = endpoint("backend", "api", "node1", "172.22.0.2");
+        let api = workload("api", std::slice::from_ref(&own));
+        r.set_local(local(std::slice::from_ref(&api)));
+        r.apply_local(&api.netns, true).await.expect("api");
+        let seen = dp.observations().len();
+        let far = endpoint("other", "far", "node2", "172.23.0.5");
+        r.set_state(state_with(&nets, &[own.clone(), far.clone()]));
+        assert!(!r.reconcile_change().await.expect("other's endpoint"));
+        assert_eq!(
+            dp.observations().len(),
+            seen,
+            "an idle network's change read the kernel"
+        );
+        let st = dp.state();
+        assert!(!st.links.iter().any(|l| l.name == format!("sfbr{:x}", 4098)));
+        assert!(
+            !st.fdb.iter().any(|e| e.mac == far.mac),
+            "FDB entry for an idle network"
+        );
+        // Its subnet stays in the firewall's cluster set all the same.
+        let spec = r.firewall_part().expect("planned").expect("spec");
+        assert!(spec.networks.iter().any(|n| n.name == "other"), "{spec:?}");
     });
 }
 

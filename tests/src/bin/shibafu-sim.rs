@@ -124,6 +124,8 @@ async fn run(
     .await
     .context("the agent never answered the last endpoint of scale0")?;
     let rss_settled = rss_mb(pid)?;
+    // Scripts scraping the agent around the churn wait for this line.
+    eprintln!("shibafu-sim: settled; churning for {secs} s");
 
     let cpu_before = cpu_ticks(pid)?;
     let churn_started = Instant::now();
