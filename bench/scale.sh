@@ -9,7 +9,8 @@
 # (settle), the agent's resident memory, its CPU share during the churn, the latency from an
 # endpoint's etcd write to the agent's DNS answer (a new name every 100 ms during the churn,
 # queried from the container), and the agent's start-up into that cluster (start to the first
-# answer of a simulated name, from the container). From the agent's /metrics, scraped when the
+# answer of a simulated name, from the container) with its resident memory then and 10 s
+# later (once the listing's transient copies are freed). From the agent's /metrics, scraped when the
 # churn starts and when it ends: its DNS record updates (shibafu_dns_update_duration_seconds)
 # and its dataplane passes for cluster changes (shibafu_reconcile_duration_seconds, kind
 # change) during the churn: count, mean, and the bucket bounds holding the median and p99.
@@ -62,12 +63,15 @@ for ((i = 0; i < HOLD * 10; i++)); do
 done
 PID=$(agent_pid)
 rss=$(awk '/VmRSS/ {print $2 / 1024}' "/proc/$PID/status")
+sleep 10
+rss_later=$(awk '/VmRSS/ {print $2 / 1024}' "/proc/$PID/status")
 wait $SIM
-python3 - "$W/figures.json" "${startup:-nan}" "$rss" "$W/before.prom" "$W/after.prom" <<'PY'
+python3 - "$W/figures.json" "${startup:-nan}" "$rss" "$W/before.prom" "$W/after.prom" "$rss_later" <<'PY'
 import json, re, sys
 f = json.load(open(sys.argv[1]))
 f["startup_s"] = float(sys.argv[2])
 f["rss_mb_after_restart"] = float(sys.argv[3])
+f["rss_mb_10s_after_restart"] = float(sys.argv[6])
 
 def series(path, family, labels):
     # bucket bound -> cumulative count, plus sum and count, of one histogram series.

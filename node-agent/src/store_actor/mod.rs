@@ -333,6 +333,20 @@ impl Handler<KeptAlive> for StoreActor {
     }
 }
 
+/// How long after a whole listing the allocator's free memory is given back.
+const TRIM_AFTER_LIST: Duration = Duration::from_secs(3);
+
+/// Gives the allocator's free memory back to the system. Taking in a whole listing (10,000
+/// endpoints, say) allocates several times what the state keeps; glibc's arenas would hold on
+/// to the difference for the agent's lifetime.
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks and releases the allocator's own free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 impl StreamHandler<ClusterChange> for StoreActor {
     fn handle(&mut self, change: ClusterChange, ctx: &mut Context<Self>) {
         let first = !self.listed;
@@ -342,6 +356,8 @@ impl StreamHandler<ClusterChange> for StoreActor {
         let changes = Arc::make_mut(&mut self.state).apply(&change);
         if matches!(change, ClusterChange::Snapshot { .. }) {
             self.metrics.relisted();
+            // Once the owners have taken the listing in, its transient copies are free.
+            ctx.run_later(TRIM_AFTER_LIST, |_, _| release_free_memory());
         }
         self.metrics.cluster.publish(self.state.clone());
         self.echoed();
