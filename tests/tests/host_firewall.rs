@@ -7,8 +7,9 @@ use std::net::UdpSocket;
 use std::process::Command;
 use std::time::Duration;
 
-use shibafu_overlay::firewall::{Firewall, FirewallSpec, NftFirewall};
+use shibafu_overlay::firewall::{Firewall, FirewallSpec, NftFirewall, PortBinding};
 use shibafu_overlay::model::Link;
+use shibafu_overlay::model::MacAddr;
 use shibafu_overlay::netns;
 use shibafu_tests::firewall::{build, net, nft, ping, uplink};
 use shibafu_tests::{exec_ok, is_root, NetnsGuard};
@@ -260,4 +261,68 @@ async fn ensure_reapplies_after_a_flush() {
     );
     assert!(!ping(&a, "172.44.0.2"));
     assert!(!fw.ensure().await.expect("ensure"));
+}
+
+#[tokio::test]
+async fn a_port_coming_or_going_changes_only_the_guards_elements() {
+    if !root() {
+        return;
+    }
+    let h = NetnsGuard::new("fwg");
+    let fw = NftFirewall::in_netns(h.path());
+    let nets = [net("a", "172.45.0.0/24", 0x4301, false)];
+    let port = |name: &str, last: u8| PortBinding {
+        port: name.into(),
+        mac: MacAddr([2, 0x42, 172, 45, 0, last]),
+        ipv4: std::net::Ipv4Addr::new(172, 45, 0, last),
+        ipv6: None,
+    };
+    let with = |ports: Vec<PortBinding>| FirewallSpec {
+        ports,
+        ..FirewallSpec::from_model(&nets, &[], None).expect("spec")
+    };
+    fw.apply(&with(vec![port("sfe1", 2)])).await.expect("first");
+    // A handle that survives element changes and not a reload of the table.
+    let handle = |h: &NetnsGuard| {
+        let t = nft(h, &["-a", "list", "table", "bridge", "shibafu"]);
+        t.lines()
+            .next()
+            .and_then(|l| l.split("# handle ").nth(1))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no table handle in: {t}"))
+    };
+    let before = handle(&h);
+    fw.apply(&with(vec![port("sfe1", 2), port("sfe2", 3)]))
+        .await
+        .expect("second port");
+    let set = |name: &str| nft(&h, &["list", "set", "bridge", "shibafu", name]);
+    assert!(set("ports").contains("\"sfe2\""), "{}", set("ports"));
+    assert!(
+        set("addrs4").contains("\"sfe2\" . 172.45.0.3"),
+        "{}",
+        set("addrs4")
+    );
+    fw.apply(&with(vec![port("sfe2", 3)]))
+        .await
+        .expect("first gone");
+    assert!(!set("ports").contains("\"sfe1\""), "{}", set("ports"));
+    assert!(!set("macs").contains("\"sfe1\""), "{}", set("macs"));
+    assert_eq!(handle(&h), before, "the guard's table was reloaded");
+    assert!(
+        !fw.ensure().await.expect("ensure"),
+        "the table is as applied"
+    );
+    // Anything else changing still loads the whole ruleset.
+    let more = [nets[0].clone(), net("b", "172.46.0.0/24", 0x4302, false)];
+    let spec = FirewallSpec {
+        ports: vec![port("sfe2", 3)],
+        ..FirewallSpec::from_model(&more, &[], None).expect("spec")
+    };
+    fw.apply(&spec).await.expect("network added");
+    assert_ne!(
+        handle(&h),
+        before,
+        "a new network did not reload the ruleset"
+    );
+    assert!(set("ports").contains("\"sfe2\""));
 }

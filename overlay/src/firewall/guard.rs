@@ -7,6 +7,7 @@
 //! with `CAP_NET_RAW` (Docker's default set has it) can craft packets, but none with another
 //! source leaves its veth: no impersonating a neighbour, no spoofed packets routed out.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -105,6 +106,35 @@ pub fn render_guard(ports: &[PortBinding]) -> String {
     s
 }
 
+/// The element changes that turn the guard of `old` into the guard of `new`, one command a line
+/// (one transaction when sent together); `None` when the ports are the same. An attach or a
+/// detach changes one port: its elements, not a reload of the table.
+pub fn render_guard_change(old: &[PortBinding], new: &[PortBinding]) -> Option<String> {
+    let before: BTreeSet<&PortBinding> = old.iter().collect();
+    let after: BTreeSet<&PortBinding> = new.iter().collect();
+    let gone: Vec<&PortBinding> = before.difference(&after).copied().collect();
+    let came: Vec<&PortBinding> = after.difference(&before).copied().collect();
+    if gone.is_empty() && came.is_empty() {
+        return None;
+    }
+    let mut s = String::new();
+    for (verb, bindings) in [("delete", gone), ("add", came)] {
+        for b in bindings {
+            let port = format!("\"{}\"", b.port);
+            let mut line = |set: &str, element: String| {
+                let _ = writeln!(s, "{verb} element {GUARD_TABLE} {set} {{ {element} }}");
+            };
+            line("ports", port.clone());
+            line("macs", format!("{port} . {}", b.mac));
+            line("addrs4", format!("{port} . {}", b.ipv4));
+            if let Some(a) = b.ipv6 {
+                line("addrs6", format!("{port} . {a}"));
+            }
+        }
+    }
+    Some(s)
+}
+
 fn set(s: &mut String, name: &str, ty: &str, elements: &[String]) {
     let _ = write!(s, "\tset {name} {{\n\t\ttype {ty}\n");
     if !elements.is_empty() {
@@ -146,6 +176,37 @@ mod tests {
         let first = s.find("iifname != @ports accept").expect("ports first");
         let drop4 = s.find("ip saddr != @addrs4 drop").expect("v4");
         assert!(first < drop4);
+    }
+
+    #[test]
+    fn a_changed_port_is_its_elements_out_then_the_new_ones_in() {
+        let (a, b) = (binding("sfe1", 2, true), binding("sfe2", 3, false));
+        let one = std::slice::from_ref(&a);
+        assert_eq!(render_guard_change(one, one), None);
+        let s = render_guard_change(one, &[a.clone(), b.clone()]).expect("b added");
+        assert_eq!(
+            s,
+            "add element bridge shibafu ports { \"sfe2\" }\n\
+             add element bridge shibafu macs { \"sfe2\" . 02:42:ac:15:00:03 }\n\
+             add element bridge shibafu addrs4 { \"sfe2\" . 172.21.0.3 }\n"
+        );
+        let moved = PortBinding {
+            ipv4: Ipv4Addr::new(172, 21, 0, 9),
+            ..a.clone()
+        };
+        let s = render_guard_change(&[a, b], &[moved]).expect("changed");
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines.len(), 4 + 3 + 4, "{s}");
+        assert!(
+            lines[..7].iter().all(|l| l.starts_with("delete element")),
+            "{s}"
+        );
+        assert!(
+            lines[7..].iter().all(|l| l.starts_with("add element")),
+            "{s}"
+        );
+        assert!(s.contains("delete element bridge shibafu addrs6 { \"sfe1\" . fd00:21::2 }"));
+        assert!(s.contains("add element bridge shibafu addrs4 { \"sfe1\" . 172.21.0.9 }"));
     }
 
     #[test]

@@ -9,13 +9,13 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::session::{fits, NftSession, SessionError};
 use super::{change_elements, ElementChange};
 use super::{
-    conditional_comments, guard_comments, render_removal, render_ruleset, rule_comments, Firewall,
-    FirewallError, FirewallSpec, GUARD_TABLE, TABLE,
+    conditional_comments, guard_comments, render_guard_change, render_removal, render_ruleset,
+    rule_comments, Firewall, FirewallError, FirewallSpec, GUARD_TABLE, TABLE,
 };
 use crate::netns;
 use crate::policy::{parse_counters, PolicyBackend, POLICY_TABLE};
@@ -124,8 +124,46 @@ impl NftFirewall {
             .map_err(|e| FirewallError::Task(e.to_string()))?
     }
 
+    /// When `spec` differs from the last one applied only in its container ports (an attach, a
+    /// detach), changes the source guard's elements through the session instead of reloading
+    /// both tables with a new `nft`; false when that does not apply or did not work (then the
+    /// whole ruleset is loaded).
+    async fn change_ports(&self, spec: &FirewallSpec) -> bool {
+        let Some(last) = self.last_applied() else {
+            return false;
+        };
+        let same_rest = FirewallSpec {
+            ports: last.ports.clone(),
+            ..spec.clone()
+        } == last;
+        let Some(script) = render_guard_change(&last.ports, &spec.ports).filter(|_| same_rest)
+        else {
+            return false;
+        };
+        match self.in_session(&script).await {
+            Ok(()) => {
+                debug!(ports = spec.ports.len(), "source guard elements changed");
+                *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(spec.clone());
+                true
+            }
+            Err(e) => {
+                warn!(error = ?e, "changing the source guard's elements failed; loading the whole ruleset");
+                false
+            }
+        }
+    }
+
     /// Runs `script` in the session, starting one if there is none; a broken session goes.
     async fn in_session(&self, script: &str) -> Result<(), SessionError> {
+        let warnings = self.session_output(script).await?;
+        if !warnings.is_empty() {
+            warn!(%warnings, "nft warned about a table change");
+        }
+        Ok(())
+    }
+
+    /// Runs `script` in the session and returns what nft printed (a listing, warnings).
+    async fn session_output(&self, script: &str) -> Result<String, SessionError> {
         let mut held = self.session.lock().await;
         if held.as_ref().is_some_and(NftSession::worn) {
             *held = None;
@@ -134,19 +172,26 @@ impl NftFirewall {
             Some(s) => s,
             None => held.insert(NftSession::start(&self.program, self.netns.as_deref()).await?),
         };
-        match session.run(script).await {
-            Ok(warnings) if !warnings.is_empty() => {
-                warn!(%warnings, "nft warned about a policy table change");
-                Ok(())
-            }
-            Ok(_) => Ok(()),
-            Err(e) => {
-                if matches!(e, SessionError::Broken(_)) {
-                    *held = None;
-                }
-                Err(e)
-            }
+        let out = session.run(script).await;
+        if matches!(out, Err(SessionError::Broken(_))) {
+            *held = None;
         }
+        out
+    }
+
+    /// The listing of table `family name` through the session (checks after every change of
+    /// the tables start no process), else from `nft list`; `None` when the table is not there.
+    async fn listing(&self, family: &str, name: &str) -> Result<Option<String>, FirewallError> {
+        match self
+            .session_output(&format!("list table {family} {name}"))
+            .await
+        {
+            Ok(out) => return Ok(Some(out)),
+            Err(SessionError::Rejected(_)) => return Ok(None),
+            Err(SessionError::Broken(why)) => warn!(%why, "nft session failed; listing with nft"),
+        }
+        let out = self.nft(&["list", "table", family, name], None).await?;
+        Ok(out.ok.then_some(out.stdout))
     }
 }
 
@@ -165,6 +210,9 @@ fn expect_ok(action: &str, out: NftOutput) -> Result<(), FirewallError> {
 #[async_trait]
 impl Firewall for NftFirewall {
     async fn apply(&self, spec: &FirewallSpec) -> Result<(), FirewallError> {
+        if self.change_ports(spec).await {
+            return Ok(());
+        }
         let out = self.nft(&["-f", "-"], Some(render_ruleset(spec))).await?;
         expect_ok("apply", out)?;
         info!(
@@ -196,11 +244,9 @@ impl Firewall for NftFirewall {
                 expected.extend(conditional_comments(&spec));
             }
             let (family, name) = table.split_once(' ').unwrap_or(("inet", table));
-            let out = self.nft(&["list", "table", family, name], None).await?;
-            intact &= out.ok
-                && expected
-                    .iter()
-                    .all(|c| out.stdout.contains(&format!("\"{c}\"")));
+            let listing = self.listing(family, name).await?;
+            intact &= listing
+                .is_some_and(|out| expected.iter().all(|c| out.contains(&format!("\"{c}\""))));
         }
         if intact {
             return Ok(false);
