@@ -377,6 +377,14 @@ mod tests {
         m.dns.remove("frontend");
         let mut out = Exposition::new();
         m.dns.collect(&mut out);
-        assert!(out.render().is_empty());
+        let text = out.render();
+        assert!(
+            !text.contains("frontend"),
+            "a removed server's series stayed:\n{text}"
+        );
+        assert!(
+            text.contains("shibafu_dns_update_duration_seconds_count 0"),
+            "{text}"
+        );
     }
 }
