@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Does attach stay flat as containers accumulate on one node? Attaches N fresh container
+# namespaces, one after the other and none removed, to one network of one agent (the setup of
+# bench/attach.sh: etcd, a coordinator and the agent in a private host namespace), each a whole
+# `shibafu network attach` process as a runtime would call it, and prints the time of every
+# hundredth attach, the median of the first ten and of the last ten, and the last attach against
+# the first ten's median (issue 16's goal: the 1,000th within 1.2 x).
+#
+# Usage (repo root, as root): bench/attach-flat.sh [N, default 1000]
+#   NO_BUILD=1   skip `cargo build --release` (binaries must be in target/release)
+# Everything lives in namespaces named sfflat* and one temp dir, removed at the end (trap).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+N=${1:-1000}
+cd "$ROOT"
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+case $N in '' | *[!0-9]*) echo "N must be a number" >&2; exit 1 ;; esac
+[ "$N" -ge 20 ] && [ "$N" -le 2000 ] || { echo "N must be 20..2000" >&2; exit 1; }
+[ -n "${NO_BUILD:-}" ] || cargo build --release --workspace --bins
+H=sfflathost DIR=$(mktemp -d /tmp/sfflat.XXXX) SETUP_PID=
+cleanup() {
+  [ -n "$SETUP_PID" ] && { kill "$SETUP_PID" 2>/dev/null || true; wait "$SETUP_PID" 2>/dev/null || true; }
+  local i
+  for i in $(seq 1 "$N"); do ip netns del "sfflat$i" 2>/dev/null || true; done
+  ip netns pids "$H" 2>/dev/null | xargs -r kill 2>/dev/null || true
+  ip netns del "$H" 2>/dev/null || true
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+mkdir "$DIR/bin"
+cp target/release/shibafu target/release/shibafu-agent target/release/shibafu-coordinator "$DIR/bin/"
+ip netns add "$H"
+ip -n "$H" link set lo up
+ip netns exec "$H" bash "$ROOT/bench/attach.sh" --setup "$DIR/run" "$N" >"$DIR/setup.log" 2>&1 &
+SETUP_PID=$!
+for ((i = 0; i < 300; i++)); do [ -e "$DIR/run/ready" ] && break; sleep 0.1; done
+[ -e "$DIR/run/ready" ] || { cat "$DIR/setup.log" "$DIR"/run/*.log >&2; exit 1; }
+for i in $(seq 1 "$N"); do ip netns add "sfflat$i"; done
+echo "# attach flatness, N=$N, $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo no-git), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+for i in $(seq 1 "$N"); do
+  t0=$(date +%s%N)
+  ip netns exec "$H" env SHIBAFU_AGENT="unix:$DIR/run/agent.sock" "$DIR/bin/shibafu" \
+    network attach bench --netns "/run/netns/sfflat$i" --name "c$i" >/dev/null 2>"$DIR/err" \
+    || { echo "attach $i failed: $(cat "$DIR/err")" >&2; exit 1; }
+  t1=$(date +%s%N)
+  echo "$i $(((t1 - t0) / 1000))"
+done >"$DIR/times"
+python3 - "$DIR/times" <<'PY'
+import statistics, sys
+t = [int(l.split()[1]) / 1000 for l in open(sys.argv[1])]
+n = len(t)
+first, last = statistics.median(t[:10]), statistics.median(t[-10:])
+for i in [1, 10] + list(range(100, n + 1, 100)):
+    if i <= n:
+        print(f"attach {i:5d}  {t[i - 1]:7.2f} ms")
+print(f"median of the first ten {first:.2f} ms, of the last ten {last:.2f} ms")
+print(f"attach {n} / first ten's median = {t[-1] / first:.2f}; last ten / first ten = {last / first:.2f} (goal <= 1.2)")
+PY
