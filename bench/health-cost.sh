@@ -50,7 +50,10 @@ trap 'exit 130' INT TERM
 lab_bench_up 1
 NODE_NS="sf-$LAB-node1"
 SOCK="$LABDIR/nodes/node1/agent.sock"
-api() { on node1 curl -sf -H 'content-type: application/json' "$@"; }
+# The lab is TLS by default: the coordinator wants the admin's client certificate.
+TLS=()
+[ -n "${SHIBAFU_TLS_CA:-}" ] && TLS=(--cacert "$SHIBAFU_TLS_CA" --cert "$SHIBAFU_TLS_CERT" --key "$SHIBAFU_TLS_KEY")
+api() { on node1 curl -sf "${TLS[@]}" -H 'content-type: application/json' "$@"; }
 wait_for() { # DESCRIPTION SECONDS COMMAND...: poll every 0.5 s, bounded
   local what=$1 tries=$(($2 * 2)) i; shift 2
   for ((i = 0; i < tries; i++)); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
