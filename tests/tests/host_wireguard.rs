@@ -38,11 +38,12 @@ struct Side {
 }
 
 impl Drop for Side {
-    /// The namespace guard ends the processes inside; their configuration sockets stay behind
-    /// unless removed.
+    /// The namespace guard ends the processes inside; their configuration sockets and logs
+    /// stay behind unless removed.
     fn drop(&mut self) {
         let sock = PathBuf::from("/var/run/wireguard").join(format!("{}.sock", self.ifname));
         let _ = std::fs::remove_file(sock);
+        let _ = std::fs::remove_file(log_of(self));
     }
 }
 
@@ -61,9 +62,18 @@ fn peer_change(other: &Side) -> DeviceChange {
     }
 }
 
+/// Where `side`'s userspace daemon logs (removed with the side).
+fn log_of(side: &Side) -> PathBuf {
+    std::env::temp_dir().join(format!("{}.log", side.ifname))
+}
+
 fn device(side: &Side, choice: BackendChoice) -> SystemWg {
-    let log = std::env::temp_dir().join(format!("{}.log", side.ifname));
-    SystemWg::new(&side.ifname, choice, PathBuf::from("boringtun-cli"), log)
+    SystemWg::new(
+        &side.ifname,
+        choice,
+        PathBuf::from("boringtun-cli"),
+        log_of(side),
+    )
 }
 
 /// Brings `side`'s device up with `other` as its peer; the backend, or the error.

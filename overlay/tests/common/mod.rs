@@ -73,11 +73,17 @@ impl Etcd {
         vec![self.endpoint()]
     }
 
-    /// Connects a new store client.
+    /// Connects a new store client. etcd takes its client port before it serves requests (a
+    /// connection may be reset while it elects itself), so this retries for up to 10 s.
     pub async fn store(&self) -> EtcdStore {
-        EtcdStore::connect(&self.endpoints(), None)
-            .await
-            .expect("connect to the test etcd")
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match EtcdStore::connect(&self.endpoints(), None).await {
+                Ok(store) => return store,
+                Err(e) if Instant::now() >= deadline => panic!("connect to the test etcd: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// Kills the server (SIGKILL), keeping its data.
