@@ -55,9 +55,8 @@ async fn only_clients_with_a_certificate_of_the_cluster_ca_reach_etcd() {
     let endpoints = etcd.endpoints();
     assert!(endpoints[0].starts_with("https://"));
 
-    let store = EtcdStore::connect(&endpoints, Some(&agent))
-        .await
-        .expect("a client of the cluster CA connects");
+    // A client of the cluster CA connects (retried while etcd starts serving).
+    let store = etcd.store_with(Some(&agent)).await;
     store
         .put("/shibafu/v1/tls-test", b"v".to_vec(), None)
         .await

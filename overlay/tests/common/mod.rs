@@ -76,9 +76,14 @@ impl Etcd {
     /// Connects a new store client. etcd takes its client port before it serves requests (a
     /// connection may be reset while it elects itself), so this retries for up to 10 s.
     pub async fn store(&self) -> EtcdStore {
+        self.store_with(None).await
+    }
+
+    /// [`Etcd::store`] with a client certificate.
+    pub async fn store_with(&self, tls: Option<&TlsFiles>) -> EtcdStore {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match EtcdStore::connect(&self.endpoints(), None).await {
+            match EtcdStore::connect(&self.endpoints(), tls).await {
                 Ok(store) => return store,
                 Err(e) if Instant::now() >= deadline => panic!("connect to the test etcd: {e}"),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
