@@ -281,19 +281,7 @@ impl Handler<ClusterChanged> for DnsActor {
     type Result = ();
 
     fn handle(&mut self, msg: ClusterChanged, ctx: &mut Context<Self>) {
-        let book_known = self.local.is_some();
-        let touched = if msg.changes.is_empty() {
-            Pending::All
-        } else {
-            Pending::Some(
-                msg.changes
-                    .iter()
-                    .filter(|c| !leaves_dns(c, &self.node, book_known))
-                    .flat_map(StateChange::networks)
-                    .map(str::to_string)
-                    .collect(),
-            )
-        };
+        let touched = touched_by(&msg.changes, &self.node, self.local.is_some());
         self.state = Some(msg.state.clone());
         if !matches!(touched, Pending::Nothing) {
             self.traces.extend(msg.traces());
@@ -353,6 +341,26 @@ fn endpoints_with_local<'a>(
 /// Does `change` leave the snapshot as it is? Nodes, IPAM blocks, problem reports,
 /// policies, coordinators, tunnels and key rotations are not in an agent's DNS, and once the registry is known (`book_known`) this node's (`node`) endpoints come from
 /// it, not from the cluster (the watch echoing an attach would otherwise rebuild a second time).
+/// The networks whose records `changes` may change: all of them for a whole listing (no
+/// changes listed), else those named by the changes that concern DNS; nothing when none does
+/// (this node's own endpoints coming back from etcd, say: nothing to re-project).
+fn touched_by(changes: &[StateChange], node: &str, book_known: bool) -> Pending {
+    if changes.is_empty() {
+        return Pending::All;
+    }
+    let networks: BTreeSet<String> = changes
+        .iter()
+        .filter(|c| !leaves_dns(c, node, book_known))
+        .flat_map(StateChange::networks)
+        .map(str::to_string)
+        .collect();
+    if networks.is_empty() {
+        Pending::Nothing
+    } else {
+        Pending::Some(networks)
+    }
+}
+
 fn leaves_dns(change: &StateChange, node: &str, book_known: bool) -> bool {
     let own = |e: &Endpoint| book_known && e.node == node;
     match change {
@@ -452,5 +460,24 @@ mod tests {
             1,
         )));
         assert!(!leaves_dns(&net, "node1", true));
+    }
+
+    #[test]
+    fn an_echo_of_this_nodes_endpoints_schedules_no_update() {
+        let own = StateChange::Endpoint(Change::Added(ep("node1")));
+        let other = StateChange::Endpoint(Change::Added(ep("node2")));
+        assert!(matches!(
+            touched_by(std::slice::from_ref(&own), "node1", true),
+            Pending::Nothing
+        ));
+        assert!(matches!(touched_by(&[], "node1", true), Pending::All));
+        match touched_by(&[own.clone(), other], "node1", true) {
+            Pending::Some(set) => assert_eq!(set, BTreeSet::from(["frontend".to_string()])),
+            _ => panic!("another node's endpoint touches its network"),
+        }
+        assert!(matches!(
+            touched_by(&[own], "node1", false),
+            Pending::Some(_)
+        ));
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use shibafu_overlay::firewall::{FirewallSpec, Part};
 use shibafu_overlay::model::{NetworkProblem, Object, SCHEMA_VERSION};
-use shibafu_overlay::state::ClusterState;
+use shibafu_overlay::state::{ClusterState, StateChange};
 use shibafu_overlay::telemetry::{follow, Trace};
 use tokio::sync::Mutex;
 use tracing::{debug, info, info_span, warn, Instrument, Span};
@@ -126,6 +126,8 @@ pub struct DataplaneActor {
     seen_state: bool,
     /// Damage waiting for the repair task.
     repairs: Arc<StdMutex<RepairQueue>>,
+    /// This node's name.
+    node: String,
 }
 
 /// A state waiting for the reconciler, with the traces of every change folded into it.
@@ -145,6 +147,16 @@ enum Pass {
     Resync,
     /// The WireGuard device came up or went.
     TunnelChanged,
+}
+
+/// Are `changes` only this node's own endpoints coming back from etcd? The reconciler takes this
+/// node's endpoints from its book, never from the cluster, so they cannot change its plan.
+pub(super) fn only_own_endpoints(changes: &[StateChange], node: &str) -> bool {
+    !changes.is_empty()
+        && changes.iter().all(|c| match c {
+            StateChange::Endpoint(ch) => ch.values().all(|e| e.node == node),
+            _ => false,
+        })
 }
 
 /// The metric kind of a change pass: `change` when it read the kernel, `unchanged` when the
@@ -212,7 +224,7 @@ impl DataplaneActor {
             owner: Arc::new(Mutex::new(Owner {
                 rec,
                 reports: Reports {
-                    node,
+                    node: node.clone(),
                     firewall,
                     publish,
                     problems: BTreeMap::new(),
@@ -224,6 +236,7 @@ impl DataplaneActor {
             inbox: Arc::default(),
             seen_state: false,
             repairs: Arc::default(),
+            node,
         }
     }
 
@@ -259,6 +272,9 @@ impl Handler<ClusterChanged> for DataplaneActor {
     fn handle(&mut self, msg: ClusterChanged, _ctx: &mut Context<Self>) {
         let first = !self.seen_state;
         self.seen_state = true;
+        if !first && only_own_endpoints(&msg.changes, &self.node) {
+            return;
+        }
         let traces = msg.traces();
         let queued = {
             let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());

@@ -321,3 +321,36 @@ fn a_repair_reads_the_namespace_of_a_deleted_veth_and_does_nothing_after_own_cha
         assert!(dp.state().link(&veth).is_some(), "the host end is back");
     });
 }
+
+#[test]
+fn only_this_nodes_own_endpoints_coming_back_are_left_out() {
+    use shibafu_overlay::state::{Change, StateChange};
+    let own = StateChange::Endpoint(Change::Added(endpoint(
+        "backend",
+        "api",
+        "node1",
+        "172.22.0.2",
+    )));
+    let far = StateChange::Endpoint(Change::Added(endpoint(
+        "backend",
+        "db",
+        "node2",
+        "172.22.0.3",
+    )));
+    let moved = StateChange::Endpoint(Change::Updated {
+        old: endpoint("backend", "api", "node1", "172.22.0.2"),
+        new: endpoint("backend", "api", "node2", "172.22.0.2"),
+    });
+    assert!(actor::only_own_endpoints(
+        std::slice::from_ref(&own),
+        "node1"
+    ));
+    assert!(!actor::only_own_endpoints(&[own.clone(), far], "node1"));
+    assert!(!actor::only_own_endpoints(&[moved], "node1"));
+    assert!(
+        !actor::only_own_endpoints(&[], "node1"),
+        "a whole listing is not an echo"
+    );
+    let net = StateChange::Network(Change::Added(network("backend", "172.22.0.0/24", 4097)));
+    assert!(!actor::only_own_endpoints(&[own, net], "node1"));
+}
