@@ -338,9 +338,6 @@ fn endpoints_with_local<'a>(
     }
 }
 
-/// Does `change` leave the snapshot as it is? Nodes, IPAM blocks, problem reports,
-/// policies, coordinators, tunnels and key rotations are not in an agent's DNS, and once the registry is known (`book_known`) this node's (`node`) endpoints come from
-/// it, not from the cluster (the watch echoing an attach would otherwise rebuild a second time).
 /// The networks whose records `changes` may change: all of them for a whole listing (no
 /// changes listed), else those named by the changes that concern DNS; nothing when none does
 /// (this node's own endpoints coming back from etcd, say: nothing to re-project).
@@ -361,10 +358,12 @@ fn touched_by(changes: &[StateChange], node: &str, book_known: bool) -> Pending 
     }
 }
 
+/// Does `change` leave the snapshot as it is? Nodes, IPAM blocks, problem reports,
+/// policies, coordinators, tunnels and key rotations are not in an agent's DNS, and once the registry is known (`book_known`) this node's (`node`) endpoints come from
+/// it, not from the cluster (the watch echoing an attach would otherwise rebuild a second time).
 fn leaves_dns(change: &StateChange, node: &str, book_known: bool) -> bool {
-    let own = |e: &Endpoint| book_known && e.node == node;
     match change {
-        StateChange::Endpoint(c) => c.values().all(own),
+        StateChange::Endpoint(_) => book_known && change.is_endpoint_of(node),
         StateChange::Node(_)
         | StateChange::Block(_)
         | StateChange::Problem(_)

@@ -377,6 +377,12 @@ impl StateChange {
         }
     }
 
+    /// Is this a change of endpoints on node `node` only, before and after (its own records
+    /// coming back from etcd, say)?
+    pub fn is_endpoint_of(&self, node: &str) -> bool {
+        matches!(self, StateChange::Endpoint(c) if c.values().all(|e| e.node == node))
+    }
+
     /// The networks whose objects this change concerns (a network itself, an endpoint's or a
     /// block's network, both ends of a link); empty for nodes.
     pub fn networks(&self) -> Vec<&str> {

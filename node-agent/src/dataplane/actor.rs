@@ -152,11 +152,7 @@ enum Pass {
 /// Are `changes` only this node's own endpoints coming back from etcd? The reconciler takes this
 /// node's endpoints from its book, never from the cluster, so they cannot change its plan.
 pub(super) fn only_own_endpoints(changes: &[StateChange], node: &str) -> bool {
-    !changes.is_empty()
-        && changes.iter().all(|c| match c {
-            StateChange::Endpoint(ch) => ch.values().all(|e| e.node == node),
-            _ => false,
-        })
+    !changes.is_empty() && changes.iter().all(|c| c.is_endpoint_of(node))
 }
 
 /// The metric kind of a change pass: `change` when it read the kernel, `unchanged` when the

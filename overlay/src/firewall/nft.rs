@@ -136,8 +136,10 @@ impl NftFirewall {
             ports: last.ports.clone(),
             ..spec.clone()
         } == last;
-        let Some(script) = render_guard_change(&last.ports, &spec.ports).filter(|_| same_rest)
-        else {
+        if !same_rest {
+            return false;
+        }
+        let Some(script) = render_guard_change(&last.ports, &spec.ports) else {
             return false;
         };
         match self.in_session(&script).await {
