@@ -100,7 +100,11 @@ fn remove(side: &Side, dev: SystemWg) {
 }
 
 fn pair() -> (Side, Side) {
-    let tag = std::process::id() & 0xff_ffff;
+    // Unique per pair: the tests of this file run at once, and a side's drop removes the socket
+    // and log named after its device.
+    static PAIRS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seq = PAIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tag = ((std::process::id() << 4) | (seq & 0xf)) & 0xff_ffff;
     let a = Side {
         ns: NetnsGuard::new("wga"),
         ifname: format!("wgh{tag:06x}a"),
