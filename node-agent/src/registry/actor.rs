@@ -1,4 +1,5 @@
-//! RegistryActor: owns the [`Registry`]. Writes the book in order on a blocking thread,
+//! RegistryActor: owns the [`Registry`]. Writes the book (a journal line per change) in order on
+//! a blocking thread,
 //! publishes this node's endpoint records under the node lease (in order), and broadcasts the
 //! committed workloads to subscribers after every change (and at once to a new subscriber).
 
@@ -10,7 +11,7 @@ use shibafu_overlay::telemetry::Trace;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use super::book::{BookError, Entry, Snapshot};
+use super::book::{BookError, BookFile, BookWrite, Entry};
 use super::{LocalWorkloads, Registry, RegistryError, Removed};
 use crate::messages::{LocalChanged, SubscribeLocal};
 use crate::publish::PublishQueue;
@@ -73,19 +74,20 @@ pub struct RemovedSaved {
     pub saved: Saved,
 }
 
-/// Writes book snapshots one after the other, so a later one is never overwritten by an
-/// earlier one.
+type Queued = (BookWrite, oneshot::Sender<Result<(), BookError>>);
+
+/// Does the book's writes one after the other, in the order the changes were made.
 struct BookWriter {
-    tx: mpsc::UnboundedSender<(Snapshot, oneshot::Sender<Result<(), BookError>>)>,
+    tx: mpsc::UnboundedSender<Queued>,
 }
 
 impl BookWriter {
-    fn start() -> BookWriter {
-        let (tx, mut rx) =
-            mpsc::unbounded_channel::<(Snapshot, oneshot::Sender<Result<(), BookError>>)>();
+    fn start(file: BookFile) -> BookWriter {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Queued>();
         tokio::spawn(async move {
-            while let Some((snapshot, done)) = rx.recv().await {
-                let written = tokio::task::spawn_blocking(move || snapshot.write())
+            while let Some((write, done)) = rx.recv().await {
+                let file = file.clone();
+                let written = tokio::task::spawn_blocking(move || file.write(write))
                     .await
                     .unwrap_or_else(|e| {
                         Err(BookError::Io {
@@ -99,9 +101,9 @@ impl BookWriter {
         BookWriter { tx }
     }
 
-    fn write(&self, snapshot: Result<Snapshot, BookError>) -> Saved {
+    fn write(&self, write: Result<BookWrite, BookError>) -> Saved {
         let (done, saved) = oneshot::channel();
-        match snapshot {
+        match write {
             Ok(s) => {
                 if let Err(mpsc::error::SendError((_, done))) = self.tx.send((s, done)) {
                     let _ = done.send(Err(BookError::Io {
@@ -133,16 +135,17 @@ impl RegistryActor {
     pub fn new(reg: Registry, publish: PublishQueue) -> RegistryActor {
         let announced = Arc::new(reg.workloads().clone());
         RegistryActor {
+            writer: BookWriter::start(reg.file().clone()),
             reg,
             subscribers: Vec::new(),
             publish,
-            writer: BookWriter::start(),
             announced,
         }
     }
 
-    fn save(&self) -> Saved {
-        self.writer.write(self.reg.snapshot())
+    /// Records in the book what the workload `name` now is.
+    fn save(&mut self, name: &str) -> Saved {
+        self.writer.write(self.reg.book_write(name))
     }
 
     fn announce(&mut self) {
@@ -222,10 +225,11 @@ impl Handler<Stage> for RegistryActor {
     type Result = MessageResult<Stage>;
 
     fn handle(&mut self, msg: Stage, _ctx: &mut Context<Self>) -> Self::Result {
+        let name = msg.0.name.clone();
         self.reg.stage(msg.0);
         MessageResult(Staged {
             effective: self.reg.effective(),
-            saved: self.save(),
+            saved: self.save(&name),
         })
     }
 }
@@ -237,7 +241,7 @@ impl Handler<Abort> for RegistryActor {
         self.reg.abort(&msg.0);
         MessageResult(Staged {
             effective: self.reg.effective(),
-            saved: self.save(),
+            saved: self.save(&msg.0),
         })
     }
 }
@@ -263,7 +267,7 @@ impl Handler<Remove> for RegistryActor {
         let removed = self.reg.remove(&msg.name, msg.network.as_deref())?;
         let gone: Vec<&Endpoint> = removed.gone.iter().map(|i| &i.endpoint).collect();
         self.publish_diff(gone.into_iter(), std::iter::empty());
-        let saved = self.save();
+        let saved = self.save(&msg.name);
         self.announce();
         Ok(RemovedSaved {
             removed,

@@ -2,8 +2,9 @@
 //!
 //! [`Registry`] is the book in memory: committed workloads (what DNS, health checks, policies
 //! and the runtime see, and what is published to etcd) and staged ones (an attach whose kernel
-//! work is still running). Both are in the file, so a crash mid-attach loses nothing, but only
-//! committed workloads are announced. [`actor::RegistryActor`] owns it: it writes the file in
+//! work is still running). Both are in the book's files, so a crash mid-attach loses nothing, but
+//! only committed workloads are announced. The maps are persistent (`imbl`): handing the
+//! workloads to an owner or staging one more costs the same with 10 or 1,000 of them. [`actor::RegistryActor`] owns it: it writes the file in
 //! order on a blocking thread, publishes endpoint records, and broadcasts [`LocalChanged`] on
 //! every committed change.
 //!
@@ -12,15 +13,14 @@
 pub mod actor;
 pub mod book;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use book::{BookError, BookFile, Entry, Iface, Snapshot};
+use book::{BookError, BookFile, BookWrite, Entry, Iface, Record, COMPACT_AFTER};
 use shibafu_overlay::model::Endpoint;
 
 /// This node's workloads by name.
-pub type LocalWorkloads = BTreeMap<String, Entry>;
+pub type LocalWorkloads = imbl::OrdMap<String, Entry>;
 
 /// Errors of changing the registry.
 #[derive(Debug, thiserror::Error)]
@@ -48,21 +48,20 @@ pub struct Registry {
     file: BookFile,
     committed: LocalWorkloads,
     staged: LocalWorkloads,
+    /// Records in the journal since the book was last written whole.
+    journaled: usize,
 }
 
 impl Registry {
     /// Loads the book of `state_dir` (empty when there is none); everything in it is committed.
     pub fn load(state_dir: &Path) -> Result<Registry, BookError> {
         let file = BookFile::in_dir(state_dir);
-        let committed = file
-            .load()?
-            .into_iter()
-            .map(|e| (e.name.clone(), e))
-            .collect();
+        let (entries, journaled) = file.load()?;
         Ok(Registry {
             file,
-            committed,
+            committed: entries.into_iter().map(|e| (e.name.clone(), e)).collect(),
             staged: LocalWorkloads::new(),
+            journaled,
         })
     }
 
@@ -84,13 +83,31 @@ impl Registry {
     /// What the kernel should hold: committed workloads, with staged ones in their place.
     pub fn effective(&self) -> Arc<LocalWorkloads> {
         let mut all = self.committed.clone();
-        all.extend(self.staged.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for (k, v) in &self.staged {
+            all.insert(k.clone(), v.clone());
+        }
         Arc::new(all)
     }
 
-    /// The file content of the effective workloads.
-    pub fn snapshot(&self) -> Result<Snapshot, BookError> {
-        self.file.snapshot(self.effective().values())
+    /// The book's files.
+    pub fn file(&self) -> &BookFile {
+        &self.file
+    }
+
+    /// The write that records what the workload `name` now is among the effective ones: a
+    /// journal line, or the whole book once the journal holds more records than the book has
+    /// workloads (and at least [`COMPACT_AFTER`]).
+    pub fn book_write(&mut self, name: &str) -> Result<BookWrite, BookError> {
+        if self.journaled >= COMPACT_AFTER.max(self.committed.len()) {
+            self.journaled = 0;
+            return Ok(BookWrite::Compact((*self.effective()).clone()));
+        }
+        let record = match self.staged.get(name).or_else(|| self.committed.get(name)) {
+            Some(e) => Record::Put(e.clone()),
+            None => Record::Remove(name.to_string()),
+        };
+        self.journaled += 1;
+        self.file.line(&record).map(BookWrite::Append)
     }
 
     /// Stages `entry` (replacing a committed workload of that name once committed).

@@ -14,7 +14,8 @@ fn staged_workloads_are_on_disk_but_not_announced_until_committed() {
     reg.stage(api());
     assert!(reg.get("api").is_none(), "staged is not committed");
     assert!(reg.effective().contains_key("api"));
-    reg.snapshot().expect("snapshot").write().expect("write");
+    let write = reg.book_write("api").expect("record");
+    reg.file().write(write).expect("write");
     let again = Registry::load(&dir.0).expect("reload");
     assert!(
         again.get("api").is_some(),

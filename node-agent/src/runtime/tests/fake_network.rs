@@ -1,7 +1,6 @@
 //! A NetworkActor stand-in: a book in memory, [`LocalChanged`] to subscribers before every
 //! answer (as the real one does), a log of the requests, and detaches that can be made to hang.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
@@ -38,7 +37,7 @@ pub struct FakeNetwork {
 impl FakeNetwork {
     pub fn new(requests: Requests) -> FakeNetwork {
         FakeNetwork {
-            book: BTreeMap::new(),
+            book: LocalWorkloads::new(),
             subscribers: Vec::new(),
             requests,
             hang_detach: false,
