@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use actix::{Actor, Addr, Recipient};
+use actix::{Actor, Addr, Arbiter, Recipient};
 use anyhow::Context;
 use futures::FutureExt;
 use shibafu_overlay::model::{Node, SCHEMA_VERSION};
@@ -341,9 +341,16 @@ async fn start_workload_actors(
         metrics.tunnel.clone(),
     )?;
     store.do_send(Subscribe(tunnel.clone().recipient()));
-    let dns = DnsActor::new(args.node.clone(), args.upstream_dns.clone(), 53)
-        .with_metrics(metrics.dns.clone())
-        .start();
+    // DNS has a thread of its own: its servers answer, and its snapshot is rebuilt, beside
+    // attaches and reconciles instead of between them (changes meanwhile fold into one rebuild).
+    let (node, upstreams, dns_metrics) = (
+        args.node.clone(),
+        args.upstream_dns.clone(),
+        metrics.dns.clone(),
+    );
+    let dns = DnsActor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+        DnsActor::new(node, upstreams, 53).with_metrics(dns_metrics)
+    });
     registry.do_send(SubscribeLocal(dns.clone().recipient()));
     store.do_send(Subscribe(dns.clone().recipient()));
     let dns_trace = dns.recipient();

@@ -2,7 +2,9 @@
 //! DNS (`overlay::dns::projection`), re-projects only the networks a change touches, and swaps
 //! the new snapshot in (the packet path never waits on it); changes that arrive together are
 //! folded into one rebuild, made once the current message handling has yielded (so an attach's
-//! answer goes out first). It keeps one server per network listening on the network's gateway
+//! answer goes out first) and paced like the dataplane's passes ([`Pace`]: after a rebuild the
+//! next waits three times its length, so a stream of changes over thousands of names costs at
+//! most a quarter of a core). The agent runs it on a thread of its own. It keeps one server per network listening on the network's gateway
 //! addresses, port 53, UDP and TCP, forwarding other names to the network's forwarders, then the
 //! node's upstreams. Listeners are changed by diff: a network whose gateway and forwarders are
 //! unchanged keeps its sockets. This node's own endpoints come from the local registry
@@ -14,6 +16,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use arc_swap::ArcSwap;
+use imbl::ordmap::DiffItem;
 use shibafu_overlay::dns::forward::{ForwardConfig, Forwarder};
 use shibafu_overlay::dns::projection::{Projection, View};
 use shibafu_overlay::dns::{bind_tcp, bind_udp, DnsServer, ServerConfig, Snapshot};
@@ -28,6 +31,8 @@ use shibafu_overlay::dns::trace::DnsTrace;
 
 use crate::messages::{ClusterChanged, LocalChanged, TraceDns};
 use crate::metrics::DnsServers;
+use crate::pace::Pace;
+use crate::registry::book::Entry;
 use crate::registry::LocalWorkloads;
 
 /// What a network's server listens on and forwards to; a change restarts that server.
@@ -82,6 +87,8 @@ pub struct DnsActor {
     traces: Vec<Trace>,
     /// A rebuild is scheduled.
     scheduled: bool,
+    /// The last rebuild, to pace the next.
+    last: Pace,
     /// Where the running servers are listed for scrapes.
     metrics: Arc<DnsServers>,
 }
@@ -102,6 +109,7 @@ impl DnsActor {
             pending: Pending::All,
             traces: Vec::new(),
             scheduled: false,
+            last: Pace::default(),
             metrics: Arc::default(),
         }
     }
@@ -123,7 +131,14 @@ impl DnsActor {
             return;
         }
         self.scheduled = true;
-        let later = async { tokio::task::yield_now().await };
+        let wait = self.last.wait();
+        let later = async move {
+            if wait.is_zero() {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(wait).await;
+            }
+        };
         ctx.spawn(later.into_actor(self).map(|(), act, _| {
             act.scheduled = false;
             act.rebuild();
@@ -178,6 +193,7 @@ impl DnsActor {
                 );
                 self.snapshot.store(Arc::new(snap));
                 self.metrics.updated(started.elapsed());
+                self.last.record(started.elapsed());
             }
             Err(e) => {
                 warn!(error = %e, "cannot build the DNS snapshot; still answering from the previous one")
@@ -412,20 +428,29 @@ impl Handler<TraceDns> for DnsActor {
     }
 }
 
-/// Networks whose endpoints differ between two sets of local workloads.
+/// Networks whose endpoints differ between two sets of local workloads (the workloads both
+/// share are not visited: an attach among 1,000 workloads looks at one).
 fn changed_networks(old: &LocalWorkloads, new: &LocalWorkloads) -> BTreeSet<String> {
-    let index = |w: &LocalWorkloads| -> BTreeMap<(String, String), Endpoint> {
-        w.values()
-            .flat_map(|e| e.endpoints())
+    let index = |w: &Entry| -> BTreeMap<(String, String), Endpoint> {
+        w.endpoints()
             .map(|e| ((e.network.clone(), e.id.clone()), e.clone()))
             .collect()
     };
-    let (old, new) = (index(old), index(new));
-    old.keys()
-        .chain(new.keys())
-        .filter(|k| old.get(*k) != new.get(*k))
-        .map(|(network, _)| network.clone())
-        .collect()
+    let mut networks = BTreeSet::new();
+    for item in old.diff(new) {
+        let (old, new) = match item {
+            DiffItem::Add(_, w) => (BTreeMap::new(), index(w)),
+            DiffItem::Remove(_, w) => (index(w), BTreeMap::new()),
+            DiffItem::Update { old, new } => (index(old.1), index(new.1)),
+        };
+        networks.extend(
+            old.keys()
+                .chain(new.keys())
+                .filter(|k| old.get(*k) != new.get(*k))
+                .map(|(network, _)| network.clone()),
+        );
+    }
+    networks
 }
 
 #[cfg(test)]
@@ -459,6 +484,40 @@ mod tests {
             1,
         )));
         assert!(!leaves_dns(&net, "node1", true));
+    }
+
+    #[test]
+    fn local_changes_touch_the_networks_of_the_workloads_that_changed() {
+        use crate::testing::{endpoint, workload};
+        let book = |w: &[Entry]| -> LocalWorkloads {
+            w.iter().map(|e| (e.name.clone(), e.clone())).collect()
+        };
+        let api = workload("api", &[endpoint("backend", "api", "node1", "172.22.0.2")]);
+        let web = workload("web", &[endpoint("frontend", "web", "node1", "172.21.0.2")]);
+        let old = book(&[api.clone(), web.clone()]);
+        let set = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(changed_networks(&old, &old.clone()), set(&[]));
+        let mut new = old.clone();
+        new.insert(
+            "db".into(),
+            workload("db", &[endpoint("data", "db", "node1", "172.23.0.2")]),
+        );
+        assert_eq!(changed_networks(&old, &new), set(&["data"]));
+        let moved = workload(
+            "api",
+            &[
+                endpoint("backend", "api", "node1", "172.22.0.2"),
+                endpoint("frontend", "api", "node1", "172.21.0.3"),
+            ],
+        );
+        new = old.update("api".into(), moved);
+        assert_eq!(
+            changed_networks(&old, &new),
+            set(&["frontend"]),
+            "backend's record is the same"
+        );
+        new = old.without("web");
+        assert_eq!(changed_networks(&old, &new), set(&["frontend"]));
     }
 
     #[test]

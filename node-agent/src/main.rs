@@ -12,6 +12,7 @@ mod lazy_store;
 mod messages;
 mod metrics;
 mod network_actor;
+mod pace;
 mod policy_actor;
 mod publish;
 mod registry;

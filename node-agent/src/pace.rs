@@ -1,6 +1,7 @@
-//! Pacing of change passes: after a pass, the next waits a multiple of how long it took, so
-//! passes over a large cluster under a stream of changes take at most a quarter of a core (each
-//! folding in every change that came meanwhile), while on a small cluster, where a pass takes a
+//! Pacing of work driven by a stream of changes (dataplane change passes, DNS snapshot
+//! rebuilds): after a pass, the next waits a multiple of how long it took, so passes over a
+//! large cluster under a stream of changes take at most a quarter of a core (each folding in
+//! every change that came meanwhile), while on a small cluster, where a pass takes a
 //! millisecond, changes still go through at once.
 
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,7 @@ const PACE: u32 = 3;
 /// The longest wait.
 const MAX_WAIT: Duration = Duration::from_millis(200);
 
-/// When the last change pass ended and how long it took (shared by the passes' tasks).
+/// When the last pass ended and how long it took (shared by the passes' tasks).
 #[derive(Debug, Clone, Default)]
 pub struct Pace(Arc<Mutex<Option<(Instant, Duration)>>>);
 

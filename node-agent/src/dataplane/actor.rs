@@ -19,12 +19,12 @@ use tracing::{debug, info, info_span, warn, Instrument, Span};
 
 use shibafu_overlay::netlink::watch::Damage;
 
-use super::pace::Pace;
 use super::repairs::RepairQueue;
 use super::{DataplaneError, Reconciler};
 use crate::firewall_actor::Contribute;
 use crate::messages::ClusterChanged;
 use crate::metrics::DataplaneMetrics;
+use crate::pace::Pace;
 use crate::publish::PublishQueue;
 use crate::registry::LocalWorkloads;
 use crate::tunnel::TunnelChanged;
