@@ -4,11 +4,12 @@
 //! owns it and tells the firewall owner and the cluster what it built.
 
 pub mod actor;
-mod pace;
 mod repairs;
+mod splice;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,8 +24,10 @@ use shibafu_overlay::plan::{
 };
 use shibafu_overlay::policy::policed_networks;
 use shibafu_overlay::state::ClusterState;
+use splice::Basis;
 use tracing::{debug, info, warn};
 
+use crate::registry::book::Entry;
 use crate::registry::LocalWorkloads;
 
 /// Errors of reconciling the dataplane.
@@ -70,10 +73,13 @@ pub struct Reconciler {
     dp: Arc<dyn Dataplane>,
     state: Arc<ClusterState>,
     local: Arc<LocalWorkloads>,
-    /// The desired state of the last reconcile that applied cleanly.
-    settled: Option<DesiredHost>,
+    /// The desired state of the last reconcile that applied cleanly, and what it was planned
+    /// from.
+    settled: Option<(Arc<DesiredHost>, Basis)>,
     /// The desired state last planned, applied cleanly or not.
-    planned: Option<DesiredHost>,
+    planned: Option<Arc<DesiredHost>>,
+    /// What the last plan was made from.
+    basis: Option<Basis>,
     /// Netlink ops applied and failed since start.
     ops: (u64, u64),
     /// This node's tunnel address while its WireGuard device is up.
@@ -91,6 +97,7 @@ impl Reconciler {
             local,
             settled: None,
             planned: None,
+            basis: None,
             ops: (0, 0),
             tunnel: None,
         }
@@ -189,17 +196,32 @@ impl Reconciler {
     }
 
     /// Applies this node's workloads to `netns` (an attach, a detach or its rollback). For an
-    /// attach (`attach`) when the host side wants what the last clean reconcile applied, only
-    /// this namespace and its veths are read and planned ([`Scope::Workloads`]): the attach
-    /// costs the same with 1 or 500 containers here. If that pass fails (the host drifted since:
-    /// a bridge deleted by hand) the host side is reconciled too before giving up.
+    /// attach onto a host whose cluster inputs and other workloads are those of the last clean
+    /// reconcile, only this namespace's workloads are planned (spliced into that plan,
+    /// [`splice`]) and only this namespace and its veths are read ([`Scope::Workloads`]): the
+    /// attach costs about the same with 1 or 1,000 containers here. If that pass fails (the host
+    /// drifted since: a bridge deleted by hand) the host side is reconciled too before giving up.
     pub async fn apply_local(&mut self, netns: &Path, attach: bool) -> Result<(), DataplaneError> {
-        let desired = self.plan()?;
         let only = vec![netns.to_path_buf()];
+        if attach {
+            if let Some(desired) = self.spliced(netns) {
+                self.planned = Some(desired.clone());
+                match self
+                    .reconcile_to(desired, Scope::Workloads(only.clone()))
+                    .await
+                {
+                    Err(e) => {
+                        warn!(error = %e, "workload-only attach failed; reconciling the host side")
+                    }
+                    ok => return ok,
+                }
+            }
+        }
+        let desired = self.plan()?;
         let settled = self
             .settled
             .as_ref()
-            .is_some_and(|s| s.networks == desired.networks);
+            .is_some_and(|(s, _)| s.networks == desired.networks);
         if attach && settled {
             match self
                 .reconcile_to(desired.clone(), Scope::Workloads(only.clone()))
@@ -218,7 +240,7 @@ impl Reconciler {
     /// routes, bridge ports), as the ops a reconcile would apply; nothing is changed. Extra
     /// routes and addresses others added are not differences.
     pub async fn check_local(&self, netns: &Path) -> Result<Vec<String>, DataplaneError> {
-        let desired = self.desired()?;
+        let (desired, _) = self.desired()?;
         let scope = Scope::Workloads(vec![netns.to_path_buf()]);
         let observed = self.dp.observe(&desired, &scope).await?;
         Ok(plan_workloads(&desired, &observed)
@@ -233,9 +255,13 @@ impl Reconciler {
     /// others is the periodic full resync's job. Returns whether the kernel was read.
     pub async fn reconcile_change(&mut self) -> Result<bool, DataplaneError> {
         let desired = self.plan()?;
-        if self.settled.as_ref() == Some(&desired) {
-            debug!("cluster change leaves the desired dataplane as it is");
-            return Ok(false);
+        if let (Some((settled, was)), Some(basis)) = (self.settled.as_mut(), &self.basis) {
+            if *settled == desired {
+                // The settled plan is as much these inputs' plan: an attach may splice into it.
+                *was = basis.clone();
+                debug!("cluster change leaves the desired dataplane as it is");
+                return Ok(false);
+            }
         }
         self.reconcile_to(desired, Scope::Only(vec![])).await?;
         Ok(true)
@@ -269,7 +295,7 @@ impl Reconciler {
 
     async fn reconcile_to(
         &mut self,
-        desired: DesiredHost,
+        desired: Arc<DesiredHost>,
         scope: Scope,
     ) -> Result<(), DataplaneError> {
         self.settled = None;
@@ -285,7 +311,7 @@ impl Reconciler {
             );
         }
         if report.is_ok() {
-            self.settled = Some(desired);
+            self.settled = self.basis.clone().map(|b| (desired, b));
             Ok(())
         } else {
             let msgs: Vec<String> = report
@@ -297,32 +323,18 @@ impl Reconciler {
         }
     }
 
-    /// Plans the desired state and remembers it.
-    fn plan(&mut self) -> Result<DesiredHost, PlanError> {
-        let desired = self.desired()?;
+    /// Plans the desired state and remembers it, with what it was planned from.
+    fn plan(&mut self) -> Result<Arc<DesiredHost>, PlanError> {
+        let (desired, basis) = self.desired()?;
+        let desired = Arc::new(desired);
         self.planned = Some(desired.clone());
+        self.basis = Some(basis);
         Ok(desired)
     }
 
-    fn desired(&self) -> Result<DesiredHost, PlanError> {
+    fn desired(&self) -> Result<(DesiredHost, Basis), PlanError> {
+        let containers = local_containers(self.local.values());
         let networks: Vec<Network> = self.state.networks().values().cloned().collect();
-        let nodes: Vec<Node> = self.state.nodes().values().cloned().collect();
-        let containers: Vec<LocalContainer> = self
-            .local
-            .values()
-            .map(|e| LocalContainer {
-                netns: e.netns.clone(),
-                interfaces: e
-                    .interfaces
-                    .iter()
-                    .map(|i| LocalInterface {
-                        network: i.endpoint.network.clone(),
-                        endpoint_id: i.endpoint.id.clone(),
-                        ifname: i.ifname.clone(),
-                    })
-                    .collect(),
-            })
-            .collect();
         let in_use = networks_in_use(
             &containers,
             self.state.links().values(),
@@ -338,6 +350,26 @@ impl Reconciler {
             .cloned()
             .collect();
         endpoints.extend(self.local.values().flat_map(|e| e.endpoints().cloned()));
+        let desired = self.build(&containers, &endpoints, &in_use)?;
+        let basis = Basis {
+            state: self.state.clone(),
+            tunnel: self.tunnel,
+            local: self.local.clone(),
+            in_use: Arc::new(in_use),
+        };
+        Ok((desired, basis))
+    }
+
+    /// The desired state of `containers` with `endpoints` (the local ones and the remote ones
+    /// of the networks in use), building the networks in `in_use`.
+    fn build(
+        &self,
+        containers: &[LocalContainer],
+        endpoints: &[Endpoint],
+        in_use: &BTreeSet<String>,
+    ) -> Result<DesiredHost, PlanError> {
+        let networks: Vec<Network> = self.state.networks().values().cloned().collect();
+        let nodes: Vec<Node> = self.state.nodes().values().cloned().collect();
         // A policy created or removed (or a network's isolation changed) flips only this.
         let policed = policed_networks(&networks, self.state.policies().values());
         let mut desired = DesiredHost::build(&HostInputs {
@@ -346,14 +378,32 @@ impl Reconciler {
             underlay_mtu: self.cfg.underlay_mtu,
             networks: &networks,
             nodes: &nodes,
-            endpoints: &endpoints,
-            containers: &containers,
+            endpoints,
+            containers,
             policed: &policed,
-            in_use: &in_use,
+            in_use,
             tunnel: self.tunnel,
             encrypt_all: self.cfg.encrypt_all,
         })?;
         desired.bridge_netfilter_off = self.cfg.bridge_netfilter_off;
         Ok(desired)
     }
+}
+
+/// The planner's view of local workloads: each one's namespace and interfaces.
+fn local_containers<'a>(entries: impl Iterator<Item = &'a Entry>) -> Vec<LocalContainer> {
+    entries
+        .map(|e| LocalContainer {
+            netns: e.netns.clone(),
+            interfaces: e
+                .interfaces
+                .iter()
+                .map(|i| LocalInterface {
+                    network: i.endpoint.network.clone(),
+                    endpoint_id: i.endpoint.id.clone(),
+                    ifname: i.ifname.clone(),
+                })
+                .collect(),
+        })
+        .collect()
 }

@@ -12,7 +12,7 @@ use crate::registry::LocalWorkloads;
 use crate::testing::{endpoint, network, state_with, with_object, workload};
 use shibafu_overlay::netlink::watch::Damage;
 
-fn reconciler(dp: &Arc<FakeDataplane>, underlay_mtu: u32) -> Reconciler {
+pub(super) fn reconciler(dp: &Arc<FakeDataplane>, underlay_mtu: u32) -> Reconciler {
     let cfg = HostConfig {
         node: "node1".into(),
         underlay: Some("10.0.0.1".parse().expect("ip")),
@@ -25,7 +25,7 @@ fn reconciler(dp: &Arc<FakeDataplane>, underlay_mtu: u32) -> Reconciler {
     Reconciler::new(cfg, dp.clone(), Arc::new(LocalWorkloads::new()))
 }
 
-fn local(entries: &[crate::registry::book::Entry]) -> Arc<LocalWorkloads> {
+pub(super) fn local(entries: &[crate::registry::book::Entry]) -> Arc<LocalWorkloads> {
     Arc::new(
         entries
             .iter()
@@ -34,7 +34,7 @@ fn local(entries: &[crate::registry::book::Entry]) -> Arc<LocalWorkloads> {
     )
 }
 
-fn rt() -> tokio::runtime::Runtime {
+pub(super) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -147,9 +147,12 @@ impl ObservedHost {
         self.links.iter().find(|l| l.name == name)
     }
 
-    /// The observed container namespace at `netns`.
+    /// The observed container namespace at `netns` (the path as the plan spells it: compared
+    /// as a string, not component by component, since a plan asks this for every endpoint).
     pub fn container(&self, netns: &Path) -> Option<&ObservedContainer> {
-        self.containers.iter().find(|c| c.netns == netns)
+        self.containers
+            .iter()
+            .find(|c| c.netns.as_os_str() == netns.as_os_str())
     }
 }
 

@@ -1,0 +1,104 @@
+//! Spliced attach plans against whole plans, and the cases that must be planned whole.
+
+use std::sync::Arc;
+
+use shibafu_overlay::netlink::{FakeDataplane, Scope};
+
+use super::super::tests::{local, reconciler, rt};
+use crate::registry::book::Entry;
+use crate::testing::{endpoint, network, state_with, workload};
+
+fn on(name: &str, nets: &[(&str, &str)]) -> Entry {
+    let eps: Vec<_> = nets
+        .iter()
+        .map(|(net, ip)| endpoint(net, name, "node1", ip))
+        .collect();
+    workload(name, &eps)
+}
+
+#[test]
+fn a_spliced_attach_plans_what_a_whole_plan_would() {
+    rt().block_on(async {
+        let nets = [
+            network("backend", "172.22.0.0/24", 4097),
+            network("frontend", "172.21.0.0/24", 4098),
+        ];
+        let remote = endpoint("backend", "db", "node2", "172.22.0.66");
+        let dp = Arc::new(FakeDataplane::new());
+        let mut r = reconciler(&dp, 1500);
+        r.set_state(state_with(&nets, std::slice::from_ref(&remote)));
+        let mut book = vec![on("api", &[("backend", "172.22.0.2")])];
+        dp.add_container("/run/test/api");
+        r.set_local(local(&book));
+        r.resync().await.expect("adopt");
+        // Each name sorts somewhere else among the namespaces: the splice keeps the order.
+        for (name, ip) in [
+            ("web", "172.22.0.3"),
+            ("b2", "172.22.0.4"),
+            ("zz", "172.22.0.5"),
+        ] {
+            book.push(on(name, &[("backend", ip)]));
+            dp.add_container(format!("/run/test/{name}"));
+            r.set_local(local(&book));
+            let netns = book.last().expect("entry").netns.clone();
+            let spliced = r.spliced(&netns).expect("a plain attach is spliced");
+            assert_eq!(*spliced, r.desired().expect("whole").0, "{name}");
+            // As the splice's reconcile would leave it; the attach then splices again.
+            r.settled = r.basis.clone().map(|b| (spliced, b));
+            r.apply_local(&netns, true).await.expect("attach");
+            assert_eq!(
+                dp.observations().last(),
+                Some(&Scope::Workloads(vec![netns.clone()]))
+            );
+            assert_eq!(
+                r.planned.as_deref(),
+                Some(&r.desired().expect("whole").0),
+                "{name}"
+            );
+        }
+        r.resync().await.expect("resync");
+        assert!(dp.ops().iter().all(|op| !op.to_string().contains("delete")));
+    });
+}
+
+#[test]
+fn attaches_that_change_more_than_their_namespace_are_planned_whole() {
+    rt().block_on(async {
+        let nets = [
+            network("backend", "172.22.0.0/24", 4097),
+            network("frontend", "172.21.0.0/24", 4098),
+        ];
+        let dp = Arc::new(FakeDataplane::new());
+        let mut r = reconciler(&dp, 1500);
+        r.set_state(state_with(&nets, &[]));
+        let api = on("api", &[("backend", "172.22.0.2")]);
+        let web = on("web", &[("backend", "172.22.0.3")]);
+        dp.add_container("/run/test/api");
+        dp.add_container("/run/test/web");
+        r.set_local(local(&[api.clone(), web.clone()]));
+        r.resync().await.expect("adopt");
+        let cache = on("cache", &[("backend", "172.22.0.4")]);
+        // A network not built here yet.
+        let front = on("front", &[("frontend", "172.21.0.2")]);
+        r.set_local(local(&[api.clone(), web.clone(), front.clone()]));
+        assert!(r.spliced(&front.netns).is_none(), "frontend is not built");
+        // A workload elsewhere went.
+        r.set_local(local(&[api.clone(), cache.clone()]));
+        assert!(r.spliced(&cache.netns).is_none(), "web went");
+        // A workload elsewhere changed.
+        let web2 = on("web", &[("backend", "172.22.0.9")]);
+        r.set_local(local(&[api.clone(), web2, cache.clone()]));
+        assert!(r.spliced(&cache.netns).is_none(), "web changed");
+        // The cluster changed since the settled plan.
+        r.set_local(local(&[api.clone(), web.clone(), cache.clone()]));
+        let remote = endpoint("backend", "db", "node2", "172.22.0.66");
+        r.set_state(state_with(&nets, &[remote]));
+        assert!(r.spliced(&cache.netns).is_none(), "the cluster changed");
+        // Planned whole, applied: the next one is spliced again.
+        dp.add_container("/run/test/cache");
+        r.apply_local(&cache.netns, true).await.expect("cache");
+        let more = on("more", &[("backend", "172.22.0.5")]);
+        r.set_local(local(&[api, web, cache, more.clone()]));
+        assert!(r.spliced(&more.netns).is_some());
+    });
+}
