@@ -192,7 +192,9 @@ impl NftFirewall {
             Err(SessionError::Rejected(_)) => return Ok(None),
             Err(SessionError::Broken(why)) => warn!(%why, "nft session failed; listing with nft"),
         }
-        let out = self.nft(&["list", "table", family, name], None).await?;
+        let out = self
+            .nft(&["-t", "list", "table", family, name], None)
+            .await?;
         Ok(out.ok.then_some(out.stdout))
     }
 }
