@@ -5,7 +5,7 @@
 //! learned entries that age out (dynamic neighbours, learned FDB) are not damage.
 
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use futures::StreamExt;
 use rtnetlink::packet_core::NetlinkPayload;
@@ -13,6 +13,7 @@ use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::packet_route::neighbour::NeighbourMessage;
 use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::sys::AsyncSocket;
 use rtnetlink::{new_multicast_connection, MulticastGroup};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -99,8 +100,9 @@ pub async fn watch(tx: UnboundedSender<Damage>) -> Result<(), NetlinkError> {
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv6Ifaddr,
     ];
-    let (conn, _handle, mut messages) =
+    let (mut conn, _handle, mut messages) =
         new_multicast_connection(&groups).map_err(NetlinkError::Socket)?;
+    enlarge_receive_buffer(conn.socket_mut().socket_ref().as_raw_fd());
     let task = tokio::spawn(conn);
     while let Some((msg, _)) = messages.next().await {
         let found = match msg.payload {
@@ -119,6 +121,35 @@ pub async fn watch(tx: UnboundedSender<Damage>) -> Result<(), NetlinkError> {
     Err(NetlinkError::Socket(std::io::Error::other(
         "the kernel event stream ended",
     )))
+}
+
+/// The damage watcher's receive buffer. Every change on the node is an event (a container's
+/// attach makes a dozen), most of them not damage, read on the agent's busy thread: with the
+/// default buffer (208 KiB) a stream of attaches onto a bridge of 1,000 ports overran it, and
+/// an overrun means anything may be gone, so a repair of everything (150 ms).
+const WATCH_RCVBUF: libc::c_int = 8 << 20;
+
+/// Gives the socket `fd` [`WATCH_RCVBUF`] bytes of receive buffer (past the host's
+/// `rmem_max` where allowed: the agent holds CAP_NET_ADMIN); a refusal keeps the default.
+fn enlarge_receive_buffer(fd: RawFd) {
+    let size = WATCH_RCVBUF;
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt(2) on a socket we hold, reading one c_int we own.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                std::ptr::addr_of!(size).cast(),
+                len,
+            )
+        };
+        if r == 0 {
+            return;
+        }
+    }
+    tracing::debug!(error = %std::io::Error::last_os_error(), "kernel event buffer left at its default");
 }
 
 /// A netlink socket subscribed to nftables' change notifications (NFNLGRP_NFTABLES) in the
