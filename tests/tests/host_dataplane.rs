@@ -194,6 +194,12 @@ async fn bridge_attach_ping_ipv6_and_teardown() {
         "bridge + two veths, no vxlan in single-host mode: {:?}",
         sf_links(&h)
     );
+    // An IPv6 network's containers keep their link-locals; bridge ports never get one.
+    assert!(c1.ip(&["-6", "addr", "show", "eth0"]).contains("fe80::"));
+    for port in sf_links(&h).iter().filter(|l| l.starts_with("sfe")) {
+        let v6 = h.ip(&["-6", "-o", "addr", "show", "dev", port]);
+        assert!(v6.trim().is_empty(), "{port} has IPv6 addresses: {v6}");
+    }
 
     converge(&dp, &DesiredHost::default()).await;
     assert!(sf_links(&h).is_empty(), "left behind: {:?}", sf_links(&h));
@@ -246,6 +252,11 @@ async fn multi_network_container_routes_via_first_network() {
         .contains("172.33.0.2/24"));
     assert!(ping(&m, &["172.33.0.3"]), "on-link over eth1");
     assert!(ping(&m, &["172.32.0.1"]), "first gateway");
+    // IPv4-only networks: no IPv6 link-local to flood the bridge with DAD, MLD and RS.
+    for dev in ["eth0", "eth1"] {
+        let v6 = m.ip(&["-6", "-o", "addr", "show", "dev", dev]);
+        assert!(v6.trim().is_empty(), "{dev} has IPv6 addresses: {v6}");
+    }
 
     // Detach the first network: its interface goes, the default route moves to the second.
     endpoints.remove(0);

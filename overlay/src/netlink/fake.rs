@@ -142,6 +142,7 @@ pub fn simulate(s: &mut ObservedHost, op: &Op) -> Result<(), String> {
             peer,
             peer_mac,
             mtu,
+            ..
         } => {
             let c = s
                 .containers

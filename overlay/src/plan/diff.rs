@@ -283,6 +283,7 @@ fn endpoint_ops(ep: &DesiredEndpoint, observed: &ObservedHost, kept: &Kept<'_>, 
                 peer: ep.ifname.clone(),
                 peer_mac: ep.mac,
                 mtu: ep.mtu,
+                peer_ipv6: ep.ipv6.is_some(),
             });
             port_fix(&ep.host_ifname, &ep.bridge, None, None, ops);
             link_fix(&host, None, ep.mtu, None, &[], ops);

@@ -85,6 +85,9 @@ pub enum Op {
         peer_mac: MacAddr,
         /// MTU of both ends.
         mtu: u32,
+        /// The container end keeps IPv6 (its network has IPv6). Otherwise it gets no IPv6
+        /// link-local address, and the host end never gets one: see the netlink backend.
+        peer_ipv6: bool,
     },
     /// Turn a bridge's own br_netfilter switches (`nf_call_iptables` and `nf_call_ip6tables`)
     /// on or off: with them on, its bridged frames go through the inet hooks even while the
@@ -240,10 +243,12 @@ impl fmt::Display for Op {
                 peer,
                 peer_mac,
                 mtu,
+                peer_ipv6,
             } => write!(
                 f,
-                "create veth {host} <-> {peer} in {} (mac {peer_mac}, mtu {mtu})",
-                netns.display()
+                "create veth {host} <-> {peer} in {} (mac {peer_mac}, mtu {mtu}{})",
+                netns.display(),
+                if *peer_ipv6 { "" } else { ", IPv4 only" }
             ),
             Op::SetBridgeNetfilter { name, on } => {
                 let v = u8::from(*on);

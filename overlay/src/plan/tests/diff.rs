@@ -73,6 +73,7 @@ fn plan_from_scratch_is_ordered() {
             peer: "eth0".into(),
             peer_mac: "02:00:00:00:01:04".parse().expect("mac"),
             mtu: 1450,
+            peer_ipv6: false,
         },
         Op::SetMaster {
             name: veth.clone(),
