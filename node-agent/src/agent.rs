@@ -153,6 +153,7 @@ fn etcd_connector(endpoints: Vec<String>, tls: Option<TlsFiles>) -> Connector {
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    few_arenas();
     let _telemetry = Telemetry::new("shibafu-agent")
         .host_name(&args.node)
         .log_format(args.log_format)
@@ -238,6 +239,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&args.api_socket);
     info!("agent stopped");
     Ok(())
+}
+
+/// Allocator arenas the agent's threads share (glibc). By default each thread that allocates
+/// (the actor thread, DNS, the runtime's workers) gets an arena of its own, up to eight per
+/// core, and each keeps the free memory its churn leaves: 64 MB resident against 48 MB with
+/// two, in the scale benchmark, at the same CPU. Called before any thread starts.
+fn few_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; no thread is running yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
 
 /// Starts the owners of this host's workloads and wires them: the local registry (the book),
