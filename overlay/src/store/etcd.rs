@@ -22,6 +22,13 @@ use crate::tls::TlsFiles;
 
 /// Upper bound of one unary call (and of opening a watch).
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one keepalive may go unanswered before its stream is taken for stuck and a fresh
+/// one opened. Leases are refreshed every third of their TTL (5 s by default), so a silent
+/// stream kept for the whole call timeout lets the lease expire (its last refresh was already a
+/// third of the TTL earlier) even if the cluster answers again at once; the node's records then
+/// leave every DNS until it registers again. lab_etcd_ha failed in that shape under load: a
+/// name of one node missing from another's DNS for 1.3 s, 7 s after the etcd leader stopped.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// HTTP/2 ping interval and timeout; etcd refuses pings more often than every 5 s.
 const PING_INTERVAL: Duration = Duration::from_secs(10);
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
@@ -119,10 +126,18 @@ impl EtcdStore {
 async fn timed<T>(
     call: impl Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, StoreError> {
-    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+    timed_within(CALL_TIMEOUT, call).await
+}
+
+/// Runs one etcd call that must answer within `limit`; every failure becomes `Unavailable`.
+async fn timed_within<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(limit, call).await {
         Ok(r) => r.map_err(unavailable),
         Err(_) => Err(StoreError::Unavailable(format!(
-            "etcd did not answer within {CALL_TIMEOUT:?}"
+            "etcd did not answer within {limit:?}"
         ))),
     }
 }
@@ -282,7 +297,7 @@ impl Store for EtcdStore {
     async fn keep_alive(&self, lease: i64) -> Result<i64, StoreError> {
         let mut keepers = self.keepers.lock().await;
         if let Some((keeper, stream)) = keepers.get_mut(&lease) {
-            match timed(refresh(keeper, stream)).await {
+            match timed_within(KEEPALIVE_TIMEOUT, refresh(keeper, stream)).await {
                 Ok(ttl) if ttl > 0 => return Ok(ttl),
                 Ok(_) => {
                     keepers.remove(&lease);
@@ -303,7 +318,7 @@ impl Store for EtcdStore {
             Err(e) => return Err(e),
         };
         // Opening the stream refreshed the lease but hides the TTL: ask once more.
-        let ttl = timed(refresh(&mut keeper, &mut stream)).await?;
+        let ttl = timed_within(KEEPALIVE_TIMEOUT, refresh(&mut keeper, &mut stream)).await?;
         if ttl <= 0 {
             return Err(StoreError::LeaseNotFound(lease));
         }
