@@ -1,8 +1,8 @@
 //! An attach's plan without planning the whole host. When the cluster inputs are those of the
-//! last clean reconcile and the only workloads that changed since are in the attaching
-//! namespace, on networks already built here, the host's desired state is the settled one with
-//! that namespace's endpoints planned again: its networks, the other namespaces' endpoints and
-//! the networks in use cannot have changed. Planning 1 container instead of 1,000 keeps an
+//! last clean reconcile, the only workloads that changed since are in the attaching namespace,
+//! on networks already built here, and the networks in use stay the same, the host's desired
+//! state is the settled one with that namespace's endpoints planned again: its networks and the
+//! other namespaces' endpoints cannot have changed. Planning 1 container instead of 1,000 keeps an
 //! attach's cost flat as containers accumulate on a node.
 
 use std::collections::BTreeSet;
@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use imbl::ordmap::DiffItem;
 use shibafu_overlay::model::Endpoint;
-use shibafu_overlay::plan::DesiredHost;
+use shibafu_overlay::plan::{networks_in_use_by, DesiredHost};
 use shibafu_overlay::state::ClusterState;
 use tracing::debug;
 
@@ -52,7 +52,8 @@ impl Reconciler {
     /// The host's desired state after an attach into `netns`, spliced into the settled one
     /// (taken, so not copied); `None` when the attach must be planned whole: the cluster or
     /// the tunnel changed since, a workload elsewhere changed or went, a network of the attach
-    /// is not built here yet, or its plan fails or clashes (the whole plan then says why).
+    /// is not built here yet, the networks in use change with it, or its plan fails or clashes
+    /// (the whole plan then says why).
     pub(super) fn spliced(&mut self, netns: &Path) -> Option<Arc<DesiredHost>> {
         let (settled, basis) = self.settled.as_ref()?;
         if !Arc::ptr_eq(&basis.state, &self.state)
@@ -70,6 +71,23 @@ impl Reconciler {
             .iter()
             .any(|ep| settled.network(&ep.network).is_none())
         {
+            return None;
+        }
+        // The first container on a network built for a policy's sake brings that policy's
+        // peers' networks into use (their replies are routed here): then plan the host.
+        let local: BTreeSet<&str> = self
+            .local
+            .values()
+            .flat_map(|e| e.endpoints().map(|ep| ep.network.as_str()))
+            .collect();
+        let in_use = networks_in_use_by(
+            &local,
+            self.state.links().values(),
+            self.state.policies().values(),
+            &self.state.networks().values().cloned().collect::<Vec<_>>(),
+            self.state.endpoints().values(),
+        );
+        if in_use != *basis.in_use {
             return None;
         }
         let containers = local_containers(entries.into_iter());

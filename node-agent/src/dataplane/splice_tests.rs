@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
+use shibafu_overlay::model::{Action, Direction, Peer, Policy, PortRange, Proto, Rule};
 use shibafu_overlay::netlink::{FakeDataplane, Scope};
 
 use super::super::tests::{local, reconciler, rt};
 use crate::registry::book::Entry;
-use crate::testing::{endpoint, network, state_with, workload};
+use crate::testing::{endpoint, network, state_with, with_object, workload};
 
 fn on(name: &str, nets: &[(&str, &str)]) -> Entry {
     let eps: Vec<_> = nets
@@ -100,5 +101,49 @@ fn attaches_that_change_more_than_their_namespace_are_planned_whole() {
         let more = on("more", &[("backend", "172.22.0.5")]);
         r.set_local(local(&[api, web, cache, more.clone()]));
         assert!(r.spliced(&more.netns).is_some());
+    });
+}
+
+#[test]
+fn the_first_container_on_a_network_built_for_a_policy_brings_its_peers_in() {
+    rt().block_on(async {
+        let nets = [
+            network("front", "172.21.0.0/24", 4097),
+            network("database", "172.23.0.0/24", 4098),
+            network("backend", "172.22.0.0/24", 4099),
+        ];
+        // database lets backend in: every node builds database (a path from anywhere), and a
+        // node with a container on database builds backend too, for the replies.
+        let mut policy = Policy::new("db", "database", vec![]);
+        policy.rules.push(Rule {
+            action: Action::Allow,
+            direction: Direction::Ingress,
+            peer: Peer::Network("backend".into()),
+            ports: vec![PortRange {
+                from: 5432,
+                to: 5432,
+            }],
+            proto: Proto::Tcp,
+        });
+        let dp = Arc::new(FakeDataplane::new());
+        let mut r = reconciler(&dp, 1500);
+        r.set_state(with_object(&state_with(&nets, &[]), &policy));
+        let web = on("web", &[("front", "172.21.0.2")]);
+        dp.add_container("/run/test/web");
+        r.set_local(local(std::slice::from_ref(&web)));
+        r.resync().await.expect("adopt");
+        let built = |r: &super::Reconciler, n: &str| {
+            r.planned.as_ref().is_some_and(|d| d.network(n).is_some())
+        };
+        assert!(built(&r, "database") && !built(&r, "backend"));
+        let db = on("db", &[("database", "172.23.0.64")]);
+        dp.add_container("/run/test/db");
+        r.set_local(local(&[web, db.clone()]));
+        assert!(r.spliced(&db.netns).is_none(), "backend comes into use");
+        r.apply_local(&db.netns, true).await.expect("db");
+        assert!(
+            built(&r, "backend"),
+            "the replies to backend have no way back"
+        );
     });
 }

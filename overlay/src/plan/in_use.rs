@@ -24,6 +24,17 @@ pub fn networks_in_use<'a>(
         .iter()
         .flat_map(|c| c.interfaces.iter().map(|i| i.network.as_str()))
         .collect();
+    networks_in_use_by(&local, links, policies, networks, endpoints)
+}
+
+/// [`networks_in_use`] given the names of the networks this host's containers are on.
+pub fn networks_in_use_by<'a>(
+    local: &BTreeSet<&str>,
+    links: impl IntoIterator<Item = &'a Link>,
+    policies: impl IntoIterator<Item = &'a Policy>,
+    networks: &[Network],
+    endpoints: impl IntoIterator<Item = &'a Endpoint>,
+) -> BTreeSet<String> {
     let mut out: BTreeSet<String> = local.iter().map(|n| n.to_string()).collect();
     for l in links {
         if local.contains(l.a.as_str()) {
