@@ -19,7 +19,7 @@ use shibafu_overlay::model::{Endpoint, Link, Network, Node};
 use shibafu_overlay::netlink::watch::Damage;
 use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkError, Scope};
 use shibafu_overlay::plan::{
-    networks_in_use, plan_workloads, DesiredHost, HostInputs, LocalContainer, LocalInterface,
+    networks_in_use_by, plan_workloads, DesiredHost, HostInputs, LocalContainer, LocalInterface,
     PlanError, SkippedNetwork,
 };
 use shibafu_overlay::policy::policed_networks;
@@ -203,9 +203,22 @@ impl Reconciler {
     /// drifted since: a bridge deleted by hand) the host side is reconciled too before giving up.
     pub async fn apply_local(&mut self, netns: &Path, attach: bool) -> Result<(), DataplaneError> {
         let only = vec![netns.to_path_buf()];
+        // A whole plan, once made, serves the host-side pass below too.
+        let mut whole = None;
         if attach {
-            if let Some(desired) = self.spliced(netns) {
-                self.planned = Some(desired.clone());
+            let workloads_only = match self.spliced(netns) {
+                Some(spliced) => Some(spliced),
+                None => {
+                    let desired = self.plan()?;
+                    let settled = self
+                        .settled
+                        .as_ref()
+                        .is_some_and(|(s, _)| s.networks == desired.networks);
+                    whole = Some(desired.clone());
+                    settled.then_some(desired)
+                }
+            };
+            if let Some(desired) = workloads_only {
                 match self
                     .reconcile_to(desired, Scope::Workloads(only.clone()))
                     .await
@@ -217,22 +230,10 @@ impl Reconciler {
                 }
             }
         }
-        let desired = self.plan()?;
-        let settled = self
-            .settled
-            .as_ref()
-            .is_some_and(|(s, _)| s.networks == desired.networks);
-        if attach && settled {
-            match self
-                .reconcile_to(desired.clone(), Scope::Workloads(only.clone()))
-                .await
-            {
-                Err(e) => {
-                    warn!(error = %e, "workload-only attach failed; reconciling the host side")
-                }
-                ok => return ok,
-            }
-        }
+        let desired = match whole {
+            Some(desired) => desired,
+            None => self.plan()?,
+        };
         self.reconcile_to(desired, Scope::Only(only)).await
     }
 
@@ -334,14 +335,7 @@ impl Reconciler {
 
     fn desired(&self) -> Result<(DesiredHost, Basis), PlanError> {
         let containers = local_containers(self.local.values());
-        let networks: Vec<Network> = self.state.networks().values().cloned().collect();
-        let in_use = networks_in_use(
-            &containers,
-            self.state.links().values(),
-            self.state.policies().values(),
-            &networks,
-            self.state.endpoints().values(),
-        );
+        let in_use = self.in_use(&self.local);
         // Only the endpoints of networks built here are read: 200 of 10,000, say.
         let mut endpoints: Vec<Endpoint> = in_use
             .iter()
@@ -358,6 +352,23 @@ impl Reconciler {
             in_use: Arc::new(in_use),
         };
         Ok((desired, basis))
+    }
+
+    /// The networks this host builds with `local` as its workloads
+    /// ([`shibafu_overlay::plan::networks_in_use`]).
+    fn in_use(&self, local: &LocalWorkloads) -> BTreeSet<String> {
+        let on: BTreeSet<&str> = local
+            .values()
+            .flat_map(|e| e.endpoints().map(|ep| ep.network.as_str()))
+            .collect();
+        let networks: Vec<Network> = self.state.networks().values().cloned().collect();
+        networks_in_use_by(
+            &on,
+            self.state.links().values(),
+            self.state.policies().values(),
+            &networks,
+            self.state.endpoints().values(),
+        )
     }
 
     /// The desired state of `containers` with `endpoints` (the local ones and the remote ones

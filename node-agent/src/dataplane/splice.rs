@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use imbl::ordmap::DiffItem;
 use shibafu_overlay::model::Endpoint;
-use shibafu_overlay::plan::{networks_in_use_by, DesiredHost};
+use shibafu_overlay::plan::DesiredHost;
 use shibafu_overlay::state::ClusterState;
 use tracing::debug;
 
@@ -33,10 +33,15 @@ pub(super) struct Basis {
     pub in_use: Arc<BTreeSet<String>>,
 }
 
-/// Is `e` in the namespace at `netns`? (Compared as the strings the book holds: a path
+/// Are `a` and `b` the same namespace file? (Compared as the strings the book holds: a path
 /// comparison parses components, and this runs for every workload.)
+fn same_netns(a: &Path, b: &Path) -> bool {
+    a.as_os_str() == b.as_os_str()
+}
+
+/// Is `e` in the namespace at `netns`?
 fn in_netns(e: &Entry, netns: &Path) -> bool {
-    e.netns.as_os_str() == netns.as_os_str()
+    same_netns(&e.netns, netns)
 }
 
 /// Did only workloads in `netns` come or change from `before` to `now` (none went)?
@@ -50,7 +55,7 @@ fn only_in(before: &LocalWorkloads, now: &LocalWorkloads, netns: &Path) -> bool 
 
 impl Reconciler {
     /// The host's desired state after an attach into `netns`, spliced into the settled one
-    /// (taken, so not copied); `None` when the attach must be planned whole: the cluster or
+    /// (taken, so not copied) and remembered as planned; `None` when the attach must be planned whole: the cluster or
     /// the tunnel changed since, a workload elsewhere changed or went, a network of the attach
     /// is not built here yet, the networks in use change with it, or its plan fails or clashes
     /// (the whole plan then says why).
@@ -75,19 +80,7 @@ impl Reconciler {
         }
         // The first container on a network built for a policy's sake brings that policy's
         // peers' networks into use (their replies are routed here): then plan the host.
-        let local: BTreeSet<&str> = self
-            .local
-            .values()
-            .flat_map(|e| e.endpoints().map(|ep| ep.network.as_str()))
-            .collect();
-        let in_use = networks_in_use_by(
-            &local,
-            self.state.links().values(),
-            self.state.policies().values(),
-            &self.state.networks().values().cloned().collect::<Vec<_>>(),
-            self.state.endpoints().values(),
-        );
-        if in_use != *basis.in_use {
+        if self.in_use(&self.local) != *basis.in_use {
             return None;
         }
         let containers = local_containers(entries.into_iter());
@@ -101,9 +94,7 @@ impl Reconciler {
         let (settled, basis) = self.settled.take()?;
         self.planned = None;
         let mut desired = Arc::unwrap_or_clone(settled);
-        desired
-            .endpoints
-            .retain(|e| e.netns.as_os_str() != netns.as_os_str());
+        desired.endpoints.retain(|e| !same_netns(&e.netns, netns));
         let clash = part.endpoints.iter().any(|p| {
             desired
                 .endpoints
@@ -122,7 +113,9 @@ impl Reconciler {
             local: self.local.clone(),
             ..basis
         });
-        Some(Arc::new(desired))
+        let desired = Arc::new(desired);
+        self.planned = Some(desired.clone());
+        Some(desired)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use shibafu_overlay::model::{Action, Direction, Peer, Policy, PortRange, Proto, Rule};
+use shibafu_overlay::model::{Action, Direction, Network, Peer, Policy, PortRange, Proto, Rule};
 use shibafu_overlay::netlink::{FakeDataplane, Scope};
 
 use super::super::tests::{local, reconciler, rt};
@@ -17,13 +17,17 @@ fn on(name: &str, nets: &[(&str, &str)]) -> Entry {
     workload(name, &eps)
 }
 
+fn backend_and_frontend() -> [Network; 2] {
+    [
+        network("backend", "172.22.0.0/24", 4097),
+        network("frontend", "172.21.0.0/24", 4098),
+    ]
+}
+
 #[test]
 fn a_spliced_attach_plans_what_a_whole_plan_would() {
     rt().block_on(async {
-        let nets = [
-            network("backend", "172.22.0.0/24", 4097),
-            network("frontend", "172.21.0.0/24", 4098),
-        ];
+        let nets = backend_and_frontend();
         let remote = endpoint("backend", "db", "node2", "172.22.0.66");
         let dp = Arc::new(FakeDataplane::new());
         let mut r = reconciler(&dp, 1500);
@@ -65,10 +69,7 @@ fn a_spliced_attach_plans_what_a_whole_plan_would() {
 #[test]
 fn attaches_that_change_more_than_their_namespace_are_planned_whole() {
     rt().block_on(async {
-        let nets = [
-            network("backend", "172.22.0.0/24", 4097),
-            network("frontend", "172.21.0.0/24", 4098),
-        ];
+        let nets = backend_and_frontend();
         let dp = Arc::new(FakeDataplane::new());
         let mut r = reconciler(&dp, 1500);
         r.set_state(state_with(&nets, &[]));
