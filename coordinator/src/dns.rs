@@ -110,13 +110,15 @@ impl ClusterDns {
             info!(?servers, "name servers of the cluster zones changed");
             self.authority = authority;
         }
+        let previous = self.snapshot.load();
         match self
             .projection
-            .snapshot_with(View::Cluster, &self.authority)
+            .next_snapshot(&previous, View::Cluster, &self.authority)
         {
             Ok(snap) => {
                 debug!(
                     names = snap.name_count(),
+                    encoded = snap.names_encoded(),
                     revision = state.revision(),
                     networks = dirty.networks.len(),
                     all = dirty.all,

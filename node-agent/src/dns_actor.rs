@@ -17,6 +17,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use imbl::ordmap::DiffItem;
+use shibafu_overlay::dns::authority::Authority;
 use shibafu_overlay::dns::forward::{ForwardConfig, Forwarder};
 use shibafu_overlay::dns::projection::{Projection, View};
 use shibafu_overlay::dns::{bind_tcp, bind_udp, DnsServer, ServerConfig, Snapshot};
@@ -183,10 +184,15 @@ impl DnsActor {
             );
             return;
         }
-        match self.projection.snapshot(View::Members) {
+        let previous = self.snapshot.load();
+        let next = self
+            .projection
+            .next_snapshot(&previous, View::Members, &Authority::default());
+        match next {
             Ok(snap) => {
                 debug!(
                     names = snap.name_count(),
+                    encoded = snap.names_encoded(),
                     revision = state.revision(),
                     networks = touched.as_ref().map(BTreeSet::len),
                     "DNS snapshot swapped"

@@ -1,6 +1,6 @@
 //! A fast hasher for the snapshot's byte-string keys (names we built, not attacker-chosen).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Multiply-rotate hasher over 8-byte words (the FxHash scheme).
@@ -51,3 +51,6 @@ impl Hasher for FastHasher {
 
 /// A HashMap keyed through [`FastHasher`].
 pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// A HashSet keyed through [`FastHasher`].
+pub(crate) type FastSet<K> = HashSet<K, BuildHasherDefault<FastHasher>>;

@@ -8,6 +8,7 @@
 //! [`forward::Forwarder`].
 
 pub mod answer;
+mod assemble;
 pub mod authority;
 pub mod balance;
 mod encode;

@@ -4,9 +4,9 @@
 //!
 //! Only networks the model admits are projected ([`admit`]: valid, clashing with no other), as
 //! only those are built. It is computed per network ([`project_network`]): a change to one
-//! network's endpoints
-//! re-projects that network only. [`Projection`] keeps the parts of every network, patches the
-//! ones a change touches, and assembles the [`Snapshot`] from them.
+//! network's endpoints re-projects that network only. [`Projection`] keeps the parts of every
+//! network, replaces the ones a change touches, notes which names that changed, and makes the
+//! next [`Snapshot`] by patching the previous one at those names only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -15,9 +15,11 @@ use hickory_proto::rr::rdata::{A, AAAA, PTR, SRV, TXT};
 use hickory_proto::rr::{Name, RData};
 use ipnet::{Ipv4Net, Ipv6Net};
 
+use super::assemble::builder_of;
+pub use super::assemble::{assemble, assemble_with};
 use super::authority::Authority;
 use super::balance::{self, Instance};
-use super::{reverse_name, AnswerOrder, DnsError, Snapshot, SnapshotBuilder};
+use super::{reverse_name, AnswerOrder, DnsError, Snapshot};
 use crate::model::{admit, answered, Answered, Endpoint, Health, Network, Protocol, Service};
 use crate::state::ClusterState;
 
@@ -59,20 +61,28 @@ pub fn reverse_zone_v6(net: &Ipv6Net) -> String {
 
 /// A workload on a network, as views see it: who it is and the addresses it asks from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Member {
-    node: String,
-    name: String,
-    addrs: Vec<IpAddr>,
+pub(super) struct Member {
+    pub(super) node: String,
+    pub(super) name: String,
+    pub(super) addrs: Vec<IpAddr>,
 }
 
-/// The DNS content of one network: its zones, records, answer orders, notes and members.
+/// What one network puts at one owner name: records (TTL and data, in order), an answer order
+/// and a note.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Owner {
+    pub(super) records: Vec<(u32, RData)>,
+    pub(super) order: Option<AnswerOrder>,
+    pub(super) note: Option<String>,
+}
+
+/// The DNS content of one network: its zones, what it holds at each owner name (lowercased,
+/// absolute) and its members.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkZones {
-    zones: Vec<String>,
-    records: Vec<(String, u32, RData)>,
-    orders: Vec<(String, AnswerOrder)>,
-    notes: Vec<(String, String)>,
-    members: Vec<Member>,
+    pub(super) zones: Vec<String>,
+    pub(super) owners: BTreeMap<String, Owner>,
+    pub(super) members: Vec<Member>,
 }
 
 impl NetworkZones {
@@ -80,10 +90,18 @@ impl NetworkZones {
     pub fn zones(&self) -> &[String] {
         &self.zones
     }
+
+    /// What this network holds at `name` (added empty if nothing yet).
+    fn at(&mut self, name: String) -> &mut Owner {
+        self.owners.entry(name).or_default()
+    }
 }
 
+/// `label.zone.`, lowercased: owner names are compared as DNS compares them.
 fn fqdn(label: &str, zone: &str) -> String {
-    format!("{label}.{zone}.")
+    let mut name = format!("{label}.{zone}.");
+    name.make_ascii_lowercase();
+    name
 }
 
 /// The zones (forward and reverse) of one network.
@@ -117,15 +135,14 @@ pub fn project_network(
             continue;
         };
         for label in std::iter::once(&e.name).chain(&e.aliases) {
-            let at = fqdn(label, &net.zone);
-            out.records
-                .extend(addresses(e).map(|rd| (at.clone(), RECORD_TTL, rd)));
+            let at = out.at(fqdn(label, &net.zone));
+            at.records.extend(addresses(e).map(|rd| (RECORD_TTL, rd)));
         }
         let mut addrs = vec![IpAddr::V4(e.ipv4)];
         addrs.extend(e.ipv6.map(IpAddr::V6));
         for ip in &addrs {
             let ptr = RData::PTR(PTR(target.clone()));
-            out.records.push((reverse_name(*ip), RECORD_TTL, ptr));
+            out.at(reverse_name(*ip)).records.push((RECORD_TTL, ptr));
         }
         out.members.push(Member {
             node: e.node.clone(),
@@ -163,24 +180,22 @@ fn add_service(
     instances: &[&Endpoint],
     state: &ClusterState,
 ) {
-    let at = fqdn(&service.name, &net.zone);
+    let name = fqdn(&service.name, &net.zone);
     let health = |e: &Endpoint| state.health().get(&(e.network.clone(), e.id.clone()));
     let with_health: Vec<(&Endpoint, Option<&Health>)> =
         instances.iter().map(|e| (*e, health(e))).collect();
     let verdict = answered(service, &with_health);
+    let at = out.at(name);
     if verdict == Answered::FailClosed {
         let why = format!("no healthy instance of {} (fail-closed)", service.name);
-        out.records
-            .push((at, RECORD_TTL, RData::TXT(TXT::new(vec![why]))));
+        at.records
+            .push((RECORD_TTL, RData::TXT(TXT::new(vec![why]))));
         return;
     }
     if verdict == Answered::FailOpen {
-        out.notes.push((
-            at.clone(),
-            format!(
-                "no healthy instance of {}: every running instance answered (fail-open)",
-                service.name
-            ),
+        at.note = Some(format!(
+            "no healthy instance of {}: every running instance answered (fail-open)",
+            service.name
         ));
     }
     let answered: Vec<&Endpoint> = instances
@@ -197,10 +212,9 @@ fn add_service(
         })
         .collect();
     for e in &answered {
-        out.records
-            .extend(addresses(e).map(|rd| (at.clone(), RECORD_TTL, rd)));
+        at.records.extend(addresses(e).map(|rd| (RECORD_TTL, rd)));
     }
-    out.orders.push((at, balance::order(service.lb, &policy)));
+    at.order = Some(balance::order(service.lb, &policy));
     let (Some(label), Some(port)) = (service.srv_label(), service.port) else {
         return;
     };
@@ -208,79 +222,16 @@ fn add_service(
         Protocol::Tcp => "_tcp",
         Protocol::Udp => "_udp",
     };
-    let owner = format!("_{label}.{proto}.{}.{}.", service.name, net.zone);
+    let owner = fqdn(&format!("_{label}.{proto}.{}", service.name), &net.zone);
+    let at = out.at(owner);
     for e in &answered {
         let Ok(target) = Name::from_ascii(fqdn(&e.name, &net.zone)) else {
             continue;
         };
         let weight = u16::try_from(e.weight).unwrap_or(u16::MAX);
         let srv = SRV::new(10, weight, port, target);
-        out.records
-            .push((owner.clone(), RECORD_TTL, RData::SRV(srv)));
+        at.records.push((RECORD_TTL, RData::SRV(srv)));
     }
-}
-
-/// Assembles the snapshot of `parts` (one per network) under `view`, with made-up SOA and NS.
-pub fn assemble<'a>(
-    parts: impl IntoIterator<Item = &'a NetworkZones> + Clone,
-    view: View,
-) -> Result<Snapshot, DnsError> {
-    assemble_with(parts, view, &Authority::default())
-}
-
-/// Assembles the snapshot of `parts` under `view`, every zone's SOA and NS naming the name
-/// servers of `authority` (made up when it has none).
-pub fn assemble_with<'a>(
-    parts: impl IntoIterator<Item = &'a NetworkZones> + Clone,
-    view: View,
-    authority: &Authority,
-) -> Result<Snapshot, DnsError> {
-    let mut b = SnapshotBuilder::new();
-    let mut declared = BTreeSet::new();
-    for p in parts.clone() {
-        for z in &p.zones {
-            b.zone(z);
-            // A reverse zone two networks share gets its SOA and NS once.
-            if declared.insert(z.as_str()) {
-                authority.add(&mut b, z);
-            }
-        }
-    }
-    // A workload sees the zones of every network it is on, asking from any of its addresses.
-    let mut zones_of_member: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
-    for p in parts.clone() {
-        for (name, ttl, rdata) in &p.records {
-            b.record(name, *ttl, rdata.clone());
-        }
-        for (name, order) in &p.orders {
-            b.order(name, order.clone());
-        }
-        for (name, text) in &p.notes {
-            b.note(name, text);
-        }
-        if view == View::Members {
-            for m in &p.members {
-                zones_of_member
-                    .entry((m.node.as_str(), m.name.as_str()))
-                    .or_default()
-                    .extend(p.zones.iter().map(String::as_str));
-            }
-        }
-    }
-    if view == View::Members {
-        for p in parts {
-            for m in &p.members {
-                let zones: Vec<&str> = zones_of_member
-                    .get(&(m.node.as_str(), m.name.as_str()))
-                    .map(|z| z.iter().copied().collect())
-                    .unwrap_or_default();
-                for ip in &m.addrs {
-                    b.view(*ip, &zones);
-                }
-            }
-        }
-    }
-    b.build()
 }
 
 /// The networks' parts of a cluster, kept current by patching only what a change touches,
@@ -293,16 +244,50 @@ pub struct Projection {
     scope: Option<BTreeSet<String>>,
     /// Networks out of scope: their definition and their bare zones.
     bare: BTreeMap<String, (Network, NetworkZones)>,
+    /// Owner names whose content changed since the last snapshot [`Projection::next_snapshot`]
+    /// made; `None`: zones came or went, the next one is built whole.
+    changed: Option<BTreeSet<String>>,
+    /// That snapshot's generation, view and authority.
+    last: Option<(u64, View, Authority)>,
 }
 
 /// The zones of `net` without a record.
 fn bare_zones(net: &Network) -> NetworkZones {
     NetworkZones {
         zones: zones_of(net),
-        records: Vec::new(),
-        orders: Vec::new(),
-        notes: Vec::new(),
+        owners: BTreeMap::new(),
         members: Vec::new(),
+    }
+}
+
+/// Adds to `changed` the owner names whose content differs between `old` and `new` (a walk of
+/// both in order).
+fn owners_changed(old: &NetworkZones, new: &NetworkZones, changed: &mut BTreeSet<String>) {
+    let mut a = old.owners.iter().peekable();
+    let mut b = new.owners.iter().peekable();
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => return,
+            (Some((x, before)), Some((y, after))) if x == y => {
+                if before != after {
+                    changed.insert(x.to_string());
+                }
+                a.next();
+                b.next();
+            }
+            (Some((x, _)), Some((y, _))) if x < y => {
+                changed.insert(x.to_string());
+                a.next();
+            }
+            (Some((x, _)), None) => {
+                changed.insert(x.to_string());
+                a.next();
+            }
+            (_, Some((y, _))) => {
+                changed.insert(y.to_string());
+                b.next();
+            }
+        }
     }
 }
 
@@ -340,15 +325,28 @@ impl Projection {
         self.bare
             .retain(|name, _| outside.iter().any(|n| n.name == *name));
         let mut changed = (self.parts.len(), self.bare.len()) != before;
+        if changed {
+            self.changed = None;
+        }
         for net in wanted {
             let stale = touched.is_none_or(|t| t.contains(&net.name))
                 || !self.parts.contains_key(&net.name);
-            if stale {
-                let eps = endpoints_of(net);
-                let part = project_network(net, &eps, state);
-                self.parts.insert(net.name.clone(), part);
-                changed = true;
+            if !stale {
+                continue;
             }
+            let eps = endpoints_of(net);
+            let part = project_network(net, &eps, state);
+            match self.parts.get(&net.name) {
+                Some(old) if *old == part => continue,
+                Some(old) if old.zones == part.zones => {
+                    if let Some(names) = &mut self.changed {
+                        owners_changed(old, &part, names);
+                    }
+                }
+                _ => self.changed = None,
+            }
+            self.parts.insert(net.name.clone(), part);
+            changed = true;
         }
         for net in outside {
             if self
@@ -358,6 +356,7 @@ impl Projection {
             {
                 self.bare
                     .insert(net.name.clone(), (net.clone(), bare_zones(net)));
+                self.changed = None;
                 changed = true;
             }
         }
@@ -371,14 +370,42 @@ impl Projection {
             .chain(self.bare.values().map(|(_, z)| z))
     }
 
-    /// The snapshot of every network under `view`.
+    /// The snapshot of every network under `view`, built whole.
     pub fn snapshot(&self, view: View) -> Result<Snapshot, DnsError> {
         assemble(self.all_parts(), view)
     }
 
-    /// The snapshot of every network under `view`, its zones served by `authority`.
+    /// The snapshot of every network under `view`, its zones served by `authority`, built whole.
     pub fn snapshot_with(&self, view: View, authority: &Authority) -> Result<Snapshot, DnsError> {
         assemble_with(self.all_parts(), view, authority)
+    }
+
+    /// The snapshot of every network under `view`, its zones served by `authority`: a patch of
+    /// `previous` at the names changed since (their answers alone encoded again) when this
+    /// projection made `previous` under the same view and authority, else built whole.
+    pub fn next_snapshot(
+        &mut self,
+        previous: &Snapshot,
+        view: View,
+        authority: &Authority,
+    ) -> Result<Snapshot, DnsError> {
+        let follows = self.last.as_ref().is_some_and(|(generation, v, a)| {
+            *generation == previous.generation() && *v == view && a == authority
+        });
+        let patched = match &self.changed {
+            Some(names) if follows => {
+                let b = builder_of(self.all_parts(), view, authority, Some(names));
+                b.build_over(previous, names.iter().map(String::as_str))?
+            }
+            _ => None,
+        };
+        let snap = match patched {
+            Some(snap) => snap,
+            None => self.snapshot_with(view, authority)?,
+        };
+        self.changed = Some(BTreeSet::new());
+        self.last = Some((snap.generation(), view, authority.clone()));
+        Ok(snap)
     }
 }
 

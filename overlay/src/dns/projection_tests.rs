@@ -483,3 +483,105 @@ fn a_scope_keeps_only_its_networks_and_changes_outside_it_change_nothing() {
     let snap = p.snapshot(View::Cluster).expect("build");
     assert!(snap.zones().any(|z| z.starts_with("backend.local")));
 }
+
+#[test]
+fn the_next_snapshot_patches_the_previous_at_the_names_that_changed() {
+    let state = state_of(&nets(), &eps());
+    let mut p = Projection::new();
+    p.update(&state, None, &|n| state.endpoints_of(&n.name).collect());
+    let none = Authority::default();
+    let first = p
+        .next_snapshot(&Snapshot::default(), View::Members, &none)
+        .expect("build");
+    assert_eq!(
+        first.names_encoded(),
+        first.name_count(),
+        "the first is whole"
+    );
+    let mut more = eps();
+    more.push(endpoint("frontend", "web3", "172.21.0.13", Some("web")));
+    let next = state_of(&nets(), &more);
+    let touched = BTreeSet::from(["frontend".to_string()]);
+    assert!(p.update(&next, Some(&touched), &|n| next
+        .endpoints_of(&n.name)
+        .collect()));
+    let patched = p
+        .next_snapshot(&first, View::Members, &none)
+        .expect("patch");
+    // web3, its alias, its PTR, the service's name and its SRV owner.
+    assert_eq!(patched.names_encoded(), 5, "only what changed is encoded");
+    let m = ask(
+        &patched,
+        "172.21.0.13",
+        "web3.frontend.local.",
+        RecordType::A,
+    );
+    assert_eq!(addrs(&m), ["172.21.0.13"]);
+    let m = ask(
+        &patched,
+        "172.21.0.13",
+        "web3-alias.frontend.local.",
+        RecordType::A,
+    );
+    assert_eq!(addrs(&m), ["172.21.0.13"]);
+    let m = ask(
+        &patched,
+        "172.21.0.20",
+        "13.0.21.172.in-addr.arpa.",
+        RecordType::PTR,
+    );
+    assert_eq!(addrs(&m), ["web3.frontend.local."]);
+    let m = ask(
+        &patched,
+        "172.21.0.13",
+        "postgres.backend.local.",
+        RecordType::A,
+    );
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NXDomain,
+        "the new member's view is the patch's too"
+    );
+    let whole = p.snapshot(View::Members).expect("whole");
+    for (qname, qtype) in [
+        ("web.frontend.local.", RecordType::A),
+        ("web1.frontend.local.", RecordType::A),
+        ("postgres.backend.local.", RecordType::A),
+    ] {
+        for client in ["172.21.0.13", "172.22.0.5", "10.9.9.9"] {
+            let (a, b) = (
+                ask(&patched, client, qname, qtype),
+                ask(&whole, client, qname, qtype),
+            );
+            assert_eq!(
+                a.metadata.response_code, b.metadata.response_code,
+                "{qname} for {client}"
+            );
+            assert_eq!(a.answers.len(), b.answers.len(), "{qname} for {client}");
+        }
+    }
+    let unchanged = p
+        .next_snapshot(&patched, View::Members, &none)
+        .expect("patch");
+    assert_eq!(
+        unchanged.names_encoded(),
+        0,
+        "nothing changed, nothing encoded"
+    );
+    let other_view = p
+        .next_snapshot(&unchanged, View::Cluster, &none)
+        .expect("whole");
+    assert_eq!(
+        other_view.names_encoded(),
+        other_view.name_count(),
+        "another view: whole"
+    );
+    let stranger = p
+        .next_snapshot(&first, View::Cluster, &none)
+        .expect("whole");
+    assert_eq!(
+        stranger.names_encoded(),
+        stranger.name_count(),
+        "not the last one made: whole"
+    );
+}

@@ -3,17 +3,19 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use hickory_proto::rr::RData;
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use super::compose::{compose, Cut};
 use super::names::{name_to_wire, text_to_wire};
+use super::prebuild::prebuild;
 use super::table::Table;
-use super::{AnswerOrder, DefaultView, Node, Packed, Prebuilt, RrSet, Snapshot, Views, Zone};
-use crate::dns::encode::{Rd, Writer};
+use super::{zone_in, AnswerOrder, DefaultView, Node, RrSet, Snapshot, Views, Zone, GENERATIONS};
+use crate::dns::encode::Rd;
 use crate::dns::hash::FastMap;
-use crate::dns::wire::{label_starts, name_to_string, rtype, CLASS_IN, HEADER_LEN};
+use crate::dns::wire::{label_starts, name_to_string, rtype};
 use crate::dns::DnsError;
 
 /// SOA values used when a zone has none: refresh, retry, expire.
@@ -28,8 +30,8 @@ const EDE_OPTION: u16 = 15;
 /// Names are absolute, with or without the final dot, matched without regard to case.
 #[derive(Debug, Clone)]
 pub struct SnapshotBuilder {
-    zones: Vec<String>,
-    records: Vec<(String, u32, RData)>,
+    pub(super) zones: Vec<String>,
+    pub(super) records: Vec<(String, u32, RData)>,
     orders: Vec<(String, AnswerOrder)>,
     several: Option<AnswerOrder>,
     notes: Vec<(String, Box<[u8]>)>,
@@ -37,6 +39,32 @@ pub struct SnapshotBuilder {
     default_view: DefaultView,
     serial: u32,
     negative_ttl: u32,
+}
+
+/// A snapshot being built: its zones and the nodes, still owned by the builder.
+pub(super) struct Draft {
+    pub(super) zones: Vec<Zone>,
+    pub(super) zone_ids: FastMap<Box<[u8]>, u16>,
+    pub(super) nodes: FastMap<Box<[u8]>, Node>,
+}
+
+impl Draft {
+    /// The finished snapshot of these zones and nodes with `views`, without prebuilt answers.
+    pub(super) fn finish(self, views: Option<Views>) -> Snapshot {
+        Snapshot {
+            zones: self.zones,
+            zone_ids: self.zone_ids,
+            nodes: self
+                .nodes
+                .into_iter()
+                .map(|(name, node)| (Arc::from(name), Arc::new(node)))
+                .collect(),
+            prebuilt: Table::default(),
+            views,
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
+            encoded: 0,
+        }
+    }
 }
 
 impl Default for SnapshotBuilder {
@@ -128,14 +156,16 @@ impl SnapshotBuilder {
 
     /// Validates everything and builds the snapshot with its prebuilt answers.
     pub fn build(&self) -> Result<Snapshot, DnsError> {
-        let mut snap = Snapshot::default();
-        for zone in &self.zones {
-            let apex = wire_of(zone)?;
-            if snap.zone_ids.contains_key(&apex) {
-                continue;
-            }
-            snap.zone_ids.insert(apex.clone(), snap.zones.len() as u16);
-            snap.zones.push(Zone {
+        let mut draft = Draft {
+            zones: Vec::new(),
+            zone_ids: FastMap::default(),
+            nodes: FastMap::default(),
+        };
+        for apex in self.zone_apexes()? {
+            draft
+                .zone_ids
+                .insert(apex.clone(), draft.zones.len() as u16);
+            draft.zones.push(Zone {
                 name: name_to_string(&apex),
                 apex,
                 soa: Rd::Raw(Box::new([])),
@@ -143,44 +173,69 @@ impl SnapshotBuilder {
             });
         }
         for (name, ttl, rdata) in &self.records {
-            self.add_record(&mut snap, name, *ttl, rdata)?;
+            self.add_record(&mut draft, &wire_of(name)?, name, *ttl, rdata)?;
         }
-        self.complete_zones(&mut snap)?;
-        add_empty_non_terminals(&mut snap);
+        self.complete_zones(&mut draft)?;
+        add_empty_non_terminals(&mut draft);
+        self.shape(&mut draft.nodes)?;
+        let views = self.build_views(&draft.zone_ids, draft.zones.len())?;
+        let mut snap = draft.finish(views);
+        let mut entries = Vec::new();
+        for (name, node) in &snap.nodes {
+            prebuild(&snap, name, node, &mut entries);
+        }
+        snap.prebuilt = Table::build(entries);
+        snap.encoded = snap.nodes.len();
+        Ok(snap)
+    }
+
+    /// The apexes of the zones, in the order first declared, each once.
+    pub(super) fn zone_apexes(&self) -> Result<Vec<Box<[u8]>>, DnsError> {
+        let mut apexes: Vec<Box<[u8]>> = Vec::new();
+        for zone in &self.zones {
+            let apex = wire_of(zone)?;
+            if !apexes.contains(&apex) {
+                apexes.push(apex);
+            }
+        }
+        Ok(apexes)
+    }
+
+    /// Applies the answer orders and notes to the nodes of `nodes` they name.
+    pub(super) fn shape(&self, nodes: &mut FastMap<Box<[u8]>, Node>) -> Result<(), DnsError> {
         if let Some(order) = &self.several {
-            for node in snap.nodes.values_mut() {
+            for node in nodes.values_mut() {
                 if node.rrsets.iter().any(|s| s.rdatas.len() > 1) {
                     node.order = order.clone();
                 }
             }
         }
         for (name, order) in &self.orders {
-            if let Some(node) = snap.nodes.get_mut(&wire_of(name)?) {
+            if let Some(node) = nodes.get_mut(&wire_of(name)?) {
                 node.order = order.clone();
             }
         }
         for (name, note) in &self.notes {
-            if let Some(node) = snap.nodes.get_mut(&wire_of(name)?) {
+            if let Some(node) = nodes.get_mut(&wire_of(name)?) {
                 node.note = Some(note.clone());
             }
         }
-        snap.views = self.build_views(&snap)?;
-        prebuild(&mut snap);
-        Ok(snap)
+        Ok(())
     }
 
-    fn add_record(
+    /// Adds a record at `owner` (the wire form of `name`) to the draft.
+    pub(super) fn add_record(
         &self,
-        snap: &mut Snapshot,
+        draft: &mut Draft,
+        owner: &[u8],
         name: &str,
         ttl: u32,
         rdata: &RData,
     ) -> Result<(), DnsError> {
-        let owner = wire_of(name)?;
-        let Some(zone) = snap.zone_of(&owner) else {
-            let zones: Vec<&str> = snap.zones().collect();
+        let Some(zone) = zone_in(&draft.zone_ids, owner) else {
+            let zones: Vec<&str> = draft.zones.iter().map(|z| z.name.as_str()).collect();
             return Err(DnsError::OutsideZones {
-                name: name_to_string(&owner),
+                name: name_to_string(owner),
                 zones: zones.join(", "),
             });
         };
@@ -189,13 +244,13 @@ impl SnapshotBuilder {
             reason,
         })?;
         let conflict = |reason: &str| DnsError::Conflict {
-            name: name_to_string(&owner),
+            name: name_to_string(owner),
             reason: reason.into(),
         };
-        if ty == rtype::SOA && snap.zones[usize::from(zone)].apex != owner {
+        if ty == rtype::SOA && &draft.zones[usize::from(zone)].apex[..] != owner {
             return Err(conflict("an SOA record may only stand at a zone apex"));
         }
-        let node = snap.nodes.entry(owner.clone()).or_insert_with(|| Node {
+        let node = draft.nodes.entry(owner.into()).or_insert_with(|| Node {
             zone,
             rrsets: Vec::new(),
             order: AnswerOrder::Fixed,
@@ -234,14 +289,17 @@ impl SnapshotBuilder {
     }
 
     /// Gives every zone an apex node with SOA and NS, making them up where absent.
-    fn complete_zones(&self, snap: &mut Snapshot) -> Result<(), DnsError> {
-        for (i, zone) in snap.zones.iter_mut().enumerate() {
-            let node = snap.nodes.entry(zone.apex.clone()).or_insert_with(|| Node {
-                zone: i as u16,
-                rrsets: Vec::new(),
-                order: AnswerOrder::Fixed,
-                note: None,
-            });
+    fn complete_zones(&self, draft: &mut Draft) -> Result<(), DnsError> {
+        for (i, zone) in draft.zones.iter_mut().enumerate() {
+            let node = draft
+                .nodes
+                .entry(zone.apex.clone())
+                .or_insert_with(|| Node {
+                    zone: i as u16,
+                    rrsets: Vec::new(),
+                    order: AnswerOrder::Fixed,
+                    note: None,
+                });
             let ns_name = [&[2u8, b'n', b's'][..], &zone.apex]
                 .concat()
                 .into_boxed_slice();
@@ -292,21 +350,35 @@ impl SnapshotBuilder {
         Ok(())
     }
 
-    fn build_views(&self, snap: &Snapshot) -> Result<Option<Views>, DnsError> {
+    /// Which zones each client may see (`None`: everyone sees every zone), for the zones of
+    /// `zone_ids` (`zones` of them).
+    pub(super) fn build_views(
+        &self,
+        zone_ids: &FastMap<Box<[u8]>, u16>,
+        zones: usize,
+    ) -> Result<Option<Views>, DnsError> {
         if self.views.is_empty() && self.default_view == DefaultView::AllZones {
             return Ok(None);
         }
-        let words = snap.zones.len().div_ceil(64).max(1);
+        let words = zones.div_ceil(64).max(1);
+        let mut ids: FastMap<&str, u16> = FastMap::default();
         let mut clients: FastMap<IpAddr, Box<[u64]>> = FastMap::default();
         for (client, zones) in &self.views {
             let bits = clients
                 .entry(*client)
                 .or_insert_with(|| vec![0u64; words].into_boxed_slice());
             for zone in zones {
-                let id = wire_of(zone)
-                    .ok()
-                    .and_then(|w| snap.zone_ids.get(&w).copied())
-                    .ok_or_else(|| DnsError::UnknownZone(zone.clone()))?;
+                let id = match ids.get(zone.as_str()) {
+                    Some(id) => *id,
+                    None => {
+                        let id = wire_of(zone)
+                            .ok()
+                            .and_then(|w| zone_ids.get(&w).copied())
+                            .ok_or_else(|| DnsError::UnknownZone(zone.clone()))?;
+                        ids.insert(zone, id);
+                        id
+                    }
+                };
                 bits[usize::from(id / 64)] |= 1u64 << (id % 64);
             }
         }
@@ -317,7 +389,8 @@ impl SnapshotBuilder {
     }
 }
 
-fn wire_of(name: &str) -> Result<Box<[u8]>, DnsError> {
+/// The lowercased wire form of `name`, or why it is not a name.
+pub(super) fn wire_of(name: &str) -> Result<Box<[u8]>, DnsError> {
     text_to_wire(name).map_err(|reason| DnsError::InvalidName {
         name: name.to_string(),
         reason,
@@ -325,22 +398,18 @@ fn wire_of(name: &str) -> Result<Box<[u8]>, DnsError> {
 }
 
 /// Every name between an owner and its zone apex exists (RFC 8020): NODATA, not NXDOMAIN.
-fn add_empty_non_terminals(snap: &mut Snapshot) {
+fn add_empty_non_terminals(draft: &mut Draft) {
     let mut missing = BTreeMap::new();
-    for (owner, node) in &snap.nodes {
-        let apex_len = snap.zones[usize::from(node.zone)].apex.len();
-        for start in label_starts(owner).skip(1) {
-            let ancestor = &owner[start..];
-            if ancestor.len() <= apex_len {
-                break;
-            }
-            if !snap.nodes.contains_key(ancestor) {
+    for (owner, node) in &draft.nodes {
+        let apex_len = draft.zones[usize::from(node.zone)].apex.len();
+        for ancestor in ancestors(owner, apex_len) {
+            if !draft.nodes.contains_key(ancestor) {
                 missing.insert(Box::<[u8]>::from(ancestor), node.zone);
             }
         }
     }
     for (name, zone) in missing {
-        snap.nodes.insert(
+        draft.nodes.insert(
             name,
             Node {
                 zone,
@@ -395,60 +464,11 @@ fn convert(rdata: &RData) -> Result<(u16, Rd), String> {
     Ok((ty, rd))
 }
 
-/// Prebuilds the answer sections of every (name, type) worth serving from bytes: the types at
-/// each name plus A and AAAA everywhere (NODATA answers included, glibc asks for both). With
-/// views, each answer also keeps where its CNAME chain enters other zones, to be cut per requester.
-fn prebuild(snap: &mut Snapshot) {
-    let mut table = Vec::new();
-    let mut buf = Vec::with_capacity(512);
-    let views = snap.views.is_some();
-    for (name, node) in &snap.nodes {
-        let mut types: Vec<u16> = node.rrsets.iter().map(|s| s.rtype).collect();
-        types.extend([rtype::A, rtype::AAAA]);
-        types.sort_unstable();
-        types.dedup();
-        for qtype in types {
-            let mut variants = Vec::new();
-            let mut cuts = Vec::new();
-            let mut count = 1;
-            while variants.len() < count {
-                cuts.clear();
-                buf.clear();
-                buf.resize(HEADER_LEN, 0);
-                buf.extend_from_slice(name);
-                buf.extend_from_slice(&qtype.to_be_bytes());
-                buf.extend_from_slice(&CLASS_IN.to_be_bytes());
-                let sections = buf.len();
-                let mut w = Writer::new(&mut buf);
-                w.mark_name_at(HEADER_LEN, name.len());
-                let mut meta = compose(snap, name, qtype, variants.len(), &mut w, |cut| {
-                    if views {
-                        cuts.push(Cut {
-                            at: cut.at - sections,
-                            ..cut
-                        });
-                    }
-                    true
-                });
-                count = meta.rotations;
-                meta.additional_at -= sections;
-                variants.push(Packed {
-                    bytes: buf[sections..].into(),
-                    meta,
-                });
-            }
-            let key = [&name[..], &qtype.to_be_bytes()]
-                .concat()
-                .into_boxed_slice();
-            let schedule = match &node.order {
-                AnswerOrder::OnePerAnswer(picks) if variants.len() > 1 => picks.clone(),
-                _ => Vec::new(),
-            };
-            let pre = Prebuilt::new(node.zone, variants, cuts)
-                .with_schedule(schedule)
-                .with_note(node.note.clone());
-            table.push((key, pre));
-        }
-    }
-    snap.prebuilt = Table::build(table);
+/// The names between `owner` and the apex of its zone (an apex `apex_len` bytes long), nearest
+/// first, neither included.
+pub(super) fn ancestors(owner: &[u8], apex_len: usize) -> impl Iterator<Item = &[u8]> {
+    label_starts(owner)
+        .skip(1)
+        .map(|start| &owner[start..])
+        .take_while(move |a| a.len() > apex_len)
 }

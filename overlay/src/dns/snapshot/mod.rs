@@ -1,15 +1,19 @@
 //! The immutable record set one server answers from: zones, names, prebuilt answers, views.
 //!
-//! A [`Snapshot`] is built once by [`SnapshotBuilder`] and published through an
+//! A [`Snapshot`] is built by [`SnapshotBuilder`], whole or as a patch of the previous one
+//! (only the names that changed are encoded again), and published through an
 //! `Arc<ArcSwap<Snapshot>>`; readers never lock and a swap under load loses no query.
 
 mod builder;
 mod compose;
 pub(crate) mod names;
+mod patch;
+mod prebuild;
 mod table;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use super::encode::Rd;
 use super::hash::FastMap;
@@ -50,6 +54,7 @@ pub enum DefaultView {
 }
 
 /// One authoritative zone.
+#[derive(Clone)]
 pub(crate) struct Zone {
     /// Dotted name, for metrics and logs.
     pub(crate) name: String,
@@ -62,6 +67,7 @@ pub(crate) struct Zone {
 }
 
 /// The records at one owner name (empty for an empty non-terminal).
+#[derive(PartialEq)]
 pub(crate) struct Node {
     /// Zone index.
     pub(crate) zone: u16,
@@ -75,6 +81,7 @@ pub(crate) struct Node {
 }
 
 /// Records of one type at one name.
+#[derive(PartialEq)]
 pub(crate) struct RrSet {
     /// Record type.
     pub(crate) rtype: u16,
@@ -108,6 +115,20 @@ pub(crate) struct Prebuilt {
     next: AtomicUsize,
 }
 
+impl Clone for Prebuilt {
+    /// The same answers, going on from the same rotation.
+    fn clone(&self) -> Prebuilt {
+        Prebuilt {
+            zone: self.zone,
+            variants: self.variants.clone(),
+            cuts: self.cuts.clone(),
+            schedule: self.schedule.clone(),
+            note: self.note.clone(),
+            next: AtomicUsize::new(self.next.load(Ordering::Relaxed)),
+        }
+    }
+}
+
 impl Prebuilt {
     /// The first cut into a zone `sees` rejects: where the answer ends for that requester.
     #[inline]
@@ -132,6 +153,7 @@ impl Prebuilt {
 }
 
 /// The sections after the question, ready to copy, with their header counts.
+#[derive(Clone)]
 pub(crate) struct Packed {
     /// Answer, authority and additional records, compressed against a question at offset 12.
     pub(crate) bytes: Box<[u8]>,
@@ -140,6 +162,7 @@ pub(crate) struct Packed {
 }
 
 /// Which zones each requester may see.
+#[derive(PartialEq)]
 pub(crate) struct Views {
     clients: FastMap<IpAddr, Box<[u64]>>,
     default_all: bool,
@@ -156,14 +179,23 @@ impl Views {
     }
 }
 
+/// The nodes of a snapshot by lowercased wire name, shared with the snapshots patched from it.
+pub(crate) type Nodes = FastMap<Arc<[u8]>, Arc<Node>>;
+
 /// An immutable record set: zones, names, prebuilt answers and views.
 pub struct Snapshot {
     pub(crate) zones: Vec<Zone>,
     zone_ids: FastMap<Box<[u8]>, u16>,
-    pub(crate) nodes: FastMap<Box<[u8]>, Node>,
+    pub(crate) nodes: Nodes,
     prebuilt: Table,
     views: Option<Views>,
+    generation: u64,
+    /// Names whose answers this snapshot encoded (every name, unless patched).
+    encoded: usize,
 }
+
+/// Source of snapshot generations (0 is the empty default snapshot's).
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
 impl Default for Snapshot {
     /// A snapshot without zones: every query is out of zone.
@@ -174,14 +206,34 @@ impl Default for Snapshot {
             nodes: FastMap::default(),
             prebuilt: Table::default(),
             views: None,
+            generation: 0,
+            encoded: 0,
         }
     }
 }
 
+/// The zone in `zone_ids` holding `name` (longest match), if any.
+fn zone_in(zone_ids: &FastMap<Box<[u8]>, u16>, name: &[u8]) -> Option<u16> {
+    label_starts(name)
+        .chain(std::iter::once(name.len().saturating_sub(1)))
+        .find_map(|s| zone_ids.get(&name[s..]).copied())
+}
+
 impl Snapshot {
+    /// Which build made this snapshot: unique in the process, 0 for the empty default.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// The zones this snapshot is authoritative for, as dotted names.
     pub fn zones(&self) -> impl Iterator<Item = &str> {
         self.zones.iter().map(|z| z.name.as_str())
+    }
+
+    /// Number of names whose answers were encoded for this snapshot: every name when built
+    /// whole, those that changed (and those reading them) when patched from the previous one.
+    pub fn names_encoded(&self) -> usize {
+        self.encoded
     }
 
     /// Number of owner names (including empty non-terminals and the apexes).
@@ -216,9 +268,7 @@ impl Snapshot {
 
     /// The zone holding `name` (longest match), if any.
     pub(crate) fn zone_of(&self, name: &[u8]) -> Option<u16> {
-        label_starts(name)
-            .chain(std::iter::once(name.len().saturating_sub(1)))
-            .find_map(|s| self.zone_ids.get(&name[s..]).copied())
+        zone_in(&self.zone_ids, name)
     }
 
     /// Whether `client` may see `zone`.

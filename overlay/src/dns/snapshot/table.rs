@@ -61,53 +61,60 @@ fn u16_le(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
 
-impl Table {
-    /// Lays out `entries`; answers longer than 65535 bytes or keys longer than 255 are skipped
-    /// (the general path answers those).
-    pub(crate) fn build(entries: Vec<(Box<[u8]>, Prebuilt)>) -> Table {
-        let mut arena = Vec::new();
-        let mut varying = Vec::new();
-        let mut placed = Vec::with_capacity(entries.len());
-        for (key, pre) in entries {
-            let Ok(klen) = u8::try_from(key.len()) else {
-                continue;
-            };
-            let offset = arena.len();
-            arena.push(klen);
-            arena.extend_from_slice(&key);
-            arena.extend_from_slice(&pre.zone.to_le_bytes());
-            match &pre.variants[..] {
-                [one]
-                    if pre.cuts.is_empty()
-                        && pre.note.is_none()
-                        && u16::try_from(one.bytes.len()).is_ok() =>
-                {
-                    arena.push(FIXED);
-                    let m = &one.meta;
-                    for v in [
-                        m.rcode,
-                        m.an,
-                        m.ns,
-                        m.ar,
-                        m.additional_at as u16,
-                        one.bytes.len() as u16,
-                    ] {
-                        arena.extend_from_slice(&v.to_le_bytes());
-                    }
-                    arena.extend_from_slice(&one.bytes);
+/// A table being laid out: the arena so far, the varying entries and where each key went.
+#[derive(Default)]
+struct Layout {
+    arena: Vec<u8>,
+    varying: Vec<Prebuilt>,
+    placed: Vec<(u64, usize)>,
+}
+
+impl Layout {
+    /// Appends the entry of `key`; keys longer than 255 are skipped.
+    fn place(&mut self, key: &[u8], pre: Prebuilt) {
+        let Ok(klen) = u8::try_from(key.len()) else {
+            return;
+        };
+        let arena = &mut self.arena;
+        let offset = arena.len();
+        arena.push(klen);
+        arena.extend_from_slice(key);
+        arena.extend_from_slice(&pre.zone.to_le_bytes());
+        match &pre.variants[..] {
+            [one]
+                if pre.cuts.is_empty()
+                    && pre.note.is_none()
+                    && u16::try_from(one.bytes.len()).is_ok() =>
+            {
+                arena.push(FIXED);
+                let m = &one.meta;
+                for v in [
+                    m.rcode,
+                    m.an,
+                    m.ns,
+                    m.ar,
+                    m.additional_at as u16,
+                    one.bytes.len() as u16,
+                ] {
+                    arena.extend_from_slice(&v.to_le_bytes());
                 }
-                _ => {
-                    arena.push(VARYING);
-                    arena.extend_from_slice(&(varying.len() as u32).to_le_bytes());
-                    varying.push(pre);
-                }
+                arena.extend_from_slice(&one.bytes);
             }
-            placed.push((hash(&key), offset));
+            _ => {
+                arena.push(VARYING);
+                arena.extend_from_slice(&(self.varying.len() as u32).to_le_bytes());
+                self.varying.push(pre);
+            }
         }
+        self.placed.push((hash(key), offset));
+    }
+
+    /// Indexes the entries laid out.
+    fn finish(self) -> Table {
         let mut slots =
-            vec![0u64; (placed.len() * 2).next_power_of_two().max(16)].into_boxed_slice();
+            vec![0u64; (self.placed.len() * 2).next_power_of_two().max(16)].into_boxed_slice();
         let mask = slots.len() - 1;
-        for (h, offset) in placed {
+        for (h, offset) in self.placed {
             let mut i = h as usize & mask;
             while slots[i] != 0 {
                 i = (i + 1) & mask;
@@ -116,9 +123,79 @@ impl Table {
         }
         Table {
             slots,
-            arena: arena.into_boxed_slice(),
-            varying: varying.into_boxed_slice(),
+            arena: self.arena.into_boxed_slice(),
+            varying: self.varying.into_boxed_slice(),
         }
+    }
+}
+
+impl Table {
+    /// Lays out `entries`; answers longer than 65535 bytes or keys longer than 255 are skipped
+    /// (the general path answers those).
+    pub(crate) fn build(entries: Vec<(Box<[u8]>, Prebuilt)>) -> Table {
+        let mut layout = Layout::default();
+        for (key, pre) in entries {
+            layout.place(&key, pre);
+        }
+        layout.finish()
+    }
+
+    /// This table with the entries whose key `keep` refuses left out and `added` put in (keys
+    /// this table keeps must not be among them): kept entries are copied as they are, not
+    /// encoded again.
+    pub(crate) fn patched(
+        &self,
+        keep: impl Fn(&[u8]) -> bool,
+        added: Vec<(Box<[u8]>, Prebuilt)>,
+    ) -> Table {
+        let mut layout = Layout {
+            arena: Vec::with_capacity(self.arena.len()),
+            ..Layout::default()
+        };
+        for (key, entry, varying) in self.walk() {
+            if !keep(key) {
+                continue;
+            }
+            match varying {
+                Some(idx) => layout.place(key, self.varying[idx].clone()),
+                None => {
+                    layout.placed.push((hash(key), layout.arena.len()));
+                    layout.arena.extend_from_slice(entry);
+                }
+            }
+        }
+        for (key, pre) in added {
+            layout.place(&key, pre);
+        }
+        layout.finish()
+    }
+
+    /// Every entry in the arena, in order: its key, its bytes and, for a varying one, its index.
+    fn walk(&self) -> impl Iterator<Item = (&[u8], &[u8], Option<usize>)> {
+        let a = &self.arena;
+        let mut off = 0;
+        std::iter::from_fn(move || {
+            if off >= a.len() {
+                return None;
+            }
+            let klen = usize::from(a[off]);
+            let at = off + 1 + klen;
+            let (end, varying) = if a[at + 2] == VARYING {
+                let idx = u32::from_le_bytes([a[at + 3], a[at + 4], a[at + 5], a[at + 6]]);
+                (at + 7, Some(idx as usize))
+            } else {
+                (at + 15 + usize::from(u16_le(a, at + 13)), None)
+            };
+            let entry = (&a[off + 1..at], &a[off..end], varying);
+            off = end;
+            Some(entry)
+        })
+    }
+
+    /// Every key, in arena order.
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> Vec<&[u8]> {
+        self.walk().map(|(key, _, _)| key).collect()
     }
 
     /// The entry for `key`.

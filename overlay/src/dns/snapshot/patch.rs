@@ -1,0 +1,201 @@
+//! Patching a snapshot: the names that changed get new nodes and newly composed answers; every
+//! other name's node is shared with the previous snapshot and its prebuilt answers are copied
+//! as bytes. An update then costs what changed (plus one copy of the answer table), not an
+//! encoding of every name.
+
+use std::sync::Arc;
+
+use super::builder::{ancestors, wire_of, Draft};
+use super::prebuild::prebuild;
+use super::{AnswerOrder, Node, Nodes, Snapshot, Zone};
+use crate::dns::encode::Rd;
+use crate::dns::hash::{FastMap, FastSet};
+use crate::dns::wire::rtype;
+use crate::dns::{DnsError, SnapshotBuilder};
+
+impl SnapshotBuilder {
+    /// The snapshot `previous` becomes when the names in `owners` hold exactly the records,
+    /// orders and notes this builder gives them (none: the name goes, unless names below it keep
+    /// it as an empty non-terminal) and the views are this builder's. Every other name keeps its
+    /// node and answers from `previous`; this builder's records at other names are not read.
+    ///
+    /// `None` when a patch cannot express the change, and a whole build is needed: this
+    /// builder's zones are not `previous`'s, an owner is a zone apex (its SOA and NS), or views
+    /// appear or go.
+    pub fn build_over<'a>(
+        &self,
+        previous: &Snapshot,
+        owners: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Option<Snapshot>, DnsError> {
+        let apexes = self.zone_apexes()?;
+        if !apexes.iter().eq(previous.zones.iter().map(|z| &z.apex)) {
+            return Ok(None);
+        }
+        let mut wanted: FastSet<Box<[u8]>> = FastSet::default();
+        for owner in owners {
+            let wire = wire_of(owner)?;
+            if previous.zone_ids.contains_key(&wire) {
+                return Ok(None);
+            }
+            wanted.insert(wire);
+        }
+        let mut draft = Draft {
+            zones: previous.zones.clone(),
+            zone_ids: previous.zone_ids.clone(),
+            nodes: FastMap::default(),
+        };
+        for (name, ttl, rdata) in &self.records {
+            let owner = wire_of(name)?;
+            if wanted.contains(&owner) {
+                self.add_record(&mut draft, &owner, name, *ttl, rdata)?;
+            }
+        }
+        self.shape(&mut draft.nodes)?;
+        let views = self.build_views(&draft.zone_ids, draft.zones.len())?;
+        if views.is_some() != previous.views.is_some() {
+            return Ok(None);
+        }
+        let Draft {
+            zones,
+            zone_ids,
+            nodes: drafted,
+        } = draft;
+        let mut nodes = previous.nodes.clone();
+        let changed = replace(&zones, drafted, &mut nodes, wanted);
+        let dirty = with_dependents(&nodes, changed);
+        let mut snap = Draft {
+            zones,
+            zone_ids,
+            nodes: FastMap::default(),
+        }
+        .finish(views);
+        snap.nodes = nodes;
+        let mut entries = Vec::new();
+        for name in &dirty {
+            if let Some(node) = snap.nodes.get(&name[..]) {
+                prebuild(&snap, name, node, &mut entries);
+            }
+        }
+        let keep = |key: &[u8]| !dirty.contains(&key[..key.len().saturating_sub(2)]);
+        snap.prebuilt = previous.prebuilt.patched(keep, entries);
+        snap.encoded = dirty.len();
+        Ok(Some(snap))
+    }
+}
+
+/// Puts the `drafted` nodes of the names in `wanted` into `nodes` (removing those not drafted),
+/// adds and removes the empty non-terminals that changes, and returns every name whose node
+/// changed.
+fn replace(
+    zones: &[Zone],
+    mut drafted: FastMap<Box<[u8]>, Node>,
+    nodes: &mut Nodes,
+    wanted: FastSet<Box<[u8]>>,
+) -> FastSet<Box<[u8]>> {
+    let apex_len = |zone: u16| zones[usize::from(zone)].apex.len();
+    let mut changed = FastSet::default();
+    // Names that may have become empty non-terminals, or stopped being one, with their zone.
+    let mut emptied: FastMap<Box<[u8]>, u16> = FastMap::default();
+    for owner in wanted {
+        let old = nodes.get(&owner[..]);
+        match drafted.remove(&owner) {
+            Some(new) if old.is_some_and(|o| **o == new) => continue,
+            Some(new) => {
+                let zone = new.zone;
+                nodes.insert(Arc::from(&owner[..]), Arc::new(new));
+                for above in ancestors(&owner, apex_len(zone)) {
+                    if !nodes.contains_key(above) {
+                        nodes.insert(Arc::from(above), Arc::new(empty(zone)));
+                        changed.insert(Box::from(above));
+                    }
+                }
+            }
+            None => {
+                let Some(old) = nodes.remove(&owner[..]) else {
+                    continue;
+                };
+                for above in ancestors(&owner, apex_len(old.zone)) {
+                    emptied.insert(Box::from(above), old.zone);
+                }
+                emptied.insert(owner.clone(), old.zone);
+            }
+        }
+        changed.insert(owner);
+    }
+    if emptied.is_empty() {
+        return changed;
+    }
+    // A name stays (or becomes) an empty non-terminal while a name with records lies below it.
+    let mut below: FastSet<&[u8]> = FastSet::default();
+    for (name, node) in nodes.iter().filter(|(_, n)| !n.rrsets.is_empty()) {
+        for above in ancestors(name, apex_len(node.zone)) {
+            if let Some((key, _)) = emptied.get_key_value(above) {
+                below.insert(key);
+            }
+        }
+    }
+    let below: FastSet<Box<[u8]>> = below.into_iter().map(Box::from).collect();
+    for (name, zone) in emptied {
+        let holds = nodes.get(&name[..]).map(|n| n.rrsets.is_empty());
+        match (holds, below.contains(&name)) {
+            (None, true) => {
+                nodes.insert(Arc::from(&name[..]), Arc::new(empty(zone)));
+                changed.insert(name);
+            }
+            (Some(true), false) => {
+                nodes.remove(&name[..]);
+                changed.insert(name);
+            }
+            _ => {}
+        }
+    }
+    changed
+}
+
+/// `changed` and every name whose answers read one of them: a CNAME pointing there (and so on
+/// up the chain), an SRV, MX or NS whose target's addresses are added.
+fn with_dependents(nodes: &Nodes, mut dirty: FastSet<Box<[u8]>>) -> FastSet<Box<[u8]>> {
+    let readers: Vec<(&[u8], Vec<&[u8]>)> = nodes
+        .iter()
+        .filter_map(|(name, node)| {
+            let targets: Vec<&[u8]> = node
+                .rrsets
+                .iter()
+                .filter(|s| matches!(s.rtype, rtype::CNAME | rtype::SRV | rtype::MX | rtype::NS))
+                .flat_map(|s| s.rdatas.iter())
+                .filter_map(|rd| match rd {
+                    Rd::Name(t) | Rd::Srv(_, t) | Rd::Mx(_, t) => Some(&t[..]),
+                    _ => None,
+                })
+                .collect();
+            (!targets.is_empty()).then_some((&name[..], targets))
+        })
+        .collect();
+    loop {
+        let grown: Vec<&[u8]> = readers
+            .iter()
+            .filter(|(name, targets)| {
+                !dirty.contains(*name) && targets.iter().any(|t| dirty.contains(*t))
+            })
+            .map(|(name, _)| *name)
+            .collect();
+        if grown.is_empty() {
+            return dirty;
+        }
+        dirty.extend(grown.into_iter().map(Box::from));
+    }
+}
+
+/// An empty non-terminal of `zone`.
+fn empty(zone: u16) -> Node {
+    Node {
+        zone,
+        rrsets: Vec::new(),
+        order: AnswerOrder::Fixed,
+        note: None,
+    }
+}
+
+#[cfg(test)]
+#[path = "patch_tests.rs"]
+mod tests;
