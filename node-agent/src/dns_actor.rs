@@ -193,6 +193,7 @@ impl DnsActor {
                 debug!(
                     names = snap.name_count(),
                     encoded = snap.names_encoded(),
+                    micros = started.elapsed().as_micros(),
                     revision = state.revision(),
                     networks = touched.as_ref().map(BTreeSet::len),
                     "DNS snapshot swapped"

@@ -2,8 +2,10 @@
 //! part holds at each owner name, and the members' views.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::authority::Authority;
+use super::hash::FastMap;
 use super::projection::{NetworkZones, Owner, View};
 use super::{DnsError, Snapshot, SnapshotBuilder};
 
@@ -81,28 +83,41 @@ fn put(b: &mut SnapshotBuilder, name: &str, owner: &Owner) {
     }
 }
 
-/// A workload sees the zones of every network it is on, asking from any of its addresses.
+/// A workload sees the zones of every network it is on, asking from any of its addresses: a
+/// member of one network shares that network's list of zones, one of several gets the union.
 fn add_views<'a>(
     b: &mut SnapshotBuilder,
     parts: impl IntoIterator<Item = &'a NetworkZones> + Clone,
 ) {
-    let mut zones_of_member: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
+    let mut networks_of: FastMap<(&str, &str), u32> = FastMap::default();
     for p in parts.clone() {
         for m in &p.members {
-            zones_of_member
-                .entry((m.node.as_str(), m.name.as_str()))
+            *networks_of.entry((&m.node, &m.name)).or_default() += 1;
+        }
+    }
+    let mut several: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
+    for p in parts.clone() {
+        for m in p
+            .members
+            .iter()
+            .filter(|m| networks_of[&(&*m.node, &*m.name)] > 1)
+        {
+            several
+                .entry((&m.node, &m.name))
                 .or_default()
                 .extend(p.zones.iter().map(String::as_str));
         }
     }
+    let several: BTreeMap<(&str, &str), Arc<[String]>> = several
+        .into_iter()
+        .map(|(m, zones)| (m, zones.into_iter().map(str::to_string).collect()))
+        .collect();
     for p in parts {
+        let own: Arc<[String]> = p.zones.iter().cloned().collect();
         for m in &p.members {
-            let zones: Vec<&str> = zones_of_member
-                .get(&(m.node.as_str(), m.name.as_str()))
-                .map(|z| z.iter().copied().collect())
-                .unwrap_or_default();
+            let zones = several.get(&(&*m.node, &*m.name)).unwrap_or(&own);
             for ip in &m.addrs {
-                b.view(*ip, &zones);
+                b.view_shared(*ip, zones.clone());
             }
         }
     }

@@ -35,7 +35,7 @@ pub struct SnapshotBuilder {
     orders: Vec<(String, AnswerOrder)>,
     several: Option<AnswerOrder>,
     notes: Vec<(String, Box<[u8]>)>,
-    views: Vec<(IpAddr, Vec<String>)>,
+    views: Vec<(IpAddr, Arc<[String]>)>,
     default_view: DefaultView,
     serial: u32,
     negative_ttl: u32,
@@ -132,6 +132,11 @@ impl SnapshotBuilder {
     /// set, clients without one see what [`Self::default_view`] says.
     pub fn view<S: AsRef<str>>(&mut self, client: IpAddr, zones: &[S]) -> &mut Self {
         let zones = zones.iter().map(|z| z.as_ref().to_string()).collect();
+        self.view_shared(client, zones)
+    }
+
+    /// [`Self::view`] with a list of zones many clients share (resolved once per build).
+    pub fn view_shared(&mut self, client: IpAddr, zones: Arc<[String]>) -> &mut Self {
         self.views.push((client.to_canonical(), zones));
         self
     }
@@ -361,25 +366,27 @@ impl SnapshotBuilder {
             return Ok(None);
         }
         let words = zones.div_ceil(64).max(1);
-        let mut ids: FastMap<&str, u16> = FastMap::default();
+        // The bits of each distinct zone list (lists are shared, so most clients hit).
+        let mut lists: FastMap<*const [String], Box<[u64]>> = FastMap::default();
         let mut clients: FastMap<IpAddr, Box<[u64]>> = FastMap::default();
         for (client, zones) in &self.views {
-            let bits = clients
-                .entry(*client)
-                .or_insert_with(|| vec![0u64; words].into_boxed_slice());
-            for zone in zones {
-                let id = match ids.get(zone.as_str()) {
-                    Some(id) => *id,
-                    None => {
+            let list = match lists.get(&Arc::as_ptr(zones)) {
+                Some(list) => list,
+                None => {
+                    let mut bits = vec![0u64; words].into_boxed_slice();
+                    for zone in zones.iter() {
                         let id = wire_of(zone)
                             .ok()
                             .and_then(|w| zone_ids.get(&w).copied())
                             .ok_or_else(|| DnsError::UnknownZone(zone.clone()))?;
-                        ids.insert(zone, id);
-                        id
+                        bits[usize::from(id / 64)] |= 1u64 << (id % 64);
                     }
-                };
-                bits[usize::from(id / 64)] |= 1u64 << (id % 64);
+                    lists.entry(Arc::as_ptr(zones)).or_insert(bits)
+                }
+            };
+            match clients.get_mut(client) {
+                Some(bits) => bits.iter_mut().zip(list.iter()).for_each(|(b, l)| *b |= l),
+                None => drop(clients.insert(*client, list.clone())),
             }
         }
         Ok(Some(Views {
