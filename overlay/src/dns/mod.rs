@@ -18,6 +18,7 @@ mod hash;
 pub mod metrics;
 pub mod projection;
 pub mod records;
+mod reproject;
 mod server;
 mod snapshot;
 mod tcp;

@@ -19,6 +19,7 @@ use super::assemble::builder_of;
 pub use super::assemble::{assemble, assemble_with};
 use super::authority::Authority;
 use super::balance::{self, Instance};
+use super::reproject::{reproject, Basis};
 use super::{reverse_name, AnswerOrder, DnsError, Snapshot};
 use crate::model::{admit, answered, Answered, Endpoint, Health, Network, Protocol, Service};
 use crate::state::ClusterState;
@@ -98,7 +99,7 @@ impl NetworkZones {
 }
 
 /// `label.zone.`, lowercased: owner names are compared as DNS compares them.
-fn fqdn(label: &str, zone: &str) -> String {
+pub(super) fn fqdn(label: &str, zone: &str) -> String {
     let mut name = format!("{label}.{zone}.");
     name.make_ascii_lowercase();
     name
@@ -111,8 +112,20 @@ fn zones_of(n: &Network) -> Vec<String> {
     z
 }
 
-fn addresses(e: &Endpoint) -> impl Iterator<Item = RData> {
+/// The address records of `e`.
+pub(super) fn addresses(e: &Endpoint) -> impl Iterator<Item = RData> {
     std::iter::once(RData::A(A(e.ipv4))).chain(e.ipv6.map(|v6| RData::AAAA(AAAA(v6))))
+}
+
+/// `e` as views see it.
+pub(super) fn member_of(e: &Endpoint) -> Member {
+    let mut addrs = vec![IpAddr::V4(e.ipv4)];
+    addrs.extend(e.ipv6.map(IpAddr::V6));
+    Member {
+        node: e.node.clone(),
+        name: e.name.clone(),
+        addrs,
+    }
 }
 
 /// Projects one network: names, aliases and PTRs of `endpoints`, and its services (those of
@@ -138,17 +151,12 @@ pub fn project_network(
             let at = out.at(fqdn(label, &net.zone));
             at.records.extend(addresses(e).map(|rd| (RECORD_TTL, rd)));
         }
-        let mut addrs = vec![IpAddr::V4(e.ipv4)];
-        addrs.extend(e.ipv6.map(IpAddr::V6));
-        for ip in &addrs {
+        let member = member_of(e);
+        for ip in &member.addrs {
             let ptr = RData::PTR(PTR(target.clone()));
             out.at(reverse_name(*ip)).records.push((RECORD_TTL, ptr));
         }
-        out.members.push(Member {
-            node: e.node.clone(),
-            name: e.name.clone(),
-            addrs,
-        });
+        out.members.push(member);
         if let Some(s) = e.service.as_deref() {
             services.entry(s).or_default().push(e);
         }
@@ -249,6 +257,9 @@ pub struct Projection {
     changed: Option<BTreeSet<String>>,
     /// That snapshot's generation, view and authority.
     last: Option<(u64, View, Authority)>,
+    /// What the parts of networks without services were projected from, to re-project them in
+    /// place.
+    bases: BTreeMap<String, Basis>,
 }
 
 /// The zones of `net` without a record.
@@ -262,7 +273,11 @@ fn bare_zones(net: &Network) -> NetworkZones {
 
 /// Adds to `changed` the owner names whose content differs between `old` and `new` (a walk of
 /// both in order).
-fn owners_changed(old: &NetworkZones, new: &NetworkZones, changed: &mut BTreeSet<String>) {
+pub(super) fn owners_changed(
+    old: &NetworkZones,
+    new: &NetworkZones,
+    changed: &mut BTreeSet<String>,
+) {
     let mut a = old.owners.iter().peekable();
     let mut b = new.owners.iter().peekable();
     loop {
@@ -324,6 +339,7 @@ impl Projection {
             .retain(|name, _| wanted.iter().any(|n| n.name == *name));
         self.bare
             .retain(|name, _| outside.iter().any(|n| n.name == *name));
+        self.bases.retain(|name, _| self.parts.contains_key(name));
         let mut changed = (self.parts.len(), self.bare.len()) != before;
         if changed {
             self.changed = None;
@@ -335,7 +351,22 @@ impl Projection {
                 continue;
             }
             let eps = endpoints_of(net);
+            let in_place = match (self.parts.get_mut(&net.name), self.bases.get_mut(&net.name)) {
+                (Some(part), Some(basis)) => reproject(part, basis, net, &eps, state),
+                _ => None,
+            };
+            if let Some((names, any)) = in_place {
+                if let Some(since) = &mut self.changed {
+                    since.extend(names);
+                }
+                changed |= any;
+                continue;
+            }
             let part = project_network(net, &eps, state);
+            match Basis::of(net, &eps, state) {
+                Some(basis) => self.bases.insert(net.name.clone(), basis),
+                None => self.bases.remove(&net.name),
+            };
             match self.parts.get(&net.name) {
                 Some(old) if *old == part => continue,
                 Some(old) if old.zones == part.zones => {

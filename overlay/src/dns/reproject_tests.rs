@@ -1,0 +1,106 @@
+//! A network re-projected in place must equal the network projected whole, and the names it
+//! reports changed must be exactly those that differ.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use super::*;
+use crate::dns::projection::{owners_changed, project_network};
+
+/// A small deterministic generator (xorshift), so a failing seed replays.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// An endpoint with id `id`, a name, aliases and addresses drawn from small pools so they
+/// collide (shared names and aliases, one address twice, names in other cases, bad names).
+fn endpoint(rng: &mut Rng, id: usize) -> Endpoint {
+    const NAMES: [&str; 7] = ["a", "b", "c", "A", "d", "bad..name", "e"];
+    let ip = Ipv4Addr::new(10, 9, 0, rng.below(12) as u8 + 1);
+    let mut e = Endpoint::new("n", NAMES[rng.below(NAMES.len())], "node1", ip);
+    e.id = format!("id{id}");
+    e.aliases = (0..rng.below(3))
+        .map(|_| NAMES[rng.below(NAMES.len())].to_string())
+        .collect();
+    e.ipv6 =
+        (rng.below(3) == 0).then(|| format!("fd00::{}", rng.below(5) + 1).parse().expect("v6"));
+    e.node = format!("node{}", rng.below(2));
+    e
+}
+
+#[test]
+fn a_network_re_projected_in_place_equals_one_projected_whole() {
+    let mut net = Network::new("n", "10.9.0.0/24".parse().expect("net"), 4100);
+    net.subnet6 = Some("fd00::/64".parse().expect("net6"));
+    let state = ClusterState::new();
+    for seed in 1..=200u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut eps: Vec<Endpoint> = (0..rng.below(8)).map(|i| endpoint(&mut rng, i)).collect();
+        let refs: Vec<&Endpoint> = eps.iter().collect();
+        let mut part = project_network(&net, &refs, &state);
+        let mut basis = Basis::of(&net, &refs, &state).expect("no services");
+        for step in 0..10 {
+            let before = part.clone();
+            for _ in 0..=rng.below(2) {
+                match rng.below(3) {
+                    0 if !eps.is_empty() => drop(eps.remove(rng.below(eps.len()))),
+                    1 if !eps.is_empty() => {
+                        let i = rng.below(eps.len());
+                        let id = eps[i].id.clone();
+                        eps[i] = endpoint(&mut rng, 0);
+                        eps[i].id = id;
+                    }
+                    _ => {
+                        let id = 100 + step * 10 + rng.below(10);
+                        if eps.iter().all(|e| e.id != format!("id{id}")) {
+                            eps.insert(rng.below(eps.len() + 1), endpoint(&mut rng, id));
+                        }
+                    }
+                }
+            }
+            let refs: Vec<&Endpoint> = eps.iter().collect();
+            let (names, _) =
+                reproject(&mut part, &mut basis, &net, &refs, &state).expect("in place");
+            let whole = project_network(&net, &refs, &state);
+            assert_eq!(part, whole, "seed {seed}, step {step}");
+            let mut differ = BTreeSet::new();
+            owners_changed(&before, &whole, &mut differ);
+            assert_eq!(
+                names, differ,
+                "seed {seed}, step {step}: names reported changed"
+            );
+        }
+    }
+}
+
+#[test]
+fn what_in_place_cannot_follow_is_projected_whole() {
+    let net = Network::new("n", "10.9.0.0/24".parse().expect("net"), 4100);
+    let state = ClusterState::new();
+    let a = Endpoint::new("n", "a", "node1", Ipv4Addr::new(10, 9, 0, 2));
+    let refs = vec![&a];
+    let mut part = project_network(&net, &refs, &state);
+    let mut basis = Basis::of(&net, &refs, &state).expect("no services");
+    let twice = vec![&a, &a];
+    assert!(Basis::of(&net, &twice, &state).is_none(), "one id twice");
+    assert!(reproject(&mut part, &mut basis, &net, &twice, &state).is_none());
+    let mut other = net.clone();
+    other.zone = "elsewhere.local".into();
+    assert!(
+        reproject(&mut part, &mut basis, &other, &refs, &state).is_none(),
+        "another definition"
+    );
+    let mut served = a.clone();
+    served.service = Some("web".into());
+    let served = vec![&served];
+    assert!(Basis::of(&net, &served, &state).is_none(), "a service");
+    assert!(reproject(&mut part, &mut basis, &net, &served, &state).is_none());
+    assert_eq!(part, project_network(&net, &refs, &state), "left as it was");
+}
