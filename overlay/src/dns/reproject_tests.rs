@@ -6,18 +6,7 @@ use std::net::Ipv4Addr;
 
 use super::*;
 use crate::dns::projection::{owners_changed, project_network};
-
-/// A small deterministic generator (xorshift), so a failing seed replays.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
+use crate::dns::tests::Rng;
 
 /// An endpoint with id `id`, a name, aliases and addresses drawn from small pools so they
 /// collide (shared names and aliases, one address twice, names in other cases, bad names).

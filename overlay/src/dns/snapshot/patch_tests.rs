@@ -11,6 +11,7 @@ use hickory_proto::rr::{Name, RData};
 
 use super::super::table::Found;
 use super::super::{AnswerOrder, Snapshot};
+use crate::dns::tests::Rng;
 use crate::dns::SnapshotBuilder;
 
 const ZONES: [&str; 3] = ["a.test.", "b.test.", "0.0.10.in-addr.arpa."];
@@ -29,18 +30,6 @@ struct Content {
 struct World {
     owners: BTreeMap<String, Content>,
     views: Vec<(IpAddr, Vec<&'static str>)>,
-}
-
-/// A small deterministic generator (xorshift), so a failing seed replays.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
 }
 
 /// Every name the generator may fill.

@@ -17,6 +17,19 @@ use hickory_proto::rr::{RData, Record, RecordType};
 use super::answer::{respond, AnswerConfig, Outcome, Transport};
 use super::{Snapshot, SnapshotBuilder};
 
+/// A small deterministic generator (xorshift) for randomized tests, so a failing seed replays.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    /// The next number below `n`.
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
 /// A client address without any view.
 pub(super) const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9));
 
