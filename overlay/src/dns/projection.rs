@@ -13,13 +13,13 @@ use std::net::IpAddr;
 
 use hickory_proto::rr::rdata::{A, AAAA, PTR, SRV, TXT};
 use hickory_proto::rr::{Name, RData};
-use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::assemble::builder_of;
 pub use super::assemble::{assemble, assemble_with};
 use super::authority::Authority;
 use super::balance::{self, Instance};
 use super::reproject::{reproject, Basis};
+pub use super::snapshot::{reverse_zone_v4, reverse_zone_v6};
 use super::{reverse_name, AnswerOrder, DnsError, Snapshot};
 use crate::model::{admit, answered, Answered, Endpoint, Health, Network, Protocol, Service};
 use crate::state::ClusterState;
@@ -35,29 +35,6 @@ pub enum View {
     Members,
     /// Every requester sees every zone: the cluster-wide view a coordinator serves.
     Cluster,
-}
-
-/// The reverse zone holding the PTR records of an IPv4 subnet (enclosing octet boundary).
-pub fn reverse_zone_v4(net: &Ipv4Net) -> String {
-    let octets = usize::from(net.prefix_len() / 8);
-    let o = net.network().octets();
-    let mut labels: Vec<String> = o[..octets].iter().rev().map(u8::to_string).collect();
-    labels.push("in-addr.arpa".into());
-    labels.join(".")
-}
-
-/// The reverse zone of an IPv6 subnet (enclosing nibble boundary).
-pub fn reverse_zone_v6(net: &Ipv6Net) -> String {
-    let nibbles = usize::from(net.prefix_len() / 4);
-    let o = net.network().octets();
-    let all: Vec<u8> = o.iter().flat_map(|b| [b >> 4, b & 0x0f]).collect();
-    let mut labels: Vec<String> = all[..nibbles]
-        .iter()
-        .rev()
-        .map(|n| format!("{n:x}"))
-        .collect();
-    labels.push("ip6.arpa".into());
-    labels.join(".")
 }
 
 /// A workload on a network, as views see it: who it is and the addresses it asks from.

@@ -6,6 +6,7 @@
 
 mod builder;
 mod compose;
+mod convert;
 pub(crate) mod names;
 mod patch;
 mod prebuild;
@@ -21,7 +22,7 @@ use super::wire::label_starts;
 
 pub use builder::SnapshotBuilder;
 pub(crate) use compose::{compose, Composed, Cut};
-pub use names::reverse_name;
+pub use names::{reverse_name, reverse_zone_v4, reverse_zone_v6};
 pub(crate) use table::Found;
 use table::Table;
 

@@ -1,8 +1,10 @@
-//! Names in the snapshot's form: lowercased wire bytes, from text or from hickory names.
+//! Names in the snapshot's form (lowercased wire bytes, from text or from hickory names), and the
+//! reverse names and zones of addresses.
 
 use std::net::IpAddr;
 
 use hickory_proto::rr::Name;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::dns::wire::MAX_NAME;
 
@@ -73,6 +75,29 @@ pub fn reverse_name(ip: IpAddr) -> String {
 
 fn nibble(n: u8) -> char {
     char::from_digit(u32::from(n), 16).unwrap_or('0')
+}
+
+/// The reverse zone holding the PTR records of an IPv4 subnet (enclosing octet boundary).
+pub fn reverse_zone_v4(net: &Ipv4Net) -> String {
+    let octets = usize::from(net.prefix_len() / 8);
+    let o = net.network().octets();
+    let mut labels: Vec<String> = o[..octets].iter().rev().map(u8::to_string).collect();
+    labels.push("in-addr.arpa".into());
+    labels.join(".")
+}
+
+/// The reverse zone of an IPv6 subnet (enclosing nibble boundary).
+pub fn reverse_zone_v6(net: &Ipv6Net) -> String {
+    let nibbles = usize::from(net.prefix_len() / 4);
+    let o = net.network().octets();
+    let all: Vec<u8> = o.iter().flat_map(|b| [b >> 4, b & 0x0f]).collect();
+    let mut labels: Vec<String> = all[..nibbles]
+        .iter()
+        .rev()
+        .map(|n| format!("{n:x}"))
+        .collect();
+    labels.push("ip6.arpa".into());
+    labels.join(".")
 }
 
 #[cfg(test)]
