@@ -231,7 +231,7 @@ pub struct Projection {
     bare: BTreeMap<String, (Network, NetworkZones)>,
     /// Owner names whose content changed since the last snapshot [`Projection::next_snapshot`]
     /// made; `None`: zones came or went, the next one is built whole.
-    changed: Option<BTreeSet<String>>,
+    changed_names: Option<BTreeSet<String>>,
     /// That snapshot's generation, view and authority.
     last: Option<(u64, View, Authority)>,
     /// What the parts of networks without services were projected from, to re-project them in
@@ -319,7 +319,7 @@ impl Projection {
         self.bases.retain(|name, _| self.parts.contains_key(name));
         let mut changed = (self.parts.len(), self.bare.len()) != before;
         if changed {
-            self.changed = None;
+            self.changed_names = None;
         }
         for net in wanted {
             let stale = touched.is_none_or(|t| t.contains(&net.name))
@@ -333,7 +333,7 @@ impl Projection {
                 _ => None,
             };
             if let Some((names, any)) = in_place {
-                if let Some(since) = &mut self.changed {
+                if let Some(since) = &mut self.changed_names {
                     since.extend(names);
                 }
                 changed |= any;
@@ -345,13 +345,17 @@ impl Projection {
                 None => self.bases.remove(&net.name),
             };
             match self.parts.get(&net.name) {
-                Some(old) if *old == part => continue,
                 Some(old) if old.zones == part.zones => {
-                    if let Some(names) = &mut self.changed {
-                        owners_changed(old, &part, names);
+                    let mut names = BTreeSet::new();
+                    owners_changed(old, &part, &mut names);
+                    if names.is_empty() && old.members == part.members {
+                        continue;
+                    }
+                    if let Some(since) = &mut self.changed_names {
+                        since.extend(names);
                     }
                 }
-                _ => self.changed = None,
+                _ => self.changed_names = None,
             }
             self.parts.insert(net.name.clone(), part);
             changed = true;
@@ -364,7 +368,7 @@ impl Projection {
             {
                 self.bare
                     .insert(net.name.clone(), (net.clone(), bare_zones(net)));
-                self.changed = None;
+                self.changed_names = None;
                 changed = true;
             }
         }
@@ -400,7 +404,7 @@ impl Projection {
         let follows = self.last.as_ref().is_some_and(|(generation, v, a)| {
             *generation == previous.generation() && *v == view && a == authority
         });
-        let patched = match &self.changed {
+        let patched = match &self.changed_names {
             Some(names) if follows => {
                 let b = builder_of(self.all_parts(), view, authority, Some(names));
                 b.build_over(previous, names.iter().map(String::as_str))?
@@ -411,7 +415,7 @@ impl Projection {
             Some(snap) => snap,
             None => self.snapshot_with(view, authority)?,
         };
-        self.changed = Some(BTreeSet::new());
+        self.changed_names = Some(BTreeSet::new());
         self.last = Some((snap.generation(), view, authority.clone()));
         Ok(snap)
     }

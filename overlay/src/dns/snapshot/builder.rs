@@ -12,7 +12,9 @@ use super::convert::convert;
 use super::names::text_to_wire;
 use super::prebuild::prebuild;
 use super::table::Table;
-use super::{zone_in, AnswerOrder, DefaultView, Node, RrSet, Snapshot, Views, Zone, GENERATIONS};
+use super::{
+    zone_in, AnswerOrder, DefaultView, Node, Nodes, RrSet, Snapshot, Views, Zone, GENERATIONS,
+};
 use crate::dns::encode::Rd;
 use crate::dns::hash::FastMap;
 use crate::dns::wire::{label_starts, name_to_string, rtype};
@@ -51,19 +53,31 @@ pub(super) struct Draft {
 impl Draft {
     /// The finished snapshot of these zones and nodes with `views`, without prebuilt answers.
     pub(super) fn finish(self, views: Option<Views>) -> Snapshot {
-        Snapshot {
-            zones: self.zones,
-            zone_ids: self.zone_ids,
-            nodes: self
-                .nodes
-                .into_iter()
-                .map(|(name, node)| (Arc::from(name), Arc::new(node)))
-                .collect(),
-            prebuilt: Table::default(),
-            views,
-            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
-            encoded: 0,
-        }
+        let nodes = self
+            .nodes
+            .into_iter()
+            .map(|(name, node)| (Arc::from(name), Arc::new(node)))
+            .collect();
+        unbuilt(self.zones, self.zone_ids, nodes, views)
+    }
+}
+
+/// A new snapshot (its own generation) of these zones, nodes and views, without prebuilt
+/// answers yet.
+pub(super) fn unbuilt(
+    zones: Vec<Zone>,
+    zone_ids: FastMap<Box<[u8]>, u16>,
+    nodes: Nodes,
+    views: Option<Views>,
+) -> Snapshot {
+    Snapshot {
+        zones,
+        zone_ids,
+        nodes,
+        prebuilt: Table::default(),
+        views,
+        generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
+        encoded: 0,
     }
 }
 
@@ -255,12 +269,10 @@ impl SnapshotBuilder {
         if ty == rtype::SOA && &draft.zones[usize::from(zone)].apex[..] != owner {
             return Err(conflict("an SOA record may only stand at a zone apex"));
         }
-        let node = draft.nodes.entry(owner.into()).or_insert_with(|| Node {
-            zone,
-            rrsets: Vec::new(),
-            order: AnswerOrder::Fixed,
-            note: None,
-        });
+        let node = draft
+            .nodes
+            .entry(owner.into())
+            .or_insert_with(|| Node::empty(zone));
         if node
             .rrset(rtype::CNAME)
             .is_some_and(|s| ty == rtype::CNAME && s.rdatas.contains(&rd))
@@ -299,12 +311,7 @@ impl SnapshotBuilder {
             let node = draft
                 .nodes
                 .entry(zone.apex.clone())
-                .or_insert_with(|| Node {
-                    zone: i as u16,
-                    rrsets: Vec::new(),
-                    order: AnswerOrder::Fixed,
-                    note: None,
-                });
+                .or_insert_with(|| Node::empty(i as u16));
             let ns_name = [&[2u8, b'n', b's'][..], &zone.apex]
                 .concat()
                 .into_boxed_slice();
@@ -416,15 +423,7 @@ fn add_empty_non_terminals(draft: &mut Draft) {
         }
     }
     for (name, zone) in missing {
-        draft.nodes.insert(
-            name,
-            Node {
-                zone,
-                rrsets: Vec::new(),
-                order: AnswerOrder::Fixed,
-                note: None,
-            },
-        );
+        draft.nodes.insert(name, Node::empty(zone));
     }
 }
 

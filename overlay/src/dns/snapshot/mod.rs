@@ -93,6 +93,16 @@ pub(crate) struct RrSet {
 }
 
 impl Node {
+    /// A name of `zone` without records yet (or an empty non-terminal).
+    pub(crate) fn empty(zone: u16) -> Node {
+        Node {
+            zone,
+            rrsets: Vec::new(),
+            order: AnswerOrder::Fixed,
+            note: None,
+        }
+    }
+
     /// The rrset of type `rtype`, if any.
     pub(crate) fn rrset(&self, rtype: u16) -> Option<&RrSet> {
         self.rrsets.iter().find(|s| s.rtype == rtype)

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use super::builder::{ancestors, wire_of, Draft};
+use super::builder::{ancestors, unbuilt, wire_of, Draft};
 use super::prebuild::prebuild;
-use super::{AnswerOrder, Node, Nodes, Snapshot, Zone};
+use super::{Node, Nodes, Snapshot, Zone};
 use crate::dns::encode::Rd;
 use crate::dns::hash::{FastMap, FastSet};
 use crate::dns::wire::rtype;
@@ -63,13 +63,7 @@ impl SnapshotBuilder {
         let mut nodes = previous.nodes.clone();
         let changed = replace(&zones, drafted, &mut nodes, wanted);
         let dirty = with_dependents(&nodes, changed);
-        let mut snap = Draft {
-            zones,
-            zone_ids,
-            nodes: FastMap::default(),
-        }
-        .finish(views);
-        snap.nodes = nodes;
+        let mut snap = unbuilt(zones, zone_ids, nodes, views);
         let mut entries = Vec::new();
         for name in &dirty {
             if let Some(node) = snap.nodes.get(&name[..]) {
@@ -105,7 +99,7 @@ fn replace(
                 nodes.insert(Arc::from(&owner[..]), Arc::new(new));
                 for above in ancestors(&owner, apex_len(zone)) {
                     if !nodes.contains_key(above) {
-                        nodes.insert(Arc::from(above), Arc::new(empty(zone)));
+                        nodes.insert(Arc::from(above), Arc::new(Node::empty(zone)));
                         changed.insert(Box::from(above));
                     }
                 }
@@ -139,7 +133,7 @@ fn replace(
         let holds = nodes.get(&name[..]).map(|n| n.rrsets.is_empty());
         match (holds, below.contains(&name)) {
             (None, true) => {
-                nodes.insert(Arc::from(&name[..]), Arc::new(empty(zone)));
+                nodes.insert(Arc::from(&name[..]), Arc::new(Node::empty(zone)));
                 changed.insert(name);
             }
             (Some(true), false) => {
@@ -183,16 +177,6 @@ fn with_dependents(nodes: &Nodes, mut dirty: FastSet<Box<[u8]>>) -> FastSet<Box<
             return dirty;
         }
         dirty.extend(grown.into_iter().map(Box::from));
-    }
-}
-
-/// An empty non-terminal of `zone`.
-fn empty(zone: u16) -> Node {
-    Node {
-        zone,
-        rrsets: Vec::new(),
-        order: AnswerOrder::Fixed,
-        note: None,
     }
 }
 
