@@ -1,13 +1,13 @@
 //! Watches the kernel for damage to what this node built and has the owners repair it at once,
 //! rather than at the next 30 s resync: route-netlink deletions (a bridge, VXLAN device or veth,
 //! an address, a static FDB or neighbour entry) go to the dataplane owner, collected for a
-//! moment so a burst is one repair; nftables changes go to the firewall owner, which checks its
-//! table and restores it if someone altered it.
+//! moment so a burst is one repair; nftables changes beyond set elements go to the firewall
+//! owner, which checks its tables and restores them if someone altered them.
 
 use std::time::Duration;
 
 use actix::Recipient;
-use shibafu_overlay::netlink::watch::{self, Damage};
+use shibafu_overlay::netlink::watch::{self, nft, Damage};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -44,11 +44,13 @@ pub fn start(dataplane: Recipient<Damaged>, firewall: Recipient<Recheck>) {
     let (ntx, mut nrx) = mpsc::unbounded_channel::<()>();
     let spawned = std::thread::Builder::new()
         .name("nft-events".into())
-        .spawn(move || match watch::nft_events() {
+        .spawn(move || match nft::nft_events() {
             Ok(fd) => loop {
-                match watch::next_nft_change(&fd) {
-                    Ok(()) if ntx.send(()).is_ok() => {}
-                    Ok(()) => break,
+                match nft::next_nft_change(&fd) {
+                    // Set elements alone (this agent's attaches and detaches): nothing to check.
+                    Ok(false) => {}
+                    Ok(true) if ntx.send(()).is_ok() => {}
+                    Ok(true) => break,
                     Err(e) => {
                         warn!(error = %e, "nftables events stopped; the firewall check waits for its timer");
                         break;

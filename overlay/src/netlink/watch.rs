@@ -1,11 +1,12 @@
 //! Kernel events that may mean someone undid what the dataplane built (a bridge, VXLAN device or
 //! veth deleted, an address removed, a static FDB entry or permanent neighbour deleted), and of
-//! nftables changes; the agent repairs on them within moments instead of at its next resync.
+//! nftables changes ([`nft`]); the agent repairs on them within moments instead of at its next
+//! resync.
 //! Only deletions count: creations and updates are what the agent itself does all the time, and
 //! learned entries that age out (dynamic neighbours, learned FDB) are not damage.
 
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 
 use futures::StreamExt;
 use rtnetlink::packet_core::NetlinkPayload;
@@ -19,6 +20,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::NetlinkError;
 use crate::plan::is_owned;
+
+pub mod nft;
 
 const NUD_PERMANENT: u16 = 0x80;
 const NUD_NOARP: u16 = 0x40;
@@ -150,48 +153,6 @@ fn enlarge_receive_buffer(fd: RawFd) {
         }
     }
     tracing::debug!(error = %std::io::Error::last_os_error(), "kernel event buffer left at its default");
-}
-
-/// A netlink socket subscribed to nftables' change notifications (NFNLGRP_NFTABLES) in the
-/// caller's namespace; [`next_nft_change`] blocks for the next one.
-pub fn nft_events() -> std::io::Result<OwnedFd> {
-    const NETLINK_NETFILTER: i32 = 12;
-    const NFNLGRP_NFTABLES: u32 = 7;
-    // SAFETY: socket(2) and bind(2) on a zeroed sockaddr_nl; the descriptor is owned at once.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            NETLINK_NETFILTER,
-        );
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let fd = OwnedFd::from_raw_fd(fd);
-        let mut addr: libc::sockaddr_nl = std::mem::zeroed();
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        addr.nl_groups = 1 << (NFNLGRP_NFTABLES - 1);
-        let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-        if libc::bind(fd.as_raw_fd(), std::ptr::addr_of!(addr).cast(), len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(fd)
-    }
-}
-
-/// Blocks until the next nftables change notification on `fd` (its content is not needed).
-/// An overrun (ENOBUFS: changes came faster than they were read) counts as a change too.
-pub fn next_nft_change(fd: &OwnedFd) -> std::io::Result<()> {
-    let mut buf = [0u8; 8192];
-    // SAFETY: recv(2) into a buffer we own, bounded by its length.
-    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::ENOBUFS) {
-            return Err(e);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
