@@ -1,7 +1,8 @@
 //! Host tier: the policy table's changes through the long-lived `nft -i` of [`NftFirewall`], in a
 //! scratch namespace: a change is applied whole, a refused one changes nothing and says why, the
-//! session survives both, a killed nft is replaced (the change still goes in, by `nft -f`), nft
-//! is told of no history file, and dropping the firewall leaves no nft running.
+//! session survives both, a killed nft is replaced (the change still goes in, by `nft -f`), so is
+//! one worn by many changes, nft is told of no history file, and dropping the firewall leaves no
+//! nft running.
 
 use std::time::Duration;
 
@@ -101,6 +102,18 @@ async fn changes_go_through_one_nft_that_survives_refusals_and_is_replaced_when_
     let second = nfts(&ns);
     assert_eq!(second.len(), 1, "{second:?}");
     assert_ne!(second, first);
+
+    // A worn session (its history walked for every line) is replaced by a new nft, the old one
+    // gone; every change still goes in.
+    for i in 0..300 {
+        fw.run(format!("add counter {TABLE} w{i}\n"))
+            .await
+            .expect("a change");
+    }
+    assert!(counters(&ns).contains("counter w299"));
+    let third = nfts(&ns);
+    assert_eq!(third.len(), 1, "{third:?}");
+    assert_ne!(third, second, "replaced after many scripts");
 
     drop(fw);
     assert!(nfts(&ns).is_empty(), "no nft left behind");

@@ -23,7 +23,10 @@ pub const SESSION_MAX_SCRIPT: usize = 256 * 1024;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most output one script may produce (an error echoes the script once).
 const MAX_REPLY: usize = SESSION_MAX_SCRIPT * 4;
-/// nft keeps every line in its in-memory history: a session is replaced after this much input.
+/// nft keeps every line in its in-memory history, and libedit walks that history for each new
+/// line (to skip a repeat of the last one): a session is replaced after this many scripts (each
+/// is two lines) or this much input, so a line costs the same after 10 or 10,000 changes.
+const MAX_SESSION_SCRIPTS: u64 = 256;
 const MAX_SESSION_INPUT: usize = 4 << 20;
 /// Where nft would read and write its history file: nowhere.
 const NO_HOME: &str = "/nonexistent";
@@ -68,6 +71,12 @@ pub fn parse_reply(out: &str, marker: &str) -> Option<Result<String, String>> {
     } else {
         Ok(own)
     })
+}
+
+/// Has a session that took `scripts` scripts of `bytes` bytes in all grown a history that makes
+/// each line cost more than in a new one?
+fn worn(scripts: u64, bytes: usize) -> bool {
+    scripts >= MAX_SESSION_SCRIPTS || bytes > MAX_SESSION_INPUT
 }
 
 /// An `nft -i` process and the pipes to it.
@@ -160,7 +169,7 @@ impl NftSession {
 
     /// Has this session taken so much input that its history should be let go?
     pub fn worn(&self) -> bool {
-        self.bytes > MAX_SESSION_INPUT
+        worn(self.sent, self.bytes)
     }
 }
 
@@ -187,6 +196,14 @@ mod tests {
         assert!(fits("add rule inet t c drop\n"));
         assert!(!fits("# netlink\n"));
         assert!(!fits(&"x".repeat(SESSION_MAX_SCRIPT + 1)));
+    }
+
+    #[test]
+    fn a_session_is_worn_after_many_scripts_or_much_input() {
+        assert!(!worn(0, 0));
+        assert!(!worn(MAX_SESSION_SCRIPTS - 1, 1000));
+        assert!(worn(MAX_SESSION_SCRIPTS, 1000), "libedit's history walk");
+        assert!(worn(3, MAX_SESSION_INPUT + 1), "a few long scripts");
     }
 
     #[test]
