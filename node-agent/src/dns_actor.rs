@@ -2,9 +2,9 @@
 //! DNS (`overlay::dns::projection`), re-projects only the networks a change touches, and swaps
 //! the new snapshot in (the packet path never waits on it); changes that arrive together are
 //! folded into one rebuild, made once the current message handling has yielded (so an attach's
-//! answer goes out first) and paced like the dataplane's passes ([`Pace`]: after a rebuild the
-//! next waits three times its length, so a stream of changes over thousands of names costs at
-//! most a quarter of a core). The agent runs it on a thread of its own. It keeps one server per
+//! answer goes out first) and paced like the dataplane's passes, more patiently ([`Pace`]: after
+//! a rebuild the next waits nine times its length, so a stream of changes over thousands of
+//! names costs at most a tenth of a core). The agent runs it on a thread of its own. It keeps one server per
 //! network listening on the network's gateway addresses, port 53, UDP and TCP, forwarding other
 //! names to the network's forwarders, then the node's upstreams. Listeners are changed by diff:
 //! a network whose gateway and forwarders are unchanged keeps its sockets. This node's own endpoints come from the local registry
@@ -35,6 +35,10 @@ use crate::metrics::DnsServers;
 use crate::pace::Pace;
 use crate::registry::book::Entry;
 use crate::registry::LocalWorkloads;
+
+/// After a rebuild the next waits this many times its length: a stream of changes over
+/// thousands of names costs at most a tenth of a core, left to the attaches that make them.
+const DNS_PACE: u32 = 9;
 
 /// What a network's server listens on and forwards to; a change restarts that server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +114,7 @@ impl DnsActor {
             pending: Pending::All,
             traces: Vec::new(),
             scheduled: false,
-            last: Pace::default(),
+            last: Pace::with_factor(DNS_PACE),
             metrics: Arc::default(),
         }
     }
