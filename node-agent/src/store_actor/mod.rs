@@ -7,7 +7,7 @@
 //! state and catches up when etcd returns. Handlers never wait: I/O is spawned and its result
 //! comes back as a message.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use shibafu_overlay::store::{watch_changes, ClusterChange, Store, StoreError};
 use tracing::{debug, info, warn};
 
 mod requests;
+mod rewrite;
 
 use crate::messages::ClusterChanged;
 use crate::metrics::StoreMetrics;
@@ -67,9 +68,12 @@ pub struct StoreActor {
     owned: Owned,
     owned_gen: u64,
     /// An owned key could not be written or deleted while etcd was away: once etcd answers
-    /// again, register anew (new lease, every owned key written; the old lease takes stale keys
-    /// with it when it expires).
+    /// again, every owned key is written again under the lease held ([`rewrite`]).
     owned_dirty: bool,
+    /// Keys no longer owned whose deletion has not reached etcd yet.
+    stale: BTreeSet<String>,
+    /// A rewrite of the owned keys is running.
+    rewriting: bool,
     deregistered: bool,
     /// Where the state held and the link's health are published for scrapes.
     metrics: Arc<StoreMetrics>,
@@ -100,6 +104,8 @@ impl StoreActor {
             owned,
             owned_gen: 0,
             owned_dirty: false,
+            stale: BTreeSet::new(),
+            rewriting: false,
             deregistered: false,
             metrics: Arc::new(StoreMetrics::new(&node_name)),
             echoes: VecDeque::new(),
@@ -272,6 +278,8 @@ impl Handler<Registered> for StoreActor {
         }
         info!(node = %self.cfg.node.name, lease = %format_args!("{lease:x}"), keys = msg.keys.len(), "node registered");
         self.lease = Some(lease);
+        // Every owned key is now under the new lease; the stale ones went with the old lease.
+        self.stale.clear();
         self.set_connected(true, None);
         if msg.gen == self.owned_gen {
             return;
@@ -318,10 +326,8 @@ impl Handler<KeptAlive> for StoreActor {
         match msg.result {
             Ok(_) if self.owned_dirty => {
                 self.set_connected(true, None);
-                self.owned_dirty = false;
-                info!("etcd is back: registering again to write the keys changed meanwhile");
-                self.lease = None;
-                self.tick(ctx);
+                info!("etcd is back: writing the keys changed meanwhile under the lease held");
+                self.rewrite(ctx);
             }
             Ok(_) => self.set_connected(true, None),
             Err(StoreError::LeaseNotFound(_)) => {

@@ -48,6 +48,7 @@ impl Handler<PutOwned> for StoreActor {
         let key = msg.key.to_string();
         // Written again on re-registration, that write is no part of the change traced now.
         self.owned.insert(key.clone(), untraced(&msg.value));
+        self.stale.remove(&key);
         self.owned_gen += 1;
         let (Some(store), Some(lease), false) = (self.store.clone(), self.lease, self.registering)
         else {
@@ -82,6 +83,7 @@ impl Handler<DeleteOwned> for StoreActor {
         let key = msg.key.to_string();
         self.owned.remove(&key);
         self.owned_gen += 1;
+        let forget = key.clone();
         let store = self.store.clone();
         let limit = self.io_limit();
         let delete = async move {
@@ -90,10 +92,11 @@ impl Handler<DeleteOwned> for StoreActor {
             })?;
             bounded(limit, store.delete(&key)).await.map(|_| ())
         };
-        Box::pin(delete.into_actor(self).map(|res, act, _ctx| {
-            // A key not deleted now goes with the old lease once the node re-registers.
-            if res.is_err() {
+        Box::pin(delete.into_actor(self).map(move |res, act, _ctx| {
+            // A key not deleted now is deleted once etcd answers again (unless owned again).
+            if res.is_err() && !act.owned.contains_key(&forget) {
                 act.owned_dirty = true;
+                act.stale.insert(forget);
             }
             res
         }))

@@ -179,6 +179,50 @@ fn re_registers_the_node_and_its_keys_after_losing_the_lease() {
 }
 
 #[test]
+fn writes_what_changed_during_an_outage_under_the_lease_it_holds() {
+    actix::System::new().block_on(async {
+        let mem = Arc::new(MemoryStore::new());
+        let actor = StoreActor::new(config(), connector(mem.clone(), 0)).start();
+        eventually("node registered", async || node_lease(&mem).await.is_some()).await;
+        let lease = node_lease(&mem).await.expect("lease");
+        let key = |id: &str| Key::Endpoint {
+            network: "frontend".into(),
+            id: id.into(),
+        };
+        let put = |id: &str| PutOwned {
+            key: key(id),
+            value: b"{}".to_vec(),
+        };
+        let held = async |id: &str| {
+            mem.get(&key(id).to_string())
+                .await
+                .ok()
+                .flatten()
+                .map(|kv| kv.lease)
+        };
+        actor.send(put("old")).await.expect("mailbox").expect("put");
+
+        mem.set_available(false);
+        let during = actor.send(put("new")).await.expect("mailbox");
+        assert!(during.is_err(), "etcd is away");
+        let gone = actor.send(DeleteOwned { key: key("old") }).await;
+        assert!(gone.expect("mailbox").is_err(), "etcd is away");
+        mem.set_available(true);
+
+        eventually("the new key written under the same lease", async || {
+            held("new").await == Some(lease)
+        })
+        .await;
+        eventually("the old key deleted", async || held("old").await.is_none()).await;
+        assert_eq!(
+            node_lease(&mem).await,
+            Some(lease),
+            "the node kept its lease: it was never without one"
+        );
+    });
+}
+
+#[test]
 fn keeps_its_state_while_the_store_is_down_and_catches_up() {
     actix::System::new().block_on(async {
         let mem = Arc::new(MemoryStore::new());
