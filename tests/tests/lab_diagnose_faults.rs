@@ -108,10 +108,7 @@ fn a_partitioned_node_is_named(lab: &Lab) {
     assert!(!cut_ok, "{cut}");
     assert!(cut.contains("cannot reach coordinator at"), "{cut}");
     assert!(
-        wait_until(Duration::from_secs(30), POLL, || diagnose(
-            lab, "web1", "web2", TCP_80
-        )
-        .0),
+        path_back(lab),
         "the path did not come back after heal: {}",
         diagnose(lab, "web1", "web2", TCP_80).1
     );
@@ -120,13 +117,17 @@ fn a_partitioned_node_is_named(lab: &Lab) {
     // the cluster is settled, so the next step starts from a node2 that holds its records.
     std::thread::sleep(LEASE_TTL + Duration::from_secs(1));
     assert!(
-        wait_until(Duration::from_secs(30), POLL, || diagnose(
-            lab, "web1", "web2", TCP_80
-        )
-        .0),
+        path_back(lab),
         "the path did not stay back after heal: {}",
         diagnose(lab, "web1", "web2", TCP_80).1
     );
+}
+
+/// Does web1 -> web2 diagnose clean again within 30 s?
+fn path_back(lab: &Lab) -> bool {
+    wait_until(Duration::from_secs(30), POLL, || {
+        diagnose(lab, "web1", "web2", TCP_80).0
+    })
 }
 
 /// node2's agent stops: at once every command that needs it says so; once its lease is gone,
