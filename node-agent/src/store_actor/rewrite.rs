@@ -71,16 +71,16 @@ impl Handler<Rewritten> for StoreActor {
         }
         match msg.result {
             Ok(()) => {
-                self.stale
-                    .retain(|k| !msg.deleted.contains(k) || self.owned.contains_key(k));
                 info!(
                     keys = msg.wrote.len(),
                     deleted = msg.deleted.len(),
                     "owned keys written again after etcd came back"
                 );
-                if msg.gen != self.owned_gen {
-                    // Changed meanwhile: what the copy wrote and is no longer owned goes, and
-                    // the current values are written once more.
+                if msg.gen == self.owned_gen {
+                    self.stale.retain(|k| !msg.deleted.contains(k));
+                } else {
+                    // Changed meanwhile: what the copy wrote and is no longer owned goes too,
+                    // the stale keys are deleted once more and the current values written.
                     let gone = msg
                         .wrote
                         .into_iter()
@@ -91,9 +91,9 @@ impl Handler<Rewritten> for StoreActor {
             }
             Err(StoreError::LeaseNotFound(_)) => self.lease_lost(ctx),
             Err(e) => {
+                // The stale keys are still noted: the next rewrite deletes them.
                 warn!(error = %e, "writing owned keys again failed; retried once etcd answers");
                 self.owned_dirty = true;
-                self.stale.extend(msg.deleted);
             }
         }
     }
