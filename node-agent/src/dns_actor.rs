@@ -4,11 +4,12 @@
 //! folded into one rebuild, made once the current message handling has yielded (so an attach's
 //! answer goes out first) and paced like the dataplane's passes, more patiently ([`Pace`]: after
 //! a rebuild the next waits nine times its length, so a stream of changes over thousands of
-//! names costs at most a tenth of a core). The agent runs it on a thread of its own. It keeps one server per
-//! network listening on the network's gateway addresses, port 53, UDP and TCP, forwarding other
-//! names to the network's forwarders, then the node's upstreams. Listeners are changed by diff:
-//! a network whose gateway and forwarders are unchanged keeps its sockets. This node's own endpoints come from the local registry
-//! ([`LocalChanged`]), the other nodes' from the cluster.
+//! names costs at most a tenth of a core). The agent runs it on a thread of its own. It keeps
+//! one server per network listening on the network's gateway addresses, port 53, UDP and TCP,
+//! forwarding other names to the network's forwarders, then the node's upstreams. Listeners are
+//! changed by diff: a network whose gateway and forwarders are unchanged keeps its sockets. This
+//! node's own endpoints come from the local registry ([`LocalChanged`]), the other nodes' from
+//! the cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};

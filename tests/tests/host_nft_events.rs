@@ -31,11 +31,6 @@ fn drain(fd: &OwnedFd) -> Vec<bool> {
     }
 }
 
-/// Runs `commands` (separated by `;`) as one nft transaction in `ns`.
-fn script(ns: &NetnsGuard, commands: &str) {
-    nft(ns, &[commands]);
-}
-
 #[test]
 fn element_changes_call_for_no_check_and_structural_ones_do() {
     if !is_root() {
@@ -46,27 +41,29 @@ fn element_changes_call_for_no_check_and_structural_ones_do() {
     let fd = netns::run_in(&ns.path(), nft_events)
         .expect("enter the namespace")
         .expect("subscribe to nftables notifications");
-    script(
+    nft(
         &ns,
-        &format!(
+        &[&format!(
             "add table {TABLE}; add set {TABLE} ports {{ type ifname; }}; add chain {TABLE} c \
              {{ type filter hook prerouting priority filter; policy accept; }}; add rule {TABLE} c \
              iifname != @ports accept comment \"x\""
-        ),
+        )],
     );
     let created = drain(&fd);
     assert!(created.contains(&true), "a new table: {created:?}");
 
-    script(
+    nft(
         &ns,
-        &format!("add element {TABLE} ports {{ \"veth1\", \"veth2\" }}"),
+        &[&format!(
+            "add element {TABLE} ports {{ \"veth1\", \"veth2\" }}"
+        )],
     );
     let added = drain(&fd);
     assert!(!added.is_empty(), "the kernel told of the elements");
     assert!(!added.contains(&true), "elements only: {added:?}");
-    script(
+    nft(
         &ns,
-        &format!("delete element {TABLE} ports {{ \"veth1\" }}"),
+        &[&format!("delete element {TABLE} ports {{ \"veth1\" }}")],
     );
     let deleted = drain(&fd);
     assert!(
@@ -74,10 +71,10 @@ fn element_changes_call_for_no_check_and_structural_ones_do() {
         "{deleted:?}"
     );
 
-    script(&ns, &format!("flush chain {TABLE} c"));
+    nft(&ns, &[&format!("flush chain {TABLE} c")]);
     let flushed = drain(&fd);
     assert!(flushed.contains(&true), "a rule deleted: {flushed:?}");
-    script(&ns, &format!("delete table {TABLE}"));
+    nft(&ns, &[&format!("delete table {TABLE}")]);
     let gone = drain(&fd);
     assert!(gone.contains(&true), "the table deleted: {gone:?}");
 }

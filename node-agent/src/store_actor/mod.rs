@@ -257,7 +257,7 @@ struct Registered {
 impl Handler<Registered> for StoreActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Registered, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Registered, ctx: &mut Context<Self>) {
         self.registering = false;
         let lease = match msg.result {
             Ok(lease) => lease,
@@ -285,25 +285,9 @@ impl Handler<Registered> for StoreActor {
             return;
         }
         // Owned keys changed while registering: write the current set, drop what went away.
-        let Some(store) = self.store.clone() else {
-            return;
-        };
-        let owned = self.owned.clone();
-        let gone: Vec<String> = msg
-            .keys
-            .into_iter()
-            .filter(|k| !owned.contains_key(k))
-            .collect();
-        let limit = self.io_limit();
-        actix_rt::spawn(async move {
-            let res = async {
-                lease::put_all(&store, lease, &owned, limit).await?;
-                lease::delete_all(&store, gone, limit).await
-            };
-            if let Err(e) = res.await {
-                warn!(error = %e, "re-syncing owned keys failed; the next registration retries");
-            }
-        });
+        let gone = msg.keys.into_iter().filter(|k| !self.owned.contains_key(k));
+        self.stale.extend(gone);
+        self.rewrite(ctx);
     }
 }
 

@@ -1,8 +1,9 @@
-//! After an outage in which owned keys could not be written or deleted, they are written again
-//! under the lease the node still holds (and the stale ones deleted), so the node never goes
-//! without a live lease: granting a new lease instead left the old one without keepalives, and
-//! when the new registration failed while etcd changed leaders the old lease ran out and took
-//! every record of the node with it (a name missing from DNS for seconds).
+//! After an outage in which owned keys could not be written or deleted (or a registration during
+//! which they changed), they are written again under the lease the node holds (and the stale
+//! ones deleted), so the node never goes without a live lease: granting a new lease instead left
+//! the old one without keepalives, and when the new registration failed while etcd changed
+//! leaders the old lease ran out and took every record of the node with it (a name missing from
+//! DNS for seconds).
 
 use std::collections::BTreeSet;
 
@@ -27,13 +28,15 @@ pub(super) struct Rewritten {
 }
 
 impl StoreActor {
-    /// Writes every owned key under the current lease and deletes the stale ones (unless a
-    /// rewrite is running already).
+    /// Writes every owned key under the current lease and deletes the stale ones (after an
+    /// outage, or when they changed during a registration). While a rewrite runs, the next
+    /// keepalive answered starts another.
     pub(super) fn rewrite(&mut self, ctx: &mut Context<Self>) {
         let (Some(store), Some(lease)) = (self.store.clone(), self.lease) else {
             return;
         };
         if self.rewriting {
+            self.owned_dirty = true;
             return;
         }
         self.rewriting = true;
