@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The Linux bridge alone, no shibafu: N veth ports added to one bridge in a scratch namespace
+# (IPv6 off), each `link add` + `master` + `up` of both ends, 100 at a time through one
+# `ip -batch`; prints the time per port of each hundred. How much of attach-flat's growth any
+# bridge-based runtime pays (issue 16, docs/bench-scale.md).
+#
+# Usage (repo root, as root): bench/bridge-ports.sh [N, default 1000]
+#   BRARGS="mcast_snooping 0"   extra options of the bridge
+# Everything lives in namespace sfbrports, removed at the end (trap).
+set -euo pipefail
+N=${1:-1000}
+case $N in '' | *[!0-9]*) echo "N must be a number" >&2; exit 1 ;; esac
+[ "$N" -ge 100 ] && [ "$N" -le 4000 ] || { echo "N must be 100..4000" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+NS=sfbrports BATCH=$(mktemp)
+trap 'ip netns del "$NS" 2>/dev/null || true; rm -f "$BATCH"' EXIT
+ip netns add "$NS"
+ip netns exec "$NS" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+# shellcheck disable=SC2086 # BRARGS holds several words
+ip -n "$NS" link add br0 type bridge ${BRARGS:-}
+ip -n "$NS" link set br0 up
+out=""
+for b in $(seq 0 $((N / 100 - 1))); do
+  for i in $(seq $((b * 100)) $((b * 100 + 99))); do
+    echo "link add v$i type veth peer name p$i"
+    echo "link set v$i master br0"
+    echo "link set v$i up"
+    echo "link set p$i up"
+  done >"$BATCH"
+  s=$(date +%s%N)
+  ip -n "$NS" -batch "$BATCH"
+  e=$(date +%s%N)
+  out="$out $(((e - s) / 100000))"
+done
+echo "bridge ports: microseconds per port, per hundred:$out"
