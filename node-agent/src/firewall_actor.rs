@@ -1,13 +1,15 @@
 //! FirewallActor: the one owner of shibafu's nftables table on this host. Other owners send
 //! their part ([`Contribute`]); the actor composes the parts, applies the result atomically when
-//! it changed (one at a time, the latest composition winning), and every 30 s checks that
-//! nobody altered or removed the table, restoring it if so.
+//! it changed (one at a time, the latest composition winning), answers each contribution once a
+//! composition holding it is in the kernel, and every 30 s checks that nobody altered or removed
+//! the table, restoring it if so.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use shibafu_overlay::firewall::{Composer, Firewall, FirewallSpec, Part};
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::metrics::DataplaneMetrics;
@@ -15,9 +17,10 @@ use crate::metrics::DataplaneMetrics;
 /// How often the table is checked for outside changes.
 const CHECK: Duration = Duration::from_secs(30);
 
-/// Replaces one contributor's part of the ruleset.
+/// Replaces one contributor's part of the ruleset; answered once a composition holding it is
+/// applied (or with why that failed). Senders that need not wait use `do_send`.
 #[derive(Debug, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), String>")]
 pub struct Contribute(pub Part);
 
 /// Are the rules of a network loaded, and is the table as applied? `Err` says what is not.
@@ -39,6 +42,11 @@ pub struct FirewallActor {
     applied: Option<FirewallSpec>,
     /// An apply is running.
     busy: bool,
+    /// Compositions so far: a contribution that changed the composition makes the next one.
+    generation: u64,
+    /// Contributions waiting for the composition of their generation (or a later one) to be
+    /// applied.
+    waiters: Vec<(u64, oneshot::Sender<Result<(), String>>)>,
     /// Load durations and errors, for scrapes.
     metrics: Arc<DataplaneMetrics>,
 }
@@ -51,6 +59,8 @@ impl FirewallActor {
             composer: Composer::new(),
             applied: None,
             busy: false,
+            generation: 0,
+            waiters: Vec::new(),
             metrics: Arc::default(),
         }
     }
@@ -67,7 +77,12 @@ impl FirewallActor {
         let Some(spec) = self.composer.compose() else {
             return;
         };
-        if self.busy || self.applied.as_ref() == Some(&spec) {
+        if self.busy {
+            return;
+        }
+        let generation = self.generation;
+        if self.applied.as_ref() == Some(&spec) {
+            self.answer(generation, &Ok(()));
             return;
         }
         self.busy = true;
@@ -77,7 +92,7 @@ impl FirewallActor {
             let res = fw.apply(&spec).await;
             (spec, res, start.elapsed())
         };
-        ctx.spawn(apply.into_actor(self).map(|(spec, res, took), act, ctx| {
+        ctx.spawn(apply.into_actor(self).map(move |(spec, res, took), act, ctx| {
             act.busy = false;
             act.metrics.firewall_loaded("main", took, res.is_ok());
             match res {
@@ -88,13 +103,26 @@ impl FirewallActor {
                         "firewall applied"
                     );
                     act.applied = Some(spec);
+                    act.answer(generation, &Ok(()));
                     act.converge(ctx);
                 }
                 Err(e) => {
-                    warn!(error = %e, "firewall apply failed; retried on the next change or check")
+                    warn!(error = %e, "firewall apply failed; retried on the next change or check");
+                    act.answer(generation, &Err(e.to_string()));
                 }
             }
         }));
+    }
+
+    /// Answers the contributions up to `generation` with the outcome of applying it.
+    fn answer(&mut self, generation: u64, outcome: &Result<(), String>) {
+        let (done, waiting) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|(g, _)| *g <= generation);
+        self.waiters = waiting;
+        for (_, tx) in done {
+            let _ = tx.send(outcome.clone());
+        }
     }
 }
 
@@ -137,12 +165,19 @@ impl Actor for FirewallActor {
 }
 
 impl Handler<Contribute> for FirewallActor {
-    type Result = ();
+    type Result = ResponseFuture<Result<(), String>>;
 
-    fn handle(&mut self, msg: Contribute, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Contribute, ctx: &mut Context<Self>) -> Self::Result {
         if self.composer.set(msg.0) {
-            self.converge(ctx);
+            self.generation += 1;
         }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push((self.generation, tx));
+        self.converge(ctx);
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err("the firewall owner stopped".into()))
+        })
     }
 }
 
@@ -222,5 +257,29 @@ mod tests {
             "unchanged parts are not applied again: {history:?}"
         );
         assert_eq!(history.first(), Some(&spec(&["a"])));
+    }
+
+    #[actix::test]
+    async fn a_contribution_is_answered_once_a_composition_holding_it_is_applied() {
+        let fw = Arc::new(FakeFirewall::new());
+        let actor = FirewallActor::new(fw.clone()).start();
+        let send = |names: &[&str]| actor.send(Contribute(Part::Networks(spec(names))));
+        send(&["a"]).await.expect("mailbox").expect("applied");
+        assert_eq!(
+            fw.current(),
+            Some(spec(&["a"])),
+            "answered before it was applied"
+        );
+        send(&["a"]).await.expect("mailbox").expect("unchanged");
+        assert_eq!(
+            fw.history().len(),
+            1,
+            "an unchanged part is not applied again"
+        );
+        // Sent while the first is being applied: each is answered once the latest is in.
+        let (first, second) = (send(&["a", "b"]), send(&["b"]));
+        second.await.expect("mailbox").expect("second");
+        assert_eq!(fw.current(), Some(spec(&["b"])));
+        first.await.expect("mailbox").expect("first");
     }
 }

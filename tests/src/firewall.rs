@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use shibafu_overlay::model::{Endpoint, MacAddr, Network};
+use shibafu_overlay::firewall::{planned_ports, FirewallSpec, PortBinding};
+use shibafu_overlay::model::{Endpoint, Link, MacAddr, Network};
 use shibafu_overlay::netlink::{reconcile, NetlinkDataplane, Scope};
 use shibafu_overlay::plan::{DesiredHost, HostInputs, LocalContainer, LocalInterface};
 
@@ -70,6 +71,26 @@ pub fn desired(
         encrypt_all: false,
     })
     .expect("desired")
+}
+
+/// The source guard's ports of `members` as [`build`] makes them (the guard drops frames of
+/// container ports it does not list).
+pub fn ports(networks: &[Network], members: &[(&NetnsGuard, &str, &str)]) -> Vec<PortBinding> {
+    planned_ports(&desired(networks, members, &[]))
+}
+
+/// The firewall of a host with `networks`, `links` and the containers `members`, masquerading
+/// out of `uplink` when given.
+pub fn spec(
+    networks: &[Network],
+    links: &[Link],
+    uplink: Option<&str>,
+    members: &[(&NetnsGuard, &str, &str)],
+) -> FirewallSpec {
+    FirewallSpec {
+        ports: ports(networks, members),
+        ..FirewallSpec::from_model(networks, links, uplink).expect("spec")
+    }
 }
 
 /// Builds the networks and containers in `host` with the dataplane.

@@ -4,10 +4,10 @@
 use std::net::{IpAddr, UdpSocket};
 use std::time::Duration;
 
-use shibafu_overlay::firewall::{Firewall, FirewallSpec, NftFirewall};
+use shibafu_overlay::firewall::{Firewall, NftFirewall};
 use shibafu_overlay::model::Link;
 use shibafu_overlay::netns;
-use shibafu_tests::firewall::{build, net, nft, ping, uplink};
+use shibafu_tests::firewall::{build, net, nft, ping, spec, uplink};
 use shibafu_tests::{exec_ok, exec_out, is_root, NetnsGuard};
 
 fn root() -> bool {
@@ -101,18 +101,14 @@ async fn conntrack_skips_same_network_and_vxlan_traffic_only() {
         net("b", "172.49.0.0/24", 0x4302, false),
         net("i", "172.50.0.0/24", 0x4303, true),
     ];
-    build(
-        &h,
-        &nets,
-        &[
-            (&a1, "a", "172.48.0.2,fd00:48::2"),
-            (&a2, "a", "172.48.0.3,fd00:48::3"),
-            (&b1, "b", "172.49.0.2"),
-            (&i1, "i", "172.50.0.2"),
-            (&i2, "i", "172.50.0.3"),
-        ],
-    )
-    .await;
+    let members = [
+        (&a1, "a", "172.48.0.2,fd00:48::2"),
+        (&a2, "a", "172.48.0.3,fd00:48::3"),
+        (&b1, "b", "172.49.0.2"),
+        (&i1, "i", "172.50.0.2"),
+        (&i2, "i", "172.50.0.3"),
+    ];
+    build(&h, &nets, &members).await;
     // Bridged frames reach the inet hooks only through br_netfilter; make sure it is on in this
     // (our own) namespace, as it is on hosts running Docker or Kubernetes.
     let br_nf = h
@@ -129,7 +125,7 @@ async fn conntrack_skips_same_network_and_vxlan_traffic_only() {
         eprintln!("br_netfilter not loaded: bridged frames never reach conntrack here");
     }
     let fw = NftFirewall::in_netns(h.path());
-    fw.apply(&FirewallSpec::from_model(&nets, &[Link::new("a", "b")], Some("up0")).expect("spec"))
+    fw.apply(&spec(&nets, &[Link::new("a", "b")], Some("up0"), &members))
         .await
         .expect("apply");
     if flows(&h).is_none() {

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shibafu_overlay::firewall::{Firewall, FirewallSpec, NftFirewall};
+use shibafu_overlay::firewall::{planned_ports, Firewall, FirewallSpec, NftFirewall};
 use shibafu_overlay::model::{Endpoint, Link, Network, Node, SCHEMA_VERSION};
 use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkDataplane, Scope};
 use shibafu_overlay::plan::{
@@ -494,13 +494,23 @@ async fn overlay_two_hosts_vxlan_suppression_mtu_and_routing() {
     );
 
     // Isolation holds across hosts: each node drops routed traffic between unlinked networks.
+    // Each host's source guard lists its own container ports (it drops the ones it does not).
     let fws = [
-        NftFirewall::in_netns(h1.path()),
-        NftFirewall::in_netns(h2.path()),
+        (
+            NftFirewall::in_netns(h1.path()),
+            desired("h1", Some(u1), &networks, &nodes, &endpoints, &on1),
+        ),
+        (
+            NftFirewall::in_netns(h2.path()),
+            desired("h2", Some(u2), &networks, &nodes, &endpoints, &on2),
+        ),
     ];
     for links in [vec![], vec![Link::new("fe", "be")]] {
-        let spec = FirewallSpec::from_model(&networks, &links, None).expect("spec");
-        for fw in &fws {
+        for (fw, d) in &fws {
+            let spec = FirewallSpec {
+                ports: planned_ports(d),
+                ..FirewallSpec::from_model(&networks, &links, None).expect("spec")
+            };
             fw.apply(&spec).await.expect("apply firewall");
         }
         assert_eq!(
@@ -513,7 +523,7 @@ async fn overlay_two_hosts_vxlan_suppression_mtu_and_routing() {
             "same network across hosts always flows"
         );
     }
-    for fw in &fws {
+    for (fw, _) in &fws {
         fw.remove().await.expect("remove firewall");
     }
 

@@ -11,7 +11,7 @@ use shibafu_overlay::firewall::{Firewall, FirewallSpec, NftFirewall, PortBinding
 use shibafu_overlay::model::Link;
 use shibafu_overlay::model::MacAddr;
 use shibafu_overlay::netns;
-use shibafu_tests::firewall::{build, net, nft, ping, uplink};
+use shibafu_tests::firewall::{build, net, nft, ping, spec, uplink};
 use shibafu_tests::{exec_ok, is_root, NetnsGuard};
 
 fn root() -> bool {
@@ -100,20 +100,16 @@ async fn isolation_follows_links_and_other_tables_are_untouched() {
         net("a", "172.37.0.0/24", 0x4001, false),
         net("b", "172.38.0.0/24", 0x4002, false),
     ];
-    build(
-        &h,
-        &nets,
-        &[
-            (&a1, "a", "172.37.0.2"),
-            (&a2, "a", "172.37.0.3"),
-            (&b1, "b", "172.38.0.2"),
-        ],
-    )
-    .await;
+    let members = [
+        (&a1, "a", "172.37.0.2"),
+        (&a2, "a", "172.37.0.3"),
+        (&b1, "b", "172.38.0.2"),
+    ];
+    build(&h, &nets, &members).await;
     foreign_table(&h);
     let fw = NftFirewall::in_netns(h.path());
 
-    fw.apply(&FirewallSpec::from_model(&nets, &[], None).expect("spec"))
+    fw.apply(&spec(&nets, &[], None, &members))
         .await
         .expect("apply");
     assert!(ping(&a1, "172.37.0.3"), "within a network");
@@ -123,13 +119,13 @@ async fn isolation_follows_links_and_other_tables_are_untouched() {
     );
     assert!(!ping(&b1, "172.37.0.2"), "and the other way");
 
-    fw.apply(&FirewallSpec::from_model(&nets, &[Link::new("a", "b")], None).expect("spec"))
+    fw.apply(&spec(&nets, &[Link::new("a", "b")], None, &members))
         .await
         .expect("apply");
     assert!(ping(&a1, "172.38.0.2"), "linked networks route");
     assert!(ping(&b1, "172.37.0.2"), "both ways");
 
-    fw.apply(&FirewallSpec::from_model(&nets, &[], None).expect("spec"))
+    fw.apply(&spec(&nets, &[], None, &members))
         .await
         .expect("apply");
     assert!(!ping(&a1, "172.38.0.2"), "isolated again");
@@ -164,14 +160,10 @@ async fn internal_network_has_no_way_out_and_others_masquerade() {
         net("n", "172.41.0.0/24", 0x4101, false),
         net("i", "172.42.0.0/24", 0x4102, true),
     ];
-    build(
-        &h,
-        &nets,
-        &[(&cn, "n", "172.41.0.2"), (&ci, "i", "172.42.0.2")],
-    )
-    .await;
+    let members = [(&cn, "n", "172.41.0.2"), (&ci, "i", "172.42.0.2")];
+    build(&h, &nets, &members).await;
     let fw = NftFirewall::in_netns(h.path());
-    fw.apply(&FirewallSpec::from_model(&nets, &[], Some("up0")).expect("spec"))
+    fw.apply(&spec(&nets, &[], Some("up0"), &members))
         .await
         .expect("apply");
 
@@ -227,18 +219,14 @@ async fn ensure_reapplies_after_a_flush() {
         net("a", "172.43.0.0/24", 0x4201, false),
         net("b", "172.44.0.0/24", 0x4202, false),
     ];
-    build(
-        &h,
-        &nets,
-        &[(&a, "a", "172.43.0.2"), (&b, "b", "172.44.0.2")],
-    )
-    .await;
+    let members = [(&a, "a", "172.43.0.2"), (&b, "b", "172.44.0.2")];
+    build(&h, &nets, &members).await;
     let fw = NftFirewall::in_netns(h.path());
     assert!(
         !fw.ensure().await.expect("ensure"),
         "nothing applied yet, nothing to restore"
     );
-    fw.apply(&FirewallSpec::from_model(&nets, &[], None).expect("spec"))
+    fw.apply(&spec(&nets, &[], None, &members))
         .await
         .expect("apply");
     assert!(
@@ -325,4 +313,33 @@ async fn a_port_coming_or_going_changes_only_the_guards_elements() {
         "a new network did not reload the ruleset"
     );
     assert!(set("ports").contains("\"sfe2\""));
+}
+
+#[tokio::test]
+async fn a_container_port_the_guard_does_not_list_sends_nothing() {
+    if !root() {
+        return;
+    }
+    let h = NetnsGuard::new("fwh");
+    let (a, b) = (NetnsGuard::new("fwc"), NetnsGuard::new("fwc"));
+    let nets = [net("a", "172.53.0.0/24", 0x4601, false)];
+    let members = [(&a, "a", "172.53.0.2"), (&b, "a", "172.53.0.3")];
+    build(&h, &nets, &members).await;
+    let fw = NftFirewall::in_netns(h.path());
+    // b's port exists on the bridge but is not listed yet: nothing of it gets through, its
+    // replies to a included.
+    let mut early = spec(&nets, &[], None, &members);
+    let b_port = early.ports.iter().position(|p| p.ipv4.octets()[3] == 3);
+    early.ports.remove(b_port.expect("b's port"));
+    fw.apply(&early).await.expect("apply");
+    assert!(!ping(&a, "172.53.0.3"), "an unlisted port answered");
+    assert!(
+        !ping(&b, "172.53.0.2"),
+        "an unlisted port reached a neighbour"
+    );
+    fw.apply(&spec(&nets, &[], None, &members))
+        .await
+        .expect("apply");
+    assert!(ping(&a, "172.53.0.3"), "listed, it answers");
+    assert!(ping(&b, "172.53.0.2"), "and reaches its neighbour");
 }

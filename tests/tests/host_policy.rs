@@ -7,12 +7,12 @@
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 
-use shibafu_overlay::firewall::{Firewall, FirewallSpec, NftFirewall};
+use shibafu_overlay::firewall::{Firewall, NftFirewall};
 use shibafu_overlay::model::{Action, Direction, Endpoint, Link, Network, Policy, Rule};
 use shibafu_overlay::policy::{
     compile, policed_networks, PolicyBackend, PolicyEnforcer, PolicyView,
 };
-use shibafu_tests::firewall::{build, build_policed, containers, net};
+use shibafu_tests::firewall::{build, build_policed, containers, net, spec};
 use shibafu_tests::probe::{check_args, mismatches, probes_from, results, SERVE_ARGS};
 use shibafu_tests::{bin, exec_ok, is_root, NetnsGuard};
 
@@ -170,7 +170,7 @@ async fn sequence(bridge_nf: bool) {
     let (mut endpoints, _) = containers(&layout);
     endpoints[2].service = Some("api".into());
     let fw = NftFirewall::in_netns(host.path());
-    fw.apply(&FirewallSpec::from_model(&networks, &links, None).expect("spec"))
+    fw.apply(&spec(&networks, &links, None, &layout))
         .await
         .expect("main table");
     let servers = Servers(nss[..4].iter().map(serve).collect());
@@ -232,6 +232,9 @@ async fn sequence(bridge_nf: bool) {
 
     // A container that arrives later joins the sets it belongs to (one element each).
     let layout = self::layout(&w.nss, 5);
+    fw.apply(&spec(&w.networks, &w.links, None, &layout))
+        .await
+        .expect("its port in the guard");
     build(&w.host, &w.networks, &layout).await;
     let (mut all, _) = containers(&layout);
     let mut late = all.remove(4);

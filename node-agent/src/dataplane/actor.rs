@@ -32,6 +32,10 @@ use crate::tunnel::TunnelChanged;
 /// How often the whole dataplane (every container namespace) is resynced.
 const RESYNC: Duration = Duration::from_secs(30);
 
+/// How long an attach waits for the firewall owner to list its ports before it goes on (their
+/// frames are dropped until they are listed).
+const GUARD_WAIT: Duration = Duration::from_secs(2);
+
 /// Applies this node's workloads as they should now be to one namespace.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), DataplaneError>")]
@@ -71,6 +75,33 @@ struct Reports {
 }
 
 impl Reports {
+    /// Before an attach touches the kernel: has the firewall owner take the firewall part of
+    /// the attach's plan and waits (at most [`GUARD_WAIT`]) until it is applied, so the source
+    /// guard lists the new ports before they exist: it drops frames of container ports it does
+    /// not list, and a container's first frames would otherwise be lost.
+    async fn ports_first(&mut self, rec: &Reconciler) {
+        let spec = match rec.firewall_part() {
+            Some(Ok(spec)) if self.sent.as_ref() != Some(&spec) => spec,
+            Some(Err(e)) => return warn!(error = %e, "cannot build the firewall part"),
+            _ => return,
+        };
+        self.sent = Some(spec.clone());
+        let applied = self
+            .firewall
+            .send(Contribute(Part::Networks(spec)))
+            .timeout(GUARD_WAIT)
+            .await;
+        match applied {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(error = %e, "the new ports' source guard is not applied; their frames are dropped until it is")
+            }
+            Err(e) => {
+                warn!(error = %e, "the firewall owner has not listed the new ports yet; their frames are dropped until it does")
+            }
+        }
+    }
+
     fn after_pass(&mut self, rec: &Reconciler) {
         let (applied, failed) = rec.op_counts();
         self.metrics.ops(applied, failed);
@@ -350,7 +381,16 @@ impl Handler<ApplyLocal> for DataplaneActor {
             }
             o.rec.set_local(msg.local);
             let start = Instant::now();
-            let done = o.rec.apply_local(&msg.netns, msg.attach).await;
+            let done = match o.rec.plan_local(&msg.netns, msg.attach) {
+                Ok(planned) => {
+                    if msg.attach {
+                        let Owner { rec, reports } = &mut *o;
+                        reports.ports_first(rec).await;
+                    }
+                    o.rec.apply_planned(planned).await
+                }
+                Err(e) => Err(e),
+            };
             o.reports
                 .metrics
                 .reconciled("local", start.elapsed(), done.is_ok());
@@ -432,3 +472,7 @@ impl Handler<TunnelChanged> for DataplaneActor {
         });
     }
 }
+
+#[cfg(test)]
+#[path = "actor_tests.rs"]
+mod tests;

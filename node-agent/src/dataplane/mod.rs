@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use shibafu_overlay::firewall::{ControlPlane, FirewallError, FirewallSpec, PortBinding};
+use shibafu_overlay::firewall::{planned_ports, ControlPlane, FirewallError, FirewallSpec};
 use shibafu_overlay::model::{Endpoint, Link, Network, Node};
 use shibafu_overlay::netlink::watch::Damage;
 use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkError, Scope};
@@ -65,6 +65,16 @@ pub struct HostConfig {
     /// Control-plane services this node knows from its flags (etcd, its metrics), kept off
     /// containers with the cluster's nodes and coordinators.
     pub control: Vec<SocketAddr>,
+}
+
+/// A plan of this node's workloads for one namespace, made before the kernel is touched.
+#[derive(Debug)]
+pub struct LocalPlan {
+    netns: PathBuf,
+    /// The plan for the namespace alone (an attach onto a settled host).
+    workloads_only: Option<Arc<DesiredHost>>,
+    /// The whole host's plan, when one was made.
+    whole: Option<Arc<DesiredHost>>,
 }
 
 /// The reconciler; see the module documentation.
@@ -162,17 +172,7 @@ impl Reconciler {
                     .any(|n| n.vxlan.as_ref().is_some_and(|v| v.local.is_none()));
                 spec.tunnel_range = inside.then(shibafu_overlay::wireguard::tunnel::tunnel_range);
                 spec.control = self.control_plane();
-                spec.ports = planned
-                    .endpoints
-                    .iter()
-                    .map(|e| PortBinding {
-                        port: e.host_ifname.clone(),
-                        mac: e.mac,
-                        ipv4: e.ipv4.addr(),
-                        ipv6: e.ipv6.map(|v| v.addr()),
-                    })
-                    .collect();
-                spec.ports.sort();
+                spec.ports = planned_ports(planned);
                 spec
             }),
         )
@@ -195,42 +195,65 @@ impl Reconciler {
         )
     }
 
-    /// Applies this node's workloads to `netns` (an attach, a detach or its rollback). For an
-    /// attach onto a host whose cluster inputs and other workloads are those of the last clean
-    /// reconcile, only this namespace's workloads are planned (spliced into that plan,
-    /// [`splice`]) and only this namespace and its veths are read ([`Scope::Workloads`]): the
-    /// attach costs about the same with 1 or 1,000 containers here. If that pass fails (the host
-    /// drifted since: a bridge deleted by hand) the host side is reconciled too before giving up.
+    /// Applies this node's workloads to `netns` (an attach, a detach or its rollback):
+    /// [`Reconciler::plan_local`] then [`Reconciler::apply_planned`], as the actor does
+    /// without the firewall between them.
+    #[cfg(test)]
     pub async fn apply_local(&mut self, netns: &Path, attach: bool) -> Result<(), DataplaneError> {
-        let only = vec![netns.to_path_buf()];
-        // A whole plan, once made, serves the host-side pass below too.
-        let mut whole = None;
-        if attach {
-            let workloads_only = match self.spliced(netns) {
-                Some(spliced) => Some(spliced),
-                None => {
-                    let desired = self.plan()?;
-                    let settled = self
-                        .settled
-                        .as_ref()
-                        .is_some_and(|(s, _)| s.networks == desired.networks);
-                    whole = Some(desired.clone());
-                    settled.then_some(desired)
+        let planned = self.plan_local(netns, attach)?;
+        self.apply_planned(planned).await
+    }
+
+    /// Plans applying this node's workloads to `netns` and remembers the plan as the last one
+    /// (so [`Reconciler::firewall_part`] already lists the ports it brings). For an attach onto
+    /// a host whose cluster inputs and other workloads are those of the last clean reconcile,
+    /// only this namespace's workloads are planned (spliced into that plan, [`splice`]) and
+    /// only this namespace and its veths will be read ([`Scope::Workloads`]): the attach costs
+    /// about the same with 1 or 1,000 containers here.
+    pub fn plan_local(&mut self, netns: &Path, attach: bool) -> Result<LocalPlan, DataplaneError> {
+        let netns = netns.to_path_buf();
+        if !attach {
+            return Ok(LocalPlan {
+                netns,
+                workloads_only: None,
+                whole: Some(self.plan()?),
+            });
+        }
+        if let Some(spliced) = self.spliced(&netns) {
+            return Ok(LocalPlan {
+                netns,
+                workloads_only: Some(spliced),
+                whole: None,
+            });
+        }
+        let desired = self.plan()?;
+        let settled = self
+            .settled
+            .as_ref()
+            .is_some_and(|(s, _)| s.networks == desired.networks);
+        Ok(LocalPlan {
+            netns,
+            workloads_only: settled.then(|| desired.clone()),
+            whole: Some(desired),
+        })
+    }
+
+    /// Applies a plan of [`Reconciler::plan_local`]. If the workload-only pass fails (the host
+    /// drifted since: a bridge deleted by hand) the host side is reconciled too before giving up.
+    pub async fn apply_planned(&mut self, planned: LocalPlan) -> Result<(), DataplaneError> {
+        let only = vec![planned.netns];
+        if let Some(desired) = planned.workloads_only {
+            match self
+                .reconcile_to(desired, Scope::Workloads(only.clone()))
+                .await
+            {
+                Err(e) => {
+                    warn!(error = %e, "workload-only attach failed; reconciling the host side")
                 }
-            };
-            if let Some(desired) = workloads_only {
-                match self
-                    .reconcile_to(desired, Scope::Workloads(only.clone()))
-                    .await
-                {
-                    Err(e) => {
-                        warn!(error = %e, "workload-only attach failed; reconciling the host side")
-                    }
-                    ok => return ok,
-                }
+                ok => return ok,
             }
         }
-        let desired = match whole {
+        let desired = match planned.whole {
             Some(desired) => desired,
             None => self.plan()?,
         };

@@ -5,7 +5,9 @@
 //! from that address and IPv6 from its own address (or link-local, or the unspecified address
 //! of duplicate address detection); anything but IPv4, IPv6 and ARP is dropped. So a process
 //! with `CAP_NET_RAW` (Docker's default set has it) can craft packets, but none with another
-//! source leaves its veth: no impersonating a neighbour, no spoofed packets routed out.
+//! source leaves its veth: no impersonating a neighbour, no spoofed packets routed out. It fails
+//! closed: a container port (`sfe*`) the guard does not list yet sends nothing at all (the
+//! agent lists a port before it creates it); other ports of a bridge (its VXLAN device) pass.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -14,6 +16,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde::{Deserialize, Serialize};
 
 use crate::model::MacAddr;
+use crate::plan::DesiredHost;
 
 /// The table of the guard (family and name).
 pub const GUARD_TABLE: &str = "bridge shibafu";
@@ -31,8 +34,28 @@ pub struct PortBinding {
     pub ipv6: Option<Ipv6Addr>,
 }
 
+/// The guard's ports for a host's plan: every container interface in it, sorted.
+pub fn planned_ports(desired: &DesiredHost) -> Vec<PortBinding> {
+    let mut ports: Vec<PortBinding> = desired
+        .endpoints
+        .iter()
+        .map(|e| PortBinding {
+            port: e.host_ifname.clone(),
+            mac: e.mac,
+            ipv4: e.ipv4.addr(),
+            ipv6: e.ipv6.map(|v| v.addr()),
+        })
+        .collect();
+    ports.sort();
+    ports
+}
+
 /// The rules of the guard's chain, with their comments.
 const RULES: &[(&str, &str)] = &[
+    (
+        "iifname \"sfe*\" iifname != @ports drop",
+        "guard: container ports not listed yet",
+    ),
     ("iifname != @ports accept", "guard: only container ports"),
     (
         "iifname . ether saddr != @macs drop",
@@ -173,9 +196,21 @@ mod tests {
         for c in guard_comments() {
             assert!(s.contains(&format!("comment \"{c}\"")), "{c}");
         }
-        let first = s.find("iifname != @ports accept").expect("ports first");
+        let unlisted = s
+            .find("iifname \"sfe*\" iifname != @ports drop")
+            .expect("unlisted container ports dropped");
+        let others = s
+            .find("iifname != @ports accept")
+            .expect("other ports pass");
         let drop4 = s.find("ip saddr != @addrs4 drop").expect("v4");
-        assert!(first < drop4);
+        assert!(unlisted < others && others < drop4, "{s}");
+    }
+
+    #[test]
+    fn the_unlisted_ports_dropped_are_the_container_ports() {
+        let (rule, _) = RULES[0];
+        let pattern = format!("iifname \"{}*\"", crate::plan::VETH_PREFIX);
+        assert!(rule.starts_with(&pattern), "{rule}");
     }
 
     #[test]

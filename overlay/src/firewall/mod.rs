@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 pub use compose::{Composer, Part};
 pub use conditional::comments as conditional_comments;
 pub use guard::{
-    guard_comments, render_guard, render_guard_change, render_guard_removal, PortBinding,
-    GUARD_TABLE,
+    guard_comments, planned_ports, render_guard, render_guard_change, render_guard_removal,
+    PortBinding, GUARD_TABLE,
 };
 pub use nfset::{change_elements, ElementChange, ElementOp};
 pub use nft::NftFirewall;
