@@ -32,9 +32,22 @@ use crate::tunnel::TunnelChanged;
 /// How often the whole dataplane (every container namespace) is resynced.
 const RESYNC: Duration = Duration::from_secs(30);
 
-/// How long an attach waits for the firewall owner to list its ports before it goes on (their
-/// frames are dropped until they are listed).
+/// How long an attach waits for the firewall owner to list its ports before it replies anyway
+/// (their frames are dropped until they are listed).
 const GUARD_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits (at most [`GUARD_WAIT`]) for the firewall owner to have applied an attach's ports.
+async fn guarded(request: RecipientRequest<Contribute>) {
+    match request.timeout(GUARD_WAIT).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            warn!(error = %e, "the new ports' source guard is not applied; their frames are dropped until it is")
+        }
+        Err(e) => {
+            warn!(error = %e, "the firewall owner has not listed the new ports yet; their frames are dropped until it does")
+        }
+    }
+}
 
 /// Applies this node's workloads as they should now be to one namespace.
 #[derive(Debug, Message)]
@@ -75,31 +88,21 @@ struct Reports {
 }
 
 impl Reports {
-    /// Before an attach touches the kernel: has the firewall owner take the firewall part of
-    /// the attach's plan and waits (at most [`GUARD_WAIT`]) until it is applied, so the source
-    /// guard lists the new ports before they exist: it drops frames of container ports it does
-    /// not list, and a container's first frames would otherwise be lost.
-    async fn ports_first(&mut self, rec: &Reconciler) {
+    /// As an attach starts on the kernel: hands the firewall owner the firewall part of the
+    /// attach's plan, which lists the new ports in the source guard (it drops frames of
+    /// container ports it does not list); the attach awaits the answer with [`guarded`] before
+    /// it replies, so it costs the longer of the two, not their sum.
+    fn guard_ports(&mut self, rec: &Reconciler) -> Option<RecipientRequest<Contribute>> {
         let spec = match rec.firewall_part() {
             Some(Ok(spec)) if self.sent.as_ref() != Some(&spec) => spec,
-            Some(Err(e)) => return warn!(error = %e, "cannot build the firewall part"),
-            _ => return,
+            Some(Err(e)) => {
+                warn!(error = %e, "cannot build the firewall part");
+                return None;
+            }
+            _ => return None,
         };
         self.sent = Some(spec.clone());
-        let applied = self
-            .firewall
-            .send(Contribute(Part::Networks(spec)))
-            .timeout(GUARD_WAIT)
-            .await;
-        match applied {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                warn!(error = %e, "the new ports' source guard is not applied; their frames are dropped until it is")
-            }
-            Err(e) => {
-                warn!(error = %e, "the firewall owner has not listed the new ports yet; their frames are dropped until it does")
-            }
-        }
+        Some(self.firewall.send(Contribute(Part::Networks(spec))))
     }
 
     fn after_pass(&mut self, rec: &Reconciler) {
@@ -383,11 +386,17 @@ impl Handler<ApplyLocal> for DataplaneActor {
             let start = Instant::now();
             let done = match o.rec.plan_local(&msg.netns, msg.attach) {
                 Ok(planned) => {
-                    if msg.attach {
+                    let guard = if msg.attach {
                         let Owner { rec, reports } = &mut *o;
-                        reports.ports_first(rec).await;
+                        reports.guard_ports(rec)
+                    } else {
+                        None
+                    };
+                    let done = o.rec.apply_planned(planned).await;
+                    if let Some(guard) = guard {
+                        guarded(guard).await;
                     }
-                    o.rec.apply_planned(planned).await
+                    done
                 }
                 Err(e) => Err(e),
             };
