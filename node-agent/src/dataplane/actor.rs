@@ -4,14 +4,11 @@
 //! the rules for the networks it builds, and publishes (under the node lease) why it skips any
 //! network, so `shibafu network inspect` can show it; a problem fixed is deleted again.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use shibafu_overlay::firewall::{FirewallSpec, Part};
-use shibafu_overlay::model::{NetworkProblem, Object, SCHEMA_VERSION};
 use shibafu_overlay::state::{ClusterState, StateChange};
 use shibafu_overlay::telemetry::{follow, Trace};
 use tokio::sync::Mutex;
@@ -20,6 +17,7 @@ use tracing::{debug, info, info_span, warn, Instrument, Span};
 use shibafu_overlay::netlink::watch::Damage;
 
 use super::repairs::RepairQueue;
+use super::reports::{guarded, Reports};
 use super::{DataplaneError, Reconciler};
 use crate::firewall_actor::Contribute;
 use crate::messages::ClusterChanged;
@@ -31,23 +29,6 @@ use crate::tunnel::TunnelChanged;
 
 /// How often the whole dataplane (every container namespace) is resynced.
 const RESYNC: Duration = Duration::from_secs(30);
-
-/// How long an attach waits for the firewall owner to list its ports before it replies anyway
-/// (their frames are dropped until they are listed).
-const GUARD_WAIT: Duration = Duration::from_secs(2);
-
-/// Waits (at most [`GUARD_WAIT`]) for the firewall owner to have applied an attach's ports.
-async fn guarded(request: RecipientRequest<Contribute>) {
-    match request.timeout(GUARD_WAIT).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            warn!(error = %e, "the new ports' source guard is not applied; their frames are dropped until it is")
-        }
-        Err(e) => {
-            warn!(error = %e, "the firewall owner has not listed the new ports yet; their frames are dropped until it does")
-        }
-    }
-}
 
 /// Applies this node's workloads as they should now be to one namespace.
 #[derive(Debug, Message)]
@@ -73,77 +54,6 @@ pub struct CheckLocal(pub PathBuf);
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Damaged(pub Vec<Damage>);
-
-/// What the actor tells others after each pass.
-struct Reports {
-    node: String,
-    firewall: Recipient<Contribute>,
-    publish: PublishQueue,
-    /// Problems published, by network.
-    problems: BTreeMap<String, String>,
-    /// The firewall part last sent.
-    sent: Option<FirewallSpec>,
-    /// Pass durations, errors and op counts, for scrapes.
-    metrics: Arc<DataplaneMetrics>,
-}
-
-impl Reports {
-    /// As an attach starts on the kernel: hands the firewall owner the firewall part of the
-    /// attach's plan, which lists the new ports in the source guard (it drops frames of
-    /// container ports it does not list); the attach awaits the answer with [`guarded`] before
-    /// it replies, so it costs the longer of the two, not their sum.
-    fn guard_ports(&mut self, rec: &Reconciler) -> Option<RecipientRequest<Contribute>> {
-        let spec = match rec.firewall_part() {
-            Some(Ok(spec)) if self.sent.as_ref() != Some(&spec) => spec,
-            Some(Err(e)) => {
-                warn!(error = %e, "cannot build the firewall part");
-                return None;
-            }
-            _ => return None,
-        };
-        self.sent = Some(spec.clone());
-        Some(self.firewall.send(Contribute(Part::Networks(spec))))
-    }
-
-    fn after_pass(&mut self, rec: &Reconciler) {
-        let (applied, failed) = rec.op_counts();
-        self.metrics.ops(applied, failed);
-        match rec.firewall_part() {
-            Some(Ok(spec)) if self.sent.as_ref() != Some(&spec) => {
-                self.sent = Some(spec.clone());
-                self.firewall.do_send(Contribute(Part::Networks(spec)));
-            }
-            Some(Err(e)) => warn!(error = %e, "cannot build the firewall part"),
-            _ => {}
-        }
-        let now: BTreeMap<String, String> = rec
-            .skipped()
-            .iter()
-            .map(|s| (s.name.clone(), s.reason.clone()))
-            .collect();
-        for (network, reason) in &now {
-            if self.problems.get(network) != Some(reason) {
-                self.publish.put(&NetworkProblem {
-                    schema: SCHEMA_VERSION,
-                    network: network.clone(),
-                    node: self.node.clone(),
-                    reason: reason.clone(),
-                });
-            }
-        }
-        for network in self.problems.keys().filter(|n| !now.contains_key(*n)) {
-            info!(network = %network, "network built again");
-            let fixed = NetworkProblem {
-                schema: SCHEMA_VERSION,
-                network: network.clone(),
-                node: self.node.clone(),
-                reason: String::new(),
-            };
-            self.publish.delete(fixed.key());
-        }
-        self.problems = now;
-    }
-}
 
 struct Owner {
     rec: Reconciler,
@@ -253,14 +163,7 @@ impl DataplaneActor {
         DataplaneActor {
             owner: Arc::new(Mutex::new(Owner {
                 rec,
-                reports: Reports {
-                    node: node.clone(),
-                    firewall,
-                    publish,
-                    problems: BTreeMap::new(),
-                    sent: None,
-                    metrics: Arc::default(),
-                },
+                reports: Reports::new(node.clone(), firewall, publish),
             })),
             last_pass: Pace::default(),
             inbox: Arc::default(),

@@ -1,7 +1,7 @@
 //! The dataplane owner with the firewall owner: what reaches the firewall, and when.
 
 use async_trait::async_trait;
-use shibafu_overlay::firewall::{FakeFirewall, Firewall, FirewallError};
+use shibafu_overlay::firewall::{FakeFirewall, Firewall, FirewallError, FirewallSpec};
 use shibafu_overlay::netlink::FakeDataplane;
 use shibafu_overlay::plan::veth_host_name;
 
@@ -84,4 +84,7 @@ async fn an_attach_is_answered_once_its_port_is_in_the_source_guard() {
             "{name}'s attach was answered before its port was guarded"
         );
     }
+    // One ruleset for the host's first pass and one per attach: the attach's own pass sends
+    // its part once, not again after the kernel.
+    assert_eq!(fw.0.history().len(), 3, "{:#?}", fw.0.history());
 }

@@ -4,7 +4,9 @@
 //! owns it and tells the firewall owner and the cluster what it built.
 
 pub mod actor;
+mod local;
 mod repairs;
+mod reports;
 mod splice;
 #[cfg(test)]
 mod tests;
@@ -25,7 +27,7 @@ use shibafu_overlay::plan::{
 use shibafu_overlay::policy::policed_networks;
 use shibafu_overlay::state::ClusterState;
 use splice::Basis;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::registry::book::Entry;
 use crate::registry::LocalWorkloads;
@@ -67,16 +69,6 @@ pub struct HostConfig {
     pub control: Vec<SocketAddr>,
 }
 
-/// A plan of this node's workloads for one namespace, made before the kernel is touched.
-#[derive(Debug)]
-pub struct LocalPlan {
-    netns: PathBuf,
-    /// The plan for the namespace alone (an attach onto a settled host).
-    workloads_only: Option<Arc<DesiredHost>>,
-    /// The whole host's plan, when one was made.
-    whole: Option<Arc<DesiredHost>>,
-}
-
 /// The reconciler; see the module documentation.
 pub struct Reconciler {
     cfg: HostConfig,
@@ -94,6 +86,8 @@ pub struct Reconciler {
     ops: (u64, u64),
     /// This node's tunnel address while its WireGuard device is up.
     tunnel: Option<Ipv4Addr>,
+    /// Bumped whenever something [`Reconciler::firewall_part`] reads changes.
+    firewall_inputs: u64,
 }
 
 impl Reconciler {
@@ -110,6 +104,7 @@ impl Reconciler {
             basis: None,
             ops: (0, 0),
             tunnel: None,
+            firewall_inputs: 0,
         }
     }
 
@@ -121,12 +116,14 @@ impl Reconciler {
     /// Takes a new cluster state (reconcile afterwards).
     pub fn set_state(&mut self, state: Arc<ClusterState>) {
         self.state = state;
+        self.firewall_inputs += 1;
     }
 
     /// Takes whether this node's WireGuard device is up, with its tunnel address (reconcile
     /// afterwards).
     pub fn set_tunnel(&mut self, tunnel: Option<Ipv4Addr>) {
         self.tunnel = tunnel;
+        self.firewall_inputs += 1;
     }
 
     /// Takes this node's workloads as they should now be (reconcile afterwards).
@@ -137,6 +134,18 @@ impl Reconciler {
     /// The networks the last plan skipped, with the reasons.
     pub fn skipped(&self) -> &[SkippedNetwork] {
         self.planned.as_ref().map_or(&[], |d| &d.skipped)
+    }
+
+    /// Remembers `planned` as the last plan.
+    fn set_planned(&mut self, planned: Option<Arc<DesiredHost>>) {
+        self.planned = planned;
+        self.firewall_inputs += 1;
+    }
+
+    /// Changes whenever the inputs of [`Reconciler::firewall_part`] may have: the same value
+    /// means the same part, so it need not be built again.
+    pub fn firewall_inputs(&self) -> u64 {
+        self.firewall_inputs
     }
 
     /// The firewall part for the valid networks of the last plan, built here or idle (their
@@ -193,71 +202,6 @@ impl Reconciler {
             nodes.chain(known.clone().map(SocketAddr::ip)),
             known.map(SocketAddr::port),
         )
-    }
-
-    /// Applies this node's workloads to `netns` (an attach, a detach or its rollback):
-    /// [`Reconciler::plan_local`] then [`Reconciler::apply_planned`], as the actor does
-    /// without the firewall between them.
-    #[cfg(test)]
-    pub async fn apply_local(&mut self, netns: &Path, attach: bool) -> Result<(), DataplaneError> {
-        let planned = self.plan_local(netns, attach)?;
-        self.apply_planned(planned).await
-    }
-
-    /// Plans applying this node's workloads to `netns` and remembers the plan as the last one
-    /// (so [`Reconciler::firewall_part`] already lists the ports it brings). For an attach onto
-    /// a host whose cluster inputs and other workloads are those of the last clean reconcile,
-    /// only this namespace's workloads are planned (spliced into that plan, [`splice`]) and
-    /// only this namespace and its veths will be read ([`Scope::Workloads`]): the attach costs
-    /// about the same with 1 or 1,000 containers here.
-    pub fn plan_local(&mut self, netns: &Path, attach: bool) -> Result<LocalPlan, DataplaneError> {
-        let netns = netns.to_path_buf();
-        if !attach {
-            return Ok(LocalPlan {
-                netns,
-                workloads_only: None,
-                whole: Some(self.plan()?),
-            });
-        }
-        if let Some(spliced) = self.spliced(&netns) {
-            return Ok(LocalPlan {
-                netns,
-                workloads_only: Some(spliced),
-                whole: None,
-            });
-        }
-        let desired = self.plan()?;
-        let settled = self
-            .settled
-            .as_ref()
-            .is_some_and(|(s, _)| s.networks == desired.networks);
-        Ok(LocalPlan {
-            netns,
-            workloads_only: settled.then(|| desired.clone()),
-            whole: Some(desired),
-        })
-    }
-
-    /// Applies a plan of [`Reconciler::plan_local`]. If the workload-only pass fails (the host
-    /// drifted since: a bridge deleted by hand) the host side is reconciled too before giving up.
-    pub async fn apply_planned(&mut self, planned: LocalPlan) -> Result<(), DataplaneError> {
-        let only = vec![planned.netns];
-        if let Some(desired) = planned.workloads_only {
-            match self
-                .reconcile_to(desired, Scope::Workloads(only.clone()))
-                .await
-            {
-                Err(e) => {
-                    warn!(error = %e, "workload-only attach failed; reconciling the host side")
-                }
-                ok => return ok,
-            }
-        }
-        let desired = match planned.whole {
-            Some(desired) => desired,
-            None => self.plan()?,
-        };
-        self.reconcile_to(desired, Scope::Only(only)).await
     }
 
     /// What the kernel lacks for this node's workloads in `netns` (their veths, addresses, default
@@ -351,7 +295,7 @@ impl Reconciler {
     fn plan(&mut self) -> Result<Arc<DesiredHost>, PlanError> {
         let (desired, basis) = self.desired()?;
         let desired = Arc::new(desired);
-        self.planned = Some(desired.clone());
+        self.set_planned(Some(desired.clone()));
         self.basis = Some(basis);
         Ok(desired)
     }

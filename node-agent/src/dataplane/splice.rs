@@ -92,7 +92,7 @@ impl Reconciler {
             }
         };
         let (settled, basis) = self.settled.take()?;
-        self.planned = None;
+        self.set_planned(None);
         let mut desired = Arc::unwrap_or_clone(settled);
         desired.endpoints.retain(|e| !same_netns(&e.netns, netns));
         let clash = part.endpoints.iter().any(|p| {
@@ -114,7 +114,7 @@ impl Reconciler {
             ..basis
         });
         let desired = Arc::new(desired);
-        self.planned = Some(desired.clone());
+        self.set_planned(Some(desired.clone()));
         Some(desired)
     }
 }

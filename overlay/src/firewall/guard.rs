@@ -133,10 +133,7 @@ pub fn render_guard(ports: &[PortBinding]) -> String {
 /// (one transaction when sent together); `None` when the ports are the same. An attach or a
 /// detach changes one port: its elements, not a reload of the table.
 pub fn render_guard_change(old: &[PortBinding], new: &[PortBinding]) -> Option<String> {
-    let before: BTreeSet<&PortBinding> = old.iter().collect();
-    let after: BTreeSet<&PortBinding> = new.iter().collect();
-    let gone: Vec<&PortBinding> = before.difference(&after).copied().collect();
-    let came: Vec<&PortBinding> = after.difference(&before).copied().collect();
+    let (gone, came) = difference(old, new);
     if gone.is_empty() && came.is_empty() {
         return None;
     }
@@ -156,6 +153,37 @@ pub fn render_guard_change(old: &[PortBinding], new: &[PortBinding]) -> Option<S
         }
     }
     Some(s)
+}
+
+/// The bindings only in `old` and those only in `new`, each sorted: one walk when both lists are
+/// sorted (as [`planned_ports`] makes them), else through sets.
+fn difference<'a>(
+    old: &'a [PortBinding],
+    new: &'a [PortBinding],
+) -> (Vec<&'a PortBinding>, Vec<&'a PortBinding>) {
+    if !(old.is_sorted() && new.is_sorted()) {
+        let before: BTreeSet<&PortBinding> = old.iter().collect();
+        let after: BTreeSet<&PortBinding> = new.iter().collect();
+        return (
+            before.difference(&after).copied().collect(),
+            after.difference(&before).copied().collect(),
+        );
+    }
+    let (mut gone, mut came) = (Vec::new(), Vec::new());
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x == y => {
+                a.next();
+                b.next();
+            }
+            (Some(x), Some(y)) if x < y => gone.extend(a.next()),
+            (Some(_), Some(_)) | (None, Some(_)) => came.extend(b.next()),
+            (Some(_), None) => gone.extend(a.next()),
+            (None, None) => break,
+        }
+    }
+    (gone, came)
 }
 
 fn set(s: &mut String, name: &str, ty: &str, elements: &[String]) {
@@ -242,6 +270,50 @@ mod tests {
         );
         assert!(s.contains("delete element bridge shibafu addrs6 { \"sfe1\" . fd00:21::2 }"));
         assert!(s.contains("add element bridge shibafu addrs4 { \"sfe1\" . 172.21.0.9 }"));
+    }
+
+    #[test]
+    fn sorted_and_unsorted_port_lists_differ_alike() {
+        let ports: Vec<PortBinding> = (2..9)
+            .map(|i| binding(&format!("sfe{i}"), i, i % 2 == 0))
+            .collect();
+        let cases: [(&[usize], &[usize]); 5] = [
+            (&[0, 1, 2], &[0, 2, 3]),
+            (&[], &[4, 5]),
+            (&[1, 6], &[]),
+            (&[0, 3, 5, 6], &[1, 3, 4, 6]),
+            (&[2], &[2]),
+        ];
+        for (old, new) in cases {
+            let pick = |ix: &[usize]| -> Vec<PortBinding> {
+                ix.iter().map(|&i| ports[i].clone()).collect()
+            };
+            let (old, new) = (pick(old), pick(new));
+            let (mut old_rev, mut new_rev) = (old.clone(), new.clone());
+            old_rev.reverse();
+            new_rev.reverse();
+            let sorted = render_guard_change(&old, &new);
+            // Reversed lists (unsorted when longer than one) go through sets: the same script.
+            assert_eq!(
+                render_guard_change(&old_rev, &new_rev),
+                sorted,
+                "{old:?} -> {new:?}"
+            );
+        }
+        let moved = PortBinding {
+            ipv4: Ipv4Addr::new(172, 21, 0, 99),
+            ..ports[1].clone()
+        };
+        let s = render_guard_change(&ports[..3], &[ports[0].clone(), moved, ports[2].clone()])
+            .expect("changed");
+        assert!(
+            s.starts_with("delete element bridge shibafu ports { \"sfe3\" }"),
+            "{s}"
+        );
+        assert!(
+            s.contains("add element bridge shibafu addrs4 { \"sfe3\" . 172.21.0.99 }"),
+            "{s}"
+        );
     }
 
     #[test]

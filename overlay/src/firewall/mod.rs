@@ -146,6 +146,29 @@ pub struct FirewallSpec {
     pub ports: Vec<PortBinding>,
 }
 
+impl FirewallSpec {
+    /// Is everything but the ports the same in `other` (so only the guard's elements differ)?
+    pub fn same_but_ports(&self, other: &FirewallSpec) -> bool {
+        let FirewallSpec {
+            networks,
+            links,
+            uplink,
+            sealed_vnis,
+            tunnel_if,
+            tunnel_range,
+            control,
+            ports: _,
+        } = self;
+        *networks == other.networks
+            && *links == other.links
+            && *uplink == other.uplink
+            && *sealed_vnis == other.sealed_vnis
+            && *tunnel_if == other.tunnel_if
+            && *tunnel_range == other.tunnel_range
+            && *control == other.control
+    }
+}
+
 /// Where the control plane listens: etcd, the coordinators' API and the metrics endpoints.
 /// Containers reach none of these ports on these hosts (forwarded), nor these ports on their
 /// own node (input). Both lists sorted and without repeats.

@@ -129,17 +129,16 @@ impl NftFirewall {
     /// both tables with a new `nft`; false when that does not apply or did not work (then the
     /// whole ruleset is loaded).
     async fn change_ports(&self, spec: &FirewallSpec) -> bool {
-        let Some(last) = self.last_applied() else {
-            return false;
+        let script = {
+            let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            match last.as_ref() {
+                Some(last) if last.same_but_ports(spec) => {
+                    render_guard_change(&last.ports, &spec.ports)
+                }
+                _ => None,
+            }
         };
-        let same_rest = FirewallSpec {
-            ports: last.ports.clone(),
-            ..spec.clone()
-        } == last;
-        if !same_rest {
-            return false;
-        }
-        let Some(script) = render_guard_change(&last.ports, &spec.ports) else {
+        let Some(script) = script else {
             return false;
         };
         match self.in_session(&script).await {

@@ -112,13 +112,18 @@ pub enum Scope {
 impl Scope {
     /// The namespaces of `desired` this scope covers.
     pub fn select<'a>(&self, desired: &'a DesiredHost) -> Vec<&'a Path> {
-        let all = desired.container_netns();
         match self {
-            Scope::All => all,
-            Scope::Only(only) | Scope::Workloads(only) => all
-                .into_iter()
-                .filter(|p| only.iter().any(|o| o == p))
-                .collect(),
+            Scope::All => desired.container_netns(),
+            Scope::Only(only) | Scope::Workloads(only) => {
+                let mut found: Vec<&'a Path> = only
+                    .iter()
+                    .filter_map(|o| desired.endpoints_in(o).first())
+                    .map(|e| e.netns.as_path())
+                    .collect();
+                found.sort_unstable();
+                found.dedup();
+                found
+            }
         }
     }
 }

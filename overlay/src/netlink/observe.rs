@@ -159,11 +159,7 @@ pub(crate) async fn observe_workloads(
     desired: &DesiredHost,
     netns: &[&Path],
 ) -> Result<(ObservedHost, ContainerConns), NetlinkError> {
-    let eps: Vec<_> = desired
-        .endpoints
-        .iter()
-        .filter(|e| netns.contains(&e.netns.as_path()))
-        .collect();
+    let eps: Vec<_> = netns.iter().flat_map(|n| desired.endpoints_in(n)).collect();
     let mut wanted: Vec<&str> = eps
         .iter()
         .flat_map(|e| [e.host_ifname.as_str(), e.bridge.as_str()])

@@ -213,6 +213,16 @@ impl DesiredHost {
         set.into_iter().collect()
     }
 
+    /// The interfaces of the container in `netns` (a binary search: the endpoints are sorted by
+    /// namespace).
+    pub fn endpoints_in(&self, netns: &Path) -> &[DesiredEndpoint] {
+        let from = self
+            .endpoints
+            .partition_point(|e| e.netns.as_path() < netns);
+        let to = from + self.endpoints[from..].partition_point(|e| e.netns.as_path() == netns);
+        &self.endpoints[from..to]
+    }
+
     /// Does any network carry IPv6 (so IPv6 forwarding is needed)?
     pub fn has_ipv6(&self) -> bool {
         self.networks.iter().any(|n| n.gateway6.is_some())

@@ -79,9 +79,17 @@ fn stale_links<'a>(
         .iter()
         .filter_map(|n| n.vxlan.as_ref().map(|v| (v.name.as_str(), v)))
         .collect();
+    // Only the veths observed are looked up: an attach observes its own, not the host's 1,000.
+    let seen: BTreeSet<&str> = observed
+        .links
+        .iter()
+        .filter(|l| matches!(l.kind, LinkKind::Veth))
+        .map(|l| l.name.as_str())
+        .collect();
     let veths: BTreeMap<&str, &DesiredEndpoint> = desired
         .endpoints
         .iter()
+        .filter(|e| seen.contains(e.host_ifname.as_str()))
         .map(|e| (e.host_ifname.as_str(), e))
         .collect();
 

@@ -368,3 +368,29 @@ fn a_network_nothing_here_uses_is_idle_no_device_no_remote() {
     );
     assert!(d.idle.is_empty());
 }
+
+#[test]
+fn a_namespaces_interfaces_are_found_by_its_path() {
+    let d = Cluster::new().desired();
+    let ifs = |netns: &str| -> Vec<&str> {
+        d.endpoints_in(std::path::Path::new(netns))
+            .iter()
+            .map(|e| e.ifname.as_str())
+            .collect()
+    };
+    assert_eq!(ifs("/run/netns/api"), ["eth0", "eth1"]);
+    assert_eq!(ifs("/run/netns/cache"), ["eth0"]);
+    assert!(ifs("/run/netns/b").is_empty(), "between the two");
+    assert!(ifs("/run/netns/zzz").is_empty(), "after the last");
+    assert!(ifs("/run").is_empty(), "a prefix of both");
+    let only = crate::netlink::Scope::Only(vec![
+        "/run/netns/cache".into(),
+        "/run/netns/gone".into(),
+        "/run/netns/cache".into(),
+    ]);
+    assert_eq!(
+        only.select(&d),
+        [std::path::Path::new("/run/netns/cache")],
+        "known namespaces of the scope, once each"
+    );
+}
