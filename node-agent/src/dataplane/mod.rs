@@ -302,7 +302,8 @@ impl Reconciler {
 
     fn desired(&self) -> Result<(DesiredHost, Basis), PlanError> {
         let containers = local_containers(self.local.values());
-        let in_use = self.in_use(&self.local);
+        let on = on_networks(&self.local);
+        let in_use = self.in_use(&on);
         // Only the endpoints of networks built here are read: 200 of 10,000, say.
         let mut endpoints: Vec<Endpoint> = in_use
             .iter()
@@ -317,17 +318,15 @@ impl Reconciler {
             tunnel: self.tunnel,
             local: self.local.clone(),
             in_use: Arc::new(in_use),
+            on: Arc::new(on),
         };
         Ok((desired, basis))
     }
 
-    /// The networks this host builds with `local` as its workloads
+    /// The networks this host builds when its workloads are on the networks `on`
     /// ([`shibafu_overlay::plan::networks_in_use`]).
-    fn in_use(&self, local: &LocalWorkloads) -> BTreeSet<String> {
-        let on: BTreeSet<&str> = local
-            .values()
-            .flat_map(|e| e.endpoints().map(|ep| ep.network.as_str()))
-            .collect();
+    fn in_use(&self, on: &BTreeSet<String>) -> BTreeSet<String> {
+        let on: BTreeSet<&str> = on.iter().map(String::as_str).collect();
         let networks: Vec<Network> = self.state.networks().values().cloned().collect();
         networks_in_use_by(
             &on,
@@ -366,6 +365,17 @@ impl Reconciler {
         desired.bridge_netfilter_off = self.cfg.bridge_netfilter_off;
         Ok(desired)
     }
+}
+
+/// The networks `local` has endpoints on.
+fn on_networks(local: &LocalWorkloads) -> BTreeSet<String> {
+    let mut on = BTreeSet::new();
+    for ep in local.values().flat_map(Entry::endpoints) {
+        if !on.contains(ep.network.as_str()) {
+            on.insert(ep.network.clone());
+        }
+    }
+    on
 }
 
 /// The planner's view of local workloads: each one's namespace and interfaces.

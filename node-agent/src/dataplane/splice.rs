@@ -16,7 +16,7 @@ use shibafu_overlay::plan::DesiredHost;
 use shibafu_overlay::state::ClusterState;
 use tracing::debug;
 
-use super::{local_containers, Reconciler};
+use super::{local_containers, on_networks, Reconciler};
 use crate::registry::book::Entry;
 use crate::registry::LocalWorkloads;
 
@@ -31,6 +31,8 @@ pub(super) struct Basis {
     pub local: Arc<LocalWorkloads>,
     /// The networks in use (built) here.
     pub in_use: Arc<BTreeSet<String>>,
+    /// The networks this node's workloads are on (with the cluster, what `in_use` follows from).
+    pub on: Arc<BTreeSet<String>>,
 }
 
 /// Are `a` and `b` the same namespace file? (Compared as the strings the book holds: a path
@@ -80,7 +82,9 @@ impl Reconciler {
         }
         // The first container on a network built for a policy's sake brings that policy's
         // peers' networks into use (their replies are routed here): then plan the host.
-        if self.in_use(&self.local) != *basis.in_use {
+        // With the same cluster, the same networks with workloads on them build the same ones.
+        let on = on_networks(&self.local);
+        if on != *basis.on && self.in_use(&on) != *basis.in_use {
             return None;
         }
         let containers = local_containers(entries.into_iter());
@@ -111,6 +115,7 @@ impl Reconciler {
         desired.endpoints.splice(at..at, part.endpoints);
         self.basis = Some(Basis {
             local: self.local.clone(),
+            on: Arc::new(on),
             ..basis
         });
         let desired = Arc::new(desired);
