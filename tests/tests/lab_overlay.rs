@@ -303,6 +303,21 @@ fn service_answers_go_round_the_instances_on_three_nodes() {
             &["--service", "web", "--port", "80"],
         );
     }
+    // Node2 learns of the instances on the other nodes through etcd: wait until its DNS has all
+    // three (the SRV answer lists every instance), as a client of a fresh service would.
+    let srv = || {
+        in_container_out(
+            &lab,
+            "node2",
+            "client",
+            &["dig", "+short", "_http._tcp.web.frontend.local", "SRV"],
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), POLL, || srv().lines().count() == 3),
+        "node2's DNS never had the three instances: {}",
+        srv()
+    );
     // One address per answer (see docs/services.md), each instance in turn.
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..3 {
@@ -318,13 +333,6 @@ fn service_answers_go_round_the_instances_on_three_nodes() {
         3,
         "three answers do not go round the instances: {seen:?}"
     );
-    let srv = in_container_out(
-        &lab,
-        "node2",
-        "client",
-        &["dig", "+short", "_http._tcp.web.frontend.local", "SRV"],
-    );
-    assert_eq!(srv.lines().count(), 3, "{srv}");
     lab.down();
 }
 
