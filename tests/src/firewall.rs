@@ -88,7 +88,7 @@ pub fn spec(
     members: &[(&NetnsGuard, &str, &str)],
 ) -> FirewallSpec {
     FirewallSpec {
-        ports: ports(networks, members),
+        ports: ports(networks, members).into(),
         ..FirewallSpec::from_model(networks, links, uplink).expect("spec")
     }
 }

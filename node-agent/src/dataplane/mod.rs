@@ -181,7 +181,7 @@ impl Reconciler {
                     .any(|n| n.vxlan.as_ref().is_some_and(|v| v.local.is_none()));
                 spec.tunnel_range = inside.then(shibafu_overlay::wireguard::tunnel::tunnel_range);
                 spec.control = self.control_plane();
-                spec.ports = planned_ports(planned);
+                spec.ports = planned_ports(planned).into();
                 spec
             }),
         )

@@ -17,7 +17,7 @@ mod session;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -118,7 +118,7 @@ pub struct FirewallNetwork {
 }
 
 /// Everything the ruleset is rendered from.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FirewallSpec {
     /// Networks, sorted by bridge.
     pub networks: Vec<FirewallNetwork>,
@@ -128,22 +128,18 @@ pub struct FirewallSpec {
     pub uplink: Option<String>,
     /// Inbound VXLAN traffic of these VNIs is taken only from the WireGuard device: a packet
     /// for an encrypted network arriving in clear is dropped (sorted).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sealed_vnis: Vec<u32>,
     /// The WireGuard device, when it is up.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel_if: Option<String>,
     /// The tunnel range, when VXLAN runs inside the tunnels here: VXLAN packets to it leave only
     /// through the WireGuard device (were the device gone, they would follow the default route
     /// onto the underlay in clear).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel_range: Option<ipnet::Ipv4Net>,
     /// The cluster's control plane, which containers never reach.
-    #[serde(default, skip_serializing_if = "ControlPlane::is_empty")]
     pub control: ControlPlane,
-    /// This node's container ports and what each was given: the source guard (sorted).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<PortBinding>,
+    /// This node's container ports and what each was given: the source guard (sorted). Shared:
+    /// the spec is cloned and compared on its way to nft, once per attach, with 1,000 ports.
+    pub ports: Arc<[PortBinding]>,
 }
 
 impl FirewallSpec {
@@ -260,7 +256,7 @@ impl FirewallSpec {
             tunnel_if: None,
             tunnel_range: None,
             control: ControlPlane::default(),
-            ports: Vec::new(),
+            ports: Arc::default(),
         })
     }
 }
