@@ -109,6 +109,10 @@ impl FirewallActor {
                 Err(e) => {
                     warn!(error = %e, "firewall apply failed; retried on the next change or check");
                     act.answer(generation, &Err(e.to_string()));
+                    // A newer composition arrived meanwhile: it is the next change, try it.
+                    if act.generation > generation {
+                        act.converge(ctx);
+                    }
                 }
             }
         }));
@@ -220,7 +224,10 @@ impl Handler<CheckNetwork> for FirewallActor {
 
 #[cfg(test)]
 mod tests {
-    use shibafu_overlay::firewall::FakeFirewall;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+    use shibafu_overlay::firewall::{FakeFirewall, FirewallError};
     use shibafu_overlay::model::Network;
 
     use super::*;
@@ -281,5 +288,50 @@ mod tests {
         second.await.expect("mailbox").expect("second");
         assert_eq!(fw.current(), Some(spec(&["b"])));
         first.await.expect("mailbox").expect("first");
+    }
+
+    /// A firewall whose first apply fails, slowly, as nft may when it is killed mid-way.
+    struct FailsFirst {
+        inner: FakeFirewall,
+        failed: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Firewall for FailsFirst {
+        async fn apply(&self, spec: &FirewallSpec) -> Result<(), FirewallError> {
+            if !self.failed.swap(true, Ordering::SeqCst) {
+                actix_rt::time::sleep(Duration::from_millis(30)).await;
+                return Err(FirewallError::InvalidUplink("test".into()));
+            }
+            self.inner.apply(spec).await
+        }
+
+        async fn remove(&self) -> Result<(), FirewallError> {
+            self.inner.remove().await
+        }
+
+        async fn ensure(&self) -> Result<bool, FirewallError> {
+            self.inner.ensure().await
+        }
+    }
+
+    #[actix::test]
+    async fn a_failed_apply_answers_its_own_and_tries_what_came_meanwhile() {
+        let fw = Arc::new(FailsFirst {
+            inner: FakeFirewall::new(),
+            failed: AtomicBool::new(false),
+        });
+        let actor = FirewallActor::new(fw.clone()).start();
+        let send = |names: &[&str]| actor.send(Contribute(Part::Networks(spec(names))));
+        let (first, second) = (send(&["a"]), send(&["a", "b"]));
+        let failed = first.await.expect("mailbox");
+        assert!(failed.is_err(), "{failed:?}");
+        // The second is applied without waiting for another change or the periodic check.
+        let applied = tokio::time::timeout(Duration::from_secs(1), second)
+            .await
+            .expect("answered at once")
+            .expect("mailbox");
+        assert_eq!(applied, Ok(()));
+        assert_eq!(fw.inner.current(), Some(spec(&["a", "b"])));
     }
 }
