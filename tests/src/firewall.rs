@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use shibafu_overlay::firewall::{planned_ports, FirewallSpec, PortBinding};
+use shibafu_overlay::firewall::{planned_ports, FirewallSpec};
 use shibafu_overlay::model::{Endpoint, Link, MacAddr, Network};
 use shibafu_overlay::netlink::{reconcile, NetlinkDataplane, Scope};
 use shibafu_overlay::plan::{DesiredHost, HostInputs, LocalContainer, LocalInterface};
@@ -73,14 +73,9 @@ pub fn desired(
     .expect("desired")
 }
 
-/// The source guard's ports of `members` as [`build`] makes them (the guard drops frames of
-/// container ports it does not list).
-pub fn ports(networks: &[Network], members: &[(&NetnsGuard, &str, &str)]) -> Vec<PortBinding> {
-    planned_ports(&desired(networks, members, &[]))
-}
-
-/// The firewall of a host with `networks`, `links` and the containers `members`, masquerading
-/// out of `uplink` when given.
+/// The firewall of a host with `networks`, `links` and the containers `members` (their ports
+/// in the source guard as [`build`] makes them: it drops container ports it does not list),
+/// masquerading out of `uplink` when given.
 pub fn spec(
     networks: &[Network],
     links: &[Link],
@@ -88,7 +83,7 @@ pub fn spec(
     members: &[(&NetnsGuard, &str, &str)],
 ) -> FirewallSpec {
     FirewallSpec {
-        ports: ports(networks, members).into(),
+        ports: planned_ports(&desired(networks, members, &[])).into(),
         ..FirewallSpec::from_model(networks, links, uplink).expect("spec")
     }
 }

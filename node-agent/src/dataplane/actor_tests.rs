@@ -50,29 +50,22 @@ async fn an_attach_is_answered_once_its_port_is_in_the_source_guard() {
     // Two attaches: the first builds the network (a whole plan), the second is spliced.
     let mut on = Vec::new();
     for (name, ip) in [("api", "172.22.0.2"), ("web", "172.22.0.3")] {
-        let netns = PathBuf::from(format!("/run/test/{name}"));
-        dp.add_container(&netns);
+        dp.add_container(format!("/run/test/{name}"));
         on.push(workload(name, &[endpoint("backend", name, "node1", ip)]));
-        let apply = ApplyLocal {
+        let apply = || ApplyLocal {
             local: local(&on),
-            netns,
+            netns: PathBuf::from(format!("/run/test/{name}")),
             attach: true,
             trace: Trace::default(),
         };
-        let mut done = actor.send(apply).await.expect("mailbox");
+        let mut done = actor.send(apply()).await.expect("mailbox");
         // The first attach may come before the owner read the cluster: it is then refused.
         for _ in 0..100 {
             if !matches!(done, Err(DataplaneError::NotReady)) {
                 break;
             }
             actix_rt::time::sleep(Duration::from_millis(5)).await;
-            let again = ApplyLocal {
-                local: local(&on),
-                netns: PathBuf::from(format!("/run/test/{name}")),
-                attach: true,
-                trace: Trace::default(),
-            };
-            done = actor.send(again).await.expect("mailbox");
+            done = actor.send(apply()).await.expect("mailbox");
         }
         done.expect("attach");
         let port = veth_host_name("backend", name);

@@ -6,8 +6,8 @@
 //! of duplicate address detection); anything but IPv4, IPv6 and ARP is dropped. So a process
 //! with `CAP_NET_RAW` (Docker's default set has it) can craft packets, but none with another
 //! source leaves its veth: no impersonating a neighbour, no spoofed packets routed out. It fails
-//! closed: a container port (`sfe*`) the guard does not list yet sends nothing at all (the
-//! agent lists a port before it creates it); other ports of a bridge (its VXLAN device) pass.
+//! closed: a container port (`sfe*`) the guard does not list yet sends nothing at all (an
+//! attach replies only once its port is listed); other ports of a bridge (its VXLAN device) pass.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
