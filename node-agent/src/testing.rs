@@ -85,6 +85,17 @@ pub fn stored(state: &ClusterState, obj: &impl Object) -> (Arc<ClusterState>, Ve
     (Arc::new(st), changes)
 }
 
+/// `state` without the object at `obj`'s key (as the watch brings a deletion).
+pub fn without_object(state: &ClusterState, obj: &impl Object) -> Arc<ClusterState> {
+    let mut st = state.clone();
+    let rev = st.revision() + 1;
+    st.apply(&ClusterChange::Events(vec![WatchEvent::Delete {
+        key: obj.key().to_string(),
+        mod_revision: rev,
+    }]));
+    Arc::new(st)
+}
+
 /// A workload `name` in `/run/test/<name>` with one interface per endpoint, eth0 first.
 pub fn workload(name: &str, endpoints: &[Endpoint]) -> Entry {
     Entry {

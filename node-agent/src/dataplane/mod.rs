@@ -4,6 +4,7 @@
 //! owns it and tells the firewall owner and the cluster what it built.
 
 pub mod actor;
+mod inputs;
 mod local;
 mod repairs;
 mod reports;
@@ -115,8 +116,10 @@ impl Reconciler {
 
     /// Takes a new cluster state (reconcile afterwards).
     pub fn set_state(&mut self, state: Arc<ClusterState>) {
+        if inputs::firewall_inputs_differ(&self.state, &state) {
+            self.firewall_inputs += 1;
+        }
         self.state = state;
-        self.firewall_inputs += 1;
     }
 
     /// Takes whether this node's WireGuard device is up, with its tunnel address (reconcile
@@ -217,11 +220,16 @@ impl Reconciler {
             .collect())
     }
 
-    /// Reconciles the host side after a cluster change. When the desired state is the one the
-    /// last clean reconcile applied (the watch echoing this node's own endpoints, or a change
-    /// elsewhere that concerns no network here) the kernel is not read at all; drift made by
-    /// others is the periodic full resync's job. Returns whether the kernel was read.
+    /// Reconciles the host side after a cluster change. A change that concerns no network built
+    /// here is not even planned; when the desired state is the one the last clean reconcile
+    /// applied (the watch echoing this node's own endpoints, say) the kernel is not read at
+    /// all; drift made by others is the periodic full resync's job. Returns whether the kernel
+    /// was read.
     pub async fn reconcile_change(&mut self) -> Result<bool, DataplaneError> {
+        if self.settled_covers_change() {
+            debug!("cluster change concerns no network built here");
+            return Ok(false);
+        }
         let desired = self.plan()?;
         if let (Some((settled, was)), Some(basis)) = (self.settled.as_mut(), &self.basis) {
             if *settled == desired {

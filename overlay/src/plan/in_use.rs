@@ -85,6 +85,19 @@ pub fn networks_in_use_by<'a>(
     out
 }
 
+/// Can the networks in use depend on the endpoints (a policy letting in peers named by service or
+/// container name, which may be on any network)? When not, an endpoint coming or going changes
+/// only its own network's plan.
+pub fn in_use_reads_endpoints<'a>(policies: impl IntoIterator<Item = &'a Policy>) -> bool {
+    policies.into_iter().any(|p| {
+        p.rules.iter().any(|r| {
+            r.action == Action::Allow
+                && r.direction == Direction::Ingress
+                && matches!(r.peer, Peer::Service(_) | Peer::Container(_))
+        })
+    })
+}
+
 /// Do the subnets of `n` share an address with `c`?
 fn overlaps(n: &Network, c: &ipnet::IpNet) -> bool {
     let v4 = ipnet::IpNet::V4(n.subnet);

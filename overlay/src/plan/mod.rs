@@ -35,7 +35,7 @@ pub use desired::{
     LocalInterface, RemoteEndpoint, SkippedNetwork,
 };
 pub use diff::{plan, plan_workloads, VXLAN_PORT_FLAGS};
-pub use in_use::{networks_in_use, networks_in_use_by};
+pub use in_use::{in_use_reads_endpoints, networks_in_use, networks_in_use_by};
 pub use names::{
     gateway_mac, is_owned, next_ifname, overlay_mtu, valid_ifname, veth_host_name, MAX_IFNAME,
     OWNED_PREFIX, VETH_PREFIX, VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6, VXLAN_PORT,
