@@ -131,6 +131,7 @@ pub mod firewall;
 mod lab;
 mod netns;
 pub mod otlp;
+pub mod plan;
 pub mod probe;
 pub mod prometheus;
 pub mod shim;

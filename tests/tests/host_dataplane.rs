@@ -4,17 +4,15 @@
 //! a ping running across re-plans, teardown. Overlay: two hosts joined by a veth underlay, VXLAN
 //! with static FDB/neighbour entries and ARP suppression, MTU with DF, routing between networks.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shibafu_overlay::firewall::{planned_ports, Firewall, FirewallSpec, NftFirewall};
-use shibafu_overlay::model::{Endpoint, Link, Network, Node, SCHEMA_VERSION};
+use shibafu_overlay::model::Link;
 use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkDataplane, Scope};
-use shibafu_overlay::plan::{
-    plan, veth_host_name, DesiredHost, HostInputs, LocalContainer, LocalInterface, Op,
-};
+use shibafu_overlay::plan::{plan, veth_host_name, DesiredHost, Op};
+use shibafu_tests::plan::{attach, desired, ep, net, node};
 use shibafu_tests::{exec_ok, exec_out, is_root, NetnsGuard};
 
 fn root() -> bool {
@@ -22,74 +20,6 @@ fn root() -> bool {
         eprintln!("skipping host-tier dataplane test: needs root");
     }
     is_root()
-}
-
-fn net(name: &str, subnet: &str, subnet6: Option<&str>, vni: u32) -> Network {
-    Network {
-        subnet6: subnet6.map(|s| s.parse().expect("subnet6")),
-        ..Network::new(name, subnet.parse().expect("subnet"), vni)
-    }
-}
-
-fn ep(id: &str, network: &str, node: &str, ip: &str, ip6: Option<&str>, mac: &str) -> Endpoint {
-    Endpoint {
-        ipv6: ip6.map(|a| a.parse().expect("ip6")),
-        mac: mac.parse().expect("mac"),
-        ..Endpoint::new(network, id, node, ip.parse().expect("ip"))
-    }
-}
-
-fn node(name: &str, ip: &str) -> Node {
-    Node {
-        schema: SCHEMA_VERSION,
-        name: name.into(),
-        underlay: ip.parse().expect("ip"),
-        version: "t".into(),
-        wg: None,
-        started_at: 0,
-    }
-}
-
-fn attach(ns: &NetnsGuard, ifs: &[(&str, &str)]) -> LocalContainer {
-    LocalContainer {
-        netns: ns.path(),
-        interfaces: ifs
-            .iter()
-            .enumerate()
-            .map(|(i, (network, id))| LocalInterface {
-                network: (*network).into(),
-                endpoint_id: (*id).into(),
-                ifname: format!("eth{i}"),
-            })
-            .collect(),
-    }
-}
-
-/// The desired state of node `node` (underlay MTU 1500) in the given cluster.
-fn desired(
-    node: &str,
-    underlay: Option<IpAddr>,
-    networks: &[Network],
-    nodes: &[Node],
-    endpoints: &[Endpoint],
-    containers: &[LocalContainer],
-) -> DesiredHost {
-    // Every network built, as on a host that uses them all (which ones are is planned apart).
-    let in_use: BTreeSet<String> = networks.iter().map(|n| n.name.clone()).collect();
-    DesiredHost::build(&HostInputs {
-        node,
-        underlay,
-        underlay_mtu: 1500,
-        networks,
-        nodes,
-        endpoints,
-        containers,
-        policed: &BTreeSet::new(),
-        in_use: &in_use,
-        tunnel: None,
-        encrypt_all: false,
-    })
-    .expect("desired state")
 }
 
 /// Applies `d` on `dp`, requires success, and requires a second plan to be empty.

@@ -5,6 +5,7 @@
 
 pub mod actor;
 mod inputs;
+mod kernel;
 mod local;
 mod repairs;
 mod reports;
@@ -20,15 +21,15 @@ use std::sync::Arc;
 use shibafu_overlay::firewall::{planned_ports, ControlPlane, FirewallError, FirewallSpec};
 use shibafu_overlay::model::{Endpoint, Link, Network, Node};
 use shibafu_overlay::netlink::watch::Damage;
-use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkError, Scope};
+use shibafu_overlay::netlink::{Dataplane, NetlinkError, Scope};
 use shibafu_overlay::plan::{
-    networks_in_use_by, plan_workloads, DesiredHost, HostInputs, LocalContainer, LocalInterface,
-    PlanError, SkippedNetwork,
+    networks_in_use_by, plan_workloads, DesiredHost, HostInputs, HostMirror, LocalContainer,
+    LocalInterface, PlanError, SkippedNetwork,
 };
 use shibafu_overlay::policy::policed_networks;
 use shibafu_overlay::state::ClusterState;
 use splice::Basis;
-use tracing::{debug, info};
+use tracing::debug;
 
 use crate::registry::book::Entry;
 use crate::registry::LocalWorkloads;
@@ -89,6 +90,8 @@ pub struct Reconciler {
     tunnel: Option<Ipv4Addr>,
     /// Bumped whenever something [`Reconciler::firewall_part`] reads changes.
     firewall_inputs: u64,
+    /// The host side as the kernel holds it, while known without reading it.
+    mirror: HostMirror,
 }
 
 impl Reconciler {
@@ -106,6 +109,7 @@ impl Reconciler {
             ops: (0, 0),
             tunnel: None,
             firewall_inputs: 0,
+            mirror: HostMirror::default(),
         }
     }
 
@@ -248,6 +252,8 @@ impl Reconciler {
     /// many ops it applied (none when the deletion was the agent's own, a detach say).
     pub async fn repair(&mut self, damage: &[Damage]) -> Result<u64, DataplaneError> {
         let before = self.ops.0;
+        // Whatever went, the kernel must be read.
+        self.mirror.forget();
         let desired = self.plan()?;
         if damage.contains(&Damage::Lost) {
             self.reconcile_to(desired, Scope::All).await?;
@@ -267,36 +273,6 @@ impl Reconciler {
     pub async fn resync(&mut self) -> Result<(), DataplaneError> {
         let desired = self.plan()?;
         self.reconcile_to(desired, Scope::All).await
-    }
-
-    async fn reconcile_to(
-        &mut self,
-        desired: Arc<DesiredHost>,
-        scope: Scope,
-    ) -> Result<(), DataplaneError> {
-        self.settled = None;
-        let (ops, report) = reconcile(self.dp.as_ref(), &desired, &scope).await?;
-        self.ops.0 += report.applied as u64;
-        self.ops.1 += report.errors.len() as u64;
-        if !ops.is_empty() {
-            info!(
-                ops = ops.len(),
-                applied = report.applied,
-                failed = report.errors.len(),
-                "dataplane reconciled"
-            );
-        }
-        if report.is_ok() {
-            self.settled = self.basis.clone().map(|b| (desired, b));
-            Ok(())
-        } else {
-            let msgs: Vec<String> = report
-                .errors
-                .iter()
-                .map(|e| format!("{:?}: {}", e.op, e.error))
-                .collect();
-            Err(DataplaneError::Apply(msgs.join("; ")))
-        }
     }
 
     /// Plans the desired state and remembers it, with what it was planned from.

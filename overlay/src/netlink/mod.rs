@@ -139,17 +139,32 @@ pub trait Dataplane: Send + Sync {
     ) -> Result<ObservedHost, NetlinkError>;
     /// Applies `ops` in order, trying every one and reporting each failure.
     async fn apply(&self, ops: &[Op]) -> ApplyReport;
-    /// Observes (within `scope`), plans and applies; returns the ops and how applying them went.
+    /// Observes (within `scope`), plans and applies.
     async fn reconcile(
         &self,
         desired: &DesiredHost,
         scope: &Scope,
-    ) -> Result<(Vec<Op>, ApplyReport), NetlinkError> {
+    ) -> Result<Reconciled, NetlinkError> {
         let observed = self.observe(desired, scope).await?;
         let ops = plan_for(desired, &observed, scope);
         let report = self.apply(&ops).await;
-        Ok((ops, report))
+        Ok(Reconciled {
+            observed,
+            ops,
+            report,
+        })
     }
+}
+
+/// What a reconcile read, planned and applied.
+#[derive(Debug)]
+pub struct Reconciled {
+    /// The kernel as observed before applying (within the scope).
+    pub observed: ObservedHost,
+    /// The ops planned.
+    pub ops: Vec<Op>,
+    /// How applying them went.
+    pub report: ApplyReport,
 }
 
 /// The plan of `scope`: [`plan_workloads`] for [`Scope::Workloads`], else [`plan`].
@@ -168,7 +183,9 @@ pub async fn reconcile(
     desired: &DesiredHost,
     scope: &Scope,
 ) -> Result<(Vec<Op>, ApplyReport), NetlinkError> {
-    dp.reconcile(desired, scope).await
+    dp.reconcile(desired, scope)
+        .await
+        .map(|r| (r.ops, r.report))
 }
 
 /// The real dataplane, with rtnetlink, in the current network namespace or in another one
@@ -302,7 +319,7 @@ impl Dataplane for NetlinkDataplane {
         &self,
         desired: &DesiredHost,
         scope: &Scope,
-    ) -> Result<(Vec<Op>, ApplyReport), NetlinkError> {
+    ) -> Result<Reconciled, NetlinkError> {
         let mut session = apply::Session::open(self.host()).await?;
         let (observed, conns) = self.observe_in(&session, desired, scope).await?;
         let ops = plan_for(desired, &observed, scope);
@@ -310,6 +327,10 @@ impl Dataplane for NetlinkDataplane {
             session.adopt(netns, conn);
         }
         let report = apply_all(&mut session, &ops).await;
-        Ok((ops, report))
+        Ok(Reconciled {
+            observed,
+            ops,
+            report,
+        })
     }
 }

@@ -8,6 +8,7 @@
 mod desired;
 mod diff;
 mod in_use;
+mod mirror;
 mod names;
 mod observed;
 mod ops;
@@ -36,6 +37,7 @@ pub use desired::{
 };
 pub use diff::{plan, plan_workloads, VXLAN_PORT_FLAGS};
 pub use in_use::{in_use_reads_endpoints, networks_in_use, networks_in_use_by};
+pub use mirror::HostMirror;
 pub use names::{
     gateway_mac, is_owned, next_ifname, overlay_mtu, valid_ifname, veth_host_name, MAX_IFNAME,
     OWNED_PREFIX, VETH_PREFIX, VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6, VXLAN_PORT,
