@@ -97,6 +97,10 @@ pub struct DnsActor {
     last: Pace,
     /// Where the running servers are listed for scrapes.
     metrics: Arc<DnsServers>,
+    /// The servers are looked at on the next change whatever it is: none looked at yet, or
+    /// one the networks call for did not start (its gateway address not up yet, say). Else
+    /// only a change of the networks moves them.
+    servers_due: bool,
 }
 
 impl DnsActor {
@@ -117,6 +121,7 @@ impl DnsActor {
             scheduled: false,
             last: Pace::with_factor(DNS_PACE),
             metrics: Arc::default(),
+            servers_due: true,
         }
     }
 
@@ -283,6 +288,7 @@ impl DnsActor {
                 info!(network = %name, "DNS listener stopped");
             }
         }
+        self.servers_due = false;
         for (name, listen) in wanted {
             if self.servers.contains_key(&name) {
                 continue;
@@ -296,6 +302,8 @@ impl DnsActor {
                         server,
                     },
                 );
+            } else {
+                self.servers_due = true;
             }
         }
     }
@@ -315,7 +323,13 @@ impl Handler<ClusterChanged> for DnsActor {
             self.traces.extend(msg.traces());
         }
         self.touch(touched, ctx);
-        self.reconcile_servers(&msg.state);
+        let networks = msg
+            .changes
+            .iter()
+            .any(|c| matches!(c, StateChange::Network(_)));
+        if networks || self.servers_due {
+            self.reconcile_servers(&msg.state);
+        }
     }
 }
 

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use shibafu_overlay::model::{Action, PolicyCounters, SCHEMA_VERSION};
-use shibafu_overlay::policy::{compile, Compiled, PolicyCounterNames, PolicyEnforcer};
+use shibafu_overlay::policy::{
+    compile, effective_policies, Compiled, PolicyCounterNames, PolicyEnforcer,
+};
 use shibafu_overlay::state::{ClusterState, StateChange};
 use shibafu_overlay::store::keys::Key;
 use shibafu_overlay::telemetry::follow;
@@ -90,16 +92,23 @@ impl PolicyActor {
     fn recompile(&mut self, state: &ClusterState, ctx: &mut Context<Self>) {
         let start = Instant::now();
         let networks: Vec<_> = state.networks().values().collect();
-        let endpoints: Vec<_> = state.endpoints().values().collect();
         let policies: Vec<_> = state.policies().values().collect();
-        let compiled = compile(&networks, &endpoints, &policies, &self.node);
+        // Without a policy in force the table is empty whatever the endpoints: they are not
+        // read (a large cluster's 10,000, on each of its changes).
+        let in_force = effective_policies(networks.iter().copied(), policies.iter().copied());
+        let compiled = if in_force.is_empty() {
+            Compiled::default()
+        } else {
+            let endpoints: Vec<_> = state.endpoints().values().collect();
+            compile(&networks, &endpoints, &policies, &self.node)
+        };
         self.verdicts = policies
             .iter()
             .map(|p| (p.name.clone(), p.rules.iter().map(|r| r.action).collect()))
             .collect();
         debug!(
             policies = policies.len(),
-            endpoints = endpoints.len(),
+            endpoints = state.endpoints().len(),
             micros = start.elapsed().as_micros() as u64,
             "policy table compiled"
         );
