@@ -27,11 +27,12 @@ pub(super) fn firewall_inputs_differ(was: &ClusterState, now: &ClusterState) -> 
         && same(was.coordinators(), now.coordinators()))
 }
 
-/// Would planning this host from `now`, with the tunnel and workloads of `was`, give the plan
-/// made from `was`? True when the networks, nodes, links and policies are alike and every
-/// endpoint that changed is on a network not built here (and the networks built here cannot
-/// depend on endpoints: no policy names its peers by service or container).
-pub(super) fn plans_alike(was: &Basis, now: &ClusterState) -> bool {
+/// Would planning host `node` from `now`, with the tunnel and workloads of `was`, give the
+/// plan made from `was`? True when the networks, nodes, links and policies are alike and every
+/// endpoint that changed is on a network not built here or is this node's own (the plan takes
+/// those from the node's book: the watch echoing an attach changes nothing), and the networks
+/// built here cannot depend on endpoints (no policy names its peers by service or container).
+pub(super) fn plans_alike(was: &Basis, now: &ClusterState, node: &str) -> bool {
     let before = was.state.as_ref();
     if std::ptr::eq(before, now) {
         return true;
@@ -45,11 +46,11 @@ pub(super) fn plans_alike(was: &Basis, now: &ClusterState) -> bool {
         return false;
     }
     before.endpoints().diff(now.endpoints()).all(|d| {
-        let (network, _) = match d {
-            DiffItem::Add(k, _) | DiffItem::Remove(k, _) => k,
-            DiffItem::Update { new: (k, _), .. } => k,
+        let ((network, _), own) = match d {
+            DiffItem::Add(k, e) | DiffItem::Remove(k, e) => (k, e.node == node),
+            DiffItem::Update { old, new } => (new.0, old.1.node == node && new.1.node == node),
         };
-        !was.in_use.contains(network)
+        own || !was.in_use.contains(network)
     })
 }
 
@@ -63,7 +64,7 @@ impl Reconciler {
         };
         if was.tunnel != self.tunnel
             || !Arc::ptr_eq(&was.local, &self.local)
-            || !plans_alike(was, &self.state)
+            || !plans_alike(was, &self.state, &self.cfg.node)
         {
             return false;
         }

@@ -74,11 +74,18 @@ fn a_change_on_a_network_not_built_here_is_not_planned() {
 
         // So the next attach still splices into the settled plan.
         dp.add_container("/run/test/web");
-        let web = workload("web", &[endpoint("backend", "web", "node1", "172.22.0.3")]);
+        let web_ep = endpoint("backend", "web", "node1", "172.22.0.3");
+        let web = workload("web", std::slice::from_ref(&web_ep));
         r.set_local(local(&[api.clone(), web.clone()]));
         r.apply_local(&web.netns, true).await.expect("web");
         let only_web = shibafu_overlay::netlink::Scope::Workloads(vec!["/run/test/web".into()]);
         assert_eq!(dp.observations().last(), Some(&only_web));
+
+        // The watch echoing the attach (this node's own endpoint) is not planned either.
+        let planned = r.planned.clone().expect("planned");
+        r.set_state(with_object(&r.state.clone(), &web_ep));
+        assert!(!r.reconcile_change().await.expect("echo"));
+        assert!(Arc::ptr_eq(&planned, r.planned.as_ref().expect("planned")));
 
         // A remote endpoint on backend is planned and applied.
         let planned = r.planned.clone().expect("planned");
@@ -113,14 +120,15 @@ fn node(name: &str, n: u8) -> Node {
 }
 
 /// A random endpoint change: on `backend` (built here), `other` (not), or `extra` (built only
-/// while a link to backend stands), on node2 or node3 or a node with no record.
+/// while a link to backend stands), on this node (records its book does not hold), node2,
+/// node3, or a node with no record.
 fn random_endpoint(rng: &mut Rng) -> Endpoint {
     let (net, prefix) = [
         ("backend", "172.22.0"),
         ("other", "172.23.0"),
         ("extra", "172.24.0"),
     ][rng.below(3)];
-    let node = ["node2", "node3", "node9"][rng.below(3)];
+    let node = ["node1", "node2", "node3", "node9"][rng.below(4)];
     let i = 10 + rng.below(20);
     let mut e = endpoint(net, &format!("e{i}"), node, &format!("{prefix}.{i}"));
     if rng.below(3) == 0 {
