@@ -333,14 +333,16 @@ async fn start_workload_actors(
     if args.wg.device_exists().await {
         reconciler.set_tunnel(Some(tunnel_addr));
     }
-    let dataplane = DataplaneActor::new(
+    // The dataplane owner has a thread of its own too: a change pass awaits the kernel without
+    // queueing behind the other owners' work on the main thread (nor they behind it).
+    let owner = DataplaneActor::new(
         reconciler,
         args.node.clone(),
         firewall.clone().recipient(),
         publish,
     )
-    .with_metrics(metrics.dataplane.clone())
-    .start();
+    .with_metrics(metrics.dataplane.clone());
+    let dataplane = DataplaneActor::start_in_arbiter(&Arbiter::new().handle(), move |_| owner);
     store.do_send(Subscribe(dataplane.clone().recipient()));
     let tunnel = args.wg.start(
         &args.state_dir,
