@@ -174,3 +174,16 @@ impl Publisher for FakePublisher {
         Ok(())
     }
 }
+
+/// A small deterministic generator (xorshift), so a randomized test replays from its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number below `n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}

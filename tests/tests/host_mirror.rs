@@ -9,19 +9,7 @@ use shibafu_overlay::model::Endpoint;
 use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkDataplane, Scope};
 use shibafu_overlay::plan::{plan, DesiredHost, HostMirror, ObservedHost};
 use shibafu_tests::plan::{attach, desired, ep, net, node};
-use shibafu_tests::{is_root, NetnsGuard};
-
-/// A small deterministic generator (xorshift), so a failing seed replays.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
+use shibafu_tests::{is_root, NetnsGuard, Rng};
 
 /// Remote endpoint `i` on fe (dual-stack) or be, on node n2 or n3.
 fn remote(rng: &mut Rng, i: usize) -> Endpoint {
@@ -75,14 +63,9 @@ async fn the_mirror_stays_what_the_kernel_holds_as_remote_endpoints_change() {
     let containers = [attach(&c1, &[("fe", "c1")])];
     let dp = NetlinkDataplane::in_netns(h.path());
     let mut endpoints = vec![local];
-    let built = desired(
-        "h",
-        Some(underlay),
-        &networks,
-        &nodes,
-        &endpoints,
-        &containers,
-    );
+    let desired_of =
+        |eps: &[Endpoint]| desired("h", Some(underlay), &networks, &nodes, eps, &containers);
+    let built = desired_of(&endpoints);
     let (_, report) = reconcile(&dp, &built, &Scope::All).await.expect("build");
     assert!(report.is_ok(), "{:#?}", report.errors);
 
@@ -103,14 +86,7 @@ async fn the_mirror_stays_what_the_kernel_holds_as_remote_endpoints_change() {
         if !present || rng.below(3) != 0 {
             endpoints.push(remote(&mut rng, i));
         }
-        let d = desired(
-            "h",
-            Some(underlay),
-            &networks,
-            &nodes,
-            &endpoints,
-            &containers,
-        );
+        let d = desired_of(&endpoints);
         let ops = plan(&d, mirror.host().expect("mirror kept"));
         let report = dp.apply(&ops).await;
         assert!(report.is_ok(), "step {step}: {:#?}", report.errors);

@@ -5,20 +5,8 @@ use shibafu_overlay::model::{
 };
 use shibafu_overlay::netlink::FakeDataplane;
 
-use super::super::tests::{local, reconciler, rt};
-use crate::testing::{endpoint, network, state_with, with_object, without_object, workload};
-
-/// A small deterministic generator (xorshift), so a failing seed replays.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
+use super::super::tests::{backend_and_other, local, reconciler, rt};
+use crate::testing::{endpoint, network, state_with, with_object, without_object, workload, Rng};
 
 /// A policy on `network` letting in the instances of service `svc` from anywhere.
 fn service_peers(network: &str, svc: &str) -> Policy {
@@ -35,10 +23,7 @@ fn service_peers(network: &str, svc: &str) -> Policy {
 #[test]
 fn a_change_on_a_network_not_built_here_is_not_planned() {
     rt().block_on(async {
-        let nets = [
-            network("backend", "172.22.0.0/24", 4097),
-            network("other", "172.23.0.0/24", 4098),
-        ];
+        let nets = backend_and_other();
         let dp = Arc::new(FakeDataplane::new());
         let mut r = reconciler(&dp, 1500);
         let own = endpoint("backend", "api", "node1", "172.22.0.2");

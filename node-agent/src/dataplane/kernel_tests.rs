@@ -5,16 +5,13 @@ use shibafu_overlay::netlink::watch::Damage;
 use shibafu_overlay::netlink::{Dataplane, FakeDataplane};
 use shibafu_overlay::plan::Op;
 
-use super::super::tests::{local, reconciler, rt};
-use crate::testing::{endpoint, network, state_with, with_object, without_object, workload};
+use super::super::tests::{backend_and_other, local, reconciler, rt};
+use crate::testing::{endpoint, state_with, with_object, without_object, workload};
 
 #[test]
 fn a_change_plans_against_the_kernel_as_last_read_until_something_else_touches_it() {
     rt().block_on(async {
-        let nets = [
-            network("backend", "172.22.0.0/24", 4097),
-            network("other", "172.23.0.0/24", 4098),
-        ];
+        let nets = backend_and_other();
         let dp = Arc::new(FakeDataplane::new());
         let mut r = reconciler(&dp, 1500);
         let own = endpoint("backend", "api", "node1", "172.22.0.2");

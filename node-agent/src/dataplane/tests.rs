@@ -25,6 +25,14 @@ pub(super) fn reconciler(dp: &Arc<FakeDataplane>, underlay_mtu: u32) -> Reconcil
     Reconciler::new(cfg, dp.clone(), Arc::new(LocalWorkloads::new()))
 }
 
+/// Two networks: backend (the tests' containers are on it) and other.
+pub(super) fn backend_and_other() -> [shibafu_overlay::model::Network; 2] {
+    [
+        network("backend", "172.22.0.0/24", 4097),
+        network("other", "172.23.0.0/24", 4098),
+    ]
+}
+
 pub(super) fn local(entries: &[crate::registry::book::Entry]) -> Arc<LocalWorkloads> {
     Arc::new(
         entries
@@ -114,10 +122,7 @@ fn echoes_do_not_touch_the_kernel_and_a_settled_attach_reads_only_its_workload()
 #[test]
 fn endpoints_of_a_network_nothing_here_uses_cost_no_pass_and_no_device() {
     rt().block_on(async {
-        let nets = [
-            network("backend", "172.22.0.0/24", 4097),
-            network("other", "172.23.0.0/24", 4098),
-        ];
+        let nets = backend_and_other();
         let dp = Arc::new(FakeDataplane::new());
         let mut r = reconciler(&dp, 1500);
         r.set_state(state_with(&nets, &[]));

@@ -27,7 +27,7 @@ mod udp;
 mod wire;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use metrics::{Metrics, MetricsReport, ZoneCounts};
 pub use records::{parse_records, RecordsError};

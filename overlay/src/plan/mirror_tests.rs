@@ -1,21 +1,10 @@
 use super::*;
+use crate::dns::tests::Rng;
 use crate::model::Endpoint;
 use crate::netlink::simulate;
 use crate::plan::tests::{ep, kernel_with};
 use crate::plan::tests_support::cluster;
 use crate::plan::{plan, ObservedHost};
-
-/// A small deterministic generator (xorshift), so a failing seed replays.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
 
 /// The host part of a simulated kernel, as the mirror keeps it (sorted, no containers).
 fn host_part(k: &ObservedHost) -> ObservedHost {
