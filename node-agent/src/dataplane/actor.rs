@@ -99,8 +99,9 @@ pub(super) fn only_own_endpoints(changes: &[StateChange], node: &str) -> bool {
     !changes.is_empty() && changes.iter().all(|c| c.is_endpoint_of(node))
 }
 
-/// The metric kind of a change pass: `change` when it read the kernel, `unchanged` when the
-/// desired state was the one already applied.
+/// The metric kind of a change pass: `change` when it compared the desired state with the
+/// kernel (read, or as kept in memory since the last read), `unchanged` when it was the one
+/// already applied (or not even planned: the change concerns no network built here).
 fn change_kind(done: Result<bool, DataplaneError>) -> (&'static str, Result<(), DataplaneError>) {
     match done {
         Ok(false) => ("unchanged", Ok(())),

@@ -227,8 +227,8 @@ impl Reconciler {
     /// Reconciles the host side after a cluster change. A change that concerns no network built
     /// here is not even planned; when the desired state is the one the last clean reconcile
     /// applied (the watch echoing this node's own endpoints, say) the kernel is not read at
-    /// all; drift made by others is the periodic full resync's job. Returns whether the kernel
-    /// was read.
+    /// all; drift made by others is the periodic full resync's job. Returns whether the plan
+    /// was compared with the kernel (read, or as kept in memory since the last read).
     pub async fn reconcile_change(&mut self) -> Result<bool, DataplaneError> {
         if self.settled_covers_change() {
             debug!("cluster change concerns no network built here");
