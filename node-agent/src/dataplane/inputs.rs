@@ -30,8 +30,9 @@ pub(super) fn firewall_inputs_differ(was: &ClusterState, now: &ClusterState) -> 
 /// Would planning host `node` from `now`, with the tunnel and workloads of `was`, give the
 /// plan made from `was`? True when the networks, nodes, links and policies are alike and every
 /// endpoint that changed is on a network not built here or is this node's own (the plan takes
-/// those from the node's book: the watch echoing an attach changes nothing), and the networks
-/// built here cannot depend on endpoints (no policy names its peers by service or container).
+/// those from the node's book; the actor drops a batch of nothing else, `only_own_endpoints`,
+/// so the next change's state carries them), and the networks built here cannot depend on
+/// endpoints (no policy names its peers by service or container).
 pub(super) fn plans_alike(was: &Basis, now: &ClusterState, node: &str) -> bool {
     let before = was.state.as_ref();
     if std::ptr::eq(before, now) {
