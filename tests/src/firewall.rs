@@ -83,7 +83,7 @@ pub fn spec(
     members: &[(&NetnsGuard, &str, &str)],
 ) -> FirewallSpec {
     FirewallSpec {
-        ports: planned_ports(&desired(networks, members, &[])).into(),
+        ports: planned_ports(&desired(networks, members, &[])),
         ..FirewallSpec::from_model(networks, links, uplink).expect("spec")
     }
 }

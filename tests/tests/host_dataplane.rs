@@ -438,7 +438,7 @@ async fn overlay_two_hosts_vxlan_suppression_mtu_and_routing() {
     for links in [vec![], vec![Link::new("fe", "be")]] {
         for (fw, d) in &fws {
             let spec = FirewallSpec {
-                ports: planned_ports(d).into(),
+                ports: planned_ports(d),
                 ..FirewallSpec::from_model(&networks, &links, None).expect("spec")
             };
             fw.apply(&spec).await.expect("apply firewall");

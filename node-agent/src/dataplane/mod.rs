@@ -13,12 +13,15 @@ mod splice;
 #[cfg(test)]
 mod tests;
 
+use std::cell::OnceCell;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use shibafu_overlay::firewall::{planned_ports, ControlPlane, FirewallError, FirewallSpec};
+use shibafu_overlay::firewall::{
+    planned_ports, ControlPlane, FirewallError, FirewallSpec, GuardPorts,
+};
 use shibafu_overlay::model::{Endpoint, Link, Network, Node};
 use shibafu_overlay::netlink::watch::Damage;
 use shibafu_overlay::netlink::{Dataplane, NetlinkError, Scope};
@@ -82,6 +85,8 @@ pub struct Reconciler {
     settled: Option<(Arc<DesiredHost>, Basis)>,
     /// The desired state last planned, applied cleanly or not.
     planned: Option<Arc<DesiredHost>>,
+    /// The source guard's ports of `planned`, once built (an attach's splice edits them).
+    ports: OnceCell<GuardPorts>,
     /// What the last plan was made from.
     basis: Option<Basis>,
     /// Netlink ops applied and failed since start.
@@ -105,6 +110,7 @@ impl Reconciler {
             local,
             settled: None,
             planned: None,
+            ports: OnceCell::new(),
             basis: None,
             ops: (0, 0),
             tunnel: None,
@@ -146,7 +152,13 @@ impl Reconciler {
     /// Remembers `planned` as the last plan.
     fn set_planned(&mut self, planned: Option<Arc<DesiredHost>>) {
         self.planned = planned;
+        self.ports = OnceCell::new();
         self.firewall_inputs += 1;
+    }
+
+    /// The source guard's ports of the last plan, `planned`.
+    fn guard_ports(&self, planned: &DesiredHost) -> GuardPorts {
+        self.ports.get_or_init(|| planned_ports(planned)).clone()
     }
 
     /// Changes whenever the inputs of [`Reconciler::firewall_part`] may have: the same value
@@ -188,7 +200,7 @@ impl Reconciler {
                     .any(|n| n.vxlan.as_ref().is_some_and(|v| v.local.is_none()));
                 spec.tunnel_range = inside.then(shibafu_overlay::wireguard::tunnel::tunnel_range);
                 spec.control = self.control_plane();
-                spec.ports = planned_ports(planned).into();
+                spec.ports = self.guard_ports(planned);
                 spec
             }),
         )

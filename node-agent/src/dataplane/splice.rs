@@ -11,8 +11,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use imbl::ordmap::DiffItem;
+use shibafu_overlay::firewall::PortBinding;
 use shibafu_overlay::model::Endpoint;
-use shibafu_overlay::plan::DesiredHost;
+use shibafu_overlay::plan::{DesiredEndpoint, DesiredHost};
 use shibafu_overlay::state::ClusterState;
 use tracing::debug;
 
@@ -96,23 +97,45 @@ impl Reconciler {
             }
         };
         let (settled, basis) = self.settled.take()?;
+        // The guard's ports of the settled plan, when built for it, are edited, not rebuilt.
+        let ports = match &self.planned {
+            Some(planned) if Arc::ptr_eq(planned, &settled) => self.ports.take(),
+            _ => None,
+        };
         self.set_planned(None);
         let mut desired = Arc::unwrap_or_clone(settled);
-        desired.endpoints.retain(|e| !same_netns(&e.netns, netns));
+        // Sorted by (namespace, interface), as a whole plan has them: the namespace's
+        // endpoints are one run of them.
+        let at = desired
+            .endpoints
+            .partition_point(|e| e.netns.as_path() < netns);
+        let run = desired.endpoints[at..].partition_point(|e| e.netns.as_path() == netns);
+        let (gone, kept): (Vec<DesiredEndpoint>, Vec<DesiredEndpoint>) = desired
+            .endpoints
+            .drain(at..at + run)
+            .partition(|e| same_netns(&e.netns, netns));
         let clash = part.endpoints.iter().any(|p| {
             desired
                 .endpoints
                 .iter()
+                .chain(&kept)
                 .any(|e| e.host_ifname == p.host_ifname)
         });
         if clash {
             return None;
         }
-        // Sorted by (namespace, interface), as a whole plan has them.
-        let at = desired
+        let ports = ports.map(|mut ports| {
+            for e in &gone {
+                ports.remove(&PortBinding::of(e));
+            }
+            for e in &part.endpoints {
+                ports.insert(PortBinding::of(e));
+            }
+            ports
+        });
+        desired
             .endpoints
-            .partition_point(|e| e.netns.as_path() < netns);
-        desired.endpoints.splice(at..at, part.endpoints);
+            .splice(at..at, kept.into_iter().chain(part.endpoints));
         self.basis = Some(Basis {
             local: self.local.clone(),
             on: Arc::new(on),
@@ -120,6 +143,9 @@ impl Reconciler {
         });
         let desired = Arc::new(desired);
         self.set_planned(Some(desired.clone()));
+        if let Some(ports) = ports {
+            self.ports = ports.into();
+        }
         Some(desired)
     }
 }

@@ -2,10 +2,12 @@
 
 use std::sync::Arc;
 
+use shibafu_overlay::firewall::{planned_ports, GuardPorts};
 use shibafu_overlay::model::{Action, Direction, Network, Peer, Policy, PortRange, Proto, Rule};
 use shibafu_overlay::netlink::{FakeDataplane, Scope};
 
 use super::super::tests::{local, reconciler, rt};
+use super::super::Reconciler;
 use crate::registry::book::Entry;
 use crate::testing::{endpoint, network, state_with, with_object, workload};
 
@@ -48,6 +50,7 @@ fn a_spliced_attach_plans_what_a_whole_plan_would() {
             let netns = book.last().expect("entry").netns.clone();
             let spliced = r.spliced(&netns).expect("a plain attach is spliced");
             assert_eq!(*spliced, r.desired().expect("whole").0, "{name}");
+            assert_eq!(guard(&r), whole_guard(&r), "{name}");
             // As the splice's reconcile would leave it; the attach then splices again.
             r.settled = r.basis.clone().map(|b| (spliced, b));
             r.apply_local(&netns, true).await.expect("attach");
@@ -61,9 +64,32 @@ fn a_spliced_attach_plans_what_a_whole_plan_would() {
                 "{name}"
             );
         }
+        // A namespace whose container got another address: its old port binding goes.
+        book[2] = on("b2", &[("backend", "172.22.0.9")]);
+        r.set_local(local(&book));
+        let spliced = r.spliced(&book[2].netns).expect("one namespace changed");
+        assert_eq!(*spliced, r.desired().expect("whole").0);
+        assert_eq!(guard(&r), whole_guard(&r));
+        assert!(
+            guard(&r).iter().all(|p| p.ipv4.octets()[3] != 4),
+            "b2's old binding"
+        );
         r.resync().await.expect("resync");
-        assert!(dp.ops().iter().all(|op| !op.to_string().contains("delete")));
+        assert!(dp
+            .ops()
+            .iter()
+            .all(|op| !op.to_string().contains("delete") || op.to_string().contains("b2")));
     });
+}
+
+/// The source guard's ports of the reconciler's last plan (as its firewall part lists them).
+fn guard(r: &Reconciler) -> GuardPorts {
+    r.firewall_part().expect("planned").expect("part").ports
+}
+
+/// The source guard's ports of a whole plan of the same inputs.
+fn whole_guard(r: &Reconciler) -> GuardPorts {
+    planned_ports(&r.desired().expect("whole").0)
 }
 
 #[test]

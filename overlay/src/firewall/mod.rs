@@ -17,7 +17,7 @@ mod session;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -27,7 +27,7 @@ pub use compose::{Composer, Part};
 pub use conditional::comments as conditional_comments;
 pub use guard::{
     guard_comments, planned_ports, render_guard, render_guard_change, render_guard_removal,
-    PortBinding, GUARD_TABLE,
+    GuardPorts, PortBinding, GUARD_TABLE,
 };
 pub use nfset::{change_elements, ElementChange, ElementOp};
 pub use nft::NftFirewall;
@@ -137,9 +137,10 @@ pub struct FirewallSpec {
     pub tunnel_range: Option<ipnet::Ipv4Net>,
     /// The cluster's control plane, which containers never reach.
     pub control: ControlPlane,
-    /// This node's container ports and what each was given: the source guard (sorted). Shared:
-    /// the spec is cloned and compared on its way to nft, once per attach, with 1,000 ports.
-    pub ports: Arc<[PortBinding]>,
+    /// This node's container ports and what each was given: the source guard. A persistent
+    /// set: the spec is cloned, compared and diffed on its way to nft once per attach, which
+    /// costs the changed port, not the 1,000 others.
+    pub ports: GuardPorts,
 }
 
 impl FirewallSpec {
@@ -256,7 +257,7 @@ impl FirewallSpec {
             tunnel_if: None,
             tunnel_range: None,
             control: ControlPlane::default(),
-            ports: Arc::default(),
+            ports: GuardPorts::default(),
         })
     }
 }
