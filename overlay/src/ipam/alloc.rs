@@ -122,12 +122,17 @@ impl Pool {
         self.blocks.values().flat_map(|used| used.iter().copied())
     }
 
-    /// Hands out the lowest free address of the owned blocks; `None` when they are full.
+    /// Hands out the lowest free address of the owned blocks; `None` when they are full. Each
+    /// block is walked beside its (sorted) used addresses, so the full blocks before the first
+    /// free address cost a step per address, not a lookup.
     pub fn allocate(&mut self) -> Option<Ipv4Addr> {
         let subnet = self.subnet;
         self.blocks.iter_mut().find_map(|(block, used)| {
-            let ip = addresses(*block)
-                .find(|ip| reserved(subnet, *ip).is_none() && !used.contains(ip))?;
+            let mut taken = used.iter().copied().peekable();
+            let ip = addresses(*block).find(|ip| {
+                while taken.next_if(|t| t < ip).is_some() {}
+                reserved(subnet, *ip).is_none() && taken.peek() != Some(ip)
+            })?;
             used.insert(ip);
             Some(ip)
         })
@@ -256,6 +261,26 @@ mod tests {
             Some(v4("172.21.0.2")),
             "released addresses are reused"
         );
+    }
+
+    #[test]
+    fn the_lowest_hole_is_found_past_full_blocks_and_runs_of_used_addresses() {
+        let n = net("f", "172.21.0.0/24", None);
+        let mut p = Pool::new(&n);
+        p.add_block(cidr("172.21.0.0/26"));
+        p.add_block(cidr("172.21.0.64/26"));
+        for i in (2..=63).chain(64..=70).chain(72..=80) {
+            if i != 40 {
+                p.take(Ipv4Addr::new(172, 21, 0, i)).expect("take");
+            }
+        }
+        assert_eq!(p.allocate(), Some(v4("172.21.0.40")), "the hole in a run");
+        assert_eq!(
+            p.allocate(),
+            Some(v4("172.21.0.71")),
+            "the next block's hole"
+        );
+        assert_eq!(p.allocate(), Some(v4("172.21.0.81")), "past the last used");
     }
 
     #[test]
