@@ -156,11 +156,6 @@ impl Reconciler {
         self.firewall_inputs += 1;
     }
 
-    /// The source guard's ports of the last plan, `planned`.
-    fn guard_ports(&self, planned: &DesiredHost) -> GuardPorts {
-        self.ports.get_or_init(|| planned_ports(planned)).clone()
-    }
-
     /// Changes whenever the inputs of [`Reconciler::firewall_part`] may have: the same value
     /// means the same part, so it need not be built again.
     pub fn firewall_inputs(&self) -> u64 {
@@ -200,7 +195,7 @@ impl Reconciler {
                     .any(|n| n.vxlan.as_ref().is_some_and(|v| v.local.is_none()));
                 spec.tunnel_range = inside.then(shibafu_overlay::wireguard::tunnel::tunnel_range);
                 spec.control = self.control_plane();
-                spec.ports = self.guard_ports(planned);
+                spec.ports = self.ports.get_or_init(|| planned_ports(planned)).clone();
                 spec
             }),
         )
