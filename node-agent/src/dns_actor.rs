@@ -183,7 +183,10 @@ impl DnsActor {
         let _in_span = span.enter();
         let endpoints_of = endpoints_with_local(&state, &self.node, self.local.as_deref());
         let scope = local_networks(&state, &self.node, self.local.as_deref());
-        let rescoped = self.projection.set_scope(Some(scope));
+        let same = (self.projection.scope())
+            .is_some_and(|s| s.iter().map(String::as_str).eq(scope.iter().copied()));
+        let rescoped = !same
+            && (self.projection).set_scope(Some(scope.into_iter().map(str::to_string).collect()));
         let changed = self
             .projection
             .update(&state, touched.as_ref(), &endpoints_of);
@@ -337,22 +340,22 @@ impl Handler<ClusterChanged> for DnsActor {
 /// so they answer before etcd echoes them; the others' (and, before that, all) from the cluster.
 /// The networks this node's workloads are on (from the registry once it is known, else from the
 /// cluster's records of this node): the only ones whose names anyone asks this node's DNS for.
-fn local_networks(
-    state: &ClusterState,
+fn local_networks<'a>(
+    state: &'a ClusterState,
     node: &str,
-    local: Option<&LocalWorkloads>,
-) -> BTreeSet<String> {
+    local: Option<&'a LocalWorkloads>,
+) -> BTreeSet<&'a str> {
     match local {
         Some(local) => local
             .values()
             .flat_map(|w| w.endpoints())
-            .map(|e| e.network.clone())
+            .map(|e| e.network.as_str())
             .collect(),
         None => state
             .endpoints()
             .values()
             .filter(|e| e.node == node)
-            .map(|e| e.network.clone())
+            .map(|e| e.network.as_str())
             .collect(),
     }
 }

@@ -2,10 +2,9 @@
 //! part holds at each owner name, and the members' views.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
+use super::audience::Audience;
 use super::authority::Authority;
-use super::hash::FastMap;
 use super::projection::{NetworkZones, Owner, View};
 use super::{DnsError, Snapshot, SnapshotBuilder};
 
@@ -24,14 +23,22 @@ pub fn assemble_with<'a>(
     view: View,
     authority: &Authority,
 ) -> Result<Snapshot, DnsError> {
-    builder_of(parts, view, authority, None).build()
+    let mut b = builder_of(parts.clone(), authority, None);
+    if view == View::Members {
+        let zones: BTreeMap<&str, &[String]> = parts
+            .clone()
+            .into_iter()
+            .map(|p| (p.network.as_str(), &p.zones[..]))
+            .collect();
+        Audience::of(parts).add_views(&mut b, None, |n| zones.get(n).copied());
+    }
+    b.build()
 }
 
-/// A builder with the zones of `parts`, their authority, the members' views under `view` and
-/// what the parts hold at every owner name, or only at those in `only`.
+/// A builder with the zones of `parts`, their authority and what the parts hold at every owner
+/// name, or only at those in `only`; no views.
 pub(super) fn builder_of<'a>(
     parts: impl IntoIterator<Item = &'a NetworkZones> + Clone,
-    view: View,
     authority: &Authority,
     only: Option<&BTreeSet<String>>,
 ) -> SnapshotBuilder {
@@ -64,9 +71,6 @@ pub(super) fn builder_of<'a>(
             }
         }
     }
-    if view == View::Members {
-        add_views(&mut b, parts);
-    }
     b
 }
 
@@ -80,45 +84,5 @@ fn put(b: &mut SnapshotBuilder, name: &str, owner: &Owner) {
     }
     if let Some(text) = &owner.note {
         b.note(name, text);
-    }
-}
-
-/// A workload sees the zones of every network it is on, asking from any of its addresses: a
-/// member of one network shares that network's list of zones, one of several gets the union.
-fn add_views<'a>(
-    b: &mut SnapshotBuilder,
-    parts: impl IntoIterator<Item = &'a NetworkZones> + Clone,
-) {
-    let mut networks_of: FastMap<(&str, &str), u32> = FastMap::default();
-    for p in parts.clone() {
-        for m in &p.members {
-            *networks_of.entry((&m.node, &m.name)).or_default() += 1;
-        }
-    }
-    let mut several: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
-    for p in parts.clone() {
-        for m in p
-            .members
-            .iter()
-            .filter(|m| networks_of[&(&*m.node, &*m.name)] > 1)
-        {
-            several
-                .entry((&m.node, &m.name))
-                .or_default()
-                .extend(p.zones.iter().map(String::as_str));
-        }
-    }
-    let several: BTreeMap<(&str, &str), Arc<[String]>> = several
-        .into_iter()
-        .map(|(m, zones)| (m, zones.into_iter().map(str::to_string).collect()))
-        .collect();
-    for p in parts {
-        let own: Arc<[String]> = p.zones.iter().cloned().collect();
-        for m in &p.members {
-            let zones = several.get(&(&*m.node, &*m.name)).unwrap_or(&own);
-            for ip in &m.addrs {
-                b.view_shared(*ip, zones.clone());
-            }
-        }
     }
 }

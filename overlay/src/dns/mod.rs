@@ -9,6 +9,7 @@
 
 pub mod answer;
 mod assemble;
+mod audience;
 pub mod authority;
 pub mod balance;
 mod encode;
@@ -16,6 +17,7 @@ mod exposition;
 pub mod forward;
 mod hash;
 pub mod metrics;
+mod parts;
 pub mod projection;
 pub mod records;
 mod reproject;

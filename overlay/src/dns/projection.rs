@@ -2,11 +2,11 @@
 //! aliases and services, reverse zones with PTR records, and views so a requester sees only the
 //! zones it should. Agents and coordinators serve the same projection; tests call it directly.
 //!
-//! Only networks the model admits are projected ([`admit`]: valid, clashing with no other), as
+//! Only networks the model admits are projected ([`admit`](crate::model::admit): valid, clashing with no other), as
 //! only those are built. It is computed per network ([`project_network`]): a change to one
 //! network's endpoints re-projects that network only. [`Projection`] keeps the parts of every
 //! network, replaces the ones a change touches, notes which names that changed, and makes the
-//! next [`Snapshot`] by patching the previous one at those names only.
+//! next [`Snapshot`](super::Snapshot) by patching the previous one at those names only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -14,14 +14,12 @@ use std::net::IpAddr;
 use hickory_proto::rr::rdata::{A, AAAA, PTR, SRV, TXT};
 use hickory_proto::rr::{Name, RData};
 
-use super::assemble::builder_of;
 pub use super::assemble::{assemble, assemble_with};
-use super::authority::Authority;
 use super::balance::{self, Instance};
-use super::reproject::{reproject, Basis};
+pub use super::parts::Projection;
 pub use super::snapshot::{reverse_zone_v4, reverse_zone_v6};
-use super::{reverse_name, AnswerOrder, DnsError, Snapshot};
-use crate::model::{admit, answered, Answered, Endpoint, Health, Network, Protocol, Service};
+use super::{reverse_name, AnswerOrder};
+use crate::model::{answered, Answered, Endpoint, Health, Network, Protocol, Service};
 use crate::state::ClusterState;
 
 /// TTL of container and service records: short, since containers come and go.
@@ -54,13 +52,18 @@ pub(super) struct Owner {
     pub(super) note: Option<String>,
 }
 
-/// The DNS content of one network: its zones, what it holds at each owner name (lowercased,
-/// absolute) and its members.
+/// Key of a member in its network: its endpoint's id and, among endpoints sharing that id, its
+/// place (0 but for the rare duplicate).
+pub(super) type MemberKey = (String, u32);
+
+/// The DNS content of one network: its name and zones, what it holds at each owner name
+/// (lowercased, absolute) and its members.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkZones {
+    pub(super) network: String,
     pub(super) zones: Vec<String>,
     pub(super) owners: BTreeMap<String, Owner>,
-    pub(super) members: Vec<Member>,
+    pub(super) members: BTreeMap<MemberKey, Member>,
 }
 
 impl NetworkZones {
@@ -133,7 +136,11 @@ pub fn project_network(
             let ptr = RData::PTR(PTR(target.clone()));
             out.at(reverse_name(*ip)).records.push((RECORD_TTL, ptr));
         }
-        out.members.push(member);
+        let place = out
+            .members
+            .range((e.id.clone(), 0)..=(e.id.clone(), u32::MAX))
+            .count();
+        out.members.insert((e.id.clone(), place as u32), member);
         if let Some(s) = e.service.as_deref() {
             services.entry(s).or_default().push(e);
         }
@@ -219,32 +226,13 @@ fn add_service(
     }
 }
 
-/// The networks' parts of a cluster, kept current by patching only what a change touches,
-/// optionally only for the networks in a scope (an agent's: those its workloads are on, the
-/// only ones whose names anyone asks it for). Networks out of scope keep their zones, without
-/// records: a name in them is still the cluster's (NXDOMAIN), never forwarded upstream.
-#[derive(Debug, Clone, Default)]
-pub struct Projection {
-    parts: BTreeMap<String, NetworkZones>,
-    scope: Option<BTreeSet<String>>,
-    /// Networks out of scope: their definition and their bare zones.
-    bare: BTreeMap<String, (Network, NetworkZones)>,
-    /// Owner names whose content changed since the last snapshot [`Projection::next_snapshot`]
-    /// made; `None`: zones came or went, the next one is built whole.
-    changed_names: Option<BTreeSet<String>>,
-    /// That snapshot's generation, view and authority.
-    last: Option<(u64, View, Authority)>,
-    /// What the parts of networks without services were projected from, to re-project them in
-    /// place.
-    bases: BTreeMap<String, Basis>,
-}
-
 /// The zones of `net` without a record.
-fn bare_zones(net: &Network) -> NetworkZones {
+pub(super) fn bare_zones(net: &Network) -> NetworkZones {
     NetworkZones {
+        network: net.name.clone(),
         zones: zones_of(net),
         owners: BTreeMap::new(),
-        members: Vec::new(),
+        members: BTreeMap::new(),
     }
 }
 
@@ -283,144 +271,10 @@ pub(super) fn owners_changed(
     }
 }
 
-impl Projection {
-    /// No network yet.
-    pub fn new() -> Projection {
-        Projection::default()
-    }
-
-    /// Projects only the networks in `scope` from now on (`None`: every network); true when
-    /// that changed the scope (the next [`Projection::update`] adds the networks it lacks).
-    pub fn set_scope(&mut self, scope: Option<BTreeSet<String>>) -> bool {
-        let changed = self.scope != scope;
-        self.scope = scope;
-        changed
-    }
-
-    /// Re-projects the networks named in `touched` (or every network when `None`) from
-    /// `state`, with `endpoints_of` giving each network's endpoints; networks gone from `state`
-    /// or not admitted are dropped, those out of scope keep only their zones. True when any
-    /// part changed.
-    pub fn update<'s>(
-        &mut self,
-        state: &'s ClusterState,
-        touched: Option<&BTreeSet<String>>,
-        endpoints_of: &dyn Fn(&'s Network) -> Vec<&'s Endpoint>,
-    ) -> bool {
-        let (admitted, _) = admit(state.networks().values());
-        let in_scope = |name: &str| self.scope.as_ref().is_none_or(|s| s.contains(name));
-        let (wanted, outside): (Vec<&Network>, Vec<&Network>) =
-            admitted.into_iter().partition(|n| in_scope(&n.name));
-        let before = (self.parts.len(), self.bare.len());
-        self.parts
-            .retain(|name, _| wanted.iter().any(|n| n.name == *name));
-        self.bare
-            .retain(|name, _| outside.iter().any(|n| n.name == *name));
-        self.bases.retain(|name, _| self.parts.contains_key(name));
-        let mut changed = (self.parts.len(), self.bare.len()) != before;
-        if changed {
-            self.changed_names = None;
-        }
-        for net in wanted {
-            let stale = touched.is_none_or(|t| t.contains(&net.name))
-                || !self.parts.contains_key(&net.name);
-            if !stale {
-                continue;
-            }
-            let eps = endpoints_of(net);
-            let in_place = match (self.parts.get_mut(&net.name), self.bases.get_mut(&net.name)) {
-                (Some(part), Some(basis)) => reproject(part, basis, net, &eps, state),
-                _ => None,
-            };
-            if let Some((names, any)) = in_place {
-                if let Some(since) = &mut self.changed_names {
-                    since.extend(names);
-                }
-                changed |= any;
-                continue;
-            }
-            let part = project_network(net, &eps, state);
-            match Basis::of(net, &eps, state) {
-                Some(basis) => self.bases.insert(net.name.clone(), basis),
-                None => self.bases.remove(&net.name),
-            };
-            match self.parts.get(&net.name) {
-                Some(old) if old.zones == part.zones => {
-                    let mut names = BTreeSet::new();
-                    owners_changed(old, &part, &mut names);
-                    if names.is_empty() && old.members == part.members {
-                        continue;
-                    }
-                    if let Some(since) = &mut self.changed_names {
-                        since.extend(names);
-                    }
-                }
-                _ => self.changed_names = None,
-            }
-            self.parts.insert(net.name.clone(), part);
-            changed = true;
-        }
-        for net in outside {
-            if self
-                .bare
-                .get(&net.name)
-                .is_none_or(|(known, _)| known != net)
-            {
-                self.bare
-                    .insert(net.name.clone(), (net.clone(), bare_zones(net)));
-                self.changed_names = None;
-                changed = true;
-            }
-        }
-        changed
-    }
-
-    /// Every part: the networks in scope, then the bare zones of the others.
-    fn all_parts(&self) -> impl Iterator<Item = &NetworkZones> + Clone {
-        self.parts
-            .values()
-            .chain(self.bare.values().map(|(_, z)| z))
-    }
-
-    /// The snapshot of every network under `view`, built whole.
-    pub fn snapshot(&self, view: View) -> Result<Snapshot, DnsError> {
-        assemble(self.all_parts(), view)
-    }
-
-    /// The snapshot of every network under `view`, its zones served by `authority`, built whole.
-    pub fn snapshot_with(&self, view: View, authority: &Authority) -> Result<Snapshot, DnsError> {
-        assemble_with(self.all_parts(), view, authority)
-    }
-
-    /// The snapshot of every network under `view`, its zones served by `authority`: a patch of
-    /// `previous` at the names changed since (their answers alone encoded again) when this
-    /// projection made `previous` under the same view and authority, else built whole.
-    pub fn next_snapshot(
-        &mut self,
-        previous: &Snapshot,
-        view: View,
-        authority: &Authority,
-    ) -> Result<Snapshot, DnsError> {
-        let follows = self.last.as_ref().is_some_and(|(generation, v, a)| {
-            *generation == previous.generation() && *v == view && a == authority
-        });
-        let patched = match &self.changed_names {
-            Some(names) if follows => {
-                let b = builder_of(self.all_parts(), view, authority, Some(names));
-                b.build_over(previous, names.iter().map(String::as_str))?
-            }
-            _ => None,
-        };
-        let snap = match patched {
-            Some(snap) => snap,
-            None => self.snapshot_with(view, authority)?,
-        };
-        self.changed_names = Some(BTreeSet::new());
-        self.last = Some((snap.generation(), view, authority.clone()));
-        Ok(snap)
-    }
-}
-
 #[cfg(test)]
 #[path = "projection_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "projection_patch_tests.rs"]
+mod patch_tests;

@@ -4,12 +4,14 @@ use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::RecordType;
 
 use super::*;
+use crate::dns::authority::Authority;
+use crate::dns::Snapshot;
 use crate::dns::answer::{respond, AnswerConfig, Outcome, Transport};
 use crate::model::{AllUnhealthy, Health, HealthCheck, HealthState, LbPolicy, Probe};
 use crate::store::keys::Key;
 use crate::store::{ClusterChange, KeyValue};
 
-fn network(name: &str, subnet: &str) -> Network {
+pub(super) fn network(name: &str, subnet: &str) -> Network {
     let subnet: ipnet::Ipv4Net = subnet.parse().expect("subnet");
     // A VNI of its own, from the subnet's second and third octets.
     let [_, b, c, _] = subnet.network().octets();
@@ -25,7 +27,7 @@ fn endpoint(net: &str, name: &str, ip: &str, service: Option<&str>) -> Endpoint 
     }
 }
 
-fn state_of(nets: &[Network], eps: &[Endpoint]) -> ClusterState {
+pub(super) fn state_of(nets: &[Network], eps: &[Endpoint]) -> ClusterState {
     let mut kvs = Vec::new();
     let mut push = |k: Key, v: Vec<u8>| {
         let rev = kvs.len() as i64 + 2;

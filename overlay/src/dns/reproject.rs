@@ -4,24 +4,99 @@
 //! instead of projecting every endpoint again.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use hickory_proto::rr::rdata::PTR;
+use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{Name, RData};
 
-use super::hash::{FastMap, FastSet};
-use super::projection::{addresses, fqdn, member_of, NetworkZones, Owner, RECORD_TTL};
+use super::hash::FastMap;
+use super::projection::{fqdn, Member, NetworkZones, Owner, RECORD_TTL};
 use super::reverse_name;
 use crate::model::{Endpoint, Network};
 use crate::state::ClusterState;
 
-/// What a network without services was last projected from: its definition and its endpoints
-/// by id, each with whether its name is a valid DNS name (an endpoint whose name is not is left
-/// out of the projection).
+/// What a network without services was last projected from: its definition and, by endpoint
+/// id, what the projection read of each endpoint.
 #[derive(Debug, Clone)]
 pub(super) struct Basis {
     net: Network,
-    endpoints: FastMap<String, (Endpoint, bool)>,
+    endpoints: FastMap<String, Seen>,
+    /// Re-projections so far: each marks the endpoints it saw with its number.
+    passes: u64,
+    /// The ids of the endpoints holding each label (lowercased), once per time held.
+    by_label: FastMap<String, Vec<String>>,
+    /// The ids of the endpoints holding each address.
+    by_ip: FastMap<IpAddr, Vec<String>>,
+}
+
+/// What the projection read of one endpoint, whether its name is a valid DNS name (an endpoint
+/// whose name is not is left out), and the last re-projection that saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    footprint: Footprint,
+    valid: bool,
+    pass: u64,
+    /// Its place in the endpoints that pass saw (records follow that order).
+    at: usize,
+}
+
+/// The fields of an endpoint the projection of a network without services reads.
+#[derive(Debug, Clone, PartialEq)]
+struct Footprint {
+    ipv4: Ipv4Addr,
+    ipv6: Option<Ipv6Addr>,
+    name: String,
+    aliases: Vec<String>,
+    node: String,
+}
+
+impl Footprint {
+    fn of(e: &Endpoint) -> Footprint {
+        Footprint {
+            ipv4: e.ipv4,
+            ipv6: e.ipv6,
+            name: e.name.clone(),
+            aliases: e.aliases.clone(),
+            node: e.node.clone(),
+        }
+    }
+
+    /// Does `e` read as this footprint (compared without copying)?
+    fn matches(&self, e: &Endpoint) -> bool {
+        self.ipv4 == e.ipv4
+            && self.name == e.name
+            && self.node == e.node
+            && self.ipv6 == e.ipv6
+            && self.aliases == e.aliases
+    }
+
+    /// The labels it holds (name and aliases, lowercased), once per time held.
+    fn labels(&self) -> impl Iterator<Item = String> + '_ {
+        std::iter::once(&self.name)
+            .chain(&self.aliases)
+            .map(|l| l.to_ascii_lowercase())
+    }
+
+    /// The addresses it holds.
+    fn ips(&self) -> impl Iterator<Item = IpAddr> {
+        std::iter::once(IpAddr::V4(self.ipv4)).chain(self.ipv6.map(IpAddr::V6))
+    }
+
+    /// Its address records.
+    fn addresses(&self) -> impl Iterator<Item = RData> {
+        std::iter::once(RData::A(A(self.ipv4))).chain(self.ipv6.map(|v6| RData::AAAA(AAAA(v6))))
+    }
+
+    /// The member it is.
+    fn member(&self) -> Member {
+        let mut addrs = vec![IpAddr::V4(self.ipv4)];
+        addrs.extend(self.ipv6.map(IpAddr::V6));
+        Member {
+            node: self.node.clone(),
+            name: self.name.clone(),
+            addrs,
+        }
+    }
 }
 
 /// The name `e`'s PTR records point at, if its name makes a valid DNS name in `net`.
@@ -40,17 +115,79 @@ impl Basis {
         if has_services(net, endpoints, state) {
             return None;
         }
-        let mut by_id = FastMap::default();
-        for e in endpoints {
-            let valid = target(net, e).is_some();
-            if by_id.insert(e.id.clone(), ((*e).clone(), valid)).is_some() {
+        let mut basis = Basis {
+            net: net.clone(),
+            endpoints: FastMap::default(),
+            passes: 0,
+            by_label: FastMap::default(),
+            by_ip: FastMap::default(),
+        };
+        for (at, e) in endpoints.iter().enumerate() {
+            if basis.endpoints.contains_key(&e.id) {
                 return None;
             }
+            basis.enter(net, e, 0, at);
         }
-        Some(Basis {
-            net: net.clone(),
-            endpoints: by_id,
-        })
+        Some(basis)
+    }
+
+    /// Notes endpoint `e`, seen by pass `pass` at place `at`.
+    fn enter(&mut self, net: &Network, e: &Endpoint, pass: u64, at: usize) -> &Seen {
+        let footprint = Footprint::of(e);
+        for label in footprint.labels() {
+            self.by_label.entry(label).or_default().push(e.id.clone());
+        }
+        for ip in footprint.ips() {
+            self.by_ip.entry(ip).or_default().push(e.id.clone());
+        }
+        let seen = Seen {
+            footprint,
+            valid: target(net, e).is_some(),
+            pass,
+            at,
+        };
+        self.endpoints
+            .entry(e.id.clone())
+            .insert_entry(seen)
+            .into_mut()
+    }
+
+    /// Forgets endpoint `id`, returning what was noted of it.
+    fn leave(&mut self, id: &str) -> Option<Seen> {
+        let seen = self.endpoints.remove(id)?;
+        for label in seen.footprint.labels() {
+            forget(&mut self.by_label, label, id);
+        }
+        for ip in seen.footprint.ips() {
+            forget(&mut self.by_ip, ip, id);
+        }
+        Some(seen)
+    }
+
+    /// The endpoints listed in `index` at `key`, in the order the last pass saw them, once per
+    /// listing; only those whose name is a valid DNS name.
+    fn holders<K: std::hash::Hash + Eq>(
+        &self,
+        index: &FastMap<K, Vec<String>>,
+        key: &K,
+    ) -> Vec<&Seen> {
+        let ids = index.get(key).into_iter().flatten();
+        let mut held: Vec<&Seen> = ids.filter_map(|id| self.endpoints.get(id)).collect();
+        held.retain(|s| s.valid);
+        held.sort_by_key(|s| s.at);
+        held
+    }
+}
+
+/// Removes one listing of `id` at `key` from `index`.
+fn forget<K: std::hash::Hash + Eq>(index: &mut FastMap<K, Vec<String>>, key: K, id: &str) {
+    if let Some(ids) = index.get_mut(&key) {
+        if let Some(i) = ids.iter().position(|x| x == id) {
+            ids.swap_remove(i);
+        }
+        if ids.is_empty() {
+            index.remove(&key);
+        }
     }
 }
 
@@ -60,93 +197,105 @@ fn has_services(net: &Network, endpoints: &[&Endpoint], state: &ClusterState) ->
         || state.services().values().any(|s| s.network == net.name)
 }
 
+/// What a re-projection in place changed.
+#[derive(Debug, Default)]
+pub(super) struct Reprojected {
+    /// The owner names whose content changed.
+    pub(super) names: BTreeSet<String>,
+    /// Whether any endpoint changed what the projection reads of it.
+    pub(super) any: bool,
+    /// The members that left (or changed: their old selves).
+    pub(super) left: Vec<Member>,
+    /// The members that joined (or changed: their new selves).
+    pub(super) joined: Vec<Member>,
+}
+
 /// Brings `part`, projected from `basis`, to the projection of `net` over `endpoints`,
-/// recomputing only the owner names of the endpoints that changed; returns the owner names
-/// whose content changed and whether any endpoint did. `None`, with `part` and `basis`
-/// untouched, when it cannot: another network definition, services, or two endpoints with one
-/// id (project the network whole).
+/// recomputing only the owner names and members of the endpoints that changed. `None`, with
+/// `part` and `basis` as they were, when it cannot: another network definition, services, or
+/// two endpoints with one id (project the network whole).
 pub(super) fn reproject(
     part: &mut NetworkZones,
     basis: &mut Basis,
     net: &Network,
     endpoints: &[&Endpoint],
     state: &ClusterState,
-) -> Option<(BTreeSet<String>, bool)> {
+) -> Option<Reprojected> {
     if basis.net != *net || has_services(net, endpoints, state) {
         return None;
     }
-    let mut ids: FastSet<&str> = FastSet::default();
-    if !endpoints.iter().all(|e| ids.insert(&e.id)) {
-        return None;
-    }
-    let mut labels: BTreeSet<String> = BTreeSet::new();
-    let mut ips: BTreeSet<IpAddr> = BTreeSet::new();
-    let mut footprint = |e: &Endpoint| {
-        for label in std::iter::once(&e.name).chain(&e.aliases) {
-            labels.insert(label.to_ascii_lowercase());
-        }
-        ips.insert(IpAddr::V4(e.ipv4));
-        ips.extend(e.ipv6.map(IpAddr::V6));
-    };
-    let gone: Vec<String> = basis
-        .endpoints
-        .keys()
-        .filter(|id| !ids.contains(id.as_str()))
-        .cloned()
-        .collect();
-    for id in &gone {
-        if let Some((old, _)) = basis.endpoints.remove(id) {
-            footprint(&old);
-        }
-    }
-    for e in endpoints {
+    basis.passes += 1;
+    let pass = basis.passes;
+    // Which endpoints are new or read differently; only the pass marks change until the end
+    // of this walk, so a duplicate id leaves the basis as it was.
+    let mut fresh: Vec<(usize, &Endpoint)> = Vec::new();
+    for (at, e) in endpoints.iter().enumerate() {
         match basis.endpoints.get_mut(&e.id) {
-            Some((old, _)) if *old == **e => {}
-            Some(old) => {
-                footprint(&old.0);
-                footprint(e);
-                *old = ((*e).clone(), target(net, e).is_some());
-            }
-            None => {
-                footprint(e);
-                let valid = target(net, e).is_some();
-                basis.endpoints.insert(e.id.clone(), ((*e).clone(), valid));
-            }
-        }
-    }
-    let mut changed = BTreeSet::new();
-    if labels.is_empty() {
-        return Some((changed, false));
-    }
-    let valid = |e: &Endpoint| basis.endpoints.get(&e.id).is_some_and(|(_, v)| *v);
-    for label in labels {
-        let owner = fqdn(&label, &net.zone);
-        let mut records = Vec::new();
-        for e in endpoints.iter().filter(|e| valid(e)) {
-            for l in std::iter::once(&e.name).chain(&e.aliases) {
-                if l.eq_ignore_ascii_case(&label) {
-                    records.extend(addresses(e).map(|rd| (RECORD_TTL, rd)));
+            Some(seen) if seen.pass == pass => return None,
+            Some(seen) => {
+                seen.pass = pass;
+                seen.at = at;
+                if !seen.footprint.matches(e) {
+                    fresh.push((at, e));
                 }
             }
+            None => fresh.push((at, e)),
         }
-        put(part, owner, records, &mut changed);
+    }
+    let mut new_ids: Vec<&str> = (fresh.iter())
+        .filter(|(_, e)| !basis.endpoints.contains_key(&e.id))
+        .map(|(_, e)| e.id.as_str())
+        .collect();
+    new_ids.sort_unstable();
+    if new_ids.windows(2).any(|w| w[0] == w[1]) {
+        return None;
+    }
+    let gone: Vec<String> = (basis.endpoints.iter())
+        .filter(|(_, seen)| seen.pass != pass)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let mut done = Reprojected::default();
+    let (mut labels, mut ips) = (BTreeSet::new(), BTreeSet::new());
+    let changed = fresh.iter().map(|(_, e)| e.id.clone());
+    for id in gone.into_iter().chain(changed) {
+        let Some(old) = basis.leave(&id) else {
+            continue;
+        };
+        labels.extend(old.footprint.labels());
+        ips.extend(old.footprint.ips());
+        if let Some(m) = part.members.remove(&(id, 0)) {
+            done.left.push(m);
+        }
+    }
+    for (at, e) in fresh {
+        let seen = basis.enter(net, e, pass, at);
+        labels.extend(seen.footprint.labels());
+        ips.extend(seen.footprint.ips());
+        if seen.valid {
+            let m = seen.footprint.member();
+            part.members.insert((e.id.clone(), 0), m.clone());
+            done.joined.push(m);
+        }
+    }
+    done.any = !labels.is_empty();
+    for label in labels {
+        let held = basis.holders(&basis.by_label, &label);
+        let records = held
+            .iter()
+            .flat_map(|s| s.footprint.addresses().map(|rd| (RECORD_TTL, rd)))
+            .collect();
+        put(part, fqdn(&label, &net.zone), records, &mut done.names);
     }
     for ip in ips {
-        let mut records = Vec::new();
-        for e in endpoints {
-            let holds = IpAddr::V4(e.ipv4) == ip || e.ipv6.map(IpAddr::V6) == Some(ip);
-            if let Some(target) = holds.then(|| target(net, e)).flatten() {
-                records.push((RECORD_TTL, RData::PTR(PTR(target))));
-            }
-        }
-        put(part, reverse_name(ip), records, &mut changed);
+        let held = basis.holders(&basis.by_ip, &ip);
+        let records = held
+            .iter()
+            .filter_map(|s| Name::from_ascii(fqdn(&s.footprint.name, &net.zone)).ok())
+            .map(|target| (RECORD_TTL, RData::PTR(PTR(target))))
+            .collect();
+        put(part, reverse_name(ip), records, &mut done.names);
     }
-    part.members = endpoints
-        .iter()
-        .filter(|e| valid(e))
-        .map(|e| member_of(e))
-        .collect();
-    Some((changed, true))
+    Some(done)
 }
 
 /// Sets what `part` holds at `owner` (nothing: the owner goes), noting it in `changed` if that

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use super::*;
+use crate::dns::audience::Audience;
 use crate::dns::projection::{owners_changed, project_network};
 use crate::dns::tests::Rng;
 
@@ -35,6 +36,7 @@ fn a_network_re_projected_in_place_equals_one_projected_whole() {
         let refs: Vec<&Endpoint> = eps.iter().collect();
         let mut part = project_network(&net, &refs, &state);
         let mut basis = Basis::of(&net, &refs, &state).expect("no services");
+        let mut audience = Audience::of([&part]);
         for step in 0..10 {
             let before = part.clone();
             for _ in 0..=rng.below(2) {
@@ -55,10 +57,17 @@ fn a_network_re_projected_in_place_equals_one_projected_whole() {
                 }
             }
             let refs: Vec<&Endpoint> = eps.iter().collect();
-            let (names, _) =
-                reproject(&mut part, &mut basis, &net, &refs, &state).expect("in place");
+            let done = reproject(&mut part, &mut basis, &net, &refs, &state).expect("in place");
             let whole = project_network(&net, &refs, &state);
             assert_eq!(part, whole, "seed {seed}, step {step}");
+            done.left.iter().for_each(|m| audience.remove("n", m));
+            done.joined.iter().for_each(|m| audience.add("n", m));
+            assert_eq!(
+                audience.seen_by_all(),
+                Audience::of([&whole]).seen_by_all(),
+                "seed {seed}, step {step}: the members that left and joined"
+            );
+            let names = done.names;
             let mut differ = BTreeSet::new();
             owners_changed(&before, &whole, &mut differ);
             assert_eq!(

@@ -1,7 +1,7 @@
 //! Building a snapshot: validate the records, make up SOA/NS, add empty non-terminals, prebuild
 //! the answer bytes for every local (name, type).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,10 +10,12 @@ use hickory_proto::rr::RData;
 
 use super::convert::convert;
 use super::names::text_to_wire;
+use super::patch::reads_others;
 use super::prebuild::prebuild;
 use super::table::Table;
 use super::{
-    zone_in, AnswerOrder, DefaultView, Node, Nodes, RrSet, Snapshot, Views, Zone, GENERATIONS,
+    zone_in, AnswerOrder, DefaultView, Node, Nodes, Readers, RrSet, Snapshot, Views, Zone,
+    GENERATIONS,
 };
 use crate::dns::encode::Rd;
 use crate::dns::hash::FastMap;
@@ -37,8 +39,10 @@ pub struct SnapshotBuilder {
     orders: Vec<(String, AnswerOrder)>,
     several: Option<AnswerOrder>,
     notes: Vec<(String, Box<[u8]>)>,
-    views: Vec<(IpAddr, Arc<[String]>)>,
-    default_view: DefaultView,
+    pub(super) views: Vec<(IpAddr, Arc<[String]>)>,
+    pub(super) default_view: DefaultView,
+    /// The clients whose views [`Self::build_over`] revises (every other one keeps its view).
+    pub(super) revised: Option<BTreeSet<IpAddr>>,
     serial: u32,
     negative_ttl: u32,
 }
@@ -52,28 +56,34 @@ pub(super) struct Draft {
 
 impl Draft {
     /// The finished snapshot of these zones and nodes with `views`, without prebuilt answers.
-    pub(super) fn finish(self, views: Option<Views>) -> Snapshot {
-        let nodes = self
+    pub(super) fn finish(self, views: Option<Arc<Views>>) -> Snapshot {
+        let nodes: Nodes = self
             .nodes
             .into_iter()
             .map(|(name, node)| (Arc::from(name), Arc::new(node)))
             .collect();
-        unbuilt(self.zones, self.zone_ids, nodes, views)
+        let readers = (nodes.iter())
+            .filter(|(_, node)| reads_others(node))
+            .map(|(name, _)| Arc::clone(name))
+            .collect();
+        unbuilt(self.zones, self.zone_ids, nodes, Arc::new(readers), views)
     }
 }
 
-/// A new snapshot (its own generation) of these zones, nodes and views, without prebuilt
-/// answers yet.
+/// A new snapshot (its own generation) of these zones, nodes (with those reading others) and
+/// views, without prebuilt answers yet.
 pub(super) fn unbuilt(
     zones: Vec<Zone>,
     zone_ids: FastMap<Box<[u8]>, u16>,
     nodes: Nodes,
-    views: Option<Views>,
+    readers: Arc<Readers>,
+    views: Option<Arc<Views>>,
 ) -> Snapshot {
     Snapshot {
         zones,
         zone_ids,
         nodes,
+        readers,
         prebuilt: Table::default(),
         views,
         generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
@@ -98,6 +108,7 @@ impl SnapshotBuilder {
             notes: Vec::new(),
             views: Vec::new(),
             default_view: DefaultView::AllZones,
+            revised: None,
             serial: 1,
             negative_ttl: 5,
         }
@@ -152,6 +163,15 @@ impl SnapshotBuilder {
     /// [`Self::view`] with a list of zones many clients share (resolved once per build).
     pub fn view_shared(&mut self, client: IpAddr, zones: Arc<[String]>) -> &mut Self {
         self.views.push((client.to_canonical(), zones));
+        self
+    }
+
+    /// Makes [`Self::build_over`] keep the previous snapshot's views except those of `clients`,
+    /// which see what this builder's views give them (none: they lose their view). Only a patch
+    /// reads it: [`Self::build`] makes every view from this builder's.
+    pub fn revise_views(&mut self, clients: impl IntoIterator<Item = IpAddr>) -> &mut Self {
+        let revised = self.revised.get_or_insert_with(BTreeSet::new);
+        revised.extend(clients.into_iter().map(|c| c.to_canonical()));
         self
     }
 
@@ -360,46 +380,6 @@ impl SnapshotBuilder {
             }
         }
         Ok(())
-    }
-
-    /// Which zones each client may see (`None`: everyone sees every zone), for the zones of
-    /// `zone_ids` (`zones` of them).
-    pub(super) fn build_views(
-        &self,
-        zone_ids: &FastMap<Box<[u8]>, u16>,
-        zones: usize,
-    ) -> Result<Option<Views>, DnsError> {
-        if self.views.is_empty() && self.default_view == DefaultView::AllZones {
-            return Ok(None);
-        }
-        let words = zones.div_ceil(64).max(1);
-        // The bits of each distinct zone list (lists are shared, so most clients hit).
-        let mut lists: FastMap<*const [String], Box<[u64]>> = FastMap::default();
-        let mut clients: FastMap<IpAddr, Box<[u64]>> = FastMap::default();
-        for (client, zones) in &self.views {
-            let list = match lists.get(&Arc::as_ptr(zones)) {
-                Some(list) => list,
-                None => {
-                    let mut bits = vec![0u64; words].into_boxed_slice();
-                    for zone in zones.iter() {
-                        let id = wire_of(zone)
-                            .ok()
-                            .and_then(|w| zone_ids.get(&w).copied())
-                            .ok_or_else(|| DnsError::UnknownZone(zone.clone()))?;
-                        bits[usize::from(id / 64)] |= 1u64 << (id % 64);
-                    }
-                    lists.entry(Arc::as_ptr(zones)).or_insert(bits)
-                }
-            };
-            match clients.get_mut(client) {
-                Some(bits) => bits.iter_mut().zip(list.iter()).for_each(|(b, l)| *b |= l),
-                None => drop(clients.insert(*client, list.clone())),
-            }
-        }
-        Ok(Some(Views {
-            clients,
-            default_all: self.default_view == DefaultView::AllZones,
-        }))
     }
 }
 

@@ -11,6 +11,7 @@ pub(crate) mod names;
 mod patch;
 mod prebuild;
 mod table;
+mod views;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -25,6 +26,7 @@ pub(crate) use compose::{compose, Composed, Cut};
 pub use names::{reverse_name, reverse_zone_v4, reverse_zone_v6};
 pub(crate) use table::Found;
 use table::Table;
+use views::Views;
 
 /// The order in which the records of one rrset (e.g. the A records of a service) are answered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -172,34 +174,21 @@ pub(crate) struct Packed {
     pub(crate) meta: Composed,
 }
 
-/// Which zones each requester may see.
-#[derive(PartialEq)]
-pub(crate) struct Views {
-    clients: FastMap<IpAddr, Box<[u64]>>,
-    default_all: bool,
-}
-
-impl Views {
-    fn visible(&self, client: IpAddr, zone: u16) -> bool {
-        match self.clients.get(&client.to_canonical()) {
-            Some(bits) => bits
-                .get(usize::from(zone / 64))
-                .is_some_and(|w| w & (1u64 << (zone % 64)) != 0),
-            None => self.default_all,
-        }
-    }
-}
-
 /// The nodes of a snapshot by lowercased wire name, shared with the snapshots patched from it.
 pub(crate) type Nodes = FastMap<Arc<[u8]>, Arc<Node>>;
+
+/// The names whose answers read other names (CNAME, SRV, MX, NS targets): what a patch looks
+/// at to find the answers a changed name makes stale.
+pub(crate) type Readers = std::collections::BTreeSet<Arc<[u8]>>;
 
 /// An immutable record set: zones, names, prebuilt answers and views.
 pub struct Snapshot {
     pub(crate) zones: Vec<Zone>,
     zone_ids: FastMap<Box<[u8]>, u16>,
     pub(crate) nodes: Nodes,
+    readers: Arc<Readers>,
     prebuilt: Table,
-    views: Option<Views>,
+    views: Option<Arc<Views>>,
     generation: u64,
     /// Names whose answers this snapshot encoded (every name, unless patched).
     encoded: usize,
@@ -215,6 +204,7 @@ impl Default for Snapshot {
             zones: Vec::new(),
             zone_ids: FastMap::default(),
             nodes: FastMap::default(),
+            readers: Arc::default(),
             prebuilt: Table::default(),
             views: None,
             generation: 0,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::builder::{ancestors, unbuilt, wire_of, Draft};
 use super::prebuild::prebuild;
-use super::{Node, Nodes, Snapshot, Zone};
+use super::{Node, Nodes, Readers, Snapshot, Zone};
 use crate::dns::encode::Rd;
 use crate::dns::hash::{FastMap, FastSet};
 use crate::dns::wire::rtype;
@@ -16,12 +16,13 @@ use crate::dns::{DnsError, SnapshotBuilder};
 impl SnapshotBuilder {
     /// The snapshot `previous` becomes when the names in `owners` hold exactly the records,
     /// orders and notes this builder gives them (none: the name goes, unless names below it keep
-    /// it as an empty non-terminal) and the views are this builder's. Every other name keeps its
+    /// it as an empty non-terminal) and the views are this builder's (or, after
+    /// [`Self::revise_views`], the previous ones revised at the clients it names). Every other name keeps its
     /// node and answers from `previous`; this builder's records at other names are not read.
     ///
     /// `None` when a patch cannot express the change, and a whole build is needed: this
     /// builder's zones are not `previous`'s, an owner is a zone apex (its SOA and NS), or views
-    /// appear or go.
+    /// appear or go (revised views: `previous` has none, or none is left).
     pub fn build_over<'a>(
         &self,
         previous: &Snapshot,
@@ -51,7 +52,16 @@ impl SnapshotBuilder {
             }
         }
         self.shape(&mut draft.nodes)?;
-        let views = self.build_views(&draft.zone_ids, draft.zones.len())?;
+        let views = match (&self.revised, &previous.views) {
+            (Some(_), Some(before)) => {
+                match self.revised_views(before, &draft.zone_ids, draft.zones.len())? {
+                    Some(views) => Some(views),
+                    None => return Ok(None),
+                }
+            }
+            (Some(_), None) => return Ok(None),
+            (None, _) => self.build_views(&draft.zone_ids, draft.zones.len())?,
+        };
         if views.is_some() != previous.views.is_some() {
             return Ok(None);
         }
@@ -62,15 +72,24 @@ impl SnapshotBuilder {
         } = draft;
         let mut nodes = previous.nodes.clone();
         let changed = replace(&zones, drafted, &mut nodes, wanted);
-        let dirty = with_dependents(&nodes, changed);
-        let mut snap = unbuilt(zones, zone_ids, nodes, views);
+        let readers = readers_after(&previous.readers, &nodes, &changed);
+        let dirty = with_dependents(&nodes, &readers, changed);
+        let mut snap = unbuilt(zones, zone_ids, nodes, readers, views);
         let mut entries = Vec::new();
         for name in &dirty {
             if let Some(node) = snap.nodes.get(&name[..]) {
                 prebuild(&snap, name, node, &mut entries);
             }
         }
-        let keep = |key: &[u8]| !dirty.contains(&key[..key.len().saturating_sub(2)]);
+        // Few names change: comparing each key's name with them beats hashing every key.
+        let few: Vec<&[u8]> = dirty.iter().map(|n| &n[..]).collect();
+        let keep = |key: &[u8]| {
+            let name = &key[..key.len().saturating_sub(2)];
+            if few.len() > 16 {
+                return !dirty.contains(name);
+            }
+            !few.iter().any(|d| d.len() == name.len() && *d == name)
+        };
         snap.prebuilt = previous.prebuilt.patched(keep, entries);
         snap.encoded = dirty.len();
         Ok(Some(snap))
@@ -146,12 +165,25 @@ fn replace(
     changed
 }
 
-/// `changed` and every name whose answers read one of them: a CNAME pointing there (and so on
-/// up the chain), an SRV, MX or NS whose target's addresses are added.
-fn with_dependents(nodes: &Nodes, mut dirty: FastSet<Box<[u8]>>) -> FastSet<Box<[u8]>> {
-    let readers: Vec<(&[u8], Vec<&[u8]>)> = nodes
+/// Does `node` hold records whose answers read another name's (CNAME, SRV, MX, NS targets)?
+pub(super) fn reads_others(node: &Node) -> bool {
+    node.rrsets
         .iter()
-        .filter_map(|(name, node)| {
+        .any(|s| matches!(s.rtype, rtype::CNAME | rtype::SRV | rtype::MX | rtype::NS))
+}
+
+/// `changed` and every name whose answers read one of them: a CNAME pointing there (and so on
+/// up the chain), an SRV, MX or NS whose target's addresses are added. Only the `readers`
+/// (the names that [`reads_others`]) are looked at.
+fn with_dependents(
+    nodes: &Nodes,
+    readers: &Readers,
+    mut dirty: FastSet<Box<[u8]>>,
+) -> FastSet<Box<[u8]>> {
+    let readers: Vec<(&[u8], Vec<&[u8]>)> = readers
+        .iter()
+        .filter_map(|name| {
+            let node = nodes.get(&name[..])?;
             let targets: Vec<&[u8]> = node
                 .rrsets
                 .iter()
@@ -162,7 +194,7 @@ fn with_dependents(nodes: &Nodes, mut dirty: FastSet<Box<[u8]>>) -> FastSet<Box<
                     _ => None,
                 })
                 .collect();
-            (!targets.is_empty()).then_some((&name[..], targets))
+            Some((&name[..], targets))
         })
         .collect();
     loop {
@@ -178,6 +210,31 @@ fn with_dependents(nodes: &Nodes, mut dirty: FastSet<Box<[u8]>>) -> FastSet<Box<
         }
         dirty.extend(grown.into_iter().map(Box::from));
     }
+}
+
+/// `readers` with the names in `changed` added or removed as their node in `nodes` now reads
+/// other names or not.
+fn readers_after(
+    readers: &Arc<Readers>,
+    nodes: &Nodes,
+    changed: &FastSet<Box<[u8]>>,
+) -> Arc<Readers> {
+    let reads = |name: &[u8]| nodes.get(name).is_some_and(|n| reads_others(n));
+    if changed
+        .iter()
+        .all(|name| readers.contains(&name[..]) == reads(name))
+    {
+        return Arc::clone(readers);
+    }
+    let mut next = Readers::clone(readers);
+    for name in changed {
+        if reads(name) {
+            next.insert(Arc::from(&name[..]));
+        } else {
+            next.remove(&name[..]);
+        }
+    }
+    Arc::new(next)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Views (answers scoped by requester address), snapshot validation and atomic swaps.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -167,12 +167,14 @@ fn given_soa_sets_the_negative_ttl() {
 fn swapping_snapshots_under_load_never_fails_a_query() {
     let handle = Arc::new(ArcSwap::from_pointee(two_networks(DefaultView::AllZones)));
     let stop = Arc::new(AtomicBool::new(false));
+    let answered: Arc<[AtomicU64; 2]> = Arc::default();
     let q = query("web.frontend.local.", RecordType::A)
         .to_vec()
         .unwrap();
     let readers: Vec<_> = (0..2)
-        .map(|_| {
+        .map(|i| {
             let (handle, stop, q) = (handle.clone(), stop.clone(), q.clone());
+            let total = Arc::clone(&answered);
             std::thread::spawn(move || {
                 let mut out = Vec::new();
                 let mut answered = 0u64;
@@ -188,16 +190,27 @@ fn swapping_snapshots_under_load_never_fails_a_query() {
                     );
                     assert!(matches!(r, Outcome::Reply(x) if x.rcode == 0));
                     answered += 1;
+                    total[i].fetch_add(1, Ordering::Relaxed);
                 }
                 answered
             })
         })
         .collect();
-    for _ in 0..200 {
+    // At least 200 swaps, and on until each reader has answered (bounded: 10 s).
+    let started = std::time::Instant::now();
+    let mut swaps = 0;
+    while swaps < 200 || answered.iter().any(|a| a.load(Ordering::Relaxed) == 0) {
         handle.store(Arc::new(two_networks(DefaultView::AllZones)));
+        swaps += 1;
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            break;
+        }
     }
     stop.store(true, Ordering::Relaxed);
     for r in readers {
-        assert!(r.join().unwrap() > 0);
+        assert!(
+            r.join().unwrap() > 0,
+            "each reader answered during the swaps"
+        );
     }
 }
