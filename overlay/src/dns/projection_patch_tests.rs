@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::tests::{network, state_of};
 use super::*;
 use crate::dns::authority::Authority;
-use crate::dns::Snapshot;
 use crate::dns::tests::Rng;
+use crate::dns::Snapshot;
 
 const NETS: [(&str, &str); 3] = [
     ("a", "10.1.0.0/24"),

@@ -4,9 +4,9 @@ use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::RecordType;
 
 use super::*;
+use crate::dns::answer::{respond, AnswerConfig, Outcome, Transport};
 use crate::dns::authority::Authority;
 use crate::dns::Snapshot;
-use crate::dns::answer::{respond, AnswerConfig, Outcome, Transport};
 use crate::model::{AllUnhealthy, Health, HealthCheck, HealthState, LbPolicy, Probe};
 use crate::store::keys::Key;
 use crate::store::{ClusterChange, KeyValue};
