@@ -94,6 +94,20 @@ fn two_members_sharing_an_address_are_both_counted() {
     );
 }
 
+/// A builder with the zones of two networks, backend (b) and frontend (f).
+fn four_zones() -> SnapshotBuilder {
+    let mut b = SnapshotBuilder::new();
+    for z in [
+        "b.local",
+        "1.10.in-addr.arpa",
+        "f.local",
+        "2.10.in-addr.arpa",
+    ] {
+        b.zone(z);
+    }
+    b
+}
+
 #[test]
 fn views_share_one_zone_list_per_set_of_networks() {
     let mut a = Audience::default();
@@ -111,15 +125,7 @@ fn views_share_one_zone_list_per_set_of_networks() {
             _ => None,
         }
     };
-    let mut b = SnapshotBuilder::new();
-    for z in [
-        "b.local",
-        "1.10.in-addr.arpa",
-        "f.local",
-        "2.10.in-addr.arpa",
-    ] {
-        b.zone(z);
-    }
+    let mut b = four_zones();
     let only = BTreeSet::from([ip("10.1.0.7")]);
     a.add_views(&mut b, Some(&only), zones);
     let snap = b.build().expect("build");
@@ -133,15 +139,7 @@ fn views_share_one_zone_list_per_set_of_networks() {
         snap.visible(ip("10.1.0.5"), zone("f.local")),
         "not given a view: all"
     );
-    let mut b = SnapshotBuilder::new();
-    for z in [
-        "b.local",
-        "1.10.in-addr.arpa",
-        "f.local",
-        "2.10.in-addr.arpa",
-    ] {
-        b.zone(z);
-    }
+    let mut b = four_zones();
     a.add_views(&mut b, None, zones);
     let snap = b.build().expect("build");
     for client in ["10.1.0.5", "10.2.0.5"] {

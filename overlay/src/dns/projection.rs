@@ -9,7 +9,7 @@
 //! next [`Snapshot`](super::Snapshot) by patching the previous one at those names only.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::rr::rdata::{A, AAAA, PTR, SRV, TXT};
 use hickory_proto::rr::{Name, RData};
@@ -92,20 +92,32 @@ fn zones_of(n: &Network) -> Vec<String> {
     z
 }
 
+/// The address records of an endpoint with these addresses.
+pub(super) fn address_records(v4: Ipv4Addr, v6: Option<Ipv6Addr>) -> impl Iterator<Item = RData> {
+    std::iter::once(RData::A(A(v4))).chain(v6.map(|v6| RData::AAAA(AAAA(v6))))
+}
+
 /// The address records of `e`.
-pub(super) fn addresses(e: &Endpoint) -> impl Iterator<Item = RData> {
-    std::iter::once(RData::A(A(e.ipv4))).chain(e.ipv6.map(|v6| RData::AAAA(AAAA(v6))))
+fn addresses(e: &Endpoint) -> impl Iterator<Item = RData> {
+    address_records(e.ipv4, e.ipv6)
+}
+
+impl Member {
+    /// Workload `name` of `node`, asking from these addresses.
+    pub(super) fn new(node: &str, name: &str, v4: Ipv4Addr, v6: Option<Ipv6Addr>) -> Member {
+        let mut addrs = vec![IpAddr::V4(v4)];
+        addrs.extend(v6.map(IpAddr::V6));
+        Member {
+            node: node.to_string(),
+            name: name.to_string(),
+            addrs,
+        }
+    }
 }
 
 /// `e` as views see it.
-pub(super) fn member_of(e: &Endpoint) -> Member {
-    let mut addrs = vec![IpAddr::V4(e.ipv4)];
-    addrs.extend(e.ipv6.map(IpAddr::V6));
-    Member {
-        node: e.node.clone(),
-        name: e.name.clone(),
-        addrs,
-    }
+fn member_of(e: &Endpoint) -> Member {
+    Member::new(&e.node, &e.name, e.ipv4, e.ipv6)
 }
 
 /// Projects one network: names, aliases and PTRs of `endpoints`, and its services (those of

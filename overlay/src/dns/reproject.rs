@@ -6,11 +6,11 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use hickory_proto::rr::rdata::{A, AAAA, PTR};
+use hickory_proto::rr::rdata::PTR;
 use hickory_proto::rr::{Name, RData};
 
 use super::hash::FastMap;
-use super::projection::{fqdn, Member, NetworkZones, Owner, RECORD_TTL};
+use super::projection::{address_records, fqdn, Member, NetworkZones, Owner, RECORD_TTL};
 use super::reverse_name;
 use crate::model::{Endpoint, Network};
 use crate::state::ClusterState;
@@ -84,18 +84,12 @@ impl Footprint {
 
     /// Its address records.
     fn addresses(&self) -> impl Iterator<Item = RData> {
-        std::iter::once(RData::A(A(self.ipv4))).chain(self.ipv6.map(|v6| RData::AAAA(AAAA(v6))))
+        address_records(self.ipv4, self.ipv6)
     }
 
     /// The member it is.
     fn member(&self) -> Member {
-        let mut addrs = vec![IpAddr::V4(self.ipv4)];
-        addrs.extend(self.ipv6.map(IpAddr::V6));
-        Member {
-            node: self.node.clone(),
-            name: self.name.clone(),
-            addrs,
-        }
+        Member::new(&self.node, &self.name, self.ipv4, self.ipv6)
     }
 }
 
