@@ -17,7 +17,7 @@ use super::SnapshotBuilder;
 type Workload = (String, String);
 
 /// The members of the networks in view; see the module documentation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(super) struct Audience {
     /// By workload: the network and address of each of its members' addresses.
     networks: BTreeMap<Workload, Vec<(String, IpAddr)>>,

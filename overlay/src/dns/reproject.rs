@@ -41,7 +41,7 @@ struct Seen {
 }
 
 /// The fields of an endpoint the projection of a network without services reads.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 struct Footprint {
     ipv4: Ipv4Addr,
     ipv6: Option<Ipv6Addr>,
@@ -93,9 +93,10 @@ impl Footprint {
     }
 }
 
-/// The name `e`'s PTR records point at, if its name makes a valid DNS name in `net`.
-fn target(net: &Network, e: &Endpoint) -> Option<Name> {
-    Name::from_ascii(fqdn(&e.name, &net.zone)).ok()
+/// The name PTR records of an endpoint named `name` point at, if that is a valid DNS name in
+/// `net`.
+fn target(net: &Network, name: &str) -> Option<Name> {
+    Name::from_ascii(fqdn(name, &net.zone)).ok()
 }
 
 impl Basis {
@@ -136,7 +137,7 @@ impl Basis {
         }
         let seen = Seen {
             footprint,
-            valid: target(net, e).is_some(),
+            valid: target(net, &e.name).is_some(),
             pass,
             at,
         };
@@ -220,8 +221,8 @@ pub(super) fn reproject(
     }
     basis.passes += 1;
     let pass = basis.passes;
-    // Which endpoints are new or read differently; only the pass marks change until the end
-    // of this walk, so a duplicate id leaves the basis as it was.
+    // Which endpoints are new or read differently; only the pass marks and places change until
+    // the end of this walk, so a duplicate id leaves the basis as it was.
     let mut fresh: Vec<(usize, &Endpoint)> = Vec::new();
     for (at, e) in endpoints.iter().enumerate() {
         match basis.endpoints.get_mut(&e.id) {
@@ -284,7 +285,7 @@ pub(super) fn reproject(
         let held = basis.holders(&basis.by_ip, &ip);
         let records = held
             .iter()
-            .filter_map(|s| Name::from_ascii(fqdn(&s.footprint.name, &net.zone)).ok())
+            .filter_map(|s| target(net, &s.footprint.name))
             .map(|target| (RECORD_TTL, RData::PTR(PTR(target))))
             .collect();
         put(part, reverse_name(ip), records, &mut done.names);

@@ -17,8 +17,9 @@ impl SnapshotBuilder {
     /// The snapshot `previous` becomes when the names in `owners` hold exactly the records,
     /// orders and notes this builder gives them (none: the name goes, unless names below it keep
     /// it as an empty non-terminal) and the views are this builder's (or, after
-    /// [`Self::revise_views`], the previous ones revised at the clients it names). Every other name keeps its
-    /// node and answers from `previous`; this builder's records at other names are not read.
+    /// [`Self::revise_views`], the previous ones revised at the clients it names). Every other
+    /// name keeps its node and answers from `previous`; this builder's records at other names
+    /// are not read.
     ///
     /// `None` when a patch cannot express the change, and a whole build is needed: this
     /// builder's zones are not `previous`'s, an owner is a zone apex (its SOA and NS), or views
@@ -165,11 +166,14 @@ fn replace(
     changed
 }
 
-/// Does `node` hold records whose answers read another name's (CNAME, SRV, MX, NS targets)?
+/// Do records of type `ty` make answers read another name (CNAME, SRV, MX, NS targets)?
+fn reads_by_type(ty: u16) -> bool {
+    matches!(ty, rtype::CNAME | rtype::SRV | rtype::MX | rtype::NS)
+}
+
+/// Does `node` hold records whose answers read another name's?
 pub(super) fn reads_others(node: &Node) -> bool {
-    node.rrsets
-        .iter()
-        .any(|s| matches!(s.rtype, rtype::CNAME | rtype::SRV | rtype::MX | rtype::NS))
+    node.rrsets.iter().any(|s| reads_by_type(s.rtype))
 }
 
 /// `changed` and every name whose answers read one of them: a CNAME pointing there (and so on
@@ -187,7 +191,7 @@ fn with_dependents(
             let targets: Vec<&[u8]> = node
                 .rrsets
                 .iter()
-                .filter(|s| matches!(s.rtype, rtype::CNAME | rtype::SRV | rtype::MX | rtype::NS))
+                .filter(|s| reads_by_type(s.rtype))
                 .flat_map(|s| s.rdatas.iter())
                 .filter_map(|rd| match rd {
                     Rd::Name(t) | Rd::Srv(_, t) | Rd::Mx(_, t) => Some(&t[..]),

@@ -11,7 +11,7 @@ use crate::dns::hash::FastMap;
 use crate::dns::DnsError;
 
 /// Which zones each requester may see.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub(crate) struct Views {
     clients: FastMap<IpAddr, Arc<[u64]>>,
     default_all: bool,
