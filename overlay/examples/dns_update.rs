@@ -1,17 +1,19 @@
 //! The cost of one DNS update on a node whose containers fill one network: `N` endpoints
 //! (2 x N names with their PTRs), then one container attached at a time, each time re-projecting
-//! the network and making the next snapshot as an agent does — patched from the previous one —
-//! and, for comparison, the same snapshot built whole. Prints the spread (min, median, max).
+//! the network and making the next snapshot as an agent does — the new endpoint looked up by id,
+//! the snapshot patched from the previous one — and, for comparison, the network re-projected by
+//! a walk of its endpoints (as for a change that names none) and the snapshot built whole.
+//! Prints the spread (min, median, max).
 //!
 //! Usage: cargo run --release -p shibafu-overlay --example dns_update [N=1000] [repeats=50]
 
 #![allow(clippy::print_stdout)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use shibafu_overlay::dns::authority::Authority;
-use shibafu_overlay::dns::projection::{Projection, View};
+use shibafu_overlay::dns::projection::{Projection, Touched, View};
 use shibafu_overlay::dns::Snapshot;
 use shibafu_overlay::model::{Endpoint, Network};
 use shibafu_overlay::state::ClusterState;
@@ -76,18 +78,27 @@ fn main() {
     let mut projection = Projection::new();
     let first = state_of(&net, n);
     projection.update(&first, None, &|n| first.endpoints_of(&n.name).collect());
+    let mut walked = projection.clone();
     let mut previous = projection
         .next_snapshot(&Snapshot::default(), View::Members, &none)
         .expect("snapshot");
-    let (mut project, mut patch, mut whole) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut by_id, mut walk, mut patch, mut whole) = (vec![], vec![], vec![], vec![]);
     let mut encoded = 0;
     for k in 1..=repeats {
         let state = state_of(&net, n + k);
+        let endpoints_of = |n: &Network| state.endpoints_of(&n.name).collect();
+        let with_id = |n: &Network, id: &str| {
+            let key = (n.name.clone(), id.to_string());
+            state.endpoints().get(&key).into_iter().collect()
+        };
+        let ids = BTreeSet::from([endpoint(n + k - 1).id]);
+        let changed = BTreeMap::from([("big".to_string(), Touched::Endpoints(ids))]);
         let started = Instant::now();
-        projection.update(&state, Some(&touched), &|n| {
-            state.endpoints_of(&n.name).collect()
-        });
-        project.push(started.elapsed());
+        projection.update_by_id(&state, Some(&changed), &endpoints_of, &with_id);
+        by_id.push(started.elapsed());
+        let started = Instant::now();
+        walked.update(&state, Some(&touched), &endpoints_of);
+        walk.push(started.elapsed());
         let started = Instant::now();
         let next = projection
             .next_snapshot(&previous, View::Members, &none)
@@ -98,13 +109,16 @@ fn main() {
         let built = projection.snapshot(View::Members).expect("whole");
         whole.push(started.elapsed());
         assert_eq!(built.name_count(), next.name_count());
+        let walked_whole = walked.snapshot(View::Members).expect("whole");
+        assert_eq!(walked_whole.name_count(), next.name_count());
         previous = next;
     }
     println!(
         "{} names, {repeats} attaches, at most {encoded} names encoded per patch",
         previous.name_count()
     );
-    println!("re-project the network: {}", spread(project));
+    println!("re-project by id:       {}", spread(by_id));
+    println!("re-project by a walk:   {}", spread(walk));
     println!("next snapshot (patch):  {}", spread(patch));
     println!("snapshot built whole:   {}", spread(whole));
 }

@@ -8,7 +8,7 @@ use super::assemble::{assemble, assemble_with, builder_of};
 use super::audience::Audience;
 use super::authority::Authority;
 use super::projection::{bare_zones, owners_changed, project_network, NetworkZones, View};
-use super::reproject::{reproject, Basis};
+use super::reproject::{reproject, reproject_ids, Basis};
 use super::{DnsError, Snapshot};
 use crate::model::{admit, Endpoint, Network};
 use crate::state::ClusterState;
@@ -33,6 +33,27 @@ pub struct Projection {
     bases: BTreeMap<String, Basis>,
     /// The members of the parts, for the views of the addresses a change touches.
     audience: Audience,
+}
+
+/// What changes touched in one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Touched {
+    /// Anything (its definition, links, services, health): it is re-projected from all its
+    /// endpoints.
+    Network,
+    /// Only the endpoints with these ids (added, changed or removed).
+    Endpoints(BTreeSet<String>),
+}
+
+impl Touched {
+    /// Folds `other` into this.
+    pub fn merge(&mut self, other: Touched) {
+        match (&mut *self, other) {
+            (Touched::Network, _) => {}
+            (Touched::Endpoints(ids), Touched::Endpoints(more)) => ids.extend(more),
+            (_, Touched::Network) => *self = Touched::Network,
+        }
+    }
 }
 
 /// Tells `audience` how the members of a network's part changed from `old` to `new` (`None`:
@@ -88,6 +109,22 @@ impl Projection {
         touched: Option<&BTreeSet<String>>,
         endpoints_of: &dyn Fn(&'s Network) -> Vec<&'s Endpoint>,
     ) -> bool {
+        let whole =
+            |t: &BTreeSet<String>| t.iter().map(|n| (n.clone(), Touched::Network)).collect();
+        let touched: Option<BTreeMap<String, Touched>> = touched.map(whole);
+        self.update_by_id(state, touched.as_ref(), endpoints_of, &|_, _| Vec::new())
+    }
+
+    /// The same, told per network what changed: where only some endpoints did, and the
+    /// network's part can be re-projected in place, `with_id` gives the network's endpoints
+    /// with each changed id (none when it is gone) and no other endpoint is visited.
+    pub fn update_by_id<'s>(
+        &mut self,
+        state: &'s ClusterState,
+        touched: Option<&BTreeMap<String, Touched>>,
+        endpoints_of: &dyn Fn(&'s Network) -> Vec<&'s Endpoint>,
+        with_id: &dyn Fn(&'s Network, &str) -> Vec<&'s Endpoint>,
+    ) -> bool {
         let (admitted, _) = admit(state.networks().values());
         let in_scope = |name: &str| self.scope.as_ref().is_none_or(|s| s.contains(name));
         let (wanted, outside): (Vec<&Network>, Vec<&Network>) =
@@ -109,16 +146,24 @@ impl Projection {
             self.changed_names = None;
         }
         for net in wanted {
-            let stale = touched.is_none_or(|t| t.contains(&net.name))
-                || !self.parts.contains_key(&net.name);
-            if !stale {
+            let touch = touched.map(|t| t.get(&net.name));
+            if touch.is_some_and(|t| t.is_none()) && self.parts.contains_key(&net.name) {
                 continue;
             }
-            let eps = endpoints_of(net);
-            let in_place = match (self.parts.get_mut(&net.name), self.bases.get_mut(&net.name)) {
-                (Some(part), Some(basis)) => reproject(part, basis, net, &eps, state),
+            let ids = match touch {
+                Some(Some(Touched::Endpoints(ids))) => Some(ids),
                 _ => None,
             };
+            let known = (self.parts.get_mut(&net.name)).zip(self.bases.get_mut(&net.name));
+            let mut listed = None;
+            let in_place = known.and_then(|(part, basis)| {
+                let by_id = |id: &str| with_id(net, id);
+                ids.and_then(|ids| reproject_ids(part, basis, net, ids, &by_id, state))
+                    .or_else(|| {
+                        let eps = listed.insert(endpoints_of(net));
+                        reproject(part, basis, net, eps, state)
+                    })
+            });
             if let Some(done) = in_place {
                 for m in &done.left {
                     self.audience.remove(&net.name, m);
@@ -132,6 +177,7 @@ impl Projection {
                 changed |= done.any;
                 continue;
             }
+            let eps = listed.unwrap_or_else(|| endpoints_of(net));
             let part = project_network(net, &eps, state);
             match Basis::of(net, &eps, state) {
                 Some(basis) => self.bases.insert(net.name.clone(), basis),

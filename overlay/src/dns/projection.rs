@@ -16,7 +16,7 @@ use hickory_proto::rr::{Name, RData};
 
 pub use super::assemble::{assemble, assemble_with};
 use super::balance::{self, Instance};
-pub use super::parts::Projection;
+pub use super::parts::{Projection, Touched};
 pub use super::snapshot::{reverse_zone_v4, reverse_zone_v6};
 use super::{reverse_name, AnswerOrder};
 use crate::model::{answered, Answered, Endpoint, Health, Network, Protocol, Service};
@@ -122,11 +122,15 @@ fn member_of(e: &Endpoint) -> Member {
 
 /// Projects one network: names, aliases and PTRs of `endpoints`, and its services (those of
 /// `state` and those its endpoints name) over their healthy instances, as [`add_service`] says.
+/// Records several endpoints hold at one name come in the order of the endpoints' ids, however
+/// they were listed: every node answers alike, and a change re-projects by id.
 pub fn project_network(
     net: &Network,
     endpoints: &[&Endpoint],
     state: &ClusterState,
 ) -> NetworkZones {
+    let mut endpoints = endpoints.to_vec();
+    endpoints.sort_by(|a, b| a.id.cmp(&b.id));
     let mut out = bare_zones(net);
     let mut services: BTreeMap<&str, Vec<&Endpoint>> = state
         .services()
@@ -134,7 +138,7 @@ pub fn project_network(
         .filter(|s| s.network == net.name)
         .map(|s| (s.name.as_str(), Vec::new()))
         .collect();
-    for e in endpoints {
+    for &e in &endpoints {
         let owner = fqdn(&e.name, &net.zone);
         let Ok(target) = Name::from_ascii(&owner) else {
             continue;

@@ -1,8 +1,9 @@
 //! Snapshots patched change after change must answer and show zones exactly as a snapshot
 //! built whole: randomized endpoints joining, leaving, moving and renaming on three networks
-//! (one with a service, projected whole), workloads on several networks, scope changes.
+//! (one with a service, projected whole), workloads on several networks, scope changes; the
+//! changes told by network or by the ids of the endpoints they touch.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::tests::{network, state_of};
@@ -65,26 +66,37 @@ fn patched_snapshots_show_every_client_what_a_whole_build_does() {
         let mut previous = Snapshot::default();
         let mut clients: BTreeSet<IpAddr> = BTreeSet::from(["10.9.9.9".parse().expect("ip")]);
         for step in 0..40 {
-            let mut touched = BTreeSet::new();
+            let mut touched: BTreeMap<String, Touched> = BTreeMap::new();
+            let mut touch = |e: &Endpoint, whole: bool| {
+                let t = match whole {
+                    true => Touched::Network,
+                    false => Touched::Endpoints(BTreeSet::from([e.id.clone()])),
+                };
+                match touched.get_mut(&e.network) {
+                    Some(known) => known.merge(t),
+                    None => drop(touched.insert(e.network.clone(), t)),
+                }
+            };
             for _ in 0..=rng.below(2) {
+                let whole = rng.below(4) == 0;
                 let next = 100 * step + rng.below(100);
                 match rng.below(5) {
                     0 | 1 => {
                         let net = rng.below(3);
                         let e = endpoint(&mut rng, net, next);
-                        touched.insert(e.network.clone());
+                        touch(&e, whole);
                         eps.push(e);
                     }
                     2 if !eps.is_empty() => {
                         let e = eps.remove(rng.below(eps.len()));
-                        touched.insert(e.network);
+                        touch(&e, whole);
                     }
                     _ if !eps.is_empty() => {
                         let i = rng.below(eps.len());
                         let net = NETS.iter().position(|(n, _)| *n == eps[i].network);
                         let mut e = endpoint(&mut rng, net.expect("net"), 0);
                         e.id = eps[i].id.clone();
-                        touched.insert(e.network.clone());
+                        touch(&e, whole);
                         eps[i] = e;
                     }
                     _ => {}
@@ -98,14 +110,22 @@ fn patched_snapshots_show_every_client_what_a_whole_build_does() {
             }
             let all = rng.below(10) == 0;
             let touched = (!all).then_some(&touched);
-            p.update(&state, touched, &|n| state.endpoints_of(&n.name).collect());
+            let with_id = |n: &Network, id: &str| {
+                let key = (n.name.clone(), id.to_string());
+                state.endpoints().get(&key).into_iter().collect()
+            };
+            let endpoints_of = |n: &Network| state.endpoints_of(&n.name).collect();
+            p.update_by_id(&state, touched, &endpoints_of, &with_id);
             let snap = p
                 .next_snapshot(&previous, View::Members, &none)
                 .expect("next");
             if snap.names_encoded() < snap.name_count() {
                 patched += 1;
             }
-            let whole = p.snapshot(View::Members).expect("whole");
+            let mut fresh = Projection::new();
+            fresh.set_scope(p.scope().cloned());
+            fresh.update(&state, None, &endpoints_of);
+            let whole = fresh.snapshot(View::Members).expect("whole");
             assert_eq!(
                 snap.name_count(),
                 whole.name_count(),

@@ -1,7 +1,9 @@
 //! Re-projecting a network in place: for a network without services, a change of its endpoints
 //! recomputes only the names the changed endpoints held or hold (their names, aliases and
 //! PTRs), exactly as [`project_network`](super::projection::project_network) would have them,
-//! instead of projecting every endpoint again.
+//! instead of projecting every endpoint again. The changed endpoints are found by comparing
+//! every endpoint with what was read last ([`reproject`]) or, when the change names them, by
+//! looking up those alone ([`reproject_ids`]).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -36,8 +38,6 @@ struct Seen {
     footprint: Footprint,
     valid: bool,
     pass: u64,
-    /// Its place in the endpoints that pass saw (records follow that order).
-    at: usize,
 }
 
 /// The fields of an endpoint the projection of a network without services reads.
@@ -117,17 +117,17 @@ impl Basis {
             by_label: FastMap::default(),
             by_ip: FastMap::default(),
         };
-        for (at, e) in endpoints.iter().enumerate() {
+        for e in endpoints {
             if basis.endpoints.contains_key(&e.id) {
                 return None;
             }
-            basis.enter(net, e, 0, at);
+            basis.enter(net, e, 0);
         }
         Some(basis)
     }
 
-    /// Notes endpoint `e`, seen by pass `pass` at place `at`.
-    fn enter(&mut self, net: &Network, e: &Endpoint, pass: u64, at: usize) -> &Seen {
+    /// Notes endpoint `e`, seen by pass `pass`.
+    fn enter(&mut self, net: &Network, e: &Endpoint, pass: u64) -> &Seen {
         let footprint = Footprint::of(e);
         for label in footprint.labels() {
             self.by_label.entry(label).or_default().push(e.id.clone());
@@ -139,7 +139,6 @@ impl Basis {
             footprint,
             valid: target(net, &e.name).is_some(),
             pass,
-            at,
         };
         self.endpoints
             .entry(e.id.clone())
@@ -159,18 +158,17 @@ impl Basis {
         Some(seen)
     }
 
-    /// The endpoints listed in `index` at `key`, in the order the last pass saw them, once per
-    /// listing; only those whose name is a valid DNS name.
+    /// The endpoints listed in `index` at `key`, in the order of their ids (a whole
+    /// projection's), once per listing; only those whose name is a valid DNS name.
     fn holders<K: std::hash::Hash + Eq>(
         &self,
         index: &FastMap<K, Vec<String>>,
         key: &K,
     ) -> Vec<&Seen> {
-        let ids = index.get(key).into_iter().flatten();
-        let mut held: Vec<&Seen> = ids.filter_map(|id| self.endpoints.get(id)).collect();
-        held.retain(|s| s.valid);
-        held.sort_by_key(|s| s.at);
-        held
+        let mut ids: Vec<&String> = index.get(key).into_iter().flatten().collect();
+        ids.sort_unstable();
+        let held = ids.into_iter().filter_map(|id| self.endpoints.get(id));
+        held.filter(|s| s.valid).collect()
     }
 }
 
@@ -188,8 +186,13 @@ fn forget<K: std::hash::Hash + Eq>(index: &mut FastMap<K, Vec<String>>, key: K, 
 
 /// Does the network have a service, defined in `state` or named by an endpoint?
 fn has_services(net: &Network, endpoints: &[&Endpoint], state: &ClusterState) -> bool {
-    endpoints.iter().any(|e| e.service.is_some())
-        || state.services().values().any(|s| s.network == net.name)
+    endpoints.iter().any(|e| e.service.is_some()) || defines_services(net, state)
+}
+
+/// Does `state` define a service on `net`?
+fn defines_services(net: &Network, state: &ClusterState) -> bool {
+    let from = (net.name.clone(), String::new());
+    (state.services().range(from..).next()).is_some_and(|((n, _), _)| *n == net.name)
 }
 
 /// What a re-projection in place changed.
@@ -221,25 +224,24 @@ pub(super) fn reproject(
     }
     basis.passes += 1;
     let pass = basis.passes;
-    // Which endpoints are new or read differently; only the pass marks and places change until
-    // the end of this walk, so a duplicate id leaves the basis as it was.
-    let mut fresh: Vec<(usize, &Endpoint)> = Vec::new();
-    for (at, e) in endpoints.iter().enumerate() {
+    // Which endpoints are new or read differently; only the pass marks change until the end of
+    // this walk, so a duplicate id leaves the basis as it was.
+    let mut fresh: Vec<&Endpoint> = Vec::new();
+    for e in endpoints {
         match basis.endpoints.get_mut(&e.id) {
             Some(seen) if seen.pass == pass => return None,
             Some(seen) => {
                 seen.pass = pass;
-                seen.at = at;
                 if !seen.footprint.matches(e) {
-                    fresh.push((at, e));
+                    fresh.push(e);
                 }
             }
-            None => fresh.push((at, e)),
+            None => fresh.push(e),
         }
     }
     let mut new_ids: Vec<&str> = (fresh.iter())
-        .filter(|(_, e)| !basis.endpoints.contains_key(&e.id))
-        .map(|(_, e)| e.id.as_str())
+        .filter(|e| !basis.endpoints.contains_key(&e.id))
+        .map(|e| e.id.as_str())
         .collect();
     new_ids.sort_unstable();
     if new_ids.windows(2).any(|w| w[0] == w[1]) {
@@ -249,9 +251,54 @@ pub(super) fn reproject(
         .filter(|(_, seen)| seen.pass != pass)
         .map(|(id, _)| id.clone())
         .collect();
+    Some(apply(part, basis, net, gone, fresh))
+}
+
+/// The same as [`reproject`] when only the endpoints with the ids in `ids` may have changed:
+/// `with_id` gives the network's endpoints with an id (none when it is gone), and nothing else
+/// is visited. `None`, with `part` and `basis` as they were, when a re-projection in place
+/// cannot follow (another network definition, a service, one id on two endpoints).
+pub(super) fn reproject_ids<'e>(
+    part: &mut NetworkZones,
+    basis: &mut Basis,
+    net: &Network,
+    ids: &BTreeSet<String>,
+    with_id: &dyn Fn(&str) -> Vec<&'e Endpoint>,
+    state: &ClusterState,
+) -> Option<Reprojected> {
+    if basis.net != *net || defines_services(net, state) {
+        return None;
+    }
+    let (mut gone, mut fresh) = (Vec::new(), Vec::new());
+    for id in ids {
+        match with_id(id)[..] {
+            [] if basis.endpoints.contains_key(id) => gone.push(id.clone()),
+            [] => {}
+            [e] if e.service.is_some() => return None,
+            [e] if basis
+                .endpoints
+                .get(id)
+                .is_some_and(|s| s.footprint.matches(e)) => {}
+            [e] => fresh.push(e),
+            _ => return None,
+        }
+    }
+    Some(apply(part, basis, net, gone, fresh))
+}
+
+/// Takes the endpoints `gone` and the old selves of those `fresh` out of `basis` and `part`,
+/// puts the `fresh` ones in, and recomputes the names any of them held or hold.
+fn apply(
+    part: &mut NetworkZones,
+    basis: &mut Basis,
+    net: &Network,
+    gone: Vec<String>,
+    fresh: Vec<&Endpoint>,
+) -> Reprojected {
+    let pass = basis.passes;
     let mut done = Reprojected::default();
     let (mut labels, mut ips) = (BTreeSet::new(), BTreeSet::new());
-    let changed = fresh.iter().map(|(_, e)| e.id.clone());
+    let changed = fresh.iter().map(|e| e.id.clone());
     for id in gone.into_iter().chain(changed) {
         let Some(old) = basis.leave(&id) else {
             continue;
@@ -262,8 +309,8 @@ pub(super) fn reproject(
             done.left.push(m);
         }
     }
-    for (at, e) in fresh {
-        let seen = basis.enter(net, e, pass, at);
+    for e in fresh {
+        let seen = basis.enter(net, e, pass);
         labels.extend(seen.footprint.labels());
         ips.extend(seen.footprint.ips());
         if seen.valid {
@@ -290,7 +337,7 @@ pub(super) fn reproject(
             .collect();
         put(part, reverse_name(ip), records, &mut done.names);
     }
-    Some(done)
+    done
 }
 
 /// Sets what `part` holds at `owner` (nothing: the owner goes), noting it in `changed` if that

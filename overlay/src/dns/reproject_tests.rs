@@ -1,5 +1,6 @@
-//! A network re-projected in place must equal the network projected whole, and the names it
-//! reports changed must be exactly those that differ.
+//! A network re-projected in place, by a walk of its endpoints or by the ids of those that
+//! changed, must equal the network projected whole, and the names it reports changed must be
+//! exactly those that differ.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -8,6 +9,8 @@ use super::*;
 use crate::dns::audience::Audience;
 use crate::dns::projection::{owners_changed, project_network};
 use crate::dns::tests::Rng;
+use crate::model::{Object, Service};
+use crate::store::{ClusterChange, KeyValue, WatchEvent};
 
 /// An endpoint with id `id`, a name, aliases and addresses drawn from small pools so they
 /// collide (shared names and aliases, one address twice, names in other cases, bad names).
@@ -39,25 +42,37 @@ fn a_network_re_projected_in_place_equals_one_projected_whole() {
         let mut audience = Audience::of([&part]);
         for step in 0..10 {
             let before = part.clone();
+            // The ids a change names: those removed, replaced or added, and one left alone.
+            let mut ids: BTreeSet<String> = BTreeSet::from([format!("id{}", rng.below(8))]);
             for _ in 0..=rng.below(2) {
                 match rng.below(3) {
-                    0 if !eps.is_empty() => drop(eps.remove(rng.below(eps.len()))),
+                    0 if !eps.is_empty() => {
+                        ids.insert(eps.remove(rng.below(eps.len())).id);
+                    }
                     1 if !eps.is_empty() => {
                         let i = rng.below(eps.len());
                         let id = eps[i].id.clone();
                         eps[i] = endpoint(&mut rng, 0);
-                        eps[i].id = id;
+                        eps[i].id = id.clone();
+                        ids.insert(id);
                     }
                     _ => {
                         let id = 100 + step * 10 + rng.below(10);
-                        if eps.iter().all(|e| e.id != format!("id{id}")) {
-                            eps.insert(rng.below(eps.len() + 1), endpoint(&mut rng, id));
+                        let e = endpoint(&mut rng, id);
+                        if eps.iter().all(|x| x.id != e.id) {
+                            ids.insert(e.id.clone());
+                            eps.insert(rng.below(eps.len() + 1), e);
                         }
                     }
                 }
             }
             let refs: Vec<&Endpoint> = eps.iter().collect();
-            let done = reproject(&mut part, &mut basis, &net, &refs, &state).expect("in place");
+            let done = if step % 2 == 0 {
+                reproject(&mut part, &mut basis, &net, &refs, &state).expect("in place")
+            } else {
+                let with_id = |id: &str| refs.iter().copied().filter(|e| e.id == id).collect();
+                reproject_ids(&mut part, &mut basis, &net, &ids, &with_id, &state).expect("by id")
+            };
             let whole = project_network(&net, &refs, &state);
             assert_eq!(part, whole, "seed {seed}, step {step}");
             done.left.iter().for_each(|m| audience.remove("n", m));
@@ -76,6 +91,21 @@ fn a_network_re_projected_in_place_equals_one_projected_whole() {
             );
         }
     }
+}
+
+/// A cluster state holding only service `web` of network `net`.
+fn with_service(net: &str) -> ClusterState {
+    let service = Service::new(net, "web");
+    let put = WatchEvent::Put(KeyValue {
+        key: service.key().to_string(),
+        value: serde_json::to_vec(&service).expect("json"),
+        create_revision: 2,
+        mod_revision: 2,
+        lease: 0,
+    });
+    let mut state = ClusterState::new();
+    state.apply(&ClusterChange::Events(vec![put]));
+    state
 }
 
 #[test]
@@ -100,5 +130,15 @@ fn what_in_place_cannot_follow_is_projected_whole() {
     let served = vec![&served];
     assert!(Basis::of(&net, &served, &state).is_none(), "a service");
     assert!(reproject(&mut part, &mut basis, &net, &served, &state).is_none());
+    let ids = BTreeSet::from([a.id.clone()]);
+    let twice = |_: &str| vec![&a, &a];
+    let found = reproject_ids(&mut part, &mut basis, &net, &ids, &twice, &state);
+    assert!(found.is_none(), "by id: one id twice");
+    let named = |_: &str| served.clone();
+    let found = reproject_ids(&mut part, &mut basis, &net, &ids, &named, &state);
+    assert!(found.is_none(), "by id: an endpoint naming a service");
+    let once = |_: &str| vec![&a];
+    let found = reproject_ids(&mut part, &mut basis, &net, &ids, &once, &with_service("n"));
+    assert!(found.is_none(), "by id: a service defined on the network");
     assert_eq!(part, project_network(&net, &refs, &state), "left as it was");
 }

@@ -1,28 +1,28 @@
 //! DnsActor: every network's DNS server on this node. It keeps the projection of the cluster to
-//! DNS (`overlay::dns::projection`), re-projects only the networks a change touches, and swaps
-//! the new snapshot in (the packet path never waits on it); changes that arrive together are
-//! folded into one rebuild, made once the current message handling has yielded (so an attach's
-//! answer goes out first) and paced like the dataplane's passes, more patiently ([`Pace`]: after
-//! a rebuild the next waits nine times its length, so a stream of changes over thousands of
-//! names costs at most a tenth of a core). The agent runs it on a thread of its own. It keeps
-//! one server per network listening on the network's gateway addresses, port 53, UDP and TCP,
-//! forwarding other names to the network's forwarders, then the node's upstreams. Listeners are
-//! changed by diff: a network whose gateway and forwarders are unchanged keeps its sockets. This
-//! node's own endpoints come from the local registry ([`LocalChanged`]), the other nodes' from
-//! the cluster.
+//! DNS (`overlay::dns::projection`), re-projects only the networks a change touches (only the
+//! endpoints it names, when it names them: [`touched`]), and swaps the new snapshot in (the
+//! packet path never waits on it); changes that arrive together are folded into one rebuild,
+//! made once the current message handling has yielded (so an attach's answer goes out first)
+//! and paced like the dataplane's passes, more patiently ([`Pace`]: after a rebuild the next
+//! waits nine times its length, so a stream of changes over thousands of names costs at most a
+//! tenth of a core). The agent runs it on a thread of its own. It keeps one server per network
+//! listening on the network's gateway addresses, port 53, UDP and TCP, forwarding other names to
+//! the network's forwarders, then the node's upstreams. Listeners are changed by diff: a network
+//! whose gateway and forwarders are unchanged keeps its sockets. This node's own endpoints come
+//! from the local registry ([`LocalChanged`], indexed in [`local`]), the other nodes' from the
+//! cluster.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use arc_swap::ArcSwap;
-use imbl::ordmap::DiffItem;
 use shibafu_overlay::dns::authority::Authority;
 use shibafu_overlay::dns::forward::{ForwardConfig, Forwarder};
 use shibafu_overlay::dns::projection::{Projection, View};
 use shibafu_overlay::dns::{bind_tcp, bind_udp, DnsServer, ServerConfig, Snapshot};
-use shibafu_overlay::model::{admit, Endpoint, Network};
+use shibafu_overlay::model::{admit, Network};
 use shibafu_overlay::state::{ClusterState, StateChange};
 use shibafu_overlay::telemetry::{follow, Trace};
 use tokio::sync::oneshot;
@@ -34,8 +34,13 @@ use shibafu_overlay::dns::trace::DnsTrace;
 use crate::messages::{ClusterChanged, LocalChanged, TraceDns};
 use crate::metrics::DnsServers;
 use crate::pace::Pace;
-use crate::registry::book::Entry;
 use crate::registry::LocalWorkloads;
+
+mod local;
+mod touched;
+
+use local::{endpoints_with_local, networks_of_node, with_id_local, LocalIndex};
+use touched::{touched_by, Pending};
 
 /// After a rebuild the next waits this many times its length: a stream of changes over
 /// thousands of names costs at most a tenth of a core, left to the attaches that make them.
@@ -55,28 +60,6 @@ struct Running {
     server: DnsServer,
 }
 
-/// Networks waiting to be re-projected.
-#[derive(Debug, Default)]
-enum Pending {
-    /// Nothing.
-    #[default]
-    Nothing,
-    /// These networks.
-    Some(BTreeSet<String>),
-    /// Every network.
-    All,
-}
-
-impl Pending {
-    fn add(&mut self, networks: impl IntoIterator<Item = String>) {
-        match self {
-            Pending::All => {}
-            Pending::Some(set) => set.extend(networks),
-            Pending::Nothing => *self = Pending::Some(networks.into_iter().collect()),
-        }
-    }
-}
-
 /// The actor; see the module documentation.
 pub struct DnsActor {
     snapshot: Arc<ArcSwap<Snapshot>>,
@@ -86,6 +69,8 @@ pub struct DnsActor {
     node: String,
     /// This node's workloads from the registry; `None` until it first sends them.
     local: Option<Arc<LocalWorkloads>>,
+    /// Their endpoints by network and id.
+    index: LocalIndex,
     state: Option<Arc<ClusterState>>,
     projection: Projection,
     pending: Pending,
@@ -114,6 +99,7 @@ impl DnsActor {
             servers: BTreeMap::new(),
             node,
             local: None,
+            index: LocalIndex::default(),
             state: None,
             projection: Projection::new(),
             pending: Pending::All,
@@ -133,11 +119,10 @@ impl DnsActor {
 
     /// Folds a change into the next rebuild, scheduling one if none is.
     fn touch(&mut self, networks: Pending, ctx: &mut Context<Self>) {
-        match networks {
-            Pending::Nothing => return,
-            Pending::All => self.pending = Pending::All,
-            Pending::Some(set) => self.pending.add(set),
+        if matches!(networks, Pending::Nothing) {
+            return;
         }
+        self.pending.add(networks);
         if self.scheduled {
             return;
         }
@@ -163,7 +148,7 @@ impl DnsActor {
         let started = std::time::Instant::now();
         let touched = match std::mem::take(&mut self.pending) {
             Pending::Nothing => return,
-            Pending::Some(set) => Some(set),
+            Pending::Some(networks) => Some(networks),
             Pending::All => None,
         };
         let traces = std::mem::take(&mut self.traces);
@@ -174,22 +159,26 @@ impl DnsActor {
                 "dns.update",
                 node = %self.node,
                 revision = state.revision(),
-                network = %touched.iter().flatten().cloned().collect::<Vec<_>>().join(","),
+                network = %touched.iter().flat_map(BTreeMap::keys).cloned().collect::<Vec<_>>().join(","),
                 changes = traces.len(),
             );
             follow(&span, &traces);
             span
         };
         let _in_span = span.enter();
-        let endpoints_of = endpoints_with_local(&state, &self.node, self.local.as_deref());
-        let scope = local_networks(&state, &self.node, self.local.as_deref());
+        let local = self.local.as_deref();
+        let endpoints_of = endpoints_with_local(&state, &self.node, local);
+        let with_id = with_id_local(&state, &self.node, local.map(|l| (l, &self.index)));
+        let scope = match local {
+            Some(_) => self.index.networks().collect(),
+            None => networks_of_node(&state, &self.node),
+        };
         let same = (self.projection.scope())
             .is_some_and(|s| s.iter().map(String::as_str).eq(scope.iter().copied()));
         let rescoped = !same
             && (self.projection).set_scope(Some(scope.into_iter().map(str::to_string).collect()));
-        let changed = self
-            .projection
-            .update(&state, touched.as_ref(), &endpoints_of);
+        let changed =
+            (self.projection).update_by_id(&state, touched.as_ref(), &endpoints_of, &with_id);
         if !changed && !rescoped {
             debug!(
                 revision = state.revision(),
@@ -208,7 +197,7 @@ impl DnsActor {
                     encoded = snap.names_encoded(),
                     micros = started.elapsed().as_micros(),
                     revision = state.revision(),
-                    networks = touched.as_ref().map(BTreeSet::len),
+                    networks = touched.as_ref().map(BTreeMap::len),
                     "DNS snapshot swapped"
                 );
                 self.snapshot.store(Arc::new(snap));
@@ -336,100 +325,16 @@ impl Handler<ClusterChanged> for DnsActor {
     }
 }
 
-/// A network's endpoints: this node's (`node`) from the registry once it is known (`local`),
-/// so they answer before etcd echoes them; the others' (and, before that, all) from the cluster.
-/// The networks this node's workloads are on (from the registry once it is known, else from the
-/// cluster's records of this node): the only ones whose names anyone asks this node's DNS for.
-fn local_networks<'a>(
-    state: &'a ClusterState,
-    node: &str,
-    local: Option<&'a LocalWorkloads>,
-) -> BTreeSet<&'a str> {
-    match local {
-        Some(local) => local
-            .values()
-            .flat_map(|w| w.endpoints())
-            .map(|e| e.network.as_str())
-            .collect(),
-        None => state
-            .endpoints()
-            .values()
-            .filter(|e| e.node == node)
-            .map(|e| e.network.as_str())
-            .collect(),
-    }
-}
-
-fn endpoints_with_local<'a>(
-    state: &'a ClusterState,
-    node: &'a str,
-    local: Option<&'a LocalWorkloads>,
-) -> impl Fn(&Network) -> Vec<&'a Endpoint> + 'a {
-    move |n| match local {
-        None => state.endpoints_of(&n.name).collect(),
-        Some(local) => {
-            let name = n.name.clone();
-            state
-                .endpoints_of(&n.name)
-                .filter(|e| e.node != node)
-                .chain(
-                    local
-                        .values()
-                        .flat_map(|w| w.endpoints())
-                        .filter(move |e| e.network == name),
-                )
-                .collect()
-        }
-    }
-}
-
-/// The networks whose records `changes` may change: all of them for a whole listing (no
-/// changes listed), else those named by the changes that concern DNS; nothing when none does
-/// (this node's own endpoints coming back from etcd, say: nothing to re-project).
-fn touched_by(changes: &[StateChange], node: &str, book_known: bool) -> Pending {
-    if changes.is_empty() {
-        return Pending::All;
-    }
-    let networks: BTreeSet<String> = changes
-        .iter()
-        .filter(|c| !leaves_dns(c, node, book_known))
-        .flat_map(StateChange::networks)
-        .map(str::to_string)
-        .collect();
-    if networks.is_empty() {
-        Pending::Nothing
-    } else {
-        Pending::Some(networks)
-    }
-}
-
-/// Does `change` leave the snapshot as it is? Nodes, IPAM blocks, problem reports,
-/// policies, coordinators, tunnels and key rotations are not in an agent's DNS, and once the registry is known (`book_known`) this node's (`node`) endpoints come from
-/// it, not from the cluster (the watch echoing an attach would otherwise rebuild a second time).
-fn leaves_dns(change: &StateChange, node: &str, book_known: bool) -> bool {
-    match change {
-        StateChange::Endpoint(_) => book_known && change.is_endpoint_of(node),
-        StateChange::Node(_)
-        | StateChange::Block(_)
-        | StateChange::Problem(_)
-        | StateChange::Policy(_)
-        | StateChange::Coordinator(_)
-        | StateChange::Tunnel(_)
-        | StateChange::Rotation(_) => true,
-        StateChange::Network(_)
-        | StateChange::Link(_)
-        | StateChange::Service(_)
-        | StateChange::Health(_) => false,
-    }
-}
-
 impl Handler<LocalChanged> for DnsActor {
     type Result = ();
 
     fn handle(&mut self, msg: LocalChanged, ctx: &mut Context<Self>) {
         let touched = match &self.local {
-            None => Pending::All,
-            Some(old) => Pending::Some(changed_networks(old, &msg.0)),
+            None => {
+                self.index = LocalIndex::of(&msg.0);
+                Pending::All
+            }
+            Some(old) => Pending::of(self.index.follow(old, &msg.0)),
         };
         self.local = Some(msg.0);
         self.touch(touched, ctx);
@@ -454,117 +359,5 @@ impl Handler<TraceDns> for DnsActor {
                 .await
                 .map_err(|e| ApiError::invalid(e.to_string()))
         })
-    }
-}
-
-/// Networks whose endpoints differ between two sets of local workloads (the workloads both
-/// share are not visited: an attach among 1,000 workloads looks at one).
-fn changed_networks(old: &LocalWorkloads, new: &LocalWorkloads) -> BTreeSet<String> {
-    let index = |w: &Entry| -> BTreeMap<(String, String), Endpoint> {
-        w.endpoints()
-            .map(|e| ((e.network.clone(), e.id.clone()), e.clone()))
-            .collect()
-    };
-    let mut networks = BTreeSet::new();
-    for item in old.diff(new) {
-        let (old, new) = match item {
-            DiffItem::Add(_, w) => (BTreeMap::new(), index(w)),
-            DiffItem::Remove(_, w) => (index(w), BTreeMap::new()),
-            DiffItem::Update { old, new } => (index(old.1), index(new.1)),
-        };
-        networks.extend(
-            old.keys()
-                .chain(new.keys())
-                .filter(|k| old.get(*k) != new.get(*k))
-                .map(|(network, _)| network.clone()),
-        );
-    }
-    networks
-}
-
-#[cfg(test)]
-mod tests {
-    use shibafu_overlay::state::Change;
-
-    use super::*;
-
-    fn ep(node: &str) -> Endpoint {
-        Endpoint::new("frontend", "api", node, "172.21.0.2".parse().expect("ip"))
-    }
-
-    #[test]
-    fn only_own_endpoints_and_blocks_leave_the_snapshot_alone() {
-        let own = StateChange::Endpoint(Change::Added(ep("node1")));
-        let other = StateChange::Endpoint(Change::Added(ep("node2")));
-        assert!(leaves_dns(&own, "node1", true));
-        assert!(
-            !leaves_dns(&own, "node1", false),
-            "before the book, from etcd"
-        );
-        assert!(!leaves_dns(&other, "node1", true));
-        let moved = StateChange::Endpoint(Change::Updated {
-            old: ep("node1"),
-            new: ep("node2"),
-        });
-        assert!(!leaves_dns(&moved, "node1", true));
-        let net = StateChange::Network(Change::Added(Network::new(
-            "b",
-            "172.22.0.0/24".parse().expect("net"),
-            1,
-        )));
-        assert!(!leaves_dns(&net, "node1", true));
-    }
-
-    #[test]
-    fn local_changes_touch_the_networks_of_the_workloads_that_changed() {
-        use crate::testing::{endpoint, workload};
-        let book = |w: &[Entry]| -> LocalWorkloads {
-            w.iter().map(|e| (e.name.clone(), e.clone())).collect()
-        };
-        let api = workload("api", &[endpoint("backend", "api", "node1", "172.22.0.2")]);
-        let web = workload("web", &[endpoint("frontend", "web", "node1", "172.21.0.2")]);
-        let old = book(&[api.clone(), web.clone()]);
-        let set = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
-        assert_eq!(changed_networks(&old, &old.clone()), set(&[]));
-        let mut new = old.clone();
-        new.insert(
-            "db".into(),
-            workload("db", &[endpoint("data", "db", "node1", "172.23.0.2")]),
-        );
-        assert_eq!(changed_networks(&old, &new), set(&["data"]));
-        let moved = workload(
-            "api",
-            &[
-                endpoint("backend", "api", "node1", "172.22.0.2"),
-                endpoint("frontend", "api", "node1", "172.21.0.3"),
-            ],
-        );
-        new = old.update("api".into(), moved);
-        assert_eq!(
-            changed_networks(&old, &new),
-            set(&["frontend"]),
-            "backend's record is the same"
-        );
-        new = old.without("web");
-        assert_eq!(changed_networks(&old, &new), set(&["frontend"]));
-    }
-
-    #[test]
-    fn an_echo_of_this_nodes_endpoints_schedules_no_update() {
-        let own = StateChange::Endpoint(Change::Added(ep("node1")));
-        let other = StateChange::Endpoint(Change::Added(ep("node2")));
-        assert!(matches!(
-            touched_by(std::slice::from_ref(&own), "node1", true),
-            Pending::Nothing
-        ));
-        assert!(matches!(touched_by(&[], "node1", true), Pending::All));
-        match touched_by(&[own.clone(), other], "node1", true) {
-            Pending::Some(set) => assert_eq!(set, BTreeSet::from(["frontend".to_string()])),
-            _ => panic!("another node's endpoint touches its network"),
-        }
-        assert!(matches!(
-            touched_by(&[own], "node1", false),
-            Pending::Some(_)
-        ));
     }
 }
