@@ -10,6 +10,7 @@ mod convert;
 pub(crate) mod names;
 mod patch;
 mod prebuild;
+mod shard;
 mod table;
 mod views;
 

@@ -1,7 +1,7 @@
 //! Patching a snapshot: the names that changed get new nodes and newly composed answers; every
-//! other name's node is shared with the previous snapshot and its prebuilt answers are copied
-//! as bytes. An update then costs what changed (plus one copy of the answer table), not an
-//! encoding of every name.
+//! other name's node is shared with the previous snapshot, and so are its prebuilt answers but
+//! for those in the answer table's shards a changed name falls in (copied as bytes). An update
+//! then costs what changed (plus a copy of the node map), not an encoding of every name.
 
 use std::sync::Arc;
 
@@ -82,16 +82,7 @@ impl SnapshotBuilder {
                 prebuild(&snap, name, node, &mut entries);
             }
         }
-        // Few names change: comparing each key's name with them beats hashing every key.
-        let few: Vec<&[u8]> = dirty.iter().map(|n| &n[..]).collect();
-        let keep = |key: &[u8]| {
-            let name = &key[..key.len().saturating_sub(2)];
-            if few.len() > 16 {
-                return !dirty.contains(name);
-            }
-            !few.iter().any(|d| d.len() == name.len() && *d == name)
-        };
-        snap.prebuilt = previous.prebuilt.patched(keep, entries);
+        snap.prebuilt = previous.prebuilt.patched(&dirty, entries);
         snap.encoded = dirty.len();
         Ok(Some(snap))
     }
