@@ -51,11 +51,15 @@ pub fn plan(desired: &DesiredHost, observed: &ObservedHost) -> Vec<Op> {
 pub fn plan_workloads(desired: &DesiredHost, observed: &ObservedHost) -> Vec<Op> {
     let mut ops = Vec::new();
     let kept = stale_links(desired, observed, &mut ops);
-    for ep in desired
-        .endpoints
-        .iter()
-        .filter(|e| observed.container(&e.netns).is_some())
-    {
+    // The observed namespaces' endpoints, found by search (the plan keeps them sorted by
+    // namespace) and taken in the plan's order: an attach does not walk the host's 1,000.
+    let mut runs: Vec<&[DesiredEndpoint]> = (observed.containers.iter())
+        .map(|c| desired.endpoints_in(&c.netns))
+        .filter(|run| !run.is_empty())
+        .collect();
+    runs.sort_by_key(|run| run.as_ptr());
+    runs.dedup_by_key(|run| run.as_ptr());
+    for ep in runs.into_iter().flatten() {
         endpoint_ops(ep, observed, &kept, &mut ops);
     }
     ops
