@@ -17,7 +17,7 @@ use futures::{FutureExt, StreamExt};
 use shibafu_overlay::dns::authority::Authority;
 use shibafu_overlay::dns::projection::{Projection, View};
 use shibafu_overlay::dns::{bind_tcp, bind_udp, DnsError, DnsServer, ServerConfig, Snapshot};
-use shibafu_overlay::state::{ClusterState, StateChange};
+use shibafu_overlay::state::ClusterState;
 use shibafu_overlay::store::keys::Prefix;
 use shibafu_overlay::store::{watch_changes, ClusterChange, Store};
 use tokio::net::TcpListener;
@@ -63,25 +63,11 @@ impl ClusterDns {
 
     /// Takes one item of the watch into the state, noting what the next rebuild must redo.
     pub fn apply(&mut self, change: &ClusterChange) {
+        // The authority (the coordinators) is compared whole at publish.
         for c in self.state.apply(change) {
-            match &c {
-                // Coordinators make the authority, compared whole at publish; nodes, address
-                // blocks, problem reports, policies, tunnels and rotations are not in DNS.
-                StateChange::Coordinator(_)
-                | StateChange::Tunnel(_)
-                | StateChange::Rotation(_)
-                | StateChange::Node(_)
-                | StateChange::Block(_)
-                | StateChange::Problem(_)
-                | StateChange::Policy(_) => {}
-                StateChange::Network(_)
-                | StateChange::Endpoint(_)
-                | StateChange::Link(_)
-                | StateChange::Service(_)
-                | StateChange::Health(_) => self
-                    .dirty
-                    .networks
-                    .extend(c.networks().into_iter().map(str::to_string)),
+            if c.projects_to_dns() {
+                let networks = c.networks().into_iter().map(str::to_string);
+                self.dirty.networks.extend(networks);
             }
         }
     }

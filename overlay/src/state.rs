@@ -377,6 +377,26 @@ impl StateChange {
         }
     }
 
+    /// Can this change move what the DNS projection holds? Networks, endpoints, links, services
+    /// and health can; nodes, address blocks, problem reports, policies, coordinators (the
+    /// authority, which a server compares whole), tunnels and key rotations cannot.
+    pub fn projects_to_dns(&self) -> bool {
+        match self {
+            StateChange::Network(_)
+            | StateChange::Endpoint(_)
+            | StateChange::Link(_)
+            | StateChange::Service(_)
+            | StateChange::Health(_) => true,
+            StateChange::Node(_)
+            | StateChange::Block(_)
+            | StateChange::Problem(_)
+            | StateChange::Policy(_)
+            | StateChange::Coordinator(_)
+            | StateChange::Tunnel(_)
+            | StateChange::Rotation(_) => false,
+        }
+    }
+
     /// Is this a change of endpoints on node `node` only, before and after (its own records
     /// coming back from etcd, say)?
     pub fn is_endpoint_of(&self, node: &str) -> bool {

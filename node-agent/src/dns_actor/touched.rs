@@ -72,25 +72,12 @@ pub(super) fn touched_by(changes: &[StateChange], node: &str, book_known: bool) 
     Pending::of(touched)
 }
 
-/// Does `change` leave the snapshot as it is? Nodes, IPAM blocks, problem reports, policies,
-/// coordinators, tunnels and key rotations are not in an agent's DNS, and once the registry is
-/// known (`book_known`) this node's (`node`) endpoints come from it, not from the cluster (the
-/// watch echoing an attach would otherwise rebuild a second time).
+/// Does `change` leave the snapshot as it is? Those that do not project to DNS do
+/// ([`StateChange::projects_to_dns`]), and once the registry is known (`book_known`) this
+/// node's (`node`) endpoints come from it, not from the cluster (the watch echoing an attach
+/// would otherwise rebuild a second time).
 fn leaves_dns(change: &StateChange, node: &str, book_known: bool) -> bool {
-    match change {
-        StateChange::Endpoint(_) => book_known && change.is_endpoint_of(node),
-        StateChange::Node(_)
-        | StateChange::Block(_)
-        | StateChange::Problem(_)
-        | StateChange::Policy(_)
-        | StateChange::Coordinator(_)
-        | StateChange::Tunnel(_)
-        | StateChange::Rotation(_) => true,
-        StateChange::Network(_)
-        | StateChange::Link(_)
-        | StateChange::Service(_)
-        | StateChange::Health(_) => false,
-    }
+    !change.projects_to_dns() || (book_known && change.is_endpoint_of(node))
 }
 
 #[cfg(test)]
