@@ -27,10 +27,7 @@ impl Pending {
             (Pending::Nothing, more) => *self = more,
             (Pending::Some(known), Pending::Some(more)) => {
                 for (network, t) in more {
-                    match known.get_mut(&network) {
-                        Some(k) => k.merge(t),
-                        None => drop(known.insert(network, t)),
-                    }
+                    Touched::note(known, &network, t);
                 }
             }
         }
@@ -54,19 +51,17 @@ pub(super) fn touched_by(changes: &[StateChange], node: &str, book_known: bool) 
         return Pending::All;
     }
     let mut touched: BTreeMap<String, Touched> = BTreeMap::new();
-    let mut touch = |network: &str, t: Touched| match touched.get_mut(network) {
-        Some(known) => known.merge(t),
-        None => drop(touched.insert(network.to_string(), t)),
-    };
     for c in changes.iter().filter(|c| !leaves_dns(c, node, book_known)) {
         match c {
             StateChange::Endpoint(c) => {
                 for e in c.values() {
                     let ids = Touched::Endpoints(BTreeSet::from([e.id.clone()]));
-                    touch(&e.network, ids);
+                    Touched::note(&mut touched, &e.network, ids);
                 }
             }
-            _ => c.networks().iter().for_each(|n| touch(n, Touched::Network)),
+            _ => {
+                (c.networks().iter()).for_each(|n| Touched::note(&mut touched, n, Touched::Network))
+            }
         }
     }
     Pending::of(touched)

@@ -54,6 +54,14 @@ impl Touched {
             (_, Touched::Network) => *self = Touched::Network,
         }
     }
+
+    /// Notes in `touched` that `t` touched `network`, folded into what it already holds.
+    pub fn note(touched: &mut BTreeMap<String, Touched>, network: &str, t: Touched) {
+        match touched.get_mut(network) {
+            Some(known) => known.merge(t),
+            None => drop(touched.insert(network.to_string(), t)),
+        }
+    }
 }
 
 /// Tells `audience` how the members of a network's part changed from `old` to `new` (`None`:

@@ -72,10 +72,7 @@ fn patched_snapshots_show_every_client_what_a_whole_build_does() {
                     true => Touched::Network,
                     false => Touched::Endpoints(BTreeSet::from([e.id.clone()])),
                 };
-                match touched.get_mut(&e.network) {
-                    Some(known) => known.merge(t),
-                    None => drop(touched.insert(e.network.clone(), t)),
-                }
+                Touched::note(&mut touched, &e.network, t);
             };
             for _ in 0..=rng.below(2) {
                 let whole = rng.below(4) == 0;
