@@ -463,6 +463,15 @@ impl ClusterState {
             .map(|(_, e)| e)
     }
 
+    /// The services defined on `network`, in name order.
+    pub fn services_of<'a>(&'a self, network: &str) -> impl Iterator<Item = &'a Service> + 'a {
+        let network = network.to_string();
+        self.services
+            .range((network.clone(), String::new())..)
+            .take_while(move |((n, _), _)| *n == network)
+            .map(|(_, s)| s)
+    }
+
     /// Are two networks linked (in either order)?
     pub fn linked(&self, x: &str, y: &str) -> bool {
         let l = Link::new(x, y);

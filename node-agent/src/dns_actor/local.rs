@@ -84,10 +84,10 @@ impl LocalIndex {
             }
             let (was, is) = (before.map(keyed), after.map(keyed));
             let (was, is) = (was.unwrap_or_default(), is.unwrap_or_default());
-            for (network, id) in was.keys().chain(is.keys()) {
-                let key = (network.clone(), id.clone());
-                if was.get(&key) != is.get(&key) {
-                    touched.entry(key.0).or_default().insert(key.1);
+            for key in was.keys().chain(is.keys()) {
+                if was.get(key) != is.get(key) {
+                    let (network, id) = key.clone();
+                    touched.entry(network).or_default().insert(id);
                 }
             }
         }
@@ -169,15 +169,15 @@ pub(super) fn with_id_local<'a>(
 ) -> impl Fn(&Network, &str) -> Vec<&'a Endpoint> + 'a {
     move |n, id| {
         let key = (n.name.clone(), id.to_string());
-        let remote = state.endpoints().get(&key);
-        let mut found: Vec<&Endpoint> = match local {
-            None => remote.into_iter().collect(),
-            Some(_) => remote.into_iter().filter(|e| e.node != node).collect(),
-        };
-        if let Some((local, index)) = local {
-            found.extend(index.with_id(local, &n.name, id));
+        let remote = state.endpoints().get(&key).into_iter();
+        match local {
+            None => remote.collect(),
+            Some((local, index)) => {
+                let mut found: Vec<&Endpoint> = remote.filter(|e| e.node != node).collect();
+                found.extend(index.with_id(local, &n.name, id));
+                found
+            }
         }
-        found
     }
 }
 

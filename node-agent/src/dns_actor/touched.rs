@@ -60,7 +60,9 @@ pub(super) fn touched_by(changes: &[StateChange], node: &str, book_known: bool) 
                 }
             }
             _ => {
-                (c.networks().iter()).for_each(|n| Touched::note(&mut touched, n, Touched::Network))
+                for network in c.networks() {
+                    Touched::note(&mut touched, network, Touched::Network);
+                }
             }
         }
     }

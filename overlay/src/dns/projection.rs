@@ -133,9 +133,7 @@ pub fn project_network(
     endpoints.sort_by(|a, b| a.id.cmp(&b.id));
     let mut out = bare_zones(net);
     let mut services: BTreeMap<&str, Vec<&Endpoint>> = state
-        .services()
-        .values()
-        .filter(|s| s.network == net.name)
+        .services_of(&net.name)
         .map(|s| (s.name.as_str(), Vec::new()))
         .collect();
     for &e in &endpoints {

@@ -191,8 +191,7 @@ fn has_services(net: &Network, endpoints: &[&Endpoint], state: &ClusterState) ->
 
 /// Does `state` define a service on `net`?
 fn defines_services(net: &Network, state: &ClusterState) -> bool {
-    let from = (net.name.clone(), String::new());
-    (state.services().range(from..).next()).is_some_and(|((n, _), _)| *n == net.name)
+    state.services_of(&net.name).next().is_some()
 }
 
 /// What a re-projection in place changed.

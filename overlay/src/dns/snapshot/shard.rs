@@ -53,7 +53,7 @@ fn u16_le(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
 
-/// A table being laid out: the arena so far, the varying entries and where each key went.
+/// A shard being laid out: the arena so far, the varying entries and where each key went.
 #[derive(Default)]
 pub(super) struct Layout {
     arena: Vec<u8>,
@@ -109,7 +109,7 @@ impl Layout {
         }
     }
 
-    /// Copies an entry of another shard as it is (a varying one's answers are shared).
+    /// Copies an entry of another shard: its bytes as they are (a varying one's answers cloned).
     pub(super) fn copy(&mut self, held: Held<'_>) {
         let h = hash(held.key);
         match held.varying {

@@ -69,6 +69,7 @@ impl Table {
         Table::of(layouts)
     }
 
+    /// The table of these shards, laid out.
     fn of(layouts: Vec<Layout>) -> Table {
         let shards = layouts.into_iter().map(|l| Arc::new(l.finish()));
         Table {
