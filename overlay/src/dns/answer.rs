@@ -273,6 +273,22 @@ pub(crate) fn reply_without_records(
     empty_reply(query, q, code, truncated, transport, cfg, out)
 }
 
+/// `out`, an answer to `query` (parsed as `q`) too large for the link it leaves by (EMSGSIZE:
+/// answers are sent with DF), cut to header and question with TC, its rcode and AA kept, so the
+/// client asks again over TCP.
+pub(crate) fn truncate_for_link(
+    query: &[u8],
+    q: &Query,
+    cfg: &AnswerConfig,
+    out: &mut Vec<u8>,
+) -> Reply {
+    let code = out.get(3).map_or(rcode::SERVFAIL, |b| u16::from(b & 0x0f));
+    let authoritative = out.get(2).map_or(0, |b| b & 0x04);
+    let reply = reply_without_records(query, q, code, true, Transport::Udp, cfg, out);
+    out[2] |= authoritative;
+    reply
+}
+
 /// Header alone (the question could not be read): FORMERR or NOTIMP.
 fn header_only(query: &[u8], code: u16, cfg: &AnswerConfig, out: &mut Vec<u8>) -> Outcome {
     out.extend_from_slice(&query[..HEADER_LEN]);

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
-use super::answer::{reply_without_records, AnswerConfig, Reply, Transport};
+use super::answer::{reply_without_records, truncate_for_link, AnswerConfig, Reply, Transport};
 use super::forward::{ForwardError, Forwarder};
 use super::metrics::{Metrics, MetricsReport, Tally};
 use super::wire::{rcode, response_limit, Query};
@@ -215,11 +215,15 @@ impl Shared {
                 if shared.config.query_log {
                     udp::log_query(Some(&q), peer.ip(), &r, "udp");
                 }
-                let _ = SockRef::from(&*socket).send_to_with_flags(
-                    &out,
-                    &SockAddr::from(peer),
-                    libc::MSG_DONTWAIT,
-                );
+                let (sock, to) = (SockRef::from(&*socket), SockAddr::from(peer));
+                let sent = sock.send_to_with_flags(&out, &to, libc::MSG_DONTWAIT);
+                if sent.is_err_and(|e| e.raw_os_error() == Some(libc::EMSGSIZE)) {
+                    truncate_for_link(&packet, &q, &shared.answer_cfg, &mut out);
+                    let mut tally = Tally::default();
+                    tally.truncated += 1;
+                    shared.metrics.add_udp(&tally);
+                    let _ = sock.send_to_with_flags(&out, &to, libc::MSG_DONTWAIT);
+                }
             }
             drop(permit);
         });
@@ -284,20 +288,24 @@ fn socket_for(addr: SocketAddr, ty: Type, protocol: Protocol) -> std::io::Result
     Ok(socket)
 }
 
-/// Sets a socket buffer size, past the system cap when privileged (SO_*BUFFORCE).
-fn force_buffer(socket: &Socket, option: libc::c_int, size: usize) {
-    let value = size as libc::c_int;
+/// Sets an integer socket option.
+fn set_int(socket: &Socket, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> bool {
     // SAFETY: setsockopt reads an int from a valid pointer of the given length.
-    let forced = unsafe {
+    let r = unsafe {
         libc::setsockopt(
             std::os::fd::AsRawFd::as_raw_fd(socket),
-            libc::SOL_SOCKET,
-            option,
+            level,
+            name,
             (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if forced != 0 {
+    r == 0
+}
+
+/// Sets a socket buffer size, past the system cap when privileged (SO_*BUFFORCE).
+fn force_buffer(socket: &Socket, option: libc::c_int, size: usize) {
+    if !set_int(socket, libc::SOL_SOCKET, option, size as libc::c_int) {
         let _ = if option == libc::SO_RCVBUFFORCE {
             socket.set_recv_buffer_size(size)
         } else {
@@ -306,7 +314,34 @@ fn force_buffer(socket: &Socket, option: libc::c_int, size: usize) {
     }
 }
 
-/// Binds one UDP socket with large buffers.
+/// Answers leave with DF set and are never fragmented (RFC 9715): one larger than the outgoing
+/// link's MTU fails with EMSGSIZE and is sent truncated instead, so the client asks again over
+/// TCP. The path MTU from ICMP is ignored (a forged "fragmentation needed" cannot shrink
+/// answers), and an unconnected socket with DF set skips the kernel's IP ID selection.
+fn set_dont_fragment(socket: &Socket, addr: SocketAddr) -> std::io::Result<()> {
+    let ok = if addr.is_ipv4() {
+        set_int(
+            socket,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        )
+    } else {
+        set_int(
+            socket,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_PROBE,
+        ) && set_int(socket, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 1)
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Binds one UDP socket with large buffers, its answers never fragmented.
 pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, DnsError> {
     Ok(bind_udp_group(addr, 1)?.remove(0))
 }
@@ -327,6 +362,7 @@ pub fn bind_udp_group(addr: SocketAddr, count: usize) -> Result<Vec<UdpSocket>, 
         }
         force_buffer(&socket, libc::SO_RCVBUFFORCE, 4 << 20);
         force_buffer(&socket, libc::SO_SNDBUFFORCE, 4 << 20);
+        set_dont_fragment(&socket, bound).map_err(io)?;
         socket.bind(&bound.into()).map_err(io)?;
         let std_socket: UdpSocket = socket.into();
         bound = std_socket.local_addr().map_err(io)?;

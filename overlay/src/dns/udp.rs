@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
-use super::answer::{respond_prepared, Outcome, Prepared, Reply, Transport};
+use super::answer::{respond_prepared, truncate_for_link, Outcome, Prepared, Reply, Transport};
 use super::metrics::{Tally, ZoneCounts};
 use super::server::Shared;
 use super::wire::{name_to_string, Query};
@@ -36,6 +36,8 @@ const ZONE_FLUSH: Duration = Duration::from_secs(1);
 struct Batch {
     bufs: Box<[[u8; PACKET]]>,
     outs: Vec<Vec<u8>>,
+    /// The datagram each queued answer replies to, by send slot.
+    queued: Box<[usize]>,
     addrs: Box<[libc::sockaddr_storage]>,
     iov_in: Box<[libc::iovec]>,
     hdr_in: Box<[libc::mmsghdr]>,
@@ -52,6 +54,7 @@ impl Batch {
         let mut b = Batch {
             bufs: vec![[0u8; PACKET]; BATCH].into_boxed_slice(),
             outs: (0..BATCH).map(|_| Vec::with_capacity(PACKET)).collect(),
+            queued: vec![0; BATCH].into_boxed_slice(),
             addrs: (0..BATCH).map(|_| zero_addr()).collect(),
             iov_in: (0..BATCH).map(|_| zero_iov()).collect(),
             hdr_in: (0..BATCH).map(|_| zero_hdr()).collect(),
@@ -101,6 +104,7 @@ impl Batch {
 
     /// Queues the answer in `outs[i]` to the sender of datagram `i` as message `slot`.
     fn queue(&mut self, slot: usize, i: usize) {
+        self.queued[slot] = i;
         self.iov_out[slot].iov_base = self.outs[i].as_mut_ptr().cast();
         self.iov_out[slot].iov_len = self.outs[i].len();
         let h = &mut self.hdr_out[slot].msg_hdr;
@@ -108,9 +112,17 @@ impl Batch {
         h.msg_namelen = self.hdr_in[i].msg_hdr.msg_namelen;
     }
 
-    /// Sends the first `count` queued answers; a message the kernel rejects is skipped.
-    fn send(&mut self, fd: i32, count: usize) {
+    /// Sends the first `count` queued answers. One the link cannot carry whole (EMSGSIZE: DF is
+    /// set) is handed once to `shrink` with its query, and sent again if `shrink` rewrote it;
+    /// any other message the kernel rejects is skipped.
+    fn send(
+        &mut self,
+        fd: i32,
+        count: usize,
+        mut shrink: impl FnMut(usize, &[u8], &mut Vec<u8>) -> bool,
+    ) {
         let mut sent = 0;
+        let mut shrunk = None;
         while sent < count {
             // SAFETY: hdr_out[sent..count] are valid headers pointing into live buffers.
             let r = unsafe {
@@ -123,9 +135,23 @@ impl Batch {
             };
             if r > 0 {
                 sent += r as usize;
-            } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                sent += 1;
+                continue;
             }
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            let i = self.queued[sent];
+            if e.raw_os_error() == Some(libc::EMSGSIZE) && shrunk != Some(sent) {
+                let len = (self.hdr_in[i].msg_len as usize).min(PACKET);
+                if shrink(i, &self.bufs[i][..len], &mut self.outs[i]) {
+                    shrunk = Some(sent);
+                    self.iov_out[sent].iov_base = self.outs[i].as_mut_ptr().cast();
+                    self.iov_out[sent].iov_len = self.outs[i].len();
+                    continue;
+                }
+            }
+            sent += 1;
         }
     }
 }
@@ -287,7 +313,18 @@ pub(crate) fn serve(
                 }
             }
             drop(snap);
-            b.send(fd, slots);
+            b.send(fd, slots, |i, packet, out| {
+                let Some(q) = prepared[i].query() else {
+                    return false;
+                };
+                truncate_for_link(packet, q, &shared.answer_cfg, out);
+                tally.truncated += 1;
+                tracing::debug!(
+                    name = %name_to_string(q.name()),
+                    "answer larger than the link's MTU: sent truncated"
+                );
+                true
+            });
             tally.latency(start.elapsed(), n as u64);
             shared.metrics.add_udp(&tally);
         }

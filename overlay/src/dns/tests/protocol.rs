@@ -4,7 +4,8 @@ use hickory_proto::op::{Message, OpCode, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 
 use super::{ask, ask_raw, query, sample, with_edns, CLIENT};
-use crate::dns::answer::{respond, AnswerConfig, Outcome, Transport};
+use crate::dns::answer::{respond, truncate_for_link, AnswerConfig, Outcome, Transport};
+use crate::dns::wire::parse_query;
 
 #[test]
 fn edns_is_echoed_with_our_payload_size_and_absent_without_it() {
@@ -76,6 +77,34 @@ fn too_large_for_udp_is_truncated_and_complete_over_tcp() {
     let r = Message::from_vec(&tcp.unwrap()).unwrap();
     assert!(!r.metadata.truncation);
     assert_eq!(r.answers.len(), 100);
+}
+
+#[test]
+fn an_answer_too_large_for_its_link_is_cut_to_its_question_with_tc_aa_and_rcode() {
+    let snap = sample();
+    for (name, code) in [
+        ("big.test.local.", ResponseCode::NoError),
+        ("nope.test.local.", ResponseCode::NXDomain),
+    ] {
+        for edns in [false, true] {
+            let mut m = query(name, RecordType::A);
+            if edns {
+                m = with_edns(m, 1232, 0);
+            }
+            let packet = m.to_vec().unwrap();
+            let mut out = ask_raw(&snap, &packet, Transport::Udp).unwrap();
+            let q = parse_query(&packet).unwrap();
+            let reply = truncate_for_link(&packet, &q, &AnswerConfig::default(), &mut out);
+            assert!(reply.truncated, "{name} edns={edns}");
+            let r = Message::from_vec(&out).unwrap();
+            assert!(r.metadata.truncation && r.metadata.authoritative, "{r:?}");
+            assert_eq!(r.metadata.response_code, code);
+            assert_eq!(r.metadata.id, m.metadata.id);
+            assert_eq!(r.queries, m.queries);
+            assert!(r.answers.is_empty() && r.authorities.is_empty() && r.additionals.is_empty());
+            assert_eq!(r.edns.is_some(), edns, "OPT kept when the query had one");
+        }
+    }
 }
 
 #[test]
