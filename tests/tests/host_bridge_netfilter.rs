@@ -2,7 +2,8 @@
 //! `nf_call_iptables` / `nf_call_ip6tables` on) while the namespace's `bridge-nf-call-*` sysctls
 //! are 0 (`--no-bridge-netfilter`), so its bridged frames reach `table inet` chains and
 //! conntrack; other networks keep the fast path. Flipping the switches touches nothing else
-//! (ports, learned MACs, traffic), and a second plan is empty.
+//! (ports, learned MACs, traffic), and a second plan is empty. Bridges run without multicast
+//! snooping, and IPv6 neighbour discovery (multicast) still reaches every port.
 
 use std::collections::BTreeSet;
 
@@ -10,7 +11,7 @@ use shibafu_overlay::model::Network;
 use shibafu_overlay::netlink::{reconcile, Dataplane, NetlinkDataplane, Scope};
 use shibafu_overlay::plan::{plan, DesiredHost, Op};
 use shibafu_tests::firewall::{self, net, nft, ping};
-use shibafu_tests::{exec_ok, exec_out, is_root, NetnsGuard};
+use shibafu_tests::{exec_ok, exec_out, is_root, wait_until, NetnsGuard};
 
 fn root() -> bool {
     if !is_root() {
@@ -189,4 +190,64 @@ async fn a_policed_network_bridge_calls_the_inet_hooks_with_the_sysctls_off() {
     if br_nf {
         assert_eq!(counted(&h, "b"), 0);
     }
+}
+
+#[tokio::test]
+async fn bridges_run_without_multicast_snooping_and_neighbour_discovery_still_works() {
+    if !root() {
+        return;
+    }
+    let h = NetnsGuard::new("bmh");
+    let (c1, c2) = (NetnsGuard::new("bmc"), NetnsGuard::new("bmc"));
+    let nets = [Network {
+        subnet6: Some("fd51::/64".parse().expect("subnet6")),
+        ..net("a", "172.51.0.0/24", 0x4511, false)
+    }];
+    let members = [
+        (&c1, "a", "172.51.0.2,fd51::2"),
+        (&c2, "a", "172.51.0.3,fd51::3"),
+    ];
+    let bridge = nets[0].bridge_name();
+    let snooping = |h: &NetnsGuard| {
+        let out = h.ip(&["-d", "link", "show", &bridge]);
+        after(&out, "mcast_snooping")
+            .unwrap_or_else(|| panic!("no mcast_snooping in: {out}"))
+            .to_string()
+    };
+    let dp = NetlinkDataplane::in_netns(h.path());
+    let d = desired(&nets, &members, &[]);
+    let ops = converge(&dp, &d).await;
+    assert!(
+        !ops.iter()
+            .any(|o| matches!(o, Op::DisableMulticastSnooping { .. })),
+        "created without it: {ops:#?}"
+    );
+    assert_eq!(snooping(&h), "0");
+    // Neighbour solicitations go to solicited-node multicast groups: flooded to every port.
+    let v6 = wait_until(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(200),
+        || ping(&c1, "fd51::3"),
+    );
+    assert!(v6, "IPv6 across the bridge without snooping");
+    let ports_before = ports(&h, &bridge);
+
+    // Turned on by hand (or a bridge of an older agent): one op turns it off again.
+    exec_ok(h.cmd("ip").args([
+        "link",
+        "set",
+        &bridge,
+        "type",
+        "bridge",
+        "mcast_snooping",
+        "1",
+    ]));
+    assert_eq!(snooping(&h), "1");
+    let off = Op::DisableMulticastSnooping {
+        name: bridge.clone(),
+    };
+    assert_eq!(converge(&dp, &d).await, [off]);
+    assert_eq!(snooping(&h), "0");
+    assert_eq!(ports(&h, &bridge), ports_before);
+    assert!(ping(&c2, "fd51::2") && ping(&c2, "172.51.0.2"));
 }

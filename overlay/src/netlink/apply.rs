@@ -143,6 +143,7 @@ impl<'a> Session<'a> {
             Op::CreateBridge { name, mac, mtu } => {
                 let msg = LinkMessageBuilder::<LinkBridge>::new(name)
                     .address(mac.octets().to_vec())
+                    .mcast_snooping(false)
                     .build();
                 h.link().add(msg).execute().await.map_err(kernel)?;
                 // The MTU is set as a change after creation: only an MTU changed that way sticks
@@ -220,6 +221,14 @@ impl<'a> Session<'a> {
                     .index(idx)
                     .nf_call_iptables(*on)
                     .nf_call_ip6tables(*on)
+                    .build();
+                h.link().change(msg).execute().await.map_err(kernel)
+            }
+            Op::DisableMulticastSnooping { name } => {
+                let idx = self.host_index(name).await?;
+                let msg = LinkMessageBuilder::<LinkBridge>::new_with_info_kind(InfoKind::Bridge)
+                    .index(idx)
+                    .mcast_snooping(false)
                     .build();
                 h.link().change(msg).execute().await.map_err(kernel)
             }

@@ -118,6 +118,7 @@ pub fn simulate(s: &mut ObservedHost, op: &Op) -> Result<(), String> {
             let kind = LinkKind::Bridge {
                 nf_call_iptables: false,
                 nf_call_ip6tables: false,
+                mcast_snooping: false,
             };
             create(s, name, kind, *mtu, Some(*mac))?;
         }
@@ -164,14 +165,23 @@ pub fn simulate(s: &mut ObservedHost, op: &Op) -> Result<(), String> {
             }
         }
         Op::SetBridgeNetfilter { name, on } => {
-            let l = link_mut(s, &LinkRef::Host(name.clone()))?;
-            if !matches!(l.kind, LinkKind::Bridge { .. }) {
+            let LinkKind::Bridge {
+                nf_call_iptables,
+                nf_call_ip6tables,
+                ..
+            } = &mut link_mut(s, &LinkRef::Host(name.clone()))?.kind
+            else {
                 return Err(format!("{name} is not a bridge"));
-            }
-            l.kind = LinkKind::Bridge {
-                nf_call_iptables: *on,
-                nf_call_ip6tables: *on,
             };
+            (*nf_call_iptables, *nf_call_ip6tables) = (*on, *on);
+        }
+        Op::DisableMulticastSnooping { name } => {
+            let LinkKind::Bridge { mcast_snooping, .. } =
+                &mut link_mut(s, &LinkRef::Host(name.clone()))?.kind
+            else {
+                return Err(format!("{name} is not a bridge"));
+            };
+            *mcast_snooping = false;
         }
         Op::SetMtu { link, mtu } => link_mut(s, link)?.mtu = *mtu,
         Op::SetMac { link, mac } => link_mut(s, link)?.mac = Some(*mac),

@@ -58,6 +58,7 @@ fn parse_info(infos: &[LinkInfo], l: &mut ObservedLink) {
                 l.kind = LinkKind::Bridge {
                     nf_call_iptables: false,
                     nf_call_ip6tables: false,
+                    mcast_snooping: true,
                 };
             }
             LinkInfo::Kind(InfoKind::Veth) => l.kind = LinkKind::Veth,
@@ -92,17 +93,19 @@ fn parse_info(infos: &[LinkInfo], l: &mut ObservedLink) {
                 };
             }
             LinkInfo::Data(InfoData::Bridge(b)) => {
-                let (mut ipt, mut ip6t) = (false, false);
+                let (mut ipt, mut ip6t, mut snooping) = (false, false, true);
                 for x in b {
                     match x {
                         InfoBridge::NfCallIpTables(on) => ipt = *on,
                         InfoBridge::NfCallIp6Tables(on) => ip6t = *on,
+                        InfoBridge::MulticastSnooping(on) => snooping = *on,
                         _ => {}
                     }
                 }
                 l.kind = LinkKind::Bridge {
                     nf_call_iptables: ipt,
                     nf_call_ip6tables: ip6t,
+                    mcast_snooping: snooping,
                 };
             }
             LinkInfo::PortData(InfoPortData::BridgePort(p)) => {
@@ -321,38 +324,21 @@ mod tests {
     }
 
     #[test]
-    fn a_bridge_carries_its_netfilter_switches() {
+    fn a_bridge_carries_its_netfilter_switches_and_snooping() {
+        let br = |ipt, ip6t, snooping| LinkKind::Bridge {
+            nf_call_iptables: ipt,
+            nf_call_ip6tables: ip6t,
+            mcast_snooping: snooping,
+        };
         let kind = bridge(|b| b.nf_call_iptables(true).nf_call_ip6tables(false));
-        assert_eq!(
-            kind,
-            LinkKind::Bridge {
-                nf_call_iptables: true,
-                nf_call_ip6tables: false
-            }
-        );
+        assert_eq!(kind, br(true, false, true));
         let kind = bridge(|b| b.nf_call_ip6tables(true).nf_call_iptables(true));
-        assert_eq!(
-            kind,
-            LinkKind::Bridge {
-                nf_call_iptables: true,
-                nf_call_ip6tables: true
-            }
-        );
-        // A kernel without CONFIG_BRIDGE_NETFILTER reports neither: both off.
-        assert_eq!(
-            bridge(|b| b.vlan_filtering(false)),
-            LinkKind::Bridge {
-                nf_call_iptables: false,
-                nf_call_ip6tables: false
-            }
-        );
-        assert_eq!(
-            bridge(|b| b),
-            LinkKind::Bridge {
-                nf_call_iptables: false,
-                nf_call_ip6tables: false
-            }
-        );
+        assert_eq!(kind, br(true, true, true));
+        assert_eq!(bridge(|b| b.mcast_snooping(false)), br(false, false, false));
+        // A kernel without CONFIG_BRIDGE_NETFILTER reports neither: both off; snooping not
+        // reported is the kernel's default, on.
+        assert_eq!(bridge(|b| b.vlan_filtering(false)), br(false, false, true));
+        assert_eq!(bridge(|b| b), br(false, false, true));
     }
 
     #[test]
@@ -369,7 +355,8 @@ mod tests {
             parse_link(&msg, &HashMap::new()).kind,
             LinkKind::Bridge {
                 nf_call_iptables: true,
-                nf_call_ip6tables: true
+                nf_call_ip6tables: true,
+                mcast_snooping: true,
             }
         );
         let mut msg = LinkMessage::default();

@@ -160,17 +160,24 @@ fn network_ops(net: &DesiredNetwork, observed: &ObservedHost, kept: &Kept<'_>, o
     }
     // Before the bridge comes up and gets ports, so no frame of a policed network skips the
     // hooks. A new bridge starts with both switches off.
-    let nf_call = match existing.map(|l| &l.kind) {
+    // A new bridge starts without multicast snooping.
+    let (nf_call, snooping) = match existing.map(|l| &l.kind) {
         Some(LinkKind::Bridge {
             nf_call_iptables,
             nf_call_ip6tables,
-        }) => (*nf_call_iptables, *nf_call_ip6tables),
-        _ => (false, false),
+            mcast_snooping,
+        }) => ((*nf_call_iptables, *nf_call_ip6tables), *mcast_snooping),
+        _ => ((false, false), false),
     };
     if nf_call != (net.netfilter, net.netfilter) {
         ops.push(Op::SetBridgeNetfilter {
             name: net.bridge.clone(),
             on: net.netfilter,
+        });
+    }
+    if snooping {
+        ops.push(Op::DisableMulticastSnooping {
+            name: net.bridge.clone(),
         });
     }
     link_fix(&bridge, existing, net.mtu, Some(net.mac), &want, ops);

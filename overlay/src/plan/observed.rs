@@ -43,6 +43,10 @@ pub enum LinkKind {
         nf_call_iptables: bool,
         /// IFLA_BR_NF_CALL_IP6TABLES: bridged IPv6 frames.
         nf_call_ip6tables: bool,
+        /// IFLA_BR_MCAST_SNOOPING (the kernel's default is on): shibafu's bridges run without,
+        /// see [`crate::plan::Op::DisableMulticastSnooping`].
+        #[serde(default)]
+        mcast_snooping: bool,
     },
     /// A VXLAN device.
     Vxlan {

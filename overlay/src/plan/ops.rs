@@ -98,6 +98,14 @@ pub enum Op {
         /// Both switches on (a policed network) or off.
         on: bool,
     },
+    /// Turn a bridge's multicast snooping off. Nothing on a shibafu bridge queries for groups
+    /// (no IGMP/MLD querier), so the bridge floods multicast either way; snooping only costs:
+    /// the kernel walks its ports for it on every port added, and parses every container's
+    /// reports. New bridges are created without it; this fixes one that has it.
+    DisableMulticastSnooping {
+        /// Bridge name.
+        name: String,
+    },
     /// Set a link's MTU.
     SetMtu {
         /// The link.
@@ -256,6 +264,9 @@ impl fmt::Display for Op {
                     f,
                     "set nf_call_iptables {v} nf_call_ip6tables {v} on bridge {name}"
                 )
+            }
+            Op::DisableMulticastSnooping { name } => {
+                write!(f, "set mcast_snooping 0 on bridge {name}")
             }
             Op::SetMtu { link, mtu } => write!(f, "set mtu of {link} to {mtu}"),
             Op::SetMac { link, mac } => write!(f, "set mac of {link} to {mac}"),

@@ -493,6 +493,7 @@ fn a_half_set_bridge_is_set_again() {
     let half = LinkKind::Bridge {
         nf_call_iptables: true,
         nf_call_ip6tables: false,
+        mcast_snooping: false,
     };
     for l in k.links.iter_mut().filter(|l| l.name.starts_with("sfbr")) {
         l.kind = half.clone();
@@ -504,4 +505,40 @@ fn a_half_set_bridge_is_set_again() {
             set_netfilter("sfbr1001", false)
         ]
     );
+}
+
+#[test]
+fn bridges_run_without_multicast_snooping_and_one_that_has_it_loses_only_that() {
+    let c = Cluster::new();
+    let mut k = kernel_with(&["/run/netns/api", "/run/netns/cache"]);
+    let ops = converge(&c.desired(), &mut k);
+    assert!(
+        !ops.iter()
+            .any(|o| matches!(o, Op::DisableMulticastSnooping { .. })),
+        "a new bridge is created without it: {ops:#?}"
+    );
+    // A bridge made before (or by hand) with the kernel's default.
+    let before = k.clone();
+    for l in k.links.iter_mut().filter(|l| l.name == "sfbr1000") {
+        if let LinkKind::Bridge { mcast_snooping, .. } = &mut l.kind {
+            *mcast_snooping = true;
+        }
+    }
+    let snooping = Op::DisableMulticastSnooping {
+        name: "sfbr1000".into(),
+    };
+    assert_eq!(converge(&c.desired(), &mut k), vec![snooping.clone()]);
+    assert_eq!(k, before, "ports, addresses, FDB as they were");
+    assert_eq!(
+        snooping.to_string(),
+        "set mcast_snooping 0 on bridge sfbr1000"
+    );
+    let veth = k
+        .links
+        .iter()
+        .find(|l| l.kind == LinkKind::Veth)
+        .map(|l| l.name.clone())
+        .expect("a host veth");
+    let not_a_bridge = Op::DisableMulticastSnooping { name: veth };
+    assert!(simulate(&mut k, &not_a_bridge).is_err());
 }
