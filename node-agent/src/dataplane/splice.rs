@@ -47,13 +47,45 @@ fn in_netns(e: &Entry, netns: &Path) -> bool {
     same_netns(&e.netns, netns)
 }
 
-/// Did only workloads in `netns` come or change from `before` to `now` (none went)?
-fn only_in(before: &LocalWorkloads, now: &LocalWorkloads, netns: &Path) -> bool {
-    before.diff(now).all(|d| match d {
-        DiffItem::Add(_, e) => in_netns(e, netns),
-        DiffItem::Update { old, new } => in_netns(old.1, netns) && in_netns(new.1, netns),
-        DiffItem::Remove(..) => false,
-    })
+/// How the workloads changed between two registries, seen from one namespace.
+enum Change<'a> {
+    /// Something outside the namespace came, changed or went, or something in it went.
+    Elsewhere,
+    /// Only workloads in the namespace came: these.
+    Added(Vec<&'a Entry>),
+    /// Workloads in the namespace came or changed, and only there.
+    Changed,
+}
+
+/// How the workloads changed from `before` to `now`, seen from `netns` (one walk of the
+/// difference, not of every workload).
+fn change_in<'a>(before: &LocalWorkloads, now: &'a LocalWorkloads, netns: &Path) -> Change<'a> {
+    let mut added = Vec::new();
+    let mut changed = false;
+    for d in before.diff(now) {
+        match d {
+            DiffItem::Add(_, e) if in_netns(e, netns) => added.push(e),
+            DiffItem::Update { old, new } if in_netns(old.1, netns) && in_netns(new.1, netns) => {
+                changed = true
+            }
+            _ => return Change::Elsewhere,
+        }
+    }
+    if changed {
+        Change::Changed
+    } else {
+        Change::Added(added)
+    }
+}
+
+/// Does `plan` hold endpoints in `netns`? (A search: its endpoints are sorted by namespace.)
+fn has_endpoints_in(plan: &DesiredHost, netns: &Path) -> bool {
+    let at = plan
+        .endpoints
+        .partition_point(|e| e.netns.as_path() < netns);
+    plan.endpoints
+        .get(at)
+        .is_some_and(|e| same_netns(&e.netns, netns))
 }
 
 impl Reconciler {
@@ -64,13 +96,27 @@ impl Reconciler {
     /// (the whole plan then says why).
     pub(super) fn spliced(&mut self, netns: &Path) -> Option<Arc<DesiredHost>> {
         let (settled, basis) = self.settled.as_ref()?;
-        if !Arc::ptr_eq(&basis.state, &self.state)
-            || basis.tunnel != self.tunnel
-            || !only_in(&basis.local, &self.local, netns)
-        {
+        if !Arc::ptr_eq(&basis.state, &self.state) || basis.tunnel != self.tunnel {
             return None;
         }
-        let entries: Vec<&Entry> = self.local.values().filter(|e| in_netns(e, netns)).collect();
+        let (entries, on) = match change_in(&basis.local, &self.local, netns) {
+            Change::Elsewhere => return None,
+            // A namespace new to the plan: its workloads are the ones that came, and the
+            // networks in use are the settled ones and theirs (nothing went).
+            Change::Added(added) if !has_endpoints_in(settled, netns) => {
+                let mut on = BTreeSet::clone(&basis.on);
+                for ep in added.iter().flat_map(|e| e.endpoints()) {
+                    if !on.contains(ep.network.as_str()) {
+                        on.insert(ep.network.clone());
+                    }
+                }
+                (added, on)
+            }
+            _ => {
+                let entries = self.local.values().filter(|e| in_netns(e, netns));
+                (entries.collect(), on_networks(&self.local))
+            }
+        };
         let endpoints: Vec<Endpoint> = entries
             .iter()
             .flat_map(|e| e.endpoints().cloned())
@@ -84,7 +130,6 @@ impl Reconciler {
         // The first container on a network built for a policy's sake brings that policy's
         // peers' networks into use (their replies are routed here): then plan the host.
         // With the same cluster, the same networks with workloads on them build the same ones.
-        let on = on_networks(&self.local);
         if on != *basis.on && self.in_use(&on) != *basis.in_use {
             return None;
         }
