@@ -174,3 +174,34 @@ fn the_first_container_on_a_network_built_for_a_policy_brings_its_peers_in() {
         );
     });
 }
+
+#[test]
+fn a_second_workload_in_a_planned_namespace_keeps_the_first_ones_endpoints() {
+    rt().block_on(async {
+        let nets = backend_and_frontend();
+        let dp = Arc::new(FakeDataplane::new());
+        let mut r = reconciler(&dp, 1500);
+        r.set_state(state_with(&nets, &[]));
+        let api = on("api", &[("backend", "172.22.0.2")]);
+        dp.add_container("/run/test/api");
+        r.set_local(local(std::slice::from_ref(&api)));
+        r.resync().await.expect("adopt");
+        // Another workload in the same namespace (a pod's second attachment, say): the
+        // namespace is already planned, so its workloads are not only the one that came.
+        let mut sidecar = on("sidecar", &[("frontend", "172.21.0.3")]);
+        sidecar.netns = api.netns.clone();
+        sidecar.interfaces[0].ifname = "eth1".into();
+        r.set_local(local(&[api.clone(), sidecar]));
+        assert!(
+            r.spliced(&api.netns).is_none(),
+            "frontend is not built here"
+        );
+        let mut sidecar = on("sidecar", &[("backend", "172.22.0.3")]);
+        sidecar.netns = api.netns.clone();
+        sidecar.interfaces[0].ifname = "eth1".into();
+        r.set_local(local(&[api.clone(), sidecar]));
+        let spliced = r.spliced(&api.netns).expect("only the namespace changed");
+        assert_eq!(*spliced, r.desired().expect("whole").0);
+        assert_eq!(spliced.endpoints.len(), 2, "{:#?}", spliced.endpoints);
+    });
+}
