@@ -96,15 +96,9 @@ fn whole_guard(r: &Reconciler) -> GuardPorts {
 fn attaches_that_change_more_than_their_namespace_are_planned_whole() {
     rt().block_on(async {
         let nets = backend_and_frontend();
-        let dp = Arc::new(FakeDataplane::new());
-        let mut r = reconciler(&dp, 1500);
-        r.set_state(state_with(&nets, &[]));
         let api = on("api", &[("backend", "172.22.0.2")]);
         let web = on("web", &[("backend", "172.22.0.3")]);
-        dp.add_container("/run/test/api");
-        dp.add_container("/run/test/web");
-        r.set_local(local(&[api.clone(), web.clone()]));
-        r.resync().await.expect("adopt");
+        let (dp, mut r) = adopted(&[api.clone(), web.clone()]).await;
         let cache = on("cache", &[("backend", "172.22.0.4")]);
         // A network not built here yet.
         let front = on("front", &[("frontend", "172.21.0.2")]);
@@ -175,30 +169,41 @@ fn the_first_container_on_a_network_built_for_a_policy_brings_its_peers_in() {
     });
 }
 
+/// A reconciler on backend and frontend that adopted `book` (its namespaces in the fake kernel).
+async fn adopted(book: &[Entry]) -> (Arc<FakeDataplane>, Reconciler) {
+    let dp = Arc::new(FakeDataplane::new());
+    let mut r = reconciler(&dp, 1500);
+    r.set_state(state_with(&backend_and_frontend(), &[]));
+    for e in book {
+        dp.add_container(&e.netns);
+    }
+    r.set_local(local(book));
+    r.resync().await.expect("adopt");
+    (dp, r)
+}
+
+/// Workload `name` on `net` in `first`'s namespace, as its second interface.
+fn beside(first: &Entry, name: &str, net: &str, ip: &str) -> Entry {
+    let mut e = on(name, &[(net, ip)]);
+    e.netns = first.netns.clone();
+    e.interfaces[0].ifname = "eth1".into();
+    e
+}
+
 #[test]
 fn a_second_workload_in_a_planned_namespace_keeps_the_first_ones_endpoints() {
     rt().block_on(async {
-        let nets = backend_and_frontend();
-        let dp = Arc::new(FakeDataplane::new());
-        let mut r = reconciler(&dp, 1500);
-        r.set_state(state_with(&nets, &[]));
         let api = on("api", &[("backend", "172.22.0.2")]);
-        dp.add_container("/run/test/api");
-        r.set_local(local(std::slice::from_ref(&api)));
-        r.resync().await.expect("adopt");
+        let (_dp, mut r) = adopted(std::slice::from_ref(&api)).await;
         // Another workload in the same namespace (a pod's second attachment, say): the
         // namespace is already planned, so its workloads are not only the one that came.
-        let mut sidecar = on("sidecar", &[("frontend", "172.21.0.3")]);
-        sidecar.netns = api.netns.clone();
-        sidecar.interfaces[0].ifname = "eth1".into();
+        let sidecar = beside(&api, "sidecar", "frontend", "172.21.0.3");
         r.set_local(local(&[api.clone(), sidecar]));
         assert!(
             r.spliced(&api.netns).is_none(),
             "frontend is not built here"
         );
-        let mut sidecar = on("sidecar", &[("backend", "172.22.0.3")]);
-        sidecar.netns = api.netns.clone();
-        sidecar.interfaces[0].ifname = "eth1".into();
+        let sidecar = beside(&api, "sidecar", "backend", "172.22.0.3");
         r.set_local(local(&[api.clone(), sidecar]));
         let spliced = r.spliced(&api.netns).expect("only the namespace changed");
         assert_eq!(*spliced, r.desired().expect("whole").0);

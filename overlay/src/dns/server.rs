@@ -362,7 +362,9 @@ pub fn bind_udp_group(addr: SocketAddr, count: usize) -> Result<Vec<UdpSocket>, 
         }
         force_buffer(&socket, libc::SO_RCVBUFFORCE, 4 << 20);
         force_buffer(&socket, libc::SO_SNDBUFFORCE, 4 << 20);
-        set_dont_fragment(&socket, bound).map_err(io)?;
+        if let Err(e) = set_dont_fragment(&socket, bound) {
+            tracing::warn!(error = %e, %addr, "cannot set DF on a DNS socket: its answers may be fragmented");
+        }
         socket.bind(&bound.into()).map_err(io)?;
         let std_socket: UdpSocket = socket.into();
         bound = std_socket.local_addr().map_err(io)?;
