@@ -3,11 +3,12 @@
 //! Names outside the cluster zones are REFUSED (no forwarder: not an open resolver).
 //!
 //! [`follow`] keeps a `ClusterState` from the resilient watch of `/shibafu/v1/` (which re-lists
-//! after compaction), re-projects only the networks a change touches, rebuilds the authority of
+//! after compaction), re-projects only the networks a change touches (in place by the endpoint
+//! ids an endpoint change names, as the agents do), rebuilds the authority of
 //! every zone when the live coordinators change, and swaps the new snapshot in: queries read
 //! the previous one meanwhile and never wait.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,8 +16,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use futures::{FutureExt, StreamExt};
 use shibafu_overlay::dns::authority::Authority;
-use shibafu_overlay::dns::projection::{Projection, View};
+use shibafu_overlay::dns::projection::{Projection, Touched, View};
 use shibafu_overlay::dns::{bind_tcp, bind_udp, DnsError, DnsServer, ServerConfig, Snapshot};
+use shibafu_overlay::model::Network;
 use shibafu_overlay::state::ClusterState;
 use shibafu_overlay::store::keys::Prefix;
 use shibafu_overlay::store::{watch_changes, ClusterChange, Store};
@@ -33,8 +35,8 @@ const MAX_BATCH: usize = 256;
 struct Dirty {
     /// Every network (the first state).
     all: bool,
-    /// These networks.
-    networks: BTreeSet<String>,
+    /// These networks, wholly or at the endpoints named.
+    networks: BTreeMap<String, Touched>,
 }
 
 /// The cluster as DNS sees it, and the snapshot published from it.
@@ -66,8 +68,7 @@ impl ClusterDns {
         // The authority (the coordinators) is compared whole at publish.
         for c in self.state.apply(change) {
             if c.projects_to_dns() {
-                let networks = c.networks().into_iter().map(str::to_string);
-                self.dirty.networks.extend(networks);
+                Touched::note_change(&mut self.dirty.networks, &c);
             }
         }
     }
@@ -84,8 +85,9 @@ impl ClusterDns {
         let state = &self.state;
         if dirty.all || !dirty.networks.is_empty() {
             let touched = (!dirty.all).then_some(&dirty.networks);
-            self.projection
-                .update(state, touched, &|n| state.endpoints_of(&n.name).collect());
+            let endpoints_of = |n: &Network| state.endpoints_of(&n.name).collect();
+            let with_id = |n: &Network, id: &str| state.endpoint(&n.name, id).into_iter().collect();
+            (self.projection).update_by_id(state, touched, &endpoints_of, &with_id);
         }
         if authority_changed {
             let servers: Vec<&str> = authority

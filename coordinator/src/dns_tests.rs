@@ -155,6 +155,33 @@ async fn answers_the_cluster_with_every_live_coordinator_as_name_server() {
     .await;
     assert_eq!(data(&ns.answers), ["c1.ns.frontend.local."]);
 
+    // Endpoints that come and go are re-projected by the ids their changes name: a new name
+    // answers, a removed one is gone with its PTR, the others stay.
+    let api = Endpoint::new(
+        "frontend",
+        "api",
+        "node2",
+        "172.21.0.6".parse().expect("ip"),
+    );
+    let api_key = shibafu_overlay::model::Object::key(&api).to_string();
+    let json = serde_json::to_vec(&api).expect("json");
+    store.put(&api_key, json, None).await.expect("api");
+    let a = eventually(server, "api.frontend.local.", RecordType::A, |m| {
+        !m.answers.is_empty()
+    })
+    .await;
+    assert_eq!(data(&a.answers), ["172.21.0.6"]);
+    assert!(store.delete(&key).await.expect("delete web"));
+    let gone = eventually(server, "web.frontend.local.", RecordType::A, |m| {
+        m.metadata.response_code == ResponseCode::NXDomain
+    })
+    .await;
+    assert_eq!(gone.metadata.response_code, ResponseCode::NXDomain);
+    let ptr = ask(server, "5.0.21.172.in-addr.arpa.", RecordType::PTR).await;
+    assert!(ptr.answers.is_empty(), "{ptr:?}");
+    let a = ask(server, "api.frontend.local.", RecordType::A).await;
+    assert_eq!(data(&a.answers), ["172.21.0.6"]);
+
     // No open resolver: outside the cluster zones nothing is answered.
     let out = ask(server, "www.example.com.", RecordType::A).await;
     assert_eq!(out.metadata.response_code, ResponseCode::Refused);

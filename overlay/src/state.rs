@@ -454,6 +454,11 @@ impl ClusterState {
         self.revision
     }
 
+    /// The endpoint `id` of `network`, if any.
+    pub fn endpoint(&self, network: &str, id: &str) -> Option<&Endpoint> {
+        self.endpoints.get(&(network.to_string(), id.to_string()))
+    }
+
     /// Endpoints of one network.
     pub fn endpoints_of<'a>(&'a self, network: &str) -> impl Iterator<Item = &'a Endpoint> + 'a {
         let network = network.to_string();

@@ -168,8 +168,7 @@ pub(super) fn with_id_local<'a>(
     local: Option<(&'a LocalWorkloads, &'a LocalIndex)>,
 ) -> impl Fn(&Network, &str) -> Vec<&'a Endpoint> + 'a {
     move |n, id| {
-        let key = (n.name.clone(), id.to_string());
-        let remote = state.endpoints().get(&key).into_iter();
+        let remote = state.endpoint(&n.name, id).into_iter();
         match local {
             None => remote.collect(),
             Some((local, index)) => {

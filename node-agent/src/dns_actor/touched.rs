@@ -1,7 +1,7 @@
 //! What the cluster's changes touch in this node's DNS: per network, the endpoints a change
 //! names (re-projected by id) or the whole network; nothing for changes DNS does not read.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use shibafu_overlay::dns::projection::Touched;
 use shibafu_overlay::state::StateChange;
@@ -52,19 +52,7 @@ pub(super) fn touched_by(changes: &[StateChange], node: &str, book_known: bool) 
     }
     let mut touched: BTreeMap<String, Touched> = BTreeMap::new();
     for c in changes.iter().filter(|c| !leaves_dns(c, node, book_known)) {
-        match c {
-            StateChange::Endpoint(c) => {
-                for e in c.values() {
-                    let ids = Touched::Endpoints(BTreeSet::from([e.id.clone()]));
-                    Touched::note(&mut touched, &e.network, ids);
-                }
-            }
-            _ => {
-                for network in c.networks() {
-                    Touched::note(&mut touched, network, Touched::Network);
-                }
-            }
-        }
+        Touched::note_change(&mut touched, c);
     }
     Pending::of(touched)
 }

@@ -11,7 +11,7 @@ use super::projection::{bare_zones, owners_changed, project_network, NetworkZone
 use super::reproject::{reproject, reproject_ids, Basis};
 use super::{DnsError, Snapshot};
 use crate::model::{admit, Endpoint, Network};
-use crate::state::ClusterState;
+use crate::state::{ClusterState, StateChange};
 
 /// The networks' parts of a cluster, kept current by patching only what a change touches,
 /// optionally only for the networks in a scope (an agent's: those its workloads are on, the
@@ -60,6 +60,24 @@ impl Touched {
         match touched.get_mut(network) {
             Some(known) => known.merge(t),
             None => drop(touched.insert(network.to_string(), t)),
+        }
+    }
+
+    /// Notes in `touched` what `change` touched: the endpoints an endpoint change names, in
+    /// their networks; the whole networks any other change concerns.
+    pub fn note_change(touched: &mut BTreeMap<String, Touched>, change: &StateChange) {
+        match change {
+            StateChange::Endpoint(c) => {
+                for e in c.values() {
+                    let ids = Touched::Endpoints(BTreeSet::from([e.id.clone()]));
+                    Touched::note(touched, &e.network, ids);
+                }
+            }
+            _ => {
+                for network in change.networks() {
+                    Touched::note(touched, network, Touched::Network);
+                }
+            }
         }
     }
 }
