@@ -12,16 +12,19 @@ use shibafu_tests::{bin, exec_out, root_or_skip, text, unique_name, wait_until, 
 /// The server's address on the narrow link.
 const SERVER: &str = "10.77.0.1";
 
-/// A `shibafu-agent dns` process in a namespace, killed and its records removed on drop.
+/// A `shibafu-agent dns` process in a namespace (once started), killed and its records file
+/// removed on drop, also when the test fails before the process starts.
 struct Server {
-    child: Child,
+    child: Option<Child>,
     records: PathBuf,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = std::fs::remove_file(&self.records);
     }
 }
@@ -76,12 +79,15 @@ fn an_answer_larger_than_the_link_is_truncated_never_fragmented() {
     client.ip(&["addr", "add", "10.77.0.2/24", "dev", "v1"]);
     client.ip(&["link", "set", "v1", "up"]);
 
-    let records = std::env::temp_dir().join(unique_name("sfdnsmtu"));
+    let mut server = Server {
+        child: None,
+        records: std::env::temp_dir().join(unique_name("sfdnsmtu")),
+    };
     let mut lines: Vec<String> = (1..=60)
         .map(|i| format!("big.test.local A 10.1.0.{i}"))
         .collect();
     lines.push("small.test.local A 10.1.1.1".into());
-    std::fs::write(&records, lines.join("\n")).expect("write records");
+    std::fs::write(&server.records, lines.join("\n")).expect("write records");
     let child = server_ns
         .cmd(bin("shibafu-agent"))
         .args([
@@ -92,13 +98,13 @@ fn an_answer_larger_than_the_link_is_truncated_never_fragmented() {
             "test.local",
         ])
         .arg("--records")
-        .arg(&records)
+        .arg(&server.records)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start shibafu-agent dns");
-    let _server = Server { child, records };
+    server.child = Some(child);
     let up = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
         dig(&client, &["+short", "small.test.local"]).trim() == "10.1.1.1"
     });
