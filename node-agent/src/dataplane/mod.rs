@@ -361,12 +361,17 @@ impl Reconciler {
 /// The networks `local` has endpoints on.
 fn on_networks(local: &LocalWorkloads) -> BTreeSet<String> {
     let mut on = BTreeSet::new();
-    for ep in local.values().flat_map(Entry::endpoints) {
+    add_networks(&mut on, local.values());
+    on
+}
+
+/// Adds to `on` the networks `entries`' endpoints are on.
+fn add_networks<'a>(on: &mut BTreeSet<String>, entries: impl Iterator<Item = &'a Entry>) {
+    for ep in entries.flat_map(Entry::endpoints) {
         if !on.contains(ep.network.as_str()) {
             on.insert(ep.network.clone());
         }
     }
-    on
 }
 
 /// The planner's view of local workloads: each one's namespace and interfaces.

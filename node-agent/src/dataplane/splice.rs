@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use shibafu_overlay::plan::{DesiredEndpoint, DesiredHost};
 use shibafu_overlay::state::ClusterState;
 use tracing::debug;
 
-use super::{local_containers, on_networks, Reconciler};
+use super::{add_networks, local_containers, on_networks, Reconciler};
 use crate::registry::book::Entry;
 use crate::registry::LocalWorkloads;
 
@@ -78,14 +79,20 @@ fn change_in<'a>(before: &LocalWorkloads, now: &'a LocalWorkloads, netns: &Path)
     }
 }
 
-/// Does `plan` hold endpoints in `netns`? (A search: its endpoints are sorted by namespace.)
+/// Where `netns`'s endpoints are among `endpoints`, sorted by (namespace, interface) as a
+/// whole plan has them: one run, found by search.
+fn run_of(endpoints: &[DesiredEndpoint], netns: &Path) -> Range<usize> {
+    let at = endpoints.partition_point(|e| e.netns.as_path() < netns);
+    let run = endpoints[at..].partition_point(|e| e.netns.as_path() == netns);
+    at..at + run
+}
+
+/// Does `plan` hold endpoints in `netns`?
 fn has_endpoints_in(plan: &DesiredHost, netns: &Path) -> bool {
-    let at = plan
-        .endpoints
-        .partition_point(|e| e.netns.as_path() < netns);
-    plan.endpoints
-        .get(at)
-        .is_some_and(|e| same_netns(&e.netns, netns))
+    let run = run_of(&plan.endpoints, netns);
+    plan.endpoints[run]
+        .iter()
+        .any(|e| same_netns(&e.netns, netns))
 }
 
 impl Reconciler {
@@ -105,11 +112,7 @@ impl Reconciler {
             // networks in use are the settled ones and theirs (nothing went).
             Change::Added(added) if !has_endpoints_in(settled, netns) => {
                 let mut on = BTreeSet::clone(&basis.on);
-                for ep in added.iter().flat_map(|e| e.endpoints()) {
-                    if !on.contains(ep.network.as_str()) {
-                        on.insert(ep.network.clone());
-                    }
-                }
+                add_networks(&mut on, added.iter().copied());
                 (added, on)
             }
             _ => {
@@ -149,15 +152,11 @@ impl Reconciler {
         };
         self.set_planned(None);
         let mut desired = Arc::unwrap_or_clone(settled);
-        // Sorted by (namespace, interface), as a whole plan has them: the namespace's
-        // endpoints are one run of them.
-        let at = desired
-            .endpoints
-            .partition_point(|e| e.netns.as_path() < netns);
-        let run = desired.endpoints[at..].partition_point(|e| e.netns.as_path() == netns);
+        let run = run_of(&desired.endpoints, netns);
+        let at = run.start;
         let (gone, kept): (Vec<DesiredEndpoint>, Vec<DesiredEndpoint>) = desired
             .endpoints
-            .drain(at..at + run)
+            .drain(run)
             .partition(|e| same_netns(&e.netns, netns));
         let clash = part.endpoints.iter().any(|p| {
             desired

@@ -159,8 +159,7 @@ fn network_ops(net: &DesiredNetwork, observed: &ObservedHost, kept: &Kept<'_>, o
         });
     }
     // Before the bridge comes up and gets ports, so no frame of a policed network skips the
-    // hooks. A new bridge starts with both switches off.
-    // A new bridge starts without multicast snooping.
+    // hooks. A new bridge starts with both switches off and without multicast snooping.
     let (nf_call, snooping) = match existing.map(|l| &l.kind) {
         Some(LinkKind::Bridge {
             nf_call_iptables,
