@@ -220,7 +220,7 @@ impl SnapshotBuilder {
         let views = self.build_views(&draft.zone_ids, draft.zones.len())?;
         let mut snap = draft.finish(views);
         let mut entries = Vec::new();
-        for (name, node) in &snap.nodes {
+        for (name, node) in snap.nodes.iter() {
             prebuild(&snap, name, node, &mut entries);
         }
         snap.prebuilt = Table::build(entries);

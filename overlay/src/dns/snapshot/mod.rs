@@ -11,6 +11,7 @@ pub(crate) mod names;
 mod patch;
 mod prebuild;
 mod shard;
+mod sharded;
 mod table;
 mod views;
 
@@ -176,7 +177,7 @@ pub(crate) struct Packed {
 }
 
 /// The nodes of a snapshot by lowercased wire name, shared with the snapshots patched from it.
-pub(crate) type Nodes = FastMap<Arc<[u8]>, Arc<Node>>;
+pub(crate) type Nodes = sharded::ShardedMap<Arc<[u8]>, Arc<Node>>;
 
 /// The names whose answers read other names (CNAME, SRV, MX, NS targets): what a patch looks
 /// at to find the answers a changed name makes stale.
@@ -204,7 +205,7 @@ impl Default for Snapshot {
         Snapshot {
             zones: Vec::new(),
             zone_ids: FastMap::default(),
-            nodes: FastMap::default(),
+            nodes: Nodes::default(),
             readers: Arc::default(),
             prebuilt: Table::default(),
             views: None,

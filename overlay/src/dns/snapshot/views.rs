@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::builder::wire_of;
+use super::sharded::ShardedMap;
 use super::{DefaultView, SnapshotBuilder};
 use crate::dns::hash::FastMap;
 use crate::dns::DnsError;
@@ -13,7 +14,7 @@ use crate::dns::DnsError;
 /// Which zones each requester may see.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Views {
-    clients: FastMap<IpAddr, Arc<[u64]>>,
+    clients: ShardedMap<IpAddr, Arc<[u64]>>,
     default_all: bool,
 }
 
@@ -40,7 +41,7 @@ impl SnapshotBuilder {
         if self.views.is_empty() && self.default_view == DefaultView::AllZones {
             return Ok(None);
         }
-        let mut clients = FastMap::default();
+        let mut clients = ShardedMap::default();
         self.add_views(&mut clients, zone_ids, zones)?;
         Ok(Some(Arc::new(Views {
             clients,
@@ -78,7 +79,7 @@ impl SnapshotBuilder {
     /// Adds this builder's views to `clients` (a client named twice sees both lists).
     fn add_views(
         &self,
-        clients: &mut FastMap<IpAddr, Arc<[u64]>>,
+        clients: &mut ShardedMap<IpAddr, Arc<[u64]>>,
         zone_ids: &FastMap<Box<[u8]>, u16>,
         zones: usize,
     ) -> Result<(), DnsError> {
@@ -106,7 +107,7 @@ impl SnapshotBuilder {
                         bits.iter().zip(list.iter()).map(|(b, l)| b | l).collect();
                     *bits = merged;
                 }
-                None => drop(clients.insert(*client, Arc::clone(list))),
+                None => clients.insert(*client, Arc::clone(list)),
             }
         }
         Ok(())
