@@ -130,15 +130,38 @@ impl HealthActor {
             .filter(|k| !want.contains_key(*k))
             .cloned()
             .collect();
+        self.converge(&state, gone, want, ctx);
+    }
+
+    /// Follows this node's workloads from `old` to the ones held now through the workloads that
+    /// changed alone (the watched instances are the plan's for `old`, as every handler leaves
+    /// them), rather than planning every workload of the node again.
+    fn follow(&mut self, old: &LocalWorkloads, ctx: &Context<Self>) {
+        let (Some(state), Some(local)) = (self.state.clone(), self.local.clone()) else {
+            return;
+        };
+        let (had, has) = plan::changed(&state, old, &local);
+        let gone = had.into_keys().filter(|k| !has.contains_key(k)).collect();
+        self.converge(&state, gone, has, ctx);
+    }
+
+    /// Stops the instances `gone` and makes those of `want` watched with their spec.
+    fn converge(
+        &mut self,
+        state: &ClusterState,
+        gone: Vec<InstanceKey>,
+        want: BTreeMap<InstanceKey, Spec>,
+        ctx: &Context<Self>,
+    ) {
         for key in gone {
-            self.stop(&key, &state);
+            self.stop(&key, state);
         }
         let now = (self.links.clock)();
         for (key, spec) in want {
             match self.instances.get(&key) {
                 Some(inst) if inst.spec == spec => {}
                 Some(_) => self.reschedule(&key, spec, now, ctx),
-                None => self.watch(key, spec, &state, now, ctx),
+                None => self.watch(key, spec, state, now, ctx),
             }
         }
     }
@@ -296,8 +319,10 @@ impl Handler<LocalChanged> for HealthActor {
     type Result = ();
 
     fn handle(&mut self, msg: LocalChanged, ctx: &mut Context<Self>) {
-        self.local = Some(msg.0);
-        self.reconcile(ctx);
+        match self.local.replace(msg.0) {
+            Some(old) if self.state.is_some() => self.follow(&old, ctx),
+            _ => self.reconcile(ctx),
+        }
     }
 }
 

@@ -5,10 +5,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use imbl::ordmap::DiffItem;
 use shibafu_overlay::health::Target;
 use shibafu_overlay::model::{HealthCheck, LbPolicy};
 use shibafu_overlay::state::ClusterState;
 
+use crate::registry::book::Entry;
 use crate::registry::LocalWorkloads;
 
 /// An instance: (network, endpoint id), as health records are keyed.
@@ -45,36 +47,66 @@ impl Spec {
 pub fn desired(state: &ClusterState, local: &LocalWorkloads) -> BTreeMap<InstanceKey, Spec> {
     let mut out = BTreeMap::new();
     for entry in local.values() {
-        for e in entry.endpoints() {
-            let Some(name) = &e.service else { continue };
-            let service = state.services().get(&(e.network.clone(), name.clone()));
-            let check = e
-                .health
-                .clone()
-                .or_else(|| service.and_then(|s| s.health.clone()));
-            let count_port = service
-                .filter(|s| s.lb == LbPolicy::LeastConnections)
-                .and_then(|s| e.port.or(s.port));
-            if check.is_none() && count_port.is_none() {
-                continue;
-            }
-            let target = Target {
-                name: entry.name.clone(),
-                addr: e.ipv4.into(),
-                netns: entry.netns.clone(),
-                pid: None,
-            };
-            let spec = Spec {
-                service: name.clone(),
-                target,
-                container: entry.container,
-                check,
-                count_port,
-            };
-            out.insert((e.network.clone(), e.id.clone()), spec);
-        }
+        add_instances(state, entry, &mut out);
     }
     out
+}
+
+/// The instances of the workloads that differ between `old` and `new`: those they had before
+/// and those they have now. Every other workload's instances are the same in both, so
+/// [`desired`] of `new` is that of `old` without the first and with the second.
+pub fn changed(
+    state: &ClusterState,
+    old: &LocalWorkloads,
+    new: &LocalWorkloads,
+) -> (BTreeMap<InstanceKey, Spec>, BTreeMap<InstanceKey, Spec>) {
+    let (mut had, mut has) = (BTreeMap::new(), BTreeMap::new());
+    for d in old.diff(new) {
+        let (before, after) = match d {
+            DiffItem::Add(_, w) => (None, Some(w)),
+            DiffItem::Remove(_, w) => (Some(w), None),
+            DiffItem::Update { old, new } => (Some(old.1), Some(new.1)),
+        };
+        if let Some(w) = before {
+            add_instances(state, w, &mut had);
+        }
+        if let Some(w) = after {
+            add_instances(state, w, &mut has);
+        }
+    }
+    (had, has)
+}
+
+/// Adds the instances of one workload that have a check or a count to `out`.
+fn add_instances(state: &ClusterState, entry: &Entry, out: &mut BTreeMap<InstanceKey, Spec>) {
+    for e in entry.endpoints() {
+        let Some(name) = &e.service else { continue };
+        let service = state.services().get(&(e.network.clone(), name.clone()));
+        let check = e
+            .health
+            .clone()
+            .or_else(|| service.and_then(|s| s.health.clone()));
+        let count_port = service
+            .filter(|s| s.lb == LbPolicy::LeastConnections)
+            .and_then(|s| e.port.or(s.port));
+        if check.is_none() && count_port.is_none() {
+            continue;
+        }
+        let target = Target {
+            name: entry.name.clone(),
+            addr: e.ipv4.into(),
+            netns: entry.netns.clone(),
+            pid: None,
+        };
+        let spec = Spec {
+            service: name.clone(),
+            target,
+            container: entry.container,
+            check,
+            count_port,
+        };
+        out.insert((e.network.clone(), e.id.clone()), spec);
+    }
 }
 
 #[cfg(test)]
@@ -151,5 +183,44 @@ mod tests {
             "10.1.0.2",
             "probes go to the instance's address"
         );
+    }
+
+    #[test]
+    fn the_changed_workloads_instances_take_the_plan_from_old_to_new() {
+        let st = state_with(&[network("f", "10.1.0.0/24", 4096)], &[]);
+        let mut web = Service::new("f", "web");
+        web.health = Some(HealthCheck::new(Probe::Tcp { port: 80 }));
+        let st = with_service(&st, &web);
+        let entry = |id: &str, ip: &str, service: Option<&str>, port: Option<u16>| {
+            let mut e = endpoint("f", id, "node1", ip);
+            e.service = service.map(String::from);
+            if let Some(port) = port {
+                e.health = Some(HealthCheck::new(Probe::Tcp { port }));
+            }
+            (id.to_string(), workload(id, &[e]))
+        };
+        let old: LocalWorkloads = [
+            entry("a", "10.1.0.2", Some("web"), None),
+            entry("b", "10.1.0.3", Some("web"), None),
+            entry("c", "10.1.0.4", None, None),
+            entry("d", "10.1.0.5", Some("web"), None),
+        ]
+        .into_iter()
+        .collect();
+        let mut new = old.clone();
+        new.remove("b");
+        new.insert("c".into(), entry("c", "10.1.0.4", Some("web"), None).1);
+        new.insert("d".into(), entry("d", "10.1.0.5", Some("web"), Some(81)).1);
+        new.insert("e".into(), entry("e", "10.1.0.6", Some("web"), None).1);
+        let (had, has) = changed(&st, &old, &new);
+        let ids = |m: &BTreeMap<InstanceKey, Spec>| -> Vec<String> {
+            m.keys().map(|(_, id)| id.clone()).collect()
+        };
+        assert_eq!(ids(&had), ["b", "d"], "a, unchanged, is not looked at");
+        assert_eq!(ids(&has), ["c", "d", "e"]);
+        let mut followed = desired(&st, &old);
+        followed.retain(|k, _| !had.contains_key(k));
+        followed.extend(has);
+        assert_eq!(followed, desired(&st, &new));
     }
 }
