@@ -8,13 +8,20 @@ use std::sync::Arc;
 
 use crate::dns::hash::{FastHasher, FastMap};
 
-/// How many shards a non-empty map has (a power of two): at 1,000 containers a shard holds a
-/// few dozen names, at 10,000 endpoints a few hundred.
-const SHARDS: usize = 128;
+/// Entries per shard a map aims at: a patch of a few names copies a few maps this big.
+const PER_SHARD: usize = 32;
+
+/// The most shards a map has: beyond 4,096 entries the shards grow instead.
+const MAX_SHARDS: usize = 128;
+
+/// How many shards a map of `len` entries has (a power of two).
+fn shards_for(len: usize) -> usize {
+    (len / PER_SHARD).next_power_of_two().clamp(1, MAX_SHARDS)
+}
 
 /// A map whose clones share every shard; writing one copies that shard if it is shared.
 pub(crate) struct ShardedMap<K, V> {
-    /// No shard while empty, else [`SHARDS`] of them.
+    /// No shard while empty, else as many as [`shards_for`] its size when it last grew.
     shards: Box<[Arc<FastMap<K, V>>]>,
     /// Entries held.
     len: usize,
@@ -39,11 +46,12 @@ impl<K, V> Default for ShardedMap<K, V> {
     }
 }
 
-/// The shard of a key among [`SHARDS`]: bits 32 and up of the hash the shards' maps use, which
-/// those maps read neither for their buckets (the low bits) nor for their tags (the top seven).
-fn shard_of<Q: Hash + ?Sized>(key: &Q) -> usize {
+/// The shard of a key among `n` (a power of two): bits 32 and up of the hash the shards' maps
+/// use, which those maps read neither for their buckets (the low bits) nor for their tags (the
+/// top seven).
+fn shard_of<Q: Hash + ?Sized>(key: &Q, n: usize) -> usize {
     let hash = BuildHasherDefault::<FastHasher>::default().hash_one(key);
-    (hash >> 32) as usize & (SHARDS - 1)
+    (hash >> 32) as usize & (n - 1)
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
@@ -54,7 +62,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.shards.get(shard_of(key))?.get(key)
+        self.shards.get(self.index(key)?)?.get(key)
     }
 
     /// The value of `key` to change in place, if any (its shard copied if shared).
@@ -63,7 +71,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let slot = self.shards.get_mut(shard_of(key))?;
+        let slot = self.shards.get_mut(self.index(key)?)?;
         if !slot.contains_key(key) {
             return None;
         }
@@ -94,15 +102,39 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         self.shards.iter().flat_map(|s| s.iter())
     }
 
-    /// Gives `key` this value (replacing the one it had); copies the shard if it is shared.
+    /// The shard `key` is in (none while the map has no shard).
+    #[inline]
+    fn index<Q: Hash + ?Sized>(&self, key: &Q) -> Option<usize> {
+        let n = self.shards.len();
+        (n > 0).then(|| shard_of(key, n))
+    }
+
+    /// Gives `key` this value (replacing the one it had); copies the shard if it is shared. A
+    /// map that outgrew its shards is laid out again in as many as its size calls for.
     pub(crate) fn insert(&mut self, key: K, value: V) {
         if self.shards.is_empty() {
-            self.shards = (0..SHARDS).map(|_| Arc::default()).collect();
+            self.shards = Box::new([Arc::default()]);
         }
-        let shard = Arc::make_mut(&mut self.shards[shard_of(&key)]);
-        if shard.insert(key, value).is_none() {
+        let at = shard_of(&key, self.shards.len());
+        if Arc::make_mut(&mut self.shards[at])
+            .insert(key, value)
+            .is_none()
+        {
             self.len += 1;
         }
+        let n = shards_for(self.len);
+        if n > self.shards.len() {
+            self.reshard(n);
+        }
+    }
+
+    /// Lays the entries out again in `n` shards.
+    fn reshard(&mut self, n: usize) {
+        let mut shards: Vec<FastMap<K, V>> = (0..n).map(|_| FastMap::default()).collect();
+        for (key, value) in self.iter() {
+            shards[shard_of(key, n)].insert(key.clone(), value.clone());
+        }
+        self.shards = shards.into_iter().map(Arc::new).collect();
     }
 
     /// Takes `key` out; a shard without it is left as it is (not copied).
@@ -111,7 +143,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let slot = self.shards.get_mut(shard_of(key))?;
+        let slot = self.shards.get_mut(self.index(key)?)?;
         if !slot.contains_key(key) {
             return None;
         }
@@ -176,11 +208,13 @@ mod tests {
         let shared = (a.shards.iter().zip(b.shards.iter()))
             .filter(|(x, y)| Arc::ptr_eq(x, y))
             .count();
+        let n = a.shards.len();
+        assert_eq!((n, b.shards.len()), (32, 32), "1,000 entries: 32 shards");
         let touched: std::collections::BTreeSet<usize> = [&b"n7"[..], b"new", b"n8", b"n9"]
             .iter()
-            .map(|n| shard_of(*n))
+            .map(|k| shard_of(*k, n))
             .collect();
-        assert_eq!(shared, SHARDS - touched.len());
+        assert_eq!(shared, n - touched.len());
         assert_eq!(b.iter().count(), 1000);
         assert!(a != b);
         a.remove(&b"n1"[..]);
@@ -197,6 +231,23 @@ mod tests {
         assert!(patched != built);
         patched.remove(&b"c"[..]);
         assert!(patched == built);
+    }
+
+    #[test]
+    fn a_growing_map_takes_more_shards_and_keeps_every_entry() {
+        let mut map = Map::default();
+        let mut counts = Vec::new();
+        for i in 0..10_000u32 {
+            map.insert(Arc::from(format!("n{i}").as_bytes()), i);
+            if i == 0 || i == 99 || i == 9_999 {
+                counts.push(map.shards.len());
+            }
+        }
+        assert_eq!(counts, [1, 4, MAX_SHARDS], "one shard for a small map");
+        assert_eq!(map.len(), 10_000);
+        assert!((0..10_000u32).all(|i| map.get(format!("n{i}").as_bytes()) == Some(&i)));
+        let biggest = map.shards.iter().map(|s| s.len()).max();
+        assert!(biggest < Some(160), "spread over the shards: {biggest:?}");
     }
 
     #[test]
