@@ -1,7 +1,8 @@
 //! Patching a snapshot: the names that changed get new nodes and newly composed answers; every
 //! other name's node is shared with the previous snapshot, and so are its prebuilt answers but
 //! for those in the answer table's shards a changed name falls in (copied as bytes). An update
-//! then costs what changed (plus a copy of the node map), not an encoding of every name.
+//! then costs what changed (and the shards of the node map and views it touches), not an encoding
+//! of every name.
 
 use std::sync::Arc;
 
