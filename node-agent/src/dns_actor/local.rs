@@ -5,13 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use imbl::ordmap::DiffItem;
 use shibafu_overlay::dns::projection::Touched;
 use shibafu_overlay::model::{Endpoint, Network};
 use shibafu_overlay::state::ClusterState;
 
 use crate::registry::book::Entry;
-use crate::registry::LocalWorkloads;
+use crate::registry::{self, LocalWorkloads};
 
 /// An endpoint's key: its network and id.
 type Key = (String, String);
@@ -70,12 +69,7 @@ impl LocalIndex {
         new: &LocalWorkloads,
     ) -> BTreeMap<String, Touched> {
         let mut touched: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for item in old.diff(new) {
-            let (before, after) = match item {
-                DiffItem::Add(_, w) => (None, Some(w)),
-                DiffItem::Remove(_, w) => (Some(w), None),
-                DiffItem::Update { old, new } => (Some(old.1), Some(new.1)),
-            };
+        for (before, after) in registry::changes(old, new) {
             if let Some(w) = before {
                 self.leave(w);
             }

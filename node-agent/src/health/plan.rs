@@ -5,13 +5,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use imbl::ordmap::DiffItem;
 use shibafu_overlay::health::Target;
 use shibafu_overlay::model::{HealthCheck, LbPolicy};
 use shibafu_overlay::state::ClusterState;
 
 use crate::registry::book::Entry;
-use crate::registry::LocalWorkloads;
+use crate::registry::{self, LocalWorkloads};
 
 /// An instance: (network, endpoint id), as health records are keyed.
 pub type InstanceKey = (String, String);
@@ -61,12 +60,7 @@ pub fn changed(
     new: &LocalWorkloads,
 ) -> (BTreeMap<InstanceKey, Spec>, BTreeMap<InstanceKey, Spec>) {
     let (mut had, mut has) = (BTreeMap::new(), BTreeMap::new());
-    for d in old.diff(new) {
-        let (before, after) = match d {
-            DiffItem::Add(_, w) => (None, Some(w)),
-            DiffItem::Remove(_, w) => (Some(w), None),
-            DiffItem::Update { old, new } => (Some(old.1), Some(new.1)),
-        };
+    for (before, after) in registry::changes(old, new) {
         if let Some(w) = before {
             add_instances(state, w, &mut had);
         }

@@ -17,10 +17,24 @@ use std::path::Path;
 use std::sync::Arc;
 
 use book::{BookError, BookFile, BookWrite, Entry, Iface, Record, COMPACT_AFTER};
+use imbl::ordmap::DiffItem;
 use shibafu_overlay::model::Endpoint;
 
 /// This node's workloads by name.
 pub type LocalWorkloads = imbl::OrdMap<String, Entry>;
+
+/// The workloads that differ from `old` to `new`, each as what it was and what it is (`None`:
+/// not there), in name order; the workloads both share are not visited.
+pub fn changes<'a>(
+    old: &'a LocalWorkloads,
+    new: &'a LocalWorkloads,
+) -> impl Iterator<Item = (Option<&'a Entry>, Option<&'a Entry>)> {
+    old.diff(new).map(|d| match d {
+        DiffItem::Add(_, w) => (None, Some(w)),
+        DiffItem::Remove(_, w) => (Some(w), None),
+        DiffItem::Update { old, new } => (Some(old.1), Some(new.1)),
+    })
+}
 
 /// Errors of changing the registry.
 #[derive(Debug, thiserror::Error)]

@@ -71,11 +71,18 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        self.holding(key)?.get_mut(key)
+    }
+
+    /// The shard holding `key`, to write (copied if shared); `None`, and nothing copied, when
+    /// no shard holds it.
+    fn holding<Q>(&mut self, key: &Q) -> Option<&mut FastMap<K, V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let slot = self.shards.get_mut(self.index(key)?)?;
-        if !slot.contains_key(key) {
-            return None;
-        }
-        Arc::make_mut(slot).get_mut(key)
+        slot.contains_key(key).then(|| Arc::make_mut(slot))
     }
 
     /// Whether `key` is in the map.
@@ -143,11 +150,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let slot = self.shards.get_mut(self.index(key)?)?;
-        if !slot.contains_key(key) {
-            return None;
-        }
-        let value = Arc::make_mut(slot).remove(key)?;
+        let value = self.holding(key)?.remove(key)?;
         self.len -= 1;
         Some(value)
     }
