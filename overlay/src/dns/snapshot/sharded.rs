@@ -137,11 +137,20 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
 
     /// Lays the entries out again in `n` shards.
     fn reshard(&mut self, n: usize) {
+        let entries = self.iter().map(|(k, v)| (k.clone(), v.clone()));
+        *self = ShardedMap::laid_out(entries, n);
+    }
+
+    /// The map of `entries` (the last of a key wins) in `n` shards (a power of two).
+    fn laid_out(entries: impl Iterator<Item = (K, V)>, n: usize) -> Self {
         let mut shards: Vec<FastMap<K, V>> = (0..n).map(|_| FastMap::default()).collect();
-        for (key, value) in self.iter() {
-            shards[shard_of(key, n)].insert(key.clone(), value.clone());
+        for (key, value) in entries {
+            shards[shard_of(&key, n)].insert(key, value);
         }
-        self.shards = shards.into_iter().map(Arc::new).collect();
+        ShardedMap {
+            len: shards.iter().map(|s| s.len()).sum(),
+            shards: shards.into_iter().map(Arc::new).collect(),
+        }
     }
 
     /// Takes `key` out; a shard without it is left as it is (not copied).
@@ -157,12 +166,15 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> FromIterator<(K, V)> for ShardedMap<K, V> {
+    /// The map of these entries (the last of a key wins), in as many shards as their number
+    /// calls for.
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        let mut map = ShardedMap::default();
-        for (key, value) in iter {
-            map.insert(key, value);
+        let entries: Vec<(K, V)> = iter.into_iter().collect();
+        if entries.is_empty() {
+            return ShardedMap::default();
         }
-        map
+        let n = shards_for(entries.len());
+        ShardedMap::laid_out(entries.into_iter(), n)
     }
 }
 
@@ -229,6 +241,11 @@ mod tests {
         let built: Map = [(Arc::from(&b"a"[..]), 1), (Arc::from(&b"b"[..]), 2)]
             .into_iter()
             .collect();
+        let twice: Map = [(Arc::from(&b"a"[..]), 0), (Arc::from(&b"a"[..]), 1)]
+            .into_iter()
+            .chain([(Arc::from(&b"b"[..]), 2)])
+            .collect();
+        assert!(twice == built && twice.len() == 2, "the last of a key wins");
         let mut patched = built.clone();
         patched.insert(Arc::from(&b"c"[..]), 3);
         assert!(patched != built);
