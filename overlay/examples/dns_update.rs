@@ -87,10 +87,7 @@ fn main() {
     for k in 1..=repeats {
         let state = state_of(&net, n + k);
         let endpoints_of = |n: &Network| state.endpoints_of(&n.name).collect();
-        let with_id = |n: &Network, id: &str| {
-            let key = (n.name.clone(), id.to_string());
-            state.endpoints().get(&key).into_iter().collect()
-        };
+        let with_id = |n: &Network, id: &str| state.endpoint(&n.name, id).into_iter().collect();
         let ids = BTreeSet::from([endpoint(n + k - 1).id]);
         let changed = BTreeMap::from([("big".to_string(), Touched::Endpoints(ids))]);
         let started = Instant::now();

@@ -251,7 +251,7 @@ fn networks_to_add(
                 network: n.clone(),
             });
         }
-        if let Some(other) = state.endpoints().get(&(n.clone(), req.name.clone())) {
+        if let Some(other) = state.endpoint(n, &req.name) {
             if other.node != links.node || existing.is_none() {
                 return Err(AttachError::NameTaken {
                     name: req.name.clone(),

@@ -107,10 +107,7 @@ fn patched_snapshots_show_every_client_what_a_whole_build_does() {
             }
             let all = rng.below(10) == 0;
             let touched = (!all).then_some(&touched);
-            let with_id = |n: &Network, id: &str| {
-                let key = (n.name.clone(), id.to_string());
-                state.endpoints().get(&key).into_iter().collect()
-            };
+            let with_id = |n: &Network, id: &str| state.endpoint(&n.name, id).into_iter().collect();
             let endpoints_of = |n: &Network| state.endpoints_of(&n.name).collect();
             p.update_by_id(&state, touched, &endpoints_of, &with_id);
             let snap = p

@@ -146,8 +146,7 @@ impl Batch {
                 let len = (self.hdr_in[i].msg_len as usize).min(PACKET);
                 if shrink(i, &self.bufs[i][..len], &mut self.outs[i]) {
                     shrunk = Some(sent);
-                    self.iov_out[sent].iov_base = self.outs[i].as_mut_ptr().cast();
-                    self.iov_out[sent].iov_len = self.outs[i].len();
+                    self.queue(sent, i);
                     continue;
                 }
             }
