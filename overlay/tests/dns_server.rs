@@ -1,9 +1,10 @@
 //! The DNS server on real loopback sockets: UDP and pipelined TCP, idle timeout, snapshot swaps,
-//! several listeners on one server, counters, clean shutdown.
+//! several listeners on one server, counters, a burst's answers sent in segments, clean shutdown.
 #![allow(clippy::unwrap_used)] // test inputs are fixed; a failed unwrap is a failed test
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -226,4 +227,89 @@ async fn several_listeners_share_one_server_and_its_counters() {
     assert_eq!(answered.rcodes.get("NOERROR"), Some(&12));
     assert_eq!(answered.latency.iter().map(|(_, n)| n).sum::<u64>(), 12);
     r.stop().await;
+}
+
+/// Sends 40 queries from one socket to `server` before serving it (one batch of two answer
+/// sizes to one requester), checks each is answered by its own datagram, and returns the
+/// server's count of answers sent in segmented sends.
+async fn burst_answered(server: UdpSocket) -> u64 {
+    let addr = server.local_addr().unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let name = |id: u16| {
+        if id % 2 == 0 {
+            "web.test.local."
+        } else {
+            "nope.test.local."
+        }
+    };
+    for id in 0..40 {
+        client.send_to(&query(id, name(id)), addr).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let r = start(ServerConfig::default(), vec![server]).await;
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 2048];
+        (0..40)
+            .map(|_| {
+                let n = client.recv(&mut buf).expect("an answer per query");
+                let m = Message::from_vec(&buf[..n]).expect("one whole message per datagram");
+                (m.metadata.id, first_answer(&buf[..n]))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let mut ids: Vec<u16> = answers.iter().map(|(id, _)| *id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..40).collect::<Vec<_>>());
+    for (id, answer) in &answers {
+        let want = if id % 2 == 0 { "10.0.0.1" } else { "NXDomain" };
+        assert_eq!(answer, want, "answer to query {id}");
+    }
+    let report = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            let report = r.server.report();
+            if report.queries_udp == 40 {
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the batch counted");
+    r.stop().await;
+    report.coalesced
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_from_one_socket_leaves_in_segments_and_arrives_answer_by_answer() {
+    let server = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    assert_eq!(
+        burst_answered(server).await,
+        40,
+        "two segmented sends of 20"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_refusing_segmented_sends_answers_one_by_one() {
+    let server = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    // Without UDP checksums the kernel refuses segmentation (EINVAL), as it does on a route
+    // without checksum offload (EIO).
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket and a c_int option of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            server.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "SO_NO_CHECK");
+    assert_eq!(burst_answered(server).await, 0, "every answer sent alone");
 }

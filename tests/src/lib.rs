@@ -121,6 +121,7 @@ pub fn root_or_skip(tier: &str) -> bool {
     is_root()
 }
 
+pub mod burst;
 pub mod cni;
 pub mod cni_call;
 pub mod cni_conf;

@@ -1,16 +1,20 @@
 //! Host tier: DNS answers are never fragmented (RFC 9715). `shibafu-agent dns` behind a link of
 //! MTU 576, asked with real `dig` from another namespace: an answer too large for the link
 //! comes back truncated (TC) and whole over TCP, the server's namespace creates no IP fragment,
-//! and answers that fit are unchanged.
+//! and answers that fit are unchanged. A burst of queries from one socket, answered in
+//! segmented sends, arrives across the link answer by answer.
 
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use shibafu_tests::prometheus;
 use shibafu_tests::{bin, exec_out, root_or_skip, text, unique_name, wait_until, NetnsGuard};
 
 /// The server's address on the narrow link.
 const SERVER: &str = "10.77.0.1";
+/// Its metrics port on that address.
+const METRICS: u16 = 9153;
 
 /// A `shibafu-agent dns` process in a namespace (once started), killed and its records file
 /// removed on drop, also when the test fails before the process starts.
@@ -51,11 +55,15 @@ fn ip_counter(ns: &NetnsGuard, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no Ip {field} in /proc/net/snmp:\n{snmp}"))
 }
 
-#[test]
-fn an_answer_larger_than_the_link_is_truncated_never_fragmented() {
-    if !root_or_skip("host") {
-        return;
-    }
+/// The server (dropped first), its namespace and the client's, joined by a 576-byte link.
+struct Link {
+    server: Server,
+    server_ns: NetnsGuard,
+    client: NetnsGuard,
+}
+
+/// Starts `shibafu-agent dns` (metrics on) behind the narrow link and waits for its answers.
+fn narrow_link() -> Link {
     let server_ns = NetnsGuard::new("dnsmtus");
     let client = NetnsGuard::new("dnsmtuc");
     server_ns.ip(&[
@@ -96,6 +104,8 @@ fn an_answer_larger_than_the_link_is_truncated_never_fragmented() {
             &format!("{SERVER}:53"),
             "--zone",
             "test.local",
+            "--metrics-listen",
+            &format!("{SERVER}:{METRICS}"),
         ])
         .arg("--records")
         .arg(&server.records)
@@ -109,6 +119,24 @@ fn an_answer_larger_than_the_link_is_truncated_never_fragmented() {
         dig(&client, &["+short", "small.test.local"]).trim() == "10.1.1.1"
     });
     assert!(up, "the server did not answer across the link");
+    Link {
+        server,
+        server_ns,
+        client,
+    }
+}
+
+#[test]
+fn an_answer_larger_than_the_link_is_truncated_never_fragmented() {
+    if !root_or_skip("host") {
+        return;
+    }
+    // Bound in this order so the server is dropped (killed) before the namespaces.
+    let Link {
+        client,
+        server_ns,
+        server: _server,
+    } = narrow_link();
     let fragments = ip_counter(&server_ns, "FragCreates");
 
     // 60 A records with EDNS: ~1,000 bytes, more than the 576-byte link carries in one packet.
@@ -142,5 +170,73 @@ fn an_answer_larger_than_the_link_is_truncated_never_fragmented() {
         ip_counter(&server_ns, "FragCreates"),
         fragments,
         "the server's namespace fragmented an answer"
+    );
+}
+
+/// Sends SIGSTOP or SIGCONT to the server.
+fn signal(server: &Server, sig: &str) {
+    let pid = server.child.as_ref().map(Child::id).expect("started");
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+#[test]
+fn a_burst_from_one_socket_is_answered_answer_by_answer_across_the_link() {
+    if !root_or_skip("host") {
+        return;
+    }
+    let link = narrow_link();
+    // Stopped while the burst arrives, the server then reads its 40 queries as one batch:
+    // two sizes of answer to one requester, two segmented sends of 20.
+    signal(&link.server, "-STOP");
+    let burst = link
+        .client
+        .cmd(bin("shibafu-probe"))
+        .args(["burst", "--to", &format!("{SERVER}:53"), "--count", "40"])
+        .args([
+            "--timeout-ms",
+            "5000",
+            "small.test.local",
+            "nope.test.local",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start shibafu-probe burst");
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&link.server, "-CONT");
+    let out = burst.wait_with_output().expect("burst finishes");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let mut ids = Vec::new();
+    for line in stdout.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let id: u16 = f[0].parse().expect("an ID");
+        let want = if id % 2 == 0 { "0 1 10.1.1.1" } else { "3 0 -" };
+        assert_eq!(f[1..].join(" "), want, "answer to query {id}");
+        ids.push(id);
+    }
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (0..40).collect::<Vec<_>>(),
+        "one datagram per answer: {stdout}"
+    );
+    let url = format!("http://{SERVER}:{METRICS}/metrics");
+    let coalesced = || {
+        let out = exec_out(link.client.cmd("curl").args(["-sf", &url]));
+        let parsed = prometheus::parse(&text(&out.stdout)).expect("metrics parse");
+        parsed.sum("shibafu_dns_coalesced_responses_total", &[])
+    };
+    let sent = wait_until(Duration::from_secs(3), Duration::from_millis(100), || {
+        coalesced() == 40.0
+    });
+    assert!(
+        sent,
+        "40 answers in segmented sends, counted: {}",
+        coalesced()
     );
 }

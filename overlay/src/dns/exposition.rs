@@ -69,6 +69,11 @@ impl MetricsReport {
                 self.truncated,
             ),
             (
+                "shibafu_dns_coalesced_responses_total",
+                "UDP answers sent in one segmented send with others of their size to their requester (UDP GSO).",
+                self.coalesced,
+            ),
+            (
                 "shibafu_dns_forwarded_requests_total",
                 "Queries for names outside the cluster zones handed to the forwarder (cache hits included).",
                 self.forwarded,

@@ -54,6 +54,7 @@ pub(crate) struct Tally {
     pub(crate) qtypes: [u64; QTYPES],
     pub(crate) prebuilt: u64,
     pub(crate) truncated: u64,
+    pub(crate) coalesced: u64,
     pub(crate) forwarded: u64,
     pub(crate) dropped: u64,
     pub(crate) rcodes: [u64; RCODES],
@@ -115,6 +116,7 @@ struct Shard {
     qtypes: [AtomicU64; QTYPES],
     prebuilt: AtomicU64,
     truncated: AtomicU64,
+    coalesced: AtomicU64,
     forwarded: AtomicU64,
     dropped: AtomicU64,
     rcodes: [AtomicU64; RCODES],
@@ -133,6 +135,7 @@ impl Shard {
         add(&self.queries, t.queries);
         add(&self.prebuilt, t.prebuilt);
         add(&self.truncated, t.truncated);
+        add(&self.coalesced, t.coalesced);
         add(&self.forwarded, t.forwarded);
         add(&self.dropped, t.dropped);
         add(&self.latency_us, t.latency_us);
@@ -155,6 +158,7 @@ impl Shard {
             queries: self.queries.load(Relaxed),
             prebuilt: self.prebuilt.load(Relaxed),
             truncated: self.truncated.load(Relaxed),
+            coalesced: self.coalesced.load(Relaxed),
             forwarded: self.forwarded.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
             latency_us: self.latency_us.load(Relaxed),
@@ -231,6 +235,7 @@ impl Metrics {
             queries_tcp: tcp.queries,
             prebuilt: sum(|t| t.prebuilt),
             truncated: sum(|t| t.truncated),
+            coalesced: sum(|t| t.coalesced),
             forwarded: sum(|t| t.forwarded),
             dropped: sum(|t| t.dropped),
             rcodes,
@@ -268,6 +273,8 @@ pub struct MetricsReport {
     pub prebuilt: u64,
     /// Answers sent with TC set.
     pub truncated: u64,
+    /// UDP answers that left in a segmented send with others of their size to their requester.
+    pub coalesced: u64,
     /// Queries handed to the forwarder (including its cache hits).
     pub forwarded: u64,
     /// Packets answered with silence (no readable header, or a response).

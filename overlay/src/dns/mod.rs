@@ -12,6 +12,8 @@ mod assemble;
 mod audience;
 pub mod authority;
 pub mod balance;
+mod batch;
+mod coalesce;
 mod encode;
 mod exposition;
 pub mod forward;

@@ -1,11 +1,9 @@
 //! The UDP loop: one OS thread per socket, recvmmsg/sendmmsg in batches of 64, answers written
-//! into buffers reused from batch to batch (no allocation for local names).
+//! into buffers reused from batch to batch (no allocation for local names); a batch's answers
+//! of one size to one requester leave in one segmented send ([`super::batch`]).
 
-use std::io;
-use std::mem::{size_of, zeroed};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::net::{IpAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::ptr::null_mut;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,16 +11,12 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 
 use super::answer::{respond_prepared, truncate_for_link, Outcome, Prepared, Reply, Transport};
+use super::batch::{peer_addr, Batch, BATCH};
 use super::metrics::{Tally, ZoneCounts};
 use super::server::Shared;
 use super::wire::{name_to_string, Query};
 use super::Snapshot;
 
-/// Datagrams read per recvmmsg call.
-const BATCH: usize = 64;
-/// Largest datagram read (longer ones arrive cut and get FORMERR). Not a multiple of the page
-/// size, so the buffers of a batch do not all map to the same cache sets.
-const PACKET: usize = 1280;
 /// How many queries ahead the table slot, then the answer entry, are prefetched: far enough
 /// for a miss to land while earlier queries are answered, near enough not to exhaust the CPU's
 /// outstanding-miss buffers.
@@ -30,156 +24,6 @@ const SLOT_AHEAD: usize = 6;
 const ENTRY_AHEAD: usize = 3;
 /// How often zone counters reach the shared metrics.
 const ZONE_FLUSH: Duration = Duration::from_secs(1);
-
-/// Receive and send vectors for one batch; the raw pointers point into the boxed slices, whose
-/// heap storage never moves while the batch lives.
-struct Batch {
-    bufs: Box<[[u8; PACKET]]>,
-    outs: Vec<Vec<u8>>,
-    /// The datagram each queued answer replies to, by send slot.
-    queued: Box<[usize]>,
-    addrs: Box<[libc::sockaddr_storage]>,
-    iov_in: Box<[libc::iovec]>,
-    hdr_in: Box<[libc::mmsghdr]>,
-    iov_out: Box<[libc::iovec]>,
-    hdr_out: Box<[libc::mmsghdr]>,
-}
-
-impl Batch {
-    fn new() -> Batch {
-        // SAFETY: these libc structs are plain data for which all-zero bytes are valid.
-        let zero_iov = || unsafe { zeroed::<libc::iovec>() };
-        let zero_hdr = || unsafe { zeroed::<libc::mmsghdr>() };
-        let zero_addr = || unsafe { zeroed::<libc::sockaddr_storage>() };
-        let mut b = Batch {
-            bufs: vec![[0u8; PACKET]; BATCH].into_boxed_slice(),
-            outs: (0..BATCH).map(|_| Vec::with_capacity(PACKET)).collect(),
-            queued: vec![0; BATCH].into_boxed_slice(),
-            addrs: (0..BATCH).map(|_| zero_addr()).collect(),
-            iov_in: (0..BATCH).map(|_| zero_iov()).collect(),
-            hdr_in: (0..BATCH).map(|_| zero_hdr()).collect(),
-            iov_out: (0..BATCH).map(|_| zero_iov()).collect(),
-            hdr_out: (0..BATCH).map(|_| zero_hdr()).collect(),
-        };
-        for i in 0..BATCH {
-            b.iov_in[i].iov_base = b.bufs[i].as_mut_ptr().cast();
-            b.iov_in[i].iov_len = PACKET;
-            let h = &mut b.hdr_in[i].msg_hdr;
-            h.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_iov = &mut b.iov_in[i];
-            h.msg_iovlen = 1;
-            b.hdr_out[i].msg_hdr.msg_iov = &mut b.iov_out[i];
-            b.hdr_out[i].msg_hdr.msg_iovlen = 1;
-        }
-        b
-    }
-
-    /// Reads up to a batch of datagrams; Ok(0) when the read timed out.
-    fn receive(&mut self, fd: i32) -> io::Result<usize> {
-        for h in self.hdr_in.iter_mut() {
-            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_hdr.msg_flags = 0;
-        }
-        // SAFETY: hdr_in holds BATCH valid headers whose buffers outlive the call.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.hdr_in.as_mut_ptr(),
-                BATCH as u32,
-                libc::MSG_WAITFORONE,
-                null_mut(),
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => {
-                Ok(0)
-            }
-            _ => Err(e),
-        }
-    }
-
-    /// Queues the answer in `outs[i]` to the sender of datagram `i` as message `slot`.
-    fn queue(&mut self, slot: usize, i: usize) {
-        self.queued[slot] = i;
-        self.iov_out[slot].iov_base = self.outs[i].as_mut_ptr().cast();
-        self.iov_out[slot].iov_len = self.outs[i].len();
-        let h = &mut self.hdr_out[slot].msg_hdr;
-        h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-        h.msg_namelen = self.hdr_in[i].msg_hdr.msg_namelen;
-    }
-
-    /// Sends the first `count` queued answers. One the link cannot carry whole (EMSGSIZE: DF is
-    /// set) is handed once to `shrink` with its query, and sent again if `shrink` rewrote it;
-    /// any other message the kernel rejects is skipped.
-    fn send(
-        &mut self,
-        fd: i32,
-        count: usize,
-        mut shrink: impl FnMut(usize, &[u8], &mut Vec<u8>) -> bool,
-    ) {
-        let mut sent = 0;
-        let mut shrunk = None;
-        while sent < count {
-            // SAFETY: hdr_out[sent..count] are valid headers pointing into live buffers.
-            let r = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    self.hdr_out[sent..].as_mut_ptr(),
-                    (count - sent) as u32,
-                    0,
-                )
-            };
-            if r > 0 {
-                sent += r as usize;
-                continue;
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            let i = self.queued[sent];
-            if e.raw_os_error() == Some(libc::EMSGSIZE) && shrunk != Some(sent) {
-                let len = (self.hdr_in[i].msg_len as usize).min(PACKET);
-                if shrink(i, &self.bufs[i][..len], &mut self.outs[i]) {
-                    shrunk = Some(sent);
-                    self.queue(sent, i);
-                    continue;
-                }
-            }
-            sent += 1;
-        }
-    }
-}
-
-/// The requester's address out of a sockaddr the kernel filled.
-fn peer_addr(ss: &libc::sockaddr_storage) -> SocketAddr {
-    match i32::from(ss.ss_family) {
-        libc::AF_INET6 => {
-            // SAFETY: the family says this storage holds a sockaddr_in6.
-            let sin6 =
-                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            SocketAddr::V6(SocketAddrV6::new(
-                ip,
-                u16::from_be(sin6.sin6_port),
-                0,
-                sin6.sin6_scope_id,
-            ))
-        }
-        _ => {
-            // SAFETY: AF_INET (the only other family a UDP/IP socket reports) is a sockaddr_in,
-            // and sockaddr_storage is large and aligned enough for it in any case.
-            let sin =
-                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port)))
-        }
-    }
-}
 
 /// Zone counts of the snapshot in use, flushed by name when it changes or every second.
 struct ZoneTally {
@@ -253,11 +97,9 @@ pub(crate) fn serve(
             };
             let snap = shared.snapshot.load();
             zones.track(&shared, &snap);
-            let mut slots = 0;
             prepared.clear();
             for i in 0..n {
-                let len = (b.hdr_in[i].msg_len as usize).min(PACKET);
-                prepared.push(Prepared::new(&snap, &b.bufs[i][..len]));
+                prepared.push(Prepared::new(&snap, &b.bufs[i][..b.len(i)]));
             }
             prepared
                 .iter()
@@ -274,7 +116,7 @@ pub(crate) fn serve(
                 if let Some(ahead) = prepared.get(i + ENTRY_AHEAD) {
                     ahead.prefetch_entry(&snap);
                 }
-                let len = (b.hdr_in[i].msg_len as usize).min(PACKET);
+                let len = b.len(i);
                 tally.qtype(prep.query().map(|q| q.qtype));
                 let peer = peer_addr(&b.addrs[i]);
                 let packet = &b.bufs[i][..len];
@@ -307,12 +149,11 @@ pub(crate) fn serve(
                     if shared.config.query_log {
                         log_query(prep.query(), peer.ip(), &r, "udp");
                     }
-                    b.queue(slots, i);
-                    slots += 1;
+                    b.queue(i, peer);
                 }
             }
             drop(snap);
-            b.send(fd, slots, |i, packet, out| {
+            tally.coalesced = b.send(fd, |i, packet, out| {
                 let Some(q) = prepared[i].query() else {
                     return false;
                 };

@@ -10,6 +10,10 @@
 //!                                                       source (raw socket, needs CAP_NET_RAW)
 //! shibafu-probe sink --udp PORT --secs S                listen S seconds; print `from ADDR`
 //!                                                       for each source of a forged datagram
+//! shibafu-probe burst --to IP:PORT --count N [--timeout-ms T] NAME...
+//!                                                       send N DNS A queries (IDs 0.., names in
+//!                                                       turn) from one socket before reading;
+//!                                                       print `ID RCODE ANCOUNT A|-` per answer
 //! ```
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -27,7 +31,8 @@ fn main() -> ExitCode {
         Some("check") => check(&args[1..]),
         Some("spoof") => spoof(&args[1..]),
         Some("sink") => sink(&args[1..]),
-        _ => Err("usage: shibafu-probe serve [--tcp PORT]... [--udp PORT]... | check [--timeout-ms N] SPEC... | spoof --src IP --to IP:PORT [--count N] | sink --udp PORT --secs S".into()),
+        Some("burst") => burst(&args[1..]),
+        _ => Err("usage: shibafu-probe serve [--tcp PORT]... [--udp PORT]... | check [--timeout-ms N] SPEC... | spoof --src IP --to IP:PORT [--count N] | sink --udp PORT --secs S | burst --to IP:PORT --count N [--timeout-ms T] NAME...".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -121,6 +126,28 @@ fn sink(args: &[String]) -> Result<(), String> {
     let _ = std::io::stdout().flush();
     for from in shibafu_tests::spoof::sink(port, secs).map_err(|e| format!("sink: {e}"))? {
         println!("from {from}");
+    }
+    Ok(())
+}
+
+fn burst(args: &[String]) -> Result<(), String> {
+    let (flags, names) = flags(args)?;
+    let to = value(&flags, "--to")?;
+    let to = to.parse().map_err(|_| format!("bad --to {to}"))?;
+    let count = value(&flags, "--count")?;
+    let count = count.parse().map_err(|_| format!("bad --count {count}"))?;
+    let ms = value(&flags, "--timeout-ms").unwrap_or("3000");
+    let ms = ms.parse().map_err(|_| format!("bad --timeout-ms {ms}"))?;
+    if names.is_empty() {
+        return Err("burst needs at least one NAME".into());
+    }
+    let answers = shibafu_tests::burst::run(to, &names, count, Duration::from_millis(ms))
+        .map_err(|e| format!("burst: {e}"))?;
+    for a in answers {
+        let ip = a
+            .first_a
+            .map_or_else(|| "-".to_string(), |ip| ip.to_string());
+        println!("{} {} {} {ip}", a.id, a.rcode, a.answers);
     }
     Ok(())
 }
