@@ -11,8 +11,9 @@ use std::time::Duration;
 use shibafu_tests::prometheus;
 use shibafu_tests::{bin, exec_out, root_or_skip, text, unique_name, wait_until, NetnsGuard};
 
-/// The server's address on the narrow link.
+/// The server's addresses on the narrow link.
 const SERVER: &str = "10.77.0.1";
+const SERVER6: &str = "fd77::1";
 /// Its metrics port on that address.
 const METRICS: u16 = 9153;
 
@@ -55,7 +56,8 @@ fn ip_counter(ns: &NetnsGuard, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no Ip {field} in /proc/net/snmp:\n{snmp}"))
 }
 
-/// The server (dropped first), its namespace and the client's, joined by a 576-byte link.
+/// The server (dropped first), its namespace and the client's, joined by a 576-byte link (and
+/// a 1280-byte one for IPv6).
 struct Link {
     server: Server,
     server_ns: NetnsGuard,
@@ -66,26 +68,26 @@ struct Link {
 fn narrow_link() -> Link {
     let server_ns = NetnsGuard::new("dnsmtus");
     let client = NetnsGuard::new("dnsmtuc");
-    server_ns.ip(&[
-        "link",
-        "add",
-        "v0",
-        "mtu",
-        "576",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "v1",
-        "netns",
-        client.name(),
-        "mtu",
-        "576",
-    ]);
+    // v0/v1 at 576 bytes for IPv4; w0/w1 at IPv6's minimum of 1280 (IPv6 is off below it).
+    for (dev, peer, mtu) in [("v0", "v1", "576"), ("w0", "w1", "1280")] {
+        server_ns.ip(&[
+            "link", "add", dev, "mtu", mtu, "type", "veth", "peer", "name", peer,
+        ]);
+        server_ns.ip(&["link", "set", peer, "netns", client.name()]);
+        client.ip(&["link", "set", peer, "mtu", mtu, "up"]);
+        server_ns.ip(&["link", "set", dev, "up"]);
+    }
     server_ns.ip(&["addr", "add", &format!("{SERVER}/24"), "dev", "v0"]);
-    server_ns.ip(&["link", "set", "v0", "up"]);
+    server_ns.ip(&[
+        "addr",
+        "add",
+        &format!("{SERVER6}/64"),
+        "dev",
+        "w0",
+        "nodad",
+    ]);
     client.ip(&["addr", "add", "10.77.0.2/24", "dev", "v1"]);
-    client.ip(&["link", "set", "v1", "up"]);
+    client.ip(&["addr", "add", "fd77::2/64", "dev", "w1", "nodad"]);
 
     let mut server = Server {
         child: None,
@@ -102,6 +104,8 @@ fn narrow_link() -> Link {
             "dns",
             "--listen",
             &format!("{SERVER}:53"),
+            "--listen",
+            &format!("[{SERVER6}]:53"),
             "--zone",
             "test.local",
             "--metrics-listen",
@@ -183,25 +187,16 @@ fn signal(server: &Server, sig: &str) {
     assert!(status.success(), "kill {sig} {pid}");
 }
 
-#[test]
-fn a_burst_from_one_socket_is_answered_answer_by_answer_across_the_link() {
-    if !root_or_skip("host") {
-        return;
-    }
-    let link = narrow_link();
-    // Stopped while the burst arrives, the server then reads its 40 queries as one batch:
-    // two sizes of answer to one requester, two segmented sends of 20.
+/// Sends 40 queries from one client socket to `to` while the server is stopped (it then reads
+/// them as one batch: two sizes of answer to one requester, two segmented sends of 20), and
+/// checks each is answered by its own datagram.
+fn burst_while_stopped(link: &Link, to: &str) {
     signal(&link.server, "-STOP");
     let burst = link
         .client
         .cmd(bin("shibafu-probe"))
-        .args(["burst", "--to", &format!("{SERVER}:53"), "--count", "40"])
-        .args([
-            "--timeout-ms",
-            "5000",
-            "small.test.local",
-            "nope.test.local",
-        ])
+        .args(["burst", "--to", to, "--count", "40", "--timeout-ms", "5000"])
+        .args(["small.test.local", "nope.test.local"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -216,27 +211,38 @@ fn a_burst_from_one_socket_is_answered_answer_by_answer_across_the_link() {
         let f: Vec<&str> = line.split_whitespace().collect();
         let id: u16 = f[0].parse().expect("an ID");
         let want = if id % 2 == 0 { "0 1 10.1.1.1" } else { "3 0 -" };
-        assert_eq!(f[1..].join(" "), want, "answer to query {id}");
+        assert_eq!(f[1..].join(" "), want, "answer {id} over {to}");
         ids.push(id);
     }
     ids.sort_unstable();
-    assert_eq!(
-        ids,
-        (0..40).collect::<Vec<_>>(),
-        "one datagram per answer: {stdout}"
-    );
+    let all: Vec<u16> = (0..40).collect();
+    assert_eq!(ids, all, "one datagram per answer over {to}: {stdout}");
+}
+
+#[test]
+fn a_burst_from_one_socket_is_answered_answer_by_answer_across_the_link() {
+    if !root_or_skip("host") {
+        return;
+    }
+    let link = narrow_link();
     let url = format!("http://{SERVER}:{METRICS}/metrics");
     let coalesced = || {
         let out = exec_out(link.client.cmd("curl").args(["-sf", &url]));
         let parsed = prometheus::parse(&text(&out.stdout)).expect("metrics parse");
         parsed.sum("shibafu_dns_coalesced_responses_total", &[])
     };
-    let sent = wait_until(Duration::from_secs(3), Duration::from_millis(100), || {
-        coalesced() == 40.0
-    });
-    assert!(
-        sent,
-        "40 answers in segmented sends, counted: {}",
-        coalesced()
-    );
+    for (to, total) in [
+        (format!("{SERVER}:53"), 40.0),
+        (format!("[{SERVER6}]:53"), 80.0),
+    ] {
+        burst_while_stopped(&link, &to);
+        let sent = wait_until(Duration::from_secs(3), Duration::from_millis(100), || {
+            coalesced() == total
+        });
+        assert!(
+            sent,
+            "{total} answers in segmented sends after {to}: {}",
+            coalesced()
+        );
+    }
 }
