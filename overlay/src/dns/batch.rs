@@ -40,8 +40,8 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    /// Buffers for one socket.
-    pub(crate) fn new() -> Batch {
+    /// Buffers for socket `fd`, segmented sends on if its kernel knows `UDP_SEGMENT`.
+    pub(crate) fn new(fd: i32) -> Batch {
         // SAFETY: these libc structs are plain data for which all-zero bytes are valid.
         let zero_iov = || unsafe { zeroed::<libc::iovec>() };
         let zero_hdr = || unsafe { zeroed::<libc::mmsghdr>() };
@@ -59,7 +59,7 @@ impl Batch {
             hdr_out: (0..BATCH).map(|_| zero_hdr()).collect(),
             first: vec![0; BATCH].into_boxed_slice(),
             control: vec![[0; 4]; BATCH].into_boxed_slice(),
-            coalesce: true,
+            coalesce: segmentation_known(fd),
         };
         for i in 0..BATCH {
             b.iov_in[i].iov_base = b.bufs[i].as_mut_ptr().cast();
@@ -114,8 +114,8 @@ impl Batch {
     /// Sends the queued answers and returns how many left in segmented sends. One the link
     /// cannot carry whole (EMSGSIZE: DF is set) is handed once to `shrink` with its query, and
     /// sent again if `shrink` rewrote it; any other message the kernel rejects is skipped. A
-    /// segmented send the kernel refuses (no checksum offload on the route, an old kernel) is
-    /// sent again answer by answer, and this socket sends alone from then on.
+    /// segmented send the kernel refuses (see [`refused`]) is sent again answer by answer, and
+    /// this socket sends alone from then on.
     pub(crate) fn send(
         &mut self,
         fd: i32,
@@ -163,7 +163,7 @@ impl Batch {
                 continue;
             }
             let pos = self.first[sent];
-            if self.hdr_out[sent].msg_hdr.msg_iovlen > 1 {
+            if self.hdr_out[sent].msg_hdr.msg_iovlen > 1 && refused(&e) {
                 tracing::info!(error = %e, "UDP segmentation refused: DNS answers on this socket leave one send each");
                 self.coalesce = false;
                 for (m, p) in (sent..).zip(pos..answers) {
@@ -216,6 +216,37 @@ impl Batch {
             libc::CMSG_DATA(c).cast::<u16>().write_unaligned(size);
         }
     }
+}
+
+/// Whether the kernel knows `UDP_SEGMENT` (Linux 4.18): one before it would ignore the option
+/// and send a group as one datagram, so it is asked once, before the first send.
+fn segmentation_known(fd: i32) -> bool {
+    let mut size: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a c_int out-parameter with its length.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&mut size as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        tracing::info!(error = %io::Error::last_os_error(), "no UDP segmentation: DNS answers leave one send each");
+    }
+    r == 0
+}
+
+/// Whether a failed segmented send is the kernel refusing segmentation, not the group's fault:
+/// EIO (no checksum offload on the route), EINVAL (`SO_NO_CHECK`, a segment over the link's
+/// MTU), EOPNOTSUPP.
+fn refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP)
+    )
 }
 
 /// The requester's address out of a sockaddr the kernel filled.

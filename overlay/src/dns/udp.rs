@@ -69,7 +69,7 @@ pub(crate) fn serve(
     rt: Handle,
 ) {
     let fd = socket.as_raw_fd();
-    let mut b = Batch::new();
+    let mut b = Batch::new(fd);
     let mut zones = ZoneTally {
         held: None,
         counts: Vec::new(),
