@@ -13,6 +13,9 @@ pub(crate) const BATCH: usize = 64;
 /// Largest datagram read (longer ones arrive cut and get FORMERR). Not a multiple of the page
 /// size, so the buffers of a batch do not all map to the same cache sets.
 pub(crate) const PACKET: usize = 1280;
+/// Segmented sends refused in a row (none accepted between) after which a socket sends alone:
+/// a refusal can be one route's (IPsec, a device MTU under 540), not the whole socket's.
+const REFUSALS: u32 = 16;
 /// Room for one control message carrying a u16 (CMSG_SPACE(2) is 24 bytes on 64-bit Linux).
 type Control = [u64; 4];
 
@@ -35,8 +38,10 @@ pub(crate) struct Batch {
     hdr_out: Box<[libc::mmsghdr]>,
     first: Box<[usize]>,
     control: Box<[Control]>,
-    /// Whether the kernel takes segmented sends on this socket (cleared on the first refusal).
+    /// Whether this socket sends segmented (cleared after [`REFUSALS`] refusals in a row).
     coalesce: bool,
+    /// Segmented sends the kernel refused since it last accepted one.
+    refusals: u32,
 }
 
 impl Batch {
@@ -60,6 +65,7 @@ impl Batch {
             first: vec![0; BATCH].into_boxed_slice(),
             control: vec![[0; 4]; BATCH].into_boxed_slice(),
             coalesce: segmentation_known(fd),
+            refusals: 0,
         };
         for i in 0..BATCH {
             b.iov_in[i].iov_base = b.bufs[i].as_mut_ptr().cast();
@@ -111,11 +117,10 @@ impl Batch {
         self.queued.push((i, peer));
     }
 
-    /// Sends the queued answers and returns how many left in segmented sends. One the link
-    /// cannot carry whole (EMSGSIZE: DF is set) is handed once to `shrink` with its query, and
-    /// sent again if `shrink` rewrote it; any other message the kernel rejects is skipped. A
-    /// segmented send the kernel refuses (see [`refused`]) is sent again answer by answer, and
-    /// this socket sends alone from then on.
+    /// Sends the queued answers and returns how many left in segmented sends. A segmented
+    /// send that fails is sent again answer by answer (see [`Batch::refusal`]). An answer the
+    /// link cannot carry whole (EMSGSIZE: DF is set) is handed once to `shrink` with its query,
+    /// and sent again if `shrink` rewrote it; any other answer the kernel rejects is skipped.
     pub(crate) fn send(
         &mut self,
         fd: i32,
@@ -150,11 +155,15 @@ impl Batch {
             };
             if r > 0 {
                 let done = &self.hdr_out[sent..sent + r as usize];
-                coalesced += done
+                let grouped = done
                     .iter()
                     .map(|h| h.msg_hdr.msg_iovlen)
                     .filter(|&n| n > 1)
                     .sum::<usize>() as u64;
+                if grouped > 0 {
+                    self.refusals = 0;
+                }
+                coalesced += grouped;
                 sent += r as usize;
                 continue;
             }
@@ -163,9 +172,8 @@ impl Batch {
                 continue;
             }
             let pos = self.first[sent];
-            if self.hdr_out[sent].msg_hdr.msg_iovlen > 1 && refused(&e) {
-                tracing::info!(error = %e, "UDP segmentation refused: DNS answers on this socket leave one send each");
-                self.coalesce = false;
+            if self.hdr_out[sent].msg_hdr.msg_iovlen > 1 {
+                self.refusal(&e);
                 for (m, p) in (sent..).zip(pos..answers) {
                     self.message(m, p, 1);
                 }
@@ -187,13 +195,28 @@ impl Batch {
         coalesced
     }
 
+    /// Counts a failed segmented send (its answers are then sent one by one): after
+    /// [`REFUSALS`] in a row that the kernel refused with none accepted between them, this
+    /// socket sends alone from then on. Other errors (a full buffer, a filter) only split the
+    /// group.
+    fn refusal(&mut self, e: &io::Error) {
+        if !refused(e) {
+            return;
+        }
+        self.refusals += 1;
+        if self.refusals >= REFUSALS {
+            tracing::info!(error = %e, "UDP segmentation refused: DNS answers on this socket leave one send each");
+            self.coalesce = false;
+        }
+    }
+
     /// Lays out message `m`: the `count` answers from send position `pos`, to their requester;
     /// with a segment size when more than one (all of them are that size).
     fn message(&mut self, m: usize, pos: usize, count: usize) {
         self.first[m] = pos;
         let i = self.sending[pos];
         let h = &mut self.hdr_out[m].msg_hdr;
-        h.msg_iov = &mut self.iov_out[pos];
+        h.msg_iov = self.iov_out[pos..].as_mut_ptr();
         h.msg_iovlen = count;
         h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
         h.msg_namelen = self.hdr_in[i].msg_hdr.msg_namelen;
@@ -239,9 +262,8 @@ fn segmentation_known(fd: i32) -> bool {
     r == 0
 }
 
-/// Whether a failed segmented send is the kernel refusing segmentation, not the group's fault:
-/// EIO (no checksum offload on the route), EINVAL (`SO_NO_CHECK`, a segment over the link's
-/// MTU), EOPNOTSUPP.
+/// Whether a failed segmented send is the kernel refusing segmentation: EIO (an IPsec route,
+/// no checksum offload), EINVAL (`SO_NO_CHECK`, a segment over the device's MTU), EOPNOTSUPP.
 fn refused(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),

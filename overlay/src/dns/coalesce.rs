@@ -5,13 +5,16 @@
 
 use std::net::SocketAddr;
 
-/// Largest answer sent in a group. Every IPv4 link carries 576-byte datagrams, so a group
-/// never fails for the link's MTU; larger answers leave alone (their EMSGSIZE handled there).
+/// Largest answer sent in a group: with its headers (28 bytes, 48 over IPv6) it fits every
+/// path MTU Linux accepts (552 and up; IPv6 links carry 1280). Larger answers leave alone
+/// (their EMSGSIZE handled there); a device set below that refuses the group (EINVAL).
 pub(crate) const SEGMENT_MAX: usize = 512;
 /// Most answers in one group (the kernel's UDP_MAX_SEGMENTS was 64 before Linux 6.9).
 pub(crate) const SEGMENTS_MAX: usize = 64;
 /// Slots of the table that finds the open run of a requester and size (a power of two).
 const TABLE: usize = 64;
+/// Slots tried from a key's own before it takes that one over from another key.
+const PROBES: usize = 4;
 
 /// A run of answers, consecutive in send order, that leaves as one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +34,8 @@ pub(crate) struct Plan {
     /// Requester and size of each run.
     keys: Vec<(SocketAddr, usize)>,
     run_of: Vec<usize>,
-    /// By hash of requester port and size: 1 + the run answers of that key join (0: none).
-    /// A colliding key takes the slot over (its answers then start another run).
+    /// By hash of requester and size, probed linearly: 1 + the run answers of that key join
+    /// (0: none). A key finding [`PROBES`] slots held by others takes its own slot over.
     table: [u16; TABLE],
     cursor: Vec<usize>,
 }
@@ -64,16 +67,22 @@ impl Plan {
         self.table = [0; TABLE];
         for (peer, size) in answers {
             let joins = coalesce && size <= SEGMENT_MAX;
-            let slot = slot(peer, size);
-            let open = joins.then(|| self.open(slot, peer, size)).flatten();
-            let run = open.unwrap_or_else(|| {
-                self.runs.push(Run { start: 0, count: 0 });
-                self.keys.push((peer, size));
-                if joins {
-                    self.table[slot] = self.runs.len() as u16;
+            let found = if joins {
+                self.find(peer, size)
+            } else {
+                Found::Alone
+            };
+            let run = match found {
+                Found::Open(run) => run,
+                Found::Slot(_) | Found::Alone => {
+                    self.runs.push(Run { start: 0, count: 0 });
+                    self.keys.push((peer, size));
+                    if let Found::Slot(slot) = found {
+                        self.table[slot] = self.runs.len() as u16;
+                    }
+                    self.runs.len() - 1
                 }
-                self.runs.len() - 1
-            });
+            };
             self.runs[run].count += 1;
             self.run_of.push(run);
         }
@@ -92,16 +101,46 @@ impl Plan {
         }
     }
 
-    /// The open run in table `slot` if it is of `peer` and `size` and has room.
-    fn open(&self, slot: usize, peer: SocketAddr, size: usize) -> Option<usize> {
-        let run = usize::from(self.table[slot]).checked_sub(1)?;
-        (self.keys[run] == (peer, size) && self.runs[run].count < SEGMENTS_MAX).then_some(run)
+    /// The open run of `peer` and `size` with room, else the slot a new run of theirs takes:
+    /// the first empty one probed, the key's full run's, or the key's own when all are others'.
+    fn find(&self, peer: SocketAddr, size: usize) -> Found {
+        let home = home(peer, size);
+        for probe in 0..PROBES {
+            let slot = (home + probe) & (TABLE - 1);
+            let Some(run) = usize::from(self.table[slot]).checked_sub(1) else {
+                return Found::Slot(slot);
+            };
+            if self.keys[run] == (peer, size) {
+                if self.runs[run].count < SEGMENTS_MAX {
+                    return Found::Open(run);
+                }
+                return Found::Slot(slot);
+            }
+        }
+        Found::Slot(home)
     }
 }
 
-/// The table slot of a requester's port and an answer size (Fibonacci hashing).
-fn slot(peer: SocketAddr, size: usize) -> usize {
-    let key = u32::from(peer.port()) << 16 | (size as u32 & 0xffff);
+/// Where an answer goes in the plan.
+enum Found {
+    /// Joins this open run.
+    Open(usize),
+    /// Starts a run, found again through this table slot.
+    Slot(usize),
+    /// Starts a run of its own that nothing joins.
+    Alone,
+}
+
+/// The table slot where the probe for a requester and an answer size starts.
+fn home(peer: SocketAddr, size: usize) -> usize {
+    let ip = match peer.ip() {
+        std::net::IpAddr::V4(a) => u32::from(a),
+        std::net::IpAddr::V6(a) => {
+            let b = a.to_bits();
+            (b ^ b >> 32 ^ b >> 64 ^ b >> 96) as u32
+        }
+    };
+    let key = ip.wrapping_mul(0x85EB_CA6B) ^ (u32::from(peer.port()) << 16 | size as u32 & 0xffff);
     (key.wrapping_mul(0x9E37_79B9) >> (32 - TABLE.trailing_zeros())) as usize
 }
 
@@ -168,20 +207,44 @@ mod tests {
     }
 
     #[test]
-    fn a_full_run_or_a_slot_taken_by_another_key_starts_another_run() {
+    fn a_full_run_starts_another() {
         let answers = vec![(1, 40); SEGMENTS_MAX + 1];
         let p = plan(&answers, true);
         assert_eq!(p.runs[0].count, SEGMENTS_MAX);
         assert_eq!(p.runs[1].count, 1);
-        let other = (1..)
-            .find(|&port| port != 1 && slot(peer(port), 40) == slot(peer(1), 40))
-            .expect("a port sharing the slot");
-        let p = plan(&[(1, 40), (other, 40), (1, 40), (1, 40)], true);
-        assert_eq!(
-            runs(&p),
-            vec![vec![0], vec![1], vec![2, 3]],
-            "a collision took the slot"
+    }
+
+    #[test]
+    fn colliding_keys_probe_on_and_one_past_the_probes_takes_the_home_over() {
+        let home1 = home(peer(1), 40);
+        let same: Vec<u16> = (1..)
+            .filter(|&port| home(peer(port), 40) == home1)
+            .take(PROBES + 1)
+            .collect();
+        let mut answers: Vec<(u16, usize)> = same.iter().map(|&port| (port, 40)).collect();
+        answers.extend(same.iter().map(|&port| (port, 40)));
+        let p = plan(&answers, true);
+        let n = PROBES + 1;
+        // Keys 1..PROBES probe on to the next slots and find their runs again. The last key
+        // finds all PROBES slots taken and takes the home slot over, so the first key's second
+        // answer starts a run (taking the home back), and so does the last key's.
+        let mut want: Vec<Vec<usize>> = vec![vec![0]];
+        want.extend((1..PROBES).map(|k| vec![k, n + k]));
+        want.extend([vec![PROBES], vec![n], vec![n + PROBES]]);
+        assert_eq!(runs(&p), want);
+    }
+
+    #[test]
+    fn one_port_and_size_from_two_addresses_are_two_runs() {
+        let mut p = Plan::default();
+        let a = SocketAddr::from(([10, 0, 0, 2], 5353));
+        let b = SocketAddr::from(([10, 0, 0, 3], 5353));
+        let v6 = SocketAddr::from(([0xfd00, 0, 0, 0, 0, 0, 0, 2], 5353));
+        p.make(
+            [a, b, v6, a, b, v6].into_iter().map(|peer| (peer, 40)),
+            true,
         );
+        assert_eq!(runs(&p), vec![vec![0, 3], vec![1, 4], vec![2, 5]]);
     }
 
     #[test]
