@@ -31,8 +31,7 @@ pub(crate) struct Batch {
     /// The datagram each queued answer replies to, and its requester, by answer slot.
     queued: Vec<(usize, SocketAddr)>,
     plan: Plan,
-    /// The datagram of each answer by send position, and the answers' vectors.
-    sending: Box<[usize]>,
+    /// The answers' vectors by send position.
     iov_out: Box<[libc::iovec]>,
     /// By message: its header, its first send position, its segment size option.
     hdr_out: Box<[libc::mmsghdr]>,
@@ -59,7 +58,6 @@ impl Batch {
             iov_in: (0..BATCH).map(|_| zero_iov()).collect(),
             queued: Vec::with_capacity(BATCH),
             plan: Plan::default(),
-            sending: vec![0; BATCH].into_boxed_slice(),
             iov_out: (0..BATCH).map(|_| zero_iov()).collect(),
             hdr_out: (0..BATCH).map(|_| zero_hdr()).collect(),
             first: vec![0; BATCH].into_boxed_slice(),
@@ -129,11 +127,8 @@ impl Batch {
         let outs = &self.outs;
         let answers = self.queued.iter().map(|&(i, peer)| (peer, outs[i].len()));
         self.plan.make(answers, self.coalesce);
-        for (pos, &slot) in self.plan.order.iter().enumerate() {
-            let i = self.queued[slot].0;
-            self.sending[pos] = i;
-            self.iov_out[pos].iov_base = self.outs[i].as_mut_ptr().cast();
-            self.iov_out[pos].iov_len = self.outs[i].len();
+        for pos in 0..self.plan.order.len() {
+            self.point(pos);
         }
         for m in 0..self.plan.runs.len() {
             let run = self.plan.runs[m];
@@ -180,13 +175,12 @@ impl Batch {
                 count = sent + (answers - pos);
                 continue;
             }
-            let i = self.sending[pos];
+            let i = self.datagram(pos);
             if e.raw_os_error() == Some(libc::EMSGSIZE) && shrunk != Some(sent) {
                 let len = self.len(i);
                 if shrink(i, &self.bufs[i][..len], &mut self.outs[i]) {
                     shrunk = Some(sent);
-                    self.iov_out[pos].iov_base = self.outs[i].as_mut_ptr().cast();
-                    self.iov_out[pos].iov_len = self.outs[i].len();
+                    self.point(pos);
                     continue;
                 }
             }
@@ -210,11 +204,24 @@ impl Batch {
         }
     }
 
+    /// The datagram the answer at send position `pos` replies to.
+    fn datagram(&self, pos: usize) -> usize {
+        self.queued[self.plan.order[pos]].0
+    }
+
+    /// Points send position `pos`'s vector at its answer as it is now.
+    fn point(&mut self, pos: usize) {
+        let i = self.datagram(pos);
+        let out = &mut self.outs[i];
+        self.iov_out[pos].iov_base = out.as_mut_ptr().cast();
+        self.iov_out[pos].iov_len = out.len();
+    }
+
     /// Lays out message `m`: the `count` answers from send position `pos`, to their requester;
     /// with a segment size when more than one (all of them are that size).
     fn message(&mut self, m: usize, pos: usize, count: usize) {
         self.first[m] = pos;
-        let i = self.sending[pos];
+        let i = self.datagram(pos);
         let h = &mut self.hdr_out[m].msg_hdr;
         h.msg_iov = self.iov_out[pos..].as_mut_ptr();
         h.msg_iovlen = count;

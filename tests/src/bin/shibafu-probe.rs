@@ -105,23 +105,31 @@ fn value<'a>(flags: &'a [(String, String)], name: &str) -> Result<&'a str, Strin
         .ok_or(format!("{name} is required"))
 }
 
+/// The value of `--name` in `flags` (`default` when absent, if there is one), parsed.
+fn parsed<T: std::str::FromStr>(
+    flags: &[(String, String)],
+    name: &str,
+    default: Option<&str>,
+) -> Result<T, String> {
+    let v = match value(flags, name) {
+        Ok(v) => v,
+        Err(e) => default.ok_or(e)?,
+    };
+    v.parse().map_err(|_| format!("bad {name} {v}"))
+}
+
 fn spoof(args: &[String]) -> Result<(), String> {
     let (flags, _) = flags(args)?;
-    let src = value(&flags, "--src")?;
-    let src = src.parse().map_err(|_| format!("bad --src {src}"))?;
-    let to = value(&flags, "--to")?;
-    let to: std::net::SocketAddrV4 = to.parse().map_err(|_| format!("bad --to {to}"))?;
-    let count = value(&flags, "--count").unwrap_or("5");
-    let count = count.parse().map_err(|_| format!("bad --count {count}"))?;
+    let src = parsed(&flags, "--src", None)?;
+    let to: std::net::SocketAddrV4 = parsed(&flags, "--to", None)?;
+    let count = parsed(&flags, "--count", Some("5"))?;
     shibafu_tests::spoof::send(src, *to.ip(), to.port(), count).map_err(|e| format!("spoof: {e}"))
 }
 
 fn sink(args: &[String]) -> Result<(), String> {
     let (flags, _) = flags(args)?;
-    let port = value(&flags, "--udp")?;
-    let port = port.parse().map_err(|_| format!("bad --udp {port}"))?;
-    let secs = value(&flags, "--secs")?;
-    let secs = secs.parse().map_err(|_| format!("bad --secs {secs}"))?;
+    let port = parsed(&flags, "--udp", None)?;
+    let secs = parsed(&flags, "--secs", None)?;
     println!("ready");
     let _ = std::io::stdout().flush();
     for from in shibafu_tests::spoof::sink(port, secs).map_err(|e| format!("sink: {e}"))? {
@@ -132,12 +140,9 @@ fn sink(args: &[String]) -> Result<(), String> {
 
 fn burst(args: &[String]) -> Result<(), String> {
     let (flags, names) = flags(args)?;
-    let to = value(&flags, "--to")?;
-    let to = to.parse().map_err(|_| format!("bad --to {to}"))?;
-    let count = value(&flags, "--count")?;
-    let count = count.parse().map_err(|_| format!("bad --count {count}"))?;
-    let ms = value(&flags, "--timeout-ms").unwrap_or("3000");
-    let ms = ms.parse().map_err(|_| format!("bad --timeout-ms {ms}"))?;
+    let to = parsed(&flags, "--to", None)?;
+    let count = parsed(&flags, "--count", None)?;
+    let ms = parsed(&flags, "--timeout-ms", Some("3000"))?;
     if names.is_empty() {
         return Err("burst needs at least one NAME".into());
     }

@@ -221,7 +221,7 @@ async fn churn_loop(
 /// How long until `name` answers A with an address (polled every 2 ms), or `None` past `limit`.
 async fn answered_within(dns: &Arc<UdpSocket>, name: &str, limit: Duration) -> Option<Duration> {
     let start = Instant::now();
-    let query = query(name);
+    let query = shibafu_tests::burst::query(0x5e5e, name);
     while start.elapsed() < limit {
         let (dns, q) = (dns.clone(), query.clone());
         let ok = tokio::task::spawn_blocking(move || ask(&dns, &q))
@@ -233,17 +233,6 @@ async fn answered_within(dns: &Arc<UdpSocket>, name: &str, limit: Duration) -> O
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     None
-}
-
-/// A DNS query for `name` A (id 0x5e5e, recursion desired).
-fn query(name: &str) -> Vec<u8> {
-    let mut q = vec![0x5e, 0x5e, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
 }
 
 /// True if the server answers `q` with NOERROR and at least one record.
