@@ -105,7 +105,7 @@ impl Batch {
         }
     }
 
-    /// The datagram `i` received is a query; its length, capped at the buffer.
+    /// The length of datagram `i` as read, capped at its buffer.
     pub(crate) fn len(&self, i: usize) -> usize {
         (self.hdr_in[i].msg_len as usize).min(PACKET)
     }
