@@ -56,21 +56,4 @@ for i in $(seq 1 "$N"); do
   [ $((i % 100)) -ne 0 ] || agent_cpu "$i"
 done >"$DIR/times"
 [ -z "${TIMES:-}" ] || cp "$DIR/times" "$TIMES"
-python3 - "$DIR/times" "$DIR/cpu" <<'PY'
-import os, statistics, sys
-t = [int(l.split()[1]) / 1000 for l in open(sys.argv[1])]
-cpu = [tuple(map(int, l.split())) for l in open(sys.argv[2])]
-tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
-n = len(t)
-first, last = statistics.median(t[:10]), statistics.median(t[-10:])
-for i in [1, 10] + list(range(100, n + 1, 100)):
-    if i <= n:
-        print(f"attach {i:5d}  {t[i - 1]:7.2f} ms")
-hundreds = [statistics.median(t[i:i + 100]) for i in range(0, n, 100)]
-print("median of each hundred: " + " ".join(f"{m:.2f}" for m in hundreds) + " ms")
-per = [(b[1] - a[1]) * tick_ms / (b[0] - a[0]) for a, b in zip(cpu, cpu[1:])]
-if per:
-    print("agent CPU per attach, each hundred: " + " ".join(f"{c:.2f}" for c in per) + " ms")
-print(f"median of the first ten {first:.2f} ms, of the last ten {last:.2f} ms")
-print(f"attach {n} / first ten's median = {t[-1] / first:.2f}; last ten / first ten = {last / first:.2f} (goal <= 1.2)")
-PY
+python3 "$ROOT/bench/flat-stats.py" "$DIR/times" "$DIR/cpu"
