@@ -129,6 +129,23 @@ async fn bridge_attach_ping_ipv6_and_teardown() {
     for port in sf_links(&h).iter().filter(|l| l.starts_with("sfe")) {
         let v6 = h.ip(&["-6", "-o", "addr", "show", "dev", port]);
         assert!(v6.trim().is_empty(), "{port} has IPv6 addresses: {v6}");
+        // The host end carries the bridge's MAC: the bridge keeps no local entry per port.
+        let link = h.ip(&["-o", "link", "show", "dev", port]);
+        assert!(link.contains("link/ether 02:73:66:00:20:01"), "{link}");
+        let fdb = exec_ok(Command::new("bridge").args([
+            "-n",
+            h.name(),
+            "fdb",
+            "show",
+            "br",
+            "sfbr2001",
+            "dev",
+            port,
+        ]));
+        assert!(
+            !fdb.contains("master sfbr2001 permanent"),
+            "{port}: a local entry of its own: {fdb}"
+        );
     }
 
     converge(&dp, &DesiredHost::default()).await;

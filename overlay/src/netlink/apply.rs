@@ -175,6 +175,7 @@ impl<'a> Session<'a> {
                 netns,
                 peer,
                 peer_mac,
+                host_mac,
                 mtu,
                 peer_ipv6,
             } => {
@@ -193,6 +194,7 @@ impl<'a> Session<'a> {
                 let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
                     .name(host.clone())
                     .mtu(*mtu)
+                    .address(host_mac.octets().to_vec())
                     .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
                     .build();
                 let res = h.link().add(msg).execute().await.map_err(kernel);

@@ -142,6 +142,7 @@ pub fn simulate(s: &mut ObservedHost, op: &Op) -> Result<(), String> {
             netns,
             peer,
             peer_mac,
+            host_mac,
             mtu,
             ..
         } => {
@@ -154,7 +155,7 @@ pub fn simulate(s: &mut ObservedHost, op: &Op) -> Result<(), String> {
                 return Err(format!("{peer} in {}: file exists", netns.display()));
             }
             let inner_index = next_index(&c.links);
-            let host_index = create(s, host, LinkKind::Veth, *mtu, None)?;
+            let host_index = create(s, host, LinkKind::Veth, *mtu, Some(*host_mac))?;
             let mut inner = new_link(peer, inner_index, LinkKind::Veth, *mtu, *peer_mac);
             inner.peer_index = Some(host_index);
             if let Some(h) = s.links.iter_mut().find(|l| l.index == host_index) {

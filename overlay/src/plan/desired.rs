@@ -123,6 +123,8 @@ pub struct DesiredEndpoint {
     pub ifname: String,
     /// MAC of the container interface.
     pub mac: MacAddr,
+    /// MAC of the bridge (the network's gateway), which the host end carries too.
+    pub bridge_mac: MacAddr,
     /// IPv4 address with the subnet's prefix.
     pub ipv4: Ipv4Net,
     /// IPv6 address with the subnet's prefix.
@@ -385,6 +387,7 @@ fn build_endpoints(
                 netns: c.netns.clone(),
                 ifname: li.ifname.clone(),
                 mac,
+                bridge_mac: dn.mac,
                 ipv4: Ipv4Net::new(ep.ipv4, net.subnet.prefix_len()).unwrap_or(net.subnet),
                 ipv6,
                 mtu: dn.mtu,

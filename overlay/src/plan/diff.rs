@@ -300,6 +300,7 @@ fn endpoint_ops(ep: &DesiredEndpoint, observed: &ObservedHost, kept: &Kept<'_>, 
                 netns: ep.netns.clone(),
                 peer: ep.ifname.clone(),
                 peer_mac: ep.mac,
+                host_mac: ep.bridge_mac,
                 mtu: ep.mtu,
                 peer_ipv6: ep.ipv6.is_some(),
             });

@@ -83,6 +83,9 @@ pub enum Op {
         peer: String,
         /// MAC of the container end.
         peer_mac: MacAddr,
+        /// MAC of the host end: its bridge's own, so the bridge keeps no forwarding entry of
+        /// its own per port (and walks none when the next port comes).
+        host_mac: MacAddr,
         /// MTU of both ends.
         mtu: u32,
         /// The container end keeps IPv6 (its network has IPv6). Otherwise it gets no IPv6
@@ -250,11 +253,12 @@ impl fmt::Display for Op {
                 netns,
                 peer,
                 peer_mac,
+                host_mac,
                 mtu,
                 peer_ipv6,
             } => write!(
                 f,
-                "create veth {host} <-> {peer} in {} (mac {peer_mac}, mtu {mtu}{})",
+                "create veth {host} <-> {peer} in {} (mac {peer_mac}, host end {host_mac}, mtu {mtu}{})",
                 netns.display(),
                 if *peer_ipv6 { "" } else { ", IPv4 only" }
             ),

@@ -72,6 +72,7 @@ fn plan_from_scratch_is_ordered() {
             netns: "/run/netns/cache".into(),
             peer: "eth0".into(),
             peer_mac: "02:00:00:00:01:04".parse().expect("mac"),
+            host_mac: gateway_mac(4096),
             mtu: 1450,
             peer_ipv6: false,
         },
