@@ -51,6 +51,20 @@ fn reserved(subnet: Ipv4Net, ip: Ipv4Addr) -> Option<&'static str> {
     }
 }
 
+/// How many addresses of `block` may be assigned: all but the reserved ones of `subnet` in it.
+/// A block is full when it has this many in use (reserved addresses are never in use).
+fn assignable(subnet: Ipv4Net, block: Ipv4Net) -> usize {
+    let gateway = Ipv4Addr::from(u32::from(subnet.network()).saturating_add(1));
+    let mut reserved = [subnet.network(), gateway, subnet.broadcast()];
+    reserved.sort();
+    // Each counted once: in a /31 the gateway is the broadcast address, in a /32 the network's.
+    let first = |i: usize| i == 0 || reserved[i - 1] != reserved[i];
+    let inside = (0..3)
+        .filter(|&i| first(i) && block.contains(&reserved[i]))
+        .count();
+    (1usize << (32 - block.prefix_len())) - inside
+}
+
 /// Checks that `ip` may be assigned to an endpoint of `network` at all.
 pub fn check_address(network: &Network, ip: Ipv4Addr) -> Result<(), IpamError> {
     if !network.subnet.contains(&ip) {
@@ -122,20 +136,26 @@ impl Pool {
         self.blocks.values().flat_map(|used| used.iter().copied())
     }
 
-    /// Hands out the lowest free address of the owned blocks; `None` when they are full. Each
-    /// block is walked beside its (sorted) used addresses, so the full blocks before the first
-    /// free address cost a step per address, not a lookup.
+    /// Hands out the lowest free address of the owned blocks; `None` when they are full. A full
+    /// block is passed over by its count of addresses in use; the first open one is walked
+    /// beside its (sorted) used addresses, a step per address, not a lookup.
     pub fn allocate(&mut self) -> Option<Ipv4Addr> {
         let subnet = self.subnet;
-        self.blocks.iter_mut().find_map(|(block, used)| {
-            let mut taken = used.iter().copied().peekable();
-            let ip = addresses(*block).find(|ip| {
-                while taken.next_if(|t| t < ip).is_some() {}
-                reserved(subnet, *ip).is_none() && taken.peek() != Some(ip)
-            })?;
-            used.insert(ip);
-            Some(ip)
-        })
+        let open = |(block, used): &(&Ipv4Net, &mut BTreeSet<Ipv4Addr>)| {
+            used.len() < assignable(subnet, **block)
+        };
+        self.blocks
+            .iter_mut()
+            .filter(open)
+            .find_map(|(block, used)| {
+                let mut taken = used.iter().copied().peekable();
+                let ip = addresses(*block).find(|ip| {
+                    while taken.next_if(|t| t < ip).is_some() {}
+                    reserved(subnet, *ip).is_none() && taken.peek() != Some(ip)
+                })?;
+                used.insert(ip);
+                Some(ip)
+            })
     }
 
     /// Takes a specific address; it must lie in an owned block (see [`Pool::block_containing`]).
@@ -281,6 +301,67 @@ mod tests {
             "the next block's hole"
         );
         assert_eq!(p.allocate(), Some(v4("172.21.0.81")), "past the last used");
+    }
+
+    #[test]
+    fn a_block_holds_its_addresses_but_the_reserved_ones() {
+        let s = cidr("172.21.0.0/24");
+        assert_eq!(
+            assignable(s, cidr("172.21.0.0/26")),
+            62,
+            "network and gateway"
+        );
+        assert_eq!(assignable(s, cidr("172.21.0.64/26")), 64);
+        assert_eq!(assignable(s, cidr("172.21.0.192/26")), 63, "broadcast");
+        let s = cidr("172.21.0.0/29");
+        assert_eq!(assignable(s, cidr("172.21.0.0/31")), 0);
+        assert_eq!(assignable(s, cidr("172.21.0.6/31")), 1);
+        let s = cidr("172.21.0.0/31");
+        assert_eq!(
+            assignable(s, cidr("172.21.0.1/32")),
+            0,
+            "gateway = broadcast"
+        );
+        let s = cidr("172.21.0.9/32");
+        assert_eq!(
+            assignable(s, cidr("172.21.0.9/32")),
+            0,
+            "network = broadcast"
+        );
+    }
+
+    #[test]
+    fn allocation_is_the_lowest_free_address_through_churn() {
+        let n = net("f", "172.21.0.0/24", None);
+        let mut p = Pool::new(&n);
+        for b in candidate_blocks(n.subnet) {
+            p.add_block(b);
+        }
+        let lowest_free = |p: &Pool| {
+            let used: BTreeSet<Ipv4Addr> = p.used().collect();
+            (2..=254)
+                .map(|i| Ipv4Addr::new(172, 21, 0, i))
+                .find(|ip| !used.contains(ip))
+        };
+        let mut x: u32 = 7;
+        for _ in 0..2000 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            if (x >> 16) % 3 == 0 {
+                let ip = Ipv4Addr::new(172, 21, 0, (x >> 8) as u8);
+                p.release(ip);
+            } else {
+                let want = lowest_free(&p);
+                assert_eq!(p.allocate(), want);
+            }
+        }
+        while let Some(ip) = p.allocate() {
+            assert!(p.used().any(|u| u == ip));
+        }
+        assert_eq!(
+            p.used().count(),
+            253,
+            "every address but the three reserved ones"
+        );
     }
 
     #[test]
