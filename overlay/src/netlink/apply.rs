@@ -255,7 +255,13 @@ impl<'a> Session<'a> {
                 let idx = self.host_index(name).await?;
                 let m = self.host_index(master).await?;
                 let msg = LinkUnspec::new_with_index(idx).controller(m).build();
-                h.link().set(msg).execute().await.map_err(kernel)
+                match h.link().set(msg).execute().await {
+                    Err(e) if errno(&e) == Some(libc::EXFULL) => Err(NetlinkError::BridgeFull {
+                        bridge: master.clone(),
+                        port: name.clone(),
+                    }),
+                    r => r.map_err(kernel),
+                }
             }
             Op::SetPortFlags {
                 name,

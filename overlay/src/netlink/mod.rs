@@ -49,6 +49,17 @@ pub enum NetlinkError {
         /// The netlink error.
         source: rtnetlink::Error,
     },
+    /// The bridge has no port number left (EXFULL): the Linux bridge takes 1,023 ports.
+    #[error(
+        "{port}: bridge {bridge} is full: a Linux bridge takes 1,023 ports, so one network \
+         holds at most 1,023 containers on a node, 1,022 beside its VXLAN port"
+    )]
+    BridgeFull {
+        /// The bridge.
+        bridge: String,
+        /// The port that found it full.
+        port: String,
+    },
     /// A link the op refers to does not exist.
     #[error("no such link: {0}")]
     NoSuchLink(String),
