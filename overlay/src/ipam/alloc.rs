@@ -212,6 +212,15 @@ mod tests {
         s.parse().expect("cidr")
     }
 
+    /// A pool of `n` that owns every block of its subnet.
+    fn owning_every_block(n: &Network) -> Pool {
+        let mut p = Pool::new(n);
+        for b in candidate_blocks(n.subnet) {
+            p.add_block(b);
+        }
+        p
+    }
+
     #[test]
     fn block_sizes_follow_the_subnet() {
         assert_eq!(block_prefix(cidr("10.0.0.0/8")), 26);
@@ -333,10 +342,7 @@ mod tests {
     #[test]
     fn allocation_is_the_lowest_free_address_through_churn() {
         let n = net("f", "172.21.0.0/24", None);
-        let mut p = Pool::new(&n);
-        for b in candidate_blocks(n.subnet) {
-            p.add_block(b);
-        }
+        let mut p = owning_every_block(&n);
         let lowest_free = |p: &Pool| {
             let used: BTreeSet<Ipv4Addr> = p.used().collect();
             (2..=254)
@@ -384,10 +390,7 @@ mod tests {
     #[test]
     fn tiny_network_is_fully_usable() {
         let n = net("t", "172.21.0.0/29", None);
-        let mut p = Pool::new(&n);
-        for b in candidate_blocks(n.subnet) {
-            p.add_block(b);
-        }
+        let mut p = owning_every_block(&n);
         let got: Vec<Ipv4Addr> = std::iter::from_fn(|| p.allocate()).collect();
         let want: Vec<Ipv4Addr> = (2..=6).map(|i| Ipv4Addr::new(172, 21, 0, i)).collect();
         assert_eq!(got, want);
