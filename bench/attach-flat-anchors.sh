@@ -13,6 +13,10 @@
 # plain process there: `ip netns exec` around each attach would add its own cost, which grows
 # with the namespaces mounted (attach-flat.sh calls shibafu's CLI directly for the same reason).
 #
+# netavark would tell a running firewalld (over the system D-Bus, which `ip netns exec` does not
+# isolate) to trust the bench's subnet in the machine's own firewall: the loops run with the
+# system bus pointed nowhere, so everything they change stays in the host namespace.
+#
 # Usage (repo root, as root): bench/attach-flat-anchors.sh [N, default 1000] [TOOLS]
 #   TOOLS: "netavark cni-bridge" (default) or either one
 # Everything lives in namespaces named sfaflat* and one temp dir, removed at the end (trap).
@@ -80,6 +84,7 @@ for tool in $TOOLS; do
   fresh
   rm -rf "$W/nav" "$W/ipam"
   echo "## $tool"
-  ip netns exec "$H" env N="$N" W="$W" bash "$W/$tool.sh" >"$W/$tool.times"
+  ip netns exec "$H" env N="$N" W="$W" DBUS_SYSTEM_BUS_ADDRESS=unix:path=/nonexistent \
+    bash "$W/$tool.sh" >"$W/$tool.times"
   python3 "$ROOT/bench/flat-stats.py" "$W/$tool.times"
 done
