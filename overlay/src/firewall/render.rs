@@ -15,7 +15,7 @@ use super::conditional::{control_rules, sealed_rule, tunnel_forward, tunnel_guar
 use super::guard::{render_guard, render_guard_removal};
 use super::intra::intra;
 use super::FirewallSpec;
-use crate::plan::VXLAN_PORT;
+use crate::plan::{VETH_PREFIX, VXLAN_PORT};
 use crate::policy::MARK_TRACK;
 
 /// The table shibafu owns (family and name).
@@ -84,6 +84,18 @@ const INPUT: &[(&str, &str)] = &[
     ),
     ("drop", "internal: nothing else reaches the host"),
 ];
+
+/// First in the forward and input chains. Bridged traffic reaches the host's IP layer with its
+/// bridge as input (through `br_netfilter` too), so a container port is the input only once its
+/// bridge has let it go (deleted by hand, until the repair): then its frames to the gateway's
+/// MAC, which the port carries, would be routed and delivered from there, past every rule keyed
+/// on bridges. Nothing of it goes further.
+fn unbridged_rule() -> (String, &'static str) {
+    (
+        format!("iifname \"{VETH_PREFIX}*\" drop"),
+        "a container port outside its bridge",
+    )
+}
 
 /// Rules of the raw-priority `prerouting` chain. `intra4`/`intra6` hold `subnet . subnet` of
 /// every network without its gateway, so container-to-container traffic of one network (bridged,
@@ -158,6 +170,7 @@ pub fn rule_comments() -> Vec<String> {
         .chain(INPUT)
         .map(|(_, c)| format!("sf: {c}"))
         .collect();
+    out.push(format!("sf: {}", unbridged_rule().1));
     out.extend(masquerade_rules("").iter().map(|(_, c)| format!("sf: {c}")));
     out.extend(
         prerouting_rules()
@@ -290,7 +303,8 @@ fn render_main(spec: &FirewallSpec) -> String {
         "type filter hook output priority raw; policy accept;",
         &out,
     );
-    let mut forward = tunnel_forward(spec);
+    let mut forward = vec![unbridged_rule()];
+    forward.extend(tunnel_forward(spec));
     let (policy, rest) = FORWARD.split_at(1);
     forward.extend(policy.iter().map(|(r, c)| (r.to_string(), *c)));
     forward.extend(control_forward);
@@ -301,7 +315,8 @@ fn render_main(spec: &FirewallSpec) -> String {
         "type filter hook forward priority filter; policy accept;",
         &forward,
     );
-    let mut input = control_input;
+    let mut input = vec![unbridged_rule()];
+    input.extend(control_input);
     input.extend(INPUT.iter().map(|(r, c)| (r.to_string(), *c)));
     chain(
         &mut s,

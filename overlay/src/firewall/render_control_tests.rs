@@ -62,10 +62,10 @@ fn containers_are_kept_off_control_hosts_and_ports() {
         "the intactness check looks for the guard too: {listed:?}"
     );
     let input = &s[pos("chain input")..];
-    let first = input.lines().nth(2).unwrap_or_default();
+    let first = input.lines().nth(3).unwrap_or_default();
     assert!(
         first.contains("iifname @bridges ct state new tcp dport @control_ports drop"),
-        "the node's own control ports first: {first}"
+        "the node's own control ports first after the unbridged ports: {first}"
     );
 }
 

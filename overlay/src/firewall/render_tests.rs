@@ -195,6 +195,21 @@ fn block<'a>(s: &'a str, header: &str) -> &'a str {
     &s[start..start + len]
 }
 
+#[test]
+fn a_container_port_outside_its_bridge_goes_no_further_than_the_ip_layer() {
+    let text = render_ruleset(&spec(&[], Some("eth0")));
+    for chain in ["chain forward", "chain input"] {
+        let rules = block(&text, chain);
+        let first = rules.lines().find(|l| l.contains("comment"));
+        assert_eq!(
+            first.map(str::trim),
+            Some("iifname \"sfe*\" drop comment \"sf: a container port outside its bridge\""),
+            "{rules}"
+        );
+    }
+    assert!(rule_comments().contains(&"sf: a container port outside its bridge".to_string()));
+}
+
 const PREROUTING_CHAIN: &str = "\tchain prerouting {
 \t\ttype filter hook prerouting priority raw; policy accept;
 \t\tudp dport 4789 iifname != @bridges notrack accept comment \"sf: untracked: VXLAN packets received\"
@@ -385,15 +400,17 @@ fn encrypted_networks_take_vxlan_only_from_the_tunnel_first_in_prerouting() {
         out.contains("ip daddr 100.64.0.0/10 udp dport 4789 oifname != \"wg-shibafu\" drop"),
         "{out}"
     );
-    // Nothing is forwarded into or out of the tunnels, first in the forward chain.
+    // Nothing is forwarded into or out of the tunnels, first in the forward chain after the
+    // container ports outside their bridge.
     let fwd = block(&text, "chain forward");
     let first: Vec<&str> = fwd
         .lines()
         .filter(|l| l.contains("comment"))
-        .take(2)
+        .take(3)
         .collect();
-    assert!(first[0].contains("ip daddr 100.64.0.0/10 drop"), "{fwd}");
-    assert!(first[1].contains("ip saddr 100.64.0.0/10 drop"), "{fwd}");
+    assert!(first[0].contains("iifname \"sfe*\" drop"), "{fwd}");
+    assert!(first[1].contains("ip daddr 100.64.0.0/10 drop"), "{fwd}");
+    assert!(first[2].contains("ip saddr 100.64.0.0/10 drop"), "{fwd}");
     // Without the device up, clear packets of those networks are dropped all the same, and
     // none leave for the tunnel range.
     s.tunnel_if = None;
