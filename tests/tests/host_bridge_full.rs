@@ -8,7 +8,7 @@ use std::process::Command;
 use shibafu_overlay::netlink::{reconcile, NetlinkDataplane, Scope};
 use shibafu_overlay::plan::DesiredHost;
 use shibafu_tests::plan::{attach, desired, ep, net};
-use shibafu_tests::{exec_ok, is_root, NetnsGuard};
+use shibafu_tests::{exec_ok, root_or_skip, NetnsGuard};
 
 /// Applies `d`; returns the errors of the ops that failed, as text.
 async fn apply(dp: &NetlinkDataplane, d: &DesiredHost) -> Vec<String> {
@@ -18,8 +18,7 @@ async fn apply(dp: &NetlinkDataplane, d: &DesiredHost) -> Vec<String> {
 
 #[tokio::test]
 async fn an_attach_to_a_full_bridge_says_so_and_leaves_nothing_behind() {
-    if !is_root() {
-        eprintln!("skipping host-tier bridge-full test: needs root");
+    if !root_or_skip("host") {
         return;
     }
     let (h, c1, c2) = (

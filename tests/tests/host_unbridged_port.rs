@@ -10,12 +10,11 @@ use shibafu_overlay::firewall::{Firewall, NftFirewall};
 use shibafu_overlay::netns;
 use shibafu_overlay::plan::veth_host_name;
 use shibafu_tests::firewall::{build, net, spec};
-use shibafu_tests::{exec_ok, is_root, NetnsGuard};
+use shibafu_tests::{exec_ok, root_or_skip, NetnsGuard};
 
 #[tokio::test]
 async fn a_port_outside_its_bridge_reaches_nothing_of_the_host() {
-    if !is_root() {
-        eprintln!("skipping host-tier unbridged-port test: needs root");
+    if !root_or_skip("host") {
         return;
     }
     let (h, c) = (NetnsGuard::new("ubh"), NetnsGuard::new("ubc"));
