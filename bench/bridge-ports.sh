@@ -5,7 +5,8 @@
 # bridge-based runtime pays (issue 16, docs/bench-scale.md).
 #
 # Usage (repo root, as root): bench/bridge-ports.sh [N, default 1000]
-#   BRARGS="mcast_snooping 0"   extra options of the bridge
+#   BRARGS="mcast_snooping 0"   extra options of the bridge (which has a fixed address, as
+#                               shibafu's: it never takes one from its ports)
 #   PORT_MAC=bridge             every port carries the bridge's MAC (as shibafu's host ends do:
 #                               the bridge then keeps no local forwarding entry per port)
 #   VXFDB=K                     first a VXLAN port with K static forwarding entries (remote
@@ -20,11 +21,12 @@ NS=sfbrports BATCH=$(mktemp)
 trap 'ip netns del "$NS" 2>/dev/null || true; rm -f "$BATCH"' EXIT
 ip netns add "$NS"
 ip netns exec "$NS" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+BRMAC=02:73:66:00:00:01
 # shellcheck disable=SC2086 # BRARGS holds several words
-ip -n "$NS" link add br0 address 02:73:66:00:00:01 type bridge ${BRARGS:-}
+ip -n "$NS" link add br0 address "$BRMAC" type bridge ${BRARGS:-}
 ip -n "$NS" link set br0 up
 PORT_ADDR=
-[ "${PORT_MAC:-}" = bridge ] && PORT_ADDR="address 02:73:66:00:00:01"
+[ "${PORT_MAC:-}" = bridge ] && PORT_ADDR="address $BRMAC"
 K=${VXFDB:-0}
 case $K in '' | *[!0-9]*) echo "VXFDB must be a number" >&2; exit 1 ;; esac
 if [ "$K" -gt 0 ]; then

@@ -77,15 +77,7 @@ async fn an_attach_to_a_full_bridge_says_so_and_leaves_nothing_behind() {
         "interface left behind: {}",
         c2.ip(&["-o", "link"])
     );
-    let ports = exec_ok(Command::new("ip").args([
-        "-n",
-        h.name(),
-        "-o",
-        "link",
-        "show",
-        "master",
-        "sfbr2101",
-    ]));
+    let ports = h.ip(&["-o", "link", "show", "master", "sfbr2101"]);
     assert_eq!(
         ports.lines().count(),
         1023,
