@@ -124,11 +124,23 @@ async fn bridge_attach_ping_ipv6_and_teardown() {
         "bridge + two veths, no vxlan in single-host mode: {:?}",
         sf_links(&h)
     );
-    // An IPv6 network's containers keep their link-locals; bridge ports never get one.
+    // An IPv6 network's containers keep their link-locals; bridge ports take no part in IPv6
+    // (the pings above crossed them): no address, and no multicast route in the host's table,
+    // which each new port's route insert and every link change would walk.
     assert!(c1.ip(&["-6", "addr", "show", "eth0"]).contains("fe80::"));
+    let local6 = h.ip(&["-6", "route", "show", "table", "local"]);
+    assert!(
+        !local6.contains("dev sfe"),
+        "routes of bridge ports: {local6}"
+    );
     for port in sf_links(&h).iter().filter(|l| l.starts_with("sfe")) {
         let v6 = h.ip(&["-6", "-o", "addr", "show", "dev", port]);
         assert!(v6.trim().is_empty(), "{port} has IPv6 addresses: {v6}");
+        let off = exec_ok(
+            h.cmd("cat")
+                .arg(format!("/proc/sys/net/ipv6/conf/{port}/disable_ipv6")),
+        );
+        assert_eq!(off.trim(), "1", "{port}: IPv6 on");
         // The host end carries the bridge's MAC: the bridge keeps no local entry per port.
         let link = h.ip(&["-o", "link", "show", "dev", port]);
         assert!(link.contains("link/ether 02:73:66:00:20:01"), "{link}");

@@ -200,11 +200,16 @@ impl<'a> Session<'a> {
                 let res = h.link().add(msg).execute().await.map_err(kernel);
                 drop(ns);
                 res?;
-                // Before either end is up: see `no_link_local`.
-                let (c, idx) = self.index(&LinkRef::Host(host.clone())).await?;
+                // Before either end is up: see `no_link_local`. The host end, a bridge port,
+                // takes no part in IPv6 at all where /proc/sys allows: with a link-local left
+                // out the kernel still gives it a multicast route (ff00::/8) in the host's
+                // table, which each new one's route insert and every link change walk.
                 // A kernel without IPv6 has no link-locals to leave out.
                 let v6 = [libc::EAFNOSUPPORT];
-                ok_if(&v6, c.handle.link().set(no_link_local(idx)).execute().await)?;
+                if !sysctl::disable_ipv6(self.host_netns, host).await? {
+                    let (c, idx) = self.index(&LinkRef::Host(host.clone())).await?;
+                    ok_if(&v6, c.handle.link().set(no_link_local(idx)).execute().await)?;
+                }
                 if !peer_ipv6 {
                     let inner = LinkRef::Container {
                         netns: netns.clone(),

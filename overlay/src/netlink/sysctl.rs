@@ -1,5 +1,5 @@
-//! The few host sysctls the dataplane needs (IP forwarding, br_netfilter's switches), read and
-//! written in the host namespace (paths under /proc/sys/net resolve in the namespace of the
+//! The few host sysctls the dataplane needs (IP forwarding, br_netfilter's switches, IPv6 off on
+//! the host ends of container veths), read and written in the host namespace (paths under /proc/sys/net resolve in the namespace of the
 //! thread that opens them).
 
 use std::path::{Path, PathBuf};
@@ -89,4 +89,59 @@ pub(crate) async fn disable_flags(
         key: PathBuf::from(key),
         source,
     })
+}
+
+/// Turns IPv6 off on host link `name` in `netns` (`None` = the caller's namespace) before it is
+/// up: false where that cannot be done (a kernel without IPv6, a read-only /proc/sys).
+pub(crate) async fn disable_ipv6(netns: Option<&Path>, name: &str) -> Result<bool, NetlinkError> {
+    let key = PathBuf::from(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"));
+    let path = key.clone();
+    let write = move || std::fs::write(&path, b"1");
+    let res = match netns {
+        None => write(),
+        Some(p) => netns::run_in_async(p, write).await?,
+    };
+    match res {
+        Ok(()) => Ok(true),
+        Err(e) if cannot_write(&e) => Ok(false),
+        Err(source) => Err(NetlinkError::Sysctl { key, source }),
+    }
+}
+
+/// A sysctl write that fails for what the host allows, not for what was asked.
+fn cannot_write(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{NotFound, PermissionDenied, ReadOnlyFilesystem};
+    matches!(e.kind(), NotFound | PermissionDenied | ReadOnlyFilesystem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn only_what_the_host_forbids_falls_back() {
+        for kind in [
+            ErrorKind::NotFound,
+            ErrorKind::PermissionDenied,
+            ErrorKind::ReadOnlyFilesystem,
+        ] {
+            assert!(cannot_write(&Error::from(kind)), "{kind:?}");
+        }
+        for kind in [
+            ErrorKind::InvalidInput,
+            ErrorKind::Interrupted,
+            ErrorKind::Other,
+        ] {
+            assert!(!cannot_write(&Error::from(kind)), "{kind:?}");
+        }
+        assert!(cannot_write(&Error::from_raw_os_error(libc::EROFS)));
+        assert!(!cannot_write(&Error::from_raw_os_error(libc::EINVAL)));
+    }
+
+    #[tokio::test]
+    async fn a_link_that_is_not_there_is_not_an_error() {
+        let name = "sft-no-such-link";
+        assert!(!disable_ipv6(None, name).await.expect("no error"));
+    }
 }
