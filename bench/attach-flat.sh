@@ -21,7 +21,8 @@ N=${1:-1000}
 cd "$ROOT"
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 case $N in '' | *[!0-9]*) echo "N must be a number" >&2; exit 1 ;; esac
-[ "$N" -ge 20 ] && [ "$N" -le 2000 ] || { echo "N must be 20..2000" >&2; exit 1; }
+# A bridge takes 1,023 ports, its VXLAN port one of them (docs/dataplane.md).
+[ "$N" -ge 20 ] && [ "$N" -le 1022 ] || { echo "N must be 20..1022 (one bridge's ports)" >&2; exit 1; }
 [ -n "${NO_BUILD:-}" ] || cargo build --release --workspace --bins
 H=sfflathost DIR=$(mktemp -d /tmp/sfflat.XXXX) SETUP_PID=
 cleanup() {
