@@ -38,7 +38,7 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use clap::Parser;
 use shibafu_overlay::dns::Snapshot;
-use shibafu_overlay::store::{lease, EtcdStore, Store, StoreError};
+use shibafu_overlay::store::{compactor, lease, EtcdStore, Store, StoreError};
 use shibafu_overlay::tls::TlsFiles;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -73,6 +73,10 @@ struct Args {
     /// Seconds between garbage collection passes.
     #[arg(long, env = "SHIBAFU_GC_INTERVAL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     gc_interval: u64,
+    /// Seconds between compactions of etcd's history, each up to the revision of the one
+    /// before (0: never, for an etcd that compacts itself with --auto-compaction-retention).
+    #[arg(long, env = "SHIBAFU_COMPACT_INTERVAL", default_value_t = 300)]
+    compact_interval: u64,
     /// Seconds a node must stay unregistered before its IPAM blocks are reclaimed.
     #[arg(long, env = "SHIBAFU_RECLAIM_GRACE", default_value_t = 60)]
     reclaim_grace: u64,
@@ -177,6 +181,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Duration::from_secs(args.reclaim_grace),
         stop_rx.clone(),
     ));
+    if args.compact_interval > 0 {
+        tasks.spawn(compactor::run(
+            store.clone(),
+            Duration::from_secs(args.compact_interval),
+            stop_rx.clone(),
+        ));
+    }
     tasks.spawn(lease::hold(
         store.clone(),
         member::owned(&record)?,
@@ -313,6 +324,7 @@ mod tests {
         assert_eq!(a.name, None);
         assert_eq!(a.dns_listen, None);
         assert_eq!(a.lease_ttl, 5);
+        assert_eq!(a.compact_interval, 300);
         let a = Args::try_parse_from([
             "c",
             "--name",
@@ -335,5 +347,7 @@ mod tests {
         assert!(Args::try_parse_from(["c", "--lease-ttl", "0"]).is_err());
         assert!(Args::try_parse_from(["c", "--listen", "nope"]).is_err());
         assert!(Args::try_parse_from(["c", "--gc-interval", "0"]).is_err());
+        let a = Args::try_parse_from(["c", "--compact-interval", "0"]).expect("never compact");
+        assert_eq!(a.compact_interval, 0);
     }
 }

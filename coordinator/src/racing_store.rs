@@ -92,6 +92,9 @@ impl Store for RacingStore {
     async fn revoke_lease(&self, lease: i64) -> Result<(), StoreError> {
         self.inner.revoke_lease(lease).await
     }
+    async fn compact(&self, revision: i64) -> Result<(), StoreError> {
+        Store::compact(&self.inner, revision).await
+    }
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream, StoreError> {
         self.inner.watch(prefix, from_revision).await
     }

@@ -58,4 +58,7 @@ impl Store for LazyStore {
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream, StoreError> {
         self.get_store().await?.watch(prefix, from_revision).await
     }
+    async fn compact(&self, revision: i64) -> Result<(), StoreError> {
+        self.get_store().await?.compact(revision).await
+    }
 }

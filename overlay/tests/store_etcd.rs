@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use shibafu_overlay::model::{Endpoint, Node, SCHEMA_VERSION};
 use shibafu_overlay::state::{Change, ClusterState, StateChange};
+use shibafu_overlay::store::compactor::Compactor;
 use shibafu_overlay::store::keys::{Key, ROOT};
 use shibafu_overlay::store::{
     watch_changes_with, Backoff, ClusterChange, ClusterChangeStream, Compare, Store, StoreError,
@@ -266,4 +267,36 @@ async fn connecting_to_nothing_is_unavailable() {
         Err(e) => panic!("expected Unavailable, got {e}"),
         Ok(_) => panic!("connected to a closed port"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compactor_keeps_one_interval_of_history_and_two_can_run() {
+    let etcd = common::Etcd::start();
+    let store = etcd.store().await;
+    let key = format!("{ROOT}compactor-test");
+    let mut a = Compactor::default();
+    let mut b = Compactor::default();
+    store.put(&key, b"1".to_vec(), None).await.expect("put");
+    assert_eq!(a.pass(&store).await.expect("pass"), None);
+    let held = store.list(ROOT).await.expect("list").1;
+    assert_eq!(b.pass(&store).await.expect("pass"), None);
+    let later = store.put(&key, b"2".to_vec(), None).await.expect("put");
+    assert_eq!(a.pass(&store).await.expect("pass"), Some(held));
+    // The second coordinator compacts to the same revision: already done, not an error.
+    assert_eq!(b.pass(&store).await.expect("pass"), Some(held));
+    let mut old = store.watch(&key, held - 1).await.expect("watch");
+    match old.next().await {
+        Some(Err(StoreError::Compacted {
+            compact_revision, ..
+        })) => assert_eq!(compact_revision, held),
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    let mut kept = store.watch(&key, held).await.expect("watch");
+    let events = kept.next().await.expect("an event").expect("history kept");
+    assert!(
+        matches!(events.last(), Some(WatchEvent::Put(kv)) if kv.mod_revision == later),
+        "{events:?}"
+    );
+    // Compacting below what is already compacted is not an error either.
+    store.compact(held - 1).await.expect("already compacted");
 }

@@ -34,6 +34,8 @@ const PING_INTERVAL: Duration = Duration::from_secs(10);
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Part of etcd's (and etcd-client's) message for an unknown lease.
 const LEASE_NOT_FOUND: &str = "lease not found";
+/// etcd's answer to a compaction at or below the revision already compacted.
+const COMPACTED_ALREADY: &str = "required revision has been compacted";
 
 /// Checks the endpoints' schemes against `files`: https needs the files, and the files need
 /// every endpoint https (etcd serving TLS). What a daemon calls at start, so a mistake stops it
@@ -111,14 +113,6 @@ impl EtcdStore {
         };
         store.get(ROOT).await.map_err(unreachable)?;
         Ok(store)
-    }
-
-    /// Compacts etcd's history up to `revision` (tests and maintenance).
-    pub async fn compact(&self, revision: i64) -> Result<(), StoreError> {
-        let mut kv = self.client.kv_client();
-        let opts = CompactionOptions::new().with_physical();
-        timed(kv.compact(revision, Some(opts))).await?;
-        Ok(())
     }
 }
 
@@ -342,5 +336,14 @@ impl Store for EtcdStore {
             .with_start_revision(from_revision);
         let watch = timed(wc.watch(prefix, Some(opts))).await?;
         Ok(adapt_watch(watch, from_revision))
+    }
+
+    async fn compact(&self, revision: i64) -> Result<(), StoreError> {
+        let mut kv = self.client.kv_client();
+        let opts = CompactionOptions::new().with_physical();
+        match timed(kv.compact(revision, Some(opts))).await {
+            Err(StoreError::Unavailable(msg)) if msg.contains(COMPACTED_ALREADY) => Ok(()),
+            other => other.map(drop),
+        }
     }
 }

@@ -317,6 +317,12 @@ impl Store for MemoryStore {
         }
     }
 
+    async fn compact(&self, revision: i64) -> Result<(), StoreError> {
+        drop(self.lock_up()?);
+        MemoryStore::compact(self, revision);
+        Ok(())
+    }
+
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream, StoreError> {
         let mut g = self.lock_up()?;
         let from = if from_revision <= 0 {

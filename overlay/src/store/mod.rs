@@ -3,6 +3,7 @@
 //! The trait is the raw key-value contract (get, list, CAS transactions, leases, watch from a
 //! revision); typed access to the schema goes through [`keys::Key`] and [`crate::model`].
 
+pub mod compactor;
 pub mod etcd;
 pub mod keys;
 pub mod lease;
@@ -141,4 +142,7 @@ pub trait Store: Send + Sync + 'static {
     /// `Compacted` and ends; on a lost connection it yields `Unavailable` (or just ends).
     /// Most callers want the resilient [`watch_changes`] instead.
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream, StoreError>;
+    /// Drops the history before `revision`: watches from an older revision get `Compacted`.
+    /// A history already compacted that far is not an error.
+    async fn compact(&self, revision: i64) -> Result<(), StoreError>;
 }
