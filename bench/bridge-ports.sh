@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The Linux bridge alone, no shibafu: N veth ports added to one bridge in a scratch namespace
-# (IPv6 off), each `link add` + `master` + `up` of both ends, 100 at a time through one
-# `ip -batch`; prints the time per port of each hundred. How much of attach-flat's growth any
-# bridge-based runtime pays (issue 16, docs/bench-scale.md).
+# (IPv6 off, as on shibafu's host ends), each `link add` + `master` + `up` of both ends, 100 at
+# a time through one `ip -batch`; prints the time per port of each hundred. How much of
+# attach-flat's growth any bridge-based runtime pays (issue 16, docs/bench-scale.md).
 #
 # Usage (repo root, as root): bench/bridge-ports.sh [N, default 1000]
 #   BRARGS="mcast_snooping 0"   extra options of the bridge (which has a fixed address, as
@@ -11,6 +11,8 @@
 #                               the bridge then keeps no local forwarding entry per port)
 #   VXFDB=K                     first a VXLAN port with K static forwarding entries (remote
 #                               endpoints, as shibafu adds them), which every new port walks
+#   V6=none                     IPv6 on, each end without a link-local (`addrgenmode none`, as
+#                               shibafu's host ends before change 25 of docs/bench-scale.md)
 # Everything lives in namespace sfbrports, removed at the end (trap).
 set -euo pipefail
 N=${1:-1000}
@@ -20,7 +22,11 @@ case $N in '' | *[!0-9]*) echo "N must be a number" >&2; exit 1 ;; esac
 NS=sfbrports BATCH=$(mktemp)
 trap 'ip netns del "$NS" 2>/dev/null || true; rm -f "$BATCH"' EXIT
 ip netns add "$NS"
-ip netns exec "$NS" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+case ${V6:-off} in
+  off) ip netns exec "$NS" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 ;;
+  none) ;;
+  *) echo "V6 must be off or none" >&2; exit 1 ;;
+esac
 BRMAC=02:73:66:00:00:01
 # shellcheck disable=SC2086 # BRARGS holds several words
 ip -n "$NS" link add br0 address "$BRMAC" type bridge ${BRARGS:-}
@@ -45,6 +51,7 @@ out=""
 for b in $(seq 0 $((N / 100 - 1))); do
   for i in $(seq $((b * 100)) $((b * 100 + 99))); do
     echo "link add v$i $PORT_ADDR type veth peer name p$i"
+    [ "${V6:-off}" = off ] || printf 'link set v%s addrgenmode none\nlink set p%s addrgenmode none\n' "$i" "$i"
     echo "link set v$i master br0"
     echo "link set v$i up"
     echo "link set p$i up"
