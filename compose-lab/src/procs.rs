@@ -17,8 +17,9 @@ use crate::state::ProcSpec;
 /// How long a stopped process gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// Agent settings the lab passes on: `SHIBAFU_ENCRYPT_ALL` (`--encrypt-all`).
-pub const PASSED_SETTINGS: [&str; 1] = ["SHIBAFU_ENCRYPT_ALL"];
+/// Settings the lab passes on: the agents' `SHIBAFU_ENCRYPT_ALL` (`--encrypt-all`), the
+/// coordinators' `SHIBAFU_COMPACT_INTERVAL` (`--compact-interval`).
+pub const PASSED_SETTINGS: [&str; 2] = ["SHIBAFU_ENCRYPT_ALL", "SHIBAFU_COMPACT_INTERVAL"];
 
 /// The OpenTelemetry variables (`OTEL_*`) and [`PASSED_SETTINGS`] among `vars`: what the lab
 /// passes from its own environment to every process it starts and to `exec`, so a whole lab
@@ -191,13 +192,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_opentelemetry_variables_and_agent_settings_are_passed_on() {
+    fn only_the_opentelemetry_variables_and_shibafu_settings_are_passed_on() {
         let vars = [
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://10.64.0.2:4318"),
             ("PATH", "/bin"),
             ("OTEL_SERVICE_NAME", "x"),
             ("XOTEL_Y", "z"),
             ("SHIBAFU_ENCRYPT_ALL", "1"),
+            ("SHIBAFU_COMPACT_INTERVAL", "2"),
+            ("SHIBAFU_GC_INTERVAL", "1"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()));
         let passed = passed_env(vars.into_iter());
@@ -210,6 +213,7 @@ mod tests {
                 ),
                 ("OTEL_SERVICE_NAME".to_string(), "x".to_string()),
                 ("SHIBAFU_ENCRYPT_ALL".to_string(), "1".to_string()),
+                ("SHIBAFU_COMPACT_INTERVAL".to_string(), "2".to_string()),
             ]
         );
     }

@@ -204,7 +204,8 @@ impl Lab {
             .unwrap_or_else(|| panic!("no control address in {status}"))
     }
 
-    /// Restarts NODE's agent with the variables of `env` (the lab passes them on).
+    /// Restarts component NAME (a node's agent, a coordinator) with the variables of `env` (the
+    /// lab passes them on).
     pub fn restart_with_env(&self, node: &str, env: &[(&str, &str)]) {
         self.lab_ok(&["stop", node]);
         let mut start = self.lab_cmd(&["start", node]);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::{debug, info};
+use tracing::{info, warn};
 
 use super::keys::Prefix;
 use super::{Store, StoreError};
@@ -57,7 +57,7 @@ pub async fn run(store: Arc<dyn Store>, interval: Duration, mut stop: watch::Rec
         match compactor.pass(store.as_ref()).await {
             Ok(Some(revision)) => info!(revision, "etcd history compacted"),
             Ok(None) => {}
-            Err(e) => debug!(error = %e, "etcd history not compacted; next interval"),
+            Err(e) => warn!(error = %e, "etcd history not compacted; trying again next interval"),
         }
     }
 }
