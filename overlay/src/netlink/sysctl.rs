@@ -1,6 +1,6 @@
-//! The few host sysctls the dataplane needs (IP forwarding, br_netfilter's switches, IPv6 off on
-//! the host ends of container veths), read and written in the host namespace (paths under /proc/sys/net resolve in the namespace of the
-//! thread that opens them).
+//! The few host sysctls the dataplane needs (IP forwarding, br_netfilter's switches, IPv6 off
+//! on the host ends of container veths), read and written in the host namespace (paths under
+//! /proc/sys/net resolve in the namespace of the thread that opens them).
 
 use std::path::{Path, PathBuf};
 

@@ -89,7 +89,8 @@ pub enum Op {
         /// MTU of both ends.
         mtu: u32,
         /// The container end keeps IPv6 (its network has IPv6). Otherwise it gets no IPv6
-        /// link-local address, and the host end never gets one: see the netlink backend.
+        /// link-local address; the host end takes no part in IPv6 either way: see the netlink
+        /// backend.
         peer_ipv6: bool,
     },
     /// Turn a bridge's own br_netfilter switches (`nf_call_iptables` and `nf_call_ip6tables`)
