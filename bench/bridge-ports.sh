@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The Linux bridge alone, no shibafu: N veth ports added to one bridge in a scratch namespace
-# (IPv6 off, as on shibafu's host ends), each `link add` + `master` + `up` of both ends, 100 at
-# a time through one `ip -batch`; prints the time per port of each hundred. How much of
-# attach-flat's growth any bridge-based runtime pays (issue 16, docs/bench-scale.md).
+# (IPv6 off, as on shibafu's host ends), each `link add` + `master` + `up` of both ends (both
+# stay in the namespace), 100 at a time through one `ip -batch`; prints the time per port of
+# each hundred. How much of attach-flat's growth any bridge-based runtime pays (issue 16,
+# docs/bench-scale.md).
 #
 # Usage (repo root, as root): bench/bridge-ports.sh [N, default 1000]
 #   BRARGS="mcast_snooping 0"   extra options of the bridge (which has a fixed address, as
@@ -12,7 +13,8 @@
 #   VXFDB=K                     first a VXLAN port with K static forwarding entries (remote
 #                               endpoints, as shibafu adds them), which every new port walks
 #   V6=none                     IPv6 on, each end without a link-local (`addrgenmode none`, as
-#                               shibafu's host ends before change 25 of docs/bench-scale.md)
+#                               shibafu's host ends before change 25 of docs/bench-scale.md;
+#                               two interfaces with IPv6 a port here, one in shibafu's host)
 # Everything lives in namespace sfbrports, removed at the end (trap).
 set -euo pipefail
 N=${1:-1000}
