@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use shibafu_overlay::api::ApiError;
 use shibafu_overlay::ipam::reclaim_dead_blocks;
 use shibafu_overlay::model::IpamBlock;
+use shibafu_overlay::store::every::Every;
 use shibafu_overlay::store::keys::{Key, Prefix};
 use shibafu_overlay::store::{Compare, Store, StoreExt, TxnOp};
 use tokio::sync::watch;
@@ -22,19 +23,11 @@ pub async fn run(
     store: Arc<dyn Store>,
     interval: Duration,
     grace: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut every = Every::new(interval, stop);
     let mut gc = Collector::new(grace);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
+    while every.next().await {
         if let Err(e) = gc.pass(store.as_ref(), Instant::now()).await {
             warn!(error = %e, "gc pass failed; retrying next interval");
         }

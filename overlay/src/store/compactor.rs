@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::every::Every;
 use super::keys::Prefix;
 use super::{Store, StoreError};
 
@@ -42,18 +43,10 @@ impl Compactor {
 }
 
 /// Runs a pass every `interval` until `stop` turns true (the first one only reads the revision).
-pub async fn run(store: Arc<dyn Store>, interval: Duration, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+pub async fn run(store: Arc<dyn Store>, interval: Duration, stop: watch::Receiver<bool>) {
+    let mut every = Every::new(interval, stop);
     let mut compactor = Compactor::default();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
+    while every.next().await {
         match compactor.pass(store.as_ref()).await {
             Ok(Some(revision)) => info!(revision, "etcd history compacted"),
             Ok(None) => {}

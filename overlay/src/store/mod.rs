@@ -5,6 +5,7 @@
 
 pub mod compactor;
 pub mod etcd;
+pub mod every;
 pub mod keys;
 pub mod lease;
 pub mod memory;
