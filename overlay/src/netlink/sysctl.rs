@@ -92,7 +92,8 @@ pub(crate) async fn disable_flags(
 }
 
 /// Turns IPv6 off on host link `name` in `netns` (`None` = the caller's namespace) before it is
-/// up: false where that cannot be done (a kernel without IPv6, a read-only /proc/sys).
+/// up: false where that cannot be done (a kernel without IPv6, a read-only /proc/sys, no
+/// permission).
 pub(crate) async fn disable_ipv6(netns: Option<&Path>, name: &str) -> Result<bool, NetlinkError> {
     let key = PathBuf::from(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"));
     let path = key.clone();
