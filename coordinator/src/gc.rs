@@ -125,16 +125,20 @@ pub async fn sweep_orphans(store: &dyn Store) -> Result<usize, ApiError> {
         Prefix::Links,
         Prefix::Problems,
     ] {
-        let (kvs, _) = store.list(&prefix.to_string()).await.map_err(store_error)?;
-        for kv in kvs {
-            let Some(key) = Key::parse(&kv.key) else {
+        // Names only: every pass reads every child key of the cluster, not their values.
+        let keys = store
+            .list_keys(&prefix.to_string())
+            .await
+            .map_err(store_error)?;
+        for name in keys {
+            let Some(key) = Key::parse(&name) else {
                 continue;
             };
             for net in owners(&key) {
                 children
                     .entry(net.to_string())
                     .or_default()
-                    .insert(kv.key.clone());
+                    .insert(name.clone());
             }
         }
     }

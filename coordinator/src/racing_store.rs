@@ -50,6 +50,9 @@ impl Store for RacingStore {
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StoreError> {
         self.inner.list(prefix).await
     }
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.list_keys(prefix).await
+    }
     async fn put(&self, key: &str, value: Vec<u8>, lease: Option<i64>) -> Result<i64, StoreError> {
         self.inner.put(key, value, lease).await
     }

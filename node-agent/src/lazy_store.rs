@@ -37,6 +37,9 @@ impl Store for LazyStore {
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StoreError> {
         self.get_store().await?.list(prefix).await
     }
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.get_store().await?.list_keys(prefix).await
+    }
     async fn put(&self, key: &str, value: Vec<u8>, lease: Option<i64>) -> Result<i64, StoreError> {
         self.get_store().await?.put(key, value, lease).await
     }

@@ -300,3 +300,17 @@ async fn the_compactor_keeps_one_interval_of_history_and_two_can_run() {
     // Compacting below what is already compacted is not an error either.
     store.compact(held - 1).await.expect("already compacted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_names_come_without_values_and_within_the_prefix() {
+    let etcd = common::Etcd::start();
+    let store = etcd.store().await;
+    for key in ["/t/keys/a", "/t/keys/b/c", "/t/keysx", "/t/other"] {
+        store.put(key, b"value".to_vec(), None).await.expect("put");
+    }
+    assert_eq!(
+        store.list_keys("/t/keys/").await.expect("keys"),
+        ["/t/keys/a", "/t/keys/b/c"]
+    );
+    assert!(store.list_keys("/t/none/").await.expect("keys").is_empty());
+}

@@ -3,10 +3,11 @@
 //! A node claims a free block with one transaction (`Compare::Absent` on the block key, value
 //! = [`IpamBlock`]) and allocates inside its blocks locally. Blocks that become empty are given
 //! back at once (deleted with `Compare::Value`, so only while still ours), so nothing leaks and
-//! small networks stay shareable. Blocks of dead nodes are deleted by [`reclaim_dead_blocks`].
+//! small networks stay shareable. Blocks of dead nodes are deleted by
+//! [`super::reclaim_dead_blocks`].
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use tracing::{info, warn};
 
 use super::alloc::{block_of, candidate_blocks, check_address, Pool};
 use super::IpamError;
-use crate::model::{decode, Endpoint, IpamBlock, Network, SCHEMA_VERSION};
+use crate::model::{decode, IpamBlock, Network, SCHEMA_VERSION};
 use crate::store::keys::{Key, Prefix};
 use crate::store::{Compare, KeyValue, Store, StoreError, TxnOp};
 
@@ -319,51 +320,4 @@ impl NetState {
             records: BTreeMap::new(),
         }
     }
-}
-
-/// Deletes IPAM blocks whose owner is not in `live_nodes` and which no endpoint uses; returns
-/// them. Pass the nodes registered now plus those gone for less than a grace period, so a node
-/// that is only briefly cut off keeps its blocks. Safe to run on several coordinators at once.
-pub async fn reclaim_dead_blocks(
-    store: &dyn Store,
-    live_nodes: &[String],
-) -> Result<Vec<IpamBlock>, IpamError> {
-    let live: HashSet<&str> = live_nodes.iter().map(String::as_str).collect();
-    let (endpoints, _) = store.list(&Prefix::Endpoints.to_string()).await?;
-    let mut in_use: HashMap<String, Vec<Ipv4Addr>> = HashMap::new();
-    let mut unreadable: HashSet<String> = HashSet::new();
-    for kv in &endpoints {
-        let Some(Key::Endpoint { network, .. }) = Key::parse(&kv.key) else {
-            continue;
-        };
-        match decode::<Endpoint>(&kv.key, &kv.value) {
-            Ok(e) => in_use.entry(network).or_default().push(e.ipv4),
-            // An endpoint we cannot read might use any block of its network: keep them all.
-            Err(_) => {
-                unreadable.insert(network);
-            }
-        }
-    }
-    let (blocks, _) = store.list(&Prefix::Blocks.to_string()).await?;
-    let mut reclaimed = Vec::new();
-    for kv in &blocks {
-        let Ok(block) = decode::<IpamBlock>(&kv.key, &kv.value) else {
-            continue;
-        };
-        let used = in_use
-            .get(&block.network)
-            .is_some_and(|ips| ips.iter().any(|ip| block.cidr.contains(ip)));
-        if live.contains(block.node.as_str()) || used || unreadable.contains(&block.network) {
-            continue;
-        }
-        let cmp = Compare::ModRevision(kv.key.clone(), kv.mod_revision);
-        if store
-            .txn(vec![cmp], vec![TxnOp::Delete(kv.key.clone())])
-            .await?
-        {
-            info!(network = %block.network, block = %block.cidr, owner = %block.node, "reclaimed block of dead node");
-            reclaimed.push(block);
-        }
-    }
-    Ok(reclaimed)
 }

@@ -10,6 +10,7 @@ mod alloc;
 mod claim;
 #[cfg(test)]
 mod claim_tests;
+mod reclaim;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -19,7 +20,8 @@ use crate::model::Network;
 use crate::store::StoreError;
 
 pub use alloc::{block_of, block_prefix, candidate_blocks, check_address, Pool};
-pub use claim::{reclaim_dead_blocks, Ipam};
+pub use claim::Ipam;
+pub use reclaim::reclaim_dead_blocks;
 
 /// Errors of address management; messages say what to do.
 #[derive(Debug, thiserror::Error)]

@@ -248,6 +248,17 @@ impl Store for EtcdStore {
         Ok((resp.kvs().iter().map(convert_kv).collect(), revision))
     }
 
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut kv = self.client.kv_client();
+        let opts = GetOptions::new().with_prefix().with_keys_only();
+        let resp = timed(kv.get(prefix, Some(opts))).await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+            .collect())
+    }
+
     async fn put(&self, key: &str, value: Vec<u8>, lease: Option<i64>) -> Result<i64, StoreError> {
         let mut kv = self.client.kv_client();
         let opts = lease.map(|l| PutOptions::new().with_lease(l));

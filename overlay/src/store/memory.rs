@@ -317,6 +317,18 @@ impl Store for MemoryStore {
         }
     }
 
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let g = self.lock_up()?;
+        let keys = g
+            .kvs
+            .range(prefix.to_string()..)
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        Ok(keys)
+    }
+
     async fn compact(&self, revision: i64) -> Result<(), StoreError> {
         drop(self.lock_up()?);
         MemoryStore::compact(self, revision);
@@ -390,11 +402,18 @@ mod tests {
         let (kvs, rev) = s.list("/a/").await.expect("list");
         assert_eq!(kvs.len(), 1);
         assert_eq!(rev, 4);
+        s.put("/a0", b"w".to_vec(), None).await.expect("put");
+        assert_eq!(s.list_keys("/a/").await.expect("keys"), ["/a/1"]);
+        assert_eq!(
+            s.list_keys("/").await.expect("keys"),
+            ["/a/1", "/a0", "/b/1"]
+        );
+        s.delete("/a0").await.expect("delete");
         assert!(s.delete("/a/1").await.expect("delete"));
         assert!(!s.delete("/a/1").await.expect("delete"));
         assert_eq!(
             s.revision(),
-            5,
+            7,
             "deleting a missing key does not bump the revision"
         );
     }

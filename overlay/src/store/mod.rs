@@ -126,6 +126,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
     /// Lists every key under a prefix, with the store revision the list was taken at.
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StoreError>;
+    /// Lists the names of the keys under a prefix, without their values.
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
     /// Writes one key (optionally under a lease); returns the new revision.
     async fn put(&self, key: &str, value: Vec<u8>, lease: Option<i64>) -> Result<i64, StoreError>;
     /// Deletes one key; true if it existed.
