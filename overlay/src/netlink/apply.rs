@@ -378,11 +378,11 @@ impl<'a> Session<'a> {
 }
 
 /// A link change giving link `idx` no IPv6 link-local address (`addrgenmode none`; set before
-/// the link is up, as the kernel takes it only then). A bridge port needs none, and a
-/// container on an IPv4-only network none either; each one costs, as a container comes up,
-/// duplicate address detection, MLD reports and router solicitations flooded to every port of
-/// the bridge, and a route in the host's IPv6 table that every link change walks: with 1,000
-/// containers on a bridge that made each attach slower than the one before.
+/// the link is up, as the kernel takes it only then). A container on an IPv4-only network needs
+/// none, and a bridge port none either (this is its fallback where IPv6 cannot be turned off on
+/// it: `sysctl::disable_ipv6`); each one costs, as a container comes up, duplicate address
+/// detection, MLD reports and router solicitations flooded to every port of the bridge: with
+/// 1,000 containers on a bridge that made each attach slower than the one before.
 fn no_link_local(idx: u32) -> LinkMessage {
     let mut msg = LinkUnspec::new_with_index(idx).build();
     msg.attributes

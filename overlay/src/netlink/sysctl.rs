@@ -20,6 +20,18 @@ pub(crate) const BRIDGE_NETFILTER: [&str; 3] = [
     "/proc/sys/net/bridge/bridge-nf-call-arptables",
 ];
 
+/// Runs `f` in `netns` (`None` = the caller's namespace, on the caller's thread).
+async fn in_netns<T, F>(netns: Option<&Path>, f: F) -> Result<T, NetlinkError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    Ok(match netns {
+        None => f(),
+        Some(p) => netns::run_in_async(p, f).await?,
+    })
+}
+
 fn read_now(key: &str) -> Result<bool, std::io::Error> {
     match std::fs::read_to_string(key) {
         Ok(s) => Ok(s.trim() == "1"),
@@ -41,14 +53,12 @@ pub(crate) async fn read_flags<const N: usize>(
         }
         Ok(out)
     };
-    let res = match netns {
-        None => read_all(),
-        Some(p) => netns::run_in_async(p, read_all).await?,
-    };
-    res.map_err(|(key, source)| NetlinkError::Sysctl {
-        key: PathBuf::from(key),
-        source,
-    })
+    in_netns(netns, read_all)
+        .await?
+        .map_err(|(key, source)| NetlinkError::Sysctl {
+            key: PathBuf::from(key),
+            source,
+        })
 }
 
 /// Sets a 0/1 sysctl to 1 in `netns` (`None` = the caller's namespace).
@@ -56,14 +66,13 @@ pub(crate) async fn enable_flag(
     netns: Option<&Path>,
     key: &'static str,
 ) -> Result<(), NetlinkError> {
-    let res = match netns {
-        None => std::fs::write(key, b"1"),
-        Some(p) => netns::run_in_async(p, move || std::fs::write(key, b"1")).await?,
-    };
-    res.map_err(|source| NetlinkError::Sysctl {
-        key: PathBuf::from(key),
-        source,
-    })
+    let write = move || std::fs::write(key, b"1");
+    in_netns(netns, write)
+        .await?
+        .map_err(|source| NetlinkError::Sysctl {
+            key: PathBuf::from(key),
+            source,
+        })
 }
 
 /// Sets 0/1 sysctls to 0 in `netns` (`None` = the caller's namespace); absent keys are skipped.
@@ -81,14 +90,12 @@ pub(crate) async fn disable_flags(
         }
         Ok(())
     };
-    let res = match netns {
-        None => write_all(),
-        Some(p) => netns::run_in_async(p, write_all).await?,
-    };
-    res.map_err(|(key, source)| NetlinkError::Sysctl {
-        key: PathBuf::from(key),
-        source,
-    })
+    in_netns(netns, write_all)
+        .await?
+        .map_err(|(key, source)| NetlinkError::Sysctl {
+            key: PathBuf::from(key),
+            source,
+        })
 }
 
 /// Turns IPv6 off on host link `name` in `netns` (`None` = the caller's namespace) before it is
@@ -97,12 +104,7 @@ pub(crate) async fn disable_flags(
 pub(crate) async fn disable_ipv6(netns: Option<&Path>, name: &str) -> Result<bool, NetlinkError> {
     let key = PathBuf::from(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"));
     let path = key.clone();
-    let write = move || std::fs::write(&path, b"1");
-    let res = match netns {
-        None => write(),
-        Some(p) => netns::run_in_async(p, write).await?,
-    };
-    match res {
+    match in_netns(netns, move || std::fs::write(&path, b"1")).await? {
         Ok(()) => Ok(true),
         Err(e) if cannot_write(&e) => Ok(false),
         Err(source) => Err(NetlinkError::Sysctl { key, source }),

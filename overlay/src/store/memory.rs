@@ -226,6 +226,16 @@ fn batches(events: impl Iterator<Item = WatchEvent>) -> Vec<Vec<WatchEvent>> {
     out
 }
 
+/// The entries of `kvs` whose keys start with `prefix`, in key order.
+fn under<'a>(
+    kvs: &'a BTreeMap<String, KeyValue>,
+    prefix: &'a str,
+) -> impl Iterator<Item = &'a KeyValue> + 'a {
+    kvs.range(prefix.to_string()..)
+        .take_while(move |(k, _)| k.starts_with(prefix))
+        .map(|(_, kv)| kv)
+}
+
 #[async_trait]
 impl Store for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
@@ -234,12 +244,7 @@ impl Store for MemoryStore {
 
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StoreError> {
         let g = self.lock_up()?;
-        let kvs = g
-            .kvs
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, kv)| kv.clone())
-            .collect();
+        let kvs = under(&g.kvs, prefix).cloned().collect();
         Ok((kvs, g.revision))
     }
 
@@ -319,14 +324,7 @@ impl Store for MemoryStore {
 
     async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let g = self.lock_up()?;
-        let keys = g
-            .kvs
-            .range(prefix.to_string()..)
-            .map(|(k, _)| k)
-            .take_while(|k| k.starts_with(prefix))
-            .cloned()
-            .collect();
-        Ok(keys)
+        Ok(under(&g.kvs, prefix).map(|kv| kv.key.clone()).collect())
     }
 
     async fn compact(&self, revision: i64) -> Result<(), StoreError> {
