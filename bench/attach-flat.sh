@@ -14,6 +14,9 @@
 # Usage (repo root, as root): bench/attach-flat.sh [N, default 1000]
 #   NO_BUILD=1   skip `cargo build --release` (binaries must be in target/release)
 #   TIMES=FILE   keep every attach's time there ("I MICROSECONDS" per line)
+#   ETCD=1       also read etcd's /metrics after attaches 100, 200, N-100 and N (outside the
+#                timed calls) and print, per attach in the second hundred and in the last,
+#                etcd's bytes sent to its clients and its database's growth (bench/etcd-per-attach.py)
 # Everything lives in namespaces named sfflat* and one temp dir, removed at the end (trap).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,6 +26,7 @@ cd "$ROOT"
 case $N in '' | *[!0-9]*) echo "N must be a number" >&2; exit 1 ;; esac
 # A bridge takes 1,023 ports, its VXLAN port one of them (docs/dataplane.md).
 [ "$N" -ge 20 ] && [ "$N" -le 1022 ] || { echo "N must be 20..1022 (one bridge's ports)" >&2; exit 1; }
+[ -z "${ETCD:-}" ] || [ "$N" -ge 300 ] || { echo "ETCD=1 needs N >= 300" >&2; exit 1; }
 [ -n "${NO_BUILD:-}" ] || cargo build --release --workspace --bins
 H=sfflathost DIR=$(mktemp -d /tmp/sfflat.XXXX) SETUP_PID=
 cleanup() {
@@ -55,6 +59,10 @@ for i in $(seq 1 "$N"); do
   t1=$(date +%s%N)
   echo "$i $(((t1 - t0) / 1000))"
   [ $((i % 100)) -ne 0 ] || agent_cpu "$i"
+  case ${ETCD:-}:$i in 1:100 | 1:200 | 1:$((N - 100)) | 1:"$N")
+    ip netns exec "$H" curl -sf http://127.0.0.1:2379/metrics >"$DIR/etcd.$i" ;;
+  esac
 done >"$DIR/times"
 [ -z "${TIMES:-}" ] || cp "$DIR/times" "$TIMES"
 python3 "$ROOT/bench/flat-stats.py" "$DIR/times" "$DIR/cpu"
+[ -z "${ETCD:-}" ] || python3 "$ROOT/bench/etcd-per-attach.py" "$DIR" "$N"
