@@ -17,6 +17,9 @@
 #   ETCD=1       also read etcd's /metrics after attaches 100, 200, N-100 and N (outside the
 #                timed calls) and print, per attach in the second hundred and in the last,
 #                etcd's bytes sent to its clients and its database's growth (bench/etcd-per-attach.py)
+#   RUNS=K       run the whole benchmark K times in a row (a fresh setup each), then print every
+#                run's two ratios, their median and in how many runs each is within the goal: one
+#                run on a shared machine says little (TIMES=FILE then keeps FILE.1 .. FILE.K)
 # Everything lives in namespaces named sfflat* and one temp dir, removed at the end (trap).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,7 +30,19 @@ case $N in '' | *[!0-9]*) echo "N must be a number" >&2; exit 1 ;; esac
 # A bridge takes 1,023 ports, its VXLAN port one of them (docs/dataplane.md).
 [ "$N" -ge 20 ] && [ "$N" -le 1022 ] || { echo "N must be 20..1022 (one bridge's ports)" >&2; exit 1; }
 [ -z "${ETCD:-}" ] || [ "$N" -ge 300 ] || { echo "ETCD=1 needs N >= 300" >&2; exit 1; }
+RUNS=${RUNS:-1}
+case $RUNS in '' | *[!0-9]* | 0*) echo "RUNS must be a number >= 1" >&2; exit 1 ;; esac
 [ -n "${NO_BUILD:-}" ] || cargo build --release --workspace --bins
+if [ "$RUNS" -gt 1 ]; then
+  LOG=$(mktemp /tmp/sfflat-runs.XXXX)
+  trap 'rm -f "$LOG"' EXIT
+  for r in $(seq 1 "$RUNS"); do
+    echo "## run $r of $RUNS"
+    RUNS=1 NO_BUILD=1 TIMES=${TIMES:+$TIMES.$r} bash "$0" "$N"
+  done | tee "$LOG"
+  python3 "$ROOT/bench/flat-stats.py" --runs "$LOG"
+  exit 0
+fi
 H=sfflathost DIR=$(mktemp -d /tmp/sfflat.XXXX) SETUP_PID=
 cleanup() {
   [ -n "$SETUP_PID" ] && { kill "$SETUP_PID" 2>/dev/null || true; wait "$SETUP_PID" 2>/dev/null || true; }
