@@ -62,11 +62,16 @@ fn address_of(lab: &Lab, node: &str, name: &str, network: &str) -> String {
 }
 
 fn dig(lab: &Lab, node: &str, name: &str, qname: &str) -> String {
+    dig_type(lab, node, name, qname, "A")
+}
+
+/// `dig +short QNAME QTYPE` in container NAME on NODE, one try of one second.
+fn dig_type(lab: &Lab, node: &str, name: &str, qname: &str, qtype: &str) -> String {
     in_container_out(
         lab,
         node,
         name,
-        &["dig", "+short", "+tries=1", "+time=1", qname],
+        &["dig", "+short", "+tries=1", "+time=1", qname, qtype],
     )
 }
 
@@ -382,16 +387,13 @@ fn ipv6_works_across_nodes() {
     );
     run(&lab, "node1", "six1", &["dual"], &[]);
     run(&lab, "node2", "six2", &["dual"], &[]);
-    let aaaa = in_container_out(
-        &lab,
-        "node1",
-        "six1",
-        &["dig", "+short", "six2.dual.local", "AAAA"],
-    );
-    assert!(
-        aaaa.trim().starts_with("fd00:24::"),
-        "no AAAA for six2: {aaaa}"
-    );
+    // six2's record reaches node1's DNS server through etcd's watch: soon, not at once.
+    let mut aaaa = String::new();
+    let answered = wait_until(Duration::from_secs(5), POLL, || {
+        aaaa = dig_type(&lab, "node1", "six1", "six2.dual.local", "AAAA");
+        aaaa.trim().starts_with("fd00:24::")
+    });
+    assert!(answered, "no AAAA for six2: {aaaa}");
     let reach = || {
         in_container(
             &lab,
