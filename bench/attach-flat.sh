@@ -19,8 +19,10 @@
 #                etcd's bytes sent to its clients and its database's growth (bench/etcd-per-attach.py)
 #   RUNS=K       run the whole benchmark K times in a row (a fresh setup each), then print every
 #                run's two ratios, their median and in how many runs each is within the goal: one
-#                run on a shared machine says little (TIMES=FILE then keeps FILE.1 .. FILE.K)
-# Everything lives in namespaces named sfflat* and one temp dir, removed at the end (trap).
+#                run on a shared machine says little (TIMES=FILE then keeps FILE.1 .. FILE.K). A
+#                run that fails is reported and the others go on; the script then exits non-zero
+# Everything lives in namespaces named sfflat* and one temp dir a run (with RUNS, one more for
+# the runs' times), removed at the end (trap).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${1:-1000}
@@ -34,13 +36,17 @@ RUNS=${RUNS:-1}
 case $RUNS in '' | *[!0-9]* | 0*) echo "RUNS must be a number >= 1" >&2; exit 1 ;; esac
 [ -n "${NO_BUILD:-}" ] || cargo build --release --workspace --bins
 if [ "$RUNS" -gt 1 ]; then
-  LOG=$(mktemp /tmp/sfflat-runs.XXXX)
-  trap 'rm -f "$LOG"' EXIT
+  KEPT=$(mktemp -d /tmp/sfflat-runs.XXXX)
+  trap 'rm -rf "$KEPT"' EXIT
+  failed=0
   for r in $(seq 1 "$RUNS"); do
     echo "## run $r of $RUNS"
-    RUNS=1 NO_BUILD=1 TIMES=${TIMES:+$TIMES.$r} bash "$0" "$N"
-  done | tee "$LOG"
-  python3 "$ROOT/bench/flat-stats.py" --runs "$LOG"
+    RUNS=1 NO_BUILD=1 TIMES="$KEPT/times.$r" bash "$ROOT/bench/attach-flat.sh" "$N" \
+      || { echo "## run $r failed"; failed=$((failed + 1)); }
+    [ -z "${TIMES:-}" ] || [ ! -e "$KEPT/times.$r" ] || cp "$KEPT/times.$r" "$TIMES.$r"
+  done
+  python3 "$ROOT/bench/flat-stats.py" --runs "$KEPT"/times.*
+  [ "$failed" -eq 0 ] || { echo "$failed of $RUNS runs failed" >&2; exit 1; }
   exit 0
 fi
 H=sfflathost DIR=$(mktemp -d /tmp/sfflat.XXXX) SETUP_PID=

@@ -4,11 +4,11 @@ attach, the median of each hundred, of the first ten and of the last ten, and th
 against the first ten's median (issue 16's goal: the 1,000th within 1.2 x). With a second file
 ("I TICKS" of a process's user + system time, at every hundredth attach), also that process's
 CPU time per attach in each hundred. Used by bench/attach-flat.sh and bench/attach-flat-anchors.sh.
-With --runs, summarises the log of several runs (attach-flat.sh's RUNS=K): every run's two ratios,
-their median, and in how many runs each is within the goal.
+With --runs, the times files of several runs (attach-flat.sh's RUNS=K): every run's two ratios,
+their median, and in how many runs each is within the goal (counted on the unrounded ratios).
 
 Usage: flat-stats.py TIMES [CPU]
-       flat-stats.py --runs LOG"""
+       flat-stats.py --runs TIMES..."""
 import os
 import re
 import statistics
@@ -17,25 +17,38 @@ import sys
 GOAL = 1.2
 
 
-def runs(log):
-    """Every run's "attach N / first ten" and "last ten / first ten", summarised."""
-    pat = re.compile(r"attach (\d+) / first ten's median = ([\d.]+); last ten / first ten = ([\d.]+)")
-    found = [m.groups() for m in map(pat.search, open(log)) if m]
-    if not found:
+def times(path):
+    """Every attach's time in ms, in order."""
+    return [int(line.split()[1]) / 1000 for line in open(path)]
+
+
+def ratios(t):
+    """The last attach and the median of the last ten, each against the first ten's median."""
+    first = statistics.median(t[:10])
+    return t[-1] / first, statistics.median(t[-10:]) / first
+
+
+def runs(paths):
+    """Every run's two ratios, summarised; the runs in the order of their files' numbers."""
+    paths = sorted((p for p in paths if os.path.exists(p)),
+                   key=lambda p: int(re.sub(r"\D", "", os.path.basename(p)) or 0))
+    if not paths:
         sys.exit("no run finished")
-    n = found[0][0]
-    for what, col in ((f"attach {n} / first ten", 1), ("last ten / first ten", 2)):
-        vals = [float(f[col]) for f in found]
+    all_t = [times(p) for p in paths]
+    per_run = [ratios(t) for t in all_t]
+    n = len(all_t[0])
+    for what, col in ((f"attach {n} / first ten", 0), ("last ten / first ten", 1)):
+        vals = [r[col] for r in per_run]
         within = sum(v <= GOAL for v in vals)
         print(f"{what} over {len(vals)} runs: " + ", ".join(f"{v:.2f}" for v in vals)
-              + f" (median {statistics.median(vals):.2f}; within {GOAL} in {within} of {len(vals)})")
+              + f" (median {statistics.median(vals):.3f}; within {GOAL} in {within} of {len(vals)})")
 
 
 if sys.argv[1:2] == ["--runs"]:
-    runs(sys.argv[2])
+    runs(sys.argv[2:])
     sys.exit(0)
 
-t = [int(line.split()[1]) / 1000 for line in open(sys.argv[1])]
+t = times(sys.argv[1])
 n = len(t)
 first, last = statistics.median(t[:10]), statistics.median(t[-10:])
 for i in [1, 10] + list(range(100, n + 1, 100)):
@@ -49,6 +62,7 @@ if len(sys.argv) > 2:
     per = [(b[1] - a[1]) * tick_ms / (b[0] - a[0]) for a, b in zip(cpu, cpu[1:])]
     if per:
         print("agent CPU per attach, each hundred: " + " ".join(f"{c:.2f}" for c in per) + " ms")
+last_one, last_ten = ratios(t)
 print(f"median of the first ten {first:.2f} ms, of the last ten {last:.2f} ms")
-print(f"attach {n} / first ten's median = {t[-1] / first:.2f}; "
-      f"last ten / first ten = {last / first:.2f} (goal <= {GOAL})")
+print(f"attach {n} / first ten's median = {last_one:.2f}; "
+      f"last ten / first ten = {last_ten:.2f} (goal <= {GOAL})")
