@@ -389,7 +389,7 @@ fn ipv6_works_across_nodes() {
     run(&lab, "node2", "six2", &["dual"], &[]);
     // six2's record reaches node1's DNS server through etcd's watch: soon, not at once.
     let mut aaaa = String::new();
-    let answered = wait_until(Duration::from_secs(5), POLL, || {
+    let answered = wait_until(Duration::from_secs(10), POLL, || {
         aaaa = dig_type(&lab, "node1", "six1", "six2.dual.local", "AAAA");
         aaaa.trim().starts_with("fd00:24::")
     });
