@@ -206,9 +206,9 @@ impl Lab {
 
     /// Restarts component NAME (a node's agent, a coordinator) with the variables of `env` (the
     /// lab passes them on).
-    pub fn restart_with_env(&self, node: &str, env: &[(&str, &str)]) {
-        self.lab_ok(&["stop", node]);
-        let mut start = self.lab_cmd(&["start", node]);
+    pub fn restart_with_env(&self, name: &str, env: &[(&str, &str)]) {
+        self.lab_ok(&["stop", name]);
+        let mut start = self.lab_cmd(&["start", name]);
         start.envs(env.iter().copied());
         let out = exec_out(&mut start);
         assert!(out.status.success(), "{}", describe(&start, &out));
