@@ -17,6 +17,9 @@
 #   ETCD=1       also read etcd's /metrics after attaches 100, 200, N-100 and N (outside the
 #                timed calls) and print, per attach in the second hundred and in the last,
 #                etcd's bytes sent to its clients and its database's growth (bench/etcd-per-attach.py)
+#   THREADS=1    also read each agent thread's CPU time (/proc/PID/task/TID/schedstat) at every
+#                hundredth attach and print, per thread, its CPU per attach in the second hundred
+#                and in the last (bench/thread-cpu.py: which of the agent's threads grows)
 #   RUNS=K       run the whole benchmark K times in a row (a fresh setup each), then print every
 #                run's two ratios, their median and in how many runs each is within the goal: one
 #                run on a shared machine says little (TIMES=FILE then keeps FILE.1 .. FILE.K). A
@@ -32,6 +35,7 @@ case $N in '' | *[!0-9]*) echo "N must be a number" >&2; exit 1 ;; esac
 # A bridge takes 1,023 ports, its VXLAN port one of them (docs/dataplane.md).
 [ "$N" -ge 20 ] && [ "$N" -le 1022 ] || { echo "N must be 20..1022 (one bridge's ports)" >&2; exit 1; }
 [ -z "${ETCD:-}" ] || [ "$N" -ge 300 ] || { echo "ETCD=1 needs N >= 300" >&2; exit 1; }
+[ -z "${THREADS:-}" ] || [ "$N" -ge 300 ] || { echo "THREADS=1 needs N >= 300" >&2; exit 1; }
 RUNS=${RUNS:-1}
 case $RUNS in '' | *[!0-9]* | 0*) echo "RUNS must be a number >= 1" >&2; exit 1 ;; esac
 [ -n "${NO_BUILD:-}" ] || cargo build --release --workspace --bins
@@ -69,7 +73,12 @@ for ((i = 0; i < 300; i++)); do [ -e "$DIR/run/ready" ] && break; sleep 0.1; don
 [ -e "$DIR/run/ready" ] || { cat "$DIR/setup.log" "$DIR"/run/*.log >&2; exit 1; }
 for i in $(seq 1 "$N"); do ip netns add "sfflat$i"; done
 AGENT_PID=$(pgrep -f "$DIR/bin/shibafu-agent run" | head -1)
-agent_cpu() { echo "$1 $(awk '{print $14 + $15}' "/proc/$AGENT_PID/stat")" >>"$DIR/cpu"; }
+agent_cpu() {
+  echo "$1 $(awk '{print $14 + $15}' "/proc/$AGENT_PID/stat")" >>"$DIR/cpu"
+  [ -z "${THREADS:-}" ] || for t in /proc/"$AGENT_PID"/task/*; do
+    echo "$1 ${t##*/} $(cut -d' ' -f1 "$t/schedstat") $(tr ' ' _ <"$t/comm")"
+  done >>"$DIR/threads"
+}
 agent_cpu 0
 echo "# attach flatness, N=$N, $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo no-git), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for i in $(seq 1 "$N"); do
@@ -87,3 +96,4 @@ done >"$DIR/times"
 [ -z "${TIMES:-}" ] || cp "$DIR/times" "$TIMES"
 python3 "$ROOT/bench/flat-stats.py" "$DIR/times" "$DIR/cpu"
 [ -z "${ETCD:-}" ] || python3 "$ROOT/bench/etcd-per-attach.py" "$DIR" "$N"
+[ -z "${THREADS:-}" ] || python3 "$ROOT/bench/thread-cpu.py" "$DIR/threads" "$N"
